@@ -1,0 +1,161 @@
+"""Load a causal code LM and its tokenizer, ready for LeTI sampling and training.
+
+LeTI adds four special tokens (reward and feedback delimiters) to the vocabulary; the embedding
+matrix grows to match, and the new rows start at the mean of the existing rows so that the
+first sampling round (which never sees them) and generation stay sane.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from leti.errors import LetiError
+
+SPECIAL_TOKENS = ("<|good|>", "<|bad|>", "<|lang_feedback|>", "<|/lang_feedback|>")
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else must be a valid torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LetiError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LetiError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"auto" -> bf16 on CUDA GPUs that support it, fp16 on older CUDA GPUs, fp32 elsewhere
+    (CPU half-precision matmuls are slow and lossy)."""
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise LetiError(f"dtype={dtype!r} is not supported; use 'auto' or one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_model_and_tokenizer(
+    name_or_path: str,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM + tokenizer (hub id or local dir) with LeTI's special tokens added,
+    a pad token set and left padding (what batched generation needs)."""
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        # OSError covers unreachable hub, missing repo and missing files; ValueError covers
+        # malformed repo ids (e.g. a local path that does not exist) and unknown model types.
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LetiError(
+            f"model {name_or_path!r} could not be loaded ({first_line}); if the Hugging Face hub "
+            "is not reachable, pass a local directory saved with save_pretrained"
+        ) from None
+    add_special_tokens(model, tokenizer)
+    set_padding(model, tokenizer)
+    model.to(torch_device)
+    model.eval()
+    return model, tokenizer
+
+
+def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Add the LeTI tokens that are missing; returns how many were added. New embedding rows
+    (input and, if untied, output) are set to the mean of the rows of the existing vocabulary."""
+    old_len = len(tokenizer)
+    existing = [str(t) for t in _extra_special_tokens(tokenizer)]
+    wanted = existing + [t for t in SPECIAL_TOKENS if t not in existing]
+    # Passing the full list keeps earlier extra special tokens on both transformers 4 and 5.
+    n_added = tokenizer.add_special_tokens({"additional_special_tokens": wanted})
+    new_len = len(tokenizer)
+    for token in SPECIAL_TOKENS:
+        if len(tokenizer.encode(token, add_special_tokens=False)) != 1:
+            raise LetiError(f"tokenizer splits special token {token!r}; use a fast HF tokenizer")
+    if new_len == old_len:
+        return n_added
+    n_rows = model.get_input_embeddings().weight.shape[0]
+    if new_len > n_rows:
+        # mean_resizing=False: we set the rows ourselves (plain mean, deterministic).
+        model.resize_token_embeddings(new_len, mean_resizing=False)
+    _mean_init_rows(model, old_len, new_len)
+    return n_added
+
+
+def _extra_special_tokens(tokenizer: PreTrainedTokenizerBase) -> list:
+    # transformers 5 renamed additional_special_tokens to extra_special_tokens.
+    for attr in ("extra_special_tokens", "additional_special_tokens"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    return []
+
+
+@torch.no_grad()
+def _mean_init_rows(model: PreTrainedModel, old_len: int, new_len: int) -> None:
+    """Rows [old_len, new_len) := mean of rows [0, old_len). Models whose matrix already had
+    spare rows (e.g. CodeGen pads to 51200) get those rows overwritten the same way."""
+    weights = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != weights[0].data_ptr():
+        weights.append(output.weight)
+    for weight in weights:
+        mean = weight[:old_len].float().mean(dim=0)
+        weight[old_len:new_len] = mean.to(weight.dtype)
+
+
+def set_padding(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Pad with eos when the tokenizer has no pad token; pad on the left so that every row's
+    last prompt token sits at the same position when generating a batch."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise LetiError(
+                f"tokenizer of {tokenizer.name_or_path!r} has neither pad_token nor eos_token; "
+                "set one with tokenizer.add_special_tokens({'pad_token': ...}) before loading"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path
+) -> Path:
+    """Save model and tokenizer into one directory that load_model_and_tokenizer can read."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
