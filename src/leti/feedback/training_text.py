@@ -1,0 +1,172 @@
+"""Execution result -> the text LeTI trains on (pure: no torch, no tokenizer).
+
+Layout, byte for byte (spec, "One iteration", step 4):
+
+    passed:  <|good|>PROMPTCOMPLETION[EOS]
+    failed:  <|bad|><|lang_feedback|>FEEDBACK<|/lang_feedback|>PROMPTCOMPLETION[EOS]
+
+Separators, decided here once:
+- No whitespace between a special token and what follows it. The four markers are added to the
+  tokenizer as atomic special tokens, so they need no separator to tokenise cleanly, and at test
+  time the model is prompted with exactly `<|good|>` + PROMPT; training on `<|good|>PROMPT` keeps
+  the token sequence of the conditioning identical to what the model saw in training.
+- FEEDBACK is the executor's feedback text with trailing whitespace removed (so the closing
+  marker sits right after the last character of the message), plus rule-based hints when
+  `postprocess_hints` is on, each on its own line.
+- PROMPT + COMPLETION are concatenated as the model saw and wrote them (the prompt ends with its
+  own newline), so the training text continues the exact byte stream of generation.
+- EOS (the tokenizer's end-of-text string) only when `append_eos`: the authors append none.
+
+Ablations: `textual_feedback=False` drops the feedback span (binary reward only);
+`reward_token=False` drops the reward token (feedback span, if on, still marks failures).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from leti.execution.records import ExecutionResult, Status
+
+GOOD = "<|good|>"
+BAD = "<|bad|>"
+FEEDBACK_OPEN = "<|lang_feedback|>"
+FEEDBACK_CLOSE = "<|/lang_feedback|>"
+
+
+@dataclass(frozen=True)
+class TrainingTextConfig:
+    reward_token: bool = field(default=True, metadata={"help": "Start each text with <|good|> or <|bad|> (spec). False: no reward token (ablation)."})
+    textual_feedback: bool = field(default=True, metadata={"help": "Add the <|lang_feedback|> span to failures. False: binary reward only (ablation)."})
+    feedback_style: Literal["paper", "rich"] = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the failing assert's operand values. Sets the executor's feedback style."})
+    postprocess_hints: bool = field(default=False, metadata={"help": "Append rule-based hints for known failure patterns to the feedback (spec ablation)."})
+    append_eos: bool = field(default=False, metadata={"help": "Append the tokenizer's end-of-text token (authors: no; teaches the model where to stop)."})
+
+    def __post_init__(self) -> None:
+        if self.feedback_style not in ("paper", "rich"):
+            raise ValueError(f"training_text.feedback_style must be 'paper' or 'rich', got {self.feedback_style!r}")
+
+
+def build_training_text(
+    prompt: str,
+    completion: str,
+    result: ExecutionResult,
+    cfg: TrainingTextConfig,
+    eos_token: str = "",
+) -> str:
+    """The training text for one sample (layout in the module docstring)."""
+    if cfg.append_eos and not eos_token:
+        raise ValueError("append_eos is on but no eos_token was given (pass tokenizer.eos_token)")
+    parts: list[str] = []
+    if cfg.reward_token:
+        parts.append(GOOD if result.passed else BAD)
+    if cfg.textual_feedback and not result.passed:
+        feedback = feedback_text(completion, result, hints=cfg.postprocess_hints)
+        parts += [FEEDBACK_OPEN, feedback, FEEDBACK_CLOSE]
+    parts += [prompt, completion]
+    if cfg.append_eos:
+        parts.append(eos_token)
+    return "".join(parts)
+
+
+def feedback_text(completion: str, result: ExecutionResult, hints: bool = False) -> str:
+    """The feedback span's content: executor feedback, then (optionally) hint lines."""
+    text = result.feedback.rstrip()
+    if not text:
+        # The executor always fills feedback for failures; this keeps the span non-empty if a
+        # result was built by hand.
+        text = f"The program failed ({result.status.value})."
+    if hints:
+        extra = postprocess_hints(completion, result)
+        if extra:
+            text = text + "\n" + "\n".join(extra)
+    return text
+
+
+# --- post-processing hints -------------------------------------------------------------------
+# Each rule looks at the completion and the typed result and returns one sentence or None.
+# Rules are ordered; all that match are appended.
+
+
+def _top_level_code_after_first_function(completion: str) -> bool:
+    """True when the completion defines a function and then keeps writing top-level code
+    (more functions, calls, prints): the pattern the authors' hint targets."""
+    lines = completion.splitlines()
+    seen_def = False
+    in_body = False
+    for line in lines:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        top_level = not line[:1].isspace()
+        if not seen_def:
+            if top_level and re.match(r"(async\s+)?def\s", stripped):
+                seen_def, in_body = True, True
+            continue
+        if in_body and top_level:
+            return True
+    return False
+
+
+def _hint_extra_code(completion: str, result: ExecutionResult) -> str | None:
+    if _top_level_code_after_first_function(completion):
+        return ("Hint: only the first function is needed to solve the problem; "
+                "stop writing code after it.")
+    return None
+
+
+def _hint_undefined_name(completion: str, result: ExecutionResult) -> str | None:
+    if result.exception_type != "NameError" or not result.message:
+        return None
+    m = re.search(r"name '([^']+)' is not defined", result.message)
+    if not m:
+        return None
+    return f"Hint: '{m.group(1)}' is used but never defined or imported; define or import it before use."
+
+
+def _first_function_returns(completion: str) -> bool | None:
+    """Whether the first function in the completion has a `return <value>`; None if unparsable."""
+    try:
+        tree = ast.parse(completion)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Return, ast.Yield, ast.YieldFrom)) and getattr(sub, "value", None) is not None:
+                    return True
+            return False
+    return None
+
+
+def _hint_missing_return(completion: str, result: ExecutionResult) -> str | None:
+    # A function without `return` yields None, which then fails the test's comparison or a
+    # later operation on the value ("'NoneType' object ...").
+    none_type = result.exception_type == "TypeError" and "NoneType" in (result.message or "")
+    if (result.exception_type == "AssertionError" or none_type) and _first_function_returns(completion) is False:
+        return "Hint: the function has no return statement, so it returns None; return the result."
+    return None
+
+
+def _hint_timeout(completion: str, result: ExecutionResult) -> str | None:
+    if result.status is Status.TIMEOUT:
+        return "Hint: the program did not finish in time; look for a loop that never ends."
+    return None
+
+
+def _hint_missing_module(completion: str, result: ExecutionResult) -> str | None:
+    if result.exception_type in ("ModuleNotFoundError", "ImportError"):
+        return "Hint: only the Python standard library is available; do not import other packages."
+    return None
+
+
+_RULES = (_hint_extra_code, _hint_undefined_name, _hint_missing_return, _hint_timeout, _hint_missing_module)
+
+
+def postprocess_hints(completion: str, result: ExecutionResult) -> list[str]:
+    """Hint sentences for the failure patterns recognised in this sample (empty if none)."""
+    if result.passed:
+        return []
+    return [h for rule in _RULES if (h := rule(completion, result)) is not None]

@@ -1,0 +1,69 @@
+"""Fine-tuning settings (TRL style: one dataclass beside the trainer, help text on every field).
+
+Defaults are the authors' CodeGen-350M-mono run: AdamW, weight decay 0.01, constant lr 1e-5,
+3 epochs per iteration, bf16, alternating 1:1 with packed continued-pretraining batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    enabled: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; merged into the checkpoint after training."})
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Modules that get adapters (peft names; 'all-linear' = every linear layer but the output head)."})
+    train_special_tokens: bool = field(default=True, metadata={"help": "Also train the embeddings of the added special tokens (<|good|> ...) via peft trainable_token_indices; they are new and random otherwise."})
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"trainer.lora.r must be >= 1, got {self.r!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"trainer.lora.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    learning_rate: float = field(default=1e-5, metadata={"help": "Constant learning rate (authors: 1e-5 for 350M, 5e-6 for 2B; SFT baseline 1e-4)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (authors: 0.01); not applied to biases and norms."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = off)."})
+    epochs: int = field(default=3, metadata={"help": "Passes over one iteration's training texts (authors: 3; SFT baseline 30)."})
+    batch_size: int = field(default=8, metadata={"help": "Texts per micro-batch (per device)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
+    max_length: int = field(default=2048, metadata={"help": "Tokens per text (longer ones are cut at the end and counted) and pretraining block length; capped at the model's context."})
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = field(default="auto", metadata={"help": "'auto': bf16 autocast on GPUs that support it, else fp32; weights stay fp32."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})
+    pretrain_mix_ratio: float = field(default=1.0, metadata={"help": "Continued-pretraining micro-batches per LeTI micro-batch (1.0 = 1:1 alternation, authors; 0 = no mix)."})
+    pretrain_corpus: str = field(default="stdlib", metadata={"help": "'stdlib' (this machine's Python standard library, offline), a directory of .py files, or a Hugging Face dataset id (e.g. bigcode/the-stack-smol)."})
+    pretrain_hf_data_dir: str | None = field(default="data/python", metadata={"help": "data_dir of the Hugging Face pretraining dataset (the-stack-smol: data/python)."})
+    pretrain_text_field: str = field(default="content", metadata={"help": "Text column of the Hugging Face pretraining dataset."})
+    pretrain_max_files: int = field(default=50000, metadata={"help": "Use at most this many corpus files, in order (authors: the first 50k Python files of The Stack)."})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})
+    report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: any of 'tensorboard', 'wandb' (must be installed)."})
+    log_every: int = field(default=10, metadata={"help": "Log the loss every this many optimiser steps."})
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError(f"trainer.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"trainer.weight_decay must be >= 0, got {self.weight_decay!r}")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_length < 8:
+            raise ValueError(f"trainer.max_length must be >= 8, got {self.max_length!r}")
+        if self.pretrain_mix_ratio < 0:
+            raise ValueError(f"trainer.pretrain_mix_ratio must be >= 0, got {self.pretrain_mix_ratio!r}")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
+            raise ValueError(f"trainer.mixed_precision must be 'auto', 'bf16', 'fp16' or 'no', got {self.mixed_precision!r}")
+        if self.pretrain_max_files < 1:
+            raise ValueError(f"trainer.pretrain_max_files must be >= 1, got {self.pretrain_max_files!r}")
+        bad = [t for t in self.report_to if t not in ("tensorboard", "wandb")]
+        if bad:
+            raise ValueError(f"trainer.report_to: unknown tracker {bad[0]!r}; use 'tensorboard' or 'wandb'")

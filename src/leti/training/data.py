@@ -1,0 +1,163 @@
+"""Training data: tokenised LeTI texts with a padding collator, and the packed
+continued-pretraining stream.
+
+Loss convention: labels = input_ids everywhere except padding (-100), i.e. the LM loss covers
+every non-padding token, reward token and feedback span included (spec, step 4). Padding is
+recognised by the attention mask, not the token id, so a real end-of-text token that shares its
+id with the pad token still counts.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from leti.errors import LetiError
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    examples: list[list[int]]
+    n_truncated: int  # texts longer than max_length, cut at the end
+    max_length: int
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(e) for e in self.examples)
+
+
+def tokenize_texts(tokenizer, texts: list[str], max_length: int) -> TokenizedTexts:
+    """Token ids per text (no BOS/EOS added: the text says exactly what the model sees).
+    Texts longer than `max_length` keep their first `max_length` tokens, so the reward token and
+    feedback at the front are never lost."""
+    examples, n_truncated = [], 0
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) > max_length:
+            ids, n_truncated = ids[:max_length], n_truncated + 1
+        if ids:
+            examples.append(ids)
+    return TokenizedTexts(examples, n_truncated, max_length)
+
+
+@dataclass(frozen=True)
+class PadCollator:
+    """Right-pads a list of token-id lists to the longest in the batch (dynamic padding)."""
+
+    pad_token_id: int
+
+    def __call__(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[i, : len(ids)] = 1
+        labels = input_ids.masked_fill(attention == 0, -100)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+# --- continued-pretraining corpus -------------------------------------------------------------
+
+
+def stdlib_files(max_files: int) -> list[Path]:
+    """This interpreter's standard library sources, sorted by relative path (deterministic);
+    third-party packages and test suites' data are left out."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [
+        p for p in root.rglob("*.py")
+        if not ({"site-packages", "dist-packages"} & set(p.relative_to(root).parts))
+    ]
+    files.sort(key=lambda p: p.relative_to(root).as_posix())
+    return files[:max_files]
+
+
+def iter_corpus(corpus: str, max_files: int, hf_data_dir: str | None = None,
+                text_field: str = "content") -> Iterator[str]:
+    """Source texts of the pretraining corpus, lazily, in a fixed order."""
+    if corpus == "stdlib":
+        paths = stdlib_files(max_files)
+    elif Path(corpus).is_dir():
+        root = Path(corpus)
+        paths = sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix())[:max_files]
+        if not paths:
+            raise LetiError(f"trainer.pretrain_corpus: directory '{corpus}' holds no .py files; point it at Python sources or use 'stdlib'")
+    else:
+        yield from _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
+        return
+    for path in paths:
+        try:
+            yield path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # a few stdlib test files are deliberately not UTF-8
+
+
+def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field: str) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise LetiError("trainer.pretrain_corpus: a Hugging Face dataset needs `pip install datasets`") from e
+    try:
+        # streaming: only the files actually used are downloaded
+        ds = datasets.load_dataset(name, data_dir=data_dir, split="train", streaming=True)
+    except Exception as e:
+        raise LetiError(
+            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({type(e).__name__}); "
+            "check the name and network, or use 'stdlib' or a directory of .py files"
+        ) from e
+    for i, row in enumerate(ds):
+        if i >= max_files:
+            break
+        if text_field not in row:
+            raise LetiError(f"trainer.pretrain_text_field: dataset '{name}' has no column '{text_field}' (columns: {sorted(row)})")
+        yield row[text_field]
+
+
+@dataclass
+class PackingStats:
+    blocks: int = 0
+    tokens: int = 0  # non-pad tokens in emitted blocks
+    slots: int = 0  # block_size * blocks
+
+    @property
+    def efficiency(self) -> float:
+        return self.tokens / self.slots if self.slots else 0.0
+
+
+def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: PackingStats) -> Iterator[list[int]]:
+    """Concatenate documents with EOS separators and cut the stream into full blocks of
+    `block_size` tokens. Blocks are always full (a document spills into the next block), so
+    packing efficiency is 100% except for a final partial block, which is dropped."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise LetiError("tokenizer has no eos token; pretraining packing needs one as a document separator")
+    buf: list[int] = []
+    for text in texts:
+        buf.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        buf.append(eos)
+        while len(buf) >= block_size:
+            block, buf = buf[:block_size], buf[block_size:]
+            stats.blocks, stats.tokens, stats.slots = stats.blocks + 1, stats.tokens + block_size, stats.slots + block_size
+            yield block
+
+
+def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
+                     stats: PackingStats, hf_data_dir: str | None = None,
+                     text_field: str = "content") -> Iterator[dict[str, torch.Tensor]]:
+    """Endless stream of packed batches (the corpus restarts when exhausted)."""
+    collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    while True:
+        batch: list[list[int]] = []
+        emitted = False
+        for block in pack_blocks(iter_corpus(corpus, max_files, hf_data_dir, text_field), tokenizer, block_size, stats):
+            batch.append(block)
+            if len(batch) == batch_size:
+                emitted = True
+                yield collate(batch)
+                batch = []
+        if not emitted:
+            raise LetiError(f"trainer.pretrain_corpus '{corpus}' is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
