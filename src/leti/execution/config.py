@@ -1,0 +1,42 @@
+"""Executor settings. Defaults follow the LeTI paper (5 s per program) and issue #3."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+FeedbackStyle = Literal["paper", "rich"]
+SandboxMode = Literal["auto", "bwrap", "none"]
+
+
+def _default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass
+class ExecutionConfig:
+    timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per program (paper: 5 s)."})
+    memory_mb: int = field(default=4096, metadata={"help": "Address-space limit per program, MiB."})
+    workers: int = field(default_factory=_default_workers, metadata={"help": "Parallel sandboxed workers (default: one per core)."})
+    max_output_bytes: int = field(default=65536, metadata={"help": "Cap on captured stdout and on stderr, each."})
+    feedback_style: FeedbackStyle = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the values of a failing assert's operands."})
+    feedback_max_bytes: int = field(default=4096, metadata={"help": "Feedback text is cut in the middle to at most this many UTF-8 bytes."})
+    sandbox: SandboxMode = field(default="auto", metadata={"help": "'auto'/'bwrap': bubblewrap namespaces (required); 'none': no isolation (unsafe, explicit opt-in)."})
+    file_size_mb: int = field(default=64, metadata={"help": "Largest file a program may write, MiB."})
+    open_files: int = field(default=256, metadata={"help": "Open file descriptors per program."})
+    max_processes: int = field(default=256, metadata={"help": "Processes/threads per worker (pids cgroup or RLIMIT_NPROC)."})
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"execution.timeout_s must be > 0, got {self.timeout_s!r}")
+        if self.memory_mb < 64:
+            raise ValueError(f"execution.memory_mb must be >= 64, got {self.memory_mb!r}")
+        if self.workers < 1:
+            raise ValueError(f"execution.workers must be >= 1, got {self.workers!r}")
+        if self.feedback_style not in ("paper", "rich"):
+            raise ValueError(f"execution.feedback_style must be 'paper' or 'rich', got {self.feedback_style!r}")
+        if self.sandbox not in ("auto", "bwrap", "none"):
+            raise ValueError(f"execution.sandbox must be 'auto', 'bwrap' or 'none', got {self.sandbox!r}")
+        if self.feedback_max_bytes < 256:
+            raise ValueError(f"execution.feedback_max_bytes must be >= 256, got {self.feedback_max_bytes!r}")

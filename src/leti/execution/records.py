@@ -1,0 +1,99 @@
+"""Typed records that flow into and out of the executor.
+
+A `Program` goes in; an `ExecutionResult` comes out. The result keeps everything the feedback
+formatter needs (exception type, message, the program's own frames, syntax-error location,
+assertion operands) so that feedback text is a pure function of it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """How a program ended. Only `PASSED` counts as correct."""
+
+    PASSED = "passed"  # ran to the end of its tests
+    FAILED = "failed"  # raised, failed an assert, or exited before the tests finished
+    TIMEOUT = "timeout"  # wall-clock limit reached; the whole process tree was killed
+    MEMORY = "memory"  # MemoryError under the address-space limit
+    CRASHED = "crashed"  # killed by a signal (segfault, abort, killed itself or its runner)
+    INVALID = "invalid"  # did not compile (SyntaxError, null bytes, ...)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One program to run: `program` then `tests`, executed as one module."""
+
+    program: str
+    tests: str = ""
+    id: Any = None
+
+    @property
+    def source(self) -> str:
+        """The module that is executed; the tests continue the program's line numbering."""
+        if not self.tests:
+            return self.program
+        sep = "" if self.program.endswith("\n") or not self.program else "\n"
+        return self.program + sep + self.tests
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One traceback frame that lies in the executed module (harness frames are dropped)."""
+
+    lineno: int
+    name: str
+    line: str  # source line as written, stripped
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What happened when one program ran. Field values never depend on worker count or order
+    (apart from `duration_s`)."""
+
+    id: Any
+    status: Status
+    exception_type: str | None = None
+    message: str | None = None
+    frames: tuple[Frame, ...] = ()
+    # SyntaxError location (1-based line and column in the executed module).
+    error_lineno: int | None = None
+    error_offset: int | None = None
+    error_end_offset: int | None = None
+    error_text: str | None = None
+    # For a failing `assert LEFT <op> RIGHT`: reprs of the evaluated operands (rich feedback).
+    assert_op: str | None = None
+    assert_left: str | None = None
+    assert_right: str | None = None
+    signal: int | None = None  # signal number that killed the program, for CRASHED
+    exited_early: bool = False  # sys.exit / os._exit before the tests finished
+    timeout_s: float | None = None  # the limit in force (for the timeout sentence)
+    memory_mb: int | None = None  # the limit in force (for the memory sentence)
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration_s: float = 0.0
+    feedback: str = ""  # filled by the executor with the configured feedback style
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["status"] = self.status.value
+        d["passed"] = self.passed
+        d["frames"] = [asdict(f) for f in self.frames]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExecutionResult:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["status"] = Status(known["status"])
+        known["frames"] = tuple(Frame(**f) for f in known.get("frames", ()))
+        return cls(**known)

@@ -1,0 +1,114 @@
+"""Execution result -> feedback text, the interpreter's words the model learns from.
+
+Pure functions of an `ExecutionResult`. Two styles:
+- "paper": what the LeTI paper uses: a Python traceback trimmed to the frames of the executed
+  module (program, then tests; harness and library frames removed), line numbers as the model
+  wrote them, then `ExceptionType: message`. Failures without a traceback (timeout, memory limit,
+  crash, early exit) get one fixed sentence each.
+- "rich": the paper text plus, for a failing `assert LEFT <op> RIGHT`, the values both sides
+  evaluated to (as pytest's assertion rewriting shows them).
+
+Feedback never exceeds `max_bytes` UTF-8 bytes (default 4096): long messages and deep tracebacks
+are cut in the middle, keeping the first lines, the exception type, its location and the end.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from leti.execution.records import ExecutionResult, Frame, Status
+
+DEFAULT_MAX_BYTES = 4096
+_REPEAT_KEEP = 3  # like CPython: show a repeated frame 3 times, then "[Previous line repeated N more times]"
+
+
+def format_feedback(result: ExecutionResult, style: str = "paper", max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """Feedback text for a result ("" for a passing program)."""
+    if style not in ("paper", "rich"):
+        raise ValueError(f"feedback style must be 'paper' or 'rich', got {style!r}")
+    if result.status is Status.PASSED:
+        return ""
+    text = _sentence(result)
+    if text is None:
+        text = _traceback(result, rich=style == "rich")
+    return cut_middle(text, max_bytes)
+
+
+def _sentence(r: ExecutionResult) -> str | None:
+    if r.status is Status.TIMEOUT:
+        limit = f" within {r.timeout_s:g} seconds" if r.timeout_s else ""
+        return f"Timeout: the program did not finish{limit}."
+    if r.status is Status.MEMORY:
+        limit = f" ({r.memory_mb} MiB)" if r.memory_mb else ""
+        return f"MemoryError: the program exceeded the memory limit{limit}."
+    if r.status is Status.CRASHED:
+        return f"Crash: the program was killed by {_signal_name(r.signal)}."
+    if r.exited_early:
+        how = f" ({r.exception_type}: {r.message})" if r.exception_type else ""
+        return f"Exit: the program exited before the tests finished{how}."
+    return None
+
+
+def _signal_name(signum: int | None) -> str:
+    if signum is None:
+        return "its runner"
+    try:
+        return f"signal {signal.Signals(signum).name}"
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _traceback(r: ExecutionResult, rich: bool) -> str:
+    exc = r.exception_type or "Error"
+    final = f"{exc}: {r.message}" if r.message else exc
+    if rich and r.assert_op is not None:
+        final += f"\nassert {r.assert_left} {r.assert_op} {r.assert_right}"
+    if r.status is Status.INVALID or r.error_lineno is not None:
+        lines = [f'  File "main.py", line {r.error_lineno}']
+        if r.error_text:
+            raw = r.error_text.rstrip("\n")
+            stripped = raw.lstrip()
+            lines.append("    " + stripped)
+            if r.error_offset:
+                start = max(r.error_offset - 1 - (len(raw) - len(stripped)), 0)
+                end = r.error_end_offset or r.error_offset + 1
+                width = max(1, min(end - r.error_offset, len(stripped) - start)) if end > r.error_offset else 1
+                lines.append("    " + " " * start + "^" * width)
+        return "\n".join(lines + [final])
+    return "\n".join(["Traceback (most recent call last):", *_frame_lines(r.frames), final])
+
+
+def _frame_lines(frames: tuple[Frame, ...]) -> list[str]:
+    out: list[str] = []
+    prev, repeats = None, 0
+    for f in frames:
+        key = (f.lineno, f.name, f.line)
+        if key == prev:
+            repeats += 1
+            if repeats >= _REPEAT_KEEP:
+                continue
+        else:
+            if repeats >= _REPEAT_KEEP:
+                out.append(f"  [Previous line repeated {repeats - _REPEAT_KEEP + 1} more times]")
+            prev, repeats = key, 0
+        out.append(f'  File "main.py", line {f.lineno}, in {f.name}')
+        if f.line:
+            out.append(f"    {f.line}")
+    if repeats >= _REPEAT_KEEP:
+        out.append(f"  [Previous line repeated {repeats - _REPEAT_KEEP + 1} more times]")
+    return out
+
+
+def cut_middle(text: str, max_bytes: int) -> str:
+    """Cut `text` in the middle so that it is at most `max_bytes` UTF-8 bytes, keeping more of the
+    end (exception type, location and message end are there) than of the start."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    marker = f"\n... [{len(data) - max_bytes} bytes cut] ...\n"
+    budget = max_bytes - len(marker.encode()) - 8  # the count may grow by a few digits
+    head_n = budget // 3
+    head = data[:head_n].decode("utf-8", "ignore")
+    tail = data[len(data) - (budget - head_n):].decode("utf-8", "ignore")
+    cut = len(data) - len(head.encode()) - len(tail.encode())
+    return f"{head}\n... [{cut} bytes cut] ...\n{tail}"

@@ -1,0 +1,104 @@
+"""The task interface: a task yields problems (prompt + tests) and turns a completion into a
+program for the executor. Scoring lives in leti.evaluation; execution in leti.execution."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from leti.execution.records import Program
+
+if TYPE_CHECKING:  # only for annotations: evaluation imports tasks, not the other way round
+    from leti.evaluation.samples import Sample
+    from leti.execution.records import ExecutionResult
+
+
+@dataclass(frozen=True)
+class EvalDefaults:
+    """A task's evaluation protocol (spec "Evaluation protocol"): what `leti evaluate --model`
+    samples and which pass@k it reports when the user does not say otherwise."""
+
+    split: str = "test"
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    ks: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem. `reference` is a ground-truth completion, used only to validate the task and
+    for the supervised baseline; LeTI training never reads it."""
+
+    id: str
+    prompt: str
+    tests: str
+    split: str
+    entry_point: str | None = None
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class Task(ABC):
+    """Subclass, set the class attributes, implement `load_problems`, and register the class
+    with `@register_task("name")` in leti/tasks/registry.py's import list."""
+
+    name: str = ""
+    description: str = ""
+    source: str = ""  # where the data comes from
+    license: str = ""
+    citation: str = ""
+    # Generation stops at the first of these (the text from it on is dropped).
+    stop_sequences: tuple[str, ...] = ()
+    eval_defaults: EvalDefaults = EvalDefaults()
+
+    @abstractmethod
+    def load_problems(self) -> list[Problem]:
+        """All problems of every split, in a deterministic order."""
+
+    def splits(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for p in self.problems():
+            seen.setdefault(p.split, None)
+        return list(seen)
+
+    def problems(self, split: str | None = None) -> list[Problem]:
+        if not hasattr(self, "_problems"):
+            self._problems = self.load_problems()
+        if split is None:
+            return list(self._problems)
+        return [p for p in self._problems if p.split == split]
+
+    def get(self, problem_id: str) -> Problem:
+        for p in self.problems():
+            if p.id == problem_id:
+                return p
+        raise KeyError(problem_id)
+
+    def build_program(self, problem: Problem, completion: str) -> Program:
+        """What the executor runs for a completion: prompt + completion + "\\n" + tests (spec)."""
+        return Program(program=problem.prompt + completion + "\n", tests=problem.tests, id=problem.id)
+
+    def reference_program(self, problem: Problem) -> Program:
+        if problem.reference is None:
+            raise ValueError(f"task {self.name!r} problem {problem.id!r} has no reference solution")
+        return self.build_program(problem, problem.reference)
+
+    def stop_for(self, problem: Problem) -> tuple[str, ...]:
+        """Stop sequences for one problem: its own (`meta["stop"]`, e.g. from a JSONL task) if it
+        has them, else the task's."""
+        own = problem.meta.get("stop")
+        return tuple(own) if own is not None else self.stop_sequences
+
+    def extra_metrics(
+        self,
+        problems: list[Problem],
+        samples: list[Sample],
+        results: list[ExecutionResult],
+    ) -> dict[str, float]:
+        """Task-specific metrics merged into results.json next to pass@k (e.g. argument F1 for
+        event extraction). `samples[i]` was executed as `results[i]`; `problems` are the scored
+        problems. Override in tasks whose quality is more than pass/fail; the default adds none."""
+        return {}
