@@ -1,0 +1,169 @@
+"""Sampling records, config and the Sampler interface shared by every backend.
+
+A sampler turns `SampleRequest`s (one prompt per problem) into `Sample`s, n per problem, and
+yields them as soon as a batch finishes so that the caller can execute and persist them while
+the next batch generates. Samples are keyed by (problem_id, sample_idx), which is also the
+resume key: keys in `skip` are never generated again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from leti.errors import LetiError
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample programs. Defaults are the paper's training-time sampling."""
+
+    n: int = field(default=128, metadata={"help": "samples per problem (paper training: 128)"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "softmax temperature; 0 means greedy decoding"}
+    )
+    top_p: float = field(
+        default=1.0, metadata={"help": "nucleus sampling mass in (0, 1]; 1.0 disables it"}
+    )
+    max_new_tokens: int = field(
+        default=512, metadata={"help": "generation budget per sample, in tokens"}
+    )
+    stop: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "stop sequences: generation ends at the first one, which is cut off"},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "base seed; each (problem_id, sample_idx) derives its own"}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "sequences per forward pass (prompts x samples)"}
+    )
+    backend: str = field(default="hf", metadata={"help": "sampler backend: 'hf' or 'vllm'"})
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; a tuple keeps the config hashable and printable as written.
+        if isinstance(self.stop, str):
+            raise LetiError(
+                f"sampling.stop={self.stop!r} is a string; give a list of stop sequences"
+            )
+        self.stop = tuple(self.stop)
+        _check_int(self.n, "n", 1)
+        _check_int(self.max_new_tokens, "max_new_tokens", 1)
+        _check_int(self.batch_size, "batch_size", 1)
+        _check_int(self.seed, "seed", 0)
+        if not isinstance(self.temperature, (int, float)) or not (
+            math.isfinite(self.temperature) and self.temperature >= 0
+        ):
+            raise LetiError(
+                f"sampling.temperature={self.temperature!r} must be a finite number >= 0 "
+                "(0 = greedy)"
+            )
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise LetiError(f"sampling.top_p={self.top_p!r} must be in (0, 1]; use 1.0 to disable")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise LetiError(
+                    f"sampling.stop contains {s!r}; every stop sequence must be a non-empty string"
+                )
+        if self.backend not in SAMPLER_BACKENDS:
+            raise LetiError(
+                f"sampling.backend={self.backend!r} is unknown; use one of {sorted(SAMPLER_BACKENDS)}"
+            )
+
+
+def _check_int(value: Any, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LetiError(f"sampling.{name}={value!r} must be an integer >= {minimum}")
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One problem to sample for: the exact prompt text the model continues."""
+
+    problem_id: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated program. `completion` is the new text only (prompt stripped), cut before
+    the first stop sequence or end-of-text token."""
+
+    problem_id: str
+    sample_idx: int
+    prompt: str
+    completion: str
+    n_prompt_tokens: int
+    # Tokens the model generated for this sample, up to the one that completed a stop
+    # sequence (end-of-text and padding excluded); the cost measure for throughput.
+    n_completion_tokens: int
+    finish_reason: FinishReason  # "stop": stop sequence or eos; "length": budget/context hit
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.problem_id, self.sample_idx)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Anything that turns requests into samples, lazily."""
+
+    def sample(
+        self,
+        requests: list[SampleRequest],
+        n: int | None = None,
+        skip: set[tuple[str, int]] | None = None,
+    ) -> Iterator[Sample]:
+        """Yield n samples per request (n defaults to the config's), as batches finish, in no
+        guaranteed order; keys in `skip` are never produced."""
+        ...
+
+
+def _load_hf() -> Callable[..., Sampler]:
+    from leti.sampling.hf import HFSampler
+
+    return HFSampler
+
+
+def _load_vllm() -> Callable[..., Sampler]:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise LetiError(
+            "sampling.backend='vllm' needs vLLM: pip install 'leti[vllm]' (or use backend='hf')"
+        ) from None
+    raise LetiError("sampling.backend='vllm' is not implemented yet; use backend='hf'")
+
+
+# Registry: a new backend is one loader here; loaders import lazily so optional dependencies
+# are only needed by the runs that use them.
+SAMPLER_BACKENDS: dict[str, Callable[[], Callable[..., Sampler]]] = {
+    "hf": _load_hf,
+    "vllm": _load_vllm,
+}
+
+
+def get_sampler(config: SamplingConfig, model: Any, tokenizer: Any) -> Sampler:
+    """Build the sampler named by config.backend for an already-loaded model and tokenizer."""
+    if config.backend not in SAMPLER_BACKENDS:
+        raise LetiError(
+            f"sampling.backend={config.backend!r} is unknown; use one of {sorted(SAMPLER_BACKENDS)}"
+        )
+    return SAMPLER_BACKENDS[config.backend]()(config, model, tokenizer)
+
+
+def check_requests(requests: list[SampleRequest]) -> None:
+    """Problem ids key the output; duplicates would make (problem_id, sample_idx) ambiguous."""
+    seen: set[str] = set()
+    for req in requests:
+        if not isinstance(req, SampleRequest):
+            raise LetiError(f"requests must be SampleRequest objects, got {type(req).__name__}")
+        if req.problem_id in seen:
+            raise LetiError(
+                f"problem_id {req.problem_id!r} appears twice in the requests; ids must be unique"
+            )
+        seen.add(req.problem_id)

@@ -1,0 +1,251 @@
+"""Batched sampling with transformers' `generate` (KV cache, left padding).
+
+Many prompts x n samples are expanded into rows, sorted by prompt length (little padding) and
+generated batch_size rows at a time. Stop sequences end a row while generating; a batch ends
+once every row has stopped or the budget is spent.
+
+Determinism: every (problem_id, sample_idx) draws its tokens from its own random stream,
+seeded by a hash of (seed, problem_id, sample_idx). Generation runs greedy over logits that a
+per-row sampler has already reduced to the one token it drew, so the draw for a row does not
+depend on the other rows. Hence a sample does not depend on batch_size, on the other requests
+or on `skip`, with two caveats: padding and batch shape change floating-point rounding, which
+can flip a near-tied draw (rare in fp32, more frequent in bf16/fp16); and when the longest
+prompt of a batch plus max_new_tokens exceeds the model's context, every row of that batch is
+cut to fit (finish_reason "length"). Same inputs, config and batch composition -> same output
+on the same hardware and software.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from leti.errors import LetiError
+from leti.sampling.base import Sample, SampleRequest, SamplingConfig, check_requests
+
+# One row of a batch: (prompt token ids, request, sample index).
+_Row = tuple[list[int], SampleRequest, int]
+
+
+def derive_seed(seed: int, problem_id: str, sample_idx: int) -> int:
+    """Stable 63-bit seed for one sample (Python's hash() is salted per process, so no)."""
+    digest = hashlib.blake2b(f"{seed}\0{problem_id}\0{sample_idx}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+class _PerRowSampling(LogitsProcessor):
+    """Temperature + top-p sampling with one torch.Generator per row. Returns logits that are
+    -inf except for the drawn token, so generate's greedy step picks exactly that token."""
+
+    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float):
+        self.generators = generators
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        # float64 cumsum: the inverse-CDF draw below must not land past the last token.
+        probs = torch.softmax(scores.double() / self.temperature, dim=-1)  # (batch, vocab)
+        order = None
+        if self.top_p < 1.0:
+            probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
+            probs = probs * ((probs.cumsum(dim=-1) - probs) < self.top_p)
+        cdf = probs.cumsum(dim=-1)
+        # One uniform per row from that row's own stream (CPU generators: same draws on any
+        # device), scaled by the kept mass: an inverse-CDF draw.
+        uniforms = torch.tensor(
+            [torch.rand((), generator=g).item() for g in self.generators],
+            dtype=torch.float64,
+            device=scores.device,
+        )
+        targets = (uniforms * cdf[:, -1]).unsqueeze(-1)
+        picked = torch.searchsorted(cdf, targets, right=True).clamp_(max=cdf.shape[-1] - 1)
+        if order is not None:
+            picked = order.gather(-1, picked)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, picked, 0.0)
+
+
+class _StopOnText(StoppingCriteria):
+    """Marks a row done once its generated text contains a stop sequence. Only a tail window
+    of tokens is decoded each step: a stop sequence of c characters is at most 4c UTF-8 bytes,
+    hence spans at most 4c byte-level tokens, so the window always covers a fresh match."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_width: int, end_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.prompt_width = prompt_width
+        self.end_ids = end_ids
+        self.window = 4 * max(len(s) for s in stops) + 1
+        self.stopped_at: dict[int, int] = {}  # row -> number of new tokens when it stopped
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_width :]
+        n_new = new.shape[1]
+        tails = new[:, max(0, n_new - self.window) :].tolist()
+        for row, tail in enumerate(tails):
+            # Rows already stopped, or padded after eos, need no more decoding.
+            if row in self.stopped_at or tail[-1] in self.end_ids:
+                continue
+            text = self.tokenizer.decode(tail, skip_special_tokens=False)
+            if any(s in text for s in self.stops):
+                self.stopped_at[row] = n_new
+        done = [row in self.stopped_at for row in range(len(tails))]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class HFSampler:
+    """Sampler backend over a transformers causal LM (see the module doc for guarantees)."""
+
+    def __init__(self, config: SamplingConfig, model, tokenizer):
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            raise LetiError(
+                "tokenizer has no pad_token; load it with leti.model.load_model_and_tokenizer"
+            )
+        eos = model.generation_config.eos_token_id
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.context = getattr(model.config, "max_position_embeddings", None)
+
+    def sample(
+        self,
+        requests: list[SampleRequest],
+        n: int | None = None,
+        skip: set[tuple[str, int]] | None = None,
+    ) -> Iterator[Sample]:
+        """Yield n samples per request, batch by batch, skipping keys in `skip`."""
+        check_requests(requests)
+        n = self.config.n if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise LetiError(f"n={n!r} must be an integer >= 1")
+        skip = skip or set()
+        rows = self._expand(requests, n, skip)
+        size = self.config.batch_size
+        bar = tqdm(total=len(rows), unit="sample", desc="sampling", disable=None)
+        n_tokens, start = 0, time.perf_counter()
+        try:
+            for i in range(0, len(rows), size):
+                samples = self._generate(rows[i : i + size])
+                n_tokens += sum(s.n_completion_tokens for s in samples)
+                bar.update(len(samples))
+                bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - start):.0f}")
+                yield from samples
+        finally:
+            bar.close()
+
+    def _expand(
+        self, requests: list[SampleRequest], n: int, skip: set[tuple[str, int]]
+    ) -> list[_Row]:
+        """All (prompt, sample index) rows still to do, shortest prompts first."""
+        rows: list[_Row] = []
+        for req in requests:
+            ids = self.tokenizer(req.prompt).input_ids
+            if not ids:
+                raise LetiError(f"problem {req.problem_id!r} has an empty prompt; give some text")
+            if self.context is not None and len(ids) >= self.context:
+                raise LetiError(
+                    f"problem {req.problem_id!r}: prompt has {len(ids)} tokens but the model's "
+                    f"context is {self.context}; shorten the prompt or use a longer-context model"
+                )
+            rows += [(ids, req, k) for k in range(n) if (req.problem_id, k) not in skip]
+        # Stable sort: equal lengths keep request order, then sample order.
+        rows.sort(key=lambda row: len(row[0]))
+        return rows
+
+    def _generate(self, rows: list[_Row]) -> list[Sample]:
+        """Generate one batch; returns its samples in row order."""
+        cfg = self.config
+        width = max(len(ids) for ids, _, _ in rows)
+        pad = self.tokenizer.pad_token_id
+        device = self.model.device
+        # Left padding: every row's last prompt token sits at column width - 1.
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (ids, _, _) in enumerate(rows):
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            attention[r, width - len(ids) :] = 1
+        budget = cfg.max_new_tokens
+        if self.context is not None:
+            budget = min(budget, self.context - width)
+        processors = LogitsProcessorList()
+        if cfg.temperature > 0:
+            generators = [
+                torch.Generator().manual_seed(derive_seed(cfg.seed, req.problem_id, k))
+                for _, req, k in rows
+            ]
+            processors.append(_PerRowSampling(generators, cfg.temperature, cfg.top_p))
+        criteria = StoppingCriteriaList()
+        stopper = None
+        if cfg.stop:
+            stopper = _StopOnText(self.tokenizer, cfg.stop, width, self.eos_ids | {pad})
+            criteria.append(stopper)
+        gen_config = GenerationConfig(
+            do_sample=False,  # the per-row processor has already drawn the token
+            num_beams=1,
+            max_new_tokens=budget,
+            pad_token_id=pad,
+            eos_token_id=sorted(self.eos_ids) or None,
+            # Set explicitly so a checkpoint's generation_config cannot alter the distribution.
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            use_cache=True,
+        )
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling, even right after a training step
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    generation_config=gen_config,
+                    logits_processor=processors,
+                    stopping_criteria=criteria,
+                )
+        finally:
+            self.model.train(was_training)
+        new_tokens = out[:, width:].tolist()
+        stopped_at = stopper.stopped_at if stopper else {}
+        return [
+            self._finish(row, new_tokens[r], stopped_at.get(r), budget)
+            for r, row in enumerate(rows)
+        ]
+
+    def _finish(self, row: _Row, new: list[int], stopped_at: int | None, budget: int) -> Sample:
+        """Cut one row's tokens at eos / stop sequence and build its Sample."""
+        ids, req, k = row
+        n_kept = len(new) if stopped_at is None else stopped_at
+        ended = False
+        for i, tok in enumerate(new[:n_kept]):
+            if tok in self.eos_ids:
+                n_kept, ended = i, True
+                break
+        text = self.tokenizer.decode(
+            new[:n_kept], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        cuts = [text.find(s) for s in self.config.stop if s in text]
+        if cuts:
+            text, ended = text[: min(cuts)], True
+        reason = "stop" if ended or n_kept < budget else "length"
+        return Sample(
+            problem_id=req.problem_id,
+            sample_idx=k,
+            prompt=req.prompt,
+            completion=text,
+            n_prompt_tokens=len(ids),
+            n_completion_tokens=n_kept,
+            finish_reason=reason,
+        )
