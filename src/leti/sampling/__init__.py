@@ -2,8 +2,8 @@
 
 from leti.sampling.base import (
     Sample,
-    SampleRequest,
     Sampler,
+    SampleRequest,
     SamplingConfig,
     get_sampler,
 )
