@@ -1,0 +1,113 @@
+"""`leti tasks list | show TASK [ID] | validate TASK`: inspect tasks and check that every
+reference solution passes its own tests through the sandboxed executor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from leti.errors import LetiError
+from leti.execution import ExecutionConfig, Executor
+from leti.tasks import Task, get_task, list_tasks
+from leti.tasks.registry import task_class
+
+# How many failing references get their full feedback printed by `validate`.
+_SHOW_FEEDBACK = 3
+
+
+def add_execution_flags(parser: argparse.ArgumentParser) -> None:
+    """--workers / --timeout / --unsafe-no-sandbox, shared with `leti evaluate`."""
+    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxed workers (default: one per core)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per program (paper: 5)")
+    parser.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run programs without isolation (only for trusted code, or where bubblewrap is unavailable)",
+    )
+
+
+def execution_config(args: argparse.Namespace) -> ExecutionConfig:
+    kwargs: dict = {"timeout_s": args.timeout, "sandbox": "none" if args.unsafe_no_sandbox else "auto"}
+    if args.workers is not None:
+        kwargs["workers"] = args.workers
+    try:
+        return ExecutionConfig(**kwargs)
+    except ValueError as e:
+        raise LetiError(f"{e}; fix --workers/--timeout") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tasks", help="list, show and validate tasks")
+    sub = parser.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+
+    p_list = sub.add_parser("list", help="registered tasks with their splits")
+    p_list.set_defaults(func=cmd_list)
+
+    p_show = sub.add_parser("show", help="a task's description, or one problem's prompt/tests/reference")
+    p_show.add_argument("task", help="mbpp, mbpp-sanitized, humaneval, jsonl:PATH, ...")
+    p_show.add_argument("id", nargs="?", help="problem id (e.g. 11 for MBPP, HumanEval/0)")
+    p_show.set_defaults(func=cmd_show)
+
+    p_val = sub.add_parser("validate", help="run every reference solution through the executor")
+    p_val.add_argument("task")
+    p_val.add_argument("--split", default=None, help="only this split (default: all)")
+    add_execution_flags(p_val)
+    p_val.set_defaults(func=cmd_validate)
+
+
+def _split_sizes(task: Task) -> str:
+    return ", ".join(f"{s} {len(task.problems(s))}" for s in task.splits())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in list_tasks():
+        try:
+            task = get_task(name)
+        except LetiError:
+            # Parametrised tasks (jsonl:PATH) cannot be built without their argument.
+            print(f"{name + ':ARG':<16} {task_class(name).description}")
+            continue
+        print(f"{name:<16} {task.description} [{_split_sizes(task)}]")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    if args.id is None:
+        print(f"task:     {task.name}\n{task.description}")
+        print(f"source:   {task.source}\nlicence:  {task.license}")
+        print(f"splits:   {_split_sizes(task)}")
+        print(f"stop:     {list(task.stop_sequences)!r}")
+        if task.citation:
+            print(f"citation:\n{task.citation}")
+        return 0
+    try:
+        problem = task.get(args.id)
+    except KeyError:
+        first = task.problems()[0].id
+        raise LetiError(f"task {args.task!r} has no problem {args.id!r}; ids look like {first!r}") from None
+    print(f"# {task.name} {problem.id} (split {problem.split}, entry point {problem.entry_point})")
+    print("## prompt\n" + problem.prompt)
+    print("## tests\n" + problem.tests)
+    print("## reference\n" + (problem.reference if problem.reference is not None else "(none)"))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    if args.split is not None and args.split not in task.splits():
+        raise LetiError(f"task {args.task!r} has no split {args.split!r}; splits: {', '.join(task.splits())}")
+    problems = task.problems(args.split)
+    with_ref = [p for p in problems if p.reference is not None]
+    without = [p.id for p in problems if p.reference is None]
+    with Executor(execution_config(args), progress=sys.stderr.isatty()) as ex:
+        results = ex.run([task.reference_program(p) for p in with_ref])
+    failed = [(p, r) for p, r in zip(with_ref, results, strict=True) if not r.passed]
+    if without:
+        print(f"{len(without)} problems have no reference and were not run: {', '.join(without[:20])}")
+    print(f"{len(with_ref) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        print("failed: " + " ".join(p.id for p, _ in failed))
+        for p, r in failed[:_SHOW_FEEDBACK]:
+            print(f"--- {p.id}: {r.status.value}\n{r.feedback}")
+    return 1 if failed else 0

