@@ -1,0 +1,140 @@
+"""One event mention -> one `Problem`: prompt, hidden verifier code, gold reference.
+
+Prompt (what the model continues; one line of arguments and the closing parenthesis):
+
+    class Event: ...                      # the shared base class
+    class Attack(Event): ...              # this mention's event type, roles documented
+    sentence = "The army attacked Baghdad ."
+    # In the sentence, "attacked" expresses an Attack event. Its arguments:
+    event = Attack(
+
+Tests (run after prompt + completion in the sandbox, never shown to the model): the source of
+`leti/tasks/eae/check.py`, the gold arguments, and one check that raises `VerificationError`
+whose message is the feedback. The gold sits on its own line so that no traceback line of a
+failing check can show it.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+from functools import cache
+
+from leti.errors import LetiError
+from leti.tasks.base import Problem
+from leti.tasks.eae import check
+from leti.tasks.eae.data import EventMention
+from leti.tasks.eae.ontology import BASE_CLASS, EventType, render_class
+
+# Generation stops at the end of the line: the instantiation is written on one line, and
+# anything after it (a second event, prints) would only add noise to the program.
+STOP_SEQUENCES = ("\n",)
+
+
+@cache
+def verifier_source() -> str:
+    return inspect.getsource(check)
+
+
+def py_str(text: str) -> str:
+    """A Python string literal for `text`, double-quoted when that round-trips on one line."""
+    literal = json.dumps(text, ensure_ascii=False)
+    try:
+        if len(literal.splitlines()) == 1 and ast.literal_eval(literal) == text:
+            return literal
+    except (SyntaxError, ValueError):
+        pass
+    return repr(text)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def trigger_phrase(mention: EventMention) -> str:
+    """`"attacked"`, plus which occurrence when the trigger words appear more than once."""
+    quoted = py_str(mention.trigger)
+    toks, start = mention.tokens, mention.trigger_start
+    width = max(1, len(mention.trigger.split()))
+    if not toks or start < 0:
+        return quoted
+    target = list(toks[start : start + width])
+    hits = [i for i in range(len(toks) - width + 1) if list(toks[i : i + width]) == target]
+    if len(hits) > 1 and start in hits:
+        return f"{quoted} (its {_ordinal(hits.index(start) + 1)} occurrence)"
+    return quoted
+
+
+def gold_arguments(mention: EventMention, event: EventType) -> dict[str, list[str]]:
+    """role keyword -> gold spans, roles in class order, spans in data order."""
+    gold: dict[str, list[str]] = {r.py_name: [] for r in event.roles}
+    for arg in mention.arguments:
+        role = event.role(arg.role)
+        if role is None:
+            raise LetiError(
+                f"{mention.where}: role {arg.role!r} of event {mention.id!r} is not a role of "
+                f"{event.name!r} in the ontology; add it there or fix the data"
+            )
+        if arg.text not in gold[role.py_name]:
+            gold[role.py_name].append(arg.text)
+    return gold
+
+
+def render_prompt(mention: EventMention, event: EventType) -> str:
+    return (
+        f"{BASE_CLASS}\n\n{render_class(event)}\n\n"
+        f"sentence = {py_str(mention.sentence)}\n"
+        f"# In the sentence, {trigger_phrase(mention)} expresses {_article(event.class_name)} "
+        f"{event.class_name} event. Its arguments:\n"
+        f"event = {event.class_name}("
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def render_reference(gold: dict[str, list[str]]) -> str:
+    """The gold instantiation as a completion of the prompt's `event = Cls(`."""
+    parts = [f"{role}=[{', '.join(py_str(s) for s in spans)}]" for role, spans in gold.items() if spans]
+    return ", ".join(parts) + ")"
+
+
+def render_tests(mention: EventMention, event: EventType, gold: dict[str, list[str]], min_f1: float) -> str:
+    return (
+        "\n# Verifier (not part of the prompt): its message is the feedback.\n"
+        f"{verifier_source()}\n"
+        f"_LETI_SENTENCE = {py_str(mention.sentence)}\n"
+        f"_LETI_GOLD = {gold!r}\n"
+        f"_leti_message = check_event(event, {event.class_name}, _LETI_GOLD, _LETI_SENTENCE, {min_f1!r})\n"
+        "if _leti_message:\n"
+        "    raise VerificationError(_leti_message)\n"
+    )
+
+
+def make_problem(mention: EventMention, ontology: dict[str, EventType], split: str, prefix: str, min_f1: float) -> Problem:
+    event = ontology.get(mention.event_type)
+    if event is None:
+        raise LetiError(
+            f"{mention.where}: event type {mention.event_type!r} is not in the ontology; "
+            "give the ontology that defines it"
+        )
+    gold = gold_arguments(mention, event)
+    return Problem(
+        id=f"{prefix}/{split}/{mention.id}",
+        prompt=render_prompt(mention, event),
+        tests=render_tests(mention, event, gold, min_f1),
+        split=split,
+        entry_point=event.class_name,
+        reference=render_reference(gold),
+        meta={
+            "event_type": event.name,
+            "class_name": event.class_name,
+            "sentence": mention.sentence,
+            "trigger": mention.trigger,
+            "gold": gold,
+            "roles": [r.py_name for r in event.roles],
+        },
+    )

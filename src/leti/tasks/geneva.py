@@ -1,0 +1,165 @@
+"""Event argument extraction as code: GENEVA (`--task geneva`) and any OneIE file (`eae-jsonl:`).
+
+Source:   GENEVA, github.com/PlusLabNLP/GENEVA at commit 559e21e; the ontology, the 1200-instance
+          low-resource training split (seed 160), val and test ship in leti/data/geneva/.
+Licence:  CC BY 3.0 (derived from FrameNet, also CC BY 3.0; cite both, see NOTICE).
+Citation: Parekh, Hsu, Huang, Chang, Peng. "GENEVA: Benchmarking Generalizability for Event
+          Argument Extraction with Hundreds of Event Types and Argument Roles." ACL 2023.
+
+The task follows the spec's "EAE as code" section (Code4Struct prompts, LeTI verifier feedback):
+one problem per event mention; the ontology becomes Python classes (leti/tasks/eae/ontology.py);
+the model completes `event = Cls(`; the sandbox runs the verifier in leti/tasks/eae/check.py;
+Arg-I / Arg-C scores come from `extra_metrics` (leti/tasks/eae/metrics.py).
+
+Task specs (the part after ':' is comma-separated):
+    geneva                      default: passed = exact argument match
+    geneva:min_f1=0.5           passed = Arg-C F1 of the sample >= 0.5
+    eae-jsonl:PATH              one OneIE file as split "test", ontology derived from the data
+    eae-jsonl:train=A,test=B,ontology=ONT.json,min_f1=1.0
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from leti.errors import LetiError
+from leti.tasks.base import EvalDefaults, Problem, Task
+from leti.tasks.eae.data import EventMention, read_oneie
+from leti.tasks.eae.metrics import ArgCounts, parse_prediction
+from leti.tasks.eae.ontology import EventType, load_ontology, parse_ontology
+from leti.tasks.eae.problems import STOP_SEQUENCES, make_problem
+from leti.tasks.registry import register_task
+
+if TYPE_CHECKING:
+    from leti.evaluation.samples import Sample
+    from leti.execution.records import ExecutionResult
+
+CITATION = """@inproceedings{parekh2023geneva,
+  title={GENEVA: Benchmarking Generalizability for Event Argument Extraction with Hundreds of
+         Event Types and Argument Roles},
+  author={Parekh, Tanmay and Hsu, I-Hung and Huang, Kuan-Hao and Chang, Kai-Wei and Peng, Nanyun},
+  booktitle={Proceedings of ACL},
+  year={2023}
+}
+@inproceedings{baker1998framenet,
+  title={The Berkeley FrameNet Project},
+  author={Baker, Collin F. and Fillmore, Charles J. and Lowe, John B.},
+  booktitle={Proceedings of COLING-ACL},
+  year={1998}
+}"""
+
+GENEVA_SPLITS = {"train": "train-lr1200-s160.json", "val": "val.json", "test": "test.json"}
+
+# One greedy prediction per mention, the usual EAE protocol; an argument line is short.
+EAE_EVAL = EvalDefaults(split="test", n=1, temperature=0.0, top_p=1.0, max_new_tokens=256, ks=(1,))
+
+
+def _min_f1(value: str, spec: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not 0.0 <= f <= 1.0:
+        raise LetiError(f"task spec {spec!r}: min_f1 must be a number in [0, 1], got {value!r}")
+    return f
+
+
+class EaeTask(Task):
+    """Shared machinery; subclasses say where the files and the ontology come from."""
+
+    stop_sequences = STOP_SEQUENCES
+    eval_defaults = EAE_EVAL
+
+    def __init__(self, files: dict[str, Path], ontology: Path | None, min_f1: float, prefix: str) -> None:
+        self.files = files
+        self.ontology_path = ontology
+        self.min_f1 = min_f1
+        self.prefix = prefix
+
+    def ontology(self, mentions: list[EventMention]) -> dict[str, EventType]:
+        if self.ontology_path is not None:
+            return load_ontology(self.ontology_path)
+        # No ontology given: the event types and roles that occur in the data, undocumented.
+        derived: dict[str, dict[str, list[str]]] = {}
+        for m in mentions:
+            roles = derived.setdefault(m.event_type, {"arguments": []})["arguments"]
+            roles.extend(a.role for a in m.arguments if a.role not in roles)
+        return parse_ontology(derived, "", f"ontology derived from {', '.join(map(str, self.files.values()))}")
+
+    def load_problems(self) -> list[Problem]:
+        by_split = {split: read_oneie(path) for split, path in self.files.items()}
+        ontology = self.ontology([m for ms in by_split.values() for m in ms])
+        return [
+            make_problem(m, ontology, split, self.prefix, self.min_f1)
+            for split, mentions in by_split.items()
+            for m in mentions
+        ]
+
+    def extra_metrics(
+        self,
+        problems: list[Problem],
+        samples: list[Sample],
+        results: list[ExecutionResult],
+    ) -> dict[str, float]:
+        """Arg-I / Arg-C precision, recall, F1 (percent) over all samples of `problems`."""
+        by_id = {p.id: p for p in problems}
+        counts = ArgCounts()
+        for sample in samples:
+            problem = by_id.get(sample.problem_id)
+            if problem is None:
+                continue
+            call_prefix = problem.prompt.rsplit("\n", 1)[-1]
+            pred = parse_prediction(call_prefix, sample.completion) or {}
+            counts.add(pred, problem.meta["gold"])
+        return counts.scores()
+
+
+@register_task("geneva")
+class GenevaTask(EaeTask):
+    description = "GENEVA event argument extraction as code (179 event types; splits train/val/test)"
+    source = "github.com/PlusLabNLP/GENEVA @559e21e, shipped in leti/data/geneva"
+    license = "CC BY 3.0"
+    citation = CITATION
+
+    def __init__(self, options: str = "", *, min_f1: float | None = None, data_dir: Path | None = None) -> None:
+        spec_min_f1 = 1.0
+        for item in filter(None, options.split(",")):
+            key, _, value = item.partition("=")
+            if key != "min_f1":
+                raise LetiError(f"task spec 'geneva:{options}': unknown option {key!r}; the only one is min_f1=F")
+            spec_min_f1 = _min_f1(value, f"geneva:{options}")
+        root = data_dir or Path(str(resources.files("leti") / "data" / "geneva"))
+        files = {split: root / name for split, name in GENEVA_SPLITS.items()}
+        super().__init__(files, root / "event_ontology.json", spec_min_f1 if min_f1 is None else min_f1, "geneva")
+        self.name = f"geneva:{options}" if options else "geneva"
+
+
+@register_task("eae-jsonl")
+class EaeJsonlTask(EaeTask):
+    description = "event argument extraction on your OneIE-format files: eae-jsonl:[SPLIT=]PATH,...,ontology=ONT.json"
+    source = "user-supplied OneIE JSON lines (e.g. a licensed ACE05 copy)"
+    license = "as stated by the data's owner"
+    citation = ""
+
+    def __init__(self, spec: str) -> None:
+        files: dict[str, Path] = {}
+        ontology: Path | None = None
+        min_f1 = 1.0
+        for item in filter(None, spec.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                key, value = "test", item
+            if key == "ontology":
+                ontology = Path(value)
+            elif key == "min_f1":
+                min_f1 = _min_f1(value, f"eae-jsonl:{spec}")
+            elif key in files:
+                raise LetiError(f"task spec 'eae-jsonl:{spec}': split {key!r} is given twice")
+            else:
+                files[key] = Path(value)
+        if not files:
+            raise LetiError(f"task spec 'eae-jsonl:{spec}': name at least one data file, e.g. eae-jsonl:test=PATH")
+        super().__init__(files, ontology, min_f1, "eae")
+        self.name = f"eae-jsonl:{spec}"
