@@ -87,7 +87,11 @@ def _describe_exception(exc, source, rich):
     lines = source.splitlines()
     rec = {"kind": "exception", "type": type(exc).__name__, "message": ""}
     try:
-        rec["message"] = _cut(str(exc), MAX_MESSAGE)
+        # format_exception_only adds what the interpreter would print, e.g. NameError's
+        # "Did you mean: 'xs'?" suggestion, which is useful feedback.
+        te = traceback.TracebackException.from_exception(exc, lookup_lines=False)
+        text = "".join(te.format_exception_only()).rstrip("\n")
+        rec["message"] = _cut(text.partition(": ")[2] if ": " in text else "", MAX_MESSAGE)
     except BaseException:
         rec["message"] = "<str() of the exception failed>"
     if isinstance(exc, SyntaxError) and exc.filename == FILENAME:

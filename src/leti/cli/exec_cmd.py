@@ -1,0 +1,100 @@
+"""`leti exec INPUT.jsonl -o OUTPUT.jsonl`: run programs in the sandbox, one output line per input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from leti.errors import LetiError
+from leti.execution import ExecutionConfig, Executor, Program
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("exec", help="run programs from a JSONL file in the sandbox",
+                       description="Input lines: {\"id\": ..., \"program\": \"...\", \"tests\": \"...\"} "
+                       "(id and tests optional). Output: the input fields plus status, passed, "
+                       "exception_type, feedback, duration_s, in input order.")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    add_execution_args(p)
+    p.set_defaults(func=run)
+
+
+def add_execution_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that executes programs."""
+    d = ExecutionConfig()
+    p.add_argument("--timeout", type=float, default=d.timeout_s, help=f"seconds per program (default {d.timeout_s:g})")
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per core)")
+    p.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address-space limit (default {d.memory_mb})")
+    p.add_argument("--feedback-style", choices=["paper", "rich"], default=d.feedback_style)
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run programs WITHOUT isolation (only for code you trust)")
+
+
+def execution_config(args: argparse.Namespace) -> ExecutionConfig:
+    kwargs = dict(timeout_s=args.timeout, memory_mb=args.memory_mb, feedback_style=args.feedback_style,
+                  sandbox="none" if args.unsafe_no_sandbox else "auto")
+    if args.workers is not None:
+        kwargs["workers"] = args.workers
+    try:
+        return ExecutionConfig(**kwargs)
+    except ValueError as e:
+        raise LetiError(str(e)) from None
+
+
+def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
+    """Every line is checked before anything runs: a bad line is one error naming it."""
+    if not path.is_file():
+        raise LetiError(f"{path}: no such file")
+    rows, programs = [], []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LetiError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(row, dict):
+                raise LetiError(f"{path}:{lineno}: expected a JSON object with a 'program' field")
+            for key in ("program", "tests"):
+                if key == "program" and key not in row:
+                    raise LetiError(f"{path}:{lineno}: missing field 'program'")
+                if key in row and not isinstance(row[key], str):
+                    raise LetiError(f"{path}:{lineno}: field '{key}' must be a string, got {type(row[key]).__name__}")
+            rows.append(row)
+            programs.append(Program(program=row["program"], tests=row.get("tests") or "", id=row.get("id")))
+    return rows, programs
+
+
+def run(args: argparse.Namespace) -> int:
+    config = execution_config(args)
+    rows, programs = read_programs(args.input)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    passed = 0
+    with Executor(config) as ex, args.output.open("w", encoding="utf-8") as out:
+        futures = [ex.submit(p) for p in programs]
+        bar = _bar(len(futures))
+        for row, fut in zip(rows, futures, strict=True):
+            r = fut.result()
+            passed += r.passed
+            out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
+                                  "exception_type": r.exception_type, "feedback": r.feedback,
+                                  "duration_s": r.duration_s}) + "\n")
+            out.flush()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    print(f"{passed} passed, {len(programs) - passed} failed", file=sys.stderr)
+    return 0
+
+
+def _bar(total: int):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="execute", unit="prog")
