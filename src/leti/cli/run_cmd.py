@@ -1,0 +1,32 @@
+"""`leti run CONFIG [--run-dir DIR] [--set key=value ...]`: the LeTI loop, resumable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML run config (see configs/); every field has a paper default")
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>); rerun on the same one to resume")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set sampling.n=4 --set trainer.learning_rate=5e-6")
+
+
+def default_run_dir(config: str, suffix: str = "") -> str:
+    return str(Path("runs") / (Path(config).stem + suffix))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run (or resume) LeTI iterations: sample, execute, train, evaluate",
+                       description=__doc__)
+    add_run_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from leti.config import load_config
+    from leti.loop.runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    return run(cfg, args.run_dir or default_run_dir(args.config), mode="leti")

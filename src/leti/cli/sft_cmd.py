@@ -1,0 +1,23 @@
+"""`leti sft CONFIG [--run-dir DIR] [--set key=value ...]`: the supervised baseline (fine-tune on
+the task's reference solutions, then the same evaluation as `leti run`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from leti.cli.run_cmd import add_run_arguments, default_run_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sft", help="supervised baseline: fine-tune on reference solutions, then evaluate",
+                       description=__doc__)
+    add_run_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from leti.config import load_config
+    from leti.loop.runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    return run(cfg, args.run_dir or default_run_dir(args.config, "-sft"), mode="sft")

@@ -1,0 +1,231 @@
+"""The run configuration: one validated object from YAML plus `key.sub=value` overrides.
+
+Every default reproduces the paper's CodeGen-350M-mono MBPP run (see
+shared/docs/leti-method.md); presets in configs/ change only what differs. Bad input becomes one
+`LetiError` line naming the file, the field, the value and the fix, e.g.
+    config.yaml: unknown field 'sampling.temprature' (did you mean 'temperature'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from leti.errors import LetiError
+from leti.execution.config import ExecutionConfig
+from leti.feedback.training_text import TrainingTextConfig
+from leti.training.config import TrainerConfig
+
+
+@dataclass(frozen=True)
+class SamplingSection:
+    """Training-time sampling (spec step 1; authors: n=128, T=1.0, top_p=1.0, 512 tokens)."""
+
+    n: int = field(default=128, metadata={"help": "Programs sampled per training problem per iteration."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus mass (1.0 = off)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Generation budget per program."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
+    backend: str = field(default="hf", metadata={"help": "Sampler backend ('hf'; 'vllm' later)."})
+
+    def __post_init__(self) -> None:
+        _positive(self, "sampling", ("n", "max_new_tokens", "batch_size"))
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature!r}, {self.top_p!r}")
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """Held-out evaluation after every `every` iterations (spec: MBPP test, n=16, T=0.1)."""
+
+    split: str = field(default="test", metadata={"help": "Task split to evaluate on (MBPP: test = ids 11-510)."})
+    n: int = field(default=16, metadata={"help": "Samples per problem."})
+    temperature: float = field(default=0.1, metadata={"help": "Softmax temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus mass (1.0 = off; HumanEval protocol: 0.95)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Generation budget per program."})
+    ks: list[int] = field(default_factory=lambda: [1, 10], metadata={"help": "Report pass@k for these k (each <= n)."})
+    max_problems: int | None = field(default=None, metadata={"help": "Evaluate on the first this many problems of the split (None = all)."})
+    every: int = field(default=1, metadata={"help": "Evaluate after every this many iterations (the last one always)."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
+
+    def __post_init__(self) -> None:
+        _positive(self, "eval", ("n", "max_new_tokens", "every", "batch_size"))
+        if self.max_problems is not None and self.max_problems < 1:
+            raise ValueError(f"eval.max_problems must be >= 1 or null, got {self.max_problems!r}")
+        if not self.ks or any(k < 1 or k > self.n for k in self.ks):
+            raise ValueError(f"eval.ks={self.ks!r} needs values in 1..eval.n={self.n}; raise eval.n or drop the larger k")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = field(default="Salesforce/codegen-350M-mono", metadata={"help": "Hugging Face hub id or local directory of a causal LM."})
+    model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype (float32: fp32 master weights for AdamW at lr 1e-5; the trainer autocasts to bf16 on GPUs)."})
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:N'."})
+    task: str = field(default="mbpp", metadata={"help": "Task spec: mbpp, humaneval, jsonl:PATH, ..."})
+    train_split: str = field(default="train", metadata={"help": "Split whose problems are sampled for training (MBPP: 601-974)."})
+    max_train_problems: int | None = field(default=None, metadata={"help": "Use only the first this many training problems (ablation: fewer problems)."})
+    iterations: int = field(default=50, metadata={"help": "LeTI iterations (authors: up to 50 for 350M, 10 for 2B)."})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling, shuffling and initialisation."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    sampling: SamplingSection = field(default_factory=SamplingSection, metadata={"help": "Training-time sampling."})
+    eval: EvalSection = field(default_factory=EvalSection, metadata={"help": "Held-out evaluation."})
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig, metadata={"help": "Sandboxed execution."})
+    training_text: TrainingTextConfig = field(default_factory=TrainingTextConfig, metadata={"help": "Training text layout and ablations."})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "Fine-tuning."})
+
+    def __post_init__(self) -> None:
+        _positive(self, "", ("iterations",))
+        if self.max_train_problems is not None and self.max_train_problems < 1:
+            raise ValueError(f"max_train_problems must be >= 1 or null, got {self.max_train_problems!r}")
+        if self.execution.feedback_style != self.training_text.feedback_style:
+            raise ValueError(
+                f"execution.feedback_style={self.execution.feedback_style!r} differs from "
+                f"training_text.feedback_style={self.training_text.feedback_style!r}; set only training_text.feedback_style"
+            )
+
+
+def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
+    prefix = f"{section}." if section else ""
+    for name in names:
+        value = getattr(obj, name)
+        if value < 1:
+            raise ValueError(f"{prefix}{name} must be >= 1, got {value!r}")
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read YAML (None = all defaults), apply `a.b=value` overrides (values parsed as YAML), and
+    validate everything. Raises LetiError with a one-line message on any bad field."""
+    where = str(path) if path is not None else "defaults"
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise LetiError(f"{p}: config file not found; pass a YAML file such as configs/tiny-cpu.yaml") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise LetiError(f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise LetiError(f"{p}: top level must be a mapping of fields, got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    # One knob for the feedback style: the training text's setting drives the executor.
+    style = raw.get("training_text", {}).get("feedback_style") if isinstance(raw.get("training_text"), dict) else None
+    if style is not None and isinstance(raw.setdefault("execution", {}), dict):
+        raw["execution"].setdefault("feedback_style", style)
+    return build(RunConfig, raw, where)
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise LetiError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sampling.n=4")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise LetiError(f"--set {item!r}: '{part}' is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
+    """Construct dataclass `cls` from a mapping, checking names and types recursively."""
+    if not isinstance(raw, dict):
+        raise LetiError(f"{where}: field '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for name in raw:
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(fields)}"
+            raise LetiError(f"{where}: unknown field '{prefix}{name}' ({hint})")
+    kwargs = {name: _coerce(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError, LetiError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LetiError(f"{where}: {msg}") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where, f"{name}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where, name)
+            except LetiError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise LetiError(f"{where}: field '{name}' = {value!r} is invalid; use one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise LetiError(f"{where}: field '{name}' = {value!r} must be a list")
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, where, f"{name}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if tp is Any:
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }.get(tp)
+    if tp is float:
+        # YAML 1.1 reads "1e-5" (no dot) as a string; accept it as the number it plainly is.
+        try:
+            if not isinstance(value, bool):
+                return float(value)
+        except (TypeError, ValueError):
+            pass
+        ok = False
+    if ok is None:
+        return value
+    if not ok:
+        raise LetiError(f"{where}: field '{name}' = {value!r} must be {_type_name(tp)}")
+    return value
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain data (lists, not tuples) for writing the resolved config as YAML."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,191 @@
+"""The run directory: the only state of a `leti run` / `leti sft`, readable by other tools.
+
+Layout (k = 0 is the untrained model's baseline evaluation; training iterations are 1..K):
+
+    RUN/
+      config.yaml                 resolved RunConfig (every field; `leti run` compares it on resume)
+      run.json                    {"mode": "leti" | "sft", "created": ISO time}
+      metrics.jsonl               one JSON line per finished iteration, in order (fields below)
+      .lock                       flock held while a process works on the run
+      iterations/<k>/
+        samples.jsonl             training samples, append-only, one per (problem_id, sample_idx):
+                                  problem_id, sample_idx, prompt (as sampled, so with the
+                                  <|good|> prefix from iteration 2), completion, n_prompt_tokens,
+                                  n_completion_tokens, finish_reason, plus every field of the
+                                  sample's ExecutionResult.to_dict(): id, status, passed, feedback,
+                                  exception_type, message, frames, stdout, duration_s, ...
+        samples.done              JSON marker: sampling + execution finished (counts, wall_s)
+        train_stats.json          TrainStats of this iteration (steps, tokens, losses, packing)
+        checkpoint/               model + tokenizer after this iteration's training
+        eval_samples.jsonl        evaluation samples, same record format as samples.jsonl
+        eval.json                 {"iteration", "split", "n", "temperature", "conditioned_on_good",
+                                   "n_problems", "pass@k": {"pass@1": ...}, "status_counts",
+                                   "per_problem": {problem_id: [n, c]}, "wall_s"}
+
+metrics.jsonl line: {"iteration", "gradient_steps_total", "train_samples", "train_pass_rate",
+"train_status_counts", "train_exception_counts", "train_loss_mean", "eval": {"pass@1": ...}
+or null when not evaluated this iteration, "wall_s" (this iteration's stages), "checkpoint"}.
+Iteration 0 has train_* = null and gradient_steps_total = 0. SFT runs have iterations 0 and 1;
+their iteration 1 has no samples files.
+
+Resume: every finished stage leaves its file, written atomically (temp + rename), so rerunning
+skips it; samples.jsonl is keyed by (problem_id, sample_idx) and a partial last line from a
+kill -9 is cut off before appending, so no sample is duplicated or generated twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from leti.errors import LetiError
+
+Key = tuple[str, int]
+
+
+class RunDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def iteration(self, k: int) -> Path:
+        return self.root / "iterations" / str(k)
+
+    def samples(self, k: int) -> Path:
+        return self.iteration(k) / "samples.jsonl"
+
+    def samples_done(self, k: int) -> Path:
+        return self.iteration(k) / "samples.done"
+
+    def train_stats(self, k: int) -> Path:
+        return self.iteration(k) / "train_stats.json"
+
+    def checkpoint(self, k: int) -> Path:
+        return self.iteration(k) / "checkpoint"
+
+    def eval_samples(self, k: int) -> Path:
+        return self.iteration(k) / "eval_samples.jsonl"
+
+    def eval(self, k: int) -> Path:
+        return self.iteration(k) / "eval.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One process per run directory: a second `leti run` on it fails fast instead of
+        appending to the same files."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LetiError(f"{self.root}: another leti process is working on this run directory; wait for it or use another --run-dir") from None
+            yield
+
+    # metrics
+    def metrics(self) -> list[dict]:
+        return [r for r in read_jsonl(self.metrics_path)]
+
+    def finished_iterations(self) -> set[int]:
+        return {int(r["iteration"]) for r in self.metrics()}
+
+    def append_metrics(self, record: dict) -> None:
+        if record["iteration"] in self.finished_iterations():
+            return
+        append_jsonl(self.metrics_path, [record])
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LetiError(f"{path}: not valid JSON ({e.msg}); delete it to redo that stage") from None
+
+
+def replace_dir_atomic(tmp: Path, final: Path) -> None:
+    """Move a fully written directory into place (a half-written one is never at `final`)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _scan_jsonl(path: Path) -> tuple[list[dict], int]:
+    """(records, byte offset after the last good line). A broken final line is a partial
+    write from a killed process and is dropped; a broken line elsewhere is an error."""
+    if not path.exists():
+        return [], 0
+    lines = path.read_bytes().splitlines(keepends=True)
+    records, good_end = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good_end += len(line)
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise LetiError(f"{path}:{i + 1}: not valid JSON; delete that line (or the file) to redo it") from None
+        good_end += len(line)
+    return records, good_end
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return _scan_jsonl(path)[0]
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut a partial last line and make sure the file ends with a newline before appending."""
+    if not path.exists():
+        return
+    _, good_end = _scan_jsonl(path)
+    with open(path, "r+b") as f:
+        f.truncate(good_end)
+        if good_end:
+            f.seek(good_end - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def append_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_jsonl(path)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.flush()
+
+
+def read_sample_records(path: Path) -> dict[Key, dict]:
+    """Sample records keyed by (problem_id, sample_idx); the first occurrence wins."""
+    out: dict[Key, dict] = {}
+    for r in read_jsonl(path):
+        out.setdefault((str(r["problem_id"]), int(r["sample_idx"])), r)
+    return out

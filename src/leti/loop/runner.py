@@ -1,0 +1,222 @@
+"""`leti run` and `leti sft`: iterations over the run directory (layout in rundir.py).
+
+Iteration k >= 1: sample the train split (with the `<|good|>` prefix from k = 2) -> execute
+(overlapped) -> training texts -> train -> checkpoint -> evaluate. Iteration 0 evaluates the
+untrained model. Every stage is skipped when its file exists, so rerunning resumes.
+
+Conditioning on `<|good|>` follows one rule: a model that has been trained on reward tokens is
+prompted with `<|good|>` (sampling from iteration 2, evaluation from iteration 1, i.e. every
+evaluation of a trained LeTI model; spec: "generation at test time is conditioned on <|good|>").
+The base model (iteration 0) and SFT models never saw the token and get the plain prompt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from leti.config import RunConfig, config_to_dict, dump_config
+from leti.errors import LetiError
+from leti.execution import Executor
+from leti.loop import stages
+from leti.loop.rundir import (
+    RunDir,
+    read_json,
+    read_sample_records,
+    replace_dir_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from leti.sampling.base import SamplingConfig
+from leti.tasks.registry import get_task
+
+Mode = Literal["leti", "sft"]
+
+# Fields that may change between a run's start and its resumption without changing results.
+_RESUMABLE_CHANGES = {"iterations", "progress", "device", "execution.workers",
+                      "sampling.batch_size", "eval.batch_size", "trainer.report_to"}
+
+
+class _ModelSlot:
+    """The one model in memory and where it came from, so consecutive stages that need the
+    same weights (e.g. train k then evaluate k) do not reload them."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg, self.source, self.model, self.tokenizer = cfg, None, None, None
+
+    def get(self, source: str):
+        if self.source != source:
+            from leti.model import load_model_and_tokenizer
+
+            self.model = self.tokenizer = None  # free the old weights before loading
+            self.model, self.tokenizer = load_model_and_tokenizer(source, dtype=self.cfg.model_dtype, device=self.cfg.device)
+            self.source = source
+        return self.model, self.tokenizer
+
+    def set(self, source: str, model, tokenizer) -> None:
+        self.source, self.model, self.tokenizer = source, model, tokenizer
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
+    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed."""
+    if rd.config_path.exists():
+        info = read_json(rd.root / "run.json") if (rd.root / "run.json").exists() else {"mode": mode}
+        if info.get("mode") != mode:
+            raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
+        old = _flatten(yaml.safe_load(rd.config_path.read_text(encoding="utf-8")) or {})
+        new = _flatten(config_to_dict(cfg))
+        for key in sorted(set(old) | set(new)):
+            if key not in _RESUMABLE_CHANGES and old.get(key) != new.get(key):
+                raise LetiError(
+                    f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
+                    "resume with the same config or use a new --run-dir"
+                )
+    else:
+        write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
+    write_text_atomic(rd.config_path, dump_config(cfg))
+
+
+def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConfig:
+    s = cfg.eval if evaluation else cfg.sampling
+    backend = cfg.sampling.backend
+    return SamplingConfig(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                          stop=tuple(task.stop_sequences), seed=seed, batch_size=s.batch_size, backend=backend)
+
+
+def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
+    """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code."""
+    rd = RunDir(run_dir)
+    with rd.locked():
+        _prepare(rd, cfg, mode)
+        last = cfg.iterations if mode == "leti" else 1
+        if set(range(last + 1)) <= rd.finished_iterations():
+            print(f"leti: run {rd.root} is already finished ({last} iterations); metrics: {rd.metrics_path}")
+            return 0
+        task = get_task(cfg.task)
+        train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
+        eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]
+        for split, probs in ((cfg.train_split, train_problems), (cfg.eval.split, eval_problems)):
+            if not probs:
+                raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
+        print(f"leti: {mode} run in {rd.root}: {len(train_problems)} train problems x {cfg.sampling.n} samples, "
+              f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
+        slot = _ModelSlot(cfg)
+        with Executor(cfg.execution) as executor:
+            ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode)
+            for k in range(last + 1):
+                if k not in rd.finished_iterations():
+                    ctx.iteration(k, last)
+    print(f"leti: run finished; metrics: {rd.metrics_path}")
+    return 0
+
+
+class _Context:
+    def __init__(self, cfg, rd, task, train_problems, eval_problems, executor, slot, mode) -> None:
+        self.cfg, self.rd, self.task, self.executor, self.slot, self.mode = cfg, rd, task, executor, slot, mode
+        self.train_problems, self.eval_problems = train_problems, eval_problems
+
+    def source(self, k: int) -> str:
+        """Weights at the end of iteration k (k = 0: the configured model)."""
+        return self.cfg.model if k == 0 else str(self.rd.checkpoint(k))
+
+    def iteration(self, k: int, last: int) -> None:
+        walls: list[float] = []
+        summary: dict = {}
+        if k > 0:
+            if self.mode == "leti":
+                records, wall = self._samples(k)
+                walls.append(wall)
+                summary = stages.summarize_samples(records)
+            walls.append(self._train(k))
+        evaluated = k == 0 or k == last or k % self.cfg.eval.every == 0
+        ev = self._evaluate(k) if evaluated else None
+        if ev is not None:
+            walls.append(ev["wall_s"])
+        steps = sum(read_json(self.rd.train_stats(i))["optimizer_steps"] for i in range(1, k + 1))
+        loss = read_json(self.rd.train_stats(k))["loss_mean"] if k > 0 else None
+        record = {
+            "iteration": k, "gradient_steps_total": steps,
+            "train_samples": summary.get("train_samples"), "train_pass_rate": summary.get("train_pass_rate"),
+            "train_status_counts": summary.get("train_status_counts"),
+            "train_exception_counts": summary.get("train_exception_counts"),
+            "train_loss_mean": loss, "eval": ev["pass@k"] if ev else None,
+            "wall_s": round(sum(walls), 2), "checkpoint": self.source(k),
+        }
+        self.rd.append_metrics(record)
+        print(f"leti: iteration {k}: " + ", ".join(f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}"
+                                                    for key, v in [("gradient_steps_total", steps),
+                                                                   ("train_pass_rate", record["train_pass_rate"]),
+                                                                   *((ev or {}).get("pass@k", {}).items())]))
+
+    def _samples(self, k: int) -> tuple[dict, float]:
+        rd, cfg = self.rd, self.cfg
+        if rd.samples_done(k).exists():
+            return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k))["wall_s"]
+        t0 = time.time()
+        model, tok = self.slot.get(self.source(k - 1))
+        records = stages.sample_and_execute(
+            model, tok, self.task, self.train_problems, _sampling(cfg, self.task, cfg.seed + k, False),
+            self.executor, rd.samples(k), condition_on_good=k >= 2, desc=f"iter {k} train",
+            progress=cfg.progress)
+        wall = round(time.time() - t0, 2)
+        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall})
+        return records, wall
+
+    def _train(self, k: int) -> float:
+        rd, cfg = self.rd, self.cfg
+        if rd.train_stats(k).exists():
+            return read_json(rd.train_stats(k))["wall_s"]
+        from leti.model import save_model
+        from leti.training.trainer import train
+
+        model, tok = self.slot.get(self.source(k - 1))
+        if self.mode == "leti":
+            texts = stages.training_texts(read_sample_records(rd.samples(k)), self.train_problems, cfg, tok.eos_token)
+        else:
+            texts = stages.sft_texts(self.train_problems, cfg, tok.eos_token)
+            if not texts:
+                raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains on them")
+        print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs")
+        self.slot.source = None  # weights change in place: never reuse them as the old source
+        model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
+                             log_dir=str(rd.iteration(k) / "logs"))
+        tmp = rd.iteration(k) / "checkpoint.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_model(model, tok, tmp)
+        replace_dir_atomic(tmp, rd.checkpoint(k))
+        write_json_atomic(rd.train_stats(k), stats.to_dict())
+        self.slot.set(self.source(k), model, tok)
+        return stats.wall_s
+
+    def _evaluate(self, k: int) -> dict:
+        rd, cfg = self.rd, self.cfg
+        if rd.eval(k).exists():
+            return read_json(rd.eval(k))
+        t0 = time.time()
+        model, tok = self.slot.get(self.source(k))
+        conditioned = self.mode == "leti" and k >= 1
+        records = stages.sample_and_execute(
+            model, tok, self.task, self.eval_problems, _sampling(cfg, self.task, cfg.seed + 100_000 + k, True),
+            self.executor, rd.eval_samples(k), condition_on_good=conditioned, desc=f"iter {k} eval",
+            progress=cfg.progress)
+        scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks)
+        report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
+                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2)}
+        write_json_atomic(rd.eval(k), report)
+        return report

@@ -1,0 +1,127 @@
+"""The stages of one LeTI iteration, each a function from typed inputs to files/records:
+sample + execute (overlapped), build training texts, score an evaluation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from leti.config import RunConfig
+from leti.evaluation.pass_at_k import mean_pass_at_k
+from leti.execution import ExecutionResult, Executor
+from leti.feedback.training_text import GOOD, build_training_text
+from leti.loop.rundir import read_sample_records, repair_jsonl
+from leti.sampling.base import Sample, SampleRequest, SamplingConfig, get_sampler
+from leti.tasks.base import Problem, Task
+
+
+def requests_for(problems: Sequence[Problem], condition_on_good: bool) -> list[SampleRequest]:
+    """Prompts as the model sees them: `<|good|>` + prompt once the model has been trained on
+    reward tokens (spec: iteration 1 samples the plain prompt, later ones the prefixed one)."""
+    prefix = GOOD if condition_on_good else ""
+    return [SampleRequest(problem_id=p.id, prompt=prefix + p.prompt) for p in problems]
+
+
+def _record(sample: Sample, result: ExecutionResult) -> dict:
+    rec = {
+        "problem_id": sample.problem_id, "sample_idx": sample.sample_idx, "prompt": sample.prompt,
+        "completion": sample.completion, "n_prompt_tokens": sample.n_prompt_tokens,
+        "n_completion_tokens": sample.n_completion_tokens, "finish_reason": sample.finish_reason,
+    }
+    rec.update(result.to_dict())
+    return rec
+
+
+def sample_and_execute(
+    model, tokenizer, task: Task, problems: Sequence[Problem], sampling: SamplingConfig,
+    executor: Executor, out: Path, condition_on_good: bool, desc: str, progress: bool = True,
+) -> dict[tuple[str, int], dict]:
+    """Sample `sampling.n` programs per problem and execute each one while the next batch
+    generates; every (sample, result) is appended to `out` as soon as its result is in.
+    Keys already in `out` are skipped, so an interrupted call resumes where it stopped."""
+    repair_jsonl(out)
+    done = read_sample_records(out)
+    by_id = {p.id: p for p in problems}
+    total = len(problems) * sampling.n
+    sampler = get_sampler(sampling, model, tokenizer)
+    pending: list[tuple[Sample, Future]] = []
+    bar = tqdm(total=total, initial=len([k for k in done if k[0] in by_id]), desc=f"{desc} executed",
+               unit="prog", disable=not progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a", encoding="utf-8") as f:
+
+        def flush(wait: bool) -> None:
+            keep = []
+            for s, fut in pending:
+                if wait or fut.done():
+                    rec = _record(s, fut.result())
+                    # one write + flush per line: a kill leaves at most one partial line
+                    f.write(json.dumps(rec) + "\n")
+                    f.flush()
+                    done[(s.problem_id, s.sample_idx)] = rec
+                    bar.update(1)
+                else:
+                    keep.append((s, fut))
+            pending[:] = keep
+
+        reqs = requests_for(problems, condition_on_good)
+        for s in sampler.sample(reqs, n=sampling.n, skip=set(done)):
+            pending.append((s, executor.submit(task.build_program(by_id[s.problem_id], s.completion))))
+            flush(wait=False)
+        flush(wait=True)
+    bar.close()
+    return {k: v for k, v in done.items() if k[0] in by_id and k[1] < sampling.n}
+
+
+def training_texts(records: dict, problems: Sequence[Problem], cfg: RunConfig, eos_token: str) -> list[str]:
+    """One training text per sample, in (problem order, sample_idx) order (deterministic)."""
+    by_id = {p.id: p for p in problems}
+    order = {pid: i for i, pid in enumerate(by_id)}
+    texts = []
+    for key in sorted((k for k in records if k[0] in by_id), key=lambda k: (order[k[0]], k[1])):
+        rec, problem = records[key], by_id[key[0]]
+        result = ExecutionResult.from_dict(rec)
+        texts.append(build_training_text(problem.prompt, rec["completion"], result,
+                                         cfg.training_text, eos_token=eos_token or ""))
+    return texts
+
+
+def sft_texts(problems: Sequence[Problem], cfg: RunConfig, eos_token: str) -> list[str]:
+    """Supervised baseline: prompt + ground-truth completion, no reward token or feedback."""
+    eos = eos_token if cfg.training_text.append_eos else ""
+    return [p.prompt + p.reference + eos for p in problems if p.reference]
+
+
+def summarize_samples(records: dict) -> dict:
+    statuses = Counter(r["status"] for r in records.values())
+    exceptions = Counter(r.get("exception_type") or r["status"] for r in records.values() if not r["passed"])
+    n = len(records)
+    return {
+        "train_samples": n,
+        "train_pass_rate": (sum(1 for r in records.values() if r["passed"]) / n) if n else 0.0,
+        "train_status_counts": dict(statuses.most_common()),
+        "train_exception_counts": dict(exceptions.most_common()),
+    }
+
+
+def score_eval(records: dict, problems: Sequence[Problem], ks: Sequence[int]) -> dict:
+    """pass@k (unbiased estimator) over the evaluation problems from stored sample records."""
+    per_problem: dict[str, list[int]] = {p.id: [0, 0] for p in problems}
+    for (pid, _idx), rec in records.items():
+        if pid in per_problem:
+            per_problem[pid][0] += 1
+            per_problem[pid][1] += int(bool(rec["passed"]))
+    counts = [tuple(v) for v in per_problem.values()]
+    usable = [k for k in ks if all(n >= k for n, _ in counts)]
+    return {
+        "n_problems": len(problems),
+        "pass@k": {f"pass@{k}": mean_pass_at_k(counts, k) for k in usable},
+        "status_counts": dict(Counter(r["status"] for r in records.values()).most_common()),
+        "per_problem": per_problem,
+    }
+
