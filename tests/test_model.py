@@ -1,0 +1,86 @@
+"""Model loading: LeTI special tokens, embedding resize, padding, save/reload, errors."""
+
+from __future__ import annotations
+
+import huggingface_hub.constants
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from leti.errors import LetiError
+from leti.model import (
+    SPECIAL_TOKENS,
+    load_model_and_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    save_model,
+)
+from leti.testing import make_tiny_model
+
+
+def test_special_tokens_added_and_rows_mean_initialised(tiny_model_path):
+    raw = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    old_rows = raw.get_input_embeddings().weight.detach().clone()
+    model, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
+
+    ids = [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    assert ids == list(range(len(old_rows), len(old_rows) + 4))
+    # Each token is one id even inside text, so training text can carry them verbatim.
+    text_ids = tok.encode("<|good|>x = 1<|lang_feedback|>err<|/lang_feedback|>")
+    assert ids[0] in text_ids and ids[2] in text_ids and ids[3] in text_ids
+
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] == len(tok) == len(old_rows) + 4
+    torch.testing.assert_close(emb[: len(old_rows)], old_rows)
+    for row in emb[len(old_rows) :]:
+        torch.testing.assert_close(row, old_rows.mean(dim=0))
+    # GPT-2 ties the output projection: logits exist for the new tokens too.
+    assert model.get_output_embeddings().weight.shape[0] == len(tok)
+    assert model.dtype == torch.float32 and model.device.type == "cpu"
+    assert tok.padding_side == "left" and tok.pad_token_id is not None
+
+
+def test_save_and_reload_keeps_tokens_and_weights(tiny_model_path, tmp_path):
+    model, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
+    out = save_model(model, tok, tmp_path / "ckpt")
+    again, tok2 = load_model_and_tokenizer(str(out), device="cpu")
+    assert len(tok2) == len(tok)
+    assert [tok2.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [
+        tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS
+    ]
+    # No second resize or re-initialisation on reload.
+    torch.testing.assert_close(
+        again.get_input_embeddings().weight, model.get_input_embeddings().weight
+    )
+
+
+def test_pad_token_falls_back_to_eos(tmp_path):
+    path = make_tiny_model(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.pad_token = None
+    tok.save_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path).pad_token is None
+    model, tok = load_model_and_tokenizer(path, device="cpu")
+    assert tok.pad_token == tok.eos_token
+    assert model.generation_config.pad_token_id == tok.eos_token_id
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/leti-model", "no-such-org/no-such-model-leti"])
+def test_unloadable_model_is_one_line_error(name, monkeypatch):
+    # Offline mode fails the hub request at once, as an unreachable hub does after retries.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(LetiError) as info:
+        load_model_and_tokenizer(name, device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and name in message and "local directory" in message
+
+
+def test_dtype_and_device_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_device("cpu") == cpu
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(LetiError, match="dtype='float8'"):
+        resolve_dtype("float8", cpu)
+    with pytest.raises(LetiError, match="device='gpu0'"):
+        resolve_device("gpu0")
