@@ -175,8 +175,7 @@ class Executor:
         c = self.config
         return {"source": program.source, "timeout": c.timeout_s, "memory_mb": c.memory_mb,
                 "max_output": c.max_output_bytes, "file_size_mb": c.file_size_mb,
-                "open_files": c.open_files, "max_processes": c.max_processes,
-                "rich": c.feedback_style == "rich"}
+                "open_files": c.open_files, "max_processes": c.max_processes}
 
     def _result(self, program: Program, raw: dict) -> ExecutionResult:
         result = classify(program.id, raw, self.config)

@@ -83,7 +83,7 @@ def _assert_operands(source, frame, lineno):
     return {"op": op, "left": values[0], "right": values[1]}
 
 
-def _describe_exception(exc, source, rich):
+def _describe_exception(exc, source):
     lines = source.splitlines()
     rec = {"kind": "exception", "type": type(exc).__name__, "message": ""}
     try:
@@ -113,20 +113,20 @@ def _describe_exception(exc, source, rich):
         rec["exit"] = True
     if isinstance(exc, MemoryError):
         rec["memory"] = True
-    if rich and isinstance(exc, AssertionError) and last is not None:
+    if isinstance(exc, AssertionError) and last is not None:
         operands = _assert_operands(source, last[0], last[1])
         if operands:
             rec["assert"] = operands
     return rec
 
 
-def run_program(source, result_fd, rich):
+def run_program(source, result_fd):
     """Runs in the program process: compile, execute, report. Never returns."""
     me = os.getpid()
     try:
         code = compile(source, FILENAME, "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source
-        rec = _describe_exception(e, source, False)
+        rec = _describe_exception(e, source)
         rec["kind"] = "invalid"
     else:
         sys.argv = [FILENAME]
@@ -135,7 +135,7 @@ def run_program(source, result_fd, rich):
             exec(code, module)
             rec = {"kind": "ok"}
         except BaseException as e:  # SystemExit and KeyboardInterrupt are failures too
-            rec = _describe_exception(e, source, rich)
+            rec = _describe_exception(e, source)
     if os.getpid() != me:
         os._exit(0)  # a process the program forked fell through to here: only the program reports
     try:
@@ -202,7 +202,7 @@ def supervise(req, report_fd, scratch):
             os.setsid()
             os.chdir(scratch)
             _set_limits(req)
-            run_program(req["source"], res_w, req.get("rich", False))
+            run_program(req["source"], res_w)
         finally:
             os._exit(70)
     for fd in (out_w, err_w, res_w):

@@ -1,0 +1,108 @@
+"""Feedback text on real failures (run through the sandbox), and the size/shape guarantees."""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+
+from leti.execution import ExecutionConfig, Executor, Program, Status
+from leti.execution.records import ExecutionResult, Frame
+from leti.feedback.traceback_text import cut_middle, format_feedback
+
+
+@pytest.fixture(scope="module")
+def run():
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=2)) as ex:
+        yield lambda program, tests="": ex.run([Program(program, tests)])[0]
+
+
+def test_paper_style_keeps_only_program_frames_with_program_line_numbers(run):
+    r = run("import json\n\ndef parse(s):\n    return json.loads(s)['k']\n", "assert parse('{}') == 1\n")
+    assert format_feedback(r) == (
+        "Traceback (most recent call last):\n"
+        '  File "main.py", line 5, in <module>\n'
+        "    assert parse('{}') == 1\n"
+        '  File "main.py", line 4, in parse\n'
+        "    return json.loads(s)['k']\n"
+        "KeyError: 'k'")
+
+
+def test_library_frames_are_dropped(run):
+    r = run("import json\njson.loads('{')\n")
+    text = format_feedback(r)
+    assert 'File "main.py", line 2, in <module>' in text
+    assert "json/decoder.py" not in text and "worker" not in text
+    assert text.splitlines()[-1].startswith("JSONDecodeError: Expecting property name")
+
+
+def test_tests_continue_the_program_line_numbers(run):
+    r = run("def f(x):\n    return x", "assert f(1) == 1\nassert f(2) == 3\n")
+    assert 'File "main.py", line 4, in <module>\n    assert f(2) == 3\nAssertionError' in format_feedback(r)
+
+
+@pytest.mark.parametrize("source", ["def f(x):\n    return x +\n", "def f(x)\n    return x\n",
+                                    "x = (1,\n", "if True:\nprint(1)\n"])
+def test_syntax_error_is_rendered_as_cpython_does(run, source):
+    r = run(source)
+    assert r.status is Status.INVALID
+    try:  # compiling (never running) the source here gives CPython's own rendering to compare with
+        compile(source, "main.py", "exec")
+    except SyntaxError as e:
+        expected = "".join(traceback.format_exception_only(type(e), e)).rstrip("\n")
+    assert format_feedback(r) == expected
+
+
+def test_rich_style_shows_assert_operands(run):
+    r = run("def f(x):\n    return x + 1\n", "assert f(2) == 5\n")
+    paper, rich = format_feedback(r, "paper"), format_feedback(r, "rich")
+    assert paper.endswith("AssertionError")
+    assert rich == paper + "\nassert 3 == 5"
+
+
+def test_rich_style_without_compare_is_the_paper_text(run):
+    r = run("def ok():\n    return False\n", "assert ok()\n")
+    assert format_feedback(r, "rich") == format_feedback(r, "paper")
+
+
+def test_fixed_sentences(run):
+    assert format_feedback(run("while True:\n    pass\n")) == "Timeout: the program did not finish within 2 seconds."
+    assert format_feedback(run("import os\nos._exit(3)\n")) == "Exit: the program exited before the tests finished."
+    assert format_feedback(run("import ctypes\nctypes.string_at(0)\n")) == "Crash: the program was killed by signal SIGSEGV."
+    assert format_feedback(run("x = [0] * (10 ** 10)\n")).startswith("MemoryError: the program exceeded the memory limit")
+
+
+def test_deep_recursion_is_collapsed_like_cpython(run):
+    r = run("def f(n):\n    return f(n + 1)\n", "f(0)\n")
+    text = format_feedback(r)
+    assert text.count('File "main.py", line 2, in f') == 3
+    assert "[Previous line repeated" in text and text.endswith("RecursionError: maximum recursion depth exceeded")
+
+
+def test_huge_message_is_cut_in_the_middle_within_the_limit(run):
+    r = run("raise ValueError('a' * 50000 + 'THE-END')\n")
+    text = format_feedback(r, max_bytes=4096)
+    assert len(text.encode()) <= 4096
+    assert text.startswith("Traceback (most recent call last):\n  File \"main.py\", line 1, in <module>")
+    assert "ValueError: aaa" in text and text.endswith("THE-END") and "bytes cut" in text
+
+
+def test_passing_program_has_no_feedback(run):
+    assert format_feedback(run("x = 1\n", "assert x == 1\n")) == ""
+
+
+@pytest.mark.parametrize("limit", [256, 1000, 4096])
+def test_cut_middle_respects_utf8_byte_limit(limit):
+    text = "é" * 3000 + "END"
+    out = cut_middle(text, limit)
+    assert len(out.encode("utf-8")) <= limit and out.endswith("END")
+    assert cut_middle("short", limit) == "short"
+
+
+def test_formatting_is_pure_and_validates_style():
+    r = ExecutionResult(id=1, status=Status.FAILED, exception_type="ZeroDivisionError",
+                        message="division by zero", frames=(Frame(3, "<module>", "1 / 0"),))
+    assert format_feedback(r) == format_feedback(r)
+    assert format_feedback(r).endswith('line 3, in <module>\n    1 / 0\nZeroDivisionError: division by zero')
+    with pytest.raises(ValueError, match="feedback style"):
+        format_feedback(r, "fancy")
