@@ -1,0 +1,94 @@
+"""Run config: paper defaults, presets, overrides, and one-line errors for bad fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leti.cli import main
+from leti.config import load_config
+from leti.errors import LetiError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_defaults_are_the_paper():
+    cfg = load_config(None)
+    assert cfg.model == "Salesforce/codegen-350M-mono"
+    assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_new_tokens) == (128, 1.0, 1.0, 512)
+    assert (cfg.eval.split, cfg.eval.n, cfg.eval.temperature, cfg.eval.ks) == ("test", 16, 0.1, [1, 10])
+    t = cfg.trainer
+    assert (t.learning_rate, t.weight_decay, t.epochs, t.pretrain_mix_ratio) == (1e-5, 0.01, 3, 1.0)
+    assert cfg.execution.timeout_s == 5.0
+    assert cfg.training_text.reward_token and cfg.training_text.textual_feedback
+    assert not cfg.training_text.append_eos
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_presets_load(preset):
+    load_config(CONFIGS / preset)
+
+
+def test_preset_values():
+    assert load_config(CONFIGS / "mbpp-codegen-2b.yaml").trainer.learning_rate == 5e-6
+    assert load_config(CONFIGS / "mbpp-binary-only.yaml").training_text.textual_feedback is False
+    assert load_config(CONFIGS / "mbpp-no-pretrain-mix.yaml").trainer.pretrain_mix_ratio == 0
+    sft = load_config(CONFIGS / "mbpp-sft.yaml").trainer
+    assert (sft.learning_rate, sft.epochs) == (1e-4, 30)
+
+
+def test_overrides_parse_values():
+    cfg = load_config(None, ["sampling.n=4", "trainer.learning_rate=5e-6", "eval.max_problems=null",
+                             "trainer.report_to=[tensorboard]", "training_text.feedback_style=rich"])
+    assert cfg.sampling.n == 4 and cfg.trainer.learning_rate == 5e-6 and cfg.eval.max_problems is None
+    assert cfg.trainer.report_to == ["tensorboard"]
+    # one knob: the training text's feedback style drives the executor's
+    assert cfg.execution.feedback_style == "rich"
+
+
+def test_unknown_field_suggests_the_fix(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("sampling:\n  temprature: 0.5\n")
+    with pytest.raises(LetiError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: unknown field 'sampling.temprature' (did you mean 'temperature'?)"
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.learning_rate=fast", "field 'trainer.learning_rate' = 'fast' must be float"),
+    ("sampling.n=0", "sampling.n must be >= 1, got 0"),
+    ("sampling.n=2.5", "field 'sampling.n' = 2.5 must be int"),
+    ("eval.ks=[1,100]", "eval.ks=[1, 100] needs values in 1..eval.n=16"),
+    ("trainer.mixed_precision=fp8", "field 'trainer.mixed_precision' = 'fp8' is invalid; use one of"),
+    ("execution.workers=0", "execution.workers must be >= 1, got 0"),
+    ("trainer.lora.r=0", "trainer.lora.r must be >= 1, got 0"),
+    ("trainer.report_to=[mlflow]", "unknown tracker 'mlflow'"),
+    ("trainer.lora.rank=8", "unknown field 'trainer.lora.rank'"),
+    ("sampling=3", "field 'sampling' must be a mapping"),
+])
+def test_invalid_values_name_field_and_value(override, fragment):
+    with pytest.raises(LetiError) as e:
+        load_config(None, [override])
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampling: [unclosed\n")
+    with pytest.raises(LetiError, match="is not valid YAML"):
+        load_config(bad)
+    with pytest.raises(LetiError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(LetiError, match="expected KEY=VALUE"):
+        load_config(None, ["sampling.n"])
+
+
+def test_cli_prints_one_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"epochz": 3}}))
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"leti: error: {path}: unknown field 'trainer.epochz' (did you mean 'epochs'?)"
