@@ -1,0 +1,259 @@
+"""GENEVA / EAE-as-code: class generation, verifier feedback through the real sandbox, Arg-I /
+Arg-C scores, gold validation, and one-line errors for malformed input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leti.errors import LetiError
+from leti.evaluation.samples import Sample
+from leti.execution import ExecutionConfig, Executor, Status
+from leti.tasks.eae.check import normalise, occurs_in
+from leti.tasks.eae.data import read_oneie
+from leti.tasks.eae.metrics import ArgCounts, parse_prediction
+from leti.tasks.eae.ontology import BASE_CLASS, class_name, load_ontology, render_class, role_name
+from leti.tasks.registry import get_task
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "leti" / "data" / "geneva"
+# val: "The attackers were environmental terrorists upset about a new industry coming to town ."
+# Attack, gold: assailant=["environmental terrorists"]; roles weapon, assailant, victim, means.
+ATTACK_ID = "geneva/val/135_23605_4099594_13355_3"
+GOLD_SPAN = "environmental terrorists"
+
+DEATH_CLASS = '''class Death(Event):
+    """The words in this frame describe the death of a Protagonist. A Cause of death may also be
+    expressed obliquely.
+
+    Roles:
+        deceased: The entity that has died.
+        sufferer: The being or entity that emotionally experiences the death of the Deceased.
+    """
+
+    deceased: list[str] = []
+    sufferer: list[str] = []
+'''
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("geneva")
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(ExecutionConfig(workers=2)) as ex:
+        yield ex
+
+
+# ---- ontology -> classes -------------------------------------------------------------------
+
+
+def test_class_snapshot_for_small_event_type():
+    ontology = load_ontology(DATA / "event_ontology.json")
+    assert render_class(ontology["Death"]) == DEATH_CLASS
+
+
+def test_names_become_python_identifiers():
+    assert class_name("Commerce_money-transfer") == "CommerceMoneyTransfer"
+    assert class_name("Conflict:Attack") == "ConflictAttack"
+    assert role_name("Undesirable_event") == "undesirable_event"
+    assert role_name("From") == "from_"  # a keyword cannot be a keyword argument
+
+
+@pytest.mark.parametrize("event_type", ["Attack", "Commerce_money-transfer", "Death", "Know"])
+def test_generated_classes_run_and_take_their_roles(event_type):
+    # Our own generated definitions (not model output), so running them here is safe.
+    event = load_ontology(DATA / "event_ontology.json")[event_type]
+    namespace: dict = {}
+    exec(compile(BASE_CLASS + "\n\n" + render_class(event), "<classes>", "exec"), namespace)
+    cls = namespace[event.class_name]
+    first = event.roles[0].py_name
+    instance = cls(**{first: ["x"]})
+    assert getattr(instance, first) == ["x"]
+    assert all(getattr(instance, r.py_name) == [] for r in event.roles[1:])
+    with pytest.raises(TypeError, match="has no role 'nonsense'; its roles are: "):
+        cls(nonsense=["x"])
+
+
+# ---- problems --------------------------------------------------------------------------------
+
+
+def test_splits_ids_and_prompt(task):
+    assert {s: len(task.problems(s)) for s in task.splits()} == {"train": 1200, "val": 1442, "test": 1893}
+    ids = [p.id for p in task.problems()]
+    assert len(set(ids)) == len(ids)
+    p = task.get(ATTACK_ID)
+    assert p.prompt.startswith("class Event:\n")
+    assert p.prompt.endswith(
+        'sentence = "The attackers were environmental terrorists upset about a new industry coming to town ."\n'
+        '# In the sentence, "attackers" expresses an Attack event. Its arguments:\n'
+        "event = Attack("
+    )
+    assert p.reference == 'assailant=["environmental terrorists"])'
+    assert GOLD_SPAN not in p.prompt.split("sentence = ")[0]  # gold only via the sentence itself
+    assert task.stop_sequences == ("\n",)
+
+
+def test_repeated_trigger_names_its_occurrence(tmp_path):
+    line = {"wnd_id": "w", "sentence": "he ran and ran", "tokens": ["he", "ran", "and", "ran"],
+            "event_mentions": [{"id": "e1", "event_type": "Run", "trigger": {"start": 3, "end": 4, "text": "ran"},
+                                "arguments": [{"role": "Runner", "text": "he"}]}]}
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(line) + "\n")
+    problem = get_task(f"eae-jsonl:{path}").problems()[0]
+    assert '"ran" (its 2nd occurrence) expresses a Run event' in problem.prompt
+    assert problem.id == "eae/test/e1" and problem.reference == 'runner=["he"])'
+
+
+# ---- verifier through the real sandbox -------------------------------------------------------
+
+
+def _run(executor, task, completion):
+    problem = task.get(ATTACK_ID)
+    return executor.run([task.build_program(problem, completion)])[0]
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ('assailant=["environmental terrorists"]', "SyntaxError: '(' was never closed"),
+        ('attacker=["x"])', "TypeError: Attack has no role 'attacker'; its roles are: weapon, assailant, victim, means"),
+        ('assailant=["environmental terrorists"], weapon=["bombs"])',
+         "- role 'weapon': 'bombs' does not occur in the sentence; copy spans from it exactly"),
+        (")", "- role 'assailant' is missing 1 argument"),
+        ('assailant=["environmental terrorists"], victim=["a new industry"])',
+         "- role 'victim': 'a new industry' is not an argument of this role"),
+        ('assailant=["environmental terrorists", "environmental terrorists"])',
+         "- role 'assailant': 'environmental terrorists' is listed more than once"),
+        ('assailant="environmental terrorists")',
+         "VerificationError: role 'assailant' must be a list of strings copied from the sentence, got str"),
+        ("); event = 3", "VerificationError: `event` must be an instance of Attack, got int"),
+    ],
+)
+def test_verifier_feedback(executor, task, completion, expected):
+    result = _run(executor, task, completion)
+    assert not result.passed
+    assert expected in result.feedback, result.feedback
+
+
+def test_feedback_is_the_traceback_tail_and_does_not_leak_gold(executor, task):
+    result = _run(executor, task, ")")
+    assert result.status is Status.FAILED and result.exception_type == "VerificationError"
+    tail = result.feedback.splitlines()[-2:]
+    assert tail == [
+        "VerificationError: the Attack arguments do not match the sentence (F1 0.00, 1 problem):",
+        "- role 'assailant' is missing 1 argument",
+    ]
+    assert GOLD_SPAN not in result.feedback.lower()
+
+
+def test_normalised_prediction_passes_and_threshold_option(executor, task):
+    # Case and spacing differ from the sentence; normalisation treats both sides the same way.
+    assert _run(executor, task, 'assailant=["Environmental   terrorists"])').passed
+    # One extra argument: F1 = 2/3. Fails exact match, passes with min_f1=0.5.
+    completion = 'assailant=["environmental terrorists"], victim=["a new industry"])'
+    assert not _run(executor, task, completion).passed
+    lenient = get_task("geneva:min_f1=0.5")
+    assert _run(executor, lenient, completion).passed
+
+
+def test_gold_references_pass_on_val(executor, task):
+    problems = task.problems("val")
+    results = executor.run([task.reference_program(p) for p in problems])
+    failed = [(p.id, r.feedback) for p, r in zip(problems, results, strict=True) if not r.passed]
+    assert failed == []
+    samples = [Sample(p.id, 0, p.reference) for p in problems]
+    scores = task.extra_metrics(problems, samples, results)
+    assert scores["arg_i_f1"] == scores["arg_c_f1"] == 100.0
+
+
+# ---- normalisation and scores ----------------------------------------------------------------
+
+
+def test_normalise_tokenisation_quotes_and_case():
+    assert normalise("volunteer `` patients ''") == normalise('Volunteer "patients"')
+    assert normalise("April Fool 's  Day") == normalise("april fool's day")
+    assert normalise("the U . S .") == "the u.s."
+    assert occurs_in("The  Army", "Yesterday the army attacked .")
+    assert not occurs_in("arm", "Yesterday the army attacked .")  # whole words only
+    assert occurs_in("'s", "April Fool 's Day")
+
+
+def test_arg_scores_on_hand_checked_example():
+    counts = ArgCounts()
+    # Mention 1: both spans identified; "Baghdad" has the wrong role -> I 2/2, C 1/2.
+    counts.add({"attacker": ["The army"], "target": ["Baghdad"]}, {"attacker": ["the army"], "place": ["Baghdad"]})
+    # Mention 2: "soldiers" is not the gold span "two soldiers", "Iraq" is not gold -> 0 matches.
+    counts.add({"victim": ["soldiers"], "place": ["Iraq"]}, {"victim": ["two soldiers"]})
+    s = counts.scores()
+    # pred 4, gold 3; Arg-I: 2 matches -> P 50, R 66.67, F1 57.14; Arg-C: 1 -> P 25, R 33.33, F1 28.57
+    assert (s["arg_i_precision"], s["arg_c_precision"]) == (50.0, 25.0)
+    assert s["arg_i_recall"] == pytest.approx(200 / 3) and s["arg_c_recall"] == pytest.approx(100 / 3)
+    assert s["arg_i_f1"] == pytest.approx(400 / 7) and s["arg_c_f1"] == pytest.approx(200 / 7)
+
+
+def test_extra_metrics_parses_completions_without_running_them(task, tmp_path):
+    problem = task.get(ATTACK_ID)
+    marker = tmp_path / "ran"
+    samples = [
+        Sample(problem.id, 0, 'assailant=["environmental terrorists"], victim=["a new industry"])'),
+        Sample(problem.id, 1, "assailant=[\"environmental terrorists\"]"),  # syntax error: predicts nothing
+        Sample(problem.id, 2, f"means=[__import__('pathlib').Path({str(marker)!r}).touch()])"),
+    ]
+    scores = task.extra_metrics([problem], samples, [])
+    # pred 2 (sample 0; the call in sample 2 is not a string), gold 3, 1 match: P 50, R 33.3
+    assert scores["arg_c_precision"] == 50.0 and scores["arg_c_recall"] == pytest.approx(100 / 3)
+    assert not marker.exists()
+    assert parse_prediction("event = Attack(", "x=['a'], y='b')") == {"x": ["a"], "y": ["b"]}
+
+
+# ---- malformed input -> one-line LetiError naming file and line ------------------------------
+
+
+def _one_line_error(excinfo, where: str) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.startswith(where), msg
+    return msg
+
+
+def test_malformed_ontology(tmp_path):
+    bad = tmp_path / "onto.json"
+    bad.write_text('{\n  "Attack": {"arguments": {"Attacker": "who"}},\n  "Die": {"roles": []}\n}\n')
+    with pytest.raises(LetiError) as e:
+        load_ontology(bad)
+    assert "needs an 'arguments' object" in _one_line_error(e, f"{bad}:3:")
+    bad.write_text('{\n  "Attack": {"arguments": {"Attacker": "who"},\n}\n')
+    with pytest.raises(LetiError) as e:
+        load_ontology(bad)
+    assert "not valid JSON" in _one_line_error(e, f"{bad}:3:")
+
+
+def test_malformed_data_lines(tmp_path):
+    good = {"sentence": "a b", "event_mentions": [{"id": "e", "event_type": "X", "trigger": {"text": "a"}, "arguments": []}]}
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(LetiError) as e:
+        read_oneie(path)
+    assert "not valid JSON" in _one_line_error(e, f"{path}:2:")
+    broken = {**good, "event_mentions": [{"id": "e", "event_type": "X", "arguments": []}]}
+    path.write_text("\n" + json.dumps(broken) + "\n")
+    with pytest.raises(LetiError) as e:
+        read_oneie(path)
+    assert "needs a 'trigger' object" in _one_line_error(e, f"{path}:2:")
+
+
+def test_data_role_missing_from_ontology(tmp_path):
+    onto = tmp_path / "onto.json"
+    onto.write_text(json.dumps({"X": {"arguments": {"Agent": "who"}}}))
+    data = tmp_path / "d.json"
+    line = {"sentence": "a b", "event_mentions": [{"id": "e", "event_type": "X", "trigger": {"text": "a"},
+                                                   "arguments": [{"role": "Patient", "text": "b"}]}]}
+    data.write_text(json.dumps(line) + "\n")
+    with pytest.raises(LetiError) as e:
+        get_task(f"eae-jsonl:{data},ontology={onto}").problems()
+    assert "role 'Patient'" in _one_line_error(e, f"{data}:1:")
+    with pytest.raises(LetiError, match="min_f1 must be a number in"):
+        get_task("geneva:min_f1=2")
