@@ -1,0 +1,111 @@
+"""Training data (tokenise, pad/mask, pack) and the trainer on a tiny offline model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from leti.errors import LetiError
+from leti.model import load_model_and_tokenizer
+from leti.training.config import LoraSettings, TrainerConfig
+from leti.training.data import (
+    PackingStats,
+    PadCollator,
+    iter_corpus,
+    pack_blocks,
+    pretrain_batches,
+    stdlib_files,
+    tokenize_texts,
+)
+from leti.training.trainer import train
+
+TEXTS = [
+    "<|good|>def add(a, b):\n    return a + b\n",
+    "<|bad|><|lang_feedback|>NameError: name 'c' is not defined<|/lang_feedback|>def add(a, b):\n    return a + c\n",
+] * 4
+
+
+@pytest.fixture
+def model_and_tokenizer(tiny_model_path):
+    return load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+
+
+def test_collator_masks_only_padding():
+    batch = PadCollator(pad_token_id=0)([[5, 6, 7], [0, 9]])  # a real token may share the pad id
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 9, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[5, 6, 7], [0, 9, -100]]
+
+
+def test_tokenize_counts_truncation_and_keeps_special_tokens(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    data = tokenize_texts(tok, TEXTS[:2], max_length=12)
+    assert data.n_truncated == 2 and all(len(e) <= 12 for e in data.examples)
+    good, bad = tok.convert_tokens_to_ids(["<|good|>", "<|bad|>"])
+    assert data.examples[0][0] == good and data.examples[1][0] == bad  # truncation keeps the front
+    assert tokenize_texts(tok, TEXTS[:2], max_length=10_000).n_truncated == 0
+
+
+def test_stdlib_corpus_is_sorted_and_packs_full_blocks(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    files = stdlib_files(max_files=30)
+    assert files and files == stdlib_files(max_files=30)
+    assert all("site-packages" not in f.parts for f in files)
+    stats = PackingStats()
+    blocks = list(pack_blocks(iter_corpus("stdlib", 5), tok, 64, stats))
+    assert blocks and all(len(b) == 64 for b in blocks)
+    assert tok.eos_token_id in sum(blocks, [])  # documents are separated by eos
+    assert stats.efficiency >= 0.9
+
+
+def test_directory_corpus_and_errors(tmp_path, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    (tmp_path / "b.py").write_text("def b():\n    return 2\n" * 20)
+    (tmp_path / "a.py").write_text("def a():\n    return 1\n" * 20)
+    assert list(iter_corpus(str(tmp_path), 10))[0].startswith("def a")
+    batch = next(pretrain_batches(tok, str(tmp_path), 16, 2, 10, PackingStats()))
+    assert batch["input_ids"].shape == (2, 16) and batch["attention_mask"].all()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LetiError, match="holds no .py files"):
+        list(iter_corpus(str(empty), 10))
+
+
+def test_trainer_changes_every_weight_and_reports_stats(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = TrainerConfig(batch_size=4, epochs=2, max_length=64, learning_rate=1e-3, pretrain_max_files=5)
+    model, stats = train(model, tok, TEXTS, cfg, progress=False)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert changed == list(before)
+    # 8 texts / batch 4 = 2 LeTI batches per epoch, each followed by one pretraining batch (1:1)
+    assert (stats.leti_batches, stats.pretrain_batches, stats.optimizer_steps) == (4, 4, 8)
+    assert stats.packing_efficiency >= 0.9 and stats.pretrain_tokens == 4 * 4 * 64
+    assert stats.loss_last < stats.loss_first
+
+
+def test_trainer_without_mix_and_with_accumulation(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    cfg = TrainerConfig(batch_size=2, epochs=1, max_length=64, pretrain_mix_ratio=0, gradient_accumulation_steps=2)
+    _, stats = train(model, tok, TEXTS, cfg, progress=False)
+    assert (stats.leti_batches, stats.pretrain_batches, stats.optimizer_steps) == (4, 0, 2)
+
+
+def test_lora_trains_adapters_and_special_tokens_then_merges(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    emb = model.get_input_embeddings().weight
+    good = tok.convert_tokens_to_ids("<|good|>")
+    before_good, before_plain = emb[good].clone(), emb[5].clone()
+    cfg = TrainerConfig(batch_size=4, epochs=2, max_length=64, learning_rate=1e-2, pretrain_mix_ratio=0,
+                        lora=LoraSettings(enabled=True, r=4))
+    merged, _ = train(model, tok, TEXTS, cfg, progress=False)
+    assert type(merged).__name__ == "GPT2LMHeadModel"  # plain model, ready to save and sample
+    emb = merged.get_input_embeddings().weight
+    assert not torch.equal(emb[good], before_good)  # new token embedding learned
+    assert torch.equal(emb[5], before_plain)  # the rest of the vocabulary frozen
+
+
+def test_empty_texts_is_an_error(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    with pytest.raises(LetiError, match="no training texts"):
+        train(model, tok, [], TrainerConfig(), progress=False)
