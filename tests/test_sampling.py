@@ -1,12 +1,23 @@
-"""HF sampler on a tiny random GPT-2: counts, indices, stop sequences, seeds, resume."""
+"""HF sampler on a tiny random GPT-2 (counts, indices, stop sequences, seeds, resume) and JSONL io."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import asdict
 
 import pytest
 
 from leti.errors import LetiError
 from leti.model import load_model_and_tokenizer
-from leti.sampling import SampleRequest, SamplingConfig, get_sampler
+from leti.sampling import (
+    Sample,
+    SampleRequest,
+    SamplingConfig,
+    append_samples_jsonl,
+    done_keys,
+    get_sampler,
+    read_samples_jsonl,
+)
 
 REQUESTS = [
     SampleRequest("short", "def add(a, b):\n"),
@@ -127,3 +138,75 @@ def test_bad_requests_are_one_line_errors(model_and_tokenizer):
 def test_vllm_backend_gives_install_hint_or_clear_error(model_and_tokenizer):
     with pytest.raises(LetiError, match="vllm|vLLM"):
         get_sampler(SamplingConfig(backend="vllm"), *model_and_tokenizer)
+
+
+# --- JSONL storage -------------------------------------------------------------------------
+
+
+def make_sample(pid: str, k: int, completion: str = "    return a + b\n") -> Sample:
+    return Sample(pid, k, "def add(a, b):\n", completion, 6, 5, "stop")
+
+
+def test_jsonl_round_trip_and_done_keys(tmp_path):
+    path = tmp_path / "run" / "samples.jsonl"
+    assert done_keys(path) == set()
+    first = [make_sample("a", 0), make_sample("a", 1, "ünïcode \"quotes\"\n\t")]
+    assert append_samples_jsonl(path, first) == 2
+    assert append_samples_jsonl(path, [make_sample("b", 0)]) == 1
+    assert read_samples_jsonl(path) == [*first, make_sample("b", 0)]
+    assert done_keys(path) == {("a", 0), ("a", 1), ("b", 0)}
+
+
+def test_truncated_last_line_is_dropped_then_repaired_on_append(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    append_samples_jsonl(path, [make_sample("a", 0), make_sample("a", 1)])
+    with open(path, "ab") as f:  # what kill -9 in the middle of a write leaves behind
+        f.write(b'{"problem_id": "a", "sample_idx": 2, "prom')
+    assert [s.key for s in read_samples_jsonl(path)] == [("a", 0), ("a", 1)]
+    assert done_keys(path) == {("a", 0), ("a", 1)}
+    append_samples_jsonl(path, [make_sample("a", 2)])
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+    assert [s.key for s in read_samples_jsonl(path)] == [("a", 0), ("a", 1), ("a", 2)]
+
+
+def test_record_cut_before_its_newline_is_kept(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    append_samples_jsonl(path, [make_sample("a", 0)])
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    assert done_keys(path) == {("a", 0)}
+    append_samples_jsonl(path, [make_sample("a", 1)])
+    assert [s.key for s in read_samples_jsonl(path)] == [("a", 0), ("a", 1)]
+
+
+def test_corrupt_middle_line_names_file_and_line(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    append_samples_jsonl(path, [make_sample("a", 0)])
+    with open(path, "ab") as f:
+        f.write(b"garbage\n")
+    with open(path, "ab") as f:
+        f.write((json.dumps(asdict(make_sample("a", 1))) + "\n").encode())
+    with pytest.raises(LetiError, match=r"samples.jsonl:2"):
+        read_samples_jsonl(path)
+
+
+def test_append_writes_each_sample_as_it_arrives(tmp_path):
+    path = tmp_path / "samples.jsonl"
+
+    def sampler_that_dies():
+        yield make_sample("a", 0)
+        yield make_sample("a", 1)
+        raise RuntimeError("killed mid-run")
+
+    with pytest.raises(RuntimeError):
+        append_samples_jsonl(path, sampler_that_dies())
+    assert done_keys(path) == {("a", 0), ("a", 1)}
+
+
+def test_sampler_output_streams_into_jsonl_and_resumes(model_and_tokenizer, tmp_path):
+    path = tmp_path / "samples.jsonl"
+    sampler = get_sampler(SamplingConfig(n=3, max_new_tokens=8, batch_size=2), *model_and_tokenizer)
+    append_samples_jsonl(path, sampler.sample(REQUESTS[:1], n=2))
+    append_samples_jsonl(path, sampler.sample(REQUESTS, skip=done_keys(path)))
+    keys = [s.key for s in read_samples_jsonl(path)]
+    assert sorted(keys) == sorted((r.problem_id, k) for r in REQUESTS for k in range(3))
