@@ -96,7 +96,9 @@ def test_stdin_is_closed(ex):
 
 
 def test_deep_c_recursion_segfault_is_a_crash(ex):
-    src = "import sys\nsys.setrecursionlimit(10**8)\nl = []\nfor _ in range(10**6):\n    l = [l]\nrepr(l)\n"
+    # A 1 MiB stack (checked when the main thread's stack grows) makes the overflow quick.
+    src = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_STACK, (1 << 20, 1 << 20))\n"
+           "sys.setrecursionlimit(10**8)\nl = []\nfor _ in range(10**5):\n    l = [l]\nrepr(l)\n")
     r = run_then_canary(ex, src)
     assert r.status is Status.CRASHED and r.signal == 11
     assert r.feedback == "Crash: the program was killed by signal SIGSEGV."
@@ -193,3 +195,14 @@ def test_unsafe_mode_says_so_and_still_runs(capsys):
     with Executor(ExecutionConfig(sandbox="none", workers=1)) as ex:
         assert ex.run([CANARY])[0].passed
     assert "WITHOUT a sandbox" in capsys.readouterr().err
+
+
+def test_program_cannot_remount_the_read_only_system(ex):
+    if ex.mode != "bwrap":
+        pytest.skip("needs the bubblewrap sandbox")
+    src = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+           "MS_REMOUNT, MS_BIND = 32, 4096\n"
+           "rc = libc.mount(b'none', b'/usr', None, MS_REMOUNT | MS_BIND, None)\n"
+           "assert rc != 0, 'remounted /usr'\n")
+    r = run_then_canary(ex, src)
+    assert r.status is Status.PASSED, r.feedback

@@ -75,7 +75,9 @@ def _python_dirs() -> list[str]:
 
 
 def bwrap_command(bwrap: str) -> list[str]:
-    cmd = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+    # --cap-drop ALL: even a root caller's sandbox holds no capabilities (no remounting the
+    # read-only binds); per-program namespaces need none (unprivileged user namespaces).
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv", "--chdir", "/tmp"]
     for d in _SYSTEM_DIRS:
         if os.path.islink(d):
