@@ -224,3 +224,22 @@ def test_generate_then_score_with_a_tiny_model(tiny_model_path: str, tmp_path: P
     assert main(argv) == 0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
     assert json.loads((out / "results.json").read_text())["n_executed_this_run"] == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [("mbpp", (16, 0.1, ("test", (1, 10)))), ("humaneval", (256, 0.2, ("test", (1, 10, 100))))],
+)
+def test_model_mode_defaults_follow_the_protocol(spec: str, want: tuple) -> None:
+    from leti.cli import build_parser
+    from leti.cli.evaluate_cmd import _generation_request
+
+    task = get_task(spec)
+    args = build_parser().parse_args(["evaluate", "--task", spec, "--model", "m", "--out", "o"])
+    req = _generation_request(args, task)
+    assert (req.n, req.temperature, (task.eval_defaults.split, task.eval_defaults.ks)) == want
+    assert req.max_new_tokens == 512
+    args = build_parser().parse_args(["evaluate", "--task", spec, "--model", "m", "--out", "o", "--n", "4",
+                                      "--temperature", "0.8", "--top-p", "0.5", "--max-new-tokens", "64"])
+    req = _generation_request(args, task)
+    assert (req.n, req.temperature, req.top_p, req.max_new_tokens) == (4, 0.8, 0.5, 64)
