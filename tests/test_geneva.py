@@ -257,3 +257,14 @@ def test_data_role_missing_from_ontology(tmp_path):
     assert "role 'Patient'" in _one_line_error(e, f"{data}:1:")
     with pytest.raises(LetiError, match="min_f1 must be a number in"):
         get_task("geneva:min_f1=2")
+
+
+def test_geneva_configs_load_and_name_this_task():
+    from leti.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("geneva-tiny.yaml", "geneva-codegen-350m.yaml"):
+        cfg = load_config(root / name)
+        task = get_task(cfg.task)
+        assert task.name == "geneva"
+        assert task.problems(cfg.train_split) and task.problems(cfg.eval.split)
