@@ -1,0 +1,125 @@
+"""End to end: `leti run` / `leti sft` on the tiny CPU config with a tiny offline model and a
+jsonl task; kill -9 mid-iteration, resume, and check nothing is duplicated or redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from leti.cli import main
+
+CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
+ITER_FILES = ["samples.jsonl", "samples.done", "train_stats.json", "eval_samples.jsonl", "eval.json",
+              "checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/tokenizer.json"]
+
+
+def _problem(pid: str, split: str, k: int) -> dict:
+    return {"id": pid, "split": split, "entry_point": f"add_{k}",
+            "prompt": f'"""\nWrite a function to add {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
+            "tests": f"assert add_{k}(1) == {k + 1}\nassert add_{k}(5) == {k + 5}",
+            "reference": f"def add_{k}(n):\n    return n + {k}\n"}
+
+
+@pytest.fixture
+def task_file(tmp_path) -> str:
+    path = tmp_path / "tasks.jsonl"
+    rows = [_problem(f"t{k}", "train", k) for k in range(1, 4)] + [_problem(f"e{k}", "test", k) for k in range(4, 6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"jsonl:{path}"
+
+
+def _keys(path: Path) -> list[tuple[str, int]]:
+    return [(r["problem_id"], r["sample_idx"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+@pytest.mark.slow
+def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, task_file, capsys):
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}"]
+    assert main(args) == 0
+    assert (run / "config.yaml").exists() and (run / "run.json").exists()
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"] == tiny_model_path
+    for name in ITER_FILES:
+        assert (run / "iterations" / "1" / name).exists(), name
+    assert (run / "iterations" / "0" / "eval.json").exists()
+
+    # parameters changed: a transformer weight differs between the base model and the checkpoint
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    tuned = load_file(run / "iterations" / "1" / "checkpoint" / "model.safetensors")
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert base[name].shape == tuned[name].shape and not (base[name] == tuned[name]).all()
+
+    samples = [json.loads(x) for x in (run / "iterations" / "1" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * 2
+    assert {"status", "passed", "feedback", "exception_type", "completion", "prompt"} <= set(samples[0])
+    assert not any(s["prompt"].startswith("<|good|>") for s in samples)  # iteration 1: plain prompt
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [0, 1]
+    assert metrics[0]["gradient_steps_total"] == 0 and metrics[1]["gradient_steps_total"] > 0
+    assert set(metrics[1]["eval"]) == {"pass@1", "pass@2"} and metrics[1]["train_samples"] == 6
+    ev = json.loads((run / "iterations" / "1" / "eval.json").read_text())
+    assert ev["conditioned_on_good"] is True and ev["n_problems"] == 2
+    stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
+    assert stats["pretrain_batches"] > 0 and stats["packing_efficiency"] >= 0.9
+
+    capsys.readouterr()
+    assert main(args) == 0  # finished: says so, does nothing
+    assert "already finished" in capsys.readouterr().out
+    assert main(args + ["--set", "sampling.n=3"]) == 2  # changed config is refused, one line
+
+
+@pytest.mark.slow
+def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run),
+           "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+           "--set", "sampling.n=6", "--set", "sampling.batch_size=1", "--set", "sampling.max_new_tokens=16",
+           "--set", "eval.n=1", "--set", "eval.ks=[1]", "--set", "eval.max_problems=1",
+           "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
+    samples = run / "iterations" / "1" / "samples.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 50
+    while time.time() < deadline and proc.poll() is None:
+        if samples.exists() and samples.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(_keys(samples))
+    assert 1 <= n_before < 18
+    with open(samples, "a") as f:
+        f.write('{"problem_id": "t1", "sample_')  # what a kill during a write leaves behind
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = _keys(samples)
+    assert len(keys) == len(set(keys)) == 3 * 6
+    assert set(keys) == {(f"t{k}", i) for k in range(1, 4) for i in range(6)}
+    metrics = [json.loads(x)["iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == [0, 1]
+
+
+@pytest.mark.slow
+def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file):
+    run = tmp_path / "sft"
+    assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+                 "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0"]) == 0
+    stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
+    assert stats["n_texts"] == 3 and stats["pretrain_batches"] == 0
+    assert not (run / "iterations" / "1" / "samples.jsonl").exists()
+    ev = json.loads((run / "iterations" / "1" / "eval.json").read_text())
+    assert ev["conditioned_on_good"] is False
+    assert json.loads((run / "run.json").read_text())["mode"] == "sft"
+    # a LeTI run cannot be resumed in an SFT directory
+    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+                 "--set", f"task={task_file}"]) == 2
