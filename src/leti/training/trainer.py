@@ -72,6 +72,14 @@ def context_length(model, max_length: int) -> int:
     return min(max_length, limit) if limit else max_length
 
 
+def _check_trackers(report_to: list[str]) -> None:
+    import importlib.util
+
+    for tracker, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
+        if tracker in report_to and importlib.util.find_spec(module) is None:
+            raise LetiError(f"trainer.report_to includes '{tracker}' but it is not installed; `pip install {module}` or remove it")
+
+
 def _apply_lora(model, tokenizer, cfg: TrainerConfig):
     try:
         from peft import LoraConfig, get_peft_model
@@ -112,6 +120,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+    _check_trackers(cfg.report_to)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -172,6 +181,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         accelerator.end_training()
 
     model = accelerator.unwrap_model(model)
+    # Drop the accelerator's references to optimizer state so the next stage gets the memory.
+    accelerator.free_memory()
     if cfg.lora.enabled:
         model = model.merge_and_unload()
     if cfg.gradient_checkpointing:
