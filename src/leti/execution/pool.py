@@ -40,6 +40,7 @@ class _Worker:
 
     def __init__(self, mode: str, config: ExecutionConfig) -> None:
         self.cgroup = sandbox.PidsCgroup(config.max_processes)
+        self.cpu_s = 0.0  # CPU seconds used by this worker and its programs, as last reported
         env = sandbox.worker_env()
         self.proc = subprocess.Popen(
             sandbox.worker_command(mode), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -56,7 +57,9 @@ class _Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             raise WorkerLost(str(e)) from e
-        return self._read(time.monotonic() + timeout)
+        reply = self._read(time.monotonic() + timeout)
+        self.cpu_s = reply.get("worker_cpu_s", self.cpu_s)
+        return reply
 
     def _read(self, deadline: float) -> dict:
         header = self._read_exact(4, deadline)
@@ -100,7 +103,16 @@ class Executor:
                   "(--unsafe-no-sandbox / execution.sandbox: none)", file=sys.stderr)
         self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._live: set[_Worker] = set()
         self._closed = False
+        self._cpu_lock = threading.Lock()
+        self._cpu_done_s = 0.0  # CPU of workers already closed
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time spent inside workers (interpreters and programs) so far; see benchmarks/."""
+        with self._cpu_lock:
+            return self._cpu_done_s + sum(w.cpu_s for w in self._live)
 
     def __enter__(self) -> Executor:
         return self
@@ -156,11 +168,10 @@ class Executor:
                     continue
                 try:
                     if worker is None:
-                        worker = _Worker(self.mode, self.config)
+                        worker = self._start_worker()
                     raw = worker.request(self._request(program), self.config.timeout_s + _GRACE_S)
                 except WorkerLost as e:
-                    if worker is not None:
-                        worker.close()
+                    self._stop_worker(worker)
                     worker = None
                     raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
                 except BaseException as e:  # never leave a caller waiting on a future
@@ -168,8 +179,21 @@ class Executor:
                     continue
                 fut.set_result(self._result(program, raw))
         finally:
-            if worker is not None:
-                worker.close()
+            self._stop_worker(worker)
+
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self.mode, self.config)
+        with self._cpu_lock:
+            self._live.add(worker)
+        return worker
+
+    def _stop_worker(self, worker: _Worker | None) -> None:
+        if worker is None:
+            return
+        worker.close()
+        with self._cpu_lock:
+            self._live.discard(worker)
+            self._cpu_done_s += worker.cpu_s
 
     def _request(self, program: Program) -> dict:
         c = self.config

@@ -126,8 +126,8 @@ def resolve_sandbox(mode: str) -> str:
 
 
 def worker_command(mode: str) -> list[str]:
-    if mode == "bwrap":
-        return bwrap_command(shutil.which("bwrap") or "bwrap")
+    if mode == "bwrap":  # the worker owns a pid namespace and may kill all of it after a program
+        return bwrap_command(shutil.which("bwrap") or "bwrap") + ["pid-namespace"]
     return python_command()
 
 
