@@ -73,6 +73,7 @@ class RunConfig:
     max_train_problems: int | None = field(default=None, metadata={"help": "Use only the first this many training problems (ablation: fewer problems)."})
     iterations: int = field(default=50, metadata={"help": "LeTI iterations (authors: up to 50 for 350M, 10 for 2B)."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling, shuffling and initialisation."})
+    keep_checkpoints: int | None = field(default=None, metadata={"help": "Keep only the newest this many iteration checkpoints (None = all; a 350M fp32 checkpoint is ~1.4 GB)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
     sampling: SamplingSection = field(default_factory=SamplingSection, metadata={"help": "Training-time sampling."})
     eval: EvalSection = field(default_factory=EvalSection, metadata={"help": "Held-out evaluation."})
@@ -82,6 +83,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "", ("iterations",))
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1 or null (resuming needs the newest), got {self.keep_checkpoints!r}")
         if self.max_train_problems is not None and self.max_train_problems < 1:
             raise ValueError(f"max_train_problems must be >= 1 or null, got {self.max_train_problems!r}")
         if self.execution.feedback_style != self.training_text.feedback_style:

@@ -16,7 +16,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   exception_type, message, frames, stdout, duration_s, ...
         samples.done              JSON marker: sampling + execution finished (counts, wall_s)
         train_stats.json          TrainStats of this iteration (steps, tokens, losses, packing)
-        checkpoint/               model + tokenizer after this iteration's training
+        checkpoint/               model + tokenizer after this iteration's training (older ones
+                                  are deleted when keep_checkpoints is set)
         eval_samples.jsonl        evaluation samples, same record format as samples.jsonl
         eval.json                 {"iteration", "split", "n", "temperature", "conditioned_on_good",
                                    "n_problems", "pass@k": {"pass@1": ...}, "status_counts",

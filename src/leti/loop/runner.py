@@ -38,7 +38,7 @@ from leti.tasks.registry import get_task
 Mode = Literal["leti", "sft"]
 
 # Fields that may change between a run's start and its resumption without changing results.
-_RESUMABLE_CHANGES = {"iterations", "progress", "device", "execution.workers",
+_RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "execution.workers",
                       "sampling.batch_size", "eval.batch_size", "trainer.report_to"}
 
 
@@ -202,7 +202,18 @@ class _Context:
         replace_dir_atomic(tmp, rd.checkpoint(k))
         write_json_atomic(rd.train_stats(k), stats.to_dict())
         self.slot.set(self.source(k), model, tok)
+        self._prune_checkpoints(k)
         return stats.wall_s
+
+    def _prune_checkpoints(self, k: int) -> None:
+        """Delete checkpoints older than the newest `keep_checkpoints`. Iterations before k are
+        finished, and only checkpoint k is needed to go on, so this never breaks a resume."""
+        keep = self.cfg.keep_checkpoints
+        if keep is None:
+            return
+        for old in range(1, k - keep + 1):
+            if self.rd.checkpoint(old).exists():
+                shutil.rmtree(self.rd.checkpoint(old))
 
     def _evaluate(self, k: int) -> dict:
         rd, cfg = self.rd, self.cfg
