@@ -84,11 +84,14 @@ def test_trainer_changes_every_weight_and_reports_stats(model_and_tokenizer):
     assert stats.loss_last < stats.loss_first
 
 
-def test_trainer_without_mix_and_with_accumulation(model_and_tokenizer):
+def test_trainer_without_mix_with_accumulation_and_checkpointing(model_and_tokenizer):
     model, tok = model_and_tokenizer
-    cfg = TrainerConfig(batch_size=2, epochs=1, max_length=64, pretrain_mix_ratio=0, gradient_accumulation_steps=2)
-    _, stats = train(model, tok, TEXTS, cfg, progress=False)
+    cfg = TrainerConfig(batch_size=2, epochs=1, max_length=64, pretrain_mix_ratio=0,
+                        gradient_accumulation_steps=2, gradient_checkpointing=True)
+    model, stats = train(model, tok, TEXTS, cfg, progress=False)
     assert (stats.leti_batches, stats.pretrain_batches, stats.optimizer_steps) == (4, 0, 2)
+    assert stats.packing_efficiency == 0.0  # no pretraining batches
+    assert not model.is_gradient_checkpointing and model.config.use_cache  # ready to sample again
 
 
 def test_lora_trains_adapters_and_special_tokens_then_merges(model_and_tokenizer):

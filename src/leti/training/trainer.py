@@ -98,6 +98,29 @@ def _apply_lora(model, tokenizer, cfg: TrainerConfig):
     return get_peft_model(model, lora)
 
 
+def _setup_model(model, tokenizer, cfg: TrainerConfig):
+    if cfg.lora.enabled:
+        model = _apply_lora(model, tokenizer, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
+    return model
+
+
+def _finish_model(accelerator, model, cfg: TrainerConfig):
+    """Back to a plain model for sampling and saving."""
+    model = accelerator.unwrap_model(model)
+    # Drop the accelerator's references to optimizer state so the next stage gets the memory.
+    accelerator.free_memory()
+    if cfg.lora.enabled:
+        model = model.merge_and_unload()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+        model.config.use_cache = True
+    model.eval()
+    return model
+
+
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
@@ -115,11 +138,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
 
-    if cfg.lora.enabled:
-        model = _apply_lora(model, tokenizer, cfg)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+    model = _setup_model(model, tokenizer, cfg)
     _check_trackers(cfg.report_to)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision),
@@ -180,22 +199,15 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     if cfg.report_to:
         accelerator.end_training()
 
-    model = accelerator.unwrap_model(model)
-    # Drop the accelerator's references to optimizer state so the next stage gets the memory.
-    accelerator.free_memory()
-    if cfg.lora.enabled:
-        model = model.merge_and_unload()
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
-        model.config.use_cache = True
-    model.eval()
+    model = _finish_model(accelerator, model, cfg)
     n_batches = len(leti_losses) + len(pre_losses)
     stats = TrainStats(
         n_texts=len(texts), n_truncated=data.n_truncated, max_length=max_len,
         optimizer_steps=math.ceil(n_batches / cfg.gradient_accumulation_steps),
         leti_batches=len(leti_losses), pretrain_batches=len(pre_losses),
         leti_tokens=leti_tokens, pretrain_tokens=pre_tokens,
-        packing_efficiency=round(pack.efficiency, 4),
+        # measured on the pretraining batches actually trained on: real tokens / batch slots
+        packing_efficiency=round(pre_tokens / (len(pre_losses) * cfg.batch_size * max_len), 4) if pre_losses else 0.0,
         loss_first=leti_losses[0], loss_last=leti_losses[-1],
         loss_mean=sum(leti_losses) / len(leti_losses),
         loss_curve=curve[:: max(1, len(curve) // 100)],
