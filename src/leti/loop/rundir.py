@@ -20,7 +20,7 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   are deleted when keep_checkpoints is set)
         eval_samples.jsonl        evaluation samples, same record format as samples.jsonl
         eval.json                 {"iteration", "split", "n", "temperature", "conditioned_on_good",
-                                   "n_problems", "pass@k": {"pass@1": ...}, "status_counts",
+                                   "n_problems", "pass@k": {"pass@1": ...}, "task_metrics": {...}, "status_counts",
                                    "per_problem": {problem_id: [n, c]}, "wall_s"}
 
 metrics.jsonl line: {"iteration", "gradient_steps_total", "train_samples", "train_pass_rate",

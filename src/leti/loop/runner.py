@@ -154,7 +154,7 @@ class _Context:
             "train_samples": summary.get("train_samples"), "train_pass_rate": summary.get("train_pass_rate"),
             "train_status_counts": summary.get("train_status_counts"),
             "train_exception_counts": summary.get("train_exception_counts"),
-            "train_loss_mean": loss, "eval": ev["pass@k"] if ev else None,
+            "train_loss_mean": loss, "eval": {**ev["pass@k"], **ev.get("task_metrics", {})} if ev else None,
             "wall_s": round(sum(walls), 2), "checkpoint": self.source(k),
         }
         self.rd.append_metrics(record)
@@ -226,7 +226,7 @@ class _Context:
             model, tok, self.task, self.eval_problems, _sampling(cfg, self.task, cfg.seed + 100_000 + k, True),
             self.executor, rd.eval_samples(k), condition_on_good=conditioned, desc=f"iter {k} eval",
             progress=cfg.progress)
-        scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks)
+        scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks, self.task)
         report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
                   "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2)}
         write_json_atomic(rd.eval(k), report)

@@ -12,7 +12,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from leti.config import RunConfig
-from leti.evaluation.pass_at_k import mean_pass_at_k
+from leti.evaluation.evaluate import score
+from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor
 from leti.feedback.training_text import GOOD, build_training_text
 from leti.loop.rundir import read_sample_records, repair_jsonl
@@ -109,19 +110,20 @@ def summarize_samples(records: dict) -> dict:
     }
 
 
-def score_eval(records: dict, problems: Sequence[Problem], ks: Sequence[int]) -> dict:
-    """pass@k (unbiased estimator) over the evaluation problems from stored sample records."""
-    per_problem: dict[str, list[int]] = {p.id: [0, 0] for p in problems}
-    for (pid, _idx), rec in records.items():
-        if pid in per_problem:
-            per_problem[pid][0] += 1
-            per_problem[pid][1] += int(bool(rec["passed"]))
-    counts = [tuple(v) for v in per_problem.values()]
-    usable = [k for k in ks if all(n >= k for n, _ in counts)]
+def score_eval(records: dict, problems: Sequence[Problem], ks: Sequence[int], task: Task) -> dict:
+    """pass@k (unbiased estimator) and the task's own metrics (e.g. Arg-I/Arg-C F1 for event
+    extraction) over the evaluation problems, from stored sample records; the same pure scoring
+    as `leti evaluate`."""
+    keys = sorted(k for k in records if k[0] in {p.id for p in problems})
+    samples = [EvalSample(pid, idx, records[(pid, idx)]["completion"]) for pid, idx in keys]
+    results = [ExecutionResult.from_dict(records[k]) for k in keys]
+    sampled = {s.problem_id for s in samples}
+    scored = [p for p in problems if p.id in sampled]
+    report = score(scored, samples, results, ks, task.extra_metrics(list(scored), samples, results))
     return {
-        "n_problems": len(problems),
-        "pass@k": {f"pass@{k}": mean_pass_at_k(counts, k) for k in usable},
-        "status_counts": dict(Counter(r["status"] for r in records.values()).most_common()),
-        "per_problem": per_problem,
+        "n_problems": report.n_problems,
+        "pass@k": report.pass_at_k,
+        "task_metrics": report.extra,
+        "status_counts": report.status_counts,
+        "per_problem": {p.problem_id: [p.n, p.c] for p in report.per_problem},
     }
-
