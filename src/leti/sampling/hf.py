@@ -116,7 +116,8 @@ class HFSampler:
             raise LetiError(
                 "tokenizer has no pad_token; load it with leti.model.load_model_and_tokenizer"
             )
-        eos = model.generation_config.eos_token_id
+        model_gen = getattr(model, "generation_config", None)
+        eos = getattr(model_gen, "eos_token_id", None)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.context = getattr(model.config, "max_position_embeddings", None)
