@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from leti.errors import LetiError
+from leti.evaluation.samples import Sample
 from leti.execution import ExecutionConfig, Executor
 from leti.tasks import Task, get_task, list_tasks
 from leti.tasks.registry import task_class
@@ -105,6 +106,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = [(p, r) for p, r in zip(with_ref, results, strict=True) if not r.passed]
     if without:
         print(f"{len(without)} problems have no reference and were not run: {', '.join(without[:20])}")
+    # Tasks scored by more than pass/fail (e.g. Arg-I/Arg-C F1) report their metrics too.
+    samples = [Sample(p.id, 0, p.reference) for p in with_ref]
+    for name, value in task.extra_metrics(with_ref, samples, results).items():
+        print(f"{name}: {value:.2f}")
     print(f"{len(with_ref) - len(failed)} passed, {len(failed)} failed")
     if failed:
         print("failed: " + " ".join(p.id for p, _ in failed))
