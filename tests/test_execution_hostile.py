@@ -82,6 +82,8 @@ def test_killing_parent_group_and_everyone_costs_only_itself(ex):
                 "import os, signal\nos.kill(-1, signal.SIGKILL)\n"):
         r = run_then_canary(ex, src)
         assert r.status in (Status.PASSED, Status.CRASHED, Status.FAILED)  # whatever it did, only it paid
+        if r.status is Status.CRASHED:
+            assert r.feedback.startswith("Crash: the program"), r.feedback
 
 
 def test_stdout_flood_is_capped(ex):

@@ -42,6 +42,8 @@ def _sentence(r: ExecutionResult) -> str | None:
         limit = f" ({r.memory_mb} MiB)" if r.memory_mb else ""
         return f"MemoryError: the program exceeded the memory limit{limit}."
     if r.status is Status.CRASHED:
+        if r.signal is None:  # no signal seen: the program took its sandbox worker down with it
+            return "Crash: the program killed the process that was running it."
         return f"Crash: the program was killed by {_signal_name(r.signal)}."
     if r.exited_early:
         how = f" ({r.exception_type}: {r.message})" if r.exception_type else ""
@@ -49,9 +51,7 @@ def _sentence(r: ExecutionResult) -> str | None:
     return None
 
 
-def _signal_name(signum: int | None) -> str:
-    if signum is None:
-        return "its runner"
+def _signal_name(signum: int) -> str:
     try:
         return f"signal {signal.Signals(signum).name}"
     except ValueError:
