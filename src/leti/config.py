@@ -21,6 +21,7 @@ import yaml
 from leti.errors import LetiError
 from leti.execution.config import ExecutionConfig
 from leti.feedback.training_text import TrainingTextConfig
+from leti.sampling.vllm_config import VLLMConfig
 from leti.training.config import TrainerConfig
 
 
@@ -33,7 +34,8 @@ class SamplingSection:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus mass (1.0 = off)."})
     max_new_tokens: int = field(default=512, metadata={"help": "Generation budget per program."})
     batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
-    backend: str = field(default="hf", metadata={"help": "Sampler backend ('hf'; 'vllm' later)."})
+    backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampler backend: 'hf' (transformers generate) or 'vllm' (pip install 'leti[vllm]'; used for evaluation too)."})
+    vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings (backend 'vllm' only)."})
 
     def __post_init__(self) -> None:
         _positive(self, "sampling", ("n", "max_new_tokens", "batch_size"))

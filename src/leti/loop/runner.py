@@ -39,7 +39,11 @@ Mode = Literal["leti", "sft"]
 
 # Fields that may change between a run's start and its resumption without changing results.
 _RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "execution.workers",
-                      "sampling.batch_size", "eval.batch_size", "trainer.report_to"}
+                      "sampling.batch_size", "eval.batch_size", "trainer.report_to",
+                      # engine/cluster knobs: where and how fast, not what is computed
+                      "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
+                      "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
+                      "execution.backend", "execution.ray_address", "execution.ray_actors"}
 
 
 class _ModelSlot:
@@ -57,6 +61,25 @@ class _ModelSlot:
             self.model, self.tokenizer = load_model_and_tokenizer(source, dtype=self.cfg.model_dtype, device=self.cfg.device)
             self.source = source
         return self.model, self.tokenizer
+
+    def release(self) -> None:
+        """Drop the weights (vLLM sampling wants the whole GPU; vLLM reads the checkpoint)."""
+        if self.model is not None:
+            import gc
+
+            import torch
+
+            self.source = self.model = self.tokenizer = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def for_sampling(self, source: str):
+        """(model, tokenizer) for the sampler: the vllm backend takes the checkpoint path."""
+        if self.cfg.sampling.backend == "vllm":
+            self.release()
+            return source, None
+        return self.get(source)
 
     def set(self, source: str, model, tokenizer) -> None:
         self.source, self.model, self.tokenizer = source, model, tokenizer
@@ -80,8 +103,11 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
         old = _flatten(yaml.safe_load(rd.config_path.read_text(encoding="utf-8")) or {})
         new = _flatten(config_to_dict(cfg))
+        defaults = _flatten(config_to_dict(RunConfig()))
         for key in sorted(set(old) | set(new)):
-            if key not in _RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            # a field added to leti after the run started is fine while it keeps its default
+            added = key not in old and new.get(key) == defaults.get(key)
+            if key not in _RESUMABLE_CHANGES and not added and old.get(key) != new.get(key):
                 raise LetiError(
                     f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
                     "resume with the same config or use a new --run-dir"
@@ -95,7 +121,8 @@ def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConf
     s = cfg.eval if evaluation else cfg.sampling
     backend = cfg.sampling.backend
     return SamplingConfig(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                          stop=tuple(task.stop_sequences), seed=seed, batch_size=s.batch_size, backend=backend)
+                          stop=tuple(task.stop_sequences), seed=seed, batch_size=s.batch_size, backend=backend,
+                          vllm=cfg.sampling.vllm)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
@@ -168,7 +195,7 @@ class _Context:
         if rd.samples_done(k).exists():
             return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k))["wall_s"]
         t0 = time.time()
-        model, tok = self.slot.get(self.source(k - 1))
+        model, tok = self.slot.for_sampling(self.source(k - 1))
         records = stages.sample_and_execute(
             model, tok, self.task, self.train_problems, _sampling(cfg, self.task, cfg.seed + k, False),
             self.executor, rd.samples(k), condition_on_good=k >= 2, desc=f"iter {k} train",
@@ -220,7 +247,7 @@ class _Context:
         if rd.eval(k).exists():
             return read_json(rd.eval(k))
         t0 = time.time()
-        model, tok = self.slot.get(self.source(k))
+        model, tok = self.slot.for_sampling(self.source(k))
         conditioned = self.mode == "leti" and k >= 1
         records = stages.sample_and_execute(
             model, tok, self.task, self.eval_problems, _sampling(cfg, self.task, cfg.seed + 100_000 + k, True),

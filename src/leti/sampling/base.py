@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from leti.errors import LetiError
+from leti.sampling.vllm_config import VLLMConfig
 
 FinishReason = Literal["stop", "length"]
 
@@ -43,6 +44,9 @@ class SamplingConfig:
         default=16, metadata={"help": "sequences per forward pass (prompts x samples)"}
     )
     backend: str = field(default="hf", metadata={"help": "sampler backend: 'hf' or 'vllm'"})
+    vllm: VLLMConfig = field(
+        default_factory=VLLMConfig, metadata={"help": "engine settings of the vllm backend"}
+    )
 
     def __post_init__(self) -> None:
         # YAML gives lists; a tuple keeps the config hashable and printable as written.
@@ -133,10 +137,12 @@ def _load_vllm() -> Callable[..., Sampler]:
     try:
         import vllm  # noqa: F401
     except ImportError:
-        raise LetiError(
-            "sampling.backend='vllm' needs vLLM: pip install 'leti[vllm]' (or use backend='hf')"
-        ) from None
-    raise LetiError("sampling.backend='vllm' is not implemented yet; use backend='hf'")
+        from leti.sampling.vllm import INSTALL_HINT
+
+        raise LetiError(INSTALL_HINT) from None
+    from leti.sampling.vllm import VLLMSampler
+
+    return VLLMSampler
 
 
 # Registry: a new backend is one loader here; loaders import lazily so optional dependencies

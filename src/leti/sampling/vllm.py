@@ -1,0 +1,282 @@
+"""Sampler backend over vLLM (`sampling.backend: vllm`, `pip install 'leti[vllm]'`).
+
+Same records and guarantees as the HF sampler (hf.py): n samples per request keyed by
+(problem_id, sample_idx), keys in `skip` never generated, stop sequences cut off, eos ends a
+sample, token counts and finish_reason computed by the same rule. How:
+
+- Each (problem_id, sample_idx) is its own vLLM request with n=1 and its own seed
+  (`derive_seed`, as in hf.py), so a sample does not depend on batching, the other requests or
+  `skip`. vLLM draws with its own RNG, so at temperature > 0 the samples differ from the HF
+  backend's for the same seed; greedy decoding (temperature 0) gives the same tokens up to
+  kernel rounding (tests/test_vllm.py, marked gpu).
+- Prompts are tokenised here with the HF tokenizer and passed as token ids; the returned token
+  ids are turned into a Sample by `to_sample`, the same eos/stop rule as hf.py, so text, token
+  counts and finish_reason do not depend on vLLM's detokeniser.
+- vLLM reads weights from disk: the sampler takes the checkpoint path (an HF model object is
+  accepted and read from its `name_or_path`, which must hold its current weights). A peft
+  adapter directory is served as base model + LoRARequest.
+- GPU memory: the engine is created when `sample` starts and shut down when it ends (the
+  engine-core process exits, then gc + torch.cuda.empty_cache), so training, which runs between
+  sampling phases, gets the whole GPU. vLLM's sleep mode would keep the engine but has to reload
+  the new weights each iteration through version-specific calls; a restart costs engine start-up
+  (tens of seconds, less with enforce_eager) and is the same on every vLLM version.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leti.errors import LetiError
+from leti.sampling.base import Sample, SampleRequest, SamplingConfig, check_requests
+from leti.sampling.hf import derive_seed
+
+INSTALL_HINT = "sampling.backend='vllm' needs vLLM: pip install 'leti[vllm]' (or use backend='hf')"
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One vLLM request: one sample of one problem."""
+
+    problem_id: str
+    sample_idx: int
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    seed: int | None  # None for greedy decoding, where no random draw happens
+    max_tokens: int  # generation budget: max_new_tokens, capped by the context left
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What vLLM loads: a model directory / hub id, plus a LoRA adapter when there is one."""
+
+    model: str
+    adapter: str | None = None
+    lora_rank: int | None = None
+
+
+def plan_requests(
+    requests: list[SampleRequest],
+    n: int,
+    skip: set[tuple[str, int]],
+    tokenize: Callable[[str], list[int]],
+    context: int | None,
+    config: SamplingConfig,
+) -> list[PlannedRequest]:
+    """All (problem, sample index) pairs still to do, in request then sample order."""
+    check_requests(requests)
+    planned = []
+    for req in requests:
+        ids = tuple(tokenize(req.prompt))
+        if not ids:
+            raise LetiError(f"problem {req.problem_id!r} has an empty prompt; give some text")
+        budget = config.max_new_tokens
+        if context is not None:
+            if len(ids) >= context:
+                raise LetiError(
+                    f"problem {req.problem_id!r}: prompt has {len(ids)} tokens but the model's "
+                    f"context is {context}; shorten the prompt or use a longer-context model"
+                )
+            budget = min(budget, context - len(ids))
+        for k in range(n):
+            if (req.problem_id, k) in skip:
+                continue
+            seed = derive_seed(config.seed, req.problem_id, k) if config.temperature > 0 else None
+            planned.append(PlannedRequest(req.problem_id, k, req.prompt, ids, seed, budget))
+    return planned
+
+
+def _first_stop_token(tokens: list[int], decode: Callable[[list[int]], str], stops: tuple[str, ...]) -> int:
+    """Smallest m such that tokens[:m] decodes to text holding a stop sequence (binary search:
+    a longer prefix decodes to a longer text, so the predicate is monotone)."""
+    lo, hi = 1, len(tokens)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(s in decode(tokens[:mid]) for s in stops):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def to_sample(
+    planned: PlannedRequest,
+    token_ids: list[int],
+    decode: Callable[[list[int]], str],
+    stops: tuple[str, ...],
+    eos_ids: set[int],
+) -> Sample:
+    """Generated token ids -> Sample, by hf.py's rule: cut at the first eos, then at the first
+    stop sequence; n_completion_tokens counts up to the token that completed the stop sequence;
+    "stop" when eos or a stop sequence ended it or it ended before its budget, else "length"."""
+    tokens = list(token_ids)
+    n_kept, ended = len(tokens), False
+    for i, tok in enumerate(tokens):
+        if tok in eos_ids:
+            n_kept, ended = i, True
+            break
+    text = decode(tokens[:n_kept])
+    cuts = [text.find(s) for s in stops if s in text]
+    if cuts:
+        n_kept = _first_stop_token(tokens[:n_kept], decode, stops)
+        text, ended = text[: min(cuts)], True
+    reason = "stop" if ended or n_kept < planned.max_tokens else "length"
+    return Sample(
+        problem_id=planned.problem_id,
+        sample_idx=planned.sample_idx,
+        prompt=planned.prompt,
+        completion=text,
+        n_prompt_tokens=len(planned.prompt_ids),
+        n_completion_tokens=n_kept,
+        finish_reason=reason,
+    )
+
+
+def resolve_checkpoint(path: str) -> Checkpoint:
+    """A peft adapter directory (adapter_config.json) -> its base model + the adapter; anything
+    else is loaded as a full model. Adapters that carry trained embedding rows for the LeTI
+    tokens (peft trainable_token_indices) are refused: vLLM's LoRA cannot load them, and
+    sampling without them would silently ignore what training learned for <|good|>."""
+    adapter_config = Path(path) / "adapter_config.json"
+    if not adapter_config.is_file():
+        return Checkpoint(model=path)
+    cfg = json.loads(adapter_config.read_text(encoding="utf-8"))
+    if cfg.get("trainable_token_indices"):
+        raise LetiError(
+            f"{path}: this LoRA adapter also trains token embeddings, which vLLM cannot load; "
+            "save merged checkpoints (the trainer's default) or use sampling.backend='hf'"
+        )
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise LetiError(f"{adapter_config}: no base_model_name_or_path; save the adapter with peft")
+    return Checkpoint(model=str(base), adapter=str(path), lora_rank=int(cfg.get("r", 16)))
+
+
+def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls: Any) -> Any:
+    """vLLM SamplingParams for one request (the class is passed in: vLLM is imported lazily)."""
+    return params_cls(
+        n=1,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=planned.max_tokens,
+        seed=planned.seed,
+        stop=list(config.stop) or None,
+        # Text is rebuilt from token ids by to_sample; these keep vLLM's own stop-string check
+        # on the same text (special tokens such as <|bad|> included, no added spaces).
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,
+        include_stop_str_in_output=False,
+        repetition_penalty=1.0,
+    )
+
+
+class VLLMSampler:
+    """Sampler backend over vLLM (see the module doc for guarantees and memory handling)."""
+
+    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None):
+        path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+        if not path:
+            raise LetiError("the vllm sampler needs a checkpoint path (vLLM loads weights from disk)")
+        self.config = config
+        self.checkpoint = resolve_checkpoint(str(path))
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            # An adapter directory saved by the trainer holds the tokenizer with LeTI's tokens.
+            tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.adapter or self.checkpoint.model)
+        self.tokenizer = tokenizer
+        eos = tokenizer.eos_token_id
+        self.eos_ids: set[int] = {eos} if eos is not None else set()
+        self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def sample(
+        self,
+        requests: list[SampleRequest],
+        n: int | None = None,
+        skip: set[tuple[str, int]] | None = None,
+    ) -> Iterator[Sample]:
+        """Yield n samples per request, chunk by chunk, skipping keys in `skip`."""
+        n = self.config.n if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise LetiError(f"n={n!r} must be an integer >= 1")
+        planned = plan_requests(requests, n, skip or set(), self._tokenize, self.context, self.config)
+        if not planned:
+            return
+        llm, lora = self._start_engine()
+        try:
+            from vllm import SamplingParams
+
+            size = self.config.vllm.chunk_size
+            for i in range(0, len(planned), size):
+                chunk = planned[i : i + size]
+                prompts = [{"prompt_token_ids": list(p.prompt_ids)} for p in chunk]
+                params = [sampling_params(p, self.config, SamplingParams) for p in chunk]
+                outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+                for p, out in zip(chunk, outputs, strict=True):
+                    yield to_sample(p, list(out.outputs[0].token_ids), self._decode,
+                                    self.config.stop, self.eos_ids)
+        finally:
+            shutdown_engine(llm)
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text).input_ids
+
+    def _start_engine(self) -> tuple[Any, Any]:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise LetiError(INSTALL_HINT) from None
+        ckpt, cfg = self.checkpoint, self.config.vllm
+        kwargs: dict[str, Any] = dict(
+            model=ckpt.model, tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization, dtype=cfg.dtype,
+            enforce_eager=cfg.enforce_eager, max_model_len=self.context, seed=self.config.seed,
+        )
+        if cfg.model_impl != "auto":
+            kwargs["model_impl"] = cfg.model_impl
+        lora = None
+        if ckpt.adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            kwargs.update(enable_lora=True, max_lora_rank=ckpt.lora_rank, max_loras=1)
+            lora = LoRARequest("leti", 1, ckpt.adapter)
+        return LLM(**kwargs), lora
+
+
+def _model_context(model: str) -> int | None:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model)
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def shutdown_engine(llm: Any) -> None:
+    """Release the engine's GPU memory now rather than at some later garbage collection.
+    vLLM V1 runs the engine core in its own process: shutting it down frees everything it held.
+    The in-process fallback tears down vLLM's parallel state, except inside an accelerate/torch
+    distributed job, whose process group vLLM's cleanup would destroy."""
+    engine = getattr(llm, "llm_engine", None)
+    core = getattr(engine, "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    del engine, core, llm
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        try:
+            from vllm.distributed import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except ImportError:  # older/newer vLLM without it: gc + empty_cache below still run
+            pass
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

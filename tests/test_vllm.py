@@ -1,0 +1,161 @@
+"""vLLM sampler backend: the pure parts on CPU (request plan, seeds, token -> Sample rule checked
+against the HF sampler, checkpoint resolution, config), the engine itself on a GPU (marked gpu)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from leti.config import load_config
+from leti.errors import LetiError
+from leti.model import load_model_and_tokenizer
+from leti.sampling import SampleRequest, SamplingConfig, get_sampler
+from leti.sampling.hf import derive_seed
+from leti.sampling.vllm import PlannedRequest, plan_requests, resolve_checkpoint, to_sample
+from leti.sampling.vllm_config import VLLMConfig
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+REQUESTS = [
+    SampleRequest("short", "def add(a, b):\n"),
+    SampleRequest("long", '"""\nWrite a function to sort a list.\nassert f([2, 1]) == [1, 2]\n"""\n'),
+]
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model_path):
+    return load_model_and_tokenizer(tiny_model_path, device="cpu")
+
+
+def _tokenize(tokenizer):
+    return lambda text: tokenizer(text).input_ids
+
+
+def _decode(tokenizer):
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
+def test_backend_vllm_without_vllm_is_one_line_install_hint(tiny_model_path):
+    with pytest.raises(LetiError, match=r"pip install 'leti\[vllm\]'") as info:
+        get_sampler(SamplingConfig(backend="vllm"), tiny_model_path, None)
+    assert "\n" not in str(info.value)
+
+
+def test_plan_has_one_seeded_request_per_sample_and_honours_skip(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    cfg = SamplingConfig(seed=7, max_new_tokens=32)
+    full = plan_requests(REQUESTS, 3, set(), _tokenize(tok), 512, cfg)
+    assert [(p.problem_id, p.sample_idx) for p in full] == [(r.problem_id, k) for r in REQUESTS for k in range(3)]
+    assert all(p.seed == derive_seed(7, p.problem_id, p.sample_idx) for p in full)
+    assert len({p.seed for p in full}) == len(full)
+    assert all(p.prompt_ids == tuple(tok(p.prompt).input_ids) and p.max_tokens == 32 for p in full)
+    # Skipping keys and reordering requests changes nothing about the other requests.
+    part = plan_requests(REQUESTS[::-1], 3, {("short", 1), ("long", 0)}, _tokenize(tok), 512, cfg)
+    assert {(p.problem_id, p.sample_idx) for p in part} == {(p.problem_id, p.sample_idx) for p in full} - {("short", 1), ("long", 0)}
+    assert set(part) <= set(full)
+
+
+def test_plan_greedy_has_no_seed_and_budget_is_capped_by_context(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    n_long = len(tok(REQUESTS[1].prompt).input_ids)
+    planned = plan_requests(REQUESTS, 1, set(), _tokenize(tok), n_long + 5, SamplingConfig(temperature=0, max_new_tokens=64))
+    assert all(p.seed is None for p in planned)
+    assert {p.problem_id: p.max_tokens for p in planned}["long"] == 5
+    with pytest.raises(LetiError, match="context"):
+        plan_requests(REQUESTS, 1, set(), _tokenize(tok), n_long, SamplingConfig())
+    with pytest.raises(LetiError, match="empty prompt"):
+        plan_requests([SampleRequest("e", "")], 1, set(), _tokenize(tok), 512, SamplingConfig())
+    with pytest.raises(LetiError, match="twice"):
+        plan_requests(REQUESTS + REQUESTS[:1], 1, set(), _tokenize(tok), 512, SamplingConfig())
+
+
+def test_to_sample_gives_the_hf_samplers_samples_for_the_same_tokens(model_and_tokenizer):
+    """Greedy: the HF sampler's Samples == to_sample applied to plain `generate` tokens (the
+    full budget, no stopping), for stop sequences that fire and ones that do not."""
+    model, tok = model_and_tokenizer
+    budget = 24
+    raw = {}
+    for req in REQUESTS:
+        ids = torch.tensor([tok(req.prompt).input_ids])
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=budget, pad_token_id=tok.pad_token_id, eos_token_id=None)
+        raw[req.problem_id] = out[0, ids.shape[1]:].tolist()
+    # A stop sequence taken from the middle of one generation, so it certainly fires there.
+    text = _decode(tok)(raw["short"])
+    stops = (text[len(text) // 2 : len(text) // 2 + 3], "\nclass")
+    assert stops[0].strip(), "degenerate generation: pick another prompt"
+    for stop in [(), stops]:
+        cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=budget, stop=stop, batch_size=1)
+        hf = {s.problem_id: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
+        planned = plan_requests(REQUESTS, 1, set(), _tokenize(tok), 512, cfg)
+        ours = {p.problem_id: to_sample(p, raw[p.problem_id], _decode(tok), stop, {tok.eos_token_id}) for p in planned}
+        assert ours == hf
+    assert hf["short"].finish_reason == "stop" and hf["short"].n_completion_tokens < budget
+
+
+def test_to_sample_cuts_at_eos_and_labels_length(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    eos = tok.eos_token_id
+    body = tok("return a + b").input_ids
+    p = PlannedRequest("p", 0, "def f():\n", (1, 2), None, len(body) + 3)
+    s = to_sample(p, body + [eos] + body, _decode(tok), (), {eos})
+    assert (s.completion, s.n_completion_tokens, s.finish_reason) == ("return a + b", len(body), "stop")
+    full = PlannedRequest("p", 0, "def f():\n", (1, 2), None, len(body))
+    s = to_sample(full, body, _decode(tok), (), {eos})
+    assert (s.n_completion_tokens, s.finish_reason) == (len(body), "length")
+
+
+def test_resolve_checkpoint_full_model_and_lora_adapters(tiny_model_path, tmp_path, model_and_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    assert resolve_checkpoint(tiny_model_path).adapter is None
+    model, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["c_attn"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ckpt = resolve_checkpoint(str(tmp_path / "adapter"))
+    assert (ckpt.model, ckpt.adapter, ckpt.lora_rank) == (tiny_model_path, str(tmp_path / "adapter"), 4)
+    cfg_path = tmp_path / "adapter" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["trainable_token_indices"] = [tok.convert_tokens_to_ids("<|good|>")]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(LetiError, match="token embeddings"):
+        resolve_checkpoint(str(tmp_path / "adapter"))
+
+
+def test_run_config_vllm_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sampling:\n  backend: vllm\n  vllm:\n    gpu_memory_utilization: 0.5\n    enforce_eager: true\n")
+    cfg = load_config(path)
+    assert cfg.sampling.vllm == VLLMConfig(gpu_memory_utilization=0.5, enforce_eager=True)
+    for bad, field in [("gpu_memory_utilization: 1.5", "gpu_memory_utilization"), ("dtype: int8", "dtype"),
+                       ("chunk_size: 0", "chunk_size"), ("tensor_paralel_size: 2", "tensor_parallel_size")]:
+        path.write_text(f"sampling:\n  vllm:\n    {bad}\n")
+        with pytest.raises(LetiError, match=field) as info:
+            load_config(path)
+        assert "\n" not in str(info.value)
+    path.write_text("sampling:\n  backend: tgi\n")
+    with pytest.raises(LetiError, match="backend"):
+        load_config(path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_VLLM or not torch.cuda.is_available(), reason="needs vLLM and a CUDA GPU")
+def test_vllm_greedy_matches_hf_tokens(tiny_model_path):
+    """Greedy decoding: the vLLM backend returns the HF backend's samples (fp32 both sides)."""
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cuda")
+    cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=32, stop=("\nclass",), batch_size=1,
+                         vllm=VLLMConfig(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.3))
+    hf = {s.key: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
+    cfg_v = SamplingConfig(**{**cfg.__dict__, "backend": "vllm"})
+    sampler = get_sampler(cfg_v, tiny_model_path, tok)
+    ours = {s.key: s for s in sampler.sample(REQUESTS)}
+    assert ours == hf
+    # Seeded sampling is deterministic per seed and independent of skip.
+    cfg_t = SamplingConfig(**{**cfg_v.__dict__, "temperature": 1.0})
+    first = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS)}
+    again = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS, skip={("short", 0)})}
+    assert again == {k: v for k, v in first.items() if k != ("short", 0)}
