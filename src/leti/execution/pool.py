@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 
@@ -29,6 +30,7 @@ __all__ = ["Executor", "SandboxUnavailable", "execute"]
 
 _START_TIMEOUT_S = 60.0
 _GRACE_S = 10.0  # beyond the program's own limit before the host gives up on a worker
+_PIPELINE_DEPTH = 2  # programs sent ahead to each worker
 
 
 class WorkerLost(Exception):
@@ -50,13 +52,17 @@ class _Worker:
         if not ready.get("ready"):
             raise WorkerLost("worker did not start")
 
-    def request(self, req: dict, timeout: float) -> dict:
+    def send(self, req: dict) -> None:
+        """Queue a request. A dead worker is noticed by the `receive` that follows, which is
+        where the program that killed it is known."""
         data = json.dumps(req).encode()
         try:
             self.proc.stdin.write(struct.pack(">I", len(data)) + data)
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
-            raise WorkerLost(str(e)) from e
+        except (BrokenPipeError, OSError):
+            pass
+
+    def receive(self, timeout: float) -> dict:
         reply = self._read(time.monotonic() + timeout)
         self.cpu_s = reply.get("worker_cpu_s", self.cpu_s)
         return reply
@@ -160,23 +166,43 @@ class Executor:
             t.join()
 
     def _serve(self) -> None:
+        """Feed one worker, keeping `_PIPELINE_DEPTH` programs in flight so that it never waits
+        for the host between programs. The worker runs them in order; if it dies, the program
+        at the head was running and is charged, the others never started and go to a new worker."""
         worker: _Worker | None = None
+        inflight: deque[tuple[Program, Future]] = deque()
+        stopping = False
         try:
-            while (item := self._queue.get()) is not None:
-                program, fut = item
-                if not fut.set_running_or_notify_cancel():
-                    continue
+            while True:
+                while not stopping and len(inflight) < _PIPELINE_DEPTH:
+                    try:
+                        item = self._queue.get(block=not inflight)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                    elif item[1].set_running_or_notify_cancel():
+                        inflight.append(item)
+                        if worker is not None:
+                            worker.send(self._request(item[0]))
+                if not inflight:
+                    break
                 try:
                     if worker is None:
                         worker = self._start_worker()
-                    raw = worker.request(self._request(program), self.config.timeout_s + _GRACE_S)
+                        for program, _ in inflight:
+                            worker.send(self._request(program))
+                    raw = worker.receive(self.config.timeout_s + _GRACE_S)
                 except WorkerLost as e:
                     self._stop_worker(worker)
                     worker = None
                     raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
                 except BaseException as e:  # never leave a caller waiting on a future
-                    fut.set_exception(e)
+                    for _, fut in inflight:
+                        fut.set_exception(e)
+                    inflight.clear()
                     continue
+                program, fut = inflight.popleft()
                 fut.set_result(self._result(program, raw))
         finally:
             self._stop_worker(worker)
