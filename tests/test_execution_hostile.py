@@ -170,10 +170,18 @@ def _accept(server, accepted):
         pass
 
 
-def test_scratch_directory_is_fresh_for_every_program(ex):
-    a, b = ex.run([Program("import os\nopen('f.txt', 'w').write('1')\nprint(os.listdir('.'))\n"),
-                   Program("import os\nprint(os.listdir('.'))\n")] * 1)
-    assert a.stdout.strip() == "['f.txt']" and b.stdout.strip() == "[]"
+def test_no_program_sees_files_of_an_earlier_one():
+    write = Program("import os\nopen('f.txt', 'w').write('1')\nopen('/tmp/left.txt', 'w').write('1')\n"
+                    "os.mkdir('d')\nos.chmod('.', 0o500)\nprint(os.listdir('.'))\n")
+    look = Program("import os\nprint(os.listdir('.'), os.path.exists('/tmp/left.txt'))\nopen('g', 'w')\n")
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one_worker:
+        a, b, c = one_worker.run([write, look, look])
+    assert a.passed and sorted(eval(a.stdout)) == ["d", "f.txt"]  # our own test's output, not model code
+    sandboxed = one_worker.mode == "bwrap"  # without it /tmp is the host's and is left alone
+    assert b.passed and b.stdout.strip() == f"[] {not sandboxed}", b.feedback
+    assert c.passed and c.stdout.strip() == f"[] {not sandboxed}"
+    if not sandboxed:
+        Path("/tmp/left.txt").unlink()
 
 
 def test_results_do_not_depend_on_worker_count():

@@ -286,12 +286,62 @@ def _write_frame(fd, obj):
         data = data[os.write(fd, data):]
 
 
-def handle(req, scratch_root):
-    scratch = tempfile.mkdtemp(dir=scratch_root, prefix="run-")
+class Scratch:
+    """The program's working directory. Reused while programs leave it empty (most do: saves a
+    mkdir + rmdir per program), replaced as soon as one leaves anything behind. In the sandbox,
+    /tmp and /dev/shm are private to the worker, so everything else a program wrote there is
+    removed too: no program sees files of an earlier one."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="leti-")
+        self.path = None
+
+    def get(self):
+        if self.path is None:
+            self.path = tempfile.mkdtemp(dir=self.root, prefix="run-")
+        return self.path
+
+    def clean(self):
+        try:
+            dirty = bool(os.listdir(self.path)) or (os.stat(self.path).st_mode & 0o777) != 0o700
+        except OSError:
+            dirty = True
+        if dirty:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+        if PID_NAMESPACE:
+            for top in ("/tmp", "/dev/shm"):
+                for name in _listdir(top):
+                    path = os.path.join(top, name)
+                    if path != self.root:
+                        _remove(path)
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _listdir(path):
     try:
-        return supervise(req, scratch)
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def handle(req, scratch):
+    try:
+        return supervise(req, scratch.get())
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.clean()
 
 
 def main():
@@ -320,20 +370,20 @@ def main():
     # headers); freezing keeps the collector from walking, and so copying, every inherited object.
     gc.collect()
     gc.freeze()
-    scratch_root = tempfile.mkdtemp(prefix="leti-")
+    scratch = Scratch()
     _write_frame(proto_out, {"ready": True, "pid": os.getpid()})
     while True:
         header = _read_exact(proto_in, 4)
         if header is None:
             break
         req = json.loads(_read_exact(proto_in, struct.unpack(">I", header)[0]))
-        reply = handle(req, scratch_root)
+        reply = handle(req, scratch)
         # CPU time of the worker and every program it ran (children are reaped, so it rolls up):
         # lets benchmarks count CPU even where the sandbox hides the processes from the host.
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         reply["worker_cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
         _write_frame(proto_out, reply)
-    shutil.rmtree(scratch_root, ignore_errors=True)
+    scratch.close()
 
 
 if __name__ == "__main__":
