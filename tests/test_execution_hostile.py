@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import socket
@@ -176,7 +177,7 @@ def test_no_program_sees_files_of_an_earlier_one():
     look = Program("import os\nprint(os.listdir('.'), os.path.exists('/tmp/left.txt'))\nopen('g', 'w')\n")
     with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one_worker:
         a, b, c = one_worker.run([write, look, look])
-    assert a.passed and sorted(eval(a.stdout)) == ["d", "f.txt"]  # our own test's output, not model code
+    assert a.passed and sorted(ast.literal_eval(a.stdout)) == ["d", "f.txt"]
     sandboxed = one_worker.mode == "bwrap"  # without it /tmp is the host's and is left alone
     assert b.passed and b.stdout.strip() == f"[] {not sandboxed}", b.feedback
     assert c.passed and c.stdout.strip() == f"[] {not sandboxed}"
