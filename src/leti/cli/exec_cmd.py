@@ -9,6 +9,7 @@ from pathlib import Path
 
 from leti.errors import LetiError
 from leti.execution import ExecutionConfig, Executor, Program
+from leti.jsonl import read_json_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,26 +47,17 @@ def execution_config(args: argparse.Namespace) -> ExecutionConfig:
 
 def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
     """Every line is checked before anything runs: a bad line is one error naming it."""
-    if not path.is_file():
-        raise LetiError(f"{path}: no such file")
     rows, programs = [], []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LetiError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise LetiError(f"{path}:{lineno}: expected a JSON object with a 'program' field")
-            for key in ("program", "tests"):
-                if key == "program" and key not in row:
-                    raise LetiError(f"{path}:{lineno}: missing field 'program'")
-                if key in row and not isinstance(row[key], str):
-                    raise LetiError(f"{path}:{lineno}: field '{key}' must be a string, got {type(row[key]).__name__}")
-            rows.append(row)
-            programs.append(Program(program=row["program"], tests=row.get("tests") or "", id=row.get("id")))
+    for where, _, row in read_json_lines(path, what="input file", missing_hint="check the INPUT path"):
+        if not isinstance(row, dict):
+            raise LetiError(f"{where}: expected a JSON object with a 'program' field")
+        if "program" not in row:
+            raise LetiError(f"{where}: missing field 'program'")
+        for key in ("program", "tests"):
+            if key in row and not isinstance(row[key], str):
+                raise LetiError(f"{where}: field '{key}' must be a string, got {type(row[key]).__name__}")
+        rows.append(row)
+        programs.append(Program(program=row["program"], tests=row.get("tests") or "", id=row.get("id")))
     return rows, programs
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from leti.errors import LetiError
+from leti.jsonl import read_json_lines
 from leti.tasks.base import Problem
 
 
@@ -67,23 +68,10 @@ def _parse(obj: object, where: str, next_idx: Counter[str]) -> Sample:
 def read_samples(path: Path, problems: Sequence[Problem], split: str | None = None) -> list[Sample]:
     """Every sample in the file, checked against the task's problems (and split, if given)."""
     by_id = {p.id: p for p in problems}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise LetiError(f"{path}: samples file not found; check --samples") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LetiError(f"{path}: cannot read samples ({e}); it must be UTF-8 JSON lines") from None
     samples: list[Sample] = []
     first_line: dict[tuple[str, int], int] = {}
     next_idx: Counter[str] = Counter()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LetiError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); one JSON object per line") from None
+    for where, lineno, obj in read_json_lines(path, what="samples file", missing_hint="check --samples"):
         s = _parse(obj, where, next_idx)
         problem = by_id.get(s.problem_id)
         if problem is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
+from leti.jsonl import read_json_lines
 from leti.tasks.base import Problem, Task
 from leti.tasks.registry import register_task
 
@@ -90,22 +91,9 @@ def parse_line(obj: Any, where: str) -> Problem:
 
 def read_task_file(path: Path) -> list[Problem]:
     """Every problem in the file, in file order; the first bad line raises a LetiError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LetiError(f"{path}: task file not found; check the path in jsonl:PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LetiError(f"{path}: cannot read task file ({e}); it must be UTF-8 JSON lines") from None
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LetiError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); one JSON object per line") from None
+    for where, lineno, obj in read_json_lines(path, what="task file", missing_hint="check the path in jsonl:PATH"):
         problem = parse_line(obj, where)
         if problem.id in first_line:
             raise LetiError(f"{where}: field 'id' {problem.id!r} repeats line {first_line[problem.id]}; ids must be unique")

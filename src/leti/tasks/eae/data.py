@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
+from leti.jsonl import read_json_lines
 
 
 @dataclass(frozen=True)
@@ -86,22 +87,9 @@ def _mention(em: Any, line: dict, k: int, where: str) -> EventMention:
 
 def read_oneie(path: Path) -> list[EventMention]:
     """Every event mention in file order; the first malformed line raises a one-line LetiError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LetiError(f"{path}: data file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LetiError(f"{path}: cannot read ({e}); expected UTF-8 OneIE JSON lines") from None
     mentions: list[EventMention] = []
     first: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise _fail(where, f"not valid JSON ({e.msg} at column {e.colno}); one OneIE object per line") from None
+    for where, _, line in read_json_lines(path, what="data file", missing_hint="check the path", item="OneIE object"):
         if not isinstance(line, dict):
             raise _fail(where, "expected a JSON object with 'sentence' and 'event_mentions'")
         if not isinstance(line.get("sentence"), str) and not isinstance(line.get("tokens"), list):

@@ -1,0 +1,32 @@
+"""Reading user-supplied JSON-lines files: one place that turns a missing file, bad bytes or a
+bad line into a one-line LetiError naming the file and line (callers check the fields)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from leti.errors import LetiError
+
+
+def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JSON object") -> Iterator[tuple[str, int, Any]]:
+    """Yield (where, line number, parsed value) for every non-blank line of `path`, where `where`
+    is "PATH:LINE" for the caller's own error messages. `what` names the file in errors ("task
+    file"), `missing_hint` says how to fix a wrong path, `item` what each line must hold."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LetiError(f"{path}: {what} not found; {missing_hint}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LetiError(f"{path}: cannot read {what} ({e}); it must be UTF-8 JSON lines") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LetiError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); one {item} per line") from None
+        yield where, lineno, value
