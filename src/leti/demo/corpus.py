@@ -21,7 +21,7 @@ from leti.tasks.synthetic import (
     Template,
     constant_pools,
     make_tests,
-    number_word,
+    mbpp_prompt,
 )
 
 _TOPICS = ("numbers", "lists", "strings", "small utilities", "arithmetic", "checks")
@@ -35,29 +35,37 @@ def _docstring(template: Template, k: int, arg: str, rng: random.Random) -> str:
     return plain[0].upper() + plain[1:]
 
 
-def generated_function(template: Template, k: int, rng: random.Random) -> str:
+def generated_function(template: Template, k: int, rng: random.Random, mbpp_style: float = 0.0) -> str:
     """One documented function, usually followed by a usage assert (as tests sit next to code)."""
-    name = rng.choice(template.names).format(w=number_word(k))
+    name = rng.choice(template.names).format(k=k)
     arg = rng.choice(ARG_NAMES[template.kind])
     expr = template.body.format(k=k, a=arg)
     if rng.random() < 0.2:  # a little variety in how the body is written
         body = f"    result = {expr}\n    return result\n"
     else:
         body = f"    return {expr}\n"
+    if rng.random() < mbpp_style:
+        # Documented the way the MBPP prompts are (text + example in a docstring above the
+        # function): other constants, so never a train or held-out problem's pair.
+        first = make_tests(template, k, name, rng, n=1)[0]
+        return mbpp_prompt(template.text.format(k=k), first) + f"def {name}({arg}):\n{body}"
     src = f'def {name}({arg}):\n    """{_docstring(template, k, arg, rng)}"""\n{body}'
     if rng.random() < 0.7:
         src += "\n\n" + "\n".join(make_tests(template, k, name, rng, n=rng.randint(1, 2))) + "\n"
     return src
 
 
-def generated_module(seed: int, index: int) -> str:
+def generated_module(seed: int, index: int, mbpp_style: float = 0.0) -> str:
     """A module of 2-5 generated functions; deterministic in (seed, index)."""
     rng = random.Random(f"{seed}/module/{index}")
-    parts = [f'"""Helpers for {rng.choice(_TOPICS)}."""\n']
+    topic = rng.choice(_TOPICS)
+    # Both one-line and multi-line module docstrings, as real code has.
+    head = f'"""Helpers for {topic}."""\n' if rng.random() < 0.5 else f'"""\nHelpers for {topic}.\n"""\n'
+    parts = [head]
     for _ in range(rng.randint(2, 5)):
         template = rng.choice(TEMPLATES)
         k = rng.choice(constant_pools(template, seed)["pretrain"])
-        parts.append(generated_function(template, k, rng))
+        parts.append(generated_function(template, k, rng, mbpp_style))
     return "\n\n".join(parts)
 
 
@@ -78,13 +86,13 @@ def stdlib_sources(max_bytes: int) -> list[str]:
     return out
 
 
-def corpus_documents(seed: int, n_generated: int, stdlib_bytes: int) -> Iterator[str]:
+def corpus_documents(seed: int, n_generated: int, stdlib_bytes: int, mbpp_style: float = 0.0) -> Iterator[str]:
     """Generated modules interleaved with stdlib files (a fixed order for a fixed config)."""
     stdlib = stdlib_sources(stdlib_bytes)
     every = max(1, n_generated // max(1, len(stdlib)))
     j = 0
     for i in range(n_generated):
-        yield generated_module(seed, i)
+        yield generated_module(seed, i, mbpp_style)
         if i % every == 0 and j < len(stdlib):
             yield stdlib[j]
             j += 1

@@ -8,8 +8,8 @@ The family
 ----------
 Each problem instantiates one of ~15 templates (`TEMPLATES`) with a constant k and a function
 name built from k, e.g. "Write a function to add 7 to a number." with tests
-`assert add_seven(3) == 10`. Prompts are MBPP-style docstrings holding the text and the first
-test; the model must write the whole function (`def add_seven(n):\\n    return n + 7`).
+`assert add_7(3) == 10`. Prompts are MBPP-style docstrings holding the text and the first
+test; the model must write the whole function (`def add_7(n):\\n    return n + 7`).
 Templates cover integers, lists and strings, so the typical wrong programs fail in ways
 the interpreter explains differently:
   - wrong function name (copied from the text, not the assert)  -> NameError naming it;
@@ -40,11 +40,6 @@ from leti.errors import LetiError
 from leti.tasks.base import Problem, Task
 from leti.tasks.registry import register_task
 
-_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
-).split()
-
 # Argument names per input kind; varied so that no single name is "the" answer.
 ARG_NAMES = {"int": ("n", "x", "num"), "list": ("xs", "nums", "lst"), "str": ("s", "text", "word")}
 
@@ -54,7 +49,7 @@ STOP_SEQUENCES = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/")
 
 @dataclass(frozen=True)
 class Template:
-    """One problem shape. `{k}` is the constant, `{a}` the argument name, `{w}` k as a word."""
+    """One problem shape. `{k}` is the constant, `{a}` the argument name, `{k}` k as a word."""
 
     key: str
     kind: str  # input kind: "int", "list" or "str"
@@ -62,60 +57,59 @@ class Template:
     doc: str  # a paraphrase used only in pretraining docstrings
     names: tuple[str, ...]  # function-name patterns
     body: str  # the reference expression
-    ks: tuple[int, ...] = tuple(range(2, 11))
+    ks: tuple[int, ...] = tuple(range(2, 41))
 
 
 TEMPLATES: tuple[Template, ...] = (
     Template("add", "int", "Write a function to add {k} to a number.", "Return {a} plus {k}.",
-             ("add_{w}", "plus_{w}"), "{a} + {k}"),
+             ("add_{k}", "plus_{k}"), "{a} + {k}"),
     Template("sub", "int", "Write a function to subtract {k} from a number.", "Return {a} minus {k}.",
-             ("subtract_{w}", "minus_{w}"), "{a} - {k}"),
+             ("subtract_{k}", "minus_{k}"), "{a} - {k}"),
     Template("mul", "int", "Write a function to multiply a number by {k}.", "Return {a} times {k}.",
-             ("multiply_by_{w}", "times_{w}"), "{a} * {k}"),
+             ("multiply_by_{k}", "times_{k}"), "{a} * {k}"),
     Template("divisible", "int", "Write a function to check whether a number is divisible by {k}.",
-             "Return True if {a} is a multiple of {k}.", ("is_divisible_by_{w}", "divisible_by_{w}"),
+             "Return True if {a} is a multiple of {k}.", ("is_divisible_by_{k}", "divisible_by_{k}"),
              "{a} % {k} == 0"),
     Template("mod", "int", "Write a function to find the remainder of a number divided by {k}.",
-             "Return {a} modulo {k}.", ("remainder_{w}", "mod_{w}"), "{a} % {k}"),
+             "Return {a} modulo {k}.", ("remainder_{k}", "mod_{k}"), "{a} % {k}"),
     Template("floordiv", "int", "Write a function to divide a number by {k} and round down.",
-             "Return {a} divided by {k}, rounded down.", ("div_{w}", "floor_div_{w}"), "{a} // {k}"),
+             "Return {a} divided by {k}, rounded down.", ("div_{k}", "floor_div_{k}"), "{a} // {k}"),
     Template("greater", "int", "Write a function to check whether a number is greater than {k}.",
-             "Return True if {a} is above {k}.", ("is_greater_than_{w}", "above_{w}"), "{a} > {k}"),
+             "Return True if {a} is above {k}.", ("is_greater_than_{k}", "above_{k}"), "{a} > {k}"),
     Template("first", "list", "Write a function to get the first {k} elements of a list.",
-             "Return the {k} leading items of {a}.", ("first_{w}", "head_{w}"), "{a}[:{k}]"),
+             "Return the {k} leading items of {a}.", ("first_{k}", "head_{k}"), "{a}[:{k}]", ks=tuple(range(2, 13))),
     Template("last", "list", "Write a function to get the last {k} elements of a list.",
-             "Return the {k} trailing items of {a}.", ("last_{w}", "tail_{w}"), "{a}[-{k}:]"),
+             "Return the {k} trailing items of {a}.", ("last_{k}", "tail_{k}"), "{a}[-{k}:]", ks=tuple(range(2, 13))),
     Template("count", "list", "Write a function to count the elements of a list that are greater than {k}.",
-             "Return how many items of {a} exceed {k}.", ("count_above_{w}", "count_greater_{w}"),
+             "Return how many items of {a} exceed {k}.", ("count_above_{k}", "count_greater_{k}"),
              "len([v for v in {a} if v > {k}])"),
     Template("add_each", "list", "Write a function to add {k} to every element of a list.",
-             "Return {a} with {k} added to each item.", ("add_{w}_to_all", "shift_by_{w}"),
+             "Return {a} with {k} added to each item.", ("add_{k}_to_all", "shift_by_{k}"),
              "[v + {k} for v in {a}]"),
     Template("contains", "list", "Write a function to check whether a list contains {k}.",
-             "Return True if {k} is in {a}.", ("contains_{w}", "has_{w}"), "{k} in {a}"),
+             "Return True if {k} is in {a}.", ("contains_{k}", "has_{k}"), "{k} in {a}"),
     Template("sum_plus", "list", "Write a function to find the sum of a list plus {k}.",
-             "Return the total of {a} plus {k}.", ("sum_plus_{w}", "total_plus_{w}"), "sum({a}) + {k}"),
+             "Return the total of {a} plus {k}.", ("sum_plus_{k}", "total_plus_{k}"), "sum({a}) + {k}"),
     Template("range", "int", "Write a function to return the list of numbers from {k} to n.",
-             "Return the numbers from {k} up to and including {a}.", ("range_from_{w}", "numbers_from_{w}"),
+             "Return the numbers from {k} up to and including {a}.", ("range_from_{k}", "numbers_from_{k}"),
              "list(range({k}, {a} + 1))"),
     Template("repeat", "str", "Write a function to repeat a string {k} times.",
-             "Return {a} repeated {k} times.", ("repeat_{w}_times", "{w}_copies"), "{a} * {k}",
-             ks=tuple(range(2, 8))),
+             "Return {a} repeated {k} times.", ("repeat_{k}_times", "copies_{k}"), "{a} * {k}",
+             ks=tuple(range(2, 10))),
 )
 
 POOLS = ("pretrain", "train", "test")
 
 
-def number_word(k: int) -> str:
-    return _WORDS[k] if 0 <= k < len(_WORDS) else f"n{k}"
-
-
 def constant_pools(template: Template, seed: int) -> dict[str, tuple[int, ...]]:
-    """Disjoint constants per pool: a third each (rounded so that train gets the remainder)."""
+    """Disjoint constants per pool, shuffled with the seed: half for pretraining (many, so that
+    the warm start must learn to copy a constant from the text rather than memorise a few), a
+    quarter each for train and test."""
     ks = list(template.ks)
     random.Random(f"{seed}/{template.key}/pools").shuffle(ks)
-    third = max(1, len(ks) // 3)
-    return {"pretrain": tuple(ks[:third]), "test": tuple(ks[third:2 * third]), "train": tuple(ks[2 * third:])}
+    half, quarter = len(ks) // 2, len(ks) // 4
+    return {"pretrain": tuple(ks[:half]), "test": tuple(ks[half:half + quarter]),
+            "train": tuple(ks[half + quarter:])}
 
 
 def reference_function(template: Template, k: int, name: str, arg: str) -> str:
@@ -163,7 +157,7 @@ def generate_problems(seed: int = 0) -> list[Problem]:
         for split in ("train", "test"):
             for k in sorted(pools[split]):
                 for pattern in template.names:
-                    name = pattern.format(w=number_word(k))
+                    name = pattern.format(k=k)
                     rng = random.Random(f"{seed}/{template.key}/{k}/{name}")
                     arg = rng.choice(ARG_NAMES[template.kind])
                     tests = make_tests(template, k, name, rng)

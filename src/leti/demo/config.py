@@ -1,0 +1,92 @@
+"""The demo preset: one YAML file with the warm start, the task sizes and the `leti run`
+config shared by both arms (configs/demo.yaml, configs/demo-quick.yaml).
+
+    warmstart: {...}          leti.demo.warmstart.WarmStartConfig fields
+    task: {train: 48, test: 40}
+    run: {...}                leti.config.RunConfig fields (model/seed/task are set per arm)
+
+Each arm's resolved RunConfig is written to its run directory as config.yaml, so any arm can
+be resumed or re-run with plain `leti run`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from leti.config import RunConfig, build
+from leti.demo.warmstart import WarmStartConfig
+from leti.errors import LetiError
+
+ARMS = ("textual", "binary")
+# configs/ at the repository root (the demo is run from a source checkout, as the README says).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "The offline warm-start model."})
+    train_problems: int = field(default=48, metadata={"help": "Synthetic training problems per arm."})
+    test_problems: int = field(default=40, metadata={"help": "Synthetic held-out problems."})
+    run: dict = field(default_factory=dict, metadata={"help": "RunConfig fields shared by both arms."})
+
+    def __post_init__(self) -> None:
+        if self.train_problems < 1 or self.test_problems < 1:
+            raise LetiError(f"demo task sizes must be >= 1, got train={self.train_problems}, test={self.test_problems}")
+        for reserved in ("model", "seed", "task"):
+            if reserved in self.run:
+                raise LetiError(f"demo config: run.{reserved} is set by the demo per seed and arm; remove it")
+
+
+def preset_path(quick: bool) -> Path:
+    return CONFIG_DIR / ("demo-quick.yaml" if quick else "demo.yaml")
+
+
+def load_demo_config(path: str | Path) -> DemoConfig:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise LetiError(f"{p}: demo config not found; run from a source checkout or pass --config configs/demo.yaml") from None
+    except yaml.YAMLError as e:
+        raise LetiError(f"{p}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict) or set(raw) - {"warmstart", "task", "run"}:
+        extra = sorted(set(raw) - {"warmstart", "task", "run"}) if isinstance(raw, dict) else raw
+        raise LetiError(f"{p}: top-level fields must be warmstart, task, run; got {extra!r}")
+    task = raw.get("task") or {}
+    if not isinstance(task, dict) or set(task) - {"train", "test"}:
+        raise LetiError(f"{p}: task must be a mapping with train and test sizes, got {task!r}")
+    cfg = DemoConfig(
+        warmstart=build(WarmStartConfig, raw.get("warmstart") or {}, str(p), "warmstart."),
+        train_problems=int(task.get("train", 48)),
+        test_problems=int(task.get("test", 40)),
+        run=dict(raw.get("run") or {}),
+    )
+    arm_config(cfg, 0, "model", "textual", where=str(p))  # validate the run section now
+    return cfg
+
+
+def task_spec(cfg: DemoConfig, seed: int) -> str:
+    return f"synthetic:seed={seed},train={cfg.train_problems},test={cfg.test_problems}"
+
+
+def warmstart_for(cfg: DemoConfig, seed: int) -> WarmStartConfig:
+    """The task's constant pools depend on the seed, so the warm start (whose corpus must avoid
+    the task's constants) is built per seed too."""
+    return replace(cfg.warmstart, seed=seed)
+
+
+def arm_config(cfg: DemoConfig, seed: int, model: str, arm: str, corpus_dir: str | None = None,
+               where: str = "demo config") -> RunConfig:
+    """The RunConfig of one arm: identical for both arms except textual_feedback."""
+    if arm not in ARMS:
+        raise LetiError(f"unknown demo arm {arm!r}; use one of {ARMS}")
+    raw = copy.deepcopy(cfg.run)
+    raw.update(model=model, seed=seed, task=task_spec(cfg, seed))
+    raw.setdefault("training_text", {})["textual_feedback"] = arm == "textual"
+    if corpus_dir is not None:
+        raw.setdefault("trainer", {})["pretrain_corpus"] = corpus_dir
+    return build(RunConfig, raw, where)

@@ -1,0 +1,123 @@
+"""Run directory -> report.md, single-file report.html and PNG plots (`leti report RUN_DIR`).
+
+Works on a plain `leti run` directory (one run) and on a `leti demo` directory (runs under
+`seed<S>/<arm>/`, plus the demo's summary.json); the report only reads files, so it can be
+rebuilt at any time, also while a run is still going.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leti.errors import LetiError
+from leti.report.data import RunHistory, load_run, read_summary, steps_to_reach
+from leti.report.plots import plot_failures, plot_pass_at_1
+from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
+
+__all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "steps_to_reach"]
+
+
+def find_runs(root: Path) -> list[tuple[str, Path]]:
+    """(name, path) of every run under `root`: itself, or `*/metrics.jsonl` up to two levels
+    down (demo layout `seed<S>/<arm>`). Names drop the seed level when there is one seed."""
+    if (root / "metrics.jsonl").exists():
+        return [(root.name, root)]
+    found = sorted({p.parent for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in root.glob(pattern)})
+    if not found:
+        raise LetiError(f"{root}: no run found (no metrics.jsonl here or in its subfolders); pass a `leti run` or `leti demo` directory")
+    rel = [p.relative_to(root).as_posix() for p in found]
+    if len({r.split("/")[0] for r in rel if "/" in r}) <= 1:
+        rel = [r.split("/")[-1] for r in rel]
+    return list(zip(rel, found))
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
+    """The paper's comparison: gradient steps the textual arm needs to reach the binary arm's
+    final held-out pass@1, against the steps the binary arm took to get there."""
+    target = binary.final_pass_at_1
+    if target is None:
+        return {"binary_final_pass_at_1": None, "textual_steps_to_reach": None, "binary_steps": None}
+    return {
+        "binary_final_pass_at_1": target,
+        "textual_steps_to_reach": steps_to_reach(textual, target),
+        "binary_steps": steps_to_reach(binary, target),
+    }
+
+
+def _comparison_text(name: str, cmp: dict) -> str:
+    target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
+    if target is None:
+        return f"{name}: the binary arm has no evaluation yet."
+    if t_steps is None:
+        return (f"{name}: the textual arm **never reached** the binary arm's final pass@1 "
+                f"({_pct(target)}%) within its iterations.")
+    if b_steps and t_steps:
+        return (f"{name}: the textual arm reached the binary arm's final pass@1 ({_pct(target)}%) after "
+                f"**{t_steps}** gradient steps; the binary arm needed {b_steps} ({b_steps / t_steps:.2f}x).")
+    return (f"{name}: the textual arm reached the binary arm's final pass@1 ({_pct(target)}%) after "
+            f"{t_steps} gradient steps (binary: {b_steps}).")
+
+
+def _iteration_table(h: RunHistory) -> Table:
+    rows = []
+    for p in h.points:
+        top = ", ".join(f"{k} {v}" for k, v in list(p.train_failures.items())[:3]) or "-"
+        rows.append([str(p.iteration), str(p.gradient_steps), _pct(p.train_pass_rate),
+                     _pct(p.eval_pass_at_1), top])
+    return Table(["iteration", "gradient steps", "train pass rate %", "held-out pass@1 %",
+                  "top training failures"], rows)
+
+
+def _summary_blocks(summary: dict | None) -> list[Block]:
+    if not summary:
+        return []
+    keys = ("baseline_pass_at_1", "textual_final_pass_at_1", "binary_final_pass_at_1")
+    row = [_pct(summary.get(k)) for k in keys]
+    blocks: list[Block] = [Table(["baseline pass@1 %", "textual final %", "binary final %",
+                                  "seeds", "wall time"],
+                                 [row + [str(summary.get("seeds", [])),
+                                         f"{summary.get('wall_seconds', 0) / 60:.1f} min"]])]
+    if summary.get("note"):
+        blocks.append(Para(summary["note"]))
+    return blocks
+
+
+def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None) -> list[Block]:
+    blocks: list[Block] = [Heading(f"LeTI report: {root.name}", 1)]
+    blocks.append(Para("Held-out pass@1 is measured with the `<|good|>` prefix after training; "
+                       "iteration 0 is the model before any LeTI training."))
+    blocks += _summary_blocks(summary)
+    by_name = {h.name: h for h in histories}
+    pairs = sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name})
+    for prefix in pairs:
+        t, b = by_name.get(f"{prefix}/textual" if prefix else "textual"), by_name.get(f"{prefix}/binary" if prefix else "binary")
+        if t and b:
+            blocks.append(Para(_comparison_text(prefix or "textual vs binary", compare_arms(t, b))))
+    blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png"), "held-out pass@1"))
+    for h in histories:
+        blocks.append(Heading(f"Run `{h.name}`"))
+        blocks.append(_iteration_table(h))
+        slug = h.name.replace("/", "_")
+        blocks.append(Image(plot_failures(h, root / f"failures_{slug}.png"), f"failure types, {h.name}"))
+        if h.example_failure:
+            blocks.append(Para("Example training text of a failing sample (reward token, feedback span, "
+                               "prompt, program):"))
+            blocks.append(Code(h.example_failure))
+    return blocks
+
+
+def build_report(root: str | Path) -> Path:
+    """Write report.md, report.html and the PNGs into `root`; returns the HTML path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LetiError(f"{root}: not a directory; pass a `leti run` or `leti demo` run directory")
+    histories = [load_run(path, name) for name, path in find_runs(root)]
+    blocks = report_blocks(root, histories, read_summary(root))
+    (root / "report.md").write_text(to_markdown(blocks, root), encoding="utf-8")
+    out = root / "report.html"
+    out.write_text(to_html(blocks, f"LeTI report: {root.name}"), encoding="utf-8")
+    return out

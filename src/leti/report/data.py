@@ -1,0 +1,132 @@
+"""Read a run directory (leti.loop.rundir layout) into typed records for plots and reports.
+
+Everything here is derived from files the loop already writes (metrics.jsonl, samples.jsonl,
+eval_samples.jsonl, config.yaml), so a report can be rebuilt for any run, finished or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leti.errors import LetiError
+from leti.loop.rundir import RunDir, read_jsonl
+
+
+@dataclass(frozen=True)
+class IterationPoint:
+    """One finished iteration of one run (iteration 0 = the untrained baseline)."""
+
+    iteration: int
+    gradient_steps: int  # optimiser steps so far, all iterations together
+    train_pass_rate: float | None  # None for iteration 0 (nothing sampled for training)
+    eval_pass_at_1: float | None  # None when this iteration was not evaluated
+    train_failures: dict[str, int] = field(default_factory=dict)  # failure type -> count
+    eval_failures: dict[str, int] = field(default_factory=dict)
+    train_samples: int = 0
+    eval_samples: int = 0
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """A whole run: its name (arm), its finished iterations in order, and an example text."""
+
+    name: str
+    root: Path
+    points: list[IterationPoint]
+    example_failure: str | None = None  # training text of one failing sample
+
+    @property
+    def final_pass_at_1(self) -> float | None:
+        evaluated = [p.eval_pass_at_1 for p in self.points if p.eval_pass_at_1 is not None]
+        return evaluated[-1] if evaluated else None
+
+    @property
+    def baseline_pass_at_1(self) -> float | None:
+        first = [p for p in self.points if p.iteration == 0]
+        return first[0].eval_pass_at_1 if first else None
+
+
+def failure_label(record: dict) -> str | None:
+    """The failure type a sample record counts under (None if it passed): the exception type
+    (AssertionError, NameError, SyntaxError, ...) or the status (timeout, memory, crashed)."""
+    if record.get("passed"):
+        return None
+    return record.get("exception_type") or record.get("status") or "unknown"
+
+
+def failure_counts(records: list[dict]) -> dict[str, int]:
+    counts = Counter(label for label in map(failure_label, records) if label is not None)
+    return dict(counts.most_common())
+
+
+def _eval_pass_at_1(metrics_row: dict) -> float | None:
+    ev = metrics_row.get("eval")
+    if not isinstance(ev, dict):
+        return None
+    value = ev.get("pass@1")
+    return float(value) if value is not None else None
+
+
+def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
+    """The training text (as the loop builds it from the run's config) of the first failing
+    sample of the earliest training iteration; None if there is none."""
+    from leti.config import load_config
+    from leti.execution import ExecutionResult
+    from leti.feedback.training_text import build_training_text
+
+    for k in iterations:
+        path = run.samples(k)
+        if k == 0 or not path.exists():
+            continue
+        for rec in read_jsonl(path):
+            if rec.get("passed"):
+                continue
+            cfg = load_config(run.config_path)
+            eos = "<|endoftext|>" if cfg.training_text.append_eos else ""
+            # The loop trains on the task prompt, not the sampled one (which may carry <|good|>).
+            prompt = rec["prompt"].removeprefix("<|good|>")
+            return build_training_text(prompt, rec["completion"], ExecutionResult.from_dict(rec),
+                                       cfg.training_text, eos_token=eos)
+    return None
+
+
+def load_run(root: str | Path, name: str | None = None) -> RunHistory:
+    """Read a `leti run` directory. Raises LetiError if it is not one."""
+    run = RunDir(root)
+    if not run.metrics_path.exists():
+        raise LetiError(f"{run.root}: no metrics.jsonl; pass a `leti run` or `leti demo` directory")
+    rows = sorted(run.metrics(), key=lambda r: int(r["iteration"]))
+    points = []
+    for row in rows:
+        k = int(row["iteration"])
+        train = read_jsonl(run.samples(k)) if run.samples(k).exists() else []
+        evals = read_jsonl(run.eval_samples(k)) if run.eval_samples(k).exists() else []
+        train_failures = failure_counts(train) if train else dict(row.get("train_exception_counts") or {})
+        points.append(IterationPoint(
+            iteration=k,
+            gradient_steps=int(row.get("gradient_steps_total") or 0),
+            train_pass_rate=row.get("train_pass_rate"),
+            eval_pass_at_1=_eval_pass_at_1(row),
+            train_failures=train_failures,
+            eval_failures=failure_counts(evals),
+            train_samples=len(train) or int(row.get("train_samples") or 0),
+            eval_samples=len(evals),
+        ))
+    example = example_training_text(run, [p.iteration for p in points])
+    return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)
+
+
+def steps_to_reach(history: RunHistory, target: float) -> int | None:
+    """Gradient steps after which `history` first has held-out pass@1 >= target (None: never)."""
+    for p in history.points:
+        if p.eval_pass_at_1 is not None and p.eval_pass_at_1 >= target - 1e-12:
+            return p.gradient_steps
+    return None
+
+
+def read_summary(root: Path) -> dict | None:
+    path = root / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -1,0 +1,89 @@
+"""PNG plots of run histories (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leti.report.data import RunHistory
+
+# Failure types in a fixed order so that colours mean the same thing in every plot.
+_KNOWN = ("AssertionError", "NameError", "TypeError", "SyntaxError", "IndentationError",
+          "IndexError", "ValueError", "AttributeError", "ZeroDivisionError", "timeout")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never opens a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pass_at_1(histories: list[RunHistory], out: Path) -> Path:
+    """Held-out pass@1 vs iteration (left) and vs gradient steps (right), one line per arm."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for h in histories:
+        pts = [p for p in h.points if p.eval_pass_at_1 is not None]
+        ys = [100 * p.eval_pass_at_1 for p in pts]
+        axes[0].plot([p.iteration for p in pts], ys, marker="o", label=h.name)
+        axes[1].plot([p.gradient_steps for p in pts], ys, marker="o", label=h.name)
+    axes[0].set_xlabel("LeTI iteration (0 = warm start)")
+    axes[1].set_xlabel("gradient steps")
+    for ax in axes:
+        ax.set_ylabel("held-out pass@1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Held-out pass@1")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _ordered_labels(tables: list[dict[str, int]], top: int = 7) -> list[str]:
+    total: dict[str, int] = {}
+    for t in tables:
+        for k, v in t.items():
+            total[k] = total.get(k, 0) + v
+    ranked = sorted(total, key=lambda k: (-total[k], _KNOWN.index(k) if k in _KNOWN else 99, k))
+    return ranked[:top]
+
+
+def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: list[int], title: str) -> None:
+    labels = _ordered_labels(tables)
+    bottom = [0.0] * len(iterations)
+    for label in labels + ["other"]:
+        if label == "other":
+            vals = [sum(v for k, v in t.items() if k not in labels) for t in tables]
+        else:
+            vals = [t.get(label, 0) for t in tables]
+        # Fractions of all samples, so iterations with different sample counts compare.
+        fr = [100 * v / n if n else 0.0 for v, n in zip(vals, sizes)]
+        if any(fr):
+            ax.bar(iterations, fr, bottom=bottom, label=label)
+            bottom = [b + f for b, f in zip(bottom, fr)]
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("% of samples failing with")
+    ax.set_xticks(iterations)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+
+
+def plot_failures(history: RunHistory, out: Path) -> Path:
+    """Stacked failure types per iteration: training samples (left), held-out samples (right)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    train = [p for p in history.points if p.train_samples]
+    evals = [p for p in history.points if p.eval_samples]
+    _stacked(axes[0], [p.iteration for p in train], [p.train_failures for p in train],
+             [p.train_samples for p in train], "training samples (T = sampling temperature)")
+    _stacked(axes[1], [p.iteration for p in evals], [p.eval_failures for p in evals],
+             [p.eval_samples for p in evals], "held-out samples")
+    fig.suptitle(f"Failure types per iteration: {history.name}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
