@@ -23,7 +23,14 @@ from pathlib import Path
 
 import torch
 
-from leti.demo.config import ARMS, DemoConfig, arm_config, load_demo_config, preset_path, warmstart_for
+from leti.demo.config import (
+    ARMS,
+    DemoConfig,
+    arm_config,
+    load_demo_config,
+    preset_path,
+    warmstart_for,
+)
 from leti.demo.summary import make_summary
 from leti.demo.warmstart import warm_start, write_corpus
 from leti.errors import LetiError

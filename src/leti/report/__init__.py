@@ -28,7 +28,7 @@ def find_runs(root: Path) -> list[tuple[str, Path]]:
     rel = [p.relative_to(root).as_posix() for p in found]
     if len({r.split("/")[0] for r in rel if "/" in r}) <= 1:
         rel = [r.split("/")[-1] for r in rel]
-    return list(zip(rel, found))
+    return list(zip(rel, found, strict=True))
 
 
 def _pct(x: float | None) -> str:

@@ -60,10 +60,10 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
         else:
             vals = [t.get(label, 0) for t in tables]
         # Fractions of all samples, so iterations with different sample counts compare.
-        fr = [100 * v / n if n else 0.0 for v, n in zip(vals, sizes)]
+        fr = [100 * v / n if n else 0.0 for v, n in zip(vals, sizes, strict=True)]
         if any(fr):
             ax.bar(iterations, fr, bottom=bottom, label=label)
-            bottom = [b + f for b, f in zip(bottom, fr)]
+            bottom = [b + f for b, f in zip(bottom, fr, strict=True)]
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
     ax.set_ylabel("% of samples failing with")

@@ -140,7 +140,7 @@ def make_tests(template: Template, k: int, name: str, rng: random.Random, n: int
         inputs = [sample_input(template, k, rng) for _ in range(n)]
         outs = [fn(x) for x in inputs]
         if len({repr(o) for o in outs}) >= min(2, n):
-            return [f"assert {name}({x!r}) == {o!r}" for x, o in zip(inputs, outs)]
+            return [f"assert {name}({x!r}) == {o!r}" for x, o in zip(inputs, outs, strict=True)]
     raise AssertionError(f"no varied tests for {template.key} k={k}")  # a template bug, not user input
 
 
