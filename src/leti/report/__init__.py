@@ -14,6 +14,8 @@ from leti.report.data import RunHistory, load_run, read_summary, steps_to_reach
 from leti.report.plots import plot_failures, plot_pass_at_1
 from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 
+_ARM_ORDER = {"textual": 0, "binary": 1}  # the demo's arms, in the order they are run
+
 __all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "steps_to_reach"]
 
 
@@ -40,11 +42,13 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     final held-out pass@1, against the steps the binary arm took to get there."""
     target = binary.final_pass_at_1
     if target is None:
-        return {"binary_final_pass_at_1": None, "textual_steps_to_reach": None, "binary_steps": None}
+        return {"binary_final_pass_at_1": None, "textual_steps_to_reach": None, "binary_steps": None,
+                "baseline": textual.baseline_pass_at_1}
     return {
         "binary_final_pass_at_1": target,
         "textual_steps_to_reach": steps_to_reach(textual, target),
         "binary_steps": steps_to_reach(binary, target),
+        "baseline": textual.baseline_pass_at_1,
     }
 
 
@@ -52,6 +56,9 @@ def _comparison_text(name: str, cmp: dict) -> str:
     target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
     if target is None:
         return f"{name}: the binary arm has no evaluation yet."
+    if cmp.get("baseline") is not None and target <= cmp["baseline"]:
+        return (f"{name}: the binary arm ended at {_pct(target)}%, not above the baseline "
+                f"({_pct(cmp['baseline'])}%), so there is no steps-to-reach comparison.")
     if t_steps is None:
         return (f"{name}: the textual arm **never reached** the binary arm's final pass@1 "
                 f"({_pct(target)}%) within its iterations.")
@@ -115,7 +122,8 @@ def build_report(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise LetiError(f"{root}: not a directory; pass a `leti run` or `leti demo` run directory")
-    histories = [load_run(path, name) for name, path in find_runs(root)]
+    runs = sorted(find_runs(root), key=lambda r: (r[0].rsplit("/", 1)[0] if "/" in r[0] else "", _ARM_ORDER.get(r[0].rsplit("/", 1)[-1], 9), r[0]))
+    histories = [load_run(path, name) for name, path in runs]
     blocks = report_blocks(root, histories, read_summary(root))
     (root / "report.md").write_text(to_markdown(blocks, root), encoding="utf-8")
     out = root / "report.html"

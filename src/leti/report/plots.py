@@ -69,7 +69,8 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
     ax.set_ylabel("% of samples failing with")
     ax.set_xticks(iterations)
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[1]:  # nothing failed: no legend to draw
+        ax.legend(fontsize=7)
 
 
 def plot_failures(history: RunHistory, out: Path) -> Path:

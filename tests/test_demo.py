@@ -1,0 +1,65 @@
+"""`leti demo --quick` end to end on CPU: warm start (cached), both arms through the real loop,
+summary.json, report and plots; a second invocation resumes instead of redoing work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from leti.cli import main
+from leti.demo.config import arm_config, load_demo_config, preset_path
+from leti.demo.warmstart import WarmStartConfig, cached_path
+from leti.errors import LetiError
+
+
+def test_demo_presets_load_and_arms_differ_only_in_feedback():
+    for quick in (False, True):
+        cfg = load_demo_config(preset_path(quick))
+        t = arm_config(cfg, 3, "m", "textual")
+        b = arm_config(cfg, 3, "m", "binary")
+        assert t.training_text.textual_feedback and not b.training_text.textual_feedback
+        assert t.task == b.task == f"synthetic:seed=3,train={cfg.train_problems},test={cfg.test_problems}"
+        assert (t.sampling, t.eval, t.trainer, t.seed) == (b.sampling, b.eval, b.trainer, b.seed)
+
+
+def test_warmstart_config_is_checked_and_keyed():
+    assert WarmStartConfig().key() == WarmStartConfig().key() != WarmStartConfig(steps=1).key()
+    with pytest.raises(LetiError):
+        WarmStartConfig(n_embd=10, n_head=3)
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "cache"))
+    demo = tmp_path / "demo"
+    assert main(["demo", "--quick", "--run-dir", str(demo), "--threads", "2"]) == 0
+    for name in ("summary.json", "report.md", "report.html", "pass_at_1.png", "failures_textual.png",
+                 "failures_binary.png", "demo.json"):
+        assert (demo / name).stat().st_size > 0, name
+    summary = json.loads((demo / "summary.json").read_text())
+    for key in ("baseline_pass_at_1", "textual_final_pass_at_1", "binary_final_pass_at_1", "wall_seconds"):
+        assert summary[key] is not None, key
+    for arm in ("textual", "binary"):
+        rows = summary["iterations"][arm]
+        assert [r["iteration"] for r in rows] == [0, 1]
+        assert rows[1]["gradient_steps"] > 0 and rows[1]["train_pass_rate"] is not None
+        # Each arm is a plain `leti run` directory with the loop's files.
+        it1 = demo / "seed0" / arm / "iterations" / "1"
+        assert (it1 / "samples.jsonl").exists() and (it1 / "train_stats.json").exists() and (it1 / "eval.json").exists()
+    # Same warm start and seed: one shared baseline.
+    t0 = (demo / "seed0" / "textual" / "iterations" / "0" / "eval_samples.jsonl").read_text()
+    assert t0 == (demo / "seed0" / "binary" / "iterations" / "0" / "eval_samples.jsonl").read_text()
+    assert "<|lang_feedback|>" in (demo / "report.md").read_text()
+    cfg = load_demo_config(preset_path(True))
+    assert (cached_path(cfg.warmstart) / "warmstart.json").exists()
+
+    # Second run: everything is finished, nothing is sampled or trained again.
+    mtimes = {p: p.stat().st_mtime for p in demo.rglob("*.jsonl")}
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--run-dir", str(demo), "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "warm start: cached" in out and "already finished" in out
+    assert {p: p.stat().st_mtime for p in demo.rglob("*.jsonl")} == mtimes
+    # Other options on the same directory are refused with one line.
+    assert main(["demo", "--run-dir", str(demo)]) == 2

@@ -1,0 +1,108 @@
+"""`leti report`: builds report.md / report.html / PNGs from small run directories made here
+with the loop's file layout and real execution results (no model needed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from leti.cli import main
+from leti.config import RunConfig, dump_config
+from leti.execution import ExecutionConfig, Executor
+from leti.report import build_report, compare_arms, load_run
+from leti.tasks.registry import get_task
+
+TASK = "synthetic:seed=0,train=4,test=4"
+
+
+def _completions(problem, passed: bool) -> str:
+    if passed:
+        return problem.reference
+    return "def wrong_name(x):\n    return x\n"
+
+
+def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]], textual: bool = True) -> Path:
+    """A run dir with iterations 0..len(eval_plan)-1; iteration k's samples pass per plan."""
+    task = get_task(TASK)
+    train, test = task.problems("train"), task.problems("test")
+    cfg = RunConfig(model="unused", task=TASK)
+    if not textual:
+        from dataclasses import replace
+        cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=False))
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(dump_config(cfg))
+    metrics, steps = [], 0
+    with Executor(ExecutionConfig(workers=2)) as ex:
+        for k, eval_passes in enumerate(eval_plan):
+            it = root / "iterations" / str(k)
+            it.mkdir(parents=True)
+            for name, problems, plan in (("samples", train, pass_plan[k] if k else []),
+                                         ("eval_samples", test, eval_passes)):
+                if not plan:
+                    continue
+                pairs = [(p, i, _completions(p, ok)) for i, (p, ok) in enumerate(zip(problems * 4, plan, strict=False))]
+                results = ex.run([task.build_program(p, c) for p, _, c in pairs])
+                with open(it / f"{name}.jsonl", "w") as f:
+                    for (p, i, c), r in zip(pairs, results, strict=True):
+                        f.write(json.dumps({"problem_id": p.id, "sample_idx": i, "prompt": p.prompt,
+                                            "completion": c, **r.to_dict()}) + "\n")
+            steps += 5 if k else 0
+            rate = sum(pass_plan[k]) / len(pass_plan[k]) if k else None
+            metrics.append({"iteration": k, "gradient_steps_total": steps, "train_pass_rate": rate,
+                            "eval": {"pass@1": sum(eval_passes) / len(eval_passes)}})
+    (root / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return root
+
+
+def test_report_for_a_plain_run(tmp_path):
+    run = make_run(tmp_path / "run", [[], [True, False, False, False]], [[False] * 4, [True, False, False, False]])
+    html = build_report(run)
+    for name in ("report.md", "report.html", "pass_at_1.png", "failures_run.png"):
+        assert (run / name).stat().st_size > 0, name
+    md = (run / "report.md").read_text()
+    assert "| 1 | 5 | 25.0 | 25.0 |" in md  # iteration, steps, train pass rate, held-out pass@1
+    # The example is a real failing sample's training text with reward token and feedback span.
+    assert "<|bad|><|lang_feedback|>" in md and "NameError" in md
+    text = html.read_text()
+    png = text.split("data:image/png;base64,", 1)[1].split("'", 1)[0]
+    assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<img" in text and "src='pass_at_1.png'" not in text  # inlined, single file
+    history = load_run(run)
+    assert history.points[1].train_failures == {"NameError": 3}
+    assert history.points[0].eval_failures == {"NameError": 4}
+
+
+def test_report_for_a_demo_dir_compares_arms(tmp_path):
+    demo = tmp_path / "demo"
+    plan = [[], [True, False, False, False], [True, True, False, False]]
+    make_run(demo / "seed0" / "textual", plan, [[False] * 4, [True, True, False, False], [True, True, False, False]])
+    make_run(demo / "seed0" / "binary", plan, [[False] * 4, [False] * 4, [True, True, False, False]], textual=False)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "Run `textual`" in md and "Run `binary`" in md
+    assert md.index("Run `textual`") < md.index("Run `binary`")
+    # Binary ends at 50%; textual had 50% after 5 steps, binary after 10.
+    assert "after **5** gradient steps; the binary arm needed 10 (2.00x)" in md
+    cmp = compare_arms(load_run(demo / "seed0" / "textual", "textual"), load_run(demo / "seed0" / "binary", "binary"))
+    assert cmp == {"binary_final_pass_at_1": 0.5, "textual_steps_to_reach": 5, "binary_steps": 10, "baseline": 0.0}
+    # The binary arm's example has the reward token but no feedback span.
+    binary_part = md[md.index("Run `binary`"):]
+    assert "<|bad|>" in binary_part and "<|lang_feedback|>" not in binary_part
+
+
+def test_report_cli(tmp_path, capsys):
+    run = make_run(tmp_path / "r", [[]], [[True, False, True, False]])
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("leti: error:")
+
+
+@pytest.mark.parametrize("layout", ["empty"])
+def test_report_rejects_a_dir_without_runs(tmp_path, layout):
+    (tmp_path / layout).mkdir()
+    assert main(["report", str(tmp_path / layout)]) == 2
