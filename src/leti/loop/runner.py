@@ -24,6 +24,7 @@ from leti.config import RunConfig, config_to_dict, dump_config
 from leti.errors import LetiError
 from leti.execution import Executor
 from leti.loop import stages
+from leti.loop.distributed import Group, TrainJob, follow
 from leti.loop.rundir import (
     RunDir,
     read_json,
@@ -126,7 +127,21 @@ def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConf
 
 
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
-    """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code."""
+    """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
+    `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
+    group = Group(cfg.device)
+    try:
+        if not group.is_leader:
+            return follow(cfg, group)
+        try:
+            return _lead(cfg, run_dir, mode, group)
+        finally:
+            group.broadcast(None)  # release the followers, also when the leader failed
+    finally:
+        group.close()
+
+
+def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
         _prepare(rd, cfg, mode)
@@ -144,7 +159,7 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
               f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
         slot = _ModelSlot(cfg)
         with Executor(cfg.execution) as executor:
-            ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode)
+            ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)
             for k in range(last + 1):
                 if k not in rd.finished_iterations():
                     ctx.iteration(k, last)
@@ -153,8 +168,9 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
 
 
 class _Context:
-    def __init__(self, cfg, rd, task, train_problems, eval_problems, executor, slot, mode) -> None:
+    def __init__(self, cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group: Group) -> None:
         self.cfg, self.rd, self.task, self.executor, self.slot, self.mode = cfg, rd, task, executor, slot, mode
+        self.group = group
         self.train_problems, self.eval_problems = train_problems, eval_problems
 
     def source(self, k: int) -> str:
@@ -220,6 +236,7 @@ class _Context:
                 raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains on them")
         print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs")
         self.slot.source = None  # weights change in place: never reuse them as the old source
+        self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
         model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
                              log_dir=str(rd.iteration(k) / "logs"))
         tmp = rd.iteration(k) / "checkpoint.tmp"

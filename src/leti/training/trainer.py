@@ -14,6 +14,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 
 import torch
 from torch.utils.data import DataLoader
@@ -98,6 +99,21 @@ def _apply_lora(model, tokenizer, cfg: TrainerConfig):
     return get_peft_model(model, lora)
 
 
+def _check_strategy(accelerator) -> None:
+    """DDP and ZeRO-1/2 keep full weights on every rank, so the leader saves its own copy.
+    FSDP and ZeRO-3 shard them; saving needs a collective gather that is not written yet."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    stage = None
+    if kind == DistributedType.DEEPSPEED:
+        stage = accelerator.state.deepspeed_plugin.zero_stage
+    if kind == DistributedType.FSDP or stage == 3:
+        raise LetiError(f"training with {kind.value}{' ZeRO-3' if stage == 3 else ''} is not supported yet "
+                        "(sharded weights are not gathered for the checkpoint); use configs/accelerate/ddp.yaml "
+                        "or deepspeed-zero2.yaml")
+
+
 def _setup_model(model, tokenizer, cfg: TrainerConfig):
     if cfg.lora.enabled:
         model = _apply_lora(model, tokenizer, cfg)
@@ -149,6 +165,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2))
+    _check_strategy(accelerator)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     model.train()
 
@@ -158,6 +175,9 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         pre_iter = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
                                     cfg.pretrain_max_files, pack, cfg.pretrain_hf_data_dir,
                                     cfg.pretrain_text_field)
+        # Under multi-process training each rank takes every num_processes-th block, as the
+        # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
+        pre_iter = islice(pre_iter, accelerator.process_index, None, accelerator.num_processes)
 
     def step(batch) -> float:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
