@@ -8,6 +8,7 @@ from typing import Literal
 
 FeedbackStyle = Literal["paper", "rich"]
 SandboxMode = Literal["auto", "bwrap", "none"]
+Backend = Literal["local", "ray"]
 
 
 def _default_workers() -> int:
@@ -26,6 +27,9 @@ class ExecutionConfig:
     file_size_mb: int = field(default=64, metadata={"help": "Largest file a program may write, MiB."})
     open_files: int = field(default=256, metadata={"help": "Open file descriptors per program."})
     max_processes: int = field(default=256, metadata={"help": "Processes/threads per worker (pids cgroup or RLIMIT_NPROC)."})
+    backend: Backend = field(default="local", metadata={"help": "'local': worker pool on this machine; 'ray': the same sandboxed pools inside Ray actors spread over a cluster (pip install 'leti[ray]')."})
+    ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join ('auto', 'ray://host:10001'); None: an existing ray.init, else a local Ray instance."})
+    ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with `workers` sandboxed workers (None: cluster CPUs // workers)."})
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -38,5 +42,9 @@ class ExecutionConfig:
             raise ValueError(f"execution.feedback_style must be 'paper' or 'rich', got {self.feedback_style!r}")
         if self.sandbox not in ("auto", "bwrap", "none"):
             raise ValueError(f"execution.sandbox must be 'auto', 'bwrap' or 'none', got {self.sandbox!r}")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"execution.backend must be 'local' or 'ray', got {self.backend!r}")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise ValueError(f"execution.ray_actors must be >= 1 or null, got {self.ray_actors!r}")
         if self.feedback_max_bytes < 256:
             raise ValueError(f"execution.feedback_max_bytes must be >= 256, got {self.feedback_max_bytes!r}")

@@ -22,7 +22,7 @@ import yaml
 
 from leti.config import RunConfig, config_to_dict, dump_config
 from leti.errors import LetiError
-from leti.execution import Executor
+from leti.execution.ray_pool import make_executor
 from leti.loop import stages
 from leti.loop.distributed import Group, TrainJob, follow
 from leti.loop.rundir import (
@@ -158,7 +158,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         print(f"leti: {mode} run in {rd.root}: {len(train_problems)} train problems x {cfg.sampling.n} samples, "
               f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
         slot = _ModelSlot(cfg)
-        with Executor(cfg.execution) as executor:
+        with make_executor(cfg.execution) as executor:
             ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)
             for k in range(last + 1):
                 if k not in rd.finished_iterations():
