@@ -55,9 +55,19 @@ def generated_function(template: Template, k: int, rng: random.Random, mbpp_styl
     return src
 
 
-def generated_module(seed: int, index: int, mbpp_style: float = 0.0) -> str:
+def mbpp_style_templates(seed: int, share: float) -> frozenset[str]:
+    """The templates that pretraining ever shows in the MBPP prompt layout: a seeded `share` of
+    them. The others appear only as library code, so for those the warm start must transfer
+    the layout from other templates, which is what LeTI's feedback then has to teach."""
+    keys = [t.key for t in TEMPLATES]
+    random.Random(f"{seed}/mbpp-templates").shuffle(keys)
+    return frozenset(keys[: round(share * len(keys))])
+
+
+def generated_module(seed: int, index: int, mbpp_style: float = 0.0, template_share: float = 1.0) -> str:
     """A module of 2-5 generated functions; deterministic in (seed, index)."""
     rng = random.Random(f"{seed}/module/{index}")
+    mbpp_keys = mbpp_style_templates(seed, template_share)
     topic = rng.choice(_TOPICS)
     # Both one-line and multi-line module docstrings, as real code has.
     head = f'"""Helpers for {topic}."""\n' if rng.random() < 0.5 else f'"""\nHelpers for {topic}.\n"""\n'
@@ -65,7 +75,7 @@ def generated_module(seed: int, index: int, mbpp_style: float = 0.0) -> str:
     for _ in range(rng.randint(2, 5)):
         template = rng.choice(TEMPLATES)
         k = rng.choice(constant_pools(template, seed)["pretrain"])
-        parts.append(generated_function(template, k, rng, mbpp_style))
+        parts.append(generated_function(template, k, rng, mbpp_style if template.key in mbpp_keys else 0.0))
     return "\n\n".join(parts)
 
 
@@ -86,13 +96,14 @@ def stdlib_sources(max_bytes: int) -> list[str]:
     return out
 
 
-def corpus_documents(seed: int, n_generated: int, stdlib_bytes: int, mbpp_style: float = 0.0) -> Iterator[str]:
+def corpus_documents(seed: int, n_generated: int, stdlib_bytes: int, mbpp_style: float = 0.0,
+                     template_share: float = 1.0) -> Iterator[str]:
     """Generated modules interleaved with stdlib files (a fixed order for a fixed config)."""
     stdlib = stdlib_sources(stdlib_bytes)
     every = max(1, n_generated // max(1, len(stdlib)))
     j = 0
     for i in range(n_generated):
-        yield generated_module(seed, i, mbpp_style)
+        yield generated_module(seed, i, mbpp_style, template_share)
         if i % every == 0 and j < len(stdlib):
             yield stdlib[j]
             j += 1

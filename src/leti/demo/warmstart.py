@@ -47,7 +47,8 @@ class WarmStartConfig:
     lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (warmup, then cosine decay)."})
     n_generated: int = field(default=4000, metadata={"help": "Generated modules in the corpus."})
     stdlib_bytes: int = field(default=1_500_000, metadata={"help": "Stdlib source bytes in the corpus."})
-    mbpp_style: float = field(default=0.15, metadata={"help": "Share of generated functions documented MBPP-style (docstring with text and example above the def)."})
+    mbpp_style: float = field(default=0.6, metadata={"help": "Share of generated functions documented MBPP-style (docstring with text and example above the def)."})
+    mbpp_templates: float = field(default=0.5, metadata={"help": "Share of templates that are ever documented MBPP-style (the rest only as library code)."})
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "block_size", "batch_size", "steps"):
@@ -126,7 +127,7 @@ def build_warm_start(cfg: WarmStartConfig, out: Path, progress: bool = True) -> 
     t0 = time.time()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style))
+    docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style, cfg.mbpp_templates))
     tokenizer = train_tokenizer(docs, cfg.vocab_size)
     blocks = pack(docs, tokenizer, cfg.block_size)
     model = GPT2LMHeadModel(GPT2Config(
@@ -182,7 +183,7 @@ def write_corpus(cfg: WarmStartConfig, model_dir: Path, per_file: int = 200) -> 
     tmp = out.with_name(f"corpus.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style))
+    docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style, cfg.mbpp_templates))
     for i in range(0, len(docs), per_file):
         (tmp / f"part_{i // per_file:04d}.py").write_text("\n\n".join(docs[i:i + per_file]), encoding="utf-8")
     (tmp / "done").write_text("")
