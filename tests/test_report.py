@@ -85,9 +85,11 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
     assert "Run `textual`" in md and "Run `binary`" in md
     assert md.index("Run `textual`") < md.index("Run `binary`")
     # Binary ends at 50%; textual had 50% after 5 steps, binary after 10.
-    assert "after **5** gradient steps; the binary arm needed 10 (2.00x)" in md
+    assert "the binary arm ended at 50.0% after 10 gradient steps (first reached after 10)" in md
+    assert "reached the binary arm's final score after **5** steps (binary/textual step ratio 2.00)" in md
     cmp = compare_arms(load_run(demo / "seed0" / "textual", "textual"), load_run(demo / "seed0" / "binary", "binary"))
-    assert cmp == {"binary_final_pass_at_1": 0.5, "textual_steps_to_reach": 5, "binary_steps": 10, "baseline": 0.0}
+    assert cmp == {"binary_final_pass_at_1": 0.5, "textual_final_pass_at_1": 0.5, "textual_steps_to_reach": 5,
+                   "binary_steps": 10, "binary_total_steps": 10, "baseline": 0.0}
     # The binary arm's example has the reward token but no feedback span.
     binary_part = md[md.index("Run `binary`"):]
     assert "<|bad|>" in binary_part and "<|lang_feedback|>" not in binary_part

@@ -39,15 +39,15 @@ def _pct(x: float | None) -> str:
 
 def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     """The paper's comparison: gradient steps the textual arm needs to reach the binary arm's
-    final held-out pass@1, against the steps the binary arm took to get there."""
+    final held-out pass@1, against the binary arm's steps (when it first reached that score,
+    and in total)."""
     target = binary.final_pass_at_1
-    if target is None:
-        return {"binary_final_pass_at_1": None, "textual_steps_to_reach": None, "binary_steps": None,
-                "baseline": textual.baseline_pass_at_1}
     return {
         "binary_final_pass_at_1": target,
-        "textual_steps_to_reach": steps_to_reach(textual, target),
-        "binary_steps": steps_to_reach(binary, target),
+        "textual_final_pass_at_1": textual.final_pass_at_1,
+        "textual_steps_to_reach": None if target is None else steps_to_reach(textual, target),
+        "binary_steps": None if target is None else steps_to_reach(binary, target),
+        "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,
         "baseline": textual.baseline_pass_at_1,
     }
 
@@ -56,17 +56,14 @@ def _comparison_text(name: str, cmp: dict) -> str:
     target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
     if target is None:
         return f"{name}: the binary arm has no evaluation yet."
+    head = (f"{name}: the binary arm ended at {_pct(target)}% after {cmp['binary_total_steps']} gradient steps "
+            f"(first reached after {b_steps}); the textual arm ended at {_pct(cmp['textual_final_pass_at_1'])}%.")
     if cmp.get("baseline") is not None and target <= cmp["baseline"]:
-        return (f"{name}: the binary arm ended at {_pct(target)}%, not above the baseline "
-                f"({_pct(cmp['baseline'])}%), so there is no steps-to-reach comparison.")
+        return head + f" The binary arm did not improve on the baseline ({_pct(cmp['baseline'])}%)."
     if t_steps is None:
-        return (f"{name}: the textual arm **never reached** the binary arm's final pass@1 "
-                f"({_pct(target)}%) within its iterations.")
-    if b_steps and t_steps:
-        return (f"{name}: the textual arm reached the binary arm's final pass@1 ({_pct(target)}%) after "
-                f"**{t_steps}** gradient steps; the binary arm needed {b_steps} ({b_steps / t_steps:.2f}x).")
-    return (f"{name}: the textual arm reached the binary arm's final pass@1 ({_pct(target)}%) after "
-            f"{t_steps} gradient steps (binary: {b_steps}).")
+        return head + " The textual arm **never reached** the binary arm's final score."
+    ratio = f" (binary/textual step ratio {b_steps / t_steps:.2f})" if t_steps and b_steps else ""
+    return head + f" The textual arm reached the binary arm's final score after **{t_steps}** steps{ratio}."
 
 
 def _iteration_table(h: RunHistory) -> Table:
