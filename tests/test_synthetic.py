@@ -3,6 +3,8 @@ warm start's pretraining corpus, and tests that real programs pass or fail infor
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from leti.demo.corpus import corpus_documents, generated_module
@@ -78,3 +80,16 @@ def test_references_pass_and_typical_mistakes_give_informative_feedback():
     assert all(r.passed for r in refs), [r.feedback for r in refs if not r.passed][:2]
     assert name_res.exception_type == "NameError" and add.entry_point in name_res.feedback
     assert op_res.exception_type == "AssertionError" and "assert" in op_res.feedback
+
+
+def test_only_the_chosen_templates_appear_in_the_prompt_layout_in_pretraining():
+    from leti.demo.corpus import mbpp_style_templates
+    from leti.tasks.synthetic import TEMPLATES
+
+    chosen = mbpp_style_templates(0, 0.5)
+    assert 0 < len(chosen) < len(TEMPLATES) and chosen == mbpp_style_templates(0, 0.5)
+    corpus = "\n".join(generated_module(0, i, mbpp_style=1.0, template_share=0.5) for i in range(200))
+    for t in TEMPLATES:
+        # The task phrasing as a full line of an MBPP-style docstring (any constant).
+        line = re.compile("^" + re.escape(t.text).replace(re.escape("{k}"), r"\d+") + "$", re.M)
+        assert bool(line.search(corpus)) == (t.key in chosen), t.key
