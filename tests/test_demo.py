@@ -63,3 +63,32 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert {p: p.stat().st_mtime for p in demo.rglob("*.jsonl")} == mtimes
     # Other options on the same directory are refused with one line.
     assert main(["demo", "--run-dir", str(demo)]) == 2
+
+
+@pytest.mark.slow
+def test_quick_demo_survives_kill_9(tmp_path):
+    """kill -9 in the middle of the textual arm, then the same command finishes the demo with
+    no duplicated (problem_id, sample_idx) in any samples file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "LETI_CACHE_DIR": str(tmp_path / "cache")}
+    demo = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "leti", "demo", "--quick", "--run-dir", str(demo), "--threads", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = demo / "seed0" / "textual" / "iterations" / "1" / "samples.jsonl"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (demo / "summary.json").exists()
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    summary = json.loads((demo / "summary.json").read_text())
+    assert [r["iteration"] for r in summary["iterations"]["textual"]] == [0, 1]
+    for path in demo.rglob("*samples.jsonl"):
+        keys = [(r["problem_id"], r["sample_idx"]) for r in map(json.loads, path.read_text().splitlines())]
+        assert len(keys) == len(set(keys)), path
