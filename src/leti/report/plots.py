@@ -68,9 +68,10 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
     ax.set_xlabel("iteration")
     ax.set_ylabel("% of samples failing with")
     ax.set_xticks(iterations)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 125)  # headroom above 100% for the legend
+    ax.set_yticks(range(0, 101, 20))
     if ax.get_legend_handles_labels()[1]:  # nothing failed: no legend to draw
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", ncol=4)
 
 
 def plot_failures(history: RunHistory, out: Path) -> Path:
@@ -80,7 +81,7 @@ def plot_failures(history: RunHistory, out: Path) -> Path:
     train = [p for p in history.points if p.train_samples]
     evals = [p for p in history.points if p.eval_samples]
     _stacked(axes[0], [p.iteration for p in train], [p.train_failures for p in train],
-             [p.train_samples for p in train], "training samples (T = sampling temperature)")
+             [p.train_samples for p in train], "training samples")
     _stacked(axes[1], [p.iteration for p in evals], [p.eval_failures for p in evals],
              [p.eval_samples for p in evals], "held-out samples")
     fig.suptitle(f"Failure types per iteration: {history.name}")
