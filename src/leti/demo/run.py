@@ -76,9 +76,11 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     if threads:
         torch.set_num_threads(threads)
     root = Path(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise LetiError(f"--run-dir {root} is a file; pass a directory (it is created if missing)")
     cfg_path = Path(config) if config else preset_path(quick)
-    demo: DemoConfig = load_demo_config(cfg_path)
+    demo: DemoConfig = load_demo_config(cfg_path)  # before creating anything: bad input fails clean
+    root.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seed, seed + seeds))
     clock = _Clock(root / "demo.json", {"config": str(cfg_path.name), "seeds": seed_list, "quick": quick})
     for s in seed_list:
