@@ -92,9 +92,12 @@ def _summary_blocks(summary: dict | None) -> list[Block]:
 
 def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None) -> list[Block]:
     blocks: list[Block] = [Heading(f"LeTI report: {root.name}", 1)]
-    blocks.append(Para("Held-out pass@1 is measured with the `<|good|>` prefix after training; "
-                       "iteration 0 is the model before any LeTI training."))
-    blocks += _summary_blocks(summary)
+    blocks.append(Para("Iteration 0 is the model before any training; LeTI-trained models are "
+                       "evaluated with the `<|good|>` prefix (see each iteration's eval.json)."))
+    blocks += _summary_blocks(summary) or [Table(
+        ["run", "iteration 0 pass@1 %", "final pass@1 %", "iterations", "gradient steps"],
+        [[h.name, _pct(h.baseline_pass_at_1), _pct(h.final_pass_at_1), str(h.points[-1].iteration if h.points else 0),
+          str(h.points[-1].gradient_steps if h.points else 0)] for h in histories])]
     by_name = {h.name: h for h in histories}
     pairs = sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name})
     for prefix in pairs:
