@@ -108,3 +108,25 @@ def test_report_cli(tmp_path, capsys):
 def test_report_rejects_a_dir_without_runs(tmp_path, layout):
     (tmp_path / layout).mkdir()
     assert main(["report", str(tmp_path / layout)]) == 2
+
+
+def test_demo_summary_averages_seeds(tmp_path):
+    from leti.demo.summary import make_summary
+
+    plan = [[], [True, False, False, False]]
+    hist = {}
+    for seed, final in ((0, [True, False, False, False]), (1, [True, True, True, False])):
+        root = tmp_path / f"seed{seed}"
+        arms = {}
+        for arm, ev in (("textual", final), ("binary", [False] * 4)):
+            make_run(root / arm, plan, [[False] * 4, ev], textual=arm == "textual")
+            arms[arm] = load_run(root / arm, arm)
+        hist[seed] = arms
+    s = make_summary(hist, {"wall_seconds": 12.5, "stages": {"a": 12.5}}, {"steps": 1})
+    assert s["seeds"] == [0, 1]
+    assert s["baseline_pass_at_1"] == 0.0 and s["binary_final_pass_at_1"] == 0.0
+    assert s["textual_final_pass_at_1"] == pytest.approx((0.25 + 0.75) / 2)
+    assert s["textual_gain_points"] == 50.0 and s["wall_seconds"] == 12.5
+    assert [r["heldout_pass_at_1"] for r in s["iterations"]["textual"]] == [0.0, 0.5]
+    assert s["iterations"]["binary"][1]["gradient_steps"] == 5
+    assert s["per_seed"]["1"]["textual_final_pass_at_1"] == 0.75
