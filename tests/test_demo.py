@@ -92,3 +92,20 @@ def test_quick_demo_survives_kill_9(tmp_path):
     for path in demo.rglob("*samples.jsonl"):
         keys = [(r["problem_id"], r["sample_idx"]) for r in map(json.loads, path.read_text().splitlines())]
         assert len(keys) == len(set(keys)), path
+
+
+def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch):
+    from leti.demo.warmstart import warm_start
+
+    cfg = load_demo_config(preset_path(True)).warmstart
+    paths = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / name))
+        paths.append(warm_start(cfg, progress=False))
+    a, b = ((p / "model.safetensors").read_bytes() for p in paths)
+    assert a == b
+    stamp = (paths[1] / "warmstart.json").stat().st_mtime
+    assert warm_start(cfg, progress=False) == paths[1]  # cached: not rebuilt
+    assert (paths[1] / "warmstart.json").stat().st_mtime == stamp
+    stats = json.loads((paths[1] / "warmstart.json").read_text())
+    assert stats["final_loss"] < stats["first_loss"]  # it did learn something

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -122,20 +121,24 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
     return losses
 
 
-def build_warm_start(cfg: WarmStartConfig, out: Path, progress: bool = True) -> dict:
-    """Train tokenizer and model from scratch into `out`; returns the stats written beside it."""
-    t0 = time.time()
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style, cfg.mbpp_templates))
-    tokenizer = train_tokenizer(docs, cfg.vocab_size)
-    blocks = pack(docs, tokenizer, cfg.block_size)
-    model = GPT2LMHeadModel(GPT2Config(
+def _new_model(tokenizer: PreTrainedTokenizerFast, cfg: WarmStartConfig) -> GPT2LMHeadModel:
+    return GPT2LMHeadModel(GPT2Config(
         vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
         n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # tiny model, short training: no dropout
     ))
+
+
+def build_warm_start(cfg: WarmStartConfig, out: Path, progress: bool = True) -> dict:
+    """Train tokenizer and model from scratch into `out`; returns the stats written beside it."""
+    t0 = time.time()
+    docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style, cfg.mbpp_templates))
+    tokenizer = train_tokenizer(docs, cfg.vocab_size)
+    blocks = pack(docs, tokenizer, cfg.block_size)
+    with torch.random.fork_rng():  # seeded init without touching the caller's RNG state
+        torch.manual_seed(cfg.seed)
+        model = _new_model(tokenizer, cfg)
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
         tokens_per_step = cfg.batch_size * cfg.block_size
