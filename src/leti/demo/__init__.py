@@ -25,8 +25,8 @@ prompt -> wrong-program mapping as much as the good ones', while with feedback i
 names the expected function, e.g. "NameError: name 'add_29' is not defined") the failures are
 explained by the feedback instead. `--seeds N` runs and averages N seeds. benchmarks/bench_demo.py re-measures the numbers and the wall time.
 
-Time (benchmarks/bench_demo.py, fresh cache, 2 torch threads, nice 10, shared 2-core machine,
-load average 1.4-2.0): 451 s wall = 7.5 min (warm start 194 s, textual arm 133 s, binary arm
-119 s, report 1 s), 766 CPU-seconds. A second run reuses the cached warm start (~4.3 min).
+Time (benchmarks/bench_demo.py, fresh cache, 2 torch threads, nice 10, shared 2-core machine):
+two runs took 451 s and 387 s wall (6.5-7.5 min; warm start 121-194 s, each arm 119-135 s,
+report 1 s), 728-766 CPU-seconds. A second run reuses the cached warm start (~4.3 min).
 Runs are bit-for-bit repeatable: the benchmark reproduced every number above.
 """
