@@ -28,12 +28,14 @@ def test_defaults_are_the_paper():
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_presets_load(preset):
-    if preset.startswith("demo"):  # `leti demo` presets: warm start + task sizes + a run config
-        from leti.demo.config import load_demo_config
+    load_config(CONFIGS / preset)
 
-        load_demo_config(CONFIGS / preset)
-    else:
-        load_config(CONFIGS / preset)
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_demo_presets_load(quick):
+    from leti.demo.config import load_demo_config, preset_path
+
+    load_demo_config(preset_path(quick))
 
 
 def test_preset_values():

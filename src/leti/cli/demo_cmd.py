@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed (task split, warm start, sampling); default 0")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds to run and average (each takes the full time)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one iteration per arm (a smoke test, not a result)")
-    p.add_argument("--config", type=Path, default=None, help="demo preset YAML (default: configs/demo.yaml, or configs/demo-quick.yaml with --quick)")
+    p.add_argument("--config", type=Path, default=None, help="demo preset YAML (default: leti/demo/presets/demo.yaml, or demo-quick.yaml with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=run)
 

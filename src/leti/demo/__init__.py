@@ -1,10 +1,10 @@
 """`leti demo`: LeTI learning from execution feedback on 2 CPU cores, offline.
 
 Pieces: `corpus` (offline pretraining text), `warmstart` (BPE tokenizer + ~0.5M-parameter
-GPT-2 pretrained in a few minutes, cached), `config` (the preset: configs/demo.yaml),
+GPT-2 pretrained in a few minutes, cached), `config` (the presets: leti/demo/presets/demo.yaml and demo-quick.yaml),
 `run` (warm start -> textual arm -> binary arm through `leti.loop`, resumable), `summary`.
 
-What it shows (configs/demo.yaml, seed 0, measured on the shared 2-core development machine;
+What it shows (presets/demo.yaml, seed 0, measured on the shared 2-core development machine;
 each arm is 4 iterations of 192 train problems x 4 samples, held-out = 64 problems x 4 samples
 at T=0.2 with the `<|good|>` prefix):
 

@@ -1,5 +1,5 @@
 """The demo preset: one YAML file with the warm start, the task sizes and the `leti run`
-config shared by both arms (configs/demo.yaml, configs/demo-quick.yaml).
+config shared by both arms (leti/demo/presets/demo.yaml, demo-quick.yaml).
 
     warmstart: {...}          leti.demo.warmstart.WarmStartConfig fields
     task: {train: 48, test: 40}
@@ -23,7 +23,8 @@ from leti.errors import LetiError
 
 ARMS = ("textual", "binary")
 # configs/ at the repository root (the demo is run from a source checkout, as the README says).
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+# Shipped inside the package so that `leti demo` works from an installed wheel too.
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def load_demo_config(path: str | Path) -> DemoConfig:
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise LetiError(f"{p}: demo config not found; run from a source checkout or pass --config configs/demo.yaml") from None
+        raise LetiError(f"{p}: demo config not found; check --config (the presets are in leti/demo/presets/)") from None
     except yaml.YAMLError as e:
         raise LetiError(f"{p}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(raw, dict) or set(raw) - {"warmstart", "task", "run"}:
