@@ -217,3 +217,19 @@ def test_program_cannot_remount_the_read_only_system(ex):
            "assert rc != 0, 'remounted /usr'\n")
     r = run_then_canary(ex, src)
     assert r.status is Status.PASSED, r.feedback
+
+
+def test_cleanup_keeps_what_the_sandbox_mounted_under_tmp():
+    """A virtualenv under /tmp is bound read-only into the sandbox: cleaning /tmp after a program
+    must keep the mount and the directories leading to it (and not walk into it), while removing
+    everything else a program wrote."""
+    from leti.execution.worker import protected_paths
+
+    mountinfo = ("20 1 0:5 / / rw - tmpfs tmpfs rw\n"
+                 "21 20 0:6 / /tmp rw - tmpfs tmpfs rw\n"
+                 "22 21 8:1 /ci/main/.venv /tmp/ci/main/.venv ro - ext4 /dev/sda1 rw\n"
+                 "23 21 8:1 /x /tmp/with\\040space ro - ext4 /dev/sda1 rw\n"
+                 "24 20 8:1 /usr /usr ro - ext4 /dev/sda1 rw\n")
+    mounts, parents = protected_paths(mountinfo, ("/tmp", "/dev/shm"))
+    assert mounts == {"/tmp/ci/main/.venv", "/tmp/with space"}
+    assert parents == {"/tmp/ci", "/tmp/ci/main"}

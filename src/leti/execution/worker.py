@@ -286,15 +286,26 @@ def _write_frame(fd, obj):
         data = data[os.write(fd, data):]
 
 
+TMP_TOPS = ("/tmp", "/dev/shm")
+
+
 class Scratch:
     """The program's working directory. Reused while programs leave it empty (most do: saves a
     mkdir + rmdir per program), replaced as soon as one leaves anything behind. In the sandbox,
     /tmp and /dev/shm are private to the worker, so everything else a program wrote there is
-    removed too: no program sees files of an earlier one."""
+    removed too: no program sees files of an earlier one. What the sandbox itself mounted there
+    (e.g. a virtualenv under /tmp, bound read-only) and the directories leading to it stay."""
 
     def __init__(self):
         self.root = tempfile.mkdtemp(prefix="leti-")
         self.path = None
+        self.mounts, self.parents = set(), set()
+        if PID_NAMESPACE:
+            try:
+                with open("/proc/self/mountinfo") as f:
+                    self.mounts, self.parents = protected_paths(f.read(), TMP_TOPS)
+            except OSError:
+                pass
 
     def get(self):
         if self.path is None:
@@ -310,14 +321,41 @@ class Scratch:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
         if PID_NAMESPACE:
-            for top in ("/tmp", "/dev/shm"):
-                for name in _listdir(top):
-                    path = os.path.join(top, name)
-                    if path != self.root:
-                        _remove(path)
+            for top in TMP_TOPS:
+                self._wipe(top)
+
+    def _wipe(self, directory):
+        for name in _listdir(directory):
+            path = os.path.join(directory, name)
+            if path == self.root or path in self.mounts:
+                continue
+            if path in self.parents:
+                self._wipe(path)  # a directory leading to a mount: keep it, clean what is beside
+            else:
+                _remove(path)
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def protected_paths(mountinfo, tops):
+    """Mount points below `tops` (from /proc/self/mountinfo text) and the directories leading to
+    them, which cleaning must keep."""
+    mounts, parents = set(), set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        top = next((t for t in tops if point.startswith(t + "/")), None)
+        if top is None:
+            continue
+        mounts.add(point)
+        parent = os.path.dirname(point)
+        while parent != top and len(parent) > len(top):
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    return mounts, parents
 
 
 def _listdir(path):
