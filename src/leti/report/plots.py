@@ -20,6 +20,12 @@ def _pyplot():
     return plt
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def plot_pass_at_1(histories: list[RunHistory], out: Path) -> Path:
     """Held-out pass@1 vs iteration (left) and vs gradient steps (right), one line per arm."""
     plt = _pyplot()
@@ -30,6 +36,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path) -> Path:
         axes[0].plot([p.iteration for p in pts], ys, marker="o", label=h.name)
         axes[1].plot([p.gradient_steps for p in pts], ys, marker="o", label=h.name)
     axes[0].set_xlabel("LeTI iteration (0 = warm start)")
+    axes[0].xaxis.set_major_locator(_integer_ticks())  # iterations are whole numbers
     axes[1].set_xlabel("gradient steps")
     for ax in axes:
         ax.set_ylabel("held-out pass@1 (%)")
@@ -66,6 +73,7 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
             bottom = [b + f for b, f in zip(bottom, fr, strict=True)]
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("% of samples failing with")
     ax.set_xticks(iterations)
     ax.set_ylim(0, 125)  # headroom above 100% for the legend
