@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads; 1 avoids OpenMP spin-waiting on a shared, busy CPU",
+        "--threads", type=int, default=len(os.sched_getaffinity(0)),
+        help="torch CPU threads (default: every core); 1 avoids OpenMP spin-waiting on a shared, busy CPU",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
