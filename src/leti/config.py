@@ -107,23 +107,30 @@ def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
 # --- loading ----------------------------------------------------------------------------------
 
 
+def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
+    """A YAML file whose top level is a mapping; any problem is one LetiError line naming the file
+    (and the line, for syntax errors)."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise LetiError(f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise LetiError(f"{p}: top level must be a mapping of fields, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
     """Read YAML (None = all defaults), apply `a.b=value` overrides (values parsed as YAML), and
     validate everything. Raises LetiError with a one-line message on any bad field."""
     where = str(path) if path is not None else "defaults"
     raw: dict = {}
     if path is not None:
-        p = Path(path)
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise LetiError(f"{p}: config file not found; pass a YAML file such as configs/tiny-cpu.yaml") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise LetiError(f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-        if not isinstance(raw, dict):
-            raise LetiError(f"{p}: top level must be a mapping of fields, got {type(raw).__name__}")
+        raw = read_yaml_mapping(path, "config file", "pass a YAML file such as configs/tiny-cpu.yaml")
     for item in overrides:
         _apply_override(raw, item)
     # One knob for the feedback style: the training text's setting drives the executor.

@@ -15,9 +15,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
-from leti.config import RunConfig, build
+from leti.config import RunConfig, build, read_yaml_mapping
 from leti.demo.warmstart import WarmStartConfig
 from leti.errors import LetiError
 
@@ -48,15 +46,9 @@ def preset_path(quick: bool) -> Path:
 
 def load_demo_config(path: str | Path) -> DemoConfig:
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise LetiError(f"{p}: demo config not found; check --config (the presets are in leti/demo/presets/)") from None
-    except yaml.YAMLError as e:
-        raise LetiError(f"{p}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict) or set(raw) - {"warmstart", "task", "run"}:
-        extra = sorted(set(raw) - {"warmstart", "task", "run"}) if isinstance(raw, dict) else raw
-        raise LetiError(f"{p}: top-level fields must be warmstart, task, run; got {extra!r}")
+    raw = read_yaml_mapping(p, "demo config", "check --config (the presets are in leti/demo/presets/)")
+    if set(raw) - {"warmstart", "task", "run"}:
+        raise LetiError(f"{p}: top-level fields must be warmstart, task, run; got {sorted(set(raw) - {'warmstart', 'task', 'run'})!r}")
     task = raw.get("task") or {}
     if not isinstance(task, dict) or set(task) - {"train", "test"}:
         raise LetiError(f"{p}: task must be a mapping with train and test sizes, got {task!r}")
