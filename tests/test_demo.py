@@ -4,6 +4,7 @@ summary.json, report and plots; a second invocation resumes instead of redoing w
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -69,7 +70,6 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
 def test_quick_demo_survives_kill_9(tmp_path):
     """kill -9 in the middle of the textual arm, then the same command finishes the demo with
     no duplicated (problem_id, sample_idx) in any samples file."""
-    import os
     import signal
     import subprocess
     import sys
@@ -109,3 +109,16 @@ def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert (paths[1] / "warmstart.json").stat().st_mtime == stamp
     stats = json.loads((paths[1] / "warmstart.json").read_text())
     assert stats["final_loss"] < stats["first_loss"]  # it did learn something
+
+
+def test_build_folders_of_killed_runs_are_cleaned(tmp_path):
+    from leti.demo.warmstart import _fresh_tmp
+
+    final = tmp_path / "abc123"
+    dead = tmp_path / "abc123.tmp999999999"  # no such pid
+    live = tmp_path / f"abc123.tmp{os.getppid()}"  # another build still running
+    for d in (dead, live):
+        (d / "part").mkdir(parents=True)
+    tmp = _fresh_tmp(final)
+    assert tmp == tmp_path / f"abc123.tmp{os.getpid()}" and tmp.is_dir() and not any(tmp.iterdir())
+    assert not dead.exists() and live.exists()

@@ -167,9 +167,7 @@ def warm_start(cfg: WarmStartConfig, progress: bool = True) -> Path:
         if progress:
             print(f"warm start: cached at {path}")
         return path
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(path)
     build_warm_start(cfg, tmp, progress)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)  # atomic on one filesystem: readers see all of it or none
@@ -183,9 +181,7 @@ def write_corpus(cfg: WarmStartConfig, model_dir: Path, per_file: int = 200) -> 
     out = model_dir / "corpus"
     if (out / "done").is_file():
         return out
-    tmp = out.with_name(f"corpus.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(out)
     docs = list(corpus_documents(cfg.seed, cfg.n_generated, cfg.stdlib_bytes, cfg.mbpp_style, cfg.mbpp_templates))
     for i in range(0, len(docs), per_file):
         (tmp / f"part_{i // per_file:04d}.py").write_text("\n\n".join(docs[i:i + per_file]), encoding="utf-8")
@@ -193,3 +189,25 @@ def write_corpus(cfg: WarmStartConfig, model_dir: Path, per_file: int = 200) -> 
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def _fresh_tmp(final: Path) -> Path:
+    """An empty `FINAL.tmp<pid>` to build in before the atomic rename; leftovers of builds whose
+    process is gone (killed mid-build) are removed on the way."""
+    for old in final.parent.glob(final.name + ".tmp*"):
+        pid = old.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
