@@ -7,6 +7,7 @@ answering is replaced, and only the program it was running is charged for it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -230,7 +231,7 @@ class Executor:
     def _result(self, program: Program, raw: dict) -> ExecutionResult:
         result = classify(program.id, raw, self.config)
         text = feedback_text.format_feedback(result, self.config.feedback_style, self.config.feedback_max_bytes)
-        return _replace(result, feedback=text)
+        return dataclasses.replace(result, feedback=text)
 
 
 def classify(program_id: object, raw: dict, config: ExecutionConfig) -> ExecutionResult:
@@ -261,12 +262,6 @@ def classify(program_id: object, raw: dict, config: ExecutionConfig) -> Executio
         error_end_offset=syntax.get("end_offset"), error_text=syntax.get("text"),
         assert_op=operands.get("op"), assert_left=operands.get("left"), assert_right=operands.get("right"),
         exited_early=bool(rec.get("exit")), **common)
-
-
-def _replace(result: ExecutionResult, **changes: object) -> ExecutionResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
 
 
 def execute(programs: Sequence[Program], config: ExecutionConfig | None = None,

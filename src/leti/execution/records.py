@@ -8,7 +8,7 @@ assertion operands) so that feedback text is a pure function of it.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -78,7 +78,6 @@ class ExecutionResult:
     stderr_truncated: bool = False
     duration_s: float = 0.0
     feedback: str = ""  # filled by the executor with the configured feedback style
-    extra: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
