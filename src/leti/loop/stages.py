@@ -114,7 +114,8 @@ def score_eval(records: dict, problems: Sequence[Problem], ks: Sequence[int], ta
     """pass@k (unbiased estimator) and the task's own metrics (e.g. Arg-I/Arg-C F1 for event
     extraction) over the evaluation problems, from stored sample records; the same pure scoring
     as `leti evaluate`."""
-    keys = sorted(k for k in records if k[0] in {p.id for p in problems})
+    ids = {p.id for p in problems}  # built once: inside the filter it was rebuilt per record
+    keys = sorted(k for k in records if k[0] in ids)
     samples = [EvalSample(pid, idx, records[(pid, idx)]["completion"]) for pid, idx in keys]
     results = [ExecutionResult.from_dict(records[k]) for k in keys]
     sampled = {s.problem_id for s in samples}
