@@ -1,5 +1,6 @@
-"""Multi-process `leti run` (two CPU processes, gloo, launched with torchrun): rank 0 alone
-samples and writes the run dir, both ranks train on shards of the batches (DDP)."""
+"""Multi-process `leti run` (two CPU processes, gloo, launched with torchrun): both ranks sample
+a share of the programs (data parallel) and train on shards of the batches (DDP); rank 0 alone
+executes and writes the run dir."""
 
 from __future__ import annotations
 
@@ -36,24 +37,39 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_two_process_run_samples_once_and_trains_on_shards(tmp_path, tiny_model_path):
+def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
     task = _task_file(tmp_path)
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false"]
-    single, multi = tmp_path / "single", tmp_path / "multi"
+    # batch_size 1: every sample is generated alone, so how keys are dealt to ranks cannot even
+    # change floating-point rounding, and the runs must agree exactly.
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+              "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
+    single, multi, leader = tmp_path / "single", tmp_path / "multi", tmp_path / "leader"
     assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
     proc = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("leti: run finished") == 1  # only rank 0 runs the loop
+    alone = _torchrun(["run", CONFIG, "--run-dir", str(leader), *common, "--set", "sampling.data_parallel=false"])
+    assert alone.returncode == 0, alone.stderr[-3000:]
 
-    # Rank 0 sampled exactly what a single process samples (same seed, same untrained model),
-    # once: one line per (problem_id, sample_idx).
-    def samples(run: Path) -> dict:
-        lines = (run / "iterations" / "1" / "samples.jsonl").read_text().splitlines()
+    def samples(run: Path, name: str) -> dict:
+        lines = (run / "iterations" / "1" / name).read_text().splitlines()
         recs = [json.loads(x) for x in lines]
-        assert len({(r["problem_id"], r["sample_idx"]) for r in recs}) == len(recs) == 6
-        return {(r["problem_id"], r["sample_idx"]): r["completion"] for r in recs}
+        # each key once, whichever rank generated it
+        assert len({(r["problem_id"], r["sample_idx"]) for r in recs}) == len(recs)
+        return {(r["problem_id"], r["sample_idx"]): (r["completion"], r["status"]) for r in recs}
 
-    assert samples(multi) == samples(single)
+    # Training samples come from the untrained model: the same as a single process draws (same
+    # seeds), whether both ranks sample or rank 0 alone.
+    assert len(samples(multi, "samples.jsonl")) == 6
+    assert samples(multi, "samples.jsonl") == samples(single, "samples.jsonl") == samples(leader, "samples.jsonl")
+    # Evaluation samples come from the model trained over 2 ranks (not a single process's).
+    assert samples(multi, "eval_samples.jsonl") == samples(leader, "eval_samples.jsonl")
+    done = json.loads((multi / "iterations" / "1" / "samples.done").read_text())
+    ev = json.loads((multi / "iterations" / "1" / "eval.json").read_text())
+    # 6 training and 4 evaluation programs, dealt round robin to 2 ranks
+    assert (done["sampled_by_rank"], ev["sampled_by_rank"]) == ([3, 3], [2, 2])
+    assert "sampled_by_rank" not in json.loads((leader / "iterations" / "1" / "samples.done").read_text())
+
     # Each rank trained on its half of the LeTI batches (6 texts, batch 4: 2 batches -> 1 per
     # rank), with the pretraining blocks split the same way.
     one = json.loads((single / "iterations" / "1" / "train_stats.json").read_text())

@@ -159,3 +159,30 @@ def test_vllm_greedy_matches_hf_tokens(tiny_model_path):
     first = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS)}
     again = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS, skip={("short", 0)})}
     assert again == {k: v for k, v in first.items() if k != ("short", 0)}
+
+
+def test_each_rank_engine_is_confined_to_its_own_gpu():
+    from leti.sampling.vllm import rank_gpu
+
+    # A single process, or an engine spanning several GPUs: devices are left alone.
+    assert rank_gpu({}, 1, 8) is None
+    assert rank_gpu({"WORLD_SIZE": "8", "LOCAL_RANK": "3"}, 2, 8) is None
+    # Under torchrun/accelerate each rank's engine sees only the rank's GPU, counted within
+    # the devices the launcher made visible.
+    assert rank_gpu({"WORLD_SIZE": "8", "LOCAL_RANK": "3"}, 1, 8) == "3"
+    assert rank_gpu({"WORLD_SIZE": "2", "LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": "4, 6"}, 1, 2) == "6"
+    with pytest.raises(LetiError, match="LOCAL_RANK=2 but only 2 GPU"):
+        rank_gpu({"WORLD_SIZE": "3", "LOCAL_RANK": "2", "CUDA_VISIBLE_DEVICES": "0,1"}, 1, 2)
+
+
+def test_data_parallel_tensor_parallel_engines_are_refused():
+    from leti.loop.distributed import Group, check_launch
+
+    cfg = load_config(None, ["sampling.backend=vllm", "sampling.vllm.tensor_parallel_size=2"])
+    group = Group("cpu")  # one process: any engine size is fine
+    check_launch(cfg, group)
+    group.world_size = 4  # what a 4-process launch sees (no process group needed to check)
+    with pytest.raises(LetiError, match="sampling.data_parallel=false"):
+        check_launch(cfg, group)
+    check_launch(load_config(None, ["sampling.backend=vllm", "sampling.vllm.tensor_parallel_size=2",
+                                    "sampling.data_parallel=false"]), group)

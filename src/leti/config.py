@@ -36,6 +36,7 @@ class SamplingSection:
     batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
     backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampler backend: 'hf' (transformers generate) or 'vllm' (pip install 'leti[vllm]'; used for evaluation too)."})
     vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings (backend 'vllm' only)."})
+    data_parallel: bool = field(default=True, metadata={"help": "Under a multi-process launch, every rank samples a share of the programs on its own GPU (rank 0 executes them all); false: rank 0 samples alone. Samples are seeded per (problem, index), so this changes speed, not what is drawn."})
 
     def __post_init__(self) -> None:
         _positive(self, "sampling", ("n", "max_new_tokens", "batch_size"))

@@ -1,29 +1,36 @@
 """Multi-process runs: `accelerate launch [--config_file configs/accelerate/ddp.yaml] -m leti run CONFIG`.
 
-Rank 0, the leader, runs the loop exactly as a single process does: it samples, executes,
-evaluates, saves checkpoints and is the only process that touches the run directory (lock,
-config, samples, metrics), so resuming works as in a single process. Training is the one
-collective stage: before training, the leader broadcasts a `TrainJob` (checkpoint to start
-from, training texts, seed); every other rank (a follower) loads that checkpoint onto its own
-device and runs the same `train()`, where Accelerate wraps the model in DDP and shards the
-batches across ranks. `None` tells followers the run is over.
+Rank 0, the leader, runs the loop as a single process does: it executes, evaluates, saves
+checkpoints and is the only process that touches the run directory (lock, config, samples,
+metrics), so resuming works as in a single process. The other ranks (followers) do two kinds of
+jobs that the leader broadcasts; `None` tells them the run is over:
 
-Why the leader samples alone: one writer keeps samples.jsonl, its resume keys and the executor
-exactly as in the single-process run; splitting sampling across ranks would need per-rank
-shards, merging and a distributed resume. The price is that the other GPUs idle while the
-leader samples (docs/scaling.md).
+- `SampleJob` (data-parallel sampling, `sampling.data_parallel`): the keys still to sample
+  (problem_id, sample_idx) are dealt round robin, every rank generates its share on its own
+  device, and the samples travel to the leader round by round (one batch per rank per round),
+  where they are executed and appended to samples.jsonl like the leader's own. A sample is
+  seeded by its key, not by the rank that draws it, so the split does not change what is drawn;
+  a crash loses at most the round in flight.
+- `TrainJob`: every rank loads the checkpoint to start from and runs the same `train()`, where
+  Accelerate wraps the model in DDP and shards the batches across ranks.
 
-Control messages go over a gloo (CPU) group with a long timeout: followers wait in a broadcast
-for as long as the leader samples and evaluates, which can take hours, and the default NCCL
-timeout (10 minutes) would abort them.
+Control messages and samples go over a gloo (CPU) group with a long timeout: followers wait in
+a broadcast for as long as the leader executes and evaluates, which can take hours, and the
+default NCCL timeout (10 minutes) would abort them.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from itertools import islice
+from typing import Any
+
+from leti.sampling.base import Sample, Sampler, SampleRequest, SamplingConfig
 
 # How long a follower waits for the leader's next message (sampling + evaluation of one
 # iteration of a large run).
@@ -39,12 +46,24 @@ class TrainJob:
     seed: int
 
 
+@dataclass(frozen=True)
+class SampleJob:
+    """One sampling phase spread over all ranks: rank r generates `keys[r::world_size]`."""
+
+    source: str  # checkpoint (directory or hub id) to sample from
+    requests: list[SampleRequest]
+    sampling: SamplingConfig
+    keys: list[tuple[str, int]]  # every (problem_id, sample_idx) still to generate, in order
+
+
 class Group:
     """This process's place in a multi-process launch (a single process is a group of one)."""
 
     def __init__(self, device: str = "auto") -> None:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.broken = False  # the leader failed inside a collective stage (see `stage`)
+        self.sampled: list[int] = []  # samples per rank in the last data-parallel phase
         self._control = None
         if self.world_size > 1:
             import torch
@@ -61,7 +80,7 @@ class Group:
     def is_leader(self) -> bool:
         return self.rank == 0
 
-    def broadcast(self, job: TrainJob | None) -> TrainJob | None:
+    def broadcast(self, job: TrainJob | SampleJob | None) -> TrainJob | SampleJob | None:
         """Leader: send `job`; followers: receive it. A no-op in a single process."""
         if self._control is None:
             return job
@@ -71,6 +90,37 @@ class Group:
         dist.broadcast_object_list(box, src=0, group=self._control)
         return box[0]
 
+    @contextmanager
+    def stage(self) -> Iterator[None]:
+        """A stage in which every rank takes part in collectives. If the leader fails inside
+        one, the followers are blocked in a collective that a stop message cannot reach; the
+        leader then skips that message and exits, and the launcher stops the other ranks."""
+        try:
+            yield
+        except BaseException:
+            self.broken = True
+            raise
+
+    def gather_samples(self, local: Iterator[Sample], round_size: int) -> Iterator[Sample]:
+        """Every rank: take up to `round_size` samples from `local`, send them to the leader;
+        repeat until all ranks are exhausted. The leader yields every rank's samples (its own
+        first in each round); followers yield nothing. `self.sampled` counts samples by rank."""
+        import torch
+        import torch.distributed as dist
+
+        self.sampled = [0] * self.world_size
+        while True:
+            mine = list(islice(local, round_size))
+            box: list[Any] | None = [None] * self.world_size if self.is_leader else None
+            dist.gather_object(mine, box, dst=0, group=self._control)
+            if box is not None:
+                for rank, part in enumerate(box):
+                    self.sampled[rank] += len(part)
+                    yield from part
+            active = torch.tensor([len(mine)], dtype=torch.long)
+            dist.all_reduce(active, group=self._control)
+            if int(active.item()) == 0:
+                return
 
     def close(self) -> None:
         """Tear the process groups down before exit (left to interpreter shutdown, gloo can
@@ -91,14 +141,86 @@ def local_device(device: str) -> str:
     return "cpu" if device == "auto" else device
 
 
+def check_launch(cfg, group: Group) -> None:
+    """Refuse settings that cannot work with this many processes (every rank raises the same)."""
+    from leti.errors import LetiError
+
+    s = cfg.sampling
+    if group.world_size > 1 and s.data_parallel and s.backend == "vllm" and s.vllm.tensor_parallel_size > 1:
+        raise LetiError(f"sampling.vllm.tensor_parallel_size={s.vllm.tensor_parallel_size} with sampling.data_parallel "
+                        f"under {group.world_size} processes would put several engines on the same GPUs; "
+                        "set sampling.data_parallel=false (rank 0 samples with a tensor-parallel engine) "
+                        "or tensor_parallel_size=1")
+
+
+def round_size(sampling: SamplingConfig) -> int:
+    """Samples per rank per round: one generate call of the backend (an HF batch, a vLLM chunk)."""
+    return sampling.vllm.chunk_size if sampling.backend == "vllm" else sampling.batch_size
+
+
+def shard(job: SampleJob, sampler: Sampler, rank: int, world_size: int) -> Iterator[Sample]:
+    """This rank's share of a sampling job: every key not dealt to it is skipped."""
+    mine = set(job.keys[rank::world_size])
+    skip = {(r.problem_id, i) for r in job.requests for i in range(job.sampling.n)} - mine
+    return sampler.sample(job.requests, n=job.sampling.n, skip=skip)
+
+
+class DataParallelSampler:
+    """The leader's view of data-parallel sampling: a `Sampler` whose work is split over every
+    rank of the group (followers run `follow`)."""
+
+    def __init__(self, local: Sampler, group: Group, source: str, sampling: SamplingConfig) -> None:
+        self.local, self.group, self.source, self.sampling = local, group, source, sampling
+
+    def sample(self, requests: list[SampleRequest], n: int | None = None,
+               skip: set[tuple[str, int]] | None = None) -> Iterator[Sample]:
+        n = self.sampling.n if n is None else n
+        skip = skip or set()
+        keys = [(r.problem_id, i) for r in requests for i in range(n) if (r.problem_id, i) not in skip]
+        job = SampleJob(self.source, list(requests), replace(self.sampling, n=n), keys)
+        with self.group.stage():
+            self.group.broadcast(job)
+            mine = shard(job, self.local, self.group.rank, self.group.world_size)
+            yield from self.group.gather_samples(mine, round_size(job.sampling))
+
+
 def follow(cfg, group: Group) -> int:
-    """A follower's whole run: train whenever the leader says so, until it says stop."""
+    """A follower's whole run: do what the leader says, until it says stop."""
+    while (job := group.broadcast(None)) is not None:
+        if isinstance(job, SampleJob):
+            _sample(cfg, job, group)
+        else:
+            _train(cfg, job)
+        gc.collect()
+        _empty_cuda_cache()  # the next job (a vLLM engine, a training step) wants the memory
+    return 0
+
+
+def _sample(cfg, job: SampleJob, group: Group) -> None:
+    from leti.model import load_model_and_tokenizer
+    from leti.sampling.base import get_sampler
+
+    mine: Iterator[Sample] = iter(())
+    if job.keys[group.rank :: group.world_size]:  # no share (e.g. a resumed phase): load nothing
+        if job.sampling.backend == "vllm":
+            model, tok = job.source, None  # vLLM reads the checkpoint itself
+        else:
+            model, tok = load_model_and_tokenizer(job.source, dtype=cfg.model_dtype, device=local_device(cfg.device))
+        mine = shard(job, get_sampler(job.sampling, model, tok), group.rank, group.world_size)
+    for _ in group.gather_samples(mine, round_size(job.sampling)):
+        pass  # a follower's samples go to the leader; nothing comes back
+
+
+def _train(cfg, job: TrainJob) -> None:
     from leti.model import load_model_and_tokenizer
     from leti.training.trainer import train
 
-    while (job := group.broadcast(None)) is not None:
-        model, tok = load_model_and_tokenizer(job.source, dtype=cfg.model_dtype, device=local_device(cfg.device))
-        train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False)
-        del model, tok
-        gc.collect()
-    return 0
+    model, tok = load_model_and_tokenizer(job.source, dtype=cfg.model_dtype, device=local_device(cfg.device))
+    train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False)
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -24,7 +24,7 @@ from leti.config import RunConfig, config_to_dict, dump_config
 from leti.errors import LetiError
 from leti.execution.ray_pool import make_executor
 from leti.loop import stages
-from leti.loop.distributed import Group, TrainJob, follow
+from leti.loop.distributed import DataParallelSampler, Group, TrainJob, check_launch, follow
 from leti.loop.rundir import (
     RunDir,
     read_json,
@@ -33,14 +33,14 @@ from leti.loop.rundir import (
     write_json_atomic,
     write_text_atomic,
 )
-from leti.sampling.base import SamplingConfig
+from leti.sampling.base import Sampler, SamplingConfig, get_sampler
 from leti.tasks.registry import get_task
 
 Mode = Literal["leti", "sft"]
 
 # Fields that may change between a run's start and its resumption without changing results.
 _RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "execution.workers",
-                      "sampling.batch_size", "eval.batch_size", "trainer.report_to",
+                      "sampling.batch_size", "eval.batch_size", "trainer.report_to", "sampling.data_parallel",
                       # engine/cluster knobs: where and how fast, not what is computed
                       "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
                       "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
@@ -131,12 +131,14 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
     group = Group(cfg.device)
     try:
+        check_launch(cfg, group)
         if not group.is_leader:
             return follow(cfg, group)
         try:
             return _lead(cfg, run_dir, mode, group)
         finally:
-            group.broadcast(None)  # release the followers, also when the leader failed
+            if not group.broken:  # release the followers, also when the leader failed
+                group.broadcast(None)
     finally:
         group.close()
 
@@ -211,14 +213,25 @@ class _Context:
         if rd.samples_done(k).exists():
             return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k))["wall_s"]
         t0 = time.time()
-        model, tok = self.slot.for_sampling(self.source(k - 1))
         records = stages.sample_and_execute(
-            model, tok, self.task, self.train_problems, _sampling(cfg, self.task, cfg.seed + k, False),
-            self.executor, rd.samples(k), condition_on_good=k >= 2, desc=f"iter {k} train",
-            progress=cfg.progress)
+            self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False)),
+            self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
+            condition_on_good=k >= 2, desc=f"iter {k} train", progress=cfg.progress)
         wall = round(time.time() - t0, 2)
-        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall})
+        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **self._by_rank()})
         return records, wall
+
+    def _sampler(self, source: str, sampling: SamplingConfig) -> Sampler:
+        """This process's sampler, spread over every rank under a multi-process launch."""
+        model, tok = self.slot.for_sampling(source)
+        local = get_sampler(sampling, model, tok)
+        if self.group.world_size > 1 and self.cfg.sampling.data_parallel:
+            return DataParallelSampler(local, self.group, source, sampling)
+        return local
+
+    def _by_rank(self) -> dict:
+        """How many programs each rank generated in the phase that just ended (data-parallel)."""
+        return {"sampled_by_rank": self.group.sampled} if self.group.sampled else {}
 
     def _train(self, k: int) -> float:
         rd, cfg = self.rd, self.cfg
@@ -236,9 +249,10 @@ class _Context:
                 raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains on them")
         print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs")
         self.slot.source = None  # weights change in place: never reuse them as the old source
-        self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
-        model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
-                             log_dir=str(rd.iteration(k) / "logs"))
+        with self.group.stage():
+            self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
+            model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
+                                 log_dir=str(rd.iteration(k) / "logs"))
         tmp = rd.iteration(k) / "checkpoint.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -264,14 +278,13 @@ class _Context:
         if rd.eval(k).exists():
             return read_json(rd.eval(k))
         t0 = time.time()
-        model, tok = self.slot.for_sampling(self.source(k))
         conditioned = self.mode == "leti" and k >= 1
         records = stages.sample_and_execute(
-            model, tok, self.task, self.eval_problems, _sampling(cfg, self.task, cfg.seed + 100_000 + k, True),
-            self.executor, rd.eval_samples(k), condition_on_good=conditioned, desc=f"iter {k} eval",
-            progress=cfg.progress)
+            self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True)),
+            self.task, self.eval_problems, cfg.eval.n, self.executor, rd.eval_samples(k),
+            condition_on_good=conditioned, desc=f"iter {k} eval", progress=cfg.progress)
         scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks, self.task)
         report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
-                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2)}
+                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **self._by_rank()}
         write_json_atomic(rd.eval(k), report)
         return report

@@ -17,7 +17,7 @@ from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor
 from leti.feedback.training_text import GOOD, build_training_text
 from leti.loop.rundir import read_sample_records, repair_jsonl
-from leti.sampling.base import Sample, SampleRequest, SamplingConfig, get_sampler
+from leti.sampling.base import Sample, Sampler, SampleRequest
 from leti.tasks.base import Problem, Task
 
 
@@ -39,17 +39,16 @@ def _record(sample: Sample, result: ExecutionResult) -> dict:
 
 
 def sample_and_execute(
-    model, tokenizer, task: Task, problems: Sequence[Problem], sampling: SamplingConfig,
+    sampler: Sampler, task: Task, problems: Sequence[Problem], n: int,
     executor: Executor, out: Path, condition_on_good: bool, desc: str, progress: bool = True,
 ) -> dict[tuple[str, int], dict]:
-    """Sample `sampling.n` programs per problem and execute each one while the next batch
-    generates; every (sample, result) is appended to `out` as soon as its result is in.
-    Keys already in `out` are skipped, so an interrupted call resumes where it stopped."""
+    """Sample `n` programs per problem and execute each one while the next batch generates;
+    every (sample, result) is appended to `out` as soon as its result is in. Keys already in
+    `out` are skipped, so an interrupted call resumes where it stopped."""
     repair_jsonl(out)
     done = read_sample_records(out)
     by_id = {p.id: p for p in problems}
-    total = len(problems) * sampling.n
-    sampler = get_sampler(sampling, model, tokenizer)
+    total = len(problems) * n
     pending: list[tuple[Sample, Future]] = []
     bar = tqdm(total=total, initial=len([k for k in done if k[0] in by_id]), desc=f"{desc} executed",
                unit="prog", disable=not progress)
@@ -71,12 +70,12 @@ def sample_and_execute(
             pending[:] = keep
 
         reqs = requests_for(problems, condition_on_good)
-        for s in sampler.sample(reqs, n=sampling.n, skip=set(done)):
+        for s in sampler.sample(reqs, n=n, skip=set(done)):
             pending.append((s, executor.submit(task.build_program(by_id[s.problem_id], s.completion))))
             flush(wait=False)
         flush(wait=True)
     bar.close()
-    return {k: v for k, v in done.items() if k[0] in by_id and k[1] < sampling.n}
+    return {k: v for k, v in done.items() if k[0] in by_id and k[1] < n}
 
 
 def training_texts(records: dict, problems: Sequence[Problem], cfg: RunConfig, eos_token: str) -> list[str]:

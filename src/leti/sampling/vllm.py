@@ -27,7 +27,8 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,48 @@ class VLLMSampler:
 
             kwargs.update(enable_lora=True, max_lora_rank=ckpt.lora_rank, max_loras=1)
             lora = LoRARequest("leti", 1, ckpt.adapter)
-        return LLM(**kwargs), lora
+        with _visible_devices(rank_gpu(os.environ, cfg.tensor_parallel_size, _device_count())):
+            return LLM(**kwargs), lora
+
+
+def _device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def rank_gpu(environ: Mapping[str, str], tensor_parallel_size: int, device_count: int) -> str | None:
+    """The CUDA_VISIBLE_DEVICES value that confines this rank's engine to the rank's own GPU
+    under a multi-process launch (torchrun / accelerate set WORLD_SIZE and LOCAL_RANK), or None
+    to leave devices alone (a single process, or an engine that spans several GPUs). vLLM's
+    engine core runs in a process of its own and takes the first GPU it sees, so without this
+    every rank's engine would land on GPU 0."""
+    if int(environ.get("WORLD_SIZE", "1")) <= 1 or tensor_parallel_size > 1:
+        return None
+    local = int(environ.get("LOCAL_RANK", "0"))
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(device_count)]
+    if local >= len(devices):
+        raise LetiError(f"LOCAL_RANK={local} but only {len(devices)} GPU(s) are visible; launch at most one process per GPU")
+    return devices[local]
+
+
+@contextmanager
+def _visible_devices(value: str | None) -> Iterator[None]:
+    """Set CUDA_VISIBLE_DEVICES while the engine starts (its process inherits it), then restore
+    it; this process's own CUDA context is already made and is not affected."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
 def _model_context(model: str) -> int | None:
