@@ -123,3 +123,23 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file):
     # a LeTI run cannot be resumed in an SFT directory
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task={task_file}"]) == 2
+
+
+@pytest.mark.slow
+def test_qlora_run_saves_plain_full_precision_checkpoints(tmp_path, tiny_model_path, task_file):
+    pytest.importorskip("bitsandbytes")
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+            "--set", "iterations=2", "--set", "progress=false",
+            "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.load_in_4bit=true"]
+    assert main(args) == 0
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    first, second = (load_file(run / "iterations" / str(k) / "checkpoint" / "model.safetensors") for k in (1, 2))
+    name = "transformer.h.0.attn.c_attn.weight"
+    # Each iteration's adapters were merged into full-precision weights (iteration 2 starts from
+    # checkpoint 1, whose 4-bit copy is loaded from disk), and nothing 4-bit was saved.
+    assert all(t.dtype.is_floating_point and t.dtype.itemsize == 4 for t in second.values())
+    assert set(second) == set(first)
+    assert not (base[name] == first[name]).all() and not (first[name] == second[name]).all()
+    config = json.loads((run / "iterations" / "2" / "checkpoint" / "config.json").read_text())
+    assert "quantization_config" not in config

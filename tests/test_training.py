@@ -108,6 +108,46 @@ def test_lora_trains_adapters_and_special_tokens_then_merges(model_and_tokenizer
     assert torch.equal(emb[5], before_plain)  # the rest of the vocabulary frozen
 
 
+def test_qlora_trains_on_4bit_copy_and_merges_into_full_precision(model_and_tokenizer, tiny_model_path):
+    pytest.importorskip("bitsandbytes")
+    model, tok = model_and_tokenizer
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    good = tok.convert_tokens_to_ids("<|good|>")
+    ids = tok(TEXTS[1], return_tensors="pt").input_ids
+
+    def loss(m) -> float:
+        with torch.no_grad():
+            return float(m(input_ids=ids, labels=ids).loss)
+
+    before = loss(model)
+    cfg = TrainerConfig(batch_size=4, epochs=3, max_length=64, learning_rate=1e-2, pretrain_mix_ratio=0,
+                        lora=LoraSettings(enabled=True, r=4, load_in_4bit=True))
+    merged, stats = train(model, tok, TEXTS, cfg, progress=False, source=tiny_model_path)
+    # A plain full-precision model comes back: no 4-bit layers, no adapters, fp32 weights.
+    assert type(merged).__name__ == "GPT2LMHeadModel"
+    assert not getattr(merged, "is_loaded_in_4bit", False)
+    state = merged.state_dict()
+    assert set(state) == set(base) and all(v.dtype == torch.float32 for v in state.values())
+    # The adapters moved the attention weights and the <|good|> row; other token rows are frozen.
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(state[name], base[name])
+    emb = "transformer.wte.weight"
+    assert not torch.equal(state[emb][good], base[emb][good])
+    assert torch.equal(state[emb][5], base[emb][5])
+    # What was learned on the 4-bit copy carries over to the full-precision weights.
+    assert stats.loss_last < stats.loss_first
+    assert loss(merged) < before
+
+
+def test_qlora_without_source_or_lora_is_an_error(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    with pytest.raises(ValueError, match="needs trainer.lora.enabled"):
+        TrainerConfig(lora=LoraSettings(load_in_4bit=True))
+    cfg = TrainerConfig(pretrain_mix_ratio=0, lora=LoraSettings(enabled=True, load_in_4bit=True))
+    with pytest.raises(LetiError, match="needs source="):
+        train(model, tok, TEXTS, cfg, progress=False)
+
+
 def test_empty_texts_is_an_error(model_and_tokenizer):
     model, tok = model_and_tokenizer
     with pytest.raises(LetiError, match="no training texts"):

@@ -216,7 +216,7 @@ def _train(cfg, job: TrainJob) -> None:
     from leti.training.trainer import train
 
     model, tok = load_model_and_tokenizer(job.source, dtype=cfg.model_dtype, device=local_device(cfg.device))
-    train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False)
+    train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False, source=job.source)
 
 
 def _empty_cuda_cache() -> None:

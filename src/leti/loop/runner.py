@@ -252,7 +252,7 @@ class _Context:
         with self.group.stage():
             self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
-                                 log_dir=str(rd.iteration(k) / "logs"))
+                                 log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1))
         tmp = rd.iteration(k) / "checkpoint.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -18,6 +18,7 @@ class LoraSettings:
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Modules that get adapters (peft names; 'all-linear' = every linear layer but the output head)."})
     train_special_tokens: bool = field(default=True, metadata={"help": "Also train the embeddings of the added special tokens (<|good|> ...) via peft trainable_token_indices; they are new and random otherwise."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: train the adapters over a 4-bit NF4 copy of the weights (bitsandbytes, pip install 'leti[qlora]'); the full-precision model waits on the CPU and the adapters are merged into it after training. Needs enabled: true."})
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -64,6 +65,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.mixed_precision must be 'auto', 'bf16', 'fp16' or 'no', got {self.mixed_precision!r}")
         if self.pretrain_max_files < 1:
             raise ValueError(f"trainer.pretrain_max_files must be >= 1, got {self.pretrain_max_files!r}")
+        if self.lora.load_in_4bit and not self.lora.enabled:
+            raise ValueError("trainer.lora.load_in_4bit is QLoRA and needs trainer.lora.enabled: true")
         bad = [t for t in self.report_to if t not in ("tensorboard", "wandb")]
         if bad:
             raise ValueError(f"trainer.report_to: unknown tracker {bad[0]!r}; use 'tensorboard' or 'wandb'")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from leti.errors import LetiError
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
+from leti.training.lora import apply_lora, load_4bit, merge_into
 
 
 @dataclass
@@ -81,24 +82,6 @@ def _check_trackers(report_to: list[str]) -> None:
             raise LetiError(f"trainer.report_to includes '{tracker}' but it is not installed; `pip install {module}` or remove it")
 
 
-def _apply_lora(model, tokenizer, cfg: TrainerConfig):
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as e:  # pragma: no cover - peft is a dependency
-        raise LetiError("trainer.lora.enabled needs `pip install peft`") from e
-    from leti.model import SPECIAL_TOKENS
-
-    special = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
-    target = cfg.lora.target_modules
-    lora = LoraConfig(
-        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=target[0] if target == ["all-linear"] else target,
-        trainable_token_indices=special if (cfg.lora.train_special_tokens and special) else None,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
-
-
 def _check_strategy(accelerator) -> None:
     """DDP and ZeRO-1/2 keep full weights on every rank, so the leader saves its own copy.
     FSDP and ZeRO-3 shard them; saving needs a collective gather that is not written yet."""
@@ -114,23 +97,35 @@ def _check_strategy(accelerator) -> None:
                         "or deepspeed-zero2.yaml")
 
 
-def _setup_model(model, tokenizer, cfg: TrainerConfig):
+def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
+    """The model that trains: `model` itself, LoRA-wrapped, or (QLoRA) a 4-bit copy of it."""
+    if cfg.lora.load_in_4bit:
+        if source is None:
+            raise LetiError("trainer.lora.load_in_4bit: train() needs source= (the checkpoint to load in 4 bits)")
+        device = next(model.parameters()).device
+        model.to("cpu")  # the full-precision weights wait on the CPU for the merge
+        return load_4bit(source, model, tokenizer, cfg, device)
     if cfg.lora.enabled:
-        model = _apply_lora(model, tokenizer, cfg)
+        model = apply_lora(model, tokenizer, cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
     return model
 
 
-def _finish_model(accelerator, model, cfg: TrainerConfig):
-    """Back to a plain model for sampling and saving."""
+def _finish_model(accelerator, model, cfg: TrainerConfig, plain, tokenizer):
+    """Back to a plain model for sampling and saving (`plain`: QLoRA's full-precision model)."""
     model = accelerator.unwrap_model(model)
     # Drop the accelerator's references to optimizer state so the next stage gets the memory.
     accelerator.free_memory()
-    if cfg.lora.enabled:
+    if cfg.lora.load_in_4bit:
+        device = next(model.parameters()).device
+        merged = merge_into(plain, model, tokenizer, cfg)
+        del model
+        model = merged.to(device)
+    elif cfg.lora.enabled:
         model = model.merge_and_unload()
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing and not cfg.lora.load_in_4bit:
         model.gradient_checkpointing_disable()
         model.config.use_cache = True
     model.eval()
@@ -138,9 +133,10 @@ def _finish_model(accelerator, model, cfg: TrainerConfig):
 
 
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
-          progress: bool = True, log_dir: str | None = None):
+          progress: bool = True, log_dir: str | None = None, source: str | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
-    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save."""
+    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save.
+    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it)."""
     from accelerate import Accelerator
 
     t0 = time.time()
@@ -154,7 +150,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
 
-    model = _setup_model(model, tokenizer, cfg)
+    plain = model
+    model = _setup_model(model, tokenizer, cfg, source)
     _check_trackers(cfg.report_to)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision),
@@ -219,7 +216,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     if cfg.report_to:
         accelerator.end_training()
 
-    model = _finish_model(accelerator, model, cfg)
+    model = _finish_model(accelerator, model, cfg, plain, tokenizer)
+    del plain
     n_batches = len(leti_losses) + len(pre_losses)
     stats = TrainStats(
         n_texts=len(texts), n_truncated=data.n_truncated, max_length=max_len,

@@ -1,0 +1,91 @@
+"""LoRA and QLoRA (peft, bitsandbytes): which weights train, and how they get back into a plain model.
+
+LoRA wraps the model itself; after training the adapters (and the rows of LeTI's special tokens,
+peft `trainable_token_indices`) are merged, so every checkpoint is a plain model.
+
+QLoRA trains the same adapters over a 4-bit NF4 copy of the weights loaded from the checkpoint
+(bitsandbytes): only that copy sits on the training device, while the full-precision model waits
+on the CPU. After training the adapter weights are moved onto the full-precision model and merged
+there, as the QLoRA paper does, rather than merged into (and rounded to) the 4-bit weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from leti.errors import LetiError
+from leti.training.config import TrainerConfig
+
+QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[qlora]'"
+
+
+def lora_config(tokenizer, cfg: TrainerConfig):
+    from peft import LoraConfig
+
+    from leti.model import SPECIAL_TOKENS
+
+    special = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    target = cfg.lora.target_modules
+    return LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=target[0] if target == ["all-linear"] else target,
+        trainable_token_indices=special if (cfg.lora.train_special_tokens and special) else None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_lora(model, tokenizer, cfg: TrainerConfig):
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(tokenizer, cfg))
+
+
+def load_4bit(source: str, plain, tokenizer, cfg: TrainerConfig, device: torch.device):
+    """A 4-bit NF4 copy of checkpoint `source` on `device`, wrapped for LoRA training. Its
+    embeddings (never quantised) are copied from `plain`, the full-precision model with the
+    same weights, so the LeTI token rows match even when `source` is the original hub model."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LetiError(QLORA_HINT)
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, dtype=compute,
+                                                     device_map={"": str(device)})
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LetiError(f"QLoRA: could not load a 4-bit copy of {source!r} ({first})") from None
+    rows = plain.get_input_embeddings().weight.shape[0]
+    if model.get_input_embeddings().weight.shape[0] != rows:
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(plain.get_input_embeddings().weight)
+        out, plain_out = model.get_output_embeddings(), plain.get_output_embeddings()
+        if out is not None and plain_out is not None and not _tied(model):
+            out.weight.copy_(plain_out.weight)
+    model.config.pad_token_id = plain.config.pad_token_id
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return apply_lora(model, tokenizer, cfg)
+
+
+def _tied(model) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def merge_into(plain, trained, tokenizer, cfg: TrainerConfig):
+    """Merge the adapters trained on the 4-bit copy into the full-precision model `plain`."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    # Adapters and special-token rows only: the embedding matrix itself did not train, and the
+    # 4-bit copy holds it in the compute dtype (bf16 on GPUs), which would round the fp32 rows.
+    state = get_peft_model_state_dict(trained, save_embedding_layers=False)
+    target = apply_lora(plain, tokenizer, cfg)
+    device = next(plain.parameters()).device
+    set_peft_model_state_dict(target, {k: v.to(device) for k, v in state.items()})
+    return target.merge_and_unload()
