@@ -148,6 +148,30 @@ def test_qlora_without_source_or_lora_is_an_error(model_and_tokenizer):
         train(model, tok, TEXTS, cfg, progress=False)
 
 
+def test_rebuild_from_gathered_weights_gives_the_same_model(model_and_tokenizer):
+    """The leader's step after an FSDP / ZeRO-3 gather: a fresh plain model from a full state
+    dict (here the model's own; 16-bit as ZeRO-3 gathers it, cast back to the template's fp32)."""
+    from leti.training.sharded import Template, rebuild
+
+    model, tok = model_and_tokenizer
+    template = Template.of(model)
+    state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    fresh = rebuild(template, state)
+    assert fresh is not model and type(fresh) is type(model)
+    assert all(p.dtype == torch.float32 for p in fresh.parameters())
+    ids = tok("def add(a, b):", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = model.to(torch.bfloat16).float()(input_ids=ids).logits
+        assert torch.allclose(fresh(input_ids=ids).logits, expected, atol=1e-5)
+    assert fresh.generation_config.pad_token_id == tok.pad_token_id
+    # The output head is tied to the embeddings: a state without it is complete.
+    del state["lm_head.weight"]
+    rebuild(template, state)
+    del state["transformer.h.0.attn.c_attn.weight"]
+    with pytest.raises(LetiError, match="missing .*c_attn"):
+        rebuild(template, state)
+
+
 def test_empty_texts_is_an_error(model_and_tokenizer):
     model, tok = model_and_tokenizer
     with pytest.raises(LetiError, match="no training texts"):

@@ -24,6 +24,13 @@ from leti.errors import LetiError
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
 from leti.training.lora import apply_lora, load_4bit, merge_into
+from leti.training.sharded import (
+    Template,
+    check_strategy,
+    gather_full_model,
+    is_sharded,
+    needs_model_first,
+)
 
 
 @dataclass
@@ -82,21 +89,6 @@ def _check_trackers(report_to: list[str]) -> None:
             raise LetiError(f"trainer.report_to includes '{tracker}' but it is not installed; `pip install {module}` or remove it")
 
 
-def _check_strategy(accelerator) -> None:
-    """DDP and ZeRO-1/2 keep full weights on every rank, so the leader saves its own copy.
-    FSDP and ZeRO-3 shard them; saving needs a collective gather that is not written yet."""
-    from accelerate.utils import DistributedType
-
-    kind = accelerator.distributed_type
-    stage = None
-    if kind == DistributedType.DEEPSPEED:
-        stage = accelerator.state.deepspeed_plugin.zero_stage
-    if kind == DistributedType.FSDP or stage == 3:
-        raise LetiError(f"training with {kind.value}{' ZeRO-3' if stage == 3 else ''} is not supported yet "
-                        "(sharded weights are not gathered for the checkpoint); use configs/accelerate/ddp.yaml "
-                        "or deepspeed-zero2.yaml")
-
-
 def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
     """The model that trains: `model` itself, LoRA-wrapped, or (QLoRA) a 4-bit copy of it."""
     if cfg.lora.load_in_4bit:
@@ -135,7 +127,8 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, plain, tokenizer):
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None, source: str | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
-    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save.
+    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (under
+    FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
     `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it)."""
     from accelerate import Accelerator
 
@@ -151,6 +144,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
                         generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
 
     plain = model
+    # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
+    template = Template.of(model)
     model = _setup_model(model, tokenizer, cfg, source)
     _check_trackers(cfg.report_to)
     accelerator = Accelerator(
@@ -160,10 +155,17 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     )
     if cfg.report_to:
         accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
-    _check_strategy(accelerator)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    check_strategy(accelerator, cfg.lora.enabled)
+
+    def adamw(m) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(_param_groups(m, cfg.weight_decay), lr=cfg.learning_rate,
+                                 betas=(cfg.adam_beta1, cfg.adam_beta2))
+
+    if needs_model_first(accelerator):
+        model = accelerator.prepare(model)
+        optimizer, loader = accelerator.prepare(adamw(model), loader)
+    else:
+        model, optimizer, loader = accelerator.prepare(model, adamw(model), loader)
     model.train()
 
     pack = PackingStats()
@@ -216,8 +218,12 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     if cfg.report_to:
         accelerator.end_training()
 
-    model = _finish_model(accelerator, model, cfg, plain, tokenizer)
-    del plain
+    if is_sharded(accelerator):
+        del plain
+        model = gather_full_model(accelerator, model, template)  # None on ranks other than 0
+    else:
+        model = _finish_model(accelerator, model, cfg, plain, tokenizer)
+        del plain
     n_batches = len(leti_losses) + len(pre_losses)
     stats = TrainStats(
         n_texts=len(texts), n_truncated=data.n_truncated, max_length=max_len,
