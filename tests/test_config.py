@@ -82,6 +82,21 @@ def test_invalid_values_name_field_and_value(override, fragment):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("overrides, fragment", [
+    (["trainer.lora.load_in_4bit=true"], "load_in_4bit is QLoRA and needs trainer.lora.enabled: true"),
+    (["trainer.lora.save=adapter"], "trainer.lora.save='adapter' needs trainer.lora.enabled: true"),
+    (["trainer.lora.save=both"], "field 'trainer.lora.save' = 'both' is invalid"),
+    (["trainer.lora.enabled=true", "trainer.lora.save=adapter", "trainer.lora.load_in_4bit=true"],
+     "save='adapter' with load_in_4bit is not supported yet; use save: merged"),
+    (["trainer.lora.enabled=true", "trainer.lora.save=adapter", "sampling.backend=vllm"],
+     "vLLM cannot load the adapters' special-token rows; use trainer.lora.save: merged"),
+])
+def test_lora_combinations_that_cannot_work_are_one_line_errors(overrides, fragment):
+    with pytest.raises(LetiError) as e:
+        load_config(None, overrides)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sampling: [unclosed\n")

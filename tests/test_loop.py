@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -143,3 +144,35 @@ def test_qlora_run_saves_plain_full_precision_checkpoints(tmp_path, tiny_model_p
     assert not (base[name] == first[name]).all() and not (first[name] == second[name]).all()
     config = json.loads((run / "iterations" / "2" / "checkpoint" / "config.json").read_text())
     assert "quantization_config" not in config
+
+
+@pytest.mark.slow
+def test_adapter_checkpoints_keep_training_the_same_adapters_and_resume(tmp_path, tiny_model_path, task_file):
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task_file}", "--set", "progress=false",
+              "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.save=adapter",
+              "--set", "trainer.pretrain_mix_ratio=0"]  # the mix is beside the point here
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["run", CONFIG, "--run-dir", str(straight), "--set", "iterations=2", *common]) == 0
+    # The same run in two processes: iteration 2 starts from checkpoint 1 loaded from disk.
+    assert main(["run", CONFIG, "--run-dir", str(resumed), "--set", "iterations=1", *common]) == 0
+    assert main(["run", CONFIG, "--run-dir", str(resumed), "--set", "iterations=2", *common]) == 0
+
+    def adapters(run: Path, k: int) -> dict:
+        ckpt = run / "iterations" / str(k) / "checkpoint"
+        assert not (ckpt / "model.safetensors").exists()  # adapters only, not the whole model
+        config = json.loads((ckpt / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == tiny_model_path  # always over the original model
+        return load_file(ckpt / "adapter_model.safetensors")
+
+    first, second = adapters(straight, 1), adapters(straight, 2)
+    assert any("lora_A" in k for k in first) and any("trainable_tokens" in k for k in first)
+    assert not any(k.endswith("wte.weight") for k in first)  # the embedding matrix is not copied
+    # Iteration 2 went on training the adapters of iteration 1 (not fresh ones).
+    lora_b = next(k for k in first if "lora_B" in k)
+    assert first[lora_b].abs().sum() > 0 and not (first[lora_b] == second[lora_b]).all()
+    # Continuing from the checkpoint on disk gives the same adapters as continuing in memory.
+    resumed_second = adapters(resumed, 2)
+    assert set(resumed_second) == set(second)
+    assert all(torch.allclose(resumed_second[k], second[k], atol=1e-6) for k in second)
+    ev = [json.loads((r / "iterations" / "2" / "eval.json").read_text()) for r in (straight, resumed)]
+    assert ev[0]["per_problem"] == ev[1]["per_problem"]

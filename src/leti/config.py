@@ -90,6 +90,9 @@ class RunConfig:
             raise ValueError(f"keep_checkpoints must be >= 1 or null (resuming needs the newest), got {self.keep_checkpoints!r}")
         if self.max_train_problems is not None and self.max_train_problems < 1:
             raise ValueError(f"max_train_problems must be >= 1 or null, got {self.max_train_problems!r}")
+        if self.trainer.lora.save == "adapter" and self.sampling.backend == "vllm":
+            raise ValueError("trainer.lora.save='adapter' with sampling.backend='vllm': vLLM cannot load the adapters' "
+                             "special-token rows; use trainer.lora.save: merged")
         if self.execution.feedback_style != self.training_text.feedback_style:
             raise ValueError(
                 f"execution.feedback_style={self.execution.feedback_style!r} differs from "

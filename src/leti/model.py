@@ -65,7 +65,12 @@ def load_model_and_tokenizer(
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM + tokenizer (hub id or local dir) with LeTI's special tokens added,
-    a pad token set and left padding (what batched generation needs)."""
+    a pad token set and left padding (what batched generation needs). A peft adapter directory
+    (as saved with trainer.lora.save='adapter') loads as its base model + the adapters, which
+    stay trainable so that the next iteration goes on training them."""
+    adapter_config = Path(name_or_path) / "adapter_config.json"
+    if adapter_config.is_file():
+        return _load_adapter(Path(name_or_path), adapter_config, dtype, device, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     try:
@@ -86,6 +91,22 @@ def load_model_and_tokenizer(
     add_special_tokens(model, tokenizer)
     set_padding(model, tokenizer)
     model.to(torch_device)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_adapter(path: Path, adapter_config: Path, dtype: str, device: str, trust_remote_code: bool):
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise LetiError(f"{adapter_config}: no base_model_name_or_path; save the adapter with peft")
+    # The base gets LeTI's tokens exactly as when the adapters were created (same rows, same
+    # mean initialisation); the adapters carry the trained rows of those tokens.
+    model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
+    model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
     model.eval()
     return model, tokenizer
 
@@ -156,6 +177,11 @@ def save_model(
     """Save model and tokenizer into one directory that load_model_and_tokenizer can read."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    if hasattr(model, "peft_config"):
+        # Adapters only (a peft model, trainer.lora.save='adapter'): the embedding matrix did
+        # not train and is rebuilt from the base model on load, so it is not saved again.
+        model.save_pretrained(out, save_embedding_layers=False)
+    else:
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -18,6 +18,7 @@ class LoraSettings:
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Modules that get adapters (peft names; 'all-linear' = every linear layer but the output head)."})
     train_special_tokens: bool = field(default=True, metadata={"help": "Also train the embeddings of the added special tokens (<|good|> ...) via peft trainable_token_indices; they are new and random otherwise."})
+    save: Literal["merged", "adapter"] = field(default="merged", metadata={"help": "'merged': every checkpoint is a plain model with the adapters merged in; 'adapter': checkpoints hold only the adapters (peft format, with the trained special-token rows) over the original model, and each iteration goes on training the same adapters. Not with load_in_4bit or the vllm sampler yet."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: train the adapters over a 4-bit NF4 copy of the weights (bitsandbytes, pip install 'leti[qlora]'); the full-precision model waits on the CPU and the adapters are merged into it after training. Needs enabled: true."})
 
     def __post_init__(self) -> None:
@@ -25,6 +26,10 @@ class LoraSettings:
             raise ValueError(f"trainer.lora.r must be >= 1, got {self.r!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"trainer.lora.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.save not in ("merged", "adapter"):
+            raise ValueError(f"trainer.lora.save must be 'merged' or 'adapter', got {self.save!r}")
+        if self.save == "adapter" and self.load_in_4bit:
+            raise ValueError("trainer.lora.save='adapter' with load_in_4bit is not supported yet; use save: merged")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.pretrain_max_files must be >= 1, got {self.pretrain_max_files!r}")
         if self.lora.load_in_4bit and not self.lora.enabled:
             raise ValueError("trainer.lora.load_in_4bit is QLoRA and needs trainer.lora.enabled: true")
+        if self.lora.save == "adapter" and not self.lora.enabled:
+            raise ValueError("trainer.lora.save='adapter' needs trainer.lora.enabled: true")
         bad = [t for t in self.report_to if t not in ("tensorboard", "wandb")]
         if bad:
             raise ValueError(f"trainer.report_to: unknown tracker {bad[0]!r}; use 'tensorboard' or 'wandb'")

@@ -1,7 +1,9 @@
 """LoRA and QLoRA (peft, bitsandbytes): which weights train, and how they get back into a plain model.
 
 LoRA wraps the model itself; after training the adapters (and the rows of LeTI's special tokens,
-peft `trainable_token_indices`) are merged, so every checkpoint is a plain model.
+peft `trainable_token_indices`) are merged, so every checkpoint is a plain model. With
+`lora.save: adapter` they stay separate: the checkpoint is the peft adapter directory over the
+original model, and the next iteration loads it (leti.model) and goes on training it.
 
 QLoRA trains the same adapters over a 4-bit NF4 copy of the weights loaded from the checkpoint
 (bitsandbytes): only that copy sits on the training device, while the full-precision model waits
@@ -34,6 +36,12 @@ def lora_config(tokenizer, cfg: TrainerConfig):
         trainable_token_indices=special if (cfg.lora.train_special_tokens and special) else None,
         task_type="CAUSAL_LM",
     )
+
+
+def is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 def apply_lora(model, tokenizer, cfg: TrainerConfig):

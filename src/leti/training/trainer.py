@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from leti.errors import LetiError
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
-from leti.training.lora import apply_lora, load_4bit, merge_into
+from leti.training.lora import apply_lora, is_peft, load_4bit, merge_into
 from leti.training.sharded import (
     Template,
     check_strategy,
@@ -97,7 +97,7 @@ def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
         device = next(model.parameters()).device
         model.to("cpu")  # the full-precision weights wait on the CPU for the merge
         return load_4bit(source, model, tokenizer, cfg, device)
-    if cfg.lora.enabled:
+    if cfg.lora.enabled and not is_peft(model):  # an adapter checkpoint goes on training its adapters
         model = apply_lora(model, tokenizer, cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -115,7 +115,7 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, plain, tokenizer):
         merged = merge_into(plain, model, tokenizer, cfg)
         del model
         model = merged.to(device)
-    elif cfg.lora.enabled:
+    elif cfg.lora.enabled and cfg.lora.save == "merged":
         model = model.merge_and_unload()
     if cfg.gradient_checkpointing and not cfg.lora.load_in_4bit:
         model.gradient_checkpointing_disable()
@@ -127,7 +127,8 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, plain, tokenizer):
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None, source: str | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
-    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (under
+    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
+    trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
     FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
     `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it)."""
     from accelerate import Accelerator
