@@ -86,8 +86,6 @@ def test_invalid_values_name_field_and_value(override, fragment):
     (["trainer.lora.load_in_4bit=true"], "load_in_4bit is QLoRA and needs trainer.lora.enabled: true"),
     (["trainer.lora.save=adapter"], "trainer.lora.save='adapter' needs trainer.lora.enabled: true"),
     (["trainer.lora.save=both"], "field 'trainer.lora.save' = 'both' is invalid"),
-    (["trainer.lora.enabled=true", "trainer.lora.save=adapter", "trainer.lora.load_in_4bit=true"],
-     "save='adapter' with load_in_4bit is not supported yet; use save: merged"),
     (["trainer.lora.enabled=true", "trainer.lora.save=adapter", "sampling.backend=vllm"],
      "vLLM cannot load the adapters' special-token rows; use trainer.lora.save: merged"),
 ])

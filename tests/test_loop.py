@@ -132,7 +132,8 @@ def test_qlora_run_saves_plain_full_precision_checkpoints(tmp_path, tiny_model_p
     run = tmp_path / "run"
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
             "--set", "iterations=2", "--set", "progress=false",
-            "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.load_in_4bit=true"]
+            "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.load_in_4bit=true",
+            "--set", "trainer.pretrain_mix_ratio=0"]
     assert main(args) == 0
     base = load_file(Path(tiny_model_path) / "model.safetensors")
     first, second = (load_file(run / "iterations" / str(k) / "checkpoint" / "model.safetensors") for k in (1, 2))
@@ -147,8 +148,11 @@ def test_qlora_run_saves_plain_full_precision_checkpoints(tmp_path, tiny_model_p
 
 
 @pytest.mark.slow
-def test_adapter_checkpoints_keep_training_the_same_adapters_and_resume(tmp_path, tiny_model_path, task_file):
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task_file}", "--set", "progress=false",
+@pytest.mark.parametrize("four_bit", [False, True], ids=["lora", "qlora"])
+def test_adapter_checkpoints_keep_training_the_same_adapters_and_resume(tmp_path, tiny_model_path, task_file, four_bit):
+    if four_bit:
+        pytest.importorskip("bitsandbytes")
+    common = ["--set", f"trainer.lora.load_in_4bit={str(four_bit).lower()}","--set", f"model={tiny_model_path}", "--set", f"task={task_file}", "--set", "progress=false",
               "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.save=adapter",
               "--set", "trainer.pretrain_mix_ratio=0"]  # the mix is beside the point here
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

@@ -18,7 +18,7 @@ class LoraSettings:
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Modules that get adapters (peft names; 'all-linear' = every linear layer but the output head)."})
     train_special_tokens: bool = field(default=True, metadata={"help": "Also train the embeddings of the added special tokens (<|good|> ...) via peft trainable_token_indices; they are new and random otherwise."})
-    save: Literal["merged", "adapter"] = field(default="merged", metadata={"help": "'merged': every checkpoint is a plain model with the adapters merged in; 'adapter': checkpoints hold only the adapters (peft format, with the trained special-token rows) over the original model, and each iteration goes on training the same adapters. Not with load_in_4bit or the vllm sampler yet."})
+    save: Literal["merged", "adapter"] = field(default="merged", metadata={"help": "'merged': every checkpoint is a plain model with the adapters merged in; 'adapter': checkpoints hold only the adapters (peft format, with the trained special-token rows) over the original model, and each iteration goes on training the same adapters. Not with the vllm sampler (it cannot load the special-token rows)."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: train the adapters over a 4-bit NF4 copy of the weights (bitsandbytes, pip install 'leti[qlora]'); the full-precision model waits on the CPU and the adapters are merged into it after training. Needs enabled: true."})
 
     def __post_init__(self) -> None:
@@ -28,8 +28,7 @@ class LoraSettings:
             raise ValueError(f"trainer.lora.dropout must be in [0, 1), got {self.dropout!r}")
         if self.save not in ("merged", "adapter"):
             raise ValueError(f"trainer.lora.save must be 'merged' or 'adapter', got {self.save!r}")
-        if self.save == "adapter" and self.load_in_4bit:
-            raise ValueError("trainer.lora.save='adapter' with load_in_4bit is not supported yet; use save: merged")
+
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,18 @@ peft `trainable_token_indices`) are merged, so every checkpoint is a plain model
 `lora.save: adapter` they stay separate: the checkpoint is the peft adapter directory over the
 original model, and the next iteration loads it (leti.model) and goes on training it.
 
-QLoRA trains the same adapters over a 4-bit NF4 copy of the weights loaded from the checkpoint
-(bitsandbytes): only that copy sits on the training device, while the full-precision model waits
-on the CPU. After training the adapter weights are moved onto the full-precision model and merged
-there, as the QLoRA paper does, rather than merged into (and rounded to) the 4-bit weights.
+QLoRA trains the same adapters over a 4-bit NF4 copy of the base weights loaded from the
+checkpoint (bitsandbytes): only that copy sits on the training device, while the full-precision
+peft model waits on the CPU. After training the adapter weights are copied back onto the
+full-precision model and merged there (or saved, `lora.save: adapter`), as the QLoRA paper does,
+rather than merged into (and rounded to) the 4-bit weights.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 
 import torch
 
@@ -50,35 +53,55 @@ def apply_lora(model, tokenizer, cfg: TrainerConfig):
     return get_peft_model(model, lora_config(tokenizer, cfg))
 
 
-def load_4bit(source: str, plain, tokenizer, cfg: TrainerConfig, device: torch.device):
-    """A 4-bit NF4 copy of checkpoint `source` on `device`, wrapped for LoRA training. Its
-    embeddings (never quantised) are copied from `plain`, the full-precision model with the
-    same weights, so the LeTI token rows match even when `source` is the original hub model."""
+def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device):
+    """A 4-bit NF4 copy of the base weights of `source` on `device`, carrying the adapters of
+    `full` (the full-precision peft model with the same weights), ready to train them. Its
+    embeddings (never quantised) are copied from `full`, so the LeTI token rows match even when
+    `source` is the original hub model."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise LetiError(QLORA_HINT)
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    base = adapter_base(source) or source
     compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, dtype=compute,
+        model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=compute,
                                                      device_map={"": str(device)})
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LetiError(f"QLoRA: could not load a 4-bit copy of {source!r} ({first})") from None
+        raise LetiError(f"QLoRA: could not load a 4-bit copy of {base!r} ({first})") from None
+    plain = full.get_base_model()
     rows = plain.get_input_embeddings().weight.shape[0]
     if model.get_input_embeddings().weight.shape[0] != rows:
         model.resize_token_embeddings(rows, mean_resizing=False)
     with torch.no_grad():
-        model.get_input_embeddings().weight.copy_(plain.get_input_embeddings().weight)
+        model.get_input_embeddings().weight.copy_(_unwrapped(plain.get_input_embeddings()).weight)
         out, plain_out = model.get_output_embeddings(), plain.get_output_embeddings()
         if out is not None and plain_out is not None and not _tied(model):
-            out.weight.copy_(plain_out.weight)
+            out.weight.copy_(_unwrapped(plain_out).weight)
     model.config.pad_token_id = plain.config.pad_token_id
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    return apply_lora(model, tokenizer, cfg)
+    model = apply_lora(model, tokenizer, cfg)
+    copy_adapters(full, model)
+    return model
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model of a peft adapter directory, None for anything else."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+def _unwrapped(module):
+    # peft's trainable-token wrapper reports base rows with the trained rows pasted in; the
+    # copy wants the base rows (the trained ones travel with the adapters).
+    adapter = getattr(module, "token_adapter", None)
+    return adapter.base_layer if adapter is not None else module
 
 
 def _tied(model) -> bool:
@@ -86,14 +109,13 @@ def _tied(model) -> bool:
     return out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
-def merge_into(plain, trained, tokenizer, cfg: TrainerConfig):
-    """Merge the adapters trained on the 4-bit copy into the full-precision model `plain`."""
+def copy_adapters(src, dst) -> None:
+    """Load the adapters (LoRA weights and special-token rows) of peft model `src` into `dst`,
+    which has the same adapter layout over another copy of the base (4-bit or full precision)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    # Adapters and special-token rows only: the embedding matrix itself did not train, and the
+    # Adapters and special-token rows only: the embedding matrix itself does not train, and the
     # 4-bit copy holds it in the compute dtype (bf16 on GPUs), which would round the fp32 rows.
-    state = get_peft_model_state_dict(trained, save_embedding_layers=False)
-    target = apply_lora(plain, tokenizer, cfg)
-    device = next(plain.parameters()).device
-    set_peft_model_state_dict(target, {k: v.to(device) for k, v in state.items()})
-    return target.merge_and_unload()
+    state = get_peft_model_state_dict(src, save_embedding_layers=False)
+    device = next(dst.parameters()).device
+    set_peft_model_state_dict(dst, {k: v.to(device) for k, v in state.items()})

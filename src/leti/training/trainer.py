@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from leti.errors import LetiError
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
-from leti.training.lora import apply_lora, is_peft, load_4bit, merge_into
+from leti.training.lora import apply_lora, copy_adapters, is_peft, load_4bit
 from leti.training.sharded import (
     Template,
     check_strategy,
@@ -90,34 +90,36 @@ def _check_trackers(report_to: list[str]) -> None:
 
 
 def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
-    """The model that trains: `model` itself, LoRA-wrapped, or (QLoRA) a 4-bit copy of it."""
+    """(model that trains, QLoRA's full-precision peft model or None): `model` itself,
+    LoRA-wrapped (a loaded adapter checkpoint keeps its adapters), or a 4-bit copy of it."""
+    if cfg.lora.enabled and not is_peft(model):  # an adapter checkpoint goes on training its adapters
+        model = apply_lora(model, tokenizer, cfg)
     if cfg.lora.load_in_4bit:
         if source is None:
             raise LetiError("trainer.lora.load_in_4bit: train() needs source= (the checkpoint to load in 4 bits)")
         device = next(model.parameters()).device
-        model.to("cpu")  # the full-precision weights wait on the CPU for the merge
-        return load_4bit(source, model, tokenizer, cfg, device)
-    if cfg.lora.enabled and not is_peft(model):  # an adapter checkpoint goes on training its adapters
-        model = apply_lora(model, tokenizer, cfg)
+        model.to("cpu")  # the full-precision weights wait on the CPU
+        return load_4bit(source, model, tokenizer, cfg, device), model
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
-    return model
+    return model, None
 
 
-def _finish_model(accelerator, model, cfg: TrainerConfig, plain, tokenizer):
-    """Back to a plain model for sampling and saving (`plain`: QLoRA's full-precision model)."""
+def _finish_model(accelerator, model, cfg: TrainerConfig, full):
+    """Back to a model for sampling and saving: plain (LoRA merged) or, with lora.save=adapter,
+    the peft model. `full`: QLoRA's full-precision peft model, which takes the trained adapters."""
     model = accelerator.unwrap_model(model)
     # Drop the accelerator's references to optimizer state so the next stage gets the memory.
     accelerator.free_memory()
-    if cfg.lora.load_in_4bit:
+    if full is not None:
         device = next(model.parameters()).device
-        merged = merge_into(plain, model, tokenizer, cfg)
+        copy_adapters(model, full)
         del model
-        model = merged.to(device)
-    elif cfg.lora.enabled and cfg.lora.save == "merged":
+        model = full.to(device)
+    if cfg.lora.enabled and cfg.lora.save == "merged":
         model = model.merge_and_unload()
-    if cfg.gradient_checkpointing and not cfg.lora.load_in_4bit:
+    if cfg.gradient_checkpointing and full is None:
         model.gradient_checkpointing_disable()
         model.config.use_cache = True
     model.eval()
@@ -144,10 +146,9 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
 
-    plain = model
     # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
     template = Template.of(model)
-    model = _setup_model(model, tokenizer, cfg, source)
+    model, full = _setup_model(model, tokenizer, cfg, source)
     _check_trackers(cfg.report_to)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision),
@@ -220,11 +221,10 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         accelerator.end_training()
 
     if is_sharded(accelerator):
-        del plain
         model = gather_full_model(accelerator, model, template)  # None on ranks other than 0
     else:
-        model = _finish_model(accelerator, model, cfg, plain, tokenizer)
-        del plain
+        model = _finish_model(accelerator, model, cfg, full)
+    del full
     n_batches = len(leti_losses) + len(pre_losses)
     stats = TrainStats(
         n_texts=len(texts), n_truncated=data.n_truncated, max_length=max_len,
