@@ -51,6 +51,14 @@ def test_binary_only_drops_feedback_span(results):
     assert text(results, "fail", textual_feedback=False) == "<|bad|>" + PROMPT + COMPLETIONS["fail"]
 
 
+def test_constant_feedback_keeps_the_span_without_the_information(results):
+    assert text(results, "pass", feedback_content="constant") == text(results, "pass")
+    assert text(results, "fail", feedback_content="constant") == (
+        "<|bad|><|lang_feedback|>The program failed.<|/lang_feedback|>" + PROMPT + COMPLETIONS["fail"])
+    with pytest.raises(ValueError, match="turn one of them off"):
+        TrainingTextConfig(feedback_content="constant", textual_feedback=False)
+
+
 def test_no_reward_token(results):
     assert text(results, "pass", reward_token=False) == PROMPT + COMPLETIONS["pass"]
     assert text(results, "fail", reward_token=False) == (
@@ -88,3 +96,17 @@ def test_postprocess_hints(results):
 def test_bad_style_rejected():
     with pytest.raises(ValueError, match="feedback_style"):
         TrainingTextConfig(feedback_style="verbose")
+
+
+def test_keep_failures_off_trains_on_passing_samples_only(results):
+    from leti.config import load_config
+    from leti.loop.stages import training_texts
+    from leti.tasks.base import Problem
+
+    problems = [Problem(id="add", prompt=PROMPT, tests=TESTS, split="train")]
+    records = {("add", i): {"completion": COMPLETIONS[key], **results[key].to_dict()}
+               for i, key in enumerate(["fail", "pass", "name"])}
+    every = training_texts(records, problems, load_config(None), "")
+    assert [t[:8] for t in every] == ["<|bad|><", "<|good|>", "<|bad|><"]
+    passing = training_texts(records, problems, load_config(None, ["training_text.keep_failures=false"]), "")
+    assert passing == [every[1]]

@@ -19,6 +19,12 @@ Separators, decided here once:
 
 Ablations: `textual_feedback=False` drops the feedback span (binary reward only);
 `reward_token=False` drops the reward token (feedback span, if on, still marks failures).
+Controls (not in the paper): `feedback_content="constant"` keeps the span but fills every one
+with the same sentence, which separates what the feedback says from the mere fact that failures
+then no longer share the layout of the `<|good|>`-conditioned prompt; `keep_failures=False`
+trains on passing samples only (filtered self-training, the strongest use of a binary signal).
+Both exist because the demo's tiny model gains about as much from a constant span as from the
+traceback (src/leti/demo/__init__.py).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ GOOD = "<|good|>"
 BAD = "<|bad|>"
 FEEDBACK_OPEN = "<|lang_feedback|>"
 FEEDBACK_CLOSE = "<|/lang_feedback|>"
+CONSTANT_FEEDBACK = "The program failed."  # feedback_content="constant": no information at all
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,16 @@ class TrainingTextConfig:
     feedback_style: Literal["paper", "rich"] = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the failing assert's operand values. Sets the executor's feedback style."})
     postprocess_hints: bool = field(default=False, metadata={"help": "Append rule-based hints for known failure patterns to the feedback (spec ablation)."})
     append_eos: bool = field(default=False, metadata={"help": "Append the tokenizer's end-of-text token (authors: no; teaches the model where to stop)."})
+    feedback_content: Literal["execution", "constant"] = field(default="execution", metadata={"help": "'execution': the executor's feedback (spec); 'constant': every span holds the same sentence, CONSTANT_FEEDBACK (control: the layout without the information)."})
+    keep_failures: bool = field(default=True, metadata={"help": "Train on failed samples too (spec). False: passing samples only (control: filtered self-training)."})
 
     def __post_init__(self) -> None:
         if self.feedback_style not in ("paper", "rich"):
             raise ValueError(f"training_text.feedback_style must be 'paper' or 'rich', got {self.feedback_style!r}")
+        if self.feedback_content not in ("execution", "constant"):
+            raise ValueError(f"training_text.feedback_content must be 'execution' or 'constant', got {self.feedback_content!r}")
+        if self.feedback_content == "constant" and not self.textual_feedback:
+            raise ValueError("training_text.feedback_content='constant' fills the feedback span, which textual_feedback: false removes; turn one of them off")
 
 
 def build_training_text(
@@ -63,7 +76,10 @@ def build_training_text(
     if cfg.reward_token:
         parts.append(GOOD if result.passed else BAD)
     if cfg.textual_feedback and not result.passed:
-        feedback = feedback_text(completion, result, hints=cfg.postprocess_hints)
+        if cfg.feedback_content == "constant":
+            feedback = CONSTANT_FEEDBACK
+        else:
+            feedback = feedback_text(completion, result, hints=cfg.postprocess_hints)
         parts += [FEEDBACK_OPEN, feedback, FEEDBACK_CLOSE]
     parts += [prompt, completion]
     if cfg.append_eos:

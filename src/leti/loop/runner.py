@@ -243,6 +243,9 @@ class _Context:
         model, tok = self.slot.get(self.source(k - 1))
         if self.mode == "leti":
             texts = stages.training_texts(read_sample_records(rd.samples(k)), self.train_problems, cfg, tok.eos_token)
+            if not texts and not cfg.training_text.keep_failures:
+                raise LetiError(f"iteration {k}: no sample passed, and training_text.keep_failures is false, so there "
+                                "is nothing to train on; sample more (sampling.n) or keep the failures")
         else:
             texts = stages.sft_texts(self.train_problems, cfg, tok.eos_token)
             if not texts:

@@ -79,12 +79,15 @@ def sample_and_execute(
 
 
 def training_texts(records: dict, problems: Sequence[Problem], cfg: RunConfig, eos_token: str) -> list[str]:
-    """One training text per sample, in (problem order, sample_idx) order (deterministic)."""
+    """One training text per sample (passing samples only with training_text.keep_failures off),
+    in (problem order, sample_idx) order (deterministic)."""
     by_id = {p.id: p for p in problems}
     order = {pid: i for i, pid in enumerate(by_id)}
     texts = []
     for key in sorted((k for k in records if k[0] in by_id), key=lambda k: (order[k[0]], k[1])):
         rec, problem = records[key], by_id[key[0]]
+        if not cfg.training_text.keep_failures and not rec["passed"]:
+            continue
         result = ExecutionResult.from_dict(rec)
         texts.append(build_training_text(problem.prompt, rec["completion"], result,
                                          cfg.training_text, eos_token=eos_token or ""))
