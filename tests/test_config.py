@@ -42,6 +42,8 @@ def test_preset_values():
     assert load_config(CONFIGS / "mbpp-codegen-2b.yaml").trainer.learning_rate == 5e-6
     assert load_config(CONFIGS / "mbpp-binary-only.yaml").training_text.textual_feedback is False
     assert load_config(CONFIGS / "mbpp-no-pretrain-mix.yaml").trainer.pretrain_mix_ratio == 0
+    assert load_config(CONFIGS / "mbpp-constant-feedback.yaml").training_text.feedback_content == "constant"
+    assert load_config(CONFIGS / "mbpp-passing-only.yaml").training_text.keep_failures is False
     sft = load_config(CONFIGS / "mbpp-sft.yaml").trainer
     assert (sft.learning_rate, sft.epochs) == (1e-4, 30)
 
