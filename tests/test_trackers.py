@@ -1,4 +1,4 @@
-"""`trainer.report_to`: a LeTI run logs its training loss to TensorBoard when asked."""
+"""`trainer.report_to`: a LeTI run logs its training loss to TensorBoard or wandb when asked."""
 
 from __future__ import annotations
 
@@ -24,3 +24,17 @@ def test_tensorboard_gets_the_training_loss(tmp_path, tiny_model_path):
     events.Reload()
     losses = events.Scalars("train/leti_loss")
     assert losses and all(x.value > 0 for x in losses)
+
+
+@pytest.mark.slow
+def test_wandb_offline_gets_the_training_loss_inside_the_run_dir(tmp_path, tiny_model_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network
+    monkeypatch.chdir(tmp_path)  # wandb's files must land in the run dir, not the cwd
+    run = tmp_path / "run"
+    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+                 "--set", "trainer.report_to=[wandb]", "--set", "progress=false"]) == 0
+    logs = sorted((run / "iterations" / "1" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1 and not (tmp_path / "wandb").exists()
+    data = logs[0].read_bytes()  # wandb's binary record log: the logged key and the run's name
+    assert b"train/leti_loss" in data and b"iteration-1" in data

@@ -255,7 +255,8 @@ class _Context:
         with self.group.stage():
             self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
-                                 log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1))
+                                 log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
+                                 tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"))
         tmp = rd.iteration(k) / "checkpoint.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)

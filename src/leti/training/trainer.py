@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -81,6 +82,18 @@ def context_length(model, max_length: int) -> int:
     return min(max_length, limit) if limit else max_length
 
 
+def _tracker_kwargs(log_dir: str | None, run: tuple[str, str] | None) -> dict:
+    """wandb: one run per training stage (its steps restart at 0, which one resumed wandb run
+    would drop), grouped by the leti run, written inside the run directory, not the cwd."""
+    wandb: dict = {}
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        wandb["dir"] = log_dir
+    if run:
+        wandb["group"], wandb["name"] = run
+    return {"wandb": wandb}
+
+
 def _check_trackers(report_to: list[str]) -> None:
     import importlib.util
 
@@ -127,12 +140,14 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, full):
 
 
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
-          progress: bool = True, log_dir: str | None = None, source: str | None = None):
+          progress: bool = True, log_dir: str | None = None, source: str | None = None,
+          tracker_run: tuple[str, str] | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
     returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
     trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
     FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
-    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it)."""
+    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
+    `tracker_run` = (group, name) of this training stage for experiment trackers (wandb)."""
     from accelerate import Accelerator
 
     t0 = time.time()
@@ -156,7 +171,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         log_with=cfg.report_to or None, project_dir=log_dir,
     )
     if cfg.report_to:
-        accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
+                                  init_kwargs=_tracker_kwargs(log_dir, tracker_run))
     check_strategy(accelerator, cfg.lora.enabled)
 
     def adamw(m) -> torch.optim.Optimizer:
