@@ -115,7 +115,8 @@ def resolve_sandbox(mode: str) -> str:
     if bwrap is None:
         raise SandboxUnavailable(
             "no sandbox: bubblewrap ('bwrap') is not installed; install it (Debian/Ubuntu: "
-            "apt-get install bubblewrap) or pass --unsafe-no-sandbox (execution.sandbox: none) "
+            "apt-get install bubblewrap; Fedora/RHEL: dnf install bubblewrap; without root: "
+            "conda install -c conda-forge bubblewrap) or pass --unsafe-no-sandbox (execution.sandbox: none) "
             "to run model-written programs without isolation")
     reason = _bwrap_works(bwrap)
     if reason is not None:
