@@ -9,19 +9,36 @@ import os
 import pytest
 
 from leti.cli import main
-from leti.demo.config import arm_config, load_demo_config, preset_path
+from leti.demo.config import ARMS, arm_config, load_demo_config, preset_path, select_arms
 from leti.demo.warmstart import WarmStartConfig, cached_path
 from leti.errors import LetiError
 
 
-def test_demo_presets_load_and_arms_differ_only_in_feedback():
+def test_demo_presets_load_and_arms_differ_only_in_training_text():
     for quick in (False, True):
         cfg = load_demo_config(preset_path(quick))
-        t = arm_config(cfg, 3, "m", "textual")
-        b = arm_config(cfg, 3, "m", "binary")
-        assert t.training_text.textual_feedback and not b.training_text.textual_feedback
-        assert t.task == b.task == f"synthetic:seed=3,train={cfg.train_problems},test={cfg.test_problems}"
-        assert (t.sampling, t.eval, t.trainer, t.seed) == (b.sampling, b.eval, b.trainer, b.seed)
+        by_arm = {arm: arm_config(cfg, 3, "m", arm) for arm in ARMS}
+        text = {arm: (c.training_text.textual_feedback, c.training_text.feedback_content, c.training_text.keep_failures)
+                for arm, c in by_arm.items()}
+        assert text == {"textual": (True, "execution", True), "binary": (False, "execution", True),
+                        "constant": (True, "constant", True), "passing": (False, "execution", False)}
+        t = by_arm["textual"]
+        assert t.task == f"synthetic:seed=3,train={cfg.train_problems},test={cfg.test_problems}"
+        for c in by_arm.values():
+            assert (c.sampling, c.eval, c.trainer, c.seed, c.task) == (t.sampling, t.eval, t.trainer, t.seed, t.task)
+
+
+def test_arms_option_is_parsed_and_checked(tmp_path, capsys):
+    assert select_arms("textual, passing,textual") == ("textual", "passing")
+    assert select_arms(["binary"]) == ("binary",)
+    for bad in ("textual,nope", ","):
+        with pytest.raises(LetiError, match="textual, binary, constant, passing"):
+            select_arms(bad)
+    assert main(["demo", "--arms", "textual,nope", "--run-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["leti: error: unknown demo arm(s) nope; --arms takes a comma-separated list of "
+                   "textual, binary, constant, passing"]
+    assert not (tmp_path / "d").exists()  # checked before anything is created
 
 
 def test_warmstart_config_is_checked_and_keyed():
@@ -92,6 +109,70 @@ def test_quick_demo_survives_kill_9(tmp_path):
     for path in demo.rglob("*samples.jsonl"):
         keys = [(r["problem_id"], r["sample_idx"]) for r in map(json.loads, path.read_text().splitlines())]
         assert len(keys) == len(set(keys)), path
+
+
+def _seed_passing_samples(demo, n_pass: int = 2) -> int:
+    """The quick preset's model never passes (its numbers mean nothing), so the passing arm would
+    have nothing to train on. Give it the textual arm's iteration-1 samples (the same model, seed
+    and sampling config, so the same samples), with the first `n_pass` programs replaced by the
+    reference solutions and executed for real; the loop then resumes from them. Returns how many
+    of the samples pass."""
+    from leti.execution import ExecutionConfig, Executor
+    from leti.loop.rundir import RunDir, read_jsonl, write_json_atomic
+    from leti.tasks.registry import get_task
+
+    cfg = load_demo_config(preset_path(True))
+    task = get_task(arm_config(cfg, 0, "m", "passing").task)
+    refs = {p.id: (p, p.reference) for p in task.problems("train")}
+    records = read_jsonl(RunDir(demo / "seed0" / "textual").samples(1))
+    with Executor(ExecutionConfig(workers=2)) as ex:
+        for rec in records[:n_pass]:
+            problem, ref = refs[rec["problem_id"]]
+            rec.update(completion=ref, **ex.run([task.build_program(problem, ref)])[0].to_dict())
+    run = RunDir(demo / "seed0" / "passing")
+    run.iteration(1).mkdir(parents=True)
+    run.samples(1).write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json_atomic(run.samples_done(1), {"samples": len(records), "wall_s": 0.0})
+    return sum(r["passed"] for r in records)
+
+
+@pytest.mark.slow
+def test_quick_demo_control_arms_added_to_a_finished_demo(tmp_path, monkeypatch, capsys):
+    """--arms runs the control arms with their training texts, shares the baseline, and adding an
+    arm to a finished demo runs only that arm."""
+    import yaml
+
+    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "cache"))
+    demo = tmp_path / "demo"
+    cmd = ["demo", "--quick", "--run-dir", str(demo), "--threads", "2"]
+    assert main([*cmd, "--arms", "textual,constant"]) == 0
+    constant = yaml.safe_load((demo / "seed0" / "constant" / "config.yaml").read_text())["training_text"]
+    assert constant["textual_feedback"] is True and constant["feedback_content"] == "constant"
+    assert not (demo / "seed0" / "binary").exists()
+    assert json.loads((demo / "summary.json").read_text())["arms"] == ["textual", "constant"]
+    assert "The program failed." in (demo / "report.md").read_text()  # the constant arm's example text
+
+    n_pass = _seed_passing_samples(demo)
+    assert n_pass >= 2
+    mtimes = {p: p.stat().st_mtime for p in demo.rglob("*.jsonl") if "passing" not in p.parts}
+    capsys.readouterr()
+    assert main([*cmd, "--arms", "textual,passing"]) == 0
+    assert "already finished" in capsys.readouterr().out  # textual reused, not rerun
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+    passing = demo / "seed0" / "passing"
+    text = yaml.safe_load((passing / "config.yaml").read_text())["training_text"]
+    assert text["textual_feedback"] is False and text["keep_failures"] is False
+    assert json.loads((passing / "iterations" / "1" / "train_stats.json").read_text())["n_texts"] == n_pass
+    base = demo / "seed0" / "textual" / "iterations" / "0" / "eval_samples.jsonl"
+    assert base.read_text() == (passing / "iterations" / "0" / "eval_samples.jsonl").read_text()
+
+    summary = json.loads((demo / "summary.json").read_text())
+    assert summary["arms"] == ["textual", "constant", "passing"]  # constant: finished earlier, kept
+    assert summary["gradient_steps"]["passing"] < summary["gradient_steps"]["textual"]
+    assert set(summary["gain_points"]) == set(summary["final_pass_at_1"]) == set(summary["arms"])
+    assert "comparison" not in summary["per_seed"]["0"]  # textual vs binary only when both ran
+    md = (demo / "report.md").read_text()
+    assert "Run `passing`" in md and "| passing |" in md
 
 
 def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch):

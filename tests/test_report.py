@@ -24,14 +24,16 @@ def _completions(problem, passed: bool) -> str:
     return "def wrong_name(x):\n    return x\n"
 
 
-def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]], textual: bool = True) -> Path:
-    """A run dir with iterations 0..len(eval_plan)-1; iteration k's samples pass per plan."""
+def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]], textual: bool = True,
+             **training_text) -> Path:
+    """A run dir with iterations 0..len(eval_plan)-1; iteration k's samples pass per plan.
+    `training_text` overrides fields of the run's training_text config (the demo's arms)."""
+    from dataclasses import replace
+
     task = get_task(TASK)
     train, test = task.problems("train"), task.problems("test")
     cfg = RunConfig(model="unused", task=TASK)
-    if not textual:
-        from dataclasses import replace
-        cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=False))
+    cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=textual, **training_text))
     root.mkdir(parents=True)
     (root / "config.yaml").write_text(dump_config(cfg))
     metrics, steps = [], 0
@@ -129,4 +131,36 @@ def test_demo_summary_averages_seeds(tmp_path):
     assert s["textual_gain_points"] == 50.0 and s["wall_seconds"] == 12.5
     assert [r["heldout_pass_at_1"] for r in s["iterations"]["textual"]] == [0.0, 0.5]
     assert s["iterations"]["binary"][1]["gradient_steps"] == 5
-    assert s["per_seed"]["1"]["textual_final_pass_at_1"] == 0.75
+    assert s["arms"] == ["textual", "binary"]
+    assert s["gain_points"] == {"textual": 50.0, "binary": 0.0} and s["gradient_steps"] == {"textual": 5, "binary": 5}
+    assert s["per_seed"]["1"]["final_pass_at_1"] == {"textual": 0.75, "binary": 0.0}
+    assert s["per_seed"]["1"]["comparison"]["textual_steps_to_reach"] == 0
+
+
+def test_demo_with_control_arms_summary_and_report(tmp_path):
+    """Four arms: summary.json and the report list every arm; the textual-vs-binary comparison
+    stays; the passing arm, which trains on no failure, shows no failing example."""
+    from leti.demo.summary import make_summary
+
+    demo, plan = tmp_path / "demo", [[], [True, False, False, False]]
+    finals = {"textual": [True, True, False, False], "binary": [False] * 4,
+              "constant": [True, False, False, False], "passing": [True, True, True, False]}
+    text = {"textual": {}, "binary": {"textual": False}, "constant": {"feedback_content": "constant"},
+            "passing": {"textual": False, "keep_failures": False}}
+    for arm, ev in finals.items():
+        make_run(demo / "seed0" / arm, plan, [[False] * 4, ev], **text[arm])
+    hist = {0: {arm: load_run(demo / "seed0" / arm, arm) for arm in finals}}
+    s = make_summary(hist, {"wall_seconds": 60.0}, {})
+    assert s["arms"] == list(finals)
+    assert s["gain_points"] == {"textual": 50.0, "binary": 0.0, "constant": 25.0, "passing": 75.0}
+    assert s["passing_final_pass_at_1"] == 0.75 and "comparison" in s["per_seed"]["0"]
+    assert "The program failed." in s["note"]
+    (demo / "summary.json").write_text(json.dumps(s))
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "| constant | 25.0 | +25.0 | 5 |" in md and "| passing | 75.0 | +75.0 | 5 |" in md
+    assert "| passing | 0.0 | 75.0 |" in md  # held-out pass@1 per iteration
+    assert "the binary arm ended at 0.0% after 5 gradient steps" in md
+    assert md.index("Run `binary`") < md.index("Run `constant`") < md.index("Run `passing`")
+    assert "<|lang_feedback|>The program failed." in md[md.index("Run `constant`"):md.index("Run `passing`")]
+    assert "<|bad|>" not in md[md.index("Run `passing`"):]

@@ -1,4 +1,4 @@
-"""`leti demo [--run-dir DIR] [--seed S] [--seeds N] [--quick]`: the offline default job."""
+"""`leti demo [--run-dir DIR] [--seed S] [--seeds N] [--quick] [--arms LIST]`: the offline default job."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="offline demo: warm start a tiny code model, run LeTI with textual vs binary feedback, report",
         description="Builds (or reuses from ~/.cache/leti) a small offline code model, evaluates it on held-out "
         "synthetic problems, runs LeTI iterations with textual feedback and then with binary feedback only "
-        "(same warm start and seed), and writes summary.json, report.md, report.html and plots. "
+        "(same warm start and seed), optionally the control arms of --arms, and writes summary.json, "
+        "report.md, report.html and plots. "
         "Rerun the same command to resume after an interruption.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="demo directory (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="first seed (task split, warm start, sampling); default 0")
@@ -20,21 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes, one iteration per arm (a smoke test, not a result)")
     p.add_argument("--config", type=Path, default=None, help="demo preset YAML (default: leti/demo/presets/demo.yaml, or demo-quick.yaml with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--arms", default="textual,binary",
+                   help="comma-separated arms to run, any of textual, binary, constant (the feedback span always "
+                   "says the same sentence), passing (train on passing samples only); default textual,binary. "
+                   "Rerunning a finished demo with more arms runs only the new ones")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from leti.demo.config import ARM_LABEL
     from leti.demo.run import run_demo
 
     s = run_demo(args.run_dir, seed=args.seed, seeds=args.seeds, quick=args.quick,
-                 config=args.config, threads=args.threads)
+                 config=args.config, threads=args.threads, arms=args.arms)
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
-    print(json.dumps({k: s[k] for k in ("baseline_pass_at_1", "textual_final_pass_at_1",
-                                         "binary_final_pass_at_1", "wall_seconds")}))
-    print(f"demo: held-out pass@1 {pct(s['baseline_pass_at_1'])} (warm start) -> {pct(s['textual_final_pass_at_1'])} "
-          f"(textual feedback) vs {pct(s['binary_final_pass_at_1'])} (binary feedback) in {s['wall_seconds'] / 60:.1f} min")
+    finals = [f"{arm}_final_pass_at_1" for arm in s["arms"]]
+    print(json.dumps({k: s[k] for k in ("baseline_pass_at_1", *finals, "wall_seconds")}))
+    results = " vs ".join(f"{pct(s['final_pass_at_1'][arm])} ({ARM_LABEL[arm]})" for arm in s["arms"])
+    print(f"demo: held-out pass@1 {pct(s['baseline_pass_at_1'])} (warm start) -> {results} "
+          f"in {s['wall_seconds'] / 60:.1f} min")
     print(f"demo: report {args.run_dir / 'report.html'}")
     return 0

@@ -1,5 +1,5 @@
 """The demo preset: one YAML file with the warm start, the task sizes and the `leti run`
-config shared by both arms (leti/demo/presets/demo.yaml, demo-quick.yaml).
+config shared by all arms (leti/demo/presets/demo.yaml, demo-quick.yaml).
 
     warmstart: {...}          leti.demo.warmstart.WarmStartConfig fields
     task: {train: 48, test: 40}
@@ -12,6 +12,7 @@ be resumed or re-run with plain `leti run`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,7 +20,20 @@ from leti.config import RunConfig, build, read_yaml_mapping
 from leti.demo.warmstart import WarmStartConfig
 from leti.errors import LetiError
 
-ARMS = ("textual", "binary")
+# Each arm's training_text settings, over the preset's run.training_text. textual and binary are
+# the paper's comparison; constant and passing are the controls that separate the feedback's
+# layout from its content (constant: the span without the information; passing: failures dropped,
+# so none shares the `<|good|>` layout used at evaluation). See leti.feedback.training_text.
+ARM_TEXT: dict[str, dict] = {
+    "textual": {"textual_feedback": True},
+    "binary": {"textual_feedback": False},
+    "constant": {"textual_feedback": True, "feedback_content": "constant"},
+    "passing": {"textual_feedback": False, "keep_failures": False},
+}
+ARMS = tuple(ARM_TEXT)
+ARM_LABEL = {"textual": "textual feedback", "binary": "binary feedback",
+             "constant": "constant feedback", "passing": "passing samples only"}
+DEFAULT_ARMS = ("textual", "binary")  # the controls are opt-in: each arm costs minutes
 # configs/ at the repository root (the demo is run from a source checkout, as the README says).
 # Shipped inside the package so that `leti demo` works from an installed wheel too.
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
@@ -30,7 +44,7 @@ class DemoConfig:
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "The offline warm-start model."})
     train_problems: int = field(default=48, metadata={"help": "Synthetic training problems per arm."})
     test_problems: int = field(default=40, metadata={"help": "Synthetic held-out problems."})
-    run: dict = field(default_factory=dict, metadata={"help": "RunConfig fields shared by both arms."})
+    run: dict = field(default_factory=dict, metadata={"help": "RunConfig fields shared by all arms."})
 
     def __post_init__(self) -> None:
         if self.train_problems < 1 or self.test_problems < 1:
@@ -38,6 +52,16 @@ class DemoConfig:
         for reserved in ("model", "seed", "task"):
             if reserved in self.run:
                 raise LetiError(f"demo config: run.{reserved} is set by the demo per seed and arm; remove it")
+
+
+def select_arms(arms: str | Sequence[str]) -> tuple[str, ...]:
+    """`"textual,passing"` (or a sequence) -> the arms in the given order, duplicates dropped."""
+    names = [a.strip() for a in (arms.split(",") if isinstance(arms, str) else arms) if a.strip()]
+    unknown = [a for a in names if a not in ARM_TEXT]
+    if unknown or not names:
+        raise LetiError(f"unknown demo arm(s) {', '.join(unknown) or '(none given)'}; "
+                        f"--arms takes a comma-separated list of {', '.join(ARMS)}")
+    return tuple(dict.fromkeys(names))
 
 
 def preset_path(quick: bool) -> Path:
@@ -74,12 +98,11 @@ def warmstart_for(cfg: DemoConfig, seed: int) -> WarmStartConfig:
 
 def arm_config(cfg: DemoConfig, seed: int, model: str, arm: str, corpus_dir: str | None = None,
                where: str = "demo config") -> RunConfig:
-    """The RunConfig of one arm: identical for both arms except textual_feedback."""
-    if arm not in ARMS:
-        raise LetiError(f"unknown demo arm {arm!r}; use one of {ARMS}")
+    """The RunConfig of one arm: identical for every arm except the training_text of ARM_TEXT."""
+    select_arms([arm])
     raw = copy.deepcopy(cfg.run)
     raw.update(model=model, seed=seed, task=task_spec(cfg, seed))
-    raw.setdefault("training_text", {})["textual_feedback"] = arm == "textual"
+    raw.setdefault("training_text", {}).update(ARM_TEXT[arm])
     if corpus_dir is not None:
         raw.setdefault("trainer", {})["pretrain_corpus"] = corpus_dir
     return build(RunConfig, raw, where)

@@ -1,16 +1,19 @@
 """`leti demo`: warm start -> baseline -> LeTI with textual feedback -> the same with binary
-feedback only -> summary.json + report, all under one directory:
+feedback only (and, with --arms, the constant-feedback and passing-only controls) ->
+summary.json + report, all under one directory:
 
     DEMO/
       demo.json                 settings, per-stage wall times (accumulated over resumes)
       seed<S>/textual/          a plain `leti run` directory (iteration 0 = the baseline)
-      seed<S>/binary/           same warm start, seed and config except textual_feedback
+      seed<S>/binary/           same warm start, seed and config except the training text
+      seed<S>/constant/, seed<S>/passing/   (only when --arms asks for them)
       summary.json, report.md, report.html, *.png
 
-Both arms are driven by the same loop as `leti run` (leti.loop.runner.run). Resuming is the
-loop's: rerunning the command skips every finished stage. The binary arm's iteration 0 is the
-same model evaluated with the same seed and prompts, so the textual arm's baseline files are
-copied into it instead of being sampled again.
+Every arm is driven by the same loop as `leti run` (leti.loop.runner.run). Resuming is the
+loop's: rerunning the command skips every finished stage, and rerunning it with more arms runs
+only the new ones. Iteration 0 is the same model evaluated with the same seed and prompts in
+every arm, so the first arm's baseline files are copied into the others (also into arms added
+later) instead of being sampled again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,10 +29,12 @@ import torch
 
 from leti.demo.config import (
     ARMS,
+    DEFAULT_ARMS,
     DemoConfig,
     arm_config,
     load_demo_config,
     preset_path,
+    select_arms,
     warmstart_for,
 )
 from leti.demo.summary import make_summary
@@ -56,23 +62,36 @@ class _Clock:
         write_json_atomic(self.path, self.state)
 
 
-def _share_baseline(textual: RunDir, binary: RunDir) -> None:
-    """Copy iteration 0's evaluation (identical by construction) from one arm to the other."""
-    src_eval, src_samples = textual.eval(0), textual.eval_samples(0)
-    if binary.eval(0).exists() or not src_eval.exists():
+def _share_baseline(seed_dir: Path, arm: str) -> None:
+    """Copy iteration 0's evaluation (identical by construction) from an arm that has one,
+    also one that an earlier invocation ran, so an added arm does not evaluate it again."""
+    target = RunDir(seed_dir / arm)
+    sources = [RunDir(seed_dir / a) for a in ARMS if a != arm and RunDir(seed_dir / a).eval(0).exists()]
+    if target.eval(0).exists() or not sources:
         return
-    binary.iteration(0).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src_samples, binary.eval_samples(0))
-    shutil.copyfile(src_eval, binary.eval(0))  # last: its presence marks the stage done
+    src_eval, src_samples = sources[0].eval(0), sources[0].eval_samples(0)
+    target.iteration(0).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src_samples, target.eval_samples(0))
+    shutil.copyfile(src_eval, target.eval(0))  # last: its presence marks the stage done
+
+
+def _arms_to_summarise(root: Path, seeds: list[int], requested: tuple[str, ...]) -> list[str]:
+    """The arms asked for now plus any that an earlier invocation ran for every seed (rerunning
+    with fewer arms must not drop finished ones: the report shows every run on disk anyway)."""
+    def ran(arm: str) -> bool:
+        return all((root / f"seed{s}" / arm / "metrics.jsonl").exists() for s in seeds)
+    return [a for a in ARMS if a in requested or ran(a)]
 
 
 def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = False,
-             config: str | Path | None = None, threads: int | None = None, progress: bool = True) -> dict:
+             config: str | Path | None = None, threads: int | None = None, progress: bool = True,
+             arms: str | Sequence[str] = DEFAULT_ARMS) -> dict:
     """Run (or resume) the demo; returns the summary (also written to summary.json)."""
     from leti.loop.runner import run as run_loop
 
     if seeds < 1:
         raise LetiError(f"--seeds must be >= 1, got {seeds}")
+    arms = select_arms(arms)
     if threads:
         torch.set_num_threads(threads)
     root = Path(run_dir)
@@ -89,17 +108,17 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
         model = warm_start(ws_cfg, progress=progress)
         corpus = write_corpus(ws_cfg, model)
         clock.add(f"seed{s}/warmstart", time.time() - t0)
-        for arm in ARMS:
+        for arm in arms:
             t0 = time.time()
             arm_dir = root / f"seed{s}" / arm
-            if arm == "binary":
-                _share_baseline(RunDir(root / f"seed{s}" / "textual"), RunDir(arm_dir))
+            _share_baseline(root / f"seed{s}", arm)
             if progress:
                 print(f"demo: seed {s}, {arm} feedback -> {arm_dir}")
             run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir)
             clock.add(f"seed{s}/{arm}", time.time() - t0)
     t0 = time.time()
-    histories = {s: {arm: load_run(root / f"seed{s}" / arm, arm) for arm in ARMS} for s in seed_list}
+    summarised = _arms_to_summarise(root, seed_list, arms)
+    histories = {s: {arm: load_run(root / f"seed{s}" / arm, arm) for arm in summarised} for s in seed_list}
     summary = make_summary(histories, clock.state, asdict(demo.warmstart))
     write_json_atomic(root / "summary.json", summary)
     build_report(root)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from statistics import mean
 
+from leti.feedback.training_text import CONSTANT_FEEDBACK
 from leti.report import RunHistory, compare_arms
+
+# What the control arms train on (the two paper arms need no explanation in the summary).
+_CONTROL_NOTE = {"constant": f"constant: every feedback span says \"{CONSTANT_FEEDBACK}\"",
+                 "passing": "passing: trained on passing samples only, without a feedback span"}
 
 
 def _rows(h: RunHistory) -> list[dict]:
@@ -33,34 +38,54 @@ def _averaged(per_seed: list[list[dict]]) -> list[dict]:
     return out
 
 
+def _points(final: float | None, baseline: float | None) -> float | None:
+    return None if None in (final, baseline) else round(100 * (final - baseline), 2)
+
+
+def _seed_summary(arms: dict[str, RunHistory]) -> dict:
+    """One seed: the shared baseline and, per arm, final pass@1, gain and gradient steps."""
+    baseline = next(iter(arms.values())).baseline_pass_at_1  # the same in every arm (shared)
+    out = {
+        "baseline_pass_at_1": baseline,
+        "final_pass_at_1": {a: h.final_pass_at_1 for a, h in arms.items()},
+        "gain_points": {a: _points(h.final_pass_at_1, baseline) for a, h in arms.items()},
+        "gradient_steps": {a: h.points[-1].gradient_steps if h.points else 0 for a, h in arms.items()},
+        "iterations": {a: _rows(h) for a, h in arms.items()},
+    }
+    if "textual" in arms and "binary" in arms:  # the paper's steps comparison
+        out["comparison"] = compare_arms(arms["textual"], arms["binary"])
+    return out
+
+
 def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warmstart: dict) -> dict:
-    """`histories[seed][arm]` -> the summary: seed means at top level, per-seed detail below."""
+    """`histories[seed][arm]` -> the summary: seed means at top level, per-seed detail below.
+    Every seed must have the same arms (the demo runs each arm for every seed)."""
     seeds = sorted(histories)
-    per_seed = {}
-    for s in seeds:
-        t, b = histories[s]["textual"], histories[s]["binary"]
-        per_seed[str(s)] = {
-            "baseline_pass_at_1": t.baseline_pass_at_1,
-            "textual_final_pass_at_1": t.final_pass_at_1,
-            "binary_final_pass_at_1": b.final_pass_at_1,
-            "comparison": compare_arms(t, b),
-            "iterations": {"textual": _rows(t), "binary": _rows(b)},
-        }
-    top = {k: _mean_or_none([per_seed[str(s)][k] for s in seeds])
-           for k in ("baseline_pass_at_1", "textual_final_pass_at_1", "binary_final_pass_at_1")}
-    gain = (top["textual_final_pass_at_1"] - top["baseline_pass_at_1"]
-            if None not in (top["textual_final_pass_at_1"], top["baseline_pass_at_1"]) else None)
+    arms = list(histories[seeds[0]])
+    per_seed = {str(s): _seed_summary(histories[s]) for s in seeds}
+
+    def seed_mean(key: str, arm: str) -> float | None:
+        return _mean_or_none([per_seed[str(s)][key][arm] for s in seeds])
+
+    baseline = _mean_or_none([per_seed[str(s)]["baseline_pass_at_1"] for s in seeds])
+    finals = {a: seed_mean("final_pass_at_1", a) for a in arms}
     return {
         "seeds": seeds,
-        **top,
-        "textual_gain_points": None if gain is None else round(100 * gain, 2),
+        "arms": arms,
+        "baseline_pass_at_1": baseline,
+        "final_pass_at_1": finals,
+        "gain_points": {a: _points(finals[a], baseline) for a in arms},
+        "gradient_steps": {a: seed_mean("gradient_steps", a) for a in arms},
+        # Flat keys of the two-arm summary, kept for readers of earlier demos' summary.json.
+        **{f"{a}_final_pass_at_1": finals[a] for a in arms},
+        **({"textual_gain_points": _points(finals["textual"], baseline)} if "textual" in arms else {}),
         "wall_seconds": clock.get("wall_seconds"),
         "stage_seconds": clock.get("stages", {}),
-        "iterations": {arm: _averaged([per_seed[str(s)]["iterations"][arm] for s in seeds])
-                       for arm in ("textual", "binary")},
+        "iterations": {a: _averaged([per_seed[str(s)]["iterations"][a] for s in seeds]) for a in arms},
         "per_seed": per_seed,
         "warmstart": warmstart,
-        "note": ("pass@1 values are fractions in [0, 1]; iteration 0 is the warm start; with several "
-                 "seeds, top-level numbers are means over seeds (each seed has its own warm start, "
-                 "task split and sampling)."),
+        "note": ("pass@1 values are fractions in [0, 1]; gain_points = 100 x (final - baseline); iteration 0 "
+                 "is the warm start, shared by every arm; with several seeds, top-level numbers are means over "
+                 "seeds (each seed has its own warm start, task split and sampling)."
+                 + "".join(f" {_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE)),
     }

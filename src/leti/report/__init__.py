@@ -14,7 +14,7 @@ from leti.report.data import RunHistory, load_run, read_summary, steps_to_reach
 from leti.report.plots import plot_failures, plot_pass_at_1
 from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 
-_ARM_ORDER = {"textual": 0, "binary": 1}  # the demo's arms, in the order they are run
+_ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the demo's arms (leti.demo.config.ARMS)
 
 __all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "steps_to_reach"]
 
@@ -76,15 +76,36 @@ def _iteration_table(h: RunHistory) -> Table:
                   "top training failures"], rows)
 
 
+def _arm_table(summary: dict, arms: list[str]) -> Table:
+    base, rows = summary.get("baseline_pass_at_1"), []
+    for arm in arms:
+        final, last = summary.get(f"{arm}_final_pass_at_1"), (summary["iterations"][arm] or [{}])[-1]
+        gain = "n/a" if None in (final, base) else f"{100 * (final - base):+.1f}"
+        rows.append([arm, _pct(final), gain, str(last.get("gradient_steps", "n/a"))])
+    return Table(["arm", "final pass@1 %", "gain over baseline (points)", "gradient steps"], rows)
+
+
+def _curve_table(summary: dict, arms: list[str]) -> Table:
+    """Held-out pass@1 per iteration, one row per arm (blank where an arm has not got there)."""
+    curves = {arm: [_pct(r.get("heldout_pass_at_1")) for r in summary["iterations"][arm]] for arm in arms}
+    n = max(map(len, curves.values()), default=0)
+    return Table(["held-out pass@1 %"] + [f"iteration {i}" for i in range(n)],
+                 [[arm] + c + [""] * (n - len(c)) for arm, c in curves.items()])
+
+
 def _summary_blocks(summary: dict | None) -> list[Block]:
+    """The demo's summary.json as tables: one row per arm, then pass@1 per iteration. Reads only
+    keys that two-arm summaries of earlier demos have too, so their reports still build."""
     if not summary:
         return []
-    keys = ("baseline_pass_at_1", "textual_final_pass_at_1", "binary_final_pass_at_1")
-    row = [_pct(summary.get(k)) for k in keys]
-    blocks: list[Block] = [Table(["baseline pass@1 %", "textual final %", "binary final %",
-                                  "seeds", "wall time"],
-                                 [row + [str(summary.get("seeds", [])),
-                                         f"{summary.get('wall_seconds', 0) / 60:.1f} min"]])]
+    arms = list(summary.get("iterations", {}))
+    blocks: list[Block] = [
+        Table(["baseline pass@1 %", "seeds", "wall time"],
+              [[_pct(summary.get("baseline_pass_at_1")), str(summary.get("seeds", [])),
+                f"{summary.get('wall_seconds', 0) / 60:.1f} min"]]),
+        _arm_table(summary, arms),
+        _curve_table(summary, arms),
+    ]
     if summary.get("note"):
         blocks.append(Para(summary["note"]))
     return blocks

@@ -72,11 +72,15 @@ def _eval_pass_at_1(metrics_row: dict) -> float | None:
 
 def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
     """The training text (as the loop builds it from the run's config) of the first failing
-    sample of the earliest training iteration; None if there is none."""
+    sample of the earliest training iteration; None if there is none, or if the run trains on
+    passing samples only (training_text.keep_failures off), where it would show a text that
+    was never trained on."""
     from leti.config import load_config
     from leti.execution import ExecutionResult
     from leti.feedback.training_text import build_training_text
 
+    if run.config_path.exists() and not load_config(run.config_path).training_text.keep_failures:
+        return None
     for k in iterations:
         path = run.samples(k)
         if k == 0 or not path.exists():
