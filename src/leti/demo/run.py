@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from leti.demo.config import (
+    ARM_LABEL,
     ARMS,
     DEFAULT_ARMS,
     DemoConfig,
@@ -113,7 +114,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
             arm_dir = root / f"seed{s}" / arm
             _share_baseline(root / f"seed{s}", arm)
             if progress:
-                print(f"demo: seed {s}, {arm} feedback -> {arm_dir}")
+                print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
             run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir)
             clock.add(f"seed{s}/{arm}", time.time() - t0)
     t0 = time.time()
