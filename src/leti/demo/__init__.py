@@ -1,32 +1,61 @@
 """`leti demo`: LeTI learning from execution feedback on 2 CPU cores, offline.
 
 Pieces: `corpus` (offline pretraining text), `warmstart` (BPE tokenizer + ~0.5M-parameter
-GPT-2 pretrained in a few minutes, cached), `config` (the presets: leti/demo/presets/demo.yaml and demo-quick.yaml),
-`run` (warm start -> textual arm -> binary arm through `leti.loop`, resumable), `summary`.
+GPT-2 pretrained in a few minutes, cached), `config` (the presets: leti/demo/presets/demo.yaml and
+demo-quick.yaml, and the arms), `run` (warm start -> textual arm -> binary arm -> the control arms
+that --arms asks for, through `leti.loop`, resumable), `summary`.
 
-What it shows (presets/demo.yaml, seed 0, measured on the shared 2-core development machine;
-each arm is 4 iterations of 192 train problems x 4 samples, held-out = 64 problems x 4 samples
-at T=0.2 with the `<|good|>` prefix):
+What it shows (presets/demo.yaml, measured on the shared 2-core development machine with
+`leti demo --arms textual,binary,constant,passing`; each arm is 4 iterations of 192 train
+problems x 4 samples from the same warm start and seed; held-out = 64 problems x 4 samples at
+T=0.2 with the `<|good|>` prefix; every seed has its own warm start and split):
 
-    held-out pass@1   iteration 0    1      2      3      4     (gradient steps 192 per iteration)
-    textual feedback      16.8     22.7   23.8   31.6   35.9
-    binary feedback       16.8     18.0   16.8   15.6   17.2
+    held-out pass@1 (%)    iteration 0     1      2      3      4    gradient steps
+    seed 0  textual            16.8      22.7   23.8   31.6   35.9     768
+            binary             16.8      18.0   16.8   15.6   17.2     768
+            constant           16.8      19.9   24.6   27.7   23.8     768
+            passing            16.8      21.9   32.4   35.2   41.8     216
+    seed 1  textual            17.2      23.8   37.5   45.3   44.9     768
+            binary             17.2      13.7   10.5   15.2   15.6     768
+            constant           17.2      16.8   28.9   40.2   50.4     768
+            passing            17.2      25.8   41.4   44.9   55.9     256
+    seed 2  textual            19.9      19.1   21.1   41.0   47.3     768
+            binary             19.9      20.3   17.2   14.1   16.8     768
+            constant           19.9      18.8   16.0   25.8   24.2     768
+            passing            19.9      28.9   45.3   37.1   45.3     268
+    mean of the 3 seeds, iteration 4: baseline 18.0, textual 42.7, binary 16.5, constant 32.8,
+    passing 47.7
 
-    seed 1 (own warm start and split):
-    textual feedback      17.2     23.8   37.5   45.3   44.9
-    binary feedback       17.2     13.7   10.5   15.2   15.6
+Arms: textual = the paper's `<|bad|>` + traceback feedback span + prompt + program; binary =
+the same without the feedback span (training_text.textual_feedback=false); constant = the span
+kept but every one says "The program failed." (training_text.feedback_content=constant);
+passing = passing samples only, no span (training_text.keep_failures=false; it trains on the
+14-49% of the samples that pass, hence about a third of the gradient steps).
 
-The textual arm gains 19-28 points; the binary-only arm (same warm start, seed and iteration-1
-samples; training texts without the feedback span) stays at or below its baseline, so the
-textual arm reaches the binary arm's final score after its first iteration (192 steps). Why the
-binary arm does not learn here is not established; a hypothesis: ~85% of each iteration's texts
-are failures, and without a feedback span in front of them the tiny model learns their
-prompt -> wrong-program mapping as much as the good ones', while with feedback in context (which
-names the expected function, e.g. "NameError: name 'add_29' is not defined") the failures are
-explained by the feedback instead. `--seeds N` runs and averages N seeds. benchmarks/bench_demo.py re-measures the numbers and the wall time.
+Why the binary arm does not learn (established by separate measurements): the tiny model never
+learns to condition on the reward token. In the binary arm the failures (84-87% of the samples) are trained in the
+layout of the `<|good|>`-prefixed prompt used at evaluation, up to the reward token it ignores, so
+their prompt -> wrong-program pairs cancel what the passing ones teach; in the textual arm every
+failure sits behind a feedback span and so leaves the evaluation layout. The controls confirm the
+layout part: the constant span lifts the binary arm in every seed (+7, +35, +7 points at
+iteration 4), and dropping the failures (passing) is the strongest arm. What the traceback says
+adds on top in two of three seeds (textual - constant at iteration 4: +12, -5.5, +23 points;
+a 95% bootstrap interval over the held-out problems is +-8 to 11 points per comparison), so on
+this tiny model most of the textual arm's gain over binary comes from moving failures out of the
+evaluation layout, and the traceback's content is worth ~10 points on average with a large spread
+across seeds: it is not shown to be irrelevant, nor reliably useful. Passing-only self-training
+is the strongest arm per gradient step by far (seed means: 47.7% after ~250 steps against 42.7%
+for textual after 768; at iteration 2, 76-88 steps, it is ahead of textual in every seed), and
+ahead of textual at the end in two of three seeds (+5.9, +10.9, -2.0). Curves move by 5-8 points
+between iterations without a trend (e.g. passing seed 2: 45.3, 37.1, 45.3), so single-seed
+differences below ~10 points are noise. `--seeds N` runs and averages N seeds.
+benchmarks/bench_demo.py re-measures the numbers and the wall time.
 
 Time (benchmarks/bench_demo.py, fresh cache, 2 torch threads, nice 10, shared 2-core machine):
 two runs took 451 s and 387 s wall (6.5-7.5 min; warm start 121-194 s, each arm 119-135 s,
-report 1 s), 728-766 CPU-seconds. A second run reuses the cached warm start (~4.3 min).
-Runs are bit-for-bit repeatable: the benchmark reproduced every number above.
+report 1 s), 728-766 CPU-seconds. A second run reuses the cached warm start (~4.3 min). All four
+arms with the warm start built took 547 s (seed 1) and 528 s (seed 2): warm start 118 s,
+textual 130-138 s, binary 109-117 s, constant 113-120 s, passing 53-56 s (fewer steps).
+Runs are bit-for-bit repeatable: the 4-arm runs reproduced the earlier textual and binary curves
+of seeds 0 and 1 exactly, and the seed-0 controls match earlier iteration-2 measurements.
 """
