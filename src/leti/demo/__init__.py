@@ -33,23 +33,24 @@ passing = passing samples only, no span (training_text.keep_failures=false; it t
 14-49% of the samples that pass, hence about a third of the gradient steps).
 
 Why the binary arm does not learn (established by separate measurements): the tiny model never
-learns to condition on the reward token. In the binary arm the failures (84-87% of the samples) are trained in the
-layout of the `<|good|>`-prefixed prompt used at evaluation, up to the reward token it ignores, so
-their prompt -> wrong-program pairs cancel what the passing ones teach; in the textual arm every
-failure sits behind a feedback span and so leaves the evaluation layout. The controls confirm the
-layout part: the constant span lifts the binary arm in every seed (+7, +35, +7 points at
-iteration 4), and dropping the failures (passing) is the strongest arm. What the traceback says
-adds on top in two of three seeds (textual - constant at iteration 4: +12, -5.5, +23 points;
-a 95% bootstrap interval over the held-out problems is +-8 to 11 points per comparison), so on
-this tiny model most of the textual arm's gain over binary comes from moving failures out of the
-evaluation layout, and the traceback's content is worth ~10 points on average with a large spread
-across seeds: it is not shown to be irrelevant, nor reliably useful. Passing-only self-training
-is the strongest arm per gradient step by far (seed means: 47.7% after ~250 steps against 42.7%
-for textual after 768; at iteration 2, 76-88 steps, it is ahead of textual in every seed), and
-ahead of textual at the end in two of three seeds (+5.9, +10.9, -2.0). Curves move by 5-8 points
-between iterations without a trend (e.g. passing seed 2: 45.3, 37.1, 45.3), so single-seed
-differences below ~10 points are noise. `--seeds N` runs and averages N seeds.
-benchmarks/bench_demo.py re-measures the numbers and the wall time.
+learns to condition on the reward token. In the binary arm the failures (84-87% of the samples)
+are trained in the layout of the `<|good|>`-prefixed prompt used at evaluation, up to the reward
+token it ignores, so their prompt -> wrong-program pairs cancel what the passing ones teach; in
+the textual arm every failure sits behind a feedback span and so leaves the evaluation layout.
+The controls confirm the layout part: the constant span lifts the binary arm in every seed (+7,
++35, +7 points at iteration 4), and dropping the failures (passing) is the strongest arm. What
+the traceback says adds on top in two of three seeds (textual - constant at iteration 4: +12,
+-5.5, +23 points; a 95% bootstrap interval over the held-out problems is +-8 to 11 points per
+comparison), so on this tiny model most of the textual arm's gain over binary (about 60%: 16 of
+26 points in the seed means) comes from moving failures out of the evaluation layout, and the
+traceback's content is worth ~10 points on average with a large spread across seeds: it is not
+shown to be irrelevant, nor reliably useful. Passing-only self-training is the strongest arm per
+gradient step by far (seed means: 47.7% after ~250 steps against 42.7% for textual after 768; at
+iteration 2, 76-88 steps, it is ahead of textual in every seed), and ahead of textual at the end
+in two of three seeds (+5.9, +10.9, -2.0). Curves move by 5-8 points between iterations without
+a trend (e.g. passing seed 2: 45.3, 37.1, 45.3), so single-seed differences below ~10 points are
+noise. `--seeds N` runs and averages N seeds; benchmarks/bench_demo.py re-measures the numbers
+and the wall time.
 
 Time (benchmarks/bench_demo.py, fresh cache, 2 torch threads, nice 10, shared 2-core machine):
 two runs took 451 s and 387 s wall (6.5-7.5 min; warm start 121-194 s, each arm 119-135 s,
