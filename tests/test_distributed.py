@@ -29,6 +29,18 @@ def _task_file(tmp_path: Path) -> str:
     return f"jsonl:{path}"
 
 
+def _pids_with_arg(arg: str) -> list[int]:
+    """Processes whose command line contains `arg` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and arg.encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:  # the process ended meanwhile
+            pass
+    return pids
+
+
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "leti", *args]
@@ -85,3 +97,49 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
 
     again = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
     assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.slow
+def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path, tiny_model_path):
+    """kill -9 of the whole launch while both ranks sample; the rerun samples only what is
+    missing, and the result equals a single process's (batch size 1: sharding cannot matter)."""
+    import signal
+    import time
+
+    task = _task_file(tmp_path)
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+              "--set", "sampling.n=8", "--set", "sampling.batch_size=1", "--set", "sampling.max_new_tokens=16",
+              "--set", "eval.batch_size=1", "--set", "trainer.pretrain_mix_ratio=0"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
+    samples = multi / "iterations" / "1" / "samples.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "leti", "run", CONFIG, "--run-dir", str(multi), *common]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if samples.exists() and samples.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    # torchrun starts each rank in a session of its own, so a crash of the whole launch is the
+    # launcher's group plus every process working on this run directory.
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in _pids_with_arg(str(multi)):
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(samples.read_text().splitlines())
+    assert 2 <= n_before < 24
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    recs = [json.loads(x) for x in samples.read_text().splitlines()]
+    keys = [(r["problem_id"], r["sample_idx"]) for r in recs]
+    assert len(keys) == len(set(keys)) == 3 * 8
+    done = json.loads((multi / "iterations" / "1" / "samples.done").read_text())
+    assert sum(done["sampled_by_rank"]) == 24 - n_before and min(done["sampled_by_rank"]) > 0
+    ref = [json.loads(x) for x in (single / "iterations" / "1" / "samples.jsonl").read_text().splitlines()]
+    assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in recs} == \
+        {(r["problem_id"], r["sample_idx"]): r["completion"] for r in ref}
