@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,18 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
     ref = [json.loads(x) for x in (single / "iterations" / "1" / "samples.jsonl").read_text().splitlines()]
     assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in recs} == \
         {(r["problem_id"], r["sample_idx"]): r["completion"] for r in ref}
+
+
+@pytest.mark.slow
+def test_a_leader_error_ends_every_rank_with_one_line(tmp_path, tiny_model_path):
+    """A one-line LetiError on rank 0 between stages (here: nothing passed, and failures are not
+    kept) ends the whole launch with a failure and that one line, not a hang or a traceback."""
+    task = _task_file(tmp_path)
+    proc = _torchrun(["run", CONFIG, "--run-dir", str(tmp_path / "run"), "--set", f"model={tiny_model_path}",
+                      "--set", f"task={task}", "--set", "progress=false",
+                      "--set", "training_text.keep_failures=false"])
+    assert proc.returncode != 0
+    assert proc.stderr.count("leti: error: iteration 1: no sample passed, and training_text.keep_failures is false") == 1
+    # torchrun prints its own ChildFailedError traceback for rank 0's exit code 2; no rank
+    # raised through leti's code.
+    assert not re.search(r'File "[^"]*/leti/', proc.stderr)
