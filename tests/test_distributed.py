@@ -54,8 +54,9 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
     task = _task_file(tmp_path)
     # batch_size 1: every sample is generated alone, so how keys are dealt to ranks cannot even
     # change floating-point rounding, and the runs must agree exactly.
+    # n=3: 9 training keys, an uneven deal (5 and 4), so one rank runs a round with nothing left.
     common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
-              "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
+              "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
     single, multi, leader = tmp_path / "single", tmp_path / "multi", tmp_path / "leader"
     assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
     proc = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
@@ -73,22 +74,23 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
 
     # Training samples come from the untrained model: the same as a single process draws (same
     # seeds), whether both ranks sample or rank 0 alone.
-    assert len(samples(multi, "samples.jsonl")) == 6
+    assert len(samples(multi, "samples.jsonl")) == 9
     assert samples(multi, "samples.jsonl") == samples(single, "samples.jsonl") == samples(leader, "samples.jsonl")
     # Evaluation samples come from the model trained over 2 ranks (not a single process's).
     assert samples(multi, "eval_samples.jsonl") == samples(leader, "eval_samples.jsonl")
     done = json.loads((multi / "iterations" / "1" / "samples.done").read_text())
     ev = json.loads((multi / "iterations" / "1" / "eval.json").read_text())
-    # 6 training and 4 evaluation programs, dealt round robin to 2 ranks
-    assert (done["sampled_by_rank"], ev["sampled_by_rank"]) == ([3, 3], [2, 2])
+    # 9 training and 4 evaluation programs, dealt round robin to 2 ranks
+    assert (done["sampled_by_rank"], ev["sampled_by_rank"]) == ([5, 4], [2, 2])
     assert "sampled_by_rank" not in json.loads((leader / "iterations" / "1" / "samples.done").read_text())
 
-    # Each rank trained on its half of the LeTI batches (6 texts, batch 4: 2 batches -> 1 per
-    # rank), with the pretraining blocks split the same way.
+    # Each rank trained on its share of the LeTI batches (9 texts, batch 4: 3 batches alone; 2
+    # ranks x 2 batches, the last one padded by Accelerate's even_batches), with the
+    # pretraining blocks split the same way.
     one = json.loads((single / "iterations" / "1" / "train_stats.json").read_text())
     two = json.loads((multi / "iterations" / "1" / "train_stats.json").read_text())
-    assert (one["leti_batches"], two["leti_batches"]) == (2, 1)
-    assert (one["pretrain_batches"], two["pretrain_batches"]) == (2, 1)
+    assert (one["leti_batches"], two["leti_batches"]) == (3, 2)
+    assert (one["pretrain_batches"], two["pretrain_batches"]) == (3, 2)
     base = load_file(Path(tiny_model_path) / "model.safetensors")
     tuned = load_file(multi / "iterations" / "1" / "checkpoint" / "model.safetensors")
     name = "transformer.h.0.attn.c_attn.weight"
