@@ -7,6 +7,7 @@ first sampling round (which never sees them) and generation stay sane.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -68,9 +69,9 @@ def load_model_and_tokenizer(
     a pad token set and left padding (what batched generation needs). A peft adapter directory
     (as saved with trainer.lora.save='adapter') loads as its base model + the adapters, which
     stay trainable so that the next iteration goes on training them."""
-    adapter_config = Path(name_or_path) / "adapter_config.json"
-    if adapter_config.is_file():
-        return _load_adapter(Path(name_or_path), adapter_config, dtype, device, trust_remote_code)
+    adapter = adapter_config(name_or_path)
+    if adapter is not None:
+        return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     try:
@@ -95,14 +96,21 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def _load_adapter(path: Path, adapter_config: Path, dtype: str, device: str, trust_remote_code: bool):
-    import json
+def adapter_config(path: str | Path) -> dict | None:
+    """The peft adapter_config.json of an adapter directory (as trainer.lora.save='adapter'
+    writes), None for anything else. An adapter that does not name its base model is refused."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if not data.get("base_model_name_or_path"):
+        raise LetiError(f"{config}: no base_model_name_or_path; save the adapter with peft")
+    return data
 
+
+def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_remote_code: bool):
     from peft import PeftModel
 
-    base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise LetiError(f"{adapter_config}: no base_model_name_or_path; save the adapter with peft")
     # The base gets LeTI's tokens exactly as when the adapters were created (same rows, same
     # mean initialisation); the adapters carry the trained rows of those tokens.
     model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)

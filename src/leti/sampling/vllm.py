@@ -25,15 +25,14 @@ sample, token counts and finish_reason computed by the same rule. How:
 from __future__ import annotations
 
 import gc
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
+from leti.model import adapter_config
 from leti.sampling.base import Sample, SampleRequest, SamplingConfig, check_requests
 from leti.sampling.hf import derive_seed
 
@@ -143,19 +142,15 @@ def resolve_checkpoint(path: str) -> Checkpoint:
     else is loaded as a full model. Adapters that carry trained embedding rows for the LeTI
     tokens (peft trainable_token_indices) are refused: vLLM's LoRA cannot load them, and
     sampling without them would silently ignore what training learned for <|good|>."""
-    adapter_config = Path(path) / "adapter_config.json"
-    if not adapter_config.is_file():
+    cfg = adapter_config(path)
+    if cfg is None:
         return Checkpoint(model=path)
-    cfg = json.loads(adapter_config.read_text(encoding="utf-8"))
     if cfg.get("trainable_token_indices"):
         raise LetiError(
             f"{path}: this LoRA adapter also trains token embeddings, which vLLM cannot load; "
             "save merged checkpoints (the trainer's default) or use sampling.backend='hf'"
         )
-    base = cfg.get("base_model_name_or_path")
-    if not base:
-        raise LetiError(f"{adapter_config}: no base_model_name_or_path; save the adapter with peft")
-    return Checkpoint(model=str(base), adapter=str(path), lora_rank=int(cfg.get("r", 16)))
+    return Checkpoint(model=str(cfg["base_model_name_or_path"]), adapter=str(path), lora_rank=int(cfg.get("r", 16)))
 
 
 def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls: Any) -> Any:

@@ -15,12 +15,11 @@ rather than merged into (and rounded to) the 4-bit weights.
 from __future__ import annotations
 
 import importlib.util
-import json
-from pathlib import Path
 
 import torch
 
 from leti.errors import LetiError
+from leti.model import SPECIAL_TOKENS, adapter_config
 from leti.training.config import TrainerConfig
 
 QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[qlora]'"
@@ -28,8 +27,6 @@ QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[ql
 
 def lora_config(tokenizer, cfg: TrainerConfig):
     from peft import LoraConfig
-
-    from leti.model import SPECIAL_TOKENS
 
     special = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     target = cfg.lora.target_modules
@@ -63,7 +60,8 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    base = adapter_base(source) or source
+    adapter = adapter_config(source)
+    base = adapter["base_model_name_or_path"] if adapter else source
     compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute)
@@ -87,14 +85,6 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
     model = apply_lora(model, tokenizer, cfg)
     copy_adapters(full, model)
     return model
-
-
-def adapter_base(path: str) -> str | None:
-    """The base model of a peft adapter directory, None for anything else."""
-    config = Path(path) / "adapter_config.json"
-    if not config.is_file():
-        return None
-    return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
 
 
 def _unwrapped(module):
