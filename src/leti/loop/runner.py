@@ -126,6 +126,11 @@ def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConf
                           vllm=cfg.sampling.vllm)
 
 
+def _by_rank(sampler: Sampler) -> dict:
+    """How many programs each rank generated, for a data-parallel phase."""
+    return {"sampled_by_rank": sampler.sampled} if isinstance(sampler, DataParallelSampler) else {}
+
+
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
     """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
@@ -213,12 +218,12 @@ class _Context:
         if rd.samples_done(k).exists():
             return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k))["wall_s"]
         t0 = time.time()
+        sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
         records = stages.sample_and_execute(
-            self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False)),
-            self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
+            sampler, self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
             condition_on_good=k >= 2, desc=f"iter {k} train", progress=cfg.progress)
         wall = round(time.time() - t0, 2)
-        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **self._by_rank()})
+        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_by_rank(sampler)})
         return records, wall
 
     def _sampler(self, source: str, sampling: SamplingConfig) -> Sampler:
@@ -228,10 +233,6 @@ class _Context:
         if self.group.world_size > 1 and self.cfg.sampling.data_parallel:
             return DataParallelSampler(local, self.group, source, sampling)
         return local
-
-    def _by_rank(self) -> dict:
-        """How many programs each rank generated in the phase that just ended (data-parallel)."""
-        return {"sampled_by_rank": self.group.sampled} if self.group.sampled else {}
 
     def _train(self, k: int) -> float:
         rd, cfg = self.rd, self.cfg
@@ -283,12 +284,12 @@ class _Context:
             return read_json(rd.eval(k))
         t0 = time.time()
         conditioned = self.mode == "leti" and k >= 1
+        sampler = self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True))
         records = stages.sample_and_execute(
-            self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True)),
-            self.task, self.eval_problems, cfg.eval.n, self.executor, rd.eval_samples(k),
+            sampler, self.task, self.eval_problems, cfg.eval.n, self.executor, rd.eval_samples(k),
             condition_on_good=conditioned, desc=f"iter {k} eval", progress=cfg.progress)
         scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks, self.task)
         report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
-                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **self._by_rank()}
+                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **_by_rank(sampler)}
         write_json_atomic(rd.eval(k), report)
         return report

@@ -162,6 +162,14 @@ def get_sampler(config: SamplingConfig, model: Any, tokenizer: Any) -> Sampler:
     return SAMPLER_BACKENDS[config.backend]()(config, model, tokenizer)
 
 
+def samples_per_request(config: SamplingConfig, n: int | None) -> int:
+    """A sampler's `n` argument: the config's when None, else an integer >= 1."""
+    n = config.n if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise LetiError(f"n={n!r} must be an integer >= 1")
+    return n
+
+
 def check_requests(requests: list[SampleRequest]) -> None:
     """Problem ids key the output; duplicates would make (problem_id, sample_idx) ambiguous."""
     seen: set[str] = set()

@@ -32,7 +32,13 @@ from transformers import (
 )
 
 from leti.errors import LetiError
-from leti.sampling.base import Sample, SampleRequest, SamplingConfig, check_requests
+from leti.sampling.base import (
+    Sample,
+    SampleRequest,
+    SamplingConfig,
+    check_requests,
+    samples_per_request,
+)
 
 # One row of a batch: (prompt token ids, request, sample index).
 _Row = tuple[list[int], SampleRequest, int]
@@ -130,9 +136,7 @@ class HFSampler:
     ) -> Iterator[Sample]:
         """Yield n samples per request, batch by batch, skipping keys in `skip`."""
         check_requests(requests)
-        n = self.config.n if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise LetiError(f"n={n!r} must be an integer >= 1")
+        n = samples_per_request(self.config, n)
         skip = skip or set()
         rows = self._expand(requests, n, skip)
         size = self.config.batch_size

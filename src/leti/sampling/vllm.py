@@ -33,7 +33,13 @@ from typing import Any
 
 from leti.errors import LetiError
 from leti.model import adapter_config
-from leti.sampling.base import Sample, SampleRequest, SamplingConfig, check_requests
+from leti.sampling.base import (
+    Sample,
+    SampleRequest,
+    SamplingConfig,
+    check_requests,
+    samples_per_request,
+)
 from leti.sampling.hf import derive_seed
 
 INSTALL_HINT = "sampling.backend='vllm' needs vLLM: pip install 'leti[vllm]' (or use backend='hf')"
@@ -200,9 +206,7 @@ class VLLMSampler:
         skip: set[tuple[str, int]] | None = None,
     ) -> Iterator[Sample]:
         """Yield n samples per request, chunk by chunk, skipping keys in `skip`."""
-        n = self.config.n if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise LetiError(f"n={n!r} must be an integer >= 1")
+        n = samples_per_request(self.config, n)
         planned = plan_requests(requests, n, skip or set(), self._tokenize, self.context, self.config)
         if not planned:
             return

@@ -30,7 +30,6 @@ class LoraSettings:
             raise ValueError(f"trainer.lora.save must be 'merged' or 'adapter', got {self.save!r}")
 
 
-
 @dataclass(frozen=True)
 class TrainerConfig:
     learning_rate: float = field(default=1e-5, metadata={"help": "Constant learning rate (authors: 1e-5 for 350M, 5e-6 for 2B; SFT baseline 1e-4)."})
