@@ -44,8 +44,7 @@ the textual arm every failure sits behind a feedback span and so leaves the eval
 The controls confirm the layout part: the constant span lifts the binary arm in every seed (+7,
 +35, +7 points at iteration 4), and dropping the failures (passing) is the strongest arm. What
 the traceback says adds on top in two of three seeds (textual - constant at iteration 4: +12,
--5.5, +23 points; a 95% bootstrap interval over the held-out problems is +-8 to 11 points per
-comparison), so on this tiny model most of the textual arm's gain over binary (about 60%: 16 of
+-5.5, +23 points), so on this tiny model most of the textual arm's gain over binary (about 60%: 16 of
 26 points in the seed means) comes from moving failures out of the evaluation layout, and the
 traceback's content is worth ~10 points on average with a large spread across seeds: it is not
 shown to be irrelevant, nor reliably useful. Passing-only self-training is the strongest arm per
