@@ -31,6 +31,12 @@ def test_presets_load(preset):
     load_config(CONFIGS / preset)
 
 
+def test_no_preset_asks_vllm_for_a_model_it_cannot_serve():
+    """vLLM has no CodeGen (tests/test_vllm.py::test_engine_that_cannot_start_is_a_one_line_error)."""
+    vllm = [c.model for c in map(load_config, CONFIGS.glob("*.yaml")) if c.sampling.backend == "vllm"]
+    assert vllm and not [m for m in vllm if "codegen" in m.lower()]
+
+
 @pytest.mark.parametrize("quick", [False, True])
 def test_demo_presets_load(quick):
     from leti.demo.config import load_demo_config, preset_path
