@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,6 +182,34 @@ def test_vllm_samples_do_not_depend_on_batching(tiny_model_path):
     chunked = replace(cfg, vllm=replace(ENGINE, chunk_size=7))
     assert {s.key: s for s in get_sampler(chunked, tiny_model_path, None).sample(requests)} == whole
     assert len(whole) == 24 * 8 and sum(len(s.prompt) for s in whole.values()) > 4 * 4096
+
+
+def _vllm_processes() -> list[str]:
+    import psutil  # a vLLM dependency
+
+    return sorted(n for n in (p.name() for p in psutil.Process().children(recursive=True)) if n.startswith("VLLM::"))
+
+
+@pytest.mark.vllm
+def test_tensor_parallel_engine_gives_the_single_engines_samples_and_exits(tiny_model_path, monkeypatch):
+    """sampling.vllm.tensor_parallel_size=2: one engine over two workers (on CPU: two cores, bound
+    by hand since vLLM binds one NUMA node per worker) draws the one-worker engine's greedy
+    samples; once sampling ends, no engine process is left (training gets the memory back)."""
+    cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=24, backend="vllm", vllm=ENGINE)
+    one = {s.key: s for s in get_sampler(cfg, tiny_model_path, None).sample(REQUESTS)}
+    assert _vllm_processes() == []
+    if DEVICE == "cpu":
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            pytest.skip("needs two CPU cores")
+        monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}|{cores[1]}")
+    elif torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    samples = get_sampler(replace(cfg, vllm=replace(ENGINE, tensor_parallel_size=2)), tiny_model_path, None).sample(REQUESTS)
+    first = next(samples)
+    assert _vllm_processes() == ["VLLM::EngineCore", "VLLM::Worker_TP0", "VLLM::Worker_TP1"]
+    assert {s.key: s for s in [first, *samples]} == one
+    assert _vllm_processes() == []
 
 
 @pytest.mark.vllm
