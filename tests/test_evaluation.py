@@ -226,6 +226,50 @@ def test_generate_then_score_with_a_tiny_model(tiny_model_path: str, tmp_path: P
     assert json.loads((out / "results.json").read_text())["n_executed_this_run"] == 0
 
 
+@pytest.mark.parametrize(("flag", "message"), [
+    ("dtyp=float32", "--vllm: unknown field 'dtyp' (did you mean 'dtype'?)"),
+    ("gpu_memory_utilization=2", "--vllm: sampling.vllm.gpu_memory_utilization=2.0 must be in (0, 1]"),
+    ("dtype", "--vllm 'dtype': expected KEY=VALUE, e.g. --vllm dtype=float32"),
+])
+def test_bad_vllm_setting_is_one_line_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           flag: str, message: str) -> None:
+    rc = main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(tmp_path / "o"),
+               "--backend", "vllm", "--vllm", flag])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.vllm
+def test_vllm_settings_reach_the_vllm_sampler(tiny_model_path: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--backend vllm --vllm max_model_len=4: the vLLM sampler plans its requests against that
+    context and refuses the longer prompts before starting an engine."""
+    task_file = _toy_task(tmp_path).path
+    rc = main(["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(tmp_path / "o"),
+               "--n", "1", "--backend", "vllm", "--vllm", "max_model_len=4"])
+    assert rc == 2 and "but the model's context is 4" in capsys.readouterr().err
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_evaluate_with_vllm_equals_hf_when_greedy(tiny_model_path: str, tmp_path: Path) -> None:
+    """`leti evaluate --model M --backend vllm`: greedy fp32 samples and pass@1 equal the HF backend's."""
+    task_file = _toy_task(tmp_path).path
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--n", "1",
+              "--max-new-tokens", "16", "--temperature", "0", "--k", "1", "--workers", "1"]
+    assert main([*common, "--out", str(tmp_path / "hf"), "--device", "cpu"]) == 0
+    assert main([*common, "--out", str(tmp_path / "vllm"), "--backend", "vllm", "--vllm", "dtype=float32",
+                 "--vllm", "enforce_eager=true", "--vllm", "gpu_memory_utilization=0.1"]) == 0
+
+    def drawn(out: str) -> list:
+        rows = [json.loads(x) for x in (tmp_path / out / "samples.jsonl").read_text().splitlines()]
+        return sorted((r["problem_id"], r["completion"], r["n_completion_tokens"]) for r in rows)
+
+    assert drawn("vllm") == drawn("hf") and len(drawn("hf")) == 2
+    results = {b: json.loads((tmp_path / b / "results.json").read_text()) for b in ("hf", "vllm")}
+    assert results["vllm"]["pass@1"] == results["hf"]["pass@1"]
+
+
 @pytest.mark.parametrize(
     ("spec", "want"),
     [("mbpp", (16, 0.1, ("test", (1, 10)))), ("humaneval", (256, 0.2, ("test", (1, 10, 100))))],

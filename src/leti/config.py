@@ -136,7 +136,7 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     if path is not None:
         raw = read_yaml_mapping(path, "config file", "pass a YAML file such as configs/tiny-cpu.yaml")
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     # One knob for the feedback style: the training text's setting drives the executor.
     style = raw.get("training_text", {}).get("feedback_style") if isinstance(raw.get("training_text"), dict) else None
     if style is not None and isinstance(raw.setdefault("execution", {}), dict):
@@ -144,16 +144,17 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     return build(RunConfig, raw, where)
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sampling.n=4") -> None:
+    """Set raw[a][b] = value for an `a.b=value` item (value parsed as YAML)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise LetiError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sampling.n=4")
+        raise LetiError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise LetiError(f"--set {item!r}: '{part}' is not a section")
+            raise LetiError(f"{flag} {item!r}: '{part}' is not a section")
     try:
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 from leti.cli.tasks_cmd import add_execution_flags, execution_config
+from leti.config import apply_override, build
 from leti.errors import LetiError
 from leti.evaluation.generate import GenerationRequest, generate_samples
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
+from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
 
@@ -38,7 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     g.add_argument("--prompt-prefix", default="", help="e.g. '<|good|>' for LeTI checkpoints (spec: test time is conditioned on it)")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", default="auto", help="torch device of the hf backend")
+    g.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                   help="sampler: hf (transformers generate) or vllm (pip install 'leti[vllm]'; loads the "
+                        "checkpoint's own tokenizer, so LeTI checkpoints keep their <|good|> token)")
+    g.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a vLLM engine setting, repeatable: dtype, gpu_memory_utilization, enforce_eager, "
+                        "tensor_parallel_size, max_model_len, chunk_size, model_impl (as sampling.vllm in a run config)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -64,7 +72,17 @@ def _generation_request(args: argparse.Namespace, task: Task) -> GenerationReque
         batch_size=args.batch_size,
         prompt_prefix=args.prompt_prefix,
         device=args.device,
+        backend=args.backend,
+        vllm=vllm_config(args.vllm),
     )
+
+
+def vllm_config(items: list[str]) -> VLLMConfig:
+    """--vllm KEY=VALUE items -> VLLMConfig, checked like a run config's sampling.vllm section."""
+    raw: dict = {}
+    for item in items:
+        apply_override(raw, item, "--vllm", "dtype=float32")
+    return build(VLLMConfig, raw, "--vllm")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leti.errors import LetiError
+from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks.base import Problem, Task
 
 
@@ -26,7 +27,9 @@ class GenerationRequest:
     prompt_prefix: str = field(
         default="", metadata={"help": "text put before every prompt, e.g. '<|good|>' for LeTI checkpoints"}
     )
-    device: str = field(default="auto", metadata={"help": "torch device ('auto', 'cpu', 'cuda')"})
+    device: str = field(default="auto", metadata={"help": "torch device ('auto', 'cpu', 'cuda'); hf backend"})
+    backend: str = field(default="hf", metadata={"help": "sampler backend: 'hf' or 'vllm'"})
+    vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings"})
 
 
 def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationRequest, out_path: Path) -> Path:
@@ -45,7 +48,10 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
     done = done_keys(out_path)
     if len(done) >= req.n * len(problems):
         return out_path
-    model, tokenizer = load_model_and_tokenizer(req.model, device=req.device)
+    if req.backend == "vllm":
+        model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
+    else:
+        model, tokenizer = load_model_and_tokenizer(req.model, device=req.device)
     # The sampler takes one stop list per config; JSONL tasks may give problems their own.
     groups: dict[tuple[str, ...], list[Problem]] = {}
     for p in problems:
@@ -59,6 +65,8 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
             stop=stop,
             seed=req.seed,
             batch_size=req.batch_size,
+            backend=req.backend,
+            vllm=req.vllm,
         )
         sampler = get_sampler(config, model, tokenizer)
         requests = [SampleRequest(problem_id=p.id, prompt=req.prompt_prefix + p.prompt) for p in group]
