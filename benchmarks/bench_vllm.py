@@ -6,7 +6,7 @@ backends sample the same prompts x n samples with the same temperature, top_p an
 max_new_tokens, no stop sequences, and count generated tokens (up to eos); the vLLM side
 includes its engine start-up, as it does in `leti run`, and the time without it is printed too.
 
-    python benchmarks/bench_vllm.py --model Salesforce/codegen-350M-mono [--n-prompts 32 --n 16]
+    python benchmarks/bench_vllm.py --model Qwen/Qwen2.5-Coder-1.5B [--n-prompts 32 --n 16]   # vLLM has no CodeGen
     python benchmarks/bench_vllm.py            # a tiny offline GPT-2 (leti.testing), no hub
 """
 
