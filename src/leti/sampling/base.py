@@ -9,6 +9,7 @@ resume key: keys in `skip` are never generated again.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -134,6 +135,11 @@ def _load_hf() -> Callable[..., Sampler]:
 
 
 def _load_vllm() -> Callable[..., Sampler]:
+    # vLLM logs about a hundred INFO lines per engine start, and leti starts one per sampling
+    # phase, burying its own progress: keep vLLM's warnings (VLLM_LOGGING_LEVEL=INFO brings the
+    # rest back). Set before the first import: some vLLM versions read it then; the engine's
+    # own processes inherit it.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm  # noqa: F401
     except ImportError:

@@ -234,10 +234,6 @@ class VLLMSampler:
         return self.tokenizer(text).input_ids
 
     def _start_engine(self) -> tuple[Any, Any]:
-        # vLLM logs about a hundred INFO lines per engine start, and leti starts one per sampling
-        # phase, burying its own progress; keep vLLM's warnings (VLLM_LOGGING_LEVEL=INFO brings
-        # the rest back). Read when vLLM is imported, here and in the engine's own processes.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             from vllm import LLM
         except ImportError:
