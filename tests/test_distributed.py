@@ -103,11 +103,10 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
 
 
 @pytest.mark.slow
-def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path, tiny_model_path):
+def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path, tiny_model_path, wait_for_lines):
     """kill -9 of the whole launch while both ranks sample; the rerun samples only what is
     missing, and the result equals a single process's (batch size 1: sharding cannot matter)."""
     import signal
-    import time
 
     task = _task_file(tmp_path)
     common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
@@ -121,12 +120,7 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if samples.exists() and samples.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed"
+    wait_for_lines(proc, samples, 2, timeout=120)
     # torchrun starts each rank in a session of its own, so a crash of the whole launch is the
     # launcher's group plus every process working on this run directory.
     os.killpg(proc.pid, signal.SIGKILL)

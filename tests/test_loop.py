@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -79,7 +78,7 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
 
 
 @pytest.mark.slow
-def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file):
+def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file, wait_for_lines):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run),
            "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
@@ -88,12 +87,7 @@ def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file
            "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
     samples = run / "iterations" / "1" / "samples.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 50
-    while time.time() < deadline and proc.poll() is None:
-        if samples.exists() and samples.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed"
+    wait_for_lines(proc, samples, 1, timeout=50)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_before = len(_keys(samples))

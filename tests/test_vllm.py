@@ -270,9 +270,9 @@ def test_engine_that_cannot_start_is_a_one_line_error(tmp_path, tiny_model_path)
         with pytest.raises(LetiError, match="CodeGenForCausalLM") as info:
             list(get_sampler(cfg, str(tmp_path / "codegen"), None).sample(REQUESTS))
         assert "\n" not in str(info.value) and len(str(info.value)) < 600
-    greedy = SamplingConfig(n=1, backend="vllm", vllm=replace(ENGINE, gpu_memory_utilization=1.0))
+    hungry = SamplingConfig(n=1, backend="vllm", vllm=replace(ENGINE, gpu_memory_utilization=1.0))
     with pytest.raises(LetiError, match="did not start") as info:
-        list(get_sampler(greedy, tiny_model_path, None).sample(REQUESTS))
+        list(get_sampler(hungry, tiny_model_path, None).sample(REQUESTS))
     assert "\n" not in str(info.value)
     if DEVICE == "cpu":
         assert "gpu_memory_utilization" in str(info.value)
