@@ -139,8 +139,12 @@ def local_device(device: str) -> str:
 
 
 def check_launch(cfg, group: Group) -> None:
-    """Refuse settings that cannot work with this many processes (every rank raises the same)."""
+    """Refuse settings that cannot work with this many processes or this launcher's sharding
+    (every rank raises the same)."""
     from leti.errors import LetiError
+    from leti.training.sharded import check_sharding
+
+    check_sharding(cfg.trainer)
 
     s = cfg.sampling
     if group.world_size > 1 and s.data_parallel and s.backend == "vllm" and s.vllm.tensor_parallel_size > 1:

@@ -6,19 +6,21 @@ rewired in place by the wrapper. So every rank takes part in Accelerate's `get_s
 (a collective gather: FSDP's full state dict, ZeRO-3's consolidated 16-bit weights) and the
 leader builds a fresh plain model of the same architecture from the gathered tensors.
 
-Unverified on GPUs (no GPU was available when this was written): the gather is Accelerate's own
-call, and `rebuild` is tested on CPU (tests/test_training.py).
+ZeRO-3 is tested end to end on CPU (DeepSpeed's CPU accelerator; tests/test_deepspeed.py); FSDP's
+gather is not (Accelerate enables FSDP only on GPUs), `rebuild` is (tests/test_training.py).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from leti.errors import LetiError
+from leti.training.config import TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,65 @@ def needs_model_first(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2
 
 
-def check_strategy(accelerator, lora: bool) -> None:
-    if lora and is_sharded(accelerator):
-        raise LetiError("LoRA/QLoRA with FSDP or ZeRO-3 is not supported (the adapters would have to be gathered "
-                        "and merged across shards); LoRA keeps few trainable weights, so use "
-                        "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml")
+_LORA_SHARDED = ("LoRA/QLoRA with FSDP or ZeRO-3 is not supported (the adapters would have to be gathered "
+                 "and merged across shards); LoRA keeps few trainable weights, so use "
+                 "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml")
+
+
+def check_sharding(cfg: TrainerConfig) -> None:
+    """At run start, on every rank: the launcher's sharding settings (the environment that
+    `accelerate launch` sets) against the trainer config, so that a combination that cannot
+    train fails before the first sampling phase, not after it."""
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    plugin = None
+    if deepspeed:
+        from accelerate.utils import DeepSpeedPlugin
+
+        plugin = DeepSpeedPlugin()  # reads the same environment (and config file) Accelerate will
+        _align_deepspeed(plugin, cfg)
+    if cfg.lora.enabled and (fsdp or (plugin is not None and plugin.zero_stage == 3)):
+        raise LetiError(_LORA_SHARDED)
+
+
+def check_strategy(accelerator, cfg: TrainerConfig) -> None:
+    """In `train`, before `prepare`: the same checks on the Accelerator actually built. Under
+    DeepSpeed this also fills the settings leti owns into the DeepSpeed config."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        _align_deepspeed(accelerator.state.deepspeed_plugin, cfg)
+        _plain_model_builds()
+    if cfg.lora.enabled and is_sharded(accelerator):
+        raise LetiError(_LORA_SHARDED)
+
+
+def _align_deepspeed(plugin, cfg: TrainerConfig) -> None:
+    """DeepSpeed does gradient accumulation and clipping itself, from its own config, and
+    Accelerate lets that config win over the trainer's settings (with only a log warning).
+    leti fills them in from trainer.* where the config leaves them open ('auto' or absent) and
+    refuses a config that says otherwise, so a run never trains with settings it does not report."""
+    ds = plugin.deepspeed_config
+    for key, field, ours in (("gradient_accumulation_steps", "trainer.gradient_accumulation_steps", cfg.gradient_accumulation_steps),
+                             ("gradient_clipping", "trainer.max_grad_norm", cfg.max_grad_norm)):
+        theirs = ds.get(key, "auto")
+        if theirs == "auto":
+            ds[key] = ours
+        elif float(theirs) != float(ours):
+            raise LetiError(f"the DeepSpeed config sets {key}: {theirs} but {field} is {ours}, and DeepSpeed's "
+                            f"value would win; set {key}: auto in the accelerate config (leti fills it in) or make them equal")
+
+
+def _plain_model_builds() -> None:
+    """Selecting a ZeRO-3 plugin sets transformers' process-wide DeepSpeed config, after which
+    every `from_pretrained` / `from_config` in the process builds the model partitioned
+    (`deepspeed.zero.Init`), which is a collective. leti builds whole models and lets `prepare`
+    partition them; its later builds (the leader's `rebuild`, sampling, evaluation) run on the
+    leader alone and would wait forever for the other ranks (seen: the leader hung in `rebuild`).
+    So the hook is switched off, and a config's zero3_init_flag has no effect on leti."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
 
 
 def gather_full_model(accelerator, model, template: Template):

@@ -149,6 +149,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
     `tracker_run` = (group, name) of this training stage for experiment trackers (wandb)."""
     from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin
 
     t0 = time.time()
     if not texts:
@@ -167,13 +168,15 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     _check_trackers(cfg.report_to)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision),
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # a plugin, not gradient_accumulation_steps=: Accelerate lets the launcher's environment
+        # (a DeepSpeed config's value, 'auto' included) override that argument
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.gradient_accumulation_steps),
         log_with=cfg.report_to or None, project_dir=log_dir,
     )
     if cfg.report_to:
         accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
                                   init_kwargs=_tracker_kwargs(log_dir, tracker_run))
-    check_strategy(accelerator, cfg.lora.enabled)
+    check_strategy(accelerator, cfg)
 
     def adamw(m) -> torch.optim.Optimizer:
         return torch.optim.AdamW(_param_groups(m, cfg.weight_decay), lr=cfg.learning_rate,
