@@ -143,6 +143,38 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
 
 
 @pytest.mark.slow
+def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path):
+    """Several machines, emulated on this one: two launchers of one process each (`torchrun
+    --nnodes 2 --node_rank R`, the documented multi-node command), so both ranks have
+    LOCAL_RANK 0 and only RANK tells them apart. Rank 1 must follow, not lead, and sample its
+    share; the samples equal a single process's."""
+    import socket
+
+    task = _task_file(tmp_path)
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+              "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               "-m", "leti", "run", CONFIG, "--run-dir", str(multi), *common],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for r in (0, 1)]
+    outs = [node.communicate(timeout=180) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert outs[0][0].count("leti: run finished") == 1 and "leti: run finished" not in outs[1][0]
+    for name in ["1/samples.jsonl", "0/eval_samples.jsonl"]:
+        got, ref = ([json.loads(x) for x in (run / "iterations" / name).read_text().splitlines()] for run in (multi, single))
+        assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in got} == \
+            {(r["problem_id"], r["sample_idx"]): r["completion"] for r in ref}, name
+    assert json.loads((multi / "iterations" / "1" / "samples.done").read_text())["sampled_by_rank"] == [5, 4]
+
+
+@pytest.mark.slow
 def test_a_leader_error_ends_every_rank_with_one_line(tmp_path, tiny_model_path):
     """A one-line LetiError on rank 0 between stages (here: nothing passed, and failures are not
     kept) ends the whole launch with a failure and that one line, not a hang or a traceback."""
