@@ -1,5 +1,5 @@
 """Ray execution backend: the same results as the local pool (slow; skipped without Ray, which
-CI does not install)."""
+the dev extra installs)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,31 @@ def test_ray_backend_gives_the_local_pools_results():
     strip = [replace(r, duration_s=0.0) for r in local], [replace(r, duration_s=0.0) for r in remote]
     assert strip[0] == strip[1]
     assert {r.status.value for r in remote} >= {"passed", "failed", "invalid", "timeout", "memory"}
+
+
+@pytest.mark.slow
+def test_ray_backend_spreads_actors_over_a_two_node_cluster(capsys):
+    """A Ray cluster of two nodes (two raylets on this machine, Ray's own multi-node test
+    harness) joined by address, as `execution.ray_address` does on a real cluster: one actor
+    per node, the local pool's results."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    config = ExecutionConfig(timeout_s=2.0, workers=1, memory_mb=512)
+    local = execute(PROGRAMS[:6], config)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        from leti.execution.ray_pool import make_executor
+
+        with make_executor(replace(config, backend="ray", ray_address=cluster.address)) as ex:
+            assert ex.nodes == 2  # 2 actors (one per cluster CPU), one on each node
+            remote = ex.run(PROGRAMS[:6])
+    finally:
+        cluster.shutdown()
+    assert [replace(r, duration_s=0.0) for r in remote] == [replace(r, duration_s=0.0) for r in local]
+    assert "leti: executing on Ray: 2 actor(s) of 1 sandboxed worker(s) on 2 node(s)" in capsys.readouterr().out
 
 
 def test_execution_backend_config(tmp_path):

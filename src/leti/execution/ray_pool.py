@@ -28,6 +28,11 @@ class _ExecutorActor:
     def run(self, program: Program) -> ExecutionResult:
         return self.executor.submit(program).result()
 
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def close(self) -> None:
         self.executor.close()
 
@@ -48,6 +53,10 @@ class RayExecutor:
         actor_cls = ray.remote(num_cpus=config.workers, max_concurrency=config.workers)(_ExecutorActor)
         local = replace(config, backend="local")
         self._actors = [actor_cls.options(scheduling_strategy="SPREAD").remote(local) for _ in range(n)]
+        # Waits for every actor to start (so a bad node fails here, not mid-phase) and tells the
+        # user where the programs will run.
+        self.nodes = len(set(ray.get([a.node_id.remote() for a in self._actors])))
+        print(f"leti: executing on Ray: {n} actor(s) of {config.workers} sandboxed worker(s) on {self.nodes} node(s)")
         self._turn = itertools.cycle(range(n))
         self._closed = False
 
