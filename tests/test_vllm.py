@@ -233,6 +233,30 @@ def test_tensor_parallel_engine_gives_the_single_engines_samples_and_exits(tiny_
 
 
 @pytest.mark.vllm
+def test_a_shared_engine_draws_what_a_fresh_one_draws(tiny_model_path):
+    """The run loop keeps the engine that evaluated checkpoint k to sample iteration k + 1. The
+    engine was started with the evaluation's seed, yet at temperature 1 the second phase draws
+    what a fresh engine started for it draws (per-request seeds decide), the engine runs in
+    both phases without restarting, and `close` ends it."""
+    from leti.sampling.vllm import VLLMEngine
+
+    evaluation = SamplingConfig(n=3, temperature=1.0, max_new_tokens=16, seed=100, backend="vllm", vllm=ENGINE)
+    training = replace(evaluation, seed=1, temperature=0.8)
+    engine = VLLMEngine(evaluation, tiny_model_path)
+    first = get_sampler(evaluation, engine, None)
+    assert len(list(first.sample(REQUESTS))) == 6 and first.startup_s > 0
+    process = _vllm_processes()
+    second = get_sampler(training, engine, None)
+    shared = {s.key: s for s in second.sample(REQUESTS)}
+    assert second.startup_s == 0.0 and _vllm_processes() == process  # the same engine, still running
+    engine.close()
+    assert _no_vllm_processes_within()
+    fresh = {s.key: s for s in get_sampler(training, tiny_model_path, None).sample(REQUESTS)}
+    assert shared == fresh
+    assert len({s.completion for s in fresh.values()}) > 1
+
+
+@pytest.mark.vllm
 def test_engine_logs_only_warnings_unless_asked(tiny_model_path):
     """A sampling phase in a fresh process: vLLM's INFO lines (about a hundred per engine start)
     are off by default, in the engine's processes too, and VLLM_LOGGING_LEVEL=INFO brings them back."""
@@ -326,6 +350,12 @@ def test_run_with_vllm_equals_run_with_hf_at_temperature_0(tmp_path, tiny_model_
         assert rows(vllm / "iterations" / name) == rows(hf / "iterations" / name), name
     before, after = rows(hf / "iterations/0/eval_samples.jsonl"), rows(hf / "iterations/1/eval_samples.jsonl")
     assert before != after  # training changed the model, and the engine sampled the new one
+    # One engine start per checkpoint: the engine that evaluated the base model sampled
+    # iteration 1 too; training ended it, and the trained checkpoint got a new one.
+    startup = [json.loads((vllm / "iterations" / name).read_text())["engine_startup_s"]
+               for name in ["0/eval.json", "1/samples.done", "1/eval.json"]]
+    assert startup[0] > 0 and startup[1] == 0 and startup[2] > 0, startup
+    assert "engine_startup_s" not in json.loads((hf / "iterations" / "1" / "samples.done").read_text())
 
 
 def test_each_rank_engine_is_confined_to_its_own_gpu():

@@ -189,42 +189,38 @@ class DataParallelSampler:
 
 
 def follow(cfg, group: Group) -> int:
-    """A follower's whole run: do what the leader says, until it says stop."""
-    while (job := group.broadcast(None)) is not None:
-        if isinstance(job, SampleJob):
-            _sample(cfg, job, group)
-        else:
-            _train(cfg, job)
-        gc.collect()
-        _empty_cuda_cache()  # the next job (a vLLM engine, a training step) wants the memory
+    """A follower's whole run: do what the leader says, until it says stop. Like the leader, it
+    keeps the model or vLLM engine of the last stage while the next one uses the same weights."""
+    from leti.loop.slot import ModelSlot
+
+    slot = ModelSlot(cfg.model_dtype, local_device(cfg.device))
+    try:
+        while (job := group.broadcast(None)) is not None:
+            if isinstance(job, SampleJob):
+                _sample(job, group, slot)
+            else:
+                _train(cfg, job, slot)
+            gc.collect()
+    finally:
+        slot.release()
     return 0
 
 
-def _sample(cfg, job: SampleJob, group: Group) -> None:
-    from leti.model import load_model_and_tokenizer
+def _sample(job: SampleJob, group: Group, slot) -> None:
     from leti.sampling.base import get_sampler
 
     mine: Iterator[Sample] = iter(())
     if job.keys[group.rank :: group.world_size]:  # no share (e.g. a resumed phase): load nothing
-        if job.sampling.backend == "vllm":
-            model, tok = job.source, None  # vLLM reads the checkpoint itself
-        else:
-            model, tok = load_model_and_tokenizer(job.source, dtype=cfg.model_dtype, device=local_device(cfg.device))
+        model, tok = slot.for_sampling(job.source, job.sampling)
         mine = shard(job, get_sampler(job.sampling, model, tok), group.rank, group.world_size)
     for _ in group.gather_samples(mine, round_size(job.sampling)):
         pass  # a follower's samples go to the leader; nothing comes back
 
 
-def _train(cfg, job: TrainJob) -> None:
-    from leti.model import load_model_and_tokenizer
+def _train(cfg, job: TrainJob, slot) -> None:
     from leti.training.trainer import train
 
-    model, tok = load_model_and_tokenizer(job.source, dtype=cfg.model_dtype, device=local_device(cfg.device))
+    model, tok = slot.get(job.source)
+    slot.forget_source()  # trained in place; the leader's checkpoint of the result is read from disk
     train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False, source=job.source)
-
-
-def _empty_cuda_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    slot.release()

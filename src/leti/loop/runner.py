@@ -33,6 +33,7 @@ from leti.loop.rundir import (
     write_json_atomic,
     write_text_atomic,
 )
+from leti.loop.slot import ModelSlot
 from leti.sampling.base import Sampler, SamplingConfig, get_sampler
 from leti.tasks.registry import get_task
 
@@ -45,45 +46,6 @@ _RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "e
                       "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
                       "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
                       "execution.backend", "execution.ray_address", "execution.ray_actors"}
-
-
-class _ModelSlot:
-    """The one model in memory and where it came from, so consecutive stages that need the
-    same weights (e.g. train k then evaluate k) do not reload them."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg, self.source, self.model, self.tokenizer = cfg, None, None, None
-
-    def get(self, source: str):
-        if self.source != source:
-            from leti.model import load_model_and_tokenizer
-
-            self.model = self.tokenizer = None  # free the old weights before loading
-            self.model, self.tokenizer = load_model_and_tokenizer(source, dtype=self.cfg.model_dtype, device=self.cfg.device)
-            self.source = source
-        return self.model, self.tokenizer
-
-    def release(self) -> None:
-        """Drop the weights (vLLM sampling wants the whole GPU; vLLM reads the checkpoint)."""
-        if self.model is not None:
-            import gc
-
-            import torch
-
-            self.source = self.model = self.tokenizer = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-
-    def for_sampling(self, source: str):
-        """(model, tokenizer) for the sampler: the vllm backend takes the checkpoint path."""
-        if self.cfg.sampling.backend == "vllm":
-            self.release()
-            return source, None
-        return self.get(source)
-
-    def set(self, source: str, model, tokenizer) -> None:
-        self.source, self.model, self.tokenizer = source, model, tokenizer
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -126,9 +88,15 @@ def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConf
                           vllm=cfg.sampling.vllm)
 
 
-def _by_rank(sampler: Sampler) -> dict:
-    """How many programs each rank generated, for a data-parallel phase."""
-    return {"sampled_by_rank": sampler.sampled} if isinstance(sampler, DataParallelSampler) else {}
+def _phase_info(sampler: Sampler) -> dict:
+    """For samples.done / eval.json: how many programs each rank generated (data-parallel
+    phases) and how long this process's vLLM engine took to start (0: kept from the last phase)."""
+    info = {"sampled_by_rank": sampler.sampled} if isinstance(sampler, DataParallelSampler) else {}
+    local = sampler.local if isinstance(sampler, DataParallelSampler) else sampler
+    startup = getattr(local, "startup_s", None)
+    if startup is not None:
+        info["engine_startup_s"] = round(startup, 2)
+    return info
 
 
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
@@ -164,12 +132,15 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                 raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
         print(f"leti: {mode} run in {rd.root}: {len(train_problems)} train problems x {cfg.sampling.n} samples, "
               f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
-        slot = _ModelSlot(cfg)
-        with make_executor(cfg.execution) as executor:
-            ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)
-            for k in range(last + 1):
-                if k not in rd.finished_iterations():
-                    ctx.iteration(k, last)
+        slot = ModelSlot(cfg.model_dtype, cfg.device)
+        try:
+            with make_executor(cfg.execution) as executor:
+                ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)
+                for k in range(last + 1):
+                    if k not in rd.finished_iterations():
+                        ctx.iteration(k, last)
+        finally:
+            slot.release()  # a vLLM engine kept for a next phase
     print(f"leti: run finished; metrics: {rd.metrics_path}")
     return 0
 
@@ -223,12 +194,12 @@ class _Context:
             sampler, self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
             condition_on_good=k >= 2, desc=f"iter {k} train", progress=cfg.progress)
         wall = round(time.time() - t0, 2)
-        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_by_rank(sampler)})
+        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler)})
         return records, wall
 
     def _sampler(self, source: str, sampling: SamplingConfig) -> Sampler:
         """This process's sampler, spread over every rank under a multi-process launch."""
-        model, tok = self.slot.for_sampling(source)
+        model, tok = self.slot.for_sampling(source, sampling)
         local = get_sampler(sampling, model, tok)
         if self.group.world_size > 1 and self.cfg.sampling.data_parallel:
             return DataParallelSampler(local, self.group, source, sampling)
@@ -252,7 +223,7 @@ class _Context:
             if not texts:
                 raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains on them")
         print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs")
-        self.slot.source = None  # weights change in place: never reuse them as the old source
+        self.slot.forget_source()  # weights change in place
         with self.group.stage():
             self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
@@ -290,6 +261,6 @@ class _Context:
             condition_on_good=conditioned, desc=f"iter {k} eval", progress=cfg.progress)
         scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks, self.task)
         report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
-                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **_by_rank(sampler)}
+                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **_phase_info(sampler)}
         write_json_atomic(rd.eval(k), report)
         return report

@@ -15,11 +15,13 @@ sample, token counts and finish_reason computed by the same rule. How:
 - vLLM reads weights from disk: the sampler takes the checkpoint path (an HF model object is
   accepted and read from its `name_or_path`, which must hold its current weights). A peft
   adapter directory is served as base model + LoRARequest.
-- GPU memory: the engine is created when `sample` starts and shut down when it ends (the
-  engine-core process exits, then gc + torch.cuda.empty_cache), so training, which runs between
-  sampling phases, gets the whole GPU. vLLM's sleep mode would keep the engine but has to reload
-  the new weights each iteration through version-specific calls; a restart costs engine start-up
-  (tens of seconds, less with enforce_eager) and is the same on every vLLM version.
+- GPU memory: given a path, the sampler creates the engine when `sample` starts and shuts it
+  down when it ends (the engine-core process exits, then gc + torch.cuda.empty_cache). The run
+  loop instead holds a `VLLMEngine` across the phases that sample the same checkpoint
+  (evaluation k, then sampling k + 1) and closes it before training, which so gets the whole
+  GPU. vLLM's sleep mode would keep the engine across training too but has to reload the new
+  weights each iteration through version-specific calls; a restart costs engine start-up (tens
+  of seconds, less with enforce_eager) and is the same on every vLLM version.
 """
 
 from __future__ import annotations
@@ -178,14 +180,18 @@ def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls:
     )
 
 
-class VLLMSampler:
-    """Sampler backend over vLLM (see the module doc for guarantees and memory handling)."""
+class VLLMEngine:
+    """A vLLM engine on one checkpoint: started on first use, kept until `close`. The run loop
+    keeps one across consecutive phases on the same weights (the evaluation of checkpoint k,
+    then the sampling of iteration k + 1), so it starts once for both. Phases can share an
+    engine because every request at temperature > 0 carries its own seed: the engine's seed
+    (the first phase's) never decides a sample."""
 
-    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None):
+    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None) -> None:
         path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
         if not path:
             raise LetiError("the vllm sampler needs a checkpoint path (vLLM loads weights from disk)")
-        self.config = config
+        self.settings, self.seed = config.vllm, config.seed
         self.checkpoint = resolve_checkpoint(str(path))
         if tokenizer is None:
             from transformers import AutoTokenizer
@@ -193,56 +199,38 @@ class VLLMSampler:
             # An adapter directory saved by the trainer holds the tokenizer with LeTI's tokens.
             tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.adapter or self.checkpoint.model)
         self.tokenizer = tokenizer
-        eos = tokenizer.eos_token_id
-        self.eos_ids: set[int] = {eos} if eos is not None else set()
         self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model)
-        self.startup_s: float | None = None  # engine start-up of the last `sample` call (for benchmarks)
+        self.startup_s: float | None = None  # how long the engine took to start (None: not started)
+        self._llm: Any = None
+        self._lora: Any = None
 
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    def get(self) -> tuple[Any, Any]:
+        """(LLM, LoRARequest or None), starting the engine if it is not running."""
+        if self._llm is None:
+            start = time.perf_counter()
+            self._llm, self._lora = self._start()
+            self.startup_s = time.perf_counter() - start
+        return self._llm, self._lora
 
-    def sample(
-        self,
-        requests: list[SampleRequest],
-        n: int | None = None,
-        skip: set[tuple[str, int]] | None = None,
-    ) -> Iterator[Sample]:
-        """Yield n samples per request, chunk by chunk, skipping keys in `skip`."""
-        n = samples_per_request(self.config, n)
-        planned = plan_requests(requests, n, skip or set(), self._tokenize, self.context, self.config)
-        if not planned:
-            return
-        start = time.perf_counter()
-        llm, lora = self._start_engine()
-        self.startup_s = time.perf_counter() - start
-        try:
-            from vllm import SamplingParams
+    @property
+    def running(self) -> bool:
+        return self._llm is not None
 
-            size = self.config.vllm.chunk_size
-            for i in range(0, len(planned), size):
-                chunk = planned[i : i + size]
-                prompts = [{"prompt_token_ids": list(p.prompt_ids)} for p in chunk]
-                params = [sampling_params(p, self.config, SamplingParams) for p in chunk]
-                outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
-                for p, out in zip(chunk, outputs, strict=True):
-                    yield to_sample(p, list(out.outputs[0].token_ids), self._decode,
-                                    self.config.stop, self.eos_ids)
-        finally:
+    def close(self) -> None:
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
             shutdown_engine(llm)
 
-    def _tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text).input_ids
-
-    def _start_engine(self) -> tuple[Any, Any]:
+    def _start(self) -> tuple[Any, Any]:
         try:
             from vllm import LLM
         except ImportError:
             raise LetiError(INSTALL_HINT) from None
-        ckpt, cfg = self.checkpoint, self.config.vllm
+        ckpt, cfg = self.checkpoint, self.settings
         kwargs: dict[str, Any] = dict(
             model=ckpt.model, tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, dtype=cfg.dtype,
-            enforce_eager=cfg.enforce_eager, max_model_len=self.context, seed=self.config.seed,
+            enforce_eager=cfg.enforce_eager, max_model_len=self.context, seed=self.seed,
         )
         if cfg.model_impl != "auto":
             kwargs["model_impl"] = cfg.model_impl
@@ -271,6 +259,64 @@ class VLLMSampler:
             hint = ("; on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM "
                     "it reserves for the KV cache: lower it (e.g. 0.2)") if not gpus and isinstance(e, RuntimeError) else ""
             raise LetiError(f"vLLM's engine did not start for {ckpt.model}: {_reason(e)}{hint}") from e
+
+
+class VLLMSampler:
+    """Sampler backend over vLLM (see the module doc for guarantees and memory handling).
+
+    `model` is a checkpoint path (the sampler starts an engine in each `sample` call and shuts
+    it down at the end) or a `VLLMEngine` that the caller owns and closes (shared by phases)."""
+
+    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None):
+        self.config = config
+        self._owns_engine = not isinstance(model, VLLMEngine)
+        self.engine = VLLMEngine(config, model, tokenizer) if self._owns_engine else model
+        if self.engine.settings != config.vllm:
+            raise LetiError("this vLLM engine was started with other sampling.vllm settings")
+        self.tokenizer = self.engine.tokenizer
+        eos = self.tokenizer.eos_token_id
+        self.eos_ids: set[int] = {eos} if eos is not None else set()
+        self.startup_s: float | None = None  # engine start-up in the last `sample` call (0: it was running)
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return self.engine.checkpoint
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def sample(
+        self,
+        requests: list[SampleRequest],
+        n: int | None = None,
+        skip: set[tuple[str, int]] | None = None,
+    ) -> Iterator[Sample]:
+        """Yield n samples per request, chunk by chunk, skipping keys in `skip`."""
+        n = samples_per_request(self.config, n)
+        planned = plan_requests(requests, n, skip or set(), self._tokenize, self.engine.context, self.config)
+        if not planned:
+            return
+        running = self.engine.running
+        llm, lora = self.engine.get()
+        self.startup_s = 0.0 if running else self.engine.startup_s
+        try:
+            from vllm import SamplingParams
+
+            size = self.config.vllm.chunk_size
+            for i in range(0, len(planned), size):
+                chunk = planned[i : i + size]
+                prompts = [{"prompt_token_ids": list(p.prompt_ids)} for p in chunk]
+                params = [sampling_params(p, self.config, SamplingParams) for p in chunk]
+                outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+                for p, out in zip(chunk, outputs, strict=True):
+                    yield to_sample(p, list(out.outputs[0].token_ids), self._decode,
+                                    self.config.stop, self.eos_ids)
+        finally:
+            if self._owns_engine:
+                self.engine.close()
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text).input_ids
 
 
 def _reason(error: Exception, limit: int = 300) -> str:
