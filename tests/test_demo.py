@@ -65,9 +65,11 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
         # Each arm is a plain `leti run` directory with the loop's files.
         it1 = demo / "seed0" / arm / "iterations" / "1"
         assert (it1 / "samples.jsonl").exists() and (it1 / "train_stats.json").exists() and (it1 / "eval.json").exists()
-    # Same warm start and seed: one shared baseline.
-    t0 = (demo / "seed0" / "textual" / "iterations" / "0" / "eval_samples.jsonl").read_text()
-    assert t0 == (demo / "seed0" / "binary" / "iterations" / "0" / "eval_samples.jsonl").read_text()
+    # Same warm start and seed: one shared baseline and one shared set of iteration-1 samples,
+    # computed by the first arm and copied (the same wall time says: not computed again).
+    for name in ("0/eval_samples.jsonl", "0/eval.json", "1/samples.jsonl", "1/samples.done"):
+        t, b = ((demo / "seed0" / arm / "iterations" / name).read_text() for arm in ("textual", "binary"))
+        assert t == b, name
     assert "<|lang_feedback|>" in (demo / "report.md").read_text()
     cfg = load_demo_config(preset_path(True))
     assert (cached_path(cfg.warmstart) / "warmstart.json").exists()

@@ -11,9 +11,10 @@ summary.json + report, all under one directory:
 
 Every arm is driven by the same loop as `leti run` (leti.loop.runner.run). Resuming is the
 loop's: rerunning the command skips every finished stage, and rerunning it with more arms runs
-only the new ones. Iteration 0 is the same model evaluated with the same seed and prompts in
-every arm, so the first arm's baseline files are copied into the others (also into arms added
-later) instead of being sampled again.
+only the new ones. Until the first training step every arm does the same thing: iteration 0
+evaluates the same model with the same seed and prompts, and iteration 1 samples and executes
+the same programs. So the first arm's files of those two stages are copied into the others
+(also into arms added later) instead of being computed again.
 """
 
 from __future__ import annotations
@@ -63,17 +64,22 @@ class _Clock:
         write_json_atomic(self.path, self.state)
 
 
-def _share_baseline(seed_dir: Path, arm: str) -> None:
-    """Copy iteration 0's evaluation (identical by construction) from an arm that has one,
-    also one that an earlier invocation ran, so an added arm does not evaluate it again."""
+def _share_untrained_stages(seed_dir: Path, arm: str) -> None:
+    """Copy the stages that only the untrained model decides, iteration 0's evaluation and
+    iteration 1's training samples with their execution results, from an arm that finished them
+    (also in an earlier invocation). Arms differ only in how those results become training
+    text, so these files are identical by construction and an arm need not compute them again."""
     target = RunDir(seed_dir / arm)
-    sources = [RunDir(seed_dir / a) for a in ARMS if a != arm and RunDir(seed_dir / a).eval(0).exists()]
-    if target.eval(0).exists() or not sources:
-        return
-    src_eval, src_samples = sources[0].eval(0), sources[0].eval_samples(0)
-    target.iteration(0).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src_samples, target.eval_samples(0))
-    shutil.copyfile(src_eval, target.eval(0))  # last: its presence marks the stage done
+    others = [RunDir(seed_dir / a) for a in ARMS if a != arm]
+    for marker, data, k in (("eval", "eval_samples", 0), ("samples_done", "samples", 1)):
+        source = next((rd for rd in others if getattr(rd, marker)(k).exists()), None)
+        if source is None or getattr(target, marker)(k).exists():
+            continue
+        getattr(target, marker)(k).parent.mkdir(parents=True, exist_ok=True)
+        # the data first (it replaces a partial file of a killed run), the marker last: its
+        # presence marks the stage done
+        shutil.copyfile(getattr(source, data)(k), getattr(target, data)(k))
+        shutil.copyfile(getattr(source, marker)(k), getattr(target, marker)(k))
 
 
 def _arms_to_summarise(root: Path, seeds: list[int], requested: tuple[str, ...]) -> list[str]:
@@ -112,7 +118,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
         for arm in arms:
             t0 = time.time()
             arm_dir = root / f"seed{s}" / arm
-            _share_baseline(root / f"seed{s}", arm)
+            _share_untrained_stages(root / f"seed{s}", arm)
             if progress:
                 print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
             run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir)
