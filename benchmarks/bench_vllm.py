@@ -8,6 +8,10 @@ includes its engine start-up, as it does in `leti run`, and the time without it 
 
     python benchmarks/bench_vllm.py --model Qwen/Qwen2.5-Coder-1.5B [--n-prompts 32 --n 16]   # vLLM has no CodeGen
     python benchmarks/bench_vllm.py            # a tiny offline GPT-2 (leti.testing), no hub
+
+`--phases K` also times what the run loop's engine reuse saves: K consecutive sampling phases on
+one checkpoint (different seeds, as evaluation k and sampling k + 1) with a fresh engine per
+phase (the baseline) and with one engine kept across them (`VLLMEngine`, as `leti run` does).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main() -> None:
     p.add_argument("--memory", type=float, default=None,
                    help="vLLM gpu_memory_utilization (default 0.9 on a GPU, 0.2 on CPU, where it is a share of RAM)")
     p.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile / CUDA graphs (faster start-up)")
+    p.add_argument("--phases", type=int, default=0, help="also time K phases: fresh engine each vs one kept engine")
     p.add_argument("--n-layer", type=int, default=6, help="offline model only")
     p.add_argument("--n-embd", type=int, default=384, help="offline model only")
     args = p.parse_args()
@@ -85,6 +90,24 @@ def main() -> None:
     hf_rate = hf_tokens / hf_s
     print(f"ratio vLLM / HF (tokens/s): {(v_tokens / v_s) / hf_rate:.2f}x start-up included, "
           f"{(v_tokens / (v_s - startup_s)) / hf_rate:.2f}x without it")
+    if args.phases:
+        _phases(args.phases, vcfg, path, tok, requests)
+
+
+def _phases(k: int, vcfg: SamplingConfig, path: str, tok, requests) -> None:
+    from dataclasses import replace
+
+    from leti.sampling.vllm import VLLMEngine
+
+    configs = [replace(vcfg, seed=i) for i in range(k)]
+    fresh_s = sum(_timed(get_sampler(c, path, tok), requests)[1] for c in configs)
+    engine = VLLMEngine(configs[0], path, tok)
+    try:
+        kept_s = sum(_timed(get_sampler(c, engine, None), requests)[1] for c in configs)
+    finally:
+        engine.close()
+    print(f"{k} phases on one checkpoint: fresh engine each {fresh_s:.1f} s, one kept engine {kept_s:.1f} s: "
+          f"{fresh_s / kept_s:.2f}x")
 
 
 if __name__ == "__main__":
