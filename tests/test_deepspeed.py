@@ -32,11 +32,11 @@ def _task_file(tmp_path: Path) -> str:
     return f"jsonl:{path}"
 
 
-def _launch(accelerate_config: str, run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
-    """`accelerate launch` of a shipped accelerate config on 2 CPU processes, fp32."""
+def _launch(accelerate_config: str, run_dir: Path, args: list[str], precision: str = "no") -> subprocess.CompletedProcess:
+    """`accelerate launch` of a shipped accelerate config on 2 CPU processes (fp32 by default)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / f"{accelerate_config}.yaml"),
-           "--num_processes", "2", "--mixed_precision", "no",
+           "--num_processes", "2", "--mixed_precision", precision,
            "-m", "leti", "run", CONFIG, "--run-dir", str(run_dir), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -74,6 +74,29 @@ def test_zero2_and_zero3_train_the_same_weights_as_ddp(tmp_path, tiny_model_path
         assert all(v.dtype == ddp[k].dtype for k, v in got.items())  # fp32 run: the gather stays fp32
         diff = max((got[k] - ddp[k]).abs().max().item() for k in ddp)
         assert diff < 1e-5, (strategy, diff)
+
+
+@pytest.mark.slow
+def test_zero3_in_bf16_saves_the_gathered_16bit_weights_as_the_models_dtype(tmp_path, tiny_model_path):
+    """The shipped ZeRO-3 config's precision (bf16): rank 0 gathers 16-bit weights, so the fp32
+    checkpoint holds bf16 values (rounded once per iteration, as documented) and has moved."""
+    pytest.importorskip("deepspeed")
+    import torch
+
+    run = tmp_path / "bf16"
+    proc = _launch("deepspeed-zero3", run, ["--set", f"model={tiny_model_path}", "--set", f"task={_task_file(tmp_path)}",
+                                            "--set", "progress=false", "--set", "trainer.mixed_precision=bf16"],
+                   precision="bf16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    tuned = load_file(run / "iterations" / "1" / "checkpoint" / "model.safetensors")
+
+    def in_bf16(weights: dict) -> bool:
+        return all(torch.equal(v, v.to(torch.bfloat16).to(v.dtype)) for v in weights.values())
+
+    assert {v.dtype for v in tuned.values()} == {torch.float32}
+    assert in_bf16(tuned) and not in_bf16(base)
+    assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-3
 
 
 @pytest.mark.slow
