@@ -102,6 +102,7 @@ def test_zero3_in_bf16_saves_the_gathered_16bit_weights_as_the_models_dtype(tmp_
 @pytest.mark.slow
 def test_lora_is_refused_under_zero3_before_sampling_and_trains_under_zero2(tmp_path, tiny_model_path):
     pytest.importorskip("deepspeed")
+    pytest.importorskip("bitsandbytes")  # QLoRA
     common = ["--set", f"model={tiny_model_path}", "--set", f"task={_task_file(tmp_path)}",
               "--set", "progress=false", "--set", "trainer.lora.enabled=true"]
     proc = _launch("deepspeed-zero3", tmp_path / "zero3", common)
@@ -109,12 +110,13 @@ def test_lora_is_refused_under_zero3_before_sampling_and_trains_under_zero2(tmp_
     assert "leti: error: LoRA/QLoRA with FSDP or ZeRO-3 is not supported" in proc.stderr
     assert not (tmp_path / "zero3" / "iterations").exists()  # refused at start, nothing sampled
 
-    proc = _launch("deepspeed-zero2", tmp_path / "zero2", common)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     base = load_file(Path(tiny_model_path) / "model.safetensors")
-    tuned = load_file(tmp_path / "zero2" / "iterations" / "1" / "checkpoint" / "model.safetensors")
-    assert sorted(tuned) == sorted(base)  # merged: a plain model
-    assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-4
+    for name, extra in [("lora", []), ("qlora", ["--set", "trainer.lora.load_in_4bit=true"])]:
+        proc = _launch("deepspeed-zero2", tmp_path / name, [*common, *extra])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tuned = load_file(tmp_path / name / "iterations" / "1" / "checkpoint" / "model.safetensors")
+        assert sorted(tuned) == sorted(base)  # merged: a plain model
+        assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-4
 
 
 @pytest.mark.parametrize("env, trainer, error", [
