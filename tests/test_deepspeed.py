@@ -138,3 +138,13 @@ def test_a_deepspeed_config_that_would_override_the_trainer_is_refused(monkeypat
     else:
         with pytest.raises(LetiError, match=error):
             check_sharding(TrainerConfig(**trainer))
+
+
+def test_fsdp_without_a_gpu_is_refused_at_run_start(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: FSDP can run (tests/test_gpu.py)")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(LetiError, match="FSDP needs GPUs"):
+        check_sharding(TrainerConfig())

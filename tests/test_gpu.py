@@ -4,6 +4,8 @@ on the GPU machine: `bash scripts/test.sh -m gpu`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,17 @@ from safetensors.torch import load_file
 
 from leti.cli import main
 
-CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = str(ROOT / "configs" / "tiny-cpu.yaml")
+
+
+def _tasks(tmp_path: Path) -> Path:
+    rows = [{"id": f"t{k}", "split": "train", "prompt": f'"""\nAdd {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
+             "tests": f"assert add_{k}(1) == {k + 1}\n"} for k in range(1, 4)]
+    rows += [{**r, "id": r["id"].replace("t", "e"), "split": "test"} for r in rows[:2]]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tasks
 
 
 @pytest.mark.gpu
@@ -21,11 +33,7 @@ def test_one_lora_iteration_on_gpu(tmp_path, tiny_model_path, four_bit):
     LoRA delta is merged into the saved full-precision checkpoint."""
     if four_bit:
         pytest.importorskip("bitsandbytes")
-    rows = [{"id": f"t{k}", "split": "train", "prompt": f'"""\nAdd {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
-             "tests": f"assert add_{k}(1) == {k + 1}\n"} for k in range(1, 4)]
-    rows += [{**r, "id": r["id"].replace("t", "e"), "split": "test"} for r in rows[:2]]
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = _tasks(tmp_path)
     run = tmp_path / "run"
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task=jsonl:{tasks}", "--set", "device=cuda", "--set", "trainer.lora.enabled=true",
@@ -37,3 +45,27 @@ def test_one_lora_iteration_on_gpu(tmp_path, tiny_model_path, four_bit):
     name = "transformer.h.0.attn.c_attn.weight"
     assert not (base[name] == tuned[name]).all()  # LoRA delta merged into the weights
     assert tuned[name].dtype == base[name].dtype  # full precision, nothing 4-bit saved
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed-zero3"])
+def test_sharded_training_on_one_gpu(tmp_path, tiny_model_path, strategy):
+    """The shipped FSDP and ZeRO-3 accelerate configs, one process on one GPU (the lent machines
+    have one): training, the gather of the sharded weights into the leader's checkpoint, and
+    the evaluation of the rebuilt model. Accelerate enables FSDP only on GPUs, so this is FSDP's
+    only test; DeepSpeed also runs on CPU with two processes (tests/test_deepspeed.py)."""
+    if strategy.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--config_file", str(ROOT / "configs" / "accelerate" / f"{strategy}.yaml"), "--num_processes", "1",
+           "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+           "--set", f"task=jsonl:{_tasks(tmp_path)}", "--set", "device=cuda", "--set", "progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "leti: run finished" in proc.stdout
+    assert (run / "iterations" / "1" / "eval.json").exists()  # the rebuilt model sampled
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    tuned = load_file(run / "iterations" / "1" / "checkpoint" / "model.safetensors")
+    assert sorted(tuned) == sorted(base) and {v.dtype for v in tuned.values()} == {base[k].dtype for k in base}
+    assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 0

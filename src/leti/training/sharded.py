@@ -67,6 +67,11 @@ def check_sharding(cfg: TrainerConfig) -> None:
     train fails before the first sampling phase, not after it."""
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and not torch.cuda.is_available():
+        # Accelerate turns FSDP on only over GPUs: on CPU it would fail deep in its plugin or
+        # quietly train without sharding.
+        raise LetiError("FSDP needs GPUs (Accelerate enables it only on them) and none is visible; on CPU "
+                        "launch with configs/accelerate/ddp.yaml or deepspeed-zero2.yaml / deepspeed-zero3.yaml")
     plugin = None
     if deepspeed:
         from accelerate.utils import DeepSpeedPlugin
