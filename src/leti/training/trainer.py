@@ -11,6 +11,7 @@ precision, gradient accumulation and tracker logging.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -166,6 +167,11 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     template = Template.of(model)
     model, full = _setup_model(model, tokenizer, cfg, source)
     _check_trackers(cfg.report_to)
+    if not torch.cuda.is_available():
+        # Accelerate imports DeepSpeed, where it is installed, in every training, and on a
+        # machine without GPUs DeepSpeed warns that it "was unable to detect" one: name its CPU
+        # backend instead (a launch that uses DeepSpeed has imported it already).
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision),
         # a plugin, not gradient_accumulation_steps=: Accelerate lets the launcher's environment
