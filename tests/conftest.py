@@ -15,6 +15,21 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
+def add_task(tmp_path) -> str:
+    """A `task=` value for `leti run`: five one-line problems (add k), three train and two test,
+    in a JSONL file under tmp_path."""
+    import json
+
+    rows = [{"id": f"p{k}", "split": split, "entry_point": f"add_{k}",
+             "prompt": f'"""\nWrite a function to add {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
+             "tests": f"assert add_{k}(1) == {k + 1}"}
+            for k, split in [(1, "train"), (2, "train"), (3, "train"), (4, "test"), (5, "test")]]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"jsonl:{path}"
+
+
+@pytest.fixture
 def wait_for_lines():
     """wait(proc, path, n, timeout): block until `path` holds at least n lines while `proc` still
     runs (a run to kill mid-write), failing if `proc` ends first."""

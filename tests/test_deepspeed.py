@@ -22,16 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = str(ROOT / "configs" / "tiny-cpu.yaml")
 
 
-def _task_file(tmp_path: Path) -> str:
-    rows = [{"id": f"p{k}", "split": split, "entry_point": f"add_{k}",
-             "prompt": f'"""\nWrite a function to add {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
-             "tests": f"assert add_{k}(1) == {k + 1}"}
-            for k, split in [(1, "train"), (2, "train"), (3, "train"), (4, "test"), (5, "test")]]
-    path = tmp_path / "tasks.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return f"jsonl:{path}"
-
-
 def _launch(accelerate_config: str, run_dir: Path, args: list[str], precision: str = "no") -> subprocess.CompletedProcess:
     """`accelerate launch` of a shipped accelerate config on 2 CPU processes (fp32 by default)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
@@ -43,13 +33,13 @@ def _launch(accelerate_config: str, run_dir: Path, args: list[str], precision: s
 
 
 @pytest.mark.slow
-def test_zero2_and_zero3_train_the_same_weights_as_ddp(tmp_path, tiny_model_path):
+def test_zero2_and_zero3_train_the_same_weights_as_ddp(tmp_path, tiny_model_path, add_task):
     """The same run under DDP, ZeRO-2 and ZeRO-3 gives the same checkpoint (up to reduction
     order). With gradient accumulation and clipping set away from the DeepSpeed configs' old
     fixed values, this also checks that leti's trainer.* settings reach DeepSpeed (without
     that, ZeRO-2 differed from DDP by 1e-3 here); under ZeRO-3 it checks the gather."""
     pytest.importorskip("deepspeed")
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={_task_file(tmp_path)}",
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
               "--set", "progress=false", "--set", "sampling.n=4",
               "--set", "trainer.gradient_accumulation_steps=2", "--set", "trainer.max_grad_norm=0.5"]
     ckpt = {}
@@ -79,14 +69,14 @@ def test_zero2_and_zero3_train_the_same_weights_as_ddp(tmp_path, tiny_model_path
 
 
 @pytest.mark.slow
-def test_zero3_in_bf16_saves_the_gathered_16bit_weights_as_the_models_dtype(tmp_path, tiny_model_path):
+def test_zero3_in_bf16_saves_the_gathered_16bit_weights_as_the_models_dtype(tmp_path, tiny_model_path, add_task):
     """The shipped ZeRO-3 config's precision (bf16): rank 0 gathers 16-bit weights, so the fp32
     checkpoint holds bf16 values (rounded once per iteration, as documented) and has moved."""
     pytest.importorskip("deepspeed")
     import torch
 
     run = tmp_path / "bf16"
-    proc = _launch("deepspeed-zero3", run, ["--set", f"model={tiny_model_path}", "--set", f"task={_task_file(tmp_path)}",
+    proc = _launch("deepspeed-zero3", run, ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
                                             "--set", "progress=false", "--set", "trainer.mixed_precision=bf16"],
                    precision="bf16")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,10 +92,10 @@ def test_zero3_in_bf16_saves_the_gathered_16bit_weights_as_the_models_dtype(tmp_
 
 
 @pytest.mark.slow
-def test_lora_is_refused_under_zero3_before_sampling_and_trains_under_zero2(tmp_path, tiny_model_path):
+def test_lora_is_refused_under_zero3_before_sampling_and_trains_under_zero2(tmp_path, tiny_model_path, add_task):
     pytest.importorskip("deepspeed")
     pytest.importorskip("bitsandbytes")  # QLoRA
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={_task_file(tmp_path)}",
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
               "--set", "progress=false", "--set", "trainer.lora.enabled=true"]
     proc = _launch("deepspeed-zero3", tmp_path / "zero3", common)
     assert proc.returncode != 0

@@ -19,17 +19,6 @@ from leti.cli import main
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 
 
-def _task_file(tmp_path: Path) -> str:
-    rows = []
-    for k, split in [(1, "train"), (2, "train"), (3, "train"), (4, "test"), (5, "test")]:
-        rows.append({"id": f"p{k}", "split": split, "entry_point": f"add_{k}",
-                     "prompt": f'"""\nWrite a function to add {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
-                     "tests": f"assert add_{k}(1) == {k + 1}"})
-    path = tmp_path / "tasks.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return f"jsonl:{path}"
-
-
 def _pids_with_arg(arg: str) -> list[int]:
     """Processes whose command line contains `arg` (Linux /proc)."""
     pids = []
@@ -50,12 +39,11 @@ def _torchrun(args: list[str], timeout: int = 180) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
-def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
-    task = _task_file(tmp_path)
+def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, add_task):
     # batch_size 1: every sample is generated alone, so how keys are dealt to ranks cannot even
     # change floating-point rounding, and the runs must agree exactly.
     # n=3: 9 training keys, an uneven deal (5 and 4), so one rank runs a round with nothing left.
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}", "--set", "progress=false",
               "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
     single, multi, leader = tmp_path / "single", tmp_path / "multi", tmp_path / "leader"
     assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
@@ -103,13 +91,12 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path):
 
 
 @pytest.mark.slow
-def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path, tiny_model_path, wait_for_lines):
+def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path, tiny_model_path, wait_for_lines, add_task):
     """kill -9 of the whole launch while both ranks sample; the rerun samples only what is
     missing, and the result equals a single process's (batch size 1: sharding cannot matter)."""
     import signal
 
-    task = _task_file(tmp_path)
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}", "--set", "progress=false",
               "--set", "sampling.n=8", "--set", "sampling.batch_size=1", "--set", "sampling.max_new_tokens=16",
               "--set", "eval.batch_size=1", "--set", "trainer.pretrain_mix_ratio=0"]
     single, multi = tmp_path / "single", tmp_path / "multi"
@@ -143,15 +130,14 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
 
 
 @pytest.mark.slow
-def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path):
+def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path, add_task):
     """Several machines, emulated on this one: two launchers of one process each (`torchrun
     --nnodes 2 --node_rank R`, the documented multi-node command), so both ranks have
     LOCAL_RANK 0 and only RANK tells them apart. Rank 1 must follow, not lead, and sample its
     share; the samples equal a single process's."""
     import socket
 
-    task = _task_file(tmp_path)
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}", "--set", "progress=false",
               "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
@@ -175,12 +161,11 @@ def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path):
 
 
 @pytest.mark.slow
-def test_a_leader_error_ends_every_rank_with_one_line(tmp_path, tiny_model_path):
+def test_a_leader_error_ends_every_rank_with_one_line(tmp_path, tiny_model_path, add_task):
     """A one-line LetiError on rank 0 between stages (here: nothing passed, and failures are not
     kept) ends the whole launch with a failure and that one line, not a hang or a traceback."""
-    task = _task_file(tmp_path)
     proc = _torchrun(["run", CONFIG, "--run-dir", str(tmp_path / "run"), "--set", f"model={tiny_model_path}",
-                      "--set", f"task={task}", "--set", "progress=false",
+                      "--set", f"task={add_task}", "--set", "progress=false",
                       "--set", "training_text.keep_failures=false"])
     assert proc.returncode != 0
     assert proc.stderr.count("leti: error: iteration 1: no sample passed, and training_text.keep_failures is false") == 1
@@ -191,12 +176,11 @@ def test_a_leader_error_ends_every_rank_with_one_line(tmp_path, tiny_model_path)
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_two_process_vllm_sampling_matches_single_process(tmp_path, tiny_model_path):
+def test_two_process_vllm_sampling_matches_single_process(tmp_path, tiny_model_path, add_task):
     """Each rank runs its own vLLM engine on its share of the keys (vLLM's CPU build here); the
     seeded samples of the untrained model (iteration 1's training samples, iteration 0's
     evaluation) equal a single process's."""
-    task = _task_file(tmp_path)
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={task}", "--set", "progress=false",
+    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}", "--set", "progress=false",
               "--set", "sampling.n=3", "--set", "sampling.backend=vllm", "--set", "sampling.vllm.dtype=float32",
               "--set", "sampling.vllm.enforce_eager=true", "--set", "sampling.vllm.gpu_memory_utilization=0.1",
               "--set", "eval.temperature=0.8"]
