@@ -132,6 +132,21 @@ def test_a_deepspeed_config_that_would_override_the_trainer_is_refused(monkeypat
             check_sharding(TrainerConfig(**trainer))
 
 
+def test_a_deepspeed_config_with_its_own_optimizer_is_refused(monkeypatch, tmp_path):
+    """A DeepSpeed JSON config (`deepspeed_config_file`) may bring an optimizer or scheduler;
+    leti's trainer builds its own, and Accelerate would fail deep inside `prepare`."""
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": "auto",
+                                "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                                "scheduler": {"type": "WarmupLR"}}))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(path))
+    with pytest.raises(LetiError, match="has its own optimizer and scheduler"):
+        check_sharding(TrainerConfig())
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": "auto"}))
+    check_sharding(TrainerConfig())
+
+
 def test_fsdp_without_a_gpu_is_refused_at_run_start(monkeypatch):
     import torch
 
