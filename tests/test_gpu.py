@@ -17,26 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = str(ROOT / "configs" / "tiny-cpu.yaml")
 
 
-def _tasks(tmp_path: Path) -> Path:
-    rows = [{"id": f"t{k}", "split": "train", "prompt": f'"""\nAdd {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
-             "tests": f"assert add_{k}(1) == {k + 1}\n"} for k in range(1, 4)]
-    rows += [{**r, "id": r["id"].replace("t", "e"), "split": "test"} for r in rows[:2]]
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tasks
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("four_bit", [False, True], ids=["lora", "qlora"])
-def test_one_lora_iteration_on_gpu(tmp_path, tiny_model_path, four_bit):
+def test_one_lora_iteration_on_gpu(tmp_path, tiny_model_path, add_task, four_bit):
     """One `leti run` iteration with LoRA (or QLoRA: 4-bit NF4 copy, bf16 compute) on CUDA: the
     LoRA delta is merged into the saved full-precision checkpoint."""
     if four_bit:
         pytest.importorskip("bitsandbytes")
-    tasks = _tasks(tmp_path)
     run = tmp_path / "run"
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
-                 "--set", f"task=jsonl:{tasks}", "--set", "device=cuda", "--set", "trainer.lora.enabled=true",
+                 "--set", f"task={add_task}", "--set", "device=cuda", "--set", "trainer.lora.enabled=true",
                  "--set", f"trainer.lora.load_in_4bit={str(four_bit).lower()}", "--set", "progress=false"]) == 0
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["optimizer_steps"] > 0
@@ -49,7 +39,7 @@ def test_one_lora_iteration_on_gpu(tmp_path, tiny_model_path, four_bit):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("strategy", ["fsdp", "deepspeed-zero3"])
-def test_sharded_training_on_one_gpu(tmp_path, tiny_model_path, strategy):
+def test_sharded_training_on_one_gpu(tmp_path, tiny_model_path, add_task, strategy):
     """The shipped FSDP and ZeRO-3 accelerate configs, one process on one GPU (the lent machines
     have one): training, the gather of the sharded weights into the leader's checkpoint, and
     the evaluation of the rebuilt model. Accelerate enables FSDP only on GPUs, so this is FSDP's
@@ -60,7 +50,7 @@ def test_sharded_training_on_one_gpu(tmp_path, tiny_model_path, strategy):
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / f"{strategy}.yaml"), "--num_processes", "1",
            "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
-           "--set", f"task=jsonl:{_tasks(tmp_path)}", "--set", "device=cuda", "--set", "progress=false"]
+           "--set", f"task={add_task}", "--set", "device=cuda", "--set", "progress=false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leti: run finished" in proc.stdout
