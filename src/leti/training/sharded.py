@@ -103,8 +103,8 @@ def _align_deepspeed(plugin, cfg: TrainerConfig) -> None:
     sections = [k for k in ("optimizer", "scheduler") if k in ds]
     if sections:
         raise LetiError(f"the DeepSpeed config has its own {' and '.join(sections)}, but leti's trainer builds AdamW "
-                        f"with a constant learning rate from trainer.*; remove the '{sections[0]}' section"
-                        + (f" and the '{sections[1]}' section" if len(sections) > 1 else "") + " from the DeepSpeed config")
+                        f"with a constant learning rate from trainer.*; remove {' and '.join(map(repr, sections))} "
+                        "from the DeepSpeed config")
     for key, field, ours in (("gradient_accumulation_steps", "trainer.gradient_accumulation_steps", cfg.gradient_accumulation_steps),
                              ("gradient_clipping", "trainer.max_grad_norm", cfg.max_grad_norm)):
         theirs = ds.get(key, "auto")
