@@ -33,6 +33,8 @@ def _problem(pid: str, split: str, k: int) -> dict:
 def task_file(tmp_path) -> str:
     path = tmp_path / "tasks.jsonl"
     rows = [_problem(f"t{k}", "train", k) for k in range(1, 4)] + [_problem(f"e{k}", "test", k) for k in range(4, 6)]
+    for row in rows[0], rows[3]:  # a problem's own stop sequences (JSONL tasks may set them)
+        row["stop"] = ["e"]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return f"jsonl:{path}"
 
@@ -62,6 +64,12 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert len(samples) == 3 * 2
     assert {"status", "passed", "feedback", "exception_type", "completion", "prompt"} <= set(samples[0])
     assert not any(s["prompt"].startswith("<|good|>") for s in samples)  # iteration 1: plain prompt
+    # t1 and e4 stop at "e" in both phases; the other problems have no stop sequences.
+    evals = [json.loads(x) for x in (run / "iterations" / "1" / "eval_samples.jsonl").read_text().splitlines()]
+    own = [s for s in samples + evals if s["problem_id"] in ("t1", "e4")]
+    assert own and not any("e" in s["completion"] for s in own)
+    assert any(s["finish_reason"] == "stop" for s in own)
+    assert any("e" in s["completion"] for s in samples + evals if s["problem_id"] not in ("t1", "e4"))
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1]
     assert metrics[0]["gradient_steps_total"] == 0 and metrics[1]["gradient_steps_total"] > 0

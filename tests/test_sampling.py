@@ -87,6 +87,24 @@ def test_stop_sequences_hold_for_every_sampled_row(model_and_tokenizer):
     assert len(stopped) >= 10 and all(s.n_completion_tokens < 48 for s in stopped)
 
 
+def test_a_requests_own_stops_apply_to_its_rows_only(model_and_tokenizer):
+    """One batch mixes a request with its own stops, one with none, and one using the config's:
+    each row is cut by its own list, as if it had been sampled alone with that list."""
+    kw = dict(n=3, batch_size=9, max_new_tokens=48, seed=5)
+    own = SampleRequest("own", REQUESTS[0].prompt, stop=("e", "\n"))
+    free = SampleRequest("free", REQUESTS[1].prompt, stop=())
+    default = SampleRequest("default", REQUESTS[1].prompt)
+    mixed = run(model_and_tokenizer, [own, free, default], stop=("a",), **kw)
+    alone_own = run(model_and_tokenizer, [SampleRequest("own", own.prompt)], stop=own.stop, **kw)
+    alone_free = run(model_and_tokenizer, [SampleRequest("free", free.prompt)], **kw)
+    alone_default = run(model_and_tokenizer, [SampleRequest("default", default.prompt)], stop=("a",), **kw)
+    assert {k: v for k, v in mixed.items() if k[0] == "own"} == alone_own
+    assert {k: v for k, v in mixed.items() if k[0] == "free"} == alone_free
+    assert {k: v for k, v in mixed.items() if k[0] == "default"} == alone_default
+    assert any(s.finish_reason == "stop" and s.n_completion_tokens < 48 for s in alone_own.values())
+    assert any("a" in s.completion for s in alone_free.values())  # the config's stop did not apply
+
+
 def test_seeded_samples_do_not_depend_on_batching(model_and_tokenizer):
     a = run(model_and_tokenizer, n=4, batch_size=8, seed=3)
     b = run(model_and_tokenizer, list(reversed(REQUESTS)), n=4, batch_size=3, seed=3)
@@ -133,6 +151,8 @@ def test_bad_requests_are_one_line_errors(model_and_tokenizer):
     too_long = [SampleRequest("big", "x = 1\n" * 400)]
     with pytest.raises(LetiError, match="'big'.*context"):
         list(sampler.sample(too_long, n=1))
+    with pytest.raises(LetiError, match="'s'.*stop"):
+        list(sampler.sample([SampleRequest("s", "x = 1\n", stop="\n")], n=1))
 
 
 def test_vllm_backend_gives_install_hint_or_clear_error(model_and_tokenizer):

@@ -103,9 +103,17 @@ def test_to_sample_gives_the_hf_samplers_samples_for_the_same_tokens(model_and_t
         cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=budget, stop=stop, batch_size=1)
         hf = {s.problem_id: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
         planned = plan_requests(REQUESTS, 1, set(), _tokenize(tok), 512, cfg)
-        ours = {p.problem_id: to_sample(p, raw[p.problem_id], _decode(tok), stop, {tok.eos_token_id}) for p in planned}
+        ours = {p.problem_id: to_sample(p, raw[p.problem_id], _decode(tok), {tok.eos_token_id}) for p in planned}
         assert ours == hf
     assert hf["short"].finish_reason == "stop" and hf["short"].n_completion_tokens < budget
+    # A request's own stops replace the config's, in the plan (hence in vLLM's params) and in the cut.
+    mixed = [SampleRequest("short", REQUESTS[0].prompt, stop=stops), SampleRequest("long", REQUESTS[1].prompt)]
+    cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=budget, stop=("\nclass",), batch_size=2)
+    planned = plan_requests(mixed, 1, set(), _tokenize(tok), 512, cfg)
+    assert [p.stop for p in planned] == [stops, ("\nclass",)]
+    ours = {p.problem_id: to_sample(p, raw[p.problem_id], _decode(tok), {tok.eos_token_id}) for p in planned}
+    assert ours == {s.problem_id: s for s in get_sampler(cfg, model, tok).sample(mixed)}
+    assert ours["short"] == hf["short"]
 
 
 def test_to_sample_cuts_at_eos_and_labels_length(model_and_tokenizer):
@@ -113,10 +121,10 @@ def test_to_sample_cuts_at_eos_and_labels_length(model_and_tokenizer):
     eos = tok.eos_token_id
     body = tok("return a + b").input_ids
     p = PlannedRequest("p", 0, "def f():\n", (1, 2), None, len(body) + 3)
-    s = to_sample(p, body + [eos] + body, _decode(tok), (), {eos})
+    s = to_sample(p, body + [eos] + body, _decode(tok), {eos})
     assert (s.completion, s.n_completion_tokens, s.finish_reason) == ("return a + b", len(body), "stop")
     full = PlannedRequest("p", 0, "def f():\n", (1, 2), None, len(body))
-    s = to_sample(full, body, _decode(tok), (), {eos})
+    s = to_sample(full, body, _decode(tok), {eos})
     assert (s.n_completion_tokens, s.finish_reason) == (len(body), "length")
 
 

@@ -52,24 +52,21 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
         model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
     else:
         model, tokenizer = load_model_and_tokenizer(req.model, device=req.device)
-    # The sampler takes one stop list per config; JSONL tasks may give problems their own.
-    groups: dict[tuple[str, ...], list[Problem]] = {}
-    for p in problems:
-        groups.setdefault(task.stop_for(p), []).append(p)
-    for stop, group in groups.items():
-        config = SamplingConfig(
-            n=req.n,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            max_new_tokens=req.max_new_tokens,
-            stop=stop,
-            seed=req.seed,
-            batch_size=req.batch_size,
-            backend=req.backend,
-            vllm=req.vllm,
-        )
-        sampler = get_sampler(config, model, tokenizer)
-        requests = [SampleRequest(problem_id=p.id, prompt=req.prompt_prefix + p.prompt) for p in group]
-        # Appended (and flushed) as batches finish: a killed run keeps what it drew.
-        append_samples_jsonl(out_path, sampler.sample(requests, skip=done))
+    config = SamplingConfig(
+        n=req.n,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_new_tokens=req.max_new_tokens,
+        seed=req.seed,
+        batch_size=req.batch_size,
+        backend=req.backend,
+        vllm=req.vllm,
+    )
+    sampler = get_sampler(config, model, tokenizer)
+    requests = [
+        SampleRequest(problem_id=p.id, prompt=req.prompt_prefix + p.prompt, stop=task.stop_for(p))
+        for p in problems
+    ]
+    # Appended (and flushed) as batches finish: a killed run keeps what it drew.
+    append_samples_jsonl(out_path, sampler.sample(requests, skip=done))
     return out_path

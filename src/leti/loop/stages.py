@@ -21,11 +21,12 @@ from leti.sampling.base import Sample, Sampler, SampleRequest
 from leti.tasks.base import Problem, Task
 
 
-def requests_for(problems: Sequence[Problem], condition_on_good: bool) -> list[SampleRequest]:
+def requests_for(task: Task, problems: Sequence[Problem], condition_on_good: bool) -> list[SampleRequest]:
     """Prompts as the model sees them: `<|good|>` + prompt once the model has been trained on
-    reward tokens (spec: iteration 1 samples the plain prompt, later ones the prefixed one)."""
+    reward tokens (spec: iteration 1 samples the plain prompt, later ones the prefixed one),
+    each with its problem's stop sequences."""
     prefix = GOOD if condition_on_good else ""
-    return [SampleRequest(problem_id=p.id, prompt=prefix + p.prompt) for p in problems]
+    return [SampleRequest(problem_id=p.id, prompt=prefix + p.prompt, stop=task.stop_for(p)) for p in problems]
 
 
 def _record(sample: Sample, result: ExecutionResult) -> dict:
@@ -69,7 +70,7 @@ def sample_and_execute(
                     keep.append((s, fut))
             pending[:] = keep
 
-        reqs = requests_for(problems, condition_on_good)
+        reqs = requests_for(task, problems, condition_on_good)
         for s in sampler.sample(reqs, n=n, skip=set(done)):
             pending.append((s, executor.submit(task.build_program(by_id[s.problem_id], s.completion))))
             flush(wait=False)

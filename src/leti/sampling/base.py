@@ -87,10 +87,16 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """One problem to sample for: the exact prompt text the model continues."""
+    """One problem to sample for: the exact prompt text the model continues, and its own stop
+    sequences when it has them (a JSONL task may give each problem its own)."""
 
     problem_id: str
     prompt: str
+    stop: tuple[str, ...] | None = None  # None: the config's `stop`
+
+    def stops(self, config: SamplingConfig) -> tuple[str, ...]:
+        """The stop sequences that end this request's samples."""
+        return config.stop if self.stop is None else self.stop
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,10 @@ def check_requests(requests: list[SampleRequest]) -> None:
     for req in requests:
         if not isinstance(req, SampleRequest):
             raise LetiError(f"requests must be SampleRequest objects, got {type(req).__name__}")
+        if req.stop is not None and (isinstance(req.stop, str) or not all(isinstance(s, str) and s for s in req.stop)):
+            raise LetiError(
+                f"problem {req.problem_id!r}: stop={req.stop!r}; give a list of non-empty stop sequences"
+            )
         if req.problem_id in seen:
             raise LetiError(
                 f"problem_id {req.problem_id!r} appears twice in the requests; ids must be unique"

@@ -84,16 +84,17 @@ class _PerRowSampling(LogitsProcessor):
 
 
 class _StopOnText(StoppingCriteria):
-    """Marks a row done once its generated text contains a stop sequence. Only a tail window
-    of tokens is decoded each step: a stop sequence of c characters is at most 4c UTF-8 bytes,
-    hence spans at most 4c byte-level tokens, so the window always covers a fresh match."""
+    """Marks a row done once its generated text contains one of its stop sequences (each row
+    has its own list). Only a tail window of tokens is decoded each step: a stop sequence of c
+    characters is at most 4c UTF-8 bytes, hence spans at most 4c byte-level tokens, so the
+    window always covers a fresh match."""
 
-    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_width: int, end_ids: set[int]):
+    def __init__(self, tokenizer, stops: list[tuple[str, ...]], prompt_width: int, end_ids: set[int]):
         self.tokenizer = tokenizer
         self.stops = stops
         self.prompt_width = prompt_width
         self.end_ids = end_ids
-        self.window = 4 * max(len(s) for s in stops) + 1
+        self.window = 4 * max(len(s) for row in stops for s in row) + 1
         self.stopped_at: dict[int, int] = {}  # row -> number of new tokens when it stopped
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
@@ -101,11 +102,11 @@ class _StopOnText(StoppingCriteria):
         n_new = new.shape[1]
         tails = new[:, max(0, n_new - self.window) :].tolist()
         for row, tail in enumerate(tails):
-            # Rows already stopped, or padded after eos, need no more decoding.
-            if row in self.stopped_at or tail[-1] in self.end_ids:
+            # Rows already stopped, rows without stops, or padded after eos, need no decoding.
+            if row in self.stopped_at or not self.stops[row] or tail[-1] in self.end_ids:
                 continue
             text = self.tokenizer.decode(tail, skip_special_tokens=False)
-            if any(s in text for s in self.stops):
+            if any(s in text for s in self.stops[row]):
                 self.stopped_at[row] = n_new
         done = [row in self.stopped_at for row in range(len(tails))]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
@@ -195,8 +196,9 @@ class HFSampler:
             processors.append(_PerRowSampling(generators, cfg.temperature, cfg.top_p))
         criteria = StoppingCriteriaList()
         stopper = None
-        if cfg.stop:
-            stopper = _StopOnText(self.tokenizer, cfg.stop, width, self.eos_ids | {pad})
+        stops = [req.stops(cfg) for _, req, _ in rows]
+        if any(stops):
+            stopper = _StopOnText(self.tokenizer, stops, width, self.eos_ids | {pad})
             criteria.append(stopper)
         gen_config = GenerationConfig(
             do_sample=False,  # the per-row processor has already drawn the token
@@ -241,7 +243,7 @@ class HFSampler:
         text = self.tokenizer.decode(
             new[:n_kept], skip_special_tokens=False, clean_up_tokenization_spaces=False
         )
-        cuts = [text.find(s) for s in self.config.stop if s in text]
+        cuts = [text.find(s) for s in req.stops(self.config) if s in text]
         if cuts:
             text, ended = text[: min(cuts)], True
         reason = "stop" if ended or n_kept < budget else "length"

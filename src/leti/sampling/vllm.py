@@ -58,6 +58,7 @@ class PlannedRequest:
     prompt_ids: tuple[int, ...]
     seed: int | None  # None for greedy decoding, where no random draw happens
     max_tokens: int  # generation budget: max_new_tokens, capped by the context left
+    stop: tuple[str, ...] = ()  # this request's stop sequences
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def plan_requests(
             if (req.problem_id, k) in skip:
                 continue
             seed = derive_seed(config.seed, req.problem_id, k) if config.temperature > 0 else None
-            planned.append(PlannedRequest(req.problem_id, k, req.prompt, ids, seed, budget))
+            planned.append(PlannedRequest(req.problem_id, k, req.prompt, ids, seed, budget, req.stops(config)))
     return planned
 
 
@@ -117,7 +118,6 @@ def to_sample(
     planned: PlannedRequest,
     token_ids: list[int],
     decode: Callable[[list[int]], str],
-    stops: tuple[str, ...],
     eos_ids: set[int],
 ) -> Sample:
     """Generated token ids -> Sample, by hf.py's rule: cut at the first eos, then at the first
@@ -130,9 +130,9 @@ def to_sample(
             n_kept, ended = i, True
             break
     text = decode(tokens[:n_kept])
-    cuts = [text.find(s) for s in stops if s in text]
+    cuts = [text.find(s) for s in planned.stop if s in text]
     if cuts:
-        n_kept = _first_stop_token(tokens[:n_kept], decode, stops)
+        n_kept = _first_stop_token(tokens[:n_kept], decode, planned.stop)
         text, ended = text[: min(cuts)], True
     reason = "stop" if ended or n_kept < planned.max_tokens else "length"
     return Sample(
@@ -170,7 +170,7 @@ def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls:
         top_p=config.top_p,
         max_tokens=planned.max_tokens,
         seed=planned.seed,
-        stop=list(config.stop) or None,
+        stop=list(planned.stop) or None,
         # Text is rebuilt from token ids by to_sample; these keep vLLM's own stop-string check
         # on the same text (special tokens such as <|bad|> included, no added spaces).
         skip_special_tokens=False,
@@ -309,8 +309,7 @@ class VLLMSampler:
                 params = [sampling_params(p, self.config, SamplingParams) for p in chunk]
                 outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
                 for p, out in zip(chunk, outputs, strict=True):
-                    yield to_sample(p, list(out.outputs[0].token_ids), self._decode,
-                                    self.config.stop, self.eos_ids)
+                    yield to_sample(p, list(out.outputs[0].token_ids), self._decode, self.eos_ids)
         finally:
             if self._owns_engine:
                 self.engine.close()
