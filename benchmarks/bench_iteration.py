@@ -93,7 +93,8 @@ def main() -> None:
         while not (model_dir / "tokenizer.json").exists():
             time.sleep(1)
     full = load_config(args.config, args.set)
-    overrides = [*args.set, f"model={model_dir}", "iterations=1", "progress=false", "keep_checkpoints=1",
+    # Offline: the standard library stands in for the paper's streamed corpus (--set can replace it).
+    overrides = ["trainer.pretrain_corpus=stdlib", *args.set, f"model={model_dir}", "iterations=1", "progress=false", "keep_checkpoints=1",
                  f"max_train_problems={args.problems}", f"eval.max_problems={args.problems}"]
     cfg = load_config(args.config, overrides)
     run_dir = work / "run"

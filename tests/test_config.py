@@ -10,6 +10,7 @@ import yaml
 from leti.cli import main
 from leti.config import load_config
 from leti.errors import LetiError
+from leti.tasks.registry import get_task
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -19,8 +20,14 @@ def test_defaults_are_the_paper():
     assert cfg.model == "Salesforce/codegen-350M-mono"
     assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_new_tokens) == (128, 1.0, 1.0, 512)
     assert (cfg.eval.split, cfg.eval.n, cfg.eval.temperature, cfg.eval.ks) == ("test", 16, 0.1, [1, 10])
+    # `leti evaluate --task mbpp --model M` uses the same protocol as a run's evaluation
+    mbpp = get_task("mbpp").eval_defaults
+    assert (mbpp.split, mbpp.n, mbpp.temperature, mbpp.top_p, mbpp.max_new_tokens, list(mbpp.ks)) == (
+        cfg.eval.split, cfg.eval.n, cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.ks)
     t = cfg.trainer
     assert (t.learning_rate, t.weight_decay, t.epochs, t.pretrain_mix_ratio) == (1e-5, 0.01, 3, 1.0)
+    # the authors' corpus: the first 50k Python files of The Stack (process_the_stack.py)
+    assert (t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_max_files) == ("bigcode/the-stack", "data/python", 50000)
     assert cfg.execution.timeout_s == 5.0
     assert cfg.training_text.reward_token and cfg.training_text.textual_feedback
     assert not cfg.training_text.append_eos

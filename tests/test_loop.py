@@ -85,6 +85,23 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert main(args + ["--set", "sampling.n=3"]) == 2  # changed config is refused, one line
 
 
+def test_a_pretraining_corpus_that_cannot_be_read_fails_at_run_start(tmp_path, tiny_model_path, task_file,
+                                                                    monkeypatch, capsys):
+    """The paper's corpus is streamed from the hub: without it (here: offline mode), the run stops
+    in one line before it samples anything, not at the first training stage."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}"]
+    assert main(args + ["--set", "trainer.pretrain_corpus=bigcode/the-stack"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leti: error: trainer.pretrain_corpus: cannot load dataset 'bigcode/the-stack'")
+    assert "\n" not in err and "huggingface-cli login" in err
+    (tmp_path / "empty").mkdir()
+    assert main(args + ["--run-dir", str(tmp_path / "run2"), "--set", f"trainer.pretrain_corpus={tmp_path / 'empty'}"]) == 2
+    assert "holds no .py files" in capsys.readouterr().err
+    assert not list(run.glob("iterations/*")) and not list((tmp_path / "run2").glob("iterations/*"))
+
+
 @pytest.mark.slow
 def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file, wait_for_lines):
     run = tmp_path / "run"

@@ -20,4 +20,4 @@ fi
 } 2>&1 | tee "$OUT/env.txt"
 python3 -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
 python3 benchmarks/bench_iteration.py configs/mbpp-codegen-350m-1gpu.yaml --architecture codegen-350m \
-  --problems 8 --set trainer.pretrain_corpus=stdlib 2>&1 | tail -8 | tee "$OUT/bench_iteration_350m_hf.txt"
+  --problems 8 2>&1 | tail -8 | tee "$OUT/bench_iteration_350m_hf.txt"

@@ -8,7 +8,8 @@ that --arms asks for, through `leti.loop`, resumable), `summary`.
 What it shows (presets/demo.yaml, measured on the shared 2-core development machine with
 `leti demo --arms textual,binary,constant,passing`; each arm is 4 iterations of 192 train
 problems x 4 samples from the same warm start and seed; held-out = 64 problems x 4 samples at
-T=0.2 with the `<|good|>` prefix; every seed has its own warm start and split):
+T=0.2 with the `<|good|>` prefix from iteration 1 on (iteration 0, the untrained warm start,
+gets the plain prompt); every seed has its own warm start and split):
 
     held-out pass@1 (%)    iteration 0     1      2      3      4    gradient steps
     seed 0  textual            16.8      22.7   23.8   31.6   35.9     768

@@ -124,6 +124,11 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         if set(range(last + 1)) <= rd.finished_iterations():
             print(f"leti: run {rd.root} is already finished ({last} iterations); metrics: {rd.metrics_path}")
             return 0
+        if cfg.trainer.pretrain_mix_ratio > 0:
+            from leti.training.data import check_corpus
+
+            t = cfg.trainer
+            check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field)
         task = get_task(cfg.task)
         train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
         eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]

@@ -1,7 +1,8 @@
 """Fine-tuning settings (TRL style: one dataclass beside the trainer, help text on every field).
 
 Defaults are the authors' CodeGen-350M-mono run: AdamW, weight decay 0.01, constant lr 1e-5,
-3 epochs per iteration, bf16, alternating 1:1 with packed continued-pretraining batches.
+3 epochs per iteration, bf16, alternating 1:1 with packed continued-pretraining batches of the
+first 50k Python files of The Stack (streamed from the hub; offline configs set `stdlib`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class TrainerConfig:
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = field(default="auto", metadata={"help": "'auto': bf16 autocast on GPUs that support it, else fp32; weights stay fp32."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})
     pretrain_mix_ratio: float = field(default=1.0, metadata={"help": "Continued-pretraining micro-batches per LeTI micro-batch (1.0 = 1:1 alternation, authors; 0 = no mix)."})
-    pretrain_corpus: str = field(default="stdlib", metadata={"help": "'stdlib' (this machine's Python standard library, offline), a directory of .py files, or a Hugging Face dataset id (e.g. bigcode/the-stack-smol)."})
-    pretrain_hf_data_dir: str | None = field(default="data/python", metadata={"help": "data_dir of the Hugging Face pretraining dataset (the-stack-smol: data/python)."})
+    pretrain_corpus: str = field(default="bigcode/the-stack", metadata={"help": "Continued-pretraining corpus: a Hugging Face dataset id, streamed (default: the authors' corpus, bigcode/the-stack, Python files; a gated dataset: accept its terms on the hub, then `huggingface-cli login`), 'stdlib' (this machine's Python standard library, offline) or a directory of .py files. Checked at run start."})
+    pretrain_hf_data_dir: str | None = field(default="data/python", metadata={"help": "data_dir of the Hugging Face pretraining dataset (the-stack and the-stack-smol: data/python)."})
     pretrain_text_field: str = field(default="content", metadata={"help": "Text column of the Hugging Face pretraining dataset."})
     pretrain_max_files: int = field(default=50000, metadata={"help": "Use at most this many corpus files, in order (authors: the first 50k Python files of The Stack)."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})

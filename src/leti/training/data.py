@@ -96,6 +96,13 @@ def iter_corpus(corpus: str, max_files: int, hf_data_dir: str | None = None,
             continue  # a few stdlib test files are deliberately not UTF-8
 
 
+def check_corpus(corpus: str, hf_data_dir: str | None = None, text_field: str = "content") -> None:
+    """Read the corpus's first file: a wrong name, a gated dataset without a login or no network
+    then fails at run start, in one line, instead of after the first sampling phase."""
+    if next(iter_corpus(corpus, 1, hf_data_dir, text_field), None) is None:
+        raise LetiError(f"trainer.pretrain_corpus '{corpus}' yielded no text; point it at Python sources or use 'stdlib'")
+
+
 def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field: str) -> Iterator[str]:
     try:
         import datasets
@@ -106,8 +113,9 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
         ds = datasets.load_dataset(name, data_dir=data_dir, split="train", streaming=True)
     except Exception as e:
         raise LetiError(
-            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({type(e).__name__}); "
-            "check the name and network, or use 'stdlib' or a directory of .py files"
+            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({_first_line(e)}); check the name, "
+            "the network and, for a gated dataset, its terms and `huggingface-cli login`; or use 'stdlib' "
+            "or a directory of .py files"
         ) from e
     for i, row in enumerate(ds):
         if i >= max_files:
@@ -115,6 +123,13 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
         if text_field not in row:
             raise LetiError(f"trainer.pretrain_text_field: dataset '{name}' has no column '{text_field}' (columns: {sorted(row)})")
         yield row[text_field]
+
+
+def _first_line(error: Exception, limit: int = 200) -> str:
+    """The error's type and the first line of its message, capped (hub errors run long)."""
+    line = next((x.strip() for x in str(error).splitlines() if x.strip()), "")
+    text = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
