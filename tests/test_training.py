@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -44,6 +46,21 @@ def test_tokenize_counts_truncation_and_keeps_special_tokens(model_and_tokenizer
     good, bad = tok.convert_tokens_to_ids(["<|good|>", "<|bad|>"])
     assert data.examples[0][0] == good and data.examples[1][0] == bad  # truncation keeps the front
     assert tokenize_texts(tok, TEXTS[:2], max_length=10_000).n_truncated == 0
+
+
+def test_texts_are_tokenized_like_sampling_prompts_bos_included(model_and_tokenizer):
+    """A tokenizer that adds a BOS (Llama style) gets it in training too, exactly as the samplers'
+    `tokenizer(prompt)` does, so training and sampling see the same sequences."""
+    from tokenizers.processors import TemplateProcessing
+
+    _, tok = model_and_tokenizer
+    tok = copy.deepcopy(tok)
+    assert tokenize_texts(tok, TEXTS[:1], max_length=10_000).examples[0] == tok(TEXTS[0]).input_ids
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, tok.bos_token_id)])
+    ids = tokenize_texts(tok, TEXTS[:1], max_length=10_000).examples[0]
+    assert ids == tok(TEXTS[0]).input_ids and ids[0] == tok.bos_token_id
+    assert ids[1] == tok.convert_tokens_to_ids("<|good|>")
 
 
 def test_stdlib_corpus_is_sorted_and_packs_full_blocks(model_and_tokenizer):

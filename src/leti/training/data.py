@@ -31,12 +31,14 @@ class TokenizedTexts:
 
 
 def tokenize_texts(tokenizer, texts: list[str], max_length: int) -> TokenizedTexts:
-    """Token ids per text (no BOS/EOS added: the text says exactly what the model sees).
-    Texts longer than `max_length` keep their first `max_length` tokens, so the reward token and
-    feedback at the front are never lost."""
+    """Token ids per text, tokenized as the samplers tokenize prompts: with what the tokenizer
+    itself adds (e.g. a Llama-style BOS; GPT-2/CodeGen/Qwen add nothing), so a model is trained
+    on the sequences it is later prompted with. An end-of-text token is in the text or not
+    (training_text.append_eos). Texts longer than `max_length` keep their first `max_length`
+    tokens, so the reward token and feedback at the front are never lost."""
     examples, n_truncated = [], 0
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        ids = tokenizer(text, verbose=False)["input_ids"]
         if len(ids) > max_length:
             ids, n_truncated = ids[:max_length], n_truncated + 1
         if ids:
