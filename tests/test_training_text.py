@@ -59,6 +59,13 @@ def test_constant_feedback_keeps_the_span_without_the_information(results):
         TrainingTextConfig(feedback_content="constant", textual_feedback=False)
 
 
+@pytest.mark.parametrize("without", [{"textual_feedback": False}, {"feedback_content": "constant"}])
+def test_hints_without_the_execution_feedback_are_refused(without):
+    """The hints extend the execution feedback: with no such span they would be dropped silently."""
+    with pytest.raises(ValueError, match="postprocess_hints.*turn one of them off"):
+        TrainingTextConfig(postprocess_hints=True, **without)
+
+
 def test_no_reward_token(results):
     assert text(results, "pass", reward_token=False) == PROMPT + COMPLETIONS["pass"]
     assert text(results, "fail", reward_token=False) == (

@@ -60,6 +60,9 @@ class TrainingTextConfig:
             raise ValueError(f"training_text.feedback_content must be 'execution' or 'constant', got {self.feedback_content!r}")
         if self.feedback_content == "constant" and not self.textual_feedback:
             raise ValueError("training_text.feedback_content='constant' fills the feedback span, which textual_feedback: false removes; turn one of them off")
+        if self.postprocess_hints and (not self.textual_feedback or self.feedback_content == "constant"):
+            raise ValueError("training_text.postprocess_hints are appended to the execution feedback, which "
+                             "textual_feedback: false or feedback_content: constant leaves out; turn one of them off")
 
 
 def build_training_text(
