@@ -22,8 +22,8 @@ def test_defaults_are_the_paper():
     assert (cfg.eval.split, cfg.eval.n, cfg.eval.temperature, cfg.eval.ks) == ("test", 16, 0.1, [1, 10])
     # `leti evaluate --task mbpp --model M` uses the same protocol as a run's evaluation
     mbpp = get_task("mbpp").eval_defaults
-    assert (mbpp.split, mbpp.n, mbpp.temperature, mbpp.top_p, mbpp.max_new_tokens, list(mbpp.ks)) == (
-        cfg.eval.split, cfg.eval.n, cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.ks)
+    assert (mbpp.split, mbpp.n, mbpp.temperatures, mbpp.top_p, mbpp.max_new_tokens, list(mbpp.ks)) == (
+        cfg.eval.split, cfg.eval.n, (cfg.eval.temperature,), cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.ks)
     t = cfg.trainer
     assert (t.learning_rate, t.weight_decay, t.epochs, t.pretrain_mix_ratio) == (1e-5, 0.01, 3, 1.0)
     # the authors' corpus: the first 50k Python files of The Stack (process_the_stack.py)

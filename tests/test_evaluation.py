@@ -272,18 +272,64 @@ def test_evaluate_with_vllm_equals_hf_when_greedy(tiny_model_path: str, tmp_path
 
 @pytest.mark.parametrize(
     ("spec", "want"),
-    [("mbpp", (16, 0.1, ("test", (1, 10)))), ("humaneval", (256, 0.2, ("test", (1, 10, 100))))],
+    [("mbpp", (16, (0.1,), 1.0, ("test", (1, 10)))),
+     ("humaneval", (256, (0.2, 0.6, 0.8), 0.95, ("test", (1, 10, 100))))],
 )
 def test_model_mode_defaults_follow_the_protocol(spec: str, want: tuple) -> None:
     from leti.cli import build_parser
-    from leti.cli.evaluate_cmd import _generation_request
+    from leti.cli.evaluate_cmd import _generation_requests
 
     task = get_task(spec)
     args = build_parser().parse_args(["evaluate", "--task", spec, "--model", "m", "--out", "o"])
-    req = _generation_request(args, task)
-    assert (req.n, req.temperature, (task.eval_defaults.split, task.eval_defaults.ks)) == want
-    assert req.max_new_tokens == 512
+    reqs = _generation_requests(args, task)
+    assert (reqs[0].n, tuple(r.temperature for r in reqs), reqs[0].top_p,
+            (task.eval_defaults.split, task.eval_defaults.ks)) == want
+    assert all(r.max_new_tokens == 512 and r.n == reqs[0].n for r in reqs)
     args = build_parser().parse_args(["evaluate", "--task", spec, "--model", "m", "--out", "o", "--n", "4",
                                       "--temperature", "0.8", "--top-p", "0.5", "--max-new-tokens", "64"])
-    req = _generation_request(args, task)
+    [req] = _generation_requests(args, task)
     assert (req.n, req.temperature, req.top_p, req.max_new_tokens) == (4, 0.8, 0.5, 64)
+
+
+@pytest.mark.parametrize("bad", ["", "hot", "-0.2", "0.2,0.2", "0.2,inf"])
+def test_bad_temperatures_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, bad: str) -> None:
+    rc = main(["evaluate", "--task", "mbpp", "--model", "m", "--out", str(tmp_path / "o"), "--temperature", bad])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--temperature" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_model_path: str, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """HumanEval's protocol: each temperature sampled and scored in its own folder (resumable),
+    results.json has pass@k per temperature and each k at its best temperature."""
+    task_file = _toy_task(tmp_path).path
+    out = tmp_path / "out"
+    argv = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(out),
+            "--n", "3", "--max-new-tokens", "8", "--temperature", "0,1.5", "--device", "cpu", "--k", "1,3",
+            "--workers", "2"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["by_temperature"]) == {"0", "1.5"}
+    for t in ("0", "1.5"):
+        alone = json.loads((out / f"temperature-{t}" / "results.json").read_text())
+        assert results["by_temperature"][t]["pass@1"] == alone["pass@1"] and alone["n_samples"] == 6
+    for name in ("pass@1", "pass@3"):
+        per_t = {t: m[name] for t, m in results["by_temperature"].items()}
+        best = results["best"][name]
+        assert best["value"] == max(per_t.values()) and per_t[f"{best['temperature']:g}"] == best["value"]
+    greedy = [json.loads(x)["completion"] for x in (out / "temperature-0" / "samples.jsonl").read_text().splitlines()]
+    hot = [json.loads(x)["completion"] for x in (out / "temperature-1.5" / "samples.jsonl").read_text().splitlines()]
+    assert len(set(greedy)) <= 2 < len(set(hot))  # greedy: one completion per problem
+    assert "best (at T)" in capsys.readouterr().out
+    assert main(argv) == 0  # resumes: nothing drawn or executed again
+    assert all(json.loads((out / f"temperature-{t}" / "results.json").read_text())["n_executed_this_run"] == 0
+               for t in ("0", "1.5"))
+
+
+def test_temperature_with_samples_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("")
+    rc = main(["evaluate", "--task", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "o"), "--temperature", "0.2"])
+    assert rc == 2 and "--temperature applies to --model" in capsys.readouterr().err

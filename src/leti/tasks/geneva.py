@@ -53,7 +53,7 @@ CITATION = """@inproceedings{parekh2023geneva,
 GENEVA_SPLITS = {"train": "train-lr1200-s160.json", "val": "val.json", "test": "test.json"}
 
 # One greedy prediction per mention, the usual EAE protocol; an argument line is short.
-EAE_EVAL = EvalDefaults(split="test", n=1, temperature=0.0, top_p=1.0, max_new_tokens=256, ks=(1,))
+EAE_EVAL = EvalDefaults(split="test", n=1, temperatures=(0.0,), top_p=1.0, max_new_tokens=256, ks=(1,))
 
 
 def _min_f1(value: str, spec: str) -> float:

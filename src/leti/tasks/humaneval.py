@@ -35,7 +35,7 @@ class HumanEvalTask(Task):
     # ends the function body.
     stop_sequences = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
     # Spec "Evaluation protocol": n = 256, temperature 0.2 (also 0.6 / 0.8), top_p 0.95.
-    eval_defaults = EvalDefaults(split="test", n=256, temperature=0.2, top_p=0.95, max_new_tokens=512, ks=(1, 10, 100))
+    eval_defaults = EvalDefaults(split="test", n=256, temperatures=(0.2, 0.6, 0.8), top_p=0.95, max_new_tokens=512, ks=(1, 10, 100))
 
     def load_problems(self) -> list[Problem]:
         try:

@@ -44,7 +44,7 @@ SPLITS = (("prompt", 1, 10), ("test", 11, 510), ("validation", 511, 600), ("trai
 # Spec "Evaluation protocol": MBPP test split, n = 16, temperature 0.1, pass@1 and pass@10.
 # The spec names no top_p for MBPP; the authors' evaluation script (jax_batch_infer_mbpp.sh) sets
 # TOPP=1, which is also `leti run`'s eval.top_p default: both paths score MBPP the same way.
-MBPP_EVAL = EvalDefaults(split="test", n=16, temperature=0.1, top_p=1.0, max_new_tokens=512, ks=(1, 10))
+MBPP_EVAL = EvalDefaults(split="test", n=16, temperatures=(0.1,), top_p=1.0, max_new_tokens=512, ks=(1, 10))
 
 
 def split_of(task_id: int) -> str:

@@ -200,7 +200,7 @@ class SyntheticTask(Task):
     citation = "Prompt format: Austin et al. 2021, Program Synthesis with Large Language Models (MBPP)."
     stop_sequences = STOP_SEQUENCES
     # The demo's held-out protocol (leti/demo/presets/demo.yaml): short programs, low temperature.
-    eval_defaults = EvalDefaults(split="test", n=4, temperature=0.2, top_p=1.0, max_new_tokens=64, ks=(1,))
+    eval_defaults = EvalDefaults(split="test", n=4, temperatures=(0.2,), top_p=1.0, max_new_tokens=64, ks=(1,))
 
     def __init__(self, arg: str | None = None, *, seed: int = 0, n_train: int | None = None,
                  n_test: int | None = None) -> None:
