@@ -85,7 +85,7 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert main(args + ["--set", "sampling.n=3"]) == 2  # changed config is refused, one line
 
 
-def test_a_pretraining_corpus_that_cannot_be_read_fails_at_run_start(tmp_path, tiny_model_path, task_file,
+def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(tmp_path, tiny_model_path, task_file,
                                                                     monkeypatch, capsys):
     """The paper's corpus is streamed from the hub: without it (here: offline mode), the run stops
     in one line before it samples anything, not at the first training stage."""
@@ -100,6 +100,12 @@ def test_a_pretraining_corpus_that_cannot_be_read_fails_at_run_start(tmp_path, t
     assert main(args + ["--run-dir", str(tmp_path / "run2"), "--set", f"trainer.pretrain_corpus={tmp_path / 'empty'}"]) == 2
     assert "holds no .py files" in capsys.readouterr().err
     assert not list(run.glob("iterations/*")) and not list((tmp_path / "run2").glob("iterations/*"))
+    # Nothing was produced, so the corrected config is taken (not refused as a changed resume).
+    assert main(args + ["--set", "eval.split=train", "--set", "eval.max_problems=1"]) == 0
+    captured = capsys.readouterr()
+    assert "leti: warning: train_split and eval.split are both 'train'" in captured.err
+    assert "resuming" not in captured.out
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["pretrain_corpus"] == "stdlib"
 
 
 @pytest.mark.slow
@@ -122,6 +128,7 @@ def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"leti: resuming {run}: iteration 0 finished; iteration 1 goes on" in done.stdout
     keys = _keys(samples)
     assert len(keys) == len(set(keys)) == 3 * 6
     assert set(keys) == {(f"t{k}", i) for k in range(1, 4) for i in range(6)}

@@ -96,6 +96,11 @@ class RunDir:
                 raise LetiError(f"{self.root}: another leti process is working on this run directory; wait for it or use another --run-dir") from None
             yield
 
+    def has_output(self) -> bool:
+        """Whether any stage has written something (a sample, a checkpoint, a result)."""
+        its = self.root / "iterations"
+        return its.is_dir() and any(f.is_file() and f.stat().st_size > 0 for f in its.rglob("*"))
+
     # metrics
     def metrics(self) -> list[dict]:
         return [r for r in read_jsonl(self.metrics_path)]

@@ -13,6 +13,7 @@ The base model (iteration 0) and SFT models never saw the token and get the plai
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +42,8 @@ Mode = Literal["leti", "sft"]
 
 # Fields that may change between a run's start and its resumption without changing results.
 _RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "execution.workers",
-                      "sampling.batch_size", "eval.batch_size", "trainer.report_to", "sampling.data_parallel",
+                      "sampling.batch_size", "eval.batch_size", "trainer.report_to", "trainer.log_every",
+                      "sampling.data_parallel",
                       # engine/cluster knobs: where and how fast, not what is computed
                       "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
                       "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
@@ -58,9 +60,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
-    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed."""
-    if rd.config_path.exists():
+def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
+    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
+    A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
+    the new config. Returns whether this resumes earlier work."""
+    resuming = rd.config_path.exists() and rd.has_output()
+    if resuming:
         info = read_json(rd.root / "run.json") if (rd.root / "run.json").exists() else {"mode": mode}
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
@@ -78,6 +83,7 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
     else:
         write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
     write_text_atomic(rd.config_path, dump_config(cfg))
+    return resuming
 
 
 def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConfig:
@@ -119,11 +125,16 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
 def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
-        _prepare(rd, cfg, mode)
+        resuming = _prepare(rd, cfg, mode)
         last = cfg.iterations if mode == "leti" else 1
-        if set(range(last + 1)) <= rd.finished_iterations():
+        finished = rd.finished_iterations()
+        if set(range(last + 1)) <= finished:
             print(f"leti: run {rd.root} is already finished ({last} iterations); metrics: {rd.metrics_path}")
             return 0
+        if resuming:
+            todo = min(set(range(last + 1)) - finished)
+            done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
+            print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
         if cfg.trainer.pretrain_mix_ratio > 0:
             from leti.training.data import check_corpus
 
@@ -135,6 +146,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         for split, probs in ((cfg.train_split, train_problems), (cfg.eval.split, eval_problems)):
             if not probs:
                 raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
+        if cfg.train_split == cfg.eval.split:
+            print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
+                  "problems the model was trained on", file=sys.stderr)
         print(f"leti: {mode} run in {rd.root}: {len(train_problems)} train problems x {cfg.sampling.n} samples, "
               f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
         slot = ModelSlot(cfg.model_dtype, cfg.device)
@@ -146,7 +160,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                         ctx.iteration(k, last)
         finally:
             slot.release()  # a vLLM engine kept for a next phase
-    print(f"leti: run finished; metrics: {rd.metrics_path}")
+    print(f"leti: run finished; metrics: {rd.metrics_path}; plots and report: leti report {rd.root}")
     return 0
 
 
