@@ -115,9 +115,9 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
         ds = datasets.load_dataset(name, data_dir=data_dir, split="train", streaming=True)
     except Exception as e:
         raise LetiError(
-            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({_first_line(e)}); check the name, "
-            "the network and, for a gated dataset, its terms and `huggingface-cli login`; or use 'stdlib' "
-            "or a directory of .py files"
+            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({_first_line(e)}); offline, set "
+            "trainer.pretrain_corpus: stdlib (or a directory of .py files); online, check the name, the "
+            "network and, for a gated dataset, its terms and `huggingface-cli login`"
         ) from e
     for i, row in enumerate(ds):
         if i >= max_files:
