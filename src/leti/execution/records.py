@@ -58,6 +58,7 @@ class ExecutionResult:
     status: Status
     exception_type: str | None = None
     message: str | None = None
+    notes: str | None = None  # the exception's __notes__, one per line, as the interpreter prints them
     frames: tuple[Frame, ...] = ()
     # SyntaxError location (1-based line and column in the executed module).
     error_lineno: int | None = None

@@ -48,6 +48,8 @@ def _sentence(r: ExecutionResult) -> str | None:
     if r.exited_early:
         how = f" ({r.exception_type}: {r.message})" if r.exception_type else ""
         return f"Exit: the program exited before the tests finished{how}."
+    if r.status is Status.FAILED and r.exception_type is None and r.message:  # no exception: e.g. a forged record
+        return f"Error: {r.message}."
     return None
 
 
@@ -61,9 +63,13 @@ def _signal_name(signum: int) -> str:
 def _traceback(r: ExecutionResult, rich: bool) -> str:
     exc = r.exception_type or "Error"
     final = f"{exc}: {r.message}" if r.message else exc
+    if r.notes:  # printed under the exception line, as the interpreter does
+        final += f"\n{r.notes}"
     if rich and r.assert_op is not None:
         final += f"\nassert {r.assert_left} {r.assert_op} {r.assert_right}"
     if r.status is Status.INVALID or r.error_lineno is not None:
+        if r.error_lineno is None:  # e.g. null bytes in the source: CPython shows no location either
+            return final
         lines = [f'  File "main.py", line {r.error_lineno}']
         if r.error_text:
             raw = r.error_text.rstrip("\n")
@@ -101,8 +107,13 @@ def _frame_lines(frames: tuple[Frame, ...]) -> list[str]:
 
 def cut_middle(text: str, max_bytes: int) -> str:
     """Cut `text` in the middle so that it is at most `max_bytes` UTF-8 bytes, keeping more of the
-    end (exception type, location and message end are there) than of the start."""
-    data = text.encode("utf-8")
+    end (exception type, location and message end are there) than of the start. Lone surrogates
+    (which UTF-8 cannot encode) are written as backslash escapes."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        data = text.encode("utf-8")
     if len(data) <= max_bytes:
         return text
     marker = f"\n... [{len(data) - max_bytes} bytes cut] ...\n"
