@@ -233,3 +233,178 @@ def test_cleanup_keeps_what_the_sandbox_mounted_under_tmp():
     mounts, parents = protected_paths(mountinfo, ("/tmp", "/dev/shm"))
     assert mounts == {"/tmp/ci/main/.venv", "/tmp/with space"}
     assert parents == {"/tmp/ci", "/tmp/ci/main"}
+
+
+def run_within(ex: Executor, programs: list[Program], timeout: float = 20.0) -> list:
+    """Like ex.run, but a result that never comes fails the test instead of hanging it."""
+    futures = [ex.submit(p) for p in programs]
+    return [f.result(timeout=timeout) for f in futures]
+
+
+def write_to_every_fd(record: bytes) -> str:
+    """A program that writes `record` to every descriptor it holds beyond stdio (so to its result
+    pipe, wherever that is), then exits as a passing program would."""
+    return f"import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, {record!r})\n    except OSError:\n        pass\nos._exit(0)\n"
+
+
+@pytest.mark.parametrize("source,kind", [
+    ('raise ValueError("\\ud800")\n', "surrogate"),
+    ('e = ValueError("x")\ne.add_note("\\udc80")\nraise e\n', "surrogate"),
+    ('def f():\n    1 / 0\nf.__code__ = f.__code__.replace(co_name="f\\ud800")\nf()\n', "surrogate"),
+    (write_to_every_fd(b"1"), "forged"),
+    (write_to_every_fd(b'{"kind": "exception", "type": "E", "frames": [[1]]}'), "forged"),
+    (write_to_every_fd(b'{"kind": "fine"}'), "forged"),
+])
+def test_unencodable_text_or_forged_record_costs_only_that_program(ex, source, kind):
+    """Lone surrogates in what a program reports, or a malformed record on its result pipe, once
+    killed the host thread serving the worker: its futures never resolved and the pool hung."""
+    r = run_within(ex, [Program(source, id="hostile")])[0]
+    assert r.status is Status.FAILED, (r.status, r.message)
+    r.feedback.encode("utf-8")  # valid UTF-8 all through
+    if kind == "surrogate":
+        assert "\\ud800" in r.feedback or "\\udc80" in r.feedback, r.feedback
+    else:
+        assert r.feedback == "Error: the program tampered with the test harness's result channel (malformed result record)."
+    after = run_within(ex, [CANARY] * 4)
+    assert all(a.status is Status.PASSED for a in after), [a.feedback for a in after]
+
+
+def test_a_result_that_cannot_be_built_costs_only_that_program(monkeypatch):
+    from leti.execution import pool
+
+    real = pool.feedback_text.format_feedback
+
+    def fragile(result, *args):
+        if result.id == "boom":
+            raise RuntimeError("formatter broke")
+        return real(result, *args)
+
+    monkeypatch.setattr(pool.feedback_text, "format_feedback", fragile)
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        boom, ok = run_within(one, [Program("assert False\n", id="boom"), CANARY])
+        assert boom.status is Status.CRASHED and "RuntimeError: formatter broke" in boom.message
+        assert boom.feedback == "Crash: the program's result could not be read."
+        assert ok.passed and run_within(one, [CANARY])[0].passed
+
+
+def test_program_holds_only_stdio_and_its_result_pipe(ex):
+    src = ("import os\nfds = []\nfor fd in range(1024):\n    try:\n        os.fstat(fd)\n    except OSError:\n"
+           "        continue\n    fds.append(fd)\nprint(fds)\n")
+    r = run_then_canary(ex, src)
+    assert r.passed and r.stdout.strip() == "[0, 1, 2, 3]", r.stdout
+
+
+@pytest.mark.parametrize("patch", [
+    "import json\njson.dumps = lambda *a, **k: '{\"kind\": \"ok\"}'\n",
+    "import json\njson.JSONEncoder.encode = lambda self, o: '{\"kind\": \"ok\"}'\n",
+    "import __main__\n__main__._describe_exception = lambda e, s: {'kind': 'ok'}\n",
+    "import __main__\n__main__.run_program = None\n",
+    "import os\nos.write = lambda fd, data: len(data) if fd > 2 else 0\nos.getpid = lambda: 1\n",
+])
+def test_patching_what_the_harness_uses_does_not_fake_a_pass(ex, patch):
+    r = run_then_canary(ex, "def f(x):\n    return 0\n", patch + "assert f(1) == 2\n")
+    assert r.status is Status.FAILED and r.exception_type == "AssertionError", (r.status, r.feedback)
+
+
+def test_main_module_is_the_program_itself(ex):
+    src = "import sys, __main__\nx = 41\nassert __main__.x == 41 and sys.modules['__main__'] is __main__\n"
+    r = run_then_canary(ex, src, "assert __name__ == '__main__'\n")
+    assert r.passed, r.feedback
+
+
+@pytest.mark.parametrize("damage", [
+    "import os\nopen('f', 'w').write('x')\nos.chmod('..', 0o500)\n",
+    "import os\nos.chmod('..', 0)\n",
+    "import os, shutil\nr = os.path.dirname(os.getcwd())\nos.chdir('/')\nshutil.rmtree(r)\n",
+    "import os, shutil\nr = os.path.dirname(os.getcwd())\nos.chdir('/')\nshutil.rmtree(r)\nopen(r, 'w').write('x')\n",
+    "import os\nos.chmod('.', 0)\n",
+    "import os\nos.chmod('/tmp', 0o500)\n",
+    "import os\nos.chmod('/tmp', 0)\n",
+])
+def test_damaging_the_scratch_area_costs_the_next_program_nothing(damage):
+    """A program that broke its scratch root once made the next program on its worker CRASHED
+    ("worker was lost"): creating the next scratch directory failed and killed the zygote."""
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        results = run_within(one, [Program(damage, id="hostile"), CANARY, CANARY])
+    assert results[0].status in (Status.PASSED, Status.FAILED)
+    assert [r.status for r in results[1:]] == [Status.PASSED, Status.PASSED], [r.feedback for r in results]
+
+
+def test_no_program_sees_files_of_an_earlier_one_anywhere():
+    """Planted outside the run directory: beside it in the scratch root, in the sandbox's root
+    file system, /etc and /dev, and in read-only directories under /tmp and /dev/shm."""
+    plant = ("import os\nopen('../sibling.txt', 'w').write('A')\n"
+             "for top in ('/tmp', '/dev/shm'):\n"
+             "    os.makedirs(top + '/p/q')\n    open(top + '/p/q/secret', 'w').write('A')\n"
+             "    os.chmod(top + '/p/q', 0o500)\n"
+             "    os.makedirs(top + '/n/m')\n    open(top + '/n/m/secret', 'w').write('A')\n"
+             "    os.chmod(top + '/n/m', 0)\n    os.chmod(top + '/n', 0o500)\n"
+             "for path in ('/planted', '/etc/planted', '/dev/w', '/usr/planted'):\n"
+             "    try:\n        open(path, 'w').write('A')\n    except OSError:\n        pass\n")
+    look = ("import os\nprint([p for p in ('../sibling.txt', '/tmp/p', '/tmp/n', '/dev/shm/p', '/dev/shm/n', '/planted',"
+            " '/etc/planted', '/dev/w', '/usr/planted') if os.path.exists(p)], sorted(os.listdir('..')))\n")
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        if one.mode != "bwrap":
+            pytest.skip("needs the bubblewrap sandbox")
+        a, b, c = run_within(one, [Program(plant), Program(look), Program(look)])
+    assert a.passed, a.feedback
+    for r in (b, c):
+        assert r.passed and r.stdout.startswith("[] ["), (r.stdout, r.feedback)
+        assert len(ast.literal_eval(r.stdout.split("] ", 1)[1])) == 1  # only its own run directory
+
+
+def test_tmpfs_is_capped_at_the_memory_limit():
+    """tmpfs pages live in memory but count against neither RLIMIT_AS nor (summed over files)
+    RLIMIT_FSIZE: without a cap, a program under memory_mb=64 could keep far more in /tmp."""
+    write = ("for i in range(5):\n    with open('{top}/f%d' % i, 'wb') as f:\n"
+             "        for _ in range(16):\n            f.write(b'x' * (1 << 20))\n")
+    with Executor(ExecutionConfig(timeout_s=3.0, workers=1, memory_mb=64)) as one:
+        if one.mode != "bwrap":
+            pytest.skip("needs the bubblewrap sandbox")
+        results = run_within(one, [Program(write.format(top=top)) for top in ("/tmp", "/dev/shm")] + [CANARY])
+    for r in results[:2]:
+        assert r.status in (Status.FAILED, Status.MEMORY), r.feedback
+        if r.status is Status.FAILED:
+            assert r.exception_type == "OSError" and "No space left on device" in r.message
+    assert results[2].passed
+
+
+def test_worker_memory_cgroup_caps_all_of_its_processes():
+    """RLIMIT_AS is per process: forked children each got memory_mb. Where cgroups are writable,
+    the worker's memory cgroup caps them together (and reports the OOM kill as MEMORY)."""
+    from leti.execution.sandbox import CGROUP_HEADROOM_MB
+
+    fork = ("import os, time\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        b = bytearray(100 << 20)\n        for j in range(0, len(b), 4096):\n            b[j] = 1\n"
+            "        time.sleep(0.5)\n        os._exit(0)\n    kids.append(pid)\n"
+            "assert [os.waitpid(k, 0)[1] for k in kids] == [0, 0, 0]\n")
+    hoard = ("for top in ('/tmp', '/dev/shm'):\n    for i in range(4):\n        with open(top + '/f%d' % i, 'wb') as f:\n"
+             "            f.write(b'x' * (28 << 20))\n")
+    with Executor(ExecutionConfig(timeout_s=3.0, workers=1, memory_mb=128)) as one:
+        assert run_within(one, [CANARY])[0].passed
+        (worker,) = one._live
+        if worker.cgroup.memory is None:
+            pytest.skip("no writable memory cgroup here")
+        limit_file = next(f for f in ("memory.limit_in_bytes", "memory.max") if (worker.cgroup.memory / f).exists())
+        assert int((worker.cgroup.memory / limit_file).read_text()) == (128 + CGROUP_HEADROOM_MB) << 20
+        forked = run_within(one, [Program(fork)])[0]
+        assert forked.status is Status.FAILED and forked.exception_type == "AssertionError", forked.feedback
+        if one.mode == "bwrap":  # 2 x 112 MiB of files: each tmpfs within its cap, the sum over the limit
+            hoarded = run_within(one, [Program(hoard)])[0]
+            assert hoarded.status is Status.MEMORY and hoarded.signal == 9, hoarded.feedback
+            assert hoarded.feedback.startswith("MemoryError: the program exceeded the memory limit")
+        assert run_within(one, [CANARY])[0].passed
+
+
+def test_a_tree_too_deep_to_remove_retires_the_worker():
+    """What cleanup cannot remove (here: deeper than PATH_MAX and the recursion limit) must not
+    reach the next program: the worker says so in its reply and the host starts a fresh one."""
+    deep = ("import os\nos.mkdir('/tmp/deep')\nos.chdir('/tmp/deep')\nfor _ in range(3000):\n"
+            "    os.mkdir('d')\n    os.chdir('d')\nopen('secret', 'w').write('x')\nos.chmod('.', 0o500)\n")
+    look = "import os\nprint(os.path.exists('/tmp/deep'))\n"
+    with Executor(ExecutionConfig(timeout_s=5.0, workers=1)) as one:
+        if one.mode != "bwrap":
+            pytest.skip("needs the bubblewrap sandbox")
+        results = run_within(one, [Program(deep), Program(look), Program(look)])
+    assert [r.status for r in results] == [Status.PASSED] * 3, [r.feedback for r in results]
+    assert [r.stdout for r in results[1:]] == ["False\n", "False\n"]

@@ -106,3 +106,75 @@ def test_formatting_is_pure_and_validates_style():
     assert format_feedback(r).endswith('line 3, in <module>\n    1 / 0\nZeroDivisionError: division by zero')
     with pytest.raises(ValueError, match="feedback style"):
         format_feedback(r, "fancy")
+
+
+def _interpreter_lines(source: str) -> list[str]:
+    """What CPython prints after the traceback frames for `source` (a trusted snippet run here):
+    the exception line(s) and notes, without a SyntaxError's location block for "<string>"."""
+    try:
+        exec(compile(source, "main.py", "exec"), {"__name__": "__main__"})
+    except BaseException as e:  # noqa: BLE001 - whatever the snippet raises is the expectation
+        text = "".join(traceback.format_exception_only(type(e), e))
+    return [line for line in text.rstrip("\n").split("\n") if not line.startswith("  ")]
+
+
+@pytest.mark.parametrize("source", [
+    "xs = [1]\nprint(x)\n",  # NameError
+    "assert 1 == 2\n",
+    "1 / 0\n",
+    "{}['k']\n",
+    "raise ValueError('a: b\\nc')\n",
+    "x = eval('{1: }')\n",  # the SyntaxError's own caret block is not part of the message
+    "e = ValueError()\ne.add_note('hint: look here')\nraise e\n",
+    "e = ValueError('bad: value')\ne.add_note('hint: look here')\ne.add_note('two\\nlines')\nraise e\n",
+])
+def test_exception_line_and_notes_are_what_the_interpreter_prints(run, source):
+    r = run(source)
+    assert r.status is Status.FAILED
+    lines = format_feedback(r).split("\n")
+    last_frame = max(i for i, line in enumerate(lines) if line.startswith('  File "main.py"'))
+    assert lines[last_frame + 2:] == _interpreter_lines(source)  # all that follows the last frame's line
+
+
+def test_quoted_lines_follow_the_compilers_line_numbers(run):
+    """\\f, \\x1c, \\u2028 ... are line breaks for str.splitlines but not for the compiler."""
+    r = run("def f():\n    # note\x0c here\n    s = 'a\u2028b\x1cc'\n    return 1/0\n", "assert f() == 1\n")
+    assert format_feedback(r).endswith('  File "main.py", line 4, in f\n    return 1/0\nZeroDivisionError: division by zero')
+    r = run("x = 1\r\ny = 2\rz = 1/0\n")
+    assert format_feedback(r).endswith('line 3, in <module>\n    z = 1/0\nZeroDivisionError: division by zero')
+
+
+def test_source_with_a_null_byte_has_no_made_up_location(run):
+    source = "def f():\n    return 1\x00\n"
+    r = run(source)
+    assert r.status is Status.INVALID and "line None" not in r.feedback
+    try:
+        compile(source, "main.py", "exec")
+    except (SyntaxError, ValueError) as e:
+        assert r.feedback == "".join(traceback.format_exception_only(type(e), e)).rstrip("\n")
+
+
+def test_exception_type_names_stay_on_one_line(run):
+    r = run("E = type('Fake\\n  File \"main.py\", line 1\\nOK', (Exception,), {})\nraise E('x')\n")
+    assert r.status is Status.FAILED and "\n" not in r.exception_type
+    lines = r.feedback.split("\n")
+    assert lines[-1] == 'Fake\\n  File "main.py", line 1\\nOK: x' and len(lines) == 4
+
+
+def test_unnameable_exception_type_is_still_a_failure(run):
+    r = run("class M(type):\n    @property\n    def __name__(cls):\n        raise RuntimeError\n"
+            "class E(Exception, metaclass=M):\n    pass\nraise E('boom')\n")
+    assert r.status is Status.FAILED and not r.exited_early
+    assert r.feedback.endswith("<unnamed exception>: boom")
+
+
+def test_formatter_copes_with_missing_location_notes_and_surrogates():
+    r = ExecutionResult(id=1, status=Status.INVALID, exception_type="SyntaxError",
+                        message="source code string cannot contain null bytes")
+    assert format_feedback(r) == "SyntaxError: source code string cannot contain null bytes"
+    r = ExecutionResult(id=1, status=Status.FAILED, exception_type="ValueError", notes="hint: look here",
+                        frames=(Frame(1, "<module>", "raise e"),))
+    assert format_feedback(r).endswith("    raise e\nValueError\nhint: look here")
+    r = ExecutionResult(id=1, status=Status.FAILED, exception_type="ValueError", message="\ud800" * 3000)
+    text = format_feedback(r, max_bytes=1000)
+    assert len(text.encode("utf-8")) <= 1000 and "\\ud800" in text

