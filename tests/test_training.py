@@ -93,9 +93,11 @@ def test_trainer_changes_every_weight_and_reports_stats(model_and_tokenizer):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = TrainerConfig(batch_size=4, epochs=2, max_length=64, learning_rate=1e-3, pretrain_corpus="stdlib",
                         pretrain_max_files=5)
+    assert model.loss_type is None  # GPT-2: transformers warns at the first loss unless it is named
     model, stats = train(model, tok, TEXTS, cfg, progress=False)
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert changed == list(before)
+    assert model.loss_type == "ForCausalLM"
     # 8 texts / batch 4 = 2 LeTI batches per epoch, each followed by one pretraining batch (1:1)
     assert (stats.leti_batches, stats.pretrain_batches, stats.optimizer_steps) == (4, 4, 8)
     assert stats.packing_efficiency >= 0.9 and stats.pretrain_tokens == 4 * 4 * 64

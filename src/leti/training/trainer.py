@@ -113,11 +113,20 @@ def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
             raise LetiError("trainer.lora.load_in_4bit: train() needs source= (the checkpoint to load in 4 bits)")
         device = next(model.parameters()).device
         model.to("cpu")  # the full-precision weights wait on the CPU
-        return load_4bit(source, model, tokenizer, cfg, device), model
+        return _causal_lm_loss(load_4bit(source, model, tokenizer, cfg, device)), model
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
-    return model, None
+    return _causal_lm_loss(model), None
+
+
+def _causal_lm_loss(model):
+    """Name the loss of the causal LM that trains. transformers infers it from the class name and,
+    for classes such as GPT2LMHeadModel, warns that none was set before using this same loss."""
+    base = model.get_base_model() if is_peft(model) else model
+    if getattr(base, "loss_type", None) is None:
+        base.loss_type = "ForCausalLM"
+    return model
 
 
 def _finish_model(accelerator, model, cfg: TrainerConfig, full):
