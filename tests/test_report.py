@@ -25,7 +25,7 @@ def _completions(problem, passed: bool) -> str:
 
 
 def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]], textual: bool = True,
-             **training_text) -> Path:
+             extra_eval: dict | None = None, **training_text) -> Path:
     """A run dir with iterations 0..len(eval_plan)-1; iteration k's samples pass per plan.
     `training_text` overrides fields of the run's training_text config (the demo's arms)."""
     from dataclasses import replace
@@ -54,18 +54,21 @@ def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]
             steps += 5 if k else 0
             rate = sum(pass_plan[k]) / len(pass_plan[k]) if k else None
             metrics.append({"iteration": k, "gradient_steps_total": steps, "train_pass_rate": rate,
-                            "eval": {"pass@1": sum(eval_passes) / len(eval_passes)}})
+                            "eval": {"pass@1": sum(eval_passes) / len(eval_passes), **(extra_eval or {})}})
     (root / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     return root
 
 
 def test_report_for_a_plain_run(tmp_path):
-    run = make_run(tmp_path / "run", [[], [True, False, False, False]], [[False] * 4, [True, False, False, False]])
+    run = make_run(tmp_path / "run", [[], [True, False, False, False]], [[False] * 4, [True, False, False, False]],
+                   extra_eval={"pass@2": 0.375})
     html = build_report(run)
     for name in ("report.md", "report.html", "pass_at_1.png", "failures_run.png"):
         assert (run / name).stat().st_size > 0, name
     md = (run / "report.md").read_text()
-    assert "| 1 | 5 | 25.0 | 25.0 |" in md  # iteration, steps, train pass rate, held-out pass@1
+    # iteration, steps, train pass rate, then every held-out metric of the run (eval.ks: 1, 2)
+    assert "| held-out pass@1 % | held-out pass@2 % |" in md
+    assert "| 1 | 5 | 25.0 | 25.0 | 37.5 |" in md
     # The example is a real failing sample's training text with reward token and feedback span.
     assert "<|bad|><|lang_feedback|>" in md and "NameError" in md
     text = html.read_text()
@@ -95,6 +98,17 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
     # The binary arm's example has the reward token but no feedback span.
     binary_part = md[md.index("Run `binary`"):]
     assert "<|bad|>" in binary_part and "<|lang_feedback|>" not in binary_part
+
+
+def test_a_binary_arm_that_never_beat_the_baseline_is_said_so(tmp_path):
+    demo = tmp_path / "demo"
+    plan = [[], [True, False, False, False]]
+    make_run(demo / "seed0" / "textual", plan, [[True, False, False, False], [True, True, False, False]])
+    make_run(demo / "seed0" / "binary", plan, [[True, False, False, False], [True, False, False, False]], textual=False)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "the binary arm ended at 25.0% after 5 gradient steps (already reached before training)" in md
+    assert "did not improve on the baseline (25.0%)" in md
 
 
 def test_report_cli(tmp_path, capsys):

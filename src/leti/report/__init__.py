@@ -57,7 +57,8 @@ def _comparison_text(name: str, cmp: dict) -> str:
     if target is None:
         return f"{name}: the binary arm has no evaluation yet."
     head = (f"{name}: the binary arm ended at {_pct(target)}% after {cmp['binary_total_steps']} gradient steps "
-            f"(first reached after {b_steps}); the textual arm ended at {_pct(cmp['textual_final_pass_at_1'])}%.")
+            f"({'already reached before training' if b_steps == 0 else f'first reached after {b_steps}'}); "
+            f"the textual arm ended at {_pct(cmp['textual_final_pass_at_1'])}%.")
     if cmp.get("baseline") is not None and target <= cmp["baseline"]:
         return head + f" The binary arm did not improve on the baseline ({_pct(cmp['baseline'])}%)."
     if t_steps is None:
@@ -67,12 +68,15 @@ def _comparison_text(name: str, cmp: dict) -> str:
 
 
 def _iteration_table(h: RunHistory) -> Table:
+    """One row per iteration; one held-out column per metric the run reports (every pass@k of
+    eval.ks, and task metrics such as event extraction's F1)."""
+    metrics = list(dict.fromkeys(name for p in h.points for name in p.eval_metrics)) or ["pass@1"]
     rows = []
     for p in h.points:
         top = ", ".join(f"{k} {v}" for k, v in list(p.train_failures.items())[:3]) or "-"
         rows.append([str(p.iteration), str(p.gradient_steps), _pct(p.train_pass_rate),
-                     _pct(p.eval_pass_at_1), top])
-    return Table(["iteration", "gradient steps", "train pass rate %", "held-out pass@1 %",
+                     *(_pct(p.eval_metrics.get(m)) for m in metrics), top])
+    return Table(["iteration", "gradient steps", "train pass rate %", *(f"held-out {m} %" for m in metrics),
                   "top training failures"], rows)
 
 

@@ -23,6 +23,7 @@ class IterationPoint:
     gradient_steps: int  # optimiser steps so far, all iterations together
     train_pass_rate: float | None  # None for iteration 0 (nothing sampled for training)
     eval_pass_at_1: float | None  # None when this iteration was not evaluated
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # every pass@k and task metric
     train_failures: dict[str, int] = field(default_factory=dict)  # failure type -> count
     eval_failures: dict[str, int] = field(default_factory=dict)
     train_samples: int = 0
@@ -114,6 +115,7 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
             gradient_steps=int(row.get("gradient_steps_total") or 0),
             train_pass_rate=row.get("train_pass_rate"),
             eval_pass_at_1=_eval_pass_at_1(row),
+            eval_metrics={k: float(v) for k, v in (row.get("eval") or {}).items() if isinstance(v, (int, float))},
             train_failures=train_failures,
             eval_failures=failure_counts(evals),
             train_samples=len(train) or int(row.get("train_samples") or 0),

@@ -38,7 +38,9 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path) -> Path:
     axes[0].set_xlabel("LeTI iteration (0 = warm start)")
     axes[0].xaxis.set_major_locator(_integer_ticks())  # iterations are whole numbers
     axes[1].set_xlabel("gradient steps")
+    top = max((100 * p.eval_pass_at_1 for h in histories for p in h.points if p.eval_pass_at_1 is not None), default=0)
     for ax in axes:
+        ax.set_ylim(0, max(5.0, 1.1 * top))  # a percentage never goes below 0, even when all are 0
         ax.set_ylabel("held-out pass@1 (%)")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -58,8 +60,10 @@ def _ordered_labels(tables: list[dict[str, int]], top: int = 7) -> list[str]:
     return ranked[:top]
 
 
-def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: list[int], title: str) -> None:
-    labels = _ordered_labels(tables)
+def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: list[int], title: str,
+             labels: list[str]) -> None:
+    """One bar per iteration, a segment per failure type of `labels` (one colour per label in
+    every panel), then "other"."""
     bottom = [0.0] * len(iterations)
     for label in labels + ["other"]:
         if label == "other":
@@ -69,7 +73,8 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
         # Fractions of all samples, so iterations with different sample counts compare.
         fr = [100 * v / n if n else 0.0 for v, n in zip(vals, sizes, strict=True)]
         if any(fr):
-            ax.bar(iterations, fr, bottom=bottom, label=label)
+            color = "0.6" if label == "other" else f"C{labels.index(label) % 10}"
+            ax.bar(iterations, fr, bottom=bottom, label=label, color=color)
             bottom = [b + f for b, f in zip(bottom, fr, strict=True)]
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
@@ -88,10 +93,12 @@ def plot_failures(history: RunHistory, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     train = [p for p in history.points if p.train_samples]
     evals = [p for p in history.points if p.eval_samples]
+    # One label list for both panels, so a failure type has the same colour in each.
+    labels = _ordered_labels([p.train_failures for p in train] + [p.eval_failures for p in evals])
     _stacked(axes[0], [p.iteration for p in train], [p.train_failures for p in train],
-             [p.train_samples for p in train], "training samples")
+             [p.train_samples for p in train], "training samples", labels)
     _stacked(axes[1], [p.iteration for p in evals], [p.eval_failures for p in evals],
-             [p.eval_samples for p in evals], "held-out samples")
+             [p.eval_samples for p in evals], "held-out samples", labels)
     fig.suptitle(f"Failure types per iteration: {history.name}")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
