@@ -127,3 +127,62 @@ def test_cli_prints_one_line(tmp_path, capsys):
     assert main(["run", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"leti: error: {path}: unknown field 'trainer.epochz' (did you mean 'epochs'?)"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sampling.nn=3", "--set sampling.nn=3: unknown field 'sampling.nn' (did you mean 'n'?)"),
+    ("iterations=0", "--set iterations=0: iterations must be >= 1, got 0"),
+    ("eval.n=1", "--set eval.n=1: eval.ks=[1, 2] needs values in 1..eval.n=1"),
+])
+def test_a_bad_override_is_blamed_not_the_file(override, message):
+    with pytest.raises(LetiError) as e:
+        load_config(CONFIGS / "tiny-cpu.yaml", ["sampling.n=4", override])
+    assert str(e.value).startswith(message) and "tiny-cpu.yaml" not in str(e.value)
+
+
+def test_a_bad_file_is_blamed_not_the_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("iterations: 0\nsampling:\n  nn: 3\n")
+    with pytest.raises(LetiError) as e:
+        load_config(path, ["sampling.n=4", "seed=1"])
+    assert str(e.value) == f"{path}: unknown field 'sampling.nn' (did you mean 'n'?)"
+    path.write_text("iterations: 0\n")
+    with pytest.raises(LetiError) as e:
+        load_config(path, ["sampling.n=4"])
+    assert str(e.value) == f"{path}: iterations must be >= 1, got 0"
+    # Overrides that repair the file, or that only work together, are fine.
+    assert load_config(path, ["iterations=2"]).iterations == 2
+    cfg = load_config(CONFIGS / "tiny-cpu.yaml", ["eval.n=1", "eval.ks=[1]"])
+    assert (cfg.eval.n, cfg.eval.ks) == (1, [1])
+
+
+def _run_cli(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    return rc, err
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_unreadable_config_is_one_line_naming_it(tmp_path, capsys, kind):
+    if kind == "directory":
+        path = tmp_path / "configs"
+        path.mkdir()
+        fragment = "is a directory, not a config file"
+    else:
+        path = tmp_path / "bin.yaml"
+        path.write_bytes(b"\xff\xfe\x00model: x\n")
+        fragment = "config file is not UTF-8 text (byte 0xff at offset 0)"
+    with pytest.raises(LetiError, match="^" + str(path)):
+        load_config(path)
+    rc, err = _run_cli(["run", str(path), "--run-dir", str(tmp_path / "run")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"leti: error: {path}: ") and fragment in err
+
+
+@pytest.mark.parametrize("command", ["run", "sft"])
+def test_run_dir_that_is_a_file_is_one_line(tmp_path, capsys, command):
+    afile = tmp_path / "F"
+    afile.write_text("x")
+    rc, err = _run_cli([command, str(CONFIGS / "tiny-cpu.yaml"), "--run-dir", str(afile)], capsys)
+    assert rc == 2 and err == f"leti: error: --run-dir {afile}: is a file, not a directory; pass a directory (new or to resume)\n"
+    rc, err = _run_cli([command, str(CONFIGS / "tiny-cpu.yaml"), "--run-dir", str(afile / "run")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and f"{afile} is a file, not a directory" in err

@@ -8,6 +8,7 @@ shared/docs/leti-method.md); presets in configs/ change only what differs. Bad i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -119,6 +120,13 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
+    except IsADirectoryError:
+        raise LetiError(f"{p}: is a directory, not a {what}; {missing_hint}") from None
+    except UnicodeDecodeError as e:
+        raise LetiError(f"{p}: {what} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                        "save it as UTF-8 YAML") from None
+    except OSError as e:
+        raise LetiError(f"{p}: cannot read {what} ({e.strerror or e}); {missing_hint}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -135,13 +143,36 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     raw: dict = {}
     if path is not None:
         raw = read_yaml_mapping(path, "config file", "pass a YAML file such as configs/tiny-cpu.yaml")
+    layers = [copy.deepcopy(raw)]  # layers[i]: the file with the first i overrides applied
     for item in overrides:
         apply_override(raw, item)
-    # One knob for the feedback style: the training text's setting drives the executor.
+        layers.append(copy.deepcopy(raw))
+    try:
+        return build(RunConfig, _with_feedback_style(raw), where)
+    except LetiError as e:
+        raise LetiError(_blame(e, layers, where, overrides)) from None
+
+
+def _with_feedback_style(raw: dict) -> dict:
+    """One knob for the feedback style: the training text's setting drives the executor."""
     style = raw.get("training_text", {}).get("feedback_style") if isinstance(raw.get("training_text"), dict) else None
     if style is not None and isinstance(raw.setdefault("execution", {}), dict):
         raw["execution"].setdefault("feedback_style", style)
-    return build(RunConfig, raw, where)
+    return raw
+
+
+def _blame(error: LetiError, layers: list[dict], where: str, overrides: typing.Sequence[str]) -> str:
+    """The error of the whole config, attributed to where the bad value came from: the file if
+    the file alone already fails this way, else the first `--set` after which it does (so a
+    pair of overrides that only work together, e.g. eval.n and eval.ks, is not refused)."""
+    problem = str(error)[len(where) + 2 :]  # build's messages are "WHERE: problem"
+    for i, layer in enumerate(layers):
+        try:
+            build(RunConfig, _with_feedback_style(layer), where)
+        except LetiError as e:
+            if str(e)[len(where) + 2 :] == problem:
+                return f"{where}: {problem}" if i == 0 else f"--set {overrides[i - 1]}: {problem}"
+    return str(error)
 
 
 def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sampling.n=4") -> None:

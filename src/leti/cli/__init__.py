@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from leti import __version__
 from leti.errors import LetiError
@@ -23,12 +24,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of `path`'s parents that exists but is not a directory (None: all fine)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def check_output_dir(path: str | Path, flag: str) -> None:
+    """`flag PATH` must be (or become) a directory: a file there is one error line, before any work."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise LetiError(f"{flag} {p}: is a file, not a directory; pass a directory (new or to resume)")
+    blocker = _file_in_the_way(p)
+    if blocker is not None:
+        raise LetiError(f"{flag} {p}: {blocker} is a file, not a directory; pass another path")
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """`flag PATH` must be (or become) a file: a directory there is one error line, before any work."""
+    p = Path(path)
+    if p.is_dir():
+        raise LetiError(f"{flag} {p}: is a directory; pass a file path, e.g. {p / 'results.jsonl'}")
+    blocker = _file_in_the_way(p)
+    if blocker is not None:
+        raise LetiError(f"{flag} {p}: {blocker} is a file, not a directory; pass another path")
+
+
+def os_error_line(e: OSError) -> str:
+    """`<filename>: <strerror>` (both names for a rename), on one line."""
+    reason = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    text = f"{' -> '.join(names)}: {reason}" if names else reason
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except LetiError as e:
         print(f"leti: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A path the user gave that the OS refuses (a file where a folder is needed, a folder
+        # where a file is, no permission, disk full): one line, not a traceback. Other
+        # exceptions are bugs and keep their traceback.
+        print(f"leti: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("leti: interrupted", file=sys.stderr)
