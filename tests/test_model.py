@@ -84,3 +84,62 @@ def test_dtype_and_device_resolution():
         resolve_dtype("float8", cpu)
     with pytest.raises(LetiError, match="device='gpu0'"):
         resolve_device("gpu0")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Hub requests fail at once (as an unreachable hub does after ~50 s of retries)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.parametrize("name", ["./runs/tiny-model", "../tiny-model", "runs/a/tiny-model", "~/no-such-leti-model"])
+def test_a_missing_local_path_is_named_at_once(name, tmp_path, monkeypatch, offline):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LetiError) as info:
+        load_model_and_tokenizer(name, device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"no such model directory: {name} (") and "\n" not in message
+    if not name.startswith("~"):
+        assert f"(relative to the current directory {tmp_path})" in message
+    assert "hub (" not in message  # the hub was not asked
+
+
+def test_an_absolute_missing_path_is_not_a_repo_id(offline):
+    with pytest.raises(LetiError) as info:
+        load_model_and_tokenizer("/nonexistent/model", device="cpu")
+    assert str(info.value).startswith("no such model directory: /nonexistent/model; ")
+    assert "Repo id" not in str(info.value)
+
+
+def test_a_name_that_may_be_a_hub_id_says_both_failed(tmp_path, monkeypatch, offline):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LetiError) as info:
+        load_model_and_tokenizer("runs/tiny-model", device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"'runs/tiny-model' is neither a local directory (cwd: {tmp_path}) nor loadable from the hub (")
+    assert "\n" not in message
+
+
+def test_a_directory_that_is_not_a_saved_model_says_what_is_missing(tiny_model_path, tmp_path, offline):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LetiError, match=f"^model directory {empty} has no config.json"):
+        load_model_and_tokenizer(str(empty), device="cpu")
+    weights_only = tmp_path / "weights-only"
+    AutoModelForCausalLM.from_pretrained(tiny_model_path).save_pretrained(weights_only)
+    with pytest.raises(LetiError, match=f"^model directory {weights_only} has no tokenizer"):
+        load_model_and_tokenizer(str(weights_only), device="cpu")
+    afile = tmp_path / "model.bin"
+    afile.write_text("x")
+    with pytest.raises(LetiError, match=f"^model {afile} is a file, not a model directory"):
+        load_model_and_tokenizer(str(afile), device="cpu")
+
+
+def test_the_checkpoints_own_special_tokens_are_kept(tiny_model_path, tmp_path):
+    """A prompt prefix such as <|good|> is checked against these (leti evaluate --prompt-prefix)."""
+    model, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
+    assert "<|good|>" not in tok.leti_checkpoint_special_tokens and "<|endoftext|>" in tok.leti_checkpoint_special_tokens
+    save_model(model, tok, tmp_path / "leti")
+    _, tok = load_model_and_tokenizer(str(tmp_path / "leti"), device="cpu")
+    assert set(SPECIAL_TOKENS) <= tok.leti_checkpoint_special_tokens

@@ -69,7 +69,10 @@ def load_model_and_tokenizer(
     a pad token set and left padding (what batched generation needs). A peft adapter directory
     (as saved with trainer.lora.save='adapter') loads as its base model + the adapters, which
     stay trainable so that the next iteration goes on training them."""
-    adapter = adapter_config(name_or_path)
+    local = local_model_dir(name_or_path)
+    if local is not None and str(name_or_path).startswith("~"):
+        name_or_path = str(local)
+    adapter = adapter_config(local) if local is not None else None
     if adapter is not None:
         return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code)
     torch_device = resolve_device(device)
@@ -83,17 +86,71 @@ def load_model_and_tokenizer(
         )
     except (OSError, ValueError) as err:
         # OSError covers unreachable hub, missing repo and missing files; ValueError covers
-        # malformed repo ids (e.g. a local path that does not exist) and unknown model types.
+        # malformed repo ids and unknown model types.
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if local is not None:
+            raise LetiError(f"model directory {name_or_path} could not be loaded ({first_line})") from None
         raise LetiError(
-            f"model {name_or_path!r} could not be loaded ({first_line}); if the Hugging Face hub "
-            "is not reachable, pass a local directory saved with save_pretrained"
+            f"{name_or_path!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub "
+            f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
         ) from None
+    # The checkpoint's own special tokens, before LeTI's are added: a prompt prefix such as
+    # <|good|> means something to the model only if it was trained with it.
+    tokenizer.leti_checkpoint_special_tokens = frozenset(special_tokens(tokenizer))
     add_special_tokens(model, tokenizer)
     set_padding(model, tokenizer)
     model.to(torch_device)
     model.eval()
     return model, tokenizer
+
+
+# Any of these in a directory is a tokenizer AutoTokenizer can load.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+
+
+def is_path_like(name: str) -> bool:
+    """A model name that can only mean a local path, never a hub id ("org/name")."""
+    return (
+        Path(name).is_absolute()
+        or name in (".", "..")
+        or name.startswith(("./", "../", "~"))
+        or name.count("/") > 1
+    )
+
+
+def local_model_dir(name_or_path: str | Path) -> Path | None:
+    """The local model directory a model name means, None for a hub id. A name that can only
+    be a path (absolute, ./, ../, ~, two or more '/') but is no directory, and a directory that
+    is not a saved model (no config.json, no tokenizer), are LetiErrors saying what is missing;
+    a name that could be either ('runs/model', 'gpt2') and is no local directory is a hub id."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    hint = "pass a local directory saved with save_pretrained, or a hub id such as Salesforce/codegen-350M-mono"
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return path  # a peft adapter: its base model is checked when it loads
+        if not (path / "config.json").is_file():
+            raise LetiError(f"model directory {name} has no config.json, so it is not a saved model; "
+                            "save it with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
+        if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+            raise LetiError(f"model directory {name} has no tokenizer (none of {', '.join(_TOKENIZER_FILES[:2])}, ...); "
+                            "save it there with tokenizer.save_pretrained(DIR)")
+        return path
+    if path.exists():
+        raise LetiError(f"model {name} is a file, not a model directory; {hint}")
+    if is_path_like(name):
+        where = "" if Path(name).is_absolute() else (
+            f" ({path})" if name.startswith("~") else f" (relative to the current directory {Path.cwd()})")
+        raise LetiError(f"no such model directory: {name}{where}; {hint}")
+    return None
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """Every special token of a tokenizer: its named ones and its added tokens marked special."""
+    tokens = {str(t) for t in tokenizer.all_special_tokens}
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    tokens |= {t.content for t in decoder.values() if getattr(t, "special", False)}
+    return tokens
 
 
 def adapter_config(path: str | Path) -> dict | None:
@@ -116,6 +173,9 @@ def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_re
     model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
     model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
     model.eval()
+    if any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        # The adapter directory keeps the tokenizer it was trained with, LeTI's tokens included.
+        tokenizer.leti_checkpoint_special_tokens = frozenset(special_tokens(tokenizer))
     return model, tokenizer
 
 
