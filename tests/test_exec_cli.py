@@ -62,3 +62,61 @@ def test_humaneval_canonical_solutions_all_pass(tmp_path):
     assert len(got) == 164
     assert [g["id"] for g in got if not g["passed"]] == []
     assert proc.stderr.strip().splitlines()[-1] == "164 passed, 0 failed"
+
+
+@pytest.mark.parametrize("where, flags, message", [
+    ("dir", [], "-o {out}: is a directory; pass a file path"),
+    ("under_file", [], "-o {out}: {tmp}/F is a file, not a directory"),
+    ("ok", ["--timeout", "-1"], "--timeout must be > 0, got -1.0"),
+    ("ok", ["--workers", "0"], "--workers must be >= 1, got 0"),
+    ("ok", ["--memory-mb", "8"], "--memory-mb must be >= 64, got 8"),
+])
+def test_bad_output_path_or_flag_is_one_line_naming_it(tmp_path, capsys, where, flags, message):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"program": "x = 1"}])
+    (tmp_path / "F").write_text("a file")
+    out = {"dir": tmp_path, "under_file": tmp_path / "F" / "x.jsonl", "ok": tmp_path / "o.jsonl"}[where]
+    assert main(["exec", str(inp), "-o", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leti: error: " + message.format(out=out, tmp=tmp_path)) and err.count("\n") == 1
+    assert "execution." not in err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_tasks_validate_names_the_flag(tmp_path, capsys):
+    assert main(["tasks", "validate", "humaneval", "--timeout", "0"]) == 2
+    assert capsys.readouterr().err == "leti: error: --timeout must be > 0, got 0.0\n"
+
+
+def test_os_errors_are_one_line_other_errors_keep_their_traceback(monkeypatch, capsys):
+    """Whatever OSError no command turned into a LetiError is `leti: error: FILE: reason`, exit 2."""
+    import leti.cli.report_cmd as report_cmd
+
+    def refuse(args):
+        raise PermissionError(13, "Permission denied", "/runs/x/metrics.jsonl")
+
+    monkeypatch.setattr(report_cmd, "run", refuse)  # `leti report` calls it
+    argv = ["report", "somewhere"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "leti: error: /runs/x/metrics.jsonl: Permission denied\n"
+
+    def bug(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(report_cmd, "run", bug)
+    with pytest.raises(KeyError):
+        main(argv)
+
+
+def test_tasks_show_gives_the_stops_of_problems_that_have_their_own(tmp_path, capsys):
+    task = write_jsonl(tmp_path / "t.jsonl", [
+        {"id": "a", "prompt": "def f():\n", "tests": "assert True", "stop": ["\nprint", "\nif"]},
+        {"id": "b", "prompt": "def g():\n", "tests": "assert True"},
+    ])
+    assert main(["tasks", "show", f"jsonl:{task}"]) == 0
+    out = capsys.readouterr().out
+    assert "stop:     per problem (1 of 2 problems have their own, the others [];" in out and "stop:     []" not in out
+    assert main(["tasks", "show", f"jsonl:{task}", "a"]) == 0
+    assert "stop: ['\\nprint', '\\nif'] (its own)\n" in capsys.readouterr().out
+    assert main(["tasks", "show", f"jsonl:{task}", "b"]) == 0
+    assert "stop: [] (the task's)\n" in capsys.readouterr().out
+    assert main(["tasks", "show", "mbpp"]) == 0
+    assert "stop:     ['\\nclass'" in capsys.readouterr().out

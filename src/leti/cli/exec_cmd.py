@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from leti.cli import check_output_file
+from leti.cli.tasks_cmd import build_execution_config
 from leti.errors import LetiError
 from leti.execution import ExecutionConfig, Executor, Program
 from leti.jsonl import read_json_lines
@@ -39,10 +41,7 @@ def execution_config(args: argparse.Namespace) -> ExecutionConfig:
                   sandbox="none" if args.unsafe_no_sandbox else "auto")
     if args.workers is not None:
         kwargs["workers"] = args.workers
-    try:
-        return ExecutionConfig(**kwargs)
-    except ValueError as e:
-        raise LetiError(str(e)) from None
+    return build_execution_config(**kwargs)
 
 
 def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
@@ -63,6 +62,7 @@ def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
 
 def run(args: argparse.Namespace) -> int:
     config = execution_config(args)
+    check_output_file(args.output, "-o")
     rows, programs = read_programs(args.input)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     passed = 0

@@ -27,14 +27,28 @@ def add_execution_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# ExecutionConfig field -> the command-line flag that sets it.
+EXECUTION_FLAGS = {"timeout_s": "--timeout", "workers": "--workers", "memory_mb": "--memory-mb",
+                   "feedback_style": "--feedback-style"}
+
+
+def build_execution_config(**kwargs) -> ExecutionConfig:
+    """ExecutionConfig from command-line values; a bad one is an error naming its flag
+    ("--timeout must be > 0, got -1.0"), not the config field behind it."""
+    try:
+        return ExecutionConfig(**kwargs)
+    except ValueError as e:
+        message = str(e)
+        for name, flag in EXECUTION_FLAGS.items():
+            message = message.replace(f"execution.{name} ", f"{flag} ")
+        raise LetiError(message) from None
+
+
 def execution_config(args: argparse.Namespace) -> ExecutionConfig:
     kwargs: dict = {"timeout_s": args.timeout, "sandbox": "none" if args.unsafe_no_sandbox else "auto"}
     if args.workers is not None:
         kwargs["workers"] = args.workers
-    try:
-        return ExecutionConfig(**kwargs)
-    except ValueError as e:
-        raise LetiError(f"{e}; fix --workers/--timeout") from None
+    return build_execution_config(**kwargs)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,13 +86,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_stops(task: Task) -> str:
+    """The task's stop sequences, or "per problem" when problems carry their own (meta["stop"],
+    which `Task.stop_for` prefers): a single list would misstate what generation stops at."""
+    default = repr(list(task.stop_sequences))
+    problems = task.problems()
+    own = sum(p.meta.get("stop") is not None for p in problems)
+    if own == 0:
+        return default
+    if own == len(problems):
+        return "per problem (each problem has its own; see `leti tasks show TASK ID`)"
+    return f"per problem ({own} of {len(problems)} problems have their own, the others {default}; see `leti tasks show TASK ID`)"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if args.id is None:
         print(f"task:     {task.name}\n{task.description}")
         print(f"source:   {task.source}\nlicence:  {task.license}")
         print(f"splits:   {_split_sizes(task)}")
-        print(f"stop:     {list(task.stop_sequences)!r}")
+        print(f"stop:     {_task_stops(task)}")
         if task.citation:
             print(f"citation:\n{task.citation}")
         return 0
@@ -88,6 +115,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         first = task.problems()[0].id
         raise LetiError(f"task {args.task!r} has no problem {args.id!r}; ids look like {first!r}") from None
     print(f"# {task.name} {problem.id} (split {problem.split}, entry point {problem.entry_point})")
+    own = "its own" if problem.meta.get("stop") is not None else "the task's"
+    print(f"stop: {list(task.stop_for(problem))!r} ({own})")
     print("## prompt\n" + problem.prompt)
     print("## tests\n" + problem.tests)
     print("## reference\n" + (problem.reference if problem.reference is not None else "(none)"))
