@@ -312,9 +312,12 @@ def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_mod
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["by_temperature"]) == {"0", "1.5"}
+    assert results["generation"]["temperature"] == [0.0, 1.5] and results["generation"]["n"] == 3
     for t in ("0", "1.5"):
         alone = json.loads((out / f"temperature-{t}" / "results.json").read_text())
         assert results["by_temperature"][t]["pass@1"] == alone["pass@1"] and alone["n_samples"] == 6
+        assert alone["generation"]["temperature"] == float(t)
+        assert json.loads((out / f"temperature-{t}" / "generation.json").read_text()) == alone["generation"]
     for name in ("pass@1", "pass@3"):
         per_t = {t: m[name] for t, m in results["by_temperature"].items()}
         best = results["best"][name]
@@ -333,3 +336,146 @@ def test_temperature_with_samples_is_refused(tmp_path: Path, capsys: pytest.Capt
     samples.write_text("")
     rc = main(["evaluate", "--task", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "o"), "--temperature", "0.2"])
     assert rc == 2 and "--temperature applies to --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--n", "0"], "--n 0: must be a positive integer"),
+    (["--max-new-tokens", "-5"], "--max-new-tokens -5: must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size 0: must be a positive integer"),
+    (["--top-p", "0"], "--top-p 0: must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top-p 1.5: must be in (0, 1]"),
+    (["--timeout", "0"], "--timeout must be > 0, got 0.0"),
+])
+def test_bad_generation_flags_are_one_line_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                       flags: list, message: str) -> None:
+    rc = main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"leti: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    afile = tmp_path / "F"
+    afile.write_text("x")
+    for src in (["--model", "some/model"], ["--samples", str(afile)]):
+        assert main(["evaluate", "--task", "mbpp", *src, "--out", str(afile)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"leti: error: --out {afile}: is a file, not a directory; pass a directory (new or to resume)\n"
+
+
+def _drawn_before(out: Path, settings: dict | None) -> None:
+    """An --out folder as a `leti evaluate --model` run with `settings` left it."""
+    out.mkdir(parents=True)
+    sample = {"problem_id": "11", "sample_idx": 0, "prompt": "p", "completion": "x", "n_prompt_tokens": 1,
+              "n_completion_tokens": 1, "finish_reason": "stop"}
+    (out / "samples.jsonl").write_text(json.dumps(sample) + "\n")
+    if settings is not None:
+        (out / "generation.json").write_text(json.dumps(settings))
+
+
+SETTINGS = {"model": "some/model", "n": 4, "temperature": 0.1, "top_p": 1.0, "max_new_tokens": 16, "seed": 0,
+            "prompt_prefix": "", "backend": "hf"}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--model", "other/model"], 'its samples were drawn with model="some/model", not "other/model" (generation.json); '
+                                 'rerun with --model "some/model" to resume, or pass a new --out for the new setting'),
+    (["--max-new-tokens", "40"], "drawn with max_new_tokens=16, not 40"),
+    (["--temperature", "0.8"], "drawn with temperature=0.1, not 0.8"),
+    (["--seed", "1"], "drawn with seed=0, not 1"),
+    (["--top-p", "0.95"], "drawn with top_p=1.0, not 0.95"),
+    (["--prompt-prefix", "<|good|>"], 'drawn with prompt_prefix="", not "<|good|>"'),
+    (["--backend", "vllm"], 'drawn with backend="hf", not "vllm" (generation.json); rerun with --backend "hf"'),
+    (["--n", "2"], "drawn with n=4, not 2 (generation.json); pass --n 4 (or more) to score these samples, or pass a new --out"),
+])
+def test_other_settings_on_the_same_out_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   flags: list, message: str) -> None:
+    """Samples of two models or settings never end up in one file (and scored together)."""
+    out = tmp_path / "o"
+    _drawn_before(out, SETTINGS)
+    base = {"--model": "some/model", "--n": "4", "--temperature": "0.1", "--max-new-tokens": "16"}
+    base.update(zip(flags[::2], flags[1::2], strict=True))
+    rc = main(["evaluate", "--task", "mbpp", "--out", str(out), *[x for kv in base.items() for x in kv]])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"leti: error: {out}: ") and message in err and err.count("\n") == 1
+    assert json.loads((out / "generation.json").read_text()) == SETTINGS
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 1
+
+
+def test_samples_without_a_record_of_their_settings_are_not_added_to(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "o"
+    _drawn_before(out, None)
+    assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'samples.jsonl'} has samples but no generation.json" in err and err.count("\n") == 1
+    # Several temperatures: every folder is checked before any draws.
+    _drawn_before(out / "temperature-0.8", SETTINGS)
+    assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out), "--temperature", "0.2,0.8",
+                 "--n", "4", "--max-new-tokens", "16"]) == 2
+    assert "drawn with temperature=0.1, not 0.8" in capsys.readouterr().err
+    assert not (out / "temperature-0.2").exists()
+
+
+@pytest.mark.slow
+def test_generation_settings_are_recorded_and_a_larger_n_resumes(tiny_model_path: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from leti.testing import make_tiny_model
+
+    task_file = _toy_task(tmp_path).path
+    out = tmp_path / "out"
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--out", str(out), "--temperature", "1.0",
+              "--device", "cpu", "--k", "1", "--workers", "2", "--batch-size", "3"]
+    assert main([*common, "--model", tiny_model_path, "--n", "2", "--max-new-tokens", "8"]) == 0
+    want = {"model": str(Path(tiny_model_path).resolve()), "n": 2, "temperature": 1.0, "top_p": 1.0,
+            "max_new_tokens": 8, "seed": 0, "prompt_prefix": "", "backend": "hf"}
+    assert json.loads((out / "generation.json").read_text()) == want
+    assert json.loads((out / "results.json").read_text())["generation"] == want
+    first = (out / "samples.jsonl").read_text().splitlines()
+    # Another model on the same folder: refused, nothing drawn.
+    other = make_tiny_model(tmp_path / "other", n_layer=1)
+    capsys.readouterr()
+    assert main([*common, "--model", other, "--n", "2", "--max-new-tokens", "8"]) == 2
+    assert f"drawn with model={json.dumps(want['model'])}, not {json.dumps(str(Path(other).resolve()))}" in capsys.readouterr().err
+    assert (out / "samples.jsonl").read_text().splitlines() == first
+    # A larger n (and another batch size) draws only the missing samples, the same draws as a fresh run.
+    assert main([*common, "--model", tiny_model_path, "--n", "3", "--max-new-tokens", "8", "--batch-size", "1"]) == 0
+    grown = (out / "samples.jsonl").read_text().splitlines()
+    assert grown[: len(first)] == first and len(grown) == 6
+    assert json.loads((out / "results.json").read_text())["generation"] == {**want, "n": 3}
+    fresh = tmp_path / "fresh"
+    assert main([*common[:4], str(fresh), *common[5:], "--model", tiny_model_path, "--n", "3", "--max-new-tokens", "8"]) == 0
+
+    def by_key(lines: list) -> dict:
+        return {(r["problem_id"], r["sample_idx"]): r["completion"] for r in map(json.loads, lines)}
+
+    assert by_key(grown) == by_key((fresh / "samples.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_a_prompt_prefix_the_tokenizer_lacks_is_a_warning(tiny_model_path: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from leti.model import load_model_and_tokenizer, save_model
+
+    task_file = _toy_task(tmp_path).path
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--n", "1", "--temperature", "0", "--max-new-tokens", "4",
+              "--device", "cpu", "--k", "1", "--workers", "1", "--prompt-prefix", "<|good|>"]
+    assert main([*common, "--model", tiny_model_path, "--out", str(tmp_path / "base")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"leti: warning: --prompt-prefix '<|good|>' is not a special token of {tiny_model_path}'s "
+                        "tokenizer: leti adds it with an untrained embedding, so the model never learned what it means; "
+                        "LeTI checkpoints have it"]
+    leti_ckpt = save_model(*load_model_and_tokenizer(tiny_model_path, device="cpu"), tmp_path / "leti-ckpt")
+    assert main([*common, "--model", str(leti_ckpt), "--out", str(tmp_path / "leti")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_prompt_prefix_warning_wording() -> None:
+    from leti.evaluation.generate import prompt_prefix_warning
+
+    assert prompt_prefix_warning("<|good|>", "m", {"<|endoftext|>"}, "vllm") == (
+        "leti: warning: --prompt-prefix '<|good|>' is not a special token of m's tokenizer: it is prompted as "
+        "plain text; LeTI checkpoints have it")
+    assert "'<|good|>\\n': '<|good|>' is not" in prompt_prefix_warning("<|good|>\n", "m", set(), "hf")
+    assert prompt_prefix_warning("<|good|>", "m", {"<|good|>"}, "hf") is None
+    assert prompt_prefix_warning("# Python 3\n", "m", set(), "hf") is None  # plain text on purpose
+    assert prompt_prefix_warning("<|good|>", "m", None, "vllm") is None  # unknown (hub id with vllm)

@@ -7,20 +7,31 @@ way. With several temperatures each gets DIR/temperature-T/ (samples and results
 DIR/results.json holds pass@k per temperature and, for each k, at the best temperature (the
 Codex protocol HumanEval numbers are usually reported with).
 Re-running on the same DIR resumes: finished samples are neither drawn nor executed again.
+DIR/generation.json (per temperature folder) records what drew the samples; a rerun with
+another model or setting is refused (use a new --out), except a larger --n, which draws only the
+missing samples. results.json repeats those settings under "generation".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from leti.cli import check_output_dir
 from leti.cli.tasks_cmd import add_execution_flags, execution_config
 from leti.config import apply_override, build
 from leti.errors import LetiError
-from leti.evaluation.generate import GenerationRequest, generate_samples
+from leti.evaluation.generate import (
+    GenerationRequest,
+    check_resume,
+    generate_samples,
+    generation_settings,
+)
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
+from leti.execution import ExecutionConfig
 from leti.loop.rundir import write_json_atomic
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
@@ -102,7 +113,19 @@ def vllm_config(items: list[str]) -> VLLMConfig:
     return build(VLLMConfig, raw, "--vllm")
 
 
+def check_generation_flags(args: argparse.Namespace) -> None:
+    """Generation flags out of range are one line naming the flag, before anything is written."""
+    for flag, value in (("--n", args.n), ("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise LetiError(f"{flag} {value}: must be a positive integer")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise LetiError(f"--top-p {args.top_p:g}: must be in (0, 1] (1 = off)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    check_generation_flags(args)
+    check_output_dir(args.out, "--out")
+    exec_config = execution_config(args)  # bad --timeout/--workers: refused before any sample is drawn
     task = get_task(args.task)
     split = args.split or task.eval_defaults.split
     if split not in task.splits():
@@ -112,30 +135,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model is None:
         if args.temperature is not None:
             raise LetiError("--temperature applies to --model (drawing samples); --samples are scored as they are")
-        _score(args, task, split, problems, ks, args.samples, args.out)
+        _score(args, task, split, problems, ks, args.samples, args.out, exec_config)
         return 0
     requests = _generation_requests(args, task)
+    if len(requests) > 1:
+        for req in requests:  # a changed setting is refused before any temperature draws
+            check_resume(req, args.out / f"temperature-{req.temperature:g}" / "samples.jsonl")
     if len(requests) == 1:
-        _score(args, task, split, problems, ks, generate_samples(task, problems, requests[0], args.out / "samples.jsonl"), args.out)
+        samples = generate_samples(task, problems, requests[0], args.out / "samples.jsonl")
+        _score(args, task, split, problems, ks, samples, args.out, exec_config, generation_settings(requests[0]))
         return 0
     by_temperature = {}
     for req in requests:
         out = args.out / f"temperature-{req.temperature:g}"
         print(f"leti: temperature {req.temperature:g} -> {out}")
-        report = _score(args, task, split, problems, ks, generate_samples(task, problems, req, out / "samples.jsonl"), out)
+        samples = generate_samples(task, problems, req, out / "samples.jsonl")
+        report = _score(args, task, split, problems, ks, samples, out, exec_config, generation_settings(req))
         by_temperature[f"{req.temperature:g}"] = report.metrics()
     summary = summarize_temperatures(by_temperature)
-    write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary})
+    generation = {**generation_settings(requests[0]), "temperature": [r.temperature for r in requests]}
+    write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary, "generation": generation})
     print(format_temperatures(summary))
     print(f"wrote {args.out / 'results.json'}")
     return 0
 
 
-def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path):
+def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path,
+           exec_config: ExecutionConfig, generation: dict | None = None):
     samples = read_samples(samples_path, task.problems(), split)
     report = run_evaluation(
-        task, args.task, problems, samples, out, ks, execution_config(args), split=split, progress=sys.stderr.isatty()
+        task, args.task, problems, samples, out, ks, exec_config, split=split, progress=sys.stderr.isatty()
     )
+    if generation is not None:
+        # What drew the samples, next to their scores (as in generation.json).
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        write_json_atomic(out / "results.json", {**results, "generation": generation})
     print(format_summary(report, args.task, split, n_split=len(problems)))
     print(f"wrote {out / 'results.json'}, per_problem.jsonl, executions.jsonl")
     return report

@@ -1,9 +1,21 @@
 """`leti evaluate --model`: draw samples for a task's problems with leti.sampling, appending
 them to DIR/samples.jsonl (keyed by (problem_id, sample_idx), so an interrupted run resumes and
-only draws the missing samples). Kept apart from scoring so either side can change alone."""
+only draws the missing samples). Kept apart from scoring so either side can change alone.
+
+DIR/generation.json records what drew the samples (`generation_settings`: model, n,
+temperature, top_p, max_new_tokens, seed, prompt_prefix, backend), written before the first
+sample. A rerun on the same DIR with another setting is refused, so one file never mixes
+samples of two models or settings. Batch size, device and vLLM engine settings are not recorded:
+every sample has its own seed (leti.sampling.hf.derive_seed), so they change speed, not what is
+drawn. --n may grow: sample k is the same draw whatever n is, so a larger n only draws the
+missing indices; it may not shrink, as the extra samples already drawn would be scored too.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +44,116 @@ class GenerationRequest:
     vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings"})
 
 
-def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationRequest, out_path: Path) -> Path:
-    """Sample `req.n` completions per problem into `out_path` (JSONL, leti sample format)."""
+GENERATION_FILE = "generation.json"
+
+# generation.json field -> the `leti evaluate` flag that sets it.
+_FLAGS = {"model": "--model", "n": "--n", "temperature": "--temperature", "top_p": "--top-p",
+          "max_new_tokens": "--max-new-tokens", "seed": "--seed", "prompt_prefix": "--prompt-prefix",
+          "backend": "--backend"}
+
+# What a special token of a code LM's tokenizer looks like (<|good|>, <|endoftext|>, ...).
+_SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]+\|>")
+
+
+def generation_settings(req: GenerationRequest) -> dict:
+    """The settings that decide which samples are drawn (see the module doc); a local model
+    directory is recorded as its absolute path, so reruns from another directory still match."""
+    model = req.model
+    local = Path(model).expanduser()
+    if local.is_dir():
+        model = str(local.resolve())
+    return {"model": model, "n": req.n, "temperature": req.temperature, "top_p": req.top_p,
+            "max_new_tokens": req.max_new_tokens, "seed": req.seed, "prompt_prefix": req.prompt_prefix,
+            "backend": req.backend}
+
+
+def check_generation_settings(out_path: Path, settings: dict, has_samples: bool) -> None:
+    """Refuse to add samples drawn with `settings` to `out_path` if the samples already there
+    were drawn with other ones (one line naming the field, both values and the fix)."""
+    record = out_path.parent / GENERATION_FILE
+    if not record.is_file():
+        if has_samples:
+            raise LetiError(
+                f"{out_path} has samples but no {GENERATION_FILE} saying what drew them (an older leti); "
+                f"use a new --out, or score them as they are with --samples {out_path}"
+            )
+        return
+    if not has_samples:
+        return  # nothing was drawn with the recorded settings: the new ones replace them
     try:
-        from leti.model import load_model_and_tokenizer
+        old = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LetiError(f"{record}: unreadable ({e}); it is corrupt, use a new --out") from None
+    if not isinstance(old, dict):
+        raise LetiError(f"{record}: expected a JSON object of generation settings; it is corrupt, use a new --out")
+    for name, new in settings.items():
+        was = old.get(name)
+        flag = _FLAGS.get(name, name)
+        if name == "n" and isinstance(was, int) and new >= was:
+            continue  # more samples per problem: the first `was` are the same draws
+        if was != new:
+            fix = (f"pass {flag} {was} (or more) to score these samples" if name == "n" and isinstance(was, int)
+                   else f"rerun with {flag} {json.dumps(was)} to resume")
+            raise LetiError(
+                f"{out_path.parent}: its samples were drawn with {name}={json.dumps(was)}, not {json.dumps(new)} "
+                f"({record.name}); {fix}, or pass a new --out for the new setting"
+            )
+
+
+def check_resume(req: GenerationRequest, out_path: Path) -> None:
+    """`generate_samples`' settings check alone, drawing nothing (`leti evaluate` runs it for
+    every temperature before drawing any)."""
+    try:
+        from leti.sampling import done_keys
+    except ImportError as e:
+        raise LetiError(f"generation needs the sampler (leti.sampling): {e}; use --samples FILE meanwhile") from None
+    check_generation_settings(out_path, generation_settings(req), has_samples=bool(done_keys(out_path)))
+
+
+def _write_settings(out_path: Path, settings: dict) -> None:
+    from leti.loop.rundir import write_json_atomic
+
+    write_json_atomic(out_path.parent / GENERATION_FILE, settings)
+
+
+def prompt_prefix_warning(prefix: str, model: str, checkpoint_special: set[str] | frozenset[str] | None,
+                          backend: str) -> str | None:
+    """A warning line when the prompt prefix holds something that looks like a special token
+    (<|good|>) which the checkpoint's own tokenizer does not have; None otherwise or when the
+    checkpoint's tokens are unknown. A plain-text prefix is the user's choice and not checked."""
+    if not prefix or checkpoint_special is None:
+        return None
+    missing = [t for t in _SPECIAL_LOOKING.findall(prefix) if t not in checkpoint_special]
+    if not missing:
+        return None
+    what = f"--prompt-prefix {prefix!r}" if missing == [prefix] else f"--prompt-prefix {prefix!r}: {missing[0]!r}"
+    effect = ("it is prompted as plain text" if backend == "vllm"
+              else "leti adds it with an untrained embedding, so the model never learned what it means")
+    return (f"leti: warning: {what} is not a special token of {model}'s tokenizer: {effect}; "
+            "LeTI checkpoints have it")
+
+
+def _vllm_checkpoint_special(model: str) -> set[str] | None:
+    """The special tokens of a local checkpoint's tokenizer (cheap: no weights); None for a hub
+    id (not fetched just for a warning) or a directory without a tokenizer of its own."""
+    from leti.model import local_model_dir, special_tokens
+
+    local = local_model_dir(model)
+    if local is None:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        return special_tokens(AutoTokenizer.from_pretrained(str(local)))
+    except Exception:  # noqa: BLE001 - only a warning depends on it; vLLM reports real problems
+        return None
+
+
+def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationRequest, out_path: Path) -> Path:
+    """Sample `req.n` completions per problem into `out_path` (JSONL, leti sample format);
+    `out_path.parent / generation.json` records the settings (see the module doc)."""
+    try:
+        from leti.model import load_model_and_tokenizer, local_model_dir
         from leti.sampling import (
             SampleRequest,
             SamplingConfig,
@@ -45,13 +163,24 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
         )
     except ImportError as e:
         raise LetiError(f"generation needs the sampler (leti.sampling): {e}; use --samples FILE meanwhile") from None
+    settings = generation_settings(req)
     done = done_keys(out_path)
+    check_generation_settings(out_path, settings, has_samples=bool(done))
     if len(done) >= req.n * len(problems):
         return out_path
     if req.backend == "vllm":
         model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
+        local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
+        checkpoint_special = _vllm_checkpoint_special(req.model) if req.prompt_prefix else None
     else:
         model, tokenizer = load_model_and_tokenizer(req.model, device=req.device)
+        checkpoint_special = getattr(tokenizer, "leti_checkpoint_special_tokens", None)
+    warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
+    if warning:
+        print(warning, file=sys.stderr)
+    # Recorded once the model loaded (a typo in --model must not pin this folder to it), and
+    # before the first sample.
+    _write_settings(out_path, settings)
     config = SamplingConfig(
         n=req.n,
         temperature=req.temperature,
