@@ -136,10 +136,14 @@ def test_a_directory_that_is_not_a_saved_model_says_what_is_missing(tiny_model_p
         load_model_and_tokenizer(str(afile), device="cpu")
 
 
-def test_the_checkpoints_own_special_tokens_are_kept(tiny_model_path, tmp_path):
-    """A prompt prefix such as <|good|> is checked against these (leti evaluate --prompt-prefix)."""
+def test_the_checkpoints_own_special_tokens_are_read_as_saved(tiny_model_path, tmp_path):
+    """A prompt prefix such as <|good|> is checked against these (leti evaluate --prompt-prefix):
+    the base model's tokenizer lacks LeTI's tokens, which loading adds; a saved LeTI checkpoint has them."""
+    from leti.evaluation.generate import checkpoint_special_tokens
+
     model, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
-    assert "<|good|>" not in tok.leti_checkpoint_special_tokens and "<|endoftext|>" in tok.leti_checkpoint_special_tokens
+    assert "<|good|>" in tok.get_vocab()
+    base = checkpoint_special_tokens(tiny_model_path)
+    assert "<|good|>" not in base and "<|endoftext|>" in base
     save_model(model, tok, tmp_path / "leti")
-    _, tok = load_model_and_tokenizer(str(tmp_path / "leti"), device="cpu")
-    assert set(SPECIAL_TOKENS) <= tok.leti_checkpoint_special_tokens
+    assert set(SPECIAL_TOKENS) <= checkpoint_special_tokens(str(tmp_path / "leti"))

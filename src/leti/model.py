@@ -94,9 +94,6 @@ def load_model_and_tokenizer(
             f"{name_or_path!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub "
             f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
         ) from None
-    # The checkpoint's own special tokens, before LeTI's are added: a prompt prefix such as
-    # <|good|> means something to the model only if it was trained with it.
-    tokenizer.leti_checkpoint_special_tokens = frozenset(special_tokens(tokenizer))
     add_special_tokens(model, tokenizer)
     set_padding(model, tokenizer)
     model.to(torch_device)
@@ -173,9 +170,6 @@ def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_re
     model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
     model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
     model.eval()
-    if any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
-        # The adapter directory keeps the tokenizer it was trained with, LeTI's tokens included.
-        tokenizer.leti_checkpoint_special_tokens = frozenset(special_tokens(tokenizer))
     return model, tokenizer
 
 

@@ -133,19 +133,19 @@ def prompt_prefix_warning(prefix: str, model: str, checkpoint_special: set[str] 
             "LeTI checkpoints have it")
 
 
-def _vllm_checkpoint_special(model: str) -> set[str] | None:
-    """The special tokens of a local checkpoint's tokenizer (cheap: no weights); None for a hub
-    id (not fetched just for a warning) or a directory without a tokenizer of its own."""
+def checkpoint_special_tokens(model: str) -> set[str] | None:
+    """The special tokens of the checkpoint's own tokenizer, as saved (before leti adds its
+    tokens on loading): a prefix such as <|good|> means something only if the checkpoint has
+    it. Loads the tokenizer alone (a local directory, or the hub's files, which loading the
+    model fetches anyway); None when that fails (only a warning depends on it)."""
     from leti.model import local_model_dir, special_tokens
 
     local = local_model_dir(model)
-    if local is None:
-        return None
     try:
         from transformers import AutoTokenizer
 
-        return special_tokens(AutoTokenizer.from_pretrained(str(local)))
-    except Exception:  # noqa: BLE001 - only a warning depends on it; vLLM reports real problems
+        return special_tokens(AutoTokenizer.from_pretrained(str(local or model)))
+    except Exception:  # noqa: BLE001 - the model's own loading reports real problems
         return None
 
 
@@ -171,10 +171,9 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
     if req.backend == "vllm":
         model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
         local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
-        checkpoint_special = _vllm_checkpoint_special(req.model) if req.prompt_prefix else None
     else:
         model, tokenizer = load_model_and_tokenizer(req.model, device=req.device)
-        checkpoint_special = getattr(tokenizer, "leti_checkpoint_special_tokens", None)
+    checkpoint_special = checkpoint_special_tokens(req.model) if req.prompt_prefix else None
     warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
     if warning:
         print(warning, file=sys.stderr)
