@@ -15,7 +15,6 @@ missing samples. results.json repeats those settings under "generation".
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -138,38 +137,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _score(args, task, split, problems, ks, args.samples, args.out, exec_config)
         return 0
     requests = _generation_requests(args, task)
-    if len(requests) > 1:
-        for req in requests:  # a changed setting is refused before any temperature draws
-            check_resume(req, args.out / f"temperature-{req.temperature:g}" / "samples.jsonl")
-    if len(requests) == 1:
-        samples = generate_samples(task, problems, requests[0], args.out / "samples.jsonl")
-        _score(args, task, split, problems, ks, samples, args.out, exec_config, generation_settings(requests[0]))
-        return 0
+    several = len(requests) > 1
+    outs = [args.out / f"temperature-{r.temperature:g}" if several else args.out for r in requests]
+    for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
+        check_resume(req, out / "samples.jsonl")
     by_temperature = {}
-    for req in requests:
-        out = args.out / f"temperature-{req.temperature:g}"
-        print(f"leti: temperature {req.temperature:g} -> {out}")
+    for req, out in zip(requests, outs, strict=True):
+        if several:
+            print(f"leti: temperature {req.temperature:g} -> {out}")
         samples = generate_samples(task, problems, req, out / "samples.jsonl")
         report = _score(args, task, split, problems, ks, samples, out, exec_config, generation_settings(req))
         by_temperature[f"{req.temperature:g}"] = report.metrics()
-    summary = summarize_temperatures(by_temperature)
-    generation = {**generation_settings(requests[0]), "temperature": [r.temperature for r in requests]}
-    write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary, "generation": generation})
-    print(format_temperatures(summary))
-    print(f"wrote {args.out / 'results.json'}")
+    if several:
+        summary = summarize_temperatures(by_temperature)
+        generation = {**generation_settings(requests[0]), "temperature": [r.temperature for r in requests]}
+        write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary, "generation": generation})
+        print(format_temperatures(summary))
+        print(f"wrote {args.out / 'results.json'}")
     return 0
 
 
 def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path,
            exec_config: ExecutionConfig, generation: dict | None = None):
     samples = read_samples(samples_path, task.problems(), split)
-    report = run_evaluation(
-        task, args.task, problems, samples, out, ks, exec_config, split=split, progress=sys.stderr.isatty()
-    )
-    if generation is not None:
-        # What drew the samples, next to their scores (as in generation.json).
-        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        write_json_atomic(out / "results.json", {**results, "generation": generation})
+    report = run_evaluation(task, args.task, problems, samples, out, ks, exec_config, split=split,
+                            progress=sys.stderr.isatty(), generation=generation)
     print(format_summary(report, args.task, split, n_split=len(problems)))
     print(f"wrote {out / 'results.json'}, per_problem.jsonl, executions.jsonl")
     return report

@@ -110,8 +110,10 @@ def run_evaluation(
     *,
     split: str | None = None,
     progress: bool = True,
+    generation: dict | None = None,
 ) -> EvalReport:
-    """Execute what `out_dir` has not seen yet, score everything, write the three files."""
+    """Execute what `out_dir` has not seen yet, score everything, write the three files.
+    `generation`: the settings that drew the samples, recorded in results.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sampled = {s.problem_id for s in samples}
     scored = [p for p in problems if p.id in sampled]
@@ -142,6 +144,7 @@ def run_evaluation(
         "n_executed_this_run": pending,
         "dropped_ks": report.dropped_ks,
         "status_counts": report.status_counts,
+        **({"generation": generation} if generation is not None else {}),
     }
     _write_atomic(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     _write_atomic(out_dir / "per_problem.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in report.per_problem))
