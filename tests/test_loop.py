@@ -137,6 +137,20 @@ def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file
 
 
 @pytest.mark.slow
+def test_ctrl_c_says_how_to_resume(tmp_path, tiny_model_path, task_file, wait_for_lines):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+           "--set", f"task={task_file}", "--set", "sampling.n=6", "--set", "sampling.batch_size=1",
+           "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_lines(proc, run / "iterations" / "1" / "samples.jsonl", 1, timeout=50)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "leti: interrupted; run the same command again to resume"
+
+
+@pytest.mark.slow
 def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file):
     run = tmp_path / "sft"
     assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",

@@ -83,6 +83,16 @@ def test_plan_greedy_has_no_seed_and_budget_is_capped_by_context(model_and_token
         plan_requests(REQUESTS + REQUESTS[:1], 1, set(), _tokenize(tok), 512, SamplingConfig())
 
 
+def test_a_missing_local_checkpoint_is_one_line_before_vllm_starts(tmp_path):
+    from leti.sampling.vllm import VLLMEngine
+
+    with pytest.raises(LetiError, match="no such model directory: ./missing-model"):
+        VLLMEngine(SamplingConfig(backend="vllm"), "./missing-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LetiError, match="has no config.json"):
+        VLLMEngine(SamplingConfig(backend="vllm"), str(tmp_path / "empty"))
+
+
 def test_to_sample_gives_the_hf_samplers_samples_for_the_same_tokens(model_and_tokenizer):
     """Greedy: the HF sampler's Samples == to_sample applied to plain `generate` tokens (the
     full budget, no stopping), for stop sequences that fire and ones that do not."""

@@ -60,6 +60,9 @@ def os_error_line(e: OSError) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+_RESUMABLE = {"run", "sft", "demo", "evaluate"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -74,5 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leti: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("leti: interrupted", file=sys.stderr)
+        # These commands keep what they finished (run dir / --out) and skip it when rerun.
+        hint = "; run the same command again to resume" if args.command in _RESUMABLE else ""
+        print(f"leti: interrupted{hint}", file=sys.stderr)
         return 130

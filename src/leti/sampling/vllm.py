@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leti.errors import LetiError
-from leti.model import adapter_config
+from leti.model import adapter_config, local_model_dir
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -191,6 +191,7 @@ class VLLMEngine:
         path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
         if not path:
             raise LetiError("the vllm sampler needs a checkpoint path (vLLM loads weights from disk)")
+        local_model_dir(path)  # a missing or incomplete local directory: one line, before vLLM starts
         self.settings, self.seed = config.vllm, config.seed
         self.checkpoint = resolve_checkpoint(str(path))
         if tokenizer is None:
