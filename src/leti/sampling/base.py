@@ -51,11 +51,7 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         # YAML gives lists; a tuple keeps the config hashable and printable as written.
-        if isinstance(self.stop, str):
-            raise LetiError(
-                f"sampling.stop={self.stop!r} is a string; give a list of stop sequences"
-            )
-        self.stop = tuple(self.stop)
+        self.stop = check_stops(self.stop, "sampling.stop")
         _check_int(self.n, "n", 1)
         _check_int(self.max_new_tokens, "max_new_tokens", 1)
         _check_int(self.batch_size, "batch_size", 1)
@@ -69,15 +65,22 @@ class SamplingConfig:
             )
         if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise LetiError(f"sampling.top_p={self.top_p!r} must be in (0, 1]; use 1.0 to disable")
-        for s in self.stop:
-            if not isinstance(s, str) or not s:
-                raise LetiError(
-                    f"sampling.stop contains {s!r}; every stop sequence must be a non-empty string"
-                )
         if self.backend not in SAMPLER_BACKENDS:
             raise LetiError(
                 f"sampling.backend={self.backend!r} is unknown; use one of {sorted(SAMPLER_BACKENDS)}"
             )
+
+
+def check_stops(stop: Any, name: str) -> tuple[str, ...]:
+    """A list of stop sequences as a tuple; a string or an empty/non-string entry is one line
+    naming `name` (the config's stop list and a request's own are checked alike)."""
+    if isinstance(stop, str):
+        raise LetiError(f"{name}={stop!r} is a string; give a list of stop sequences")
+    stop = tuple(stop)
+    for s in stop:
+        if not isinstance(s, str) or not s:
+            raise LetiError(f"{name} contains {s!r}; every stop sequence must be a non-empty string")
+    return stop
 
 
 def _check_int(value: Any, name: str, minimum: int) -> None:
@@ -188,10 +191,8 @@ def check_requests(requests: list[SampleRequest]) -> None:
     for req in requests:
         if not isinstance(req, SampleRequest):
             raise LetiError(f"requests must be SampleRequest objects, got {type(req).__name__}")
-        if req.stop is not None and (isinstance(req.stop, str) or not all(isinstance(s, str) and s for s in req.stop)):
-            raise LetiError(
-                f"problem {req.problem_id!r}: stop={req.stop!r}; give a list of non-empty stop sequences"
-            )
+        if req.stop is not None:
+            check_stops(req.stop, f"problem {req.problem_id!r}: stop")
         if req.problem_id in seen:
             raise LetiError(
                 f"problem_id {req.problem_id!r} appears twice in the requests; ids must be unique"
