@@ -149,33 +149,11 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, full):
     return model
 
 
-def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
-          progress: bool = True, log_dir: str | None = None, source: str | None = None,
-          tracker_run: tuple[str, str] | None = None):
-    """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
-    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
-    trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
-    FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
-    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
-    `tracker_run` = (group, name) of this training stage for experiment trackers (wandb)."""
+def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None):
+    """The Accelerator of one training stage, trackers started."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin
 
-    t0 = time.time()
-    if not texts:
-        raise LetiError("no training texts: the iteration produced no samples (check the task split and sampling.n)")
-    random.seed(seed)
-    torch.manual_seed(seed)
-    max_len = context_length(model, cfg.max_length)
-    data = tokenize_texts(tokenizer, texts, max_len)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
-
-    # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
-    template = Template.of(model)
-    model, full = _setup_model(model, tokenizer, cfg, source)
-    _check_trackers(cfg.report_to)
     if not torch.cuda.is_available():
         # Accelerate imports DeepSpeed, where it is installed, in every training, and on a
         # machine without GPUs DeepSpeed warns that it "was unable to detect" one: name its CPU
@@ -192,7 +170,12 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
                                   init_kwargs=_tracker_kwargs(log_dir, tracker_run))
     check_strategy(accelerator, cfg)
+    return accelerator
 
+
+def _prepare(accelerator, model, loader: DataLoader, cfg: TrainerConfig):
+    """(model, optimizer, loader) wrapped by Accelerate. Under FSDP1 the model is wrapped first:
+    it replaces the parameters, so the optimizer must be built on the wrapped ones."""
     def adamw(m) -> torch.optim.Optimizer:
         return torch.optim.AdamW(_param_groups(m, cfg.weight_decay), lr=cfg.learning_rate,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
@@ -200,20 +183,41 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     if needs_model_first(accelerator):
         model = accelerator.prepare(model)
         optimizer, loader = accelerator.prepare(adamw(model), loader)
-    else:
-        model, optimizer, loader = accelerator.prepare(model, adamw(model), loader)
-    model.train()
+        return model, optimizer, loader
+    return accelerator.prepare(model, adamw(model), loader)
 
-    pack = PackingStats()
-    pre_iter = None
-    if cfg.pretrain_mix_ratio > 0:
-        pre_iter = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
-                                    cfg.pretrain_max_files, pack, cfg.pretrain_hf_data_dir,
-                                    cfg.pretrain_text_field)
-        # Under multi-process training each rank takes every num_processes-th block, as the
-        # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
-        pre_iter = islice(pre_iter, accelerator.process_index, None, accelerator.num_processes)
 
+@dataclass
+class _Tally:
+    """What one training stage trained on, filled batch by batch."""
+
+    leti_losses: list[float] = field(default_factory=list)
+    pre_losses: list[float] = field(default_factory=list)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    leti_tokens: int = 0
+    pre_tokens: int = 0
+
+    def stats(self, n_texts: int, n_truncated: int, max_len: int, cfg: TrainerConfig, wall_s: float) -> TrainStats:
+        n_batches = len(self.leti_losses) + len(self.pre_losses)
+        return TrainStats(
+            n_texts=n_texts, n_truncated=n_truncated, max_length=max_len,
+            optimizer_steps=math.ceil(n_batches / cfg.gradient_accumulation_steps),
+            leti_batches=len(self.leti_losses), pretrain_batches=len(self.pre_losses),
+            leti_tokens=self.leti_tokens, pretrain_tokens=self.pre_tokens,
+            # measured on the pretraining batches actually trained on: real tokens / batch slots
+            packing_efficiency=(round(self.pre_tokens / (len(self.pre_losses) * cfg.batch_size * max_len), 4)
+                                if self.pre_losses else 0.0),
+            loss_first=self.leti_losses[0], loss_last=self.leti_losses[-1],
+            loss_mean=sum(self.leti_losses) / len(self.leti_losses),
+            loss_curve=self.curve[:: max(1, len(self.curve) // 100)],
+            pretrain_loss_mean=(sum(self.pre_losses) / len(self.pre_losses)) if self.pre_losses else None,
+            learning_rate=cfg.learning_rate, epochs=cfg.epochs, wall_s=round(wall_s, 2),
+        )
+
+
+def _run_batches(accelerator, model, optimizer, loader: DataLoader, pre_iter, cfg: TrainerConfig,
+                 progress: bool) -> _Tally:
+    """cfg.epochs over the LeTI batches, a pretraining batch after each as the mix ratio says."""
     def step(batch) -> float:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.accumulate(model):
@@ -225,32 +229,72 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
             optimizer.zero_grad()
         return float(loss.detach())
 
-    leti_losses, pre_losses, curve = [], [], []
-    leti_tokens = pre_tokens = 0
+    t = _Tally()
     credit = 0.0
     n_micro = len(loader) * cfg.epochs
     total = n_micro + math.floor(n_micro * cfg.pretrain_mix_ratio)
     bar = tqdm(total=total, desc="train", unit="batch", disable=not progress)
     for _epoch in range(cfg.epochs):
         for batch in loader:
-            leti_tokens += int(batch["attention_mask"].sum())
-            leti_losses.append(step(batch))
+            t.leti_tokens += int(batch["attention_mask"].sum())
+            t.leti_losses.append(step(batch))
             bar.update(1)
             # 1:1 alternation by default; a fractional ratio interleaves evenly via a credit.
             credit += cfg.pretrain_mix_ratio
             while pre_iter is not None and credit >= 1.0:
                 pre = next(pre_iter)
-                pre_tokens += int(pre["attention_mask"].sum())
-                pre_losses.append(step(pre))
+                t.pre_tokens += int(pre["attention_mask"].sum())
+                t.pre_losses.append(step(pre))
                 credit -= 1.0
                 bar.update(1)
-            n_steps = (len(leti_losses) + len(pre_losses)) // cfg.gradient_accumulation_steps
-            if len(leti_losses) % cfg.log_every == 0 or len(leti_losses) == n_micro:
-                curve.append((n_steps, sum(leti_losses[-cfg.log_every:]) / len(leti_losses[-cfg.log_every:])))
-                bar.set_postfix(loss=f"{curve[-1][1]:.3f}")
+            n_steps = (len(t.leti_losses) + len(t.pre_losses)) // cfg.gradient_accumulation_steps
+            if len(t.leti_losses) % cfg.log_every == 0 or len(t.leti_losses) == n_micro:
+                recent = t.leti_losses[-cfg.log_every:]
+                t.curve.append((n_steps, sum(recent) / len(recent)))
+                bar.set_postfix(loss=f"{t.curve[-1][1]:.3f}")
                 if cfg.report_to:
-                    accelerator.log({"train/leti_loss": curve[-1][1]}, step=n_steps)
+                    accelerator.log({"train/leti_loss": t.curve[-1][1]}, step=n_steps)
     bar.close()
+    return t
+
+
+def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
+          progress: bool = True, log_dir: str | None = None, source: str | None = None,
+          tracker_run: tuple[str, str] | None = None):
+    """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
+    returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
+    trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
+    FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
+    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
+    `tracker_run` = (group, name) of this training stage for experiment trackers (wandb)."""
+    t0 = time.time()
+    if not texts:
+        raise LetiError("no training texts: the iteration produced no samples (check the task split and sampling.n)")
+    random.seed(seed)
+    torch.manual_seed(seed)
+    max_len = context_length(model, cfg.max_length)
+    data = tokenize_texts(tokenizer, texts, max_len)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
+
+    # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
+    template = Template.of(model)
+    model, full = _setup_model(model, tokenizer, cfg, source)
+    _check_trackers(cfg.report_to)
+    accelerator = _accelerator(cfg, log_dir, tracker_run)
+    model, optimizer, loader = _prepare(accelerator, model, loader, cfg)
+    model.train()
+
+    pre_iter = None
+    if cfg.pretrain_mix_ratio > 0:
+        pre_iter = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
+                                    cfg.pretrain_max_files, PackingStats(), cfg.pretrain_hf_data_dir,
+                                    cfg.pretrain_text_field)
+        # Under multi-process training each rank takes every num_processes-th block, as the
+        # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
+        pre_iter = islice(pre_iter, accelerator.process_index, None, accelerator.num_processes)
+    tally = _run_batches(accelerator, model, optimizer, loader, pre_iter, cfg, progress)
     if cfg.report_to:
         accelerator.end_training()
 
@@ -259,18 +303,4 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     else:
         model = _finish_model(accelerator, model, cfg, full)
     del full
-    n_batches = len(leti_losses) + len(pre_losses)
-    stats = TrainStats(
-        n_texts=len(texts), n_truncated=data.n_truncated, max_length=max_len,
-        optimizer_steps=math.ceil(n_batches / cfg.gradient_accumulation_steps),
-        leti_batches=len(leti_losses), pretrain_batches=len(pre_losses),
-        leti_tokens=leti_tokens, pretrain_tokens=pre_tokens,
-        # measured on the pretraining batches actually trained on: real tokens / batch slots
-        packing_efficiency=round(pre_tokens / (len(pre_losses) * cfg.batch_size * max_len), 4) if pre_losses else 0.0,
-        loss_first=leti_losses[0], loss_last=leti_losses[-1],
-        loss_mean=sum(leti_losses) / len(leti_losses),
-        loss_curve=curve[:: max(1, len(curve) // 100)],
-        pretrain_loss_mean=(sum(pre_losses) / len(pre_losses)) if pre_losses else None,
-        learning_rate=cfg.learning_rate, epochs=cfg.epochs, wall_s=round(time.time() - t0, 2),
-    )
-    return model, stats
+    return model, tally.stats(len(texts), data.n_truncated, max_len, cfg, time.time() - t0)
