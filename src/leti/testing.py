@@ -1,8 +1,10 @@
 """Tiny offline models for tests and benchmarks (the Hugging Face hub is not needed).
 
-`make_tiny_model` trains a byte-level BPE tokenizer on a few Python standard-library files
-and saves it next to a randomly initialised GPT-2 (or Llama: vLLM serves LoRA adapters only for
-architectures like it). Same arguments -> same files.
+`make_tiny_model` trains a BPE tokenizer on a few Python standard-library files and saves it
+next to a randomly initialised causal LM: GPT-2 by default (Llama: vLLM serves LoRA adapters only
+for architectures like it; the others in ARCHS are the families users commonly bring). The
+tokenizer is byte-level (GPT-2 style) or, `tokenizer="sentencepiece"`, Llama-2 style (spaces as
+"▁", a BOS in front, no pad token). Same arguments -> same files.
 """
 
 from __future__ import annotations
@@ -11,14 +13,9 @@ import sysconfig
 from pathlib import Path
 
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+from tokenizers import ByteLevelBPETokenizer, SentencePieceBPETokenizer
+from tokenizers.processors import TemplateProcessing
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 # Plain-Python stdlib modules that exist on every CPython >= 3.10: real code text for the BPE.
 CORPUS_MODULES = ("textwrap.py", "string.py", "bisect.py", "heapq.py", "fnmatch.py", "glob.py")
@@ -33,11 +30,24 @@ def stdlib_corpus_files(names: tuple[str, ...] = CORPUS_MODULES) -> list[Path]:
 
 
 def make_tiny_tokenizer(
-    vocab_size: int = 512, corpus_files: list[Path] | None = None
+    vocab_size: int = 512, corpus_files: list[Path] | None = None, style: str = "byte_level"
 ) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-2 style) trained on Python text, with eos == pad == bos."""
+    """BPE trained on Python text. "byte_level": GPT-2 style, eos == pad == bos.
+    "sentencepiece": Llama-2 style (Metaspace: spaces as "▁", and decoding drops the leading
+    space of a sequence's first token), <s> put in front of every encoding, eos </s>, no pad."""
     files = corpus_files if corpus_files is not None else stdlib_corpus_files()
     texts = [f.read_text(encoding="utf-8") for f in files]
+    if style == "sentencepiece":
+        spm = SentencePieceBPETokenizer(unk_token="<unk>")
+        spm.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
+                                special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+        backend = spm._tokenizer
+        backend.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                    special_tokens=[("<s>", backend.token_to_id("<s>"))])
+        return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                       unk_token="<unk>")
+    if style != "byte_level":
+        raise ValueError(f"style={style!r}: use 'byte_level' or 'sentencepiece'")
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS_TOKEN],
@@ -52,6 +62,33 @@ def make_tiny_tokenizer(
     )
 
 
+# model_type -> config of a tiny model (vocabulary, token ids and context added by make_tiny_model).
+# h = hidden size, n = layers, a = attention heads.
+def _arch_config(arch: str, h: int, n: int, a: int, ctx: int) -> dict:
+    gpt = dict(n_embd=h, n_layer=n, n_head=a, n_positions=ctx)
+    modern = dict(hidden_size=h, num_hidden_layers=n, num_attention_heads=a, intermediate_size=2 * h,
+                  max_position_embeddings=ctx)
+    configs = {
+        "gpt2": gpt,
+        "gpt_bigcode": {**gpt, "multi_query": True},
+        "codegen": {**gpt, "n_ctx": ctx, "rotary_dim": h // a // 2},
+        "llama": {**modern, "num_key_value_heads": a},
+        "mistral": {**modern, "num_key_value_heads": 1, "sliding_window": None},
+        "qwen2": {**modern, "num_key_value_heads": 1, "tie_word_embeddings": True},
+        "gemma": {**modern, "num_key_value_heads": 1, "head_dim": h // a},
+        "gpt_neox": {**modern, "tie_word_embeddings": False},
+        "phi": {**modern, "partial_rotary_factor": 0.5},
+        "opt": {**modern, "ffn_dim": 2 * h, "word_embed_proj_dim": h},
+        "bloom": dict(hidden_size=h, n_layer=n, n_head=a),  # ALiBi: no position limit in the config
+    }
+    if arch not in configs:
+        raise ValueError(f"arch={arch!r}: use one of {sorted(configs)}")
+    return configs[arch]
+
+
+ARCHS = ("gpt2", "llama", "gpt_bigcode", "codegen", "mistral", "qwen2", "gemma", "gpt_neox", "phi", "opt", "bloom")
+
+
 def make_tiny_model(
     path: str | Path,
     vocab_size: int = 512,
@@ -61,28 +98,22 @@ def make_tiny_model(
     seed: int = 0,
     n_head: int | None = None,
     arch: str = "gpt2",
+    tokenizer: str = "byte_level",
 ) -> str:
-    """Save a random-init GPT-2 (arch "gpt2") or Llama ("llama") and its tokenizer under `path`;
-    returns the path as a string. n_head defaults to one head per 32 embedding dims."""
+    """Save a random-init causal LM of `arch` (a model_type in ARCHS) and its tokenizer
+    (make_tiny_tokenizer's `style`) under `path`; returns the path as a string. n_head defaults
+    to one head per 32 embedding dims."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = make_tiny_tokenizer(vocab_size)
+    tok = make_tiny_tokenizer(vocab_size, style=tokenizer)
     heads = n_head or max(1, n_embd // 32)
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
-    if arch == "gpt2":
-        config, model_cls = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd,
-                                       n_layer=n_layer, n_head=heads, **ids), GPT2LMHeadModel
-    elif arch == "llama":
-        config, model_cls = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=n_positions,
-                                        hidden_size=n_embd, intermediate_size=2 * n_embd, num_hidden_layers=n_layer,
-                                        num_attention_heads=heads, num_key_value_heads=heads, **ids), LlamaForCausalLM
-    else:
-        raise ValueError(f"arch={arch!r}: use 'gpt2' or 'llama'")
+    config = AutoConfig.for_model(
+        arch, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, **_arch_config(arch, n_embd, n_layer, heads, n_positions))
     # fork_rng: seeding for the init must not change the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_cls(config)
+        model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    tok.save_pretrained(out)
     return str(out)
