@@ -8,6 +8,7 @@ first sampling round (which never sees them) and generation stay sane.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -215,6 +216,40 @@ def _mean_init_rows(model: PreTrainedModel, old_len: int, new_len: int) -> None:
     for weight in weights:
         mean = weight[:old_len].float().mean(dim=0)
         weight[old_len:new_len] = mean.to(weight.dtype)
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of `text` as the model is prompted and trained with it: what the tokenizer puts
+    in front (a Llama-style BOS) is kept, an end-of-text token it appends (add_eos_token=True, as
+    some Llama/Mistral tokenizers are saved) is dropped: a prompt ending in EOS asks the model to
+    write after the end of a document, and a training text ends in EOS only when the text itself
+    does (training_text.append_eos)."""
+    ids = list(tokenizer(text, verbose=False).input_ids)
+    eos = tokenizer.eos_token_id
+    if eos is None or not ids or ids[-1] != eos:
+        return ids
+    plain = list(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
+    # ids = what the tokenizer adds in front + plain + what it appends; find where plain ends.
+    for start in range(len(ids) - len(plain) + 1):
+        if plain and ids[start : start + len(plain)] == plain:
+            end = start + len(plain)
+            return ids[:end] + [t for t in ids[end:] if t != eos]
+    return ids
+
+
+def decode_completion(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> str:
+    """The text that `new_ids` add after the prompt, special tokens kept. Decoded after the prompt
+    and cut there, not decoded alone: sentencepiece-style decoders (Llama, Mistral, Gemma: Metaspace
+    or a Strip of one leading space) drop the leading space of a sequence's first token, so a
+    completion "    return x" decoded alone loses one space of indentation."""
+    options = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+    if not new_ids:
+        return ""
+    head = tokenizer.decode(list(prompt_ids), **options)
+    whole = tokenizer.decode(list(prompt_ids) + list(new_ids), **options)
+    if whole.startswith(head):
+        return whole[len(head) :]
+    return tokenizer.decode(list(new_ids), **options)  # a decoder that rewrites the prompt's text
 
 
 def set_padding(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

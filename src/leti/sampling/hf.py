@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from leti.errors import LetiError
+from leti.model import decode_completion, encode_prompt
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -159,7 +160,7 @@ class HFSampler:
         """All (prompt, sample index) rows still to do, shortest prompts first."""
         rows: list[_Row] = []
         for req in requests:
-            ids = self.tokenizer(req.prompt).input_ids
+            ids = encode_prompt(self.tokenizer, req.prompt)
             if not ids:
                 raise LetiError(f"problem {req.problem_id!r} has an empty prompt; give some text")
             if self.context is not None and len(ids) >= self.context:
@@ -240,9 +241,7 @@ class HFSampler:
             if tok in self.eos_ids:
                 n_kept, ended = i, True
                 break
-        text = self.tokenizer.decode(
-            new[:n_kept], skip_special_tokens=False, clean_up_tokenization_spaces=False
-        )
+        text = decode_completion(self.tokenizer, ids, new[:n_kept])
         cuts = [text.find(s) for s in req.stops(self.config) if s in text]
         if cuts:
             text, ended = text[: min(cuts)], True

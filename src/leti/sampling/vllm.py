@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leti.errors import LetiError
-from leti.model import adapter_config, local_model_dir
+from leti.model import adapter_config, decode_completion, encode_prompt, local_model_dir
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -283,8 +283,8 @@ class VLLMSampler:
     def checkpoint(self) -> Checkpoint:
         return self.engine.checkpoint
 
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    def _decoder(self, prompt_ids: tuple[int, ...]) -> Callable[[list[int]], str]:
+        return lambda ids: decode_completion(self.tokenizer, prompt_ids, ids)
 
     def sample(
         self,
@@ -310,13 +310,13 @@ class VLLMSampler:
                 params = [sampling_params(p, self.config, SamplingParams) for p in chunk]
                 outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
                 for p, out in zip(chunk, outputs, strict=True):
-                    yield to_sample(p, list(out.outputs[0].token_ids), self._decode, self.eos_ids)
+                    yield to_sample(p, list(out.outputs[0].token_ids), self._decoder(p.prompt_ids), self.eos_ids)
         finally:
             if self._owns_engine:
                 self.engine.close()
 
     def _tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text).input_ids
+        return encode_prompt(self.tokenizer, text)
 
 
 def _reason(error: Exception, limit: int = 300) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from leti.errors import LetiError
+from leti.model import encode_prompt
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,13 @@ class TokenizedTexts:
 
 def tokenize_texts(tokenizer, texts: list[str], max_length: int) -> TokenizedTexts:
     """Token ids per text, tokenized as the samplers tokenize prompts: with what the tokenizer
-    itself adds (e.g. a Llama-style BOS; GPT-2/CodeGen/Qwen add nothing), so a model is trained
-    on the sequences it is later prompted with. An end-of-text token is in the text or not
-    (training_text.append_eos). Texts longer than `max_length` keep their first `max_length`
+    itself adds in front (e.g. a Llama-style BOS; GPT-2/CodeGen/Qwen add nothing), so a model is
+    trained on the sequences it is later prompted with. An end-of-text token is in the text or not
+    (training_text.append_eos); one the tokenizer would append is not (leti.model.encode_prompt). Texts longer than `max_length` keep their first `max_length`
     tokens, so the reward token and feedback at the front are never lost."""
     examples, n_truncated = [], 0
     for text in texts:
-        ids = tokenizer(text, verbose=False)["input_ids"]
+        ids = encode_prompt(tokenizer, text)
         if len(ids) > max_length:
             ids, n_truncated = ids[:max_length], n_truncated + 1
         if ids:

@@ -1,0 +1,117 @@
+"""The model families users bring, as tiny offline models (leti.testing.ARCHS): LeTI's tokens,
+embedding resize, batched sampling, save/reload, LoRA; and tokenizer styles (sentencepiece
+decoding, a tokenizer that appends EOS)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tokenizers.processors import TemplateProcessing
+
+from leti.model import SPECIAL_TOKENS, load_model_and_tokenizer, save_model
+from leti.sampling.base import SampleRequest, SamplingConfig
+from leti.sampling.hf import HFSampler
+from leti.testing import ARCHS, make_tiny_model
+from leti.training.config import LoraSettings, TrainerConfig
+from leti.training.data import tokenize_texts
+from leti.training.trainer import context_length, train
+
+# Llama-family checkpoints ship sentencepiece-style tokenizers; the others byte-level BPE.
+SENTENCEPIECE = {"llama", "mistral", "gemma"}
+PROMPTS = ["def f(x):\n", 'def add_one(n):\n    """Return n plus one."""\n', "import os\nclass A:\n    def run(self, a):\n"]
+TEXTS = ["<|good|>def add(a, b):\n    return a + b\n",
+         "<|bad|><|lang_feedback|>NameError: name 'c' is not defined<|/lang_feedback|>def add(a, b):\n    return a + c\n"]
+
+
+@pytest.fixture(scope="session")
+def arch_model_path(tmp_path_factory):
+    """arch -> directory of its tiny model (built once per session, on first use)."""
+    built: dict[str, str] = {}
+
+    def get(arch: str) -> str:
+        if arch not in built:
+            style = "sentencepiece" if arch in SENTENCEPIECE else "byte_level"
+            built[arch] = make_tiny_model(tmp_path_factory.mktemp(arch), arch=arch, n_positions=256, tokenizer=style)
+        return built[arch]
+
+    return get
+
+
+def _greedy(model, tok, batch_size: int) -> dict[str, str]:
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=10, batch_size=batch_size)
+    reqs = [SampleRequest(f"p{i}", p) for i, p in enumerate(PROMPTS)]
+    return {s.problem_id: s.completion for s in HFSampler(cfg, model, tok).sample(reqs)}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_arch_gets_leti_tokens_samples_batched_and_saves(arch, arch_model_path, tmp_path):
+    model, tok = load_model_and_tokenizer(arch_model_path(arch), device="cpu")
+    ids = [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    encoded = tok(TEXTS[1]).input_ids
+    assert all(i in encoded for i in ids[1:])  # each marker is one id inside training text
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model.get_output_embeddings().weight.shape[0] == len(tok)
+    # Left padding in a batch gives what each prompt gives alone.
+    assert _greedy(model, tok, batch_size=3) == _greedy(model, tok, batch_size=1)
+    # BLOOM (ALiBi) has no position limit: the trainer keeps the configured length.
+    assert context_length(model, 10_000) == (10_000 if arch == "bloom" else 256)
+    save_model(model, tok, tmp_path / "ckpt")
+    again, tok2 = load_model_and_tokenizer(str(tmp_path / "ckpt"), device="cpu")
+    assert [tok2.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == ids
+    torch.testing.assert_close(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lora_finds_every_arch_s_linear_layers_and_trains(arch, arch_model_path):
+    from peft.tuners.lora import LoraLayer
+
+    model, tok = load_model_and_tokenizer(arch_model_path(arch), device="cpu")
+    cfg = TrainerConfig(epochs=1, batch_size=2, max_length=64, pretrain_mix_ratio=0.0,
+                        lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter"))
+    trained, stats = train(model, tok, TEXTS, cfg, progress=False)
+    wrapped = [name for name, m in trained.named_modules() if isinstance(m, LoraLayer)]
+    # all-linear: attention and MLP of both layers (at least 2 per layer), never the output head
+    assert len(wrapped) >= 4 and not any("lm_head" in n or "embed_out" in n for n in wrapped)
+    assert stats.optimizer_steps == 1
+
+
+def test_sentencepiece_completion_keeps_its_leading_space(tmp_path):
+    """Sentencepiece-style decoders drop the leading space of a sequence's first token: the
+    completion is decoded after its prompt, so '    return' keeps four spaces."""
+    path = make_tiny_model(tmp_path / "m", arch="phi", tokenizer="sentencepiece")
+    model, tok = load_model_and_tokenizer(path, device="cpu")
+    (plus,) = tok("x = 1 +", add_special_tokens=False).input_ids[-1:]
+    assert tok.convert_ids_to_tokens(plus).startswith("▁")
+    with torch.no_grad():  # Phi's output head has a bias: make greedy decoding write "▁+" forever
+        model.lm_head.weight.zero_()
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[plus] = 1.0
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=3, batch_size=2)
+    samples = list(HFSampler(cfg, model, tok).sample([SampleRequest("a", "x = 1")]))
+    assert samples[0].completion == tok.convert_ids_to_tokens(plus).replace("▁", " ") * 3
+
+
+def _appends_eos(tok):
+    """A copy of `tok` that puts BOS in front and appends EOS (add_eos_token=True style)."""
+    tok = copy.deepcopy(tok)
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{tok.bos_token} $A {tok.eos_token}",
+        special_tokens=[(tok.bos_token, tok.bos_token_id), (tok.eos_token, tok.eos_token_id)])
+    assert tok("x").input_ids[-1] == tok.eos_token_id
+    return tok
+
+
+def test_a_tokenizer_that_appends_eos_prompts_and_trains_without_it(arch_model_path):
+    model, tok = load_model_and_tokenizer(arch_model_path("llama"), device="cpu")
+    eos_tok = _appends_eos(tok)
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=8, batch_size=3)
+    reqs = [SampleRequest(f"p{i}", p) for i, p in enumerate(PROMPTS)]
+    plain = {s.problem_id: s for s in HFSampler(cfg, model, tok).sample(reqs)}
+    appended = {s.problem_id: s for s in HFSampler(cfg, model, eos_tok).sample(reqs)}
+    assert appended == plain  # same prompt ids (BOS + text, no EOS), same completions
+    # Training texts end in EOS only when the text does (training_text.append_eos).
+    data = tokenize_texts(eos_tok, [TEXTS[0], TEXTS[0] + tok.eos_token], max_length=1000)
+    assert data.examples[0] == tok(TEXTS[0]).input_ids and data.examples[0][-1] != tok.eos_token_id
+    assert data.examples[1] == data.examples[0] + [tok.eos_token_id]
