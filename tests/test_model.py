@@ -147,3 +147,23 @@ def test_the_checkpoints_own_special_tokens_are_read_as_saved(tiny_model_path, t
     assert "<|good|>" not in base and "<|endoftext|>" in base
     save_model(model, tok, tmp_path / "leti")
     assert set(SPECIAL_TOKENS) <= checkpoint_special_tokens(str(tmp_path / "leti"))
+
+
+def test_an_adapter_over_a_relative_model_path_loads_from_any_directory(tiny_model_path, tmp_path, monkeypatch):
+    """trainer.lora.save='adapter' over model=./my-model: the adapter records its base as an
+    absolute path, so evaluating or resuming from another directory finds it."""
+    import shutil
+
+    from leti.training.config import LoraSettings, TrainerConfig
+    from leti.training.lora import apply_lora
+
+    shutil.copytree(tiny_model_path, tmp_path / "my-model")
+    monkeypatch.chdir(tmp_path)
+    model, tok = load_model_and_tokenizer("./my-model", device="cpu")
+    cfg = TrainerConfig(lora=LoraSettings(enabled=True, r=2, save="adapter"))
+    save_model(apply_lora(model, tok, cfg), tok, tmp_path / "adapter")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again, _ = load_model_and_tokenizer(str(tmp_path / "adapter"), device="cpu")
+    assert again.peft_config["default"].base_model_name_or_path == str(tmp_path / "my-model")

@@ -8,6 +8,7 @@ first sampling round (which never sees them) and generation stay sane.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,8 +72,10 @@ def load_model_and_tokenizer(
     (as saved with trainer.lora.save='adapter') loads as its base model + the adapters, which
     stay trainable so that the next iteration goes on training them."""
     local = local_model_dir(name_or_path)
-    if local is not None and str(name_or_path).startswith("~"):
-        name_or_path = str(local)
+    if local is not None:
+        # Absolute: the model's name_or_path is what an adapter trained over it records as its
+        # base (adapter_config.json), which must load from any working directory.
+        name_or_path = os.path.abspath(local)
     adapter = adapter_config(local) if local is not None else None
     if adapter is not None:
         return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code)
@@ -168,7 +171,10 @@ def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_re
 
     # The base gets LeTI's tokens exactly as when the adapters were created (same rows, same
     # mean initialisation); the adapters carry the trained rows of those tokens.
-    model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
+    try:
+        model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
+    except LetiError as err:
+        raise LetiError(f"{Path(path) / 'adapter_config.json'} names base model {base!r}: {err}") from None
     model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
     model.eval()
     return model, tokenizer
