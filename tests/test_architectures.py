@@ -115,3 +115,20 @@ def test_a_tokenizer_that_appends_eos_prompts_and_trains_without_it(arch_model_p
     data = tokenize_texts(eos_tok, [TEXTS[0], TEXTS[0] + tok.eos_token], max_length=1000)
     assert data.examples[0] == tok(TEXTS[0]).input_ids and data.examples[0][-1] != tok.eos_token_id
     assert data.examples[1] == data.examples[0] + [tok.eos_token_id]
+
+
+def test_an_output_head_bias_gets_the_mean_for_leti_tokens(tmp_path):
+    """Phi's output head has a bias: LeTI's tokens get the mean bias (resizing left 0, above
+    every trained bias here), so they are no likelier to be generated than a mean token."""
+    from transformers import AutoModelForCausalLM
+
+    path = make_tiny_model(tmp_path / "m", arch="phi")
+    raw = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        raw.lm_head.bias.normal_(-3.0, 0.5)
+    raw.save_pretrained(path)
+    model, tok = load_model_and_tokenizer(path, device="cpu")
+    n_old = raw.lm_head.bias.shape[0]
+    bias = model.lm_head.bias.detach()
+    torch.testing.assert_close(bias[:n_old], raw.lm_head.bias.detach())
+    torch.testing.assert_close(bias[n_old:], raw.lm_head.bias.detach().mean().expand(len(tok) - n_old))

@@ -214,11 +214,15 @@ def _extra_special_tokens(tokenizer: PreTrainedTokenizerBase) -> list:
 @torch.no_grad()
 def _mean_init_rows(model: PreTrainedModel, old_len: int, new_len: int) -> None:
     """Rows [old_len, new_len) := mean of rows [0, old_len). Models whose matrix already had
-    spare rows (e.g. CodeGen pads to 51200) get those rows overwritten the same way."""
+    spare rows (e.g. CodeGen pads to 51200) get those rows overwritten the same way. An output
+    head with a bias (Phi) gets the mean bias too: resizing leaves 0 there, which would lift the
+    new tokens' logits above every other token's wherever the trained biases are negative."""
     weights = [model.get_input_embeddings().weight]
     output = model.get_output_embeddings()
     if output is not None and output.weight.data_ptr() != weights[0].data_ptr():
         weights.append(output.weight)
+    if output is not None and getattr(output, "bias", None) is not None:
+        weights.append(output.bias)
     for weight in weights:
         mean = weight[:old_len].float().mean(dim=0)
         weight[old_len:new_len] = mean.to(weight.dtype)
