@@ -55,7 +55,8 @@ def test_arch_gets_leti_tokens_samples_batched_and_saves(arch, arch_model_path, 
     assert model.get_output_embeddings().weight.shape[0] == len(tok)
     # Left padding in a batch gives what each prompt gives alone.
     assert _greedy(model, tok, batch_size=3) == _greedy(model, tok, batch_size=1)
-    # BLOOM (ALiBi) has no position limit: the trainer keeps the configured length.
+    # BLOOM (ALiBi) has no position limit: the trainer keeps the configured length; MPT states
+    # its limit as max_seq_len.
     assert context_length(model, 10_000) == (10_000 if arch == "bloom" else 256)
     save_model(model, tok, tmp_path / "ckpt")
     again, tok2 = load_model_and_tokenizer(str(tmp_path / "ckpt"), device="cpu")
@@ -132,3 +133,15 @@ def test_an_output_head_bias_gets_the_mean_for_leti_tokens(tmp_path):
     bias = model.lm_head.bias.detach()
     torch.testing.assert_close(bias[:n_old], raw.lm_head.bias.detach())
     torch.testing.assert_close(bias[n_old:], raw.lm_head.bias.detach().mean().expand(len(tok) - n_old))
+
+
+def test_a_context_given_as_max_seq_len_caps_sampling_and_training(tmp_path):
+    """MPT's ALiBi table ends at max_seq_len (no max_position_embeddings): sampling stops there
+    (finish_reason "length") and training cuts texts to it, instead of a shape error."""
+    model, tok = load_model_and_tokenizer(make_tiny_model(tmp_path / "m", arch="mpt", n_positions=32), device="cpu")
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=40, batch_size=1)
+    (sample,) = HFSampler(cfg, model, tok).sample([SampleRequest("a", PROMPTS[1])])
+    assert sample.finish_reason == "length" and sample.n_prompt_tokens + sample.n_completion_tokens == 32
+    trainer = TrainerConfig(epochs=1, batch_size=1, max_length=256, pretrain_mix_ratio=0.0)
+    _, stats = train(model, tok, [TEXTS[1] * 4], trainer, progress=False)
+    assert stats.max_length == 32 and stats.n_truncated == 1

@@ -228,6 +228,20 @@ def _mean_init_rows(model: PreTrainedModel, old_len: int, new_len: int) -> None:
         weight[old_len:new_len] = mean.to(weight.dtype)
 
 
+# Config fields holding the longest sequence a model takes: most families; GPT-2 style (older
+# configs); MPT and DBRX (ALiBi, but their bias table stops at max_seq_len). BLOOM has none.
+_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len")
+
+
+def model_context(config) -> int | None:
+    """The model's context length from its config, None when it states none (BLOOM)."""
+    for name in _CONTEXT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of `text` as the model is prompted and trained with it: what the tokenizer puts
     in front (a Llama-style BOS) is kept, an end-of-text token it appends (add_eos_token=True, as

@@ -80,13 +80,15 @@ def _arch_config(arch: str, h: int, n: int, a: int, ctx: int) -> dict:
         "phi": {**modern, "partial_rotary_factor": 0.5},
         "opt": {**modern, "ffn_dim": 2 * h, "word_embed_proj_dim": h},
         "bloom": dict(hidden_size=h, n_layer=n, n_head=a),  # ALiBi: no position limit in the config
+        "mpt": dict(d_model=h, n_layers=n, n_heads=a, max_seq_len=ctx),  # ALiBi up to max_seq_len
     }
     if arch not in configs:
         raise ValueError(f"arch={arch!r}: use one of {sorted(configs)}")
     return configs[arch]
 
 
-ARCHS = ("gpt2", "llama", "gpt_bigcode", "codegen", "mistral", "qwen2", "gemma", "gpt_neox", "phi", "opt", "bloom")
+ARCHS = ("gpt2", "llama", "gpt_bigcode", "codegen", "mistral", "qwen2", "gemma", "gpt_neox", "phi", "opt", "bloom",
+         "mpt")
 
 
 def make_tiny_model(

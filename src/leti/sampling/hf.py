@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from leti.errors import LetiError
-from leti.model import decode_completion, encode_prompt
+from leti.model import decode_completion, encode_prompt, model_context
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -128,7 +128,7 @@ class HFSampler:
         eos = getattr(model_gen, "eos_token_id", None)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self.context = getattr(model.config, "max_position_embeddings", None)
+        self.context = model_context(model.config)
 
     def sample(
         self,

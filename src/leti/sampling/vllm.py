@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from leti.errors import LetiError
-from leti.model import adapter_config, decode_completion, encode_prompt, local_model_dir
+from leti.model import (
+    adapter_config,
+    decode_completion,
+    encode_prompt,
+    local_model_dir,
+    model_context,
+)
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -372,8 +378,7 @@ def _visible_devices(value: str | None) -> Iterator[None]:
 def _model_context(model: str) -> int | None:
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(model)
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    return model_context(AutoConfig.from_pretrained(model))
 
 
 def shutdown_engine(llm: Any) -> None:

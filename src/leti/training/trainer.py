@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from leti.errors import LetiError
+from leti.model import model_context
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
 from leti.training.lora import apply_lora, copy_adapters, is_peft, load_4bit
@@ -78,8 +79,7 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 
 def context_length(model, max_length: int) -> int:
     """The trainer's sequence cap: the configured length, at most the model's context."""
-    cfg = model.config
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    limit = model_context(model.config)
     return min(max_length, limit) if limit else max_length
 
 
