@@ -135,6 +135,55 @@ def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file
     metrics = [json.loads(x)["iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics == [0, 1]
 
+    # The killed-and-resumed run holds what an uninterrupted run with the same seed holds.
+    straight = tmp_path / "straight"
+    assert main(["run", CONFIG, "--run-dir", str(straight), *cmd[7:]]) == 0  # cmd[7:]: the --set flags
+    assert _results(run) == _results(straight)
+
+
+def _results(run: Path) -> dict:
+    """What a run computed, without timings and paths: samples, evaluations, metrics, weights."""
+    def strip(rec: dict) -> dict:
+        return {k: v for k, v in rec.items() if k not in ("duration_s", "wall_s", "checkpoint", "engine_startup_s")}
+
+    out: dict = {"metrics": [strip(json.loads(x)) for x in (run / "metrics.jsonl").read_text().splitlines()]}
+    for it in sorted((run / "iterations").iterdir()):
+        for name in ("samples.jsonl", "eval_samples.jsonl"):
+            if (it / name).exists():
+                recs = [strip(json.loads(x)) for x in (it / name).read_text().splitlines()]
+                out[f"{it.name}/{name}"] = sorted(recs, key=lambda r: (r["problem_id"], r["sample_idx"]))
+        for name in ("eval.json", "train_stats.json"):
+            if (it / name).exists():
+                out[f"{it.name}/{name}"] = strip(json.loads((it / name).read_text()))
+        if (it / "checkpoint" / "model.safetensors").exists():
+            out[f"{it.name}/weights"] = {k: v.tolist() for k, v in load_file(it / "checkpoint" / "model.safetensors").items()}
+    return out
+
+
+def test_a_kill_just_after_the_checkpoint_landed_does_not_train_again(tmp_path, tiny_model_path, task_file, capsys):
+    """train_stats.json is written after the checkpoint's rename (an fsync later), and a kill in
+    between lost a finished training: the resume trained again. This is the state that kill
+    leaves: checkpoint/ in place; no train_stats.json, evaluation or metrics line of iteration 1."""
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+            "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
+    assert main(args) == 0
+    want = _results(run)
+    it = run / "iterations" / "1"
+    weights = it / "checkpoint" / "model.safetensors"
+    saved_at = weights.stat().st_mtime_ns
+    for name in ("train_stats.json", "eval_samples.jsonl", "eval.json"):
+        (it / name).unlink()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+    capsys.readouterr()
+
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "iteration 1 goes on from its saved stages" in out and "training on" not in out
+    assert weights.stat().st_mtime_ns == saved_at
+    assert _results(run) == want
+
 
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(tmp_path, tiny_model_path, task_file, wait_for_lines):

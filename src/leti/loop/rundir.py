@@ -17,7 +17,9 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
         samples.done              JSON marker: sampling + execution finished (counts, wall_s)
         train_stats.json          TrainStats of this iteration (steps, tokens, losses, packing)
         checkpoint/               model + tokenizer after this iteration's training (older ones
-                                  are deleted when keep_checkpoints is set)
+                                  are deleted when keep_checkpoints is set), and a copy of
+                                  train_stats.json (leti_train_stats.json): the checkpoint lands
+                                  in one rename, so a kill right after it keeps the training
         eval_samples.jsonl        evaluation samples, same record format as samples.jsonl
         eval.json                 {"iteration", "split", "n", "temperature", "conditioned_on_good",
                                    "n_problems", "pass@k": {"pass@1": ...}, "task_metrics": {...}, "status_counts",
@@ -78,6 +80,10 @@ class RunDir:
     def checkpoint(self, k: int) -> Path:
         return self.iteration(k) / "checkpoint"
 
+    def checkpoint_stats(self, k: int) -> Path:
+        """train_stats.json as saved inside the checkpoint, which lands with it in one rename."""
+        return self.checkpoint(k) / "leti_train_stats.json"
+
     def eval_samples(self, k: int) -> Path:
         return self.iteration(k) / "eval_samples.jsonl"
 
@@ -126,6 +132,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_path(path.parent)  # the rename itself survives a power loss
 
 
 def read_json(path: Path) -> Any:
@@ -136,10 +143,25 @@ def read_json(path: Path) -> Any:
 
 
 def replace_dir_atomic(tmp: Path, final: Path) -> None:
-    """Move a fully written directory into place (a half-written one is never at `final`)."""
+    """Move a fully written directory into place (a half-written one is never at `final`).
+    Its files reach the disk first: after a power loss the rename must not survive while the
+    data it vouches for is still in the page cache and gets lost."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            _fsync_path(f)
+    _fsync_path(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync_path(final.parent)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _scan_jsonl(path: Path) -> tuple[list[dict], int]:

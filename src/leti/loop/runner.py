@@ -228,6 +228,12 @@ class _Context:
         rd, cfg = self.rd, self.cfg
         if rd.train_stats(k).exists():
             return read_json(rd.train_stats(k))["wall_s"]
+        if rd.checkpoint_stats(k).exists():
+            # Killed after the checkpoint landed but before train_stats.json: the training is done.
+            stats_dict = read_json(rd.checkpoint_stats(k))
+            write_json_atomic(rd.train_stats(k), stats_dict)
+            self._prune_checkpoints(k)
+            return stats_dict["wall_s"]
         from leti.model import save_model
         from leti.training.trainer import train
 
@@ -252,6 +258,8 @@ class _Context:
         if tmp.exists():
             shutil.rmtree(tmp)
         save_model(model, tok, tmp)
+        # the stats travel inside the checkpoint, so its one rename marks the training done
+        write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())
         replace_dir_atomic(tmp, rd.checkpoint(k))
         write_json_atomic(rd.train_stats(k), stats.to_dict())
         self.slot.set(self.source(k), model, tok)
