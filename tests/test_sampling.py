@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict
 
@@ -141,6 +142,26 @@ def test_training_mode_model_samples_without_dropout(model_and_tokenizer):
         assert model.training  # mode restored for the trainer
     finally:
         model.eval()
+
+
+def test_the_checkpoints_generation_config_does_not_change_the_draws(model_and_tokenizer):
+    """A generation_config.json (instruct checkpoints ship sampling settings; some set
+    min_new_tokens or suppress_tokens) must not reach leti's draws, which depend on the seed
+    and the logits alone."""
+    model, tok = model_and_tokenizer
+    reference = run(model_and_tokenizer, n=2, temperature=1.0)
+    greedy = run(model_and_tokenizer, n=1, temperature=0.0)
+    saved = model.generation_config
+    shipped = copy.deepcopy(saved)
+    shipped.update(do_sample=True, temperature=0.3, top_k=2, repetition_penalty=1.3, min_new_tokens=12,
+                   suppress_tokens=list(range(100, 400)))
+    model.generation_config = shipped
+    try:
+        assert run(model_and_tokenizer, n=2, temperature=1.0) == reference
+        assert run(model_and_tokenizer, n=1, temperature=0.0) == greedy
+        assert model.generation_config is shipped  # the checkpoint's own is kept for saving
+    finally:
+        model.generation_config = saved
 
 
 def test_bad_requests_are_one_line_errors(model_and_tokenizer):

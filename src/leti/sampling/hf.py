@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
@@ -111,6 +112,21 @@ class _StopOnText(StoppingCriteria):
                 self.stopped_at[row] = n_new
         done = [row in self.stopped_at for row in range(len(tails))]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@contextmanager
+def _checkpoint_defaults_off(model) -> Iterator[None]:
+    """generate() takes every setting it is not given from the checkpoint's generation_config.json
+    (transformers 5: min_new_tokens, suppress_tokens, forced_eos_token_id, ...; transformers 4:
+    also do_sample, temperature, top_k, repetition_penalty where the given value is the default),
+    which would change leti's draws: the model generates with a blank one meanwhile."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft reads the base's
+    saved = inner.generation_config
+    inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
 
 
 class HFSampler:
@@ -207,7 +223,6 @@ class HFSampler:
             max_new_tokens=budget,
             pad_token_id=pad,
             eos_token_id=sorted(self.eos_ids) or None,
-            # Set explicitly so a checkpoint's generation_config cannot alter the distribution.
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             use_cache=True,
@@ -215,7 +230,7 @@ class HFSampler:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling, even right after a training step
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), _checkpoint_defaults_off(self.model):
                 out = self.model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
