@@ -42,7 +42,7 @@ from leti.demo.config import (
 from leti.demo.summary import make_summary
 from leti.demo.warmstart import warm_start, write_corpus
 from leti.errors import LetiError
-from leti.loop.rundir import RunDir, write_json_atomic
+from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
 
@@ -79,7 +79,8 @@ def _share_untrained_stages(seed_dir: Path, arm: str) -> None:
         # the data first (it replaces a partial file of a killed run), the marker last: its
         # presence marks the stage done
         shutil.copyfile(getattr(source, data)(k), getattr(target, data)(k))
-        shutil.copyfile(getattr(source, marker)(k), getattr(target, marker)(k))
+        # atomically: a marker cut short by a kill would exist yet be invalid JSON
+        write_text_atomic(getattr(target, marker)(k), getattr(source, marker)(k).read_text(encoding="utf-8"))
 
 
 def _arms_to_summarise(root: Path, seeds: list[int], requested: tuple[str, ...]) -> list[str]:

@@ -209,6 +209,7 @@ def append_jsonl(path: Path, records: list[dict]) -> None:
         for r in records:
             f.write(json.dumps(r) + "\n")
         f.flush()
+        os.fsync(f.fileno())  # a metrics line marks its iteration finished
 
 
 def read_sample_records(path: Path) -> dict[Key, dict]:

@@ -4,6 +4,7 @@ sample + execute (overlapped), build training texts, score an evaluation."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -75,6 +76,8 @@ def sample_and_execute(
             pending.append((s, executor.submit(task.build_program(by_id[s.problem_id], s.completion))))
             flush(wait=False)
         flush(wait=True)
+        # on disk before the caller's marker (samples.done, eval.json) vouches for every line
+        os.fsync(f.fileno())
     bar.close()
     return {k: v for k, v in done.items() if k[0] in by_id and k[1] < n}
 
