@@ -10,6 +10,7 @@ import pytest
 import torch
 from tokenizers.processors import TemplateProcessing
 
+from leti.errors import LetiError
 from leti.model import SPECIAL_TOKENS, load_model_and_tokenizer, save_model
 from leti.sampling.base import SampleRequest, SamplingConfig
 from leti.sampling.hf import HFSampler
@@ -76,6 +77,15 @@ def test_lora_finds_every_arch_s_linear_layers_and_trains(arch, arch_model_path)
     # all-linear: attention and MLP of both layers (at least 2 per layer), never the output head
     assert len(wrapped) >= 4 and not any("lm_head" in n or "embed_out" in n for n in wrapped)
     assert stats.optimizer_steps == 1
+
+
+def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_path):
+    """Llama's layer names on GPT-2 (c_attn, ...): one line naming the field and GPT-2's names."""
+    model, tok = load_model_and_tokenizer(arch_model_path("gpt2"), device="cpu")
+    cfg = TrainerConfig(pretrain_mix_ratio=0.0, lora=LoraSettings(enabled=True, target_modules=["q_proj", "v_proj"]))
+    with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['q_proj', 'v_proj'\] matches no layer") as info:
+        train(model, tok, TEXTS, cfg, progress=False)
+    assert "c_attn, c_fc, c_proj" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_sentencepiece_completion_keeps_its_leading_space(tmp_path):

@@ -47,7 +47,24 @@ def is_peft(model) -> bool:
 def apply_lora(model, tokenizer, cfg: TrainerConfig):
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(tokenizer, cfg))
+    try:
+        return get_peft_model(model, lora_config(tokenizer, cfg))
+    except ValueError as err:
+        if "not found in the base model" not in str(err):
+            raise
+        # Layer names differ by family (GPT-2: c_attn, Llama: q_proj, ...): say which this one has.
+        raise LetiError(
+            f"trainer.lora.target_modules={cfg.lora.target_modules} matches no layer of {type(model).__name__}; "
+            f"its linear layers are {', '.join(linear_layer_names(model))}: name some of those, or use ['all-linear']"
+        ) from None
+
+
+def linear_layer_names(model) -> list[str]:
+    """The distinct last names of the model's linear layers (what LoRA's target_modules match)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, (torch.nn.Linear, Conv1D))})
 
 
 def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device):
