@@ -71,7 +71,8 @@ def _arch_config(arch: str, h: int, n: int, a: int, ctx: int) -> dict:
     configs = {
         "gpt2": gpt,
         "gpt_bigcode": {**gpt, "multi_query": True},
-        "codegen": {**gpt, "n_ctx": ctx, "rotary_dim": h // a // 2},
+        # CodeGen's attention splits its heads 4 ways (transformers 4): a multiple of 4 heads.
+        "codegen": {**gpt, "n_head": -(-a // 4) * 4, "n_ctx": ctx, "rotary_dim": h // (-(-a // 4) * 4) // 2},
         "llama": {**modern, "num_key_value_heads": a},
         "mistral": {**modern, "num_key_value_heads": 1, "sliding_window": None},
         "qwen2": {**modern, "num_key_value_heads": 1, "tie_word_embeddings": True},
