@@ -65,18 +65,99 @@ def test_arch_gets_leti_tokens_samples_batched_and_saves(arch, arch_model_path, 
     torch.testing.assert_close(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
 
 
+# Output heads that are neither tied to the input embedding nor carry a bias: under LoRA the
+# LeTI rows of both train. Heads with a bias (CodeGen, Phi) keep theirs (peft's trainable tokens
+# would drop the bias); tied heads follow the input rows.
+UNTIED_NO_BIAS = {"llama", "mistral", "gpt_neox"}
+HEAD_BIAS = {"codegen", "phi"}
+
+
+def _logits(model, ids) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _changed_rows(after: torch.Tensor, before: torch.Tensor) -> set[int]:
+    return set((after != before).any(dim=1).nonzero().flatten().tolist())
+
+
 @pytest.mark.parametrize("arch", ARCHS)
-def test_lora_finds_every_arch_s_linear_layers_and_trains(arch, arch_model_path):
+def test_lora_finds_every_arch_s_linear_layers_and_trains(arch, arch_model_path, tmp_path):
+    """LoRA over every family: adapters on the linear layers, LeTI's rows of the input embedding
+    and of an untied output head trained and nothing else; the adapter checkpoint reloads with
+    the same logits and goes on training; merging gives the peft model's logits."""
     from peft.tuners.lora import LoraLayer
 
     model, tok = load_model_and_tokenizer(arch_model_path(arch), device="cpu")
-    cfg = TrainerConfig(epochs=1, batch_size=2, max_length=64, pretrain_mix_ratio=0.0,
+    leti_rows = {tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    in_before = model.get_input_embeddings().weight.detach().clone()
+    head = model.get_output_embeddings()
+    out_before = head.weight.detach().clone()
+    bias_before = head.bias.detach().clone() if getattr(head, "bias", None) is not None else None
+    assert (bias_before is not None) == (arch in HEAD_BIAS)
+    cfg = TrainerConfig(epochs=1, batch_size=2, max_length=64, pretrain_mix_ratio=0.0, learning_rate=1e-3,
                         lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter"))
     trained, stats = train(model, tok, TEXTS, cfg, progress=False)
     wrapped = [name for name, m in trained.named_modules() if isinstance(m, LoraLayer)]
     # all-linear: attention and MLP of both layers (at least 2 per layer), never the output head
     assert len(wrapped) >= 4 and not any("lm_head" in n or "embed_out" in n for n in wrapped)
     assert stats.optimizer_steps == 1
+    ids = tok(TEXTS[1], return_tensors="pt").input_ids
+    ref = _logits(trained, ids)
+
+    # lora.save: adapter -> reloads with the same logits, every trained row trainable again.
+    save_model(trained, tok, tmp_path / "adapter")
+    again, _ = load_model_and_tokenizer(str(tmp_path / "adapter"), device="cpu")
+    torch.testing.assert_close(_logits(again, ids), ref, rtol=0, atol=1e-6)
+    deltas = [n for n, p in again.named_parameters() if "trainable_tokens_delta" in n and p.requires_grad]
+    assert len(deltas) == (2 if arch in UNTIED_NO_BIAS else 1)
+
+    # lora.save: merged -> a plain model with the peft model's logits (a head computed without
+    # its bias under peft would differ here).
+    merged = trained.merge_and_unload()
+    assert not hasattr(merged, "peft_config")
+    torch.testing.assert_close(_logits(merged, ids), ref, rtol=0, atol=1e-6)
+    assert _changed_rows(merged.get_input_embeddings().weight, in_before) == leti_rows
+    out = merged.get_output_embeddings()
+    if arch in UNTIED_NO_BIAS:
+        assert _changed_rows(out.weight, out_before) == leti_rows
+    elif arch in HEAD_BIAS:
+        assert torch.equal(out.weight, out_before) and torch.equal(out.bias, bias_before)
+    else:  # tied: the head is the input embedding
+        assert torch.equal(out.weight, merged.get_input_embeddings().weight)
+
+
+def test_an_adapter_checkpoint_goes_on_training_the_output_head_rows(arch_model_path, tmp_path):
+    """Untied head (Llama): a reloaded adapter checkpoint trains its LeTI head rows further, and
+    only those (the loop's next iteration)."""
+    model, tok = load_model_and_tokenizer(arch_model_path("llama"), device="cpu")
+    cfg = TrainerConfig(epochs=1, batch_size=2, max_length=64, pretrain_mix_ratio=0.0, learning_rate=1e-3,
+                        lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter"))
+    first, _ = train(model, tok, TEXTS, cfg, progress=False)
+    save_model(first, tok, tmp_path / "ckpt1")
+    again, tok = load_model_and_tokenizer(str(tmp_path / "ckpt1"), device="cpu")
+    head_before = copy.deepcopy(again).merge_and_unload().lm_head.weight.detach()
+    second, _ = train(again, tok, TEXTS, cfg, progress=False)
+    leti_rows = {tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    assert _changed_rows(second.merge_and_unload().lm_head.weight, head_before) == leti_rows
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi"])
+def test_qlora_copies_the_trained_output_head_rows_back(arch, arch_model_path):
+    """QLoRA trains on a 4-bit copy: the trained LeTI rows of an untied head come back into the
+    full-precision model (Llama); a head with a bias keeps its rows (Phi), logits intact."""
+    pytest.importorskip("bitsandbytes")
+    path = arch_model_path(arch)
+    model, tok = load_model_and_tokenizer(path, device="cpu")
+    leti_rows = {tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    in_before = model.get_input_embeddings().weight.detach().clone()
+    out_before = model.lm_head.weight.detach().clone()
+    cfg = TrainerConfig(epochs=1, batch_size=2, max_length=64, pretrain_mix_ratio=0.0, learning_rate=1e-3,
+                        lora=LoraSettings(enabled=True, r=2, alpha=4, load_in_4bit=True))
+    merged, _ = train(model, tok, TEXTS, cfg, progress=False, source=path)
+    assert not hasattr(merged, "peft_config")
+    assert _changed_rows(merged.get_input_embeddings().weight, in_before) == leti_rows
+    assert _changed_rows(merged.lm_head.weight, out_before) == (leti_rows if arch == "llama" else set())
 
 
 def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_path):

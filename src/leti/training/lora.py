@@ -1,7 +1,8 @@
 """LoRA and QLoRA (peft, bitsandbytes): which weights train, and how they get back into a plain model.
 
 LoRA wraps the model itself; after training the adapters (and the rows of LeTI's special tokens,
-peft `trainable_token_indices`) are merged, so every checkpoint is a plain model. With
+peft `trainable_token_indices`: input embedding and an untied output head without a bias) are
+merged, so every checkpoint is a plain model. With
 `lora.save: adapter` they stay separate: the checkpoint is the peft adapter directory over the
 original model, and the next iteration loads it (leti.model) and goes on training it.
 
@@ -15,6 +16,7 @@ rather than merged into (and rounded to) the 4-bit weights.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import torch
 
@@ -25,17 +27,47 @@ from leti.training.config import TrainerConfig
 QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[qlora]'"
 
 
-def lora_config(tokenizer, cfg: TrainerConfig):
+def lora_config(model, tokenizer, cfg: TrainerConfig, like=None):
+    """`like`: a peft model whose special-token rows to take over (QLoRA's 4-bit copy must have
+    the layout of the full-precision model, also one loaded from an older adapter checkpoint)."""
     from peft import LoraConfig
 
-    special = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     target = cfg.lora.target_modules
+    rows = (like.peft_config[like.active_adapter].trainable_token_indices if like is not None
+            else special_token_rows(model, tokenizer, cfg))
     return LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=target[0] if target == ["all-linear"] else target,
-        trainable_token_indices=special if (cfg.lora.train_special_tokens and special) else None,
+        trainable_token_indices=rows,
         task_type="CAUSAL_LM",
     )
+
+
+_warned_head_bias: set[str] = set()
+
+
+def special_token_rows(model, tokenizer, cfg: TrainerConfig) -> list[int] | dict[str, list[int]] | None:
+    """peft `trainable_token_indices` for LeTI's tokens: which embedding rows train besides the
+    adapters. A list means the input embedding (and an output head tied to it, which peft ties
+    to the same trained rows); an untied output head is named beside it, as full fine-tuning
+    trains its rows too. An untied head with a bias (CodeGen, Phi) keeps its rows: peft's
+    trainable-token layer computes the head without its bias, which would shift every logit."""
+    special = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    if not (cfg.lora.train_special_tokens and special):
+        return None
+    head = model.get_output_embeddings()
+    if head is None or _tied(model):
+        return special
+    if getattr(head, "bias", None) is not None:
+        kind = type(model).__name__
+        if kind not in _warned_head_bias:  # once per model class and process, not every iteration
+            _warned_head_bias.add(kind)
+            print(f"leti: warning: {kind}'s output head has a bias, which peft's trainable tokens drop: under LoRA "
+                  "the output-head rows of LeTI's tokens keep their initial (mean) values, only their input "
+                  "embeddings train (full fine-tuning trains both)", file=sys.stderr)
+        return special
+    names = {id(module): name for name, module in model.named_modules()}
+    return {names[id(model.get_input_embeddings())]: special, names[id(head)]: special}
 
 
 def is_peft(model) -> bool:
@@ -44,19 +76,30 @@ def is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def apply_lora(model, tokenizer, cfg: TrainerConfig):
+def apply_lora(model, tokenizer, cfg: TrainerConfig, like=None):
     from peft import get_peft_model
 
-    try:
-        return get_peft_model(model, lora_config(tokenizer, cfg))
-    except ValueError as err:
-        if "not found in the base model" not in str(err):
-            raise
-        # Layer names differ by family (GPT-2: c_attn, Llama: q_proj, ...): say which this one has.
-        raise LetiError(
-            f"trainer.lora.target_modules={cfg.lora.target_modules} matches no layer of {type(model).__name__}; "
-            f"its linear layers are {', '.join(linear_layer_names(model))}: name some of those, or use ['all-linear']"
-        ) from None
+    config = lora_config(model, tokenizer, cfg, like)
+    check_target_modules(model, cfg, config)
+    return get_peft_model(model, config)
+
+
+def check_target_modules(model, cfg: TrainerConfig, config=None) -> None:
+    """A LetiError when trainer.lora.target_modules match no layer of `model` (which may be a
+    skeleton on the meta device: only its module names count), by peft's own matching rule."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if cfg.lora.target_modules == ["all-linear"]:
+        return  # peft expands it to the model's linear layers: nothing to mismatch
+    config = config or LoraConfig(target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    if any(check_target_module_exists(config, name) for name, _ in model.named_modules()):
+        return
+    # Layer names differ by family (GPT-2: c_attn, Llama: q_proj, ...): say which this one has.
+    raise LetiError(
+        f"trainer.lora.target_modules={cfg.lora.target_modules} matches no layer of {type(model).__name__}; "
+        f"its linear layers are {', '.join(linear_layer_names(model))}: name some of those, or use ['all-linear']"
+    )
 
 
 def linear_layer_names(model) -> list[str]:
@@ -99,7 +142,7 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
             out.weight.copy_(_unwrapped(plain_out).weight)
     model.config.pad_token_id = plain.config.pad_token_id
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    model = apply_lora(model, tokenizer, cfg)
+    model = apply_lora(model, tokenizer, cfg, like=full)
     copy_adapters(full, model)
     return model
 
