@@ -169,6 +169,41 @@ def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_p
     assert "c_attn, c_fc, c_proj" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, tmp_path):
+    """The run-start check builds the skeleton from config.json (no weight file needed), with the
+    matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass, an adapter checkpoint is skipped."""
+    import shutil
+
+    from leti.training.lora import apply_lora, check_lora_targets
+
+    skeleton = tmp_path / "llama-no-weights"
+    shutil.copytree(arch_model_path("llama"), skeleton, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    wrong = TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"]))
+    with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['c_attn'\] matches no layer of "
+                                        r"LlamaForCausalLM; its linear layers are .*q_proj"):
+        check_lora_targets(str(skeleton), wrong)
+    right = TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["q_proj", "v_proj"]))
+    check_lora_targets(str(skeleton), right)
+    model, tok = load_model_and_tokenizer(arch_model_path("llama"), device="cpu")
+    save_model(apply_lora(model, tok, right), tok, tmp_path / "adapter")
+    check_lora_targets(str(tmp_path / "adapter"), wrong)  # its adapters are what trains on
+
+
+def test_vllm_refuses_an_adapter_that_trains_an_untied_head_s_rows(arch_model_path, tmp_path):
+    """The adapter over an untied Llama names both embeddings ({module: rows}); vLLM's LoRA can
+    load neither, so the vLLM sampler refuses it as it refuses the list form."""
+    from leti.sampling.vllm import resolve_checkpoint
+    from leti.training.lora import apply_lora
+
+    model, tok = load_model_and_tokenizer(arch_model_path("llama"), device="cpu")
+    cfg = TrainerConfig(lora=LoraSettings(enabled=True, r=2, save="adapter"))
+    peft_model = apply_lora(model, tok, cfg)
+    assert set(peft_model.peft_config["default"].trainable_token_indices) == {"model.embed_tokens", "lm_head"}
+    save_model(peft_model, tok, tmp_path / "adapter")
+    with pytest.raises(LetiError, match="token embeddings"):
+        resolve_checkpoint(str(tmp_path / "adapter"))
+
+
 def test_sentencepiece_completion_keeps_its_leading_space(tmp_path):
     """Sentencepiece-style decoders drop the leading space of a sequence's first token: the
     completion is decoded after its prompt, so '    return' keeps four spaces."""

@@ -108,6 +108,20 @@ def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["pretrain_corpus"] == "stdlib"
 
 
+def test_lora_target_modules_that_match_no_layer_fail_at_run_start(tmp_path, tiny_model_path, task_file, capsys):
+    """Llama's layer names on GPT-2: one line at run start, before the iteration-0 evaluation and
+    any sampling, not when the first training stage wraps the model."""
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+            "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.target_modules=[q_proj, v_proj]"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leti: error: trainer.lora.target_modules=['q_proj', 'v_proj'] matches no layer of "
+                          "GPT2LMHeadModel; its linear layers are ")
+    assert "c_attn" in err and "\n" not in err
+    assert not list(run.glob("iterations/*/samples.jsonl")) and not list(run.glob("iterations/*/eval*"))
+
+
 @pytest.mark.slow
 def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file, wait_for_lines):
     run = tmp_path / "run"

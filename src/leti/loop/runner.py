@@ -140,6 +140,11 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
 
             t = cfg.trainer
             check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field)
+        if cfg.trainer.lora.enabled:
+            from leti.training.lora import check_lora_targets
+
+            # getattr: RunConfig.trust_remote_code comes with the remote-code change, committed apart
+            check_lora_targets(cfg.model, cfg.trainer, getattr(cfg, "trust_remote_code", False))
         task = get_task(cfg.task)
         train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
         eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]

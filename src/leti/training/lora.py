@@ -102,6 +102,29 @@ def check_target_modules(model, cfg: TrainerConfig, config=None) -> None:
     )
 
 
+def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: bool = False) -> None:
+    """At run start: trainer.lora.target_modules against the skeleton of `model_name`, built from
+    its config on the meta device (no weights loaded), so that a wrong name fails before the
+    first evaluation and sampling phase (hours on a real run) rather than when training starts."""
+    if not cfg.lora.enabled or cfg.lora.target_modules == ["all-linear"]:
+        return
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from leti.model import local_model_dir
+
+    local = local_model_dir(model_name)
+    if local is not None and adapter_config(local) is not None:
+        return  # an adapter checkpoint goes on training the adapters it carries
+    try:
+        config = AutoConfig.from_pretrained(str(local or model_name), trust_remote_code=trust_remote_code)
+        with init_empty_weights():
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return  # an unloadable model is reported, with its own message, where it loads
+    check_target_modules(skeleton, cfg)
+
+
 def linear_layer_names(model) -> list[str]:
     """The distinct last names of the model's linear layers (what LoRA's target_modules match)."""
     from transformers.pytorch_utils import Conv1D
