@@ -39,6 +39,8 @@ def _timed(sampler, requests) -> tuple[int, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="hub id or directory (default: tiny offline GPT-2)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the modeling code that ships with --model (only for models you trust)")
     p.add_argument("--n-prompts", type=int, default=32, help="MBPP train prompts")
     p.add_argument("--n", type=int, default=16, help="samples per prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
@@ -62,7 +64,7 @@ def main() -> None:
     requests = [SampleRequest(p.id, p.prompt) for p in problems]
     common = dict(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0)
 
-    model, tok = load_model_and_tokenizer(path, dtype=args.dtype, device=device)
+    model, tok = load_model_and_tokenizer(path, dtype=args.dtype, device=device, trust_remote_code=args.trust_remote_code)
     hf_dtype = model.dtype
     hf_tokens, hf_s = _timed(get_sampler(SamplingConfig(**common, batch_size=args.hf_batch_size), model, tok), requests)
     del model
@@ -73,7 +75,7 @@ def main() -> None:
     vllm_cfg = VLLMConfig(model_impl=args.vllm_model_impl, dtype=args.dtype, gpu_memory_utilization=memory,
                           enforce_eager=args.enforce_eager)
     vcfg = SamplingConfig(**common, backend="vllm", vllm=vllm_cfg)
-    sampler = get_sampler(vcfg, path, tok)
+    sampler = get_sampler(vcfg, path, tok, trust_remote_code=args.trust_remote_code)
     v_tokens, v_s = _timed(sampler, requests)
     startup_s = sampler.startup_s
 
@@ -91,17 +93,17 @@ def main() -> None:
     print(f"ratio vLLM / HF (tokens/s): {(v_tokens / v_s) / hf_rate:.2f}x start-up included, "
           f"{(v_tokens / (v_s - startup_s)) / hf_rate:.2f}x without it")
     if args.phases:
-        _phases(args.phases, vcfg, path, tok, requests)
+        _phases(args.phases, vcfg, path, tok, requests, args.trust_remote_code)
 
 
-def _phases(k: int, vcfg: SamplingConfig, path: str, tok, requests) -> None:
+def _phases(k: int, vcfg: SamplingConfig, path: str, tok, requests, trust_remote_code: bool) -> None:
     from dataclasses import replace
 
     from leti.sampling.vllm import VLLMEngine
 
     configs = [replace(vcfg, seed=i) for i in range(k)]
-    fresh_s = sum(_timed(get_sampler(c, path, tok), requests)[1] for c in configs)
-    engine = VLLMEngine(configs[0], path, tok)
+    fresh_s = sum(_timed(get_sampler(c, path, tok, trust_remote_code=trust_remote_code), requests)[1] for c in configs)
+    engine = VLLMEngine(configs[0], path, tok, trust_remote_code=trust_remote_code)
     try:
         kept_s = sum(_timed(get_sampler(c, engine, None), requests)[1] for c in configs)
     finally:

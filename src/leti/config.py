@@ -70,6 +70,7 @@ class EvalSection:
 @dataclass(frozen=True)
 class RunConfig:
     model: str = field(default="Salesforce/codegen-350M-mono", metadata={"help": "Hugging Face hub id or local directory of a causal LM."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Let the model's repository run its own modeling code (config.json auto_map: CodeGen2, SantaCoder, replit-code, ...) when the model, its config or tokenizer loads. This runs Python code from that repository: only for models you trust."})
     model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype (float32: fp32 master weights for AdamW at lr 1e-5; the trainer autocasts to bf16 on GPUs)."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:N'."})
     task: str = field(default="mbpp", metadata={"help": "Task spec: mbpp, humaneval, jsonl:PATH, ..."})

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
@@ -61,6 +63,33 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+# How to allow a model's own code, as `leti run` takes it; `leti evaluate` says --trust-remote-code.
+RUN_CONFIG_FIX = "set trust_remote_code: true in the run config (--set trust_remote_code=true)"
+
+
+class RemoteCodeNotTrusted(LetiError):
+    """A model whose modeling code ships in its own repository (config.json's auto_map), loaded
+    without trust_remote_code. `fix` says how to allow it where the model was named."""
+
+    def __init__(self, model: str, fix: str = RUN_CONFIG_FIX) -> None:
+        self.model, self.fix = model, fix
+        super().__init__(f"{model} ships its own modeling code (auto_map in its config.json), which transformers runs "
+                         f"only with trust_remote_code; to run it, {fix} (only for models whose repository you trust)")
+
+
+@contextmanager
+def remote_code_refusal(model: str) -> Iterator[None]:
+    """Turn transformers' refusal to run a model's own code (a multi-line ValueError asking for
+    trust_remote_code=True) into a RemoteCodeNotTrusted line. transformers only prompts when
+    trust_remote_code is None; leti always passes a bool, so it never waits for input."""
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise RemoteCodeNotTrusted(model) from None
+        raise
+
+
 def load_model_and_tokenizer(
     name_or_path: str,
     dtype: str = "auto",
@@ -70,7 +99,9 @@ def load_model_and_tokenizer(
     """Load a causal LM + tokenizer (hub id or local dir) with LeTI's special tokens added,
     a pad token set and left padding (what batched generation needs). A peft adapter directory
     (as saved with trainer.lora.save='adapter') loads as its base model + the adapters, which
-    stay trainable so that the next iteration goes on training them."""
+    stay trainable so that the next iteration goes on training them. trust_remote_code runs the
+    modeling code that ships with the model (its auto_map); a model that needs it, loaded
+    without, is a RemoteCodeNotTrusted error."""
     local = local_model_dir(name_or_path)
     if local is not None:
         # Absolute: the model's name_or_path is what an adapter trained over it records as its
@@ -82,12 +113,19 @@ def load_model_and_tokenizer(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+        with remote_code_refusal(name_or_path):
+            # The config first: it refuses a model's own code at once, before the tokenizer's load
+            # logs a warning about the model type it does not know.
+            AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+    except ImportError as err:
+        # Most often a model's own code importing a package this environment lacks (transformers
+        # names it and the pip command): one line, not a traceback.
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LetiError(f"{name_or_path} could not be loaded: {first_line}") from None
     except (OSError, ValueError) as err:
         # OSError covers unreachable hub, missing repo and missing files; ValueError covers
         # malformed repo ids and unknown model types.
@@ -173,6 +211,8 @@ def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_re
     # mean initialisation); the adapters carry the trained rows of those tokens.
     try:
         model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
+    except RemoteCodeNotTrusted:
+        raise  # names the base model already; kept as is so that callers can reword its fix
     except LetiError as err:
         raise LetiError(f"{Path(path) / 'adapter_config.json'} names base model {base!r}: {err}") from None
     model = PeftModel.from_pretrained(model, str(path), is_trainable=True)

@@ -120,3 +120,42 @@ def make_tiny_model(
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+# A model family transformers does not know: its classes ship in the model directory, the way
+# CodeGen2, SantaCoder or replit-code ship theirs on the hub (trust_remote_code=True loads them).
+REMOTE_MODEL_TYPE = "leti_tiny_remote"
+_REMOTE_FILES = {
+    "configuration_leti_tiny.py": f'''from transformers import GPT2Config
+
+
+class LetiTinyConfig(GPT2Config):
+    model_type = "{REMOTE_MODEL_TYPE}"
+''',
+    "modeling_leti_tiny.py": '''from transformers import GPT2LMHeadModel
+
+from .configuration_leti_tiny import LetiTinyConfig
+
+
+class LetiTinyForCausalLM(GPT2LMHeadModel):
+    config_class = LetiTinyConfig
+''',
+}
+
+
+def make_remote_code_model(path: str | Path, **kwargs) -> str:
+    """A tiny model (make_tiny_model's GPT-2 weights and tokenizer) whose config.json names its
+    own model type, with an auto_map pointing at configuration_*.py / modeling_*.py in the same
+    directory: loading it needs trust_remote_code=True. kwargs go to make_tiny_model."""
+    import json
+
+    out = Path(make_tiny_model(path, arch="gpt2", **kwargs))
+    for name, source in _REMOTE_FILES.items():
+        (out / name).write_text(source, encoding="utf-8")
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(model_type=REMOTE_MODEL_TYPE, architectures=["LetiTinyForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_leti_tiny.LetiTinyConfig",
+                            "AutoModelForCausalLM": "modeling_leti_tiny.LetiTinyForCausalLM"})
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return str(out)

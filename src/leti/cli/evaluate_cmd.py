@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     g.add_argument("--prompt-prefix", default="", help="e.g. '<|good|>' for LeTI checkpoints (spec: test time is conditioned on it)")
     g.add_argument("--device", default="auto", help="torch device of the hf backend")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="run the modeling code that ships with --model (config.json auto_map: CodeGen2, SantaCoder, "
+                        "replit-code, ...); this runs Python code from the model's repository: only for models you trust")
     g.add_argument("--backend", choices=["hf", "vllm"], default="hf",
                    help="sampler: hf (transformers generate) or vllm (pip install 'leti[vllm]'; loads the "
                         "checkpoint's own tokenizer, so LeTI checkpoints keep their <|good|> token)")
@@ -101,6 +104,7 @@ def _generation_requests(args: argparse.Namespace, task: Task) -> list[Generatio
         device=args.device,
         backend=args.backend,
         vllm=vllm_config(args.vllm),
+        trust_remote_code=args.trust_remote_code,
     ) for t in temps]
 
 

@@ -42,6 +42,9 @@ class GenerationRequest:
     device: str = field(default="auto", metadata={"help": "torch device ('auto', 'cpu', 'cuda'); hf backend"})
     backend: str = field(default="hf", metadata={"help": "sampler backend: 'hf' or 'vllm'"})
     vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings"})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "run the modeling code that ships with the model (only for models you trust)"}
+    )
 
 
 GENERATION_FILE = "generation.json"
@@ -133,7 +136,7 @@ def prompt_prefix_warning(prefix: str, model: str, checkpoint_special: set[str] 
             "LeTI checkpoints have it")
 
 
-def checkpoint_special_tokens(model: str) -> set[str] | None:
+def checkpoint_special_tokens(model: str, trust_remote_code: bool = False) -> set[str] | None:
     """The special tokens of the checkpoint's own tokenizer, as saved (before leti adds its
     tokens on loading): a prefix such as <|good|> means something only if the checkpoint has
     it. Loads the tokenizer alone (a local directory, or the hub's files, which loading the
@@ -144,7 +147,7 @@ def checkpoint_special_tokens(model: str) -> set[str] | None:
     try:
         from transformers import AutoTokenizer
 
-        return special_tokens(AutoTokenizer.from_pretrained(str(local or model)))
+        return special_tokens(AutoTokenizer.from_pretrained(str(local or model), trust_remote_code=trust_remote_code))
     except Exception:  # noqa: BLE001 - the model's own loading reports real problems
         return None
 
@@ -153,7 +156,7 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
     """Sample `req.n` completions per problem into `out_path` (JSONL, leti sample format);
     `out_path.parent / generation.json` records the settings (see the module doc)."""
     try:
-        from leti.model import load_model_and_tokenizer, local_model_dir
+        from leti.model import RemoteCodeNotTrusted, load_model_and_tokenizer, local_model_dir
         from leti.sampling import (
             SampleRequest,
             SamplingConfig,
@@ -168,18 +171,6 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
     check_generation_settings(out_path, settings, has_samples=bool(done))
     if len(done) >= req.n * len(problems):
         return out_path
-    if req.backend == "vllm":
-        model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
-        local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
-    else:
-        model, tokenizer = load_model_and_tokenizer(req.model, device=req.device)
-    checkpoint_special = checkpoint_special_tokens(req.model) if req.prompt_prefix else None
-    warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
-    if warning:
-        print(warning, file=sys.stderr)
-    # Recorded once the model loaded (a typo in --model must not pin this folder to it), and
-    # before the first sample.
-    _write_settings(out_path, settings)
     config = SamplingConfig(
         n=req.n,
         temperature=req.temperature,
@@ -190,7 +181,25 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
         backend=req.backend,
         vllm=req.vllm,
     )
-    sampler = get_sampler(config, model, tokenizer)
+    try:
+        if req.backend == "vllm":
+            model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
+            local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
+        else:
+            model, tokenizer = load_model_and_tokenizer(req.model, device=req.device,
+                                                        trust_remote_code=req.trust_remote_code)
+        # The vllm sampler loads the tokenizer and config now; its engine starts on the first draw.
+        sampler = get_sampler(config, model, tokenizer, trust_remote_code=req.trust_remote_code)
+    except RemoteCodeNotTrusted as err:
+        raise RemoteCodeNotTrusted(err.model, "pass --trust-remote-code") from None
+    checkpoint_special = (checkpoint_special_tokens(req.model, req.trust_remote_code)
+                          if req.prompt_prefix else None)
+    warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
+    if warning:
+        print(warning, file=sys.stderr)
+    # Recorded once the model loaded (a typo in --model must not pin this folder to it), and
+    # before the first sample.
+    _write_settings(out_path, settings)
     requests = [
         SampleRequest(problem_id=p.id, prompt=req.prompt_prefix + p.prompt, stop=task.stop_for(p))
         for p in problems

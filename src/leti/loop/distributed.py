@@ -193,7 +193,7 @@ def follow(cfg, group: Group) -> int:
     keeps the model or vLLM engine of the last stage while the next one uses the same weights."""
     from leti.loop.slot import ModelSlot
 
-    slot = ModelSlot(cfg.model_dtype, local_device(cfg.device))
+    slot = ModelSlot(cfg.model_dtype, local_device(cfg.device), cfg.trust_remote_code)
     try:
         while (job := group.broadcast(None)) is not None:
             if isinstance(job, SampleJob):

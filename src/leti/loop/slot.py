@@ -16,8 +16,11 @@ from leti.sampling.base import SamplingConfig
 
 
 class ModelSlot:
-    def __init__(self, dtype: str, device: str) -> None:
+    def __init__(self, dtype: str, device: str, trust_remote_code: bool = False) -> None:
         self.dtype, self.device = dtype, device
+        # The run's trust_remote_code: every checkpoint of a run is the same model family, so
+        # the configured model's setting holds for its checkpoints too.
+        self.trust_remote_code = trust_remote_code
         self.source: str | None = None  # checkpoint that `model` or `engine` holds
         self.model: Any = None
         self.tokenizer: Any = None
@@ -29,7 +32,8 @@ class ModelSlot:
             from leti.model import load_model_and_tokenizer
 
             self.release()  # free the old weights (or engine) before loading
-            self.model, self.tokenizer = load_model_and_tokenizer(source, dtype=self.dtype, device=self.device)
+            self.model, self.tokenizer = load_model_and_tokenizer(
+                source, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code)
             self.source = source
         return self.model, self.tokenizer
 
@@ -42,7 +46,7 @@ class ModelSlot:
             from leti.sampling.vllm import VLLMEngine
 
             self.release()
-            self.engine = VLLMEngine(sampling, source)
+            self.engine = VLLMEngine(sampling, source, trust_remote_code=self.trust_remote_code)
             self.source = source
         return self.engine, None
 

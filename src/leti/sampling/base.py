@@ -168,13 +168,18 @@ SAMPLER_BACKENDS: dict[str, Callable[[], Callable[..., Sampler]]] = {
 }
 
 
-def get_sampler(config: SamplingConfig, model: Any, tokenizer: Any) -> Sampler:
-    """Build the sampler named by config.backend for an already-loaded model and tokenizer."""
+def get_sampler(config: SamplingConfig, model: Any, tokenizer: Any, trust_remote_code: bool = False) -> Sampler:
+    """Build the sampler named by config.backend for an already-loaded model and tokenizer.
+    trust_remote_code: the vllm backend given a checkpoint path loads it (and the model's own
+    code) itself; an already-loaded model (hf) or engine was loaded with its own setting."""
     if config.backend not in SAMPLER_BACKENDS:
         raise LetiError(
             f"sampling.backend={config.backend!r} is unknown; use one of {sorted(SAMPLER_BACKENDS)}"
         )
-    return SAMPLER_BACKENDS[config.backend]()(config, model, tokenizer)
+    factory = SAMPLER_BACKENDS[config.backend]()
+    if config.backend == "vllm":
+        return factory(config, model, tokenizer, trust_remote_code=trust_remote_code)
+    return factory(config, model, tokenizer)
 
 
 def samples_per_request(config: SamplingConfig, n: int | None) -> int:

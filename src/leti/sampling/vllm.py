@@ -41,6 +41,7 @@ from leti.model import (
     encode_prompt,
     local_model_dir,
     model_context,
+    remote_code_refusal,
 )
 from leti.sampling.base import (
     Sample,
@@ -193,20 +194,25 @@ class VLLMEngine:
     engine because every request at temperature > 0 carries its own seed: the engine's seed
     (the first phase's) never decides a sample."""
 
-    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None) -> None:
+    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None,
+                 trust_remote_code: bool = False) -> None:
         path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
         if not path:
             raise LetiError("the vllm sampler needs a checkpoint path (vLLM loads weights from disk)")
         local_model_dir(path)  # a missing or incomplete local directory: one line, before vLLM starts
         self.settings, self.seed = config.vllm, config.seed
         self.checkpoint = resolve_checkpoint(str(path))
-        if tokenizer is None:
-            from transformers import AutoTokenizer
+        # Runs the model's own code (auto_map) in the tokenizer, config and engine loads.
+        self.trust_remote_code = trust_remote_code
+        with remote_code_refusal(self.checkpoint.model):
+            if tokenizer is None:
+                from transformers import AutoTokenizer
 
-            # An adapter directory saved by the trainer holds the tokenizer with LeTI's tokens.
-            tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.adapter or self.checkpoint.model)
-        self.tokenizer = tokenizer
-        self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model)
+                # An adapter directory saved by the trainer holds the tokenizer with LeTI's tokens.
+                tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.adapter or self.checkpoint.model,
+                                                          trust_remote_code=trust_remote_code)
+            self.tokenizer = tokenizer
+            self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model, trust_remote_code)
         self.startup_s: float | None = None  # how long the engine took to start (None: not started)
         self._llm: Any = None
         self._lora: Any = None
@@ -238,6 +244,7 @@ class VLLMEngine:
             model=ckpt.model, tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, dtype=cfg.dtype,
             enforce_eager=cfg.enforce_eager, max_model_len=self.context, seed=self.seed,
+            trust_remote_code=self.trust_remote_code,
         )
         if cfg.model_impl != "auto":
             kwargs["model_impl"] = cfg.model_impl
@@ -274,10 +281,12 @@ class VLLMSampler:
     `model` is a checkpoint path (the sampler starts an engine in each `sample` call and shuts
     it down at the end) or a `VLLMEngine` that the caller owns and closes (shared by phases)."""
 
-    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None):
+    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None, trust_remote_code: bool = False):
         self.config = config
         self._owns_engine = not isinstance(model, VLLMEngine)
-        self.engine = VLLMEngine(config, model, tokenizer) if self._owns_engine else model
+        # trust_remote_code: for an engine the sampler starts itself (a given engine has its own).
+        self.engine = (VLLMEngine(config, model, tokenizer, trust_remote_code=trust_remote_code)
+                       if self._owns_engine else model)
         if self.engine.settings != config.vllm:
             raise LetiError("this vLLM engine was started with other sampling.vllm settings")
         self.tokenizer = self.engine.tokenizer
@@ -375,10 +384,10 @@ def _visible_devices(value: str | None) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
-def _model_context(model: str) -> int | None:
+def _model_context(model: str, trust_remote_code: bool = False) -> int | None:
     from transformers import AutoConfig
 
-    return model_context(AutoConfig.from_pretrained(model))
+    return model_context(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code))
 
 
 def shutdown_engine(llm: Any) -> None:
