@@ -143,8 +143,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         if cfg.trainer.lora.enabled:
             from leti.training.lora import check_lora_targets
 
-            # getattr: RunConfig.trust_remote_code comes with the remote-code change, committed apart
-            check_lora_targets(cfg.model, cfg.trainer, getattr(cfg, "trust_remote_code", False))
+            check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
         task = get_task(cfg.task)
         train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
         eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]
