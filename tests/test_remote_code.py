@@ -137,9 +137,6 @@ def test_leti_evaluate_draws_from_such_a_model_with_the_flag(remote_model: str, 
     assert json.loads((out / "results.json").read_text())["n_samples"] == 2
 
 
-# runner.py (owned elsewhere for now) builds the run's ModelSlot without the config's
-# trust_remote_code; strict, so this marker must go when it passes it.
-@pytest.mark.xfail(strict=True, reason="leti.loop.runner does not pass cfg.trust_remote_code to ModelSlot yet")
 def test_leti_run_trains_such_a_model_and_evaluate_scores_its_checkpoint(remote_model: str, tmp_path: Path) -> None:
     task, run = _task(tmp_path), tmp_path / "run"
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={remote_model}", "--set", f"task={task}",
@@ -158,3 +155,15 @@ def test_leti_run_trains_such_a_model_and_evaluate_scores_its_checkpoint(remote_
     assert main(["evaluate", "--task", task, "--model", str(ckpt), "--trust-remote-code", "--out", str(out),
                  "--n", "1", "--k", "1", "--max-new-tokens", "8", "--device", "cpu", "--prompt-prefix", "<|good|>"]) == 0
     assert json.loads((out / "results.json").read_text())["n_samples"] == 1
+
+
+def test_qlora_loads_its_4bit_copy_with_the_model_s_own_code(remote_model: str) -> None:
+    pytest.importorskip("bitsandbytes")
+    from leti.training.config import LoraSettings, TrainerConfig
+    from leti.training.trainer import train
+
+    model, tok = load_model_and_tokenizer(remote_model, device="cpu", trust_remote_code=True)
+    cfg = TrainerConfig(batch_size=2, epochs=1, max_length=32, pretrain_mix_ratio=0,
+                        lora=LoraSettings(enabled=True, r=4, load_in_4bit=True))
+    merged, stats = train(model, tok, ["<|good|>def f():\n    return 1\n"] * 2, cfg, progress=False, source=remote_model)
+    assert _is_remote(merged) and stats.optimizer_steps == 1

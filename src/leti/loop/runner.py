@@ -155,7 +155,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                   "problems the model was trained on", file=sys.stderr)
         print(f"leti: {mode} run in {rd.root}: {len(train_problems)} train problems x {cfg.sampling.n} samples, "
               f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
-        slot = ModelSlot(cfg.model_dtype, cfg.device)
+        slot = ModelSlot(cfg.model_dtype, cfg.device, cfg.trust_remote_code)
         try:
             with make_executor(cfg.execution) as executor:
                 ctx = _Context(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)

@@ -148,9 +148,12 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
     compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute)
+    # The 4-bit copy runs the same code as `full`: a model's own code (trust_remote_code) lives in
+    # transformers' dynamic `transformers_modules` package, so the run's setting need not travel here.
+    own_code = type(full.get_base_model()).__module__.startswith("transformers_modules")
     try:
         model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=compute,
-                                                     device_map={"": str(device)})
+                                                     device_map={"": str(device)}, trust_remote_code=own_code)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LetiError(f"QLoRA: could not load a 4-bit copy of {base!r} ({first})") from None
