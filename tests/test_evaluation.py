@@ -7,6 +7,7 @@ import sys
 from fractions import Fraction
 from math import comb
 from pathlib import Path
+from statistics import stdev
 
 import pytest
 
@@ -69,6 +70,11 @@ def test_human_eval_format_scored_end_to_end(he_samples: Path, tmp_path: Path, c
     for k in (1, 2, 5):
         assert results[f"pass@{k}"] == pytest.approx(exact_mean_pass_at_k(counts, k), abs=1e-12)
     assert "pass@10" not in results and results["dropped_ks"] == [10]  # only 5 samples each
+    # Standard error over the 4 problems: stdev (ddof=1) of the exact per-problem values / 2.
+    for k in (1, 2, 5):
+        per_problem = [exact_mean_pass_at_k([nc], k) for nc in counts]
+        assert results["stderr"][f"pass@{k}"] == pytest.approx(stdev(per_problem) / 2, abs=1e-12)
+    assert set(results["stderr"]) == {"pass@1", "pass@2", "pass@5"}
     assert results["n_samples"] == 20 and results["n_problems"] == 4 and results["task"] == "humaneval"
 
     per = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
@@ -81,6 +87,8 @@ def test_human_eval_format_scored_end_to_end(he_samples: Path, tmp_path: Path, c
     assert all(e["feedback"] for e in execs if e["status"] != "passed")
     printed = capsys.readouterr().out
     assert "pass@1" in printed and "45.00%" in printed and "only 4 of 164 problems" in printed
+    se1 = 100 * stdev([1.0, 0.6, 0.2, 0.0]) / 2  # pass@1 per problem: c / 5
+    assert f"45.00% ± {se1:.2f}" in printed
 
 
 def test_matches_human_evals_own_evaluation(he_samples: Path, tmp_path: Path) -> None:
@@ -322,6 +330,11 @@ def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_mod
         per_t = {t: m[name] for t, m in results["by_temperature"].items()}
         best = results["best"][name]
         assert best["value"] == max(per_t.values()) and per_t[f"{best['temperature']:g}"] == best["value"]
+        alone = json.loads((out / f"temperature-{best['temperature']:g}" / "results.json").read_text())
+        assert best["stderr"] == alone["stderr"][name]
+    for t in ("0", "1.5"):
+        alone = json.loads((out / f"temperature-{t}" / "results.json").read_text())
+        assert results["stderr_by_temperature"][t] == alone["stderr"]
     greedy = [json.loads(x)["completion"] for x in (out / "temperature-0" / "samples.jsonl").read_text().splitlines()]
     hot = [json.loads(x)["completion"] for x in (out / "temperature-1.5" / "samples.jsonl").read_text().splitlines()]
     assert len(set(greedy)) <= 2 < len(set(hot))  # greedy: one completion per problem
@@ -479,3 +492,14 @@ def test_prompt_prefix_warning_wording() -> None:
     assert prompt_prefix_warning("<|good|>", "m", {"<|good|>"}, "hf") is None
     assert prompt_prefix_warning("# Python 3\n", "m", set(), "hf") is None  # plain text on purpose
     assert prompt_prefix_warning("<|good|>", "m", None, "vllm") is None  # unknown (hub id with vllm)
+
+
+def test_temperature_summary_carries_each_temperatures_stderr() -> None:
+    from leti.cli.evaluate_cmd import format_temperatures, summarize_temperatures
+
+    by_t = {"0.2": {"pass@1": 0.3, "f1": 0.9}, "0.8": {"pass@1": 0.4, "f1": 0.5}}
+    summary = summarize_temperatures(by_t, {"0.2": {"pass@1": 0.05}, "0.8": {"pass@1": 0.07}})
+    assert summary["best"]["pass@1"] == {"value": 0.4, "temperature": 0.8, "stderr": 0.07}
+    assert summary["best"]["f1"] == {"value": 0.9, "temperature": 0.2}  # a task metric has none
+    assert summary["stderr_by_temperature"]["0.2"] == {"pass@1": 0.05}
+    assert "40.00% ± 7.00 (0.8)" in format_temperatures(summary)

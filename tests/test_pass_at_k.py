@@ -74,3 +74,85 @@ def test_reportable_ks_follow_the_smallest_sample_count() -> None:
     assert reportable_ks([100, 1], [256]) == [1, 100]
     assert reportable_ks([10], [9, 50]) == []
     assert reportable_ks([1], []) == []
+
+
+# Standard errors: checked against statistics.stdev and hand arithmetic, not the code's output.
+
+
+def test_stderr_of_mean_matches_statistics_stdev() -> None:
+    from statistics import stdev
+
+    from leti.evaluation.pass_at_k import stderr_of_mean
+
+    values = [0.25, 0.75, 0.0, 1.0, 0.5]
+    assert stderr_of_mean(values) == pytest.approx(stdev(values) / math.sqrt(5), abs=1e-15)
+    # By hand: [1, 0] has mean 0.5, sample variance (0.25 + 0.25) / 1 = 0.5, so se = sqrt(0.5 / 2) = 0.5.
+    assert stderr_of_mean([1.0, 0.0]) == pytest.approx(0.5, abs=1e-15)
+    assert stderr_of_mean([0.3, 0.3, 0.3]) == 0.0
+
+
+def test_one_problem_has_no_stderr_and_none_is_an_error() -> None:
+    from leti.evaluation.pass_at_k import pass_at_k_stderr, stderr_of_mean
+
+    assert stderr_of_mean([0.4]) is None
+    assert pass_at_k_stderr([(10, 3)], 1) is None
+    with pytest.raises(ValueError):
+        stderr_of_mean([])
+
+
+def test_pass_at_k_stderr_over_problems() -> None:
+    from statistics import stdev
+
+    from leti.evaluation.pass_at_k import pass_at_k_stderr, stderrs_from_counts
+
+    counts = [(4, 1), (4, 3), (4, 0), (4, 4)]
+    # pass@1 per problem is c / n: 0.25, 0.75, 0, 1.
+    assert pass_at_k_stderr(counts, 1) == pytest.approx(stdev([0.25, 0.75, 0.0, 1.0]) / 2, abs=1e-15)
+    # pass@2 per problem, exact: 1 - C(3,2)/C(4,2) = 1/2, 1 - 0 = 1, 0, 1.
+    want2 = stdev([0.5, 1.0, 0.0, 1.0]) / 2
+    assert pass_at_k_stderr(counts, 2) == pytest.approx(want2, abs=1e-15)
+    # Run dirs from before the stderr was stored: rebuilt per "pass@k" name; other metrics are
+    # skipped and a k some problem has too few samples for is None.
+    got = stderrs_from_counts(counts, ["pass@1", "pass@2", "pass@5", "arg_f1"])
+    assert got == {"pass@1": pytest.approx(stdev([0.25, 0.75, 0.0, 1.0]) / 2), "pass@2": pytest.approx(want2),
+                   "pass@5": None}
+
+
+def test_paired_difference_is_the_stderr_of_per_problem_differences() -> None:
+    from statistics import stdev
+
+    from leti.evaluation.pass_at_k import paired_difference
+
+    a = {"p1": (4, 4), "p2": (4, 2), "p3": (4, 1), "p4": (4, 0)}
+    b = {"p4": (4, 0), "p3": (4, 0), "p2": (4, 1), "p1": (4, 2)}  # order must not matter
+    # per problem a - b: p1 1 - 0.5, p2 0.5 - 0.25, p3 0.25 - 0, p4 0 - 0
+    diffs = [0.5, 0.25, 0.25, 0.0]
+    d = paired_difference(a, b, 1)
+    assert d.mean == pytest.approx(0.25) and d.n_problems == 4
+    assert d.stderr == pytest.approx(stdev(diffs) / 2, abs=1e-15)
+    # Pairing removes the difficulty spread both runs share: smaller than the unpaired error.
+    unpaired = math.sqrt((stdev([1, 0.5, 0.25, 0]) / 2) ** 2 + (stdev([0.5, 0.25, 0, 0]) / 2) ** 2)
+    assert d.stderr < unpaired
+    assert paired_difference({"p1": (2, 1)}, {"p1": (2, 0)}, 1).stderr is None
+    with pytest.raises(ValueError, match="different problems"):
+        paired_difference(a, {"p1": (4, 1)}, 1)
+
+
+def test_score_reports_the_stderr_beside_each_pass_at_k() -> None:
+    from statistics import stdev
+
+    from leti.evaluation import score
+    from leti.evaluation.samples import Sample
+    from leti.execution.records import ExecutionResult, Status
+    from leti.tasks.base import Problem
+
+    problems = [Problem(id=f"p{i}", prompt="", tests="", split="test") for i in range(3)]
+    plan = {"p0": [True, True], "p1": [True, False], "p2": [False, False]}
+    samples, results = [], []
+    for pid, passes in plan.items():
+        for i, ok in enumerate(passes):
+            samples.append(Sample(pid, i, ""))
+            results.append(ExecutionResult(id=f"{pid}#{i}", status=Status.PASSED if ok else Status.FAILED))
+    report = score(problems, samples, results, ks=(1, 2))
+    assert report.pass_at_k_stderr["pass@1"] == pytest.approx(stdev([1.0, 0.5, 0.0]) / math.sqrt(3))
+    assert report.pass_at_k_stderr["pass@2"] == pytest.approx(stdev([1.0, 1.0, 0.0]) / math.sqrt(3))

