@@ -4,11 +4,13 @@ jsonl task; kill -9 mid-iteration, resume, and check nothing is duplicated or re
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from statistics import stdev
 
 import pytest
 import torch
@@ -78,6 +80,18 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert ev["conditioned_on_good"] is True and ev["n_problems"] == 2
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["pretrain_batches"] > 0 and stats["packing_efficiency"] >= 0.9
+    # Standard errors over the 2 held-out problems, beside pass@k: eval.json, metrics.jsonl, report.
+    for k, m in ((0, metrics[0]), (1, metrics[1])):
+        ev_k = json.loads((run / "iterations" / str(k) / "eval.json").read_text())
+        per_problem = [c / n for n, c in ev_k["per_problem"].values()]
+        assert set(ev_k["pass@k_stderr"]) == {"pass@1", "pass@2"}
+        assert ev_k["pass@k_stderr"]["pass@1"] == pytest.approx(stdev(per_problem) / math.sqrt(2), abs=1e-12)
+        assert m["eval_stderr"] == ev_k["pass@k_stderr"]
+    from leti.report import build_report
+
+    build_report(run)
+    p1, se1 = ev["pass@k"]["pass@1"], ev["pass@k_stderr"]["pass@1"]
+    assert f"| {100 * p1:.1f} ± {100 * se1:.1f} |" in (run / "report.md").read_text()
 
     capsys.readouterr()
     assert main(args) == 0  # finished: says so, does nothing
@@ -283,3 +297,15 @@ def test_adapter_checkpoints_keep_training_the_same_adapters_and_resume(tmp_path
     assert all(torch.allclose(resumed_second[k], second[k], atol=1e-6) for k in second)
     ev = [json.loads((r / "iterations" / "2" / "eval.json").read_text()) for r in (straight, resumed)]
     assert ev[0]["per_problem"] == ev[1]["per_problem"]
+
+
+def test_eval_stderr_of_an_old_eval_json_is_rebuilt_from_per_problem() -> None:
+    """A run resumed from an eval.json written before pass@k_stderr existed still gets one."""
+    from leti.loop.stages import eval_stderr
+
+    old = {"pass@k": {"pass@1": 0.5, "pass@2": 2 / 3}, "per_problem": {"a": [2, 1], "b": [2, 2], "c": [2, 0]}}
+    got = eval_stderr(old)
+    # pass@1 per problem 0.5, 1, 0; pass@2 per problem 1, 1, 0
+    assert got["pass@1"] == pytest.approx(stdev([0.5, 1.0, 0.0]) / math.sqrt(3))
+    assert got["pass@2"] == pytest.approx(stdev([1.0, 1.0, 0.0]) / math.sqrt(3))
+    assert eval_stderr({**old, "pass@k_stderr": {"pass@1": None}}) == {"pass@1": None}  # stored wins

@@ -22,12 +22,16 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   in one rename, so a kill right after it keeps the training
         eval_samples.jsonl        evaluation samples, same record format as samples.jsonl
         eval.json                 {"iteration", "split", "n", "temperature", "conditioned_on_good",
-                                   "n_problems", "pass@k": {"pass@1": ...}, "task_metrics": {...}, "status_counts",
-                                   "per_problem": {problem_id: [n, c]}, "wall_s"}
+                                   "n_problems", "pass@k": {"pass@1": ...}, "pass@k_stderr": {"pass@1": ...},
+                                   "task_metrics": {...}, "status_counts", "per_problem": {problem_id: [n, c]},
+                                   "wall_s"}; pass@k_stderr is the standard error over problems (null
+                                   for one problem; absent in runs from before it, where readers
+                                   rebuild it from per_problem)
 
 metrics.jsonl line: {"iteration", "gradient_steps_total", "train_samples", "train_pass_rate",
 "train_status_counts", "train_exception_counts", "train_loss_mean", "eval": {"pass@1": ...}
-or null when not evaluated this iteration, "wall_s" (this iteration's stages), "checkpoint"}.
+or null when not evaluated this iteration, "eval_stderr": {"pass@1": ...} or null (eval.json's
+pass@k_stderr; absent in older runs), "wall_s" (this iteration's stages), "checkpoint"}.
 Iteration 0 has train_* = null and gradient_steps_total = 0. SFT runs have iterations 0 and 1;
 their iteration 1 has no samples files.
 

@@ -199,13 +199,16 @@ class _Context:
             "train_status_counts": summary.get("train_status_counts"),
             "train_exception_counts": summary.get("train_exception_counts"),
             "train_loss_mean": loss, "eval": {**ev["pass@k"], **ev.get("task_metrics", {})} if ev else None,
+            # Beside "eval", not in it: readers treat every number in "eval" as a metric.
+            "eval_stderr": stages.eval_stderr(ev) if ev else None,
             "wall_s": round(sum(walls), 2), "checkpoint": self.source(k),
         }
         self.rd.append_metrics(record)
-        print(f"leti: iteration {k}: " + ", ".join(f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}"
-                                                    for key, v in [("gradient_steps_total", steps),
-                                                                   ("train_pass_rate", record["train_pass_rate"]),
-                                                                   *((ev or {}).get("pass@k", {}).items())]))
+        se = record["eval_stderr"] or {}
+        print(f"leti: iteration {k}: " + ", ".join(
+            (f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}") + (f"±{se[key]:.4f}" if se.get(key) is not None else "")
+            for key, v in [("gradient_steps_total", steps), ("train_pass_rate", record["train_pass_rate"]),
+                           *((ev or {}).get("pass@k", {}).items())]))
 
     def _samples(self, k: int) -> tuple[dict, float]:
         rd, cfg = self.rd, self.cfg

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from leti.config import RunConfig
 from leti.evaluation.evaluate import score
+from leti.evaluation.pass_at_k import stderrs_from_counts
 from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor
 from leti.feedback.training_text import GOOD, build_training_text
@@ -116,6 +117,15 @@ def summarize_samples(records: dict) -> dict:
     }
 
 
+def eval_stderr(ev: dict) -> dict[str, float | None]:
+    """The "pass@k_stderr" of an eval.json; for one written before that key existed, rebuilt
+    from its per_problem (n, c) counts, so resumed and reported old runs get it too."""
+    if "pass@k_stderr" in ev:
+        return dict(ev["pass@k_stderr"])
+    counts = [tuple(nc) for nc in (ev.get("per_problem") or {}).values()]
+    return stderrs_from_counts(counts, ev.get("pass@k", {})) if counts else {}
+
+
 def score_eval(records: dict, problems: Sequence[Problem], ks: Sequence[int], task: Task) -> dict:
     """pass@k (unbiased estimator) and the task's own metrics (e.g. Arg-I/Arg-C F1 for event
     extraction) over the evaluation problems, from stored sample records; the same pure scoring
@@ -130,6 +140,7 @@ def score_eval(records: dict, problems: Sequence[Problem], ks: Sequence[int], ta
     return {
         "n_problems": report.n_problems,
         "pass@k": report.pass_at_k,
+        "pass@k_stderr": report.pass_at_k_stderr,
         "task_metrics": report.extra,
         "status_counts": report.status_counts,
         "per_problem": {p.problem_id: [p.n, p.c] for p in report.per_problem},
