@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from statistics import stdev
 
 import pytest
 
@@ -68,7 +69,10 @@ def test_report_for_a_plain_run(tmp_path):
     md = (run / "report.md").read_text()
     # iteration, steps, train pass rate, then every held-out metric of the run (eval.ks: 1, 2)
     assert "| held-out pass@1 % | held-out pass@2 % |" in md
-    assert "| 1 | 5 | 25.0 | 25.0 | 37.5 |" in md
+    # pass@1 per problem [1, 0, 0, 0]: sd 0.5 (ddof=1) / sqrt(4) = 25 points; pass@2 has no
+    # per-problem results (one sample each), so it shows without ±.
+    assert "| 1 | 5 | 25.0 | 25.0 ± 25.0 | 37.5 |" in md
+    assert "standard error over the held-out problems" in md
     # The example is a real failing sample's training text with reward token and feedback span.
     assert "<|bad|><|lang_feedback|>" in md and "NameError" in md
     text = html.read_text()
@@ -90,11 +94,16 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
     assert "Run `textual`" in md and "Run `binary`" in md
     assert md.index("Run `textual`") < md.index("Run `binary`")
     # Binary ends at 50%; textual had 50% after 5 steps, binary after 10.
-    assert "the binary arm ended at 50.0% after 10 gradient steps (first reached after 10)" in md
+    # [1, 1, 0, 0]: sd sqrt(1/3) / sqrt(4)
+    se = 100 * stdev([1, 1, 0, 0]) / 2
+    assert f"the binary arm ended at 50.0 ± {se:.1f}% after 10 gradient steps (first reached after 10)" in md
     assert "reached the binary arm's final score after **5** steps (binary/textual step ratio 2.00)" in md
     cmp = compare_arms(load_run(demo / "seed0" / "textual", "textual"), load_run(demo / "seed0" / "binary", "binary"))
     assert cmp == {"binary_final_pass_at_1": 0.5, "textual_final_pass_at_1": 0.5, "textual_steps_to_reach": 5,
-                   "binary_steps": 10, "binary_total_steps": 10, "baseline": 0.0}
+                   "binary_steps": 10, "binary_total_steps": 10, "baseline": 0.0,
+                   "binary_final_pass_at_1_stderr": pytest.approx(se / 100),
+                   "textual_final_pass_at_1_stderr": pytest.approx(se / 100),
+                   "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4}
     # The binary arm's example has the reward token but no feedback span.
     binary_part = md[md.index("Run `binary`"):]
     assert "<|bad|>" in binary_part and "<|lang_feedback|>" not in binary_part
@@ -107,7 +116,7 @@ def test_a_binary_arm_that_never_beat_the_baseline_is_said_so(tmp_path):
     make_run(demo / "seed0" / "binary", plan, [[True, False, False, False], [True, False, False, False]], textual=False)
     build_report(demo)
     md = (demo / "report.md").read_text()
-    assert "the binary arm ended at 25.0% after 5 gradient steps (already reached before training)" in md
+    assert "the binary arm ended at 25.0 ± 25.0% after 5 gradient steps (already reached before training)" in md
     assert "did not improve on the baseline (25.0%)" in md
 
 
@@ -149,6 +158,79 @@ def test_demo_summary_averages_seeds(tmp_path):
     assert s["gain_points"] == {"textual": 50.0, "binary": 0.0} and s["gradient_steps"] == {"textual": 5, "binary": 5}
     assert s["per_seed"]["1"]["final_pass_at_1"] == {"textual": 0.75, "binary": 0.0}
     assert s["per_seed"]["1"]["comparison"]["textual_steps_to_reach"] == 0
+    # ±: each seed's final is over 4 problems with one sample each, [1,0,0,0] and [1,1,1,0], so
+    # each has se 0.25 (sd 0.5 / 2); the seed mean's se is sqrt(0.25^2 + 0.25^2) / 2.
+    assert s["per_seed"]["0"]["final_pass_at_1_stderr"]["textual"] == pytest.approx(0.25)
+    assert s["final_pass_at_1_stderr"]["textual"] == pytest.approx((2 * 0.25 ** 2) ** 0.5 / 2)
+    assert s["final_pass_at_1_stderr"]["binary"] == 0.0  # every problem failed in every seed
+    assert s["final_pass_at_1_seed_sd"]["textual"] == pytest.approx(stdev([0.25, 0.75]))
+    # Paired against binary (which failed everything): the differences are textual's own results.
+    assert s["per_seed"]["1"]["vs_binary"]["textual"] == {"difference_points": 75.0, "stderr_points": 25.0,
+                                                          "paired_problems": 4}
+    vs = s["vs_binary"]["textual"]
+    assert vs["difference_points"] == 50.0 and vs["seed_sd_points"] == pytest.approx(stdev([25.0, 75.0]))
+    assert vs["stderr_points"] == pytest.approx((2 * 25.0 ** 2) ** 0.5 / 2)
+    assert s["iterations"]["textual"][1]["heldout_pass_at_1_stderr"] == pytest.approx((2 * 0.25 ** 2) ** 0.5 / 2)
+    (tmp_path / "summary.json").write_text(json.dumps(s))
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    sd = 100 * stdev([0.25, 0.75])
+    assert f"| textual | 50.0 ± 17.7 | +50.0 | {sd:.1f} | +50.0 ± 17.7 | 5 |" in md
+
+
+def test_demo_cli_prints_the_errors(tmp_path, monkeypatch, capsys):
+    """`leti demo`'s printed lines carry ± per arm, the paired difference and, with several
+    seeds, the spread across seeds (run_demo replaced by a finished summary)."""
+    import leti.demo.run
+    from leti.demo.summary import make_summary
+
+    plan, hist = [[], [True, False, False, False]], {}
+    for seed, final in ((0, [True, False, False, False]), (1, [True, True, True, False])):
+        hist[seed] = {}
+        for arm, ev in (("textual", final), ("binary", [False] * 4)):
+            make_run(tmp_path / f"seed{seed}" / arm, plan, [[False] * 4, ev], textual=arm == "textual")
+            hist[seed][arm] = load_run(tmp_path / f"seed{seed}" / arm, arm)
+    s = make_summary(hist, {"wall_seconds": 60.0}, {})
+    monkeypatch.setattr(leti.demo.run, "run_demo", lambda *a, **k: s)
+    assert main(["demo", "--run-dir", str(tmp_path), "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"50.0% ± 17.7 (textual feedback) [seed sd {100 * stdev([0.25, 0.75]):.1f}]" in out
+    assert f"textual minus binary +50.0 ± 17.7 points (paired over problems, seed sd {stdev([25.0, 75.0]):.1f})" in out
+
+
+def _bare_run(root: Path, eval_json: dict | None) -> Path:
+    """A run dir as written before standard errors were stored: metrics.jsonl without
+    eval_stderr, iteration 0's eval.json (if given) without pass@k_stderr, no sample files."""
+    (root / "iterations" / "0").mkdir(parents=True)
+    (root / "metrics.jsonl").write_text(json.dumps({"iteration": 0, "gradient_steps_total": 0, "train_pass_rate": None,
+                                                    "eval": {"pass@1": 0.5}}) + "\n")
+    if eval_json is not None:
+        (root / "iterations" / "0" / "eval.json").write_text(json.dumps(eval_json))
+    return root
+
+
+def test_old_run_dirs_render_with_the_stderr_rebuilt_or_without_it(tmp_path):
+    # eval.json of an older leti: per_problem (n, c) but no pass@k_stderr -> rebuilt from it.
+    old = _bare_run(tmp_path / "old", {"iteration": 0, "n_problems": 4, "pass@k": {"pass@1": 0.5},
+                                       "per_problem": {"a": [2, 1], "b": [2, 2], "c": [2, 0], "d": [2, 1]}})
+    build_report(old)
+    se = 100 * stdev([0.5, 1.0, 0.0, 0.5]) / 2
+    assert f"| 0 | 0 | n/a | 50.0 ± {se:.1f} | - |" in (old / "report.md").read_text()
+    # Neither eval.json nor eval_samples.jsonl: the number alone.
+    bare = _bare_run(tmp_path / "bare", None)
+    build_report(bare)
+    md = (bare / "report.md").read_text()
+    assert "| 0 | 0 | n/a | 50.0 | - |" in md and "| bare | 50.0 | 50.0 |" in md
+    assert (bare / "pass_at_1.png").stat().st_size > 0
+
+
+def test_pass_at_1_plot_series_carry_the_stderr(tmp_path):
+    from leti.report.plots import pass_at_1_series
+
+    run = make_run(tmp_path / "run", [[], [True, False, False, False]], [[False] * 4, [True, True, False, False]])
+    iters, steps, ys, errs = pass_at_1_series(load_run(run))
+    assert iters == [0, 1] and steps == [0, 5] and ys == [0.0, 50.0]
+    assert errs == [0.0, pytest.approx(100 * stdev([1, 1, 0, 0]) / 2)]
 
 
 def test_demo_with_control_arms_summary_and_report(tmp_path):
@@ -172,9 +254,13 @@ def test_demo_with_control_arms_summary_and_report(tmp_path):
     (demo / "summary.json").write_text(json.dumps(s))
     build_report(demo)
     md = (demo / "report.md").read_text()
-    assert "| constant | 25.0 | +25.0 | 5 |" in md and "| passing | 75.0 | +75.0 | 5 |" in md
-    assert "| passing | 0.0 | 75.0 |" in md  # held-out pass@1 per iteration
-    assert "the binary arm ended at 0.0% after 5 gradient steps" in md
+    # final pass@1 ± se, gain, minus binary (paired: binary failed everything, so the per-problem
+    # differences are the arm's own [1,0,0,0] / [1,1,1,0]), steps
+    assert "| constant | 25.0 ± 25.0 | +25.0 | +25.0 ± 25.0 | 5 |" in md
+    assert "| passing | 75.0 ± 25.0 | +75.0 | +75.0 ± 25.0 | 5 |" in md
+    assert "| passing | 0.0 ± 0.0 | 75.0 ± 25.0 |" in md  # held-out pass@1 per iteration
+    assert "the binary arm ended at 0.0 ± 0.0% after 5 gradient steps" in md
+    assert "Textual minus binary: +50.0 ± 28.9 points (paired over 4 held-out problems)" in md
     assert md.index("Run `binary`") < md.index("Run `constant`") < md.index("Run `passing`")
     assert "<|lang_feedback|>The program failed." in md[md.index("Run `constant`"):md.index("Run `passing`")]
     assert "<|bad|>" not in md[md.index("Run `passing`"):]

@@ -35,13 +35,24 @@ def run(args: argparse.Namespace) -> int:
     s = run_demo(args.run_dir, seed=args.seed, seeds=args.seeds, quick=args.quick,
                  config=args.config, threads=args.threads, arms=args.arms)
 
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.1f}%"
+    def pct(x: float | None, stderr: float | None = None) -> str:
+        if x is None:
+            return "n/a"
+        return f"{100 * x:.1f}%" + ("" if stderr is None else f" ± {100 * stderr:.1f}")
 
     finals = [f"{arm}_final_pass_at_1" for arm in s["arms"]]
-    print(json.dumps({k: s[k] for k in ("baseline_pass_at_1", *finals, "wall_seconds")}))
-    results = " vs ".join(f"{pct(s['final_pass_at_1'][arm])} ({ARM_LABEL[arm]})" for arm in s["arms"])
-    print(f"demo: held-out pass@1 {pct(s['baseline_pass_at_1'])} (warm start) -> {results} "
-          f"in {s['wall_seconds'] / 60:.1f} min")
+    print(json.dumps({k: s[k] for k in ("baseline_pass_at_1", *finals, "final_pass_at_1_stderr", "wall_seconds")}))
+    se, sd = s.get("final_pass_at_1_stderr", {}), s.get("final_pass_at_1_seed_sd", {})
+    results = " vs ".join(f"{pct(s['final_pass_at_1'][arm], se.get(arm))} ({ARM_LABEL[arm]})"
+                          + (f" [seed sd {100 * sd[arm]:.1f}]" if sd.get(arm) is not None else "") for arm in s["arms"])
+    print(f"demo: held-out pass@1 {pct(s['baseline_pass_at_1'], s.get('baseline_pass_at_1_stderr'))} (warm start) "
+          f"-> {results} in {s['wall_seconds'] / 60:.1f} min")
+    for arm, d in s.get("vs_binary", {}).items():
+        if d["difference_points"] is None:
+            continue
+        err = "" if d["stderr_points"] is None else f" ± {d['stderr_points']:.1f}"
+        spread = "" if d.get("seed_sd_points") is None else f", seed sd {d['seed_sd_points']:.1f}"
+        print(f"demo: {arm} minus binary {d['difference_points']:+.1f}{err} points (paired over problems{spread})")
+    print("demo: ± = one standard error over held-out problems (evaluation noise, not seed-to-seed training variance)")
     print(f"demo: report {args.run_dir / 'report.html'}")
     return 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from statistics import mean
+import math
+from statistics import mean, stdev
 
 from leti.feedback.training_text import CONSTANT_FEEDBACK
-from leti.report import RunHistory, compare_arms
+from leti.report import RunHistory, compare_arms, paired_final
 
 # What the control arms train on (the two paper arms need no explanation in the summary).
 _CONTROL_NOTE = {"constant": f"constant: every feedback span says \"{CONSTANT_FEEDBACK}\"",
@@ -14,13 +15,29 @@ _CONTROL_NOTE = {"constant": f"constant: every feedback span says \"{CONSTANT_FE
 
 def _rows(h: RunHistory) -> list[dict]:
     return [{"iteration": p.iteration, "gradient_steps": p.gradient_steps,
-             "train_pass_rate": p.train_pass_rate, "heldout_pass_at_1": p.eval_pass_at_1}
+             "train_pass_rate": p.train_pass_rate, "heldout_pass_at_1": p.eval_pass_at_1,
+             "heldout_pass_at_1_stderr": p.eval_stderr.get("pass@1")}
             for p in h.points]
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return mean(vals) if vals and len(vals) == len(values) else None
+
+
+def _stderr_of_seed_mean(stderrs: list[float | None]) -> float | None:
+    """Standard error of a mean over seeds from each seed's own standard error: the seeds'
+    evaluations are independent, so sqrt(sum se^2) / N. Evaluation noise only (see _seed_sd)."""
+    if not stderrs or any(se is None for se in stderrs):
+        return None
+    return math.sqrt(sum(se * se for se in stderrs)) / len(stderrs)  # type: ignore[operator]
+
+
+def _seed_sd(values: list[float | None]) -> float | None:
+    """Sample standard deviation across seeds (ddof=1): the run-to-run spread, which includes
+    training noise that a single run's standard error does not. None for one seed."""
+    vals = [v for v in values if v is not None]
+    return stdev(vals) if len(vals) >= 2 and len(vals) == len(values) else None
 
 
 def _averaged(per_seed: list[list[dict]]) -> list[dict]:
@@ -34,6 +51,7 @@ def _averaged(per_seed: list[list[dict]]) -> list[dict]:
             "gradient_steps": _mean_or_none([c["gradient_steps"] for c in cells]),
             "train_pass_rate": _mean_or_none([c["train_pass_rate"] for c in cells]),
             "heldout_pass_at_1": _mean_or_none([c["heldout_pass_at_1"] for c in cells]),
+            "heldout_pass_at_1_stderr": _stderr_of_seed_mean([c.get("heldout_pass_at_1_stderr") for c in cells]),
         })
     return out
 
@@ -42,16 +60,34 @@ def _points(final: float | None, baseline: float | None) -> float | None:
     return None if None in (final, baseline) else round(100 * (final - baseline), 2)
 
 
+def _vs_binary(arm: RunHistory, binary: RunHistory) -> dict:
+    """Final pass@1 of `arm` minus the binary arm's, in points, paired over their shared held-out
+    problems (unpaired, without an error, if the runs lack per-problem results)."""
+    paired = paired_final(arm, binary)
+    if paired is not None:
+        return {"difference_points": round(100 * paired.mean, 2),
+                "stderr_points": None if paired.stderr is None else round(100 * paired.stderr, 2),
+                "paired_problems": paired.n_problems}
+    return {"difference_points": _points(arm.final_pass_at_1, binary.final_pass_at_1), "stderr_points": None,
+            "paired_problems": 0}
+
+
 def _seed_summary(arms: dict[str, RunHistory]) -> dict:
-    """One seed: the shared baseline and, per arm, final pass@1, gain and gradient steps."""
-    baseline = next(iter(arms.values())).baseline_pass_at_1  # the same in every arm (shared)
+    """One seed: the shared baseline and, per arm, final pass@1 (± its standard error over
+    problems), gain, gradient steps and the paired difference to the binary arm."""
+    first = next(iter(arms.values()))
+    baseline = first.baseline_pass_at_1  # the same in every arm (shared)
     out = {
         "baseline_pass_at_1": baseline,
+        "baseline_pass_at_1_stderr": first.baseline_pass_at_1_stderr,
         "final_pass_at_1": {a: h.final_pass_at_1 for a, h in arms.items()},
+        "final_pass_at_1_stderr": {a: h.final_pass_at_1_stderr for a, h in arms.items()},
         "gain_points": {a: _points(h.final_pass_at_1, baseline) for a, h in arms.items()},
         "gradient_steps": {a: h.points[-1].gradient_steps if h.points else 0 for a, h in arms.items()},
         "iterations": {a: _rows(h) for a, h in arms.items()},
     }
+    if "binary" in arms:
+        out["vs_binary"] = {a: _vs_binary(h, arms["binary"]) for a, h in arms.items() if a != "binary"}
     if "textual" in arms and "binary" in arms:  # the paper's steps comparison
         out["comparison"] = compare_arms(arms["textual"], arms["binary"])
     return out
@@ -67,13 +103,29 @@ def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warms
     def seed_mean(key: str, arm: str) -> float | None:
         return _mean_or_none([per_seed[str(s)][key][arm] for s in seeds])
 
+    def across(key: str, arm: str) -> list:
+        return [per_seed[str(s)][key][arm] for s in seeds]
+
     baseline = _mean_or_none([per_seed[str(s)]["baseline_pass_at_1"] for s in seeds])
     finals = {a: seed_mean("final_pass_at_1", a) for a in arms}
+    vs_binary = {}
+    if "binary" in arms:
+        for a in (a for a in arms if a != "binary"):
+            diffs = [v["difference_points"] for v in across("vs_binary", a)]
+            vs_binary[a] = {"difference_points": _mean_or_none(diffs),
+                            "stderr_points": _stderr_of_seed_mean([v["stderr_points"] for v in across("vs_binary", a)]),
+                            "seed_sd_points": _seed_sd(diffs)}
     return {
         "seeds": seeds,
         "arms": arms,
         "baseline_pass_at_1": baseline,
+        "baseline_pass_at_1_stderr": _stderr_of_seed_mean([per_seed[str(s)]["baseline_pass_at_1_stderr"] for s in seeds]),
         "final_pass_at_1": finals,
+        # Evaluation noise of the (seed-mean) final score: standard error over problems.
+        "final_pass_at_1_stderr": {a: _stderr_of_seed_mean(across("final_pass_at_1_stderr", a)) for a in arms},
+        # Run-to-run spread, training noise included; null with one seed.
+        "final_pass_at_1_seed_sd": {a: _seed_sd(across("final_pass_at_1", a)) for a in arms},
+        **({"vs_binary": vs_binary} if vs_binary else {}),
         "gain_points": {a: _points(finals[a], baseline) for a in arms},
         "gradient_steps": {a: seed_mean("gradient_steps", a) for a in arms},
         # Flat keys of the two-arm summary, kept for readers of earlier demos' summary.json.
@@ -86,6 +138,10 @@ def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warms
         "warmstart": warmstart,
         "note": ("pass@1 values are fractions in [0, 1]; gain_points = 100 x (final - baseline); iteration 0 "
                  "is the warm start, shared by every arm; with several seeds, top-level numbers are means over "
-                 "seeds (each seed has its own warm start, task split and sampling)."
+                 "seeds (each seed has its own warm start, task split and sampling). *_stderr is one standard "
+                 "error over the held-out problems (for a mean over seeds, sqrt(sum of squares) / seeds): it "
+                 "covers problem and sampling noise of the evaluation, not training seed-to-seed variance, "
+                 "which final_pass_at_1_seed_sd (the sample sd across seeds, with several) shows. vs_binary: "
+                 "final pass@1 minus the binary arm's in points, its stderr from per-problem paired differences."
                  + "".join(f" {_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE)),
     }

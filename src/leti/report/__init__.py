@@ -10,13 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from leti.errors import LetiError
-from leti.report.data import RunHistory, load_run, read_summary, steps_to_reach
+from leti.report.data import RunHistory, load_run, paired_final, read_summary, steps_to_reach
 from leti.report.plots import plot_failures, plot_pass_at_1
 from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 
 _ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the demo's arms (leti.demo.config.ARMS)
 
-__all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "steps_to_reach"]
+__all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "paired_final", "steps_to_reach"]
+
+# Said once under every report's first table, so a reader knows what the ± covers.
+STDERR_NOTE = ("± is one standard error over the held-out problems (for differences between arms, of the "
+               "per-problem paired difference): it covers which problems were drawn and the sampling noise of "
+               "the evaluation, not the variation between training seeds.")
 
 
 def find_runs(root: Path) -> list[tuple[str, Path]]:
@@ -37,14 +42,34 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+def _pct_pm(x: float | None, stderr: float | None) -> str:
+    """"35.9 ± 3.1" (percent); the bare number when the error is unknown (older runs)."""
+    return _pct(x) if x is None or stderr is None else f"{100 * x:.1f} ± {100 * stderr:.1f}"
+
+
+def _points_pm(diff: float | None, stderr: float | None) -> str:
+    """A difference in percentage points: "+18.7 ± 4.2"."""
+    if diff is None:
+        return "n/a"
+    return f"{100 * diff:+.1f}" + ("" if stderr is None else f" ± {100 * stderr:.1f}")
+
+
 def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     """The paper's comparison: gradient steps the textual arm needs to reach the binary arm's
     final held-out pass@1, against the binary arm's steps (when it first reached that score,
-    and in total)."""
+    and in total), and the final scores' paired difference with its standard error."""
     target = binary.final_pass_at_1
+    paired = paired_final(textual, binary)
+    unpaired = None if None in (target, textual.final_pass_at_1) else textual.final_pass_at_1 - target
     return {
         "binary_final_pass_at_1": target,
         "textual_final_pass_at_1": textual.final_pass_at_1,
+        "binary_final_pass_at_1_stderr": binary.final_pass_at_1_stderr,
+        "textual_final_pass_at_1_stderr": textual.final_pass_at_1_stderr,
+        # textual minus binary, and its paired standard error (None when not paired by problem)
+        "difference": paired.mean if paired else unpaired,
+        "difference_stderr": paired.stderr if paired else None,
+        "paired_problems": paired.n_problems if paired else 0,
         "textual_steps_to_reach": None if target is None else steps_to_reach(textual, target),
         "binary_steps": None if target is None else steps_to_reach(binary, target),
         "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,
@@ -56,9 +81,13 @@ def _comparison_text(name: str, cmp: dict) -> str:
     target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
     if target is None:
         return f"{name}: the binary arm has no evaluation yet."
-    head = (f"{name}: the binary arm ended at {_pct(target)}% after {cmp['binary_total_steps']} gradient steps "
+    head = (f"{name}: the binary arm ended at {_pct_pm(target, cmp.get('binary_final_pass_at_1_stderr'))}% after "
+            f"{cmp['binary_total_steps']} gradient steps "
             f"({'already reached before training' if b_steps == 0 else f'first reached after {b_steps}'}); "
-            f"the textual arm ended at {_pct(cmp['textual_final_pass_at_1'])}%.")
+            f"the textual arm ended at {_pct_pm(cmp['textual_final_pass_at_1'], cmp.get('textual_final_pass_at_1_stderr'))}%.")
+    if cmp.get("difference_stderr") is not None:
+        head += (f" Textual minus binary: {_points_pm(cmp['difference'], cmp['difference_stderr'])} points "
+                 f"(paired over {cmp['paired_problems']} held-out problems).")
     if cmp.get("baseline") is not None and target <= cmp["baseline"]:
         return head + f" The binary arm did not improve on the baseline ({_pct(cmp['baseline'])}%)."
     if t_steps is None:
@@ -75,23 +104,44 @@ def _iteration_table(h: RunHistory) -> Table:
     for p in h.points:
         top = ", ".join(f"{k} {v}" for k, v in list(p.train_failures.items())[:3]) or "-"
         rows.append([str(p.iteration), str(p.gradient_steps), _pct(p.train_pass_rate),
-                     *(_pct(p.eval_metrics.get(m)) for m in metrics), top])
+                     *(_pct_pm(p.eval_metrics.get(m), p.eval_stderr.get(m)) for m in metrics), top])
     return Table(["iteration", "gradient steps", "train pass rate %", *(f"held-out {m} %" for m in metrics),
                   "top training failures"], rows)
 
 
 def _arm_table(summary: dict, arms: list[str]) -> Table:
+    """One row per arm. The ± columns appear only for summaries that carry them (newer demos);
+    the seed spread only with several seeds."""
     base, rows = summary.get("baseline_pass_at_1"), []
+    stderr = summary.get("final_pass_at_1_stderr") or {}
+    seed_sd = summary.get("final_pass_at_1_seed_sd") or {}
+    vs_binary = summary.get("vs_binary") or {}
+    with_sd = any(v is not None for v in seed_sd.values())
     for arm in arms:
         final, last = summary.get(f"{arm}_final_pass_at_1"), (summary["iterations"][arm] or [{}])[-1]
         gain = "n/a" if None in (final, base) else f"{100 * (final - base):+.1f}"
-        rows.append([arm, _pct(final), gain, str(last.get("gradient_steps", "n/a"))])
-    return Table(["arm", "final pass@1 %", "gain over baseline (points)", "gradient steps"], rows)
+        vs = vs_binary.get(arm)
+        rows.append([arm, _pct_pm(final, stderr.get(arm)), gain,
+                     *([_pct(seed_sd.get(arm))] if with_sd else []),
+                     *([_diff_points(vs)] if vs_binary else []),
+                     str(last.get("gradient_steps", "n/a"))])
+    return Table(["arm", "final pass@1 %", "gain over baseline (points)",
+                  *(["seed-to-seed sd (points)"] if with_sd else []),
+                  *(["minus binary, paired (points)"] if vs_binary else []), "gradient steps"], rows)
+
+
+def _diff_points(vs: dict | None) -> str:
+    """A summary's arm-minus-binary entry (already in points) as "+18.7 ± 4.2"."""
+    if not vs or vs.get("difference_points") is None:
+        return "-"
+    se = vs.get("stderr_points")
+    return f"{vs['difference_points']:+.1f}" + ("" if se is None else f" ± {se:.1f}")
 
 
 def _curve_table(summary: dict, arms: list[str]) -> Table:
     """Held-out pass@1 per iteration, one row per arm (blank where an arm has not got there)."""
-    curves = {arm: [_pct(r.get("heldout_pass_at_1")) for r in summary["iterations"][arm]] for arm in arms}
+    curves = {arm: [_pct_pm(r.get("heldout_pass_at_1"), r.get("heldout_pass_at_1_stderr"))
+                    for r in summary["iterations"][arm]] for arm in arms}
     n = max(map(len, curves.values()), default=0)
     return Table(["held-out pass@1 %"] + [f"iteration {i}" for i in range(n)],
                  [[arm] + c + [""] * (n - len(c)) for arm, c in curves.items()])
@@ -105,7 +155,8 @@ def _summary_blocks(summary: dict | None) -> list[Block]:
     arms = list(summary.get("iterations", {}))
     blocks: list[Block] = [
         Table(["baseline pass@1 %", "seeds", "wall time"],
-              [[_pct(summary.get("baseline_pass_at_1")), str(summary.get("seeds", [])),
+              [[_pct_pm(summary.get("baseline_pass_at_1"), summary.get("baseline_pass_at_1_stderr")),
+                str(summary.get("seeds", [])),
                 f"{summary.get('wall_seconds', 0) / 60:.1f} min"]]),
         _arm_table(summary, arms),
         _curve_table(summary, arms),
@@ -121,8 +172,10 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
                        "evaluated with the `<|good|>` prefix (see each iteration's eval.json)."))
     blocks += _summary_blocks(summary) or [Table(
         ["run", "iteration 0 pass@1 %", "final pass@1 %", "iterations", "gradient steps"],
-        [[h.name, _pct(h.baseline_pass_at_1), _pct(h.final_pass_at_1), str(h.points[-1].iteration if h.points else 0),
+        [[h.name, _pct_pm(h.baseline_pass_at_1, h.baseline_pass_at_1_stderr),
+          _pct_pm(h.final_pass_at_1, h.final_pass_at_1_stderr), str(h.points[-1].iteration if h.points else 0),
           str(h.points[-1].gradient_steps if h.points else 0)] for h in histories])]
+    blocks.append(Para(STDERR_NOTE))
     by_name = {h.name: h for h in histories}
     pairs = sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name})
     for prefix in pairs:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leti.errors import LetiError
-from leti.loop.rundir import RunDir, read_jsonl
+from leti.evaluation.pass_at_k import PairedDifference, paired_difference, stderrs_from_counts
+from leti.loop.rundir import RunDir, read_json, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class IterationPoint:
     eval_failures: dict[str, int] = field(default_factory=dict)
     train_samples: int = 0
     eval_samples: int = 0
+    # Standard error over problems per pass@k (None: one problem, or not known for this run).
+    eval_stderr: dict[str, float | None] = field(default_factory=dict)
+    eval_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # problem id -> (n, c)
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,35 @@ class RunHistory:
     example_failure: str | None = None  # training text of one failing sample
 
     @property
-    def final_pass_at_1(self) -> float | None:
-        evaluated = [p.eval_pass_at_1 for p in self.points if p.eval_pass_at_1 is not None]
+    def final_point(self) -> IterationPoint | None:
+        """The last evaluated iteration."""
+        evaluated = [p for p in self.points if p.eval_pass_at_1 is not None]
         return evaluated[-1] if evaluated else None
 
     @property
-    def baseline_pass_at_1(self) -> float | None:
+    def baseline_point(self) -> IterationPoint | None:
         first = [p for p in self.points if p.iteration == 0]
-        return first[0].eval_pass_at_1 if first else None
+        return first[0] if first else None
+
+    @property
+    def final_pass_at_1(self) -> float | None:
+        p = self.final_point
+        return p.eval_pass_at_1 if p else None
+
+    @property
+    def baseline_pass_at_1(self) -> float | None:
+        p = self.baseline_point
+        return p.eval_pass_at_1 if p else None
+
+    @property
+    def final_pass_at_1_stderr(self) -> float | None:
+        p = self.final_point
+        return p.eval_stderr.get("pass@1") if p else None
+
+    @property
+    def baseline_pass_at_1_stderr(self) -> float | None:
+        p = self.baseline_point
+        return p.eval_stderr.get("pass@1") if p else None
 
 
 def failure_label(record: dict) -> str | None:
@@ -69,6 +94,28 @@ def _eval_pass_at_1(metrics_row: dict) -> float | None:
         return None
     value = ev.get("pass@1")
     return float(value) if value is not None else None
+
+
+def eval_counts(eval_json: dict | None, eval_records: list[dict]) -> dict[str, tuple[int, int]]:
+    """Per-problem (n, c) of one evaluation: eval.json's per_problem, else counted from the
+    eval_samples.jsonl records (runs whose eval.json is missing)."""
+    if eval_json and isinstance(eval_json.get("per_problem"), dict):
+        return {str(pid): (int(nc[0]), int(nc[1])) for pid, nc in eval_json["per_problem"].items()}
+    counts: dict[str, tuple[int, int]] = {}
+    for r in eval_records:
+        n, c = counts.get(str(r["problem_id"]), (0, 0))
+        counts[str(r["problem_id"])] = (n + 1, c + int(bool(r.get("passed"))))
+    return counts
+
+
+def eval_stderr(metrics_row: dict, eval_json: dict | None, counts: dict[str, tuple[int, int]],
+                metric_names: list[str]) -> dict[str, float | None]:
+    """The stored standard errors (metrics.jsonl's eval_stderr, else eval.json's pass@k_stderr);
+    for runs written before they were stored, rebuilt from the per-problem counts."""
+    for stored in (metrics_row.get("eval_stderr"), (eval_json or {}).get("pass@k_stderr")):
+        if isinstance(stored, dict):
+            return {k: (float(v) if v is not None else None) for k, v in stored.items()}
+    return stderrs_from_counts(list(counts.values()), metric_names) if counts else {}
 
 
 def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
@@ -110,19 +157,36 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
         train = read_jsonl(run.samples(k)) if run.samples(k).exists() else []
         evals = read_jsonl(run.eval_samples(k)) if run.eval_samples(k).exists() else []
         train_failures = failure_counts(train) if train else dict(row.get("train_exception_counts") or {})
+        metrics = {k: float(v) for k, v in (row.get("eval") or {}).items() if isinstance(v, (int, float))}
+        ev_json = read_json(run.eval(k)) if run.eval(k).exists() else None
+        counts = eval_counts(ev_json, evals) if metrics else {}
         points.append(IterationPoint(
             iteration=k,
             gradient_steps=int(row.get("gradient_steps_total") or 0),
             train_pass_rate=row.get("train_pass_rate"),
             eval_pass_at_1=_eval_pass_at_1(row),
-            eval_metrics={k: float(v) for k, v in (row.get("eval") or {}).items() if isinstance(v, (int, float))},
+            eval_metrics=metrics,
             train_failures=train_failures,
             eval_failures=failure_counts(evals),
             train_samples=len(train) or int(row.get("train_samples") or 0),
             eval_samples=len(evals),
+            eval_stderr=eval_stderr(row, ev_json, counts, list(metrics)) if metrics else {},
+            eval_counts=counts,
         ))
     example = example_training_text(run, [p.iteration for p in points])
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)
+
+
+def paired_final(a: RunHistory, b: RunHistory) -> PairedDifference | None:
+    """Final held-out pass@1 of `a` minus `b`, paired over the problems both were evaluated on
+    (the demo's arms share eval problems and seeds); None when the per-problem results are
+    unknown or the problem sets differ, where a paired error would be wrong."""
+    pa, pb = a.final_point, b.final_point
+    if pa is None or pb is None or not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts):
+        return None
+    if min(n for n, _ in [*pa.eval_counts.values(), *pb.eval_counts.values()]) < 1:
+        return None
+    return paired_difference(pa.eval_counts, pb.eval_counts, 1)
 
 
 def steps_to_reach(history: RunHistory, target: float) -> int | None:

@@ -26,25 +26,40 @@ def _integer_ticks():
     return MaxNLocator(integer=True)
 
 
+def pass_at_1_series(history: RunHistory) -> tuple[list[int], list[int], list[float], list[float]]:
+    """(iterations, gradient steps, pass@1 %, its standard error %) of the evaluated points; the
+    error is 0 where it is unknown (runs from before it was recorded, one problem)."""
+    pts = [p for p in history.points if p.eval_pass_at_1 is not None]
+    errs = [100 * (p.eval_stderr.get("pass@1") or 0.0) for p in pts]
+    return ([p.iteration for p in pts], [p.gradient_steps for p in pts],
+            [100 * p.eval_pass_at_1 for p in pts], errs)  # type: ignore[operator]
+
+
 def plot_pass_at_1(histories: list[RunHistory], out: Path) -> Path:
-    """Held-out pass@1 vs iteration (left) and vs gradient steps (right), one line per arm."""
+    """Held-out pass@1 vs iteration (left) and vs gradient steps (right), one line per arm, with
+    a ±1 standard error band (over problems) where the run has them."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    any_err = False
     for h in histories:
-        pts = [p for p in h.points if p.eval_pass_at_1 is not None]
-        ys = [100 * p.eval_pass_at_1 for p in pts]
-        axes[0].plot([p.iteration for p in pts], ys, marker="o", label=h.name)
-        axes[1].plot([p.gradient_steps for p in pts], ys, marker="o", label=h.name)
+        iters, steps, ys, errs = pass_at_1_series(h)
+        any_err = any_err or any(errs)
+        for ax, xs in ((axes[0], iters), (axes[1], steps)):
+            (line,) = ax.plot(xs, ys, marker="o", label=h.name)
+            if any(errs):  # a band, not bars: arms often overlap and bars would hide each other
+                ax.fill_between(xs, [y - e for y, e in zip(ys, errs, strict=True)],
+                                [y + e for y, e in zip(ys, errs, strict=True)], color=line.get_color(), alpha=0.15)
     axes[0].set_xlabel("LeTI iteration (0 = warm start)")
     axes[0].xaxis.set_major_locator(_integer_ticks())  # iterations are whole numbers
     axes[1].set_xlabel("gradient steps")
-    top = max((100 * p.eval_pass_at_1 for h in histories for p in h.points if p.eval_pass_at_1 is not None), default=0)
+    top = max((y + e for h in histories for _, _, ys, es in [pass_at_1_series(h)] for y, e in zip(ys, es, strict=True)),
+              default=0)
     for ax in axes:
         ax.set_ylim(0, max(5.0, 1.1 * top))  # a percentage never goes below 0, even when all are 0
         ax.set_ylabel("held-out pass@1 (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Held-out pass@1")
+    fig.suptitle("Held-out pass@1" + (" (band: ±1 standard error over problems)" if any_err else ""))
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
