@@ -167,8 +167,9 @@ def format_summary(report: EvalReport, task_spec: str, split: str | None, n_spli
     rows += [(name, f"{value:.4f}") for name, value in report.extra.items()]
     rows += [(f"status {k}", str(v)) for k, v in report.status_counts.items()]
     width = max(len(r[0]) for r in rows)
-    lines = [f"evaluation of {where}", "-" * (width + 12)]
-    lines += [f"{name:<{width}}  {value:>8}" for name, value in rows]
+    vwidth = max(8, *(len(r[1]) for r in rows))  # "35.90% ± 3.10" is wider than a bare number
+    lines = [f"evaluation of {where}", "-" * (width + vwidth + 4)]
+    lines += [f"{name:<{width}}  {value:>{vwidth}}" for name, value in rows]
     if report.pass_at_k_stderr:
         lines.append("(± is the standard error over problems)")
     if report.dropped_ks:

@@ -184,8 +184,6 @@ def paired_final(a: RunHistory, b: RunHistory) -> PairedDifference | None:
     pa, pb = a.final_point, b.final_point
     if pa is None or pb is None or not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts):
         return None
-    if min(n for n, _ in [*pa.eval_counts.values(), *pb.eval_counts.values()]) < 1:
-        return None
     return paired_difference(pa.eval_counts, pb.eval_counts, 1)
 
 
