@@ -19,6 +19,7 @@ both share.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,12 +68,9 @@ def stderr_of_mean(values: Sequence[float]) -> float | None:
     where the spread is unknown (not 0, which would claim a certainty the data lack)."""
     if not values:
         raise ValueError("stderr_of_mean: no values")
-    p = len(values)
-    if p == 1:
+    if len(values) == 1:
         return None
-    m = sum(values) / p
-    var = sum((v - m) ** 2 for v in values) / (p - 1)
-    return math.sqrt(var / p)
+    return statistics.stdev(values) / math.sqrt(len(values))
 
 
 def pass_at_k_stderr(counts: Sequence[tuple[int, int]], k: int) -> float | None:
