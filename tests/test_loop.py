@@ -219,7 +219,10 @@ def test_ctrl_c_says_how_to_resume(tmp_path, tiny_model_path, task_file, wait_fo
     cmd = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
            "--set", f"task={task_file}", "--set", "sampling.n=6", "--set", "sampling.batch_size=1",
            "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A shell's background job (`cmd &`) ignores SIGINT and its children inherit that, and Python
+    # then installs no KeyboardInterrupt handler: give the run the default, as a terminal would.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_lines(proc, run / "iterations" / "1" / "samples.jsonl", 1, timeout=50)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
