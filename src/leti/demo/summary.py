@@ -6,7 +6,7 @@ import math
 from statistics import mean, stdev
 
 from leti.feedback.training_text import CONSTANT_FEEDBACK
-from leti.report import RunHistory, compare_arms, paired_final
+from leti.report import RunHistory, compare_arms, final_difference
 
 # What the control arms train on (the two paper arms need no explanation in the summary).
 _CONTROL_NOTE = {"constant": f"constant: every feedback span says \"{CONSTANT_FEEDBACK}\"",
@@ -63,13 +63,12 @@ def _points(final: float | None, baseline: float | None) -> float | None:
 def _vs_binary(arm: RunHistory, binary: RunHistory) -> dict:
     """Final pass@1 of `arm` minus the binary arm's, in points, paired over their shared held-out
     problems (unpaired, without an error, if the runs lack per-problem results)."""
-    paired = paired_final(arm, binary)
-    if paired is not None:
-        return {"difference_points": round(100 * paired.mean, 2),
-                "stderr_points": None if paired.stderr is None else round(100 * paired.stderr, 2),
-                "paired_problems": paired.n_problems}
-    return {"difference_points": _points(arm.final_pass_at_1, binary.final_pass_at_1), "stderr_points": None,
-            "paired_problems": 0}
+    diff = final_difference(arm, binary)
+    if diff is None:
+        return {"difference_points": None, "stderr_points": None, "paired_problems": 0}
+    return {"difference_points": round(100 * diff.mean, 2),
+            "stderr_points": None if diff.stderr is None else round(100 * diff.stderr, 2),
+            "paired_problems": diff.n_problems}
 
 
 def _seed_summary(arms: dict[str, RunHistory]) -> dict:

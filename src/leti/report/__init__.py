@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from leti.errors import LetiError
-from leti.report.data import RunHistory, load_run, paired_final, read_summary, steps_to_reach
+from leti.report.data import RunHistory, final_difference, load_run, read_summary, steps_to_reach
 from leti.report.plots import plot_failures, plot_pass_at_1
 from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 
 _ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the demo's arms (leti.demo.config.ARMS)
 
-__all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "paired_final", "steps_to_reach"]
+__all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "final_difference", "steps_to_reach"]
 
 # Said once under every report's first table, so a reader knows what the ± covers.
 STDERR_NOTE = ("± is one standard error over the held-out problems (for differences between arms, of the "
@@ -59,17 +59,16 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     final held-out pass@1, against the binary arm's steps (when it first reached that score,
     and in total), and the final scores' paired difference with its standard error."""
     target = binary.final_pass_at_1
-    paired = paired_final(textual, binary)
-    unpaired = None if None in (target, textual.final_pass_at_1) else textual.final_pass_at_1 - target
+    diff = final_difference(textual, binary)
     return {
         "binary_final_pass_at_1": target,
         "textual_final_pass_at_1": textual.final_pass_at_1,
         "binary_final_pass_at_1_stderr": binary.final_pass_at_1_stderr,
         "textual_final_pass_at_1_stderr": textual.final_pass_at_1_stderr,
         # textual minus binary, and its paired standard error (None when not paired by problem)
-        "difference": paired.mean if paired else unpaired,
-        "difference_stderr": paired.stderr if paired else None,
-        "paired_problems": paired.n_problems if paired else 0,
+        "difference": diff.mean if diff else None,
+        "difference_stderr": diff.stderr if diff else None,
+        "paired_problems": diff.n_problems if diff else 0,
         "textual_steps_to_reach": None if target is None else steps_to_reach(textual, target),
         "binary_steps": None if target is None else steps_to_reach(binary, target),
         "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,

@@ -177,13 +177,16 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)
 
 
-def paired_final(a: RunHistory, b: RunHistory) -> PairedDifference | None:
+def final_difference(a: RunHistory, b: RunHistory) -> PairedDifference | None:
     """Final held-out pass@1 of `a` minus `b`, paired over the problems both were evaluated on
-    (the demo's arms share eval problems and seeds); None when the per-problem results are
-    unknown or the problem sets differ, where a paired error would be wrong."""
+    (the demo's arms share eval problems and seeds). Where the per-problem results are unknown
+    or the problem sets differ, a paired error would be wrong: the plain difference comes back,
+    with stderr None and n_problems 0. None when either run has no evaluation."""
     pa, pb = a.final_point, b.final_point
-    if pa is None or pb is None or not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts):
+    if pa is None or pb is None:
         return None
+    if not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts):
+        return PairedDifference(pa.eval_pass_at_1 - pb.eval_pass_at_1, None, 0)
     return paired_difference(pa.eval_counts, pb.eval_counts, 1)
 
 
