@@ -264,3 +264,41 @@ def test_demo_with_control_arms_summary_and_report(tmp_path):
     assert md.index("Run `binary`") < md.index("Run `constant`") < md.index("Run `passing`")
     assert "<|lang_feedback|>The program failed." in md[md.index("Run `constant`"):md.index("Run `passing`")]
     assert "<|bad|>" not in md[md.index("Run `passing`"):]
+
+
+def _set_config(run: Path, **fields) -> None:
+    """Rewrite a made run's config.yaml with some top-level fields changed (e.g. its seed)."""
+    from dataclasses import replace
+
+    from leti.config import load_config
+
+    (run / "config.yaml").write_text(dump_config(replace(load_config(run / "config.yaml"), **fields)))
+
+
+def test_runs_under_their_default_names_are_paired_by_config(tmp_path):
+    """`leti run configs/mbpp-codegen-350m.yaml` and `configs/mbpp-binary-only.yaml` land in
+    runs/mbpp-codegen-350m and runs/mbpp-binary-only: `leti report runs` compares them (the
+    paper's gradient-steps claim), because their configs differ only in the feedback arm."""
+    runs = tmp_path / "runs"
+    plan = [[], [True, False, False, False], [True, True, False, False]]
+    make_run(runs / "mbpp-codegen-350m", plan, [[False] * 4, [True, True, False, False], [True, True, False, False]])
+    make_run(runs / "mbpp-binary-only", plan, [[False] * 4, [False] * 4, [True, True, False, False]], textual=False)
+    # not an arm of that comparison: another seed, and a control arm
+    make_run(runs / "binary-seed7", plan, [[False] * 4, [False] * 4, [True, False, False, False]], textual=False)
+    _set_config(runs / "binary-seed7", seed=7)
+    make_run(runs / "passing", plan, [[False] * 4, [True] * 4, [True] * 4], textual=False, keep_failures=False)
+    build_report(runs)
+    md = (runs / "report.md").read_text()
+    assert md.count("(textual) vs") == 1
+    assert "mbpp-codegen-350m (textual) vs mbpp-binary-only (binary): the binary arm ended at 50.0" in md
+    assert "reached the binary arm's final score after **5** steps (binary/textual step ratio 2.00)" in md
+
+
+def test_task_metrics_are_shown_as_the_task_wrote_them(tmp_path):
+    """GENEVA's arg_i_f1 / arg_c_f1 are percent already (leti.tasks.eae.metrics): the iteration
+    table shows 33.5, not 100 times it."""
+    run = make_run(tmp_path / "geneva", [[]], [[True, False, False, False]], extra_eval={"arg_i_f1": 33.5, "arg_c_f1": 21.25})
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "| held-out pass@1 % | held-out arg_i_f1 | held-out arg_c_f1 |" in md
+    assert "| 33.5 | 21.2 |" in md and "3350" not in md

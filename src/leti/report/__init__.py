@@ -16,7 +16,7 @@ from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html
 
 _ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the demo's arms (leti.demo.config.ARMS)
 
-__all__ = ["RunHistory", "build_report", "compare_arms", "find_runs", "load_run", "final_difference", "steps_to_reach"]
+__all__ = ["RunHistory", "arm_pairs", "build_report", "compare_arms", "find_runs", "load_run", "final_difference", "steps_to_reach"]
 
 # Said once under every report's first table, so a reader knows what the ± covers.
 STDERR_NOTE = ("± is one standard error over the held-out problems (for differences between arms, of the "
@@ -76,6 +76,79 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     }
 
 
+# Config fields that say which arm a run is (textual / binary feedback) or that change only where
+# or how fast it ran: two runs whose configs differ only in these are the two arms of one
+# comparison. Everything else (model, task, seed, sampling, evaluation, trainer) must be equal.
+_ARM_FIELDS = {"training_text.textual_feedback", "training_text.feedback_content", "training_text.keep_failures",
+               "training_text.postprocess_hints", "training_text.feedback_style", "execution.feedback_style"}
+_WHERE_OR_HOW_FAST = {"iterations", "progress", "keep_checkpoints", "device", "eval.every", "eval.batch_size",
+                      "sampling.batch_size", "sampling.data_parallel", "trainer.report_to", "trainer.log_every",
+                      "execution.workers", "execution.backend", "execution.ray_address", "execution.ray_actors"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_arm(root: Path) -> tuple[str, tuple] | None:
+    """("textual" | "binary", the comparison key) of a run directory from its config.yaml, or None
+    for any other arm (constant feedback, passing only, post-processing hints, no reward token)
+    and for a run without a readable config. The key is the config without the fields that pick
+    the arm or only change where and how fast the run went."""
+    from leti.config import config_to_dict, load_config
+
+    try:
+        cfg = load_config(root / "config.yaml")
+    except LetiError:
+        return None
+    tt = cfg.training_text
+    if not (tt.reward_token and tt.keep_failures):
+        return None
+    if tt.textual_feedback and tt.feedback_content == "execution" and not tt.postprocess_hints:
+        arm = "textual"
+    elif not tt.textual_feedback:
+        arm = "binary"
+    else:
+        return None
+    flat = _flat(config_to_dict(cfg))
+    key = tuple(sorted((k, repr(v)) for k, v in flat.items()
+                       if k not in _ARM_FIELDS and k not in _WHERE_OR_HOW_FAST and not k.startswith("sampling.vllm.")))
+    return arm, key
+
+
+def arm_pairs(histories: list[RunHistory]) -> list[tuple[str, RunHistory, RunHistory]]:
+    """(label, textual run, binary run) for every textual-vs-binary comparison among `histories`:
+    runs named `textual` and `binary` side by side (the demo's `seed<S>/<arm>`), and any two runs
+    whose configs differ only in the feedback arm (e.g. `leti run configs/mbpp-codegen-350m.yaml`
+    and `configs/mbpp-binary-only.yaml` into runs/ under their default names)."""
+    pairs: list[tuple[str, RunHistory, RunHistory]] = []
+    seen: set[tuple[Path, Path]] = set()
+
+    def add(label: str, t: RunHistory, b: RunHistory) -> None:
+        if (t.root, b.root) not in seen:
+            seen.add((t.root, b.root))
+            pairs.append((label, t, b))
+
+    by_name = {h.name: h for h in histories}
+    for prefix in sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name}):
+        t, b = by_name.get(f"{prefix}/textual" if prefix else "textual"), by_name.get(f"{prefix}/binary" if prefix else "binary")
+        if t and b:
+            add(prefix or "textual vs binary", t, b)
+    arms = {h.name: run_arm(h.root) for h in histories}
+    for t in histories:
+        for b in histories:
+            at, ab = arms[t.name], arms[b.name]
+            if at and ab and at[0] == "textual" and ab[0] == "binary" and at[1] == ab[1]:
+                add(f"{t.name} (textual) vs {b.name} (binary)", t, b)
+    return pairs
+
+
 def _comparison_text(name: str, cmp: dict) -> str:
     target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
     if target is None:
@@ -103,9 +176,23 @@ def _iteration_table(h: RunHistory) -> Table:
     for p in h.points:
         top = ", ".join(f"{k} {v}" for k, v in list(p.train_failures.items())[:3]) or "-"
         rows.append([str(p.iteration), str(p.gradient_steps), _pct(p.train_pass_rate),
-                     *(_pct_pm(p.eval_metrics.get(m), p.eval_stderr.get(m)) for m in metrics), top])
-    return Table(["iteration", "gradient steps", "train pass rate %", *(f"held-out {m} %" for m in metrics),
+                     *(_metric_cell(m, p) for m in metrics), top])
+    return Table(["iteration", "gradient steps", "train pass rate %",
+                  *(f"held-out {m} %" if _is_pass_at_k(m) else f"held-out {m}" for m in metrics),
                   "top training failures"], rows)
+
+
+def _is_pass_at_k(name: str) -> bool:
+    return name.startswith("pass@")
+
+
+def _metric_cell(name: str, p) -> str:
+    """pass@k is a fraction, shown in percent with its ±; a task's own metric (event
+    extraction's arg_i_f1, ...) is shown as the task wrote it (GENEVA's are already percent)."""
+    if _is_pass_at_k(name):
+        return _pct_pm(p.eval_metrics.get(name), p.eval_stderr.get(name))
+    value = p.eval_metrics.get(name)
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _arm_table(summary: dict, arms: list[str]) -> Table:
@@ -175,12 +262,8 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
           _pct_pm(h.final_pass_at_1, h.final_pass_at_1_stderr), str(h.points[-1].iteration if h.points else 0),
           str(h.points[-1].gradient_steps if h.points else 0)] for h in histories])]
     blocks.append(Para(STDERR_NOTE))
-    by_name = {h.name: h for h in histories}
-    pairs = sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name})
-    for prefix in pairs:
-        t, b = by_name.get(f"{prefix}/textual" if prefix else "textual"), by_name.get(f"{prefix}/binary" if prefix else "binary")
-        if t and b:
-            blocks.append(Para(_comparison_text(prefix or "textual vs binary", compare_arms(t, b))))
+    for label, t, b in arm_pairs(histories):
+        blocks.append(Para(_comparison_text(label, compare_arms(t, b))))
     blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png"), "held-out pass@1"))
     for h in histories:
         blocks.append(Heading(f"Run `{h.name}`"))
