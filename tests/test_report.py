@@ -302,3 +302,15 @@ def test_task_metrics_are_shown_as_the_task_wrote_them(tmp_path):
     md = (run / "report.md").read_text()
     assert "| held-out pass@1 % | held-out arg_i_f1 | held-out arg_c_f1 |" in md
     assert "| 33.5 | 21.2 |" in md and "3350" not in md
+
+
+def test_an_sft_run_is_not_a_feedback_arm(tmp_path):
+    """`leti sft CONFIG` writes the same config layout (textual_feedback on by default) but trains
+    on reference solutions: it is no textual arm, whatever its config says."""
+    runs = tmp_path / "runs"
+    plan = [[], [True, False, False, False]]
+    sft = make_run(runs / "sft", plan, [[False] * 4, [True, True, False, False]])
+    (sft / "run.json").write_text(json.dumps({"mode": "sft", "created": "2026-01-01T00:00:00+00:00"}))
+    make_run(runs / "binary", plan, [[False] * 4, [True, False, False, False]], textual=False)
+    build_report(runs)
+    assert "(textual) vs" not in (runs / "report.md").read_text()

@@ -98,11 +98,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def run_arm(root: Path) -> tuple[str, tuple] | None:
     """("textual" | "binary", the comparison key) of a run directory from its config.yaml, or None
-    for any other arm (constant feedback, passing only, post-processing hints, no reward token)
-    and for a run without a readable config. The key is the config without the fields that pick
-    the arm or only change where and how fast the run went."""
+    for any other arm (constant feedback, passing only, post-processing hints, no reward token),
+    for a `leti sft` run (run.json mode "sft") and for a run without a readable config. The key is
+    the config without the fields that pick the arm or only change where and how fast it went."""
+    import json
+
     from leti.config import config_to_dict, load_config
 
+    try:
+        if json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode") == "sft":
+            return None
+    except (OSError, ValueError, AttributeError):
+        pass  # no run.json (older runs, hand-made directories): judged by the config alone
     try:
         cfg = load_config(root / "config.yaml")
     except LetiError:
