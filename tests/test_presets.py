@@ -112,3 +112,30 @@ def test_every_paper_preset_is_in_the_reproduction_map():
     named = _named_configs(REPRODUCING.read_text())
     papers = {p.name for p in CONFIGS.glob("*.yaml") if "codegen" in load_config(p).model.lower()}
     assert papers <= named, sorted(papers - named)
+
+
+def _documented_commands() -> list[list[str]]:
+    """The `leti ...` lines of docs/reproducing.md's command block, as argv (continuations joined)."""
+    import shlex
+
+    block = REPRODUCING.read_text().split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("leti ")]
+
+
+def test_documented_commands_parse_and_their_configs_load():
+    """Every command of the reproduction map parses with leti's own CLI parser, and every
+    `leti run` / `leti sft` config loads with its --set overrides (what the command would run)."""
+    from leti.cli import build_parser
+
+    commands = _documented_commands()
+    assert len(commands) >= 15
+    parser = build_parser()
+    for argv in commands:
+        for part in " ".join(argv).split(" && leti "):
+            args = parser.parse_args(part.split(" "))
+            if args.command in ("run", "sft"):
+                cfg = load_config(args.config, args.overrides)
+                assert args.run_dir, argv  # every documented run names its directory
+                assert cfg.model
+            if args.command == "evaluate" and args.model and "leti" in args.out.name:
+                assert args.prompt_prefix == "<|good|>", argv  # LeTI checkpoints: conditioned
