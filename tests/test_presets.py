@@ -139,3 +139,21 @@ def test_documented_commands_parse_and_their_configs_load():
                 assert cfg.model
             if args.command == "evaluate" and args.model and "leti" in args.out.name:
                 assert args.prompt_prefix == "<|good|>", argv  # LeTI checkpoints: conditioned
+
+
+def test_arms_run_on_other_hardware_still_pair_but_other_settings_do_not(tmp_path):
+    """The one-GPU preset (other sampling batch) with gradient checkpointing on pairs with the
+    binary preset; a binary run with another learning rate or global batch does not."""
+    from leti.config import dump_config
+
+    def arm(name: str, *overrides: str):
+        run = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}"
+        run.mkdir()
+        (run / "config.yaml").write_text(dump_config(load_config(CONFIGS / name, list(overrides))))
+        return run_arm(run)
+
+    textual = arm("mbpp-codegen-350m-1gpu.yaml", "trainer.gradient_checkpointing=true")
+    assert arm("mbpp-binary-only.yaml") == ("binary", textual[1])
+    assert arm("mbpp-binary-only.yaml", "trainer.learning_rate=5e-6")[1] != textual[1]
+    assert arm("mbpp-binary-only.yaml", "trainer.batch_size=32")[1] != textual[1]
+    assert arm("mbpp-postprocess-hints.yaml") is None and arm("mbpp-passing-only.yaml") is None

@@ -83,6 +83,7 @@ _ARM_FIELDS = {"training_text.textual_feedback", "training_text.feedback_content
                "training_text.postprocess_hints", "training_text.feedback_style", "execution.feedback_style"}
 _WHERE_OR_HOW_FAST = {"iterations", "progress", "keep_checkpoints", "device", "eval.every", "eval.batch_size",
                       "sampling.batch_size", "sampling.data_parallel", "trainer.report_to", "trainer.log_every",
+                      "trainer.gradient_checkpointing",
                       "execution.workers", "execution.backend", "execution.ray_address", "execution.ray_actors"}
 
 
