@@ -103,7 +103,7 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
                    "binary_steps": 10, "binary_total_steps": 10, "baseline": 0.0,
                    "binary_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "textual_final_pass_at_1_stderr": pytest.approx(se / 100),
-                   "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4}
+                   "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4, "step_ratio": 2.0}
     # The binary arm's example has the reward token but no feedback span.
     binary_part = md[md.index("Run `binary`"):]
     assert "<|bad|>" in binary_part and "<|lang_feedback|>" not in binary_part
@@ -292,6 +292,10 @@ def test_runs_under_their_default_names_are_paired_by_config(tmp_path):
     assert md.count("(textual) vs") == 1
     assert "mbpp-codegen-350m (textual) vs mbpp-binary-only (binary): the binary arm ended at 50.0" in md
     assert "reached the binary arm's final score after **5** steps (binary/textual step ratio 2.00)" in md
+    # the same numbers for scripts: the paper's claim is step_ratio >= 2
+    [cmp] = json.loads((runs / "comparisons.json").read_text())
+    assert (cmp["textual"], cmp["binary"], cmp["textual_steps_to_reach"], cmp["binary_steps"], cmp["step_ratio"]) == (
+        "mbpp-codegen-350m", "mbpp-binary-only", 5, 10, 2.0)
 
 
 def test_task_metrics_are_shown_as_the_task_wrote_them(tmp_path):
@@ -314,3 +318,4 @@ def test_an_sft_run_is_not_a_feedback_arm(tmp_path):
     make_run(runs / "binary", plan, [[False] * 4, [True, False, False, False]], textual=False)
     build_report(runs)
     assert "(textual) vs" not in (runs / "report.md").read_text()
+    assert not (runs / "comparisons.json").exists()

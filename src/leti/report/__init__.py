@@ -1,4 +1,5 @@
-"""Run directory -> report.md, single-file report.html and PNG plots (`leti report RUN_DIR`).
+"""Run directory -> report.md, single-file report.html and PNG plots (`leti report RUN_DIR`), and
+comparisons.json (textual vs binary arms: gradient steps to reach, step ratio) where there are any.
 
 Works on a plain `leti run` directory (one run) and on a `leti demo` directory (runs under
 `seed<S>/<arm>/`, plus the demo's summary.json); the report only reads files, so it can be
@@ -7,6 +8,7 @@ rebuilt at any time, also while a run is still going.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from leti.errors import LetiError
@@ -60,6 +62,8 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     and in total), and the final scores' paired difference with its standard error."""
     target = binary.final_pass_at_1
     diff = final_difference(textual, binary)
+    t_steps = None if target is None else steps_to_reach(textual, target)
+    b_steps = None if target is None else steps_to_reach(binary, target)
     return {
         "binary_final_pass_at_1": target,
         "textual_final_pass_at_1": textual.final_pass_at_1,
@@ -69,8 +73,11 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         "difference": diff.mean if diff else None,
         "difference_stderr": diff.stderr if diff else None,
         "paired_problems": diff.n_problems if diff else 0,
-        "textual_steps_to_reach": None if target is None else steps_to_reach(textual, target),
-        "binary_steps": None if target is None else steps_to_reach(binary, target),
+        "textual_steps_to_reach": t_steps,
+        "binary_steps": b_steps,
+        # the paper's "fewer than half the gradient steps" is step_ratio >= 2 (None: not reached,
+        # or reached before training, where a ratio means nothing)
+        "step_ratio": b_steps / t_steps if t_steps and b_steps else None,
         "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,
         "baseline": textual.baseline_pass_at_1,
     }
@@ -102,8 +109,6 @@ def run_arm(root: Path) -> tuple[str, tuple] | None:
     for any other arm (constant feedback, passing only, post-processing hints, no reward token),
     for a `leti sft` run (run.json mode "sft") and for a run without a readable config. The key is
     the config without the fields that pick the arm or only change where and how fast it went."""
-    import json
-
     from leti.config import config_to_dict, load_config
 
     try:
@@ -172,7 +177,7 @@ def _comparison_text(name: str, cmp: dict) -> str:
         return head + f" The binary arm did not improve on the baseline ({_pct(cmp['baseline'])}%)."
     if t_steps is None:
         return head + " The textual arm **never reached** the binary arm's final score."
-    ratio = f" (binary/textual step ratio {b_steps / t_steps:.2f})" if t_steps and b_steps else ""
+    ratio = f" (binary/textual step ratio {cmp['step_ratio']:.2f})" if cmp.get("step_ratio") else ""
     return head + f" The textual arm reached the binary arm's final score after **{t_steps}** steps{ratio}."
 
 
@@ -293,6 +298,10 @@ def build_report(root: str | Path) -> Path:
     runs = sorted(find_runs(root), key=lambda r: (r[0].rsplit("/", 1)[0] if "/" in r[0] else "", _ARM_ORDER.get(r[0].rsplit("/", 1)[-1], 9), r[0]))
     histories = [load_run(path, name) for name, path in runs]
     blocks = report_blocks(root, histories, read_summary(root))
+    comparisons = [{"label": label, "textual": t.name, "binary": b.name, **compare_arms(t, b)}
+                   for label, t, b in arm_pairs(histories)]
+    if comparisons:  # the numbers of report.md's textual-vs-binary sentences, for scripts
+        (root / "comparisons.json").write_text(json.dumps(comparisons, indent=2) + "\n", encoding="utf-8")
     (root / "report.md").write_text(to_markdown(blocks, root), encoding="utf-8")
     out = root / "report.html"
     out.write_text(to_html(blocks, f"LeTI report: {root.name}"), encoding="utf-8")
