@@ -316,6 +316,7 @@ def test_an_sft_run_is_not_a_feedback_arm(tmp_path):
     sft = make_run(runs / "sft", plan, [[False] * 4, [True, True, False, False]])
     (sft / "run.json").write_text(json.dumps({"mode": "sft", "created": "2026-01-01T00:00:00+00:00"}))
     make_run(runs / "binary", plan, [[False] * 4, [True, False, False, False]], textual=False)
+    (runs / "comparisons.json").write_text("[]")  # left by an earlier report of this folder
     build_report(runs)
     assert "(textual) vs" not in (runs / "report.md").read_text()
     assert not (runs / "comparisons.json").exists()

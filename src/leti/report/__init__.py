@@ -302,6 +302,8 @@ def build_report(root: str | Path) -> Path:
                    for label, t, b in arm_pairs(histories)]
     if comparisons:  # the numbers of report.md's textual-vs-binary sentences, for scripts
         (root / "comparisons.json").write_text(json.dumps(comparisons, indent=2) + "\n", encoding="utf-8")
+    else:  # one left by an earlier report of this folder would no longer match report.md
+        (root / "comparisons.json").unlink(missing_ok=True)
     (root / "report.md").write_text(to_markdown(blocks, root), encoding="utf-8")
     out = root / "report.html"
     out.write_text(to_html(blocks, f"LeTI report: {root.name}"), encoding="utf-8")
