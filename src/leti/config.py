@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,8 +42,7 @@ class SamplingSection:
 
     def __post_init__(self) -> None:
         _positive(self, "sampling", ("n", "max_new_tokens", "batch_size"))
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"sampling: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature!r}, {self.top_p!r}")
+        _sampling_ranges(self, "sampling")
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,13 @@ class EvalSection:
 
     def __post_init__(self) -> None:
         _positive(self, "eval", ("n", "max_new_tokens", "every", "batch_size"))
+        _sampling_ranges(self, "eval")
         if self.max_problems is not None and self.max_problems < 1:
             raise ValueError(f"eval.max_problems must be >= 1 or null, got {self.max_problems!r}")
         if not self.ks or any(k < 1 or k > self.n for k in self.ks):
             raise ValueError(f"eval.ks={self.ks!r} needs values in 1..eval.n={self.n}; raise eval.n or drop the larger k")
+        if len(set(self.ks)) < len(self.ks):
+            raise ValueError(f"eval.ks={self.ks!r} repeats a k; list each k once")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,15 @@ class RunConfig:
             )
 
 
+def _sampling_ranges(obj: Any, section: str) -> None:
+    # Checked here, not only by the sampler: a bad eval.temperature must fail before the run
+    # spends an iteration sampling and training, and name the section it came from.
+    if not obj.temperature >= 0:
+        raise ValueError(f"{section}.temperature must be >= 0 (0 = greedy), got {obj.temperature!r}")
+    if not 0 < obj.top_p <= 1:
+        raise ValueError(f"{section}.top_p must be in (0, 1] (1.0 = off), got {obj.top_p!r}")
+
+
 def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
     prefix = f"{section}." if section else ""
     for name in names:
@@ -113,12 +125,36 @@ def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
 # --- loading ----------------------------------------------------------------------------------
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(f"field '{key}' appears twice (lines {first} and {again})")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one,
+    so a second `sampling:` section would silently reset every field the first one set."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat keys on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in first:
+                    raise _DuplicateKey(key, first[key], key_node.start_mark.line + 1)
+                first[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: SafeLoader's own error says so below
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
     """A YAML file whose top level is a mapping; any problem is one LetiError line naming the file
     (and the line, for syntax errors)."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
     except IsADirectoryError:
@@ -128,6 +164,8 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
                         "save it as UTF-8 YAML") from None
     except OSError as e:
         raise LetiError(f"{p}: cannot read {what} ({e.strerror or e}); {missing_hint}") from None
+    except _DuplicateKey as e:
+        raise LetiError(f"{p}: {e}; keep one and merge the two") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -251,10 +289,15 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
     if tp is float:
         # YAML 1.1 reads "1e-5" (no dot) as a string; accept it as the number it plainly is.
         try:
-            if not isinstance(value, bool):
-                return float(value)
+            number = None if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
-            pass
+            number = None
+        if number is not None and not math.isfinite(number):
+            # nan passes every `x < 0` range check below and inf breaks the executor's timer:
+            # no field means either.
+            raise LetiError(f"{where}: field '{name}' = {value!r} must be a finite number")
+        if number is not None:
+            return number
         ok = False
     if ok is None:
         return value

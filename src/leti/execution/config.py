@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,8 +33,10 @@ class ExecutionConfig:
     ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with `workers` sandboxed workers (None: cluster CPUs // workers)."})
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0:
+        if not self.timeout_s > 0:  # `not x > 0` also refuses nan
             raise ValueError(f"execution.timeout_s must be > 0, got {self.timeout_s!r}")
+        if not math.isfinite(self.timeout_s):  # inf crashes every sandboxed worker (RLIMIT_CPU)
+            raise ValueError(f"execution.timeout_s must be a finite number of seconds, got {self.timeout_s!r}")
         if self.memory_mb < 64:
             raise ValueError(f"execution.memory_mb must be >= 64, got {self.memory_mb!r}")
         if self.workers < 1:
@@ -44,6 +47,11 @@ class ExecutionConfig:
             raise ValueError(f"execution.sandbox must be 'auto', 'bwrap' or 'none', got {self.sandbox!r}")
         if self.backend not in ("local", "ray"):
             raise ValueError(f"execution.backend must be 'local' or 'ray', got {self.backend!r}")
+        # A negative limit silently means "no limit" to setrlimit; below 4 processes the
+        # sandbox's own worker processes use up the budget and every program "crashes".
+        for name, low in (("max_output_bytes", 0), ("file_size_mb", 0), ("open_files", 1), ("max_processes", 4)):
+            if getattr(self, name) < low:
+                raise ValueError(f"execution.{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.ray_actors is not None and self.ray_actors < 1:
             raise ValueError(f"execution.ray_actors must be >= 1 or null, got {self.ray_actors!r}")
         if self.feedback_max_bytes < 256:

@@ -25,6 +25,8 @@ class LoraSettings:
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ValueError(f"trainer.lora.r must be >= 1, got {self.r!r}")
+        if self.alpha < 1:  # the adapters' output is scaled by alpha / r: 0 trains nothing
+            raise ValueError(f"trainer.lora.alpha must be >= 1, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"trainer.lora.dropout must be in [0, 1), got {self.dropout!r}")
         if self.save not in ("merged", "adapter"):
@@ -58,6 +60,12 @@ class TrainerConfig:
             raise ValueError(f"trainer.learning_rate must be > 0, got {self.learning_rate!r}")
         if self.weight_decay < 0:
             raise ValueError(f"trainer.weight_decay must be >= 0, got {self.weight_decay!r}")
+        # torch's AdamW refuses these only when the optimiser is built, after a whole sampling phase
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"trainer.max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm!r}")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)!r}")
