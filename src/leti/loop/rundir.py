@@ -113,10 +113,17 @@ class RunDir:
 
     # metrics
     def metrics(self) -> list[dict]:
-        return [r for r in read_jsonl(self.metrics_path)]
+        self.finished_iterations()  # every record checked: a damaged line is an error naming it
+        return read_jsonl(self.metrics_path)
 
     def finished_iterations(self) -> set[int]:
-        return {int(r["iteration"]) for r in self.metrics()}
+        done = set()
+        for lineno, r in _scan_jsonl(self.metrics_path)[0]:
+            if not isinstance(r, dict) or isinstance(r.get("iteration"), bool) or not isinstance(r.get("iteration"), int):
+                raise LetiError(f"{self.metrics_path}:{lineno}: not a metrics record (no integer 'iteration'); "
+                                "delete that line to redo its iteration")
+            done.add(r["iteration"])
+        return done
 
     def append_metrics(self, record: dict) -> None:
         if record["iteration"] in self.finished_iterations():
@@ -139,11 +146,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_path(path.parent)  # the rename itself survives a power loss
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, required: tuple[str, ...] = ()) -> Any:
+    """A JSON file of the run; with `required`, an object that must have those keys (a file
+    damaged or edited by hand is an error naming it, not a KeyError later)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LetiError(f"{path}: not valid JSON ({e.msg}); delete it to redo that stage") from None
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise LetiError(f"{path}: not valid JSON ({reason}); delete it to redo that stage") from None
+    missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); delete it to redo that stage")
+    return obj
 
 
 def replace_dir_atomic(tmp: Path, final: Path) -> None:
@@ -168,9 +182,9 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _scan_jsonl(path: Path) -> tuple[list[dict], int]:
-    """(records, byte offset after the last good line). A broken final line is a partial
-    write from a killed process and is dropped; a broken line elsewhere is an error."""
+def _scan_jsonl(path: Path) -> tuple[list[tuple[int, Any]], int]:
+    """([(line number, record)], byte offset after the last good line). A broken final line is
+    a partial write from a killed process and is dropped; a broken line elsewhere is an error."""
     if not path.exists():
         return [], 0
     lines = path.read_bytes().splitlines(keepends=True)
@@ -180,8 +194,8 @@ def _scan_jsonl(path: Path) -> tuple[list[dict], int]:
             good_end += len(line)
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append((i + 1, json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             if i == len(lines) - 1:
                 break
             raise LetiError(f"{path}:{i + 1}: not valid JSON; delete that line (or the file) to redo it") from None
@@ -190,7 +204,7 @@ def _scan_jsonl(path: Path) -> tuple[list[dict], int]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return _scan_jsonl(path)[0]
+    return [r for _, r in _scan_jsonl(path)[0]]
 
 
 def repair_jsonl(path: Path) -> None:
@@ -219,6 +233,9 @@ def append_jsonl(path: Path, records: list[dict]) -> None:
 def read_sample_records(path: Path) -> dict[Key, dict]:
     """Sample records keyed by (problem_id, sample_idx); the first occurrence wins."""
     out: dict[Key, dict] = {}
-    for r in read_jsonl(path):
-        out.setdefault((str(r["problem_id"]), int(r["sample_idx"])), r)
+    for lineno, r in _scan_jsonl(path)[0]:
+        if not isinstance(r, dict) or "problem_id" not in r or not isinstance(r.get("sample_idx"), int):
+            raise LetiError(f"{path}:{lineno}: not a sample record (needs problem_id and sample_idx); "
+                            "delete that line to sample it again")
+        out.setdefault((str(r["problem_id"]), r["sample_idx"]), r)
     return out

@@ -50,6 +50,22 @@ _RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "e
                       "execution.backend", "execution.ray_address", "execution.ray_actors"}
 
 
+# What the loop reads back from a train_stats.json (a damaged one is an error naming it).
+_TRAIN_KEYS = ("optimizer_steps", "loss_mean", "wall_s")
+
+
+def _started_config(rd: RunDir) -> dict:
+    """The config.yaml a run directory was started with, as a mapping."""
+    fix = "restore it (it is the config the run started with) or use a new --run-dir"
+    try:
+        old = yaml.safe_load(rd.config_path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise LetiError(f"{rd.config_path}: damaged, not valid YAML; {fix}") from None
+    if not isinstance(old, dict):
+        raise LetiError(f"{rd.config_path}: damaged, not a mapping of fields; {fix}")
+    return old
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -66,10 +82,10 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     the new config. Returns whether this resumes earlier work."""
     resuming = rd.config_path.exists() and rd.has_output()
     if resuming:
-        info = read_json(rd.root / "run.json") if (rd.root / "run.json").exists() else {"mode": mode}
+        info = read_json(rd.root / "run.json", required=("mode",)) if (rd.root / "run.json").exists() else {"mode": mode}
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
-        old = _flatten(yaml.safe_load(rd.config_path.read_text(encoding="utf-8")) or {})
+        old = _flatten(_started_config(rd))
         new = _flatten(config_to_dict(cfg))
         defaults = _flatten(config_to_dict(RunConfig()))
         for key in sorted(set(old) | set(new)):
@@ -103,6 +119,20 @@ def _phase_info(sampler: Sampler) -> dict:
     if startup is not None:
         info["engine_startup_s"] = round(startup, 2)
     return info
+
+
+def _check_eos_token(cfg: RunConfig) -> None:
+    """training_text.append_eos needs the tokenizer's end-of-text token: refuse a tokenizer
+    without one before the first sampling phase, not when the training texts are built."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
+        return
+    if not tok.eos_token:
+        raise LetiError(f"training_text.append_eos is true but the tokenizer of {cfg.model!r} has no eos_token; "
+                        "set training_text.append_eos: false, or give the tokenizer an eos_token")
 
 
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
@@ -144,6 +174,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
             from leti.training.lora import check_lora_targets
 
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
+        if cfg.training_text.append_eos:
+            _check_eos_token(cfg)
         task = get_task(cfg.task)
         train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
         eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]
@@ -191,8 +223,8 @@ class _Context:
         ev = self._evaluate(k) if evaluated else None
         if ev is not None:
             walls.append(ev["wall_s"])
-        steps = sum(read_json(self.rd.train_stats(i))["optimizer_steps"] for i in range(1, k + 1))
-        loss = read_json(self.rd.train_stats(k))["loss_mean"] if k > 0 else None
+        steps = sum(read_json(self.rd.train_stats(i), _TRAIN_KEYS)["optimizer_steps"] for i in range(1, k + 1))
+        loss = read_json(self.rd.train_stats(k), _TRAIN_KEYS)["loss_mean"] if k > 0 else None
         record = {
             "iteration": k, "gradient_steps_total": steps,
             "train_samples": summary.get("train_samples"), "train_pass_rate": summary.get("train_pass_rate"),
@@ -213,7 +245,7 @@ class _Context:
     def _samples(self, k: int) -> tuple[dict, float]:
         rd, cfg = self.rd, self.cfg
         if rd.samples_done(k).exists():
-            return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k))["wall_s"]
+            return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k), ("wall_s",))["wall_s"]
         t0 = time.time()
         sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
         records = stages.sample_and_execute(
@@ -234,10 +266,10 @@ class _Context:
     def _train(self, k: int) -> float:
         rd, cfg = self.rd, self.cfg
         if rd.train_stats(k).exists():
-            return read_json(rd.train_stats(k))["wall_s"]
+            return read_json(rd.train_stats(k), _TRAIN_KEYS)["wall_s"]
         if rd.checkpoint_stats(k).exists():
             # Killed after the checkpoint landed but before train_stats.json: the training is done.
-            stats_dict = read_json(rd.checkpoint_stats(k))
+            stats_dict = read_json(rd.checkpoint_stats(k), _TRAIN_KEYS)
             write_json_atomic(rd.train_stats(k), stats_dict)
             self._prune_checkpoints(k)
             return stats_dict["wall_s"]
@@ -286,7 +318,7 @@ class _Context:
     def _evaluate(self, k: int) -> dict:
         rd, cfg = self.rd, self.cfg
         if rd.eval(k).exists():
-            return read_json(rd.eval(k))
+            return read_json(rd.eval(k), ("pass@k", "wall_s"))
         t0 = time.time()
         conditioned = self.mode == "leti" and k >= 1
         sampler = self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True))
