@@ -16,11 +16,18 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
     is "PATH:LINE" for the caller's own error messages. `what` names the file in errors ("task
     file"), `missing_hint` says how to fix a wrong path, `item` what each line must hold."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise LetiError(f"{path}: {what} not found; {missing_hint}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LetiError(f"{path}: cannot read {what} ({e}); it must be UTF-8 JSON lines") from None
+    except IsADirectoryError:
+        raise LetiError(f"{path}: is a directory, not a {what}; {missing_hint}") from None
+    except OSError as e:
+        raise LetiError(f"{path}: cannot read {what} ({e.strerror or e}); it must be UTF-8 JSON lines") from None
+    try:
+        text = data.decode("utf-8-sig")  # a BOM (Windows editors write one) is not content
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LetiError(f"{path}:{line}: byte {data[e.start]:#04x} is not UTF-8; save the {what} as UTF-8") from None
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -72,6 +72,10 @@ def parse_line(obj: Any, where: str) -> Problem:
     stop = obj.get("stop")
     if stop is not None and not all(isinstance(s, str) and s for s in stop):
         raise LetiError(f"{where}: field 'stop' must be a list of non-empty strings, got {json.dumps(stop)[:60]}")
+    if isinstance(obj.get("meta"), dict) and "stop" in obj["meta"]:
+        # meta["stop"] is where a problem's stop sequences live once parsed: one given there
+        # would bypass the check above (a string would stop at each of its characters).
+        raise LetiError(f"{where}: 'stop' inside 'meta' is reserved; give stop sequences as the top-level field 'stop'")
     split = obj.get("split", "test")
     if not split:
         raise LetiError(f"{where}: field 'split' is empty; leave it out for the default 'test'")

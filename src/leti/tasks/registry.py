@@ -6,6 +6,7 @@ argument is passed to the task class's constructor.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 
 from leti.errors import LetiError
@@ -70,11 +71,28 @@ def get_task(spec: str) -> Task:
     cls = _REGISTRY.get(name)
     if cls is None:
         raise LetiError(f"unknown task {spec!r}; known tasks: {', '.join(sorted(_REGISTRY))} (or jsonl:PATH)")
+    takes_arg = _takes_argument(cls)
     if sep:
         if not arg:
             raise LetiError(f"task spec {spec!r} has an empty argument after ':'; write e.g. jsonl:PATH")
+        if not takes_arg:
+            raise LetiError(f"task spec {spec!r}: task {name!r} takes no argument; write {name}")
         return cls(arg)  # type: ignore[call-arg]
-    try:
-        return cls()
-    except TypeError as e:
-        raise LetiError(f"task {name!r} needs an argument: write {name}:ARG ({e})") from e
+    if takes_arg is _REQUIRED:
+        raise LetiError(f"task {name!r} needs an argument: write {name}:ARG, e.g. {_EXAMPLES.get(name, name + ':ARG')}")
+    return cls()
+
+
+_REQUIRED = "required"
+_EXAMPLES = {"jsonl": "jsonl:my_tasks.jsonl", "eae-jsonl": "eae-jsonl:events.jsonl"}
+
+
+def _takes_argument(cls: type[Task]) -> bool | str:
+    """Whether the task's constructor takes the spec's argument: False, True (optional) or
+    _REQUIRED. Decided from the signature, so that a TypeError raised inside a constructor is
+    never mistaken for a wrong spec."""
+    params = [p for p in inspect.signature(cls.__init__).parameters.values()
+              if p.name != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not params:
+        return False
+    return _REQUIRED if params[0].default is inspect.Parameter.empty else True
