@@ -136,6 +136,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if split not in task.splits():
         raise LetiError(f"task {args.task!r} has no split {split!r}; pass --split one of {', '.join(task.splits())}")
     ks = parse_ks(args.k) if args.k else list(task.eval_defaults.ks)
+    if args.model is not None and args.k:
+        # n samples per problem cannot give the pass@k asked for with k > n: refuse before
+        # drawing (the task's default ks above n are dropped and reported, as with --samples)
+        n = args.n if args.n is not None else task.eval_defaults.n
+        if max(ks) > n:
+            given = "--n" if args.n is not None else f"the task's default --n for {args.task}"
+            raise LetiError(f"--k {args.k}: k={max(ks)} needs at least {max(ks)} samples per problem, "
+                            f"{given} is {n}; raise --n or lower --k")
     problems = task.problems(split)
     if args.model is None:
         if args.temperature is not None:

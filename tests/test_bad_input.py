@@ -1,0 +1,185 @@
+"""Bad input through the real CLI: exit code 2, one line on stderr naming the file, line or
+field and the fix, no traceback, and nothing run or written before the refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leti.cli import main
+from leti.config import dump_config, load_config
+
+
+def one_error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("leti: error: "), err
+    return err
+
+
+@pytest.fixture
+def config(tmp_path: Path, add_task: str) -> Path:
+    """A small run config on the add_task problems (offline: no pretraining mix)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": str(tmp_path / "no-model-needed"), "device": "cpu", "task": add_task, "iterations": 1,
+        "progress": False, "sampling": {"n": 2, "max_new_tokens": 8}, "eval": {"n": 2, "ks": [1]},
+        "execution": {"workers": 1}, "trainer": {"epochs": 1, "batch_size": 2, "max_length": 64, "pretrain_mix_ratio": 0},
+    }))
+    return path
+
+
+# --- config values ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    # nan passed every range check and failed (or silently crashed every program) mid-run
+    ("sampling.temperature=.nan", "field 'sampling.temperature' = nan must be a finite number"),
+    ("execution.timeout_s=.nan", "field 'execution.timeout_s' = nan must be a finite number"),
+    ("execution.timeout_s=.inf", "field 'execution.timeout_s' = inf must be a finite number"),
+    # eval's sampling settings were only checked by the sampler, under the name 'sampling.'
+    ("eval.temperature=-1", "eval.temperature must be >= 0 (0 = greedy), got -1.0"),
+    ("eval.top_p=0", "eval.top_p must be in (0, 1] (1.0 = off), got 0.0"),
+    ("sampling.top_p=1.5", "sampling.top_p must be in (0, 1] (1.0 = off), got 1.5"),
+    # torch refused these only when the optimiser was built, after a sampling phase
+    ("trainer.adam_beta1=2", "trainer.adam_beta1 must be in [0, 1), got 2.0"),
+    ("trainer.adam_beta2=-0.5", "trainer.adam_beta2 must be in [0, 1), got -0.5"),
+    # silently meant "no clipping" / "train nothing" / "no limit" / "every program crashes"
+    ("trainer.max_grad_norm=-1", "trainer.max_grad_norm must be >= 0 (0 = no clipping), got -1.0"),
+    ("trainer.lora.alpha=0", "trainer.lora.alpha must be >= 1, got 0"),
+    ("execution.file_size_mb=-1", "execution.file_size_mb must be >= 0, got -1"),
+    ("execution.open_files=-1", "execution.open_files must be >= 1, got -1"),
+    ("execution.max_output_bytes=-1", "execution.max_output_bytes must be >= 0, got -1"),
+    ("execution.max_processes=2", "execution.max_processes must be >= 4, got 2"),
+    ("eval.ks=[1,1]", "eval.ks=[1, 1] repeats a k; list each k once"),
+])
+def test_out_of_range_values_are_refused_before_the_run_starts(config, tmp_path, capsys, override, message):
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--run-dir", str(run_dir), "--set", override]) == 2
+    assert one_error_line(capsys) == f"leti: error: --set {override}: {message}"
+    assert not run_dir.exists()
+
+
+def test_a_section_given_twice_in_the_yaml_is_refused_not_silently_reset(config, tmp_path, capsys):
+    # PyYAML keeps the last `sampling:`, so n: 2 went back to the default 128 without a word
+    config.write_text(config.read_text() + "sampling:\n  temperature: 0.5\n")
+    line = config.read_text().splitlines().index("sampling:") + 1
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {config}: field 'sampling' appears twice (lines {line} and "
+                                      f"{len(config.read_text().splitlines()) - 1}); keep one and merge the two")
+
+
+def test_append_eos_without_an_eos_token_is_refused_at_run_start(config, tmp_path, tiny_model_path, capsys):
+    model = tmp_path / "no-eos-model"
+    shutil.copytree(tiny_model_path, model)
+    tok_config = json.loads((model / "tokenizer_config.json").read_text())
+    tok_config.pop("eos_token")
+    tok_config.pop("bos_token")  # GPT-2 style: the same token
+    (model / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    run_dir = tmp_path / "run"
+    args = ["--run-dir", str(run_dir), "--set", f"model={model}", "--set", "training_text.append_eos=true"]
+    for command in ("run", "sft"):  # sft appended nothing instead, silently
+        assert main([command, str(config), *args]) == 2
+        assert one_error_line(capsys) == (
+            f"leti: error: training_text.append_eos is true but the tokenizer of '{model}' has no eos_token; "
+            "set training_text.append_eos: false, or give the tokenizer an eos_token")
+        assert not (run_dir / "iterations").exists()  # refused before any sampling
+
+
+# --- task specs and task files -------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, message", [
+    ("humaneval:x", "task spec 'humaneval:x': task 'humaneval' takes no argument; write humaneval"),
+    ("jsonl", "task 'jsonl' needs an argument: write jsonl:ARG, e.g. jsonl:my_tasks.jsonl"),
+])
+def test_a_task_spec_with_a_wrong_argument_is_one_line(capsys, spec, message):
+    assert main(["tasks", "show", spec]) == 2
+    assert one_error_line(capsys) == f"leti: error: {message}"
+
+
+def test_task_file_encoding_errors_name_the_line_and_a_bom_is_accepted(tmp_path, capsys):
+    good = '{"id": "a", "prompt": "x = 1\\n", "tests": "assert x == 1"}\n'
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(good.encode() + '{"id": "b", "prompt": "# café\\n", "tests": "assert 1"}\n'.encode("latin-1"))
+    assert main(["tasks", "show", f"jsonl:{bad}", "a"]) == 2
+    assert one_error_line(capsys) == f"leti: error: {bad}:2: byte 0xe9 is not UTF-8; save the task file as UTF-8"
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.encode())
+    assert main(["tasks", "show", f"jsonl:{bom}", "a"]) == 0
+
+
+def test_stop_sequences_hidden_in_meta_are_refused(tmp_path, capsys):
+    # meta["stop"] is where parsed stops live: "abc" there stopped at every a, b and c
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"id": "a", "prompt": "x", "tests": "assert 1", "meta": {"stop": "abc"}}\n')
+    assert main(["tasks", "show", f"jsonl:{path}"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {path}:1: 'stop' inside 'meta' is reserved; give stop "
+                                      "sequences as the top-level field 'stop'")
+
+
+# --- command-line flags --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("timeout", ["nan", "inf"])
+def test_a_non_finite_timeout_flag_is_refused_not_a_run_of_crashes(tmp_path, capsys, timeout):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"program": "x = 1", "tests": "assert x == 1"}\n')
+    assert main(["exec", str(inp), "-o", str(tmp_path / "out.jsonl"), "--timeout", timeout]) == 2
+    assert one_error_line(capsys).startswith("leti: error: --timeout must be ")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_evaluate_refuses_a_k_above_n_before_drawing(tmp_path, add_task, tiny_model_path, capsys):
+    out = tmp_path / "out"
+    argv = ["evaluate", "--task", add_task, "--split", "test", "--model", tiny_model_path, "--out", str(out),
+            "--n", "1", "--k", "1,5", "--max-new-tokens", "4", "--device", "cpu"]
+    assert main(argv) == 2
+    assert one_error_line(capsys) == ("leti: error: --k 1,5: k=5 needs at least 5 samples per problem, --n is 1; "
+                                      "raise --n or lower --k")
+    assert not out.exists()
+
+
+def test_demo_refuses_a_thread_count_below_one(tmp_path, capsys):
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--quick", "--threads", "0"]) == 2
+    assert one_error_line(capsys) == "leti: error: --threads 0: must be >= 1 (leave it out for torch's choice)"
+
+
+# --- damaged run directories ---------------------------------------------------------------------
+
+def _run_dir(tmp_path: Path, config: Path) -> Path:
+    """A run directory as `leti run` leaves it after iteration 0."""
+    rd = tmp_path / "run"
+    (rd / "iterations" / "0").mkdir(parents=True)
+    (rd / "config.yaml").write_text(dump_config(load_config(config)))
+    (rd / "run.json").write_text('{"mode": "leti", "created": "2026-01-01T00:00:00+00:00"}\n')
+    (rd / "iterations" / "0" / "eval_samples.jsonl").write_text('{"problem_id": "p4", "sample_idx": 0}\n')
+    return rd
+
+
+@pytest.mark.parametrize("damage, message", [
+    (("config.yaml", "model: [\n"), "{rd}/config.yaml: damaged, not valid YAML; restore it"),
+    (("config.yaml", "- 1\n"), "{rd}/config.yaml: damaged, not a mapping of fields; restore it"),
+    (("run.json", "[1]"), "{rd}/run.json: not a leti record (no 'mode'); delete it"),
+    (("metrics.jsonl", '{"iteration": 0}\n{"x": 1}\n'),
+     "{rd}/metrics.jsonl:2: not a metrics record (no integer 'iteration'); delete that line"),
+    (("iterations/0/eval.json", "[]"), "{rd}/iterations/0/eval.json: not a leti record (no 'pass@k'); delete it"),
+    (("iterations/1/samples.done", "{}"), "{rd}/iterations/1/samples.done: not a leti record (no 'wall_s'); delete it"),
+])
+def test_a_damaged_run_directory_file_is_named_on_resume(config, tmp_path, capsys, damage, message):
+    rd = _run_dir(tmp_path, config)
+    if damage[0].startswith("iterations/1/"):
+        (rd / "metrics.jsonl").write_text('{"iteration": 0}\n')  # iteration 1 goes on from its files
+    name, text = damage
+    (rd / name).parent.mkdir(parents=True, exist_ok=True)
+    (rd / name).write_text(text)
+    assert main(["run", str(config), "--run-dir", str(rd)]) == 2
+    assert one_error_line(capsys).startswith("leti: error: " + message.format(rd=rd))
+
+
+def test_report_names_a_damaged_metrics_line(config, tmp_path, capsys):
+    rd = _run_dir(tmp_path, config)
+    (rd / "metrics.jsonl").write_text('{"iteration": 0}\n{"x": 1}\n')
+    assert main(["report", str(rd)]) == 2
+    assert one_error_line(capsys).startswith(f"leti: error: {rd}/metrics.jsonl:2: not a metrics record")
