@@ -71,9 +71,10 @@ def special_token_rows(model, tokenizer, cfg: TrainerConfig) -> list[int] | dict
 
 
 def is_peft(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
+    # A PeftModel exists only once peft is imported: a run without LoRA never imports it (about
+    # 3 s of start-up, bitsandbytes included).
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def apply_lora(model, tokenizer, cfg: TrainerConfig, like=None):
