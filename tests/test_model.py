@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import huggingface_hub.constants
 import pytest
 import torch
@@ -167,3 +169,24 @@ def test_an_adapter_over_a_relative_model_path_loads_from_any_directory(tiny_mod
     monkeypatch.chdir(elsewhere)
     again, _ = load_model_and_tokenizer(str(tmp_path / "adapter"), device="cpu")
     assert again.peft_config["default"].base_model_name_or_path == str(tmp_path / "my-model")
+
+
+def test_a_text_ending_in_eos_is_tokenized_once_when_the_tokenizer_adds_nothing(tiny_model_path):
+    """A training text with training_text.append_eos ends in EOS; a tokenizer that adds no
+    special tokens (GPT-2) needs no second pass to tell the text's EOS from an appended one."""
+    from leti.model import encode_prompt
+
+    _, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
+    calls = []
+
+    class Counting(type(tok)):
+        def __call__(self, *args, **kwargs):
+            calls.append(args)
+            return super().__call__(*args, **kwargs)
+
+    counting = copy.copy(tok)
+    counting.__class__ = Counting
+    text = "def f():\n    return 1\n" + tok.eos_token
+    assert encode_prompt(counting, text) == tok(text).input_ids
+    assert encode_prompt(counting, text)[-1] == tok.eos_token_id
+    assert len(calls) == 2  # one per encode_prompt call

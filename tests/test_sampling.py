@@ -251,3 +251,31 @@ def test_sampler_output_streams_into_jsonl_and_resumes(model_and_tokenizer, tmp_
     append_samples_jsonl(path, sampler.sample(REQUESTS, skip=done_keys(path)))
     keys = [s.key for s in read_samples_jsonl(path)]
     assert sorted(keys) == sorted((r.problem_id, k) for r in REQUESTS for k in range(3))
+
+
+class _CountingDecode:
+    """A tokenizer whose decode calls are counted by the ids they decode."""
+
+    def __init__(self, tok):
+        self.tok, self.decoded = tok, []
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.tok(*args, **kwargs)
+
+    def decode(self, ids, **kwargs):
+        self.decoded.append(tuple(ids))
+        return self.tok.decode(ids, **kwargs)
+
+
+def test_each_prompt_is_decoded_once_per_batch_not_once_per_sample(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    counting = _CountingDecode(tok)
+    cfg = SamplingConfig(n=4, max_new_tokens=8, batch_size=8)
+    samples = {s.key: s for s in get_sampler(cfg, model, counting).sample(REQUESTS)}
+    assert samples == run(model_and_tokenizer, n=4, max_new_tokens=8, batch_size=8)  # same output
+    for req in REQUESTS:
+        prompt = tuple(tok(req.prompt).input_ids)
+        assert counting.decoded.count(prompt) == 1

@@ -292,6 +292,10 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     eos = tokenizer.eos_token_id
     if eos is None or not ids or ids[-1] != eos:
         return ids
+    if tokenizer.num_special_tokens_to_add() == 0:
+        # The tokenizer adds nothing (GPT-2, CodeGen, Qwen): this EOS is the text's own (a
+        # training text with training_text.append_eos), so tokenizing it again would find ids.
+        return ids
     plain = list(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
     # ids = what the tokenizer adds in front + plain + what it appends; find where plain ends.
     for start in range(len(ids) - len(plain) + 1):
@@ -301,15 +305,27 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return ids
 
 
-def decode_completion(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> str:
+_DECODE_OPTIONS = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+
+
+def decode_prompt(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int]) -> str:
+    """The prompt's text as decode_completion cuts it off: decode it once per prompt and pass it
+    as `head` to decode_completion for each of the prompt's samples."""
+    return tokenizer.decode(list(prompt_ids), **_DECODE_OPTIONS)
+
+
+def decode_completion(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int], new_ids: Sequence[int],
+                      head: str | None = None) -> str:
     """The text that `new_ids` add after the prompt, special tokens kept. Decoded after the prompt
     and cut there, not decoded alone: sentencepiece-style decoders (Llama, Mistral, Gemma: Metaspace
     or a Strip of one leading space) drop the leading space of a sequence's first token, so a
-    completion "    return x" decoded alone loses one space of indentation."""
-    options = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+    completion "    return x" decoded alone loses one space of indentation. `head`: the prompt
+    decoded by decode_prompt, when the caller has it already."""
+    options = _DECODE_OPTIONS
     if not new_ids:
         return ""
-    head = tokenizer.decode(list(prompt_ids), **options)
+    if head is None:
+        head = decode_prompt(tokenizer, prompt_ids)
     whole = tokenizer.decode(list(prompt_ids) + list(new_ids), **options)
     if whole.startswith(head):
         return whole[len(head) :]

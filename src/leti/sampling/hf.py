@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from leti.errors import LetiError
-from leti.model import decode_completion, encode_prompt, model_context
+from leti.model import decode_completion, decode_prompt, encode_prompt, model_context
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -242,12 +242,14 @@ class HFSampler:
             self.model.train(was_training)
         new_tokens = out[:, width:].tolist()
         stopped_at = stopper.stopped_at if stopper else {}
+        heads: dict[tuple[int, ...], str] = {}  # each prompt decoded once, not once per sample
         return [
-            self._finish(row, new_tokens[r], stopped_at.get(r), budget)
+            self._finish(row, new_tokens[r], stopped_at.get(r), budget, heads)
             for r, row in enumerate(rows)
         ]
 
-    def _finish(self, row: _Row, new: list[int], stopped_at: int | None, budget: int) -> Sample:
+    def _finish(self, row: _Row, new: list[int], stopped_at: int | None, budget: int,
+                heads: dict[tuple[int, ...], str]) -> Sample:
         """Cut one row's tokens at eos / stop sequence and build its Sample."""
         ids, req, k = row
         n_kept = len(new) if stopped_at is None else stopped_at
@@ -256,7 +258,13 @@ class HFSampler:
             if tok in self.eos_ids:
                 n_kept, ended = i, True
                 break
-        text = decode_completion(self.tokenizer, ids, new[:n_kept])
+        head = None
+        if n_kept:
+            key = tuple(ids)
+            if key not in heads:
+                heads[key] = decode_prompt(self.tokenizer, ids)
+            head = heads[key]
+        text = decode_completion(self.tokenizer, ids, new[:n_kept], head)
         cuts = [text.find(s) for s in req.stops(self.config) if s in text]
         if cuts:
             text, ended = text[: min(cuts)], True

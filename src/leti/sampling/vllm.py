@@ -38,6 +38,7 @@ from leti.errors import LetiError
 from leti.model import (
     adapter_config,
     decode_completion,
+    decode_prompt,
     encode_prompt,
     local_model_dir,
     model_context,
@@ -299,7 +300,15 @@ class VLLMSampler:
         return self.engine.checkpoint
 
     def _decoder(self, prompt_ids: tuple[int, ...]) -> Callable[[list[int]], str]:
-        return lambda ids: decode_completion(self.tokenizer, prompt_ids, ids)
+        head: str | None = None  # the prompt's text, decoded once for all its samples
+
+        def decode(ids: list[int]) -> str:
+            nonlocal head
+            if ids and head is None:
+                head = decode_prompt(self.tokenizer, prompt_ids)
+            return decode_completion(self.tokenizer, prompt_ids, ids, head)
+
+        return decode
 
     def sample(
         self,
