@@ -183,3 +183,33 @@ def test_report_names_a_damaged_metrics_line(config, tmp_path, capsys):
     (rd / "metrics.jsonl").write_text('{"iteration": 0}\n{"x": 1}\n')
     assert main(["report", str(rd)]) == 2
     assert one_error_line(capsys).startswith(f"leti: error: {rd}/metrics.jsonl:2: not a metrics record")
+
+
+def test_a_resumed_run_refuses_a_task_file_edited_since_it_started(config, tmp_path, add_task, capsys):
+    rd = _run_dir(tmp_path, config)  # started before run.json kept the problems' digest
+    assert main(["run", str(config), "--run-dir", str(rd)]) == 2  # adopts the digest, then: no model
+    assert "no-model-needed" in one_error_line(capsys)
+    task_file = Path(add_task.removeprefix("jsonl:"))
+    task_file.write_text(task_file.read_text().replace("assert add_4(1) == 5", "assert add_4(1) == 6"))
+    assert main(["run", str(config), "--run-dir", str(rd)]) == 2
+    assert one_error_line(capsys) == (f"leti: error: task '{add_task}': its problems (ids, prompts, tests or "
+                                      f"references) changed since the run in {rd} started; restore the task file "
+                                      "or use a new --run-dir")
+
+
+def test_sft_without_reference_solutions_is_refused_before_evaluating(config, tmp_path, add_task, capsys):
+    run_dir = tmp_path / "sft"
+    assert main(["sft", str(config), "--run-dir", str(run_dir)]) == 2
+    assert one_error_line(capsys) == (f"leti: error: task '{add_task}' split 'train' has no reference solutions; "
+                                      "`leti sft` trains on them: add 'reference' to the problems or set train_split")
+    assert not (run_dir / "iterations").exists()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("synthetic:train=100000", "synthetic:train=100000 asks for more problems than the family has (284 train "
+                               "problems); use train=284 or fewer"),
+    ("synthetic:seed=1,seed=2", "synthetic task option 'seed' is given twice in 'seed=1,seed=2'; give it once"),
+])
+def test_synthetic_sizes_beyond_the_family_and_repeated_options_are_refused(capsys, spec, message):
+    assert main(["tasks", "show", spec]) == 2
+    assert one_error_line(capsys) == f"leti: error: {message}"

@@ -12,6 +12,8 @@ The base model (iteration 0) and SFT models never saw the token and get the plai
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 import time
@@ -135,6 +137,21 @@ def _check_eos_token(cfg: RunConfig) -> None:
                         "set training_text.append_eos: false, or give the tokenizer an eos_token")
 
 
+def _check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) -> None:
+    """The config names the task, not its contents: an edited task file under a resumed run
+    would mix samples of the old problems with the new ones. run.json keeps a digest of the
+    problems the run started with (runs from before it get one now)."""
+    text = json.dumps([[p.id, p.split, p.prompt, p.tests, p.reference, p.meta.get("stop")] for p in problems])
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    path = rd.root / "run.json"
+    info = read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
+    if info.get("problems_sha256") not in (None, digest):
+        raise LetiError(f"task '{task}': its problems (ids, prompts, tests or references) changed since the run in "
+                        f"{rd.root} started; restore the task file or use a new --run-dir")
+    if info.get("problems_sha256") is None:
+        write_json_atomic(path, {**info, "problems_sha256": digest})
+
+
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
     """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
@@ -182,6 +199,11 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         for split, probs in ((cfg.train_split, train_problems), (cfg.eval.split, eval_problems)):
             if not probs:
                 raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
+        _check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
+        if mode == "sft" and not any(p.reference for p in train_problems):
+            # found at the training stage otherwise, after iteration 0's whole evaluation
+            raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains "
+                            "on them: add 'reference' to the problems or set train_split")
         if cfg.train_split == cfg.eval.split:
             print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
                   "problems the model was trained on", file=sys.stderr)

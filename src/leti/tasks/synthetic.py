@@ -185,6 +185,8 @@ def parse_spec_arg(arg: str) -> dict[str, int]:
         key, sep, value = part.partition("=")
         if not sep or key not in ("seed", "train", "test") or not value.strip().lstrip("-").isdigit():
             raise LetiError(f"bad synthetic task option {part!r}; write e.g. synthetic:seed=0,train=48,test=40")
+        if key in out:
+            raise LetiError(f"synthetic task option {key!r} is given twice in {arg!r}; give it once")
         out[key] = int(value)
     if out.get("train", 1) < 1 or out.get("test", 1) < 1:
         raise LetiError(f"synthetic task sizes must be >= 1, got {arg!r}")
@@ -214,6 +216,9 @@ class SyntheticTask(Task):
         out: list[Problem] = []
         for split, limit in (("train", self.n_train), ("test", self.n_test)):
             ps = [p for p in generate_problems(self.seed) if p.split == split]
+            if limit is not None and limit > len(ps):  # silently fewer would misreport the run's size
+                raise LetiError(f"synthetic:{split}={limit} asks for more problems than the family has "
+                                f"({len(ps)} {split} problems); use {split}={len(ps)} or fewer")
             if limit is not None and limit < len(ps):
                 # A seeded subset spread over all templates, kept in generation order.
                 keep = set(random.Random(f"{self.seed}/{split}/subset").sample(range(len(ps)), limit))
