@@ -213,3 +213,20 @@ def test_sft_without_reference_solutions_is_refused_before_evaluating(config, tm
 def test_synthetic_sizes_beyond_the_family_and_repeated_options_are_refused(capsys, spec, message):
     assert main(["tasks", "show", spec]) == 2
     assert one_error_line(capsys) == f"leti: error: {message}"
+
+
+@pytest.mark.parametrize("spec", ["eae-jsonl:test=", "eae-jsonl:=data.jsonl"])
+def test_an_eae_spec_item_without_a_name_or_a_path_is_named(capsys, spec):
+    # `test=` used to read the current directory as the data file, `=x` made a split named ''
+    assert main(["tasks", "show", spec]) == 2
+    item = spec.removeprefix("eae-jsonl:")
+    assert one_error_line(capsys) == (f"leti: error: task spec '{spec}': '{item}' needs a name and a path, "
+                                      "e.g. test=PATH or ontology=PATH")
+
+
+def test_report_names_a_metrics_line_whose_eval_is_not_an_object(config, tmp_path, capsys):
+    rd = _run_dir(tmp_path, config)
+    (rd / "metrics.jsonl").write_text('{"iteration": 0, "eval": 5}\n')
+    assert main(["report", str(rd)]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {rd}/metrics.jsonl:1: 'eval' must be an object of metrics or "
+                                      "null, got 5; delete that line to redo its iteration")

@@ -151,6 +151,8 @@ class EaeJsonlTask(EaeTask):
             key, sep, value = item.partition("=")
             if not sep:
                 key, value = "test", item
+            if not key.strip() or not value.strip():
+                raise LetiError(f"task spec 'eae-jsonl:{spec}': {item!r} needs a name and a path, e.g. test=PATH or ontology=PATH")
             if key == "ontology":
                 ontology = Path(value)
             elif key == "min_f1":
