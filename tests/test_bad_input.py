@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,14 @@ def test_report_names_a_metrics_line_whose_eval_is_not_an_object(config, tmp_pat
     assert main(["report", str(rd)]) == 2
     assert one_error_line(capsys) == (f"leti: error: {rd}/metrics.jsonl:1: 'eval' must be an object of metrics or "
                                       "null, got 5; delete that line to redo its iteration")
+
+
+@pytest.mark.slow  # huggingface_hub retries an unreachable hub for about 25 s before it fails
+def test_a_hub_model_that_cannot_be_loaded_is_one_line_on_stderr(tmp_path, add_task):
+    # Offline, every retry used to print two lines of its own in front of leti's error line.
+    argv = ["evaluate", "--task", add_task, "--split", "test", "--model", "nobody/no-such-model-leti-test",
+            "--n", "1", "--out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-m", "leti", *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err and err.startswith("leti: error: 'nobody/no-such-model-leti-test'"), err

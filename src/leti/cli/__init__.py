@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -63,8 +64,25 @@ def os_error_line(e: OSError) -> str:
 _RESUMABLE = {"run", "sft", "demo", "evaluate"}
 
 
+class _HubRetryFilter(logging.Filter):
+    """huggingface_hub logs each retry against an unreachable hub, two lines per try, five tries,
+    before the request fails; that failure is then leti's one error line (unknown model, corpus
+    not loadable), so the retry lines are only noise in front of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return " thrown while requesting " not in msg and not msg.startswith("Retrying in ")
+
+
+def _quiet_hub_retries() -> None:
+    hub_http = logging.getLogger("huggingface_hub.utils._http")
+    if not any(isinstance(f, _HubRetryFilter) for f in hub_http.filters):
+        hub_http.addFilter(_HubRetryFilter())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_hub_retries()
     try:
         return int(args.func(args) or 0)
     except LetiError as e:
