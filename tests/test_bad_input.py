@@ -243,3 +243,16 @@ def test_a_hub_model_that_cannot_be_loaded_is_one_line_on_stderr(tmp_path, add_t
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert "\n" not in err and err.startswith("leti: error: 'nobody/no-such-model-leti-test'"), err
+
+
+def test_a_list_field_given_as_a_scalar_says_how_to_write_a_list(config, tmp_path, capsys):
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run"), "--set", "eval.ks=1,10"]) == 2
+    assert one_error_line(capsys) == ("leti: error: --set eval.ks=1,10: field 'eval.ks' = '1,10' must be a list, "
+                                      "written [a, b] in YAML")
+
+
+def test_a_relative_task_path_that_is_missing_names_the_directory_it_was_looked_for_in(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tasks", "show", "jsonl:my_tasks.jsonl"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: my_tasks.jsonl: task file not found (relative to the current "
+                                      f"directory {tmp_path}); check the path in jsonl:PATH")

@@ -274,7 +274,7 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise LetiError(f"{where}: field '{name}' = {value!r} must be a list")
+            raise LetiError(f"{where}: field '{name}' = {value!r} must be a list, written [a, b] in YAML")
         item_tp = args[0] if args else Any
         items = [_coerce(v, item_tp, where, f"{name}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)

@@ -18,7 +18,8 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise LetiError(f"{path}: {what} not found; {missing_hint}") from None
+        where = "" if Path(path).is_absolute() else f" (relative to the current directory {Path.cwd()})"
+        raise LetiError(f"{path}: {what} not found{where}; {missing_hint}") from None
     except IsADirectoryError:
         raise LetiError(f"{path}: is a directory, not a {what}; {missing_hint}") from None
     except OSError as e:
