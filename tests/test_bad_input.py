@@ -256,3 +256,13 @@ def test_a_relative_task_path_that_is_missing_names_the_directory_it_was_looked_
     assert main(["tasks", "show", "jsonl:my_tasks.jsonl"]) == 2
     assert one_error_line(capsys) == (f"leti: error: my_tasks.jsonl: task file not found (relative to the current "
                                       f"directory {tmp_path}); check the path in jsonl:PATH")
+
+
+def test_exec_refuses_to_write_over_its_input(tmp_path, capsys):
+    inp = tmp_path / "programs.jsonl"
+    text = '{"program": "x = 1", "tests": "assert x == 1"}\n'
+    inp.write_text(text)
+    assert main(["exec", str(inp), "-o", str(tmp_path / "." / "programs.jsonl")]) == 2
+    assert one_error_line(capsys) == (f"leti: error: -o {tmp_path}/programs.jsonl: is the input file; "
+                                      "write the results to another file")
+    assert inp.read_text() == text

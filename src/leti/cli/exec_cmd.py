@@ -63,6 +63,9 @@ def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
 def run(args: argparse.Namespace) -> int:
     config = execution_config(args)
     check_output_file(args.output, "-o")
+    if args.output.exists() and args.input.exists() and args.output.samefile(args.input):
+        # the output is opened for writing before the first program runs: the input would be lost
+        raise LetiError(f"-o {args.output}: is the input file; write the results to another file")
     rows, programs = read_programs(args.input)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     passed = 0
