@@ -266,3 +266,14 @@ def test_exec_refuses_to_write_over_its_input(tmp_path, capsys):
     assert one_error_line(capsys) == (f"leti: error: -o {tmp_path}/programs.jsonl: is the input file; "
                                       "write the results to another file")
     assert inp.read_text() == text
+
+
+@pytest.mark.parametrize("flag", [["--n", "3"], ["--prompt-prefix", "<|good|>"], ["--backend", "vllm"], ["--max-new-tokens", "8"]])
+def test_evaluate_refuses_generation_flags_with_samples_instead_of_ignoring_them(tmp_path, add_task, capsys, flag):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"task_id": "p4", "completion": "    return 0\\n"}\n')
+    out = tmp_path / "out"
+    assert main(["evaluate", "--task", add_task, "--split", "test", "--samples", str(samples), "--out", str(out), *flag]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {flag[0]} applies to --model (drawing samples); --samples are "
+                                      "scored as they are")
+    assert not (out / "results.json").exists()

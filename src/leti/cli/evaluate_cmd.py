@@ -49,24 +49,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", default=None, help="comma-separated ks (default: the task's, e.g. 1,10)")
     add_execution_flags(p)
     g = p.add_argument_group("generation (--model only; defaults: the task's evaluation protocol)")
-    g.add_argument("--n", type=int, default=None, help="samples per problem")
-    g.add_argument("--temperature", default=None, metavar="T[,T...]",
-                   help="sampling temperature; several (comma-separated) are sampled and scored one by one")
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--max-new-tokens", type=int, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
-    g.add_argument("--prompt-prefix", default="", help="e.g. '<|good|>' for LeTI checkpoints (spec: test time is conditioned on it)")
-    g.add_argument("--device", default="auto", help="torch device of the hf backend")
-    g.add_argument("--trust-remote-code", action="store_true",
-                   help="run the modeling code that ships with --model (config.json auto_map: CodeGen2, SantaCoder, "
-                        "replit-code, ...); this runs Python code from the model's repository: only for models you trust")
-    g.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                   help="sampler: hf (transformers generate) or vllm (pip install 'leti[vllm]'; loads the "
-                        "checkpoint's own tokenizer, so LeTI checkpoints keep their <|good|> token)")
-    g.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
-                   help="a vLLM engine setting, repeatable: dtype, gpu_memory_utilization, enforce_eager, "
-                        "tensor_parallel_size, max_model_len, chunk_size, model_impl (as sampling.vllm in a run config)")
+    gen = [
+        g.add_argument("--n", type=int, default=None, help="samples per problem"),
+        g.add_argument("--temperature", default=None, metavar="T[,T...]",
+                       help="sampling temperature; several (comma-separated) are sampled and scored one by one"),
+        g.add_argument("--top-p", type=float, default=None),
+        g.add_argument("--max-new-tokens", type=int, default=None),
+        g.add_argument("--seed", type=int, default=0),
+        g.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass"),
+        g.add_argument("--prompt-prefix", default="",
+                       help="e.g. '<|good|>' for LeTI checkpoints (spec: test time is conditioned on it)"),
+        g.add_argument("--device", default="auto", help="torch device of the hf backend"),
+        g.add_argument("--trust-remote-code", action="store_true",
+                       help="run the modeling code that ships with --model (config.json auto_map: CodeGen2, SantaCoder, "
+                            "replit-code, ...); this runs Python code from the model's repository: only for models you trust"),
+        g.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                       help="sampler: hf (transformers generate) or vllm (pip install 'leti[vllm]'; loads the "
+                            "checkpoint's own tokenizer, so LeTI checkpoints keep their <|good|> token)"),
+        g.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
+                       help="a vLLM engine setting, repeatable: dtype, gpu_memory_utilization, enforce_eager, "
+                            "tensor_parallel_size, max_model_len, chunk_size, model_impl (as sampling.vllm in a run config)"),
+    ]
+    # (flag, dest, default) of each generation flag: with --samples, a flag that was given is refused
+    p.set_defaults(generation_flags=[(a.option_strings[0], a.dest, a.default) for a in gen])
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -146,8 +151,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             f"{given} is {n}; raise --n or lower --k")
     problems = task.problems(split)
     if args.model is None:
-        if args.temperature is not None:
-            raise LetiError("--temperature applies to --model (drawing samples); --samples are scored as they are")
+        given = [flag for flag, dest, default in args.generation_flags if getattr(args, dest) != default]
+        if given:  # silently ignoring them would score other samples than the user believes
+            raise LetiError(f"{given[0]} applies to --model (drawing samples); --samples are scored as they are")
         _score(args, task, split, problems, ks, args.samples, args.out, exec_config)
         return 0
     requests = _generation_requests(args, task)
