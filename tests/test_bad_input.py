@@ -226,12 +226,13 @@ def test_an_eae_spec_item_without_a_name_or_a_path_is_named(capsys, spec):
                                       "e.g. test=PATH or ontology=PATH")
 
 
-def test_report_names_a_metrics_line_whose_eval_is_not_an_object(config, tmp_path, capsys):
+@pytest.mark.parametrize("ev", ['5', '{"pass@1": "x"}'])
+def test_report_names_a_metrics_line_whose_eval_is_not_an_object_of_numbers(config, tmp_path, capsys, ev):
     rd = _run_dir(tmp_path, config)
-    (rd / "metrics.jsonl").write_text('{"iteration": 0, "eval": 5}\n')
+    (rd / "metrics.jsonl").write_text(f'{{"iteration": 0, "eval": {ev}}}\n')
     assert main(["report", str(rd)]) == 2
-    assert one_error_line(capsys) == (f"leti: error: {rd}/metrics.jsonl:1: 'eval' must be an object of metrics or "
-                                      "null, got 5; delete that line to redo its iteration")
+    assert one_error_line(capsys) == (f"leti: error: {rd}/metrics.jsonl:1: 'eval' must be an object of numbers or "
+                                      f"null, got {json.dumps(json.loads(ev))}; delete that line to redo its iteration")
 
 
 @pytest.mark.slow  # huggingface_hub retries an unreachable hub for about 25 s before it fails

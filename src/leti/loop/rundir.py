@@ -123,9 +123,12 @@ class RunDir:
             if not isinstance(r, dict) or isinstance(r.get("iteration"), bool) or not isinstance(r.get("iteration"), int):
                 raise LetiError(f"{self.metrics_path}:{lineno}: not a metrics record (no integer 'iteration'); "
                                 "delete that line to redo its iteration")
-            if not isinstance(r.get("eval"), (dict, type(None))):
-                raise LetiError(f"{self.metrics_path}:{lineno}: 'eval' must be an object of metrics or null, got "
-                                f"{json.dumps(r['eval'])[:40]}; delete that line to redo its iteration")
+            ev = r.get("eval")
+            numbers = isinstance(ev, dict) and all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in ev.values())
+            if ev is not None and not numbers:
+                raise LetiError(f"{self.metrics_path}:{lineno}: 'eval' must be an object of numbers or null, got "
+                                f"{json.dumps(ev)[:40]}; delete that line to redo its iteration")
             done.add(r["iteration"])
         return done
 
