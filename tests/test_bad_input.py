@@ -278,3 +278,13 @@ def test_evaluate_refuses_generation_flags_with_samples_instead_of_ignoring_them
     assert one_error_line(capsys) == (f"leti: error: {flag[0]} applies to --model (drawing samples); --samples are "
                                       "scored as they are")
     assert not (out / "results.json").exists()
+
+
+def test_a_checkpoint_deleted_by_hand_is_named_when_the_run_goes_on_from_it(config, tmp_path, capsys):
+    rd = _run_dir(tmp_path, config)  # iterations 0 and 1 finished, then iterations/1/checkpoint deleted
+    (rd / "metrics.jsonl").write_text('{"iteration": 0}\n{"iteration": 1}\n')
+    (rd / "iterations" / "1").mkdir()
+    (rd / "iterations" / "1" / "train_stats.json").write_text('{"optimizer_steps": 1, "loss_mean": 1.0, "wall_s": 1}')
+    assert main(["run", str(config), "--run-dir", str(rd), "--set", "iterations=2"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {rd}/iterations/1/checkpoint: missing, and the run goes on from "
+                                      "iteration 1's weights; restore it, or start again with a new --run-dir")

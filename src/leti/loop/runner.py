@@ -230,7 +230,13 @@ class _Context:
 
     def source(self, k: int) -> str:
         """Weights at the end of iteration k (k = 0: the configured model)."""
-        return self.cfg.model if k == 0 else str(self.rd.checkpoint(k))
+        if k == 0:
+            return self.cfg.model
+        path = self.rd.checkpoint(k)
+        if not path.is_dir():  # deleted by hand: the model loader's "no such model" would not say why
+            raise LetiError(f"{path}: missing, and the run goes on from iteration {k}'s weights; restore it, "
+                            "or start again with a new --run-dir")
+        return str(path)
 
     def iteration(self, k: int, last: int) -> None:
         walls: list[float] = []
