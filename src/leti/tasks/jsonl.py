@@ -12,7 +12,8 @@ One JSON object per line (blank lines are allowed; nothing else is skipped):
     split        string            no        default "test"
     reference    string or null    no        a correct completion, checked by `leti tasks validate`
     stop         list of strings   no        stop sequences for this problem (default: none)
-    meta         object            no        anything else, carried along untouched
+    meta         object            no        anything else, carried along untouched (except a
+                                           'stop' key: give stop sequences as `stop`)
 
 Example line:
     {"id": "add", "prompt": "def add(a, b):\\n", "tests": "assert add(1, 2) == 3", "reference": "    return a + b\\n"}
