@@ -279,3 +279,27 @@ def test_each_prompt_is_decoded_once_per_batch_not_once_per_sample(model_and_tok
     for req in REQUESTS:
         prompt = tuple(tok(req.prompt).input_ids)
         assert counting.decoded.count(prompt) == 1
+
+
+def test_per_row_uniforms_are_drawn_once_per_batch_and_match_per_step_draws(model_and_tokenizer, monkeypatch):
+    """Each row's uniforms come from its own generator: drawn up front for the batch's steps,
+    they are the draws of one rand(()) per step (and go on from there past those steps)."""
+    import torch
+
+    from leti.sampling.hf import _PerRowSampling
+
+    torch.manual_seed(0)
+    scores = [torch.randn(5, 40) * 3 for _ in range(9)]
+
+    def picks(steps):
+        sampler = _PerRowSampling([torch.Generator().manual_seed(i) for i in range(5)], 0.8, 0.9, steps=steps)
+        return [sampler(None, s).argmax(-1).tolist() for s in scores]
+
+    assert picks(0) == picks(6) == picks(9)  # per step; 6 drawn up front, then per step; all up front
+    calls = []
+    rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: calls.append(a) or rand(*a, **k))
+    samples = run(model_and_tokenizer, n=4, max_new_tokens=12, batch_size=8, temperature=1.0)
+    monkeypatch.undo()
+    assert samples == run(model_and_tokenizer, n=4, max_new_tokens=12, batch_size=8, temperature=1.0)
+    assert len(calls) == len(samples)  # one call per row, not one per row and step

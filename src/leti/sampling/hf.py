@@ -56,14 +56,29 @@ class _PerRowSampling(LogitsProcessor):
     """Temperature + top-p sampling with one torch.Generator per row. Returns logits that are
     -inf except for the drawn token, so generate's greedy step picks exactly that token."""
 
-    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float):
+    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float, steps: int = 0):
         self.generators = generators
         self.temperature = temperature
         self.top_p = top_p
+        # The uniforms of the first `steps` steps, drawn up front: a CPU generator's rand(n) is
+        # the same stream as n calls of rand(()) (uniform_ fills serially), so these are the
+        # draws of one call per row and step, without a Python loop over the rows every step.
+        self.uniforms = (torch.stack([torch.rand(steps, generator=g) for g in generators]).double()
+                         if steps > 0 and generators else None)
+        self.step = 0
+
+    def _uniforms(self, device: torch.device) -> torch.Tensor:
+        """This step's uniform of every row, from the row's own stream."""
+        step, self.step = self.step, self.step + 1
+        if self.uniforms is not None and step < self.uniforms.shape[1]:
+            return self.uniforms[:, step].to(device)
+        # Past the drawn steps: each stream goes on where the draws above left it.
+        return torch.tensor([torch.rand((), generator=g).item() for g in self.generators],
+                            dtype=torch.float64, device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         # float64 cumsum: the inverse-CDF draw below must not land past the last token.
-        probs = torch.softmax(scores.double() / self.temperature, dim=-1)  # (batch, vocab)
+        probs = torch.softmax(scores.double().div_(self.temperature), dim=-1)  # (batch, vocab)
         order = None
         if self.top_p < 1.0:
             probs, order = probs.sort(dim=-1, descending=True)
@@ -72,12 +87,7 @@ class _PerRowSampling(LogitsProcessor):
         cdf = probs.cumsum(dim=-1)
         # One uniform per row from that row's own stream (CPU generators: same draws on any
         # device), scaled by the kept mass: an inverse-CDF draw.
-        uniforms = torch.tensor(
-            [torch.rand((), generator=g).item() for g in self.generators],
-            dtype=torch.float64,
-            device=scores.device,
-        )
-        targets = (uniforms * cdf[:, -1]).unsqueeze(-1)
+        targets = (self._uniforms(scores.device) * cdf[:, -1]).unsqueeze(-1)
         picked = torch.searchsorted(cdf, targets, right=True).clamp_(max=cdf.shape[-1] - 1)
         if order is not None:
             picked = order.gather(-1, picked)
@@ -210,7 +220,7 @@ class HFSampler:
                 torch.Generator().manual_seed(derive_seed(cfg.seed, req.problem_id, k))
                 for _, req, k in rows
             ]
-            processors.append(_PerRowSampling(generators, cfg.temperature, cfg.top_p))
+            processors.append(_PerRowSampling(generators, cfg.temperature, cfg.top_p, steps=budget))
         criteria = StoppingCriteriaList()
         stopper = None
         stops = [req.stops(cfg) for _, req, _ in rows]
