@@ -288,3 +288,12 @@ def test_a_checkpoint_deleted_by_hand_is_named_when_the_run_goes_on_from_it(conf
     assert main(["run", str(config), "--run-dir", str(rd), "--set", "iterations=2"]) == 2
     assert one_error_line(capsys) == (f"leti: error: {rd}/iterations/1/checkpoint: missing, and the run goes on from "
                                       "iteration 1's weights; restore it, or start again with a new --run-dir")
+
+
+@pytest.mark.parametrize("text, kind", [("[]\n", "list"), ("0\n", "int"), ("false\n", "bool")])
+def test_a_falsy_top_level_is_not_read_as_an_empty_config(tmp_path, capsys, text, kind):
+    # `[]` used to mean "no fields": a full paper-default run instead of an error
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys) == f"leti: error: {path}: top level must be a mapping of fields, got {kind}"

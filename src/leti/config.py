@@ -154,7 +154,7 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
     (and the line, for syntax errors)."""
     p = Path(path)
     try:
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
     except IsADirectoryError:
@@ -170,7 +170,9 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise LetiError(f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-    if not isinstance(raw, dict):
+    if raw is None:  # an empty file (or only comments): every field keeps its default
+        return {}
+    if not isinstance(raw, dict):  # also [], 0, false: not read as "no fields"
         raise LetiError(f"{p}: top level must be a mapping of fields, got {type(raw).__name__}")
     return raw
 

@@ -60,7 +60,7 @@ def _started_config(rd: RunDir) -> dict:
     """The config.yaml a run directory was started with, as a mapping."""
     fix = "restore it (it is the config the run started with) or use a new --run-dir"
     try:
-        old = yaml.safe_load(rd.config_path.read_text(encoding="utf-8")) or {}
+        old = yaml.safe_load(rd.config_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError):
         raise LetiError(f"{rd.config_path}: damaged, not valid YAML; {fix}") from None
     if not isinstance(old, dict):
