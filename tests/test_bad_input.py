@@ -297,3 +297,11 @@ def test_a_falsy_top_level_is_not_read_as_an_empty_config(tmp_path, capsys, text
     path.write_text(text)
     assert main(["run", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys) == f"leti: error: {path}: top level must be a mapping of fields, got {kind}"
+
+
+def test_a_task_path_starting_with_a_tilde_is_the_home_directory(tmp_path, monkeypatch, capsys):
+    # the shell expands ~ only at the start of a word, never after "jsonl:"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "t.jsonl").write_text('{"id": "a", "prompt": "x = 1\\n", "tests": "assert x == 1"}\n')
+    assert main(["tasks", "show", "jsonl:~/t.jsonl", "a"]) == 0
+    assert "assert x == 1" in capsys.readouterr().out

@@ -154,13 +154,13 @@ class EaeJsonlTask(EaeTask):
             if not key.strip() or not value.strip():
                 raise LetiError(f"task spec 'eae-jsonl:{spec}': {item!r} needs a name and a path, e.g. test=PATH or ontology=PATH")
             if key == "ontology":
-                ontology = Path(value)
+                ontology = Path(value).expanduser()  # the shell leaves ~ alone inside a spec
             elif key == "min_f1":
                 min_f1 = _min_f1(value, f"eae-jsonl:{spec}")
             elif key in files:
                 raise LetiError(f"task spec 'eae-jsonl:{spec}': split {key!r} is given twice")
             else:
-                files[key] = Path(value)
+                files[key] = Path(value).expanduser()
         if not files:
             raise LetiError(f"task spec 'eae-jsonl:{spec}': name at least one data file, e.g. eae-jsonl:test=PATH")
         super().__init__(files, ontology, min_f1, "eae")

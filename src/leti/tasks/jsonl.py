@@ -117,7 +117,7 @@ class JsonlTask(Task):
     citation = ""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # the shell leaves ~ alone after "jsonl:"
         self.name = f"jsonl:{path}"
 
     def load_problems(self) -> list[Problem]:
