@@ -305,3 +305,8 @@ def test_a_task_path_starting_with_a_tilde_is_the_home_directory(tmp_path, monke
     (tmp_path / "t.jsonl").write_text('{"id": "a", "prompt": "x = 1\\n", "tests": "assert x == 1"}\n')
     assert main(["tasks", "show", "jsonl:~/t.jsonl", "a"]) == 0
     assert "assert x == 1" in capsys.readouterr().out
+
+
+def test_an_error_quoting_a_value_with_a_line_break_stays_one_line(tmp_path, capsys):
+    assert main(["tasks", "show", f"jsonl:{tmp_path}/two\nlines.jsonl"]) == 2
+    assert one_error_line(capsys).startswith(f"leti: error: {tmp_path}/two lines.jsonl: task file not found")

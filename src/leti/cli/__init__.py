@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LetiError as e:
-        print(f"leti: error: {e}", file=sys.stderr)
+        # one line even when a message quotes a user value with a line break in it (a path)
+        print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
         return 2
     except OSError as e:
         # A path the user gave that the OS refuses (a file where a folder is needed, a folder
