@@ -310,3 +310,21 @@ def test_a_task_path_starting_with_a_tilde_is_the_home_directory(tmp_path, monke
 def test_an_error_quoting_a_value_with_a_line_break_stays_one_line(tmp_path, capsys):
     assert main(["tasks", "show", f"jsonl:{tmp_path}/two\nlines.jsonl"]) == 2
     assert one_error_line(capsys).startswith(f"leti: error: {tmp_path}/two lines.jsonl: task file not found")
+
+
+def test_a_new_run_never_writes_over_a_directory_of_other_files(config, tmp_path, capsys):
+    own = tmp_path / "project"
+    own.mkdir()
+    (own / "config.yaml").write_text(config.read_text() + "# my notes\n")
+    assert main(["run", str(own / "config.yaml"), "--run-dir", str(own)]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {own}: not empty and not a leti run directory (it holds "
+                                      "'config.yaml'); pass a new or empty --run-dir")
+    assert (own / "config.yaml").read_text().endswith("# my notes\n") and not (own / "run.json").exists()
+
+
+def test_a_run_directory_whose_config_was_deleted_is_not_restarted_over_its_output(config, tmp_path, capsys):
+    rd = _run_dir(tmp_path, config)
+    (rd / "config.yaml").unlink()
+    assert main(["run", str(config), "--run-dir", str(rd)]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {rd}/config.yaml: missing, but {rd} holds a run's output; "
+                                      "restore it or use a new --run-dir")

@@ -99,9 +99,25 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
                     "resume with the same config or use a new --run-dir"
                 )
     else:
+        _check_fresh(rd)
         write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
     write_text_atomic(rd.config_path, dump_config(cfg))
     return resuming
+
+
+def _check_fresh(rd: RunDir) -> None:
+    """A new run writes config.yaml and run.json: never over files of something else (a
+    config.yaml of the user's own, with --run-dir .), nor into the output of a run whose
+    config.yaml is gone (its samples would be reused under another config)."""
+    if (rd.root / "run.json").exists():
+        if rd.has_output():
+            raise LetiError(f"{rd.config_path}: missing, but {rd.root} holds a run's output; restore it or use a new --run-dir")
+        return  # a leti run that stopped before writing anything: it starts afresh
+    # iterations/ may hold stages shared before the run starts (the demo's arms)
+    foreign = sorted(p.name for p in rd.root.iterdir() if p.name not in (".lock", "iterations"))
+    if foreign:
+        raise LetiError(f"{rd.root}: not empty and not a leti run directory (it holds '{foreign[0]}'); "
+                        "pass a new or empty --run-dir")
 
 
 def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConfig:
