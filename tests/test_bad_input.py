@@ -328,3 +328,16 @@ def test_a_run_directory_whose_config_was_deleted_is_not_restarted_over_its_outp
     assert main(["run", str(config), "--run-dir", str(rd)]) == 2
     assert one_error_line(capsys) == (f"leti: error: {rd}/config.yaml: missing, but {rd} holds a run's output; "
                                       "restore it or use a new --run-dir")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--vllm", "dtype=float16"], "--vllm dtype=float16: engine settings apply to --backend vllm; add it or drop --vllm"),
+    (["--backend", "vllm", "--device", "cpu"],
+     "--device cpu: applies to --backend hf (vLLM places the model itself); drop --device"),
+])
+def test_evaluate_refuses_settings_of_the_backend_it_does_not_use(tmp_path, add_task, capsys, flags, message):
+    out = tmp_path / "out"
+    argv = ["evaluate", "--task", add_task, "--split", "test", "--model", str(tmp_path / "m"), "--out", str(out), *flags]
+    assert main(argv) == 2
+    assert one_error_line(capsys) == f"leti: error: {message}"
+    assert not out.exists()

@@ -130,6 +130,11 @@ def check_generation_flags(args: argparse.Namespace) -> None:
             raise LetiError(f"{flag} {value}: must be a positive integer")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise LetiError(f"--top-p {args.top_p:g}: must be in (0, 1] (1 = off)")
+    # settings of the other backend would be ignored without a word
+    if args.vllm and args.backend != "vllm":
+        raise LetiError(f"--vllm {args.vllm[0]}: engine settings apply to --backend vllm; add it or drop --vllm")
+    if args.device != "auto" and args.backend == "vllm":
+        raise LetiError(f"--device {args.device}: applies to --backend hf (vLLM places the model itself); drop --device")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
