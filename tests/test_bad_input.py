@@ -341,3 +341,12 @@ def test_evaluate_refuses_settings_of_the_backend_it_does_not_use(tmp_path, add_
     assert main(argv) == 2
     assert one_error_line(capsys) == f"leti: error: {message}"
     assert not out.exists()
+
+
+def test_task_tests_that_are_not_valid_python_are_refused_with_their_line(tmp_path, capsys):
+    # every program of that problem would fail on the tests' own SyntaxError and train as a failure
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"id": "a", "prompt": "x = 1\\n", "tests": "assert x == 1\\nassert (x"}\n')
+    assert main(["tasks", "show", f"jsonl:{path}"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {path}:1: field 'tests' is not valid Python (line 2: '(' was "
+                                      "never closed); fix the tests")

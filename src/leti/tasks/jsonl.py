@@ -8,6 +8,7 @@ One JSON object per line (blank lines are allowed; nothing else is skipped):
     id           string or int     yes       unique problem id (ints become strings)
     prompt       string            yes       what the model continues
     tests        string            yes       code run after prompt + completion; passing = no error
+                                           (checked to be valid Python on its own)
     entry_point  string or null    no        name of the function under test (informational)
     split        string            no        default "test"
     reference    string or null    no        a correct completion, checked by `leti tasks validate`
@@ -70,6 +71,12 @@ def parse_line(obj: Any, where: str) -> Problem:
         raise LetiError(f"{where}: field 'id' is empty; give every problem a unique id")
     if not obj["tests"].strip():
         raise LetiError(f"{where}: field 'tests' is empty; without tests every program would pass")
+    try:
+        compile(obj["tests"], "tests", "exec")
+    except SyntaxError as e:  # else every program of this problem fails, and trains as a failure
+        raise LetiError(f"{where}: field 'tests' is not valid Python (line {e.lineno}: {e.msg}); fix the tests") from None
+    except ValueError as e:  # a NUL byte
+        raise LetiError(f"{where}: field 'tests' is not valid Python ({e}); fix the tests") from None
     stop = obj.get("stop")
     if stop is not None and not all(isinstance(s, str) and s for s in stop):
         raise LetiError(f"{where}: field 'stop' must be a list of non-empty strings, got {json.dumps(stop)[:60]}")
