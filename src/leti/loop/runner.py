@@ -163,7 +163,8 @@ def _check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list)
     info = read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
     if info.get("problems_sha256") not in (None, digest):
         raise LetiError(f"task '{task}': its problems (ids, prompts, tests or references) changed since the run in "
-                        f"{rd.root} started; restore the task file or use a new --run-dir")
+                        f"{rd.root} started (an edited task file, or another leti's prompts); restore them or use a "
+                        "new --run-dir")
     if info.get("problems_sha256") is None:
         write_json_atomic(path, {**info, "problems_sha256": digest})
 
