@@ -247,6 +247,21 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file):
 
 
 @pytest.mark.slow
+def test_a_run_without_reward_tokens_is_never_prompted_with_good(tmp_path, tiny_model_path, task_file):
+    # The ablation trains no <|good|>, so prefixing it would prompt with an untrained embedding.
+    run = tmp_path / "run"
+    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+                 "--set", f"task={task_file}", "--set", "iterations=2", "--set", "training_text.reward_token=false",
+                 "--set", "trainer.pretrain_mix_ratio=0"]) == 0
+    for k in (1, 2):
+        it = run / "iterations" / str(k)
+        prompts = [json.loads(x)["prompt"] for x in (it / "samples.jsonl").read_text().splitlines()]
+        prompts += [json.loads(x)["prompt"] for x in (it / "eval_samples.jsonl").read_text().splitlines()]
+        assert prompts and not any(p.startswith("<|good|>") for p in prompts), k
+        assert json.loads((it / "eval.json").read_text())["conditioned_on_good"] is False
+
+
+@pytest.mark.slow
 def test_qlora_run_saves_plain_full_precision_checkpoints(tmp_path, tiny_model_path, task_file):
     pytest.importorskip("bitsandbytes")
     run = tmp_path / "run"

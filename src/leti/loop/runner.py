@@ -7,7 +7,8 @@ untrained model. Every stage is skipped when its file exists, so rerunning resum
 Conditioning on `<|good|>` follows one rule: a model that has been trained on reward tokens is
 prompted with `<|good|>` (sampling from iteration 2, evaluation from iteration 1, i.e. every
 evaluation of a trained LeTI model; spec: "generation at test time is conditioned on <|good|>").
-The base model (iteration 0) and SFT models never saw the token and get the plain prompt.
+The base model (iteration 0), SFT models and runs with `training_text.reward_token: false` never
+trained on the token and get the plain prompt.
 """
 
 from __future__ import annotations
@@ -244,6 +245,9 @@ class _Context:
         self.cfg, self.rd, self.task, self.executor, self.slot, self.mode = cfg, rd, task, executor, slot, mode
         self.group = group
         self.train_problems, self.eval_problems = train_problems, eval_problems
+        # Only a model whose training texts started with reward tokens knows what <|good|> means;
+        # otherwise its embedding is still the mean initialisation.
+        self.rewarded = mode == "leti" and cfg.training_text.reward_token
 
     def source(self, k: int) -> str:
         """Weights at the end of iteration k (k = 0: the configured model)."""
@@ -295,7 +299,7 @@ class _Context:
         sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
         records = stages.sample_and_execute(
             sampler, self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
-            condition_on_good=k >= 2, desc=f"iter {k} train", progress=cfg.progress)
+            condition_on_good=self.rewarded and k >= 2, desc=f"iter {k} train", progress=cfg.progress)
         wall = round(time.time() - t0, 2)
         write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler)})
         return records, wall
@@ -365,7 +369,7 @@ class _Context:
         if rd.eval(k).exists():
             return read_json(rd.eval(k), ("pass@k", "wall_s"))
         t0 = time.time()
-        conditioned = self.mode == "leti" and k >= 1
+        conditioned = self.rewarded and k >= 1
         sampler = self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True))
         records = stages.sample_and_execute(
             sampler, self.task, self.eval_problems, cfg.eval.n, self.executor, rd.eval_samples(k),
