@@ -205,3 +205,22 @@ def test_build_folders_of_killed_runs_are_cleaned(tmp_path):
     tmp = _fresh_tmp(final)
     assert tmp == tmp_path / f"abc123.tmp{os.getpid()}" and tmp.is_dir() and not any(tmp.iterdir())
     assert not dead.exists() and live.exists()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_every_family_prompt_fits_the_quick_models_context(tmp_path, monkeypatch, seed):
+    """Any seed's problems may be drawn, so the longest prompt of the whole family (with the
+    <|good|> prefix) plus the new tokens must fit the warm start's positions (256 did not: a
+    383-token prompt stopped `leti demo --quick --seed 5` at iteration 0)."""
+    from leti.demo.config import warmstart_for
+    from leti.demo.warmstart import warm_start
+    from leti.model import load_model_and_tokenizer
+    from leti.tasks import get_task
+
+    cfg = load_demo_config(preset_path(True))
+    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path))
+    _, tok = load_model_and_tokenizer(str(warm_start(warmstart_for(cfg, seed), progress=False)))
+    task = get_task(f"synthetic:seed={seed}")
+    longest = max(len(tok("<|good|>" + p.prompt)["input_ids"]) for split in ("train", "test") for p in task.problems(split))
+    new = max(cfg.run["sampling"]["max_new_tokens"], cfg.run["eval"]["max_new_tokens"])
+    assert longest + new <= cfg.warmstart.n_positions
