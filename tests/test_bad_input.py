@@ -148,6 +148,13 @@ def test_demo_refuses_a_thread_count_below_one(tmp_path, capsys):
     assert one_error_line(capsys) == "leti: error: --threads 0: must be >= 1 (leave it out for torch's choice)"
 
 
+def test_demo_refuses_a_negative_seed_before_its_warm_start(tmp_path, capsys):
+    # was: a warm start and iteration 0, then "sampling.seed=-4 must be an integer >= 0"
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--quick", "--seed", "-5"]) == 2
+    assert one_error_line(capsys) == "leti: error: --seed must be >= 0, got -5"
+    assert not (tmp_path / "demo").exists()
+
+
 # --- damaged run directories ---------------------------------------------------------------------
 
 def _run_dir(tmp_path: Path, config: Path) -> Path:
