@@ -1,10 +1,8 @@
 """The repeated work a CPU iteration used to do, old way against leti's, in one process.
 
 On a demo-sized iteration (the demo's task, 192 problems x 4 samples, a random-init GPT-2 of the
-demo's shape with a 1024-token BPE, the demo's pretraining mix of 96 batches of 16 x 192):
+demo's shape with a 1024-token BPE):
 
-  pretraining stream  3 training stages: each re-read and re-tokenised the corpus (old) / the
-                      process tokenises it once (leti.training.data.pretrain_batches)
   training texts      768 texts ending in EOS: tokenised twice each (old encode_prompt) / once
   decode              768 completions: the prompt decoded per sample (old) / once per prompt
   peft import         a run without LoRA: is_peft imported peft (old) / does not (a fresh
@@ -57,7 +55,6 @@ def main() -> None:
     from leti.model import decode_completion, decode_prompt, encode_prompt, load_model_and_tokenizer
     from leti.tasks.registry import get_task
     from leti.testing import make_tiny_model
-    from leti.training import data
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,36 +64,6 @@ def main() -> None:
         completion = "    result = []\n    for x in items:\n        result.append(x * 2)\n    return result\n"
         texts = [f"<|bad|><|lang_feedback|>NameError: name 'y' is not defined<|/lang_feedback|>{p.prompt}{completion}"
                  f"{tok.eos_token}" for p in problems for _ in range(4)]
-
-        # A corpus of stdlib files as a directory (the demo's is its warm start's generated code).
-        corpus = f"{tmp}/corpus"
-        os.mkdir(corpus)
-        for i, f in enumerate(data.stdlib_files(400)):
-            text = data._read(f)
-            if text is not None:
-                with open(f"{corpus}/part_{i:04d}.py", "w", encoding="utf-8") as out:
-                    out.write(text)
-
-        def stages(stream) -> list:
-            got = []
-            for _ in range(3):
-                it = stream()
-                got.append([next(it) for _ in range(96 * 16)])
-            return got
-
-        def old_stream():
-            while True:
-                yield from data.pack_blocks(data.iter_corpus(corpus, 1000), tok, 192, data.PackingStats())
-
-        def new_stream():
-            for batch in data.pretrain_batches(tok, corpus, 192, 16, 1000, data.PackingStats()):
-                yield from batch["input_ids"].tolist()
-
-        data._CORPUS_CACHE.clear()
-        old_s, old_out = cpu(lambda: stages(old_stream), args.repeat)
-        data._CORPUS_CACHE.clear()  # the first stage of the new side tokenises: as in a run
-        new_s, new_out = cpu(lambda: (data._CORPUS_CACHE.clear(), stages(new_stream))[1], args.repeat)
-        rows.append(("pretraining stream (3 stages)", old_s, new_s, old_out == new_out))
 
         old_s, old_out = cpu(lambda: [old_encode(tok, t) for t in texts], args.repeat)
         new_s, new_out = cpu(lambda: [encode_prompt(tok, t) for t in texts], args.repeat)

@@ -10,10 +10,8 @@ id with the pad token still counts.
 from __future__ import annotations
 
 import sysconfig
-import weakref
-from array import array
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -81,42 +79,24 @@ def stdlib_files(max_files: int) -> list[Path]:
     return files[:max_files]
 
 
-def _is_local(corpus: str) -> bool:
-    return corpus == "stdlib" or Path(corpus).is_dir()
-
-
-def _local_paths(corpus: str, max_files: int) -> list[Path] | None:
-    """The files of a local corpus ('stdlib' or a directory of .py files), in their fixed order;
-    None for a Hugging Face dataset name."""
+def iter_corpus(corpus: str, max_files: int, hf_data_dir: str | None = None,
+                text_field: str = "content") -> Iterator[str]:
+    """Source texts of the pretraining corpus, lazily, in a fixed order."""
     if corpus == "stdlib":
-        return stdlib_files(max_files)
-    if _is_local(corpus):
+        paths = stdlib_files(max_files)
+    elif Path(corpus).is_dir():
         root = Path(corpus)
         paths = sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix())[:max_files]
         if not paths:
             raise LetiError(f"trainer.pretrain_corpus: directory '{corpus}' holds no .py files; point it at Python sources or use 'stdlib'")
-        return paths
-    return None
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError):
-        return None  # a few stdlib test files are deliberately not UTF-8
-
-
-def iter_corpus(corpus: str, max_files: int, hf_data_dir: str | None = None,
-                text_field: str = "content") -> Iterator[str]:
-    """Source texts of the pretraining corpus, lazily, in a fixed order."""
-    paths = _local_paths(corpus, max_files)
-    if paths is None:
+    else:
         yield from _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
         return
     for path in paths:
-        text = _read(path)
-        if text is not None:
-            yield text
+        try:
+            yield path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # a few stdlib test files are deliberately not UTF-8
 
 
 def check_corpus(corpus: str, hf_data_dir: str | None = None, text_field: str = "content") -> None:
@@ -166,28 +146,16 @@ class PackingStats:
         return self.tokens / self.slots if self.slots else 0.0
 
 
-def _plain_ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-
-
 def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: PackingStats) -> Iterator[list[int]]:
     """Concatenate documents with EOS separators and cut the stream into full blocks of
     `block_size` tokens. Blocks are always full (a document spills into the next block), so
     packing efficiency is 100% except for a final partial block, which is dropped."""
-    eos = _separator(tokenizer)
-    yield from _pack((_plain_ids(tokenizer, text) for text in texts), eos, block_size, stats)
-
-
-def _separator(tokenizer) -> int:
-    if tokenizer.eos_token_id is None:
+    eos = tokenizer.eos_token_id
+    if eos is None:
         raise LetiError("tokenizer has no eos token; pretraining packing needs one as a document separator")
-    return tokenizer.eos_token_id
-
-
-def _pack(docs: Iterator[Sequence[int]], eos: int, block_size: int, stats: PackingStats) -> Iterator[list[int]]:
     buf: list[int] = []
-    for ids in docs:
-        buf.extend(ids)
+    for text in texts:
+        buf.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         buf.append(eos)
         start = 0  # cut blocks off the front by index: slicing the rest per block is quadratic
         while len(buf) - start >= block_size:
@@ -198,57 +166,6 @@ def _pack(docs: Iterator[Sequence[int]], eos: int, block_size: int, stats: Packi
         del buf[:start]
 
 
-@dataclass
-class _CorpusTokens:
-    """The documents of a local corpus tokenised so far, in corpus order: docs[i] holds the ids
-    of the i-th readable file of paths[:next_path]."""
-
-    tokenizer: weakref.ref
-    paths: list[Path]
-    docs: list[array] = field(default_factory=list)
-    next_path: int = 0
-    n_tokens: int = 0
-
-
-# Every training stage's pretraining stream starts again at the corpus's first file, so each
-# iteration of a run would re-read and re-tokenise the same files; the process keeps them (one
-# corpus, up to this many ids, 4 bytes each). Keyed by the tokenizer object and its size:
-# leti adds its tokens when loading, never between training stages.
-_CORPUS_CACHE: dict[tuple[str, int, int], _CorpusTokens] = {}
-_CACHE_MAX_TOKENS = 16_000_000
-
-
-def _local_docs(tokenizer, corpus: str, max_files: int) -> Iterator[Sequence[int]]:
-    """Token ids of each readable file of a local corpus, in order, from the cache where it has them."""
-    key = (corpus, max_files, len(tokenizer))
-    entry = _CORPUS_CACHE.get(key)
-    if entry is None or entry.tokenizer() is not tokenizer:
-        paths = _local_paths(corpus, max_files) or []
-        _CORPUS_CACHE.clear()
-        entry = _CORPUS_CACHE[key] = _CorpusTokens(weakref.ref(tokenizer), paths)
-    i = 0
-    while True:
-        if i < len(entry.docs):
-            i += 1
-            yield entry.docs[i - 1]
-            continue
-        pos = entry.next_path
-        if pos >= len(entry.paths):
-            return
-        if entry.n_tokens >= _CACHE_MAX_TOKENS:  # the cache is full: the rest streams as it comes
-            for path in entry.paths[pos:]:
-                text = _read(path)
-                if text is not None:
-                    yield _plain_ids(tokenizer, text)
-            return
-        text = _read(entry.paths[pos])
-        entry.next_path = pos + 1
-        if text is not None:
-            ids = array("i", _plain_ids(tokenizer, text))
-            entry.docs.append(ids)
-            entry.n_tokens += len(ids)
-
-
 def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
                      stats: PackingStats, hf_data_dir: str | None = None,
                      text_field: str = "content") -> Iterator[dict[str, torch.Tensor]]:
@@ -257,11 +174,7 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
     while True:
         batch: list[list[int]] = []
         emitted = False
-        if _is_local(corpus):
-            docs = _local_docs(tokenizer, corpus, max_files)
-        else:  # a hub dataset, streamed: too large to keep
-            docs = (_plain_ids(tokenizer, text) for text in _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field))
-        for block in _pack(docs, _separator(tokenizer), block_size, stats):
+        for block in pack_blocks(iter_corpus(corpus, max_files, hf_data_dir, text_field), tokenizer, block_size, stats):
             batch.append(block)
             if len(batch) == batch_size:
                 emitted = True
