@@ -91,6 +91,25 @@ def test_append_eos_without_an_eos_token_is_refused_at_run_start(config, tmp_pat
         assert not (run_dir / "iterations").exists()  # refused before any sampling
 
 
+@pytest.mark.parametrize("corpus", ["./no-such-corpus", "~/no-such-corpus", "/no/such/corpus"])
+def test_a_pretraining_corpus_path_that_is_missing_is_named_as_a_path(config, tmp_path, capsys, monkeypatch, corpus):
+    # was: "cannot load dataset (HFValidationError: Repo id must use alphanumeric chars ...)"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = ["run", str(config), "--run-dir", str(tmp_path / "run"), "--set", "trainer.pretrain_mix_ratio=1",
+            "--set", f"trainer.pretrain_corpus={corpus}"]
+    assert main(args) == 2
+    where = str(Path(corpus).expanduser())
+    assert one_error_line(capsys) == (f"leti: error: trainer.pretrain_corpus: no directory '{where}'; point it at a "
+                                      "directory of .py files, 'stdlib', or a Hugging Face dataset name")
+    (tmp_path / "no-such-corpus").mkdir()
+    (tmp_path / "no-such-corpus" / "a.py").write_text("x = 1\n")
+    if not corpus.startswith("/"):  # the same path, once it exists, is read (~ expanded)
+        from leti.training.data import iter_corpus
+
+        assert list(iter_corpus(corpus, 5)) == ["x = 1\n"]
+
+
 # --- task specs and task files -------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, message", [

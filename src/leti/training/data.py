@@ -82,6 +82,11 @@ def stdlib_files(max_files: int) -> list[Path]:
 def iter_corpus(corpus: str, max_files: int, hf_data_dir: str | None = None,
                 text_field: str = "content") -> Iterator[str]:
     """Source texts of the pretraining corpus, lazily, in a fixed order."""
+    if corpus.startswith(("/", "./", "../", "~")):  # a path, never a dataset name: say so, not the hub's name rules
+        corpus = str(Path(corpus).expanduser())
+        if not Path(corpus).is_dir():
+            raise LetiError(f"trainer.pretrain_corpus: no directory '{corpus}'; point it at a directory of .py files, "
+                            "'stdlib', or a Hugging Face dataset name")
     if corpus == "stdlib":
         paths = stdlib_files(max_files)
     elif Path(corpus).is_dir():
