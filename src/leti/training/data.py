@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from leti.errors import LetiError
+from leti.errors import LetiError, first_line
 from leti.model import encode_prompt
 
 
@@ -121,7 +121,7 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
         ds = datasets.load_dataset(name, data_dir=data_dir, split="train", streaming=True)
     except Exception as e:
         raise LetiError(
-            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({_first_line(e)}); offline, set "
+            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({first_line(e)}); offline, set "
             "trainer.pretrain_corpus: stdlib (or a directory of .py files); online, check the name, the "
             "network and, for a gated dataset, its terms and `huggingface-cli login`"
         ) from e
@@ -132,12 +132,6 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
             raise LetiError(f"trainer.pretrain_text_field: dataset '{name}' has no column '{text_field}' (columns: {sorted(row)})")
         yield row[text_field]
 
-
-def _first_line(error: Exception, limit: int = 200) -> str:
-    """The error's type and the first line of its message, capped (hub errors run long)."""
-    line = next((x.strip() for x in str(error).splitlines() if x.strip()), "")
-    text = f"{type(error).__name__}: {line}" if line else type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass

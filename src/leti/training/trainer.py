@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from leti.errors import LetiError
+from leti.errors import LetiError, first_line
 from leti.model import model_context
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
@@ -167,8 +167,14 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
         log_with=cfg.report_to or None, project_dir=log_dir,
     )
     if cfg.report_to:
-        accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
-                                  init_kwargs=_tracker_kwargs(log_dir, tracker_run))
+        try:
+            accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
+                                      init_kwargs=_tracker_kwargs(log_dir, tracker_run))
+        except Exception as e:
+            if type(e).__module__.startswith("wandb"):  # no login (UsageError) and the like: wandb's words, one line
+                raise LetiError(f"trainer.report_to: wandb could not start ({first_line(e)}); run `wandb login`, "
+                                "set WANDB_MODE=offline, or remove wandb from trainer.report_to") from None
+            raise
     check_strategy(accelerator, cfg)
     return accelerator
 
