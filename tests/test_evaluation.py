@@ -480,6 +480,15 @@ def test_a_prompt_prefix_the_tokenizer_lacks_is_a_warning(tiny_model_path: str, 
     leti_ckpt = save_model(*load_model_and_tokenizer(tiny_model_path, device="cpu"), tmp_path / "leti-ckpt")
     assert main([*common, "--model", str(leti_ckpt), "--out", str(tmp_path / "leti")]) == 0
     assert "warning" not in capsys.readouterr().err
+    # No prefix: a base model is evaluated as it is; a checkpoint leti saved gets a reminder.
+    plain = common[:-2]
+    assert main([*plain, "--model", tiny_model_path, "--out", str(tmp_path / "base-plain")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*plain, "--model", str(leti_ckpt), "--out", str(tmp_path / "leti-plain")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"leti: warning: no --prompt-prefix, but {leti_ckpt}'s tokenizer has <|good|> (a checkpoint "
+                        "leti saved): a LeTI-trained model is evaluated conditioned on it (spec), so pass "
+                        "--prompt-prefix '<|good|>'; leave it out for an SFT or untrained model"]
 
 
 def test_prompt_prefix_warning_wording() -> None:
@@ -492,6 +501,8 @@ def test_prompt_prefix_warning_wording() -> None:
     assert prompt_prefix_warning("<|good|>", "m", {"<|good|>"}, "hf") is None
     assert prompt_prefix_warning("# Python 3\n", "m", set(), "hf") is None  # plain text on purpose
     assert prompt_prefix_warning("<|good|>", "m", None, "vllm") is None  # unknown (hub id with vllm)
+    assert prompt_prefix_warning("", "m", {"<|endoftext|>"}, "hf") is None  # a base model, as it is
+    assert prompt_prefix_warning("", "m", {"<|good|>", "<|bad|>"}, "hf").startswith("leti: warning: no --prompt-prefix")
 
 
 def test_temperature_summary_carries_each_temperatures_stderr() -> None:

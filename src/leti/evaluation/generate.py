@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leti.errors import LetiError
+from leti.feedback.training_text import GOOD
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks.base import Problem, Task
 
@@ -122,10 +123,18 @@ def _write_settings(out_path: Path, settings: dict) -> None:
 def prompt_prefix_warning(prefix: str, model: str, checkpoint_special: set[str] | frozenset[str] | None,
                           backend: str) -> str | None:
     """A warning line when the prompt prefix holds something that looks like a special token
-    (<|good|>) which the checkpoint's own tokenizer does not have; None otherwise or when the
-    checkpoint's tokens are unknown. A plain-text prefix is the user's choice and not checked."""
-    if not prefix or checkpoint_special is None:
+    (<|good|>) which the checkpoint's own tokenizer does not have, or when there is no prefix and
+    the checkpoint has <|good|> (one leti saved: the spec evaluates LeTI-trained models conditioned
+    on it); None otherwise or when the checkpoint's tokens are unknown. A plain-text prefix is the
+    user's choice and not checked."""
+    if checkpoint_special is None:
         return None
+    if not prefix:
+        if GOOD not in checkpoint_special:
+            return None
+        return (f"leti: warning: no --prompt-prefix, but {model}'s tokenizer has {GOOD} (a checkpoint leti saved): "
+                f"a LeTI-trained model is evaluated conditioned on it (spec), so pass --prompt-prefix '{GOOD}'; "
+                "leave it out for an SFT or untrained model")
     missing = [t for t in _SPECIAL_LOOKING.findall(prefix) if t not in checkpoint_special]
     if not missing:
         return None
@@ -192,8 +201,7 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
         sampler = get_sampler(config, model, tokenizer, trust_remote_code=req.trust_remote_code)
     except RemoteCodeNotTrusted as err:
         raise RemoteCodeNotTrusted(err.model, "pass --trust-remote-code") from None
-    checkpoint_special = (checkpoint_special_tokens(req.model, req.trust_remote_code)
-                          if req.prompt_prefix else None)
+    checkpoint_special = checkpoint_special_tokens(req.model, req.trust_remote_code)
     warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
     if warning:
         print(warning, file=sys.stderr)
