@@ -31,10 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from leti.demo.config import ARM_LABEL
     from leti.demo.run import run_demo
-    from leti.errors import LetiError
-
-    if args.threads is not None and args.threads < 1:  # 0 would silently mean torch's default
-        raise LetiError(f"--threads {args.threads}: must be >= 1 (leave it out for torch's choice)")
 
     s = run_demo(args.run_dir, seed=args.seed, seeds=args.seeds, quick=args.quick,
                  config=args.config, threads=args.threads, arms=args.arms)

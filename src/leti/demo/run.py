@@ -101,6 +101,8 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
         raise LetiError(f"--seeds must be >= 1, got {seeds}")
     if seed < 0:  # the run's sampling seeds derive from it and must be >= 0: refused now, not after a warm start
         raise LetiError(f"--seed must be >= 0, got {seed}")
+    if threads is not None and threads < 1:  # 0 would silently mean torch's default
+        raise LetiError(f"--threads {threads}: must be >= 1 (leave it out for torch's choice)")
     arms = select_arms(arms)
     if threads:
         torch.set_num_threads(threads)
