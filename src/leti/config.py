@@ -321,5 +321,28 @@ def config_to_dict(cfg: Any) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
+def flatten_config(d: dict, prefix: str = "") -> dict:
+    """A config mapping as {"section.field": value} (nested sections joined with dots)."""
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# Fields that change where or how fast a run goes, not what it computes: a resumed run may
+# change them (leti run), and two runs that differ only in them are comparable (leti report).
+RESUMABLE_CHANGES = frozenset({
+    "iterations", "progress", "keep_checkpoints", "device", "execution.workers",
+    "sampling.batch_size", "eval.batch_size", "trainer.report_to", "trainer.log_every",
+    "sampling.data_parallel",
+    # engine/cluster knobs
+    "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
+    "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
+    "execution.backend", "execution.ray_address", "execution.ray_actors"})
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -24,7 +24,7 @@ from typing import Literal
 
 import yaml
 
-from leti.config import RunConfig, config_to_dict, dump_config
+from leti.config import RESUMABLE_CHANGES, RunConfig, config_to_dict, dump_config, flatten_config
 from leti.errors import LetiError
 from leti.execution.ray_pool import make_executor
 from leti.loop import stages
@@ -43,16 +43,6 @@ from leti.tasks.registry import get_task
 
 Mode = Literal["leti", "sft"]
 
-# Fields that may change between a run's start and its resumption without changing results.
-_RESUMABLE_CHANGES = {"iterations", "progress", "keep_checkpoints", "device", "execution.workers",
-                      "sampling.batch_size", "eval.batch_size", "trainer.report_to", "trainer.log_every",
-                      "sampling.data_parallel",
-                      # engine/cluster knobs: where and how fast, not what is computed
-                      "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
-                      "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
-                      "execution.backend", "execution.ray_address", "execution.ray_actors"}
-
-
 # What the loop reads back from a train_stats.json (a damaged one is an error naming it).
 _TRAIN_KEYS = ("optimizer_steps", "loss_mean", "wall_s")
 
@@ -69,16 +59,6 @@ def _started_config(rd: RunDir) -> dict:
     return old
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
     A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
@@ -88,13 +68,13 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
         info = read_json(rd.root / "run.json", required=("mode",)) if (rd.root / "run.json").exists() else {"mode": mode}
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
-        old = _flatten(_started_config(rd))
-        new = _flatten(config_to_dict(cfg))
-        defaults = _flatten(config_to_dict(RunConfig()))
+        old = flatten_config(_started_config(rd))
+        new = flatten_config(config_to_dict(cfg))
+        defaults = flatten_config(config_to_dict(RunConfig()))
         for key in sorted(set(old) | set(new)):
             # a field added to leti after the run started is fine while it keeps its default
             added = key not in old and new.get(key) == defaults.get(key)
-            if key not in _RESUMABLE_CHANGES and not added and old.get(key) != new.get(key):
+            if key not in RESUMABLE_CHANGES and not added and old.get(key) != new.get(key):
                 raise LetiError(
                     f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
                     "resume with the same config or use a new --run-dir"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from leti.config import RESUMABLE_CHANGES
 from leti.errors import LetiError
 from leti.report.data import RunHistory, final_difference, load_run, read_summary, steps_to_reach
 from leti.report.plots import plot_failures, plot_pass_at_1
@@ -88,20 +89,7 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
 # comparison. Everything else (model, task, seed, sampling, evaluation, trainer) must be equal.
 _ARM_FIELDS = {"training_text.textual_feedback", "training_text.feedback_content", "training_text.keep_failures",
                "training_text.postprocess_hints", "training_text.feedback_style", "execution.feedback_style"}
-_WHERE_OR_HOW_FAST = {"iterations", "progress", "keep_checkpoints", "device", "eval.every", "eval.batch_size",
-                      "sampling.batch_size", "sampling.data_parallel", "trainer.report_to", "trainer.log_every",
-                      "trainer.gradient_checkpointing",
-                      "execution.workers", "execution.backend", "execution.ray_address", "execution.ray_actors"}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+_WHERE_OR_HOW_FAST = RESUMABLE_CHANGES | {"eval.every", "trainer.gradient_checkpointing"}  # and sampling.vllm.*
 
 
 def run_arm(root: Path) -> tuple[str, tuple] | None:
@@ -109,7 +97,7 @@ def run_arm(root: Path) -> tuple[str, tuple] | None:
     for any other arm (constant feedback, passing only, post-processing hints, no reward token),
     for a `leti sft` run (run.json mode "sft") and for a run without a readable config. The key is
     the config without the fields that pick the arm or only change where and how fast it went."""
-    from leti.config import config_to_dict, load_config
+    from leti.config import config_to_dict, flatten_config, load_config
 
     try:
         if json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode") == "sft":
@@ -129,7 +117,7 @@ def run_arm(root: Path) -> tuple[str, tuple] | None:
         arm = "binary"
     else:
         return None
-    flat = _flat(config_to_dict(cfg))
+    flat = flatten_config(config_to_dict(cfg))
     key = tuple(sorted((k, repr(v)) for k, v in flat.items()
                        if k not in _ARM_FIELDS and k not in _WHERE_OR_HOW_FAST and not k.startswith("sampling.vllm.")))
     return arm, key
