@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from leti.errors import LetiError
+from leti.errors import LetiError, message_line
 from leti.execution.config import ExecutionConfig
 from leti.feedback.training_text import TrainingTextConfig
 from leti.sampling.vllm_config import VLLMConfig
@@ -248,8 +248,7 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError, LetiError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LetiError(f"{where}: {msg}") from None
+        raise LetiError(f"{where}: {message_line(e)}") from None
 
 
 def _type_name(tp: Any) -> str:

@@ -5,8 +5,14 @@ class LetiError(Exception):
     """Bad input or an unusable environment. The message names the file/line/field and the fix."""
 
 
+def message_line(error: Exception) -> str:
+    """The first non-blank line of the error's message (library errors run to many lines), or
+    the type's name when the message is empty."""
+    return next((x.strip() for x in str(error).splitlines() if x.strip()), "") or type(error).__name__
+
+
 def first_line(error: Exception, limit: int = 200) -> str:
     """The error's type and the first line of its message, capped (hub errors run long)."""
-    line = next((x.strip() for x in str(error).splitlines() if x.strip()), "")
-    text = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    name = type(error).__name__
+    text = f"{name}: {message_line(error)}" if str(error).strip() else name
     return text if len(text) <= limit else text[:limit] + "..."

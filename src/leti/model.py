@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from leti.errors import LetiError
+from leti.errors import LetiError, message_line
 
 SPECIAL_TOKENS = ("<|good|>", "<|bad|>", "<|lang_feedback|>", "<|/lang_feedback|>")
 
@@ -124,12 +124,12 @@ def load_model_and_tokenizer(
     except ImportError as err:
         # Most often a model's own code importing a package this environment lacks (transformers
         # names it and the pip command): one line, not a traceback.
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = message_line(err)
         raise LetiError(f"{name_or_path} could not be loaded: {first_line}") from None
     except (OSError, ValueError) as err:
         # OSError covers unreachable hub, missing repo and missing files; ValueError covers
         # malformed repo ids and unknown model types.
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = message_line(err)
         if local is not None:
             raise LetiError(f"model directory {name_or_path} could not be loaded ({first_line})") from None
         raise LetiError(

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from leti.errors import LetiError
+from leti.errors import LetiError, message_line
 from leti.model import SPECIAL_TOKENS, adapter_config
 from leti.training.config import TrainerConfig
 
@@ -156,8 +156,7 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
         model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=compute,
                                                      device_map={"": str(device)}, trust_remote_code=own_code)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LetiError(f"QLoRA: could not load a 4-bit copy of {base!r} ({first})") from None
+        raise LetiError(f"QLoRA: could not load a 4-bit copy of {base!r} ({message_line(err)})") from None
     plain = full.get_base_model()
     rows = plain.get_input_embeddings().weight.shape[0]
     if model.get_input_embeddings().weight.shape[0] != rows:
