@@ -45,7 +45,8 @@ class Problem:
 
 class Task(ABC):
     """Subclass, set the class attributes, implement `load_problems`, and register the class
-    with `@register_task("name")` in leti/tasks/registry.py's import list."""
+    with `@register_task("name")` in leti/tasks/registry.py's import list, or from your own package
+    through a `leti.tasks` entry point (leti/tasks/plugins.py)."""
 
     name: str = ""
     description: str = ""

@@ -1,6 +1,7 @@
 """Task registry: a task is one module with a `@register_task("name")` class plus one line in
-`_TASK_MODULES`. Specs are `NAME` or `NAME:ARG` (e.g. `jsonl:my_tasks.jsonl`, `mbpp:hub`); the
-argument is passed to the task class's constructor.
+`_TASK_MODULES`, or, outside leti, an entry point of the user's own package (leti.tasks.plugins).
+Specs are `NAME` or `NAME:ARG` (e.g. `jsonl:my_tasks.jsonl`, `mbpp:hub`); the argument is passed
+to the task class's constructor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from leti.errors import LetiError
 from leti.tasks.base import Task
+from leti.tasks.plugins import load_plugins
 
 # Modules that define tasks; imported on first lookup so that `import leti.tasks` stays cheap.
 _TASK_MODULES = (
@@ -48,6 +50,7 @@ def _load_modules() -> None:
             # a missing dependency *inside* a task module is, so only that exact name is skipped.
             if e.name != module:
                 raise
+    load_plugins()  # tasks of other installed packages (entry point group leti.tasks)
 
 
 def list_tasks() -> list[str]:
