@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import os
 import shutil
 import socket
 import subprocess
@@ -20,10 +19,11 @@ CANARY = Program("def f(x):\n    return 2 * x\n", "assert f(21) == 42\n", id="ca
 
 @pytest.fixture(scope="module")
 def ex():
-    os.environ["HF_TOKEN"] = "hf_secret_canary_value"
-    with Executor(ExecutionConfig(timeout_s=2.0, workers=2)) as executor:
-        yield executor
-    os.environ.pop("HF_TOKEN", None)
+    # The host's own HF_TOKEN (if any) comes back afterwards.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_TOKEN", "hf_secret_canary_value")
+        with Executor(ExecutionConfig(timeout_s=2.0, workers=2)) as executor:
+            yield executor
 
 
 def run_then_canary(ex: Executor, source: str, tests: str = "") -> tuple:

@@ -129,10 +129,13 @@ def test_report_cli(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("leti: error:")
 
 
-@pytest.mark.parametrize("layout", ["empty"])
-def test_report_rejects_a_dir_without_runs(tmp_path, layout):
-    (tmp_path / layout).mkdir()
-    assert main(["report", str(tmp_path / layout)]) == 2
+def test_report_rejects_a_dir_without_runs(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert capsys.readouterr().err == f"leti: error: {empty}: no run found (no metrics.jsonl here or in its subfolders); " \
+                                      "pass a `leti run` or `leti demo` directory\n"
+    assert not (empty / "report.md").exists()
 
 
 def test_demo_summary_averages_seeds(tmp_path):
