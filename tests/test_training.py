@@ -92,7 +92,7 @@ def test_trainer_changes_every_weight_and_reports_stats(model_and_tokenizer):
     model, tok = model_and_tokenizer
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = TrainerConfig(batch_size=4, epochs=2, max_length=64, learning_rate=1e-3, pretrain_corpus="stdlib",
-                        pretrain_max_files=5)
+                        pretrain_max_files=5, gradient_accumulation_steps=1)
     assert model.loss_type is None  # GPT-2: transformers warns at the first loss unless it is named
     model, stats = train(model, tok, TEXTS, cfg, progress=False)
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]

@@ -1,8 +1,11 @@
 """Fine-tuning settings (TRL style: one dataclass beside the trainer, help text on every field).
 
-Defaults are the authors' CodeGen-350M-mono run: AdamW, weight decay 0.01, constant lr 1e-5,
-3 epochs per iteration, bf16, alternating 1:1 with packed continued-pretraining batches of the
-first 50k Python files of The Stack (streamed from the hub; offline configs set `stdlib`).
+Defaults are the authors' CodeGen-350M-mono run (xingyaoww/LeTI, run_leti.py and
+leti/scripts/model/train/rw_conditioned/mbpp/350M/finetune+50x3+lr1e-5+mixpretrain.sh): AdamW
+(betas 0.9/0.999, weight decay 0.01 except biases and norms), constant lr 1e-5, no gradient
+clipping, 128 texts per optimiser step, texts in order, 3 epochs per iteration, bf16, whole
+optimiser steps alternating 1:1 with packed continued-pretraining batches of the first 50k Python
+files of The Stack (streamed from the hub; offline configs set `stdlib`).
 """
 
 from __future__ import annotations
@@ -39,17 +42,19 @@ class TrainerConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (authors: 0.01); not applied to biases and norms."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = off; the spec names none)."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0 = off, the authors' setting: their train step applies the gradient unclipped)."})
     epochs: int = field(default=3, metadata={"help": "Passes over one iteration's training texts (authors: 3; SFT baseline 30)."})
-    batch_size: int = field(default=8, metadata={"help": "Texts per micro-batch (per device; the spec names none)."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
+    batch_size: int = field(default=8, metadata={"help": "Texts (or pretraining blocks) per micro-batch, per device."})
+    gradient_accumulation_steps: int = field(default=16, metadata={"help": "Micro-batches per optimiser step. Default 16 x batch_size 8 = 128 texts per step on one device: the authors' global batch (16 per TPU core x 8 cores of a v3-8, 16 microbatches). With N devices, divide by N to keep 128. The loss of a step is its summed token loss over its token count, as the authors normalise."})
+    shuffle: bool = field(default=False, metadata={"help": "Shuffle the training texts each epoch. Authors: no, the texts are trained on in order (each problem's samples together); leti's order is the task's problem order, samples by index."})
     max_length: int = field(default=2048, metadata={"help": "Tokens per text (longer ones are cut at the end and counted) and pretraining block length; capped at the model's context."})
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = field(default="auto", metadata={"help": "'auto': bf16 autocast on GPUs that support it, else fp32; weights stay fp32."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})
-    pretrain_mix_ratio: float = field(default=1.0, metadata={"help": "Continued-pretraining micro-batches per LeTI micro-batch (1.0 = 1:1 alternation, authors; 0 = no mix)."})
+    pretrain_mix_ratio: float = field(default=1.0, metadata={"help": "Continued-pretraining optimiser steps per LeTI optimiser step (1.0 = 1:1 alternation of whole steps, authors; 0 = no mix). The pretraining stream starts again at its first block every epoch, as the authors' does."})
     pretrain_corpus: str = field(default="bigcode/the-stack", metadata={"help": "Continued-pretraining corpus: a Hugging Face dataset id, streamed (default: the authors' corpus, bigcode/the-stack, Python files; a gated dataset: accept its terms on the hub, then `huggingface-cli login`), 'stdlib' (this machine's Python standard library, offline) or a directory of .py files. Checked at run start."})
     pretrain_hf_data_dir: str | None = field(default="data/python", metadata={"help": "data_dir of the Hugging Face pretraining dataset (the-stack and the-stack-smol: data/python)."})
     pretrain_text_field: str = field(default="content", metadata={"help": "Text column of the Hugging Face pretraining dataset."})
+    pretrain_eos_separator: bool = field(default=False, metadata={"help": "Put the tokenizer's end-of-text token between packed pretraining documents. Authors: no, files are concatenated as they are (run_leti.py, pretrain_tokenize_function and group_texts)."})
     pretrain_max_files: int = field(default=50000, metadata={"help": "Use at most this many corpus files, in order (authors: the first 50k Python files of The Stack)."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: any of 'tensorboard', 'wandb' (must be installed)."})

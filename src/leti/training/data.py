@@ -145,17 +145,19 @@ class PackingStats:
         return self.tokens / self.slots if self.slots else 0.0
 
 
-def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: PackingStats) -> Iterator[list[int]]:
-    """Concatenate documents with EOS separators and cut the stream into full blocks of
-    `block_size` tokens. Blocks are always full (a document spills into the next block), so
-    packing efficiency is 100% except for a final partial block, which is dropped."""
+def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: PackingStats,
+                separator: bool = True) -> Iterator[list[int]]:
+    """Concatenate documents (with an EOS after each when `separator`) and cut the stream into
+    full blocks of `block_size` tokens. Blocks are always full (a document spills into the next
+    block), so packing efficiency is 100% except for a final partial block, which is dropped."""
     eos = tokenizer.eos_token_id
-    if eos is None:
-        raise LetiError("tokenizer has no eos token; pretraining packing needs one as a document separator")
+    if separator and eos is None:
+        raise LetiError("tokenizer has no eos token; set trainer.pretrain_eos_separator: false to pack documents without one")
     buf: list[int] = []
     for text in texts:
         buf.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-        buf.append(eos)
+        if separator:
+            buf.append(eos)
         start = 0  # cut blocks off the front by index: slicing the rest per block is quadratic
         while len(buf) - start >= block_size:
             block = buf[start : start + block_size]
@@ -167,13 +169,13 @@ def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: Packing
 
 def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
                      stats: PackingStats, hf_data_dir: str | None = None,
-                     text_field: str = "content") -> Iterator[dict[str, torch.Tensor]]:
+                     text_field: str = "content", separator: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """Endless stream of packed batches (the corpus restarts when exhausted)."""
     collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     while True:
         batch: list[list[int]] = []
         emitted = False
-        for block in pack_blocks(iter_corpus(corpus, max_files, hf_data_dir, text_field), tokenizer, block_size, stats):
+        for block in pack_blocks(iter_corpus(corpus, max_files, hf_data_dir, text_field), tokenizer, block_size, stats, separator):
             batch.append(block)
             if len(batch) == batch_size:
                 emitted = True

@@ -5,11 +5,17 @@ sources batch by batch (LeTI texts 1:1 with packed pretraining blocks, an endles
 Trainer wants one dataset; interleaving two with a fixed ratio and without materialising the
 pretraining stream would need a custom sampler plus a custom collator that switch sources,
 which is more code than this loop. Accelerate still does the device placement, mixed
-precision, gradient accumulation and tracker logging.
+precision, the gradient sync of accumulation windows and tracker logging.
+
+Steps follow the authors' trainer (xingyaoww/LeTI run_leti.py, train_step): one optimiser step
+takes `gradient_accumulation_steps` micro-batches of one source (LeTI texts or pretraining
+blocks; the sources alternate by whole steps), and its gradient is the summed token loss of the
+step over the step's token count, not a mean of micro-batch means.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -202,12 +208,12 @@ class _Tally:
     curve: list[tuple[int, float]] = field(default_factory=list)
     leti_tokens: int = 0
     pre_tokens: int = 0
+    steps: int = 0  # optimiser steps
 
     def stats(self, n_texts: int, n_truncated: int, max_len: int, cfg: TrainerConfig, wall_s: float) -> TrainStats:
-        n_batches = len(self.leti_losses) + len(self.pre_losses)
         return TrainStats(
             n_texts=n_texts, n_truncated=n_truncated, max_length=max_len,
-            optimizer_steps=math.ceil(n_batches / cfg.gradient_accumulation_steps),
+            optimizer_steps=self.steps,
             leti_batches=len(self.leti_losses), pretrain_batches=len(self.pre_losses),
             leti_tokens=self.leti_tokens, pretrain_tokens=self.pre_tokens,
             # measured on the pretraining batches actually trained on: real tokens / batch slots
@@ -221,45 +227,91 @@ class _Tally:
         )
 
 
-def _run_batches(accelerator, model, optimizer, loader: DataLoader, pre_iter, cfg: TrainerConfig,
-                 progress: bool) -> _Tally:
-    """cfg.epochs over the LeTI batches, a pretraining batch after each as the mix ratio says."""
-    def step(batch) -> float:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.accumulate(model):
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()  # Accelerate skips the real step until the accumulation window is full
-            optimizer.zero_grad()
-        return float(loss.detach())
+def windows(batches, size: int):
+    """Consecutive groups of `size` micro-batches (the last one may be shorter): one optimiser
+    step each."""
+    it = iter(batches)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
+
+def _window_tokens(accelerator, window: list[dict]) -> float:
+    """Real tokens of one optimiser step's micro-batches, summed over every rank: the authors
+    divide the summed token losses of a global batch by its `num_tokens`, the sum of its
+    attention mask (run_leti.py, train_step)."""
+    tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in window)), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        tokens = accelerator.reduce(tokens, reduction="sum")
+    return max(float(tokens), 1.0)
+
+
+def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: TrainerConfig) -> list[float]:
+    """One optimiser step over a window of micro-batches from one source. The gradient is the
+    window's summed token loss over its token count (authors' normalisation), however the tokens
+    fall into micro-batches and ranks. Returns each micro-batch's mean token loss, for logging."""
+    # accelerator.backward divides by the accumulation steps and DDP averages over ranks: undo both
+    scale = accelerator.gradient_accumulation_steps * accelerator.num_processes / _window_tokens(accelerator, window)
+    losses = []
+    for i, batch in enumerate(window):
+        last = i == len(window) - 1
+        accelerator.sync_gradients = last  # DeepSpeed and the optimizer wrapper step only then
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            loss = model(**batch).loss  # mean over the predicted (shifted, non-padding) tokens
+            n_predicted = int((batch["labels"][:, 1:] != -100).sum())
+            accelerator.backward(loss * n_predicted * scale)
+        losses.append(float(loss.detach()))
+    if cfg.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    return losses
+
+
+def _log(accelerator, t: _Tally, window_means: list[float], mean: float, n_leti_steps: int,
+         cfg: TrainerConfig, bar) -> None:
+    """Every log_every LeTI optimiser steps (and after the last): the mean LeTI loss since."""
+    window_means.append(mean)
+    if len(window_means) % cfg.log_every and len(window_means) != n_leti_steps:
+        return
+    recent = window_means[-cfg.log_every:]
+    t.curve.append((t.steps, sum(recent) / len(recent)))
+    bar.set_postfix(loss=f"{t.curve[-1][1]:.3f}")
+    if cfg.report_to:
+        accelerator.log({"train/leti_loss": t.curve[-1][1]}, step=t.steps)
+
+
+def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_stream, cfg: TrainerConfig,
+                 progress: bool) -> _Tally:
+    """cfg.epochs over the LeTI batches. The mix alternates optimiser steps, as the authors do
+    (run_leti.py: one train_step on a LeTI batch, then one on a pretraining batch): each step's
+    micro-batches come from one source. `pretrain_stream()` starts the pretraining stream anew,
+    once per epoch, as the authors build a new pretraining loader every epoch."""
     t = _Tally()
+    g = cfg.gradient_accumulation_steps
+    n_leti = len(loader) * cfg.epochs
+    n_leti_steps = math.ceil(len(loader) / g) * cfg.epochs
+    bar = tqdm(total=n_leti + math.floor(n_leti_steps * cfg.pretrain_mix_ratio) * g, desc="train", unit="batch",
+               disable=not progress)
     credit = 0.0
-    n_micro = len(loader) * cfg.epochs
-    total = n_micro + math.floor(n_micro * cfg.pretrain_mix_ratio)
-    bar = tqdm(total=total, desc="train", unit="batch", disable=not progress)
+    window_means: list[float] = []  # mean LeTI loss of each LeTI optimiser step
     for _epoch in range(cfg.epochs):
-        for batch in loader:
-            t.leti_tokens += int(batch["attention_mask"].sum())
-            t.leti_losses.append(step(batch))
-            bar.update(1)
+        pre_iter = pretrain_stream() if pretrain_stream is not None else None
+        for window in windows(loader, g):
+            t.leti_tokens += sum(int(b["attention_mask"].sum()) for b in window)
+            t.leti_losses += _optimizer_step(accelerator, model, optimizer, window, cfg)
+            t.steps += 1
+            bar.update(len(window))
             # 1:1 alternation by default; a fractional ratio interleaves evenly via a credit.
             credit += cfg.pretrain_mix_ratio
             while pre_iter is not None and credit >= 1.0:
-                pre = next(pre_iter)
-                t.pre_tokens += int(pre["attention_mask"].sum())
-                t.pre_losses.append(step(pre))
+                pre = list(islice(pre_iter, g))
+                t.pre_tokens += sum(int(b["attention_mask"].sum()) for b in pre)
+                t.pre_losses += _optimizer_step(accelerator, model, optimizer, pre, cfg)
+                t.steps += 1
                 credit -= 1.0
-                bar.update(1)
-            n_steps = (len(t.leti_losses) + len(t.pre_losses)) // cfg.gradient_accumulation_steps
-            if len(t.leti_losses) % cfg.log_every == 0 or len(t.leti_losses) == n_micro:
-                recent = t.leti_losses[-cfg.log_every:]
-                t.curve.append((n_steps, sum(recent) / len(recent)))
-                bar.set_postfix(loss=f"{t.curve[-1][1]:.3f}")
-                if cfg.report_to:
-                    accelerator.log({"train/leti_loss": t.curve[-1][1]}, step=n_steps)
+                bar.update(len(pre))
+            _log(accelerator, t, window_means, sum(t.leti_losses[-len(window):]) / len(window), n_leti_steps, cfg, bar)
     bar.close()
     return t
 
@@ -281,7 +333,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     max_len = context_length(model, cfg.max_length)
     data = tokenize_texts(tokenizer, texts, max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=True,
+    # authors: no shuffling (their loader takes the texts in order, run_leti.py / dataloader.py)
+    loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=cfg.shuffle,
                         generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
 
     # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
@@ -292,15 +345,16 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     model, optimizer, loader = _prepare(accelerator, model, loader, cfg)
     model.train()
 
-    pre_iter = None
+    stream = None
     if cfg.pretrain_mix_ratio > 0:
-        pre_iter = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
-                                    cfg.pretrain_max_files, PackingStats(), cfg.pretrain_hf_data_dir,
-                                    cfg.pretrain_text_field)
-        # Under multi-process training each rank takes every num_processes-th block, as the
-        # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
-        pre_iter = islice(pre_iter, accelerator.process_index, None, accelerator.num_processes)
-    tally = _run_batches(accelerator, model, optimizer, loader, pre_iter, cfg, progress)
+        def stream():
+            batches = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
+                                       cfg.pretrain_max_files, PackingStats(), cfg.pretrain_hf_data_dir,
+                                       cfg.pretrain_text_field, cfg.pretrain_eos_separator)
+            # Under multi-process training each rank takes every num_processes-th batch, as the
+            # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
+            return islice(batches, accelerator.process_index, None, accelerator.num_processes)
+    tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress)
     if cfg.report_to:
         accelerator.end_training()
 

@@ -1,0 +1,155 @@
+"""The trainer does what the authors' JAX trainer does (xingyaoww/LeTI, leti/scripts/model/run_leti.py,
+leti/utils/training.py, leti/utils/dataloader.py and the shell scripts under
+leti/scripts/model/train/): no gradient clipping, a global batch of 128, texts in order,
+pretraining and LeTI batches alternating by whole optimiser steps, the pretraining stream
+started anew each epoch, and each step's loss normalised by its token count."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from leti.config import load_config
+from leti.model import load_model_and_tokenizer
+from leti.training.config import TrainerConfig
+from leti.training.trainer import train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+GOOD_TEXTS = [f"<|good|>def f{i}(a):\n    return a + {i}\n" for i in range(8)]
+
+
+@pytest.fixture
+def model_and_tokenizer(tiny_model_path):
+    return load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+
+
+def _record_inputs(model) -> list[list[int]]:
+    """Every forward's input_ids, in order (one entry per micro-batch row)."""
+    seen: list[list[int]] = []
+
+    def hook(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        seen.append(ids.tolist())
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+def test_defaults_are_the_authors_optimiser_settings():
+    """run_leti.py builds AdamW with no clipping in train_step; the 350M script trains with
+    per_replica_batch_size 16 on the 8 cores of a TPU v3-8 = 128 texts per step."""
+    cfg = TrainerConfig()
+    assert cfg.max_grad_norm == 0.0
+    assert cfg.batch_size * cfg.gradient_accumulation_steps == 128
+    assert cfg.shuffle is False
+    assert (cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay, cfg.max_length) == (0.9, 0.999, 0.01, 2048)
+
+
+def test_texts_are_trained_on_in_order_by_default(model_and_tokenizer):
+    """The authors' dataloader takes the training texts in order (no shuffle anywhere)."""
+    model, tok = model_and_tokenizer
+    seen = _record_inputs(model)
+    cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=1, max_length=64, pretrain_mix_ratio=0)
+    train(model, tok, GOOD_TEXTS, cfg, progress=False)
+    assert [s[0] for s in seen] == [tok(t).input_ids for t in GOOD_TEXTS]
+
+
+def test_mix_alternates_whole_optimiser_steps(model_and_tokenizer):
+    """run_leti.py: one train_step on a (global) LeTI batch, then one on a pretraining batch.
+    With 2 micro-batches per step, that is L L P P, not L P L P."""
+    model, tok = model_and_tokenizer
+    seen = _record_inputs(model)
+    cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=2, epochs=1, max_length=32,
+                        pretrain_corpus="stdlib", pretrain_max_files=5)
+    _, stats = train(model, tok, GOOD_TEXTS, cfg, progress=False)
+    good = tok.convert_tokens_to_ids("<|good|>")
+    sources = ["L" if rows[0][0] == good else "P" for rows in seen]
+    assert "".join(sources) == "LLPPLLPP"
+    assert (stats.leti_batches, stats.pretrain_batches, stats.optimizer_steps) == (4, 4, 4)
+
+
+def test_pretraining_stream_restarts_every_epoch(model_and_tokenizer):
+    """run_leti.py builds a new pretraining dataloader at the start of every epoch."""
+    model, tok = model_and_tokenizer
+    seen = _record_inputs(model)
+    cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=2, max_length=32,
+                        pretrain_corpus="stdlib", pretrain_max_files=5)
+    train(model, tok, GOOD_TEXTS[:2], cfg, progress=False)
+    good = tok.convert_tokens_to_ids("<|good|>")
+    pre = [rows for rows in seen if rows[0][0] != good]
+    assert len(pre) == 4 and pre[:2] == pre[2:] and pre[0] != pre[1]
+
+
+def test_step_gradient_is_summed_token_loss_over_the_steps_tokens(model_and_tokenizer, monkeypatch):
+    """leti/utils/training.py + run_leti.py train_step: the per-token losses of all micro-batches
+    are summed and divided by the step's num_tokens (its attention-mask sum), so a long text
+    weighs more than a short one, whatever micro-batch it sits in."""
+    model, tok = model_and_tokenizer
+    for m in model.modules():  # no dropout: the two gradients must see the same network
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    reference = copy.deepcopy(model)
+    texts = ["<|good|>x = 1\n", "<|bad|><|lang_feedback|>" + "Error line\n" * 12 + "<|/lang_feedback|>y = 2\n"]
+    grads: list[torch.Tensor] = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):
+            grads.append(model.get_input_embeddings().weight.grad.detach().clone())
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=2, epochs=1, max_length=128, pretrain_mix_ratio=0)
+    train(model, tok, texts, cfg, progress=False)
+
+    total_loss, n_tokens = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([tok(text).input_ids])
+        logits = reference(input_ids=ids).logits[:, :-1]
+        total_loss = total_loss + torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+        n_tokens += ids.shape[1]
+    (total_loss / n_tokens).backward()
+    expected = reference.get_input_embeddings().weight.grad
+    assert len(grads) == 1
+    torch.testing.assert_close(grads[0], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_presets_have_the_authors_global_batches():
+    """2B: per_replica_batch_size 128 with num_partitions 8 on 8 cores = 128; the supervised
+    baseline (actor/mbpp/jax-350M.sh, jax-2B.sh): 384 per step, i.e. the whole 374-problem
+    split in one step per epoch, on <|endoftext|> + text + <|endoftext|> (run_ft.py)."""
+    def global_batch(name: str, devices: int = 1) -> int:
+        t = load_config(CONFIGS / name).trainer
+        return t.batch_size * t.gradient_accumulation_steps * devices
+
+    for name in ("mbpp-codegen-350m.yaml", "mbpp-codegen-350m-1gpu.yaml", "mbpp-codegen-2b.yaml",
+                 "mbpp-binary-only.yaml", "mbpp-codegen-2b-binary-only.yaml", "mbpp-postprocess-hints.yaml"):
+        assert global_batch(name) == 128, name
+    assert global_batch("mbpp-codegen-2b-8gpu.yaml", devices=8) == 128
+    for name in ("mbpp-sft.yaml", "mbpp-codegen-2b-sft.yaml"):
+        cfg = load_config(CONFIGS / name)
+        assert global_batch(name) == 384 and cfg.training_text.append_eos, name
+
+
+def test_pretraining_documents_are_packed_without_separator_by_default(model_and_tokenizer, tmp_path):
+    """run_leti.py tokenizes each file with the plain tokenizer (CodeGen's adds no token) and
+    group_texts concatenates them: no end-of-text token between files."""
+    for i in range(40):  # small files: every block holds several of them
+        (tmp_path / f"m{i:02d}.py").write_text(f"x{i} = {i}\n")
+    model, tok = model_and_tokenizer
+    seen = _record_inputs(model)
+    cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=1, epochs=1, max_length=32,
+                        pretrain_corpus=str(tmp_path))
+    train(model, tok, GOOD_TEXTS[:4], cfg, progress=False)
+    good = tok.convert_tokens_to_ids("<|good|>")
+    pre = [tok_id for rows in seen if rows[0][0] != good for row in rows for tok_id in row]
+    assert len(pre) == 2 * 2 * 32 and tok.eos_token_id not in pre
+
+
+def test_2b_binary_arm_runs_the_authors_30_iterations():
+    """finetune+coarse-only+30x3+lr5e-6+mixpretrain.sh: NUM_ITERATIONS=30 (the textual 2B run: 10)."""
+    assert load_config(CONFIGS / "mbpp-codegen-2b-binary-only.yaml").iterations == 30
+    assert load_config(CONFIGS / "mbpp-codegen-2b.yaml").iterations == 10
