@@ -79,7 +79,7 @@ class RunConfig:
     task: str = field(default="mbpp", metadata={"help": "Task spec: mbpp, humaneval, jsonl:PATH, ..."})
     train_split: str = field(default="train", metadata={"help": "Split whose problems are sampled for training (MBPP: 601-974)."})
     max_train_problems: int | None = field(default=None, metadata={"help": "Use only the first this many training problems (ablation: fewer problems)."})
-    iterations: int = field(default=50, metadata={"help": "LeTI iterations (spec: authors ran up to 50; the 2B presets run 10, a count the spec does not give)."})
+    iterations: int = field(default=50, metadata={"help": "LeTI iterations (authors: 50 for 350M; for 2B 10, and 30 for the binary-feedback arm, as the 2B presets do)."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling, shuffling and initialisation."})
     keep_checkpoints: int | None = field(default=None, metadata={"help": "Keep only the newest this many iteration checkpoints (None = all; a 350M fp32 checkpoint is ~1.4 GB)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
