@@ -20,6 +20,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -227,7 +228,7 @@ class _Tally:
         )
 
 
-def windows(batches, size: int):
+def _windows(batches: Iterable[dict], size: int) -> Iterator[list[dict]]:
     """Consecutive groups of `size` micro-batches (the last one may be shorter): one optimiser
     step each."""
     it = iter(batches)
@@ -297,7 +298,7 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
     window_means: list[float] = []  # mean LeTI loss of each LeTI optimiser step
     for _epoch in range(cfg.epochs):
         pre_iter = pretrain_stream() if pretrain_stream is not None else None
-        for window in windows(loader, g):
+        for window in _windows(loader, g):
             t.leti_tokens += sum(int(b["attention_mask"].sum()) for b in window)
             t.leti_losses += _optimizer_step(accelerator, model, optimizer, window, cfg)
             t.steps += 1
