@@ -30,6 +30,25 @@ def add_task(tmp_path) -> str:
 
 
 @pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hugging Face hub fails at once, as with HF_HUB_OFFLINE=1 at start-up. huggingface_hub
+    and datasets read that variable when they are first imported, so once an earlier test has
+    imported them, setting it alone leaves the hub online: every request is retried for about
+    25 s (or reaches the real hub where there is a network). Their flags are set too."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    try:
+        import datasets.config
+    except ImportError:
+        return
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+
+
+@pytest.fixture
 def wait_for_lines():
     """wait(proc, path, n, timeout): block until `path` holds at least n lines while `proc` still
     runs (a run to kill mid-write), failing if `proc` ends first."""

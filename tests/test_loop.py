@@ -100,10 +100,9 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
 
 
 def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(tmp_path, tiny_model_path, task_file,
-                                                                    monkeypatch, capsys):
+                                                                    hub_offline, capsys):
     """The paper's corpus is streamed from the hub: without it (here: offline mode), the run stops
     in one line before it samples anything, not at the first training stage."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}"]
     assert main(args + ["--set", "trainer.pretrain_corpus=bigcode/the-stack"]) == 2

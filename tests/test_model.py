@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import huggingface_hub.constants
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,9 +67,8 @@ def test_pad_token_falls_back_to_eos(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["/nonexistent/leti-model", "no-such-org/no-such-model-leti"])
-def test_unloadable_model_is_one_line_error(name, monkeypatch):
+def test_unloadable_model_is_one_line_error(name, hub_offline):
     # Offline mode fails the hub request at once, as an unreachable hub does after retries.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(LetiError) as info:
         load_model_and_tokenizer(name, device="cpu")
     message = str(info.value)
@@ -88,15 +86,8 @@ def test_dtype_and_device_resolution():
         resolve_device("gpu0")
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """Hub requests fail at once (as an unreachable hub does after ~50 s of retries)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
 @pytest.mark.parametrize("name", ["./runs/tiny-model", "../tiny-model", "runs/a/tiny-model", "~/no-such-leti-model"])
-def test_a_missing_local_path_is_named_at_once(name, tmp_path, monkeypatch, offline):
+def test_a_missing_local_path_is_named_at_once(name, tmp_path, monkeypatch, hub_offline):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LetiError) as info:
         load_model_and_tokenizer(name, device="cpu")
@@ -107,14 +98,14 @@ def test_a_missing_local_path_is_named_at_once(name, tmp_path, monkeypatch, offl
     assert "hub (" not in message  # the hub was not asked
 
 
-def test_an_absolute_missing_path_is_not_a_repo_id(offline):
+def test_an_absolute_missing_path_is_not_a_repo_id(hub_offline):
     with pytest.raises(LetiError) as info:
         load_model_and_tokenizer("/nonexistent/model", device="cpu")
     assert str(info.value).startswith("no such model directory: /nonexistent/model; ")
     assert "Repo id" not in str(info.value)
 
 
-def test_a_name_that_may_be_a_hub_id_says_both_failed(tmp_path, monkeypatch, offline):
+def test_a_name_that_may_be_a_hub_id_says_both_failed(tmp_path, monkeypatch, hub_offline):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LetiError) as info:
         load_model_and_tokenizer("runs/tiny-model", device="cpu")
@@ -123,7 +114,7 @@ def test_a_name_that_may_be_a_hub_id_says_both_failed(tmp_path, monkeypatch, off
     assert "\n" not in message
 
 
-def test_a_directory_that_is_not_a_saved_model_says_what_is_missing(tiny_model_path, tmp_path, offline):
+def test_a_directory_that_is_not_a_saved_model_says_what_is_missing(tiny_model_path, tmp_path, hub_offline):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(LetiError, match=f"^model directory {empty} has no config.json"):

@@ -86,9 +86,7 @@ def test_bundled_mbpp_is_byte_identical_to_the_shared_copy() -> None:
         assert hashlib.sha256(bundled).hexdigest() in notice
 
 
-def test_mbpp_hub_preference_falls_back_to_bundled_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def test_mbpp_hub_preference_falls_back_to_bundled_offline(hub_offline) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         hub = get_task("mbpp:hub").problems()
