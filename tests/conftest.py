@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from leti.testing import make_tiny_model
@@ -14,19 +17,28 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
-@pytest.fixture
-def add_task(tmp_path) -> str:
-    """A `task=` value for `leti run`: five one-line problems (add k), three train and two test,
-    in a JSONL file under tmp_path."""
-    import json
-
+def _write_add_task(directory: Path) -> str:
     rows = [{"id": f"p{k}", "split": split, "entry_point": f"add_{k}",
              "prompt": f'"""\nWrite a function to add {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',
              "tests": f"assert add_{k}(1) == {k + 1}"}
             for k, split in [(1, "train"), (2, "train"), (3, "train"), (4, "test"), (5, "test")]]
-    path = tmp_path / "tasks.jsonl"
+    path = directory / "tasks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return f"jsonl:{path}"
+
+
+@pytest.fixture
+def add_task(tmp_path) -> str:
+    """A `task=` value for `leti run`: five one-line problems (add k), three train and two test,
+    in a JSONL file under tmp_path (the test may edit it)."""
+    return _write_add_task(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def shared_add_task(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """add_task's problems in one file for the whole session, for module-scoped runs that several
+    tests compare against; no test may edit it."""
+    return _write_add_task(tmp_path_factory.mktemp("add_task"))
 
 
 @pytest.fixture

@@ -38,15 +38,27 @@ def _torchrun(args: list[str], timeout: int = 180) -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.slow
-def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, add_task):
+def _common_n3(model: str, task: str) -> list[str]:
     # batch_size 1: every sample is generated alone, so how keys are dealt to ranks cannot even
     # change floating-point rounding, and the runs must agree exactly.
     # n=3: 9 training keys, an uneven deal (5 and 4), so one rank runs a round with nothing left.
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}", "--set", "progress=false",
-              "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
-    single, multi, leader = tmp_path / "single", tmp_path / "multi", tmp_path / "leader"
-    assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
+    return ["--set", f"model={model}", "--set", f"task={task}", "--set", "progress=false",
+            "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
+
+
+@pytest.fixture(scope="module")
+def single_n3(tmp_path_factory, tiny_model_path, shared_add_task) -> Path:
+    """The single-process run that the two-process and two-node launches must reproduce (run
+    once for both)."""
+    single = tmp_path_factory.mktemp("single_n3") / "run"
+    assert main(["run", CONFIG, "--run-dir", str(single), *_common_n3(tiny_model_path, shared_add_task)]) == 0
+    return single
+
+
+@pytest.mark.slow
+def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, shared_add_task, single_n3):
+    common = _common_n3(tiny_model_path, shared_add_task)
+    single, multi, leader = single_n3, tmp_path / "multi", tmp_path / "leader"
     proc = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("leti: run finished") == 1  # only rank 0 runs the loop
@@ -130,17 +142,15 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
 
 
 @pytest.mark.slow
-def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path, add_task):
+def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path, shared_add_task, single_n3):
     """Several machines, emulated on this one: two launchers of one process each (`torchrun
     --nnodes 2 --node_rank R`, the documented multi-node command), so both ranks have
     LOCAL_RANK 0 and only RANK tells them apart. Rank 1 must follow, not lead, and sample its
     share; the samples equal a single process's."""
     import socket
 
-    common = ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}", "--set", "progress=false",
-              "--set", "sampling.n=3", "--set", "sampling.batch_size=1", "--set", "eval.batch_size=1"]
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
+    common = _common_n3(tiny_model_path, shared_add_task)
+    single, multi = single_n3, tmp_path / "multi"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
