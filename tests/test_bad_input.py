@@ -233,14 +233,20 @@ def test_sft_without_reference_solutions_is_refused_before_evaluating(config, tm
     assert not (run_dir / "iterations").exists()
 
 
+def _synthetic_train_size() -> int:
+    from leti.tasks.synthetic import generate_problems
+
+    return sum(p.split == "train" for p in generate_problems(0))  # the family the default seed draws from
+
+
 @pytest.mark.parametrize("spec, message", [
-    ("synthetic:train=100000", "synthetic:train=100000 asks for more problems than the family has (284 train "
-                               "problems); use train=284 or fewer"),
+    ("synthetic:train=100000", "synthetic:train=100000 asks for more problems than the family has ({n} train "
+                               "problems); use train={n} or fewer"),
     ("synthetic:seed=1,seed=2", "synthetic task option 'seed' is given twice in 'seed=1,seed=2'; give it once"),
 ])
 def test_synthetic_sizes_beyond_the_family_and_repeated_options_are_refused(capsys, spec, message):
     assert main(["tasks", "show", spec]) == 2
-    assert one_error_line(capsys) == f"leti: error: {message}"
+    assert one_error_line(capsys) == f"leti: error: {message.format(n=_synthetic_train_size())}"
 
 
 @pytest.mark.parametrize("spec", ["eae-jsonl:test=", "eae-jsonl:=data.jsonl"])
