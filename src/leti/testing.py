@@ -36,6 +36,11 @@ def make_tiny_tokenizer(
     "sentencepiece": Llama-2 style (Metaspace: spaces as "▁", and decoding drops the leading
     space of a sequence's first token), <s> put in front of every encoding, eos </s>, no pad."""
     files = corpus_files if corpus_files is not None else stdlib_corpus_files()
+    if not files:  # a BPE trained on nothing is a one-token vocabulary: every test would fail obscurely
+        where = ("corpus_files is empty" if corpus_files is not None else
+                 f"none of {', '.join(CORPUS_MODULES)} is in {sysconfig.get_paths()['stdlib']} (a Python "
+                 "without its .py sources?); pass corpus_files")
+        raise FileNotFoundError(f"no training text for the tiny tokenizer: {where}")
     texts = [f.read_text(encoding="utf-8") for f in files]
     if style == "sentencepiece":
         spm = SentencePieceBPETokenizer(unk_token="<unk>")
