@@ -7,12 +7,17 @@ started anew each epoch, and each step's loss normalised by its token count."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from leti.config import load_config
+from leti.cli import main
+from leti.config import dump_config, load_config
+from leti.loop.rundir import RunDir
+from leti.loop.runner import _check_unchanged
 from leti.model import load_model_and_tokenizer
 from leti.training.config import TrainerConfig
 from leti.training.trainer import train
@@ -83,10 +88,45 @@ def test_pretraining_stream_restarts_every_epoch(model_and_tokenizer):
     assert len(pre) == 4 and pre[:2] == pre[2:] and pre[0] != pre[1]
 
 
+def test_the_stream_continues_across_epochs_when_not_restarted(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    seen = _record_inputs(model)
+    cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=2, max_length=32,
+                        pretrain_corpus="stdlib", pretrain_max_files=5, pretrain_restart_every_epoch=False)
+    train(model, tok, GOOD_TEXTS[:2], cfg, progress=False)
+    good = tok.convert_tokens_to_ids("<|good|>")
+    pre = [rows[0] for rows in seen if rows[0][0] != good]
+    assert len(pre) == 4 and len({tuple(r) for r in pre}) == 4  # four different blocks, in stream order
+
+
+def test_one_micro_batch_step_is_exactly_the_plain_loss_step(model_and_tokenizer):
+    """With one micro-batch per step on one process the step's weight is exactly 1.0, so the
+    trainer's update is bit for bit loss.backward() + AdamW: the demo's curves stay as measured."""
+    model, tok = model_and_tokenizer
+    reference = copy.deepcopy(model)
+    text = GOOD_TEXTS[3]
+    cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=1, max_length=64, pretrain_mix_ratio=0,
+                        learning_rate=1e-3)
+    trained, _ = train(model, tok, [text], cfg, progress=False)
+
+    reference.train()
+    decay = [p for p in reference.parameters() if p.ndim >= 2]
+    no_decay = [p for p in reference.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    ids = torch.tensor([tok(text).input_ids])
+    torch.manual_seed(0)  # train() seeds torch with its seed (0) before the forward: same dropout masks
+    reference(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss.backward()
+    opt.step()
+    for (name, a), b in zip(trained.named_parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_step_gradient_is_summed_token_loss_over_the_steps_tokens(model_and_tokenizer, monkeypatch):
     """leti/utils/training.py + run_leti.py train_step: the per-token losses of all micro-batches
-    are summed and divided by the step's num_tokens (its attention-mask sum), so a long text
-    weighs more than a short one, whatever micro-batch it sits in."""
+    are summed and divided once for the step (by its predicted tokens; the authors divide by the
+    attention-mask sum, one token more per row), so a long text weighs more than a short one,
+    whatever micro-batch it sits in."""
     model, tok = model_and_tokenizer
     for m in model.modules():  # no dropout: the two gradients must see the same network
         if isinstance(m, torch.nn.Dropout):
@@ -110,7 +150,7 @@ def test_step_gradient_is_summed_token_loss_over_the_steps_tokens(model_and_toke
         logits = reference(input_ids=ids).logits[:, :-1]
         total_loss = total_loss + torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
-        n_tokens += ids.shape[1]
+        n_tokens += ids.shape[1] - 1  # every token but the first is predicted
     (total_loss / n_tokens).backward()
     expected = reference.get_input_embeddings().weight.grad
     assert len(grads) == 1
@@ -153,3 +193,24 @@ def test_2b_binary_arm_runs_the_authors_30_iterations():
     """finetune+coarse-only+30x3+lr5e-6+mixpretrain.sh: NUM_ITERATIONS=30 (the textual 2B run: 10)."""
     assert load_config(CONFIGS / "mbpp-codegen-2b-binary-only.yaml").iterations == 30
     assert load_config(CONFIGS / "mbpp-codegen-2b.yaml").iterations == 10
+
+
+@pytest.mark.parametrize("field", ["shuffle", "pretrain_eos_separator", "pretrain_restart_every_epoch"])
+def test_a_run_from_before_a_new_training_field_resumes_only_as_it_ran(tmp_path, tiny_model_path, capsys, field):
+    """A run started before these fields existed shuffled, separated documents with EOS and
+    streamed the corpus once per stage; their new defaults do otherwise, so its resume must say
+    so instead of changing how the rest of the run trains."""
+    cfg = load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}"])
+    run = tmp_path / "run"
+    (run / "iterations" / "1").mkdir(parents=True)
+    old = yaml.safe_load(dump_config(cfg))
+    del old["trainer"][field]  # what an older leti wrote
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.json").write_text(json.dumps({"mode": "leti"}))
+    (run / "iterations" / "1" / "samples.jsonl").write_text("{}\n")
+
+    assert main(["run", str(CONFIGS / "tiny-cpu.yaml"), "--run-dir", str(run), "--set", f"model={tiny_model_path}"]) == 2
+    before = {"shuffle": True, "pretrain_eos_separator": True, "pretrain_restart_every_epoch": False}[field]
+    assert f"field 'trainer.{field}' did not exist when the run started, which ran as trainer.{field}={before}; " \
+           f"resume with --set trainer.{field}={before}" in capsys.readouterr().err
+    _check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", f"trainer.{field}={before}"]))

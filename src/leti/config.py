@@ -343,5 +343,15 @@ RESUMABLE_CHANGES = frozenset({
     "execution.backend", "execution.ray_address", "execution.ray_actors"})
 
 
+# Fields added after runs were made whose default is not what those runs did, each with the value
+# that does what they did. A run started before such a field existed (its config.yaml lacks it)
+# resumes only with that value, so a resume never changes what the rest of the run computes.
+BEHAVIOUR_BEFORE_FIELD: dict[str, object] = {
+    "trainer.shuffle": True,
+    "trainer.pretrain_eos_separator": True,
+    "trainer.pretrain_restart_every_epoch": False,
+}
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

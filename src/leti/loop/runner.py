@@ -24,7 +24,14 @@ from typing import Literal
 
 import yaml
 
-from leti.config import RESUMABLE_CHANGES, RunConfig, config_to_dict, dump_config, flatten_config
+from leti.config import (
+    BEHAVIOUR_BEFORE_FIELD,
+    RESUMABLE_CHANGES,
+    RunConfig,
+    config_to_dict,
+    dump_config,
+    flatten_config,
+)
 from leti.errors import LetiError
 from leti.execution.ray_pool import make_executor
 from leti.loop import stages
@@ -59,6 +66,27 @@ def _started_config(rd: RunDir) -> dict:
     return old
 
 
+def _check_unchanged(rd: RunDir, cfg: RunConfig) -> None:
+    """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES."""
+    old = flatten_config(_started_config(rd))
+    new = flatten_config(config_to_dict(cfg))
+    defaults = flatten_config(config_to_dict(RunConfig()))
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        if key not in old:  # a field added to leti after the run started: fine while it does what the run did
+            before = BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
+            if new.get(key) != before:
+                raise LetiError(
+                    f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
+                    f"{key}={before!r}; resume with --set {key}={before!r} or use a new --run-dir")
+        elif old.get(key) != new.get(key):
+            raise LetiError(
+                f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
+                "resume with the same config or use a new --run-dir"
+            )
+
+
 def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
     A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
@@ -68,17 +96,7 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
         info = read_json(rd.root / "run.json", required=("mode",)) if (rd.root / "run.json").exists() else {"mode": mode}
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
-        old = flatten_config(_started_config(rd))
-        new = flatten_config(config_to_dict(cfg))
-        defaults = flatten_config(config_to_dict(RunConfig()))
-        for key in sorted(set(old) | set(new)):
-            # a field added to leti after the run started is fine while it keeps its default
-            added = key not in old and new.get(key) == defaults.get(key)
-            if key not in RESUMABLE_CHANGES and not added and old.get(key) != new.get(key):
-                raise LetiError(
-                    f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
-                    "resume with the same config or use a new --run-dir"
-                )
+        _check_unchanged(rd, cfg)
     else:
         _check_fresh(rd)
         write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})

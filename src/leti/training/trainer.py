@@ -236,31 +236,40 @@ def _windows(batches: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-def _window_tokens(accelerator, window: list[dict]) -> float:
-    """Real tokens of one optimiser step's micro-batches, summed over every rank: the authors
-    divide the summed token losses of a global batch by its `num_tokens`, the sum of its
-    attention mask (run_leti.py, train_step)."""
-    tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in window)), device=accelerator.device)
+def _predicted(batch: dict) -> int:
+    """Tokens the causal LM loss covers in a micro-batch: labels after the shift, padding out."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def _window_predicted(accelerator, window: list[dict]) -> int:
+    """Predicted tokens of one optimiser step's micro-batches, summed over every rank."""
+    n = torch.tensor(sum(_predicted(b) for b in window), device=accelerator.device)
     if accelerator.num_processes > 1:
-        tokens = accelerator.reduce(tokens, reduction="sum")
-    return max(float(tokens), 1.0)
+        n = accelerator.reduce(n, reduction="sum")
+    return max(int(n), 1)
 
 
 def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: TrainerConfig) -> list[float]:
-    """One optimiser step over a window of micro-batches from one source. The gradient is the
-    window's summed token loss over its token count (authors' normalisation), however the tokens
-    fall into micro-batches and ranks. Returns each micro-batch's mean token loss, for logging."""
-    # accelerator.backward divides by the accumulation steps and DDP averages over ranks: undo both
-    scale = accelerator.gradient_accumulation_steps * accelerator.num_processes / _window_tokens(accelerator, window)
+    """One optimiser step over a window of micro-batches from one source. Its gradient is the
+    mean loss over every token the window predicts, however they fall into micro-batches and
+    ranks (as the authors' train_step sums token losses over a global batch and divides once; they
+    divide by the attention-mask sum, which also counts each row's first, unpredicted token: a
+    scale within 1% at their lengths, which AdamW's normalisation absorbs). Returns each
+    micro-batch's mean token loss, for logging."""
+    total = _window_predicted(accelerator, window)
+    # accelerator.backward divides by the accumulation steps and DDP averages over ranks: undo
+    # both. One micro-batch on one process gets a weight of exactly 1.0 (n / n), so its step is
+    # bit for bit the plain `loss.backward()`.
+    undo = accelerator.gradient_accumulation_steps * accelerator.num_processes
     losses = []
     for i, batch in enumerate(window):
         last = i == len(window) - 1
         accelerator.sync_gradients = last  # DeepSpeed and the optimizer wrapper step only then
+        weight = _predicted(batch) * undo / total
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**batch).loss  # mean over the predicted (shifted, non-padding) tokens
-            n_predicted = int((batch["labels"][:, 1:] != -100).sum())
-            accelerator.backward(loss * n_predicted * scale)
+            loss = model(**batch).loss  # mean over the micro-batch's predicted tokens
+            accelerator.backward(loss * weight)
         losses.append(float(loss.detach()))
     if cfg.max_grad_norm > 0:
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -286,8 +295,9 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
                  progress: bool) -> _Tally:
     """cfg.epochs over the LeTI batches. The mix alternates optimiser steps, as the authors do
     (run_leti.py: one train_step on a LeTI batch, then one on a pretraining batch): each step's
-    micro-batches come from one source. `pretrain_stream()` starts the pretraining stream anew,
-    once per epoch, as the authors build a new pretraining loader every epoch."""
+    micro-batches come from one source. `pretrain_stream()` starts the pretraining stream: anew
+    every epoch, as the authors build a new pretraining loader each epoch, or once per stage when
+    `pretrain_restart_every_epoch` is off."""
     t = _Tally()
     g = cfg.gradient_accumulation_steps
     n_leti = len(loader) * cfg.epochs
@@ -296,8 +306,10 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
                disable=not progress)
     credit = 0.0
     window_means: list[float] = []  # mean LeTI loss of each LeTI optimiser step
-    for _epoch in range(cfg.epochs):
-        pre_iter = pretrain_stream() if pretrain_stream is not None else None
+    pre_iter = None
+    for epoch in range(cfg.epochs):
+        if pretrain_stream is not None and (epoch == 0 or cfg.pretrain_restart_every_epoch):
+            pre_iter = pretrain_stream()
         for window in _windows(loader, g):
             t.leti_tokens += sum(int(b["attention_mask"].sum()) for b in window)
             t.leti_losses += _optimizer_step(accelerator, model, optimizer, window, cfg)
