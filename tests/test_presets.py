@@ -40,7 +40,7 @@ def _diff(a: str, b: str) -> dict:
     ("mbpp-codegen-2b.yaml", "mbpp-codegen-2b-binary-only.yaml", {"training_text.textual_feedback", "iterations"}),
     ("mbpp-codegen-350m.yaml", "mbpp-no-pretrain-mix.yaml", {"trainer.pretrain_mix_ratio"}),
     # feedback post-processing: reported for CodeGen-2B
-    ("mbpp-codegen-2b.yaml", "mbpp-postprocess-hints.yaml", {"training_text.postprocess_hints"}),
+    ("mbpp-codegen-2b.yaml", "mbpp-postprocess-hints.yaml", {"training_text.stop_hint"}),
     ("mbpp-codegen-350m.yaml", "mbpp-constant-feedback.yaml", {"training_text.feedback_content"}),
     ("mbpp-codegen-350m.yaml", "mbpp-passing-only.yaml", {"training_text.textual_feedback", "training_text.keep_failures"}),
     # the supervised baselines: the spec's lr and epochs (and no mix, which the spec does not name)

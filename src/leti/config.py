@@ -38,6 +38,7 @@ class SamplingSection:
     batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
     backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampler backend: 'hf' (transformers generate) or 'vllm' (pip install 'leti[vllm]'; used for evaluation too)."})
     vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings (backend 'vllm' only)."})
+    stop_sequences: bool = field(default=True, metadata={"help": "Stop each training sample at its task's stop sequences (spec). False: the authors' main runs (run_leti.py without --postprocess_generation): a sample runs to end-of-text or max_new_tokens, and all of it is executed and trained on, code after the function included. Evaluation always stops at them."})
     data_parallel: bool = field(default=True, metadata={"help": "Under a multi-process launch, every rank samples a share of the programs on its own GPU (rank 0 executes them all); false: rank 0 samples alone. Samples are seeded per (problem, index), so this changes speed, not what is drawn."})
 
     def __post_init__(self) -> None:
@@ -98,6 +99,9 @@ class RunConfig:
         if self.trainer.lora.save == "adapter" and self.sampling.backend == "vllm":
             raise ValueError("trainer.lora.save='adapter' with sampling.backend='vllm': vLLM cannot load the adapters' "
                              "special-token rows; use trainer.lora.save: merged")
+        if self.training_text.stop_hint and not self.sampling.stop_sequences:
+            raise ValueError("training_text.stop_hint cuts each sample at the stop sequences after sampling, which "
+                             "sampling.stop_sequences: false leaves uncut; turn one of them off")
         if self.execution.feedback_style != self.training_text.feedback_style:
             raise ValueError(
                 f"execution.feedback_style={self.execution.feedback_style!r} differs from "

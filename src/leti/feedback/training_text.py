@@ -17,6 +17,11 @@ Separators, decided here once:
   own newline), so the training text continues the exact byte stream of generation.
 - EOS (the tokenizer's end-of-text string) only when `append_eos`: the authors append none.
 
+With `stop_hint` (the authors' post-processing ablation) a sample the loop cut at the stop
+sequences after sampling gets the authors' sentence about the cut-off code as the last line of its
+span, and a passing one gets a span holding only that sentence:
+`<|good|><|lang_feedback|>HINT<|/lang_feedback|>PROMPTCOMPLETION`.
+
 Ablations: `textual_feedback=False` drops the feedback span (binary reward only);
 `reward_token=False` drops the reward token (feedback span, if on, still marks failures).
 Controls (not in the paper): `feedback_content="constant"` keeps the span but fills every one
@@ -51,6 +56,7 @@ class TrainingTextConfig:
     postprocess_hints: bool = field(default=False, metadata={"help": "Append rule-based hints for known failure patterns to the feedback (spec ablation)."})
     append_eos: bool = field(default=False, metadata={"help": "Append the tokenizer's end-of-text token (authors: no; teaches the model where to stop)."})
     feedback_content: Literal["execution", "constant"] = field(default="execution", metadata={"help": "'execution': the executor's feedback (spec); 'constant': every span holds the same sentence, CONSTANT_FEEDBACK (control: the layout without the information)."})
+    stop_hint: bool = field(default=False, metadata={"help": "The authors' feedback post-processing (run_leti.py --postprocess_generation mbpp --postprocess_lang_feedback): sample without stop sequences, cut each sample at them afterwards (execution and training see the cut program) and, when the cut dropped text, say so in the feedback span, passing samples included: 'We only need the first defined function. You should not generate the rest of the code that starts with [<up to 128 characters>]. Try to use <end-of-text> to end your code.'"})
     keep_failures: bool = field(default=True, metadata={"help": "Train on failed samples too (spec). False: passing samples only (control: filtered self-training)."})
 
     def __post_init__(self) -> None:
@@ -63,6 +69,9 @@ class TrainingTextConfig:
         if self.postprocess_hints and (not self.textual_feedback or self.feedback_content == "constant"):
             raise ValueError("training_text.postprocess_hints are appended to the execution feedback, which "
                              "textual_feedback: false or feedback_content: constant leaves out; turn one of them off")
+        if self.stop_hint and (not self.textual_feedback or self.feedback_content == "constant"):
+            raise ValueError("training_text.stop_hint goes in the feedback span, which textual_feedback: false or "
+                             "feedback_content: constant leaves out; turn one of them off")
 
 
 def build_training_text(
@@ -71,23 +80,38 @@ def build_training_text(
     result: ExecutionResult,
     cfg: TrainingTextConfig,
     eos_token: str = "",
+    cut_off: str = "",
 ) -> str:
-    """The training text for one sample (layout in the module docstring)."""
+    """The training text for one sample (layout in the module docstring). `cut_off`: what the
+    loop cut off an unstopped sample at the stop sequences (training_text.stop_hint)."""
     if cfg.append_eos and not eos_token:
         raise ValueError("append_eos is on but no eos_token was given (pass tokenizer.eos_token)")
     parts: list[str] = []
     if cfg.reward_token:
         parts.append(GOOD if result.passed else BAD)
+    lines = []
     if cfg.textual_feedback and not result.passed:
         if cfg.feedback_content == "constant":
-            feedback = CONSTANT_FEEDBACK
+            lines.append(CONSTANT_FEEDBACK)
         else:
-            feedback = feedback_text(completion, result, hints=cfg.postprocess_hints)
-        parts += [FEEDBACK_OPEN, feedback, FEEDBACK_CLOSE]
+            lines.append(feedback_text(completion, result, hints=cfg.postprocess_hints))
+    if cfg.stop_hint and cut_off.strip():
+        lines.append(stop_hint(cut_off, eos_token))
+    if lines:
+        parts += [FEEDBACK_OPEN, "\n".join(lines), FEEDBACK_CLOSE]
     parts += [prompt, completion]
     if cfg.append_eos:
         parts.append(eos_token)
     return "".join(parts)
+
+
+def stop_hint(cut_off: str, eos_token: str) -> str:
+    """The authors' one post-processing rule, worded as theirs (run_leti.py,
+    mbpp_postprocess_langfeedback_fn): quote the start of what was cut off the sample and ask
+    for end-of-text instead."""
+    eos = eos_token or "<|endoftext|>"  # the authors' (CodeGen's) end-of-text string
+    return (f"We only need the first defined function. You should not generate the rest of the code that "
+            f"starts with [{cut_off.strip()[:128]}]. Try to use {eos} to end your code.")
 
 
 def feedback_text(completion: str, result: ExecutionResult, hints: bool = False) -> str:

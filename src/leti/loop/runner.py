@@ -297,7 +297,8 @@ class _Context:
         sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
         records = stages.sample_and_execute(
             sampler, self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
-            condition_on_good=self.rewarded and k >= 2, desc=f"iter {k} train", progress=cfg.progress)
+            condition_on_good=self.rewarded and k >= 2, desc=f"iter {k} train", progress=cfg.progress,
+            stops=stages.training_stops(cfg))
         wall = round(time.time() - t0, 2)
         write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler)})
         return records, wall

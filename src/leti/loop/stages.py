@@ -3,12 +3,14 @@ sample + execute (overlapped), build training texts, score an evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -19,40 +21,66 @@ from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor
 from leti.feedback.training_text import GOOD, build_training_text
 from leti.loop.rundir import read_sample_records, repair_jsonl
-from leti.sampling.base import Sample, Sampler, SampleRequest
+from leti.sampling.base import Sample, Sampler, SampleRequest, cut_at_stop
 from leti.tasks.base import Problem, Task
 
+Stops = Literal["stop", "none", "cut_after"]
 
-def requests_for(task: Task, problems: Sequence[Problem], condition_on_good: bool) -> list[SampleRequest]:
+
+def requests_for(task: Task, problems: Sequence[Problem], condition_on_good: bool,
+                 stops: Stops = "stop") -> list[SampleRequest]:
     """Prompts as the model sees them: `<|good|>` + prompt once the model has been trained on
     reward tokens (spec: iteration 1 samples the plain prompt, later ones the prefixed one),
-    each with its problem's stop sequences."""
+    each with its problem's stop sequences ("stop") or none (the other two)."""
     prefix = GOOD if condition_on_good else ""
-    return [SampleRequest(problem_id=p.id, prompt=prefix + p.prompt, stop=task.stop_for(p)) for p in problems]
+    return [SampleRequest(problem_id=p.id, prompt=prefix + p.prompt, stop=task.stop_for(p) if stops == "stop" else ())
+            for p in problems]
 
 
-def _record(sample: Sample, result: ExecutionResult) -> dict:
+def training_stops(cfg: RunConfig) -> Stops:
+    """How training samples meet the stop sequences: generation stops at them (spec), never
+    (sampling.stop_sequences: false, the authors' main runs) or is cut at them afterwards, the
+    cut-off text kept for training_text.stop_hint."""
+    if cfg.training_text.stop_hint:
+        return "cut_after"
+    return "stop" if cfg.sampling.stop_sequences else "none"
+
+
+def _record(sample: Sample, result: ExecutionResult, cut_off: str | None) -> dict:
     rec = {
         "problem_id": sample.problem_id, "sample_idx": sample.sample_idx, "prompt": sample.prompt,
         "completion": sample.completion, "n_prompt_tokens": sample.n_prompt_tokens,
         "n_completion_tokens": sample.n_completion_tokens, "finish_reason": sample.finish_reason,
     }
+    if cut_off is not None:
+        rec["cut_off"] = cut_off
     rec.update(result.to_dict())
     return rec
+
+
+def _cut(sample: Sample, stops: tuple[str, ...]) -> tuple[Sample, str]:
+    """An unstopped sample cut at its stop sequences, and the text cut off."""
+    kept, rest = cut_at_stop(sample.completion, stops)
+    if not rest:
+        return sample, ""
+    return dataclasses.replace(sample, completion=kept, finish_reason="stop"), rest
 
 
 def sample_and_execute(
     sampler: Sampler, task: Task, problems: Sequence[Problem], n: int,
     executor: Executor, out: Path, condition_on_good: bool, desc: str, progress: bool = True,
+    stops: Stops = "stop",
 ) -> dict[tuple[str, int], dict]:
     """Sample `n` programs per problem and execute each one while the next batch generates;
     every (sample, result) is appended to `out` as soon as its result is in. Keys already in
-    `out` are skipped, so an interrupted call resumes where it stopped."""
+    `out` are skipped, so an interrupted call resumes where it stopped. With `stops` "cut_after"
+    each sample is cut at its stop sequences before it runs, and its record keeps the cut-off
+    text (`cut_off`)."""
     repair_jsonl(out)
     done = read_sample_records(out)
     by_id = {p.id: p for p in problems}
     total = len(problems) * n
-    pending: list[tuple[Sample, Future]] = []
+    pending: list[tuple[Sample, str | None, Future]] = []
     bar = tqdm(total=total, initial=len([k for k in done if k[0] in by_id]), desc=f"{desc} executed",
                unit="prog", disable=not progress)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -60,21 +88,24 @@ def sample_and_execute(
 
         def flush(wait: bool) -> None:
             keep = []
-            for s, fut in pending:
+            for s, cut_off, fut in pending:
                 if wait or fut.done():
-                    rec = _record(s, fut.result())
+                    rec = _record(s, fut.result(), cut_off)
                     # one write + flush per line: a kill leaves at most one partial line
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
                     done[(s.problem_id, s.sample_idx)] = rec
                     bar.update(1)
                 else:
-                    keep.append((s, fut))
+                    keep.append((s, cut_off, fut))
             pending[:] = keep
 
-        reqs = requests_for(task, problems, condition_on_good)
+        reqs = requests_for(task, problems, condition_on_good, stops)
         for s in sampler.sample(reqs, n=n, skip=set(done)):
-            pending.append((s, executor.submit(task.build_program(by_id[s.problem_id], s.completion))))
+            problem, cut_off = by_id[s.problem_id], None
+            if stops == "cut_after":
+                s, cut_off = _cut(s, task.stop_for(problem))
+            pending.append((s, cut_off, executor.submit(task.build_program(problem, s.completion))))
             flush(wait=False)
         flush(wait=True)
         # on disk before the caller's marker (samples.done, eval.json) vouches for every line
@@ -94,8 +125,8 @@ def training_texts(records: dict, problems: Sequence[Problem], cfg: RunConfig, e
         if not cfg.training_text.keep_failures and not rec["passed"]:
             continue
         result = ExecutionResult.from_dict(rec)
-        texts.append(build_training_text(problem.prompt, rec["completion"], result,
-                                         cfg.training_text, eos_token=eos_token or ""))
+        texts.append(build_training_text(problem.prompt, rec["completion"], result, cfg.training_text,
+                                         eos_token=eos_token or "", cut_off=rec.get("cut_off", "")))
     return texts
 
 

@@ -88,7 +88,8 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
 # or how fast it ran: two runs whose configs differ only in these are the two arms of one
 # comparison. Everything else (model, task, seed, sampling, evaluation, trainer) must be equal.
 _ARM_FIELDS = {"training_text.textual_feedback", "training_text.feedback_content", "training_text.keep_failures",
-               "training_text.postprocess_hints", "training_text.feedback_style", "execution.feedback_style"}
+               "training_text.postprocess_hints", "training_text.stop_hint", "training_text.feedback_style",
+               "execution.feedback_style"}
 _WHERE_OR_HOW_FAST = RESUMABLE_CHANGES | {"eval.every", "trainer.gradient_checkpointing"}  # and sampling.vllm.*
 
 
@@ -111,7 +112,7 @@ def run_arm(root: Path) -> tuple[str, tuple] | None:
     tt = cfg.training_text
     if not (tt.reward_token and tt.keep_failures):
         return None
-    if tt.textual_feedback and tt.feedback_content == "execution" and not tt.postprocess_hints:
+    if tt.textual_feedback and tt.feedback_content == "execution" and not (tt.postprocess_hints or tt.stop_hint):
         arm = "textual"
     elif not tt.textual_feedback:
         arm = "binary"

@@ -83,6 +83,16 @@ def check_stops(stop: Any, name: str) -> tuple[str, ...]:
     return stop
 
 
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str]:
+    """(text before the first stop sequence, the rest from it on); the rest is "" when no stop
+    sequence occurs. The samplers cut every completion this way, and the loop cuts an unstopped
+    one this way afterwards (training_text.stop_hint)."""
+    cuts = [text.find(s) for s in stops if s in text]
+    if not cuts:
+        return text, ""
+    return text[: min(cuts)], text[min(cuts):]
+
+
 def _check_int(value: Any, name: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise LetiError(f"sampling.{name}={value!r} must be an integer >= {minimum}")

@@ -39,6 +39,7 @@ from leti.sampling.base import (
     SampleRequest,
     SamplingConfig,
     check_requests,
+    cut_at_stop,
     samples_per_request,
 )
 
@@ -275,9 +276,8 @@ class HFSampler:
                 heads[key] = decode_prompt(self.tokenizer, ids)
             head = heads[key]
         text = decode_completion(self.tokenizer, ids, new[:n_kept], head)
-        cuts = [text.find(s) for s in req.stops(self.config) if s in text]
-        if cuts:
-            text, ended = text[: min(cuts)], True
+        text, rest = cut_at_stop(text, req.stops(self.config))
+        ended = ended or bool(rest)
         reason = "stop" if ended or n_kept < budget else "length"
         return Sample(
             problem_id=req.problem_id,

@@ -49,6 +49,7 @@ from leti.sampling.base import (
     SampleRequest,
     SamplingConfig,
     check_requests,
+    cut_at_stop,
     samples_per_request,
 )
 from leti.sampling.hf import derive_seed
@@ -137,11 +138,10 @@ def to_sample(
         if tok in eos_ids:
             n_kept, ended = i, True
             break
-    text = decode(tokens[:n_kept])
-    cuts = [text.find(s) for s in planned.stop if s in text]
-    if cuts:
+    text, rest = cut_at_stop(decode(tokens[:n_kept]), planned.stop)
+    if rest:
         n_kept = _first_stop_token(tokens[:n_kept], decode, planned.stop)
-        text, ended = text[: min(cuts)], True
+        ended = True
     reason = "stop" if ended or n_kept < planned.max_tokens else "length"
     return Sample(
         problem_id=planned.problem_id,
