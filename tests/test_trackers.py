@@ -14,15 +14,29 @@ from leti.cli import main
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 
 
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory, tiny_model_path) -> Path:
+    """One `leti run` that logs to every installed tracker at once (wandb offline: no account, no
+    network), run from a scratch working directory (wandb's files must land in the run dir, not
+    there); returns that directory, the run in its "run" folder."""
+    import importlib.util
+
+    root = tmp_path_factory.mktemp("tracked")
+    trackers = ",".join(name for name in ("tensorboard", "wandb") if importlib.util.find_spec(name))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.chdir(root)
+        assert main(["run", CONFIG, "--run-dir", str(root / "run"), "--set", f"model={tiny_model_path}",
+                     "--set", f"trainer.report_to=[{trackers}]", "--set", "progress=false"]) == 0
+    return root
+
+
 @pytest.mark.slow
-def test_tensorboard_gets_the_training_loss(tmp_path, tiny_model_path):
+def test_tensorboard_gets_the_training_loss(tracked_run):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = tmp_path / "run"
-    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
-                 "--set", "trainer.report_to=[tensorboard]", "--set", "progress=false"]) == 0
-    logs = run / "iterations" / "1" / "logs" / "leti"
+    logs = tracked_run / "run" / "iterations" / "1" / "logs" / "leti"
     events = EventAccumulator(str(logs))
     events.Reload()
     losses = events.Scalars("train/leti_loss")
@@ -30,15 +44,10 @@ def test_tensorboard_gets_the_training_loss(tmp_path, tiny_model_path):
 
 
 @pytest.mark.slow
-def test_wandb_offline_gets_the_training_loss_inside_the_run_dir(tmp_path, tiny_model_path, monkeypatch):
+def test_wandb_offline_gets_the_training_loss_inside_the_run_dir(tracked_run):
     pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network
-    monkeypatch.chdir(tmp_path)  # wandb's files must land in the run dir, not the cwd
-    run = tmp_path / "run"
-    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
-                 "--set", "trainer.report_to=[wandb]", "--set", "progress=false"]) == 0
-    logs = sorted((run / "iterations" / "1" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(logs) == 1 and not (tmp_path / "wandb").exists()
+    logs = sorted((tracked_run / "run" / "iterations" / "1" / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1 and not (tracked_run / "wandb").exists()
     data = logs[0].read_bytes()  # wandb's binary record log: the logged key and the run's name
     assert b"train/leti_loss" in data and b"iteration-1" in data
 
