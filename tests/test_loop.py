@@ -99,6 +99,7 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert main(args + ["--set", "sampling.n=3"]) == 2  # changed config is refused, one line
 
 
+@pytest.mark.slow
 def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(tmp_path, tiny_model_path, task_file,
                                                                     hub_offline, capsys):
     """The paper's corpus is streamed from the hub: without it (here: offline mode), the run stops
@@ -187,6 +188,7 @@ def _results(run: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_kill_just_after_the_checkpoint_landed_does_not_train_again(tmp_path, tiny_model_path, task_file, capsys):
     """train_stats.json is written after the checkpoint's rename (an fsync later), and a kill in
     between lost a finished training: the resume trained again. This is the state that kill

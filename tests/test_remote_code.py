@@ -130,6 +130,7 @@ def test_leti_run_and_evaluate_refuse_such_a_model_in_one_line(remote_model: str
     assert "\n" not in err and "pass --trust-remote-code" in err
 
 
+@pytest.mark.slow
 def test_leti_evaluate_draws_from_such_a_model_with_the_flag(remote_model: str, tmp_path: Path) -> None:
     out = tmp_path / "ev"
     assert main(["evaluate", "--task", _task(tmp_path), "--model", remote_model, "--trust-remote-code",
@@ -137,6 +138,7 @@ def test_leti_evaluate_draws_from_such_a_model_with_the_flag(remote_model: str, 
     assert json.loads((out / "results.json").read_text())["n_samples"] == 2
 
 
+@pytest.mark.slow
 def test_leti_run_trains_such_a_model_and_evaluate_scores_its_checkpoint(remote_model: str, tmp_path: Path) -> None:
     task, run = _task(tmp_path), tmp_path / "run"
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={remote_model}", "--set", f"task={task}",
