@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,12 +53,10 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    try:
-        import datasets.config
-    except ImportError:
-        return
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    config = sys.modules.get("datasets.config")  # not imported yet: it will read the variables
+    if config is not None:
+        monkeypatch.setattr(config, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(config, "HF_DATASETS_OFFLINE", True)
 
 
 @pytest.fixture
