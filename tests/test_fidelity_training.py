@@ -210,7 +210,24 @@ def test_a_run_from_before_a_new_training_field_resumes_only_as_it_ran(tmp_path,
     (run / "iterations" / "1" / "samples.jsonl").write_text("{}\n")
 
     assert main(["run", str(CONFIGS / "tiny-cpu.yaml"), "--run-dir", str(run), "--set", f"model={tiny_model_path}"]) == 2
-    before = {"shuffle": True, "pretrain_eos_separator": True, "pretrain_restart_every_epoch": False}[field]
+    before = {"shuffle": "true", "pretrain_eos_separator": "true", "pretrain_restart_every_epoch": "false"}[field]
     assert f"field 'trainer.{field}' did not exist when the run started, which ran as trainer.{field}={before}; " \
-           f"resume with --set trainer.{field}={before}" in capsys.readouterr().err
+           f"resume with --set trainer.{field}={before} or use a new --run-dir" in capsys.readouterr().err
     _check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", f"trainer.{field}={before}"]))
+
+
+def test_a_run_from_before_the_new_defaults_is_told_the_set_that_resumes_it(tmp_path, tiny_model_path, capsys):
+    """Its config.yaml holds the old defaults (one step per micro-batch of 8, clipping at 1.0); the
+    same YAML now means 16 and 0, so the refusal names the --set that resumes it as it ran."""
+    run = tmp_path / "run"
+    (run / "iterations" / "1").mkdir(parents=True)
+    old = yaml.safe_load(dump_config(load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}"])))
+    old["trainer"]["max_grad_norm"] = 1.0
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.json").write_text(json.dumps({"mode": "leti"}))
+    (run / "iterations" / "1" / "samples.jsonl").write_text("{}\n")
+    args = ["run", str(CONFIGS / "tiny-cpu.yaml"), "--run-dir", str(run), "--set", f"model={tiny_model_path}"]
+    assert main(args) == 2
+    assert ("field 'trainer.max_grad_norm' was 1.0 when the run started, now 0.0; resume with the same config "
+            "(--set trainer.max_grad_norm=1.0) or use a new --run-dir") in capsys.readouterr().err
+    _check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", "trainer.max_grad_norm=1.0"]))
