@@ -29,11 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leti.demo.config import ARM_LABEL
     from leti.demo.run import run_demo
 
     s = run_demo(args.run_dir, seed=args.seed, seeds=args.seeds, quick=args.quick,
                  config=args.config, threads=args.threads, arms=args.arms)
+    print_summary(s, args.run_dir)
+    return 0
+
+
+def print_summary(s: dict, run_dir: Path) -> None:
+    """The demo's closing lines: its summary as one JSON line, then each arm's held-out pass@1
+    with its error (and the spread across seeds), each arm against binary, and the report."""
+    from leti.demo.config import ARM_LABEL
 
     def pct(x: float | None, stderr: float | None = None) -> str:
         if x is None:
@@ -54,5 +61,4 @@ def run(args: argparse.Namespace) -> int:
         spread = "" if d.get("seed_sd_points") is None else f", seed sd {d['seed_sd_points']:.1f}"
         print(f"demo: {arm} minus binary {d['difference_points']:+.1f}{err} points (paired over problems{spread})")
     print("demo: ± = one standard error over held-out problems (evaluation noise, not seed-to-seed training variance)")
-    print(f"demo: report {args.run_dir / 'report.html'}")
-    return 0
+    print(f"demo: report {run_dir / 'report.html'}")
