@@ -15,9 +15,9 @@ from leti.errors import LetiError
 @dataclass(frozen=True)
 class VLLMConfig:
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine spans (tensor parallel)."})
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "Fraction of GPU memory vLLM may take (weights + KV cache; on vLLM's CPU build, of RAM: use about 0.2 there); the engine is shut down after each sampling phase, so training gets it back."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "Fraction of GPU memory vLLM may take (weights + KV cache; on vLLM's CPU build, of RAM: use about 0.2 there); one engine serves the evaluation of a checkpoint and the next iteration's sampling, and is shut down before training, which gets the memory back."})
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(default="auto", metadata={"help": "Inference dtype ('auto': vLLM's choice, bf16/fp16 for an fp32 checkpoint)."})
-    enforce_eager: bool = field(default=False, metadata={"help": "Skip CUDA-graph capture: faster engine start, slower decoding (the engine restarts every phase)."})
+    enforce_eager: bool = field(default=False, metadata={"help": "Skip CUDA-graph capture: faster engine start, slower decoding (an engine starts once per checkpoint)."})
     max_model_len: int | None = field(default=None, metadata={"help": "Context length (None: the model's)."})
     chunk_size: int = field(default=1024, metadata={"help": "Sequences per generate call; samples are yielded (and executed) chunk by chunk."})
     model_impl: Literal["auto", "vllm", "transformers"] = field(default="auto", metadata={"help": "vLLM model implementation; 'transformers' runs architectures vLLM has no native kernel for."})

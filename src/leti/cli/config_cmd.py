@@ -1,0 +1,67 @@
+"""`leti config [CONFIG] [--set key=value ...]`: the resolved run config as YAML, every field with
+its help text as a comment; without CONFIG, the defaults (the paper's run). The output is itself a
+config file: `leti config > my.yaml`, edit, `leti run my.yaml`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import textwrap
+
+import yaml
+
+from leti.config import RunConfig, config_to_dict, load_config
+
+_WIDTH = 100
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print a run config, resolved and validated, with every field's help",
+                       description="Prints CONFIG (default: every default, the paper's run) after the --set "
+                       "overrides, validated, as YAML with each field's help as a comment.")
+    p.add_argument("config", nargs="?", default=None, help="YAML run config (default: none, all defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set sampling.n=4")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(render(cfg), end="")
+    return 0
+
+
+def render(cfg: RunConfig) -> str:
+    """`cfg` as YAML that load_config reads back to an equal config, each field preceded by its
+    help (dataclass field metadata) as a comment."""
+    return "".join(_lines(type(cfg), config_to_dict(cfg), indent=0))
+
+
+def _lines(cls: type, values: dict, indent: int) -> list[str]:
+    pad = " " * indent
+    out = []
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        if help_text:
+            out += [f"{pad}# {line}\n" for line in textwrap.wrap(help_text, _WIDTH - indent - 2, break_on_hyphens=False, break_long_words=False)]
+        section = _section(f)
+        if section is not None:
+            out.append(f"{pad}{f.name}:\n")
+            out += _lines(section, values[f.name], indent + 2)
+        else:
+            out.append(f"{pad}{f.name}: {_scalar(values[f.name])}\n")
+    return out
+
+
+def _section(f: dataclasses.Field) -> type | None:
+    """The dataclass type of a nested section, else None (annotations are strings under
+    `from __future__ import annotations`, so the default factory tells)."""
+    if f.default_factory is not dataclasses.MISSING:
+        made = f.default_factory()
+        if dataclasses.is_dataclass(made):
+            return type(made)
+    return None
+
+
+def _scalar(value: object) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
