@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,3 +234,49 @@ def test_a_run_from_before_the_new_defaults_is_told_the_set_that_resumes_it(tmp_
     assert ("field 'trainer.max_grad_norm' was 1.0 when the run started, now 0.0; resume with the same config "
             "(--set trainer.max_grad_norm=1.0) or use a new --run-dir") in capsys.readouterr().err
     _check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", "trainer.max_grad_norm=1.0"]))
+
+
+# Trains the tiny model on TEXTS and saves the weights (rank 0): once alone, once under torchrun.
+_TRAIN_SCRIPT = '''
+import sys, torch
+from leti.model import load_model_and_tokenizer
+from leti.training.config import TrainerConfig
+from leti.training.trainer import train
+model_path, out, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:  # as leti.loop.distributed.Group does
+    from accelerate import PartialState
+    PartialState(cpu=True)
+texts = [f"<|good|>def f{i}(a):\\\\n    return a + {i}" + " # pad" * (i % 5) + "\\\\n" for i in range(16)]
+model, tok = load_model_and_tokenizer(model_path, dtype="float32", device="cpu")
+for m in model.modules():
+    if isinstance(m, torch.nn.Dropout):
+        m.p = 0.0
+cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=accumulation, epochs=1, max_length=64,
+                    pretrain_mix_ratio=0, learning_rate=1e-3)
+model, stats = train(model, tok, texts, cfg, progress=False)
+if model is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out)
+    print("steps", stats.optimizer_steps)
+'''
+
+
+@pytest.mark.slow
+def test_two_ranks_of_two_micro_batches_train_as_one_process_of_four(tmp_path, tiny_model_path):
+    """A step's gradient is its summed token loss over its predicted tokens however the texts fall
+    into micro-batches and ranks: texts of different lengths, 2 ranks x 2 accumulation steps vs 1
+    process x 4 (the texts are dealt in order, so every step holds the same four texts)."""
+    script = tmp_path / "train.py"
+    script.write_text(_TRAIN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), tiny_model_path, str(tmp_path / "one.pt"), "4"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), tiny_model_path, str(tmp_path / "two.pt"), "2"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "steps 4" in one.stdout and "steps 4" in two.stdout
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    base = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")[0].state_dict()
+    assert max((a[k] - base[k]).abs().max().item() for k in base if a[k].shape == base[k].shape) > 1e-4
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
