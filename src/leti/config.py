@@ -357,5 +357,10 @@ BEHAVIOUR_BEFORE_FIELD: dict[str, object] = {
 }
 
 
+def yaml_value(value: object) -> str:
+    """A value on one line as YAML writes it and `--set key=VALUE` reads it (null, true, [1, 10])."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

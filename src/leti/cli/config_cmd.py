@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import textwrap
+import typing
 
-import yaml
-
-from leti.config import RunConfig, config_to_dict, load_config
+from leti.config import RunConfig, config_to_dict, load_config, yaml_value
 
 _WIDTH = 100
 
@@ -39,29 +38,15 @@ def render(cfg: RunConfig) -> str:
 
 def _lines(cls: type, values: dict, indent: int) -> list[str]:
     pad = " " * indent
+    hints = typing.get_type_hints(cls)  # as leti.config.build resolves sections
     out = []
     for f in dataclasses.fields(cls):
         help_text = f.metadata.get("help", "")
         if help_text:
             out += [f"{pad}# {line}\n" for line in textwrap.wrap(help_text, _WIDTH - indent - 2, break_on_hyphens=False, break_long_words=False)]
-        section = _section(f)
-        if section is not None:
+        if dataclasses.is_dataclass(hints[f.name]):
             out.append(f"{pad}{f.name}:\n")
-            out += _lines(section, values[f.name], indent + 2)
+            out += _lines(hints[f.name], values[f.name], indent + 2)
         else:
-            out.append(f"{pad}{f.name}: {_scalar(values[f.name])}\n")
+            out.append(f"{pad}{f.name}: {yaml_value(values[f.name])}\n")
     return out
-
-
-def _section(f: dataclasses.Field) -> type | None:
-    """The dataclass type of a nested section, else None (annotations are strings under
-    `from __future__ import annotations`, so the default factory tells)."""
-    if f.default_factory is not dataclasses.MISSING:
-        made = f.default_factory()
-        if dataclasses.is_dataclass(made):
-            return type(made)
-    return None
-
-
-def _scalar(value: object) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()

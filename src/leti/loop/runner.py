@@ -31,6 +31,7 @@ from leti.config import (
     config_to_dict,
     dump_config,
     flatten_config,
+    yaml_value,
 )
 from leti.errors import LetiError
 from leti.execution.ray_pool import make_executor
@@ -79,18 +80,13 @@ def _check_unchanged(rd: RunDir, cfg: RunConfig) -> None:
             if new.get(key) != before:
                 raise LetiError(
                     f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
-                    f"{key}={_yaml(before)}; resume with --set {key}={_yaml(before)} or use a new --run-dir")
+                    f"{key}={yaml_value(before)}; resume with --set {key}={yaml_value(before)} or use a new --run-dir")
         elif old.get(key) != new.get(key):
             # a default leti changed since the run started reads the same: the --set says what to do
             raise LetiError(
                 f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
-                f"resume with the same config (--set {key}={_yaml(old.get(key))}) or use a new --run-dir"
+                f"resume with the same config (--set {key}={yaml_value(old.get(key))}) or use a new --run-dir"
             )
-
-
-def _yaml(value: object) -> str:
-    """A value as `--set key=VALUE` takes it (YAML: null, true, [1, 10])."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
