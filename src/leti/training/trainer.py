@@ -241,9 +241,9 @@ def _predicted(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def _window_predicted(accelerator, window: list[dict]) -> int:
-    """Predicted tokens of one optimiser step's micro-batches, summed over every rank."""
-    n = torch.tensor(sum(_predicted(b) for b in window), device=accelerator.device)
+def _summed_over_ranks(accelerator, count: int) -> int:
+    """A per-rank count summed over every rank (at least 1)."""
+    n = torch.tensor(count, device=accelerator.device)
     if accelerator.num_processes > 1:
         n = accelerator.reduce(n, reduction="sum")
     return max(int(n), 1)
@@ -256,16 +256,17 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
     divide by the attention-mask sum, which also counts each row's first, unpredicted token: a
     scale within 1% at their lengths, which AdamW's normalisation absorbs). Returns each
     micro-batch's mean token loss, for logging."""
-    total = _window_predicted(accelerator, window)
+    counts = [_predicted(b) for b in window]
+    total = _summed_over_ranks(accelerator, sum(counts))
     # accelerator.backward divides by the accumulation steps and DDP averages over ranks: undo
     # both. One micro-batch on one process gets a weight of exactly 1.0 (n / n), so its step is
     # bit for bit the plain `loss.backward()`.
     undo = accelerator.gradient_accumulation_steps * accelerator.num_processes
     losses = []
-    for i, batch in enumerate(window):
+    for i, (batch, count) in enumerate(zip(window, counts, strict=True)):
         last = i == len(window) - 1
         accelerator.sync_gradients = last  # DeepSpeed and the optimizer wrapper step only then
-        weight = _predicted(batch) * undo / total
+        weight = count * undo / total
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             loss = model(**batch).loss  # mean over the micro-batch's predicted tokens
