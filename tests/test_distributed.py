@@ -15,6 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from leti.cli import main
+from leti.training.trainer import OPTIMIZER_FILE
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 
@@ -100,6 +101,11 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, share
 
     again = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
     assert again.returncode == 0 and "already finished" in again.stdout
+    # extended by an iteration: every rank goes on from the AdamW state rank 0 saved
+    more = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common, "--set", "iterations=2"])
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "AdamW going on from iteration 1" in more.stdout
+    assert (multi / "iterations" / "2" / "checkpoint" / OPTIMIZER_FILE).is_file()
 
 
 @pytest.mark.slow

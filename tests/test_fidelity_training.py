@@ -242,9 +242,9 @@ import sys, torch
 from leti.model import load_model_and_tokenizer
 from leti.training.config import TrainerConfig
 from leti.training.trainer import train
-model_path, out, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from accelerate import PartialState
+model_path, out, accumulation, stages = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:  # as leti.loop.distributed.Group does
-    from accelerate import PartialState
     PartialState(cpu=True)
 texts = [f"<|good|>def f{i}(a):\\\\n    return a + {i}" + " # pad" * (i % 5) + "\\\\n" for i in range(16)]
 model, tok = load_model_and_tokenizer(model_path, dtype="float32", device="cpu")
@@ -253,7 +253,13 @@ for m in model.modules():
         m.p = 0.0
 cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=accumulation, epochs=1, max_length=64,
                     pretrain_mix_ratio=0, learning_rate=1e-3)
-model, stats = train(model, tok, texts, cfg, progress=False)
+if stages == 1:
+    model, stats = train(model, tok, texts, cfg, progress=False)
+else:  # two stages, the second going on from the AdamW state rank 0 saved (as iterations do)
+    model, stats = train(model, tok, texts[:8], cfg, progress=False, optimizer_to=out + ".adamw")
+    PartialState().wait_for_everyone()
+    model, more = train(model, tok, texts[8:], cfg, progress=False, optimizer_from=out + ".adamw")
+    stats.optimizer_steps += more.optimizer_steps
 if model is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out)
     print("steps", stats.optimizer_steps)
@@ -261,18 +267,20 @@ if model is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
 
 
 @pytest.mark.slow
-def test_two_ranks_of_two_micro_batches_train_as_one_process_of_four(tmp_path, tiny_model_path):
+@pytest.mark.parametrize("stages", [1, 2], ids=["one-stage", "adamw-carried-to-a-second-stage"])
+def test_two_ranks_of_two_micro_batches_train_as_one_process_of_four(tmp_path, tiny_model_path, stages):
     """A step's gradient is its summed token loss over its predicted tokens however the texts fall
     into micro-batches and ranks: texts of different lengths, 2 ranks x 2 accumulation steps vs 1
-    process x 4 (the texts are dealt in order, so every step holds the same four texts)."""
+    process x 4 (the texts are dealt in order, so every step holds the same four texts). In two
+    stages, every rank goes on from the AdamW state rank 0 saved."""
     script = tmp_path / "train.py"
     script.write_text(_TRAIN_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, str(script), tiny_model_path, str(tmp_path / "one.pt"), "4"],
+    one = subprocess.run([sys.executable, str(script), tiny_model_path, str(tmp_path / "one.pt"), "4", str(stages)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script), tiny_model_path, str(tmp_path / "two.pt"), "2"],
+                          str(script), tiny_model_path, str(tmp_path / "two.pt"), "2", str(stages)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "steps 4" in one.stdout and "steps 4" in two.stdout

@@ -27,7 +27,8 @@ def test_one_lora_iteration_on_gpu(tmp_path, tiny_model_path, add_task, four_bit
     run = tmp_path / "run"
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task={add_task}", "--set", "device=cuda", "--set", "trainer.lora.enabled=true",
-                 "--set", f"trainer.lora.load_in_4bit={str(four_bit).lower()}", "--set", "progress=false"]) == 0
+                 "--set", f"trainer.lora.load_in_4bit={str(four_bit).lower()}", "--set", "progress=false",
+                 "--set", "trainer.carry_optimizer_state=false"]) == 0  # merged: new adapters every iteration
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["optimizer_steps"] > 0
     base = load_file(Path(tiny_model_path) / "model.safetensors")
@@ -50,7 +51,8 @@ def test_sharded_training_on_one_gpu(tmp_path, tiny_model_path, add_task, strate
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / f"{strategy}.yaml"), "--num_processes", "1",
            "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
-           "--set", f"task={add_task}", "--set", "device=cuda", "--set", "progress=false"]
+           "--set", f"task={add_task}", "--set", "device=cuda", "--set", "progress=false",
+           "--set", "trainer.carry_optimizer_state=false"]  # sharded AdamW state is not carried
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leti: run finished" in proc.stdout

@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from leti.cli import main
+from leti.training.trainer import OPTIMIZER_FILE
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 ITER_FILES = ["samples.jsonl", "samples.done", "train_stats.json", "eval_samples.jsonl", "eval.json",
@@ -127,7 +128,8 @@ def test_lora_target_modules_that_match_no_layer_fail_at_run_start(tmp_path, tin
     any sampling, not when the first training stage wraps the model."""
     run = tmp_path / "run"
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
-            "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.target_modules=[q_proj, v_proj]"]
+            "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.target_modules=[q_proj, v_proj]",
+            "--set", "trainer.carry_optimizer_state=false"]  # merged adapters start new: no AdamW state to carry
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("leti: error: trainer.lora.target_modules=['q_proj', 'v_proj'] matches no layer of "
@@ -269,7 +271,7 @@ def test_qlora_run_saves_plain_full_precision_checkpoints(tmp_path, tiny_model_p
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
             "--set", "iterations=2", "--set", "progress=false",
             "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.load_in_4bit=true",
-            "--set", "trainer.pretrain_mix_ratio=0"]
+            "--set", "trainer.pretrain_mix_ratio=0", "--set", "trainer.carry_optimizer_state=false"]
     assert main(args) == 0
     base = load_file(Path(tiny_model_path) / "model.safetensors")
     first, second = (load_file(run / "iterations" / str(k) / "checkpoint" / "model.safetensors") for k in (1, 2))
@@ -310,6 +312,10 @@ def test_adapter_checkpoints_keep_training_the_same_adapters_and_resume(tmp_path
     # Iteration 2 went on training the adapters of iteration 1 (not fresh ones).
     lora_b = next(k for k in first if "lora_B" in k)
     assert first[lora_b].abs().sum() > 0 and not (first[lora_b] == second[lora_b]).all()
+    # AdamW went on with the adapters' state (trainer.carry_optimizer_state), saved with them
+    stats = [json.loads((straight / "iterations" / str(k) / "train_stats.json").read_text()) for k in (1, 2)]
+    assert stats[1]["optimizer_steps_before"] == stats[0]["optimizer_steps"] > 0
+    assert (straight / "iterations" / "2" / "checkpoint" / OPTIMIZER_FILE).is_file()
     # Continuing from the checkpoint on disk gives the same adapters as continuing in memory.
     resumed_second = adapters(resumed, 2)
     assert set(resumed_second) == set(second)

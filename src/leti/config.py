@@ -354,6 +354,7 @@ BEHAVIOUR_BEFORE_FIELD: dict[str, object] = {
     "trainer.shuffle": True,
     "trainer.pretrain_eos_separator": True,
     "trainer.pretrain_restart_every_epoch": False,
+    "trainer.carry_optimizer_state": False,
 }
 
 

@@ -44,6 +44,7 @@ class TrainJob:
     source: str  # checkpoint (directory or hub id) that training starts from
     texts: list[str]
     seed: int
+    optimizer_from: str | None = None  # the AdamW state to go on from (a file in `source`), or a new one
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,13 @@ def local_device(device: str) -> str:
     return "cpu" if device == "auto" else device
 
 
-def check_launch(cfg, group: Group) -> None:
+def check_launch(cfg, group: Group, carry: bool = False) -> None:
     """Refuse settings that cannot work with this many processes or this launcher's sharding
-    (every rank raises the same)."""
+    (every rank raises the same). `carry`: training stages carry AdamW's state."""
     from leti.errors import LetiError
     from leti.training.sharded import check_sharding
 
-    check_sharding(cfg.trainer)
+    check_sharding(cfg.trainer, carry)
 
     s = cfg.sampling
     if group.world_size > 1 and s.data_parallel and s.backend == "vllm" and s.vllm.tensor_parallel_size > 1:
@@ -222,5 +223,6 @@ def _train(cfg, job: TrainJob, slot) -> None:
 
     model, tok = slot.get(job.source)
     slot.forget_source()  # trained in place; the leader's checkpoint of the result is read from disk
-    train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False, source=job.source)
+    train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False, source=job.source,
+          optimizer_from=job.optimizer_from)
     slot.release()

@@ -170,12 +170,39 @@ def _check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list)
         write_json_atomic(path, {**info, "problems_sha256": digest})
 
 
+def carries_optimizer(cfg: RunConfig, mode: Mode) -> bool:
+    """Whether training stages go on from the previous iteration's AdamW state: LeTI runs with
+    trainer.carry_optimizer_state (an SFT run trains once). Refuses LoRA adapters that are merged,
+    and so start new, every iteration."""
+    t = cfg.trainer
+    if mode != "leti" or not t.carry_optimizer_state:
+        return False
+    if t.lora.enabled and t.lora.save == "merged":
+        raise LetiError("trainer.carry_optimizer_state: with trainer.lora.save 'merged' every iteration trains new "
+                        "adapters, so there is no AdamW state to go on with; set trainer.lora.save: adapter (the same "
+                        "adapters train on) or trainer.carry_optimizer_state: false")
+    return True
+
+
+def _check_optimizer_state(rd: RunDir, todo: int) -> None:
+    """Before a resumed run samples anything: the iteration it goes on with trains from the AdamW
+    state saved with the checkpoint before it, unless that training is already done."""
+    from leti.training.trainer import OPTIMIZER_FILE
+
+    if todo < 2 or rd.train_stats(todo).exists() or rd.checkpoint_stats(todo).exists():
+        return
+    path = rd.checkpoint(todo - 1) / OPTIMIZER_FILE
+    if rd.checkpoint(todo - 1).is_dir() and not path.is_file():
+        raise LetiError(f"{path}: missing; iteration {todo} trains on from the AdamW state iteration {todo - 1} saved "
+                        "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
+
+
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
     """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
     group = Group(cfg.device)
     try:
-        check_launch(cfg, group)
+        check_launch(cfg, group, carries_optimizer(cfg, mode))
         if not group.is_leader:
             return follow(cfg, group)
         try:
@@ -200,6 +227,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
             todo = min(set(range(last + 1)) - finished)
             done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
             print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
+        if resuming and carries_optimizer(cfg, mode):
+            _check_optimizer_state(rd, min(set(range(last + 1)) - finished))
         if cfg.trainer.pretrain_mix_ratio > 0:
             from leti.training.data import check_corpus
 
@@ -324,7 +353,7 @@ class _Context:
             self._prune_checkpoints(k)
             return stats_dict["wall_s"]
         from leti.model import save_model
-        from leti.training.trainer import train
+        from leti.training.trainer import OPTIMIZER_FILE, train
 
         model, tok = self.slot.get(self.source(k - 1))
         if self.mode == "leti":
@@ -336,16 +365,22 @@ class _Context:
             texts = stages.sft_texts(self.train_problems, cfg, tok.eos_token)
             if not texts:
                 raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains on them")
-        print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs")
-        self.slot.forget_source()  # weights change in place
-        with self.group.stage():
-            self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k))  # other ranks join
-            model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
-                                 log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
-                                 tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"))
+        carry = carries_optimizer(cfg, self.mode)
+        optimizer_from = str(rd.checkpoint(k - 1) / OPTIMIZER_FILE) if carry and k > 1 else None
+        print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs"
+              + (f", AdamW going on from iteration {k - 1}" if optimizer_from else ""))
+        # The checkpoint is assembled in tmp and lands in one rename: the AdamW state with it.
         tmp = rd.iteration(k) / "checkpoint.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.slot.forget_source()  # weights change in place
+        with self.group.stage():
+            self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k, optimizer_from))  # other ranks join
+            model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
+                                 log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
+                                 tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"),
+                                 optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None)
         save_model(model, tok, tmp)
         # the stats travel inside the checkpoint, so its one rename marks the training done
         write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())
@@ -356,8 +391,13 @@ class _Context:
         return stats.wall_s
 
     def _prune_checkpoints(self, k: int) -> None:
-        """Delete checkpoints older than the newest `keep_checkpoints`. Iterations before k are
-        finished, and only checkpoint k is needed to go on, so this never breaks a resume."""
+        """Delete checkpoints older than the newest `keep_checkpoints`, and the AdamW state of
+        every checkpoint but k. Iterations before k are finished, and only checkpoint k is needed
+        to go on, so this never breaks a resume."""
+        from leti.training.trainer import OPTIMIZER_FILE
+
+        for old in range(1, k):
+            self.rd.checkpoint(old).joinpath(OPTIMIZER_FILE).unlink(missing_ok=True)
         keep = self.cfg.keep_checkpoints
         if keep is None:
             return

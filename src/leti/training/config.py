@@ -5,7 +5,8 @@ leti/scripts/model/train/rw_conditioned/mbpp/350M/finetune+50x3+lr1e-5+mixpretra
 (betas 0.9/0.999, weight decay 0.01 except biases and norms), constant lr 1e-5, no gradient
 clipping, 128 texts per optimiser step, texts in order, 3 epochs per iteration, bf16, whole
 optimiser steps alternating 1:1 with packed continued-pretraining batches of the first 50k Python
-files of The Stack (streamed from the hub; offline configs set `stdlib`).
+files of The Stack (streamed from the hub; offline configs set `stdlib`), one AdamW state carried
+through every iteration.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TrainerConfig:
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0 = off, the authors' setting: their train step applies the gradient unclipped)."})
+    carry_optimizer_state: bool = field(default=True, metadata={"help": "Go on with AdamW's moments and step count from one iteration's training to the next, as the authors keep one train state for the whole run (run_leti.py). Kept as leti_optimizer.pth in the newest checkpoint only: two fp32 numbers per trained weight (2.8 GB at 350M, 16 GB at 2B; with LoRA only the adapters'). Needs one process or DDP (not DeepSpeed or FSDP, which split the state over ranks) and, with LoRA, lora.save: adapter (merged adapters start new each iteration). False: a new AdamW every iteration."})
     epochs: int = field(default=3, metadata={"help": "Passes over one iteration's training texts (authors: 3; SFT baseline 30)."})
     batch_size: int = field(default=8, metadata={"help": "Texts (or pretraining blocks) per micro-batch, per device."})
     gradient_accumulation_steps: int = field(default=16, metadata={"help": "Micro-batches per optimiser step. Default 16 x batch_size 8 = 128 texts per step on one device: the authors' global batch (16 per TPU core x 8 cores of a v3-8, 16 microbatches). With N devices, divide by N to keep 128. A step's loss is its summed token loss over the tokens it predicts, however they fall into micro-batches and devices, as the authors normalise."})

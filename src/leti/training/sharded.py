@@ -61,12 +61,20 @@ _LORA_SHARDED = ("LoRA/QLoRA with FSDP or ZeRO-3 is not supported (the adapters 
                  "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml")
 
 
-def check_sharding(cfg: TrainerConfig) -> None:
+_CARRY_SHARDED = ("trainer.carry_optimizer_state: DeepSpeed and FSDP split AdamW's state over the ranks, and leti "
+                  "carries it between iterations only whole (one process, or DDP: configs/accelerate/ddp.yaml); "
+                  "set trainer.carry_optimizer_state: false to start a new AdamW every iteration")
+
+
+def check_sharding(cfg: TrainerConfig, carry: bool = False) -> None:
     """At run start, on every rank: the launcher's sharding settings (the environment that
     `accelerate launch` sets) against the trainer config, so that a combination that cannot
-    train fails before the first sampling phase, not after it."""
+    train fails before the first sampling phase, not after it. `carry`: the run carries AdamW's
+    state between iterations."""
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if carry and (deepspeed or fsdp):
+        raise LetiError(_CARRY_SHARDED)
     if fsdp and not torch.cuda.is_available():
         # Accelerate turns FSDP on only over GPUs: on CPU it would fail deep in its plugin or
         # quietly train without sharding.
@@ -82,11 +90,13 @@ def check_sharding(cfg: TrainerConfig) -> None:
         raise LetiError(_LORA_SHARDED)
 
 
-def check_strategy(accelerator, cfg: TrainerConfig) -> None:
+def check_strategy(accelerator, cfg: TrainerConfig, carry: bool = False) -> None:
     """In `train`, before `prepare`: the same checks on the Accelerator actually built. Under
     DeepSpeed this also fills the settings leti owns into the DeepSpeed config."""
     from accelerate.utils import DistributedType
 
+    if carry and accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise LetiError(_CARRY_SHARDED)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         _align_deepspeed(accelerator.state.deepspeed_plugin, cfg)
         _plain_model_builds()

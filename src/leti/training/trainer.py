@@ -10,7 +10,9 @@ precision, the gradient sync of accumulation windows and tracker logging.
 Steps follow the authors' trainer (xingyaoww/LeTI run_leti.py, train_step): one optimiser step
 takes `gradient_accumulation_steps` micro-batches of one source (LeTI texts or pretraining
 blocks; the sources alternate by whole steps), and its gradient is the summed token loss of the
-step over the step's token count, not a mean of micro-batch means.
+step over the step's token count, not a mean of micro-batch means. AdamW's state carries from one
+training stage to the next when the caller passes the file the last stage saved (the authors keep
+one train state for the whole run).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class TrainStats:
     learning_rate: float = 0.0
     epochs: int = 0
     wall_s: float = 0.0
+    optimizer_steps_before: int = 0  # AdamW's step count when the stage began (0: a new AdamW)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,13 +78,64 @@ def _mixed_precision(choice: str) -> str:
     return "no"
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    # HF convention: no decay on biases and normalisation weights (1-D tensors).
+def _named_groups(model) -> tuple[list[tuple[str, torch.nn.Parameter]], list[tuple[str, torch.nn.Parameter]]]:
+    """The trainable parameters, (decayed, not decayed), in the optimiser's order. HF convention:
+    no decay on biases and normalisation weights (1-D tensors)."""
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (no_decay if p.ndim < 2 else decay).append((name, p))
+    return decay, no_decay
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    decay, no_decay = _named_groups(model)
+    return [{"params": [p for _, p in decay], "weight_decay": weight_decay},
+            {"params": [p for _, p in no_decay], "weight_decay": 0.0}]
+
+
+# --- AdamW's state between training stages -------------------------------------------------
+# Saved by hand rather than with accelerator.save_state, which writes the model weights (the
+# checkpoint already holds them), RNG and sampler states too: only the optimiser moves on.
+
+OPTIMIZER_FILE = "leti_optimizer.pth"  # not *.pt / *.bin: weight loaders (vLLM's) glob those
+
+
+def _layout(model) -> list[list[list]]:
+    """[name, shape] of every trainable parameter, per optimiser group: what a saved state fits."""
+    return [[[name, list(p.shape)] for name, p in group] for group in _named_groups(model)]
+
+
+def save_optimizer(optimizer, layout: list, path: str | Path) -> None:
+    """AdamW's moments and step count, with the parameter layout they belong to."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"layout": layout, "optimizer": optimizer.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_optimizer(optimizer, layout: list, path: str | Path) -> int:
+    """Load a state saved by save_optimizer into `optimizer` (built on the same parameters);
+    returns its step count. A missing, damaged or mismatched file is one LetiError naming it."""
+    path = Path(path)
+    fix = "restore it from a backup, or start the run again with a new --run-dir"
+    if not path.is_file():
+        raise LetiError(f"{path}: missing; this training stage goes on from the AdamW state the previous iteration "
+                        f"saved there (trainer.carry_optimizer_state); {fix}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        state, saved_layout = saved["optimizer"], saved["layout"]
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: torch's words, one line
+        raise LetiError(f"{path}: damaged, not an AdamW state saved by leti ({first_line(e)}); {fix}") from None
+    if saved_layout != layout:
+        mine = {name: shape for group in layout for name, shape in group}
+        theirs = {name: shape for group in saved_layout for name, shape in group}
+        diff = sorted(n for n in mine.keys() | theirs.keys() if mine.get(n) != theirs.get(n))
+        raise LetiError(f"{path}: the AdamW state is for other trainable weights than this model's (first difference: "
+                        f"'{diff[0] if diff else 'parameter order'}'); {fix}")
+    optimizer.load_state_dict(state)
+    steps = [int(s["step"]) for s in state["state"].values() if "step" in s]
+    return max(steps, default=0)
 
 
 def context_length(model, max_length: int) -> int:
@@ -156,7 +210,7 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, full):
     return model
 
 
-def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None):
+def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None, carry: bool):
     """The Accelerator of one training stage, trackers started."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin
@@ -182,7 +236,7 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
                 raise LetiError(f"trainer.report_to: wandb could not start ({first_line(e)}); run `wandb login`, "
                                 "set WANDB_MODE=offline, or remove wandb from trainer.report_to") from None
             raise
-    check_strategy(accelerator, cfg)
+    check_strategy(accelerator, cfg, carry)
     return accelerator
 
 
@@ -332,13 +386,16 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
 
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None, source: str | None = None,
-          tracker_run: tuple[str, str] | None = None):
+          tracker_run: tuple[str, str] | None = None, optimizer_from: str | Path | None = None,
+          optimizer_to: str | Path | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
     returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
     trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
     FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
     `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
-    `tracker_run` = (group, name) of this training stage for experiment trackers (wandb)."""
+    `tracker_run` = (group, name) of this training stage for experiment trackers (wandb).
+    `optimizer_from`: a file save_optimizer wrote (the previous stage's AdamW state) to go on
+    from, instead of a new AdamW; `optimizer_to`: where the main process saves this stage's."""
     t0 = time.time()
     if not texts:
         raise LetiError("no training texts: the iteration produced no samples (check the task split and sampling.n)")
@@ -355,8 +412,11 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     template = Template.of(model)
     model, full = _setup_model(model, tokenizer, cfg, source)
     _check_trackers(cfg.report_to)
-    accelerator = _accelerator(cfg, log_dir, tracker_run)
+    carry = optimizer_from is not None or optimizer_to is not None
+    accelerator = _accelerator(cfg, log_dir, tracker_run, carry)
+    layout = _layout(model) if carry else []  # names before prepare: DDP prefixes them with 'module.'
     model, optimizer, loader = _prepare(accelerator, model, loader, cfg)
+    steps_before = load_optimizer(optimizer, layout, optimizer_from) if optimizer_from is not None else 0
     model.train()
 
     stream = None
@@ -369,6 +429,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
             # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
             return islice(batches, accelerator.process_index, None, accelerator.num_processes)
     tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress)
+    if optimizer_to is not None and accelerator.is_main_process:  # DDP: every rank holds the same state
+        save_optimizer(optimizer, layout, optimizer_to)
     if cfg.report_to:
         accelerator.end_training()
 
@@ -377,4 +439,6 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     else:
         model = _finish_model(accelerator, model, cfg, full)
     del full
-    return model, tally.stats(len(texts), data.n_truncated, max_len, cfg, time.time() - t0)
+    stats = tally.stats(len(texts), data.n_truncated, max_len, cfg, time.time() - t0)
+    stats.optimizer_steps_before = steps_before
+    return model, stats
