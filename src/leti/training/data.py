@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from leti.errors import LetiError, first_line
 from leti.model import encode_prompt
+from leti.training import corpus_cache
 
 
 @dataclass(frozen=True)
@@ -82,21 +84,33 @@ def stdlib_files(max_files: int) -> list[Path]:
 def iter_corpus(corpus: str, max_files: int, hf_data_dir: str | None = None,
                 text_field: str = "content") -> Iterator[str]:
     """Source texts of the pretraining corpus, lazily, in a fixed order."""
+    local = local_corpus_files(corpus, max_files)
+    if local is None:
+        yield from _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
+    else:
+        yield from _read_files(local[1])
+
+
+def local_corpus_files(corpus: str, max_files: int) -> tuple[Path, list[Path]] | None:
+    """(root, files read) of a corpus on disk ('stdlib' or a directory of .py files); None for a
+    Hugging Face dataset name."""
     if corpus.startswith(("/", "./", "../", "~")):  # a path, never a dataset name: say so, not the hub's name rules
         corpus = str(Path(corpus).expanduser())
         if not Path(corpus).is_dir():
             raise LetiError(f"trainer.pretrain_corpus: no directory '{corpus}'; point it at a directory of .py files, "
                             "'stdlib', or a Hugging Face dataset name")
     if corpus == "stdlib":
-        paths = stdlib_files(max_files)
-    elif Path(corpus).is_dir():
+        return Path(sysconfig.get_paths()["stdlib"]), stdlib_files(max_files)
+    if Path(corpus).is_dir():
         root = Path(corpus)
         paths = sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix())[:max_files]
         if not paths:
             raise LetiError(f"trainer.pretrain_corpus: directory '{corpus}' holds no .py files; point it at Python sources or use 'stdlib'")
-    else:
-        yield from _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
-        return
+        return root, paths
+    return None
+
+
+def _read_files(paths: list[Path]) -> Iterator[str]:
     for path in paths:
         try:
             yield path.read_text(encoding="utf-8")
@@ -169,8 +183,17 @@ def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: Packing
 
 def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
                      stats: PackingStats, hf_data_dir: str | None = None,
-                     text_field: str = "content", separator: bool = True) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless stream of packed batches (the corpus restarts when exhausted)."""
+                     text_field: str = "content", separator: bool = True, *,
+                     cache_dir: str | Path | None = None,
+                     progress: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless stream of packed batches (the corpus restarts when exhausted). With `cache_dir`,
+    the corpus is tokenized once into an on-disk cache there (leti.training.corpus_cache) and
+    every pass reads it back: the same batches, without re-reading or re-tokenizing the corpus.
+    `progress`: a progress bar while the cache is built."""
+    if cache_dir is not None:
+        yield from _cached_batches(tokenizer, corpus, block_size, batch_size, max_files, stats, hf_data_dir,
+                                   text_field, separator, cache_dir, progress)
+        return
     collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     while True:
         batch: list[list[int]] = []
@@ -182,4 +205,54 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
                 yield collate(batch)
                 batch = []
         if not emitted:
-            raise LetiError(f"trainer.pretrain_corpus '{corpus}' is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
+            raise _too_small(corpus, block_size, batch_size)
+
+
+def _too_small(corpus: str, block_size: int, batch_size: int) -> LetiError:
+    return LetiError(f"trainer.pretrain_corpus '{corpus}' is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
+
+
+def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
+                    stats: PackingStats, hf_data_dir: str | None, text_field: str, separator: bool,
+                    cache_dir: str | Path, progress: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """pretrain_batches' stream cut from the cached token stream. pack_blocks' blocks are the
+    stream's consecutive block_size slices (a block may span documents; the tail short of a block
+    is dropped), grouped batch_size at a time per pass; `stats` counts blocks when the uncached
+    path would have cut them, a pass's leftover blocks included."""
+    eos = tokenizer.eos_token_id
+    if separator and eos is None:
+        raise LetiError("tokenizer has no eos token; set trainer.pretrain_eos_separator: false to pack documents without one")
+    fields: dict = {"corpus": corpus, "hf_data_dir": hf_data_dir, "text_field": text_field, "max_files": max_files,
+                    "separator": separator, "tokenizer": corpus_cache.tokenizer_fingerprint(tokenizer)}
+    local = local_corpus_files(corpus, max_files)
+    if local is not None:
+        root, paths = local
+        fields.update(root=str(root.resolve()), n_files=len(paths), files=corpus_cache.files_fingerprint(root, paths))
+
+        def texts() -> Iterator[str]:
+            return _read_files(paths)  # the files fingerprinted, not a new listing
+    else:
+        if hf_data_dir and Path(hf_data_dir).is_dir():
+            # a local data_dir (the json / csv / parquet / text builders): edits there must rebuild too
+            data = Path(hf_data_dir)
+            files = sorted((p for p in data.rglob("*") if p.is_file()), key=lambda p: p.relative_to(data).as_posix())
+            fields.update(data_root=str(data.resolve()), data_files=corpus_cache.files_fingerprint(data, files))
+
+        def texts() -> Iterator[str]:
+            return _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
+    tokens = corpus_cache.token_stream(cache_dir, fields, texts, tokenizer, eos if separator else None,
+                                       total=len(local[1]) if local is not None else max_files, progress=progress)
+    n_blocks = len(tokens) // block_size
+    n_batches, leftover = divmod(n_blocks, batch_size)
+    span = batch_size * block_size
+    while True:
+        for b in range(n_batches):
+            ids = torch.from_numpy(np.array(tokens[b * span : (b + 1) * span], dtype=np.int64)).view(batch_size, block_size)
+            stats.blocks, stats.tokens, stats.slots = stats.blocks + batch_size, stats.tokens + span, stats.slots + span
+            # PadCollator's output for full blocks: nothing to pad, so no -100 labels
+            yield {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+        stats.blocks += leftover
+        stats.tokens += leftover * block_size
+        stats.slots += leftover * block_size
+        if not n_batches:
+            raise _too_small(corpus, block_size, batch_size)

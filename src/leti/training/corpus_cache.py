@@ -1,0 +1,220 @@
+"""On-disk cache of the tokenized continued-pretraining corpus.
+
+Without it, `pretrain_batches` re-reads the corpus and re-tokenizes it on every pass (the trainer
+starts a pass every epoch: ~150 per run), and for a hub dataset streams it from the hub each time.
+With a cache directory the corpus's token stream (every document's ids, each followed by EOS when
+documents are separated) is built once per key and memory-mapped afterwards:
+
+    cache_dir/<key>/tokens.bin   the stream: raw little-endian uint16 (ids < 65536) or int32
+    cache_dir/<key>/meta.json    what it holds: dtype, n_tokens, n_documents and the key's fields
+    cache_dir/<key>.lock         fcntl lock file: one process builds a key, the others wait
+
+Blocks are cut from the stream when read, so one entry serves every block and batch size.
+
+- The key is a sha256 of everything the stream depends on (`fields`, given by the caller: corpus,
+  file limit, separator, a tokenizer fingerprint and, for files on disk, their paths, sizes and
+  mtimes), so a changed tokenizer or an edited file gets a new entry, never stale ids.
+- A build writes into a temporary directory and renames it into place: a build killed midway
+  leaves no directory under the key's name, only a temporary one that the next build removes.
+- An entry whose meta.json is unreadable or disagrees with tokens.bin's size is rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from leti.errors import LetiError
+
+FORMAT_VERSION = 1  # part of every key: a change of layout or of what is stored never reads old entries
+_DTYPES = {"uint16": np.dtype("<u2"), "int32": np.dtype("<i4")}
+_CHUNK = 64  # documents tokenized per call: fast tokenizers encode a batch on all cores
+
+
+def default_cache_dir() -> Path:
+    """$LETI_CACHE_DIR if set, else $XDG_CACHE_HOME/leti/pretrain, else ~/.cache/leti/pretrain."""
+    if os.environ.get("LETI_CACHE_DIR"):
+        return Path(os.environ["LETI_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec says to ignore a relative XDG_CACHE_HOME
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "leti" / "pretrain"
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what decides the ids a tokenizer gives a text: its vocabulary with added tokens,
+    its EOS id and, for a fast tokenizer, its whole pipeline (normalizer, pre-tokenizer, merges)."""
+    h = hashlib.sha256()
+    vocab = sorted(tokenizer.get_vocab().items())
+    h.update(json.dumps([type(tokenizer).__name__, tokenizer.eos_token_id, vocab]).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        # call-time settings that an earlier call (padding=True, truncation) leaves behind; they do
+        # not change how a text is split, and keeping them would change the key between calls
+        spec.pop("padding", None)
+        spec.pop("truncation", None)
+        h.update(json.dumps(spec, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def files_fingerprint(root: Path, paths: Iterable[Path]) -> str:
+    """sha256 of each file's path relative to `root`, size and mtime (in that order): an edited,
+    added, removed or renamed file changes it, without reading any file."""
+    rows = []
+    for p in paths:
+        try:
+            st = p.stat()
+            rows.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+        except OSError:  # unreadable or vanished: the corpus reader skips it too
+            rows.append((p.relative_to(root).as_posix(), None, None))
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def cache_key(fields: dict) -> str:
+    return hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def token_stream(cache_dir: str | Path, fields: dict, texts: Callable[[], Iterator[str]], tokenizer,
+                 eos: int | None, *, total: int | None = None, progress: bool = False) -> np.ndarray:
+    """The cached token stream for `fields` (a JSON-able dict naming everything the stream depends
+    on), built from `texts()` if no valid entry exists: each text tokenized as `pack_blocks` does
+    (no special tokens added), followed by `eos` unless it is None. Returns a read-only array
+    (memory-mapped). `total` and `progress`: the build's progress bar."""
+    cache_dir = Path(cache_dir).expanduser()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unusable(cache_dir, e) from e
+    key = cache_key(fields)
+    entry = cache_dir / key
+    tokens = _open(entry, key)
+    if tokens is not None:
+        return tokens
+    with _locked(cache_dir / f"{key}.lock"):
+        tokens = _open(entry, key)  # another process may have built it while this one waited
+        if tokens is None:
+            _discard(cache_dir, key)
+            _build(cache_dir, key, fields, texts, tokenizer, eos, total, progress)
+            tokens = _open(entry, key)
+            if tokens is None:
+                raise LetiError(f"pretraining corpus cache: the entry just built in {entry} does not read back; "
+                                "is the cache directory on a file system that renames atomically?")
+    return tokens
+
+
+def _open(entry: Path, key: str) -> np.ndarray | None:
+    """The entry's tokens, or None when it is missing or damaged (not to be trusted)."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        dtype, n = _DTYPES[meta["dtype"]], meta["n_tokens"]
+        if meta["format"] != FORMAT_VERSION or meta["key"] != key or type(n) is not int or n < 0:
+            return None
+        path = entry / "tokens.bin"
+        if path.stat().st_size != n * dtype.itemsize:
+            return None
+        if n == 0:  # mmap cannot map an empty file
+            return np.zeros(0, dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+    except (OSError, ValueError, KeyError, TypeError):  # missing, not JSON, wrong shape of JSON
+        return None
+
+
+def _unusable(cache_dir: Path, e: OSError) -> LetiError:
+    # one line at the first pretraining batch, not a traceback
+    return LetiError(f"pretraining corpus cache: cannot write to {cache_dir} ({e.strerror or e}); set "
+                     "LETI_CACHE_DIR to a writable directory or turn the cache off")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # "a": opening never truncates; the lock file stays (removing it would let two processes
+    # lock different files of one name)
+    try:
+        f = open(path, "a")
+    except OSError as e:
+        raise _unusable(path.parent, e) from e
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _discard(cache_dir: Path, key: str) -> None:
+    """Under the key's lock: remove a damaged entry and what killed builds left (no live build can
+    own a temporary directory, since builds hold the lock)."""
+    entry = cache_dir / key
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    elif entry.exists() or entry.is_symlink():
+        entry.unlink()
+    for tmp in cache_dir.glob(f".{key}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(cache_dir: Path, key: str, fields: dict, texts: Callable[[], Iterator[str]], tokenizer,
+           eos: int | None, total: int | None, progress: bool) -> None:
+    vocab_max = max([len(tokenizer) - 1, eos or 0, *tokenizer.get_vocab().values()])
+    dtype_name = "uint16" if vocab_max <= np.iinfo(np.uint16).max else "int32"
+    dtype = _DTYPES[dtype_name]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir))
+    try:
+        n_tokens = n_docs = 0
+        with open(tmp / "tokens.bin", "wb") as out, tqdm(
+                total=total, desc="tokenizing pretraining corpus", unit="file", disable=not progress) as bar:
+            it = texts()
+            while chunk := list(islice(it, _CHUNK)):
+                flat: list[int] = []
+                for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
+                    flat.extend(ids)
+                    if eos is not None:
+                        flat.append(eos)
+                arr = np.asarray(flat, dtype=np.int64)
+                if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(dtype).max):
+                    raise LetiError(f"pretraining corpus cache: token id {int(arr.max())} outside the tokenizer's vocabulary")
+                arr.astype(dtype).tofile(out)
+                n_tokens += arr.size
+                n_docs += len(chunk)
+                bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        meta = {"format": FORMAT_VERSION, "key": key, "dtype": dtype_name, "n_tokens": n_tokens,
+                "n_documents": n_docs, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fields": fields}
+        with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700: let other users of a shared cache read it
+        os.rename(tmp, cache_dir / key)  # atomic: the entry appears whole or not at all
+        _fsync_dir(cache_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    # makes the rename durable across a power loss; some file systems refuse to fsync a directory
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
