@@ -105,9 +105,9 @@ def check_strategy(accelerator, cfg: TrainerConfig, carry: bool = False) -> None
 
 
 def _align_deepspeed(plugin, cfg: TrainerConfig) -> None:
-    """DeepSpeed does gradient accumulation and clipping itself, from its own config, and
-    Accelerate lets that config win over the trainer's settings (with only a log warning).
-    leti fills them in from trainer.* where the config leaves them open ('auto' or absent) and
+    """DeepSpeed does gradient accumulation and clipping itself, from its own config (and sizes
+    its micro-batches from it), and Accelerate lets that config win over the trainer's settings
+    (with only a log warning). leti fills them in from trainer.* where the config leaves them open ('auto' or absent) and
     refuses a config that says otherwise, so a run never trains with settings it does not report."""
     ds = plugin.deepspeed_config
     sections = [k for k in ("optimizer", "scheduler") if k in ds]
@@ -115,8 +115,11 @@ def _align_deepspeed(plugin, cfg: TrainerConfig) -> None:
         raise LetiError(f"the DeepSpeed config has its own {' and '.join(sections)}, but leti's trainer builds AdamW "
                         f"with a constant learning rate from trainer.*; remove {' and '.join(map(repr, sections))} "
                         "from the DeepSpeed config")
+    # the micro-batch too: Accelerate reads an 'auto' one off the data loader, whose batches the
+    # trainer cuts itself (batching.py), so the loader has no batch_size to read
     for key, field, ours in (("gradient_accumulation_steps", "trainer.gradient_accumulation_steps", cfg.gradient_accumulation_steps),
-                             ("gradient_clipping", "trainer.max_grad_norm", cfg.max_grad_norm)):
+                             ("gradient_clipping", "trainer.max_grad_norm", cfg.max_grad_norm),
+                             ("train_micro_batch_size_per_gpu", "trainer.batch_size", cfg.batch_size)):
         theirs = ds.get(key, "auto")
         if theirs == "auto":
             ds[key] = ours

@@ -28,11 +28,12 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from leti.errors import LetiError, first_line
 from leti.model import model_context
+from leti.training.batching import StepSortedBatches
 from leti.training.config import TrainerConfig
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
 from leti.training.lora import apply_lora, copy_adapters, is_peft, load_4bit
@@ -56,15 +57,16 @@ class TrainStats:
     leti_tokens: int
     pretrain_tokens: int
     packing_efficiency: float  # non-pad fraction of pretraining tokens (1.0 = no padding)
-    loss_first: float
-    loss_last: float
-    loss_mean: float
+    loss_first: float  # the first LeTI optimiser step's mean token loss
+    loss_last: float  # the last one's
+    loss_mean: float  # the mean over LeTI optimiser steps
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean LeTI loss), thinned
     pretrain_loss_mean: float | None = None
     learning_rate: float = 0.0
     epochs: int = 0
     wall_s: float = 0.0
     optimizer_steps_before: int = 0  # AdamW's step count when the stage began (0: a new AdamW)
+    leti_padding_efficiency: float = 0.0  # non-pad fraction of the LeTI micro-batches' token slots
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -240,6 +242,22 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
     return accelerator
 
 
+def _loader(examples: list[list[int]], cfg: TrainerConfig, seed: int, pad_id: int, processes: int) -> DataLoader:
+    """The LeTI micro-batches: the texts in order (the authors' loader never shuffles, run_leti.py /
+    dataloader.py) or shuffled each epoch, each optimiser step's texts sorted by length so that
+    its micro-batches pad less (batching.py; the step's gradient is the same)."""
+    generator = torch.Generator().manual_seed(seed)
+    collate = PadCollator(pad_id)
+    per_step = cfg.gradient_accumulation_steps * processes
+    if per_step == 1:  # one micro-batch per step: nothing to sort between
+        return DataLoader(examples, batch_size=cfg.batch_size, shuffle=cfg.shuffle, generator=generator,
+                          collate_fn=collate)
+    # the same draws as DataLoader(shuffle=True, generator=...) makes
+    order = RandomSampler(examples, generator=generator) if cfg.shuffle else range(len(examples))
+    batches = StepSortedBatches([len(e) for e in examples], cfg.batch_size, per_step, order)
+    return DataLoader(examples, batch_sampler=batches, collate_fn=collate)
+
+
 def _prepare(accelerator, model, loader: DataLoader, cfg: TrainerConfig):
     """(model, optimizer, loader) wrapped by Accelerate. Under FSDP1 the model is wrapped first:
     it replaces the parameters, so the optimizer must be built on the wrapped ones."""
@@ -256,12 +274,15 @@ def _prepare(accelerator, model, loader: DataLoader, cfg: TrainerConfig):
 
 @dataclass
 class _Tally:
-    """What one training stage trained on, filled batch by batch."""
+    """What one training stage trained on, filled step by step."""
 
-    leti_losses: list[float] = field(default_factory=list)
-    pre_losses: list[float] = field(default_factory=list)
+    leti_losses: list[float] = field(default_factory=list)  # each LeTI step's loss (over its tokens)
+    pre_losses: list[float] = field(default_factory=list)  # each pretraining step's
     curve: list[tuple[int, float]] = field(default_factory=list)
+    leti_batches: int = 0  # micro-batches
+    pre_batches: int = 0
     leti_tokens: int = 0
+    leti_slots: int = 0  # rows x padded length, over the LeTI micro-batches
     pre_tokens: int = 0
     steps: int = 0  # optimiser steps
 
@@ -269,16 +290,17 @@ class _Tally:
         return TrainStats(
             n_texts=n_texts, n_truncated=n_truncated, max_length=max_len,
             optimizer_steps=self.steps,
-            leti_batches=len(self.leti_losses), pretrain_batches=len(self.pre_losses),
+            leti_batches=self.leti_batches, pretrain_batches=self.pre_batches,
             leti_tokens=self.leti_tokens, pretrain_tokens=self.pre_tokens,
             # measured on the pretraining batches actually trained on: real tokens / batch slots
-            packing_efficiency=(round(self.pre_tokens / (len(self.pre_losses) * cfg.batch_size * max_len), 4)
-                                if self.pre_losses else 0.0),
+            packing_efficiency=(round(self.pre_tokens / (self.pre_batches * cfg.batch_size * max_len), 4)
+                                if self.pre_batches else 0.0),
             loss_first=self.leti_losses[0], loss_last=self.leti_losses[-1],
             loss_mean=sum(self.leti_losses) / len(self.leti_losses),
             loss_curve=self.curve[:: max(1, len(self.curve) // 100)],
             pretrain_loss_mean=(sum(self.pre_losses) / len(self.pre_losses)) if self.pre_losses else None,
             learning_rate=cfg.learning_rate, epochs=cfg.epochs, wall_s=round(wall_s, 2),
+            leti_padding_efficiency=round(self.leti_tokens / max(self.leti_slots, 1), 4),
         )
 
 
@@ -303,13 +325,14 @@ def _summed_over_ranks(accelerator, count: int) -> int:
     return max(int(n), 1)
 
 
-def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: TrainerConfig) -> list[float]:
+def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: TrainerConfig) -> float:
     """One optimiser step over a window of micro-batches from one source. Its gradient is the
     mean loss over every token the window predicts, however they fall into micro-batches and
     ranks (as the authors' train_step sums token losses over a global batch and divides once; they
     divide by the attention-mask sum, which also counts each row's first, unpredicted token: a
-    scale within 1% at their lengths, which AdamW's normalisation absorbs). Returns each
-    micro-batch's mean token loss, for logging."""
+    scale within 1% at their lengths, which AdamW's normalisation absorbs). Returns the step's
+    mean token loss on this rank, for logging: like the gradient, it does not depend on how the
+    tokens fall into micro-batches."""
     counts = [_predicted(b) for b in window]
     total = _summed_over_ranks(accelerator, sum(counts))
     # accelerator.backward divides by the accumulation steps and DDP averages over ranks: undo
@@ -330,16 +353,16 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad()
-    return losses
+    if len(losses) == 1:
+        return losses[0]  # the same number, without the rounding of x * n / n
+    return sum(loss * n for loss, n in zip(losses, counts, strict=True)) / max(sum(counts), 1)
 
 
-def _log(accelerator, t: _Tally, window_means: list[float], mean: float, n_leti_steps: int,
-         cfg: TrainerConfig, bar) -> None:
+def _log(accelerator, t: _Tally, n_leti_steps: int, cfg: TrainerConfig, bar) -> None:
     """Every log_every LeTI optimiser steps (and after the last): the mean LeTI loss since."""
-    window_means.append(mean)
-    if len(window_means) % cfg.log_every and len(window_means) != n_leti_steps:
+    if len(t.leti_losses) % cfg.log_every and len(t.leti_losses) != n_leti_steps:
         return
-    recent = window_means[-cfg.log_every:]
+    recent = t.leti_losses[-cfg.log_every:]
     t.curve.append((t.steps, sum(recent) / len(recent)))
     bar.set_postfix(loss=f"{t.curve[-1][1]:.3f}")
     if cfg.report_to:
@@ -360,14 +383,15 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
     bar = tqdm(total=n_leti + math.floor(n_leti_steps * cfg.pretrain_mix_ratio) * g, desc="train", unit="batch",
                disable=not progress)
     credit = 0.0
-    window_means: list[float] = []  # mean LeTI loss of each LeTI optimiser step
     pre_iter = None
     for epoch in range(cfg.epochs):
         if pretrain_stream is not None and (epoch == 0 or cfg.pretrain_restart_every_epoch):
             pre_iter = pretrain_stream()
         for window in _windows(loader, g):
             t.leti_tokens += sum(int(b["attention_mask"].sum()) for b in window)
-            t.leti_losses += _optimizer_step(accelerator, model, optimizer, window, cfg)
+            t.leti_slots += sum(b["attention_mask"].numel() for b in window)
+            t.leti_losses.append(_optimizer_step(accelerator, model, optimizer, window, cfg))
+            t.leti_batches += len(window)
             t.steps += 1
             bar.update(len(window))
             # 1:1 alternation by default; a fractional ratio interleaves evenly via a credit.
@@ -375,11 +399,12 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
             while pre_iter is not None and credit >= 1.0:
                 pre = list(islice(pre_iter, g))
                 t.pre_tokens += sum(int(b["attention_mask"].sum()) for b in pre)
-                t.pre_losses += _optimizer_step(accelerator, model, optimizer, pre, cfg)
+                t.pre_losses.append(_optimizer_step(accelerator, model, optimizer, pre, cfg))
+                t.pre_batches += len(pre)
                 t.steps += 1
                 credit -= 1.0
                 bar.update(len(pre))
-            _log(accelerator, t, window_means, sum(t.leti_losses[-len(window):]) / len(window), n_leti_steps, cfg, bar)
+            _log(accelerator, t, n_leti_steps, cfg, bar)
     bar.close()
     return t
 
@@ -404,9 +429,6 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     max_len = context_length(model, cfg.max_length)
     data = tokenize_texts(tokenizer, texts, max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # authors: no shuffling (their loader takes the texts in order, run_leti.py / dataloader.py)
-    loader = DataLoader(data.examples, batch_size=cfg.batch_size, shuffle=cfg.shuffle,
-                        generator=torch.Generator().manual_seed(seed), collate_fn=PadCollator(pad_id))
 
     # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
     template = Template.of(model)
@@ -414,6 +436,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     _check_trackers(cfg.report_to)
     carry = optimizer_from is not None or optimizer_to is not None
     accelerator = _accelerator(cfg, log_dir, tracker_run, carry)
+    loader = _loader(data.examples, cfg, seed, pad_id, accelerator.num_processes)
     layout = _layout(model) if carry else []  # names before prepare: DDP prefixes them with 'module.'
     model, optimizer, loader = _prepare(accelerator, model, loader, cfg)
     steps_before = load_optimizer(optimizer, layout, optimizer_from) if optimizer_from is not None else 0

@@ -1,0 +1,69 @@
+"""Each optimiser step's texts are sorted by length before they are cut into micro-batches: the
+step trains on the same texts (so the same gradient), with less padding."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from leti.model import load_model_and_tokenizer
+from leti.training.batching import StepSortedBatches
+from leti.training.config import TrainerConfig
+from leti.training.trainer import train
+
+
+def test_each_step_keeps_its_texts_and_its_micro_batches_are_sorted():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 500) for _ in range(37)]
+    batches = list(StepSortedBatches(lengths, batch_size=4, batches_per_step=3, order=range(37)))
+    assert len(batches) == len(StepSortedBatches(lengths, 4, 3, range(37))) == 10  # ceil(37 / 4), as unsorted
+    for step in range(4):  # windows of 3 batches = 12 texts; the last has 1
+        got = [i for b in batches[3 * step : 3 * step + 3] for i in b]
+        assert sorted(got) == list(range(12 * step, min(12 * step + 12, 37)))
+        assert [lengths[i] for i in got] == sorted((lengths[i] for i in got), reverse=True)
+
+    def slots(bs: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in bs)
+
+    plain = [list(range(s, min(s + 4, 37))) for s in range(0, 37, 4)]
+    assert slots(batches) < 0.8 * slots(plain)  # the same tokens in fewer padded slots
+
+
+def test_shuffled_epochs_draw_the_permutations_an_unsorted_loader_draws():
+    lengths = list(range(20))
+    sampler = StepSortedBatches(lengths, 2, 5, RandomSampler(lengths, generator=torch.Generator().manual_seed(3)))
+    reference = RandomSampler(lengths, generator=torch.Generator().manual_seed(3))
+    for _ in range(2):  # a new permutation each epoch, the same ones
+        perm = list(reference)
+        got = [i for b in sampler for i in b]
+        assert [sorted(got[w : w + 10]) for w in (0, 10)] == [sorted(perm[w : w + 10]) for w in (0, 10)]
+
+
+@pytest.fixture
+def model_and_tokenizer(tiny_model_path):
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model, tok
+
+
+def test_sorted_micro_batches_train_as_one_micro_batch_of_the_whole_step(model_and_tokenizer):
+    """4 micro-batches of 2 sorted texts per step train the weights that one unsorted micro-batch
+    of all 8 does; the texts' lengths differ widely, so the sort moves them between micro-batches."""
+    model, tok = model_and_tokenizer
+    texts = [f"<|good|>def f{i}(a):\n    return a + {i}" + "  # pad" * (7 * i % 11) + "\n" for i in range(16)]
+    common = dict(epochs=1, max_length=128, pretrain_mix_ratio=0, learning_rate=1e-3)
+    whole, s1 = train(copy.deepcopy(model), tok, texts, TrainerConfig(batch_size=8, gradient_accumulation_steps=1, **common),
+                      progress=False)
+    split, s4 = train(copy.deepcopy(model), tok, texts, TrainerConfig(batch_size=2, gradient_accumulation_steps=4, **common),
+                      progress=False)
+    assert s1.optimizer_steps == s4.optimizer_steps == 2
+    a, b = whole.state_dict(), split.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # rounding (AdamW magnifies it near 0)
+    assert abs(s1.loss_mean - s4.loss_mean) < 1e-5  # a step's loss is over its tokens, however they are cut
+    assert s4.leti_padding_efficiency > s1.leti_padding_efficiency
