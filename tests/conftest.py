@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from leti.testing import make_tiny_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pretrain_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tokenized-corpus cache of every run in the session (and of the processes it starts), in
+    a temporary directory rather than the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("pretrain_cache")
+    os.environ["LETI_CACHE_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

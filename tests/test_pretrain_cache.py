@@ -348,3 +348,29 @@ def test_a_checkpoints_reloaded_tokenizer_keeps_its_entry(tmp_path, tiny_model_p
     for t in (tok, reloaded):
         next(pretrain_batches(t, "stdlib", 16, 2, 3, PackingStats(), cache_dir=tmp_path / "cache"))
     assert len(_entries(tmp_path / "cache")) == 1
+
+
+def test_training_reads_the_cache_and_trains_the_same_weights(tiny_model_path, tmp_path, monkeypatch):
+    """trainer.pretrain_cache (on by default) fills $LETI_CACHE_DIR at the first pretraining step,
+    and a training stage with it trains exactly the weights one without it trains."""
+    from dataclasses import replace
+
+    from leti.model import load_model_and_tokenizer
+    from leti.training.config import TrainerConfig
+    from leti.training.trainer import train
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LETI_CACHE_DIR", str(cache))
+    model, tok_ = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+    texts = [f"<|good|>def f{i}(a):\n    return a + {i}\n" for i in range(8)]
+    cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=1, epochs=2, max_length=32, learning_rate=1e-3,
+                        pretrain_corpus="stdlib", pretrain_max_files=5)
+    assert cfg.pretrain_cache
+    cached, s1 = train(copy.deepcopy(model), tok_, texts, cfg, progress=False)
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / "tokens.bin").stat().st_size > 0
+    plain, s2 = train(copy.deepcopy(model), tok_, texts, replace(cfg, pretrain_cache=False), progress=False)
+    assert [p for p in cache.iterdir() if p.is_dir()] == entries
+    assert (s1.pretrain_batches, s1.pretrain_tokens) == (s2.pretrain_batches, s2.pretrain_tokens) and s1.pretrain_batches > 0
+    a, b = cached.state_dict(), plain.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -340,7 +340,7 @@ def flatten_config(d: dict, prefix: str = "") -> dict:
 RESUMABLE_CHANGES = frozenset({
     "iterations", "progress", "keep_checkpoints", "device", "execution.workers",
     "sampling.batch_size", "eval.batch_size", "trainer.report_to", "trainer.log_every",
-    "sampling.data_parallel",
+    "sampling.data_parallel", "trainer.pretrain_cache",
     # engine/cluster knobs
     "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
     "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",

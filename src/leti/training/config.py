@@ -59,6 +59,7 @@ class TrainerConfig:
     pretrain_restart_every_epoch: bool = field(default=True, metadata={"help": "Start the pretraining stream again at its first block every epoch, as the authors build a new pretraining loader each epoch. False: one stream per training stage, continued across its epochs."})
     pretrain_eos_separator: bool = field(default=False, metadata={"help": "Put the tokenizer's end-of-text token between packed pretraining documents. Authors: no, files are concatenated as they are (run_leti.py, pretrain_tokenize_function and group_texts)."})
     pretrain_max_files: int = field(default=50000, metadata={"help": "Use at most this many corpus files, in order (authors: the first 50k Python files of The Stack)."})
+    pretrain_cache: bool = field(default=True, metadata={"help": "Tokenize the pretraining corpus once, at the first pretraining step, into an on-disk cache that every later pass, iteration and run with the same corpus and tokenizer reads back ($LETI_CACHE_DIR, else ~/.cache/leti/pretrain; 2 bytes per token, 4 with vocabularies over 65,536): a hub corpus is streamed once, not every epoch. The same batches either way. False: read and tokenize the corpus on every pass."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: any of 'tensorboard', 'wandb' (must be installed)."})
     log_every: int = field(default=10, metadata={"help": "Log the loss every this many optimiser steps."})

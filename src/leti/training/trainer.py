@@ -35,6 +35,7 @@ from leti.errors import LetiError, first_line
 from leti.model import model_context
 from leti.training.batching import StepSortedBatches
 from leti.training.config import TrainerConfig
+from leti.training.corpus_cache import default_cache_dir
 from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
 from leti.training.lora import apply_lora, copy_adapters, is_peft, load_4bit
 from leti.training.sharded import (
@@ -444,10 +445,13 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
 
     stream = None
     if cfg.pretrain_mix_ratio > 0:
+        cache = default_cache_dir() if cfg.pretrain_cache else None
+
         def stream():
             batches = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
                                        cfg.pretrain_max_files, PackingStats(), cfg.pretrain_hf_data_dir,
-                                       cfg.pretrain_text_field, cfg.pretrain_eos_separator)
+                                       cfg.pretrain_text_field, cfg.pretrain_eos_separator, cache_dir=cache,
+                                       progress=progress and accelerator.is_main_process)
             # Under multi-process training each rank takes every num_processes-th batch, as the
             # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
             return islice(batches, accelerator.process_index, None, accelerator.num_processes)
