@@ -374,3 +374,18 @@ def test_training_reads_the_cache_and_trains_the_same_weights(tiny_model_path, t
     assert (s1.pretrain_batches, s1.pretrain_tokens) == (s2.pretrain_batches, s2.pretrain_tokens) and s1.pretrain_batches > 0
     a, b = cached.state_dict(), plain.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_with_an_unwritable_cache_stops_at_start(tmp_path, tiny_model_path, shared_add_task, monkeypatch, capsys):
+    from leti.cli import main
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    config = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
+    run = tmp_path / "run"
+    args = ["run", config, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={shared_add_task}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"leti: error: pretraining corpus cache: cannot write to {tmp_path / 'file' / 'cache'}")
+    assert "trainer.pretrain_cache: false" in err and "\n" not in err
+    assert not (run / "iterations").exists()  # before the iteration-0 evaluation

@@ -234,6 +234,10 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
 
             t = cfg.trainer
             check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field)
+            if t.pretrain_cache:
+                from leti.training.corpus_cache import check_cache_dir, default_cache_dir
+
+                check_cache_dir(default_cache_dir())
         if cfg.trainer.lora.enabled:
             from leti.training.lora import check_lora_targets
 

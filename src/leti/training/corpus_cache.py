@@ -135,7 +135,19 @@ def _open(entry: Path, key: str) -> np.ndarray | None:
 def _unusable(cache_dir: Path, e: OSError) -> LetiError:
     # one line at the first pretraining batch, not a traceback
     return LetiError(f"pretraining corpus cache: cannot write to {cache_dir} ({e.strerror or e}); set "
-                     "LETI_CACHE_DIR to a writable directory or turn the cache off")
+                     "LETI_CACHE_DIR to a writable directory or trainer.pretrain_cache: false")
+
+
+def check_cache_dir(cache_dir: str | Path) -> None:
+    """At run start: the cache directory can be made and written to (a read-only home fails here,
+    in one line, not at the first pretraining step after a sampling phase)."""
+    cache_dir = Path(cache_dir).expanduser()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as e:
+        raise _unusable(cache_dir, e) from e
 
 
 @contextmanager
