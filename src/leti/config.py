@@ -94,6 +94,9 @@ class RunConfig:
         _positive(self, "", ("iterations",))
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1 or null (resuming needs the newest), got {self.keep_checkpoints!r}")
+        # each stage seeds with seed + k (evaluation: seed + 100000 + k); numpy and vLLM take 32 bits
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed must be in [0, 2**31), got {self.seed!r}")
         if self.max_train_problems is not None and self.max_train_problems < 1:
             raise ValueError(f"max_train_problems must be >= 1 or null, got {self.max_train_problems!r}")
         if self.trainer.lora.save == "adapter" and self.sampling.backend == "vllm":
@@ -341,6 +344,8 @@ RESUMABLE_CHANGES = frozenset({
     "iterations", "progress", "keep_checkpoints", "device", "execution.workers",
     "sampling.batch_size", "eval.batch_size", "trainer.report_to", "trainer.log_every",
     "sampling.data_parallel", "trainer.pretrain_cache",
+    # the same computation, recomputed (activations) to fit in memory
+    "trainer.gradient_checkpointing",
     # engine/cluster knobs
     "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
     "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",

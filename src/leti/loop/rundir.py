@@ -137,6 +137,11 @@ class RunDir:
             return
         append_jsonl(self.metrics_path, [record])
 
+    def replace_metrics(self, record: dict) -> None:
+        """Rewrite the line of record's iteration (atomically: the whole file)."""
+        records = [record if r["iteration"] == record["iteration"] else r for r in self.metrics()]
+        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -55,6 +55,10 @@ Mode = Literal["leti", "sft"]
 _TRAIN_KEYS = ("optimizer_steps", "loss_mean", "wall_s")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _started_config(rd: RunDir) -> dict:
     """The config.yaml a run directory was started with, as a mapping."""
     fix = "restore it (it is the config the run started with) or use a new --run-dir"
@@ -99,10 +103,11 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
         _check_unchanged(rd, cfg)
+        # config.yaml takes the resumable changes only once the run does work with them (_lead)
     else:
         _check_fresh(rd)
         write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
-    write_text_atomic(rd.config_path, dump_config(cfg))
+        write_text_atomic(rd.config_path, dump_config(cfg))
     return resuming
 
 
@@ -220,14 +225,20 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         resuming = _prepare(rd, cfg, mode)
         last = cfg.iterations if mode == "leti" else 1
         finished = rd.finished_iterations()
-        if set(range(last + 1)) <= finished:
-            print(f"leti: run {rd.root} is already finished ({last} iterations); metrics: {rd.metrics_path}")
+        # eval.every skipped the evaluation of an iteration that a shortened `iterations` made the last
+        final_unevaluated = last in finished and any(r["iteration"] == last and r.get("eval") is None for r in rd.metrics())
+        if set(range(last + 1)) <= finished and not final_unevaluated:
+            print(f"leti: run {rd.root} is already finished ({_plural(last, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
         if resuming:
-            todo = min(set(range(last + 1)) - finished)
-            done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
-            print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
-        if resuming and carries_optimizer(cfg, mode):
+            write_text_atomic(rd.config_path, dump_config(cfg))  # what the rest of the run does
+            if final_unevaluated and set(range(last + 1)) <= finished:
+                print(f"leti: resuming {rd.root}: iterations 0-{last} finished; iteration {last}, now the last, is evaluated")
+            else:
+                todo = min(set(range(last + 1)) - finished)
+                done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
+                print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
+        if resuming and carries_optimizer(cfg, mode) and set(range(last + 1)) - finished:
             _check_optimizer_state(rd, min(set(range(last + 1)) - finished))
         if cfg.trainer.pretrain_mix_ratio > 0:
             from leti.training.data import check_corpus
@@ -267,6 +278,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                 for k in range(last + 1):
                     if k not in rd.finished_iterations():
                         ctx.iteration(k, last)
+                if final_unevaluated:
+                    ctx.evaluate_finished(last)
         finally:
             slot.release()  # a vLLM engine kept for a next phase
     print(f"leti: run finished; metrics: {rd.metrics_path}; plots and report: leti report {rd.root}")
@@ -323,6 +336,16 @@ class _Context:
             (f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}") + (f"±{se[key]:.4f}" if se.get(key) is not None else "")
             for key, v in [("gradient_steps_total", steps), ("train_pass_rate", record["train_pass_rate"]),
                            *((ev or {}).get("pass@k", {}).items())]))
+
+    def evaluate_finished(self, k: int) -> None:
+        """Evaluate a finished iteration that was not evaluated (eval.every) and now is the last:
+        its metrics line gets the evaluation."""
+        ev = self._evaluate(k)
+        record = next(r for r in self.rd.metrics() if r["iteration"] == k)
+        record.update({"eval": {**ev["pass@k"], **ev.get("task_metrics", {})}, "eval_stderr": stages.eval_stderr(ev),
+                       "wall_s": round((record.get("wall_s") or 0) + ev["wall_s"], 2)})
+        self.rd.replace_metrics(record)
+        print(f"leti: iteration {k}: " + ", ".join(f"{key}={v:.4f}" for key, v in ev["pass@k"].items()))
 
     def _samples(self, k: int) -> tuple[dict, float]:
         rd, cfg = self.rd, self.cfg

@@ -1,0 +1,71 @@
+"""What a rerun of a run directory may change, and what it then does: a shortened run evaluates
+its new last iteration, a finished run's config.yaml keeps what the run did, speed-only fields
+may change, and out-of-range seeds are refused before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leti.cli import main
+from leti.config import RunConfig, config_to_dict
+from leti.errors import LetiError
+from leti.loop.rundir import RunDir
+from leti.loop.runner import _check_unchanged
+
+CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
+
+
+def _args(run: Path, model: str, task: str, *extra: str) -> list[str]:
+    return ["run", CONFIG, "--run-dir", str(run), "--set", f"model={model}", "--set", f"task={task}",
+            "--set", "progress=false", *extra]
+
+
+@pytest.mark.slow
+def test_a_shortened_run_evaluates_its_new_last_iteration(tmp_path, tiny_model_path, shared_add_task, capsys):
+    run = tmp_path / "run"
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=2", "--set", "eval.every=2")) == 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["eval"] is None for m in lines] == [False, True, False]  # iteration 1 skipped by eval.every
+    config_before = (run / "config.yaml").read_text()
+
+    # a finished run: nothing to do, and config.yaml still says what the run did
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=2", "--set", "eval.every=2",
+                      "--set", "keep_checkpoints=1")) == 0
+    assert "already finished (2 iterations)" in capsys.readouterr().out
+    assert (run / "config.yaml").read_text() == config_before
+
+    # shortened to 1: iteration 1 is now the last, and the last is always evaluated
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1", "--set", "eval.every=2")) == 0
+    assert "iteration 1, now the last, is evaluated" in capsys.readouterr().out
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [0, 1, 2]
+    ev = json.loads((run / "iterations" / "1" / "eval.json").read_text())
+    assert lines[1]["eval"]["pass@1"] == ev["pass@k"]["pass@1"] and lines[1]["eval_stderr"] is not None
+    assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 1
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1", "--set", "eval.every=2")) == 0
+    assert "already finished (1 iteration);" in capsys.readouterr().out
+
+
+def test_gradient_checkpointing_may_be_turned_on_when_resuming(tmp_path):
+    """The same computation, recomputed to fit in memory: a run that ran out of memory goes on with it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig())))
+    cfg = RunConfig()
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, gradient_checkpointing=True))
+    _check_unchanged(RunDir(run), cfg)
+    with pytest.raises(LetiError, match="trainer.epochs"):
+        _check_unchanged(RunDir(run), dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=1)))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 99999999999999999999])
+def test_a_seed_out_of_range_is_refused_before_anything_runs(tmp_path, tiny_model_path, shared_add_task, capsys, seed):
+    run = tmp_path / "run"
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", f"seed={seed}")) == 2
+    assert f"seed must be in [0, 2**31), got {seed}" in capsys.readouterr().err
+    assert not run.exists() or not (run / "iterations").exists()
