@@ -531,3 +531,15 @@ def test_completions_are_scored_as_written_not_cut_at_stop_sequences(tmp_path: P
         report = evaluate_samples(task, [p], samples, ex, ks=(1,))
     assert [(s.n, s.c) for s in report.per_problem] == [(2, 1)]
     assert "\nassert" in task.stop_sequences
+
+
+def test_an_explicit_k_no_problem_has_samples_for_is_refused(he_samples: Path, tmp_path: Path, capsys) -> None:
+    """--samples with 5 per problem and --k 10: nothing asked for could be reported; one line
+    before any program runs, as --model refuses it (exit 0 with no pass@k before)."""
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--task", "humaneval", "--samples", str(he_samples), "--out", str(out), "--k", "10"])
+    assert rc == 2
+    assert f"--k 10: k=10 needs at least 10 samples per problem, and {he_samples} has at most 5; lower --k" in \
+        capsys.readouterr().err
+    assert not (out / "executions.jsonl").exists()
+    assert _evaluate(he_samples, tmp_path / "some") == 0  # k 1,2,5,10: 10 dropped and said, the rest reported

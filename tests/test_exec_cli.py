@@ -35,6 +35,7 @@ def test_output_has_input_fields_and_results_in_order(tmp_path):
 
 @pytest.mark.parametrize("bad,expected", [
     ('{"program": "x = 1"', "in.jsonl:2: not valid JSON"),
+    ('{"id": 2, "progr', "in.jsonl:2: not valid JSON (Unterminated string starting at column 11)"),
     ('{"tests": "assert True"}', "in.jsonl:2: missing field 'program'"),
     ('{"program": 3}', "in.jsonl:2: field 'program' must be a string"),
     ('[1, 2]', "in.jsonl:2: expected a JSON object"),
@@ -120,3 +121,12 @@ def test_tasks_show_gives_the_stops_of_problems_that_have_their_own(tmp_path, ca
     assert "stop: [] (the task's)\n" in capsys.readouterr().out
     assert main(["tasks", "show", "mbpp"]) == 0
     assert "stop:     ['\\nclass'" in capsys.readouterr().out
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`leti tasks list | head -1`: the reader closes the pipe; leti stops as a command killed by
+    SIGPIPE does (141), without an error line."""
+    proc = subprocess.Popen(LETI + ["tasks", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before leti writes anything: its first write meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err.decode() == ""

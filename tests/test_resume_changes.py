@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ def _args(run: Path, model: str, task: str, *extra: str) -> list[str]:
 def test_a_shortened_run_evaluates_its_new_last_iteration(tmp_path, tiny_model_path, shared_add_task, capsys):
     run = tmp_path / "run"
     assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=2", "--set", "eval.every=2")) == 0
+    err = capsys.readouterr().err
+    assert "it/s]" not in err and "Loading weights" not in err  # progress: false quiets transformers' bars too
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["eval"] is None for m in lines] == [False, True, False]  # iteration 1 skipped by eval.every
     config_before = (run / "config.yaml").read_text()
@@ -69,3 +72,15 @@ def test_a_seed_out_of_range_is_refused_before_anything_runs(tmp_path, tiny_mode
     assert main(_args(run, tiny_model_path, shared_add_task, "--set", f"seed={seed}")) == 2
     assert f"seed must be in [0, 2**31), got {seed}" in capsys.readouterr().err
     assert not run.exists() or not (run / "iterations").exists()
+
+
+def test_the_set_a_refusal_suggests_is_one_shell_word(tmp_path):
+    """eval.ks=[1, 2] has a space: pasted unquoted, the shell split it ('unrecognized arguments: 2]')."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig())))
+    cfg = RunConfig()
+    with pytest.raises(LetiError) as e:
+        _check_unchanged(RunDir(run), dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ks=[1])))
+    suggestion = str(e.value).split("(--set ", 1)[1].split(") or use", 1)[0]
+    assert suggestion == "'eval.ks=[1, 10]'" and shlex.split(suggestion) == ["eval.ks=[1, 10]"]

@@ -36,5 +36,5 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
         try:
             value = json.loads(line)
         except json.JSONDecodeError as e:
-            raise LetiError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); one {item} per line") from None
+            raise LetiError(f"{where}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); one {item} per line") from None
         yield where, lineno, value

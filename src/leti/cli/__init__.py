@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import select
+import signal
 import sys
 from pathlib import Path
 
@@ -80,6 +83,16 @@ def _quiet_hub_retries() -> None:
         hub_http.addFilter(_HubRetryFilter())
 
 
+def _stdout_closed() -> bool:
+    """Whether our stdout is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_hub_retries()
@@ -89,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         # one line even when a message quotes a user value with a line break in it (a path)
         print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a pipe of leti's own (a worker's): a bug, with its traceback
+        # the reader of our output went away (`leti tasks list | head -1`): stop quietly, as a
+        # command killed by SIGPIPE does, and keep Python's exit-time flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as e:
         # A path the user gave that the OS refuses (a file where a folder is needed, a folder
         # where a file is, no permission, disk full): one line, not a traceback. Other

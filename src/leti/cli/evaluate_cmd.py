@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from leti.cli import check_output_dir
@@ -186,6 +187,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path,
            exec_config: ExecutionConfig, generation: dict | None = None):
     samples = read_samples(samples_path, task.problems(), split)
+    if args.k and generation is None and samples:
+        # an explicit k that no problem has enough samples for: nothing of what was asked is reported
+        most = max(Counter(s.problem_id for s in samples).values())
+        if min(ks) > most:
+            raise LetiError(f"--k {args.k}: k={min(ks)} needs at least {min(ks)} samples per problem, and "
+                            f"{samples_path} has at most {most}; lower --k")
     report = run_evaluation(task, args.task, problems, samples, out, ks, exec_config, split=split,
                             progress=sys.stderr.isatty(), generation=generation)
     print(format_summary(report, args.task, split, n_split=len(problems)))

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -71,6 +74,11 @@ def _started_config(rd: RunDir) -> dict:
     return old
 
 
+def _arg(key: str, value: object) -> str:
+    """`key=value` as one shell word (a list's "[1, 2]" quoted), to paste after --set."""
+    return shlex.quote(f"{key}={yaml_value(value)}")
+
+
 def _check_unchanged(rd: RunDir, cfg: RunConfig) -> None:
     """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES."""
     old = flatten_config(_started_config(rd))
@@ -84,12 +92,12 @@ def _check_unchanged(rd: RunDir, cfg: RunConfig) -> None:
             if new.get(key) != before:
                 raise LetiError(
                     f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
-                    f"{key}={yaml_value(before)}; resume with --set {key}={yaml_value(before)} or use a new --run-dir")
+                    f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir")
         elif old.get(key) != new.get(key):
             # a default leti changed since the run started reads the same: the --set says what to do
             raise LetiError(
                 f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
-                f"resume with the same config (--set {key}={yaml_value(old.get(key))}) or use a new --run-dir"
+                f"resume with the same config (--set {_arg(key, old.get(key))}) or use a new --run-dir"
             )
 
 
@@ -202,9 +210,36 @@ def _check_optimizer_state(rd: RunDir, todo: int) -> None:
                         "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
 
 
+@contextmanager
+def _library_progress(enabled: bool) -> Iterator[None]:
+    """`progress: false` quiets the bars transformers and huggingface_hub draw too (loading and
+    writing weights), not only leti's; restored afterwards."""
+    if enabled:
+        yield
+        return
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as hf_logging
+
+    tf_on, hub_off = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if tf_on:
+            hf_logging.enable_progress_bar()
+        if not hub_off:
+            hub.enable_progress_bars()
+
+
 def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
     """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
+    with _library_progress(cfg.progress):
+        return _run(cfg, run_dir, mode)
+
+
+def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode) -> int:
     group = Group(cfg.device)
     try:
         check_launch(cfg, group, carries_optimizer(cfg, mode))

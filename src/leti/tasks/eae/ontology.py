@@ -140,7 +140,7 @@ def load_ontology(path: Path) -> dict[str, EventType]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise LetiError(f"{path}:{e.lineno}: ontology is not valid JSON ({e.msg} at column {e.colno})") from None
+        raise LetiError(f"{path}:{e.lineno}: ontology is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     return parse_ontology(data, text, str(path))
 
 
