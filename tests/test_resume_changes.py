@@ -84,3 +84,30 @@ def test_the_set_a_refusal_suggests_is_one_shell_word(tmp_path):
         _check_unchanged(RunDir(run), dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ks=[1])))
     suggestion = str(e.value).split("(--set ", 1)[1].split(") or use", 1)[0]
     assert suggestion == "'eval.ks=[1, 10]'" and shlex.split(suggestion) == ["eval.ks=[1, 10]"]
+
+
+def test_several_differences_name_them_all_and_the_config_to_resume_with(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig())))
+    other = RunConfig(model="other/model", task="humaneval", seed=7)
+    with pytest.raises(LetiError) as e:
+        _check_unchanged(RunDir(run), other)
+    assert str(e.value) == (f"{run / 'config.yaml'}: 3 fields differ from the config the run started with (model, seed, "
+                            f"task); resume with that config (leti run {run / 'config.yaml'} --run-dir {run}) or use a "
+                            "new --run-dir")
+
+
+def test_two_spellings_of_one_model_directory_are_the_same_model(tmp_path, tiny_model_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig(model=tiny_model_path))))
+    monkeypatch.chdir(Path(tiny_model_path).parent)
+    _check_unchanged(RunDir(run), RunConfig(model=f"./{Path(tiny_model_path).name}"))
+    with pytest.raises(LetiError, match="field 'model' was"):
+        _check_unchanged(RunDir(run), RunConfig(model=str(tmp_path)))  # another directory
+
+
+def test_an_unknown_device_is_refused_by_the_config(capsys):
+    assert main(["config", "--set", "device=gpu"]) == 2
+    assert "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class RunConfig:
         _positive(self, "", ("iterations",))
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1 or null (resuming needs the newest), got {self.keep_checkpoints!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         # each stage seeds with seed + k (evaluation: seed + 100000 + k); numpy and vLLM take 32 bits
         if not 0 <= self.seed < 2**31:
             raise ValueError(f"seed must be in [0, 2**31), got {self.seed!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -79,26 +80,40 @@ def _arg(key: str, value: object) -> str:
     return shlex.quote(f"{key}={yaml_value(value)}")
 
 
-def _check_unchanged(rd: RunDir, cfg: RunConfig) -> None:
-    """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES."""
+def _same_directory(a: object, b: object) -> bool:
+    """Two spellings of one local directory (./runs/m and runs/m, or an absolute path)."""
+    return (isinstance(a, str) and isinstance(b, str) and os.path.isdir(a) and os.path.isdir(b)
+            and os.path.samefile(a, b))
+
+
+def _check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
+    """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES.
+    One difference is named with the --set that undoes it; several, with the config to resume with."""
     old = flatten_config(_started_config(rd))
     new = flatten_config(config_to_dict(cfg))
     defaults = flatten_config(config_to_dict(RunConfig()))
+    refusals: list[tuple[str, str]] = []  # (field, the refusal if it were the only one)
     for key in sorted(set(old) | set(new)):
         if key in RESUMABLE_CHANGES:
             continue
         if key not in old:  # a field added to leti after the run started: fine while it does what the run did
             before = BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
             if new.get(key) != before:
-                raise LetiError(
-                    f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
-                    f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir")
-        elif old.get(key) != new.get(key):
+                refusals.append((key, f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
+                                      f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir"))
+        elif old.get(key) != new.get(key) and not _same_directory(old.get(key), new.get(key)):
             # a default leti changed since the run started reads the same: the --set says what to do
-            raise LetiError(
-                f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now {new.get(key)!r}; "
-                f"resume with the same config (--set {_arg(key, old.get(key))}) or use a new --run-dir"
-            )
+            refusals.append((key, f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now "
+                                  f"{new.get(key)!r}; resume with the same config (--set {_arg(key, old.get(key))}) "
+                                  "or use a new --run-dir"))
+    if len(refusals) == 1:
+        raise LetiError(refusals[0][1])
+    if refusals:
+        keys = [k for k, _ in refusals]
+        named = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+        raise LetiError(f"{rd.config_path}: {len(keys)} fields differ from the config the run started with ({named}); "
+                        f"resume with that config (leti {'run' if mode == 'leti' else 'sft'} {shlex.quote(str(rd.config_path))} --run-dir "
+                        f"{shlex.quote(str(rd.root))}) or use a new --run-dir")
 
 
 def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
@@ -110,7 +125,7 @@ def _prepare(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
         info = read_json(rd.root / "run.json", required=("mode",)) if (rd.root / "run.json").exists() else {"mode": mode}
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
-        _check_unchanged(rd, cfg)
+        _check_unchanged(rd, cfg, mode)
         # config.yaml takes the resumable changes only once the run does work with them (_lead)
     else:
         _check_fresh(rd)
@@ -304,8 +319,10 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         if cfg.train_split == cfg.eval.split:
             print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
                   "problems the model was trained on", file=sys.stderr)
-        print(f"leti: {mode} run in {rd.root}: {len(train_problems)} train problems x {cfg.sampling.n} samples, "
-              f"{len(eval_problems)} eval problems x {cfg.eval.n}, iterations 1..{last}")
+        train = (f"{len(train_problems)} train problems x {cfg.sampling.n} samples" if mode == "leti"
+                 else f"{len(train_problems)} train problems' reference solutions")
+        print(f"leti: {mode} run in {rd.root}: {train}, {len(eval_problems)} eval problems x {cfg.eval.n}, "
+              f"iterations 1..{last}")
         slot = ModelSlot(cfg.model_dtype, cfg.device, cfg.trust_remote_code)
         try:
             with make_executor(cfg.execution) as executor:

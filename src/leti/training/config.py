@@ -62,7 +62,7 @@ class TrainerConfig:
     pretrain_cache: bool = field(default=True, metadata={"help": "Tokenize the pretraining corpus once, at the first pretraining step, into an on-disk cache that every later pass, iteration and run with the same corpus and tokenizer reads back ($LETI_CACHE_DIR, else ~/.cache/leti/pretrain; 2 bytes per token, 4 with vocabularies over 65,536): a hub corpus is streamed once, not every epoch. The same batches either way. False: read and tokenize the corpus on every pass."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: any of 'tensorboard', 'wandb' (must be installed)."})
-    log_every: int = field(default=10, metadata={"help": "Log the loss every this many optimiser steps."})
+    log_every: int = field(default=10, metadata={"help": "Log the mean LeTI loss every this many LeTI optimiser steps (the logged step number counts every optimiser step, pretraining ones included)."})
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:
