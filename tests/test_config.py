@@ -186,3 +186,13 @@ def test_run_dir_that_is_a_file_is_one_line(tmp_path, capsys, command):
     assert rc == 2 and err == f"leti: error: --run-dir {afile}: is a file, not a directory; pass a directory (new or to resume)\n"
     rc, err = _run_cli([command, str(CONFIGS / "tiny-cpu.yaml"), "--run-dir", str(afile / "run")], capsys)
     assert rc == 2 and err.count("\n") == 1 and f"{afile} is a file, not a directory" in err
+
+
+def test_an_empty_section_and_empty_ks_say_what_to_do(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sampling:\nseed: 1\n")
+    with pytest.raises(LetiError, match="section 'sampling' is empty; give it fields, or remove it to keep its defaults"):
+        load_config(path)
+    path.write_text("eval:\n  ks: []\n")
+    with pytest.raises(LetiError, match=r"eval.ks is empty; list the k of pass@k to report, e.g. \[1, 10\]"):
+        load_config(path)

@@ -66,7 +66,9 @@ class EvalSection:
         _sampling_ranges(self, "eval")
         if self.max_problems is not None and self.max_problems < 1:
             raise ValueError(f"eval.max_problems must be >= 1 or null, got {self.max_problems!r}")
-        if not self.ks or any(k < 1 or k > self.n for k in self.ks):
+        if not self.ks:
+            raise ValueError("eval.ks is empty; list the k of pass@k to report, e.g. [1, 10]")
+        if any(k < 1 or k > self.n for k in self.ks):
             raise ValueError(f"eval.ks={self.ks!r} needs values in 1..eval.n={self.n}; raise eval.n or drop the larger k")
         if len(set(self.ks)) < len(self.ks):
             raise ValueError(f"eval.ks={self.ks!r} repeats a k; list each k once")
@@ -246,6 +248,9 @@ def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sa
 def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
     """Construct dataclass `cls` from a mapping, checking names and types recursively."""
     if not isinstance(raw, dict):
+        if raw is None and prefix:  # `sampling:` with nothing under it
+            raise LetiError(f"{where}: section '{prefix.rstrip('.')}' is empty; give it fields, or remove it to keep "
+                            "its defaults")
         raise LetiError(f"{where}: field '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
