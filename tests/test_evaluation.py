@@ -543,3 +543,16 @@ def test_an_explicit_k_no_problem_has_samples_for_is_refused(he_samples: Path, t
         capsys.readouterr().err
     assert not (out / "executions.jsonl").exists()
     assert _evaluate(he_samples, tmp_path / "some") == 0  # k 1,2,5,10: 10 dropped and said, the rest reported
+
+
+def test_the_vllm_backend_without_vllm_says_how_to_install_it_or_use_hf(tiny_model_path: str, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    task_file = _toy_task(tmp_path).path
+    rc = main(["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(tmp_path / "o"),
+               "--n", "1", "--backend", "vllm"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the vLLM backend needs vLLM: pip install 'leti[vllm]'" in err and "--backend hf" in err

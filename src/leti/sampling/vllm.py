@@ -54,7 +54,8 @@ from leti.sampling.base import (
 )
 from leti.sampling.hf import derive_seed
 
-INSTALL_HINT = "sampling.backend='vllm' needs vLLM: pip install 'leti[vllm]' (or use backend='hf')"
+INSTALL_HINT = ("the vLLM backend needs vLLM: pip install 'leti[vllm]'; or sample with the HF backend "
+                "(sampling.backend: hf; leti evaluate --backend hf)")
 
 
 @dataclass(frozen=True)
