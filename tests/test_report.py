@@ -99,8 +99,12 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
     assert f"the binary arm ended at 50.0 ± {se:.1f}% after 10 gradient steps (first reached after 10)" in md
     assert "reached the binary arm's final score after **5** steps (binary/textual step ratio 2.00)" in md
     cmp = compare_arms(load_run(demo / "seed0" / "textual", "textual"), load_run(demo / "seed0" / "binary", "binary"))
-    assert cmp == {"binary_final_pass_at_1": 0.5, "textual_final_pass_at_1": 0.5, "textual_steps_to_reach": 5,
-                   "binary_steps": 10, "binary_total_steps": 10, "baseline": 0.0,
+    assert cmp == {"metric": "pass@1", "binary_final_pass_at_1": 0.5, "textual_final_pass_at_1": 0.5,
+                   "textual_steps_to_reach": 5, "binary_steps": 10, "binary_total_steps": 10,
+                   "textual_total_steps": 10, "binary_final_steps": 10, "textual_final_steps": 10,
+                   "binary_final_iteration": 2, "textual_final_iteration": 2,
+                   "binary_last_iteration": 2, "textual_last_iteration": 2,
+                   "textual_baseline_pass_at_1": 0.0, "binary_baseline_pass_at_1": 0.0,
                    "binary_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "textual_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4, "step_ratio": 2.0}
@@ -116,8 +120,11 @@ def test_a_binary_arm_that_never_beat_the_baseline_is_said_so(tmp_path):
     make_run(demo / "seed0" / "binary", plan, [[True, False, False, False], [True, False, False, False]], textual=False)
     build_report(demo)
     md = (demo / "report.md").read_text()
-    assert "the binary arm ended at 25.0 ± 25.0% after 5 gradient steps (already reached before training)" in md
-    assert "did not improve on the baseline (25.0%)" in md
+    # The binary arm's score is its own baseline's: said as such, never "ended at X (already reached
+    # before training)", which read as if training had reached it.
+    assert "the binary arm ended at 25.0 ± 25.0% after 5 gradient steps, the same as before training (25.0%);" in md
+    assert "already reached" not in md and "first reached" not in md
+    assert "The binary arm did not improve on its own baseline, so there are no gradient steps to compare." in md
 
 
 def test_report_cli(tmp_path, capsys):
@@ -322,3 +329,228 @@ def test_an_sft_run_is_not_a_feedback_arm(tmp_path):
     build_report(runs)
     assert "(textual) vs" not in (runs / "report.md").read_text()
     assert not (runs / "comparisons.json").exists()
+
+
+def _hand_run(root: Path, rows: list[tuple[int, dict | None]], textual: bool = True, **config) -> Path:
+    """A run dir written by hand: config.yaml (RunConfig with `config`'s top-level fields) and one
+    metrics.jsonl line per (gradient steps, eval) in `rows`, iteration 0 first; an eval is
+    {"pass@k": (value, stderr)} or None (not evaluated that iteration)."""
+    from dataclasses import replace
+
+    cfg = RunConfig(model="unused", task=TASK, **config)
+    cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=textual))
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(dump_config(cfg))
+    lines = []
+    for k, (steps, ev) in enumerate(rows):
+        lines.append({"iteration": k, "gradient_steps_total": steps, "train_pass_rate": None if k == 0 else 0.5,
+                      "eval": None if ev is None else {m: v for m, (v, _) in ev.items()},
+                      "eval_stderr": None if ev is None else {m: se for m, (_, se) in ev.items()}})
+    (root / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """{PNG file name: the matplotlib figure saved to it} for every plot the report writes (the
+    plots are drawn for real; savefig is wrapped to keep hold of each figure)."""
+    from matplotlib.figure import Figure
+
+    saved: dict[str, Figure] = {}
+    real = Figure.savefig
+
+    def keep(self, fname, *args, **kwargs):
+        saved[Path(fname).name] = self
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def test_a_final_score_from_an_earlier_iteration_says_which(tmp_path):
+    """eval.every 2 and a run cut short: its last iteration has no evaluation. The table names the
+    iteration its final pass@1 comes from; it does not pass iteration 0's score off as final."""
+    runs = tmp_path / "runs"
+    _hand_run(runs / "every2", [(0, {"pass@1": (0.3125, 0.12)}), (24, None)])
+    _hand_run(runs / "each", [(0, {"pass@1": (0.25, 0.1)}), (1, {"pass@1": (0.5, 0.1)})])
+    build_report(runs)
+    md = (runs / "report.md").read_text()
+    assert "| run | iteration 0 pass@1 % | final pass@1 % | final evaluated at iteration | iterations | gradient steps |" in md
+    assert "| every2 | 31.2 ± 12.0 | 31.2 ± 12.0 | 0 (iteration 1 not evaluated) | 1 | 24 |" in md
+    assert ("`every2`: its last iteration (1, after 24 gradient steps) has no held-out evaluation, so its final "
+            "pass@1 is iteration 0's (after 0 gradient steps, before training), not the last iteration's.") in md
+    assert "| each | 25.0 ± 10.0 | 50.0 ± 10.0 | 1 | 1 | 1 |" in md
+    assert "`each`:" not in md
+
+
+def test_a_comparison_names_an_arm_evaluated_before_its_last_iteration(tmp_path):
+    """The comparison's "ended at X after N steps" pairs a score with the steps of the iteration
+    that scored it, not with the steps of a later, unevaluated iteration."""
+    demo = tmp_path / "demo"
+    _hand_run(demo / "seed0" / "textual", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.5, 0.25)}),
+                                           (2, {"pass@1": (0.5, 0.25)})])
+    _hand_run(demo / "seed0" / "binary", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)}), (2, None)],
+              textual=False)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert ("textual vs binary: the binary arm was last evaluated at iteration 1 (its last iteration, 2, after 2 "
+            "gradient steps, has no evaluation), at 25.0 ± 25.0% after 1 gradient step (first reached after 1); "
+            "the textual arm ended at 50.0 ± 25.0% after 2 gradient steps.") in md
+    assert "after **1** step (binary/textual step ratio 1.00)" in md
+    [cmp] = json.loads((demo / "comparisons.json").read_text())
+    assert (cmp["binary_final_iteration"], cmp["binary_final_steps"], cmp["binary_last_iteration"],
+            cmp["binary_total_steps"]) == (1, 1, 2, 2)
+
+    # With the demo's summary.json the first table is the summary's; it says the same.
+    from leti.demo.summary import make_summary
+
+    hist = {0: {arm: load_run(demo / "seed0" / arm, arm) for arm in ("textual", "binary")}}
+    (demo / "summary.json").write_text(json.dumps(make_summary(hist, {"wall_seconds": 1.0}, {})))
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert ("`binary`: its last iteration (2) has no held-out pass@1 (in at least one seed), so its final pass@1 "
+            "is an earlier iteration's.") in md
+    assert "`textual`: its last iteration" not in md
+
+
+def test_runs_named_textual_and_binary_are_paired_only_when_their_configs_agree(tmp_path):
+    """The by-name pairing is checked like the config-based one: a `binary` run of another model,
+    or one that trained with textual feedback, is not compared with `textual`, and report.md says
+    why in one line."""
+    plan = [[], [True, False, False, False]]
+    other = tmp_path / "other"
+    make_run(other / "textual", plan, [[True, False, False, False], [True, True, False, False]])
+    make_run(other / "binary", plan, [[False] * 4, [False] * 4], textual=False)
+    _set_config(other / "binary", model="another-model")
+    build_report(other)
+    md = (other / "report.md").read_text()
+    assert ("`textual` and `binary` are not compared as textual vs binary arms: their configs differ in more "
+            "than the feedback arm (model).") in md
+    assert "the binary arm" not in md and not (other / "comparisons.json").exists()
+
+    fake = tmp_path / "fake"
+    make_run(fake / "textual", plan, [[True, False, False, False], [True, True, False, False]])
+    make_run(fake / "binary", plan, [[False] * 4, [False] * 4], textual=True)  # named binary, trained textual
+    build_report(fake)
+    md = (fake / "report.md").read_text()
+    assert ("`textual` and `binary` are not compared as textual vs binary arms: `binary` is not a binary-feedback "
+            "run by its config (a textual-feedback run).") in md
+    assert "the binary arm" not in md
+
+
+def test_each_arm_is_compared_with_its_own_baseline(tmp_path):
+    """Paired arms whose iteration-0 scores differ: whether the binary arm improved is judged on the
+    binary arm's own baseline, not the textual arm's."""
+    demo = tmp_path / "demo"
+    plan = [[], [True, False, False, False]]
+    make_run(demo / "seed0" / "textual", plan, [[True, False, False, False], [True, True, False, False]])
+    make_run(demo / "seed0" / "binary", plan, [[False] * 4, [False] * 4], textual=False)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "the binary arm ended at 0.0 ± 0.0% after 5 gradient steps, the same as before training (0.0%);" in md
+    assert "Before training the arms scored differently: textual 25.0%, binary 0.0%." in md
+    assert "baseline (25.0%)" not in md
+    cmp = compare_arms(load_run(demo / "seed0" / "textual", "textual"), load_run(demo / "seed0" / "binary", "binary"))
+    assert (cmp["textual_baseline_pass_at_1"], cmp["binary_baseline_pass_at_1"]) == (0.25, 0.0)
+
+
+def test_runs_with_the_same_folder_name_keep_their_paths(tmp_path, figures):
+    """`coll/textual` and `coll/old/textual` are two runs: two rows, two sections, two plot files,
+    two legend entries, none overwritten; plot file names stay unique and safe."""
+    coll = tmp_path / "coll"
+    plan = [[], [True, False, False, False]]
+    make_run(coll / "textual", plan, [[False] * 4, [True, False, False, False]])
+    make_run(coll / "old" / "textual", plan, [[False] * 4, [True, True, False, False]])
+    make_run(coll / "old_textual", plan, [[False] * 4, [True, True, True, False]])
+    make_run(coll / "odd name", plan, [[False] * 4, [False] * 4])
+    build_report(coll)
+    md = (coll / "report.md").read_text()
+    for name, final in (("textual", "25.0"), ("old/textual", "50.0"), ("old_textual", "75.0")):
+        assert md.count(f"## Run `{name}`") == 1, name
+        assert f"| {name} | 0.0 ± 0.0 | {final} ± " in md, name
+    assert sorted(f.name for f in coll.glob("failures_*.png")) == [
+        "failures_odd_name.png", "failures_old_textual-2.png", "failures_old_textual.png", "failures_textual.png"]
+    for f in coll.glob("failures_*.png"):
+        assert f"({f.name})" in md  # each linked once from its run's section
+    titles = {name: fig.texts[0].get_text() for name, fig in figures.items() if name.startswith("failures_")}
+    assert titles["failures_old_textual-2.png"].endswith(": old/textual")
+    assert titles["failures_old_textual.png"].endswith(": old_textual")
+    legend = [t.get_text() for t in figures["pass_at_1.png"].axes[0].get_legend().get_texts()]
+    assert sorted(legend) == ["odd name", "old/textual", "old_textual", "textual"]
+
+
+def test_a_demo_with_one_seed_still_names_runs_by_arm(tmp_path):
+    from leti.report import find_runs
+
+    plan = [[], [True, False, False, False]]
+    for arm in ("textual", "binary"):
+        make_run(tmp_path / "seed0" / arm, plan, [[False] * 4, [False] * 4], textual=arm == "textual")
+    assert sorted(name for name, _ in find_runs(tmp_path)) == ["binary", "textual"]
+    make_run(tmp_path / "seed1" / "textual", plan, [[False] * 4, [False] * 4])
+    assert sorted(name for name, _ in find_runs(tmp_path)) == ["seed0/binary", "seed0/textual", "seed1/textual"]
+
+
+def test_the_iteration_axis_says_what_iteration_0_is(tmp_path, figures):
+    """A plain run's iteration 0 is the model before training, not a warm start; the demo's is."""
+    run = _hand_run(tmp_path / "run", [(0, {"pass@1": (0.25, 0.1)}), (4, {"pass@1": (0.5, 0.1)})])
+    build_report(run)
+    assert figures["pass_at_1.png"].axes[0].get_xlabel() == "iteration (0 = before training)"
+    assert "warm start" not in (run / "report.md").read_text()
+
+    from leti.demo.summary import make_summary
+
+    demo, plan = tmp_path / "demo", [[], [True, False, False, False]]
+    for arm in ("textual", "binary"):
+        make_run(demo / "seed0" / arm, plan, [[False] * 4, [True, False, False, False]], textual=arm == "textual")
+    hist = {0: {arm: load_run(demo / "seed0" / arm, arm) for arm in ("textual", "binary")}}
+    (demo / "summary.json").write_text(json.dumps(make_summary(hist, {"wall_seconds": 1.0}, {})))
+    build_report(demo)
+    assert figures["pass_at_1.png"].axes[0].get_xlabel() == "iteration (0 = warm start)"
+
+
+def test_a_removed_run_takes_its_plot_with_it(tmp_path):
+    """Rebuilding a folder's report after a run left it removes that run's failures_<run>.png (as
+    it removes comparisons.json); files the report does not write are left alone."""
+    import shutil
+
+    runs, plan = tmp_path / "runs", [[], [True, False, False, False]]
+    for name in ("a", "b"):
+        make_run(runs / name, plan, [[False] * 4, [True, False, False, False]])
+    (runs / "notes.png").write_bytes(b"mine")
+    (runs / "failures_notes.txt").write_text("mine")
+    build_report(runs)
+    assert (runs / "failures_b.png").exists()
+    shutil.rmtree(runs / "b")
+    build_report(runs)
+    assert not (runs / "failures_b.png").exists() and (runs / "failures_a.png").exists()
+    assert (runs / "notes.png").read_bytes() == b"mine" and (runs / "failures_notes.txt").exists()
+    assert "failures_b" not in (runs / "report.md").read_text()
+
+
+def test_a_run_without_pass_at_1_reports_its_smallest_k(tmp_path, figures):
+    """eval.ks [2]: the summary row and the plot show held-out pass@2 and say so (not n/a and an
+    empty plot)."""
+    run = _hand_run(tmp_path / "ks2", [(0, {"pass@2": (0.25, 0.1), "pass@5": (0.5, 0.1)}),
+                                       (5, {"pass@2": (0.5, 0.1), "pass@5": (0.75, 0.1)})])
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "| run | iteration 0 pass@2 % | final pass@2 % |" in md
+    assert "| ks2 | 25.0 ± 10.0 | 50.0 ± 10.0 | 1 | 1 | 5 |" in md
+    assert "pass@1 was not computed (eval.ks); the scores are held-out pass@2." in md
+    fig = figures["pass_at_1.png"]
+    assert fig.axes[0].get_ylabel() == "held-out pass@2 (%)"
+    assert list(fig.axes[0].lines[0].get_ydata()) == [25.0, 50.0]
+    assert "pass@1 not computed" in fig.texts[0].get_text()
+    assert load_run(run).final_pass_at_1 is None  # pass@1 itself stays unknown (the demo's summary)
+
+
+def test_textual_and_binary_arms_without_pass_at_1_are_compared_on_their_k(tmp_path):
+    demo = tmp_path / "demo"
+    _hand_run(demo / "seed0" / "textual", [(0, {"pass@2": (0.0, 0.0)}), (5, {"pass@2": (0.5, 0.25)})])
+    _hand_run(demo / "seed0" / "binary", [(0, {"pass@2": (0.0, 0.0)}), (5, {"pass@2": (0.25, 0.25)})], textual=False)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert ("textual vs binary (held-out pass@2; pass@1 was not computed): the binary arm ended at 25.0 ± 25.0% "
+            "after 5 gradient steps (first reached after 5)") in md
+    [cmp] = json.loads((demo / "comparisons.json").read_text())
+    assert cmp["metric"] == "pass@2" and cmp["textual_steps_to_reach"] == 5

@@ -9,6 +9,7 @@ rebuilt at any time, also while a run is still going.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from leti.config import RESUMABLE_CHANGES
@@ -29,16 +30,36 @@ STDERR_NOTE = ("± is one standard error over the held-out problems (for differe
 
 def find_runs(root: Path) -> list[tuple[str, Path]]:
     """(name, path) of every run under `root`: itself, or `*/metrics.jsonl` up to two levels
-    down (demo layout `seed<S>/<arm>`). Names drop the seed level when there is one seed."""
+    down (demo layout `seed<S>/<arm>`). A name is the run's path under `root` (`seed0/textual`),
+    without the first level when every run is under the same one (a demo with one seed: `textual`),
+    so no two runs share a name."""
     if (root / "metrics.jsonl").exists():
         return [(root.name, root)]
     found = sorted({p.parent for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in root.glob(pattern)})
     if not found:
         raise LetiError(f"{root}: no run found (no metrics.jsonl here or in its subfolders); pass a `leti run` or `leti demo` directory")
     rel = [p.relative_to(root).as_posix() for p in found]
-    if len({r.split("/")[0] for r in rel if "/" in r}) <= 1:
-        rel = [r.split("/")[-1] for r in rel]
+    if all("/" in r for r in rel) and len({r.split("/")[0] for r in rel}) == 1:
+        rel = [r.split("/", 1)[1] for r in rel]
     return list(zip(rel, found, strict=True))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def plot_file_names(histories: list[RunHistory]) -> dict[Path, str]:
+    """Run root -> the file name of its failure-type plot: `failures_<name>.png`, with the name's
+    `/` as `_` and anything but letters, digits, `.`, `-` and `_` as `_`; numbered when two runs
+    would get the same file (`old/textual` and `old_textual`)."""
+    out: dict[Path, str] = {}
+    for h in histories:
+        slug = re.sub(r"[^A-Za-z0-9._-]", "_", h.name.replace("/", "_")).strip(".") or "run"
+        name, i = f"failures_{slug}.png", 2
+        while name in out.values():
+            name, i = f"failures_{slug}-{i}.png", i + 1
+        out[h.root] = name
+    return out
 
 
 def _pct(x: float | None) -> str:
@@ -60,16 +81,33 @@ def _points_pm(diff: float | None, stderr: float | None) -> str:
 def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     """The paper's comparison: gradient steps the textual arm needs to reach the binary arm's
     final held-out pass@1, against the binary arm's steps (when it first reached that score,
-    and in total), and the final scores' paired difference with its standard error."""
-    target = binary.final_pass_at_1
-    diff = final_difference(textual, binary)
-    t_steps = None if target is None else steps_to_reach(textual, target)
-    b_steps = None if target is None else steps_to_reach(binary, target)
+    and in total), and the final scores' paired difference with its standard error.
+
+    `metric` is the score compared: pass@1, or the smallest pass@k of runs without pass@1 (the
+    *_pass_at_1 fields then hold that pass@k). "final" is each arm's last evaluated iteration
+    (*_final_iteration, *_final_steps), which is not its last iteration (binary_last_iteration,
+    binary_total_steps) when that one was not evaluated. Each arm's own baseline (iteration 0)
+    is *_baseline_pass_at_1."""
+    metric = (binary.metric if binary.metric == textual.metric else None) or "pass@1"
+    tp, bp = textual.point_with(metric, last=True), binary.point_with(metric, last=True)
+    target = bp.eval_metrics[metric] if bp else None
+    diff = final_difference(textual, binary, metric)
+    t_steps = None if target is None else steps_to_reach(textual, target, metric)
+    b_steps = None if target is None else steps_to_reach(binary, target, metric)
+
+    def baseline(h: RunHistory) -> float | None:
+        return h.baseline_point.eval_metrics.get(metric) if h.baseline_point else None
+
     return {
+        "metric": metric,
         "binary_final_pass_at_1": target,
-        "textual_final_pass_at_1": textual.final_pass_at_1,
-        "binary_final_pass_at_1_stderr": binary.final_pass_at_1_stderr,
-        "textual_final_pass_at_1_stderr": textual.final_pass_at_1_stderr,
+        "textual_final_pass_at_1": tp.eval_metrics[metric] if tp else None,
+        "binary_final_pass_at_1_stderr": bp.eval_stderr.get(metric) if bp else None,
+        "textual_final_pass_at_1_stderr": tp.eval_stderr.get(metric) if tp else None,
+        "binary_final_iteration": bp.iteration if bp else None,
+        "textual_final_iteration": tp.iteration if tp else None,
+        "binary_final_steps": bp.gradient_steps if bp else None,
+        "textual_final_steps": tp.gradient_steps if tp else None,
         # textual minus binary, and its paired standard error (None when not paired by problem)
         "difference": diff.mean if diff else None,
         "difference_stderr": diff.stderr if diff else None,
@@ -79,8 +117,12 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         # the paper's "fewer than half the gradient steps" is step_ratio >= 2 (None: not reached,
         # or reached before training, where a ratio means nothing)
         "step_ratio": b_steps / t_steps if t_steps and b_steps else None,
+        "binary_last_iteration": binary.points[-1].iteration if binary.points else None,
         "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,
-        "baseline": textual.baseline_pass_at_1,
+        "textual_last_iteration": textual.points[-1].iteration if textual.points else None,
+        "textual_total_steps": textual.points[-1].gradient_steps if textual.points else None,
+        "textual_baseline_pass_at_1": baseline(textual),
+        "binary_baseline_pass_at_1": baseline(binary),
     }
 
 
@@ -98,38 +140,59 @@ def run_arm(root: Path) -> tuple[str, tuple] | None:
     for any other arm (constant feedback, passing only, post-processing hints, no reward token),
     for a `leti sft` run (run.json mode "sft") and for a run without a readable config. The key is
     the config without the fields that pick the arm or only change where and how fast it went."""
+    arm, key, _ = _arm_of(root)
+    return (arm, key) if arm in ("textual", "binary") and key is not None else None
+
+
+def _arm_of(root: Path) -> tuple[str | None, tuple | None, str]:
+    """(arm or None, comparison key or None, what the run is, in words, when it is no arm)."""
     from leti.config import config_to_dict, flatten_config, load_config
 
     try:
         if json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode") == "sft":
-            return None
+            return None, None, "a `leti sft` run"
     except (OSError, ValueError, AttributeError):
         pass  # no run.json (older runs, hand-made directories): judged by the config alone
     try:
         cfg = load_config(root / "config.yaml")
     except LetiError:
-        return None
+        return None, None, "a run without a readable config.yaml"
     tt = cfg.training_text
     if not (tt.reward_token and tt.keep_failures):
-        return None
-    if tt.textual_feedback and tt.feedback_content == "execution" and not (tt.postprocess_hints or tt.stop_hint):
-        arm = "textual"
+        arm, what = None, "a run trained without the reward token or without failing samples"
+    elif tt.textual_feedback and tt.feedback_content == "execution" and not (tt.postprocess_hints or tt.stop_hint):
+        arm, what = "textual", "a textual-feedback run"
     elif not tt.textual_feedback:
-        arm = "binary"
+        arm, what = "binary", "a binary-feedback run (training_text.textual_feedback false)"
     else:
-        return None
+        arm, what = None, "a textual-feedback run with other feedback content or post-processing hints"
     flat = flatten_config(config_to_dict(cfg))
     key = tuple(sorted((k, repr(v)) for k, v in flat.items()
                        if k not in _ARM_FIELDS and k not in _WHERE_OR_HOW_FAST and not k.startswith("sampling.vllm.")))
-    return arm, key
+    return arm, key, what
 
 
-def arm_pairs(histories: list[RunHistory]) -> list[tuple[str, RunHistory, RunHistory]]:
-    """(label, textual run, binary run) for every textual-vs-binary comparison among `histories`:
-    runs named `textual` and `binary` side by side (the demo's `seed<S>/<arm>`), and any two runs
-    whose configs differ only in the feedback arm (e.g. `leti run configs/mbpp-codegen-350m.yaml`
-    and `configs/mbpp-binary-only.yaml` into runs/ under their default names)."""
+def _why_not_a_pair(t: RunHistory, b: RunHistory) -> str | None:
+    """Why runs named `textual` and `binary` are not the two arms of one comparison (None: they
+    are), by the same check as the config-based pairing."""
+    (at, tkey, twhat), (ab, bkey, bwhat) = _arm_of(t.root), _arm_of(b.root)
+    if at != "textual":
+        return f"`{t.name}` is not a textual-feedback run by its config ({twhat})"
+    if ab != "binary":
+        return f"`{b.name}` is not a binary-feedback run by its config ({bwhat})"
+    if tkey != bkey:
+        tk, bk = dict(tkey or ()), dict(bkey or ())
+        differ = sorted(k for k in tk.keys() | bk.keys() if tk.get(k) != bk.get(k))
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        return f"their configs differ in more than the feedback arm ({', '.join(differ[:3])}{more})"
+    return None
+
+
+def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory, RunHistory]], list[str]]:
+    """arm_pairs, and one line for each pair of runs named `textual` and `binary` side by side
+    that is not compared (not a textual and a binary arm of the same config)."""
     pairs: list[tuple[str, RunHistory, RunHistory]] = []
+    refused: list[str] = []
     seen: set[tuple[Path, Path]] = set()
 
     def add(label: str, t: RunHistory, b: RunHistory) -> None:
@@ -137,37 +200,82 @@ def arm_pairs(histories: list[RunHistory]) -> list[tuple[str, RunHistory, RunHis
             seen.add((t.root, b.root))
             pairs.append((label, t, b))
 
-    by_name = {h.name: h for h in histories}
+    by_name = {h.name: h for h in histories}  # names are unique (find_runs)
     for prefix in sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name}):
         t, b = by_name.get(f"{prefix}/textual" if prefix else "textual"), by_name.get(f"{prefix}/binary" if prefix else "binary")
         if t and b:
-            add(prefix or "textual vs binary", t, b)
-    arms = {h.name: run_arm(h.root) for h in histories}
+            why = _why_not_a_pair(t, b)
+            if why is None:
+                add(prefix or "textual vs binary", t, b)
+            else:
+                refused.append(f"`{t.name}` and `{b.name}` are not compared as textual vs binary arms: {why}.")
+    arms = {h.root: run_arm(h.root) for h in histories}
     for t in histories:
         for b in histories:
-            at, ab = arms[t.name], arms[b.name]
+            at, ab = arms[t.root], arms[b.root]
             if at and ab and at[0] == "textual" and ab[0] == "binary" and at[1] == ab[1]:
                 add(f"{t.name} (textual) vs {b.name} (binary)", t, b)
-    return pairs
+    return pairs, refused
+
+
+def arm_pairs(histories: list[RunHistory]) -> list[tuple[str, RunHistory, RunHistory]]:
+    """(label, textual run, binary run) for every textual-vs-binary comparison among `histories`:
+    runs named `textual` and `binary` side by side (the demo's `seed<S>/<arm>`), and any two runs
+    whose configs differ only in the feedback arm (e.g. `leti run configs/mbpp-codegen-350m.yaml`
+    and `configs/mbpp-binary-only.yaml` into runs/ under their default names). Runs paired by
+    name are checked like those paired by config: a `textual` and a `binary` run of different
+    tasks, models or settings, or whose configs are not those arms, are not compared."""
+    return _arm_pairs(histories)[0]
+
+
+def _ended(arm: str, cmp: dict) -> str:
+    """"the binary arm ended at 50.0 ± 14.4% after 10 gradient steps", saying so when that is the
+    evaluation of an earlier iteration than the arm's last (eval.every > 1, or a run cut short)."""
+    score = _pct_pm(cmp[f"{arm}_final_pass_at_1"], cmp.get(f"{arm}_final_pass_at_1_stderr"))
+    it, last = cmp.get(f"{arm}_final_iteration"), cmp.get(f"{arm}_last_iteration")
+    steps = _plural(cmp[f"{arm}_final_steps"], "gradient step")
+    if it is None or last is None or it == last:
+        return f"the {arm} arm ended at {score}% after {steps}"
+    total = _plural(cmp[f"{arm}_total_steps"], "gradient step")
+    return (f"the {arm} arm was last evaluated at iteration {it} (its last iteration, {last}, after {total}, "
+            f"has no evaluation), at {score}% after {steps}")
 
 
 def _comparison_text(name: str, cmp: dict) -> str:
+    metric = cmp.get("metric") or "pass@1"
     target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
+    if metric != "pass@1":
+        name = f"{name} (held-out {metric}; pass@1 was not computed)"
     if target is None:
         return f"{name}: the binary arm has no evaluation yet."
-    head = (f"{name}: the binary arm ended at {_pct_pm(target, cmp.get('binary_final_pass_at_1_stderr'))}% after "
-            f"{cmp['binary_total_steps']} gradient steps "
-            f"({'already reached before training' if b_steps == 0 else f'first reached after {b_steps}'}); "
-            f"the textual arm ended at {_pct_pm(cmp['textual_final_pass_at_1'], cmp.get('textual_final_pass_at_1_stderr'))}%.")
+    b_base, t_base = cmp.get("binary_baseline_pass_at_1"), cmp.get("textual_baseline_pass_at_1")
+    improved = b_base is None or target > b_base + 1e-12
+    if improved:
+        reached = "" if b_steps is None else f" (first reached after {b_steps})"
+    elif abs(target - b_base) <= 1e-12:
+        reached = f", the same as before training ({_pct(b_base)}%)"
+    else:
+        reached = f", below its {_pct(b_base)}% before training"
+    if cmp["textual_final_pass_at_1"] is None:
+        textual = "the textual arm has no evaluation yet"
+    else:
+        textual = _ended("textual", cmp)
+    head = f"{name}: {_ended('binary', cmp)}{reached}; {textual}."
     if cmp.get("difference_stderr") is not None:
         head += (f" Textual minus binary: {_points_pm(cmp['difference'], cmp['difference_stderr'])} points "
-                 f"(paired over {cmp['paired_problems']} held-out problems).")
-    if cmp.get("baseline") is not None and target <= cmp["baseline"]:
-        return head + f" The binary arm did not improve on the baseline ({_pct(cmp['baseline'])}%)."
+                 f"(paired over {_plural(cmp['paired_problems'], 'held-out problem')}).")
+    if None not in (b_base, t_base) and abs(b_base - t_base) > 1e-12:
+        head += f" Before training the arms scored differently: textual {_pct(t_base)}%, binary {_pct(b_base)}%."
+    if not improved:
+        return head + (" The binary arm did not improve on its own baseline, so there are no gradient steps "
+                       "to compare.")
     if t_steps is None:
         return head + " The textual arm **never reached** the binary arm's final score."
+    if t_steps == 0:
+        return head + " The textual arm had the binary arm's final score already before training."
     ratio = f" (binary/textual step ratio {cmp['step_ratio']:.2f})" if cmp.get("step_ratio") else ""
-    return head + f" The textual arm reached the binary arm's final score after **{t_steps}** steps{ratio}."
+    return head + (f" The textual arm reached the binary arm's final score after **{t_steps}** "
+                   f"{'step' if t_steps == 1 else 'steps'}{ratio}.")
 
 
 def _iteration_table(h: RunHistory) -> Table:
@@ -254,29 +362,99 @@ def _summary_blocks(summary: dict | None) -> list[Block]:
     return blocks
 
 
+def _score_name(histories: list[RunHistory]) -> str | None:
+    """The metric of the runs' headline scores when they share one (pass@1, or the smallest pass@k
+    of runs without pass@1); None when they differ, and each cell names its own."""
+    metrics = {h.metric for h in histories if h.metric is not None}
+    return next(iter(metrics)) if len(metrics) == 1 else ("pass@1" if not metrics else None)
+
+
+def _score_cell(h: RunHistory, value: float | None, stderr: float | None, shared: str | None) -> str:
+    cell = _pct_pm(value, stderr)
+    return cell if shared or value is None else f"{cell} ({h.metric})"
+
+
+def _final_iteration_cell(h: RunHistory) -> str:
+    f, last = h.final_point, h.last_point
+    if f is None:
+        return "-"
+    return str(f.iteration) if not h.stale_final else f"{f.iteration} (iteration {last.iteration} not evaluated)"
+
+
+def _runs_table(histories: list[RunHistory]) -> list[Block]:
+    """One row per run: its score before training and its final one, from the last evaluated
+    iteration, which the table names (a later unevaluated iteration is said in a line below)."""
+    shared = _score_name(histories)
+    m = shared or "pass@k"
+    rows = [[h.name, _score_cell(h, h.baseline_score, h.baseline_score_stderr, shared),
+             _score_cell(h, h.final_score, h.final_score_stderr, shared), _final_iteration_cell(h),
+             str(h.points[-1].iteration if h.points else 0), str(h.points[-1].gradient_steps if h.points else 0)]
+            for h in histories]
+    blocks: list[Block] = [Table(["run", f"iteration 0 {m} %", f"final {m} %", "final evaluated at iteration",
+                                  "iterations", "gradient steps"], rows)]
+    if shared and shared != "pass@1":
+        blocks.append(Para(f"pass@1 was not computed (eval.ks); the scores are held-out {shared}."))
+    elif not shared:
+        blocks.append(Para("The runs report different pass@k: each score names its own (pass@1 where the run "
+                           "computed it, else its smallest k)."))
+    for h in histories:
+        if h.metric is None and h.points:
+            blocks.append(Para(f"`{h.name}`: no held-out pass@k in any iteration yet."))
+        elif h.stale_final:
+            f, last = h.final_point, h.last_point
+            blocks.append(Para(
+                f"`{h.name}`: its last iteration ({last.iteration}, after {_plural(last.gradient_steps, 'gradient step')}) "
+                f"has no held-out evaluation, so its final {h.metric} is iteration {f.iteration}'s "
+                f"(after {_plural(f.gradient_steps, 'gradient step')}"
+                f"{', before training' if f.iteration == 0 else ''}), not the last iteration's."))
+    return blocks
+
+
+def _summary_notes(summary: dict) -> list[Block]:
+    """A line for each demo arm whose last iteration has no held-out pass@1 (in some seed): its
+    final pass@1 in the summary is an earlier iteration's."""
+    out: list[Block] = []
+    for arm, rows in (summary.get("iterations") or {}).items():
+        if rows and rows[-1].get("heldout_pass_at_1") is None:
+            out.append(Para(f"`{arm}`: its last iteration ({rows[-1].get('iteration')}) has no held-out pass@1 "
+                            "(in at least one seed), so its final pass@1 is an earlier iteration's."))
+    return out
+
+
 def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None) -> list[Block]:
+    demo = bool(summary)
     blocks: list[Block] = [Heading(f"LeTI report: {root.name}", 1)]
-    blocks.append(Para("Iteration 0 is the model before any training; LeTI-trained models are "
-                       "evaluated with the `<|good|>` prefix (see each iteration's eval.json)."))
-    blocks += _summary_blocks(summary) or [Table(
-        ["run", "iteration 0 pass@1 %", "final pass@1 %", "iterations", "gradient steps"],
-        [[h.name, _pct_pm(h.baseline_pass_at_1, h.baseline_pass_at_1_stderr),
-          _pct_pm(h.final_pass_at_1, h.final_pass_at_1_stderr), str(h.points[-1].iteration if h.points else 0),
-          str(h.points[-1].gradient_steps if h.points else 0)] for h in histories])]
+    blocks.append(Para(("Iteration 0 is the demo's warm start, before any LeTI training" if demo else
+                        "Iteration 0 is the model before any training")
+                       + "; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json)."))
+    blocks += (_summary_blocks(summary) + _summary_notes(summary)) if demo else _runs_table(histories)
     blocks.append(Para(STDERR_NOTE))
-    for label, t, b in arm_pairs(histories):
+    pairs, refused = _arm_pairs(histories)
+    blocks += [Para(line) for line in refused]
+    for label, t, b in pairs:
         blocks.append(Para(_comparison_text(label, compare_arms(t, b))))
-    blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png"), "held-out pass@1"))
+    zero = "warm start" if demo else "before training"
+    shared = _score_name(histories) or "pass@k"
+    blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png", iteration_zero=zero),
+                        f"held-out {shared} by iteration (0 = {zero}) and by gradient steps"))
+    files = plot_file_names(histories)
     for h in histories:
         blocks.append(Heading(f"Run `{h.name}`"))
         blocks.append(_iteration_table(h))
-        slug = h.name.replace("/", "_")
-        blocks.append(Image(plot_failures(h, root / f"failures_{slug}.png"), f"failure types, {h.name}"))
+        blocks.append(Image(plot_failures(h, root / files[h.root]), f"failure types, {h.name}"))
         if h.example_failure:
             blocks.append(Para("Example training text of a failing sample (reward token, feedback span, "
                                "prompt, program):"))
             blocks.append(Code(h.example_failure))
     return blocks
+
+
+def _remove_stale_plots(root: Path, keep: set[str]) -> None:
+    """Delete `failures_*.png` files of runs no longer in the folder (left by an earlier report
+    of it: report.md no longer links them). Only the report's own file pattern is touched."""
+    for f in root.glob("failures_*.png"):
+        if f.name not in keep and f.is_file():
+            f.unlink()
 
 
 def build_report(root: str | Path) -> Path:
@@ -287,6 +465,7 @@ def build_report(root: str | Path) -> Path:
     runs = sorted(find_runs(root), key=lambda r: (r[0].rsplit("/", 1)[0] if "/" in r[0] else "", _ARM_ORDER.get(r[0].rsplit("/", 1)[-1], 9), r[0]))
     histories = [load_run(path, name) for name, path in runs]
     blocks = report_blocks(root, histories, read_summary(root))
+    _remove_stale_plots(root, set(plot_file_names(histories).values()))
     comparisons = [{"label": label, "textual": t.name, "binary": b.name, **compare_arms(t, b)}
                    for label, t, b in arm_pairs(histories)]
     if comparisons:  # the numbers of report.md's textual-vs-binary sentences, for scripts

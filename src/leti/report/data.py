@@ -34,9 +34,20 @@ class IterationPoint:
     eval_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # problem id -> (n, c)
 
 
+def pass_k(name: str) -> int | None:
+    """k of a metric named "pass@k" (None for any other metric, such as a task's F1)."""
+    head, _, tail = name.partition("@")
+    return int(tail) if head == "pass" and tail.isdigit() and int(tail) >= 1 else None
+
+
 @dataclass(frozen=True)
 class RunHistory:
-    """A whole run: its name (arm), its finished iterations in order, and an example text."""
+    """A whole run: its name (arm), its finished iterations in order, and an example text.
+
+    The run's headline score is `metric`: held-out pass@1, or the smallest pass@k the run reports
+    when it did not compute pass@1 (eval.ks without 1). "final" is the last iteration evaluated
+    for it, which is not the last iteration when that one was not evaluated (eval.every > 1):
+    `final_point.iteration` says which, and `stale_final` whether it is an earlier one."""
 
     name: str
     root: Path
@@ -44,10 +55,32 @@ class RunHistory:
     example_failure: str | None = None  # training text of one failing sample
 
     @property
+    def metric(self) -> str | None:
+        """"pass@1" when any iteration has it, else the smallest pass@k any has; None when no
+        iteration has a pass@k (nothing evaluated yet)."""
+        ks = {k for p in self.points for k in map(pass_k, p.eval_metrics) if k is not None}
+        return f"pass@{min(ks)}" if ks else None
+
+    def point_with(self, metric: str | None, last: bool) -> IterationPoint | None:
+        """The first or last iteration evaluated for `metric` (None: none is)."""
+        evaluated = [p for p in self.points if metric is not None and p.eval_metrics.get(metric) is not None]
+        return (evaluated[-1] if last else evaluated[0]) if evaluated else None
+
+    @property
+    def last_point(self) -> IterationPoint | None:
+        """The last finished iteration, evaluated or not."""
+        return self.points[-1] if self.points else None
+
+    @property
     def final_point(self) -> IterationPoint | None:
-        """The last evaluated iteration."""
-        evaluated = [p for p in self.points if p.eval_pass_at_1 is not None]
-        return evaluated[-1] if evaluated else None
+        """The last iteration evaluated for `metric`."""
+        return self.point_with(self.metric, last=True)
+
+    @property
+    def stale_final(self) -> bool:
+        """Whether later iterations than the final evaluated one finished without an evaluation."""
+        f, last = self.final_point, self.last_point
+        return f is not None and last is not None and last.iteration != f.iteration
 
     @property
     def baseline_point(self) -> IterationPoint | None:
@@ -55,8 +88,31 @@ class RunHistory:
         return first[0] if first else None
 
     @property
-    def final_pass_at_1(self) -> float | None:
+    def final_score(self) -> float | None:
+        """`metric` of the final evaluated iteration."""
         p = self.final_point
+        return p.eval_metrics.get(self.metric) if p and self.metric else None
+
+    @property
+    def final_score_stderr(self) -> float | None:
+        p = self.final_point
+        return p.eval_stderr.get(self.metric) if p and self.metric else None
+
+    @property
+    def baseline_score(self) -> float | None:
+        """`metric` of iteration 0 (before training)."""
+        p = self.baseline_point
+        return p.eval_metrics.get(self.metric) if p and self.metric else None
+
+    @property
+    def baseline_score_stderr(self) -> float | None:
+        p = self.baseline_point
+        return p.eval_stderr.get(self.metric) if p and self.metric else None
+
+    # pass@1 itself (None when the run did not compute it), for the demo's summary.json
+    @property
+    def final_pass_at_1(self) -> float | None:
+        p = self.point_with("pass@1", last=True)
         return p.eval_pass_at_1 if p else None
 
     @property
@@ -66,7 +122,7 @@ class RunHistory:
 
     @property
     def final_pass_at_1_stderr(self) -> float | None:
-        p = self.final_point
+        p = self.point_with("pass@1", last=True)
         return p.eval_stderr.get("pass@1") if p else None
 
     @property
@@ -177,23 +233,26 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)
 
 
-def final_difference(a: RunHistory, b: RunHistory) -> PairedDifference | None:
-    """Final held-out pass@1 of `a` minus `b`, paired over the problems both were evaluated on
-    (the demo's arms share eval problems and seeds). Where the per-problem results are unknown
-    or the problem sets differ, a paired error would be wrong: the plain difference comes back,
-    with stderr None and n_problems 0. None when either run has no evaluation."""
-    pa, pb = a.final_point, b.final_point
+def final_difference(a: RunHistory, b: RunHistory, metric: str = "pass@1") -> PairedDifference | None:
+    """Final held-out `metric` (a pass@k) of `a` minus `b`, paired over the problems both were
+    evaluated on (the demo's arms share eval problems and seeds). Where the per-problem results
+    are unknown or the problem sets differ, a paired error would be wrong: the plain difference
+    comes back, with stderr None and n_problems 0. None when either run has no evaluation of it."""
+    pa, pb = a.point_with(metric, last=True), b.point_with(metric, last=True)
     if pa is None or pb is None:
         return None
-    if not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts):
-        return PairedDifference(pa.eval_pass_at_1 - pb.eval_pass_at_1, None, 0)
-    return paired_difference(pa.eval_counts, pb.eval_counts, 1)
+    k = pass_k(metric)
+    if k is None or not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts) or any(
+            n < k for counts in (pa.eval_counts, pb.eval_counts) for n, _ in counts.values()):
+        return PairedDifference(pa.eval_metrics[metric] - pb.eval_metrics[metric], None, 0)
+    return paired_difference(pa.eval_counts, pb.eval_counts, k)
 
 
-def steps_to_reach(history: RunHistory, target: float) -> int | None:
-    """Gradient steps after which `history` first has held-out pass@1 >= target (None: never)."""
+def steps_to_reach(history: RunHistory, target: float, metric: str = "pass@1") -> int | None:
+    """Gradient steps after which `history` first has held-out `metric` >= target (None: never)."""
     for p in history.points:
-        if p.eval_pass_at_1 is not None and p.eval_pass_at_1 >= target - 1e-12:
+        value = p.eval_metrics.get(metric)
+        if value is not None and value >= target - 1e-12:
             return p.gradient_steps
     return None
 

@@ -26,40 +26,52 @@ def _integer_ticks():
     return MaxNLocator(integer=True)
 
 
-def pass_at_1_series(history: RunHistory) -> tuple[list[int], list[int], list[float], list[float]]:
-    """(iterations, gradient steps, pass@1 %, its standard error %) of the evaluated points; the
-    error is 0 where it is unknown (runs from before it was recorded, one problem)."""
-    pts = [p for p in history.points if p.eval_pass_at_1 is not None]
-    errs = [100 * (p.eval_stderr.get("pass@1") or 0.0) for p in pts]
+def pass_at_1_series(history: RunHistory, metric: str | None = None) -> tuple[list[int], list[int], list[float], list[float]]:
+    """(iterations, gradient steps, score %, its standard error %) of the points evaluated for
+    `metric` (default: the run's own, history.metric: pass@1, or its smallest pass@k without it);
+    the error is 0 where it is unknown (runs from before it was recorded, one problem)."""
+    metric = metric or history.metric
+    pts = [p for p in history.points if metric is not None and p.eval_metrics.get(metric) is not None]
+    errs = [100 * (p.eval_stderr.get(metric) or 0.0) for p in pts]  # type: ignore[arg-type]
     return ([p.iteration for p in pts], [p.gradient_steps for p in pts],
-            [100 * p.eval_pass_at_1 for p in pts], errs)  # type: ignore[operator]
+            [100 * p.eval_metrics[metric] for p in pts], errs)  # type: ignore[index]
 
 
-def plot_pass_at_1(histories: list[RunHistory], out: Path) -> Path:
+def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str = "before training") -> Path:
     """Held-out pass@1 vs iteration (left) and vs gradient steps (right), one line per arm, with
-    a ±1 standard error band (over problems) where the run has them."""
+    a ±1 standard error band (over problems) where the run has them. A run without pass@1 is
+    drawn with its smallest pass@k, which the axis (or, when runs differ, its legend) names.
+    `iteration_zero` says what iteration 0 is ("warm start" in the demo)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    metrics = {h.metric for h in histories if h.metric is not None}
+    one = next(iter(metrics)) if len(metrics) == 1 else None  # the metric of every line, if one
+    name = one or ("pass@1" if not metrics else "pass@k")
     any_err = False
     for h in histories:
         iters, steps, ys, errs = pass_at_1_series(h)
         any_err = any_err or any(errs)
+        label = h.name if one or h.metric is None else f"{h.name} ({h.metric})"
         for ax, xs in ((axes[0], iters), (axes[1], steps)):
-            (line,) = ax.plot(xs, ys, marker="o", label=h.name)
+            (line,) = ax.plot(xs, ys, marker="o", label=label)
             if any(errs):  # a band, not bars: arms often overlap and bars would hide each other
                 ax.fill_between(xs, [y - e for y, e in zip(ys, errs, strict=True)],
                                 [y + e for y, e in zip(ys, errs, strict=True)], color=line.get_color(), alpha=0.15)
-    axes[0].set_xlabel("LeTI iteration (0 = warm start)")
+    axes[0].set_xlabel(f"iteration (0 = {iteration_zero})")
     axes[0].xaxis.set_major_locator(_integer_ticks())  # iterations are whole numbers
     axes[1].set_xlabel("gradient steps")
     top = max((y + e for h in histories for _, _, ys, es in [pass_at_1_series(h)] for y, e in zip(ys, es, strict=True)),
               default=0)
     for ax in axes:
         ax.set_ylim(0, max(5.0, 1.1 * top))  # a percentage never goes below 0, even when all are 0
-        ax.set_ylabel("held-out pass@1 (%)")
+        ax.set_ylabel(f"held-out {name} (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("Held-out pass@1" + (" (band: ±1 standard error over problems)" if any_err else ""))
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend()
+    title = f"Held-out {name}" + (" (pass@1 not computed)" if one and one != "pass@1" else "")
+    if not metrics:
+        title += ": no evaluation yet"
+    fig.suptitle(title + (" (band: ±1 standard error over problems)" if any_err else ""))
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
