@@ -41,6 +41,64 @@ def test_arms_option_is_parsed_and_checked(tmp_path, capsys):
     assert not (tmp_path / "d").exists()  # checked before anything is created
 
 
+def test_run_dir_of_something_else_is_refused(tmp_path, capsys):
+    """`leti demo --run-dir DIR` writes summary.json, report.md, ... at DIR's top: a non-empty
+    folder that the demo did not make (no demo.json) is refused, as `leti run` refuses one."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("MY NOTES\n")
+    (mine / "summary.json").write_text('{"mine": 1}\n')
+    run_dir = tmp_path / "run"  # a `leti run` directory is not a demo's either
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text("{}")
+    for d, first in ((mine, "report.md"), (run_dir, "run.json")):
+        before = {p.name: p.read_bytes() for p in d.iterdir()}
+        assert main(["demo", "--quick", "--run-dir", str(d)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"leti: error: {d}: not empty and not a leti demo directory (it holds '{first}'); "
+                       "pass a new or empty --run-dir"]
+        assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_demo_marks_its_folder_first_and_resumes_it(tmp_path, monkeypatch, capsys):
+    """demo.json is written before anything else, so a folder the demo made is always its own (a
+    kill -9 before that leaves the folder empty, or with demo.json's temporary file only). The
+    warm start is stubbed: no model is built."""
+    import leti.demo.run as demo_run
+
+    calls = []
+
+    def stop(cfg, progress=True):
+        calls.append(cfg.seed)
+        raise LetiError("warm start stopped by the test")
+
+    monkeypatch.setattr(demo_run, "warm_start", stop)
+    d = tmp_path / "demo"
+    d.mkdir()
+    (d / "demo.json.tmp").write_text('{"settings": ')  # a kill -9 inside the very first write
+    assert main(["demo", "--quick", "--run-dir", str(d)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["leti: error: warm start stopped by the test"]
+    state = json.loads((d / "demo.json").read_text())
+    assert state["settings"] == {"config": "demo-quick.yaml", "seeds": [0], "quick": True}
+    (d / "seed0").mkdir()
+    assert main(["demo", "--quick", "--run-dir", str(d)]) == 2  # resumed, not refused
+    assert "warm start stopped by the test" in capsys.readouterr().err
+    assert calls == [0, 0]
+
+
+@pytest.mark.parametrize("content", [b'{"settings": {"config"', b"[]", b'{"settings": {}, "stages": [1]}', b"\xff\xfe"])
+def test_damaged_demo_json_is_one_line(tmp_path, capsys, content):
+    d = tmp_path / "demo"
+    d.mkdir()
+    (d / "demo.json").write_bytes(content)
+    assert main(["demo", "--quick", "--run-dir", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"leti: error: {d / 'demo.json'}: "), err
+    assert err[0].endswith("it holds this demo's options, so the demo cannot resume without it: restore it, "
+                           "or pass a new --run-dir")
+    assert sorted(p.name for p in d.iterdir()) == ["demo.json"]
+
+
 def test_warmstart_config_is_checked_and_keyed():
     assert WarmStartConfig().key() == WarmStartConfig().key() != WarmStartConfig(steps=1).key()
     with pytest.raises(LetiError):

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(same warm start and seed), optionally the control arms of --arms, and writes summary.json, "
         "report.md, report.html and plots. "
         "Rerun the same command to resume after an interruption.")
-    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="demo directory (default: runs/demo)")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"),
+                   help="demo directory (default: runs/demo): a new or empty one, or one the demo made (to resume "
+                   "it); any other folder is refused, so that no file of yours is overwritten")
     p.add_argument("--seed", type=int, default=0, help="first seed (task split, warm start, sampling); default 0")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds to run and average (each takes the full time)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one iteration per arm (a smoke test, not a result)")

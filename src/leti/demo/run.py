@@ -15,6 +15,10 @@ only the new ones. Until the first training step every arm does the same thing: 
 evaluates the same model with the same seed and prompts, and iteration 1 samples and executes
 the same programs. So the first arm's files of those two stages are copied into the others
 (also into arms added later) instead of being computed again.
+
+DEMO is marked by demo.json, written before anything else: --run-dir may be new, empty, or a
+folder that the demo made (to resume it); any other folder is refused, so that the demo never
+writes its report over a user's files.
 """
 
 from __future__ import annotations
@@ -45,23 +49,59 @@ from leti.errors import LetiError
 from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
+STATE_FILE = "demo.json"  # marks a folder as the demo's own (see _check_demo_dir)
+
+
+def _check_demo_dir(root: Path) -> None:
+    """--run-dir must be new, empty, or a demo folder (demo.json, written first, marks it): the
+    demo writes summary.json, report.md, ... at its top, so it must never write into a folder of
+    something else (`--run-dir docs`). A kill -9 before demo.json was in place can only have
+    left its temporary file (write_json_atomic), which is no obstacle."""
+    if not root.is_dir() or (root / STATE_FILE).exists():
+        return
+    foreign = sorted(p.name for p in root.iterdir() if p.name != STATE_FILE + ".tmp")
+    if foreign:
+        raise LetiError(f"{root}: not empty and not a leti demo directory (it holds '{foreign[0]}'); "
+                        "pass a new or empty --run-dir")
+
+
+def _read_state(path: Path) -> dict:
+    """demo.json: one error line naming it when it is damaged (not a traceback)."""
+    fix = "it holds this demo's options, so the demo cannot resume without it: restore it, or pass a new --run-dir"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise LetiError(f"{path}: not valid JSON ({reason}); {fix}") from None
+    missing = next((k for k in ("settings", "stages") if not isinstance(state, dict) or k not in state), None)
+    if missing is not None:
+        raise LetiError(f"{path}: not a leti demo record (no '{missing}'); {fix}")
+    stages = state["stages"]
+    if not isinstance(stages, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in stages.values()):
+        raise LetiError(f"{path}: 'stages' must map stage names to seconds; {fix}")
+    return state
+
 
 class _Clock:
     """Wall seconds per stage, added to what earlier (killed) invocations recorded."""
 
     def __init__(self, state_path: Path, settings: dict) -> None:
         self.path = state_path
-        old = json.loads(state_path.read_text()) if state_path.exists() else None
+        old = _read_state(state_path) if state_path.exists() else None
         if old is not None and old.get("settings") != settings:
             raise LetiError(f"{state_path.parent}: this demo directory was started with {old.get('settings')}, "
                             f"not {settings}; use the same options or another --run-dir")
         self.state = old or {"settings": settings, "stages": {}}
 
+    def save(self) -> None:
+        write_json_atomic(self.path, self.state)
+
     def add(self, stage: str, seconds: float) -> None:
         stages = self.state["stages"]
         stages[stage] = round(stages.get(stage, 0.0) + seconds, 2)
         self.state["wall_seconds"] = round(sum(stages.values()), 2)
-        write_json_atomic(self.path, self.state)
+        self.save()
 
 
 def _share_untrained_stages(seed_dir: Path, arm: str) -> None:
@@ -104,16 +144,18 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     if threads is not None and threads < 1:  # 0 would silently mean torch's default
         raise LetiError(f"--threads {threads}: must be >= 1 (leave it out for torch's choice)")
     arms = select_arms(arms)
-    if threads:
-        torch.set_num_threads(threads)
     root = Path(run_dir)
     if root.exists() and not root.is_dir():
         raise LetiError(f"--run-dir {root} is a file; pass a directory (it is created if missing)")
     cfg_path = Path(config) if config else preset_path(quick)
     demo: DemoConfig = load_demo_config(cfg_path)  # before creating anything: bad input fails clean
-    root.mkdir(parents=True, exist_ok=True)
+    _check_demo_dir(root)
     seed_list = list(range(seed, seed + seeds))
-    clock = _Clock(root / "demo.json", {"config": str(cfg_path.name), "seeds": seed_list, "quick": quick})
+    clock = _Clock(root / STATE_FILE, {"config": str(cfg_path.name), "seeds": seed_list, "quick": quick})
+    if threads:
+        torch.set_num_threads(threads)
+    root.mkdir(parents=True, exist_ok=True)
+    clock.save()  # the folder is marked as the demo's before anything else is written into it
     for s in seed_list:
         t0 = time.time()
         ws_cfg = warmstart_for(demo, s)
