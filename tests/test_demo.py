@@ -41,6 +41,19 @@ def test_arms_option_is_parsed_and_checked(tmp_path, capsys):
     assert not (tmp_path / "d").exists()  # checked before anything is created
 
 
+def test_passing_arm_is_refused_up_front_with_the_quick_preset(tmp_path, capsys):
+    """The quick preset's model passes no training sample, so the passing arm would stop the demo
+    at its first training stage, after the other arms' minutes: refused before anything runs."""
+    for flags in (["--quick"], ["--config", str(preset_path(True))]):
+        d = tmp_path / "d"
+        assert main(["demo", *flags, "--arms", "textual,binary,constant,passing", "--run-dir", str(d)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["leti: error: --arms passing: the --quick preset's model passes none of its training samples, "
+                       "so the passing arm would have nothing to train on; leave passing out of --arms, or run "
+                       "without --quick"]
+        assert not d.exists()
+
+
 def test_run_dir_of_something_else_is_refused(tmp_path, capsys):
     """`leti demo --run-dir DIR` writes summary.json, report.md, ... at DIR's top: a non-empty
     folder that the demo did not make (no demo.json) is refused, as `leti run` refuses one."""
@@ -62,8 +75,9 @@ def test_run_dir_of_something_else_is_refused(tmp_path, capsys):
 
 def test_demo_marks_its_folder_first_and_resumes_it(tmp_path, monkeypatch, capsys):
     """demo.json is written before anything else, so a folder the demo made is always its own (a
-    kill -9 before that leaves the folder empty, or with demo.json's temporary file only). The
-    warm start is stubbed: no model is built."""
+    kill -9 before that leaves the folder empty, or with demo.json's temporary file only); a
+    summary.json of an earlier invocation is removed when a new one starts, not left to pass
+    for its result if this one stops. The warm start is stubbed: no model is built."""
     import leti.demo.run as demo_run
 
     calls = []
@@ -81,9 +95,11 @@ def test_demo_marks_its_folder_first_and_resumes_it(tmp_path, monkeypatch, capsy
     state = json.loads((d / "demo.json").read_text())
     assert state["settings"] == {"config": "demo-quick.yaml", "seeds": [0], "quick": True}
     (d / "seed0").mkdir()
+    (d / "summary.json").write_text('{"arms": ["textual"]}\n')  # from an earlier invocation
     assert main(["demo", "--quick", "--run-dir", str(d)]) == 2  # resumed, not refused
     assert "warm start stopped by the test" in capsys.readouterr().err
     assert calls == [0, 0]
+    assert not (d / "summary.json").exists()
 
 
 @pytest.mark.parametrize("content", [b'{"settings": {"config"', b"[]", b'{"settings": {}, "stages": [1]}', b"\xff\xfe"])
@@ -190,7 +206,7 @@ def _seed_passing_samples(demo, n_pass: int = 2) -> int:
             problem, ref = refs[rec["problem_id"]]
             rec.update(completion=ref, **ex.run([task.build_program(problem, ref)])[0].to_dict())
     run = RunDir(demo / "seed0" / "passing")
-    run.iteration(1).mkdir(parents=True)
+    run.iteration(1).mkdir(parents=True, exist_ok=True)  # it may hold the copied samples already
     run.samples(1).write_text("".join(json.dumps(r) + "\n" for r in records))
     write_json_atomic(run.samples_done(1), {"samples": len(records), "wall_s": 0.0})
     return sum(r["passed"] for r in records)
@@ -199,18 +215,39 @@ def _seed_passing_samples(demo, n_pass: int = 2) -> int:
 @pytest.mark.slow
 def test_quick_demo_control_arms_added_to_a_finished_demo(tmp_path, monkeypatch, capsys):
     """--arms runs the control arms with their training texts, shares the baseline, and adding an
-    arm to a finished demo runs only that arm."""
+    arm to a finished demo runs only that arm. An arm that fails leaves the summary and report of
+    the finished arms, marked incomplete (not the summary of the earlier invocation)."""
+    import shutil
+
     import yaml
 
     monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "cache"))
     demo = tmp_path / "demo"
-    cmd = ["demo", "--quick", "--run-dir", str(demo), "--threads", "2"]
+    # The quick preset itself refuses the passing arm (its model passes nothing); a copy of it
+    # runs the arm, made to pass by _seed_passing_samples.
+    preset = shutil.copy(preset_path(True), tmp_path / "quick.yaml")
+    cmd = ["demo", "--config", str(preset), "--run-dir", str(demo), "--threads", "2"]
     assert main([*cmd, "--arms", "textual,constant"]) == 0
     constant = yaml.safe_load((demo / "seed0" / "constant" / "config.yaml").read_text())["training_text"]
     assert constant["textual_feedback"] is True and constant["feedback_content"] == "constant"
     assert not (demo / "seed0" / "binary").exists()
     assert json.loads((demo / "summary.json").read_text())["arms"] == ["textual", "constant"]
     assert "The program failed." in (demo / "report.md").read_text()  # the constant arm's example text
+
+    # Unseeded, the passing arm has nothing to train on and stops the demo.
+    textual = json.loads((demo / "summary.json").read_text())["iterations"]["textual"]
+    assert textual[1]["train_pass_rate"] == 0, "the quick model passed a sample: this part needs another arm to fail"
+    capsys.readouterr()
+    assert main([*cmd, "--arms", "textual,passing"]) == 2
+    captured = capsys.readouterr()
+    assert "no sample passed, and training_text.keep_failures is false" in captured.err
+    assert "summary of the finished arms (textual, constant)" in captured.out
+    summary = json.loads((demo / "summary.json").read_text())
+    assert summary["arms"] == ["textual", "constant"]  # the passing arm stopped part-way: left out
+    assert summary["incomplete"]["seed"] == 0 and summary["incomplete"]["stage"] == "passing arm"
+    assert "no sample passed" in summary["incomplete"]["error"]
+    md = (demo / "report.md").read_text()
+    assert "INCOMPLETE: the demo stopped in seed 0's passing arm" in md and "Run `passing`" in md
 
     n_pass = _seed_passing_samples(demo)
     assert n_pass >= 2
@@ -228,6 +265,7 @@ def test_quick_demo_control_arms_added_to_a_finished_demo(tmp_path, monkeypatch,
 
     summary = json.loads((demo / "summary.json").read_text())
     assert summary["arms"] == ["textual", "constant", "passing"]  # constant: finished earlier, kept
+    assert "incomplete" not in summary and "INCOMPLETE" not in (demo / "report.md").read_text()
     assert summary["gradient_steps"]["passing"] < summary["gradient_steps"]["textual"]
     assert set(summary["gain_points"]) == set(summary["final_pass_at_1"]) == set(summary["arms"])
     assert "comparison" not in summary["per_seed"]["0"]  # textual vs binary only when both ran

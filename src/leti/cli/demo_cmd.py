@@ -14,18 +14,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "synthetic problems, runs LeTI iterations with textual feedback and then with binary feedback only "
         "(same warm start and seed), optionally the control arms of --arms, and writes summary.json, "
         "report.md, report.html and plots. "
-        "Rerun the same command to resume after an interruption.")
+        "Rerun the same command to resume after an interruption. "
+        "If an arm fails, summary.json and the report are rewritten for the arms that finished (marked "
+        "incomplete) before the error is shown, so they never describe an earlier invocation.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"),
                    help="demo directory (default: runs/demo): a new or empty one, or one the demo made (to resume "
                    "it); any other folder is refused, so that no file of yours is overwritten")
     p.add_argument("--seed", type=int, default=0, help="first seed (task split, warm start, sampling); default 0")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds to run and average (each takes the full time)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one iteration per arm (a smoke test, not a result)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one iteration per arm (a smoke test, not a result); "
+                   "its model passes no training sample, so it cannot run the passing arm")
     p.add_argument("--config", type=Path, default=None, help="demo preset YAML (default: leti/demo/presets/demo.yaml, or demo-quick.yaml with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--arms", default="textual,binary",
                    help="comma-separated arms to run, any of textual, binary, constant (the feedback span always "
-                   "says the same sentence), passing (train on passing samples only); default textual,binary. "
+                   "says the same sentence), passing (train on passing samples only; refused with --quick, whose "
+                   "model passes nothing to train on); default textual,binary. "
                    "Rerunning a finished demo with more arms runs only the new ones")
     p.set_defaults(func=run)
 

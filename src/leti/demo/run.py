@@ -18,13 +18,18 @@ the same programs. So the first arm's files of those two stages are copied into 
 
 DEMO is marked by demo.json, written before anything else: --run-dir may be new, empty, or a
 folder that the demo made (to resume it); any other folder is refused, so that the demo never
-writes its report over a user's files.
+writes its report over a user's files. summary.json describes the finished arms only: it is
+removed when an invocation starts and written again when it stops; if an arm fails, the summary
+and report of the arms that did finish are written (marked incomplete, naming the arm and the
+error) before the error is shown. The passing arm is refused up front with the --quick preset:
+its model passes none of its training samples, so that arm would have nothing to train on.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -123,18 +128,73 @@ def _share_untrained_stages(seed_dir: Path, arm: str) -> None:
         write_text_atomic(getattr(target, marker)(k), getattr(source, marker)(k).read_text(encoding="utf-8"))
 
 
-def _arms_to_summarise(root: Path, seeds: list[int], requested: tuple[str, ...]) -> list[str]:
-    """The arms asked for now plus any that an earlier invocation ran for every seed (rerunning
-    with fewer arms must not drop finished ones: the report shows every run on disk anyway)."""
-    def ran(arm: str) -> bool:
-        return all((root / f"seed{s}" / arm / "metrics.jsonl").exists() for s in seeds)
-    return [a for a in ARMS if a in requested or ran(a)]
+def _finished_arms(root: Path, seeds: list[int], iterations: int) -> list[str]:
+    """The arms whose runs finished every iteration for every seed, in ARMS order: the ones this
+    invocation ran plus any an earlier one finished (rerunning with fewer arms must not drop
+    finished ones: the report shows every run on disk anyway). An arm stopped part-way is left out:
+    its curve would read as a result."""
+    def finished(arm: str) -> bool:
+        return all(set(range(iterations + 1)) <= RunDir(root / f"seed{s}" / arm).finished_iterations() for s in seeds)
+    return [a for a in ARMS if finished(a)]
+
+
+def _check_arms_fit_preset(arms: tuple[str, ...], cfg_path: Path) -> None:
+    """The passing arm trains on passing samples only; the --quick preset's model passes none, so
+    the loop would stop at that arm's first training stage, after the other arms' minutes."""
+    if "passing" in arms and cfg_path.resolve() == preset_path(True).resolve():
+        raise LetiError("--arms passing: the --quick preset's model passes none of its training samples, so the "
+                        "passing arm would have nothing to train on; leave passing out of --arms, or run without --quick")
+
+
+def _write_summary(root: Path, seed_list: list[int], arms: list[str], clock: _Clock, demo: DemoConfig,
+                   incomplete: dict | None = None) -> dict:
+    t0 = time.time()
+    histories = {s: {arm: load_run(root / f"seed{s}" / arm, arm) for arm in arms} for s in seed_list}
+    summary = make_summary(histories, clock.state, asdict(demo.warmstart))
+    if incomplete is not None:
+        summary["incomplete"] = incomplete
+        summary["note"] = (f"INCOMPLETE: the demo stopped in seed {incomplete['seed']}'s {incomplete['stage']} "
+                           f"({incomplete['error']}); this summary covers only the arms that finished "
+                           f"({', '.join(arms)}). " + summary["note"])
+    write_json_atomic(root / "summary.json", summary)
+    build_report(root)
+    clock.add("report", time.time() - t0)
+    summary["wall_seconds"] = clock.state["wall_seconds"]
+    write_json_atomic(root / "summary.json", summary)
+    return summary
+
+
+def _summarise_after_failure(root: Path, seed_list: list[int], iterations: int, clock: _Clock, demo: DemoConfig,
+                             where: tuple[int, str], error: BaseException, progress: bool) -> None:
+    """An arm (or a warm start) failed: summary.json and the report cover the arms that finished,
+    marked incomplete, so that no summary of an earlier invocation is left to pass for this one.
+    A failure here is only reported: the original error is the one to show."""
+    try:
+        arms = _finished_arms(root, seed_list, iterations)
+        if not arms:
+            if any(root.glob("seed*/*/metrics.jsonl")):
+                build_report(root)
+            return
+        message = "interrupted" if isinstance(error, KeyboardInterrupt) else (
+            str(error) if isinstance(error, LetiError) else f"{type(error).__name__}: {error}")
+        _write_summary(root, seed_list, arms, clock, demo,
+                       incomplete={"seed": where[0], "stage": where[1], "error": " ".join(message.split())})
+        if progress:
+            print(f"demo: stopped in seed {where[0]}'s {where[1]}; summary of the finished arms "
+                  f"({', '.join(arms)}) in {root / 'summary.json'}")
+    except Exception as e:  # the arm's error is the one that matters
+        print(f"leti: warning: could not write the summary of the finished arms: {e}", file=sys.stderr)
 
 
 def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = False,
              config: str | Path | None = None, threads: int | None = None, progress: bool = True,
              arms: str | Sequence[str] = DEFAULT_ARMS) -> dict:
-    """Run (or resume) the demo; returns the summary (also written to summary.json)."""
+    """Run (or resume) the demo; returns the summary (also written to summary.json).
+
+    Refused before anything is created: a --run-dir that is neither new, empty nor a demo folder,
+    a damaged demo.json, other options than the folder was started with, and the passing arm with
+    the --quick preset. If an arm fails, the summary and report of the finished arms are written
+    (marked incomplete) and the error is raised."""
     from leti.loop.runner import run as run_loop
 
     if seeds < 1:
@@ -149,6 +209,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
         raise LetiError(f"--run-dir {root} is a file; pass a directory (it is created if missing)")
     cfg_path = Path(config) if config else preset_path(quick)
     demo: DemoConfig = load_demo_config(cfg_path)  # before creating anything: bad input fails clean
+    _check_arms_fit_preset(arms, cfg_path)
     _check_demo_dir(root)
     seed_list = list(range(seed, seed + seeds))
     clock = _Clock(root / STATE_FILE, {"config": str(cfg_path.name), "seeds": seed_list, "quick": quick})
@@ -156,27 +217,29 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
         torch.set_num_threads(threads)
     root.mkdir(parents=True, exist_ok=True)
     clock.save()  # the folder is marked as the demo's before anything else is written into it
-    for s in seed_list:
-        t0 = time.time()
-        ws_cfg = warmstart_for(demo, s)
-        model = warm_start(ws_cfg, progress=progress)
-        corpus = write_corpus(ws_cfg, model)
-        clock.add(f"seed{s}/warmstart", time.time() - t0)
-        for arm in arms:
+    # A summary of an earlier invocation would not cover what this one adds: a kill -9 must leave
+    # none rather than a stale one. It is written again when this invocation stops.
+    (root / "summary.json").unlink(missing_ok=True)
+    iterations = arm_config(demo, seed, "m", "textual").iterations  # the same in every arm
+    where = (seed, "warm start")
+    try:
+        for s in seed_list:
+            where = (s, "warm start")
             t0 = time.time()
-            arm_dir = root / f"seed{s}" / arm
-            _share_untrained_stages(root / f"seed{s}", arm)
-            if progress:
-                print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
-            run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir)
-            clock.add(f"seed{s}/{arm}", time.time() - t0)
-    t0 = time.time()
-    summarised = _arms_to_summarise(root, seed_list, arms)
-    histories = {s: {arm: load_run(root / f"seed{s}" / arm, arm) for arm in summarised} for s in seed_list}
-    summary = make_summary(histories, clock.state, asdict(demo.warmstart))
-    write_json_atomic(root / "summary.json", summary)
-    build_report(root)
-    clock.add("report", time.time() - t0)
-    summary["wall_seconds"] = clock.state["wall_seconds"]
-    write_json_atomic(root / "summary.json", summary)
-    return summary
+            ws_cfg = warmstart_for(demo, s)
+            model = warm_start(ws_cfg, progress=progress)
+            corpus = write_corpus(ws_cfg, model)
+            clock.add(f"seed{s}/warmstart", time.time() - t0)
+            for arm in arms:
+                where = (s, f"{arm} arm")
+                t0 = time.time()
+                arm_dir = root / f"seed{s}" / arm
+                _share_untrained_stages(root / f"seed{s}", arm)
+                if progress:
+                    print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
+                run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir)
+                clock.add(f"seed{s}/{arm}", time.time() - t0)
+    except (Exception, KeyboardInterrupt) as e:
+        _summarise_after_failure(root, seed_list, iterations, clock, demo, where, e, progress)
+        raise
+    return _write_summary(root, seed_list, _finished_arms(root, seed_list, iterations), clock, demo)
