@@ -130,3 +130,8 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     proc.stdout.close()  # before leti writes anything: its first write meets a closed pipe
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141 and err.decode() == ""
+
+
+def test_a_directory_given_as_input_is_named_with_its_article(tmp_path):
+    proc = subprocess.run(LETI + ["exec", str(tmp_path), "-o", str(tmp_path / "o.jsonl")], capture_output=True, text=True)
+    assert proc.returncode == 2 and f"{tmp_path}: is a directory, not an input file;" in proc.stderr

@@ -177,3 +177,9 @@ def test_formatter_copes_with_missing_location_notes_and_surrogates():
     r = ExecutionResult(id=1, status=Status.FAILED, exception_type="ValueError", message="\ud800" * 3000)
     text = format_feedback(r, max_bytes=1000)
     assert len(text.encode("utf-8")) <= 1000 and "\\ud800" in text
+
+
+def test_a_one_second_limit_is_said_in_the_singular():
+    with Executor(ExecutionConfig(timeout_s=1.0, workers=1)) as ex:
+        r = ex.run([Program("while True:\n    pass\n", "")])[0]
+    assert format_feedback(r) == "Timeout: the program did not finish within 1 second."

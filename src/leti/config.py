@@ -170,7 +170,7 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
     except FileNotFoundError:
         raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
     except IsADirectoryError:
-        raise LetiError(f"{p}: is a directory, not a {what}; {missing_hint}") from None
+        raise LetiError(f"{p}: is a directory, not {'an' if what[:1] in 'aeiou' else 'a'} {what}; {missing_hint}") from None
     except UnicodeDecodeError as e:
         raise LetiError(f"{p}: {what} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                         "save it as UTF-8 YAML") from None

@@ -21,7 +21,7 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
         where = "" if Path(path).is_absolute() else f" (relative to the current directory {Path.cwd()})"
         raise LetiError(f"{path}: {what} not found{where}; {missing_hint}") from None
     except IsADirectoryError:
-        raise LetiError(f"{path}: is a directory, not a {what}; {missing_hint}") from None
+        raise LetiError(f"{path}: is a directory, not {'an' if what[:1] in 'aeiou' else 'a'} {what}; {missing_hint}") from None
     except OSError as e:
         raise LetiError(f"{path}: cannot read {what} ({e.strerror or e}); it must be UTF-8 JSON lines") from None
     try:

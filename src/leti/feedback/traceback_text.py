@@ -36,7 +36,7 @@ def format_feedback(result: ExecutionResult, style: str = "paper", max_bytes: in
 
 def _sentence(r: ExecutionResult) -> str | None:
     if r.status is Status.TIMEOUT:
-        limit = f" within {r.timeout_s:g} seconds" if r.timeout_s else ""
+        limit = f" within {r.timeout_s:g} second{'' if r.timeout_s == 1 else 's'}" if r.timeout_s else ""
         return f"Timeout: the program did not finish{limit}."
     if r.status is Status.MEMORY:
         limit = f" ({r.memory_mb} MiB)" if r.memory_mb else ""
