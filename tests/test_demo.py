@@ -320,3 +320,14 @@ def test_every_family_prompt_fits_the_quick_models_context(tmp_path, monkeypatch
     longest = max(len(tok("<|good|>" + p.prompt)["input_ids"]) for split in ("train", "test") for p in task.problems(split))
     new = max(cfg.run["sampling"]["max_new_tokens"], cfg.run["eval"]["max_new_tokens"])
     assert longest + new <= cfg.warmstart.n_positions
+
+
+def test_a_bad_run_field_in_a_demo_config_names_its_section(tmp_path):
+    """The demo config's run: section holds RunConfig fields; an error names the section, since
+    'sampling.n' alone is not a path in that file."""
+    text = preset_path(True).read_text()
+    assert "    n: 4\n" in text
+    bad = tmp_path / "demo.yaml"
+    bad.write_text(text.replace("    n: 4\n", "    n: 0\n", 1))
+    with pytest.raises(LetiError, match=rf"^{bad}, section run: sampling.n must be >= 1, got 0$"):
+        load_demo_config(bad)

@@ -82,7 +82,7 @@ def load_demo_config(path: str | Path) -> DemoConfig:
         test_problems=int(task.get("test", 40)),
         run=dict(raw.get("run") or {}),
     )
-    arm_config(cfg, 0, "model", "textual", where=str(p))  # validate the run section now
+    arm_config(cfg, 0, "model", "textual", where=f"{p}, section run")  # validate the run section now
     return cfg
 
 
