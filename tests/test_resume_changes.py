@@ -111,3 +111,24 @@ def test_two_spellings_of_one_model_directory_are_the_same_model(tmp_path, tiny_
 def test_an_unknown_device_is_refused_by_the_config(capsys):
     assert main(["config", "--set", "device=gpu"]) == 2
     assert "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'" in capsys.readouterr().err
+
+
+def test_a_disk_without_room_for_the_checkpoint_stops_before_training(tmp_path, tiny_model_path, shared_add_task,
+                                                                     monkeypatch, capsys):
+    """Checked before the training stage, not found when the checkpoint is written after it. The
+    disk's free space is the one thing replaced here (filling a real disk is not a test)."""
+    import shutil
+
+    from leti.loop import runner
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    run = tmp_path / "run"
+    assert main(_args(run, tiny_model_path, shared_add_task)) == 2
+    err = capsys.readouterr().err
+    assert f"leti: error: {run / 'iterations' / '1'}: 0.0 GB free on its disk, but iteration 1's checkpoint needs" in err
+    assert "(weights and AdamW state)" in err and "this iteration's samples are kept" in err
+    assert (run / "iterations" / "1" / "samples.done").exists() and not (run / "iterations" / "1" / "train_stats.json").exists()
+    monkeypatch.setattr(runner.shutil, "disk_usage", real)
+    assert main(_args(run, tiny_model_path, shared_add_task)) == 0  # room again: it resumes and trains
+    assert (run / "iterations" / "1" / "train_stats.json").exists()

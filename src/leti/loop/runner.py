@@ -198,6 +198,27 @@ def _check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list)
         write_json_atomic(path, {**info, "problems_sha256": digest})
 
 
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def _check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None:
+    """Before a training stage: room for the checkpoint it will write (weights, and AdamW's two
+    moments per trained weight when they are carried). Full at the end, the stage's training is
+    lost; refused now, the stage's samples stay and the run resumes once there is room."""
+    if cfg.trainer.lora.enabled and cfg.trainer.lora.save == "adapter":
+        return  # adapters: megabytes
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters()) if carry else 0
+    need = int((weights + moments) * 1.05)  # + tokenizer, config, stats
+    free = shutil.disk_usage(where).free
+    if free < need:
+        what = "weights and AdamW state" if carry else "weights"
+        raise LetiError(f"{where.parent}: {_gb(free)} free on its disk, but iteration {k}'s checkpoint needs about "
+                        f"{_gb(need)} ({what}); make room (keep_checkpoints keeps only the newest checkpoints) and run "
+                        "the same command again: this iteration's samples are kept")
+
+
 def carries_optimizer(cfg: RunConfig, mode: Mode) -> bool:
     """Whether training stages go on from the previous iteration's AdamW state: LeTI runs with
     trainer.carry_optimizer_state (an SFT run trains once). Refuses LoRA adapters that are merged,
@@ -453,6 +474,7 @@ class _Context:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
+        _check_disk(tmp, k, model, cfg, carry)
         self.slot.forget_source()  # weights change in place
         with self.group.stage():
             self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k, optimizer_from))  # other ranks join
