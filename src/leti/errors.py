@@ -1,4 +1,5 @@
-"""User-facing errors: the CLI prints these as one line (no traceback) and exits non-zero."""
+"""User-facing errors: the CLI prints these as one line (no traceback) and exits non-zero; and the
+helpers that word leti's messages."""
 
 
 class LetiError(Exception):
@@ -16,3 +17,8 @@ def first_line(error: Exception, limit: int = 200) -> str:
     name = type(error).__name__
     text = f"{name}: {message_line(error)}" if str(error).strip() else name
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def plural(n: int, word: str) -> str:
+    """"1 iteration", "2 iterations"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

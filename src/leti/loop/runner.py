@@ -37,7 +37,7 @@ from leti.config import (
     flatten_config,
     yaml_value,
 )
-from leti.errors import LetiError
+from leti.errors import LetiError, plural
 from leti.execution.ray_pool import make_executor
 from leti.loop import stages
 from leti.loop.distributed import DataParallelSampler, Group, TrainJob, check_launch, follow
@@ -58,9 +58,6 @@ Mode = Literal["leti", "sft"]
 # What the loop reads back from a train_stats.json (a damaged one is an error naming it).
 _TRAIN_KEYS = ("optimizer_steps", "loss_mean", "wall_s")
 
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _started_config(rd: RunDir) -> dict:
@@ -209,7 +206,7 @@ def _check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None
     if cfg.trainer.lora.enabled and cfg.trainer.lora.save == "adapter":
         return  # adapters: megabytes
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters()) if carry else 0
+    moments = 2 * weights if carry else 0  # every weight trains (adapters returned above)
     need = int((weights + moments) * 1.05)  # + tokenizer, config, stats
     free = shutil.disk_usage(where).free
     if free < need:
@@ -295,22 +292,22 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
     with rd.locked():
         resuming = _prepare(rd, cfg, mode)
         last = cfg.iterations if mode == "leti" else 1
-        finished = rd.finished_iterations()
+        records = rd.metrics()
+        todo = min(set(range(last + 1)) - {r["iteration"] for r in records}, default=None)  # first to run
         # eval.every skipped the evaluation of an iteration that a shortened `iterations` made the last
-        final_unevaluated = last in finished and any(r["iteration"] == last and r.get("eval") is None for r in rd.metrics())
-        if set(range(last + 1)) <= finished and not final_unevaluated:
-            print(f"leti: run {rd.root} is already finished ({_plural(last, 'iteration')}); metrics: {rd.metrics_path}")
+        final_unevaluated = any(r["iteration"] == last and r.get("eval") is None for r in records)
+        if todo is None and not final_unevaluated:
+            print(f"leti: run {rd.root} is already finished ({plural(last, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
         if resuming:
             write_text_atomic(rd.config_path, dump_config(cfg))  # what the rest of the run does
-            if final_unevaluated and set(range(last + 1)) <= finished:
+            if todo is None:
                 print(f"leti: resuming {rd.root}: iterations 0-{last} finished; iteration {last}, now the last, is evaluated")
             else:
-                todo = min(set(range(last + 1)) - finished)
                 done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
                 print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
-        if resuming and carries_optimizer(cfg, mode) and set(range(last + 1)) - finished:
-            _check_optimizer_state(rd, min(set(range(last + 1)) - finished))
+        if resuming and todo is not None and carries_optimizer(cfg, mode):
+            _check_optimizer_state(rd, todo)
         if cfg.trainer.pretrain_mix_ratio > 0:
             from leti.training.data import check_corpus
 

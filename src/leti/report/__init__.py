@@ -13,8 +13,15 @@ import re
 from pathlib import Path
 
 from leti.config import RESUMABLE_CHANGES
-from leti.errors import LetiError
-from leti.report.data import RunHistory, final_difference, load_run, read_summary, steps_to_reach
+from leti.errors import LetiError, plural
+from leti.report.data import (
+    RunHistory,
+    final_difference,
+    load_run,
+    read_summary,
+    shared_metric,
+    steps_to_reach,
+)
 from leti.report.plots import plot_failures, plot_pass_at_1
 from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 
@@ -43,9 +50,6 @@ def find_runs(root: Path) -> list[tuple[str, Path]]:
         rel = [r.split("/", 1)[1] for r in rel]
     return list(zip(rel, found, strict=True))
 
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def plot_file_names(histories: list[RunHistory]) -> dict[Path, str]:
@@ -233,10 +237,10 @@ def _ended(arm: str, cmp: dict) -> str:
     evaluation of an earlier iteration than the arm's last (eval.every > 1, or a run cut short)."""
     score = _pct_pm(cmp[f"{arm}_final_pass_at_1"], cmp.get(f"{arm}_final_pass_at_1_stderr"))
     it, last = cmp.get(f"{arm}_final_iteration"), cmp.get(f"{arm}_last_iteration")
-    steps = _plural(cmp[f"{arm}_final_steps"], "gradient step")
+    steps = plural(cmp[f"{arm}_final_steps"], "gradient step")
     if it is None or last is None or it == last:
         return f"the {arm} arm ended at {score}% after {steps}"
-    total = _plural(cmp[f"{arm}_total_steps"], "gradient step")
+    total = plural(cmp[f"{arm}_total_steps"], "gradient step")
     return (f"the {arm} arm was last evaluated at iteration {it} (its last iteration, {last}, after {total}, "
             f"has no evaluation), at {score}% after {steps}")
 
@@ -263,7 +267,7 @@ def _comparison_text(name: str, cmp: dict) -> str:
     head = f"{name}: {_ended('binary', cmp)}{reached}; {textual}."
     if cmp.get("difference_stderr") is not None:
         head += (f" Textual minus binary: {_points_pm(cmp['difference'], cmp['difference_stderr'])} points "
-                 f"(paired over {_plural(cmp['paired_problems'], 'held-out problem')}).")
+                 f"(paired over {plural(cmp['paired_problems'], 'held-out problem')}).")
     if None not in (b_base, t_base) and abs(b_base - t_base) > 1e-12:
         head += f" Before training the arms scored differently: textual {_pct(t_base)}%, binary {_pct(b_base)}%."
     if not improved:
@@ -362,13 +366,6 @@ def _summary_blocks(summary: dict | None) -> list[Block]:
     return blocks
 
 
-def _score_name(histories: list[RunHistory]) -> str | None:
-    """The metric of the runs' headline scores when they share one (pass@1, or the smallest pass@k
-    of runs without pass@1); None when they differ, and each cell names its own."""
-    metrics = {h.metric for h in histories if h.metric is not None}
-    return next(iter(metrics)) if len(metrics) == 1 else ("pass@1" if not metrics else None)
-
-
 def _score_cell(h: RunHistory, value: float | None, stderr: float | None, shared: str | None) -> str:
     cell = _pct_pm(value, stderr)
     return cell if shared or value is None else f"{cell} ({h.metric})"
@@ -384,7 +381,7 @@ def _final_iteration_cell(h: RunHistory) -> str:
 def _runs_table(histories: list[RunHistory]) -> list[Block]:
     """One row per run: its score before training and its final one, from the last evaluated
     iteration, which the table names (a later unevaluated iteration is said in a line below)."""
-    shared = _score_name(histories)
+    shared = shared_metric(histories)
     m = shared or "pass@k"
     rows = [[h.name, _score_cell(h, h.baseline_score, h.baseline_score_stderr, shared),
              _score_cell(h, h.final_score, h.final_score_stderr, shared), _final_iteration_cell(h),
@@ -403,9 +400,9 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
         elif h.stale_final:
             f, last = h.final_point, h.last_point
             blocks.append(Para(
-                f"`{h.name}`: its last iteration ({last.iteration}, after {_plural(last.gradient_steps, 'gradient step')}) "
+                f"`{h.name}`: its last iteration ({last.iteration}, after {plural(last.gradient_steps, 'gradient step')}) "
                 f"has no held-out evaluation, so its final {h.metric} is iteration {f.iteration}'s "
-                f"(after {_plural(f.gradient_steps, 'gradient step')}"
+                f"(after {plural(f.gradient_steps, 'gradient step')}"
                 f"{', before training' if f.iteration == 0 else ''}), not the last iteration's."))
     return blocks
 
@@ -434,7 +431,7 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
     for label, t, b in pairs:
         blocks.append(Para(_comparison_text(label, compare_arms(t, b))))
     zero = "warm start" if demo else "before training"
-    shared = _score_name(histories) or "pass@k"
+    shared = shared_metric(histories) or "pass@k"
     blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png", iteration_zero=zero),
                         f"held-out {shared} by iteration (0 = {zero}) and by gradient steps"))
     files = plot_file_names(histories)

@@ -87,27 +87,29 @@ class RunHistory:
         first = [p for p in self.points if p.iteration == 0]
         return first[0] if first else None
 
+    def _score(self, p: IterationPoint | None, stderr: bool = False) -> float | None:
+        """`metric` (or its standard error) at point `p`."""
+        if p is None or self.metric is None:
+            return None
+        return (p.eval_stderr if stderr else p.eval_metrics).get(self.metric)
+
     @property
     def final_score(self) -> float | None:
         """`metric` of the final evaluated iteration."""
-        p = self.final_point
-        return p.eval_metrics.get(self.metric) if p and self.metric else None
+        return self._score(self.final_point)
 
     @property
     def final_score_stderr(self) -> float | None:
-        p = self.final_point
-        return p.eval_stderr.get(self.metric) if p and self.metric else None
+        return self._score(self.final_point, stderr=True)
 
     @property
     def baseline_score(self) -> float | None:
         """`metric` of iteration 0 (before training)."""
-        p = self.baseline_point
-        return p.eval_metrics.get(self.metric) if p and self.metric else None
+        return self._score(self.baseline_point)
 
     @property
     def baseline_score_stderr(self) -> float | None:
-        p = self.baseline_point
-        return p.eval_stderr.get(self.metric) if p and self.metric else None
+        return self._score(self.baseline_point, stderr=True)
 
     # pass@1 itself (None when the run did not compute it), for the demo's summary.json
     @property
@@ -231,6 +233,13 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
         ))
     example = example_training_text(run, [p.iteration for p in points])
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)
+
+
+def shared_metric(histories: list[RunHistory]) -> str | None:
+    """The metric of the runs' headline scores when they share one (pass@1, or the smallest pass@k
+    of runs without pass@1; pass@1 when no run is evaluated yet); None when they differ."""
+    metrics = {h.metric for h in histories if h.metric is not None}
+    return next(iter(metrics)) if len(metrics) == 1 else ("pass@1" if not metrics else None)
 
 
 def final_difference(a: RunHistory, b: RunHistory, metric: str = "pass@1") -> PairedDifference | None:

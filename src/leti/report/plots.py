@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leti.report.data import RunHistory
+from leti.report.data import RunHistory, shared_metric
 
 # Failure types in a fixed order so that colours mean the same thing in every plot.
 _KNOWN = ("AssertionError", "NameError", "TypeError", "SyntaxError", "IndentationError",
@@ -44,12 +44,12 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
     `iteration_zero` says what iteration 0 is ("warm start" in the demo)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    metrics = {h.metric for h in histories if h.metric is not None}
-    one = next(iter(metrics)) if len(metrics) == 1 else None  # the metric of every line, if one
-    name = one or ("pass@1" if not metrics else "pass@k")
+    evaluated = any(h.metric is not None for h in histories)
+    one = shared_metric(histories) if evaluated else None  # the metric of every line, if one
+    name = one or ("pass@1" if not evaluated else "pass@k")
+    series = [pass_at_1_series(h) for h in histories]
     any_err = False
-    for h in histories:
-        iters, steps, ys, errs = pass_at_1_series(h)
+    for h, (iters, steps, ys, errs) in zip(histories, series, strict=True):
         any_err = any_err or any(errs)
         label = h.name if one or h.metric is None else f"{h.name} ({h.metric})"
         for ax, xs in ((axes[0], iters), (axes[1], steps)):
@@ -60,8 +60,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
     axes[0].set_xlabel(f"iteration (0 = {iteration_zero})")
     axes[0].xaxis.set_major_locator(_integer_ticks())  # iterations are whole numbers
     axes[1].set_xlabel("gradient steps")
-    top = max((y + e for h in histories for _, _, ys, es in [pass_at_1_series(h)] for y, e in zip(ys, es, strict=True)),
-              default=0)
+    top = max((y + e for _, _, ys, es in series for y, e in zip(ys, es, strict=True)), default=0)
     for ax in axes:
         ax.set_ylim(0, max(5.0, 1.1 * top))  # a percentage never goes below 0, even when all are 0
         ax.set_ylabel(f"held-out {name} (%)")
@@ -69,7 +68,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
         if ax.get_legend_handles_labels()[1]:
             ax.legend()
     title = f"Held-out {name}" + (" (pass@1 not computed)" if one and one != "pass@1" else "")
-    if not metrics:
+    if not evaluated:
         title += ": no evaluation yet"
     fig.suptitle(title + (" (band: ±1 standard error over problems)" if any_err else ""))
     fig.tight_layout()

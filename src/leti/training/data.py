@@ -159,18 +159,25 @@ class PackingStats:
         return self.tokens / self.slots if self.slots else 0.0
 
 
+def _separator_id(tokenizer, separator: bool) -> int | None:
+    """The token put after each packed document: EOS when `separator`, else none."""
+    if not separator:
+        return None
+    if tokenizer.eos_token_id is None:
+        raise LetiError("tokenizer has no eos token; set trainer.pretrain_eos_separator: false to pack documents without one")
+    return tokenizer.eos_token_id
+
+
 def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: PackingStats,
                 separator: bool = True) -> Iterator[list[int]]:
     """Concatenate documents (with an EOS after each when `separator`) and cut the stream into
     full blocks of `block_size` tokens. Blocks are always full (a document spills into the next
     block), so packing efficiency is 100% except for a final partial block, which is dropped."""
-    eos = tokenizer.eos_token_id
-    if separator and eos is None:
-        raise LetiError("tokenizer has no eos token; set trainer.pretrain_eos_separator: false to pack documents without one")
+    eos = _separator_id(tokenizer, separator)
     buf: list[int] = []
     for text in texts:
         buf.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-        if separator:
+        if eos is not None:
             buf.append(eos)
         start = 0  # cut blocks off the front by index: slicing the rest per block is quadratic
         while len(buf) - start >= block_size:
@@ -219,9 +226,7 @@ def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, ma
     stream's consecutive block_size slices (a block may span documents; the tail short of a block
     is dropped), grouped batch_size at a time per pass; `stats` counts blocks when the uncached
     path would have cut them, a pass's leftover blocks included."""
-    eos = tokenizer.eos_token_id
-    if separator and eos is None:
-        raise LetiError("tokenizer has no eos token; set trainer.pretrain_eos_separator: false to pack documents without one")
+    eos = _separator_id(tokenizer, separator)
     fields: dict = {"corpus": corpus, "hf_data_dir": hf_data_dir, "text_field": text_field, "max_files": max_files,
                     "separator": separator, "tokenizer": corpus_cache.tokenizer_fingerprint(tokenizer)}
     local = local_corpus_files(corpus, max_files)
@@ -240,7 +245,7 @@ def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, ma
 
         def texts() -> Iterator[str]:
             return _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
-    tokens = corpus_cache.token_stream(cache_dir, fields, texts, tokenizer, eos if separator else None,
+    tokens = corpus_cache.token_stream(cache_dir, fields, texts, tokenizer, eos,
                                        total=len(local[1]) if local is not None else max_files, progress=progress)
     n_blocks = len(tokens) // block_size
     n_batches, leftover = divmod(n_blocks, batch_size)
