@@ -408,3 +408,25 @@ def test_a_tree_too_deep_to_remove_retires_the_worker():
         results = run_within(one, [Program(deep), Program(look), Program(look)])
     assert [r.status for r in results] == [Status.PASSED] * 3, [r.feedback for r in results]
     assert [r.stdout for r in results[1:]] == ["False\n", "False\n"]
+
+
+def test_kernel_keyrings_and_sysv_ipc_are_refused():
+    """Kernel keyrings are not namespaced: a sandboxed program could plant keys the host sees in
+    its keyrings, or read the host user's keys. SysV IPC objects outlive the program in the
+    worker's IPC namespace, so the next program read what an earlier one left there."""
+    import os
+
+    add_key = {"x86_64": 248, "aarch64": 217}.get(os.uname().machine)
+    if add_key is None:
+        pytest.skip("no seccomp filter for this machine")
+    tag = f"leti-planted-{uuid.uuid4().hex[:8]}"
+    prelude = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    plant = (prelude + f"key = libc.syscall({add_key}, b'user', b'{tag}', b'x', 1, ctypes.c_int(-4))\n"
+             "shm = libc.shmget(0x1e71, 4096, 0o1666)\nprint(key, shm, ctypes.get_errno())\n")
+    look = (prelude + f"print(libc.shmget(0x1e71, 0, 0), '{tag}' in open('/proc/keys').read())\n")
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        planted, looked = run_within(one, [Program(plant), Program(look)])
+        host_keys = Path("/proc/keys").read_text() if Path("/proc/keys").exists() else ""
+    assert planted.passed and planted.stdout.split() == ["-1", "-1", "1"], planted.stdout  # EPERM
+    assert looked.passed and looked.stdout.split() == ["-1", "False"], looked.stdout
+    assert tag not in host_keys

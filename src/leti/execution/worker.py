@@ -26,6 +26,7 @@ import ast
 import builtins
 import collections.abc
 import ctypes
+import errno
 import gc
 import json
 import os
@@ -54,6 +55,12 @@ PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bise
            "random", "operator", "typing", "copy", "decimal", "fractions", "statistics", "json",
            "datetime", "dataclasses", "hashlib", "io", "textwrap", "unicodedata", "cmath")
 UNNAMED = "<unnamed exception>"  # type name reported when the exception's class has no usable name
+# Syscalls refused to programs (EPERM), by machine: (seccomp arch, (add_key, request_key, keyctl,
+# shmget, msgget, semget)). Kernel keyrings are not namespaced: a sandboxed program could read
+# the host user's keys or plant keys in its keyrings. SysV IPC objects outlive the program in the
+# worker's IPC namespace, where later programs could read them (and they hold memory).
+DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64)),
+                   "aarch64": (0xC00000B7, (217, 218, 219, 194, 186, 190))}
 
 
 def _private_copy(name):
@@ -240,6 +247,38 @@ def run_program(source, result_fd, describe=_describe_exception, dumps=_dumps, w
     exit_(0)
 
 
+def _seccomp_filter():
+    """A classic-BPF seccomp program refusing DENIED_SYSCALLS on this machine (None where its
+    numbers are unknown). Syscalls of another ABI (i386, x32 on x86_64) are refused altogether:
+    they would reach the same calls under other numbers."""
+    arch, numbers = DENIED_SYSCALLS.get(os.uname().machine, (None, ()))
+    if arch is None:
+        return None
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    deny = 5 + len(numbers)  # index of the final "refuse" instruction
+    prog = [(ld, 0, 0, 4), (jeq, 0, deny - 2, arch), (ld, 0, 0, 0), (jge, deny - 4, 0, 0x40000000)]
+    prog += [(jeq, deny - 5 - i, 0, nr) for i, nr in enumerate(numbers)]
+    prog += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | errno.EPERM)]  # allow; errno
+    return ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_FILTER = _seccomp_filter()
+_libc = ctypes.CDLL(None)
+
+
+def _deny_syscalls():
+    """Install the seccomp filter in this process (the program's); it passes to all it starts."""
+    if _FILTER is None:
+        return
+    prog = _SockFprog(len(_FILTER) // 8, ctypes.addressof(_FILTER))
+    _libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: required to filter without privileges
+    _libc.prctl(22, 2, ctypes.byref(prog), 0, 0)  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+
+
 def _set_limits(req):
     mb = 1024 * 1024
     limits = [(resource.RLIMIT_AS, req["memory_mb"] * mb),
@@ -282,6 +321,7 @@ def _start_program(req, scratch):
             os.setsid()
             os.chdir(scratch)
             _set_limits(req)
+            _deny_syscalls()
             run_program(req["source"], RESULT_FD)
         finally:
             os._exit(70)
@@ -578,7 +618,7 @@ def main():
     # Programs run as the same user as this process: being non-dumpable keeps them from
     # ptrace-attaching to it or writing its memory through /proc (they can still kill it; the
     # host then replaces the worker and charges only that program).
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     for name in PRELOAD:
         try:
             __import__(name)
