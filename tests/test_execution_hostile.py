@@ -430,3 +430,23 @@ def test_kernel_keyrings_and_sysv_ipc_are_refused():
     assert planted.passed and planted.stdout.split() == ["-1", "-1", "1"], planted.stdout  # EPERM
     assert looked.passed and looked.stdout.split() == ["-1", "False"], looked.stdout
     assert tag not in host_keys
+
+
+def test_a_program_cannot_handicap_the_programs_after_it_through_its_worker():
+    """A program may change the limits and scheduling of its parent, the worker (same user:
+    prlimit, setpriority, sched_setaffinity), and every later program inherited them: here a
+    CPU-time limit of 1 s (a later program ran out of CPU and was killed), a tiny stack and file
+    size limit, the lowest priority."""
+    import os
+
+    probe = Program("import os, resource\nprint([resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource))"
+                    " if n.startswith('RLIMIT_')], os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)))\n")
+    attack = ("import os, resource\nppid = os.getppid()\n"
+              "for limit, value in ((resource.RLIMIT_CPU, 1), (resource.RLIMIT_STACK, 1 << 16), (resource.RLIMIT_FSIZE, 0)):\n"
+              "    resource.prlimit(ppid, limit, (value, value))\n"
+              f"os.setpriority(os.PRIO_PROCESS, ppid, 19)\nos.sched_setaffinity(ppid, {{{min(os.sched_getaffinity(0))}}})\n")
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        before, hostile, after, canary = run_within(one, [probe, Program(attack), probe, CANARY])
+    assert before.passed and hostile.passed, hostile.feedback
+    assert after.passed and after.stdout == before.stdout
+    assert canary.passed

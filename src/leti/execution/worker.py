@@ -587,15 +587,32 @@ def _remove(path):
     return not os.path.lexists(path)
 
 
-def handle(req, scratch):
+def inherited_state():
+    """What every program inherits from the zygote and what a process of the same user may change
+    in it from outside (prlimit, setpriority, sched_setaffinity, sched_setscheduler, oom_score_adj
+    of the parent): a program that lowered the zygote's CPU-time or stack limit, or its priority,
+    would handicap every program after it on this worker."""
+    state = [resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
+    state += [os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)),
+              os.sched_getscheduler(0), os.sched_getparam(0).sched_priority]
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            state.append(f.read())
+    except OSError:
+        pass
+    return state
+
+
+def handle(req, scratch, baseline=None):
     """One request -> one reply. Neither the program nor a failure to clean up after it takes the
-    zygote down; when the worker cannot vouch for a clean state, the reply asks to retire it."""
+    zygote down; when the worker cannot vouch for a clean state (its files, or `baseline`, its
+    inherited_state() before any program ran), the reply asks to retire it."""
     try:
         reply = supervise(req, scratch.get())
     except Exception as e:
         reply = {"runner_error": f"the worker could not run the program ({type(e).__name__}: {e})"}
     try:
-        clean = scratch.clean()
+        clean = scratch.clean() and (baseline is None or inherited_state() == baseline)
     except Exception:
         clean = False
     if not clean or "runner_error" in reply:
@@ -629,13 +646,14 @@ def main():
     gc.collect()
     gc.freeze()
     scratch = Scratch()
+    baseline = inherited_state()
     _write_frame(proto_out, {"ready": True, "pid": os.getpid()})
     while True:
         header = _read_exact(proto_in, 4)
         if header is None:
             break
         req = json.loads(_read_exact(proto_in, struct.unpack(">I", header)[0]))
-        reply = handle(req, scratch)
+        reply = handle(req, scratch, baseline)
         # CPU time of the worker and every program it ran (children are reaped, so it rolls up):
         # lets benchmarks count CPU even where the sandbox hides the processes from the host.
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
