@@ -450,3 +450,14 @@ def test_a_program_cannot_handicap_the_programs_after_it_through_its_worker():
     assert before.passed and hostile.passed, hostile.feedback
     assert after.passed and after.stdout == before.stdout
     assert canary.passed
+
+
+def test_deep_recursion_reports_the_last_1000_frames_like_the_interpreter(ex):
+    """With a raised recursion limit, a RecursionError carried every frame: ~20000 here (10**6 with
+    setrecursionlimit(10**6)), all kept in the result on the host. CPython prints the last 1000."""
+    src = ("import sys\nsys.setrecursionlimit(20000)\ndef f(n):\n    return g(n + 1)\n"
+           "def g(n):\n    return f(n + 1)\nf(0)\n")
+    r = run_then_canary(ex, src)
+    assert r.status is Status.FAILED and r.exception_type == "RecursionError"
+    assert len(r.frames) == 1000 and r.frames[0].name != "<module>"
+    assert len(r.feedback.encode()) <= ex.config.feedback_max_bytes

@@ -45,6 +45,9 @@ import types
 FILENAME = "main.py"  # the name frames of the executed module carry in tracebacks
 MAX_MESSAGE = 16384  # exception messages are cut (middle) to this many characters here
 MAX_REPR = 1000
+# The interpreter prints the last 1000 entries of a traceback (PyTraceBack_LIMIT); more would let
+# one deep recursion (sys.setrecursionlimit(10**6)) send the host a result of ~10**6 frames.
+TRACEBACK_LIMIT = 1000
 RESULT_FD = 3  # the program's end of the result pipe
 MAX_RESULT = 1 << 26  # bytes of result record read from a program
 # Set by the host (argv): True inside the sandbox, where the worker has a pid namespace of its own.
@@ -188,7 +191,7 @@ def _describe_exception(exc, source):
     if isinstance(exc, SyntaxError) and exc.filename == FILENAME:
         rec["syntax"] = {"lineno": exc.lineno, "offset": exc.offset,
                          "end_offset": getattr(exc, "end_offset", None), "text": exc.text}
-    frames, last = [], None
+    frames, last = collections.deque(maxlen=TRACEBACK_LIMIT), None
     tb = exc.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -198,7 +201,7 @@ def _describe_exception(exc, source):
             frames.append([n, code.co_name, text])
             last = (tb.tb_frame, n)
         tb = tb.tb_next
-    rec["frames"] = frames
+    rec["frames"] = list(frames)
     if isinstance(exc, SystemExit):
         rec["exit"] = True
     if isinstance(exc, MemoryError):
