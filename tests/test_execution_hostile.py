@@ -461,3 +461,16 @@ def test_deep_recursion_reports_the_last_1000_frames_like_the_interpreter(ex):
     assert r.status is Status.FAILED and r.exception_type == "RecursionError"
     assert len(r.frames) == 1000 and r.frames[0].name != "<module>"
     assert len(r.feedback.encode()) <= ex.config.feedback_max_bytes
+
+
+def test_program_cannot_make_a_user_namespace_of_its_own(ex):
+    """The sandbox holds no capabilities, but a program could get all of them back in a nested
+    user namespace (unshare(CLONE_NEWUSER)), opening the kernel's namespace-privileged code."""
+    from leti.execution.sandbox import _bwrap_supports
+
+    if ex.mode != "bwrap" or not _bwrap_supports(shutil.which("bwrap"), "--disable-userns"):
+        pytest.skip("needs bubblewrap >= 0.8")
+    src = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+           "assert libc.unshare(0x10000000) == -1, 'made a user namespace'\n")  # CLONE_NEWUSER
+    r = run_then_canary(ex, src)
+    assert r.passed, r.feedback

@@ -89,10 +89,13 @@ def _python_dirs() -> list[str]:
 
 def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     """The sandbox around the worker; `tmpfs_mb` caps /tmp and /dev/shm (each), where bwrap can."""
-    size = ["--size", str(tmpfs_mb << 20)] if tmpfs_mb and _bwrap_has_size(bwrap) else []
+    size = ["--size", str(tmpfs_mb << 20)] if tmpfs_mb and _bwrap_supports(bwrap, "--size") else []
     # --cap-drop ALL: even a root caller's sandbox holds no capabilities (no remounting the
     # read-only binds); per-program namespaces need none (unprivileged user namespaces).
-    cmd = [bwrap, "--unshare-all", "--unshare-user", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+    # --disable-userns: nor can a program get them back in a user namespace of its own, which
+    # would open the kernel's namespace-privileged code to it.
+    userns = ["--disable-userns"] if _bwrap_supports(bwrap, "--disable-userns") else []
+    cmd = [bwrap, "--unshare-all", "--unshare-user", *userns, "--cap-drop", "ALL", "--die-with-parent", "--new-session",
            "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", "/tmp",
            "--clearenv", "--chdir", "/tmp"]
     for d in _SYSTEM_DIRS:
@@ -113,14 +116,19 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     return cmd + python_command()
 
 
+def _bwrap_supports(bwrap: str, option: str) -> bool:
+    """Whether this bwrap knows `option`: --size (tmpfs caps) since 0.5, --disable-userns since
+    0.8; older ones run without them."""
+    return option in _bwrap_help(bwrap).split()
+
+
 @functools.lru_cache(maxsize=4)
-def _bwrap_has_size(bwrap: str) -> bool:
-    """bwrap >= 0.5 understands --size (tmpfs caps); older ones run without it."""
+def _bwrap_help(bwrap: str) -> str:
     try:
         out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--size" in out.stdout + out.stderr
+        return ""
+    return out.stdout + out.stderr
 
 
 @functools.lru_cache(maxsize=1)
