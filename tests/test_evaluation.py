@@ -556,3 +556,39 @@ def test_the_vllm_backend_without_vllm_says_how_to_install_it_or_use_hf(tiny_mod
                "--n", "1", "--backend", "vllm"])
     err = capsys.readouterr().err
     assert rc == 2 and "the vLLM backend needs vLLM: pip install 'leti[vllm]'" in err and "--backend hf" in err
+
+
+def test_a_rerun_never_reuses_outcomes_of_other_programs_or_another_timeout(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """executions.jsonl is keyed by sample; an outcome is reused only for the same program and
+    timeout: another task with the same ids, an edited test or another --timeout is refused."""
+    task_file = tmp_path / "t.jsonl"
+    task_file.write_text(json.dumps({"id": "p1", "prompt": "def f():\n", "tests": "assert f() == 1"}) + "\n")
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"problem_id": "p1", "sample_idx": 0, "completion": "    return 1\n"}) + "\n")
+    out = tmp_path / "out"
+    args = ["evaluate", "--task", f"jsonl:{task_file}", "--samples", str(samples), "--out", str(out), "--workers", "1"]
+    assert main([*args, "--timeout", "3"]) == 0
+    assert json.loads((out / "results.json").read_text())["pass@1"] == 1.0
+    log = (out / "executions.jsonl").read_text()
+    capsys.readouterr()
+
+    # another --timeout would keep the old outcome (a timeout stays a timeout): refused
+    assert main([*args, "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "was executed with --timeout 3, not 5; rerun with --timeout 3 to resume" in err and err.count("\n") == 1
+
+    # the same id, another test: the old outcome (passed) is not this program's
+    task_file.write_text(json.dumps({"id": "p1", "prompt": "def f():\n", "tests": "assert f() == 2"}) + "\n")
+    assert main([*args, "--timeout", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "sample ('p1', 0) was executed as another program" in err and "use a new --out" in err
+    assert (out / "executions.jsonl").read_text() == log
+    assert json.loads((out / "results.json").read_text())["pass@1"] == 1.0  # not overwritten
+
+    fresh = tmp_path / "fresh"
+    assert main([*args[:6], str(fresh), *args[7:], "--timeout", "3"]) == 0
+    assert json.loads((fresh / "results.json").read_text())["pass@1"] == 0.0
+    # and the same program again resumes without executing anything
+    assert main([*args[:6], str(fresh), *args[7:], "--timeout", "3"]) == 0
+    assert json.loads((fresh / "results.json").read_text())["n_executed_this_run"] == 0

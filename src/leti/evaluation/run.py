@@ -1,7 +1,10 @@
 """`leti evaluate` on files: samples in, an output folder out, resumable.
 
 DIR/executions.jsonl  one line per executed sample, appended as chunks finish, keyed by
-                      (problem_id, sample_idx); a re-run skips every key already there.
+                      (problem_id, sample_idx); a re-run skips every key already there. Each line
+                      also records the program that ran (prompt + completion + tests, digested)
+                      and the timeout, so a rerun with another task, an edited task file or
+                      another --timeout is refused instead of reusing outcomes of other programs.
 DIR/per_problem.jsonl n, c and pass@k per problem (rewritten at the end).
 DIR/results.json      the headline numbers (rewritten at the end); "stderr" holds the standard
                       error over problems of each pass@k (null for one problem). Not a "pass@..."
@@ -10,9 +13,10 @@ DIR/results.json      the headline numbers (rewritten at the end); "stderr" hold
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from leti.errors import LetiError
@@ -24,7 +28,7 @@ from leti.evaluation.evaluate import (
     sample_key,
 )
 from leti.evaluation.samples import Sample, SampleLike
-from leti.execution import ExecutionConfig, ExecutionResult, Executor
+from leti.execution import ExecutionConfig, ExecutionResult, Executor, Program
 from leti.tasks.base import Problem, Task
 
 
@@ -33,10 +37,16 @@ class ExecutionLog:
     truncated last line: it is dropped (and cut off the file) so that sample simply runs again.
     A bad line anywhere else is corruption and is reported, not skipped."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout_s: float | None = None) -> None:
         self.path = path
+        self.timeout_s = timeout_s
+        self._programs: dict[Key, str] = {}
 
-    def load(self, samples: Sequence[SampleLike]) -> dict[Key, ExecutionResult]:
+    def load(self, samples: Sequence[SampleLike],
+             programs: Mapping[Key, str] | None = None) -> dict[Key, ExecutionResult]:
+        """`programs`: each sample's program digest (`program_digest`), checked against the one
+        recorded and written with each new line."""
+        self._programs = dict(programs or {})
         if not self.path.exists():
             return {}
         wanted = {sample_key(s): completion_digest(s.completion) for s in samples}
@@ -76,6 +86,15 @@ class ExecutionLog:
             raise LetiError(f"{where}: sample {key} is not in the samples file; this --out belongs to another run, use a new one")
         if wanted[key] != digest:
             raise LetiError(f"{where}: sample {key} has a different completion than the samples file; use a new --out")
+        # Lines written before these fields existed carry neither and are taken as they are.
+        recorded = rec.get("program_sha1")
+        if recorded is not None and key in self._programs and recorded != self._programs[key]:
+            raise LetiError(f"{where}: sample {key} was executed as another program (another --task, or the task's "
+                            "prompt or tests changed since); use a new --out")
+        timeout = rec.get("timeout_s")
+        if timeout is not None and self.timeout_s is not None and timeout != self.timeout_s:
+            raise LetiError(f"{where}: sample {key} was executed with --timeout {timeout:g}, not {self.timeout_s:g}; "
+                            f"rerun with --timeout {timeout:g} to resume, or use a new --out for the new timeout")
         return key
 
     def append(self, pairs: list[tuple[SampleLike, ExecutionResult]]) -> None:
@@ -85,6 +104,8 @@ class ExecutionLog:
                     "problem_id": str(s.problem_id),
                     "sample_idx": int(s.sample_idx),
                     "completion_sha1": completion_digest(s.completion),
+                    **({"program_sha1": self._programs[sample_key(s)]} if sample_key(s) in self._programs else {}),
+                    **({"timeout_s": self.timeout_s} if self.timeout_s is not None else {}),
                     "status": r.status.value,
                     "passed": r.passed,
                     "feedback": r.feedback,
@@ -93,6 +114,11 @@ class ExecutionLog:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def program_digest(program: Program) -> str:
+    """Fingerprint of what the executor runs for a sample (program and tests)."""
+    return hashlib.sha1(f"{program.program}\0{program.tests}".encode()).hexdigest()[:16]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -119,8 +145,11 @@ def run_evaluation(
     out_dir.mkdir(parents=True, exist_ok=True)
     sampled = {s.problem_id for s in samples}
     scored = [p for p in problems if p.id in sampled]
-    log = ExecutionLog(out_dir / "executions.jsonl")
-    done = log.load(samples)
+    log = ExecutionLog(out_dir / "executions.jsonl", exec_config.timeout_s)
+    by_id = {p.id: p for p in problems}
+    programs = {sample_key(s): program_digest(task.build_program(by_id[str(s.problem_id)], s.completion))
+                for s in samples if str(s.problem_id) in by_id}
+    done = log.load(samples, programs)
     pending = len(samples) - sum(sample_key(s) in done for s in samples)
     from tqdm import tqdm  # a dependency; imported here so library users without a tty pay nothing
 
