@@ -14,6 +14,7 @@ import pytest
 from leti.cli import main
 from leti.errors import LetiError
 from leti.evaluation import evaluate_samples, read_samples
+from leti.evaluation.generate import prompts_digest
 from leti.evaluation.run import run_evaluation
 from leti.execution import ExecutionConfig, Executor
 from leti.tasks import get_task
@@ -415,6 +416,28 @@ def test_other_settings_on_the_same_out_are_refused(tmp_path: Path, capsys: pyte
     assert len((out / "samples.jsonl").read_text().splitlines()) == 1
 
 
+def test_another_split_or_task_on_the_same_out_is_refused_before_drawing(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """Samples drawn for one task's split are never added to by another split or task (which drew
+    into the same file and then failed, or scored samples drawn for other prompts)."""
+    mbpp = get_task("mbpp")
+    drawn = {**SETTINGS, "task": "mbpp", "split": "test", "prompts_sha1": prompts_digest(mbpp, mbpp.problems("test"))}
+    out = tmp_path / "o"
+    _drawn_before(out, drawn)
+    common = ["evaluate", "--model", "some/model", "--out", str(out), "--n", "4", "--temperature", "0.1",
+              "--max-new-tokens", "16"]
+    assert main([*common, "--task", "mbpp", "--split", "validation"]) == 2
+    err = capsys.readouterr().err
+    assert 'drawn with split="test", not "validation"' in err and 'rerun with --split "test"' in err
+    # the same ids ("11", ...) with other prompts
+    assert main([*common, "--task", "mbpp-sanitized"]) == 2
+    err = capsys.readouterr().err
+    assert 'its samples were drawn for other prompts (task "mbpp") than mbpp-sanitized has' in err
+    assert err.count("\n") == 1
+    assert json.loads((out / "generation.json").read_text()) == drawn
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 1
+
+
 def test_samples_without_a_record_of_their_settings_are_not_added_to(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "o"
     _drawn_before(out, None)
@@ -440,7 +463,8 @@ def test_generation_settings_are_recorded_and_a_larger_n_resumes(tiny_model_path
               "--device", "cpu", "--k", "1", "--workers", "2", "--batch-size", "3"]
     assert main([*common, "--model", tiny_model_path, "--n", "2", "--max-new-tokens", "8"]) == 0
     want = {"model": str(Path(tiny_model_path).resolve()), "n": 2, "temperature": 1.0, "top_p": 1.0,
-            "max_new_tokens": 8, "seed": 0, "prompt_prefix": "", "backend": "hf"}
+            "max_new_tokens": 8, "seed": 0, "prompt_prefix": "", "backend": "hf", "task": f"jsonl:{task_file}",
+            "split": "test", "prompts_sha1": prompts_digest(JsonlTask(task_file), JsonlTask(task_file).problems("test"))}
     assert json.loads((out / "generation.json").read_text()) == want
     assert json.loads((out / "results.json").read_text())["generation"] == want
     first = (out / "samples.jsonl").read_text().splitlines()

@@ -30,6 +30,7 @@ from leti.evaluation.generate import (
     check_resume,
     generate_samples,
     generation_settings,
+    prompts_digest,
 )
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
@@ -96,9 +97,10 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
     return temps
 
 
-def _generation_requests(args: argparse.Namespace, task: Task) -> list[GenerationRequest]:
+def _generation_requests(args: argparse.Namespace, task: Task, split: str, problems) -> list[GenerationRequest]:
     """One request per temperature (the task's protocol unless --temperature says otherwise)."""
     d = task.eval_defaults
+    digest = prompts_digest(task, problems)
     temps = parse_temperatures(args.temperature) if args.temperature is not None else d.temperatures
     return [GenerationRequest(
         model=args.model,
@@ -113,6 +115,9 @@ def _generation_requests(args: argparse.Namespace, task: Task) -> list[Generatio
         backend=args.backend,
         vllm=vllm_config(args.vllm),
         trust_remote_code=args.trust_remote_code,
+        task=args.task,
+        split=split,
+        prompts_sha1=digest,
     ) for t in temps]
 
 
@@ -162,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise LetiError(f"{given[0]} applies to --model (drawing samples); --samples are scored as they are")
         _score(args, task, split, problems, ks, args.samples, args.out, exec_config)
         return 0
-    requests = _generation_requests(args, task)
+    requests = _generation_requests(args, task, split, problems)
     several = len(requests) > 1
     outs = [args.out / f"temperature-{r.temperature:g}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw

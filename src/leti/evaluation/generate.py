@@ -3,9 +3,10 @@ them to DIR/samples.jsonl (keyed by (problem_id, sample_idx), so an interrupted 
 only draws the missing samples). Kept apart from scoring so either side can change alone.
 
 DIR/generation.json records what drew the samples (`generation_settings`: model, n,
-temperature, top_p, max_new_tokens, seed, prompt_prefix, backend), written before the first
-sample. A rerun on the same DIR with another setting is refused, so one file never mixes
-samples of two models or settings. Batch size, device and vLLM engine settings are not recorded:
+temperature, top_p, max_new_tokens, seed, prompt_prefix, backend, and the task, split and a digest
+of the prompts), written before the first sample. A rerun on the same DIR with another setting,
+split or prompts (another --task, an edited task file) is refused, so one file never mixes
+samples of two models, settings or tasks. Batch size, device and vLLM engine settings are not recorded:
 every sample has its own seed (leti.sampling.hf.derive_seed), so they change speed, not what is
 drawn. --n may grow: sample k is the same draw whatever n is, so a larger n only draws the
 missing indices; it may not shrink, as the extra samples already drawn would be scored too.
@@ -13,6 +14,7 @@ missing indices; it may not shrink, as the extra samples already drawn would be 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -46,6 +48,11 @@ class GenerationRequest:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "run the modeling code that ships with the model (only for models you trust)"}
     )
+    # What the samples are drawn for (recorded; empty: not recorded). task is informational: the
+    # same problems under another spec (jsonl:./f vs jsonl:f) resume.
+    task: str = field(default="", metadata={"help": "task spec"})
+    split: str = field(default="", metadata={"help": "split whose problems are sampled"})
+    prompts_sha1: str = field(default="", metadata={"help": "digest of the problems' ids, prompts and stops"})
 
 
 GENERATION_FILE = "generation.json"
@@ -53,7 +60,10 @@ GENERATION_FILE = "generation.json"
 # generation.json field -> the `leti evaluate` flag that sets it.
 _FLAGS = {"model": "--model", "n": "--n", "temperature": "--temperature", "top_p": "--top-p",
           "max_new_tokens": "--max-new-tokens", "seed": "--seed", "prompt_prefix": "--prompt-prefix",
-          "backend": "--backend"}
+          "backend": "--backend", "split": "--split"}
+
+# Recorded only by newer leti: a generation.json without them is not checked on them.
+_LATER_FIELDS = {"task", "split", "prompts_sha1"}
 
 # What a special token of a code LM's tokenizer looks like (<|good|>, <|endoftext|>, ...).
 _SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]+\|>")
@@ -66,9 +76,19 @@ def generation_settings(req: GenerationRequest) -> dict:
     local = Path(model).expanduser()
     if local.is_dir():
         model = str(local.resolve())
-    return {"model": model, "n": req.n, "temperature": req.temperature, "top_p": req.top_p,
-            "max_new_tokens": req.max_new_tokens, "seed": req.seed, "prompt_prefix": req.prompt_prefix,
-            "backend": req.backend}
+    settings = {"model": model, "n": req.n, "temperature": req.temperature, "top_p": req.top_p,
+                "max_new_tokens": req.max_new_tokens, "seed": req.seed, "prompt_prefix": req.prompt_prefix,
+                "backend": req.backend}
+    for name in ("task", "split", "prompts_sha1"):
+        if getattr(req, name):
+            settings[name] = getattr(req, name)
+    return settings
+
+
+def prompts_digest(task: Task, problems: Sequence[Problem]) -> str:
+    """Fingerprint of what is sampled: each problem's id, prompt and stop sequences, in order."""
+    rows = [[p.id, p.prompt, list(task.stop_for(p))] for p in problems]
+    return hashlib.sha1(json.dumps(rows).encode("utf-8")).hexdigest()[:16]
 
 
 def check_generation_settings(out_path: Path, settings: dict, has_samples: bool) -> None:
@@ -91,8 +111,15 @@ def check_generation_settings(out_path: Path, settings: dict, has_samples: bool)
     if not isinstance(old, dict):
         raise LetiError(f"{record}: expected a JSON object of generation settings; it is corrupt, use a new --out")
     for name, new in settings.items():
+        if name == "task" or (name in _LATER_FIELDS and name not in old):
+            continue
         was = old.get(name)
         flag = _FLAGS.get(name, name)
+        if name == "prompts_sha1" and was != new:
+            raise LetiError(
+                f"{out_path.parent}: its samples were drawn for other prompts (task {json.dumps(old.get('task'))}) than "
+                f"{settings.get('task', 'this task')} has; another --task or an edited task file: pass a new --out"
+            )
         if name == "n" and isinstance(was, int) and new >= was:
             continue  # more samples per problem: the first `was` are the same draws
         if was != new:
