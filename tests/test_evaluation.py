@@ -290,13 +290,13 @@ def test_model_mode_defaults_follow_the_protocol(spec: str, want: tuple) -> None
 
     task = get_task(spec)
     args = build_parser().parse_args(["evaluate", "--task", spec, "--model", "m", "--out", "o"])
-    reqs = _generation_requests(args, task)
+    reqs = _generation_requests(args, task, "test", task.problems("test"))
     assert (reqs[0].n, tuple(r.temperature for r in reqs), reqs[0].top_p,
             (task.eval_defaults.split, task.eval_defaults.ks)) == want
     assert all(r.max_new_tokens == 512 and r.n == reqs[0].n for r in reqs)
     args = build_parser().parse_args(["evaluate", "--task", spec, "--model", "m", "--out", "o", "--n", "4",
                                       "--temperature", "0.8", "--top-p", "0.5", "--max-new-tokens", "64"])
-    [req] = _generation_requests(args, task)
+    [req] = _generation_requests(args, task, "test", task.problems("test"))
     assert (req.n, req.temperature, req.top_p, req.max_new_tokens) == (4, 0.8, 0.5, 64)
 
 
