@@ -55,3 +55,31 @@ def test_a_bad_override_is_one_line(capsys):
 def test_the_output_is_plain_yaml_of_the_config(capsys):
     assert main(["config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == config_to_dict(RunConfig())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "task=mbppp"], "leti: error: --set task=mbppp: unknown task 'mbppp'; known tasks: "),
+    (["--set", "task=jsonl"], "leti: error: --set task=jsonl: task 'jsonl' needs an argument: write jsonl:ARG"),
+    (["FILE"], "leti: error: FILE: field 'task': unknown task 'mbppp'"),
+])
+def test_an_unknown_task_is_not_printed_as_validated(tmp_path, capsys, args, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: mbppp\n")
+    args = [str(path) if a == "FILE" else a for a in args]
+    assert main(["config", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(message.replace("FILE", str(path)))
+    assert captured.err.count("\n") == 1
+    # a task file is not read: it may live on the machine that runs the config
+    assert main(["config", "--set", f"task=jsonl:{tmp_path / 'elsewhere.jsonl'}"]) == 0
+
+
+@pytest.mark.parametrize(("command", "default"), [("run", "runs/<config name>)"), ("sft", "runs/<config name>-sft)")])
+def test_run_dir_help_states_the_commands_own_default(command, default, capsys):
+    from leti.cli.run_cmd import default_run_dir
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert default in " ".join(capsys.readouterr().out.split())
+    assert default_run_dir("configs/x.yaml", "-sft" if command == "sft" else "") == (
+        "runs/x-sft" if command == "sft" else "runs/x")

@@ -10,6 +10,7 @@ import textwrap
 import typing
 
 from leti.config import RunConfig, config_to_dict, load_config, yaml_value
+from leti.errors import LetiError
 
 _WIDTH = 100
 
@@ -26,8 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    check_task(cfg, args.config, args.overrides)
     print(render(cfg), end="")
     return 0
+
+
+def check_task(cfg: RunConfig, path: str | None, overrides: list[str]) -> None:
+    """The task spec names a registered task (a typo would pass as "validated" and fail only when
+    a run starts). Its data are not read: a task file may live on the machine that runs."""
+    from leti.tasks import get_task  # the registry imports task modules: only when printing
+
+    try:
+        get_task(cfg.task)
+    except LetiError as e:
+        # named where the value came from: the last --set of it, else the file
+        given = [o for o in overrides if o.partition("=")[0].strip() == "task"]
+        where = f"--set {given[-1]}" if given else f"{path}: field 'task'"
+        raise LetiError(f"{where}: {e}") from None
 
 
 def render(cfg: RunConfig) -> str:

@@ -7,11 +7,13 @@ import argparse
 
 from leti.cli.run_cmd import add_run_arguments, default_run_dir
 
+_SUFFIX = "-sft"  # an SFT run of a LeTI config does not land in (and resume) the LeTI run's directory
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sft", help="supervised baseline: fine-tune on reference solutions, then evaluate",
                        description=__doc__)
-    add_run_arguments(p)
+    add_run_arguments(p, _SUFFIX)
     p.set_defaults(func=_main)
 
 
@@ -21,6 +23,6 @@ def _main(args: argparse.Namespace) -> int:
     from leti.loop.runner import run
 
     cfg = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or default_run_dir(args.config, "-sft")
+    run_dir = args.run_dir or default_run_dir(args.config, _SUFFIX)
     check_output_dir(run_dir, "--run-dir")
     return run(cfg, run_dir, mode="sft")
