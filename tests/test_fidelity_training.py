@@ -46,6 +46,11 @@ def _record_inputs(model) -> list[list[int]]:
     return seen
 
 
+# These tests record every forward pass; the held-out loss's passes after training are not
+# training batches (tests/test_heldout.py covers them).
+TRAINING_FORWARDS_ONLY = {"pretrain_heldout_loss": False}
+
+
 def test_defaults_are_the_authors_optimiser_settings():
     """run_leti.py builds AdamW with no clipping in train_step; the 350M script trains with
     per_replica_batch_size 16 on the 8 cores of a TPU v3-8 = 128 texts per step."""
@@ -71,7 +76,7 @@ def test_mix_alternates_whole_optimiser_steps(model_and_tokenizer):
     model, tok = model_and_tokenizer
     seen = _record_inputs(model)
     cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=2, epochs=1, max_length=32,
-                        pretrain_corpus="stdlib", pretrain_max_files=5)
+                        pretrain_corpus="stdlib", pretrain_max_files=5, **TRAINING_FORWARDS_ONLY)
     _, stats = train(model, tok, GOOD_TEXTS, cfg, progress=False)
     good = tok.convert_tokens_to_ids("<|good|>")
     sources = ["L" if rows[0][0] == good else "P" for rows in seen]
@@ -84,7 +89,7 @@ def test_pretraining_stream_restarts_every_epoch(model_and_tokenizer):
     model, tok = model_and_tokenizer
     seen = _record_inputs(model)
     cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=2, max_length=32,
-                        pretrain_corpus="stdlib", pretrain_max_files=5)
+                        pretrain_corpus="stdlib", pretrain_max_files=5, **TRAINING_FORWARDS_ONLY)
     train(model, tok, GOOD_TEXTS[:2], cfg, progress=False)
     good = tok.convert_tokens_to_ids("<|good|>")
     pre = [rows for rows in seen if rows[0][0] != good]
@@ -95,7 +100,8 @@ def test_the_stream_continues_across_epochs_when_not_restarted(model_and_tokeniz
     model, tok = model_and_tokenizer
     seen = _record_inputs(model)
     cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=2, max_length=32,
-                        pretrain_corpus="stdlib", pretrain_max_files=5, pretrain_restart_every_epoch=False)
+                        pretrain_corpus="stdlib", pretrain_max_files=5, pretrain_restart_every_epoch=False,
+                        **TRAINING_FORWARDS_ONLY)
     train(model, tok, GOOD_TEXTS[:2], cfg, progress=False)
     good = tok.convert_tokens_to_ids("<|good|>")
     pre = [rows[0] for rows in seen if rows[0][0] != good]
@@ -185,7 +191,7 @@ def test_pretraining_documents_are_packed_without_separator_by_default(model_and
     model, tok = model_and_tokenizer
     seen = _record_inputs(model)
     cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=1, epochs=1, max_length=32,
-                        pretrain_corpus=str(tmp_path))
+                        pretrain_corpus=str(tmp_path), **TRAINING_FORWARDS_ONLY)
     train(model, tok, GOOD_TEXTS[:4], cfg, progress=False)
     good = tok.convert_tokens_to_ids("<|good|>")
     pre = [tok_id for rows in seen if rows[0][0] != good for row in rows for tok_id in row]

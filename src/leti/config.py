@@ -368,6 +368,7 @@ BEHAVIOUR_BEFORE_FIELD: dict[str, object] = {
     "trainer.pretrain_eos_separator": True,
     "trainer.pretrain_restart_every_epoch": False,
     "trainer.carry_optimizer_state": False,
+    "trainer.pretrain_heldout_fraction": 0.0,
 }
 
 

@@ -45,6 +45,7 @@ class TrainJob:
     texts: list[str]
     seed: int
     optimizer_from: str | None = None  # the AdamW state to go on from (a file in `source`), or a new one
+    heldout_before: bool = False  # measure the held-out loss before training too (the base model's)
 
 
 @dataclass(frozen=True)
@@ -224,5 +225,5 @@ def _train(cfg, job: TrainJob, slot) -> None:
     model, tok = slot.get(job.source)
     slot.forget_source()  # trained in place; the leader's checkpoint of the result is read from disk
     train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False, source=job.source,
-          optimizer_from=job.optimizer_from)
+          optimizer_from=job.optimizer_from, heldout_before=job.heldout_before)
     slot.release()

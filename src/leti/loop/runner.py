@@ -308,7 +308,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                 print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
         if resuming and todo is not None and carries_optimizer(cfg, mode):
             _check_optimizer_state(rd, todo)
-        if cfg.trainer.pretrain_mix_ratio > 0:
+        if cfg.trainer.reads_corpus:
             from leti.training.data import check_corpus
 
             t = cfg.trainer
@@ -389,7 +389,12 @@ class _Context:
         if ev is not None:
             walls.append(ev["wall_s"])
         steps = sum(read_json(self.rd.train_stats(i), _TRAIN_KEYS)["optimizer_steps"] for i in range(1, k + 1))
-        loss = read_json(self.rd.train_stats(k), _TRAIN_KEYS)["loss_mean"] if k > 0 else None
+        stats = read_json(self.rd.train_stats(k), _TRAIN_KEYS) if k > 0 else {}
+        loss = stats.get("loss_mean")
+        if stats.get("pretrain_heldout_loss_before") is not None:
+            # the base model's held-out loss, measured by iteration 1's training stage; iteration
+            # 0's line gets it before this iteration's line lands, so a kill between them redoes it
+            self._add_to_metrics(0, {"pretrain_heldout_loss": stats["pretrain_heldout_loss_before"]})
         record = {
             "iteration": k, "gradient_steps_total": steps,
             "train_samples": summary.get("train_samples"), "train_pass_rate": summary.get("train_pass_rate"),
@@ -398,6 +403,8 @@ class _Context:
             "train_loss_mean": loss, "eval": {**ev["pass@k"], **ev.get("task_metrics", {})} if ev else None,
             # Beside "eval", not in it: readers treat every number in "eval" as a metric.
             "eval_stderr": stages.eval_stderr(ev) if ev else None,
+            # mean token loss on the pretraining corpus's held-out files (iteration 0: see above)
+            "pretrain_heldout_loss": stats.get("pretrain_heldout_loss"),
             "wall_s": round(sum(walls), 2), "checkpoint": self.source(k),
         }
         self.rd.append_metrics(record)
@@ -405,7 +412,15 @@ class _Context:
         print(f"leti: iteration {k}: " + ", ".join(
             (f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}") + (f"±{se[key]:.4f}" if se.get(key) is not None else "")
             for key, v in [("gradient_steps_total", steps), ("train_pass_rate", record["train_pass_rate"]),
-                           *((ev or {}).get("pass@k", {}).items())]))
+                           *((ev or {}).get("pass@k", {}).items()),
+                           *([("pretrain_heldout_loss", record["pretrain_heldout_loss"])]
+                             if record["pretrain_heldout_loss"] is not None else [])]))
+
+    def _add_to_metrics(self, k: int, fields: dict) -> None:
+        """Add `fields` to the finished iteration k's metrics line (nothing to do when it has them)."""
+        record = next(r for r in self.rd.metrics() if r["iteration"] == k)
+        if any(record.get(key) != v for key, v in fields.items()):
+            self.rd.replace_metrics({**record, **fields})
 
     def evaluate_finished(self, k: int) -> None:
         """Evaluate a finished iteration that was not evaluated (eval.every) and now is the last:
@@ -474,11 +489,14 @@ class _Context:
         _check_disk(tmp, k, model, cfg, carry)
         self.slot.forget_source()  # weights change in place
         with self.group.stage():
-            self.group.broadcast(TrainJob(self.source(k - 1), texts, cfg.seed + k, optimizer_from))  # other ranks join
+            # iteration 1 also measures the base model's held-out loss (iteration 0's)
+            job = TrainJob(self.source(k - 1), texts, cfg.seed + k, optimizer_from, heldout_before=k == 1)
+            self.group.broadcast(job)  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
                                  log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
                                  tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"),
-                                 optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None)
+                                 optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None,
+                                 heldout_before=job.heldout_before)
         save_model(model, tok, tmp)
         # the stats travel inside the checkpoint, so its one rename marks the training done
         write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())

@@ -5,8 +5,8 @@ leti/scripts/model/train/rw_conditioned/mbpp/350M/finetune+50x3+lr1e-5+mixpretra
 (betas 0.9/0.999, weight decay 0.01 except biases and norms), constant lr 1e-5, no gradient
 clipping, 128 texts per optimiser step, texts in order, 3 epochs per iteration, bf16, whole
 optimiser steps alternating 1:1 with packed continued-pretraining batches of the first 50k Python
-files of The Stack (streamed from the hub; offline configs set `stdlib`), one AdamW state carried
-through every iteration.
+files of The Stack (streamed from the hub; offline configs set `stdlib`) less the 10% of them held
+out to measure forgetting, one AdamW state carried through every iteration.
 """
 
 from __future__ import annotations
@@ -60,9 +60,25 @@ class TrainerConfig:
     pretrain_eos_separator: bool = field(default=False, metadata={"help": "Put the tokenizer's end-of-text token between packed pretraining documents. Authors: no, files are concatenated as they are (run_leti.py, pretrain_tokenize_function and group_texts)."})
     pretrain_max_files: int = field(default=50000, metadata={"help": "Use at most this many corpus files, in order (authors: the first 50k Python files of The Stack)."})
     pretrain_cache: bool = field(default=True, metadata={"help": "Tokenize the pretraining corpus once, at the first pretraining step, into an on-disk cache that every later pass, iteration and run with the same corpus and tokenizer reads back ($LETI_CACHE_DIR, else ~/.cache/leti/pretrain; 2 bytes per token, 4 with vocabularies over 65,536): a hub corpus is streamed once, not every epoch. The same batches either way. False: read and tokenize the corpus on every pass."})
+    pretrain_heldout_fraction: float = field(default=0.1, metadata={"help": "Share of the corpus's files held out of the mix, to measure the model's loss on code it never trains on. Split as the authors split theirs (datasets' train_test_split(test_size=this, seed=pretrain_split_seed)): the mix trains on the other files in the split's shuffled order. 0: no file held out, the mix trains on every file in corpus order."})
+    pretrain_split_seed: int = field(default=42, metadata={"help": "Seed of that split (authors: their run seed, 42)."})
+    pretrain_heldout_loss: bool | None = field(default=None, metadata={"help": "Measure the mean token loss on the held-out files: the base model's, then each iteration's trained model's (metrics.jsonl: pretrain_heldout_loss; authors: before training and every epoch). It shows what the model forgets of ordinary code. null: when the mix is on. true: without the mix too (the no-mix ablation, where forgetting shows; the corpus is then read for this alone). Needs pretrain_heldout_fraction > 0."})
+    pretrain_heldout_max_blocks: int | None = field(default=None, metadata={"help": "Score at most this many held-out blocks (of max_length tokens) each time; null: all of them (authors: all, cut to a multiple of 128). A forward pass over each, every iteration."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: any of 'tensorboard', 'wandb' (must be installed)."})
     log_every: int = field(default=10, metadata={"help": "Log the mean LeTI loss every this many LeTI optimiser steps (the logged step number counts every optimiser step, pretraining ones included)."})
+
+    @property
+    def measures_heldout(self) -> bool:
+        """Whether training stages measure the loss on the held-out pretraining files."""
+        if self.pretrain_heldout_fraction == 0:
+            return False
+        return self.pretrain_mix_ratio > 0 if self.pretrain_heldout_loss is None else self.pretrain_heldout_loss
+
+    @property
+    def reads_corpus(self) -> bool:
+        """Whether training reads the pretraining corpus (the mix, or the held-out loss)."""
+        return self.pretrain_mix_ratio > 0 or self.measures_heldout
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:
@@ -86,6 +102,14 @@ class TrainerConfig:
             raise ValueError(f"trainer.mixed_precision must be 'auto', 'bf16', 'fp16' or 'no', got {self.mixed_precision!r}")
         if self.pretrain_max_files < 1:
             raise ValueError(f"trainer.pretrain_max_files must be >= 1, got {self.pretrain_max_files!r}")
+        if not 0 <= self.pretrain_heldout_fraction < 1:
+            raise ValueError(f"trainer.pretrain_heldout_fraction must be in [0, 1), got {self.pretrain_heldout_fraction!r}")
+        if not 0 <= self.pretrain_split_seed < 2**32:
+            raise ValueError(f"trainer.pretrain_split_seed must be in [0, 2**32), got {self.pretrain_split_seed!r}")
+        if self.pretrain_heldout_loss and self.pretrain_heldout_fraction == 0:
+            raise ValueError("trainer.pretrain_heldout_loss: true needs held-out files; set trainer.pretrain_heldout_fraction > 0 (authors: 0.1)")
+        if self.pretrain_heldout_max_blocks is not None and self.pretrain_heldout_max_blocks < 1:
+            raise ValueError(f"trainer.pretrain_heldout_max_blocks must be >= 1 or null (all), got {self.pretrain_heldout_max_blocks!r}")
         if self.lora.load_in_4bit and not self.lora.enabled:
             raise ValueError("trainer.lora.load_in_4bit is QLoRA and needs trainer.lora.enabled: true")
         if self.lora.save == "adapter" and not self.lora.enabled:

@@ -6,6 +6,9 @@ With a cache directory the corpus's token stream (every document's ids, each fol
 documents are separated) is built once per key and memory-mapped afterwards:
 
     cache_dir/<key>/tokens.bin   the stream: raw little-endian uint16 (ids < 65536) or int32
+    cache_dir/<key>/offsets.bin  where each document starts in it: little-endian int64, one more
+                                 than there are documents (the last is the stream's length), so
+                                 the documents can be split and reordered (data.split_documents)
     cache_dir/<key>/meta.json    what it holds: dtype, n_tokens, n_documents and the key's fields
     cache_dir/<key>.lock         fcntl lock file: one process builds a key, the others wait
 
@@ -30,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -38,8 +42,22 @@ from tqdm import tqdm
 
 from leti.errors import LetiError
 
-FORMAT_VERSION = 1  # part of every key: a change of layout or of what is stored never reads old entries
+FORMAT_VERSION = 2  # part of every key: a change of layout or of what is stored never reads old entries (2: offsets.bin)
 _DTYPES = {"uint16": np.dtype("<u2"), "int32": np.dtype("<i4")}
+_OFFSET = np.dtype("<i8")
+
+
+@dataclass(frozen=True)
+class TokenStream:
+    """A tokenized corpus: every document's ids end to end (each followed by EOS when documents
+    are separated), and where each document starts."""
+
+    tokens: np.ndarray  # 1-D; memory-mapped when read from the cache
+    offsets: np.ndarray  # int64, n_documents + 1: document i is tokens[offsets[i]:offsets[i + 1]]
+
+    @property
+    def n_documents(self) -> int:
+        return len(self.offsets) - 1
 _CHUNK = 64  # documents tokenized per call: fast tokenizers encode a batch on all cores
 
 
@@ -88,10 +106,10 @@ def cache_key(fields: dict) -> str:
 
 
 def token_stream(cache_dir: str | Path, fields: dict, texts: Callable[[], Iterator[str]], tokenizer,
-                 eos: int | None, *, total: int | None = None, progress: bool = False) -> np.ndarray:
+                 eos: int | None, *, total: int | None = None, progress: bool = False) -> TokenStream:
     """The cached token stream for `fields` (a JSON-able dict naming everything the stream depends
     on), built from `texts()` if no valid entry exists: each text tokenized as `pack_blocks` does
-    (no special tokens added), followed by `eos` unless it is None. Returns a read-only array
+    (no special tokens added), followed by `eos` unless it is None. Its arrays are read-only
     (memory-mapped). `total` and `progress`: the build's progress bar."""
     cache_dir = Path(cache_dir).expanduser()
     try:
@@ -115,21 +133,30 @@ def token_stream(cache_dir: str | Path, fields: dict, texts: Callable[[], Iterat
     return tokens
 
 
-def _open(entry: Path, key: str) -> np.ndarray | None:
-    """The entry's tokens, or None when it is missing or damaged (not to be trusted)."""
+def _open(entry: Path, key: str) -> TokenStream | None:
+    """The entry's stream, or None when it is missing or damaged (not to be trusted)."""
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
-        dtype, n = _DTYPES[meta["dtype"]], meta["n_tokens"]
-        if meta["format"] != FORMAT_VERSION or meta["key"] != key or type(n) is not int or n < 0:
+        dtype, n, docs = _DTYPES[meta["dtype"]], meta["n_tokens"], meta["n_documents"]
+        if (meta["format"] != FORMAT_VERSION or meta["key"] != key or type(n) is not int or n < 0
+                or type(docs) is not int or docs < 0):
             return None
-        path = entry / "tokens.bin"
-        if path.stat().st_size != n * dtype.itemsize:
+        tokens = _map(entry / "tokens.bin", dtype, n)
+        offsets = _map(entry / "offsets.bin", _OFFSET, docs + 1)
+        if tokens is None or offsets is None or offsets[0] != 0 or offsets[-1] != n:
             return None
-        if n == 0:  # mmap cannot map an empty file
-            return np.zeros(0, dtype)
-        return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+        return TokenStream(tokens, offsets)
     except (OSError, ValueError, KeyError, TypeError):  # missing, not JSON, wrong shape of JSON
         return None
+
+
+def _map(path: Path, dtype: np.dtype, n: int) -> np.ndarray | None:
+    """`path` as a read-only array of `n` values, or None when its size says otherwise."""
+    if path.stat().st_size != n * dtype.itemsize:
+        return None
+    if n == 0:  # mmap cannot map an empty file
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
 
 
 def _unusable(cache_dir: Path, e: OSError) -> LetiError:
@@ -178,34 +205,65 @@ def _discard(cache_dir: Path, key: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _dtype_for(tokenizer, eos: int | None) -> str:
+    vocab_max = max([len(tokenizer) - 1, eos or 0, *tokenizer.get_vocab().values()])
+    return "uint16" if vocab_max <= np.iinfo(np.uint16).max else "int32"
+
+
+def _tokenized(texts: Iterator[str], tokenizer, eos: int | None, dtype: np.dtype, bar) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """(the ids of a chunk of documents end to end, each document's length), chunk by chunk."""
+    while chunk := list(islice(texts, _CHUNK)):
+        flat: list[int] = []
+        lengths = []
+        for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
+            flat.extend(ids)
+            if eos is not None:
+                flat.append(eos)
+            lengths.append(len(ids) + (eos is not None))
+        arr = np.asarray(flat, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(dtype).max):
+            raise LetiError(f"pretraining corpus cache: token id {int(arr.max())} outside the tokenizer's vocabulary")
+        bar.update(len(chunk))
+        yield arr.astype(dtype), lengths
+
+
+def _offsets(lengths: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(_OFFSET)
+
+
+def tokenize_in_memory(texts: Iterator[str], tokenizer, eos: int | None, *, total: int | None = None,
+                       progress: bool = False) -> TokenStream:
+    """What token_stream builds, in memory and without a cache (trainer.pretrain_cache: false)."""
+    dtype = _DTYPES[_dtype_for(tokenizer, eos)]
+    parts, lengths = [], []
+    with tqdm(total=total, desc="tokenizing pretraining corpus", unit="file", disable=not progress) as bar:
+        for arr, chunk_lengths in _tokenized(texts, tokenizer, eos, dtype, bar):
+            parts.append(arr)
+            lengths.extend(chunk_lengths)
+    return TokenStream(np.concatenate(parts) if parts else np.zeros(0, dtype), _offsets(lengths))
+
+
 def _build(cache_dir: Path, key: str, fields: dict, texts: Callable[[], Iterator[str]], tokenizer,
            eos: int | None, total: int | None, progress: bool) -> None:
-    vocab_max = max([len(tokenizer) - 1, eos or 0, *tokenizer.get_vocab().values()])
-    dtype_name = "uint16" if vocab_max <= np.iinfo(np.uint16).max else "int32"
+    dtype_name = _dtype_for(tokenizer, eos)
     dtype = _DTYPES[dtype_name]
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir))
     try:
-        n_tokens = n_docs = 0
+        lengths: list[int] = []
         with open(tmp / "tokens.bin", "wb") as out, tqdm(
                 total=total, desc="tokenizing pretraining corpus", unit="file", disable=not progress) as bar:
-            it = texts()
-            while chunk := list(islice(it, _CHUNK)):
-                flat: list[int] = []
-                for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
-                    flat.extend(ids)
-                    if eos is not None:
-                        flat.append(eos)
-                arr = np.asarray(flat, dtype=np.int64)
-                if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(dtype).max):
-                    raise LetiError(f"pretraining corpus cache: token id {int(arr.max())} outside the tokenizer's vocabulary")
-                arr.astype(dtype).tofile(out)
-                n_tokens += arr.size
-                n_docs += len(chunk)
-                bar.update(len(chunk))
+            for arr, chunk_lengths in _tokenized(texts(), tokenizer, eos, dtype, bar):
+                arr.tofile(out)
+                lengths.extend(chunk_lengths)
             out.flush()
             os.fsync(out.fileno())
-        meta = {"format": FORMAT_VERSION, "key": key, "dtype": dtype_name, "n_tokens": n_tokens,
-                "n_documents": n_docs, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fields": fields}
+        offsets = _offsets(lengths)
+        with open(tmp / "offsets.bin", "wb") as out:
+            offsets.tofile(out)
+            out.flush()
+            os.fsync(out.fileno())
+        meta = {"format": FORMAT_VERSION, "key": key, "dtype": dtype_name, "n_tokens": int(offsets[-1]),
+                "n_documents": len(lengths), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fields": fields}
         with open(tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
             f.flush()

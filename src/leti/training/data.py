@@ -9,9 +9,11 @@ id with the pad token still counts.
 
 from __future__ import annotations
 
+import math
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -191,12 +193,20 @@ def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: Packing
 def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
                      stats: PackingStats, hf_data_dir: str | None = None,
                      text_field: str = "content", separator: bool = True, *,
-                     cache_dir: str | Path | None = None,
-                     progress: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+                     cache_dir: str | Path | None = None, progress: bool = False,
+                     heldout_fraction: float = 0.0, split_seed: int = 42) -> Iterator[dict[str, torch.Tensor]]:
     """Endless stream of packed batches (the corpus restarts when exhausted). With `cache_dir`,
     the corpus is tokenized once into an on-disk cache there (leti.training.corpus_cache) and
     every pass reads it back: the same batches, without re-reading or re-tokenizing the corpus.
-    `progress`: a progress bar while the cache is built."""
+    `progress`: a progress bar while the corpus is tokenized.
+
+    With `heldout_fraction` > 0 the stream holds only the training documents of
+    split_documents(heldout_fraction, split_seed), in the split's order; heldout_blocks has the
+    others."""
+    if heldout_fraction > 0:
+        yield from _split_batches(tokenizer, corpus, block_size, batch_size, max_files, stats, hf_data_dir,
+                                  text_field, separator, cache_dir, progress, heldout_fraction, split_seed)
+        return
     if cache_dir is not None:
         yield from _cached_batches(tokenizer, corpus, block_size, batch_size, max_files, stats, hf_data_dir,
                                    text_field, separator, cache_dir, progress)
@@ -215,8 +225,37 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
             raise _too_small(corpus, block_size, batch_size)
 
 
-def _too_small(corpus: str, block_size: int, batch_size: int) -> LetiError:
-    return LetiError(f"trainer.pretrain_corpus '{corpus}' is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
+def _too_small(corpus: str, block_size: int, batch_size: int, what: str = "") -> LetiError:
+    return LetiError(f"trainer.pretrain_corpus '{corpus}'{what} is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
+
+
+def _token_stream(tokenizer, corpus: str, max_files: int, hf_data_dir: str | None, text_field: str,
+                  separator: bool, cache_dir: str | Path | None, progress: bool) -> corpus_cache.TokenStream:
+    """The corpus's token stream: from the cache in `cache_dir` (built on first use), or, without
+    one, tokenized into memory now."""
+    eos = _separator_id(tokenizer, separator)
+    local = local_corpus_files(corpus, max_files)
+    if local is not None:
+        root, paths = local
+
+        def texts() -> Iterator[str]:
+            return _read_files(paths)  # the files fingerprinted, not a new listing
+    else:
+        def texts() -> Iterator[str]:
+            return _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
+    total = len(local[1]) if local is not None else max_files
+    if cache_dir is None:
+        return corpus_cache.tokenize_in_memory(texts(), tokenizer, eos, total=total, progress=progress)
+    fields: dict = {"corpus": corpus, "hf_data_dir": hf_data_dir, "text_field": text_field, "max_files": max_files,
+                    "separator": separator, "tokenizer": corpus_cache.tokenizer_fingerprint(tokenizer)}
+    if local is not None:
+        fields.update(root=str(root.resolve()), n_files=len(paths), files=corpus_cache.files_fingerprint(root, paths))
+    elif hf_data_dir and Path(hf_data_dir).is_dir():
+        # a local data_dir (the json / csv / parquet / text builders): edits there must rebuild too
+        data = Path(hf_data_dir)
+        files = sorted((p for p in data.rglob("*") if p.is_file()), key=lambda p: p.relative_to(data).as_posix())
+        fields.update(data_root=str(data.resolve()), data_files=corpus_cache.files_fingerprint(data, files))
+    return corpus_cache.token_stream(cache_dir, fields, texts, tokenizer, eos, total=total, progress=progress)
 
 
 def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
@@ -226,27 +265,7 @@ def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, ma
     stream's consecutive block_size slices (a block may span documents; the tail short of a block
     is dropped), grouped batch_size at a time per pass; `stats` counts blocks when the uncached
     path would have cut them, a pass's leftover blocks included."""
-    eos = _separator_id(tokenizer, separator)
-    fields: dict = {"corpus": corpus, "hf_data_dir": hf_data_dir, "text_field": text_field, "max_files": max_files,
-                    "separator": separator, "tokenizer": corpus_cache.tokenizer_fingerprint(tokenizer)}
-    local = local_corpus_files(corpus, max_files)
-    if local is not None:
-        root, paths = local
-        fields.update(root=str(root.resolve()), n_files=len(paths), files=corpus_cache.files_fingerprint(root, paths))
-
-        def texts() -> Iterator[str]:
-            return _read_files(paths)  # the files fingerprinted, not a new listing
-    else:
-        if hf_data_dir and Path(hf_data_dir).is_dir():
-            # a local data_dir (the json / csv / parquet / text builders): edits there must rebuild too
-            data = Path(hf_data_dir)
-            files = sorted((p for p in data.rglob("*") if p.is_file()), key=lambda p: p.relative_to(data).as_posix())
-            fields.update(data_root=str(data.resolve()), data_files=corpus_cache.files_fingerprint(data, files))
-
-        def texts() -> Iterator[str]:
-            return _iter_hf_dataset(corpus, max_files, hf_data_dir, text_field)
-    tokens = corpus_cache.token_stream(cache_dir, fields, texts, tokenizer, eos,
-                                       total=len(local[1]) if local is not None else max_files, progress=progress)
+    tokens = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress).tokens
     n_blocks = len(tokens) // block_size
     n_batches, leftover = divmod(n_blocks, batch_size)
     span = batch_size * block_size
@@ -254,10 +273,83 @@ def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, ma
         for b in range(n_batches):
             ids = torch.from_numpy(np.array(tokens[b * span : (b + 1) * span], dtype=np.int64)).view(batch_size, block_size)
             stats.blocks, stats.tokens, stats.slots = stats.blocks + batch_size, stats.tokens + span, stats.slots + span
-            # PadCollator's output for full blocks: nothing to pad, so no -100 labels
-            yield {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+            yield _full_blocks(ids)
         stats.blocks += leftover
         stats.tokens += leftover * block_size
         stats.slots += leftover * block_size
         if not n_batches:
             raise _too_small(corpus, block_size, batch_size)
+
+
+def _full_blocks(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    # PadCollator's output for full blocks: nothing to pad, so no -100 labels
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+# --- held-out documents -----------------------------------------------------------------------
+
+
+def split_documents(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of `n` documents, as the authors split their corpus with
+    `datasets`: Dataset.train_test_split(test_size=fraction, seed=seed) takes a permutation from
+    numpy.random.default_rng(seed), holds out its first ceil(fraction * n) rows and trains on the
+    rest in the permutation's order. Hand-written rather than called because the corpus here is a
+    token stream, not a Dataset; tests check it against datasets itself."""
+    n_heldout = math.ceil(fraction * n)
+    if n_heldout >= n:
+        raise LetiError(f"trainer.pretrain_heldout_fraction {fraction} of {n} corpus files leaves none to train on; "
+                        "use more files (trainer.pretrain_max_files) or a smaller fraction")
+    order = np.random.default_rng(seed).permutation(n)
+    return order[n_heldout:], order[:n_heldout]
+
+
+def document_blocks(stream: corpus_cache.TokenStream, documents: np.ndarray, block_size: int) -> Iterator[np.ndarray]:
+    """The `documents` (indices into `stream`) end to end in that order, cut into full blocks of
+    `block_size` tokens; a block may span documents, the tail short of a block is dropped."""
+    tokens, offsets = stream.tokens, stream.offsets
+    parts: list[np.ndarray] = []
+    have = 0
+    for i in documents:
+        doc = tokens[offsets[i] : offsets[i + 1]]
+        parts.append(doc)
+        have += len(doc)
+        if have >= block_size:
+            flat = np.concatenate(parts)
+            n = len(flat) // block_size
+            yield from flat[: n * block_size].reshape(n, block_size)
+            parts, have = [flat[n * block_size :]], len(flat) - n * block_size
+
+
+def _split_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int, stats: PackingStats,
+                   hf_data_dir: str | None, text_field: str, separator: bool, cache_dir: str | Path | None,
+                   progress: bool, fraction: float, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    stream = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
+    train, _ = split_documents(stream.n_documents, fraction, seed)
+    while True:
+        emitted = False
+        batch: list[np.ndarray] = []
+        for block in document_blocks(stream, train, block_size):
+            batch.append(block)
+            if len(batch) == batch_size:
+                emitted = True
+                stats.blocks, stats.tokens = stats.blocks + batch_size, stats.tokens + batch_size * block_size
+                stats.slots += batch_size * block_size
+                yield _full_blocks(torch.from_numpy(np.stack(batch).astype(np.int64)))
+                batch = []
+        if not emitted:
+            raise _too_small(corpus, block_size, batch_size, "'s training files")
+
+
+def heldout_blocks(tokenizer, corpus: str, block_size: int, max_files: int, hf_data_dir: str | None = None,
+                   text_field: str = "content", separator: bool = True, *, heldout_fraction: float, split_seed: int,
+                   cache_dir: str | Path | None = None, progress: bool = False,
+                   max_blocks: int | None = None) -> torch.Tensor:
+    """The held-out documents of split_documents(heldout_fraction, split_seed), packed as the
+    training documents are: a (blocks, block_size) tensor of at most `max_blocks` blocks (None: all)."""
+    stream = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
+    _, heldout = split_documents(stream.n_documents, heldout_fraction, split_seed)
+    blocks = list(islice(document_blocks(stream, heldout, block_size), max_blocks))
+    if not blocks:
+        raise LetiError(f"trainer.pretrain_corpus '{corpus}': its held-out files (trainer.pretrain_heldout_fraction "
+                        f"{heldout_fraction}) fill no block of {block_size} tokens; use more files or a larger fraction")
+    return torch.from_numpy(np.stack(blocks).astype(np.int64))

@@ -36,7 +36,14 @@ from leti.model import model_context
 from leti.training.batching import StepSortedBatches
 from leti.training.config import TrainerConfig
 from leti.training.corpus_cache import default_cache_dir
-from leti.training.data import PackingStats, PadCollator, pretrain_batches, tokenize_texts
+from leti.training.data import (
+    PackingStats,
+    PadCollator,
+    heldout_blocks,
+    pretrain_batches,
+    tokenize_texts,
+)
+from leti.training.heldout import heldout_loss
 from leti.training.lora import apply_lora, copy_adapters, is_peft, load_4bit
 from leti.training.sharded import (
     Template,
@@ -68,6 +75,9 @@ class TrainStats:
     wall_s: float = 0.0
     optimizer_steps_before: int = 0  # AdamW's step count when the stage began (0: a new AdamW)
     leti_padding_efficiency: float = 0.0  # non-pad fraction of the LeTI micro-batches' token slots
+    pretrain_heldout_loss: float | None = None  # mean token loss on the held-out corpus files after the stage
+    pretrain_heldout_loss_before: float | None = None  # the same before it, when asked (heldout_before)
+    pretrain_heldout_blocks: int = 0  # blocks that loss is measured on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -413,7 +423,7 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None, source: str | None = None,
           tracker_run: tuple[str, str] | None = None, optimizer_from: str | Path | None = None,
-          optimizer_to: str | Path | None = None):
+          optimizer_to: str | Path | None = None, heldout_before: bool = False):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
     returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
     trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
@@ -421,7 +431,9 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
     `tracker_run` = (group, name) of this training stage for experiment trackers (wandb).
     `optimizer_from`: a file save_optimizer wrote (the previous stage's AdamW state) to go on
-    from, instead of a new AdamW; `optimizer_to`: where the main process saves this stage's."""
+    from, instead of a new AdamW; `optimizer_to`: where the main process saves this stage's.
+    With cfg.measures_heldout the loss on the held-out corpus files is measured after training
+    (stats.pretrain_heldout_loss) and, with `heldout_before`, before it too."""
     t0 = time.time()
     if not texts:
         raise LetiError("no training texts: the iteration produced no samples (check the task split and sampling.n)")
@@ -443,22 +455,31 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     steps_before = load_optimizer(optimizer, layout, optimizer_from) if optimizer_from is not None else 0
     model.train()
 
+    main_progress = progress and accelerator.is_main_process
+    cache = default_cache_dir() if cfg.pretrain_cache else None
+    # the corpus, packed into blocks of the training length, and the split of its files
+    corpus = dict(corpus=cfg.pretrain_corpus, block_size=max_len, max_files=cfg.pretrain_max_files,
+                  hf_data_dir=cfg.pretrain_hf_data_dir, text_field=cfg.pretrain_text_field,
+                  separator=cfg.pretrain_eos_separator, cache_dir=cache, progress=main_progress,
+                  heldout_fraction=cfg.pretrain_heldout_fraction, split_seed=cfg.pretrain_split_seed)
     stream = None
     if cfg.pretrain_mix_ratio > 0:
-        cache = default_cache_dir() if cfg.pretrain_cache else None
 
         def stream():
-            batches = pretrain_batches(tokenizer, cfg.pretrain_corpus, max_len, cfg.batch_size,
-                                       cfg.pretrain_max_files, PackingStats(), cfg.pretrain_hf_data_dir,
-                                       cfg.pretrain_text_field, cfg.pretrain_eos_separator, cache_dir=cache,
-                                       progress=progress and accelerator.is_main_process)
+            batches = pretrain_batches(tokenizer, batch_size=cfg.batch_size, stats=PackingStats(), **corpus)
             # Under multi-process training each rank takes every num_processes-th batch, as the
             # prepared loader shards the LeTI batches, so the 1:1 mix holds across ranks too.
             return islice(batches, accelerator.process_index, None, accelerator.num_processes)
+    heldout = heldout_blocks(tokenizer, max_blocks=cfg.pretrain_heldout_max_blocks, **corpus) if cfg.measures_heldout else None
+    before = (heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress)
+              if heldout is not None and heldout_before else None)
     tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress)
+    after = heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress) if heldout is not None else None
     if optimizer_to is not None and accelerator.is_main_process:  # DDP: every rank holds the same state
         save_optimizer(optimizer, layout, optimizer_to)
     if cfg.report_to:
+        if after is not None:
+            accelerator.log({"eval/pretrain_heldout_loss": after}, step=tally.steps)
         accelerator.end_training()
 
     if is_sharded(accelerator):
@@ -468,4 +489,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     del full
     stats = tally.stats(len(texts), data.n_truncated, max_len, cfg, time.time() - t0)
     stats.optimizer_steps_before = steps_before
+    if heldout is not None:
+        stats.pretrain_heldout_loss, stats.pretrain_heldout_loss_before = after, before
+        stats.pretrain_heldout_blocks = len(heldout)
     return model, stats

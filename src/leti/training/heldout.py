@@ -1,0 +1,39 @@
+"""The model's loss on held-out ordinary code: the pretraining corpus's files that the mix never
+trains on (trainer.pretrain_heldout_fraction). The authors measure it before training and every
+epoch (run_leti.py, evaluate_dataset on pretrain_dataset_valid); a rising loss is the forgetting
+that the continued-pretraining mix is there to prevent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+
+@torch.no_grad()
+def heldout_loss(accelerator, model, blocks: torch.Tensor, batch_size: int, progress: bool = False) -> float:
+    """Mean token loss of `model` (prepared by `accelerator`) over `blocks` (a (n, length) tensor
+    of full blocks): summed over every predicted token, divided once by their count, as the
+    authors' evaluate_dataset does (their count also takes each block's first, unpredicted token:
+    a scale of (length - 1) / length). The batches are spread over the ranks, and every rank runs
+    the same number of forward passes (a rank short of one repeats a batch and counts nothing),
+    since ZeRO-3 and FSDP gather weights collectively in each one."""
+    was_training = model.training
+    model.eval()
+    batches = list(torch.split(blocks, batch_size))
+    per_rank = math.ceil(len(batches) / accelerator.num_processes)
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (summed loss, tokens)
+    for j in tqdm(range(per_rank), desc="held-out loss", unit="batch", disable=not progress):
+        i = j * accelerator.num_processes + accelerator.process_index
+        ids = batches[min(i, len(batches) - 1)].to(accelerator.device)
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+        if i < len(batches):
+            n = ids.shape[0] * (ids.shape[1] - 1)  # full blocks: every token but the first is predicted
+            total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total, reduction="sum")
+    if was_training:
+        model.train()
+    return float(total[0] / total[1])
