@@ -554,3 +554,31 @@ def test_textual_and_binary_arms_without_pass_at_1_are_compared_on_their_k(tmp_p
             "after 5 gradient steps (first reached after 5)") in md
     [cmp] = json.loads((demo / "comparisons.json").read_text())
     assert cmp["metric"] == "pass@2" and cmp["textual_steps_to_reach"] == 5
+
+
+def test_the_loss_on_held_out_code_is_tabled_and_plotted_for_the_runs_that_measured_it(tmp_path, figures):
+    """metrics.jsonl's pretrain_heldout_loss: a table column and code_loss.png, one line per run
+    that has it; a folder whose runs no longer have it loses the plot."""
+    runs = tmp_path / "runs"
+    mixed = _hand_run(runs / "mixed", [(0, {"pass@1": (0.25, 0.1)}), (4, {"pass@1": (0.5, 0.1)})])
+    _hand_run(runs / "plain", [(0, {"pass@1": (0.25, 0.1)}), (4, {"pass@1": (0.5, 0.1)})])
+    lines = [json.loads(x) for x in (mixed / "metrics.jsonl").read_text().splitlines()]
+    for line, loss in zip(lines, (2.5, 2.75), strict=True):
+        line["pretrain_heldout_loss"] = loss
+    (mixed / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    build_report(runs)
+    md = (runs / "report.md").read_text()
+    mixed_table, plain_table = md.split("## Run `mixed`")[1].split("## Run `plain`")
+    assert "| loss on held-out code |" in mixed_table and "| 2.7500 |" in mixed_table
+    assert "loss on held-out code" not in plain_table
+    [left, right] = figures["code_loss.png"].axes
+    assert [line.get_label() for line in left.get_lines()] == ["mixed"]
+    assert list(left.get_lines()[0].get_xdata()) == [0, 1] and list(right.get_lines()[0].get_xdata()) == [0, 4]
+    assert list(left.get_lines()[0].get_ydata()) == [2.5, 2.75]
+    assert (runs / "code_loss.png").exists()
+
+    for line in lines:
+        del line["pretrain_heldout_loss"]
+    (mixed / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    build_report(runs)
+    assert not (runs / "code_loss.png").exists() and "held-out code" not in (runs / "report.md").read_text()

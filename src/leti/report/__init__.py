@@ -22,7 +22,7 @@ from leti.report.data import (
     shared_metric,
     steps_to_reach,
 )
-from leti.report.plots import plot_failures, plot_pass_at_1
+from leti.report.plots import plot_code_loss, plot_failures, plot_pass_at_1
 from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 
 _ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the demo's arms (leti.demo.config.ARMS)
@@ -30,6 +30,7 @@ _ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the dem
 __all__ = ["RunHistory", "arm_pairs", "build_report", "compare_arms", "find_runs", "load_run", "final_difference", "steps_to_reach"]
 
 # Said once under every report's first table, so a reader knows what the ± covers.
+CODE_LOSS = "loss on held-out code"  # trainer.pretrain_heldout_fraction's files (not the held-out problems)
 STDERR_NOTE = ("± is one standard error over the held-out problems (for differences between arms, of the "
                "per-problem paired difference): it covers which problems were drawn and the sampling noise of "
                "the evaluation, not the variation between training seeds.")
@@ -286,14 +287,16 @@ def _iteration_table(h: RunHistory) -> Table:
     """One row per iteration; one held-out column per metric the run reports (every pass@k of
     eval.ks, and task metrics such as event extraction's F1)."""
     metrics = list(dict.fromkeys(name for p in h.points for name in p.eval_metrics)) or ["pass@1"]
+    code = any(p.code_loss is not None for p in h.points)  # a column only for runs that measured it
     rows = []
     for p in h.points:
         top = ", ".join(f"{k} {v}" for k, v in list(p.train_failures.items())[:3]) or "-"
         rows.append([str(p.iteration), str(p.gradient_steps), _pct(p.train_pass_rate),
-                     *(_metric_cell(m, p) for m in metrics), top])
+                     *(_metric_cell(m, p) for m in metrics),
+                     *([f"{p.code_loss:.4f}" if p.code_loss is not None else "-"] if code else []), top])
     return Table(["iteration", "gradient steps", "train pass rate %",
                   *(f"held-out {m} %" if _is_pass_at_k(m) else f"held-out {m}" for m in metrics),
-                  "top training failures"], rows)
+                  *([CODE_LOSS] if code else []), "top training failures"], rows)
 
 
 def _is_pass_at_k(name: str) -> bool:
@@ -434,6 +437,11 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
     shared = shared_metric(histories) or "pass@k"
     blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png", iteration_zero=zero),
                         f"held-out {shared} by iteration (0 = {zero}) and by gradient steps"))
+    if any(p.code_loss is not None for h in histories for p in h.points):
+        blocks.append(Image(plot_code_loss(histories, root / "code_loss.png", iteration_zero=zero),
+                            f"{CODE_LOSS} by iteration and by gradient steps: it rises as the model forgets ordinary code"))
+    else:  # one left by an earlier report of this folder would no longer match report.md
+        (root / "code_loss.png").unlink(missing_ok=True)
     files = plot_file_names(histories)
     for h in histories:
         blocks.append(Heading(f"Run `{h.name}`"))

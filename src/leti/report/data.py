@@ -32,6 +32,8 @@ class IterationPoint:
     # Standard error over problems per pass@k (None: one problem, or not known for this run).
     eval_stderr: dict[str, float | None] = field(default_factory=dict)
     eval_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # problem id -> (n, c)
+    # mean token loss on the pretraining corpus's held-out files (None: not measured)
+    code_loss: float | None = None
 
 
 def pass_k(name: str) -> int | None:
@@ -230,6 +232,7 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
             eval_samples=len(evals),
             eval_stderr=eval_stderr(row, ev_json, counts, list(metrics)) if metrics else {},
             eval_counts=counts,
+            code_loss=row.get("pretrain_heldout_loss"),
         ))
     example = example_training_text(run, [p.iteration for p in points])
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)

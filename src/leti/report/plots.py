@@ -77,6 +77,31 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
     return out
 
 
+def plot_code_loss(histories: list[RunHistory], out: Path, iteration_zero: str = "before training") -> Path:
+    """The mean token loss on the pretraining corpus's held-out files vs iteration (left) and vs
+    gradient steps (right), one line per run that measured it: what the model forgets of
+    ordinary code (the continued-pretraining mix is there to keep it low)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for h in histories:
+        pts = [p for p in h.points if p.code_loss is not None]
+        if pts:
+            axes[0].plot([p.iteration for p in pts], [p.code_loss for p in pts], marker="o", label=h.name)
+            axes[1].plot([p.gradient_steps for p in pts], [p.code_loss for p in pts], marker="o", label=h.name)
+    axes[0].set_xlabel(f"iteration (0 = {iteration_zero})")
+    axes[0].xaxis.set_major_locator(_integer_ticks())
+    axes[1].set_xlabel("gradient steps")
+    for ax in axes:
+        ax.set_ylabel("mean token loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Loss on held-out code (pretraining corpus files no run trains on)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def _ordered_labels(tables: list[dict[str, int]], top: int = 7) -> list[str]:
     total: dict[str, int] = {}
     for t in tables:
