@@ -135,3 +135,35 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
 def test_a_directory_given_as_input_is_named_with_its_article(tmp_path):
     proc = subprocess.run(LETI + ["exec", str(tmp_path), "-o", str(tmp_path / "o.jsonl")], capture_output=True, text=True)
     assert proc.returncode == 2 and f"{tmp_path}: is a directory, not an input file;" in proc.stderr
+
+
+def test_an_interrupted_exec_stops_soon_leaves_no_short_output_and_keeps_the_old_one(tmp_path):
+    """Results stream into OUTPUT.partial; OUTPUT appears only when every program has run. Ctrl-C
+    waits only for the programs already running, not for the whole queue."""
+    import signal
+    import time
+
+    rows = [{"id": "fast", "program": "x = 1\n"}]
+    rows += [{"id": f"slow{i}", "program": "import time\ntime.sleep(2)\n"} for i in range(8)]
+    inp, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    out.write_text("earlier results\n")
+    partial = tmp_path / "out.jsonl.partial"
+    # SIGINT as a terminal sends it (a test runner started in the background may ignore it)
+    proc = subprocess.Popen(LETI + ["exec", str(inp), "-o", str(out), "--workers", "1", "--timeout", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 60
+    while time.time() < deadline and not (partial.exists() and partial.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    start = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    # the two programs a worker holds finish (2 s each); the queued six would take 12 s more
+    assert time.time() - start < 8
+    assert proc.returncode == 130 and "leti: interrupted" in err
+    assert out.read_text() == "earlier results\n"
+    assert [json.loads(line)["id"] for line in partial.read_text().splitlines()] == ["fast"]
+    # run to the end, the output is complete and the partial file is gone
+    write_jsonl(inp, rows[:1])
+    assert main(["exec", str(inp), "-o", str(out), "--workers", "1"]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["fast"] and not partial.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,21 +69,33 @@ def run(args: argparse.Namespace) -> int:
         raise LetiError(f"-o {args.output}: is the input file; write the results to another file")
     rows, programs = read_programs(args.input)
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    # Lines go to OUTPUT.partial as programs finish and it becomes OUTPUT once all have run: an
+    # interrupted run never leaves a shorter file that passes for the complete output, nor
+    # destroys an earlier OUTPUT.
+    partial = args.output.with_name(args.output.name + ".partial")
     passed = 0
-    with Executor(config) as ex, args.output.open("w", encoding="utf-8") as out:
+    with Executor(config) as ex, partial.open("w", encoding="utf-8") as out:
         futures = [ex.submit(p) for p in programs]
         bar = _bar(len(futures))
-        for row, fut in zip(rows, futures, strict=True):
-            r = fut.result()
-            passed += r.passed
-            out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
-                                  "exception_type": r.exception_type, "feedback": r.feedback,
-                                  "duration_s": r.duration_s}) + "\n")
-            out.flush()
-            if bar is not None:
-                bar.update(1)
+        try:
+            for row, fut in zip(rows, futures, strict=True):
+                r = fut.result()
+                passed += r.passed
+                out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
+                                      "exception_type": r.exception_type, "feedback": r.feedback,
+                                      "duration_s": r.duration_s}) + "\n")
+                out.flush()
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:
+            # Ctrl-C: the executor's close runs every program still queued before it returns;
+            # cancelled ones are skipped, so only those already running finish.
+            for fut in futures:
+                fut.cancel()
+            raise
         if bar is not None:
             bar.close()
+    os.replace(partial, args.output)
     print(f"{passed} passed, {len(programs) - passed} failed", file=sys.stderr)
     return 0
 
