@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("exec", help="run programs from a JSONL file in the sandbox",
                        description="Input lines: {\"id\": ..., \"program\": \"...\", \"tests\": \"...\"} "
                        "(id and tests optional). Output: the input fields plus status, passed, "
-                       "exception_type, feedback, duration_s, in input order.")
+                       "exception_type, feedback, duration_s, in input order (written to OUTPUT.partial, "
+                       "renamed to OUTPUT once every program has run).")
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     add_execution_args(p)
