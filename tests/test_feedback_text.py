@@ -33,7 +33,8 @@ def test_library_frames_are_dropped(run):
     text = format_feedback(r)
     assert 'File "main.py", line 2, in <module>' in text
     assert "json/decoder.py" not in text and "worker" not in text
-    assert text.splitlines()[-1].startswith("JSONDecodeError: Expecting property name")
+    # named as the interpreter names it, with its module
+    assert text.splitlines()[-1].startswith("json.decoder.JSONDecodeError: Expecting property name")
 
 
 def test_tests_continue_the_program_line_numbers(run):
@@ -127,6 +128,12 @@ def _interpreter_lines(source: str) -> list[str]:
     "x = eval('{1: }')\n",  # the SyntaxError's own caret block is not part of the message
     "e = ValueError()\ne.add_note('hint: look here')\nraise e\n",
     "e = ValueError('bad: value')\ne.add_note('hint: look here')\ne.add_note('two\\nlines')\nraise e\n",
+    # a class outside builtins and the program is printed with its module, a nested one by its
+    # qualified name (the bare name stays exception_type, what failure counts group by)
+    "import json\njson.loads('x')\n",
+    "import re\nre.compile('(')\n",
+    "class A:\n    class E(Exception):\n        pass\nraise A.E('hi')\n",
+    "class E(Exception):\n    pass\nraise E('mine')\n",
 ])
 def test_exception_line_and_notes_are_what_the_interpreter_prints(run, source):
     r = run(source)
@@ -164,7 +171,14 @@ def test_unnameable_exception_type_is_still_a_failure(run):
     r = run("class M(type):\n    @property\n    def __name__(cls):\n        raise RuntimeError\n"
             "class E(Exception, metaclass=M):\n    pass\nraise E('boom')\n")
     assert r.status is Status.FAILED and not r.exited_early
-    assert r.feedback.endswith("<unnamed exception>: boom")
+    assert r.exception_type == "<unnamed exception>"
+    assert r.feedback.endswith("\nE: boom")  # the interpreter prints the class's __qualname__
+    # a class whose __qualname__ cannot be read either
+    r = run("class M(type):\n    def __getattribute__(cls, name):\n"
+            "        if name in ('__name__', '__qualname__'):\n            raise RuntimeError\n"
+            "        return super().__getattribute__(name)\n"
+            "class E(Exception, metaclass=M):\n    pass\nraise E('boom')\n")
+    assert r.status is Status.FAILED and r.feedback.endswith("<unnamed exception>: boom")
 
 
 def test_formatter_copes_with_missing_location_notes_and_surrogates():

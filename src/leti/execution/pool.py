@@ -330,6 +330,7 @@ def _program_record(text: object) -> dict | None:
         return rec
     frames, syntax, operands = rec.get("frames", []), rec.get("syntax"), rec.get("assert")
     ok = (isinstance(rec.get("type"), str) and _opt(rec.get("message"), str) and _opt(rec.get("notes"), str)
+          and _opt(rec.get("printed_type"), str)
           and isinstance(frames, list)
           and all(isinstance(f, list) and len(f) == 3 and _opt(f[0], int) and isinstance(f[1], str)
                   and isinstance(f[2], str) for f in frames)
@@ -373,7 +374,9 @@ def classify(program_id: object, raw: dict, config: ExecutionConfig) -> Executio
     operands = rec.get("assert") or {}
     status = Status.INVALID if rec["kind"] == "invalid" else Status.MEMORY if rec.get("memory") else Status.FAILED
     return ExecutionResult(
-        status=status, exception_type=one_line(rec["type"]), message=rec.get("message") or None,
+        status=status, exception_type=one_line(rec["type"]),
+        exception_printed=one_line(rec["printed_type"]) if rec.get("printed_type") else None,
+        message=rec.get("message") or None,
         notes=rec.get("notes") or None,
         frames=tuple(Frame(lineno=n, name=one_line(name), line=line) for n, name, line in rec.get("frames", [])),
         error_lineno=syntax.get("lineno"), error_offset=syntax.get("offset"),

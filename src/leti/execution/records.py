@@ -56,7 +56,9 @@ class ExecutionResult:
 
     id: Any
     status: Status
-    exception_type: str | None = None
+    exception_type: str | None = None  # the class's bare name (what failure counts group by)
+    # the type as the interpreter prints it, where that differs (json.decoder.JSONDecodeError)
+    exception_printed: str | None = None
     message: str | None = None
     notes: str | None = None  # the exception's __notes__, one per line, as the interpreter prints them
     frames: tuple[Frame, ...] = ()

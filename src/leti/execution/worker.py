@@ -152,6 +152,23 @@ def _type_name(exc):
     return name if type(name) is str else UNNAMED
 
 
+def _printed_type(exc):
+    """The exception's type as the interpreter prints it on a traceback's last line, when that is
+    not its bare name: __qualname__, after the module for a class outside builtins and the program
+    (json.decoder.JSONDecodeError, re.error; traceback.TracebackException's rule, which the
+    authors' feedback used too). None when it prints the bare name or cannot be read."""
+    try:
+        cls = type(exc)
+        name, module = cls.__qualname__, cls.__module__
+    except BaseException:  # a metaclass whose attributes raise: the bare name (or UNNAMED) stands
+        return None
+    if type(name) is not str:
+        return None
+    if module not in ("__main__", "builtins"):
+        name = f"{module if type(module) is str else '<unknown>'}.{name}"
+    return name if name != _type_name(exc) else None
+
+
 def _message(exc):
     """What the interpreter prints after "Type: " on the exception's line: str(exc) (on 3.12+ with
     NameError's "Did you mean" suggestion, which TracebackException adds), or for a SyntaxError
@@ -185,6 +202,9 @@ def _describe_exception(exc, source):
     lines = _source_lines(source)
     rec = {"kind": "exception", "type": _type_name(exc),
            "message": _cut(_message(exc).rstrip("\n"), MAX_MESSAGE)}
+    printed = _printed_type(exc)
+    if printed is not None:
+        rec["printed_type"] = printed
     notes = _notes(exc)
     if notes:
         rec["notes"] = notes

@@ -46,7 +46,7 @@ def _sentence(r: ExecutionResult) -> str | None:
             return "Crash: the program killed the process that was running it."
         return f"Crash: the program was killed by {_signal_name(r.signal)}."
     if r.exited_early:
-        how = f" ({r.exception_type}: {r.message})" if r.exception_type else ""
+        how = f" ({r.exception_printed or r.exception_type}: {r.message})" if r.exception_type else ""
         return f"Exit: the program exited before the tests finished{how}."
     if r.status is Status.FAILED and r.exception_type is None and r.message:  # no exception: e.g. a forged record
         return f"Error: {r.message}."
@@ -61,7 +61,7 @@ def _signal_name(signum: int) -> str:
 
 
 def _traceback(r: ExecutionResult, rich: bool) -> str:
-    exc = r.exception_type or "Error"
+    exc = r.exception_printed or r.exception_type or "Error"
     final = f"{exc}: {r.message}" if r.message else exc
     if r.notes:  # printed under the exception line, as the interpreter does
         final += f"\n{r.notes}"
