@@ -167,3 +167,19 @@ def test_an_interrupted_exec_stops_soon_leaves_no_short_output_and_keeps_the_old
     write_jsonl(inp, rows[:1])
     assert main(["exec", str(inp), "-o", str(out), "--workers", "1"]) == 0
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["fast"] and not partial.exists()
+
+
+def test_an_executor_left_by_an_exception_cancels_its_queued_programs():
+    """Leaving `with Executor()` on an exception (Ctrl-C in `leti evaluate`, `leti tasks validate`)
+    waits only for the programs a worker already holds; the queued ones are cancelled."""
+    import time
+
+    from leti.execution import ExecutionConfig, Executor, Program
+
+    start = time.time()
+    with pytest.raises(KeyboardInterrupt), Executor(ExecutionConfig(workers=1, timeout_s=30)) as ex:
+        futures = [ex.submit(Program("import time\ntime.sleep(1)\n", "")) for _ in range(8)]
+        assert futures[0].result().passed
+        raise KeyboardInterrupt
+    assert time.time() - start < 5  # all 8 take 8 s
+    assert sum(f.cancelled() for f in futures) >= 5 and not futures[0].cancelled()

@@ -78,22 +78,16 @@ def run(args: argparse.Namespace) -> int:
     with Executor(config) as ex, partial.open("w", encoding="utf-8") as out:
         futures = [ex.submit(p) for p in programs]
         bar = _bar(len(futures))
-        try:
-            for row, fut in zip(rows, futures, strict=True):
-                r = fut.result()
-                passed += r.passed
-                out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
-                                      "exception_type": r.exception_type, "feedback": r.feedback,
-                                      "duration_s": r.duration_s}) + "\n")
-                out.flush()
-                if bar is not None:
-                    bar.update(1)
-        except BaseException:
-            # Ctrl-C: the executor's close runs every program still queued before it returns;
-            # cancelled ones are skipped, so only those already running finish.
-            for fut in futures:
-                fut.cancel()
-            raise
+        # Ctrl-C leaves the `with`: the executor cancels the queued programs (cancel_queued)
+        for row, fut in zip(rows, futures, strict=True):
+            r = fut.result()
+            passed += r.passed
+            out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
+                                  "exception_type": r.exception_type, "feedback": r.feedback,
+                                  "duration_s": r.duration_s}) + "\n")
+            out.flush()
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
             bar.close()
     os.replace(partial, args.output)

@@ -159,8 +159,23 @@ class Executor:
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # e.g. Ctrl-C: nobody waits for the queued programs' results
+            self.cancel_queued()
         self.close()
+
+    def cancel_queued(self) -> None:
+        """Cancel every submitted program that no worker has taken yet (close() would run them
+        all first); programs already running finish."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:  # a stop marker of close(): keep it for its thread
+                self._queue.put(None)
+                return
+            item[1].cancel()
 
     def _ensure_started(self) -> None:
         if self._closed:
