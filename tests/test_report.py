@@ -582,3 +582,21 @@ def test_the_loss_on_held_out_code_is_tabled_and_plotted_for_the_runs_that_measu
     (mixed / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     build_report(runs)
     assert not (runs / "code_loss.png").exists() and "held-out code" not in (runs / "report.md").read_text()
+
+
+def test_the_example_text_is_captioned_by_what_it_holds_and_left_out_without_a_config(tmp_path):
+    """A binary arm's texts have no feedback span; a run whose config.yaml is gone still reports
+    (without an example: how its texts were built is not known)."""
+    plan = [[], [True, False, False, False]]
+    textual = make_run(tmp_path / "textual", plan, [[False] * 4, [True, False, False, False]])
+    make_run(tmp_path / "binary", plan, [[False] * 4, [True, False, False, False]], textual=False)
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    text_part, binary_part = md.split("## Run `textual`")[1], md.split("## Run `binary`")[1].split("## Run `textual`")[0]
+    assert "(reward token, feedback span, prompt, program)" in text_part
+    assert "(reward token, prompt, program: no feedback span in this run's texts)" in binary_part
+    assert "<|lang_feedback|>" not in binary_part
+
+    (textual / "config.yaml").unlink()
+    build_report(textual)
+    assert "Example training text" not in (textual / "report.md").read_text()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from leti.config import RESUMABLE_CHANGES
 from leti.errors import LetiError, plural
+from leti.feedback.training_text import FEEDBACK_OPEN
 from leti.report.data import (
     RunHistory,
     final_difference,
@@ -448,8 +449,9 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
         blocks.append(_iteration_table(h))
         blocks.append(Image(plot_failures(h, root / files[h.root]), f"failure types, {h.name}"))
         if h.example_failure:
-            blocks.append(Para("Example training text of a failing sample (reward token, feedback span, "
-                               "prompt, program):"))
+            parts = "reward token, feedback span, prompt, program" if FEEDBACK_OPEN in h.example_failure else \
+                "reward token, prompt, program: no feedback span in this run's texts"
+            blocks.append(Para(f"Example training text of a failing sample ({parts}):"))
             blocks.append(Code(h.example_failure))
     return blocks
 

@@ -187,7 +187,11 @@ def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
     from leti.execution import ExecutionResult
     from leti.feedback.training_text import build_training_text
 
-    if run.config_path.exists() and not load_config(run.config_path).training_text.keep_failures:
+    try:
+        cfg = load_config(run.config_path)
+    except LetiError:  # missing or damaged: how this run built its texts is not known
+        return None
+    if not cfg.training_text.keep_failures:
         return None
     for k in iterations:
         path = run.samples(k)
@@ -196,7 +200,6 @@ def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
         for rec in read_jsonl(path):
             if rec.get("passed"):
                 continue
-            cfg = load_config(run.config_path)
             eos = "<|endoftext|>" if cfg.training_text.append_eos else ""
             # The loop trains on the task prompt, not the sampled one (which may carry <|good|>).
             prompt = rec["prompt"].removeprefix("<|good|>")
