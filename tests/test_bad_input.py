@@ -230,7 +230,23 @@ def test_sft_without_reference_solutions_is_refused_before_evaluating(config, tm
     assert main(["sft", str(config), "--run-dir", str(run_dir)]) == 2
     assert one_error_line(capsys) == (f"leti: error: task '{add_task}' split 'train' has no reference solutions; "
                                       "`leti sft` trains on them: add 'reference' to the problems or set train_split")
-    assert not (run_dir / "iterations").exists()
+    assert not run_dir.exists() or not any(p.name != ".lock" for p in run_dir.iterdir())  # nothing written
+
+
+def test_sft_says_which_problems_it_leaves_out_for_want_of_a_reference(config, tmp_path, add_task, capsys):
+    task_file = Path(add_task.removeprefix("jsonl:"))
+    rows = [json.loads(line) for line in task_file.read_text().splitlines()]
+    rows[0]["reference"] = "def add_1(x):\n    return x + 1\n"
+    task_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["sft", str(config), "--run-dir", str(tmp_path / "sft")]) == 2  # no model: stops after the line
+    assert "the reference solutions of 1 of 3 train problems (2 problems without one left out)" in capsys.readouterr().out
+
+
+def test_a_task_without_the_eval_split_is_refused_before_the_run_dir_is_written(config, tmp_path, add_task, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--run-dir", str(run_dir), "--set", "eval.split=validation"]) == 2
+    assert one_error_line(capsys).startswith(f"leti: error: task '{add_task}' has no problems in split 'validation'")
+    assert not run_dir.exists() or not any(p.name != ".lock" for p in run_dir.iterdir())
 
 
 def _synthetic_train_size() -> int:

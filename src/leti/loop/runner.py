@@ -51,6 +51,7 @@ from leti.loop.rundir import (
 )
 from leti.loop.slot import ModelSlot
 from leti.sampling.base import Sampler, SamplingConfig, get_sampler
+from leti.tasks.base import Task
 from leti.tasks.registry import get_task
 
 Mode = Literal["leti", "sft"]
@@ -287,9 +288,26 @@ def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode) -> int:
         group.close()
 
 
+def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
+    """(task, train problems, eval problems) of a run; a task that cannot give them is one error,
+    before the run directory is written."""
+    task = get_task(cfg.task)
+    train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
+    eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]
+    for split, probs in ((cfg.train_split, train_problems), (cfg.eval.split, eval_problems)):
+        if not probs:
+            raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
+    if mode == "sft" and not any(p.reference for p in train_problems):
+        # found at the training stage otherwise, after iteration 0's whole evaluation
+        raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains "
+                        "on them: add 'reference' to the problems or set train_split")
+    return task, train_problems, eval_problems
+
+
 def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
+        task, train_problems, eval_problems = _problems(cfg, mode)
         resuming = _prepare(rd, cfg, mode)
         last = cfg.iterations if mode == "leti" else 1
         records = rd.metrics()
@@ -323,22 +341,15 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
         if cfg.training_text.append_eos:
             _check_eos_token(cfg)
-        task = get_task(cfg.task)
-        train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
-        eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]
-        for split, probs in ((cfg.train_split, train_problems), (cfg.eval.split, eval_problems)):
-            if not probs:
-                raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
         _check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
-        if mode == "sft" and not any(p.reference for p in train_problems):
-            # found at the training stage otherwise, after iteration 0's whole evaluation
-            raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains "
-                            "on them: add 'reference' to the problems or set train_split")
         if cfg.train_split == cfg.eval.split:
             print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
                   "problems the model was trained on", file=sys.stderr)
+        with_ref = sum(1 for p in train_problems if p.reference)
         train = (f"{len(train_problems)} train problems x {cfg.sampling.n} samples" if mode == "leti"
-                 else f"{len(train_problems)} train problems' reference solutions")
+                 else f"{len(train_problems)} train problems' reference solutions" if with_ref == len(train_problems)
+                 else f"the reference solutions of {with_ref} of {len(train_problems)} train problems "
+                      f"({plural(len(train_problems) - with_ref, 'problem')} without one left out)")
         print(f"leti: {mode} run in {rd.root}: {train}, {len(eval_problems)} eval problems x {cfg.eval.n}, "
               f"iterations 1..{last}")
         slot = ModelSlot(cfg.model_dtype, cfg.device, cfg.trust_remote_code)
