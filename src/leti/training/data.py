@@ -203,14 +203,20 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
     With `heldout_fraction` > 0 the stream holds only the training documents of
     split_documents(heldout_fraction, split_seed), in the split's order; heldout_blocks has the
     others."""
-    if heldout_fraction > 0:
-        yield from _split_batches(tokenizer, corpus, block_size, batch_size, max_files, stats, hf_data_dir,
-                                  text_field, separator, cache_dir, progress, heldout_fraction, split_seed)
-        return
-    if cache_dir is not None:
-        yield from _cached_batches(tokenizer, corpus, block_size, batch_size, max_files, stats, hf_data_dir,
-                                   text_field, separator, cache_dir, progress)
-        return
+    if cache_dir is not None or heldout_fraction > 0:
+        stream = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
+        if heldout_fraction > 0:
+            documents, what = split_documents(stream.n_documents, heldout_fraction, split_seed)[0], "'s training files"
+        else:
+            documents, what = np.arange(stream.n_documents), ""
+        while True:  # a pass over the documents, then the next
+            emitted = False
+            for batch in _batched(document_blocks(stream, documents, block_size), batch_size, stats):
+                emitted = True
+                yield batch
+            if not emitted:
+                raise _too_small(corpus, block_size, batch_size, what)
+    # no cache and no split: the corpus read and tokenized lazily, every pass
     collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     while True:
         batch: list[list[int]] = []
@@ -258,29 +264,6 @@ def _token_stream(tokenizer, corpus: str, max_files: int, hf_data_dir: str | Non
     return corpus_cache.token_stream(cache_dir, fields, texts, tokenizer, eos, total=total, progress=progress)
 
 
-def _cached_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
-                    stats: PackingStats, hf_data_dir: str | None, text_field: str, separator: bool,
-                    cache_dir: str | Path, progress: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """pretrain_batches' stream cut from the cached token stream. pack_blocks' blocks are the
-    stream's consecutive block_size slices (a block may span documents; the tail short of a block
-    is dropped), grouped batch_size at a time per pass; `stats` counts blocks when the uncached
-    path would have cut them, a pass's leftover blocks included."""
-    tokens = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress).tokens
-    n_blocks = len(tokens) // block_size
-    n_batches, leftover = divmod(n_blocks, batch_size)
-    span = batch_size * block_size
-    while True:
-        for b in range(n_batches):
-            ids = torch.from_numpy(np.array(tokens[b * span : (b + 1) * span], dtype=np.int64)).view(batch_size, block_size)
-            stats.blocks, stats.tokens, stats.slots = stats.blocks + batch_size, stats.tokens + span, stats.slots + span
-            yield _full_blocks(ids)
-        stats.blocks += leftover
-        stats.tokens += leftover * block_size
-        stats.slots += leftover * block_size
-        if not n_batches:
-            raise _too_small(corpus, block_size, batch_size)
-
-
 def _full_blocks(ids: torch.Tensor) -> dict[str, torch.Tensor]:
     # PadCollator's output for full blocks: nothing to pad, so no -100 labels
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
@@ -320,24 +303,16 @@ def document_blocks(stream: corpus_cache.TokenStream, documents: np.ndarray, blo
             parts, have = [flat[n * block_size :]], len(flat) - n * block_size
 
 
-def _split_batches(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int, stats: PackingStats,
-                   hf_data_dir: str | None, text_field: str, separator: bool, cache_dir: str | Path | None,
-                   progress: bool, fraction: float, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    stream = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
-    train, _ = split_documents(stream.n_documents, fraction, seed)
-    while True:
-        emitted = False
-        batch: list[np.ndarray] = []
-        for block in document_blocks(stream, train, block_size):
-            batch.append(block)
-            if len(batch) == batch_size:
-                emitted = True
-                stats.blocks, stats.tokens = stats.blocks + batch_size, stats.tokens + batch_size * block_size
-                stats.slots += batch_size * block_size
-                yield _full_blocks(torch.from_numpy(np.stack(batch).astype(np.int64)))
-                batch = []
-        if not emitted:
-            raise _too_small(corpus, block_size, batch_size, "'s training files")
+def _batched(blocks: Iterator[np.ndarray], batch_size: int, stats: PackingStats) -> Iterator[dict[str, torch.Tensor]]:
+    """Full blocks, batch_size at a time (a last short batch is dropped); `stats` counts every
+    block as it is cut, as pack_blocks does."""
+    batch: list[np.ndarray] = []
+    for block in blocks:
+        stats.blocks, stats.tokens, stats.slots = stats.blocks + 1, stats.tokens + len(block), stats.slots + len(block)
+        batch.append(block)
+        if len(batch) == batch_size:
+            yield _full_blocks(torch.from_numpy(np.stack(batch).astype(np.int64)))
+            batch = []
 
 
 def heldout_blocks(tokenizer, corpus: str, block_size: int, max_files: int, hf_data_dir: str | None = None,
