@@ -4,7 +4,9 @@ the on-disk token cache (tokenized once, memory-mapped after), in one process.
 A "pass" is what one training epoch does with the default pretrain_restart_every_epoch: a fresh
 `pretrain_batches` stream, here consumed to the end of the corpus (every full batch of one pass).
 The cached side's first call builds the cache; it is timed separately from the passes that read
-it. Both sides' batches are hashed and must be identical.
+it. Both sides' batches are hashed and must be identical. Last, the cached stream of the authors'
+90/10 split (trainer.pretrain_heldout_fraction 0.1: the training files in the split's order) is
+timed per batch against the whole corpus's.
 
 Tokenizer: a byte-level BPE with a real-sized vocabulary (--vocab-size, default 32768, trained on
 this Python's whole standard library with leti.testing's trainer; no tokenizer ships offline), or
@@ -57,7 +59,9 @@ def main() -> None:
     p.add_argument("--tokenizer", help="a saved tokenizer directory instead of the trained BPE")
     p.add_argument("--separator", action="store_true", help="EOS between documents (default: none, as the authors)")
     args = p.parse_args()
-    from leti.training.data import PackingStats, pretrain_batches, stdlib_files
+    import numpy as np
+
+    from leti.training.data import PackingStats, pretrain_batches, split_documents, stdlib_files
 
     if args.tokenizer:
         from transformers import AutoTokenizer
@@ -70,9 +74,9 @@ def main() -> None:
     files = stdlib_files(args.files)
     size_mb = sum(f.stat().st_size for f in files) / 1e6
 
-    def stream(cache_dir=None):
+    def stream(cache_dir=None, heldout_fraction=0.0):
         return pretrain_batches(tok, "stdlib", args.block, args.batch, args.files, PackingStats(),
-                                separator=args.separator, cache_dir=cache_dir)
+                                separator=args.separator, cache_dir=cache_dir, heldout_fraction=heldout_fraction)
 
     with tempfile.TemporaryDirectory() as cache:
         w, c = time.perf_counter(), time.process_time()
@@ -87,6 +91,11 @@ def main() -> None:
               f"{args.batch} x {args.block} per pass; {args.passes} passes")
         old_w, old_c, old_hash = run_passes(stream, n_batches, args.passes)
         new_w, new_c, new_hash = run_passes(lambda: stream(cache), n_batches, args.passes)
+        # the authors' 90/10 split (trainer.pretrain_heldout_fraction): the training files in the
+        # split's order, read from the same cache entry; fewer batches per pass (the held-out 10%)
+        lengths = np.diff(np.fromfile(entry / "offsets.bin", dtype="<i8"))
+        split_batches = int(lengths[split_documents(len(lengths), 0.1, 42)[0]].sum()) // args.block // args.batch
+        split_w, split_c, _ = run_passes(lambda: stream(cache, 0.1), split_batches, args.passes)
 
     def row(label, wall, cpu):
         print(f"  {label:<34} {wall:9.3f} {cpu:9.3f}")
@@ -97,6 +106,10 @@ def main() -> None:
     row("cached, per pass (median)", sorted(new_w)[len(new_w) // 2], sorted(new_c)[len(new_c) // 2])
     row(f"uncached, {args.passes} passes", sum(old_w), sum(old_c))
     row(f"cached, build + {args.passes} passes", build_wall + sum(new_w), build_cpu + sum(new_c))
+    print(f"cached, split 90/10 vs whole corpus, per batch: "
+          f"{(sum(split_w) / split_batches) / (sum(new_w) / n_batches):.2f}x wall, "
+          f"{(sum(split_c) / split_batches) / max(sum(new_c) / n_batches, 1e-9):.2f}x CPU "
+          f"({split_batches} of {n_batches} batches per pass: the held-out 10% of the files are not in it)")
     print(f"per pass: {sum(old_w) / sum(new_w):.0f}x wall, {sum(old_c) / max(sum(new_c), 1e-9):.0f}x CPU; "
           f"{args.passes} passes incl. the build: {sum(old_w) / (build_wall + sum(new_w)):.2f}x wall, "
           f"{sum(old_c) / (build_cpu + sum(new_c)):.2f}x CPU; identical batches: {old_hash == new_hash}")
