@@ -303,3 +303,39 @@ def test_per_row_uniforms_are_drawn_once_per_batch_and_match_per_step_draws(mode
     monkeypatch.undo()
     assert samples == run(model_and_tokenizer, n=4, max_new_tokens=12, batch_size=8, temperature=1.0)
     assert len(calls) == len(samples)  # one call per row, not one per row and step
+
+
+def test_every_end_token_of_the_generation_config_ends_a_sample_on_both_backends(tiny_model_path, tmp_path):
+    """A generation_config.json naming several eos ids (Llama 3, Qwen2.5 instruct): vLLM stops at
+    each (as stop token ids) and returns it as the last token; the vLLM sampler must cut it as
+    the HF sampler does, not decode it into the completion (e.g. a literal '<|endoftext|>')."""
+    import shutil
+
+    import torch
+
+    from leti.sampling.vllm import VLLMSampler, plan_requests, to_sample
+
+    path = shutil.copytree(tiny_model_path, tmp_path / "m")
+    model, tok = load_model_and_tokenizer(str(path), device="cpu")
+    prompt = tok(REQUESTS[0].prompt).input_ids
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id, eos_token_id=None)
+    raw = out[0, len(prompt):].tolist()
+    end = raw[1]  # a token the model writes: the checkpoint's second end token
+    assert end != tok.eos_token_id and raw[0] != end
+    config = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": [tok.eos_token_id, end]}))
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=8)
+    model, tok = load_model_and_tokenizer(str(path), device="cpu")
+    (hf,) = get_sampler(cfg, model, tok).sample(REQUESTS[:1])
+    assert hf.n_completion_tokens == 1 and hf.finish_reason == "stop"
+    assert hf.completion == tok.decode(raw[:1])
+    vllm = VLLMSampler(cfg, str(path))  # no engine starts before sample()
+    (planned,) = plan_requests(REQUESTS[:1], 1, set(), vllm._tokenize, 512, cfg)
+    # What vLLM's engine returns: the tokens up to and including the end token it stopped at.
+    assert to_sample(planned, raw[:2], vllm._decoder(planned.prompt_ids), vllm.eos_ids) == hf
+    # A tokenizer eos the generation config leaves out still ends a sample (vLLM stops there).
+    (path / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": end}))
+    model, tok = load_model_and_tokenizer(str(path), device="cpu")
+    assert get_sampler(cfg, model, tok).eos_ids == VLLMSampler(cfg, str(path)).eos_ids == {tok.eos_token_id, end}

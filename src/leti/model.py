@@ -305,6 +305,17 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return ids
 
 
+def end_token_ids(generation_config, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The token ids that end a sample: the generation config's eos_token_id (one id, or a list:
+    Llama 3 and Qwen2.5 instruct checkpoints name several) and the tokenizer's eos, which
+    training texts end in (training_text.append_eos). vLLM stops at the same set (its
+    tokenizer's eos, plus the generation config's as stop token ids), so both samplers cut there."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids = set(eos) if isinstance(eos, (list, tuple, set)) else {eos}
+    ids.add(tokenizer.eos_token_id)
+    return {i for i in ids if isinstance(i, int)}
+
+
 _DECODE_OPTIONS = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
 
 

@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from leti.errors import LetiError
-from leti.model import decode_completion, decode_prompt, encode_prompt, model_context
+from leti.model import decode_completion, decode_prompt, encode_prompt, end_token_ids, model_context
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -151,10 +151,7 @@ class HFSampler:
             raise LetiError(
                 "tokenizer has no pad_token; load it with leti.model.load_model_and_tokenizer"
             )
-        model_gen = getattr(model, "generation_config", None)
-        eos = getattr(model_gen, "eos_token_id", None)
-        eos = eos if eos is not None else tokenizer.eos_token_id
-        self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.eos_ids = end_token_ids(getattr(model, "generation_config", None), tokenizer)
         self.context = model_context(model.config)
 
     def sample(

@@ -40,6 +40,7 @@ from leti.model import (
     decode_completion,
     decode_prompt,
     encode_prompt,
+    end_token_ids,
     local_model_dir,
     model_context,
     remote_code_refusal,
@@ -215,6 +216,9 @@ class VLLMEngine:
                                                           trust_remote_code=trust_remote_code)
             self.tokenizer = tokenizer
             self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model, trust_remote_code)
+            # vLLM ends a sample at these too: the generation config's eos ids are stop token ids
+            # to it, returned as the sample's last token; to_sample must cut them as hf.py does.
+            self.eos_ids = end_token_ids(_generation_config(self.checkpoint.model, trust_remote_code), tokenizer)
         self.startup_s: float | None = None  # how long the engine took to start (None: not started)
         self._llm: Any = None
         self._lora: Any = None
@@ -292,8 +296,7 @@ class VLLMSampler:
         if self.engine.settings != config.vllm:
             raise LetiError("this vLLM engine was started with other sampling.vllm settings")
         self.tokenizer = self.engine.tokenizer
-        eos = self.tokenizer.eos_token_id
-        self.eos_ids: set[int] = {eos} if eos is not None else set()
+        self.eos_ids = self.engine.eos_ids
         self.startup_s: float | None = None  # engine start-up in the last `sample` call (0: it was running)
 
     @property
@@ -398,6 +401,20 @@ def _model_context(model: str, trust_remote_code: bool = False) -> int | None:
     from transformers import AutoConfig
 
     return model_context(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code))
+
+
+def _generation_config(model: str, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's generation config as vLLM reads it (try_get_generation_config):
+    generation_config.json, else the one derived from config.json, else None."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model)
+    except OSError:
+        try:
+            return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code))
+        except OSError:
+            return None
 
 
 def shutdown_engine(llm: Any) -> None:
