@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict
+from functools import partial
 
 import pytest
 
 from leti.errors import LetiError
-from leti.model import load_model_and_tokenizer
+from leti.model import decode_completion, encode_prompt, load_model_and_tokenizer
 from leti.sampling import (
     Sample,
     SampleRequest,
@@ -339,3 +340,64 @@ def test_every_end_token_of_the_generation_config_ends_a_sample_on_both_backends
     (path / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": end}))
     model, tok = load_model_and_tokenizer(str(path), device="cpu")
     assert get_sampler(cfg, model, tok).eos_ids == VLLMSampler(cfg, str(path)).eos_ids == {tok.eos_token_id, end}
+
+
+def _writes_forever(model, tok, tokens: list[int]) -> None:
+    """Make a Phi model write `tokens` again and again from any prompt: its blocks add nothing
+    (attention and MLP outputs zeroed), so a token's logits come from its own embedding row
+    alone, set to point at the next token of the cycle."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.dense.weight.zero_()
+            layer.self_attn.dense.bias.zero_()
+            layer.mlp.fc2.weight.zero_()
+            layer.mlp.fc2.bias.zero_()
+        emb, head = model.get_input_embeddings().weight, model.lm_head
+        emb.zero_()
+        emb[:, 0] = 1.0  # every other token (the prompt's last) leads to tokens[0]
+        head.weight.zero_()
+        head.bias.zero_()
+        for k, token in enumerate(tokens):
+            emb[token] = 0.0
+            emb[token, k + 1] = 1.0
+            head.weight[tokens[(k + 1) % len(tokens)], k + 1] = 10.0
+        head.weight[tokens[0], 0] = 10.0
+
+
+def test_stops_are_found_in_the_text_the_completion_is_cut_from(tmp_path):
+    """The stop check while generating decodes as the completion is decoded: with the
+    sentencepiece decoder, the first new token keeps its leading space, so a stop " +" ends
+    the sample at that token (it was seen one token late); a tokenizer saved with
+    clean_up_tokenization_spaces=True (transformers 4 honours it) does not turn " ." into "." there,
+    which ended samples at a stop ".." that their text does not hold."""
+    from leti.sampling.vllm import plan_requests, to_sample
+    from leti.testing import make_tiny_model
+
+    model, tok = load_model_and_tokenizer(make_tiny_model(tmp_path / "sp", arch="phi", tokenizer="sentencepiece"),
+                                          device="cpu")
+    (plus,) = tok("x = 1 +", add_special_tokens=False).input_ids[-1:]
+    assert tok.convert_ids_to_tokens(plus) == "▁+"
+    _writes_forever(model, tok, [plus])
+    for stop, n_tokens in [(" +", 1), (" + +", 2)]:
+        cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=6, stop=(stop,))
+        (sample,) = get_sampler(cfg, model, tok).sample([SampleRequest("a", "x = 1")])
+        assert (sample.completion, sample.n_completion_tokens, sample.finish_reason) == ("", n_tokens, "stop")
+        # The vLLM sampler's count for the same tokens.
+        (planned,) = plan_requests([SampleRequest("a", "x = 1")], 1, set(), lambda text: encode_prompt(tok, text), 512, cfg)
+        decode = partial(decode_completion, tok, planned.prompt_ids)
+        assert to_sample(planned, [plus] * 6, decode, {tok.eos_token_id}).n_completion_tokens == n_tokens
+
+    model, tok = load_model_and_tokenizer(make_tiny_model(tmp_path / "bl", arch="phi"), device="cpu")
+    space, dot = tok.convert_tokens_to_ids(["Ġ", "."])
+    _writes_forever(model, tok, [space, dot])
+    cleaning = copy.deepcopy(tok)
+    cleaning.clean_up_tokenization_spaces = True
+    # transformers 5 ignores the setting for BPE tokenizers unless told to apply it anyway
+    cleaning.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output = True
+    assert cleaning.decode([space, dot, space, dot]) == ".."
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=8, stop=("..",))
+    for t in (tok, cleaning):
+        (sample,) = get_sampler(cfg, model, t).sample([SampleRequest("a", "x = 1")])
+        assert (sample.completion, sample.n_completion_tokens, sample.finish_reason) == (" ." * 4, 8, "length")

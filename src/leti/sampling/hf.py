@@ -100,7 +100,12 @@ class _StopOnText(StoppingCriteria):
     """Marks a row done once its generated text contains one of its stop sequences (each row
     has its own list). Only a tail window of tokens is decoded each step: a stop sequence of c
     characters is at most 4c UTF-8 bytes, hence spans at most 4c byte-level tokens, so the
-    window always covers a fresh match."""
+    window always covers a fresh match. The window is decoded as decode_completion decodes the
+    completion (after the token before it, no clean-up of spaces), so that it is the very text
+    the sample is cut on: decoded alone, a sentencepiece window lost its first token's leading
+    space (a stop " +" right at the start was seen one token late or never), and a tokenizer
+    saved with clean_up_tokenization_spaces=True turned " ," into "," (a stop that the
+    completion does not hold ended it early)."""
 
     def __init__(self, tokenizer, stops: list[tuple[str, ...]], prompt_width: int, end_ids: set[int]):
         self.tokenizer = tokenizer
@@ -111,14 +116,15 @@ class _StopOnText(StoppingCriteria):
         self.stopped_at: dict[int, int] = {}  # row -> number of new tokens when it stopped
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_width :]
-        n_new = new.shape[1]
-        tails = new[:, max(0, n_new - self.window) :].tolist()
+        n_new = input_ids.shape[1] - self.prompt_width
+        # The window and one token before it: the prompt's last token (left padding puts it at
+        # prompt_width - 1 in every row) until the window slides past the first new token.
+        tails = input_ids[:, self.prompt_width + max(0, n_new - self.window) - 1 :].tolist()
         for row, tail in enumerate(tails):
             # Rows already stopped, rows without stops, or padded after eos, need no decoding.
             if row in self.stopped_at or not self.stops[row] or tail[-1] in self.end_ids:
                 continue
-            text = self.tokenizer.decode(tail, skip_special_tokens=False)
+            text = decode_completion(self.tokenizer, tail[:1], tail[1:])
             if any(s in text for s in self.stops[row]):
                 self.stopped_at[row] = n_new
         done = [row in self.stopped_at for row in range(len(tails))]
