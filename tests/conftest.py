@@ -14,8 +14,8 @@ from leti.testing import make_tiny_model
 
 @pytest.fixture(scope="session", autouse=True)
 def pretrain_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tokenized-corpus cache of every run in the session (and of the processes it starts), in
-    a temporary directory rather than the user's ~/.cache."""
+    """leti's cache root (the tokenized corpora of every run in the session, and of the processes it
+    starts) in a temporary directory rather than the user's ~/.cache."""
     path = tmp_path_factory.mktemp("pretrain_cache")
     os.environ["LETI_CACHE_DIR"] = str(path)
     return path

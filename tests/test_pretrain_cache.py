@@ -325,8 +325,11 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "leti" / "pretrain"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "leti" / "pretrain"
-    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "mine"))
-    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "mine"))  # leti's cache root, as for the demo's warm start
+    assert default_cache_dir() == tmp_path / "mine" / "pretrain"
+    from leti.demo.warmstart import WarmStartConfig, cached_path
+
+    assert cached_path(WarmStartConfig()).parent == tmp_path / "mine" / "warmstart"
 
 
 def test_an_unusable_cache_directory_is_one_error_line(tmp_path, tok):
@@ -351,7 +354,7 @@ def test_a_checkpoints_reloaded_tokenizer_keeps_its_entry(tmp_path, tiny_model_p
 
 
 def test_training_reads_the_cache_and_trains_the_same_weights(tiny_model_path, tmp_path, monkeypatch):
-    """trainer.pretrain_cache (on by default) fills $LETI_CACHE_DIR at the first pretraining step,
+    """trainer.pretrain_cache (on by default) fills $LETI_CACHE_DIR/pretrain in the first stage,
     and a training stage with it trains exactly the weights one without it trains."""
     from dataclasses import replace
 
@@ -359,8 +362,8 @@ def test_training_reads_the_cache_and_trains_the_same_weights(tiny_model_path, t
     from leti.training.config import TrainerConfig
     from leti.training.trainer import train
 
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LETI_CACHE_DIR", str(cache))
+    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "pretrain"
     model, tok_ = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
     texts = [f"<|good|>def f{i}(a):\n    return a + {i}\n" for i in range(8)]
     cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=1, epochs=2, max_length=32, learning_rate=1e-3,
@@ -386,6 +389,6 @@ def test_a_run_with_an_unwritable_cache_stops_at_start(tmp_path, tiny_model_path
     args = ["run", config, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={shared_add_task}"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"leti: error: pretraining corpus cache: cannot write to {tmp_path / 'file' / 'cache'}")
+    assert err.startswith(f"leti: error: pretraining corpus cache: cannot write to {tmp_path / 'file' / 'cache' / 'pretrain'}")
     assert "trainer.pretrain_cache: false" in err and "\n" not in err
     assert not (run / "iterations").exists()  # before the iteration-0 evaluation

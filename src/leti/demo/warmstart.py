@@ -5,7 +5,8 @@ a byte-level BPE tokenizer (HF `tokenizers`) and a GPT-2 (transformers) trained 
 LM objective on `leti.demo.corpus` (stdlib sources + generated documented functions). The
 result is saved with `save_pretrained` after adding LeTI's special tokens (leti.model), so
 `leti run` loads it like any other local model. It is cached under
-`$LETI_CACHE_DIR/warmstart/<config hash>` (default `~/.cache/leti`): a second demo skips it.
+`$LETI_CACHE_DIR/warmstart/<config hash>` (leti.cache; default `~/.cache/leti/warmstart`): a second
+demo skips it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tokenizers import ByteLevelBPETokenizer
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from leti.cache import cache_root
 from leti.demo.corpus import corpus_documents
 from leti.errors import LetiError
 from leti.model import add_special_tokens, save_model
@@ -62,10 +64,6 @@ class WarmStartConfig:
         """Cache key: a hash of every field (any change builds a new warm start)."""
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LETI_CACHE_DIR") or Path.home() / ".cache" / "leti")
 
 
 def cached_path(cfg: WarmStartConfig) -> Path:

@@ -40,11 +40,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from leti.cache import cache_root
 from leti.errors import LetiError
 
 FORMAT_VERSION = 2  # part of every key: a change of layout or of what is stored never reads old entries (2: offsets.bin)
 _DTYPES = {"uint16": np.dtype("<u2"), "int32": np.dtype("<i4")}
 _OFFSET = np.dtype("<i8")
+_CHUNK = 64  # documents tokenized per call: fast tokenizers encode a batch on all cores
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,12 @@ class TokenStream:
     @property
     def n_documents(self) -> int:
         return len(self.offsets) - 1
-_CHUNK = 64  # documents tokenized per call: fast tokenizers encode a batch on all cores
 
 
 def default_cache_dir() -> Path:
-    """$LETI_CACHE_DIR if set, else $XDG_CACHE_HOME/leti/pretrain, else ~/.cache/leti/pretrain."""
-    if os.environ.get("LETI_CACHE_DIR"):
-        return Path(os.environ["LETI_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # the XDG spec says to ignore a relative XDG_CACHE_HOME
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "leti" / "pretrain"
+    """cache_root()/pretrain: $LETI_CACHE_DIR/pretrain, else $XDG_CACHE_HOME/leti/pretrain, else
+    ~/.cache/leti/pretrain."""
+    return cache_root() / "pretrain"
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
