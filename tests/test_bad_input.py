@@ -74,7 +74,10 @@ def test_a_section_given_twice_in_the_yaml_is_refused_not_silently_reset(config,
                                       f"{len(config.read_text().splitlines()) - 1}); keep one and merge the two")
 
 
-def test_append_eos_without_an_eos_token_is_refused_at_run_start(config, tmp_path, tiny_model_path, capsys):
+def test_append_eos_without_an_eos_token_is_refused_at_run_start(config, tmp_path, tiny_model_path, add_task, capsys):
+    task_file = Path(add_task.removeprefix("jsonl:"))  # references, for sft to get as far as the tokenizer
+    rows = [{**json.loads(line), "reference": "pass\n"} for line in task_file.read_text().splitlines()]
+    task_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = tmp_path / "no-eos-model"
     shutil.copytree(tiny_model_path, model)
     tok_config = json.loads((model / "tokenizer_config.json").read_text())
