@@ -168,3 +168,19 @@ def test_config_refuses_what_cannot_be_measured():
     assert not TrainerConfig(pretrain_mix_ratio=0).measures_heldout
     assert TrainerConfig(pretrain_mix_ratio=0, pretrain_heldout_loss=True).measures_heldout
     assert not TrainerConfig(pretrain_heldout_loss=False).measures_heldout
+
+
+def test_qlora_trains_after_the_heldout_loss_is_measured(tiny_model_path):
+    """bitsandbytes' 4-bit layers switch, in eval mode on a CPU, to an inference-only weight layout
+    that training cannot use: the measurement before training must leave them trainable."""
+    pytest.importorskip("bitsandbytes")
+    from leti.training.config import LoraSettings, TrainerConfig
+    from leti.training.trainer import train
+
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+    cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=1, epochs=1, max_length=64, pretrain_corpus="stdlib",
+                        pretrain_max_files=20, lora=LoraSettings(enabled=True, load_in_4bit=True))
+    _, stats = train(model, tok, ["<|good|>def f(a):\n    return a\n"] * 4, cfg, progress=False,
+                     source=tiny_model_path, heldout_before=True)
+    assert stats.optimizer_steps == 4 and stats.pretrain_heldout_loss_before is not None
+    assert stats.pretrain_heldout_loss != stats.pretrain_heldout_loss_before  # the adapters trained

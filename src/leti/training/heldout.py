@@ -20,8 +20,7 @@ def heldout_loss(accelerator, model, blocks: torch.Tensor, batch_size: int, prog
     a scale of (length - 1) / length). The batches are spread over the ranks, and every rank runs
     the same number of forward passes (a rank short of one repeats a batch and counts nothing),
     since ZeRO-3 and FSDP gather weights collectively in each one."""
-    was_training = model.training
-    model.eval()
+    modes = _eval_mode(model)
     batches = list(torch.split(blocks, batch_size))
     per_rank = math.ceil(len(batches) / accelerator.num_processes)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (summed loss, tokens)
@@ -34,6 +33,18 @@ def heldout_loss(accelerator, model, blocks: torch.Tensor, batch_size: int, prog
             total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
         total = accelerator.reduce(total, reduction="sum")
-    if was_training:
-        model.train()
+    for m, training in modes.items():  # back as it was
+        m.training = training
     return float(total[0] / total[1])
+
+
+def _eval_mode(model) -> dict:
+    """Put every module in eval mode (no dropout) but bitsandbytes' 4-bit linear layers, and return
+    the modes as they were. Those layers on a CPU with AVX512-BF16 convert their weights, when
+    they run in eval mode, to an inference-only layout that QLoRA training after it cannot use
+    ("a view of a leaf Variable ... in-place operation"); they hold no dropout of their own."""
+    modes = {m: m.training for m in model.modules()}
+    for m in modes:
+        if not (type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")):
+            m.training = False
+    return modes
