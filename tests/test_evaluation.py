@@ -464,7 +464,8 @@ def test_generation_settings_are_recorded_and_a_larger_n_resumes(tiny_model_path
     assert main([*common, "--model", tiny_model_path, "--n", "2", "--max-new-tokens", "8"]) == 0
     want = {"model": str(Path(tiny_model_path).resolve()), "n": 2, "temperature": 1.0, "top_p": 1.0,
             "max_new_tokens": 8, "seed": 0, "prompt_prefix": "", "backend": "hf", "task": f"jsonl:{task_file}",
-            "split": "test", "prompts_sha1": prompts_digest(JsonlTask(task_file), JsonlTask(task_file).problems("test"))}
+            "split": "test", "prompts_sha1": prompts_digest(JsonlTask(task_file), JsonlTask(task_file).problems("test")),
+            "dtype": "float32"}
     assert json.loads((out / "generation.json").read_text()) == want
     assert json.loads((out / "results.json").read_text())["generation"] == want
     first = (out / "samples.jsonl").read_text().splitlines()
@@ -474,6 +475,14 @@ def test_generation_settings_are_recorded_and_a_larger_n_resumes(tiny_model_path
     assert main([*common, "--model", other, "--n", "2", "--max-new-tokens", "8"]) == 2
     assert f"drawn with model={json.dumps(want['model'])}, not {json.dumps(str(Path(other).resolve()))}" in capsys.readouterr().err
     assert (out / "samples.jsonl").read_text().splitlines() == first
+    # More samples drawn in another precision than the first ones (bf16 on a GPU): the device
+    # picks it, and it changes the draws.
+    (out / "generation.json").write_text(json.dumps({**want, "dtype": "bfloat16"}))
+    assert main([*common, "--model", tiny_model_path, "--n", "3", "--max-new-tokens", "8"]) == 2
+    assert ('drawn with dtype="bfloat16", not "float32" (generation.json); resume where the weights load in bfloat16 '
+            "(--device)") in capsys.readouterr().err
+    assert (out / "samples.jsonl").read_text().splitlines() == first
+    (out / "generation.json").write_text(json.dumps(want))
     # A larger n (and another batch size) draws only the missing samples, the same draws as a fresh run.
     assert main([*common, "--model", tiny_model_path, "--n", "3", "--max-new-tokens", "8", "--batch-size", "1"]) == 0
     grown = (out / "samples.jsonl").read_text().splitlines()

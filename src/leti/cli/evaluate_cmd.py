@@ -29,8 +29,8 @@ from leti.evaluation.generate import (
     GenerationRequest,
     check_resume,
     generate_samples,
-    generation_settings,
     prompts_digest,
+    recorded_settings,
 )
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
@@ -177,12 +177,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if several:
             print(f"leti: temperature {req.temperature:g} -> {out}")
         samples = generate_samples(task, problems, req, out / "samples.jsonl")
-        report = _score(args, task, split, problems, ks, samples, out, exec_config, generation_settings(req))
+        report = _score(args, task, split, problems, ks, samples, out, exec_config, recorded_settings(req, samples))
         by_temperature[f"{req.temperature:g}"] = report.metrics()
         stderr_by_temperature[f"{req.temperature:g}"] = report.pass_at_k_stderr
     if several:
         summary = summarize_temperatures(by_temperature, stderr_by_temperature)
-        generation = {**generation_settings(requests[0]), "temperature": [r.temperature for r in requests]}
+        generation = {**recorded_settings(requests[0], outs[0] / "samples.jsonl"),
+                      "temperature": [r.temperature for r in requests]}
         write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary, "generation": generation})
         print(format_temperatures(summary))
         print(f"wrote {args.out / 'results.json'}")

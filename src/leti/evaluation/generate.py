@@ -6,9 +6,11 @@ DIR/generation.json records what drew the samples (`generation_settings`: model,
 temperature, top_p, max_new_tokens, seed, prompt_prefix, backend, and the task, split and a digest
 of the prompts), written before the first sample. A rerun on the same DIR with another setting,
 split or prompts (another --task, an edited task file) is refused, so one file never mixes
-samples of two models, settings or tasks. Batch size, device and vLLM engine settings are not recorded:
-every sample has its own seed (leti.sampling.hf.derive_seed), so they change speed, not what is
-drawn. --n may grow: sample k is the same draw whatever n is, so a larger n only draws the
+samples of two models, settings or tasks. With the hf backend it also records the dtype the weights
+loaded in: --device picks it ('auto': bfloat16 on a GPU that has it, float32 on a CPU) and it
+changes the draws, so a resume on another kind of device is refused. Batch size and vLLM engine
+settings are not recorded: every sample has its own seed (leti.sampling.hf.derive_seed), so they
+change speed, not what is drawn. --n may grow: sample k is the same draw whatever n is, so a larger n only draws the
 missing indices; it may not shrink, as the extra samples already drawn would be scored too.
 """
 
@@ -63,7 +65,7 @@ _FLAGS = {"model": "--model", "n": "--n", "temperature": "--temperature", "top_p
           "backend": "--backend", "split": "--split"}
 
 # Recorded only by newer leti: a generation.json without them is not checked on them.
-_LATER_FIELDS = {"task", "split", "prompts_sha1"}
+_LATER_FIELDS = {"task", "split", "prompts_sha1", "dtype"}
 
 # What a special token of a code LM's tokenizer looks like (<|good|>, <|endoftext|>, ...).
 _SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]+\|>")
@@ -124,6 +126,7 @@ def check_generation_settings(out_path: Path, settings: dict, has_samples: bool)
             continue  # more samples per problem: the first `was` are the same draws
         if was != new:
             fix = (f"pass {flag} {was} (or more) to score these samples" if name == "n" and isinstance(was, int)
+                   else f"resume where the weights load in {was} (--device)" if name == "dtype"
                    else f"rerun with {flag} {json.dumps(was)} to resume")
             raise LetiError(
                 f"{out_path.parent}: its samples were drawn with {name}={json.dumps(was)}, not {json.dumps(new)} "
@@ -139,6 +142,16 @@ def check_resume(req: GenerationRequest, out_path: Path) -> None:
     except ImportError as e:
         raise LetiError(f"generation needs the sampler (leti.sampling): {e}; use --samples FILE meanwhile") from None
     check_generation_settings(out_path, generation_settings(req), has_samples=bool(done_keys(out_path)))
+
+
+def recorded_settings(req: GenerationRequest, out_path: Path) -> dict:
+    """What generation.json beside `out_path` records of the draws (with the dtype the weights
+    loaded in), or `req`'s settings where there is no readable record."""
+    try:
+        recorded = json.loads((out_path.parent / GENERATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return generation_settings(req)
+    return recorded if isinstance(recorded, dict) else generation_settings(req)
 
 
 def _write_settings(out_path: Path, settings: dict) -> None:
@@ -232,6 +245,9 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
     warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
     if warning:
         print(warning, file=sys.stderr)
+    if req.backend == "hf":  # the precision the draws are made in: the device decides it
+        settings["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+        check_generation_settings(out_path, settings, has_samples=bool(done))
     # Recorded once the model loaded (a typo in --model must not pin this folder to it), and
     # before the first sample.
     _write_settings(out_path, settings)
