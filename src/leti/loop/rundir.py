@@ -32,9 +32,12 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
 metrics.jsonl line: {"iteration", "gradient_steps_total", "train_samples", "train_pass_rate",
 "train_status_counts", "train_exception_counts", "train_loss_mean", "eval": {"pass@1": ...}
 or null when not evaluated this iteration, "eval_stderr": {"pass@1": ...} or null (eval.json's
-pass@k_stderr; absent in older runs), "wall_s" (this iteration's stages), "checkpoint"}.
-Iteration 0 has train_* = null and gradient_steps_total = 0. SFT runs have iterations 0 and 1;
-their iteration 1 has no samples files.
+pass@k_stderr; absent in older runs), "pretrain_heldout_loss" (the mean token loss on the
+pretraining corpus's held-out files, or null when not measured; absent in older runs), "wall_s"
+(this iteration's stages), "checkpoint"}. Iteration 0 has train_* = null and
+gradient_steps_total = 0; its pretrain_heldout_loss is added to its line when iteration 1's
+training stage has measured it. SFT runs have iterations 0 and 1; their iteration 1 has no
+samples files.
 
 Resume: every finished stage leaves its file, written atomically (temp + rename), so rerunning
 skips it; samples.jsonl is keyed by (problem_id, sample_idx) and a partial last line from a
