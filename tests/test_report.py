@@ -600,3 +600,17 @@ def test_the_example_text_is_captioned_by_what_it_holds_and_left_out_without_a_c
     (textual / "config.yaml").unlink()
     build_report(textual)
     assert "Example training text" not in (textual / "report.md").read_text()
+
+
+def test_a_metrics_file_cut_short_is_said_so(tmp_path):
+    """A partial last line of metrics.jsonl (a run killed while writing it) is left out, as the
+    runner leaves it out, and the report says so instead of showing fewer iterations silently."""
+    run = _hand_run(tmp_path / "run", [(0, {"pass@1": (0.25, 0.1)}), (4, {"pass@1": (0.5, 0.1)})])
+    build_report(run)
+    assert "partial line" not in (run / "report.md").read_text()
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text[: len(text) - 20])
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "metrics.jsonl ends in a partial line" in md and f"--run-dir {run}" in md
+    assert "| 0 | 0 |" in md and "| 1 | 4 |" not in md  # iteration 0 shown, the cut line left out

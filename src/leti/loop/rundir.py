@@ -120,6 +120,13 @@ class RunDir:
         self.finished_iterations()  # every record checked: a damaged line is an error naming it
         return read_jsonl(self.metrics_path)
 
+    def metrics_cut_short(self) -> bool:
+        """Whether metrics.jsonl ends in a partial line (a process killed while writing it), which
+        readers leave out and the next `leti run` on this directory writes again."""
+        if not self.metrics_path.exists():
+            return False
+        return _scan_jsonl(self.metrics_path)[1] < self.metrics_path.stat().st_size
+
     def finished_iterations(self) -> set[int]:
         done = set()
         for lineno, r in _scan_jsonl(self.metrics_path)[0]:

@@ -446,6 +446,10 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
     files = plot_file_names(histories)
     for h in histories:
         blocks.append(Heading(f"Run `{h.name}`"))
+        if h.metrics_cut_short:
+            blocks.append(Para("metrics.jsonl ends in a partial line (the run was stopped while writing it), left "
+                               f"out here; resuming the run (the command that started it, with `--run-dir {h.root}`) "
+                               "writes it again."))
         blocks.append(_iteration_table(h))
         blocks.append(Image(plot_failures(h, root / files[h.root]), f"failure types, {h.name}"))
         if h.example_failure:

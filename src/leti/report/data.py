@@ -55,6 +55,7 @@ class RunHistory:
     root: Path
     points: list[IterationPoint]
     example_failure: str | None = None  # training text of one failing sample
+    metrics_cut_short: bool = False  # metrics.jsonl ends in a partial line, left out
 
     @property
     def metric(self) -> str | None:
@@ -238,7 +239,8 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
             code_loss=row.get("pretrain_heldout_loss"),
         ))
     example = example_training_text(run, [p.iteration for p in points])
-    return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example)
+    return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example,
+                      metrics_cut_short=run.metrics_cut_short())
 
 
 def shared_metric(histories: list[RunHistory]) -> str | None:
