@@ -108,6 +108,13 @@ def test_repeated_trigger_names_its_occurrence(tmp_path):
     assert problem.id == "eae/test/e1" and problem.reference == 'runner=["he"])'
 
 
+def test_multi_token_trigger_occurrence_counts_its_whole_span(task):
+    # Trigger "'s" is tokens 2-3 ("'", "s"); the sentence also opens with a lone "'" token.
+    # Counting only the first token ("'") called this "'s" the 2nd occurrence; it is the 1st.
+    problem = task.get("geneva/val/135_23605_4099632_10329_0")
+    assert "# In the sentence, \"'s\" (its 1st occurrence) expresses a Presence event." in problem.prompt
+
+
 # ---- verifier through the real sandbox -------------------------------------------------------
 
 
@@ -126,7 +133,7 @@ def _run(executor, task, completion):
         (")", "- role 'assailant' is missing 1 argument"),
         ('assailant=["environmental terrorists"], victim=["a new industry"])',
          "- role 'victim': 'a new industry' is not an argument of this role"),
-        ('assailant=["environmental terrorists", "environmental terrorists"])',
+        ('assailant=["environmental terrorists", "environmental terrorists"], victim=["a new industry"])',
          "- role 'assailant': 'environmental terrorists' is listed more than once"),
         ('assailant="environmental terrorists")',
          "VerificationError: role 'assailant' must be a list of strings copied from the sentence, got str"),
@@ -158,6 +165,9 @@ def test_normalised_prediction_passes_and_threshold_option(executor, task):
     assert not _run(executor, task, completion).passed
     lenient = get_task("geneva:min_f1=0.5")
     assert _run(executor, lenient, completion).passed
+    # A span repeated (even spelled differently) is one argument, as in LeTI's and OneIE's
+    # set-based scorers: the reward and Arg-C agree that this is an exact match.
+    assert _run(executor, task, 'assailant=["environmental terrorists", "Environmental terrorists"])').passed
 
 
 def test_gold_references_pass_on_val(executor, task):
@@ -193,6 +203,27 @@ def test_arg_scores_on_hand_checked_example():
     assert (s["arg_i_precision"], s["arg_c_precision"]) == (50.0, 25.0)
     assert s["arg_i_recall"] == pytest.approx(200 / 3) and s["arg_c_recall"] == pytest.approx(100 / 3)
     assert s["arg_i_f1"] == pytest.approx(400 / 7) and s["arg_c_f1"] == pytest.approx(200 / 7)
+
+
+def test_repeated_span_is_one_prediction():
+    # Predictions are a set of (role, span), like gold (and OneIE / Code4Struct / LeTI's scorer):
+    # listing "Baghdad" twice is one correct argument, not one right and one wrong.
+    counts = ArgCounts()
+    counts.add({"destination": ["Baghdad", "baghdad"], "agent": ["the army"]},
+               {"destination": ["Baghdad"], "agent": ["The army"]})
+    s = counts.scores()
+    assert (counts.n_pred, counts.n_gold, counts.arg_i, counts.arg_c) == (2, 2, 2, 2)
+    assert s["arg_i_f1"] == s["arg_c_f1"] == 100.0
+
+
+def test_repeated_keyword_predicts_nothing(task):
+    # Python refuses `f(a=1, a=2)` at compile time (the sandbox reports a SyntaxError), so the
+    # metric must not credit its spans either: the gold arguments count as missed.
+    assert parse_prediction("event = Attack(", 'assailant=["a"], assailant=["b"])') is None
+    problem = task.get(ATTACK_ID)
+    completion = f'assailant=["{GOLD_SPAN}"], assailant=["{GOLD_SPAN}"])'
+    scores = task.extra_metrics([problem], [Sample(problem.id, 0, completion)], [])
+    assert scores["arg_c_recall"] == scores["arg_c_precision"] == 0.0
 
 
 def test_extra_metrics_parses_completions_without_running_them(task, tmp_path):

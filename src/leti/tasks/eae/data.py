@@ -36,6 +36,7 @@ class EventMention:
     tokens: tuple[str, ...]
     trigger: str
     trigger_start: int  # token index, or -1 when the data gives no offsets
+    trigger_end: int  # token index after the trigger, or -1 when the data gives none
     arguments: tuple[Argument, ...]
     where: str  # "FILE:LINE", for error messages about this mention
 
@@ -61,6 +62,7 @@ def _mention(em: Any, line: dict, k: int, where: str) -> EventMention:
         raise _fail(where, f"{ctx} needs a 'trigger' object with 'text' (and token 'start')")
     trigger_text = _str(trigger, "text", where, ctx + ".trigger")
     start = trigger.get("start", -1)
+    end = trigger.get("end", -1)
     args = em.get("arguments", [])
     if not isinstance(args, list):
         raise _fail(where, f"{ctx}.arguments must be a list of {{'role': ..., 'text': ...}} objects")
@@ -80,6 +82,7 @@ def _mention(em: Any, line: dict, k: int, where: str) -> EventMention:
         tokens=tokens,
         trigger=trigger_text,
         trigger_start=start if isinstance(start, int) else -1,
+        trigger_end=end if isinstance(end, int) else -1,
         arguments=tuple(arguments),
         where=where,
     )

@@ -56,10 +56,12 @@ def _ordinal(n: int) -> str:
 def trigger_phrase(mention: EventMention) -> str:
     """`"attacked"`, plus which occurrence when the trigger words appear more than once."""
     quoted = py_str(mention.trigger)
-    toks, start = mention.tokens, mention.trigger_start
-    width = max(1, len(mention.trigger.split()))
-    if not toks or start < 0:
+    toks, start, end = mention.tokens, mention.trigger_start, mention.trigger_end
+    if not toks or not 0 <= start < len(toks):
         return quoted
+    # The data's token span, not the trigger text's word count: GENEVA splits "'s" into the
+    # tokens "'" "s", and matching only "'" would count every lone quote as an occurrence.
+    width = end - start if start < end <= len(toks) else max(1, len(mention.trigger.split()))
     target = list(toks[start : start + width])
     hits = [i for i in range(len(toks) - width + 1) if list(toks[i : i + width]) == target]
     if len(hits) > 1 and start in hits:
