@@ -54,15 +54,16 @@ def occurs_in(span: str, sentence: str) -> bool:
 def match_counts(pred: dict, gold: dict) -> tuple:
     """(n_pred, n_gold, arg_i_matches, arg_c_matches) for one event mention.
 
-    `pred` and `gold` map role -> list of spans. Spans are compared normalised, as multisets:
-    a span listed twice counts twice on its side. Arg-C matches = (role, span) pairs on both
-    sides; Arg-I matches = spans on both sides regardless of role (one-to-one, so a span given
-    under two roles matches at most as often as gold has it)."""
-    p_c = Counter((role, normalise(s)) for role, spans in pred.items() for s in spans)
-    g_c = Counter((role, normalise(s)) for role, spans in gold.items() for s in spans)
-    p_i = Counter(s for _, s in p_c.elements())
-    g_i = Counter(s for _, s in g_c.elements())
-    return (sum(p_c.values()), sum(g_c.values()), sum((p_i & g_i).values()), sum((p_c & g_c).values()))
+    `pred` and `gold` map role -> list of spans. Each side is a set of (role, normalised span)
+    pairs, as in OneIE's, Code4Struct's and LeTI's scorers: a span listed twice under one role
+    is one argument (the text cannot say which occurrence it means). Arg-C matches = pairs on
+    both sides; Arg-I matches = spans on both sides regardless of role (one-to-one, so a span
+    given under two roles matches at most as often as gold has it)."""
+    p_c = {(role, normalise(s)) for role, spans in pred.items() for s in spans}
+    g_c = {(role, normalise(s)) for role, spans in gold.items() for s in spans}
+    p_i = Counter(s for _, s in p_c)
+    g_i = Counter(s for _, s in g_c)
+    return (len(p_c), len(g_c), sum((p_i & g_i).values()), len(p_c & g_c))
 
 
 def f1_score(n_pred: int, n_gold: int, matches: int) -> float:
@@ -82,7 +83,7 @@ def describe_errors(pred: dict, gold: dict, sentence: str, roles: list) -> list:
     lines = []
     for role in roles:
         spans = pred.get(role, [])
-        gold_norm = Counter(normalise(s) for s in gold.get(role, []))
+        gold_norm = {normalise(s) for s in gold.get(role, [])}
         seen = Counter()
         for span in spans:
             key = normalise(span)
@@ -95,7 +96,7 @@ def describe_errors(pred: dict, gold: dict, sentence: str, roles: list) -> list:
                 lines.append(f"role {role!r}: {span!r} does not occur in the sentence; copy spans from it exactly")
             elif key not in gold_norm:
                 lines.append(f"role {role!r}: {span!r} is not an argument of this role")
-        missing = sum((gold_norm - Counter(normalise(s) for s in spans)).values())
+        missing = len(gold_norm - {normalise(s) for s in spans})
         if missing:
             lines.append(f"role {role!r} is missing {_plural(missing, 'argument')}")
     return lines
@@ -105,7 +106,7 @@ def check_event(event: object, cls: type, gold: dict, sentence: str, min_f1: flo
     """'' when `event` is an acceptable instance of `cls`, else the feedback message.
 
     Acceptable = every role holds a list of strings and the Arg-C F1 against `gold` is at least
-    `min_f1` (1.0: the argument multiset matches exactly)."""
+    `min_f1` (1.0: the argument set matches exactly)."""
     name = cls.__name__
     if not isinstance(event, cls):
         return f"`event` must be an instance of {name}, got {type(event).__name__}: write event = {name}(role=[...], ...)"

@@ -4,7 +4,8 @@ Definitions (the usual EAE ones, e.g. OneIE / Code4Struct, with text spans inste
 because the model writes strings; spans are normalised by `check.normalise`):
 
   * every sample is one prediction for its event mention (the trigger and type are given);
-  * a predicted argument is a (role, span) pair; gold arguments likewise;
+  * a predicted argument is a (role, span) pair; gold arguments likewise; each side is a set
+    (a span repeated under one role is one argument, as in OneIE / Code4Struct / LeTI);
   * Arg-I: a predicted argument is correctly *identified* if its span is a gold argument span
     of the same event mention (any role), matched one-to-one;
   * Arg-C: it is correctly *classified* if its span and its role both match a gold argument;
