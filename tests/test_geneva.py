@@ -226,6 +226,15 @@ def test_repeated_keyword_predicts_nothing(task):
     assert scores["arg_c_recall"] == scores["arg_c_precision"] == 0.0
 
 
+def test_too_deeply_nested_completion_predicts_nothing(task):
+    # 3000 unary minuses exhaust the parser's recursion (RecursionError, not SyntaxError); that
+    # escaped from extra_metrics and ended the whole evaluation. It is unparseable: no prediction.
+    problem = task.get(ATTACK_ID)
+    completion = "assailant=[" + "-" * 3000 + "1])"
+    scores = task.extra_metrics([problem], [Sample(problem.id, 0, completion)], [])
+    assert scores["arg_c_recall"] == 0.0 and scores["arg_i_recall"] == 0.0
+
+
 def test_extra_metrics_parses_completions_without_running_them(task, tmp_path):
     problem = task.get(ATTACK_ID)
     marker = tmp_path / "ran"

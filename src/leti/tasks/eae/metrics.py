@@ -14,10 +14,11 @@ because the model writes strings; spans are normalised by `check.normalise`):
     Reported in percent, as EAE papers do.
 
 The prediction is read from the completion with `ast` in the host process: model output is
-parsed, never executed, outside the sandbox. A completion that does not parse predicts no
-arguments (its gold arguments count as missed). Keyword values that are lists or tuples of
-string constants are read; a bare string counts as one span; other values (names, calls) and
-non-string elements are ignored. Unknown roles count as predictions (always wrong).
+parsed, never executed, outside the sandbox. A completion that does not parse (or parses but
+does not compile, or nests too deeply for the parser) predicts no arguments: its gold arguments
+count as missed. Keyword values that are lists or tuples of string constants are read; a bare
+string counts as one span; other values (names, calls) and non-string elements are ignored.
+Unknown roles count as predictions (always wrong).
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def parse_prediction(call_prefix: str, completion: str) -> dict[str, list[str]] 
     or None when it is not a call statement. Only parses; nothing is evaluated."""
     try:
         tree = ast.parse(call_prefix + completion)
-    except (SyntaxError, ValueError):
+        # Compiling (never running) rejects what the parser lets through but Python refuses,
+        # e.g. a repeated keyword `a=[...], a=[...]`: the sandbox reports a SyntaxError there.
+        compile(tree, "<completion>", "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if not tree.body or not isinstance(tree.body[0], ast.Assign):
         return None
