@@ -184,3 +184,25 @@ def test_qlora_trains_after_the_heldout_loss_is_measured(tiny_model_path):
                      source=tiny_model_path, heldout_before=True)
     assert stats.optimizer_steps == 4 and stats.pretrain_heldout_loss_before is not None
     assert stats.pretrain_heldout_loss != stats.pretrain_heldout_loss_before  # the adapters trained
+
+
+def test_without_a_cache_a_stage_tokenizes_the_split_corpus_once(tiny_model_path, monkeypatch):
+    """Every epoch's pass and the held-out blocks read one in-memory tokenization (it was redone
+    for each: once per epoch, and again for the held-out loss)."""
+    from leti.training import corpus_cache
+    from leti.training.config import TrainerConfig
+    from leti.training.trainer import train
+
+    calls = []
+    real = corpus_cache.tokenize_in_memory
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(corpus_cache, "tokenize_in_memory", counted)
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+    cfg = TrainerConfig(batch_size=2, gradient_accumulation_steps=1, epochs=3, max_length=64, pretrain_corpus="stdlib",
+                        pretrain_max_files=20, pretrain_cache=False)
+    _, stats = train(model, tok, ["<|good|>def f(a):\n    return a\n"] * 4, cfg, progress=False, heldout_before=True)
+    assert len(calls) == 1 and stats.pretrain_batches == 6 and stats.pretrain_heldout_loss is not None

@@ -194,7 +194,8 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
                      stats: PackingStats, hf_data_dir: str | None = None,
                      text_field: str = "content", separator: bool = True, *,
                      cache_dir: str | Path | None = None, progress: bool = False,
-                     heldout_fraction: float = 0.0, split_seed: int = 42) -> Iterator[dict[str, torch.Tensor]]:
+                     heldout_fraction: float = 0.0, split_seed: int = 42,
+                     tokens: corpus_cache.TokenStream | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Endless stream of packed batches (the corpus restarts when exhausted). With `cache_dir`,
     the corpus is tokenized once into an on-disk cache there (leti.training.corpus_cache) and
     every pass reads it back: the same batches, without re-reading or re-tokenizing the corpus.
@@ -202,9 +203,9 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
 
     With `heldout_fraction` > 0 the stream holds only the training documents of
     split_documents(heldout_fraction, split_seed), in the split's order; heldout_blocks has the
-    others."""
-    if cache_dir is not None or heldout_fraction > 0:
-        stream = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
+    others. `tokens`: the corpus as open_corpus gave it already (not opened again)."""
+    if tokens is not None or cache_dir is not None or heldout_fraction > 0:
+        stream = tokens or open_corpus(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
         if heldout_fraction > 0:
             documents, what = split_documents(stream.n_documents, heldout_fraction, split_seed)[0], "'s training files"
         else:
@@ -235,10 +236,11 @@ def _too_small(corpus: str, block_size: int, batch_size: int, what: str = "") ->
     return LetiError(f"trainer.pretrain_corpus '{corpus}'{what} is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
 
 
-def _token_stream(tokenizer, corpus: str, max_files: int, hf_data_dir: str | None, text_field: str,
-                  separator: bool, cache_dir: str | Path | None, progress: bool) -> corpus_cache.TokenStream:
+def open_corpus(tokenizer, corpus: str, max_files: int, hf_data_dir: str | None, text_field: str,
+                separator: bool, cache_dir: str | Path | None, progress: bool) -> corpus_cache.TokenStream:
     """The corpus's token stream: from the cache in `cache_dir` (built on first use), or, without
-    one, tokenized into memory now."""
+    one, tokenized into memory now. A training stage opens it once for its passes and its
+    held-out blocks (pretrain_batches' and heldout_blocks' `tokens`)."""
     eos = _separator_id(tokenizer, separator)
     local = local_corpus_files(corpus, max_files)
     if local is not None:
@@ -318,10 +320,11 @@ def _batched(blocks: Iterator[np.ndarray], batch_size: int, stats: PackingStats)
 def heldout_blocks(tokenizer, corpus: str, block_size: int, max_files: int, hf_data_dir: str | None = None,
                    text_field: str = "content", separator: bool = True, *, heldout_fraction: float, split_seed: int,
                    cache_dir: str | Path | None = None, progress: bool = False,
-                   max_blocks: int | None = None) -> torch.Tensor:
+                   max_blocks: int | None = None, tokens: corpus_cache.TokenStream | None = None) -> torch.Tensor:
     """The held-out documents of split_documents(heldout_fraction, split_seed), packed as the
-    training documents are: a (blocks, block_size) tensor of at most `max_blocks` blocks (None: all)."""
-    stream = _token_stream(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
+    training documents are: a (blocks, block_size) tensor of at most `max_blocks` blocks (None: all).
+    `tokens`: the corpus as open_corpus gave it already (not opened again)."""
+    stream = tokens or open_corpus(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
     _, heldout = split_documents(stream.n_documents, heldout_fraction, split_seed)
     blocks = list(islice(document_blocks(stream, heldout, block_size), max_blocks))
     if not blocks:

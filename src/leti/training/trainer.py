@@ -40,6 +40,7 @@ from leti.training.data import (
     PackingStats,
     PadCollator,
     heldout_blocks,
+    open_corpus,
     pretrain_batches,
     tokenize_texts,
 )
@@ -462,6 +463,12 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
                   hf_data_dir=cfg.pretrain_hf_data_dir, text_field=cfg.pretrain_text_field,
                   separator=cfg.pretrain_eos_separator, cache_dir=cache, progress=main_progress,
                   heldout_fraction=cfg.pretrain_heldout_fraction, split_seed=cfg.pretrain_split_seed)
+    # Opened (tokenized or read from the cache) once for the stage's passes and held-out blocks;
+    # without a cache or a split, each pass reads the corpus lazily, only as far as it goes.
+    lazy = cache is None and cfg.pretrain_heldout_fraction == 0
+    if cfg.reads_corpus and not lazy:
+        corpus["tokens"] = open_corpus(tokenizer, cfg.pretrain_corpus, cfg.pretrain_max_files, cfg.pretrain_hf_data_dir,
+                                       cfg.pretrain_text_field, cfg.pretrain_eos_separator, cache, main_progress)
     stream = None
     if cfg.pretrain_mix_ratio > 0:
 
