@@ -163,3 +163,91 @@ def test_arms_run_on_other_hardware_still_pair_but_other_settings_do_not(tmp_pat
     assert arm("mbpp-binary-only.yaml", "trainer.learning_rate=5e-6")[1] != textual[1]
     assert arm("mbpp-binary-only.yaml", "trainer.batch_size=32")[1] != textual[1]
     assert arm("mbpp-postprocess-hints.yaml") is None and arm("mbpp-passing-only.yaml") is None
+
+
+# --- presets by name (a pip-installed leti has no configs/ folder) -----------------------------
+
+
+def test_configs_in_a_checkout_are_the_shipped_presets():
+    """configs/ links to the package's presets: one set of files, the documented paths work."""
+    from leti.presets import PRESET_DIR, list_presets
+
+    assert CONFIGS.resolve() == PRESET_DIR.resolve()
+    shipped = {p.name for p in list_presets()}
+    on_disk = {p.relative_to(CONFIGS).with_suffix("").as_posix() for p in CONFIGS.rglob("*.yaml")}
+    assert shipped == on_disk and "mbpp-codegen-350m" in shipped and "accelerate/ddp" in shipped
+
+
+def test_a_preset_name_loads_that_preset_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    by_name = load_config("mbpp-codegen-2b", ["sampling.n=8"])
+    assert config_to_dict(by_name) == config_to_dict(load_config(CONFIGS / "mbpp-codegen-2b.yaml", ["sampling.n=8"]))
+    assert config_to_dict(load_config("mbpp-codegen-2b.yaml")) == config_to_dict(load_config(CONFIGS / "mbpp-codegen-2b.yaml"))
+    (tmp_path / "mbpp-codegen-2b.yaml").write_text("iterations: 3\n")
+    assert load_config("mbpp-codegen-2b.yaml").iterations == 3  # the user's own file, not the preset
+    assert load_config("mbpp-codegen-2b").model == by_name.model  # no file called that: the preset
+
+
+def test_unknown_names_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    from leti.cli import main
+    from leti.errors import LetiError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LetiError, match=r"^mbpp-codegen-9b: config file not found, and no preset has that name; .*mbpp-codegen-350m"):
+        load_config("mbpp-codegen-9b")
+    with pytest.raises(LetiError, match="config file not found"):  # a path is the reader's to name
+        load_config("sub/mbpp-codegen-350m.yaml")
+    with pytest.raises(LetiError, match="config file not found, and no preset"):
+        load_config("ddp")  # the accelerate configs are not run configs
+    assert main(["run", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leti: error: nope: config file not found") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+    assert main(["presets", "nope"]) == 2
+    assert "no preset of that name" in capsys.readouterr().err
+
+
+def test_presets_command_lists_prints_and_locates(capsys):
+    from leti.cli import main
+    from leti.presets import list_presets
+
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for preset in list_presets():
+        assert any(line.startswith(preset.name + " ") for line in lines), preset.name
+    assert any(line.startswith("mbpp-binary-only ") and "Ablation: binary feedback only." in line for line in lines)
+    assert all(len(line) <= 100 for line in lines)
+    assert main(["presets", "tiny-cpu"]) == 0
+    assert capsys.readouterr().out == (CONFIGS / "tiny-cpu.yaml").read_text()
+    assert main(["presets", "accelerate/ddp", "--path"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.is_absolute() and path.read_text() == (CONFIGS / "accelerate" / "ddp.yaml").read_text()
+
+
+def test_the_wheel_ships_the_presets(tmp_path):
+    """What `pip install leti` installs holds every preset (package data), so `leti run NAME`
+    works without a checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from importlib.metadata import PackageNotFoundError, version
+
+    from leti.presets import list_presets
+
+    try:  # built without isolation (no download): needs the setuptools pyproject.toml asks for
+        if int(version("setuptools").split(".")[0]) < 77:
+            pytest.skip("setuptools < 77 here; pyproject.toml needs >= 77 to build")
+    except PackageNotFoundError:
+        pytest.skip("no setuptools here to build a wheel with")
+    source = tmp_path / "source"  # a copy: setuptools leaves build/ and egg-info in the tree it builds
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+        shutil.copy(ROOT / name, source / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("leti-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for preset in list_presets():
+        assert f"leti/configs/{preset.name}.yaml" in names, preset.name

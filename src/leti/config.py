@@ -190,8 +190,13 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Read YAML (None = all defaults), apply `a.b=value` overrides (values parsed as YAML), and
-    validate everything. Raises LetiError with a one-line message on any bad field."""
+    """Read YAML (None = all defaults; a bare name that is no file: the shipped preset, leti.presets),
+    apply `a.b=value` overrides (values parsed as YAML), and validate everything. Raises LetiError
+    with a one-line message on any bad field."""
+    if path is not None:
+        from leti.presets import resolve_config
+
+        path = resolve_config(path)  # a file, or a shipped preset's name: `leti run mbpp-codegen-350m`
     where = str(path) if path is not None else "defaults"
     raw: dict = {}
     if path is not None:

@@ -16,7 +16,7 @@ from leti import __version__
 from leti.errors import LetiError
 
 # Module names under leti.cli; each defines register(subparsers) and sets a `func` default.
-_COMMANDS = ["exec_cmd", "tasks_cmd", "evaluate_cmd", "run_cmd", "sft_cmd", "report_cmd", "demo_cmd", "config_cmd"]
+_COMMANDS = ["exec_cmd", "tasks_cmd", "evaluate_cmd", "run_cmd", "sft_cmd", "report_cmd", "demo_cmd", "config_cmd", "presets_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_run_arguments(p: argparse.ArgumentParser, suffix: str = "") -> None:
     """`suffix`: what default_run_dir appends for this command (the help states the real default)."""
-    p.add_argument("config", help="YAML run config (see configs/); every field has a paper default")
+    p.add_argument("config", help="YAML run config, or a preset's name (leti presets lists them); every field has a paper default")
     p.add_argument("--run-dir", default=None,
                    help=f"run directory (default: runs/<config name>{suffix}); rerun on the same one to resume")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
