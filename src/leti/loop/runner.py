@@ -468,7 +468,11 @@ class _Context:
     def _train(self, k: int) -> float:
         rd, cfg = self.rd, self.cfg
         if rd.train_stats(k).exists():
-            return read_json(rd.train_stats(k), _TRAIN_KEYS)["wall_s"]
+            wall = read_json(rd.train_stats(k), _TRAIN_KEYS)["wall_s"]
+            # A kill after train_stats.json but before (or during) the pruning below left the
+            # older checkpoints (and their AdamW state) behind: pruning is idempotent, finish it.
+            self._prune_checkpoints(k)
+            return wall
         if rd.checkpoint_stats(k).exists():
             # Killed after the checkpoint landed but before train_stats.json: the training is done.
             stats_dict = read_json(rd.checkpoint_stats(k), _TRAIN_KEYS)
