@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 
 import pytest
@@ -197,3 +198,99 @@ def test_a_one_second_limit_is_said_in_the_singular():
     with Executor(ExecutionConfig(timeout_s=1.0, workers=1)) as ex:
         r = ex.run([Program("while True:\n    pass\n", "")])[0]
     assert format_feedback(r) == "Timeout: the program did not finish within 1 second."
+
+
+# --- the interpreter's own output as the expectation ------------------------------------------
+
+
+def _interpreter_output(tmp_path, source: str) -> str:
+    """What `python main.py` prints for `source` (a trusted snippet), with the file named as the
+    feedback names it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "main.py"
+    path.write_text(source)
+    err = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60).stderr
+    return err.replace(f'File "{path}"', 'File "main.py"').rstrip("\n")
+
+
+RECURSION = "def f(n):\n    return f(n - 1) if n else {end}\ndef g():\n    return 1 / 0\nf({depth})\n"
+
+
+@pytest.mark.parametrize("end", ["g()", "1 / 0"])  # recursion followed by another frame, or ending the traceback
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 50])
+def test_repeated_frames_are_collapsed_as_the_interpreter_collapses_them(run, tmp_path, end, depth):
+    """CPython shows a frame repeated in a row 3 times, then "[Previous line repeated N more
+    time(s)]" (singular for 1); the paper style is that traceback without the position carets."""
+    source = RECURSION.format(end=end, depth=depth)
+    expected = "\n".join(line for line in _interpreter_output(tmp_path, source).split("\n")
+                         if line.strip(" ^~"))  # drop the ^^^/~~~ position lines
+    assert format_feedback(run(source)) == expected
+
+
+@pytest.mark.parametrize("source", [
+    "  x = 1\n",  # unexpected indent: the offset points into the indentation, CPython draws no caret
+    "    def f():\n        pass\n",
+    "   \n  x = )\n",
+    "def f():\n    x = 1\n  y = 2\n",
+    "f(a for a in b, c)\n",
+    "print 'hello'\n",
+    "x = {'a': 1, 'b'}\n",
+    "del f()\n",
+    "a = 1 +* 2\n",
+    "x = (\n  1 +\n)\n",
+])
+def test_syntax_errors_read_as_the_interpreter_prints_them(run, tmp_path, source):
+    r = run(source)
+    assert r.status is Status.INVALID
+    assert format_feedback(r) == _interpreter_output(tmp_path, source)
+
+
+def test_sentences_name_the_limit_and_the_exit(run):
+    r = run("x = [0] * (10 ** 10)\n")
+    assert r.status is Status.MEMORY and r.memory_mb
+    assert format_feedback(r) == f"MemoryError: the program exceeded the memory limit ({r.memory_mb} MiB)."
+    # sys.exit with a message, and a SystemExit subclass named as the interpreter names it
+    assert format_feedback(run("import sys\nsys.exit('bye')\n")) == (
+        "Exit: the program exited before the tests finished (SystemExit: bye).")
+    assert format_feedback(run("class A:\n    class Q(SystemExit):\n        pass\nraise A.Q('bye')\n")) == (
+        "Exit: the program exited before the tests finished (A.Q: bye).")
+
+
+def test_a_frame_without_source_text_gets_no_source_line():
+    """As in CPython's traceback when a line cannot be read: the File line only, no blank line."""
+    r = ExecutionResult(id=1, status=Status.FAILED, exception_type="ZeroDivisionError", message="division by zero",
+                        frames=(Frame(5, "<module>", "f()"), Frame(2, "f", "")))
+    assert format_feedback(r) == ('Traceback (most recent call last):\n  File "main.py", line 5, in <module>\n'
+                                  '    f()\n  File "main.py", line 2, in f\nZeroDivisionError: division by zero')
+
+
+# --- cut_middle: exact guarantees -------------------------------------------------------------
+
+_MARKER = re.compile(r"\n\.\.\. \[(\d+) bytes cut\] \.\.\.\n")
+
+
+def test_cut_middle_keeps_text_of_exactly_the_limit():
+    assert cut_middle("a" * 300, 300) == "a" * 300
+    assert cut_middle("é" * 150, 300) == "é" * 150  # 300 bytes
+    assert cut_middle("a" * 301, 300) != "a" * 301
+
+
+@pytest.mark.parametrize("char", ["a", "é", "€", "😀"])
+def test_cut_middle_limit_and_cut_count_hold_at_every_size(char):
+    """The result never exceeds the limit, including where the count in the marker gains a digit,
+    and the count it states is exactly the bytes removed; more of the end is kept than of the start."""
+    for limit in (64, 100, 101, 256, 1000):
+        for n in [*range(limit - 4, limit + 40), *range(995, 1010), *range(9995, 10010)]:
+            text = "<" + char * n + ">"
+            data = text.encode()
+            out = cut_middle(text, limit)
+            assert len(out.encode()) <= limit, (limit, n)
+            if len(data) <= limit:
+                assert out == text
+                continue
+            head, cut, tail = _MARKER.split(out)
+            assert len(head.encode()) + int(cut) + len(tail.encode()) == len(data), (limit, n)
+            assert text.startswith(head) and text.endswith(tail) and tail.endswith(">")
+            assert len(tail.encode()) > len(head.encode()), (limit, n)

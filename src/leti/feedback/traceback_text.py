@@ -75,8 +75,8 @@ def _traceback(r: ExecutionResult, rich: bool) -> str:
             raw = r.error_text.rstrip("\n")
             stripped = raw.lstrip()
             lines.append("    " + stripped)
-            if r.error_offset:
-                start = max(r.error_offset - 1 - (len(raw) - len(stripped)), 0)
+            start = (r.error_offset or 0) - 1 - (len(raw) - len(stripped))
+            if r.error_offset and start >= 0:  # an offset inside the indentation (unexpected indent): no caret, as CPython
                 end = r.error_end_offset or r.error_offset + 1
                 width = max(1, min(end - r.error_offset, len(stripped) - start)) if end > r.error_offset else 1
                 lines.append("    " + " " * start + "^" * width)
@@ -95,14 +95,19 @@ def _frame_lines(frames: tuple[Frame, ...]) -> list[str]:
                 continue
         else:
             if repeats >= _REPEAT_KEEP:
-                out.append(f"  [Previous line repeated {repeats - _REPEAT_KEEP + 1} more times]")
+                out.append(_repeated(repeats - _REPEAT_KEEP + 1))
             prev, repeats = key, 0
         out.append(f'  File "main.py", line {f.lineno}, in {f.name}')
         if f.line:
             out.append(f"    {f.line}")
     if repeats >= _REPEAT_KEEP:
-        out.append(f"  [Previous line repeated {repeats - _REPEAT_KEEP + 1} more times]")
+        out.append(_repeated(repeats - _REPEAT_KEEP + 1))
     return out
+
+
+def _repeated(count: int) -> str:
+    # CPython's wording (traceback.py, and the interpreter's own printer): "1 more time"
+    return f"  [Previous line repeated {count} more time{'s' if count > 1 else ''}]"
 
 
 def cut_middle(text: str, max_bytes: int) -> str:
