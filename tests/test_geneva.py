@@ -1,5 +1,6 @@
-"""GENEVA / EAE-as-code: class generation, verifier feedback through the real sandbox, Arg-I /
-Arg-C scores, gold validation, and one-line errors for malformed input."""
+"""GENEVA / EAE-as-code: class generation, verifier feedback through the real sandbox and the
+host's judge, Arg-I / Arg-C scores, gold validation, and one-line errors for malformed input.
+Programs that try to fake a pass: tests/test_geneva_hostile.py."""
 
 from __future__ import annotations
 
@@ -119,8 +120,10 @@ def test_multi_token_trigger_occurrence_counts_its_whole_span(task):
 
 
 def _run(executor, task, completion):
+    """The sandbox's result judged on the host, as the loop and evaluation record it."""
     problem = task.get(ATTACK_ID)
-    return executor.run([task.build_program(problem, completion)])[0]
+    program = task.build_program(problem, completion)
+    return task.judge(problem, program, executor.run([program])[0], executor.config)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +175,9 @@ def test_normalised_prediction_passes_and_threshold_option(executor, task):
 
 def test_gold_references_pass_on_val(executor, task):
     problems = task.problems("val")
-    results = executor.run([task.reference_program(p) for p in problems])
+    programs = [task.reference_program(p) for p in problems]
+    results = [task.judge(p, prog, r, executor.config)
+               for p, prog, r in zip(problems, programs, executor.run(programs), strict=True)]
     failed = [(p.id, r.feedback) for p, r in zip(problems, results, strict=True) if not r.passed]
     assert failed == []
     samples = [Sample(p.id, 0, p.reference) for p in problems]

@@ -11,6 +11,7 @@ from leti.execution.records import Program
 
 if TYPE_CHECKING:  # only for annotations: evaluation imports tasks, not the other way round
     from leti.evaluation.samples import Sample
+    from leti.execution.config import ExecutionConfig
     from leti.execution.records import ExecutionResult
 
 
@@ -83,6 +84,16 @@ class Task(ABC):
     def build_program(self, problem: Problem, completion: str) -> Program:
         """What the executor runs for a completion: prompt + completion + "\\n" + tests (spec)."""
         return Program(program=problem.prompt + completion + "\n", tests=problem.tests, id=problem.id)
+
+    def judge(self, problem: Problem, program: Program, result: ExecutionResult,
+              config: ExecutionConfig | None = None) -> ExecutionResult:
+        """The verdict, on the host: `result` is what the sandbox reported for `program` (what
+        `build_program` made for `problem`), `config` the executor's (feedback style and limit).
+        Whoever runs a task's programs applies this exactly once to each result before recording
+        or scoring it (not to stored, already judged results). The default keeps the sandbox's
+        verdict; a task whose tests cannot be trusted to run next to model code (EAE:
+        leti/tasks/eae/judge.py) decides here from reported data."""
+        return result
 
     def reference_program(self, problem: Problem) -> Program:
         if problem.reference is None:

@@ -8,8 +8,10 @@ Citation: Parekh, Hsu, Huang, Chang, Peng. "GENEVA: Benchmarking Generalizabilit
 
 The task follows the spec's "EAE as code" section (Code4Struct prompts, LeTI verifier feedback):
 one problem per event mention; the ontology becomes Python classes (leti/tasks/eae/ontology.py);
-the model completes `event = Cls(`; the sandbox runs the verifier in leti/tasks/eae/check.py;
-Arg-I / Arg-C scores come from `extra_metrics` (leti/tasks/eae/metrics.py).
+the model completes `event = Cls(`; the sandbox only reports the event's arguments, and `judge`
+compares them with the gold on the host (leti/tasks/eae/judge.py: the gold never enters the
+sandbox, so no program can fake a pass); Arg-I / Arg-C scores come from `extra_metrics`
+(leti/tasks/eae/metrics.py), which parses completions on the host and runs nothing.
 
 Task specs (the part after ':' is comma-separated):
     geneva                      default: passed = exact argument match
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 from leti.errors import LetiError
 from leti.tasks.base import EvalDefaults, Problem, Task
 from leti.tasks.eae.data import EventMention, read_oneie
+from leti.tasks.eae.judge import judge_result
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
 from leti.tasks.eae.ontology import EventType, load_ontology, parse_ontology
 from leti.tasks.eae.problems import STOP_SEQUENCES, make_problem
@@ -34,7 +37,8 @@ from leti.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from leti.evaluation.samples import Sample
-    from leti.execution.records import ExecutionResult
+    from leti.execution.config import ExecutionConfig
+    from leti.execution.records import ExecutionResult, Program
 
 CITATION = """@inproceedings{parekh2023geneva,
   title={GENEVA: Benchmarking Generalizability for Event Argument Extraction with Hundreds of
@@ -96,6 +100,11 @@ class EaeTask(Task):
             for split, mentions in by_split.items()
             for m in mentions
         ]
+
+    def judge(self, problem: Problem, program: Program, result: ExecutionResult,
+              config: ExecutionConfig | None = None) -> ExecutionResult:
+        """Pass/fail and feedback from the reported arguments and the gold, on the host."""
+        return judge_result(problem, program, result, config)
 
     def extra_metrics(
         self,

@@ -1,4 +1,4 @@
-"""One event mention -> one `Problem`: prompt, hidden verifier code, gold reference.
+"""One event mention -> one `Problem`: prompt, sandbox code, gold reference.
 
 Prompt (what the model continues; one line of arguments and the closing parenthesis):
 
@@ -9,9 +9,12 @@ Prompt (what the model continues; one line of arguments and the closing parenthe
     event = Attack(
 
 Tests (run after prompt + completion in the sandbox, never shown to the model): the source of
-`leti/tasks/eae/check.py`, the gold arguments, and one check that raises `VerificationError`
-whose message is the feedback. The gold sits on its own line so that no traceback line of a
-failing check can show it.
+`leti/tasks/eae/check.py` and an extractor that ends the program by raising `LetiEventReport`
+with the event's arguments as JSON (or the message for an `event` of the wrong shape). They hold
+no gold: the program runs in the same process as the tests and could rewrite any verifier there
+(patched builtins, tracers, a forged result record), so the host decides the verdict from the
+reported data and the gold (`judge.judge_result`). The tests have as many lines as the earlier
+in-sandbox verifier, so tracebacks and syntax errors keep their line numbers.
 """
 
 from __future__ import annotations
@@ -104,15 +107,26 @@ def render_reference(gold: dict[str, list[str]]) -> str:
     return ", ".join(parts) + ")"
 
 
-def render_tests(mention: EventMention, event: EventType, gold: dict[str, list[str]], min_f1: float) -> str:
+# The extractor's last line, and the exception that carries its report to the host.
+REPORT_EXCEPTION = "LetiEventReport"
+REPORT_RAISE = f"raise {REPORT_EXCEPTION}(_leti_json.dumps(_leti_report))"
+
+
+def render_tests(event: EventType, min_f1: float) -> str:
+    """check.py, then five lines that report the event's arguments (the earlier verifier's
+    line count). `check_event` with no gold and threshold 0 only checks the value types, so type
+    errors keep the verifier's words; `min_f1` is named only so that programs judged at
+    different thresholds differ (result logs are keyed by the program's text)."""
+    cls = event.class_name
     return (
-        "\n# Verifier (not part of the prompt): its message is the feedback.\n"
+        f"\n# Verifier (not part of the prompt): reports `event`; the host judges it (min_f1 {min_f1!r}).\n"
         f"{verifier_source()}\n"
-        f"_LETI_SENTENCE = {py_str(mention.sentence)}\n"
-        f"_LETI_GOLD = {gold!r}\n"
-        f"_leti_message = check_event(event, {event.class_name}, _LETI_GOLD, _LETI_SENTENCE, {min_f1!r})\n"
-        "if _leti_message:\n"
-        "    raise VerificationError(_leti_message)\n"
+        "import json as _leti_json\n"
+        f"class {REPORT_EXCEPTION}(Exception): pass\n"
+        f"_leti_message = check_event(event, {cls}, {{}}, '', 0.0)\n"
+        "_leti_report = {'error': _leti_message} if _leti_message else "
+        f"{{'roles': {{r: list(getattr(event, r, [])) for r in {cls}.__annotations__}}}}\n"
+        f"{REPORT_RAISE}\n"
     )
 
 
@@ -127,7 +141,7 @@ def make_problem(mention: EventMention, ontology: dict[str, EventType], split: s
     return Problem(
         id=f"{prefix}/{split}/{mention.id}",
         prompt=render_prompt(mention, event),
-        tests=render_tests(mention, event, gold, min_f1),
+        tests=render_tests(event, min_f1),
         split=split,
         entry_point=event.class_name,
         reference=render_reference(gold),
@@ -138,5 +152,6 @@ def make_problem(mention: EventMention, ontology: dict[str, EventType], split: s
             "trigger": mention.trigger,
             "gold": gold,
             "roles": [r.py_name for r in event.roles],
+            "min_f1": min_f1,
         },
     )
