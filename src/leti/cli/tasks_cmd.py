@@ -131,7 +131,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with_ref = [p for p in problems if p.reference is not None]
     without = [p.id for p in problems if p.reference is None]
     with Executor(execution_config(args), progress=sys.stderr.isatty()) as ex:
-        results = ex.run([task.reference_program(p) for p in with_ref])
+        programs = [task.reference_program(p) for p in with_ref]
+        results = [task.judge(p, prog, r, ex.config) for p, prog, r in zip(with_ref, programs, ex.run(programs), strict=True)]
     failed = [(p, r) for p, r in zip(with_ref, results, strict=True) if not r.passed]
     if without:
         print(f"{len(without)} problems have no reference and were not run: {', '.join(without[:20])}")

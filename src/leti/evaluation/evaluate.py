@@ -134,7 +134,9 @@ def evaluate_samples(
     for start in range(0, len(pending), chunk_size):
         chunk = pending[start : start + chunk_size]
         programs = [_program(task, by_id, s) for s in chunk]
-        results = executor.run(programs)
+        # The task's verdict on the host (EAE judges reported arguments against gold there).
+        results = [task.judge(by_id[str(s.problem_id)], p, r, executor.config)
+                   for s, p, r in zip(chunk, programs, executor.run(programs), strict=True)]
         fresh.update({sample_key(s): r for s, r in zip(chunk, results, strict=True)})
         if on_results is not None:
             on_results(list(zip(chunk, results, strict=True)))

@@ -18,7 +18,7 @@ from leti.config import RunConfig
 from leti.evaluation.evaluate import score
 from leti.evaluation.pass_at_k import stderrs_from_counts
 from leti.evaluation.samples import Sample as EvalSample
-from leti.execution import ExecutionResult, Executor
+from leti.execution import ExecutionResult, Executor, Program
 from leti.feedback.training_text import GOOD, build_training_text
 from leti.loop.rundir import read_sample_records, repair_jsonl
 from leti.sampling.base import Sample, Sampler, SampleRequest, cut_at_stop
@@ -80,7 +80,7 @@ def sample_and_execute(
     done = read_sample_records(out)
     by_id = {p.id: p for p in problems}
     total = len(problems) * n
-    pending: list[tuple[Sample, str | None, Future]] = []
+    pending: list[tuple[Sample, str | None, Program, Future]] = []
     bar = tqdm(total=total, initial=len([k for k in done if k[0] in by_id]), desc=f"{desc} executed",
                unit="prog", disable=not progress)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,16 +88,18 @@ def sample_and_execute(
 
         def flush(wait: bool) -> None:
             keep = []
-            for s, cut_off, fut in pending:
+            for s, cut_off, program, fut in pending:
                 if wait or fut.done():
-                    rec = _record(s, fut.result(), cut_off)
+                    # The task's verdict on the host (EAE judges reported arguments against gold there).
+                    result = task.judge(by_id[s.problem_id], program, fut.result(), executor.config)
+                    rec = _record(s, result, cut_off)
                     # one write + flush per line: a kill leaves at most one partial line
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
                     done[(s.problem_id, s.sample_idx)] = rec
                     bar.update(1)
                 else:
-                    keep.append((s, cut_off, fut))
+                    keep.append((s, cut_off, program, fut))
             pending[:] = keep
 
         reqs = requests_for(task, problems, condition_on_good, stops)
@@ -105,7 +107,8 @@ def sample_and_execute(
             problem, cut_off = by_id[s.problem_id], None
             if stops == "cut_after":
                 s, cut_off = _cut(s, task.stop_for(problem))
-            pending.append((s, cut_off, executor.submit(task.build_program(problem, s.completion))))
+            program = task.build_program(problem, s.completion)
+            pending.append((s, cut_off, program, executor.submit(program)))
             flush(wait=False)
         flush(wait=True)
         # on disk before the caller's marker (samples.done, eval.json) vouches for every line
