@@ -67,3 +67,13 @@ def test_sorted_micro_batches_train_as_one_micro_batch_of_the_whole_step(model_a
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # rounding (AdamW magnifies it near 0)
     assert abs(s1.loss_mean - s4.loss_mean) < 1e-5  # a step's loss is over its tokens, however they are cut
     assert s4.leti_padding_efficiency > s1.leti_padding_efficiency
+
+
+def test_texts_of_equal_length_keep_the_order_they_come_in():
+    """The sort is stable: equally long texts are batched as an unsorted loader batches them."""
+    order = [5, 2, 7, 0, 3, 6, 1, 4, 8]
+    batches = list(StepSortedBatches([10] * 9, batch_size=2, batches_per_step=2, order=order))
+    assert batches == [[5, 2], [7, 0], [3, 6], [1, 4], [8]]
+    # ties among longer texts too: longest first, each length in arrival order
+    lengths = {5: 3, 2: 9, 7: 3, 0: 9}
+    assert list(StepSortedBatches([lengths.get(i, 0) for i in range(9)], 2, 2, [5, 2, 7, 0])) == [[2, 0], [5, 7]]

@@ -156,3 +156,43 @@ def test_score_reports_the_stderr_beside_each_pass_at_k() -> None:
     report = score(problems, samples, results, ks=(1, 2))
     assert report.pass_at_k_stderr["pass@1"] == pytest.approx(stdev([1.0, 0.5, 0.0]) / math.sqrt(3))
     assert report.pass_at_k_stderr["pass@2"] == pytest.approx(stdev([1.0, 1.0, 0.0]) / math.sqrt(3))
+
+
+def test_counts_must_be_plain_ints_not_booleans() -> None:
+    """A per-sample `passed` flag given where a count belongs is refused, not read as 0 or 1."""
+    with pytest.raises(TypeError, match="c must be an int"):
+        pass_at_k(4, True, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="n must be an int"):
+        pass_at_k(True, 1, 1)  # type: ignore[arg-type]
+
+
+def test_stderrs_from_counts_reads_only_pass_at_k_names_and_needs_k_samples() -> None:
+    from statistics import stdev
+
+    from leti.evaluation.pass_at_k import stderrs_from_counts
+
+    counts = [(4, 1), (4, 3), (4, 0), (4, 4)]
+    # k = n is reportable: pass@4 per problem is 1 where any sample passed
+    got = stderrs_from_counts(counts, ["pass@4", "recall@1", "pass@0", "pass@x", "pass"])
+    assert got == {"pass@4": pytest.approx(stdev([1.0, 1.0, 0.0, 1.0]) / 2)}
+    # no problems: no number to attach an error to
+    assert stderrs_from_counts([], ["pass@1"]) == {"pass@1": None}
+
+
+def test_paired_difference_of_no_problems_is_an_error() -> None:
+    from leti.evaluation.pass_at_k import paired_difference
+
+    with pytest.raises(ValueError, match="no problems"):
+        paired_difference({}, {}, 1)
+
+
+def test_mismatched_or_empty_problem_sets_are_named_errors() -> None:
+    from leti.evaluation.pass_at_k import mean_pass_at_k, paired_difference
+
+    with pytest.raises(ValueError, match="no problems to average over"):
+        mean_pass_at_k([], 1)
+    # a problem only run B has is named as well as one only run A has
+    with pytest.raises(ValueError, match=r"different problems \(e.g. 'p9'\)"):
+        paired_difference({"p1": (4, 1)}, {"p1": (4, 1), "p9": (4, 0)}, 1)
+    with pytest.raises(ValueError, match=r"different problems \(e.g. 'p0'\)"):
+        paired_difference({"p0": (4, 1), "p1": (4, 1)}, {"p1": (4, 1)}, 1)

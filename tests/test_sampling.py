@@ -401,3 +401,25 @@ def test_stops_are_found_in_the_text_the_completion_is_cut_from(tmp_path):
     for t in (tok, cleaning):
         (sample,) = get_sampler(cfg, model, t).sample([SampleRequest("a", "x = 1")])
         assert (sample.completion, sample.n_completion_tokens, sample.finish_reason) == (" ." * 4, 8, "length")
+
+
+def test_a_file_of_other_records_is_refused_not_dropped(tmp_path):
+    """A JSONL file of other records (here: one line with the wrong fields, which is also the last
+    line) is not taken for a partial write: the error names the file, the line and the fields."""
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps({"problem_id": "a", "sample_idx": 0, "passed": True}) + "\n")
+    with pytest.raises(LetiError, match=r"samples.jsonl:1: sample record has fields \['passed', 'problem_id', 'sample_idx'\]"):
+        read_samples_jsonl(path)
+    with pytest.raises(LetiError, match="not written by leti.sampling.io"):
+        append_samples_jsonl(path, [make_sample("a", 1)])
+
+
+def test_blank_lines_are_skipped_and_text_is_stored_as_utf8(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    append_samples_jsonl(path, [make_sample("a", 0, "    return 'ünï' + '日本'\n")])
+    with open(path, "ab") as f:
+        f.write(b"\n  \n")  # e.g. a hand edit
+    append_samples_jsonl(path, [make_sample("a", 1)])
+    assert [s.key for s in read_samples_jsonl(path)] == [("a", 0), ("a", 1)]
+    assert read_samples_jsonl(path)[0].completion == "    return 'ünï' + '日本'\n"
+    assert "'ünï' + '日本'" in path.read_text(encoding="utf-8")  # readable as it was written, not \\u escapes

@@ -207,3 +207,65 @@ def _validate_all(spec: str) -> None:
 @pytest.mark.parametrize("spec", ["mbpp", "mbpp-sanitized", "humaneval"])
 def test_every_reference_passes_in_the_sandbox(spec: str) -> None:
     _validate_all(spec)
+
+
+def _called_names(source: str) -> set[str]:
+    import ast
+
+    return {n.func.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
+def test_mbpp_entry_point_is_the_function_the_first_test_calls() -> None:
+    """Read from the first assert's own calls, not from a name that only ends another one: 896's
+    reference defines `last` and then `sort_list_last`, which its first test calls."""
+    task = get_task("mbpp")
+    for p in task.problems():
+        assert p.entry_point in _called_names(p.meta["test_list"][0]), p.id
+    assert task.get("896").entry_point == "sort_list_last"
+
+
+def test_mbpp_setup_code_comes_first_without_a_blank_line() -> None:
+    """Setup, then every test, one per line: a trailing newline in the setup adds no blank line
+    (which would move the line numbers the feedback quotes)."""
+    from leti.tasks.mbpp import problem_from_row
+
+    row = {"task_id": 601, "text": "Add.", "code": "def add(a, b):\r\n    return a + b",
+           "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]}
+    p = problem_from_row(row, setup="import math\r\n")
+    assert p.tests == "import math\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n"
+    assert problem_from_row(row).tests == "assert add(1, 2) == 3\nassert add(0, 0) == 0\n"
+    assert p.split == "train" and p.entry_point == "add" and p.meta["challenge_test_list"] == []
+    # 367's setup, from the file, right before its asserts
+    rows = {r["task_id"]: r for r in map(json.loads, (SHARED_MBPP / "mbpp.jsonl").read_text().splitlines())}
+    row = rows[367]
+    setup = row["test_setup_code"].replace("\r\n", "\n")
+    assert get_task("mbpp").get("367").tests == setup + "\n" + "\n".join(row["test_list"]) + "\n"
+
+
+def test_mbpp_from_the_hub_is_in_task_id_order(monkeypatch) -> None:
+    """The hub's 'full' config comes as splits (train, test, validation, prompt); the problems are
+    still the bundled ones in task-id order. (The hub cannot be reached here: its rows are the
+    shipped file's, grouped as the hub groups them.)"""
+    from leti.tasks import mbpp
+
+    rows = [json.loads(line) for line in (SHARED_MBPP / "mbpp.jsonl").read_text().splitlines()]
+    by_split = {name: [r for r in rows if lo <= r["task_id"] <= hi] for name, lo, hi in mbpp.SPLITS}
+    hub_rows = [r for name in ("train", "test", "validation", "prompt") for r in by_split[name]]
+    monkeypatch.setattr(mbpp, "_load_hub_rows", lambda: hub_rows)
+    hub = get_task("mbpp:hub").problems()
+    assert [int(p.id) for p in hub] == list(range(1, 975))
+    assert hub == get_task("mbpp").problems()
+
+
+def test_mbpp_challenge_tests_are_kept_aside_in_meta() -> None:
+    rows = {r["task_id"]: r for r in map(json.loads, (SHARED_MBPP / "mbpp.jsonl").read_text().splitlines())}
+    task = get_task("mbpp")
+    with_challenge = [p for p in task.problems() if p.meta["challenge_test_list"]]
+    assert len(with_challenge) == 11  # as the module says: only 11 problems have them
+    for p in with_challenge:
+        assert p.meta["challenge_test_list"] == [t.replace("\r\n", "\n") for t in rows[int(p.id)]["challenge_test_list"]]
+
+
+def test_humaneval_stops_are_the_authors_set() -> None:
+    """LeTI's humaneval_postprocess STOP_WORDS: the Codex set plus a top-level decorator."""
+    assert get_task("humaneval").stop_sequences == ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif")
