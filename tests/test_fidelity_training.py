@@ -89,7 +89,7 @@ def test_pretraining_stream_restarts_every_epoch(model_and_tokenizer):
     model, tok = model_and_tokenizer
     seen = _record_inputs(model)
     cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=2, max_length=32,
-                        pretrain_corpus="stdlib", pretrain_max_files=5, **TRAINING_FORWARDS_ONLY)
+                        pretrain_corpus="stdlib", pretrain_max_files=40, **TRAINING_FORWARDS_ONLY)
     train(model, tok, GOOD_TEXTS[:2], cfg, progress=False)
     good = tok.convert_tokens_to_ids("<|good|>")
     pre = [rows for rows in seen if rows[0][0] != good]
@@ -100,7 +100,7 @@ def test_the_stream_continues_across_epochs_when_not_restarted(model_and_tokeniz
     model, tok = model_and_tokenizer
     seen = _record_inputs(model)
     cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=2, max_length=32,
-                        pretrain_corpus="stdlib", pretrain_max_files=5, pretrain_restart_every_epoch=False,
+                        pretrain_corpus="stdlib", pretrain_max_files=40, pretrain_restart_every_epoch=False,
                         **TRAINING_FORWARDS_ONLY)
     train(model, tok, GOOD_TEXTS[:2], cfg, progress=False)
     good = tok.convert_tokens_to_ids("<|good|>")

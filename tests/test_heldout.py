@@ -112,7 +112,8 @@ def _run(run: Path, model: str, task: str, *extra: str) -> list[dict]:
 
 def _loss_of(weights: str | Path) -> float:
     model, tok = load_model_and_tokenizer(str(weights), dtype="float32", device="cpu")
-    blocks = heldout_blocks(tok, "stdlib", 256, 20, heldout_fraction=0.1, split_seed=42, separator=False)
+    blocks = heldout_blocks(tok, "stdlib", 256, 20, heldout_fraction=0.1, split_seed=42, separator=False,
+                            packing="authors")  # the run's default (trainer.pretrain_packing)
     return heldout_loss(Accelerator(cpu=True), model, blocks, batch_size=4)
 
 

@@ -374,6 +374,7 @@ BEHAVIOUR_BEFORE_FIELD: dict[str, object] = {
     "trainer.pretrain_restart_every_epoch": False,
     "trainer.carry_optimizer_state": False,
     "trainer.pretrain_heldout_fraction": 0.0,
+    "trainer.pretrain_packing": "stream",
 }
 
 

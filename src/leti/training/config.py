@@ -63,6 +63,7 @@ class TrainerConfig:
     pretrain_heldout_fraction: float = field(default=0.1, metadata={"help": "Share of the corpus's files held out of the mix, to measure the model's loss on code it never trains on. Split as the authors split theirs (datasets' train_test_split(test_size=this, seed=pretrain_split_seed)): the mix trains on the other files in the split's shuffled order. 0: no file held out, the mix trains on every file in corpus order."})
     pretrain_split_seed: int = field(default=42, metadata={"help": "Seed of that split (authors: their run seed, 42)."})
     pretrain_heldout_loss: bool | None = field(default=None, metadata={"help": "Measure the mean token loss on the held-out files: the base model's, then each iteration's trained model's (metrics.jsonl: pretrain_heldout_loss; authors: before training and every epoch). It shows what the model forgets of ordinary code. null: when the mix is on. true: without the mix too (the no-mix ablation, where forgetting shows; the corpus is then read for this alone). Needs pretrain_heldout_fraction > 0."})
+    pretrain_packing: Literal["authors", "stream"] = field(default="authors", metadata={"help": "How the corpus's files become blocks of max_length tokens. 'authors': as run_leti.py packs them (datasets' map(group_texts, batched=True, num_proc=8) on each split): the split's files in 8 contiguous shards, each shard in groups of 1,000 files, each group concatenated and cut into blocks with its tail dropped; then each split keeps a multiple of 128 blocks (when it has 128). 'stream': the split's files as one stream, only its last tail dropped."})
     pretrain_heldout_max_blocks: int | None = field(default=None, metadata={"help": "Score at most this many held-out blocks (of max_length tokens) each time; null: all of them (authors: all, cut to a multiple of 128). A forward pass over each, every iteration."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "Optional LoRA (peft) settings."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: any of 'tensorboard', 'wandb' (must be installed)."})
@@ -108,6 +109,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.pretrain_split_seed must be in [0, 2**32), got {self.pretrain_split_seed!r}")
         if self.pretrain_heldout_loss and self.pretrain_heldout_fraction == 0:
             raise ValueError("trainer.pretrain_heldout_loss: true needs held-out files; set trainer.pretrain_heldout_fraction > 0 (authors: 0.1)")
+        if self.pretrain_packing not in ("authors", "stream"):
+            raise ValueError(f"trainer.pretrain_packing must be 'authors' or 'stream', got {self.pretrain_packing!r}")
         if self.pretrain_heldout_max_blocks is not None and self.pretrain_heldout_max_blocks < 1:
             raise ValueError(f"trainer.pretrain_heldout_max_blocks must be >= 1 or null (all), got {self.pretrain_heldout_max_blocks!r}")
         if self.lora.load_in_4bit and not self.lora.enabled:

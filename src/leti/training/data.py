@@ -194,7 +194,7 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
                      stats: PackingStats, hf_data_dir: str | None = None,
                      text_field: str = "content", separator: bool = True, *,
                      cache_dir: str | Path | None = None, progress: bool = False,
-                     heldout_fraction: float = 0.0, split_seed: int = 42,
+                     heldout_fraction: float = 0.0, split_seed: int = 42, packing: str = "stream",
                      tokens: corpus_cache.TokenStream | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Endless stream of packed batches (the corpus restarts when exhausted). With `cache_dir`,
     the corpus is tokenized once into an on-disk cache there (leti.training.corpus_cache) and
@@ -203,8 +203,9 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
 
     With `heldout_fraction` > 0 the stream holds only the training documents of
     split_documents(heldout_fraction, split_seed), in the split's order; heldout_blocks has the
-    others. `tokens`: the corpus as open_corpus gave it already (not opened again)."""
-    if tokens is not None or cache_dir is not None or heldout_fraction > 0:
+    others. `packing`: how documents become blocks (document_blocks: 'stream' or the authors'
+    groups). `tokens`: the corpus as open_corpus gave it already (not opened again)."""
+    if tokens is not None or cache_dir is not None or heldout_fraction > 0 or packing != "stream":
         stream = tokens or open_corpus(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
         if heldout_fraction > 0:
             documents, what = split_documents(stream.n_documents, heldout_fraction, split_seed)[0], "'s training files"
@@ -212,7 +213,7 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
             documents, what = np.arange(stream.n_documents), ""
         while True:  # a pass over the documents, then the next
             emitted = False
-            for batch in _batched(document_blocks(stream, documents, block_size), batch_size, stats):
+            for batch in _batched(document_blocks(stream, documents, block_size, packing), batch_size, stats):
                 emitted = True
                 yield batch
             if not emitted:
@@ -288,9 +289,51 @@ def split_documents(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.
     return order[n_heldout:], order[:n_heldout]
 
 
-def document_blocks(stream: corpus_cache.TokenStream, documents: np.ndarray, block_size: int) -> Iterator[np.ndarray]:
+# The authors' packing (run_leti.py): `tokenized.map(group_texts, batched=True, num_proc=8)` on each
+# split. datasets cuts a split into num_proc contiguous shards (Dataset.shard(contiguous=True)) and
+# hands group_texts 1,000 files at a time within a shard; group_texts concatenates them and keeps
+# whole blocks, dropping the group's tail. Each split then keeps a multiple of 128 blocks (their
+# global batch). Hand-written because the corpus here is a token stream, not a Dataset; tests
+# check it against datasets itself.
+AUTHORS_SHARDS, AUTHORS_GROUP_FILES, AUTHORS_BLOCK_MULTIPLE = 8, 1000, 128
+PACKINGS = ("authors", "stream")
+
+
+def packing_groups(documents: np.ndarray, packing: str = "stream") -> list[np.ndarray]:
+    """The runs of `documents` packed each on its own: all of them ('stream'), or the authors'
+    groups of at most 1,000 files within 8 contiguous shards ('authors'; fewer shards for fewer
+    than 8 files, as datasets reduces num_proc)."""
+    if packing == "stream" or len(documents) == 0:
+        return [documents]
+    n = len(documents)
+    shards = min(AUTHORS_SHARDS, n)
+    div, mod = divmod(n, shards)
+    groups = []
+    for rank in range(shards):
+        start = div * rank + min(rank, mod)
+        end = start + div + (1 if rank < mod else 0)
+        groups += [documents[i : min(i + AUTHORS_GROUP_FILES, end)] for i in range(start, end, AUTHORS_GROUP_FILES)]
+    return groups
+
+
+def document_blocks(stream: corpus_cache.TokenStream, documents: np.ndarray, block_size: int,
+                    packing: str = "stream") -> Iterator[np.ndarray]:
     """The `documents` (indices into `stream`) end to end in that order, cut into full blocks of
-    `block_size` tokens; a block may span documents, the tail short of a block is dropped."""
+    `block_size` tokens; a block may span documents. 'stream': one run, the tail short of a block
+    dropped. 'authors': each of packing_groups' runs on its own, each run's tail dropped (a run
+    shorter than one block gives none; the authors' group_texts kept it as one short block, which
+    no batch of full blocks can hold), and a multiple of 128 blocks kept when there are 128 or more."""
+    groups = packing_groups(documents, packing)
+    blocks = (block for group in groups for block in _run_blocks(stream, group, block_size))
+    if packing == "stream":
+        return blocks
+    offsets = stream.offsets
+    total = sum(int((offsets[g + 1] - offsets[g]).sum()) // block_size for g in groups)
+    keep = total - total % AUTHORS_BLOCK_MULTIPLE if total >= AUTHORS_BLOCK_MULTIPLE else total
+    return islice(blocks, keep)
+
+
+def _run_blocks(stream: corpus_cache.TokenStream, documents: np.ndarray, block_size: int) -> Iterator[np.ndarray]:
     tokens, offsets = stream.tokens, stream.offsets
     parts: list[np.ndarray] = []
     have = 0
@@ -319,14 +362,14 @@ def _batched(blocks: Iterator[np.ndarray], batch_size: int, stats: PackingStats)
 
 def heldout_blocks(tokenizer, corpus: str, block_size: int, max_files: int, hf_data_dir: str | None = None,
                    text_field: str = "content", separator: bool = True, *, heldout_fraction: float, split_seed: int,
-                   cache_dir: str | Path | None = None, progress: bool = False,
+                   cache_dir: str | Path | None = None, progress: bool = False, packing: str = "stream",
                    max_blocks: int | None = None, tokens: corpus_cache.TokenStream | None = None) -> torch.Tensor:
     """The held-out documents of split_documents(heldout_fraction, split_seed), packed as the
     training documents are: a (blocks, block_size) tensor of at most `max_blocks` blocks (None: all).
     `tokens`: the corpus as open_corpus gave it already (not opened again)."""
     stream = tokens or open_corpus(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
     _, heldout = split_documents(stream.n_documents, heldout_fraction, split_seed)
-    blocks = list(islice(document_blocks(stream, heldout, block_size), max_blocks))
+    blocks = list(islice(document_blocks(stream, heldout, block_size, packing), max_blocks))
     if not blocks:
         raise LetiError(f"trainer.pretrain_corpus '{corpus}': its held-out files (trainer.pretrain_heldout_fraction "
                         f"{heldout_fraction}) fill no block of {block_size} tokens; use more files or a larger fraction")

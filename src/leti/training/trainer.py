@@ -462,10 +462,11 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     corpus = dict(corpus=cfg.pretrain_corpus, block_size=max_len, max_files=cfg.pretrain_max_files,
                   hf_data_dir=cfg.pretrain_hf_data_dir, text_field=cfg.pretrain_text_field,
                   separator=cfg.pretrain_eos_separator, cache_dir=cache, progress=main_progress,
-                  heldout_fraction=cfg.pretrain_heldout_fraction, split_seed=cfg.pretrain_split_seed)
+                  heldout_fraction=cfg.pretrain_heldout_fraction, split_seed=cfg.pretrain_split_seed,
+                  packing=cfg.pretrain_packing)
     # Opened (tokenized or read from the cache) once for the stage's passes and held-out blocks;
-    # without a cache or a split, each pass reads the corpus lazily, only as far as it goes.
-    lazy = cache is None and cfg.pretrain_heldout_fraction == 0
+    # without a cache, a split or the authors' groups, each pass reads the corpus lazily, only as far as it goes.
+    lazy = cache is None and cfg.pretrain_heldout_fraction == 0 and cfg.pretrain_packing == "stream"
     if cfg.reads_corpus and not lazy:
         corpus["tokens"] = open_corpus(tokenizer, cfg.pretrain_corpus, cfg.pretrain_max_files, cfg.pretrain_hf_data_dir,
                                        cfg.pretrain_text_field, cfg.pretrain_eos_separator, cache, main_progress)
