@@ -614,3 +614,98 @@ def test_a_metrics_file_cut_short_is_said_so(tmp_path):
     md = (run / "report.md").read_text()
     assert "metrics.jsonl ends in a partial line" in md and f"--run-dir {run}" in md
     assert "| 0 | 0 |" in md and "| 1 | 4 |" not in md  # iteration 0 shown, the cut line left out
+
+
+# --- damaged or hand-edited run files: one line naming the file and line, never a traceback ------
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and err.startswith("leti: error: "), err
+    return err.removeprefix("leti: error: ")
+
+
+def _edit_line(path: Path, index: int, edit) -> None:
+    lines = path.read_text().splitlines()
+    lines[index] = edit(lines[index])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _with(**fields):
+    return lambda line: json.dumps({**json.loads(line), **fields})
+
+
+@pytest.mark.parametrize("edit, message", [
+    # each was a ValueError/TypeError traceback from the table or the plots
+    (_with(gradient_steps_total="abc"), "metrics.jsonl:2: 'gradient_steps_total' must be a count >= 0 or null, got \"abc\""),
+    (_with(train_pass_rate="abc"), "metrics.jsonl:2: 'train_pass_rate' must be a number or null, got \"abc\""),
+    (_with(eval_stderr={"pass@1": "x"}), "metrics.jsonl:2: 'eval_stderr' must be an object of numbers or null"),
+    (_with(pretrain_heldout_loss="x"), "metrics.jsonl:2: 'pretrain_heldout_loss' must be a number or null"),
+    # shown as a row of its own
+    (_with(iteration=-3), "metrics.jsonl:2: iteration -3 is not an iteration number (0, 1, ...); delete that line"),
+])
+def test_a_metrics_field_of_the_wrong_type_is_named(tmp_path, capsys, edit, message):
+    run = make_run(tmp_path / "r", [[], [True, False]], [[True, False], [True, True]])
+    _edit_line(run / "metrics.jsonl", 1, edit)
+    assert main(["report", str(run)]) == 2
+    assert _one_error(capsys).startswith(f"{run}/{message}")
+
+
+def test_a_repeated_metrics_line_is_named_not_shown_twice(tmp_path, capsys):
+    run = make_run(tmp_path / "r", [[], [True, False]], [[True, False], [True, True]])
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text + text)  # every iteration was a row twice, twice the steps' points
+    assert main(["report", str(run)]) == 2
+    assert _one_error(capsys).startswith(f"{run}/metrics.jsonl:3: iteration 0 again (also on line 1); "
+                                         "delete the repeated line")
+
+
+@pytest.mark.parametrize("line, edit, message", [
+    (0, lambda line: "[1, 2]", "not a sample record (needs problem_id and sample_idx)"),  # AttributeError
+    (1, _with(exception_type=["x"]), "not a sample record ('exception_type' is [\"x\"])"),  # unhashable list
+    (0, _with(prompt=5), "not a sample record (bad or missing prompt)"),  # the example text's removeprefix
+    (0, _with(status="weird"), "not a sample record ('status' is \"weird\")"),  # ValueError from Status
+])
+def test_a_sample_line_that_is_not_a_record_is_named(tmp_path, capsys, line, edit, message):
+    run = make_run(tmp_path / "r", [[], [False, False]], [[True, False], [True, True]])
+    _edit_line(run / "iterations" / "1" / "samples.jsonl", line, edit)
+    assert main(["report", str(run)]) == 2
+    assert _one_error(capsys) == (f"{run}/iterations/1/samples.jsonl:{line + 1}: {message}; restore that line, "
+                                  "or delete it (the report then leaves that sample out)")
+
+
+def test_duplicated_sample_lines_count_once_as_the_loop_counts_them(tmp_path):
+    run = make_run(tmp_path / "r", [[], [False, True, False, False]], [[True, False], [True, True, False, True]])
+    before = load_run(run).points[1]
+    for name in ("samples.jsonl", "eval_samples.jsonl"):
+        path = run / "iterations" / "1" / name
+        path.write_text(path.read_text() * 2)
+    after = load_run(run).points[1]
+    assert (after.train_samples, after.eval_samples) == (before.train_samples, before.eval_samples) == (4, 4)
+    assert after.train_failures == before.train_failures and after.eval_failures == before.eval_failures
+
+
+@pytest.mark.parametrize("eval_json, message", [
+    ("[1]", "not an evaluation record (a JSON object)"),
+    ('{"per_problem": {"p1": 3}}', "'per_problem' must map each problem id to [n, c] (samples, correct)"),
+])
+def test_a_damaged_eval_json_is_named(tmp_path, capsys, eval_json, message):
+    run = make_run(tmp_path / "r", [[]], [[True, False]])
+    (run / "iterations" / "0" / "eval.json").write_text(eval_json)
+    assert main(["report", str(run)]) == 2
+    assert _one_error(capsys) == (f"{run}/iterations/0/eval.json: {message}; restore it, or delete it (the report "
+                                  "then counts from eval_samples.jsonl)")
+
+
+@pytest.mark.parametrize("summary, message", [
+    ("{garbage", "not valid JSON (Expecting property name enclosed in double quotes)"),
+    ("[1]", "not a demo summary (a JSON object)"),
+    ('{"iterations": {"textual": "x"}}', "'iterations' must map each arm to a list of iteration objects"),
+    ('{"baseline_pass_at_1": "x"}', "'baseline_pass_at_1' is \"x\", not what `leti demo` writes there"),
+])
+def test_a_damaged_demo_summary_is_named(tmp_path, capsys, summary, message):
+    demo = tmp_path / "demo"
+    make_run(demo / "seed0" / "textual", [[]], [[True, False]])
+    (demo / "summary.json").write_text(summary)
+    assert main(["report", str(demo)]) == 2
+    assert _one_error(capsys) == (f"{demo}/summary.json: {message}; run the `leti demo` command that made it again "
+                                  "to rewrite it, or delete it to report the runs alone")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from leti.errors import LetiError
 from leti.evaluation.pass_at_k import PairedDifference, paired_difference, stderrs_from_counts
-from leti.loop.rundir import RunDir, read_json, read_jsonl
+from leti.execution.records import Status
+from leti.loop.rundir import RunDir, _scan_jsonl, read_json
 
 
 @dataclass(frozen=True)
@@ -198,15 +199,116 @@ def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
         path = run.samples(k)
         if k == 0 or not path.exists():
             continue
-        for rec in read_jsonl(path):
+        for lineno, rec in _sample_lines(path):
             if rec.get("passed"):
                 continue
+            # a hand-edited record fails here, not as a KeyError/TypeError from deep inside
+            fields = [f for f in ("prompt", "completion") if not isinstance(rec.get(f), str)]
+            try:
+                result = ExecutionResult.from_dict(rec)
+            except (KeyError, TypeError, ValueError):
+                fields.append("status/frames")
+            if fields:
+                raise LetiError(f"{path}:{lineno}: not a sample record (bad or missing {fields[0]}); {_SAMPLE_FIX}")
             eos = "<|endoftext|>" if cfg.training_text.append_eos else ""
             # The loop trains on the task prompt, not the sampled one (which may carry <|good|>).
             prompt = rec["prompt"].removeprefix("<|good|>")
-            return build_training_text(prompt, rec["completion"], ExecutionResult.from_dict(rec),
-                                       cfg.training_text, eos_token=eos)
+            return build_training_text(prompt, rec["completion"], result, cfg.training_text, eos_token=eos)
     return None
+
+
+_SAMPLE_FIX = "restore that line, or delete it (the report then leaves that sample out)"
+_METRICS_FIX = "delete that line: the same `leti run` on this directory writes it again from the iteration's files"
+
+
+def _sample_lines(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of a samples.jsonl / eval_samples.jsonl as the loop reads it: a
+    partial last line (a kill) is left out, and a key (problem_id, sample_idx) listed again counts
+    once, its first record (duplicated lines were counted twice). A line that is not a sample
+    record, or whose outcome fields the report counts have the wrong type, is an error naming it
+    (it was a traceback, AttributeError on a JSON list or TypeError on a list exception_type)."""
+    seen: set[tuple[str, int]] = set()
+    out = []
+    statuses = {s.value for s in Status}
+    for lineno, r in _scan_jsonl(path)[0]:
+        if not isinstance(r, dict) or "problem_id" not in r or isinstance(r.get("sample_idx"), bool) \
+                or not isinstance(r.get("sample_idx"), int):
+            raise LetiError(f"{path}:{lineno}: not a sample record (needs problem_id and sample_idx); {_SAMPLE_FIX}")
+        bad = ("passed" if "passed" in r and not isinstance(r["passed"], bool)
+               else "status" if "status" in r and r["status"] not in statuses
+               else "exception_type" if not isinstance(r.get("exception_type"), (str, type(None))) else None)
+        if bad:
+            raise LetiError(f"{path}:{lineno}: not a sample record ({bad!r} is {json.dumps(r[bad])[:40]}); {_SAMPLE_FIX}")
+        key = (str(r["problem_id"]), r["sample_idx"])
+        if key not in seen:
+            seen.add(key)
+            out.append((lineno, r))
+    return out
+
+
+def read_samples_file(path: Path) -> list[dict]:
+    """The sample records of a samples.jsonl / eval_samples.jsonl, checked (see _sample_lines)."""
+    return [r for _, r in _sample_lines(path)]
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# metrics.jsonl fields the report reads beside 'iteration' and 'eval' (which RunDir.metrics checks):
+# field -> (check, what it must be). Each may also be null or absent (older runs).
+_METRICS_FIELDS = {
+    "gradient_steps_total": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0"),
+    "train_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0"),
+    "train_pass_rate": (_number, "a number"),
+    "pretrain_heldout_loss": (_number, "a number"),
+    "eval_stderr": (lambda v: not isinstance(v, dict) or all(x is None or _number(x) for x in v.values()),
+                    "an object of numbers"),
+    "train_exception_counts": (lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()),
+                               "an object of counts"),
+}
+
+
+def _metrics_rows(run: RunDir) -> list[dict]:
+    """metrics.jsonl's records, checked for what the report reads: a field of the wrong type was a
+    traceback from the table or the plots; an iteration number below 0 or listed twice (a
+    duplicated line, lines of another run) was shown as its own row."""
+    run.finished_iterations()  # 'iteration' and 'eval' checked, the error naming the line
+    first: dict[int, int] = {}
+    rows = []
+    for lineno, r in _scan_jsonl(run.metrics_path)[0]:
+        where, k = f"{run.metrics_path}:{lineno}", r["iteration"]
+        if k < 0:
+            raise LetiError(f"{where}: iteration {k} is not an iteration number (0, 1, ...); {_METRICS_FIX}")
+        if k in first:
+            raise LetiError(f"{where}: iteration {k} again (also on line {first[k]}); delete the repeated line, "
+                            "or the one that does not belong to this run")
+        first[k] = lineno
+        for name, (ok, what) in _METRICS_FIELDS.items():
+            if r.get(name) is not None and not ok(r[name]):
+                raise LetiError(f"{where}: '{name}' must be {what} or null, got {json.dumps(r[name])[:40]}; {_METRICS_FIX}")
+        rows.append(r)
+    return rows
+
+
+def _eval_json(run: RunDir, k: int) -> dict | None:
+    """iteration k's eval.json (None: none), checked for the per-problem counts and standard errors
+    the report reads (a JSON list or a count that is not [n, c] was a traceback)."""
+    path = run.eval(k)
+    if not path.exists():
+        return None
+    ev = read_json(path)
+    fix = f"restore it, or delete it (the report then counts from {run.eval_samples(k).name})"
+    if not isinstance(ev, dict):
+        raise LetiError(f"{path}: not an evaluation record (a JSON object); {fix}")
+    pp = ev.get("per_problem")
+    if isinstance(pp, dict) and not all(isinstance(nc, list) and len(nc) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in nc) for nc in pp.values()):
+        raise LetiError(f"{path}: 'per_problem' must map each problem id to [n, c] (samples, correct); {fix}")
+    se = ev.get("pass@k_stderr")
+    if isinstance(se, dict) and not all(x is None or _number(x) for x in se.values()):
+        raise LetiError(f"{path}: 'pass@k_stderr' must be an object of numbers or null; {fix}")
+    return ev
 
 
 def load_run(root: str | Path, name: str | None = None) -> RunHistory:
@@ -214,15 +316,15 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     run = RunDir(root)
     if not run.metrics_path.exists():
         raise LetiError(f"{run.root}: no metrics.jsonl; pass a `leti run` or `leti demo` directory")
-    rows = sorted(run.metrics(), key=lambda r: int(r["iteration"]))
+    rows = sorted(_metrics_rows(run), key=lambda r: int(r["iteration"]))
     points = []
     for row in rows:
         k = int(row["iteration"])
-        train = read_jsonl(run.samples(k)) if run.samples(k).exists() else []
-        evals = read_jsonl(run.eval_samples(k)) if run.eval_samples(k).exists() else []
+        train = read_samples_file(run.samples(k)) if run.samples(k).exists() else []
+        evals = read_samples_file(run.eval_samples(k)) if run.eval_samples(k).exists() else []
         train_failures = failure_counts(train) if train else dict(row.get("train_exception_counts") or {})
         metrics = {k: float(v) for k, v in (row.get("eval") or {}).items() if isinstance(v, (int, float))}
-        ev_json = read_json(run.eval(k)) if run.eval(k).exists() else None
+        ev_json = _eval_json(run, k)
         counts = eval_counts(ev_json, evals) if metrics else {}
         points.append(IterationPoint(
             iteration=k,
@@ -275,5 +377,38 @@ def steps_to_reach(history: RunHistory, target: float, metric: str = "pass@1") -
 
 
 def read_summary(root: Path) -> dict | None:
+    """A demo's summary.json (None: none), checked for the shape the report's tables read: a
+    damaged or hand-edited one was a JSONDecodeError / TypeError traceback."""
     path = root / "summary.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    fix = "run the `leti demo` command that made it again to rewrite it, or delete it to report the runs alone"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise LetiError(f"{path}: not valid JSON ({reason}); {fix}") from None
+    if not isinstance(summary, dict):
+        raise LetiError(f"{path}: not a demo summary (a JSON object); {fix}")
+    iterations = summary.get("iterations", {})
+    rows_ok = isinstance(iterations, dict) and all(
+        isinstance(rows, list) and all(isinstance(r, dict) and all(
+            r.get(f) is None or _number(r[f]) for f in ("heldout_pass_at_1", "heldout_pass_at_1_stderr"))
+            for r in rows) for rows in iterations.values())
+    if not rows_ok:
+        raise LetiError(f"{path}: 'iterations' must map each arm to a list of iteration objects; {fix}")
+    numbers = ["baseline_pass_at_1", "baseline_pass_at_1_stderr", "wall_seconds",
+               *(f"{arm}_final_pass_at_1" for arm in iterations)]
+    by_arm = ["final_pass_at_1_stderr", "final_pass_at_1_seed_sd"]
+    bad = next((f for f in numbers if summary.get(f) is not None and not _number(summary[f])), None) or next(
+        (f for f in by_arm if summary.get(f) is not None and not (isinstance(summary[f], dict) and all(
+            v is None or _number(v) for v in summary[f].values()))), None)
+    vs = summary.get("vs_binary")
+    if bad is None and vs is not None and not (isinstance(vs, dict) and all(
+            v is None or (isinstance(v, dict) and all(v.get(f) is None or _number(v[f])
+                                                      for f in ("difference_points", "stderr_points")))
+            for v in vs.values())):
+        bad = "vs_binary"
+    if bad is not None:
+        raise LetiError(f"{path}: '{bad}' is {json.dumps(summary[bad])[:40]}, not what `leti demo` writes there; {fix}")
+    return summary
