@@ -1,4 +1,4 @@
-"""The shipped run configs (src/leti/configs, installed with the package; `configs/` in a checkout
+"""The shipped run configs (leti/configs, installed with the package; `configs/` in a checkout
 links to them). `leti run NAME` takes a preset by name, so a pip-installed leti runs the paper's
 settings without a checkout; `leti presets` lists them, prints one to copy, or gives its path
 (the accelerate configs, for `accelerate launch --config_file`)."""
@@ -35,9 +35,18 @@ def find_preset(name: str) -> Preset | None:
 def resolve_config(arg: str | Path) -> Path:
     """A config argument as the file to read: a path that exists as given (a user's own file wins
     over a preset of the same name), else a preset's name. A name that is neither is one error line
-    listing the presets; a missing path with a directory in it is left to the reader, which names it."""
+    listing the presets. A missing path whose file is named like a run preset (`configs/tiny-cpu.yaml`,
+    as a checkout's docs write it, run where there is no checkout) is one error line naming the
+    preset to run instead; any other missing path with a directory in it is left to the reader,
+    which names it."""
     path = Path(arg)
-    if path.exists() or len(path.parts) > 1:
+    if path.exists():
+        return path
+    if len(path.parts) > 1:
+        preset = find_preset(path.name)
+        if preset is not None and "/" not in preset.name:
+            raise LetiError(f"{arg}: config file not found; leti ships a preset of that name: `leti run "
+                            f"{preset.name}` runs it, `leti presets {preset.name} > my.yaml` copies it to edit")
         return path
     preset = find_preset(str(arg))  # a bare name: the accelerate configs ("accelerate/...") are not run configs
     if preset is not None:

@@ -34,8 +34,8 @@ ARMS = tuple(ARM_TEXT)
 ARM_LABEL = {"textual": "textual feedback", "binary": "binary feedback",
              "constant": "constant feedback", "passing": "passing samples only"}
 DEFAULT_ARMS = ("textual", "binary")  # the controls are opt-in: each arm costs minutes
-# configs/ at the repository root (the demo is run from a source checkout, as the README says).
-# Shipped inside the package so that `leti demo` works from an installed wheel too.
+# The demo's presets ship inside the package (package data), so that `leti demo` works from an
+# installed wheel as from a checkout.
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 
 
@@ -70,7 +70,7 @@ def preset_path(quick: bool) -> Path:
 
 def load_demo_config(path: str | Path) -> DemoConfig:
     p = Path(path)
-    raw = read_yaml_mapping(p, "demo config", "check --config (the presets are in leti/demo/presets/)")
+    raw = read_yaml_mapping(p, "demo config", f"check --config (the shipped demo presets are in {CONFIG_DIR})")
     if set(raw) - {"warmstart", "task", "run"}:
         raise LetiError(f"{p}: top-level fields must be warmstart, task, run; got {sorted(set(raw) - {'warmstart', 'task', 'run'})!r}")
     task = raw.get("task") or {}
