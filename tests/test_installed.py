@@ -175,3 +175,37 @@ def test_the_preset_list_is_the_same_from_any_directory(tmp_path, monkeypatch):
     here = config_to_dict(load_config("tiny-cpu"))
     monkeypatch.chdir(tmp_path)
     assert config_to_dict(load_config("tiny-cpu")) == here
+
+
+def _declared_distributions() -> set[str]:
+    """pyproject.toml's dependencies and optional extras, as normalized distribution names."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    specs = list(project["dependencies"]) + [s for extra in project["optional-dependencies"].values() for s in extra]
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", s).group(0)).lower() for s in specs}
+
+
+def test_every_package_leti_imports_is_a_declared_dependency():
+    """Each third-party package a leti module imports (at its top or inside a function) is in
+    pyproject.toml's dependencies or an extra, so pip installs it (or the extra names it); being
+    pulled in by another dependency does not count (numpy and huggingface_hub were)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    declared = _declared_distributions()
+    undeclared = {}
+    for path in sorted((ROOT / "src" / "leti").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"leti"}:
+                dists = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    undeclared.setdefault(top, path.relative_to(ROOT).as_posix())
+    assert not undeclared, undeclared  # package -> the first file importing it
