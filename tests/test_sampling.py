@@ -423,3 +423,17 @@ def test_blank_lines_are_skipped_and_text_is_stored_as_utf8(tmp_path):
     assert [s.key for s in read_samples_jsonl(path)] == [("a", 0), ("a", 1)]
     assert read_samples_jsonl(path)[0].completion == "    return 'ünï' + '日本'\n"
     assert "'ünï' + '日本'" in path.read_text(encoding="utf-8")  # readable as it was written, not \\u escapes
+
+
+def test_each_sample_is_on_disk_before_the_next_is_generated(tmp_path):
+    """A reader (or a kill -9) between two samples finds every earlier sample in the file."""
+    path = tmp_path / "samples.jsonl"
+    seen = []
+
+    def sampler():
+        for k in range(3):
+            seen.append(done_keys(path))  # what is on disk when sample k is about to be produced
+            yield make_sample("a", k)
+
+    assert append_samples_jsonl(path, sampler()) == 3
+    assert seen == [set(), {("a", 0)}, {("a", 0), ("a", 1)}]
