@@ -53,8 +53,8 @@ gradient step by far (seed means: 47.7% after ~250 steps against 42.7% for textu
 iteration 2, 76-88 steps, it is ahead of textual in every seed), and ahead of textual at the end
 in two of three seeds (+5.9, +10.9, -2.0). Curves move by 5-8 points between iterations without
 a trend (e.g. passing seed 2: 45.3, 37.1, 45.3), so single-seed differences below ~10 points are
-noise. `--seeds N` runs and averages N seeds; benchmarks/bench_demo.py re-measures the numbers
-and the wall time.
+noise. `--seeds N` runs and averages N seeds; benchmarks/bench_demo.py (in the source repository,
+not the package) re-measures the numbers and the wall time.
 
 Time (benchmarks/bench_demo.py, fresh cache, 2 torch threads, nice 10, shared 2-core machine):
 two runs took 451 s and 387 s wall (6.5-7.5 min; warm start 121-194 s, each arm 119-135 s,
