@@ -625,3 +625,54 @@ def test_a_rerun_never_reuses_outcomes_of_other_programs_or_another_timeout(tmp_
     # and the same program again resumes without executing anything
     assert main([*args[:6], str(fresh), *args[7:], "--timeout", "3"]) == 0
     assert json.loads((fresh / "results.json").read_text())["n_executed_this_run"] == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    # each was a ValueError/TypeError traceback from ExecutionResult.from_dict or the :g format
+    (lambda r: {**r, "result": {**r["result"], "status": "weird"}},
+     "'result' is not an execution result leti wrote (bad status or frames); delete that line to execute the sample again"),
+    (lambda r: {**r, "result": {**r["result"], "frames": "x"}},
+     "'result' is not an execution result leti wrote (bad status or frames); delete that line to execute the sample again"),
+    (lambda r: {**r, "timeout_s": "x"}, "'timeout_s' is \"x\", not a number; delete that line to execute the sample again"),
+])
+def test_a_hand_edited_executions_line_is_named_and_deleting_it_reruns_it(he_samples: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture, edit, message) -> None:
+    out = tmp_path / "out"
+    assert _evaluate(he_samples, out) == 0
+    first = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    log = out / "executions.jsonl"
+    lines = log.read_text().splitlines()
+    good = lines[1]
+    lines[1] = json.dumps(edit(json.loads(good)))
+    log.write_text("\n".join(lines) + "\n")
+    assert _evaluate(he_samples, out) == 2
+    err = capsys.readouterr().err
+    assert err == f"leti: error: {log}:2: {message}\n"
+    log.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # the fix the message gives
+    assert _evaluate(he_samples, out) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["n_executed_this_run"] == 1 and again["pass@1"] == first["pass@1"]
+
+
+@pytest.mark.parametrize("record, message", [
+    # were "drawn with n=\"4\", not 4 ...; rerun with --n \"4\"" and "drawn with model=null ...; rerun with
+    # --model null": fixes no flag can give
+    ({**SETTINGS, "n": "4"}, "'n' is \"4\", not an integer; the file is damaged: restore it, or use a new --out"),
+    ({k: v for k, v in SETTINGS.items() if k != "model"}, "'model' is missing; the file is damaged: restore it, or use a new --out"),
+])
+def test_a_damaged_generation_record_is_named_as_damaged(tmp_path: Path, capsys: pytest.CaptureFixture, record, message) -> None:
+    out = tmp_path / "o"
+    _drawn_before(out, record)
+    assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out), "--n", "4",
+                 "--temperature", "0.1", "--max-new-tokens", "16"]) == 2
+    assert capsys.readouterr().err == f"leti: error: {out / 'generation.json'}: {message}\n"
+
+
+def test_a_generation_record_that_is_a_directory_is_not_called_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "o"
+    _drawn_before(out, None)
+    (out / "generation.json").mkdir()  # was "has samples but no generation.json (an older leti)"
+    assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"leti: error: {out / 'generation.json'}: is a directory, not the record of "
+                                       "what drew the samples; use a new --out\n")

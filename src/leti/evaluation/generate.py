@@ -97,6 +97,8 @@ def check_generation_settings(out_path: Path, settings: dict, has_samples: bool)
     """Refuse to add samples drawn with `settings` to `out_path` if the samples already there
     were drawn with other ones (one line naming the field, both values and the fix)."""
     record = out_path.parent / GENERATION_FILE
+    if record.exists() and not record.is_file():  # was "no generation.json ... (an older leti)"
+        raise LetiError(f"{record}: is a directory, not the record of what drew the samples; use a new --out")
     if not record.is_file():
         if has_samples:
             raise LetiError(
@@ -117,6 +119,12 @@ def check_generation_settings(out_path: Path, settings: dict, has_samples: bool)
             continue
         was = old.get(name)
         flag = _FLAGS.get(name, name)
+        if was != new and (name not in old or not (type(was) is type(new) or {type(was), type(new)} <= {int, float})):
+            # a missing or retyped setting (a hand edit) was reported as drawn with model=null or n="2",
+            # with a fix ("rerun with --n \"2\"") no flag can give
+            kind = {int: "an integer", float: "a number", str: "a string"}.get(type(new), type(new).__name__)
+            got = "missing" if name not in old else f"{json.dumps(was)[:40]}, not {kind}"
+            raise LetiError(f"{record}: '{name}' is {got}; the file is damaged: restore it, or use a new --out")
         if name == "prompts_sha1" and was != new:
             raise LetiError(
                 f"{out_path.parent}: its samples were drawn for other prompts (task {json.dumps(old.get('task'))}) than "

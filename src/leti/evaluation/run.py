@@ -64,7 +64,11 @@ class ExecutionLog:
                         break
                     raise LetiError(f"{self.path}:{lineno}: not valid JSON; the file is corrupt, use a new --out") from None
                 key = self._check(rec, wanted, lineno)
-                done[key] = ExecutionResult.from_dict(rec["result"])
+                try:
+                    done[key] = ExecutionResult.from_dict(rec["result"])
+                except (KeyError, TypeError, ValueError):  # a hand-edited status or frames: was a traceback
+                    raise LetiError(f"{self.path}:{lineno}: 'result' is not an execution result leti wrote (bad "
+                                    "status or frames); delete that line to execute the sample again") from None
             good_bytes += len(line) + (0 if is_last else 1)
         if good_bytes < len(raw):
             with open(self.path, "r+b") as f:
@@ -92,6 +96,10 @@ class ExecutionLog:
             raise LetiError(f"{where}: sample {key} was executed as another program (another --task, or the task's "
                             "prompt or tests changed since); use a new --out")
         timeout = rec.get("timeout_s")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            # formatted with :g below: a string was a ValueError traceback
+            raise LetiError(f"{where}: 'timeout_s' is {json.dumps(timeout)[:40]}, not a number; delete that line to "
+                            "execute the sample again")
         if timeout is not None and self.timeout_s is not None and timeout != self.timeout_s:
             raise LetiError(f"{where}: sample {key} was executed with --timeout {timeout:g}, not {self.timeout_s:g}; "
                             f"rerun with --timeout {timeout:g} to resume, or use a new --out for the new timeout")
