@@ -135,6 +135,25 @@ def test_task_file_encoding_errors_name_the_line_and_a_bom_is_accepted(tmp_path,
     assert main(["tasks", "show", f"jsonl:{bom}", "a"]) == 0
 
 
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
+def test_a_line_separator_inside_a_json_string_does_not_end_the_line(tmp_path, capsys, char):
+    # JSON allows these raw in strings (json.dumps(..., ensure_ascii=False) writes them so), but
+    # str.splitlines() cut the line there: "not valid JSON (Unterminated string)"
+    rows = [{"id": "a", "prompt": f"# one{char}two\n", "tests": "assert 1", "meta": {"note": f"x{char}y"}},
+            {"id": "b", "prompt": "x = 1\n", "tests": "assert x == 1"}]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert main(["tasks", "show", f"jsonl:{path}", "a"]) == 0
+    assert f"# one{char}two" in capsys.readouterr().out
+    path.write_text(path.read_text(encoding="utf-8") + "{bad\n", encoding="utf-8")  # line numbers count real lines
+    assert main(["tasks", "show", f"jsonl:{path}", "a"]) == 2
+    assert one_error_line(capsys).startswith(f"leti: error: {path}:3: not valid JSON")
+    crlf, cr = tmp_path / "crlf.jsonl", tmp_path / "cr.jsonl"  # Windows and old Mac line ends still end lines
+    crlf.write_bytes(path.read_bytes().replace(b"\n", b"\r\n").removesuffix(b"{bad\r\n"))
+    cr.write_bytes(path.read_bytes().replace(b"\n", b"\r").removesuffix(b"{bad\r"))
+    assert main(["tasks", "show", f"jsonl:{crlf}", "b"]) == 0 and main(["tasks", "show", f"jsonl:{cr}", "b"]) == 0
+
+
 def test_stop_sequences_hidden_in_meta_are_refused(tmp_path, capsys):
     # meta["stop"] is where parsed stops live: "abc" there stopped at every a, b and c
     path = tmp_path / "t.jsonl"

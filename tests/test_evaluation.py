@@ -202,6 +202,18 @@ def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str)
     assert f"{path}:3:" in str(err.value)
 
 
+def test_samples_leti_wrote_with_a_line_separator_in_a_completion_are_read(tmp_path: Path) -> None:
+    # leti.sampling.io writes samples with ensure_ascii=False: a model's U+2028 stays raw in the
+    # line, and `leti evaluate --samples DIR/samples.jsonl` refused the file as not valid JSON
+    task = _toy_task(tmp_path)
+    path = tmp_path / "s.jsonl"
+    rows = [{"problem_id": "inc", "sample_idx": 0, "completion": "    return x + 1  # \u2028\n"},
+            {"problem_id": "dbl", "sample_idx": 0, "completion": "    return 2 * x\n"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    samples = read_samples(path, task.problems())
+    assert [(s.problem_id, s.completion) for s in samples] == [(r["problem_id"], r["completion"]) for r in rows]
+
+
 def test_samples_outside_the_split_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     samples = tmp_path / "s.jsonl"
     samples.write_text(json.dumps({"problem_id": "700", "sample_idx": 0, "completion": ""}) + "\n")

@@ -4,6 +4,7 @@ bad line into a one-line LetiError naming the file and line (callers check the f
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise LetiError(f"{path}:{line}: byte {data[e.start]:#04x} is not UTF-8; save the {what} as UTF-8") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n, \r\n or \r only: str.splitlines() also splits at U+2028, U+2029 and U+0085,
+    # which JSON allows raw inside strings (json.dumps(..., ensure_ascii=False) writes them so, as
+    # leti's own samples.jsonl does), and cut such a line in two ("not valid JSON").
+    for lineno, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
