@@ -135,6 +135,22 @@ def test_task_file_encoding_errors_name_the_line_and_a_bom_is_accepted(tmp_path,
     assert main(["tasks", "show", f"jsonl:{bom}", "a"]) == 0
 
 
+@pytest.mark.parametrize("field", ["id", "prompt", "tests", "meta"])
+def test_a_lone_surrogate_escape_in_a_task_file_is_named(tmp_path, capsys, field):
+    # json.loads accepts "\ud800" alone; the task then failed at sampling (the tokenizer's TypeError)
+    # or scoring (UnicodeEncodeError digesting the program), a traceback from deep inside
+    row = {"id": "a", "prompt": "x = 1\n", "tests": "assert x == 1", "meta": {"note": "n"}}
+    row[field] = {"note": "n\ud800"} if field == "meta" else row[field] + "  # \ud800"
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"id": "b", "prompt": "x = 1\\n", "tests": "assert x == 1"}\n' + json.dumps(row) + "\n")
+    assert main(["tasks", "show", f"jsonl:{path}", "b"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {path}:2: field '{field}' holds a lone surrogate escape "
+                                      "(\\ud800-\\udfff without its pair), which is not text; fix or remove that escape")
+    pair = tmp_path / "pair.jsonl"  # a whole pair is one character (an emoji) and fine
+    pair.write_text('{"id": "a", "prompt": "# \\ud83d\\ude00\\n", "tests": "assert 1"}\n')
+    assert main(["tasks", "show", f"jsonl:{pair}", "a"]) == 0
+
+
 @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
 def test_a_line_separator_inside_a_json_string_does_not_end_the_line(tmp_path, capsys, char):
     # JSON allows these raw in strings (json.dumps(..., ensure_ascii=False) writes them so), but

@@ -191,6 +191,8 @@ def test_leti_format_and_task_metrics_hook(tmp_path: Path) -> None:
         ('{"sample_idx": 0, "completion": ""}', "field 'problem_id' .* is missing"),
         ('{"problem_id": "inc", "sample_idx": 0, "completion": "a"}', r"repeats line 1"),
         ("not json", "not valid JSON"),
+        # a UnicodeEncodeError traceback when the program was digested for executions.jsonl
+        ('{"problem_id": "dbl", "sample_idx": 0, "completion": "x\\ud800"}', "field 'completion' holds a lone surrogate"),
     ],
 )
 def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str) -> None:

@@ -42,3 +42,14 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
         except json.JSONDecodeError as e:
             raise LetiError(f"{where}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); one {item} per line") from None
         yield where, lineno, value
+
+
+def lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate: a \\uD800-\\uDFFF escape without its
+    pair, which json.loads accepts but which is no character (encoding it, tokenizing it or
+    hashing a program that holds it raises deep inside)."""
+    try:
+        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
