@@ -44,7 +44,8 @@ def test_tests_continue_the_program_line_numbers(run):
 
 
 @pytest.mark.parametrize("source", ["def f(x):\n    return x +\n", "def f(x)\n    return x\n",
-                                    "x = (1,\n", "if True:\nprint(1)\n"])
+                                    "x = (1,\n", "if True:\nprint(1)\n",
+                                    "return 1\n"])  # found after parsing: no source text, no caret
 def test_syntax_error_is_rendered_as_cpython_does(run, source):
     r = run(source)
     assert r.status is Status.INVALID
@@ -240,6 +241,8 @@ def test_repeated_frames_are_collapsed_as_the_interpreter_collapses_them(run, tm
     "del f()\n",
     "a = 1 +* 2\n",
     "x = (\n  1 +\n)\n",
+    "def f():\n\treturn 1 +\n",  # the interpreter strips a tab indentation too
+    "if 1:\n \t x = 1 +* 2\n",
 ])
 def test_syntax_errors_read_as_the_interpreter_prints_them(run, tmp_path, source):
     r = run(source)

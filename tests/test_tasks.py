@@ -235,6 +235,9 @@ def test_mbpp_setup_code_comes_first_without_a_blank_line() -> None:
     assert p.tests == "import math\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n"
     assert problem_from_row(row).tests == "assert add(1, 2) == 3\nassert add(0, 0) == 0\n"
     assert p.split == "train" and p.entry_point == "add" and p.meta["challenge_test_list"] == []
+    # the prompt is the authors' f-string over the raw text: nothing stripped
+    spaced = problem_from_row({**row, "text": "  Add two numbers. "})
+    assert spaced.prompt == '"""\n  Add two numbers. \nassert add(1, 2) == 3\n"""\n'
     # 367's setup, from the file, right before its asserts
     rows = {r["task_id"]: r for r in map(json.loads, (SHARED_MBPP / "mbpp.jsonl").read_text().splitlines())}
     row = rows[367]
