@@ -44,8 +44,7 @@ def test_tests_continue_the_program_line_numbers(run):
 
 
 @pytest.mark.parametrize("source", ["def f(x):\n    return x +\n", "def f(x)\n    return x\n",
-                                    "x = (1,\n", "if True:\nprint(1)\n",
-                                    "return 1\n"])  # found after parsing: no source text, no caret
+                                    "x = (1,\n", "if True:\nprint(1)\n"])
 def test_syntax_error_is_rendered_as_cpython_does(run, source):
     r = run(source)
     assert r.status is Status.INVALID
@@ -187,6 +186,10 @@ def test_formatter_copes_with_missing_location_notes_and_surrogates():
     r = ExecutionResult(id=1, status=Status.INVALID, exception_type="SyntaxError",
                         message="source code string cannot contain null bytes")
     assert format_feedback(r) == "SyntaxError: source code string cannot contain null bytes"
+    # a location without the line's text (the compiler's later passes leave it unset): no line, no caret
+    r = ExecutionResult(id=1, status=Status.INVALID, exception_type="SyntaxError",
+                        message="'return' outside function", error_lineno=2, error_offset=1)
+    assert format_feedback(r) == '  File "main.py", line 2\nSyntaxError: \'return\' outside function'
     r = ExecutionResult(id=1, status=Status.FAILED, exception_type="ValueError", notes="hint: look here",
                         frames=(Frame(1, "<module>", "raise e"),))
     assert format_feedback(r).endswith("    raise e\nValueError\nhint: look here")
