@@ -246,6 +246,11 @@ def test_repeated_frames_are_collapsed_as_the_interpreter_collapses_them(run, tm
     "x = (\n  1 +\n)\n",
     "def f():\n\treturn 1 +\n",  # the interpreter strips a tab indentation too
     "if 1:\n \t x = 1 +* 2\n",
+    # found after parsing (the symbol table): compile() gives no source text, the interpreter
+    # reads the line from the file
+    "x = 1\nreturn x\n",
+    "def f(a, a):\n    pass\n",
+    "def f():\n    nonlocal x\n",
 ])
 def test_syntax_errors_read_as_the_interpreter_prints_them(run, tmp_path, source):
     r = run(source)

@@ -209,8 +209,13 @@ def _describe_exception(exc, source):
     if notes:
         rec["notes"] = notes
     if isinstance(exc, SyntaxError) and exc.filename == FILENAME:
-        rec["syntax"] = {"lineno": exc.lineno, "offset": exc.offset,
-                         "end_offset": getattr(exc, "end_offset", None), "text": exc.text}
+        text, n = exc.text, exc.lineno
+        if text is None and type(n) is int and 0 < n <= len(lines):
+            # errors found after parsing ('return' outside function, a repeated argument) carry no
+            # source text when compiled from a string; the interpreter reads the line from the file
+            text = lines[n - 1] + "\n"
+        rec["syntax"] = {"lineno": n, "offset": exc.offset,
+                         "end_offset": getattr(exc, "end_offset", None), "text": text}
     frames, last = collections.deque(maxlen=TRACEBACK_LIMIT), None
     tb = exc.__traceback__
     while tb is not None:
