@@ -436,3 +436,19 @@ def test_task_tests_that_are_not_valid_python_are_refused_with_their_line(tmp_pa
     assert main(["tasks", "show", f"jsonl:{path}"]) == 2
     assert one_error_line(capsys) == (f"leti: error: {path}:1: field 'tests' is not valid Python (line 2: '(' was "
                                       "never closed); fix the tests")
+
+
+def test_a_cut_weights_file_is_one_line_naming_the_model_directory(tmp_path, add_task, tiny_model_path, capsys):
+    """A checkpoint whose model.safetensors was cut (a full disk, a copy stopped half way):
+    `leti evaluate --model` (and a resumed run) say which directory, not a SafetensorError."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_path, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    argv = ["evaluate", "--task", add_task, "--split", "test", "--model", str(model), "--n", "1",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"leti: error: model directory {model} could not be loaded ("), err

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -126,9 +127,9 @@ def load_model_and_tokenizer(
         # names it and the pip command): one line, not a traceback.
         first_line = message_line(err)
         raise LetiError(f"{name_or_path} could not be loaded: {first_line}") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         # OSError covers unreachable hub, missing repo and missing files; ValueError covers
-        # malformed repo ids and unknown model types.
+        # malformed repo ids and unknown model types; SafetensorError a cut or damaged weights file.
         first_line = message_line(err)
         if local is not None:
             raise LetiError(f"model directory {name_or_path} could not be loaded ({first_line})") from None
