@@ -34,8 +34,8 @@ passing = passing samples only, no span (training_text.keep_failures=false; it t
 14-49% of the samples that pass, hence about a third of the gradient steps).
 
 Why the binary arm does not learn: the tiny model never learns to condition on the reward token.
-Seed 0's final checkpoints prompted with `<|good|>` / `<|bad|>` / no prefix score 35.9 / 34.0 /
-31.3 (textual) and 17.2 / 17.2 / 10.9 (binary) (`leti evaluate --model
+Seed 0's final checkpoints prompted with `<|good|>` / `<|bad|>` / no prefix score 35.9 / 35.5 /
+27.7 (textual) and 17.2 / 17.2 / 10.9 (binary) (`leti evaluate --model
 RUN/seed0/ARM/iterations/4/checkpoint --prompt-prefix P --task synthetic:seed=0,train=192,test=64
 --split test --n 4 --temperature 0.2 --max-new-tokens 64 --k 1 --seed 100004`; the `<|good|>`
 figures equal the runs' own evaluations). In the binary arm the failures (84-87% of the samples)
