@@ -251,3 +251,24 @@ def test_the_wheel_ships_the_presets(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for preset in list_presets():
         assert f"leti/configs/{preset.name}.yaml" in names, preset.name
+
+
+def test_commands_in_preset_comments_work_without_a_checkout(tmp_path, monkeypatch):
+    """`leti presets NAME` shows a preset's comment to users who may have no checkout: each
+    `leti run NAME` there loads from an empty directory, each `leti presets NAME` names a preset,
+    and no command there reads a checkout path (configs/...)."""
+    from leti.presets import find_preset, list_presets
+
+    monkeypatch.chdir(tmp_path)
+    runs = presets = 0
+    for preset in list_presets():
+        comment = "\n".join(line for line in preset.path.read_text().splitlines() if line.startswith("#"))
+        assert "--config_file configs/" not in comment and "leti run configs/" not in comment, preset.name
+        for name in re.findall(r"leti run ([\w.\-]+)", comment):
+            if name != "CONFIG":
+                load_config(name)
+                runs += 1
+        for name in re.findall(r"leti presets ([\w./\-]+) --path", comment):
+            assert find_preset(name) is not None, (preset.name, name)
+            presets += 1
+    assert runs >= 5 and presets >= 4

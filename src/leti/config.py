@@ -200,7 +200,7 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     where = str(path) if path is not None else "defaults"
     raw: dict = {}
     if path is not None:
-        raw = read_yaml_mapping(path, "config file", "pass a YAML file such as configs/tiny-cpu.yaml")
+        raw = read_yaml_mapping(path, "config file", "pass a YAML file or a preset's name (`leti presets` lists them)")
     layers = [copy.deepcopy(raw)]  # layers[i]: the file with the first i overrides applied
     for item in overrides:
         apply_override(raw, item)

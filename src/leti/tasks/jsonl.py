@@ -122,7 +122,7 @@ def read_task_file(path: Path) -> list[Problem]:
 
 @register_task("jsonl")
 class JsonlTask(Task):
-    description = "your own problems from a JSONL file: --task jsonl:PATH (schema in leti/tasks/jsonl.py)"
+    description = "your own problems from a JSONL file: --task jsonl:PATH (schema: python -m pydoc leti.tasks.jsonl)"
     source = "user-supplied JSONL file"
     license = "as stated by the file's author"
     citation = ""

@@ -58,11 +58,11 @@ def needs_model_first(accelerator) -> bool:
 
 _LORA_SHARDED = ("LoRA/QLoRA with FSDP or ZeRO-3 is not supported (the adapters would have to be gathered "
                  "and merged across shards); LoRA keeps few trainable weights, so use "
-                 "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml")
+                 "the accelerate/ddp or accelerate/deepspeed-zero2 launch config (leti presets NAME --path)")
 
 
 _CARRY_SHARDED = ("trainer.carry_optimizer_state: DeepSpeed and FSDP split AdamW's state over the ranks, and leti "
-                  "carries it between iterations only whole (one process, or DDP: configs/accelerate/ddp.yaml); "
+                  "carries it between iterations only whole (one process, or DDP: the accelerate/ddp launch config); "
                   "set trainer.carry_optimizer_state: false to start a new AdamW every iteration")
 
 
@@ -79,7 +79,8 @@ def check_sharding(cfg: TrainerConfig, carry: bool = False) -> None:
         # Accelerate turns FSDP on only over GPUs: on CPU it would fail deep in its plugin or
         # quietly train without sharding.
         raise LetiError("FSDP needs GPUs (Accelerate enables it only on them) and none is visible; on CPU "
-                        "launch with configs/accelerate/ddp.yaml or deepspeed-zero2.yaml / deepspeed-zero3.yaml")
+                        "launch with the accelerate/ddp, accelerate/deepspeed-zero2 or accelerate/deepspeed-zero3 config "
+                        "(leti presets NAME --path)")
     plugin = None
     if deepspeed:
         from accelerate.utils import DeepSpeedPlugin
