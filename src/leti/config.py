@@ -137,7 +137,7 @@ def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
 # --- loading ----------------------------------------------------------------------------------
 
 
-class _DuplicateKey(yaml.YAMLError):
+class DuplicateKeyError(yaml.YAMLError):
     def __init__(self, key: Any, first: int, again: int) -> None:
         super().__init__(f"field '{key}' appears twice (lines {first} and {again})")
 
@@ -154,11 +154,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             try:
                 if key in first:
-                    raise _DuplicateKey(key, first[key], key_node.start_mark.line + 1)
+                    raise DuplicateKeyError(key, first[key], key_node.start_mark.line + 1)
                 first[key] = key_node.start_mark.line + 1
             except TypeError:  # an unhashable key: SafeLoader's own error says so below
                 pass
         return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text as SafeLoader reads it, except that a key given twice in one mapping is a
+    DuplicateKeyError (a yaml.YAMLError naming the key and both lines), not the last one kept."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
 
 
 def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
@@ -166,7 +172,7 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
     (and the line, for syntax errors)."""
     p = Path(path)
     try:
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        raw = load_yaml_text(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
     except IsADirectoryError:
@@ -176,7 +182,7 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
                         "save it as UTF-8 YAML") from None
     except OSError as e:
         raise LetiError(f"{p}: cannot read {what} ({e.strerror or e}); {missing_hint}") from None
-    except _DuplicateKey as e:
+    except DuplicateKeyError as e:
         raise LetiError(f"{p}: {e}; keep one and merge the two") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

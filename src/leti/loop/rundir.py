@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
+from leti.execution.records import ExecutionResult, Status
 
 Key = tuple[str, int]
 
@@ -128,19 +129,28 @@ class RunDir:
         return _scan_jsonl(self.metrics_path)[1] < self.metrics_path.stat().st_size
 
     def finished_iterations(self) -> set[int]:
-        done = set()
+        """The iterations metrics.jsonl has a line for, each line checked: an iteration below 0 or
+        listed twice (a hand-edited file, lines of another run) is an error naming the line."""
+        first: dict[int, int] = {}
         for lineno, r in _scan_jsonl(self.metrics_path)[0]:
             if not isinstance(r, dict) or isinstance(r.get("iteration"), bool) or not isinstance(r.get("iteration"), int):
                 raise LetiError(f"{self.metrics_path}:{lineno}: not a metrics record (no integer 'iteration'); "
                                 "delete that line to redo its iteration")
+            k = r["iteration"]
+            if k < 0:
+                raise LetiError(f"{self.metrics_path}:{lineno}: iteration {k} is not an iteration number (0, 1, ...); "
+                                "delete that line")
+            if k in first:
+                raise LetiError(f"{self.metrics_path}:{lineno}: iteration {k} again (also on line {first[k]}); "
+                                "delete the repeated line, or the one that does not belong to this run")
+            first[k] = lineno
             ev = r.get("eval")
             numbers = isinstance(ev, dict) and all(
                 v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in ev.values())
             if ev is not None and not numbers:
                 raise LetiError(f"{self.metrics_path}:{lineno}: 'eval' must be an object of numbers or null, got "
                                 f"{json.dumps(ev)[:40]}; delete that line to redo its iteration")
-            done.add(r["iteration"])
-        return done
+        return set(first)
 
     def append_metrics(self, record: dict) -> None:
         if record["iteration"] in self.finished_iterations():
@@ -252,12 +262,47 @@ def append_jsonl(path: Path, records: list[dict]) -> None:
         os.fsync(f.fileno())  # a metrics line marks its iteration finished
 
 
-def read_sample_records(path: Path) -> dict[Key, dict]:
-    """Sample records keyed by (problem_id, sample_idx); the first occurrence wins."""
-    out: dict[Key, dict] = {}
+def sample_record_problem(r: object) -> str | None:
+    """What makes `r` not a sample record as leti writes them (None: it is one), in the fields
+    that the loop's resume, the training texts and the report read back: a hand-edited or foreign
+    line was a KeyError / TypeError from deep inside."""
+    if not isinstance(r, dict) or "problem_id" not in r or isinstance(r.get("sample_idx"), bool) \
+            or not isinstance(r.get("sample_idx"), int):
+        return "needs problem_id and sample_idx"
+    statuses = {s.value for s in Status}
+    for name, ok in (("passed", lambda v: isinstance(v, bool)), ("status", lambda v: v in statuses),
+                     ("exception_type", lambda v: isinstance(v, (str, type(None))))):
+        if name in r and not ok(r[name]):
+            return f"{name!r} is {json.dumps(r[name])[:40]}"
+    for name in ("passed", "status", "prompt", "completion"):
+        if name not in r or name in ("prompt", "completion") and not isinstance(r[name], str):
+            return f"bad or missing {name}"
+    try:
+        ExecutionResult.from_dict(r)
+    except (KeyError, TypeError, ValueError):
+        return "bad frames"
+    return None
+
+
+def scan_sample_records(path: Path, fix: str) -> list[tuple[int, dict]]:
+    """(line number, record) of a samples.jsonl / eval_samples.jsonl, each checked
+    (sample_record_problem: a bad one is a LetiError naming its line, with `fix`). A partial last
+    line (a kill) is left out; a key (problem_id, sample_idx) listed again counts once, its first
+    record."""
+    seen: set[Key] = set()
+    out = []
     for lineno, r in _scan_jsonl(path)[0]:
-        if not isinstance(r, dict) or "problem_id" not in r or not isinstance(r.get("sample_idx"), int):
-            raise LetiError(f"{path}:{lineno}: not a sample record (needs problem_id and sample_idx); "
-                            "delete that line to sample it again")
-        out.setdefault((str(r["problem_id"]), r["sample_idx"]), r)
+        problem = sample_record_problem(r)
+        if problem is not None:
+            raise LetiError(f"{path}:{lineno}: not a sample record ({problem}); {fix}")
+        key = (str(r["problem_id"]), r["sample_idx"])
+        if key not in seen:
+            seen.add(key)
+            out.append((lineno, r))
     return out
+
+
+def read_sample_records(path: Path) -> dict[Key, dict]:
+    """Sample records keyed by (problem_id, sample_idx), checked; the first occurrence wins."""
+    return {(str(r["problem_id"]), r["sample_idx"]): r
+            for _, r in scan_sample_records(path, "delete that line to sample it again")}

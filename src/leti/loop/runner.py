@@ -31,10 +31,12 @@ import yaml
 from leti.config import (
     BEHAVIOUR_BEFORE_FIELD,
     RESUMABLE_CHANGES,
+    DuplicateKeyError,
     RunConfig,
     config_to_dict,
     dump_config,
     flatten_config,
+    load_yaml_text,
     yaml_value,
 )
 from leti.errors import LetiError, plural
@@ -65,7 +67,9 @@ def _started_config(rd: RunDir) -> dict:
     """The config.yaml a run directory was started with, as a mapping."""
     fix = "restore it (it is the config the run started with) or use a new --run-dir"
     try:
-        old = yaml.safe_load(rd.config_path.read_text(encoding="utf-8"))
+        old = load_yaml_text(rd.config_path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as e:  # safe_load keeps the last, and the refusal would quote only it
+        raise LetiError(f"{rd.config_path}: damaged, {e}; {fix}") from None
     except (yaml.YAMLError, UnicodeDecodeError):
         raise LetiError(f"{rd.config_path}: damaged, not valid YAML; {fix}") from None
     if not isinstance(old, dict):
@@ -446,7 +450,8 @@ class _Context:
     def _samples(self, k: int) -> tuple[dict, float]:
         rd, cfg = self.rd, self.cfg
         if rd.samples_done(k).exists():
-            return read_sample_records(rd.samples(k)), read_json(rd.samples_done(k), ("wall_s",))["wall_s"]
+            marker = read_json(rd.samples_done(k), ("wall_s",))
+            return self._finished_samples(k, marker.get("samples")), marker["wall_s"]
         t0 = time.time()
         sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
         records = stages.sample_and_execute(
@@ -456,6 +461,22 @@ class _Context:
         wall = round(time.time() - t0, 2)
         write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler)})
         return records, wall
+
+    def _finished_samples(self, k: int, count: object) -> dict:
+        """Iteration k's samples once samples.done vouches for them: every record one of this
+        run's (problem, sample index) and as many as the marker counted. A file emptied, cut or
+        filled with another run's lines was trained and counted on without a word."""
+        path, n = self.rd.samples(k), self.cfg.sampling.n
+        records = read_sample_records(path)
+        ids = {p.id for p in self.train_problems}
+        fix = f"restore it, or delete {self.rd.samples_done(k).name} to sample what is missing"
+        foreign = next((key for key in records if key[0] not in ids or not 0 <= key[1] < n), None)
+        if foreign is not None:
+            raise LetiError(f"{path}: holds sample {foreign[1]} of problem {foreign[0]!r}, which is not one of this "
+                            f"run's ({len(ids)} problems x sampling.n {n}); {fix}")
+        if isinstance(count, int) and not isinstance(count, bool) and len(records) != count:
+            raise LetiError(f"{path}: holds {len(records)} samples, {self.rd.samples_done(k).name} counted {count}; {fix}")
+        return records
 
     def _sampler(self, source: str, sampling: SamplingConfig) -> Sampler:
         """This process's sampler, spread over every rank under a multi-process launch."""

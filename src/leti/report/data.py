@@ -13,8 +13,7 @@ from pathlib import Path
 
 from leti.errors import LetiError
 from leti.evaluation.pass_at_k import PairedDifference, paired_difference, stderrs_from_counts
-from leti.execution.records import Status
-from leti.loop.rundir import RunDir, _scan_jsonl, read_json
+from leti.loop.rundir import RunDir, _scan_jsonl, read_json, scan_sample_records
 
 
 @dataclass(frozen=True)
@@ -199,17 +198,10 @@ def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
         path = run.samples(k)
         if k == 0 or not path.exists():
             continue
-        for lineno, rec in _sample_lines(path):
+        for rec in read_samples_file(path):
             if rec.get("passed"):
                 continue
-            # a hand-edited record fails here, not as a KeyError/TypeError from deep inside
-            fields = [f for f in ("prompt", "completion") if not isinstance(rec.get(f), str)]
-            try:
-                result = ExecutionResult.from_dict(rec)
-            except (KeyError, TypeError, ValueError):
-                fields.append("status/frames")
-            if fields:
-                raise LetiError(f"{path}:{lineno}: not a sample record (bad or missing {fields[0]}); {_SAMPLE_FIX}")
+            result = ExecutionResult.from_dict(rec)  # checked by _sample_lines
             eos = "<|endoftext|>" if cfg.training_text.append_eos else ""
             # The loop trains on the task prompt, not the sampled one (which may carry <|good|>).
             prompt = rec["prompt"].removeprefix("<|good|>")
@@ -222,28 +214,10 @@ _METRICS_FIX = "delete that line: the same `leti run` on this directory writes i
 
 
 def _sample_lines(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) of a samples.jsonl / eval_samples.jsonl as the loop reads it: a
-    partial last line (a kill) is left out, and a key (problem_id, sample_idx) listed again counts
-    once, its first record (duplicated lines were counted twice). A line that is not a sample
-    record, or whose outcome fields the report counts have the wrong type, is an error naming it
-    (it was a traceback, AttributeError on a JSON list or TypeError on a list exception_type)."""
-    seen: set[tuple[str, int]] = set()
-    out = []
-    statuses = {s.value for s in Status}
-    for lineno, r in _scan_jsonl(path)[0]:
-        if not isinstance(r, dict) or "problem_id" not in r or isinstance(r.get("sample_idx"), bool) \
-                or not isinstance(r.get("sample_idx"), int):
-            raise LetiError(f"{path}:{lineno}: not a sample record (needs problem_id and sample_idx); {_SAMPLE_FIX}")
-        bad = ("passed" if "passed" in r and not isinstance(r["passed"], bool)
-               else "status" if "status" in r and r["status"] not in statuses
-               else "exception_type" if not isinstance(r.get("exception_type"), (str, type(None))) else None)
-        if bad:
-            raise LetiError(f"{path}:{lineno}: not a sample record ({bad!r} is {json.dumps(r[bad])[:40]}); {_SAMPLE_FIX}")
-        key = (str(r["problem_id"]), r["sample_idx"])
-        if key not in seen:
-            seen.add(key)
-            out.append((lineno, r))
-    return out
+    """(line number, record) of a samples.jsonl / eval_samples.jsonl as the loop reads it
+    (leti.loop.rundir.scan_sample_records: checked, a partial last line left out, a repeated key
+    counted once, as the loop counts it)."""
+    return scan_sample_records(path, _SAMPLE_FIX)
 
 
 def read_samples_file(path: Path) -> list[dict]:
@@ -273,17 +247,10 @@ def _metrics_rows(run: RunDir) -> list[dict]:
     """metrics.jsonl's records, checked for what the report reads: a field of the wrong type was a
     traceback from the table or the plots; an iteration number below 0 or listed twice (a
     duplicated line, lines of another run) was shown as its own row."""
-    run.finished_iterations()  # 'iteration' and 'eval' checked, the error naming the line
-    first: dict[int, int] = {}
+    run.finished_iterations()  # 'iteration' (>= 0, once each) and 'eval' checked, the error naming the line
     rows = []
     for lineno, r in _scan_jsonl(run.metrics_path)[0]:
-        where, k = f"{run.metrics_path}:{lineno}", r["iteration"]
-        if k < 0:
-            raise LetiError(f"{where}: iteration {k} is not an iteration number (0, 1, ...); {_METRICS_FIX}")
-        if k in first:
-            raise LetiError(f"{where}: iteration {k} again (also on line {first[k]}); delete the repeated line, "
-                            "or the one that does not belong to this run")
-        first[k] = lineno
+        where = f"{run.metrics_path}:{lineno}"
         for name, (ok, what) in _METRICS_FIELDS.items():
             if r.get(name) is not None and not ok(r[name]):
                 raise LetiError(f"{where}: '{name}' must be {what} or null, got {json.dumps(r[name])[:40]}; {_METRICS_FIX}")

@@ -1,0 +1,108 @@
+"""A run directory damaged or hand-edited between two `leti run`s: the resume stops in one line
+naming the file (and line) and the fix, instead of a traceback from deep inside or training and
+counting on what is left without a word. One finished tiny run, copied and damaged per test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from leti.cli import main
+
+CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
+
+
+def _args(run: Path, model: str, task: str) -> list[str]:
+    return ["run", CONFIG, "--run-dir", str(run), "--set", f"model={model}", "--set", f"task={task}",
+            "--set", "progress=false", "--set", "trainer.pretrain_mix_ratio=0"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_path, shared_add_task) -> tuple[Path, list[str]]:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(_args(run, tiny_model_path, shared_add_task)) == 0
+    return run, _args(run, tiny_model_path, shared_add_task)
+
+
+def _copy(finished, tmp_path: Path, redo_iteration_1: bool = True) -> tuple[Path, list[str]]:
+    """A copy of the finished run; with `redo_iteration_1`, as if killed after iteration 1's
+    sampling (its training, evaluation and metrics line gone, samples.done kept)."""
+    src, args = finished
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    if redo_iteration_1:
+        it = run / "iterations" / "1"
+        for name in ("checkpoint", "train_stats.json", "eval.json", "eval_samples.jsonl"):
+            p = it / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        metrics = (run / "metrics.jsonl").read_text().splitlines()
+        (run / "metrics.jsonl").write_text(metrics[0] + "\n")
+    return run, [str(run) if a == str(src) else a for a in args]
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and err.startswith("leti: error: "), err
+    return err.removeprefix("leti: error: ")
+
+
+def _samples(run: Path) -> Path:
+    return run / "iterations" / "1" / "samples.jsonl"
+
+
+def test_a_sample_line_cut_to_its_key_is_named(finished, tmp_path, capsys):
+    run, args = _copy(finished, tmp_path)
+    lines = _samples(run).read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({"problem_id": first["problem_id"], "sample_idx": first["sample_idx"]})
+    _samples(run).write_text("\n".join(lines) + "\n")
+    assert main(args) == 2  # was KeyError: 'status' from the iteration's summary
+    assert _error(capsys).startswith(f"{_samples(run)}:1: not a sample record (bad or missing passed); delete that line")
+
+
+def test_a_sample_file_shorter_than_samples_done_counted_is_named(finished, tmp_path, capsys):
+    run, args = _copy(finished, tmp_path)
+    lines = _samples(run).read_text().splitlines()
+    _samples(run).write_text("\n".join(lines[:-1]) + "\n")
+    assert main(args) == 2  # was: trained on the rest, train_samples one short, without a word
+    assert _error(capsys) == (f"{_samples(run)}: holds {len(lines) - 1} samples, samples.done counted {len(lines)}; "
+                              "restore it, or delete samples.done to sample what is missing")
+    (run / "iterations" / "1" / "samples.done").unlink()  # the fix it names: the missing sample is drawn again
+    assert main(args) == 0
+    assert len(_samples(run).read_text().splitlines()) == len(lines)
+
+
+def test_another_runs_sample_in_a_finished_sample_file_is_named(finished, tmp_path, capsys):
+    run, args = _copy(finished, tmp_path)
+    lines = _samples(run).read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["problem_id"] = "not-this-runs"
+    lines[0] = json.dumps(rec)
+    _samples(run).write_text("\n".join(lines) + "\n")
+    assert main(args) == 2  # was: counted in train_samples, skipped in training, its own sample never drawn
+    assert _error(capsys).startswith(f"{_samples(run)}: holds sample {rec['sample_idx']} of problem 'not-this-runs', "
+                                     "which is not one of this run's")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines + [lines[-1]], "metrics.jsonl:3: iteration 1 again (also on line 2)"),
+    (lambda lines: [lines[0], lines[1].replace('"iteration": 1', '"iteration": -3')],
+     "metrics.jsonl:2: iteration -3 is not an iteration number"),
+])
+def test_a_repeated_or_negative_metrics_line_is_named(finished, tmp_path, capsys, edit, message):
+    run, args = _copy(finished, tmp_path, redo_iteration_1=False)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("\n".join(edit(metrics.read_text().splitlines())) + "\n")
+    assert main(args) == 2  # was: went on, appending iteration 1's line again after the bad one
+    assert _error(capsys).startswith(f"{run}/{message}")
+
+
+def test_a_config_yaml_with_a_key_twice_is_named(finished, tmp_path, capsys):
+    run, args = _copy(finished, tmp_path, redo_iteration_1=False)
+    config = run / "config.yaml"
+    config.write_text(config.read_text() + "iterations: 1\n")
+    assert main(args) == 2  # was: compared with the last of the two values only
+    assert "field 'iterations' appears twice" in _error(capsys)
