@@ -106,3 +106,28 @@ def test_a_config_yaml_with_a_key_twice_is_named(finished, tmp_path, capsys):
     config.write_text(config.read_text() + "iterations: 1\n")
     assert main(args) == 2  # was: compared with the last of the two values only
     assert "field 'iterations' appears twice" in _error(capsys)
+
+
+@pytest.mark.parametrize("name, key, value", [
+    ("train_stats.json", "optimizer_steps", "x"),  # was TypeError summing the steps
+    ("train_stats.json", "wall_s", "soon"),
+    ("eval.json", "pass@k", {"pass@1": "x"}),  # was ValueError formatting it
+    ("samples.done", "wall_s", None),
+])
+def test_a_stage_record_with_a_value_of_the_wrong_type_is_named(finished, tmp_path, capsys, name, key, value):
+    """Iteration 1's files are all there but its metrics line is not (killed before writing it):
+    the resume reads them back, and a hand-edited value names the file, not a traceback."""
+    run, args = _copy(finished, tmp_path, redo_iteration_1=False)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    path = run / "iterations" / "1" / name
+    record = json.loads(path.read_text())
+    record[key] = value
+    path.write_text(json.dumps(record))
+    assert main(args) == 2
+    assert _error(capsys) == (f"{path}: '{key}' must be "
+                              f"{ {'optimizer_steps': 'a count', 'pass@k': 'an object of numbers'}.get(key, 'a number')}, "
+                              f"got {json.dumps(value)}; delete it to redo that stage")
+    path.unlink()  # the fix it names
+    assert main(args) == 0
+    assert len(metrics.read_text().splitlines()) == 2

@@ -178,9 +178,25 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_path(path.parent)  # the rename itself survives a power loss
 
 
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# What the run's own JSON files hold under the keys its readers require: a value of another type
+# (a hand edit) was a TypeError / ValueError traceback where it was added up or formatted.
+_REQUIRED_TYPES: dict[str, tuple[Any, str]] = {
+    "mode": (lambda v: isinstance(v, str), "a string"),
+    "wall_s": (_number, "a number"),
+    "loss_mean": (lambda v: v is None or _number(v), "a number"),
+    "optimizer_steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),
+    "pass@k": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()), "an object of numbers"),
+}
+
+
 def read_json(path: Path, required: tuple[str, ...] = ()) -> Any:
-    """A JSON file of the run; with `required`, an object that must have those keys (a file
-    damaged or edited by hand is an error naming it, not a KeyError later)."""
+    """A JSON file of the run; with `required`, an object that must have those keys, each of the
+    type leti writes there (a file damaged or edited by hand is an error naming it, not a
+    KeyError or TypeError later)."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -189,6 +205,11 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> Any:
     missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); delete it to redo that stage")
+    for key in required:
+        ok, what = _REQUIRED_TYPES.get(key, (lambda v: True, ""))
+        if not ok(obj[key]):
+            raise LetiError(f"{path}: '{key}' must be {what}, got {json.dumps(obj[key])[:40]}; "
+                            "delete it to redo that stage")
     return obj
 
 
