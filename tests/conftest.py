@@ -28,6 +28,33 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the wheel `pip install` would install, the src/ folder it was built from), built once per
+    session from a copy of the tree (setuptools leaves build/ and egg-info in the tree it builds),
+    without isolation (no download): skipped without the setuptools pyproject.toml asks for."""
+    import shutil
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        if int(version("setuptools").split(".")[0]) < 77:
+            pytest.skip("setuptools < 77 here; pyproject.toml needs >= 77 to build")
+    except PackageNotFoundError:
+        pytest.skip("no setuptools here to build a wheel with")
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    shutil.copytree(root / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+        shutil.copy(root / name, source / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(out), str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = out.glob("leti-*.whl")
+    return wheel, source / "src"
+
+
 def _write_add_task(directory: Path) -> str:
     rows = [{"id": f"p{k}", "split": split, "entry_point": f"add_{k}",
              "prompt": f'"""\nWrite a function to add {k} to a number.\nassert add_{k}(1) == {k + 1}\n"""\n',

@@ -141,29 +141,13 @@ print(len(names))
     assert int(proc.stdout.split()[-1]) > 40
 
 
-def test_the_wheel_ships_every_file_of_the_package(tmp_path):
+def test_the_wheel_ships_every_file_of_the_package(built_wheel):
     """What `pip install` installs holds every file under src/leti (data, presets, the demo's
-    presets), built as test_presets.py's wheel test builds it."""
-    import shutil
+    presets)."""
     import zipfile
-    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        if int(version("setuptools").split(".")[0]) < 77:
-            pytest.skip("setuptools < 77 here; pyproject.toml needs >= 77 to build")
-    except PackageNotFoundError:
-        pytest.skip("no setuptools here to build a wheel with")
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    source = tmp_path / "source"
-    shutil.copytree(ROOT / "src", source / "src", ignore=ignore)
-    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
-        shutil.copy(ROOT / name, source / name)
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    (wheel,) = tmp_path.glob("leti-*.whl")
+    wheel, package = built_wheel
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("leti/")}
-    package = source / "src"
     files = {p.relative_to(package).as_posix() for p in (package / "leti").rglob("*") if p.is_file()}
     assert files - shipped == set()
     assert {"leti/demo/presets/demo.yaml", "leti/configs/tiny-cpu.yaml"} <= shipped

@@ -224,31 +224,14 @@ def test_presets_command_lists_prints_and_locates(capsys):
     assert path.is_absolute() and path.read_text() == (CONFIGS / "accelerate" / "ddp.yaml").read_text()
 
 
-def test_the_wheel_ships_the_presets(tmp_path):
+def test_the_wheel_ships_the_presets(built_wheel):
     """What `pip install leti` installs holds every preset (package data), so `leti run NAME`
     works without a checkout."""
-    import shutil
-    import subprocess
-    import sys
     import zipfile
-    from importlib.metadata import PackageNotFoundError, version
 
     from leti.presets import list_presets
 
-    try:  # built without isolation (no download): needs the setuptools pyproject.toml asks for
-        if int(version("setuptools").split(".")[0]) < 77:
-            pytest.skip("setuptools < 77 here; pyproject.toml needs >= 77 to build")
-    except PackageNotFoundError:
-        pytest.skip("no setuptools here to build a wheel with")
-    source = tmp_path / "source"  # a copy: setuptools leaves build/ and egg-info in the tree it builds
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
-        shutil.copy(ROOT / name, source / name)
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    (wheel,) = tmp_path.glob("leti-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    names = set(zipfile.ZipFile(built_wheel[0]).namelist())
     for preset in list_presets():
         assert f"leti/configs/{preset.name}.yaml" in names, preset.name
 
