@@ -145,8 +145,7 @@ class RunDir:
                                 "delete the repeated line, or the one that does not belong to this run")
             first[k] = lineno
             ev = r.get("eval")
-            numbers = isinstance(ev, dict) and all(
-                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in ev.values())
+            numbers = isinstance(ev, dict) and all(v is None or is_number(v) for v in ev.values())
             if ev is not None and not numbers:
                 raise LetiError(f"{self.metrics_path}:{lineno}: 'eval' must be an object of numbers or null, got "
                                 f"{json.dumps(ev)[:40]}; delete that line to redo its iteration")
@@ -178,7 +177,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_path(path.parent)  # the rename itself survives a power loss
 
 
-def _number(v: object) -> bool:
+def is_number(v: object) -> bool:
+    """An int or float as JSON gives them (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -186,30 +186,29 @@ def _number(v: object) -> bool:
 # (a hand edit) was a TypeError / ValueError traceback where it was added up or formatted.
 _REQUIRED_TYPES: dict[str, tuple[Any, str]] = {
     "mode": (lambda v: isinstance(v, str), "a string"),
-    "wall_s": (_number, "a number"),
-    "loss_mean": (lambda v: v is None or _number(v), "a number"),
+    "wall_s": (is_number, "a number"),
+    "loss_mean": (lambda v: v is None or is_number(v), "a number"),
     "optimizer_steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),
-    "pass@k": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()), "an object of numbers"),
+    "pass@k": (lambda v: isinstance(v, dict) and all(is_number(x) for x in v.values()), "an object of numbers"),
 }
 
 
-def read_json(path: Path, required: tuple[str, ...] = ()) -> Any:
+def read_json(path: Path, required: tuple[str, ...] = (), fix: str = "delete it to redo that stage") -> Any:
     """A JSON file of the run; with `required`, an object that must have those keys, each of the
-    type leti writes there (a file damaged or edited by hand is an error naming it, not a
-    KeyError or TypeError later)."""
+    type leti writes there (a file damaged or edited by hand is an error naming it and `fix`, not
+    a KeyError or TypeError later)."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise LetiError(f"{path}: not valid JSON ({reason}); delete it to redo that stage") from None
+        raise LetiError(f"{path}: not valid JSON ({reason}); {fix}") from None
     missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
     if missing:
-        raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); delete it to redo that stage")
+        raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); {fix}")
     for key in required:
         ok, what = _REQUIRED_TYPES.get(key, (lambda v: True, ""))
         if not ok(obj[key]):
-            raise LetiError(f"{path}: '{key}' must be {what}, got {json.dumps(obj[key])[:40]}; "
-                            "delete it to redo that stage")
+            raise LetiError(f"{path}: '{key}' must be {what}, got {json.dumps(obj[key])[:40]}; {fix}")
     return obj
 
 
@@ -283,6 +282,9 @@ def append_jsonl(path: Path, records: list[dict]) -> None:
         os.fsync(f.fileno())  # a metrics line marks its iteration finished
 
 
+_STATUSES = frozenset(s.value for s in Status)
+
+
 def sample_record_problem(r: object) -> str | None:
     """What makes `r` not a sample record as leti writes them (None: it is one), in the fields
     that the loop's resume, the training texts and the report read back: a hand-edited or foreign
@@ -290,8 +292,7 @@ def sample_record_problem(r: object) -> str | None:
     if not isinstance(r, dict) or "problem_id" not in r or isinstance(r.get("sample_idx"), bool) \
             or not isinstance(r.get("sample_idx"), int):
         return "needs problem_id and sample_idx"
-    statuses = {s.value for s in Status}
-    for name, ok in (("passed", lambda v: isinstance(v, bool)), ("status", lambda v: v in statuses),
+    for name, ok in (("passed", lambda v: isinstance(v, bool)), ("status", lambda v: v in _STATUSES),
                      ("exception_type", lambda v: isinstance(v, (str, type(None))))):
         if name in r and not ok(r[name]):
             return f"{name!r} is {json.dumps(r[name])[:40]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from leti.errors import LetiError
 from leti.evaluation.pass_at_k import PairedDifference, paired_difference, stderrs_from_counts
-from leti.loop.rundir import RunDir, _scan_jsonl, read_json, scan_sample_records
+from leti.loop.rundir import RunDir, _scan_jsonl, is_number, read_json, scan_sample_records
 
 
 @dataclass(frozen=True)
@@ -225,18 +225,14 @@ def read_samples_file(path: Path) -> list[dict]:
     return [r for _, r in _sample_lines(path)]
 
 
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 # metrics.jsonl fields the report reads beside 'iteration' and 'eval' (which RunDir.metrics checks):
 # field -> (check, what it must be). Each may also be null or absent (older runs).
 _METRICS_FIELDS = {
     "gradient_steps_total": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0"),
     "train_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0"),
-    "train_pass_rate": (_number, "a number"),
-    "pretrain_heldout_loss": (_number, "a number"),
-    "eval_stderr": (lambda v: not isinstance(v, dict) or all(x is None or _number(x) for x in v.values()),
+    "train_pass_rate": (is_number, "a number"),
+    "pretrain_heldout_loss": (is_number, "a number"),
+    "eval_stderr": (lambda v: not isinstance(v, dict) or all(x is None or is_number(x) for x in v.values()),
                     "an object of numbers"),
     "train_exception_counts": (lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()),
                                "an object of counts"),
@@ -273,7 +269,7 @@ def _eval_json(run: RunDir, k: int) -> dict | None:
             isinstance(x, int) and not isinstance(x, bool) for x in nc) for nc in pp.values()):
         raise LetiError(f"{path}: 'per_problem' must map each problem id to [n, c] (samples, correct); {fix}")
     se = ev.get("pass@k_stderr")
-    if isinstance(se, dict) and not all(x is None or _number(x) for x in se.values()):
+    if isinstance(se, dict) and not all(x is None or is_number(x) for x in se.values()):
         raise LetiError(f"{path}: 'pass@k_stderr' must be an object of numbers or null; {fix}")
     return ev
 
@@ -350,29 +346,25 @@ def read_summary(root: Path) -> dict | None:
     if not path.exists():
         return None
     fix = "run the `leti demo` command that made it again to rewrite it, or delete it to report the runs alone"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise LetiError(f"{path}: not valid JSON ({reason}); {fix}") from None
+    summary = read_json(path, fix=fix)
     if not isinstance(summary, dict):
         raise LetiError(f"{path}: not a demo summary (a JSON object); {fix}")
     iterations = summary.get("iterations", {})
     rows_ok = isinstance(iterations, dict) and all(
         isinstance(rows, list) and all(isinstance(r, dict) and all(
-            r.get(f) is None or _number(r[f]) for f in ("heldout_pass_at_1", "heldout_pass_at_1_stderr"))
+            r.get(f) is None or is_number(r[f]) for f in ("heldout_pass_at_1", "heldout_pass_at_1_stderr"))
             for r in rows) for rows in iterations.values())
     if not rows_ok:
         raise LetiError(f"{path}: 'iterations' must map each arm to a list of iteration objects; {fix}")
     numbers = ["baseline_pass_at_1", "baseline_pass_at_1_stderr", "wall_seconds",
                *(f"{arm}_final_pass_at_1" for arm in iterations)]
     by_arm = ["final_pass_at_1_stderr", "final_pass_at_1_seed_sd"]
-    bad = next((f for f in numbers if summary.get(f) is not None and not _number(summary[f])), None) or next(
+    bad = next((f for f in numbers if summary.get(f) is not None and not is_number(summary[f])), None) or next(
         (f for f in by_arm if summary.get(f) is not None and not (isinstance(summary[f], dict) and all(
-            v is None or _number(v) for v in summary[f].values()))), None)
+            v is None or is_number(v) for v in summary[f].values()))), None)
     vs = summary.get("vs_binary")
     if bad is None and vs is not None and not (isinstance(vs, dict) and all(
-            v is None or (isinstance(v, dict) and all(v.get(f) is None or _number(v[f])
+            v is None or (isinstance(v, dict) and all(v.get(f) is None or is_number(v[f])
                                                       for f in ("difference_points", "stderr_points")))
             for v in vs.values())):
         bad = "vs_binary"
