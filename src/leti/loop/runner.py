@@ -394,11 +394,12 @@ class _Context:
         walls: list[float] = []
         summary: dict = {}
         if k > 0:
+            records = None
             if self.mode == "leti":
                 records, wall = self._samples(k)
                 walls.append(wall)
                 summary = stages.summarize_samples(records)
-            walls.append(self._train(k))
+            walls.append(self._train(k, records))
         evaluated = k == 0 or k == last or k % self.cfg.eval.every == 0
         ev = self._evaluate(k) if evaluated else None
         if ev is not None:
@@ -486,7 +487,9 @@ class _Context:
             return DataParallelSampler(local, self.group, source, sampling)
         return local
 
-    def _train(self, k: int) -> float:
+    def _train(self, k: int, records: dict | None) -> float:
+        """Train iteration k on `records` (its samples, as _samples read and checked them; None
+        in sft mode) and checkpoint; the wall seconds."""
         rd, cfg = self.rd, self.cfg
         if rd.train_stats(k).exists():
             wall = read_json(rd.train_stats(k), _TRAIN_KEYS)["wall_s"]
@@ -505,7 +508,8 @@ class _Context:
 
         model, tok = self.slot.get(self.source(k - 1))
         if self.mode == "leti":
-            texts = stages.training_texts(read_sample_records(rd.samples(k)), self.train_problems, cfg, tok.eos_token)
+            assert records is not None  # leti mode always samples first
+            texts = stages.training_texts(records, self.train_problems, cfg, tok.eos_token)
             if not texts and not cfg.training_text.keep_failures:
                 raise LetiError(f"iteration {k}: no sample passed, and training_text.keep_failures is false, so there "
                                 "is nothing to train on; sample more (sampling.n) or keep the failures")
