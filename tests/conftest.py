@@ -29,6 +29,24 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def geneva():
+    """The event argument extraction task (GENEVA), loaded once."""
+    from leti.tasks.registry import get_task
+
+    return get_task("geneva")
+
+
+@pytest.fixture(scope="module")
+def executor():
+    """A two-worker sandboxed Executor with the default config, one per test module: its worker
+    processes end with the module."""
+    from leti.execution import ExecutionConfig, Executor
+
+    with Executor(ExecutionConfig(workers=2)) as ex:
+        yield ex
+
+
+@pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the wheel `pip install` would install, the src/ folder it was built from), built once per
     session from a copy of the tree (setuptools leaves build/ and egg-info in the tree it builds),

@@ -11,7 +11,7 @@ import pytest
 
 from leti.errors import LetiError
 from leti.evaluation.samples import Sample
-from leti.execution import ExecutionConfig, Executor, Status
+from leti.execution import Status
 from leti.tasks.eae.check import normalise, occurs_in
 from leti.tasks.eae.data import read_oneie
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
@@ -36,17 +36,6 @@ DEATH_CLASS = '''class Death(Event):
     deceased: list[str] = []
     sufferer: list[str] = []
 '''
-
-
-@pytest.fixture(scope="module")
-def task():
-    return get_task("geneva")
-
-
-@pytest.fixture(scope="module")
-def executor():
-    with Executor(ExecutionConfig(workers=2)) as ex:
-        yield ex
 
 
 # ---- ontology -> classes -------------------------------------------------------------------
@@ -82,11 +71,11 @@ def test_generated_classes_run_and_take_their_roles(event_type):
 # ---- problems --------------------------------------------------------------------------------
 
 
-def test_splits_ids_and_prompt(task):
-    assert {s: len(task.problems(s)) for s in task.splits()} == {"train": 1200, "val": 1442, "test": 1893}
-    ids = [p.id for p in task.problems()]
+def test_splits_ids_and_prompt(geneva):
+    assert {s: len(geneva.problems(s)) for s in geneva.splits()} == {"train": 1200, "val": 1442, "test": 1893}
+    ids = [p.id for p in geneva.problems()]
     assert len(set(ids)) == len(ids)
-    p = task.get(ATTACK_ID)
+    p = geneva.get(ATTACK_ID)
     assert p.prompt.startswith("class Event:\n")
     assert p.prompt.endswith(
         'sentence = "The attackers were environmental terrorists upset about a new industry coming to town ."\n'
@@ -95,7 +84,7 @@ def test_splits_ids_and_prompt(task):
     )
     assert p.reference == 'assailant=["environmental terrorists"])'
     assert GOLD_SPAN not in p.prompt.split("sentence = ")[0]  # gold only via the sentence itself
-    assert task.stop_sequences == ("\n",)
+    assert geneva.stop_sequences == ("\n",)
 
 
 def test_repeated_trigger_names_its_occurrence(tmp_path):
@@ -109,21 +98,21 @@ def test_repeated_trigger_names_its_occurrence(tmp_path):
     assert problem.id == "eae/test/e1" and problem.reference == 'runner=["he"])'
 
 
-def test_multi_token_trigger_occurrence_counts_its_whole_span(task):
+def test_multi_token_trigger_occurrence_counts_its_whole_span(geneva):
     # Trigger "'s" is tokens 2-3 ("'", "s"); the sentence also opens with a lone "'" token.
     # Counting only the first token ("'") called this "'s" the 2nd occurrence; it is the 1st.
-    problem = task.get("geneva/val/135_23605_4099632_10329_0")
+    problem = geneva.get("geneva/val/135_23605_4099632_10329_0")
     assert "# In the sentence, \"'s\" (its 1st occurrence) expresses a Presence event." in problem.prompt
 
 
 # ---- verifier through the real sandbox -------------------------------------------------------
 
 
-def _run(executor, task, completion):
+def _run(executor, geneva, completion):
     """The sandbox's result judged on the host, as the loop and evaluation record it."""
-    problem = task.get(ATTACK_ID)
-    program = task.build_program(problem, completion)
-    return task.judge(problem, program, executor.run([program])[0], executor.config)
+    problem = geneva.get(ATTACK_ID)
+    program = geneva.build_program(problem, completion)
+    return geneva.judge(problem, program, executor.run([program])[0], executor.config)
 
 
 @pytest.mark.parametrize(
@@ -143,14 +132,14 @@ def _run(executor, task, completion):
         ("); event = 3", "VerificationError: `event` must be an instance of Attack, got int"),
     ],
 )
-def test_verifier_feedback(executor, task, completion, expected):
-    result = _run(executor, task, completion)
+def test_verifier_feedback(executor, geneva, completion, expected):
+    result = _run(executor, geneva, completion)
     assert not result.passed
     assert expected in result.feedback, result.feedback
 
 
-def test_feedback_is_the_traceback_tail_and_does_not_leak_gold(executor, task):
-    result = _run(executor, task, ")")
+def test_feedback_is_the_traceback_tail_and_does_not_leak_gold(executor, geneva):
+    result = _run(executor, geneva, ")")
     assert result.status is Status.FAILED and result.exception_type == "VerificationError"
     tail = result.feedback.splitlines()[-2:]
     assert tail == [
@@ -160,28 +149,28 @@ def test_feedback_is_the_traceback_tail_and_does_not_leak_gold(executor, task):
     assert GOLD_SPAN not in result.feedback.lower()
 
 
-def test_normalised_prediction_passes_and_threshold_option(executor, task):
+def test_normalised_prediction_passes_and_threshold_option(executor, geneva):
     # Case and spacing differ from the sentence; normalisation treats both sides the same way.
-    assert _run(executor, task, 'assailant=["Environmental   terrorists"])').passed
+    assert _run(executor, geneva, 'assailant=["Environmental   terrorists"])').passed
     # One extra argument: F1 = 2/3. Fails exact match, passes with min_f1=0.5.
     completion = 'assailant=["environmental terrorists"], victim=["a new industry"])'
-    assert not _run(executor, task, completion).passed
+    assert not _run(executor, geneva, completion).passed
     lenient = get_task("geneva:min_f1=0.5")
     assert _run(executor, lenient, completion).passed
     # A span repeated (even spelled differently) is one argument, as in LeTI's and OneIE's
     # set-based scorers: the reward and Arg-C agree that this is an exact match.
-    assert _run(executor, task, 'assailant=["environmental terrorists", "Environmental terrorists"])').passed
+    assert _run(executor, geneva, 'assailant=["environmental terrorists", "Environmental terrorists"])').passed
 
 
-def test_gold_references_pass_on_val(executor, task):
-    problems = task.problems("val")
-    programs = [task.reference_program(p) for p in problems]
-    results = [task.judge(p, prog, r, executor.config)
+def test_gold_references_pass_on_val(executor, geneva):
+    problems = geneva.problems("val")
+    programs = [geneva.reference_program(p) for p in problems]
+    results = [geneva.judge(p, prog, r, executor.config)
                for p, prog, r in zip(problems, programs, executor.run(programs), strict=True)]
     failed = [(p.id, r.feedback) for p, r in zip(problems, results, strict=True) if not r.passed]
     assert failed == []
     samples = [Sample(p.id, 0, p.reference) for p in problems]
-    scores = task.extra_metrics(problems, samples, results)
+    scores = geneva.extra_metrics(problems, samples, results)
     assert scores["arg_i_f1"] == scores["arg_c_f1"] == 100.0
 
 
@@ -221,34 +210,34 @@ def test_repeated_span_is_one_prediction():
     assert s["arg_i_f1"] == s["arg_c_f1"] == 100.0
 
 
-def test_repeated_keyword_predicts_nothing(task):
+def test_repeated_keyword_predicts_nothing(geneva):
     # Python refuses `f(a=1, a=2)` at compile time (the sandbox reports a SyntaxError), so the
     # metric must not credit its spans either: the gold arguments count as missed.
     assert parse_prediction("event = Attack(", 'assailant=["a"], assailant=["b"])') is None
-    problem = task.get(ATTACK_ID)
+    problem = geneva.get(ATTACK_ID)
     completion = f'assailant=["{GOLD_SPAN}"], assailant=["{GOLD_SPAN}"])'
-    scores = task.extra_metrics([problem], [Sample(problem.id, 0, completion)], [])
+    scores = geneva.extra_metrics([problem], [Sample(problem.id, 0, completion)], [])
     assert scores["arg_c_recall"] == scores["arg_c_precision"] == 0.0
 
 
-def test_too_deeply_nested_completion_predicts_nothing(task):
+def test_too_deeply_nested_completion_predicts_nothing(geneva):
     # 3000 unary minuses exhaust the parser's recursion (RecursionError, not SyntaxError); that
     # escaped from extra_metrics and ended the whole evaluation. It is unparseable: no prediction.
-    problem = task.get(ATTACK_ID)
+    problem = geneva.get(ATTACK_ID)
     completion = "assailant=[" + "-" * 3000 + "1])"
-    scores = task.extra_metrics([problem], [Sample(problem.id, 0, completion)], [])
+    scores = geneva.extra_metrics([problem], [Sample(problem.id, 0, completion)], [])
     assert scores["arg_c_recall"] == 0.0 and scores["arg_i_recall"] == 0.0
 
 
-def test_extra_metrics_parses_completions_without_running_them(task, tmp_path):
-    problem = task.get(ATTACK_ID)
+def test_extra_metrics_parses_completions_without_running_them(geneva, tmp_path):
+    problem = geneva.get(ATTACK_ID)
     marker = tmp_path / "ran"
     samples = [
         Sample(problem.id, 0, 'assailant=["environmental terrorists"], victim=["a new industry"])'),
         Sample(problem.id, 1, "assailant=[\"environmental terrorists\"]"),  # syntax error: predicts nothing
         Sample(problem.id, 2, f"means=[__import__('pathlib').Path({str(marker)!r}).touch()])"),
     ]
-    scores = task.extra_metrics([problem], samples, [])
+    scores = geneva.extra_metrics([problem], samples, [])
     # pred 2 (sample 0; the call in sample 2 is not a string), gold 3, 1 match: P 50, R 33.3
     assert scores["arg_c_precision"] == 50.0 and scores["arg_c_recall"] == pytest.approx(100 / 3)
     assert not marker.exists()

@@ -24,23 +24,12 @@ GOLD = "environmental terrorists"
 FORGE_OK = "__import__('os').write(3, b'{\"kind\": \"ok\"}'); __import__('os')._exit(0)"
 
 
-@pytest.fixture(scope="module")
-def task():
-    return get_task("geneva")
-
-
-@pytest.fixture(scope="module")
-def executor():
-    with Executor(ExecutionConfig(workers=2)) as ex:
-        yield ex
-
-
-def run(executor, task, completion: str, problem_id: str = ATTACK_ID):
+def run(executor, geneva, completion: str, problem_id: str = ATTACK_ID):
     """What the training loop and evaluation record for `completion`: the sandbox's result,
     judged on the host."""
-    problem = task.get(problem_id)
-    program = task.build_program(problem, completion)
-    return task.judge(problem, program, executor.run([program])[0], executor.config)
+    problem = geneva.get(problem_id)
+    program = geneva.build_program(problem, completion)
+    return geneva.judge(problem, program, executor.run([program])[0], executor.config)
 
 
 # ---- fakes that passed while the verifier ran in the program's process -------------------------
@@ -65,8 +54,8 @@ FAKES = {
 
 
 @pytest.mark.parametrize("name", sorted(FAKES))
-def test_fakes_fail(executor, task, name):
-    r = run(executor, task, FAKES[name])
+def test_fakes_fail(executor, geneva, name):
+    r = run(executor, geneva, FAKES[name])
     assert not r.passed and r.status is not Status.PASSED, (name, r.status, r.feedback)
     assert r.feedback
 
@@ -77,9 +66,9 @@ def test_fakes_fail(executor, task, name):
     "); print('PASSED'); print('all tests passed')",
     "); import sys; sys.stdout.write('{\"kind\": \"ok\"}')",
 ])
-def test_early_exit_and_printed_results_fail(executor, task, completion):
+def test_early_exit_and_printed_results_fail(executor, geneva, completion):
     # These already failed with the in-process verifier; the host keeps them failing.
-    r = run(executor, task, completion)
+    r = run(executor, geneva, completion)
     assert not r.passed
 
 
@@ -102,27 +91,27 @@ FORGED_CLASS = "); LetiEventReport = type('LetiEventReport', (Exception,), {}); 
     TAMPER.format("{'roles': {'weapon': [], 'assailant': [1], 'victim': [], 'means': []}}"),
     TAMPER.format("{'roles': {'assailant': ['" + GOLD + "']}}"),
 ])
-def test_forged_reports_fail(executor, task, completion):
-    r = run(executor, task, completion)
+def test_forged_reports_fail(executor, geneva, completion):
+    r = run(executor, geneva, completion)
     assert not r.passed, r.feedback
     # Failed for what it forged, not because the forgery itself broke.
     assert r.feedback.startswith("Error: the program tampered with") or "F1 0.00" in r.feedback, r.feedback
 
 
-def test_without_the_host_judge_nothing_passes(executor, task):
+def test_without_the_host_judge_nothing_passes(executor, geneva):
     # Fail closed: a caller that records the sandbox's result without `task.judge` sees every
     # EAE program fail (the extractor ends each one with its report), never a faked pass.
-    problem = task.get(ATTACK_ID)
-    raw = executor.run([task.build_program(problem, problem.reference)])[0]
+    problem = geneva.get(ATTACK_ID)
+    raw = executor.run([geneva.build_program(problem, problem.reference)])[0]
     assert raw.status is Status.FAILED and raw.exception_type == "LetiEventReport"
-    assert task.judge(problem, task.build_program(problem, problem.reference), raw).passed
+    assert geneva.judge(problem, geneva.build_program(problem, problem.reference), raw).passed
 
 
-def test_gold_never_enters_the_sandbox(task):
+def test_gold_never_enters_the_sandbox(geneva):
     # What the program could read about itself (its whole module source) holds no gold: a
     # program that reads everything still only knows the sentence, as the prompt shows it.
-    for problem in task.problems("val")[:50]:
-        program = task.build_program(problem, problem.reference)
+    for problem in geneva.problems("val")[:50]:
+        program = geneva.build_program(problem, problem.reference)
         assert repr(problem.meta["gold"]) not in program.source
         assert "_LETI_GOLD" not in program.source
         for role, spans in problem.meta["gold"].items():
@@ -130,8 +119,8 @@ def test_gold_never_enters_the_sandbox(task):
                 assert f"{role}=[{py_str(span)}" not in program.tests
 
 
-def test_a_program_whose_report_is_tampered_with_says_so(executor, task):
-    r = run(executor, task, TAMPER.format("{'roles': 'all'}"))
+def test_a_program_whose_report_is_tampered_with_says_so(executor, geneva):
+    r = run(executor, geneva, TAMPER.format("{'roles': 'all'}"))
     assert r.status is Status.FAILED and r.exception_type is None
     assert r.feedback.startswith("Error: the program tampered with"), r.feedback
 

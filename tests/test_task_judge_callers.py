@@ -14,29 +14,16 @@ import pytest
 from leti.cli import main
 from leti.evaluation.evaluate import evaluate_samples
 from leti.evaluation.samples import Sample as EvalSample
-from leti.execution import ExecutionConfig, Executor
 from leti.loop.stages import sample_and_execute
 from leti.sampling.base import Sample, SampleRequest
-from leti.tasks.registry import get_task
 
 WRONG = "\n)"  # closes the event call with no arguments: a wrong (empty) prediction
 
 
 @pytest.fixture(scope="module")
-def task():
-    return get_task("geneva")
-
-
-@pytest.fixture(scope="module")
-def problems(task):
-    val = [p for p in task.problems(split="val") if p.reference is not None]
+def problems(geneva):
+    val = [p for p in geneva.problems(split="val") if p.reference is not None]
     return val[:3]
-
-
-@pytest.fixture(scope="module")
-def executor():
-    with Executor(ExecutionConfig(workers=2)) as ex:
-        yield ex
 
 
 class ReplaySampler:
@@ -53,10 +40,10 @@ class ReplaySampler:
                     yield Sample(r.problem_id, i, r.prompt, completion, 0, 0, "stop")
 
 
-def test_the_loops_execution_stage_judges_on_the_host(task, problems, executor, tmp_path):
+def test_the_loops_execution_stage_judges_on_the_host(geneva, problems, executor, tmp_path):
     sampler = ReplaySampler({p.id: [p.reference, WRONG] for p in problems})
     out = tmp_path / "samples.jsonl"
-    records = sample_and_execute(sampler, task, problems, 2, executor, out, condition_on_good=False,
+    records = sample_and_execute(sampler, geneva, problems, 2, executor, out, condition_on_good=False,
                                  desc="test", progress=False)
     for p in problems:
         good, bad = records[(p.id, 0)], records[(p.id, 1)]
@@ -65,9 +52,9 @@ def test_the_loops_execution_stage_judges_on_the_host(task, problems, executor, 
     assert len(out.read_text().splitlines()) == 6
 
 
-def test_evaluation_judges_on_the_host(task, problems, executor):
+def test_evaluation_judges_on_the_host(geneva, problems, executor):
     samples = [EvalSample(p.id, i, c) for p in problems for i, c in enumerate([p.reference, WRONG])]
-    report = evaluate_samples(task, problems, samples, executor, ks=(1,))
+    report = evaluate_samples(geneva, problems, samples, executor, ks=(1,))
     assert [(ps.n, ps.c) for ps in report.per_problem] == [(2, 1)] * len(problems)
     assert list(report.pass_at_k.values()) == [pytest.approx(0.5)]
 
