@@ -19,8 +19,8 @@ import yaml
 
 from leti.cli import main
 from leti.config import dump_config, load_config
+from leti.loop.checks import check_unchanged
 from leti.loop.rundir import RunDir
-from leti.loop.runner import _check_unchanged
 from leti.model import load_model_and_tokenizer
 from leti.training.config import TrainerConfig
 from leti.training.trainer import train
@@ -222,7 +222,7 @@ def test_a_run_from_before_a_new_training_field_resumes_only_as_it_ran(tmp_path,
     before = {"shuffle": "true", "pretrain_eos_separator": "true", "pretrain_restart_every_epoch": "false"}[field]
     assert f"field 'trainer.{field}' did not exist when the run started, which ran as trainer.{field}={before}; " \
            f"resume with --set trainer.{field}={before} or use a new --run-dir" in capsys.readouterr().err
-    _check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", f"trainer.{field}={before}"]))
+    check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", f"trainer.{field}={before}"]))
 
 
 def test_a_run_from_before_the_new_defaults_is_told_the_set_that_resumes_it(tmp_path, tiny_model_path, capsys):
@@ -239,7 +239,7 @@ def test_a_run_from_before_the_new_defaults_is_told_the_set_that_resumes_it(tmp_
     assert main(args) == 2
     assert ("field 'trainer.max_grad_norm' was 1.0 when the run started, now 0.0; resume with the same config "
             "(--set trainer.max_grad_norm=1.0) or use a new --run-dir") in capsys.readouterr().err
-    _check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", "trainer.max_grad_norm=1.0"]))
+    check_unchanged(RunDir(run), load_config(CONFIGS / "tiny-cpu.yaml", [f"model={tiny_model_path}", "trainer.max_grad_norm=1.0"]))
 
 
 # Trains the tiny model on TEXTS and saves the weights (rank 0): once alone, once under torchrun.

@@ -145,8 +145,8 @@ def test_a_run_from_before_the_split_resumes_only_without_it(tmp_path):
     import yaml
 
     from leti.config import RunConfig, config_to_dict
+    from leti.loop.checks import check_unchanged
     from leti.loop.rundir import RunDir
-    from leti.loop.runner import _check_unchanged
     from leti.training.config import TrainerConfig
 
     run = tmp_path / "old"
@@ -155,8 +155,8 @@ def test_a_run_from_before_the_split_resumes_only_without_it(tmp_path):
     del old["trainer"]["pretrain_heldout_fraction"]
     (run / "config.yaml").write_text(yaml.safe_dump(old))
     with pytest.raises(LetiError, match="resume with --set trainer.pretrain_heldout_fraction=0.0"):
-        _check_unchanged(RunDir(run), RunConfig())
-    _check_unchanged(RunDir(run), RunConfig(trainer=TrainerConfig(pretrain_heldout_fraction=0)))
+        check_unchanged(RunDir(run), RunConfig())
+    check_unchanged(RunDir(run), RunConfig(trainer=TrainerConfig(pretrain_heldout_fraction=0)))
 
 
 def test_config_refuses_what_cannot_be_measured():

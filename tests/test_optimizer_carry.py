@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from leti.cli import main
 from leti.config import RunConfig, config_to_dict
 from leti.errors import LetiError
+from leti.loop.checks import check_unchanged
 from leti.loop.rundir import RunDir
-from leti.loop.runner import _check_unchanged
 from leti.model import load_model_and_tokenizer
 from leti.testing import make_tiny_model
 from leti.training.config import TrainerConfig
@@ -133,5 +133,5 @@ def test_a_run_from_before_the_carried_state_resumes_only_without_it(tmp_path):
     del old["trainer"]["carry_optimizer_state"]
     (run / "config.yaml").write_text(yaml.safe_dump(old))
     with pytest.raises(LetiError, match="resume with --set trainer.carry_optimizer_state=false"):
-        _check_unchanged(RunDir(run), RunConfig())
-    _check_unchanged(RunDir(run), RunConfig(trainer=TrainerConfig(carry_optimizer_state=False)))
+        check_unchanged(RunDir(run), RunConfig())
+    check_unchanged(RunDir(run), RunConfig(trainer=TrainerConfig(carry_optimizer_state=False)))

@@ -15,8 +15,8 @@ import yaml
 from leti.cli import main
 from leti.config import RunConfig, config_to_dict
 from leti.errors import LetiError
+from leti.loop.checks import check_unchanged
 from leti.loop.rundir import RunDir
-from leti.loop.runner import _check_unchanged
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 
@@ -61,9 +61,9 @@ def test_gradient_checkpointing_may_be_turned_on_when_resuming(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig())))
     cfg = RunConfig()
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, gradient_checkpointing=True))
-    _check_unchanged(RunDir(run), cfg)
+    check_unchanged(RunDir(run), cfg)
     with pytest.raises(LetiError, match="trainer.epochs"):
-        _check_unchanged(RunDir(run), dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=1)))
+        check_unchanged(RunDir(run), dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=1)))
 
 
 @pytest.mark.parametrize("seed", [-1, 2**31, 99999999999999999999])
@@ -81,7 +81,7 @@ def test_the_set_a_refusal_suggests_is_one_shell_word(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig())))
     cfg = RunConfig()
     with pytest.raises(LetiError) as e:
-        _check_unchanged(RunDir(run), dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ks=[1])))
+        check_unchanged(RunDir(run), dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ks=[1])))
     suggestion = str(e.value).split("(--set ", 1)[1].split(") or use", 1)[0]
     assert suggestion == "'eval.ks=[1, 10]'" and shlex.split(suggestion) == ["eval.ks=[1, 10]"]
 
@@ -92,7 +92,7 @@ def test_several_differences_name_them_all_and_the_config_to_resume_with(tmp_pat
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig())))
     other = RunConfig(model="other/model", task="humaneval", seed=7)
     with pytest.raises(LetiError) as e:
-        _check_unchanged(RunDir(run), other)
+        check_unchanged(RunDir(run), other)
     assert str(e.value) == (f"{run / 'config.yaml'}: 3 fields differ from the config the run started with (model, seed, "
                             f"task); resume with that config (leti run {run / 'config.yaml'} --run-dir {run}) or use a "
                             "new --run-dir")
@@ -103,9 +103,9 @@ def test_two_spellings_of_one_model_directory_are_the_same_model(tmp_path, tiny_
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig(model=tiny_model_path))))
     monkeypatch.chdir(Path(tiny_model_path).parent)
-    _check_unchanged(RunDir(run), RunConfig(model=f"./{Path(tiny_model_path).name}"))
+    check_unchanged(RunDir(run), RunConfig(model=f"./{Path(tiny_model_path).name}"))
     with pytest.raises(LetiError, match="field 'model' was"):
-        _check_unchanged(RunDir(run), RunConfig(model=str(tmp_path)))  # another directory
+        check_unchanged(RunDir(run), RunConfig(model=str(tmp_path)))  # another directory
 
 
 def test_an_unknown_device_is_refused_by_the_config(capsys):
@@ -119,16 +119,14 @@ def test_a_disk_without_room_for_the_checkpoint_stops_before_training(tmp_path, 
     disk's free space is the one thing replaced here (filling a real disk is not a test)."""
     import shutil
 
-    from leti.loop import runner
-
     real = shutil.disk_usage
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     run = tmp_path / "run"
     assert main(_args(run, tiny_model_path, shared_add_task)) == 2
     err = capsys.readouterr().err
     assert f"leti: error: {run / 'iterations' / '1'}: 0.0 GB free on its disk, but iteration 1's checkpoint needs" in err
     assert "(weights and AdamW state)" in err and "this iteration's samples are kept" in err
     assert (run / "iterations" / "1" / "samples.done").exists() and not (run / "iterations" / "1" / "train_stats.json").exists()
-    monkeypatch.setattr(runner.shutil, "disk_usage", real)
+    monkeypatch.setattr(shutil, "disk_usage", real)
     assert main(_args(run, tiny_model_path, shared_add_task)) == 0  # room again: it resumes and trains
     assert (run / "iterations" / "1" / "train_stats.json").exists()

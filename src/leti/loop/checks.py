@@ -1,0 +1,198 @@
+"""Checks a run makes before it does any work: a new run directory is empty, a resumed one was
+started with the same config (but for RESUMABLE_CHANGES), the same problems and, where AdamW goes
+on, its saved state; the model's tokenizer has what the config needs; the disk has room for the
+next checkpoint. Each refusal is one line naming the file or field and the fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from leti.config import (
+    BEHAVIOUR_BEFORE_FIELD,
+    RESUMABLE_CHANGES,
+    DuplicateKeyError,
+    RunConfig,
+    config_to_dict,
+    dump_config,
+    flatten_config,
+    load_yaml_text,
+    yaml_value,
+)
+from leti.errors import LetiError
+from leti.loop.rundir import RunDir, read_json, write_json_atomic, write_text_atomic
+
+Mode = Literal["leti", "sft"]
+
+def _started_config(rd: RunDir) -> dict:
+    """The config.yaml a run directory was started with, as a mapping."""
+    fix = "restore it (it is the config the run started with) or use a new --run-dir"
+    try:
+        old = load_yaml_text(rd.config_path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as e:  # safe_load keeps the last, and the refusal would quote only it
+        raise LetiError(f"{rd.config_path}: damaged, {e}; {fix}") from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise LetiError(f"{rd.config_path}: damaged, not valid YAML; {fix}") from None
+    if not isinstance(old, dict):
+        raise LetiError(f"{rd.config_path}: damaged, not a mapping of fields; {fix}")
+    return old
+
+
+def _arg(key: str, value: object) -> str:
+    """`key=value` as one shell word (a list's "[1, 2]" quoted), to paste after --set."""
+    return shlex.quote(f"{key}={yaml_value(value)}")
+
+
+def _same_directory(a: object, b: object) -> bool:
+    """Two spellings of one local directory (./runs/m and runs/m, or an absolute path)."""
+    return (isinstance(a, str) and isinstance(b, str) and os.path.isdir(a) and os.path.isdir(b)
+            and os.path.samefile(a, b))
+
+
+def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
+    """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES.
+    One difference is named with the --set that undoes it; several, with the config to resume with."""
+    old = flatten_config(_started_config(rd))
+    new = flatten_config(config_to_dict(cfg))
+    defaults = flatten_config(config_to_dict(RunConfig()))
+    refusals: list[tuple[str, str]] = []  # (field, the refusal if it were the only one)
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        if key not in old:  # a field added to leti after the run started: fine while it does what the run did
+            before = BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
+            if new.get(key) != before:
+                refusals.append((key, f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
+                                      f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir"))
+        elif old.get(key) != new.get(key) and not _same_directory(old.get(key), new.get(key)):
+            # a default leti changed since the run started reads the same: the --set says what to do
+            refusals.append((key, f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now "
+                                  f"{new.get(key)!r}; resume with the same config (--set {_arg(key, old.get(key))}) "
+                                  "or use a new --run-dir"))
+    if len(refusals) == 1:
+        raise LetiError(refusals[0][1])
+    if refusals:
+        keys = [k for k, _ in refusals]
+        named = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+        raise LetiError(f"{rd.config_path}: {len(keys)} fields differ from the config the run started with ({named}); "
+                        f"resume with that config (leti {'run' if mode == 'leti' else 'sft'} {shlex.quote(str(rd.config_path))} --run-dir "
+                        f"{shlex.quote(str(rd.root))}) or use a new --run-dir")
+
+
+def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
+    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
+    A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
+    the new config. Returns whether this resumes earlier work."""
+    resuming = rd.config_path.exists() and rd.has_output()
+    if resuming:
+        info = read_json(rd.root / "run.json", required=("mode",)) if (rd.root / "run.json").exists() else {"mode": mode}
+        if info.get("mode") != mode:
+            raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
+        check_unchanged(rd, cfg, mode)
+        # config.yaml takes the resumable changes only once the run does work with them (_lead)
+    else:
+        _check_fresh(rd)
+        write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
+        write_text_atomic(rd.config_path, dump_config(cfg))
+    return resuming
+
+
+def _check_fresh(rd: RunDir) -> None:
+    """A new run writes config.yaml and run.json: never over files of something else (a
+    config.yaml of the user's own, with --run-dir .), nor into the output of a run whose
+    config.yaml is gone (its samples would be reused under another config)."""
+    if (rd.root / "run.json").exists():
+        if rd.has_output():
+            raise LetiError(f"{rd.config_path}: missing, but {rd.root} holds a run's output; restore it or use a new --run-dir")
+        return  # a leti run that stopped before writing anything: it starts afresh
+    # iterations/ may hold stages shared before the run starts (the demo's arms)
+    foreign = sorted(p.name for p in rd.root.iterdir() if p.name not in (".lock", "iterations"))
+    if foreign:
+        raise LetiError(f"{rd.root}: not empty and not a leti run directory (it holds '{foreign[0]}'); "
+                        "pass a new or empty --run-dir")
+
+
+def check_eos_token(cfg: RunConfig) -> None:
+    """training_text.append_eos needs the tokenizer's end-of-text token: refuse a tokenizer
+    without one before the first sampling phase, not when the training texts are built."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
+        return
+    if not tok.eos_token:
+        raise LetiError(f"training_text.append_eos is true but the tokenizer of {cfg.model!r} has no eos_token; "
+                        "set training_text.append_eos: false, or give the tokenizer an eos_token")
+
+
+def check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) -> None:
+    """The config names the task, not its contents: an edited task file under a resumed run
+    would mix samples of the old problems with the new ones. run.json keeps a digest of the
+    problems the run started with (runs from before it get one now)."""
+    text = json.dumps([[p.id, p.split, p.prompt, p.tests, p.reference, p.meta.get("stop")] for p in problems])
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    path = rd.root / "run.json"
+    info = read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
+    if info.get("problems_sha256") not in (None, digest):
+        raise LetiError(f"task '{task}': its problems (ids, prompts, tests or references) changed since the run in "
+                        f"{rd.root} started (an edited task file, or another leti's prompts); restore them or use a "
+                        "new --run-dir")
+    if info.get("problems_sha256") is None:
+        write_json_atomic(path, {**info, "problems_sha256": digest})
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None:
+    """Before a training stage: room for the checkpoint it will write (weights, and AdamW's two
+    moments per trained weight when they are carried). Full at the end, the stage's training is
+    lost; refused now, the stage's samples stay and the run resumes once there is room."""
+    if cfg.trainer.lora.enabled and cfg.trainer.lora.save == "adapter":
+        return  # adapters: megabytes
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = 2 * weights if carry else 0  # every weight trains (adapters returned above)
+    need = int((weights + moments) * 1.05)  # + tokenizer, config, stats
+    free = shutil.disk_usage(where).free
+    if free < need:
+        what = "weights and AdamW state" if carry else "weights"
+        raise LetiError(f"{where.parent}: {_gb(free)} free on its disk, but iteration {k}'s checkpoint needs about "
+                        f"{_gb(need)} ({what}); make room (keep_checkpoints keeps only the newest checkpoints) and run "
+                        "the same command again: this iteration's samples are kept")
+
+
+def carries_optimizer(cfg: RunConfig, mode: Mode) -> bool:
+    """Whether training stages go on from the previous iteration's AdamW state: LeTI runs with
+    trainer.carry_optimizer_state (an SFT run trains once). Refuses LoRA adapters that are merged,
+    and so start new, every iteration."""
+    t = cfg.trainer
+    if mode != "leti" or not t.carry_optimizer_state:
+        return False
+    if t.lora.enabled and t.lora.save == "merged":
+        raise LetiError("trainer.carry_optimizer_state: with trainer.lora.save 'merged' every iteration trains new "
+                        "adapters, so there is no AdamW state to go on with; set trainer.lora.save: adapter (the same "
+                        "adapters train on) or trainer.carry_optimizer_state: false")
+    return True
+
+
+def check_optimizer_state(rd: RunDir, todo: int) -> None:
+    """Before a resumed run samples anything: the iteration it goes on with trains from the AdamW
+    state saved with the checkpoint before it, unless that training is already done."""
+    from leti.training.trainer import OPTIMIZER_FILE
+
+    if todo < 2 or rd.train_stats(todo).exists() or rd.checkpoint_stats(todo).exists():
+        return
+    path = rd.checkpoint(todo - 1) / OPTIMIZER_FILE
+    if rd.checkpoint(todo - 1).is_dir() and not path.is_file():
+        raise LetiError(f"{path}: missing; iteration {todo} trains on from the AdamW state iteration {todo - 1} saved "
+                        "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
