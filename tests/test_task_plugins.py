@@ -173,3 +173,259 @@ def test_leti_run_trains_and_evaluates_on_a_plugin_task(installed_plugin, tiny_m
     evals = [json.loads(x) for x in (run / "iterations" / "1" / "eval_samples.jsonl").read_text().splitlines()]
     result = json.loads((run / "iterations" / "1" / "eval.json").read_text())
     assert result["task_metrics"]["mean_completion_chars"] == pytest.approx(sum(len(s["completion"]) for s in evals) / len(evals))
+
+
+# --- a plugin that breaks the Task contract: one line naming the task, the plugin and the fix -----------
+
+# Each class breaks one rule; Good is registered first, so the others also show that a subclass of a
+# registered task is named after its own entry point, not its base class's.
+CONTRACT_MODULE = '''
+import dataclasses
+
+from leti.tasks import EvalDefaults, Problem, Task, register_task
+
+
+def good():
+    return [Problem(id=f"p{i}", prompt=f"def f{i}(x):\\n", tests=f"assert f{i}(1) == 1\\n", split="test",
+                    reference="    return x\\n") for i in range(2)]
+
+
+class Good(Task):
+    def load_problems(self):
+        return good()
+
+
+class Generator(Good):
+    def load_problems(self):
+        yield from good()
+
+
+class Dicts(Good):
+    def load_problems(self):
+        return [dataclasses.asdict(p) for p in good()]
+
+
+class NoList(Good):
+    def load_problems(self):
+        return None
+
+
+class DuplicateIds(Good):
+    def load_problems(self):
+        a, b = good()
+        return [a, dataclasses.replace(b, id=a.id)]
+
+
+class IntIds(Good):
+    def load_problems(self):
+        return [dataclasses.replace(p, id=i) for i, p in enumerate(good())]
+
+
+class NonePrompt(Good):
+    def load_problems(self):
+        return [dataclasses.replace(p, prompt=None) for p in good()]
+
+
+class MetaStopString(Good):
+    def load_problems(self):
+        return [dataclasses.replace(p, meta={"stop": "\\ndef"}) for p in good()]
+
+
+class SplitsMissing(Good):
+    def splits(self):
+        return ["train"]
+
+
+class SplitsString(Good):
+    def splits(self):
+        return "test"
+
+
+class ProgramString(Good):
+    def build_program(self, problem, completion):
+        return problem.prompt + completion
+
+
+class JudgeBool(Good):
+    def judge(self, problem, program, result, config=None):
+        return result.passed
+
+
+class StopForString(Good):
+    def stop_for(self, problem):
+        return "\\ndef"
+
+
+class InstanceStops(Good):
+    def __init__(self):
+        self.stop_sequences = "\\ndef"
+
+
+class MetricString(Good):
+    def extra_metrics(self, problems, samples, results):
+        return {"quality": "high"}
+
+
+class MetricPassAt(Good):
+    def extra_metrics(self, problems, samples, results):
+        return {"pass@1": 1.0}
+
+
+class MetricReserved(Good):
+    def extra_metrics(self, problems, samples, results):
+        return {"n_samples": 7}
+
+
+class MetricPairs(Good):
+    def extra_metrics(self, problems, samples, results):
+        return [("m", 1.0)]
+
+
+@register_task("self-registered")
+class SelfRegistered(Good):
+    def judge(self, problem, program, result, config=None):
+        return None
+'''
+
+CONTRACT_CLASSES = ["Good", "Generator", "Dicts", "NoList", "DuplicateIds", "IntIds", "NonePrompt", "MetaStopString",
+                    "SplitsMissing", "SplitsString", "ProgramString", "JudgeBool", "StopForString", "InstanceStops",
+                    "MetricString", "MetricPassAt", "MetricReserved", "MetricPairs"]
+CONTRACT_SAMPLES = [{"problem_id": "p0", "sample_idx": 0, "completion": "    return x\n"},
+                    {"problem_id": "p1", "sample_idx": 0, "completion": "    return 2\n"}]
+
+
+@pytest.fixture(scope="module")
+def contract_plugin(tmp_path_factory) -> Path:
+    entry_points = "[leti.tasks]\n" + "".join(f"{c.lower()} = my_leti_tasks.contract:{c}\n" for c in CONTRACT_CLASSES)
+    entry_points += "module = my_leti_tasks.contract\n"  # SelfRegistered registers itself
+    return _dist_info(tmp_path_factory.mktemp("contract") / "site", entry_points,
+                      {"my_leti_tasks/__init__.py": "", "my_leti_tasks/contract.py": CONTRACT_MODULE})
+
+
+def _contract_leti(site: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(s) + "\n" for s in CONTRACT_SAMPLES))
+    return _leti(site, *(a.format(samples=samples, out=tmp_path / "out") for a in args))
+
+
+def _plugin(name: str, value: str) -> str:
+    return f"task plugin '{name} = {value}' (entry point group leti.tasks, package my-leti-tasks)"
+
+
+EVALUATE = ("evaluate", "--samples", "{samples}", "--out", "{out}", "--k", "1", "--task")
+
+
+CONTRACT_CASES = [
+    ("Dicts", ("tasks", "show"),
+     "Dicts.load_problems returned dict {'id': 'p0', 'prompt': 'def f0(x):\\n', 'tests': 'assert f0(1... as item 0, "
+     "not a leti.tasks.Problem; build each as Problem(id=..., prompt=..., tests=..., split=...)"),
+    ("NoList", ("tasks", "validate"), "NoList.load_problems returned NoneType None; return a list of leti.tasks.Problem"),
+    ("DuplicateIds", EVALUATE,
+     "DuplicateIds.load_problems returned problem id 'p0' twice (items 0 and 1); give every problem its own id"),
+    ("IntIds", EVALUATE, "IntIds.load_problems returned item 0 whose id is int 0; make Problem.id a str"),
+    ("NonePrompt", ("tasks", "validate"),
+     "NonePrompt.load_problems returned problem 'p0' whose prompt is NoneType None; make Problem.prompt a str"),
+    ("MetaStopString", ("tasks", "show"),
+     "MetaStopString.load_problems returned problem 'p0' whose meta['stop'] is str '\\ndef'; give a list of non-empty "
+     "strings (a string would stop at each of its characters)"),
+    ("SplitsMissing", EVALUATE,
+     "SplitsMissing.splits returned ['train'], which leaves out split 'test' of 2 problems (no command could select "
+     "them); list every split load_problems uses, or drop the override: the default derives them"),
+    ("SplitsString", ("tasks", "show"),
+     "SplitsString.splits returned str 'test'; return a list of split names, e.g. ['train', 'test']"),
+    ("ProgramString", ("tasks", "validate"),
+     "ProgramString.build_program returned str 'def f0(x):\\n    return x\\n', not a leti.execution.Program; "
+     "return Program(program=..., tests=...)"),
+    ("JudgeBool", EVALUATE,
+     "JudgeBool.judge returned bool True, not a leti.execution.ExecutionResult; return the result it was given, or "
+     "dataclasses.replace(result, status=...) for another verdict"),
+    ("StopForString", ("tasks", "show", "{name}", "p0"),
+     "StopForString.stop_for returned the string '\\ndef', not a tuple of strings; give a tuple of non-empty strings, "
+     "e.g. ('\\ndef',)"),
+    ("MetricString", ("tasks", "validate"),
+     "MetricString.extra_metrics returned metric 'quality' = str 'high'; give each metric an int or float"),
+    ("MetricPassAt", EVALUATE,
+     "MetricPassAt.extra_metrics returned a metric named 'pass@1', a key results.json gives its own value; rename the metric"),
+    ("MetricReserved", EVALUATE,
+     "MetricReserved.extra_metrics returned a metric named 'n_samples', a key results.json gives its own value; "
+     "rename the metric"),
+    ("MetricPairs", ("tasks", "validate"),
+     "MetricPairs.extra_metrics returned list [('m', 1.0)]; return a dict of metric name to number"),
+]
+
+
+@pytest.mark.parametrize(("cls", "args", "expected"), CONTRACT_CASES, ids=[case[0] for case in CONTRACT_CASES])
+def test_a_task_breaking_the_contract_is_one_line_naming_it_and_the_fix(contract_plugin, tmp_path, cls, args, expected):
+    """Each was a traceback from inside leti (AttributeError, TypeError, ValueError), or no error at
+    all: the duplicate scored with the other problem's tests, the reserved metric overwritten, the
+    stop string split into one stop per character."""
+    name = cls.lower()
+    argv = [a.format(name=name) if a == "{name}" else a for a in args]
+    proc = _contract_leti(contract_plugin, tmp_path, *argv, *([] if "{name}" in args else [name]))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    prefix = f"leti: error: task '{name}' of {_plugin(name, f'my_leti_tasks.contract:{cls}')}: my_leti_tasks.contract."
+    assert proc.stderr == prefix + expected + "\n"
+
+
+def test_stop_sequences_an_instance_sets_are_checked_when_its_problems_load(contract_plugin, tmp_path):
+    proc = _contract_leti(contract_plugin, tmp_path, "tasks", "show", "instancestops")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == (f"leti: error: task 'instancestops' of {_plugin('instancestops', 'my_leti_tasks.contract:InstanceStops')}: "
+                           "stop_sequences is the string '\\ndef', not a tuple of strings; give a tuple of non-empty "
+                           "strings, e.g. ('\\ndef',)\n")
+
+
+def test_a_self_registering_task_is_named_with_the_module_entry_point(contract_plugin, tmp_path):
+    proc = _contract_leti(contract_plugin, tmp_path, *EVALUATE, "self-registered")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == (f"leti: error: task 'self-registered' of {_plugin('module', 'my_leti_tasks.contract')}: "
+                           "my_leti_tasks.contract.SelfRegistered.judge returned NoneType None, not a "
+                           "leti.execution.ExecutionResult; return the result it was given, or "
+                           "dataclasses.replace(result, status=...) for another verdict\n")
+
+
+def test_problems_from_a_generator_are_read_once_and_kept(contract_plugin, tmp_path):
+    """A generator was read by the first call and empty for every later one: `tasks show` said
+    "test 0" and `evaluate` refused the task's own problem ids."""
+    show = _contract_leti(contract_plugin, tmp_path, "tasks", "show", "generator")
+    assert show.returncode == 0, show.stderr
+    # named after its own entry point, not the registered base class it inherits from (Good)
+    assert "task:     generator\n" in show.stdout
+    assert "splits:   test 2\n" in show.stdout
+    evaluate = _contract_leti(contract_plugin, tmp_path, *EVALUATE, "generator")
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["pass@1"] == pytest.approx(1 / 2)
+
+
+@pytest.mark.parametrize(("attribute", "expected"), [
+    ('stop_sequences = "\\ndef"',
+     "stop_sequences is the string '\\ndef', not a tuple of strings; give a tuple of non-empty strings, e.g. ('\\ndef',)"),
+    ('eval_defaults = {"split": "test"}',
+     "eval_defaults is dict {'split': 'test'}, not a leti.tasks.EvalDefaults; write EvalDefaults(split=..., n=..., ks=...)"),
+    ("eval_defaults = EvalDefaults(ks=5)", "eval_defaults.ks is int 5; make it a tuple of ints >= 1"),
+], ids=["stop-string", "defaults-dict", "ks-int"])
+def test_a_task_class_attribute_of_the_wrong_type_is_refused_as_the_plugin_is_imported(tmp_path, attribute, expected):
+    """The evaluation protocol was an AttributeError / TypeError traceback where `leti evaluate`
+    read it; a stop string stopped generation at each of its characters."""
+    source = CONTRACT_MODULE.split("class Generator")[0] + f"class Bad(Good):\n    {attribute}\n"
+    site = _dist_info(tmp_path / "site", "[leti.tasks]\nbad = my_leti_tasks.contract:Bad\n",
+                      {"my_leti_tasks/__init__.py": "", "my_leti_tasks/contract.py": source})
+    proc = _contract_leti(site, tmp_path, "evaluate", "--samples", "{samples}", "--out", "{out}", "--task", "bad")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == f"leti: error: {_plugin('bad', 'my_leti_tasks.contract:Bad')}: my_leti_tasks.contract.Bad.{expected}\n"
+
+
+def test_a_task_registered_outside_a_plugin_is_named_by_its_class(tmp_path):
+    """@register_task in the user's own module, run through leti's CLI from their script."""
+    (tmp_path / "my_tasks.py").write_text(CONTRACT_MODULE.split("class Generator")[0] + textwrap.dedent('''
+        @register_task("scripted")
+        class Scripted(Good):
+            def build_program(self, problem, completion):
+                return None
+        '''))
+    script = "import sys, my_tasks; from leti.cli import main; sys.exit(main(['tasks', 'validate', 'scripted']))"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == ("leti: error: task 'scripted' (class my_tasks.Scripted): my_tasks.Scripted.build_program returned "
+                           "NoneType None, not a leti.execution.Program; return Program(program=..., tests=...)\n")

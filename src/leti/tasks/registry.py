@@ -34,11 +34,17 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     def wrap(cls: type[Task]) -> type[Task]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"task name {name!r} registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
-        cls.name = cls.name or name
+        # its own name only: one inherited from a registered base class would name the wrong task
+        cls.name = cls.__dict__.get("name") or name
         _REGISTRY[name] = cls
         return cls
 
     return wrap
+
+
+def registered() -> set[type[Task]]:
+    """The registered classes (plugins.py tells which ones a plugin's import added)."""
+    return set(_REGISTRY.values())
 
 
 def _load_modules() -> None:
