@@ -10,6 +10,9 @@ import os
 import select
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from leti import __version__
@@ -93,11 +96,53 @@ def _stdout_closed() -> bool:
         return False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM preemption, `kill`) or SIGHUP (the terminal went away), raised in the main
+    thread like Ctrl-C's KeyboardInterrupt, so that the same cleanup runs: the executor kills
+    its sandboxed workers (a SIGTERM's default action left their cgroups behind, and without a
+    sandbox their programs running), the run directory's lock is released."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated while a command runs; restored afterwards (main() is
+    also called in-process, by tests). A signal that is ignored (nohup) stays ignored, and only
+    the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            saved[signum] = signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _stderr_line(text: str) -> None:
+    try:
+        print(text, file=sys.stderr)
+    except OSError:  # SIGHUP: the terminal may be gone
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_hub_retries()
     try:
-        return int(args.func(args) or 0)
+        with _signals_as_exceptions():
+            return int(args.func(args) or 0)
     except LetiError as e:
         # one line even when a message quotes a user value with a line break in it (a path)
         print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
@@ -115,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         # exceptions are bugs and keep their traceback.
         print(f"leti: error: {os_error_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # These commands keep what they finished (run dir / --out) and skip it when rerun.
         hint = "; run the same command again to resume" if args.command in _RESUMABLE else ""
-        print(f"leti: interrupted{hint}", file=sys.stderr)
-        return 130
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        _stderr_line(f"leti: {what}{hint}")
+        return 128 + signum  # as a shell reports a command killed by that signal: 130, 143, 129

@@ -41,6 +41,7 @@ __all__ = ["Executor", "SandboxUnavailable", "execute"]
 _START_TIMEOUT_S = 60.0
 _GRACE_S = 10.0  # beyond the program's own limit before the host gives up on a worker
 _PIPELINE_DEPTH = 2  # programs sent ahead to each worker
+_ABORT_JOIN_S = 10.0  # abort(): longest wait for the feeding threads once their workers are killed
 
 
 class WorkerLost(Exception):
@@ -58,6 +59,7 @@ class _Worker:
                                            (config.memory_mb + sandbox.CGROUP_HEADROOM_MB) << 20)
         self.oom_seen = 0  # the memory cgroup's OOM kills counted so far
         self.cpu_s = 0.0  # CPU seconds used by this worker and its programs, as last reported
+        self.mode = mode
         env = sandbox.worker_env()
         try:
             self.proc = subprocess.Popen(
@@ -67,12 +69,12 @@ class _Worker:
         except BaseException:
             self.cgroup.remove()
             raise
-        try:
-            if not self._read(time.monotonic() + _START_TIMEOUT_S).get("ready"):
-                raise WorkerLost("worker did not start")
-        except BaseException:
-            self.close()
-            raise
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's hello (apart from __init__, so that `kill` can reach a worker
+        that is still starting); the caller closes a worker that fails it."""
+        if not self._read(time.monotonic() + _START_TIMEOUT_S).get("ready"):
+            raise WorkerLost("worker did not start")
 
     def send(self, req: dict) -> None:
         """Queue a request. A dead worker is noticed by the `receive` that follows, which is
@@ -119,6 +121,16 @@ class _Worker:
             buf += chunk
         return buf
 
+    def kill(self) -> None:
+        """Stop the worker now, with the program it is running and everything that started.
+        bwrap: killing it takes the sandbox's pid namespace down (--die-with-parent), escapes
+        included. No sandbox: SIGTERM, on which the zygote kills its program's session first
+        (worker.py); close() falls back to SIGKILL."""
+        try:
+            self.proc.send_signal(signal.SIGKILL if self.mode == "bwrap" else signal.SIGTERM)
+        except OSError:
+            pass
+
     def close(self) -> None:
         try:
             self.proc.stdin.close()
@@ -147,6 +159,7 @@ class Executor:
         self._threads: list[threading.Thread] = []
         self._live: set[_Worker] = set()
         self._closed = False
+        self._aborted = False  # abort(): no result of a program that was running counts
         self._cpu_lock = threading.Lock()
         self._cpu_done_s = 0.0  # CPU of workers already closed
 
@@ -160,9 +173,23 @@ class Executor:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is not None:  # e.g. Ctrl-C: nobody waits for the queued programs' results
-            self.cancel_queued()
-        self.close()
+        if exc_type is not None:  # e.g. Ctrl-C, SIGTERM: nobody waits for any program's result
+            self.abort()
+        else:
+            self.close()
+
+    def abort(self) -> None:
+        """Stop at once: cancel the queued programs and kill the workers with the programs they
+        are running (close() would let them run to their time limit, twice over with the
+        pipeline: a minute at timeout_s 30 before Ctrl-C or a SIGTERM took effect). The
+        running programs' futures fail (RuntimeError), so no made-up result is recorded."""
+        with self._cpu_lock:
+            self._aborted = True
+            live = list(self._live)
+        self.cancel_queued()
+        for worker in live:
+            worker.kill()
+        self.close(timeout=_ABORT_JOIN_S)
 
     def cancel_queued(self) -> None:
         """Cancel every submitted program that no worker has taken yet (close() would run them
@@ -207,14 +234,18 @@ class Executor:
             bar.close()
         return results
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Run every submitted program, then stop the workers. `timeout`: give up waiting for
+        the threads after that many seconds (abort: they are daemons and their workers are
+        already dead)."""
         if self._closed:
             return
         self._closed = True
         for _ in self._threads:
             self._queue.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
-            t.join()
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _serve(self) -> None:
         """Feed one worker, keeping `_PIPELINE_DEPTH` programs in flight so that it never waits
@@ -239,6 +270,12 @@ class Executor:
                             worker.send(self._request(item[0]))
                 if not inflight:
                     break
+                if self._aborted:  # the programs in flight were killed with their worker
+                    for _, fut in inflight:
+                        if not fut.done():
+                            fut.set_exception(RuntimeError("leti executor aborted"))
+                    inflight.clear()
+                    break
                 raw: dict | None = None
                 if worker is None:
                     try:
@@ -247,6 +284,8 @@ class Executor:
                             worker.send(self._request(program))
                     except WorkerLost as e:
                         worker = None
+                        if self._aborted:
+                            continue
                         raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
                     except BaseException as e:  # cannot start workers at all: tell the callers
                         self._stop_worker(worker)
@@ -261,6 +300,8 @@ class Executor:
                     except Exception as e:  # WorkerLost, or anything else reading the reply
                         self._stop_worker(worker)
                         worker = None
+                        if self._aborted:  # abort() killed it: not the program's doing
+                            continue
                         raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
                 program, fut = inflight.popleft()
                 try:
@@ -279,8 +320,16 @@ class Executor:
 
     def _start_worker(self) -> _Worker:
         worker = _Worker(self.mode, self.config)
-        with self._cpu_lock:
+        with self._cpu_lock:  # abort() either sees this worker or is seen here
             self._live.add(worker)
+            aborted = self._aborted
+        if aborted:
+            worker.kill()
+        try:
+            worker.wait_ready()
+        except BaseException:
+            self._stop_worker(worker)
+            raise
         return worker
 
     def _stop_worker(self, worker: _Worker | None) -> None:

@@ -63,8 +63,29 @@ class RayExecutor:
     def __enter__(self) -> RayExecutor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # Ctrl-C, SIGTERM: stop now (see abort)
+            self.abort()
+        else:
+            self.close()
+
+    def abort(self) -> None:
+        """Kill the actors with the programs they run. close() asks each actor to close its
+        executor, a call that queues behind every program already submitted to it, so a Ctrl-C
+        waited for all of them. A killed actor's sandboxed workers die with it (bwrap
+        --die-with-parent; without a sandbox the zygote sees its parent gone, worker.py)."""
+        if self._closed:
+            return
+        self._closed = True
+        import ray
+
+        for actor in self._actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # already gone: nothing to stop
+                pass
+        if self._owns_ray:
+            ray.shutdown()
 
     def submit(self, program: Program) -> Future:
         if self._closed:

@@ -206,6 +206,7 @@ class WorkerCgroup:
         self.paths: list[Path] = []  # the groups this worker's processes join
         self.memory: Path | None = None  # the group holding the memory limit (for its OOM count)
         self._oom_fd: int | None = None
+        _sweep_stale_groups_once()
         name = f"w-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         pids = {"pids.max": str(max_processes)}
         mem = str(memory_bytes) if memory_bytes else None
@@ -296,6 +297,60 @@ class WorkerCgroup:
                         time.sleep(0.01)
                         continue
                 break
+
+
+_STALE_AGE_S = 60.0  # a group younger than this may be a live leti's, between mkdir and enter
+
+
+def _leti_dirs() -> list[Path]:
+    """The leti/ directories that hold workers' groups (v2; v1 under this process's groups)."""
+    if (_CGROUP_FS / "cgroup.controllers").exists():
+        return [_CGROUP_FS / "leti"]
+    own = _own_v1_groups()
+    dirs = []
+    for controller in ("pids", "memory"):
+        base = _CGROUP_FS / controller
+        parent = base / own.get(controller, "").lstrip("/")
+        dirs += [base / "leti", parent / "leti"]
+    return list(dict.fromkeys(dirs))
+
+
+def sweep_stale_groups(min_age_s: float = _STALE_AGE_S) -> list[Path]:
+    """Remove the empty worker groups (w-PID-*) of leti processes that are gone: one killed by
+    SIGKILL (an out-of-memory kill, a scheduler's hard stop) never removes its own, and they
+    piled up, a few per killed run. A group that still holds processes, or is younger than
+    `min_age_s`, or whose leti is alive, stays. Returns the groups removed."""
+    removed = []
+    now = time.time()
+    for top in _leti_dirs():
+        try:
+            entries = list(top.iterdir())
+        except OSError:
+            continue
+        for group in entries:
+            parts = group.name.split("-")
+            if len(parts) != 3 or parts[0] != "w" or not parts[1].isdigit() or not group.is_dir():
+                continue
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # its leti (or a process with its pid) is alive
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue  # alive, another user's
+            try:
+                if now - group.stat().st_mtime < min_age_s:
+                    continue
+                group.rmdir()  # refused (EBUSY) while a process is in it
+            except OSError:
+                continue
+            removed.append(group)
+    return removed
+
+
+@functools.lru_cache(maxsize=1)
+def _sweep_stale_groups_once() -> None:
+    sweep_stale_groups()
 
 
 def _make_group(path: Path, files: dict[str, str], required: str | None) -> Path | None:

@@ -52,6 +52,9 @@ RESULT_FD = 3  # the program's end of the result pipe
 MAX_RESULT = 1 << 26  # bytes of result record read from a program
 # Set by the host (argv): True inside the sandbox, where the worker has a pid namespace of its own.
 PID_NAMESPACE = False
+_PARENT = None  # the zygote's parent at start; once it changes, the host is gone (see supervise)
+_RUNNING = None  # pid of the program being supervised (the zygote's SIGTERM handler kills it)
+_ZYGOTE = None  # the zygote's own pid
 PR_SET_DUMPABLE = 4
 # Modules that many programs import; importing them once in the zygote makes every fork cheaper.
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
@@ -333,6 +336,7 @@ def _start_program(req, scratch):
     pid = os.fork()
     if pid == 0:
         try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote's handler is not the program's
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
@@ -372,10 +376,34 @@ def _kill_all(pid):
         pass
 
 
+class _Stop(BaseException):
+    """The zygote exits now (SIGTERM from the host, or the host died): past every `except
+    Exception`, through main's cleanup of the scratch directory."""
+
+
+def _on_sigterm(signum, frame):
+    """The host stops this worker (Executor.abort): the program and what it started go first.
+    Without the sandbox they are in a session of their own, which killing the zygote would leave
+    running; in the sandbox the pid namespace goes down with the zygote anyway."""
+    if os.getpid() != _ZYGOTE:  # a program between fork and resetting the handler
+        os._exit(128 + signum)
+    if _RUNNING is not None:
+        _kill_all(_RUNNING)
+    raise _Stop()
+
+
+def _host_gone():
+    """The host process died (kill -9, or a SIGTERM leti did not handle): the zygote was
+    reparented. Without the sandbox nothing else stops a program that outlives it."""
+    return _PARENT is not None and os.getppid() != _PARENT
+
+
 def supervise(req, scratch):
     """Run one program: drain its output with caps, enforce the wall clock, clean up after it."""
+    global _RUNNING
     start = time.monotonic()
     pid, out_r, err_r, res_r = _start_program(req, scratch)
+    _RUNNING = pid
     cap = req["max_output"]
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
     lost = {out_r: 0, err_r: 0}
@@ -389,6 +417,9 @@ def supervise(req, scratch):
     timed_out, status, open_fds, drain_until = False, None, set(bufs), None
     while status is None or (open_fds and time.monotonic() < drain_until):
         now = time.monotonic()
+        if _host_gone():  # checked at least every 0.5 s (the select timeout below)
+            _kill_all(pid)
+            raise _Stop()
         if status is None and now >= deadline:
             timed_out = True
             _kill_all(pid)
@@ -412,6 +443,7 @@ def supervise(req, scratch):
             if done:
                 status = wstatus
                 _kill_all(pid)  # whatever the program left running dies with it
+                _RUNNING = None
                 if pidfd is not None:
                     sel.unregister(pidfd)
                     os.close(pidfd)
@@ -656,8 +688,10 @@ def main():
     os.dup2(2, 1)
     os.set_inheritable(proto_in, False)
     os.set_inheritable(proto_out, False)
-    global PID_NAMESPACE
+    global PID_NAMESPACE, _PARENT, _ZYGOTE
     PID_NAMESPACE = sys.argv[1:] == ["pid-namespace"]
+    _PARENT, _ZYGOTE = os.getppid(), os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if "" in sys.path:
         sys.path.remove("")
     # Programs run as the same user as this process: being non-dumpable keeps them from
@@ -675,21 +709,25 @@ def main():
     gc.freeze()
     scratch = Scratch()
     baseline = inherited_state()
-    _write_frame(proto_out, {"ready": True, "pid": os.getpid()})
-    while True:
-        header = _read_exact(proto_in, 4)
-        if header is None:
-            break
-        req = json.loads(_read_exact(proto_in, struct.unpack(">I", header)[0]))
-        reply = handle(req, scratch, baseline)
-        # CPU time of the worker and every program it ran (children are reaped, so it rolls up):
-        # lets benchmarks count CPU even where the sandbox hides the processes from the host.
-        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        reply["worker_cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-        _write_frame(proto_out, reply)
-        if reply.get("retire"):
-            break
-    scratch.close()
+    try:
+        _write_frame(proto_out, {"ready": True, "pid": os.getpid()})
+        while True:
+            header = _read_exact(proto_in, 4)
+            if header is None:
+                break
+            req = json.loads(_read_exact(proto_in, struct.unpack(">I", header)[0]))
+            reply = handle(req, scratch, baseline)
+            # CPU time of the worker and every program it ran (children are reaped, so it rolls up):
+            # lets benchmarks count CPU even where the sandbox hides the processes from the host.
+            me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            reply["worker_cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+            _write_frame(proto_out, reply)
+            if reply.get("retire"):
+                break
+    except _Stop:
+        pass
+    finally:
+        scratch.close()
 
 
 if __name__ == "__main__":
