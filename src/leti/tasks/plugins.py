@@ -23,7 +23,7 @@ from leti.tasks.base import Task
 
 GROUP = "leti.tasks"
 
-# Where plugin tasks came from, for messages about a task's contract (base.py): the classes class
+# Where plugin tasks came from, for messages about a task's contract (contract.py): the classes class
 # entry points name, the modules module entry points name, and the classes each entry point's
 # import registered. Filled once, by load_plugins.
 _CLASS_ORIGINS: dict[type, str] = {}
@@ -62,7 +62,7 @@ def load_plugins() -> tuple[str, ...]:
         before = registered()
         try:
             obj = ep.load()
-        except LetiError as e:  # said by leti's checks (base.py: a task class's attributes) or the plugin
+        except LetiError as e:  # said by leti's checks (contract.py: a task class's attributes) or the plugin
             raise LetiError(f"{_origin(ep)}: {e}") from None
         except Exception as e:  # the plugin's own code: any error is the plugin's, said in one line
             raise LetiError(f"{_origin(ep)} cannot be imported ({first_line(e)}); fix or uninstall that package") from e
