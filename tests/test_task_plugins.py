@@ -281,6 +281,23 @@ class MetricPairs(Good):
         return [("m", 1.0)]
 
 
+class Empty(Good):
+    def load_problems(self):
+        return []
+
+
+class InstanceDefaults(Good):
+    def __init__(self):
+        self.eval_defaults = {"split": "test"}
+
+
+class NeedsSetup(Good):
+    def __init__(self):
+        from leti.errors import LetiError
+
+        raise LetiError("set MY_TASK_DATA to the data folder")
+
+
 @register_task("self-registered")
 class SelfRegistered(Good):
     def judge(self, problem, program, result, config=None):
@@ -289,7 +306,8 @@ class SelfRegistered(Good):
 
 CONTRACT_CLASSES = ["Good", "Generator", "Dicts", "NoList", "DuplicateIds", "IntIds", "NonePrompt", "MetaStopString",
                     "SplitsMissing", "SplitsString", "ProgramString", "JudgeBool", "StopForString", "InstanceStops",
-                    "MetricString", "MetricPassAt", "MetricReserved", "MetricPairs"]
+                    "MetricString", "MetricPassAt", "MetricReserved", "MetricPairs", "Empty", "InstanceDefaults",
+                    "NeedsSetup"]
 CONTRACT_SAMPLES = [{"problem_id": "p0", "sample_idx": 0, "completion": "    return x\n"},
                     {"problem_id": "p1", "sample_idx": 0, "completion": "    return 2\n"}]
 
@@ -382,6 +400,33 @@ def test_a_self_registering_task_is_named_with_the_module_entry_point(contract_p
                            "my_leti_tasks.contract.SelfRegistered.judge returned NoneType None, not a "
                            "leti.execution.ExecutionResult; return the result it was given, or "
                            "dataclasses.replace(result, status=...) for another verdict\n")
+
+
+def test_eval_defaults_an_instance_sets_are_checked_before_evaluate_reads_them(contract_plugin, tmp_path):
+    """`leti evaluate` read them before the problems loaded: an AttributeError traceback."""
+    proc = _contract_leti(contract_plugin, tmp_path, *EVALUATE, "instancedefaults")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == (f"leti: error: task 'instancedefaults' of "
+                           f"{_plugin('instancedefaults', 'my_leti_tasks.contract:InstanceDefaults')}: eval_defaults is "
+                           "dict {'split': 'test'}, not a leti.tasks.EvalDefaults; write EvalDefaults(split=..., n=..., ks=...)\n")
+
+
+def test_a_task_without_problems_is_one_line_in_tasks_show(contract_plugin, tmp_path):
+    """Was an IndexError traceback (the message quoted the first problem's id as an example)."""
+    proc = _contract_leti(contract_plugin, tmp_path, "tasks", "show", "empty", "p0")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == "leti: error: task 'empty' has no problems\n"
+
+
+def test_tasks_list_shows_every_task_and_why_one_cannot_load(contract_plugin, tmp_path):
+    """A task whose constructor refuses (its data missing) was listed as 'needssetup:ARG', as if
+    it took an argument; a task that breaks the contract stopped the whole list."""
+    proc = _contract_leti(contract_plugin, tmp_path, "tasks", "list")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    assert "needssetup:ARG" not in lines and "[cannot load: set MY_TASK_DATA to the data folder]" in lines["needssetup"]
+    assert lines["good"].endswith("[test 2]") and lines["jsonl:ARG"] and lines["mbpp"].endswith("]")
+    assert "[cannot load: task 'dicts' of " in lines["dicts"]
 
 
 def test_problems_from_a_generator_are_read_once_and_kept(contract_plugin, tmp_path):

@@ -148,9 +148,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     exec_config = execution_config(args)  # bad --timeout/--workers: refused before any sample is drawn
     task = get_task(args.task)
+    splits = task.splits()  # loads the problems, which checks the task's eval_defaults too (tasks/contract.py)
     split = args.split or task.eval_defaults.split
-    if split not in task.splits():
-        raise LetiError(f"task {args.task!r} has no split {split!r}; pass --split one of {', '.join(task.splits())}")
+    if split not in splits:
+        raise LetiError(f"task {args.task!r} has no split {split!r}; pass --split one of {', '.join(splits)}")
     ks = parse_ks(args.k) if args.k else list(task.eval_defaults.ks)
     if args.model is not None and args.k:
         # n samples per problem cannot give the pass@k asked for with k > n: refuse before
@@ -213,8 +214,10 @@ def summarize_temperatures(by_temperature: dict[str, dict[str, float]],
     best of several temperatures on the same problems biases the value up, which it ignores."""
     stderrs = stderr_by_temperature or {}
     best = {}
-    for name in next(iter(by_temperature.values())):
-        t = max(by_temperature, key=lambda t: by_temperature[t][name])
+    # every name any temperature has: a task's metrics may depend on what the samples were
+    names = dict.fromkeys(name for metrics in by_temperature.values() for name in metrics)
+    for name in names:
+        t = max((t for t in by_temperature if name in by_temperature[t]), key=lambda t: by_temperature[t][name])
         best[name] = {"value": by_temperature[t][name], "temperature": float(t)}
         if name in stderrs.get(t, {}):
             best[name]["stderr"] = stderrs[t][name]
@@ -230,7 +233,8 @@ def format_temperatures(summary: dict) -> str:
     width = max(len(n) for n in names)
     lines = [f"{'':<{width}}  " + "  ".join(f"T={t:>6}" for t in temps) + "     best (at T)"]
     for name in names:
-        cells = "  ".join(f"{summary['by_temperature'][t][name] * 100:7.2f}%" for t in temps)
+        cells = "  ".join(f"{summary['by_temperature'][t][name] * 100:7.2f}%" if name in summary["by_temperature"][t]
+                          else f"{'-':>8}" for t in temps)
         b = summary["best"][name]
         pm = f" ± {b['stderr'] * 100:.2f}" if b.get("stderr") is not None else ""
         lines.append(f"{name:<{width}}  {cells}  {b['value'] * 100:7.2f}%{pm} ({b['temperature']:g})")

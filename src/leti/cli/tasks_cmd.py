@@ -10,7 +10,7 @@ from leti.errors import LetiError
 from leti.evaluation.samples import Sample
 from leti.execution import ExecutionConfig, Executor
 from leti.tasks import Task, get_task, list_tasks
-from leti.tasks.registry import task_class
+from leti.tasks.registry import needs_argument, task_class
 
 # How many failing references get their full feedback printed by `validate`.
 _SHOW_FEEDBACK = 3
@@ -76,13 +76,16 @@ def _split_sizes(task: Task) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for name in list_tasks():
-        try:
-            task = get_task(name)
-        except LetiError:
-            # Parametrised tasks (jsonl:PATH) cannot be built without their argument.
+        if needs_argument(name):  # jsonl:PATH cannot be built without its argument
             print(f"{name + ':ARG':<16} {task_class(name).description}")
             continue
-        print(f"{name:<16} {task.description} [{_split_sizes(task)}]")
+        try:
+            task = get_task(name)
+            sizes = _split_sizes(task)
+        except LetiError as e:  # one task that cannot load (a plugin's) does not hide the others
+            print(f"{name:<16} {task_class(name).description} [cannot load: {e}]")
+            continue
+        print(f"{name:<16} {task.description} [{sizes}]")
     return 0
 
 
@@ -112,8 +115,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         problem = task.get(args.id)
     except KeyError:
-        first = task.problems()[0].id
-        raise LetiError(f"task {args.task!r} has no problem {args.id!r}; ids look like {first!r}") from None
+        problems = task.problems()
+        if not problems:
+            raise LetiError(f"task {args.task!r} has no problems") from None
+        raise LetiError(f"task {args.task!r} has no problem {args.id!r}; ids look like {problems[0].id!r}") from None
     print(f"# {task.name} {problem.id} (split {problem.split}, entry point {problem.entry_point})")
     own = "its own" if problem.meta.get("stop") is not None else "the task's"
     print(f"stop: {list(task.stop_for(problem))!r} ({own})")

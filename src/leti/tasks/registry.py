@@ -73,6 +73,11 @@ def task_class(name: str) -> type[Task]:
     return _REGISTRY[name]
 
 
+def needs_argument(name: str) -> bool:
+    """Whether the registered task `name` is built only as `name:ARG` (jsonl:PATH)."""
+    return _takes_argument(task_class(name)) is _REQUIRED
+
+
 def get_task(spec: str) -> Task:
     """Build the task for `spec`: `mbpp`, `mbpp-sanitized`, `humaneval`, `jsonl:PATH`, ..."""
     _load_modules()
