@@ -18,6 +18,7 @@ from leti.evaluation.generate import prompts_digest
 from leti.evaluation.run import run_evaluation
 from leti.execution import ExecutionConfig, Executor
 from leti.tasks import get_task
+from leti.tasks.contract import _RESERVED_METRICS
 from leti.tasks.jsonl import JsonlTask
 
 # Wrong completions that fail in different ways, for any HumanEval body.
@@ -243,6 +244,8 @@ def test_generate_then_score_with_a_tiny_model(tiny_model_path: str, tmp_path: P
     assert sorted((d["problem_id"], d["sample_idx"]) for d in drawn) == [(p, i) for p in ("dbl", "inc") for i in range(3)]
     results = json.loads((out / "results.json").read_text())
     assert results["n_samples"] == 6 and set(results) >= {"pass@1", "pass@3"}
+    # a task metric may not take one of these names (tasks/contract.py keeps the list)
+    assert {k for k in results if not k.startswith("pass@")} <= _RESERVED_METRICS
     # Second run: nothing drawn, nothing executed.
     assert main(argv) == 0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
@@ -335,6 +338,7 @@ def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_mod
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["by_temperature"]) == {"0", "1.5"}
+    assert set(results) <= _RESERVED_METRICS
     assert results["generation"]["temperature"] == [0.0, 1.5] and results["generation"]["n"] == 3
     for t in ("0", "1.5"):
         alone = json.loads((out / f"temperature-{t}" / "results.json").read_text())
