@@ -113,6 +113,8 @@ def test_a_config_yaml_with_a_key_twice_is_named(finished, tmp_path, capsys):
     ("train_stats.json", "wall_s", "soon"),
     ("eval.json", "pass@k", {"pass@1": "x"}),  # was ValueError formatting it
     ("samples.done", "wall_s", None),
+    ("eval.json", "task_metrics", ["f1", 0.5]),  # was TypeError merging it into the metrics line
+    ("eval.json", "pass@k_stderr", {"pass@1": "small"}),  # was ValueError printing it
 ])
 def test_a_stage_record_with_a_value_of_the_wrong_type_is_named(finished, tmp_path, capsys, name, key, value):
     """Iteration 1's files are all there but its metrics line is not (killed before writing it):
@@ -125,8 +127,9 @@ def test_a_stage_record_with_a_value_of_the_wrong_type_is_named(finished, tmp_pa
     record[key] = value
     path.write_text(json.dumps(record))
     assert main(args) == 2
-    assert _error(capsys) == (f"{path}: '{key}' must be "
-                              f"{ {'optimizer_steps': 'a count', 'pass@k': 'an object of numbers'}.get(key, 'a number')}, "
+    kinds = {"optimizer_steps": "a count", "pass@k": "an object of numbers", "task_metrics": "an object of numbers",
+             "pass@k_stderr": "an object of numbers or nulls"}
+    assert _error(capsys) == (f"{path}: '{key}' must be {kinds.get(key, 'a number')}, "
                               f"got {json.dumps(value)}; delete it to redo that stage")
     path.unlink()  # the fix it names
     assert main(args) == 0

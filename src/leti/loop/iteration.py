@@ -247,7 +247,7 @@ class Iterations:
     def _evaluate(self, k: int) -> dict:
         rd, cfg = self.rd, self.cfg
         if rd.eval(k).exists():
-            return read_json(rd.eval(k), ("pass@k", "wall_s"))
+            return read_json(rd.eval(k), ("pass@k", "wall_s"), optional=("task_metrics", "pass@k_stderr", "per_problem"))
         t0 = time.time()
         conditioned = self.rewarded and k >= 1
         sampler = self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True))

@@ -190,13 +190,21 @@ _REQUIRED_TYPES: dict[str, tuple[Any, str]] = {
     "loss_mean": (lambda v: v is None or is_number(v), "a number"),
     "optimizer_steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),
     "pass@k": (lambda v: isinstance(v, dict) and all(is_number(x) for x in v.values()), "an object of numbers"),
+    # eval.json's optional keys (read_json's `optional`): merged into metrics lines and printed
+    "task_metrics": (lambda v: isinstance(v, dict) and all(is_number(x) for x in v.values()), "an object of numbers"),
+    "pass@k_stderr": (lambda v: isinstance(v, dict) and all(x is None or is_number(x) for x in v.values()),
+                      "an object of numbers or nulls"),
+    "per_problem": (lambda v: isinstance(v, dict) and all(
+        isinstance(nc, list) and len(nc) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in nc)
+        for nc in v.values()), "an object of [n, c] pairs"),
 }
 
 
-def read_json(path: Path, required: tuple[str, ...] = (), fix: str = "delete it to redo that stage") -> Any:
+def read_json(path: Path, required: tuple[str, ...] = (), fix: str = "delete it to redo that stage",
+              optional: tuple[str, ...] = ()) -> Any:
     """A JSON file of the run; with `required`, an object that must have those keys, each of the
-    type leti writes there (a file damaged or edited by hand is an error naming it and `fix`, not
-    a KeyError or TypeError later)."""
+    type leti writes there, and the `optional` keys of that type where present (a file damaged or
+    edited by hand is an error naming it and `fix`, not a KeyError or TypeError later)."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -205,7 +213,7 @@ def read_json(path: Path, required: tuple[str, ...] = (), fix: str = "delete it 
     missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); {fix}")
-    for key in required:
+    for key in (*required, *(k for k in optional if isinstance(obj, dict) and k in obj)):
         ok, what = _REQUIRED_TYPES.get(key, (lambda v: True, ""))
         if not ok(obj[key]):
             raise LetiError(f"{path}: '{key}' must be {what}, got {json.dumps(obj[key])[:40]}; {fix}")
