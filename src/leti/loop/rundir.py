@@ -182,9 +182,9 @@ def is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-# What the run's own JSON files hold under the keys its readers require: a value of another type
-# (a hand edit) was a TypeError / ValueError traceback where it was added up or formatted.
-_REQUIRED_TYPES: dict[str, tuple[Any, str]] = {
+# What the run's own JSON files hold under the keys its readers use: a value of another type (a
+# hand edit) was a TypeError / ValueError traceback where it was added up or formatted.
+_KEY_TYPES: dict[str, tuple[Any, str]] = {
     "mode": (lambda v: isinstance(v, str), "a string"),
     "wall_s": (is_number, "a number"),
     "loss_mean": (lambda v: v is None or is_number(v), "a number"),
@@ -214,7 +214,7 @@ def read_json(path: Path, required: tuple[str, ...] = (), fix: str = "delete it 
     if missing:
         raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); {fix}")
     for key in (*required, *(k for k in optional if isinstance(obj, dict) and k in obj)):
-        ok, what = _REQUIRED_TYPES.get(key, (lambda v: True, ""))
+        ok, what = _KEY_TYPES.get(key, (lambda v: True, ""))
         if not ok(obj[key]):
             raise LetiError(f"{path}: '{key}' must be {what}, got {json.dumps(obj[key])[:40]}; {fix}")
     return obj
