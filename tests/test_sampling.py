@@ -437,3 +437,25 @@ def test_each_sample_is_on_disk_before_the_next_is_generated(tmp_path):
 
     assert append_samples_jsonl(path, sampler()) == 3
     assert seen == [set(), {("a", 0)}, {("a", 0), ("a", 1)}]
+
+
+def test_a_prompt_near_the_context_does_not_shorten_the_others_in_its_batch(tmp_path):
+    """The widest prompt of a batch set every row's token budget: a short prompt batched with one
+    that left less than max_new_tokens of the context was cut to that one's budget, so its sample
+    depended on the batch (vLLM caps each prompt by itself). Now each gets what it gets alone."""
+    from leti.testing import make_tiny_model
+
+    model, tok = load_model_and_tokenizer(make_tiny_model(tmp_path / "m", n_positions=64), device="cpu")
+    long = "def f(x):\n" + "    x = x + 1\n" * 7
+    n_long = len(encode_prompt(tok, long))
+    assert 64 - 30 < n_long < 64 - 4  # leaves fewer than max_new_tokens (30), but some
+    requests = [SampleRequest("short", "def add(a, b):\n"), SampleRequest("long", long),
+                SampleRequest("long2", long.replace("x", "y"))]
+    together = run((model, tok), requests, n=2, max_new_tokens=30, batch_size=8, seed=1)
+    for req in requests:
+        alone = run((model, tok), [req], n=2, max_new_tokens=30, batch_size=1, seed=1)
+        assert all(together[key] == alone[key] for key in alone), req.problem_id
+    # the short prompt goes past the budget the long ones have (64 - n_long), up to max_new_tokens
+    assert max(s.n_completion_tokens for s in together.values() if s.problem_id == "short") == 30
+    assert all(s.n_completion_tokens + s.n_prompt_tokens == 64 and s.finish_reason == "length"
+               for s in together.values() if s.problem_id.startswith("long"))

@@ -9,10 +9,10 @@ seeded by a hash of (seed, problem_id, sample_idx). Generation runs greedy over 
 per-row sampler has already reduced to the one token it drew, so the draw for a row does not
 depend on the other rows. Hence a sample does not depend on batch_size, on the other requests
 or on `skip`, with two caveats: padding and batch shape change floating-point rounding, which
-can flip a near-tied draw (rare in fp32, more frequent in bf16/fp16); and when the longest
-prompt of a batch plus max_new_tokens exceeds the model's context, every row of that batch is
-cut to fit (finish_reason "length"). Same inputs, config and batch composition -> same output
-on the same hardware and software.
+can flip a near-tied draw (rare in fp32, more frequent in bf16/fp16). A prompt that leaves less
+than max_new_tokens of the model's context gets the rest of the context (finish_reason "length"
+when it is used up), in a batch of prompts of its own length. Same inputs, config and batch
+composition -> same output on the same hardware and software.
 """
 
 from __future__ import annotations
@@ -175,8 +175,8 @@ class HFSampler:
         bar = tqdm(total=len(rows), unit="sample", desc="sampling", disable=None)
         n_tokens, start = 0, time.perf_counter()
         try:
-            for i in range(0, len(rows), size):
-                samples = self._generate(rows[i : i + size])
+            for batch in self._batches(rows, size):
+                samples = self._generate(batch)
                 n_tokens += sum(s.n_completion_tokens for s in samples)
                 bar.update(len(samples))
                 bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - start):.0f}")
@@ -202,6 +202,22 @@ class HFSampler:
         # Stable sort: equal lengths keep request order, then sample order.
         rows.sort(key=lambda row: len(row[0]))
         return rows
+
+    def _batches(self, rows: list[_Row], size: int) -> Iterator[list[_Row]]:
+        """Batches of at most `size` rows (sorted by prompt length). A row whose prompt leaves less
+        than max_new_tokens of the context is batched only with prompts of its own length: the
+        batch's widest prompt sets every row's token budget, and the row then gets what it gets
+        alone (the context minus its prompt), as with vLLM, which caps each prompt by itself."""
+        cap = None if self.context is None else self.context - self.config.max_new_tokens
+        loose = [row for row in rows if cap is None or len(row[0]) <= cap]
+        for i in range(0, len(loose), size):
+            yield loose[i : i + size]
+        tight: dict[int, list[_Row]] = {}
+        for row in rows[len(loose):]:  # sorted, so the tight rows are the last ones
+            tight.setdefault(len(row[0]), []).append(row)
+        for same in tight.values():
+            for i in range(0, len(same), size):
+                yield same[i : i + size]
 
     def _generate(self, rows: list[_Row]) -> list[Sample]:
         """Generate one batch; returns its samples in row order."""
