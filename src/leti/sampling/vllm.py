@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -238,7 +242,11 @@ class VLLMEngine:
     def close(self) -> None:
         if self._llm is not None:
             llm, self._llm = self._llm, None
-            shutdown_engine(llm)
+            # Closed because of Ctrl-C / SIGTERM (leti's Terminated is a KeyboardInterrupt): the
+            # engine gets a second to exit, then its processes are killed (vLLM's own grace is 5 s,
+            # which the engine core, waiting on its workers, often runs past).
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            shutdown_engine(llm, timeout=INTERRUPTED_SHUTDOWN_S if interrupted else None)
 
     def _start(self) -> tuple[Any, Any]:
         try:
@@ -269,8 +277,10 @@ class VLLMEngine:
             # tests (tests/test_vllm.py) give the HF backend's tokens with it.
             kwargs["enable_chunked_prefill"] = False
         pin = rank_gpu(os.environ, cfg.tensor_parallel_size, gpus) if gpus else None
+        watch_engines()  # kill -9 of leti: its engine processes go with it
+        _quiet_resource_tracker()
         try:
-            with _visible_devices(pin):
+            with _visible_devices(pin), _interrupts_not_swallowed():
                 return LLM(**kwargs), lora
         except (RuntimeError, ValueError) as e:
             # The engine core reports its own traceback on stderr; the caller gets one line.
@@ -417,15 +427,19 @@ def _generation_config(model: str, trust_remote_code: bool = False) -> Any:
             return None
 
 
-def shutdown_engine(llm: Any) -> None:
+def shutdown_engine(llm: Any, timeout: float | None = None) -> None:
     """Release the engine's GPU memory now rather than at some later garbage collection.
-    vLLM V1 runs the engine core in its own process: shutting it down frees everything it held.
+    vLLM V1 runs the engine core in its own process: shutting it down frees everything it held;
+    `timeout`: seconds it gets to exit before it is killed (None: vLLM's default).
     The in-process fallback tears down vLLM's parallel state, except inside an accelerate/torch
     distributed job, whose process group vLLM's cleanup would destroy."""
     engine = getattr(llm, "llm_engine", None)
     core = getattr(engine, "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
+        try:
+            core.shutdown(timeout=timeout)
+        except TypeError:  # a vLLM whose shutdown takes no timeout
+            core.shutdown()
     del engine, core, llm
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         try:
@@ -439,3 +453,151 @@ def shutdown_engine(llm: Any) -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+INTERRUPTED_SHUTDOWN_S = 1.0
+
+
+class _StartInterrupted(BaseException):
+    """A stop signal while vLLM's engine starts (see `_interrupts_not_swallowed`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _interrupts_not_swallowed() -> Iterator[None]:
+    """While the engine starts, Ctrl-C and leti's SIGTERM/SIGHUP (the CLI raises them as
+    KeyboardInterrupt) raise an exception vLLM does not catch, turned back into the original
+    one (the handler that was installed runs) once vLLM has cleaned up. vLLM (0.32) catches and
+    drops KeyboardInterrupt while it waits for the engine core's handshake
+    (vllm.utils.network_utils.zmq_socket_ctx): SIGTERM then went unnoticed and the command ran
+    on to the end; Ctrl-C, which also stops the engine's processes, left leti waiting for an
+    engine that was gone (vLLM's ready timeout, 600 s)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved: dict[int, Any] = {}
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _StartInterrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(signum)
+        if callable(handler):  # not SIG_IGN / SIG_DFL (the default action needs no help)
+            saved[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    except _StartInterrupted as e:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        saved[e.signum](e.signum, None)  # raises what the signal raises outside (Terminated, KeyboardInterrupt)
+        raise KeyboardInterrupt from None  # a handler that returned: still stop
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+# The watcher: a small process beside leti that, when leti dies without closing its engines
+# (kill -9, the OOM killer, a crash), kills the vLLM processes leti started. vLLM (0.32) has no
+# parent-death watch of its own for the engine core (vllm-project/vllm#55510, #34643; fixes
+# proposed in #55846, #34816); an engine core left behind keeps its GPU memory, and its workers
+# with it, until killed by hand. The watcher notes each child of leti whose title is VLLM::*
+# (EngineCore, in a fork or spawn child alike) and, once leti is gone, SIGKILLs those still
+# alive (same pid and start time) together with their descendants (the workers). It ignores
+# Ctrl-C, SIGTERM and SIGHUP, which leti handles, and exits when leti does.
+_WATCHER = r"""
+import os, select, signal, sys, time
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+host = int(sys.argv[1])
+
+def start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+def children(pid):
+    kids = set()
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids.update(int(k) for k in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return kids
+
+def title(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+try:
+    pidfd = os.pidfd_open(host)
+except (AttributeError, OSError):
+    pidfd = None
+engines = {}
+while os.getppid() == host:
+    for pid in children(host) - set(engines):
+        if title(pid).startswith(b"VLLM::"):
+            engines[pid] = start_time(pid)
+    if pidfd is not None:
+        select.select([pidfd], [], [], 0.25)
+    else:
+        time.sleep(0.25)
+doomed = set()
+for pid, start in engines.items():
+    if start is not None and start_time(pid) == start:
+        tree, todo = {pid}, [pid]
+        while todo:
+            for kid in children(todo.pop()) - tree:
+                tree.add(kid)
+                todo.append(kid)
+        doomed |= tree
+for pid in doomed:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+_watcher: subprocess.Popen | None = None
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (vLLM's processes share leti's) without its
+    warning about shared memory that an engine killed on a stop left behind: it removes that
+    memory at exit, and its two lines came after leti's one-line stop message."""
+    from multiprocessing import resource_tracker
+
+    old = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [old, "ignore:resource_tracker:UserWarning"]))
+    try:
+        resource_tracker.ensure_running()
+    except (OSError, ValueError):  # it is vLLM's to start then
+        pass
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = old
+
+
+def watch_engines() -> None:
+    """Start the watcher (above) once per leti process, where /proc lists a process's children."""
+    global _watcher
+    if _watcher is not None and _watcher.poll() is None:
+        return
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children"):
+        return
+    _watcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, str(os.getpid())],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
