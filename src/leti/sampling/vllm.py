@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
@@ -499,78 +500,7 @@ def _interrupts_not_swallowed() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-# The watcher: a small process beside leti that, when leti dies without closing its engines
-# (kill -9, the OOM killer, a crash), kills the vLLM processes leti started. vLLM (0.32) has no
-# parent-death watch of its own for the engine core (vllm-project/vllm#55510, #34643; fixes
-# proposed in #55846, #34816); an engine core left behind keeps its GPU memory, and its workers
-# with it, until killed by hand. The watcher notes each child of leti whose title is VLLM::*
-# (EngineCore, in a fork or spawn child alike) and, once leti is gone, SIGKILLs those still
-# alive (same pid and start time) together with their descendants (the workers). It ignores
-# Ctrl-C, SIGTERM and SIGHUP, which leti handles, and exits when leti does.
-_WATCHER = r"""
-import os, select, signal, sys, time
-for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(s, signal.SIG_IGN)
-host = int(sys.argv[1])
-
-def start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-def children(pid):
-    kids = set()
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return kids
-    for tid in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                kids.update(int(k) for k in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return kids
-
-def title(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-try:
-    pidfd = os.pidfd_open(host)
-except (AttributeError, OSError):
-    pidfd = None
-engines = {}
-while os.getppid() == host:
-    for pid in children(host) - set(engines):
-        if title(pid).startswith(b"VLLM::"):
-            engines[pid] = start_time(pid)
-    if pidfd is not None:
-        select.select([pidfd], [], [], 0.25)
-    else:
-        time.sleep(0.25)
-doomed = set()
-for pid, start in engines.items():
-    if start is not None and start_time(pid) == start:
-        tree, todo = {pid}, [pid]
-        while todo:
-            for kid in children(todo.pop()) - tree:
-                tree.add(kid)
-                todo.append(kid)
-        doomed |= tree
-for pid in doomed:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-_watcher: subprocess.Popen | None = None
+_watcher: subprocess.Popen | None = None  # this process's (watch_engines); one per process
 
 
 def _quiet_resource_tracker() -> None:
@@ -593,11 +523,13 @@ def _quiet_resource_tracker() -> None:
 
 
 def watch_engines() -> None:
-    """Start the watcher (above) once per leti process, where /proc lists a process's children."""
+    """Start the watcher (vllm_watch.py: it kills this process's vLLM engines once this process
+    dies without closing them, e.g. kill -9), once per process, where /proc lists children."""
     global _watcher
     if _watcher is not None and _watcher.poll() is None:
         return
     if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children"):
         return
-    _watcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, str(os.getpid())],
+    script = Path(__file__).with_name("vllm_watch.py")
+    _watcher = subprocess.Popen([sys.executable, "-I", "-S", str(script), str(os.getpid())],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
