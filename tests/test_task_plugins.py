@@ -281,6 +281,16 @@ class MetricPairs(Good):
         return [("m", 1.0)]
 
 
+class ProblemsCallsSplits(Good):
+    def splits(self):
+        return ["test"]
+
+    def problems(self, split=None):
+        if split not in (None, *self.splits()):
+            raise ValueError(split)
+        return super().problems(split)
+
+
 class Empty(Good):
     def load_problems(self):
         return []
@@ -306,7 +316,7 @@ class SelfRegistered(Good):
 
 CONTRACT_CLASSES = ["Good", "Generator", "Dicts", "NoList", "DuplicateIds", "IntIds", "NonePrompt", "MetaStopString",
                     "SplitsMissing", "SplitsString", "ProgramString", "JudgeBool", "StopForString", "InstanceStops",
-                    "MetricString", "MetricPassAt", "MetricReserved", "MetricPairs", "Empty", "InstanceDefaults",
+                    "MetricString", "MetricPassAt", "MetricReserved", "MetricPairs", "ProblemsCallsSplits", "Empty", "InstanceDefaults",
                     "NeedsSetup"]
 CONTRACT_SAMPLES = [{"problem_id": "p0", "sample_idx": 0, "completion": "    return x\n"},
                     {"problem_id": "p1", "sample_idx": 0, "completion": "    return 2\n"}]
@@ -409,6 +419,14 @@ def test_eval_defaults_an_instance_sets_are_checked_before_evaluate_reads_them(c
     assert proc.stderr == (f"leti: error: task 'instancedefaults' of "
                            f"{_plugin('instancedefaults', 'my_leti_tasks.contract:InstanceDefaults')}: eval_defaults is "
                            "dict {'split': 'test'}, not a leti.tasks.EvalDefaults; write EvalDefaults(split=..., n=..., ks=...)\n")
+
+
+def test_a_problems_override_may_ask_for_the_splits(contract_plugin, tmp_path):
+    """The check of a splits() override read task.problems(): an override of that which calls
+    splits() recursed without end (RecursionError) where it had worked before the checks."""
+    show = _contract_leti(contract_plugin, tmp_path, "tasks", "show", "problemscallssplits")
+    assert show.returncode == 0, show.stderr
+    assert "splits:   test 2\n" in show.stdout
 
 
 def test_a_task_without_problems_is_one_line_in_tasks_show(contract_plugin, tmp_path):

@@ -146,7 +146,8 @@ def _check_splits(task: Task, fn: Callable[..., Any], result: object) -> list[st
         raise _hook_error(task, fn, f"returned {_short(result)}", "return a list of split names, e.g. ['train', 'test']")
     if not getattr(task, "_loading_problems", False):  # (load_problems itself may ask for the splits)
         missing: dict[str, int] = {}
-        for p in task.problems():
+        # the base method (it reads the loaded problems): a problems() override may ask for the splits
+        for p in Task.problems(task):
             if p.split not in result:
                 missing[p.split] = missing.get(p.split, 0) + 1
         if missing:
