@@ -333,10 +333,14 @@ def _start_program(req, scratch):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
+    global _RUNNING
+    # SIGTERM waits until _RUNNING names the new program, so the handler never misses it
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
     if pid == 0:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote's handler is not the program's
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
@@ -357,6 +361,8 @@ def _start_program(req, scratch):
             run_program(req["source"], RESULT_FD)
         finally:
             os._exit(70)
+    _RUNNING = pid
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for fd in (out_w, err_w, res_w):
         os.close(fd)
     return pid, out_r, err_r, res_r
@@ -376,6 +382,17 @@ def _kill_all(pid):
         pass
 
 
+def _kill_running(pid):
+    """_kill_all for a program not reaped yet, which is killed by its pid too: between its fork
+    and its setsid it has no group of its own for killpg to reach. (After reaping, its pid may
+    belong to another process; a group id is not reused while the group lives.)"""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _kill_all(pid)
+
+
 class _Stop(BaseException):
     """The zygote exits now (SIGTERM from the host, or the host died): past every `except
     Exception`, through main's cleanup of the scratch directory."""
@@ -388,7 +405,7 @@ def _on_sigterm(signum, frame):
     if os.getpid() != _ZYGOTE:  # a program between fork and resetting the handler
         os._exit(128 + signum)
     if _RUNNING is not None:
-        _kill_all(_RUNNING)
+        _kill_running(_RUNNING)
     raise _Stop()
 
 
@@ -402,8 +419,7 @@ def supervise(req, scratch):
     """Run one program: drain its output with caps, enforce the wall clock, clean up after it."""
     global _RUNNING
     start = time.monotonic()
-    pid, out_r, err_r, res_r = _start_program(req, scratch)
-    _RUNNING = pid
+    pid, out_r, err_r, res_r = _start_program(req, scratch)  # sets _RUNNING
     cap = req["max_output"]
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
     lost = {out_r: 0, err_r: 0}
@@ -418,7 +434,7 @@ def supervise(req, scratch):
     while status is None or (open_fds and time.monotonic() < drain_until):
         now = time.monotonic()
         if _host_gone():  # checked at least every 0.5 s (the select timeout below)
-            _kill_all(pid)
+            _kill_running(pid) if status is None else _kill_all(pid)
             raise _Stop()
         if status is None and now >= deadline:
             timed_out = True
