@@ -173,7 +173,7 @@ class Executor:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is not None:  # e.g. Ctrl-C, SIGTERM: nobody waits for any program's result
+        if exc_type is not None:  # Ctrl-C, SIGTERM or the caller's own error: nobody waits for a result
             self.abort()
         else:
             self.close()

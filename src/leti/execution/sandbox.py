@@ -319,7 +319,9 @@ def sweep_stale_groups(min_age_s: float = _STALE_AGE_S) -> list[Path]:
     """Remove the empty worker groups (w-PID-*) of leti processes that are gone: one killed by
     SIGKILL (an out-of-memory kill, a scheduler's hard stop) never removes its own, and they
     piled up, a few per killed run. A group that still holds processes, or is younger than
-    `min_age_s`, or whose leti is alive, stays. Returns the groups removed."""
+    `min_age_s`, or whose leti is alive, stays. Returns the groups removed. (A leti in another pid
+    namespace sharing this cgroup tree looks dead here; rmdir still refuses its groups while they
+    hold its workers, and an empty one it would have removed itself.)"""
     removed = []
     now = time.time()
     for top in _leti_dirs():
