@@ -246,7 +246,8 @@ class VLLMEngine:
             # Closed because of Ctrl-C / SIGTERM (leti's Terminated is a KeyboardInterrupt): the
             # engine gets a second to exit, then its processes are killed (vLLM's own grace is 5 s,
             # which the engine core, waiting on its workers, often runs past).
-            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            # (a sampler's generator closed by the caller's interrupt sees GeneratorExit instead)
+            interrupted = isinstance(sys.exc_info()[1], (KeyboardInterrupt, GeneratorExit))
             shutdown_engine(llm, timeout=INTERRUPTED_SHUTDOWN_S if interrupted else None)
 
     def _start(self) -> tuple[Any, Any]:
@@ -488,16 +489,27 @@ def _interrupts_not_swallowed() -> Iterator[None]:
         handler = signal.getsignal(signum)
         if callable(handler):  # not SIG_IGN / SIG_DFL (the default action needs no help)
             saved[signum] = signal.signal(signum, stop)
+
+    def restore() -> None:
+        # with the signals blocked: one that comes meanwhile waits for the handler it should meet
+        # (`stop` would raise _StartInterrupted past the CLI, a traceback)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(saved))
+        try:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+            saved.clear()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
     try:
         yield
     except _StartInterrupted as e:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-        saved[e.signum](e.signum, None)  # raises what the signal raises outside (Terminated, KeyboardInterrupt)
+        handler = saved[e.signum]
+        restore()
+        handler(e.signum, None)  # raises what the signal raises outside (Terminated, KeyboardInterrupt)
         raise KeyboardInterrupt from None  # a handler that returned: still stop
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+        restore()
 
 
 _watcher: subprocess.Popen | None = None  # this process's (watch_engines); one per process
