@@ -27,6 +27,7 @@ sample, token counts and finish_reason computed by the same rule. How:
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import signal
 import subprocess
@@ -438,10 +439,10 @@ def shutdown_engine(llm: Any, timeout: float | None = None) -> None:
     engine = getattr(llm, "llm_engine", None)
     core = getattr(engine, "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
-        try:
-            core.shutdown(timeout=timeout)
-        except TypeError:  # a vLLM whose shutdown takes no timeout
-            core.shutdown()
+        # vLLM 0.32's shutdown takes a timeout; asked of the signature, not by a TypeError
+        # that could come from inside a shutdown that has begun
+        takes_timeout = "timeout" in inspect.signature(core.shutdown).parameters
+        core.shutdown(timeout=timeout) if takes_timeout else core.shutdown()
     del engine, core, llm
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         try:
