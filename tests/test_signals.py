@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from procs import alive, descendants
 
 from leti.execution import sandbox
 
@@ -47,41 +48,6 @@ def _bwrap_or_skip() -> None:
         pytest.skip(f"no working bubblewrap here: {e}")
 
 
-def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid -> (ppid, state, command line) of every process."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(name)] = (int(fields[1]), fields[0], cmd)
-    return out
-
-
-def _descendants(root: int) -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, command line) of every live process below `root` (an escapee reparents to
-    the sandbox's init, which is still below it)."""
-    procs = _processes()
-    found, grew = {root}, True
-    while grew:
-        grew = False
-        for pid, (ppid, _, _) in procs.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return {pid: (procs[pid][0], procs[pid][2]) for pid in found - {root} if procs[pid][1] != "Z"}
-
-
-def _alive(pids: set[int]) -> set[int]:
-    procs = _processes()
-    return {p for p in pids if p in procs and procs[p][1] != "Z"}  # a zombie is dead, awaiting its reaper
-
-
 def _poll(cond: Callable[[], object], timeout: float, what: str) -> object:
     deadline = time.monotonic() + timeout
     while True:
@@ -108,14 +74,14 @@ def _programs_running(proc: subprocess.Popen, programs: int, total: int, timeout
     below it, bwrap's included."""
     def ready() -> dict:
         assert proc.poll() is None, f"leti exited early ({proc.returncode})"
-        below = _descendants(proc.pid)
+        below = descendants(proc.pid)
         marked = {pid for pid, (_, cmd) in below.items() if WORKER_MARK in cmd}
         forked = {pid for pid in marked if below[pid][0] in marked}  # its parent is a zygote or a program
         return below if len(forked) >= programs and len(marked) >= total else {}
 
     below = _poll(ready, timeout, f"{programs} programs running")
     time.sleep(0.3)  # let the last fork settle, then take everything below leti
-    return set(below) | set(_descendants(proc.pid))
+    return set(below) | set(descendants(proc.pid))
 
 
 def _send(proc: subprocess.Popen, signum: int) -> None:
@@ -153,7 +119,7 @@ def test_exec_stops_in_seconds_on_a_signal_and_leaves_no_process(tmp_path, signu
     assert lines[-1] == ("leti: interrupted" if signum == signal.SIGINT else "leti: stopped by SIGTERM"), lines
     assert not any("Traceback" in line for line in lines), lines
     assert took < 15, f"{took:.1f} s to stop"
-    _poll(lambda: not _alive(started), 10, f"the processes leti started to end: {sorted(_alive(started))}")
+    _poll(lambda: not alive(started), 10, f"the processes leti started to end: {sorted(alive(started))}")
     assert not (tmp_path / "out.jsonl").exists()  # only the .partial: the output is not complete
 
 
@@ -173,7 +139,7 @@ def test_programs_do_not_outlive_a_killed_leti(tmp_path, mode):
     started = _programs_running(proc, 4 if mode == "none" else 2, 6)
     proc.kill()
     proc.wait()
-    _poll(lambda: not _alive(started), 10, f"the processes leti started to end: {sorted(_alive(started))}")
+    _poll(lambda: not alive(started), 10, f"the processes leti started to end: {sorted(alive(started))}")
 
 
 def test_the_cgroups_of_a_killed_leti_are_swept(tmp_path):
@@ -194,7 +160,7 @@ def test_the_cgroups_of_a_killed_leti_are_swept(tmp_path):
     assert groups, "leti made no cgroup for its worker"
     proc.kill()
     proc.wait()
-    _poll(lambda: not _alive(started), 10, "the sandbox to go down")
+    _poll(lambda: not alive(started), 10, "the sandbox to go down")
     assert all(g.exists() for g in groups)  # nobody removed them
     _poll(lambda: (sandbox.sweep_stale_groups(min_age_s=0), not any(g.exists() for g in groups))[1], 10,
           f"{groups} to be swept")
@@ -254,7 +220,7 @@ def test_run_stopped_by_sigterm_while_executing_resumes_to_the_same_result(tmp_p
     assert rc == 143 and lines[-1] == "leti: stopped by SIGTERM; run the same command again to resume", (rc, lines[-5:])
     assert not any("Traceback" in line for line in lines)
     assert time.monotonic() - t0 < 20
-    _poll(lambda: not _alive(started), 10, f"the processes leti started to end: {sorted(_alive(started))}")
+    _poll(lambda: not alive(started), 10, f"the processes leti started to end: {sorted(alive(started))}")
 
     hold.unlink()
     again = subprocess.run(LETI + ["run", CONFIG, "--run-dir", str(run), *common], capture_output=True, text=True,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from procs import alive, descendants
 
 pytestmark = [
     pytest.mark.vllm,
@@ -42,39 +43,6 @@ def _args(tmp_path: Path, model: str) -> list[str]:
             "--max-new-tokens", "48", "--unsafe-no-sandbox", "--workers", "1"]
 
 
-def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid -> (ppid, state, command line) of every process."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(name)] = (int(fields[1]), fields[0], cmd)
-    return out
-
-
-def _descendants(root: int) -> dict[int, str]:
-    procs = _processes()
-    found, grew = {root}, True
-    while grew:
-        grew = False
-        for pid, (ppid, _, _) in procs.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return {pid: procs[pid][2] for pid in found - {root} if procs[pid][1] != "Z"}
-
-
-def _alive(pids: set[int]) -> dict[int, str]:
-    procs = _processes()
-    return {p: procs[p][2][:60] for p in pids if p in procs and procs[p][1] != "Z"}
-
-
 def _samples(tmp_path: Path) -> list[dict]:
     for path in (tmp_path / "out" / "samples.jsonl", tmp_path / "out" / "samples.jsonl.partial"):
         if path.exists():
@@ -96,7 +64,7 @@ class Leti:
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"leti exited early ({self.proc.returncode}): {self.tail()}"
-            self.seen.update(_descendants(self.proc.pid))
+            self.seen.update({pid: cmd for pid, (_, cmd) in descendants(self.proc.pid).items()})
             if cond():
                 return
             assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
@@ -126,9 +94,9 @@ class Leti:
 
     def no_process_left(self, within: float = 10) -> None:
         deadline = time.monotonic() + within
-        while _alive(set(self.seen)):
+        while alive(set(self.seen)):
             if time.monotonic() > deadline:
-                left = _alive(set(self.seen))
+                left = alive(set(self.seen))
                 for pid in left:  # the test's own leftovers: do not let them hold memory
                     try:
                         os.kill(pid, signal.SIGKILL)
