@@ -44,6 +44,17 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
         yield where, lineno, value
 
 
+def is_number(value: object) -> bool:
+    """An int or float as JSON gives them (not a bool, which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def lone_surrogate_error(where: str, field: str) -> LetiError:
+    """The refusal of a field whose text holds a lone surrogate (see lone_surrogate)."""
+    return LetiError(f"{where}: field {field!r} holds a lone surrogate escape (\\ud800-\\udfff without its pair), "
+                     "which is not text; fix or remove that escape")
+
+
 def lone_surrogate(value: Any) -> bool:
     """Whether a decoded JSON value holds a lone surrogate: a \\uD800-\\uDFFF escape without its
     pair, which json.loads accepts but which is no character (encoding it, tokenizing it or

@@ -51,6 +51,7 @@ from leti.demo.config import (
 from leti.demo.summary import make_summary
 from leti.demo.warmstart import warm_start, write_corpus
 from leti.errors import LetiError
+from leti.jsonl import is_number
 from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
@@ -82,8 +83,7 @@ def _read_state(path: Path) -> dict:
     if missing is not None:
         raise LetiError(f"{path}: not a leti demo record (no '{missing}'); {fix}")
     stages = state["stages"]
-    if not isinstance(stages, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in stages.values()):
+    if not isinstance(stages, dict) or not all(is_number(v) for v in stages.values()):
         raise LetiError(f"{path}: 'stages' must map stage names to seconds; {fix}")
     return state
 

@@ -29,6 +29,7 @@ from leti.evaluation.evaluate import (
 )
 from leti.evaluation.samples import Sample, SampleLike
 from leti.execution import ExecutionConfig, ExecutionResult, Executor, Program
+from leti.jsonl import is_number
 from leti.tasks.base import Problem, Task
 
 
@@ -96,7 +97,7 @@ class ExecutionLog:
             raise LetiError(f"{where}: sample {key} was executed as another program (another --task, or the task's "
                             "prompt or tests changed since); use a new --out")
         timeout = rec.get("timeout_s")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        if timeout is not None and not is_number(timeout):
             # formatted with :g below: a string was a ValueError traceback
             raise LetiError(f"{where}: 'timeout_s' is {json.dumps(timeout)[:40]}, not a number; delete that line to "
                             "execute the sample again")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from leti.errors import LetiError
-from leti.jsonl import lone_surrogate, read_json_lines
+from leti.jsonl import lone_surrogate, lone_surrogate_error, read_json_lines
 from leti.tasks.base import Problem
 
 
@@ -67,8 +67,7 @@ def _parse(obj: object, where: str, next_idx: Counter[str]) -> Sample:
     if not isinstance(completion, str):
         raise LetiError(f"{where}: field 'completion' must be a string, got {json.dumps(completion)[:60]}")
     if lone_surrogate(completion):  # a UnicodeEncodeError traceback when the program was digested
-        raise LetiError(f"{where}: field 'completion' holds a lone surrogate escape (\\ud800-\\udfff without its "
-                        "pair), which is not text; fix or remove that escape")
+        raise lone_surrogate_error(where, "completion")
     next_idx[str(pid)] += 1
     return Sample(problem_id=str(pid), sample_idx=idx, completion=completion)
 

@@ -57,6 +57,7 @@ from typing import Any
 
 from leti.errors import LetiError
 from leti.execution.records import ExecutionResult, Status
+from leti.jsonl import is_number
 
 Key = tuple[str, int]
 
@@ -175,11 +176,6 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_path(path.parent)  # the rename itself survives a power loss
-
-
-def is_number(v: object) -> bool:
-    """An int or float as JSON gives them (not a bool)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # What the run's own JSON files hold under the keys its readers use: a value of another type (a

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from leti.errors import LetiError
 from leti.evaluation.pass_at_k import PairedDifference, paired_difference, stderrs_from_counts
-from leti.loop.rundir import RunDir, _scan_jsonl, is_number, read_json, scan_sample_records
+from leti.jsonl import is_number
+from leti.loop.rundir import RunDir, _scan_jsonl, read_json, scan_sample_records
 
 
 @dataclass(frozen=True)

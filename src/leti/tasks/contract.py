@@ -15,6 +15,7 @@ from typing import Any
 
 from leti.errors import LetiError
 from leti.execution.records import ExecutionResult, Program
+from leti.jsonl import is_number
 from leti.tasks.base import EvalDefaults, Problem, Task
 
 
@@ -70,10 +71,6 @@ def _short(value: object) -> str:
 
 def _hook_error(task: Task, fn: Callable[..., Any], what: str, fix: str) -> LetiError:
     return LetiError(f"{_where(task)}: {fn.__module__}.{fn.__qualname__} {what}; {fix}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _str_or_none(value: object) -> bool:
@@ -192,7 +189,7 @@ def _check_metrics(task: Task, fn: Callable[..., Any], result: object) -> dict[s
         if name.startswith("pass@") or name in _RESERVED_METRICS:
             raise _hook_error(task, fn, f"returned a metric named {name!r}, a key results.json gives its own value",
                               "rename the metric")
-        if not _is_number(value):
+        if not is_number(value):
             raise _hook_error(task, fn, f"returned metric {name!r} = {_short(value)}", "give each metric an int or float")
     return dict(result)
 
@@ -224,8 +221,8 @@ _EVAL_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "split": (lambda v: isinstance(v, str) and bool(v), "a split name"),
     "n": (_is_count, "an int >= 1"),
     "temperatures": (lambda v: isinstance(v, (tuple, list)) and bool(v)
-                     and all(_is_number(t) and 0 <= t < math.inf for t in v), "a tuple of numbers >= 0"),
-    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+                     and all(is_number(t) and 0 <= t < math.inf for t in v), "a tuple of numbers >= 0"),
+    "top_p": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "max_new_tokens": (_is_count, "an int >= 1"),
     "ks": (lambda v: isinstance(v, (tuple, list)) and bool(v) and all(_is_count(k) for k in v), "a tuple of ints >= 1"),
 }

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
-from leti.jsonl import lone_surrogate, read_json_lines
+from leti.jsonl import lone_surrogate, lone_surrogate_error, read_json_lines
 from leti.tasks.base import Problem, Task
 from leti.tasks.registry import register_task
 
@@ -69,8 +69,7 @@ def parse_line(obj: Any, where: str) -> Problem:
             raise LetiError(f"{where}: field {name!r} must be {_type_names(types)}, got {json.dumps(value)[:60]}")
     bad_text = next((name for name in obj if lone_surrogate(obj[name])), None)
     if bad_text is not None:  # it passed, then failed sampling (tokenizer TypeError) or scoring (UnicodeEncodeError)
-        raise LetiError(f"{where}: field {bad_text!r} holds a lone surrogate escape (\\ud800-\\udfff without its "
-                        "pair), which is not text; fix or remove that escape")
+        raise lone_surrogate_error(where, bad_text)
     if str(obj["id"]).strip() == "":
         raise LetiError(f"{where}: field 'id' is empty; give every problem a unique id")
     if not obj["tests"].strip():
