@@ -283,7 +283,8 @@ class VLLMEngine:
         watch_engines()  # kill -9 of leti: its engine processes go with it
         _quiet_resource_tracker()
         try:
-            with _visible_devices(pin), _interrupts_not_swallowed():
+            # the engine's process inherits the pin; this process's CUDA context is already made
+            with _environ("CUDA_VISIBLE_DEVICES", pin), _interrupts_not_swallowed():
                 return LLM(**kwargs), lora
         except (RuntimeError, ValueError) as e:
             # The engine core reports its own traceback on stderr; the caller gets one line.
@@ -393,21 +394,21 @@ def rank_gpu(environ: Mapping[str, str], tensor_parallel_size: int, device_count
 
 
 @contextmanager
-def _visible_devices(value: str | None) -> Iterator[None]:
-    """Set CUDA_VISIBLE_DEVICES while the engine starts (its process inherits it), then restore
-    it; this process's own CUDA context is already made and is not affected."""
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """Set an environment variable for what starts meanwhile (a child process inherits it), then
+    restore it; None: leave it as it is."""
     if value is None:
         yield
         return
-    old = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = value
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = old
+            os.environ[name] = old
 
 
 def _model_context(model: str, trust_remote_code: bool = False) -> int | None:
@@ -522,17 +523,12 @@ def _quiet_resource_tracker() -> None:
     memory at exit, and its two lines came after leti's one-line stop message."""
     from multiprocessing import resource_tracker
 
-    old = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [old, "ignore:resource_tracker:UserWarning"]))
-    try:
-        resource_tracker.ensure_running()
-    except (OSError, ValueError):  # it is vLLM's to start then
-        pass
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONWARNINGS", None)
-        else:
-            os.environ["PYTHONWARNINGS"] = old
+    quiet = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning"]))
+    with _environ("PYTHONWARNINGS", quiet):
+        try:
+            resource_tracker.ensure_running()
+        except (OSError, ValueError):  # it is vLLM's to start then
+            pass
 
 
 def watch_engines() -> None:
