@@ -5,6 +5,7 @@ decoding, a tokenizer that appends EOS)."""
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -160,6 +161,33 @@ def test_qlora_copies_the_trained_output_head_rows_back(arch, arch_model_path):
     assert _changed_rows(merged.lm_head.weight, out_before) == (leti_rows if arch == "llama" else set())
 
 
+@pytest.mark.parametrize("arch", ["codegen", "phi"])
+def test_qlora_copy_has_the_full_models_head_bias_for_leti_tokens(arch, arch_model_path, tmp_path):
+    """CodeGen's and Phi's heads have a bias. The 4-bit training copy is resized like the full
+    model, so its LeTI-token bias entries must come from the full model (the mean of the trained
+    biases), not stay at the resize's 0, which would train against inflated LeTI-token logits."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    from leti.training.lora import apply_lora, load_4bit
+
+    path = tmp_path / arch
+    shutil.copytree(arch_model_path(arch), path)  # the tokenizer; the weights are replaced
+    raw = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():  # trained heads' biases are mostly negative; a random init's are 0
+        raw.get_output_embeddings().bias.normal_(-2.0, 0.1, generator=torch.Generator().manual_seed(0))
+    raw.save_pretrained(path)
+    model, tok = load_model_and_tokenizer(str(path), device="cpu")
+    cfg = TrainerConfig(lora=LoraSettings(enabled=True, r=2, alpha=4, load_in_4bit=True))
+    full = apply_lora(model, tok, cfg)
+    copy4 = load_4bit(str(path), full, tok, cfg, torch.device("cpu"))
+    rows = [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    want = full.get_base_model().get_output_embeddings().bias[rows]
+    assert float(want.max()) < -1.5  # the full model's entries are the mean, near -2
+    got = copy4.get_base_model().get_output_embeddings().bias[rows]
+    assert torch.allclose(got.float(), want.float(), atol=1e-2)
+
+
 def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_path):
     """Llama's layer names on GPT-2 (c_attn, ...): one line naming the field and GPT-2's names."""
     model, tok = load_model_and_tokenizer(arch_model_path("gpt2"), device="cpu")
@@ -172,7 +200,6 @@ def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_p
 def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, tmp_path):
     """The run-start check builds the skeleton from config.json (no weight file needed), with the
     matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass, an adapter checkpoint is skipped."""
-    import shutil
 
     from leti.training.lora import apply_lora, check_lora_targets
 

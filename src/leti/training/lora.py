@@ -166,6 +166,10 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
         out, plain_out = model.get_output_embeddings(), plain.get_output_embeddings()
         if out is not None and plain_out is not None and not _tied(model):
             out.weight.copy_(_unwrapped(plain_out).weight)
+        # a head's bias too (CodeGen, Phi): the resize above left 0 in the LeTI tokens' entries,
+        # which would lift their logits wherever the trained biases are negative
+        if getattr(out, "bias", None) is not None and getattr(_unwrapped(plain_out), "bias", None) is not None:
+            out.bias.copy_(_unwrapped(plain_out).bias)
     model.config.pad_token_id = plain.config.pad_token_id
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     model = apply_lora(model, tokenizer, cfg, like=full)
