@@ -128,6 +128,19 @@ def test_lora_trains_adapters_and_special_tokens_then_merges(model_and_tokenizer
     assert torch.equal(emb[5], before_plain)  # the rest of the vocabulary frozen
 
 
+def test_each_loss_curve_point_is_the_mean_of_the_steps_since_the_previous_one(model_and_tokenizer):
+    """3 steps logged every 2: (2, mean of steps 1-2), (3, step 3 alone). The last point
+    must not re-count step 2, so the points weighted by their steps give the stage's mean."""
+    model, tok = model_and_tokenizer
+    cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=1, epochs=1, max_length=64,
+                        learning_rate=1e-2, pretrain_mix_ratio=0, log_every=2)
+    _, stats = train(model, tok, TEXTS[:3], cfg, progress=False)
+    assert [step for step, _ in stats.loss_curve] == [2, 3]
+    (_, first_two), (_, third) = stats.loss_curve
+    assert third == pytest.approx(stats.loss_last)
+    assert (2 * first_two + third) / 3 == pytest.approx(stats.loss_mean)
+
+
 def test_qlora_trains_on_4bit_copy_and_merges_into_full_precision(model_and_tokenizer, tiny_model_path):
     pytest.importorskip("bitsandbytes")
     model, tok = model_and_tokenizer

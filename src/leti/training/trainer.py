@@ -374,7 +374,8 @@ def _log(accelerator, t: _Tally, n_leti_steps: int, cfg: TrainerConfig, bar) -> 
     """Every log_every LeTI optimiser steps (and after the last): the mean LeTI loss since."""
     if len(t.leti_losses) % cfg.log_every and len(t.leti_losses) != n_leti_steps:
         return
-    recent = t.leti_losses[-cfg.log_every:]
+    # the steps since the previous point: after the last step that can be fewer than log_every
+    recent = t.leti_losses[(len(t.leti_losses) - 1) // cfg.log_every * cfg.log_every:]
     t.curve.append((t.steps, sum(recent) / len(recent)))
     bar.set_postfix(loss=f"{t.curve[-1][1]:.3f}")
     if cfg.report_to:
