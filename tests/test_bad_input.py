@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from leti.cli import main
@@ -63,6 +64,17 @@ def test_out_of_range_values_are_refused_before_the_run_starts(config, tmp_path,
     assert main(["run", str(config), "--run-dir", str(run_dir), "--set", override]) == 2
     assert one_error_line(capsys) == f"leti: error: --set {override}: {message}"
     assert not run_dir.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_fp16_mixed_precision_on_a_cpu_is_refused_before_sampling(config, tmp_path, tiny_model_path, capsys):
+    # Accelerate trained fp32 under 'fp16' on a CPU without a word, after a whole sampling phase
+    run_dir = tmp_path / "run"
+    args = ["--run-dir", str(run_dir), "--set", f"model={tiny_model_path}", "--set", "trainer.mixed_precision=fp16"]
+    assert main(["run", str(config), *args]) == 2
+    assert one_error_line(capsys) == ("leti: error: trainer.mixed_precision='fp16' needs a CUDA GPU and none is "
+                                      "visible; use 'bf16', 'auto' or 'no' on a CPU")
+    assert not (run_dir / "iterations").exists()
 
 
 def test_a_section_given_twice_in_the_yaml_is_refused_not_silently_reset(config, tmp_path, capsys):

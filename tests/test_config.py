@@ -110,6 +110,23 @@ def test_lora_combinations_that_cannot_work_are_one_line_errors(overrides, fragm
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("dtype, why", [("bfloat16", "round away"), ("float16", "turn weights to NaN")])
+def test_half_precision_weights_are_refused_unless_lora_trains(dtype, why):
+    """AdamW steps trained weights in their own dtype: 16-bit full fine-tuning is refused with the
+    fix; with LoRA the base is frozen and the adapters are fp32, so 16-bit weights are fine."""
+    with pytest.raises(LetiError) as e:
+        load_config(None, [f"model_dtype={dtype}"])
+    assert f"model_dtype={dtype!r} would train every weight in {dtype}" in str(e.value)
+    assert why in str(e.value) and "model_dtype: float32" in str(e.value) and "\n" not in str(e.value)
+    assert load_config(None, [f"model_dtype={dtype}", "trainer.lora.enabled=true"]).weights_dtype == dtype
+
+
+def test_auto_weights_are_float32_when_every_weight_trains():
+    assert load_config(None, ["model_dtype=auto"]).weights_dtype == "float32"
+    assert load_config(None, ["model_dtype=auto", "trainer.lora.enabled=true"]).weights_dtype == "auto"
+    assert load_config(None, []).weights_dtype == "float32"
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sampling: [unclosed\n")

@@ -141,6 +141,37 @@ def test_each_loss_curve_point_is_the_mean_of_the_steps_since_the_previous_one(m
     assert (2 * first_two + third) / 3 == pytest.approx(stats.loss_mean)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_training_16_bit_weights_is_refused_before_any_step(tiny_model_path, dtype):
+    """AdamW on bf16 weights loses lr-1e-5 updates to rounding; on fp16 weights it makes NaN
+    (eps underflows). train() refuses them before a step, naming the fix, and leaves them as they were."""
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype=dtype, device="cpu")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = TrainerConfig(batch_size=2, epochs=1, max_length=64, pretrain_mix_ratio=0)
+    with pytest.raises(LetiError, match=f"^the trained weights are {dtype}: AdamW needs them in float32") as e:
+        train(model, tok, TEXTS, cfg, progress=False)
+    assert "model_dtype: float32" in str(e.value) and "trainer.lora.enabled: true" in str(e.value)
+    assert all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
+
+
+def test_lora_on_16_bit_weights_trains_fp32_adapters(tiny_model_path):
+    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="bfloat16", device="cpu")
+    cfg = TrainerConfig(batch_size=2, epochs=2, max_length=64, learning_rate=1e-2, pretrain_mix_ratio=0,
+                        lora=LoraSettings(enabled=True, r=4))
+    merged, stats = train(model, tok, TEXTS, cfg, progress=False)
+    assert stats.loss_last < stats.loss_first
+    assert all(torch.isfinite(p).all() for p in merged.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_fp16_mixed_precision_without_a_gpu_is_refused(model_and_tokenizer):
+    """CPU autocast takes bf16 only: Accelerate would quietly train fp32 under 'fp16'."""
+    model, tok = model_and_tokenizer
+    cfg = TrainerConfig(batch_size=2, epochs=1, max_length=64, pretrain_mix_ratio=0, mixed_precision="fp16")
+    with pytest.raises(LetiError, match=r"^trainer.mixed_precision='fp16' needs a CUDA GPU"):
+        train(model, tok, TEXTS, cfg, progress=False)
+
+
 def test_qlora_trains_on_4bit_copy_and_merges_into_full_precision(model_and_tokenizer, tiny_model_path):
     pytest.importorskip("bitsandbytes")
     model, tok = model_and_tokenizer

@@ -78,7 +78,7 @@ class EvalSection:
 class RunConfig:
     model: str = field(default="Salesforce/codegen-350M-mono", metadata={"help": "Hugging Face hub id or local directory of a causal LM."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let the model's repository run its own modeling code (config.json auto_map: CodeGen2, SantaCoder, replit-code, ...) when the model, its config or tokenizer loads. This runs Python code from that repository: only for models you trust."})
-    model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype (float32: fp32 master weights for AdamW at lr 1e-5; the trainer autocasts to bf16 on GPUs)."})
+    model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype. Training every weight needs float32 (fp32 master weights: AdamW's lr 1e-5 updates round away in bfloat16 and turn float16 weights to NaN); the trainer still computes in bf16 on GPUs (trainer.mixed_precision). bfloat16/float16 only with trainer.lora.enabled (frozen base). 'auto': float32, or with LoRA bf16 on GPUs (fp16 on older ones)."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:N'."})
     task: str = field(default="mbpp", metadata={"help": "Task spec: mbpp, humaneval, jsonl:PATH, ..."})
     train_split: str = field(default="train", metadata={"help": "Split whose problems are sampled for training (MBPP: 601-974)."})
@@ -93,6 +93,11 @@ class RunConfig:
     training_text: TrainingTextConfig = field(default_factory=TrainingTextConfig, metadata={"help": "Training text layout and ablations."})
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "Fine-tuning."})
 
+    @property
+    def weights_dtype(self) -> str:
+        """model_dtype as the run loads its models: 'auto' is float32 when every weight trains."""
+        return "float32" if self.model_dtype == "auto" and not self.trainer.lora.enabled else self.model_dtype
+
     def __post_init__(self) -> None:
         _positive(self, "", ("iterations",))
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
@@ -104,6 +109,11 @@ class RunConfig:
             raise ValueError(f"seed must be in [0, 2**31), got {self.seed!r}")
         if self.max_train_problems is not None and self.max_train_problems < 1:
             raise ValueError(f"max_train_problems must be >= 1 or null, got {self.max_train_problems!r}")
+        if self.model_dtype in ("bfloat16", "float16") and not self.trainer.lora.enabled:
+            raise ValueError(f"model_dtype={self.model_dtype!r} would train every weight in {self.model_dtype}, where AdamW's "
+                             f"small updates {'round away' if self.model_dtype == 'bfloat16' else 'turn weights to NaN'}; "
+                             "use model_dtype: float32 (the trainer still computes in bf16 on GPUs, trainer.mixed_precision) "
+                             "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true)")
         if self.trainer.lora.save == "adapter" and self.sampling.backend == "vllm":
             raise ValueError("trainer.lora.save='adapter' with sampling.backend='vllm': vLLM cannot load the adapters' "
                              "special-token rows; use trainer.lora.save: merged")

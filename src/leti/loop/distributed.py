@@ -145,8 +145,10 @@ def check_launch(cfg, group: Group, carry: bool = False) -> None:
     (every rank raises the same). `carry`: training stages carry AdamW's state."""
     from leti.errors import LetiError
     from leti.training.sharded import check_sharding
+    from leti.training.trainer import mixed_precision
 
     check_sharding(cfg.trainer, carry)
+    mixed_precision(cfg.trainer.mixed_precision)  # fp16 without a GPU: refused before sampling, not after
 
     s = cfg.sampling
     if group.world_size > 1 and s.data_parallel and s.backend == "vllm" and s.vllm.tensor_parallel_size > 1:
@@ -195,7 +197,7 @@ def follow(cfg, group: Group) -> int:
     keeps the model or vLLM engine of the last stage while the next one uses the same weights."""
     from leti.loop.slot import ModelSlot
 
-    slot = ModelSlot(cfg.model_dtype, local_device(cfg.device), cfg.trust_remote_code)
+    slot = ModelSlot(cfg.weights_dtype, local_device(cfg.device), cfg.trust_remote_code)
     try:
         while (job := group.broadcast(None)) is not None:
             if isinstance(job, SampleJob):

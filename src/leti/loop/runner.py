@@ -140,7 +140,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                       f"({plural(len(train_problems) - with_ref, 'problem')} without one left out)")
         print(f"leti: {mode} run in {rd.root}: {train}, {len(eval_problems)} eval problems x {cfg.eval.n}, "
               f"iterations 1..{last}")
-        slot = ModelSlot(cfg.model_dtype, cfg.device, cfg.trust_remote_code)
+        slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code)
         try:
             with make_executor(cfg.execution) as executor:
                 ctx = Iterations(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)

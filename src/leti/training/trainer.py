@@ -84,7 +84,12 @@ class TrainStats:
         return asdict(self)
 
 
-def _mixed_precision(choice: str) -> str:
+def mixed_precision(choice: str) -> str:
+    """trainer.mixed_precision as Accelerate takes it ('auto' resolved); refuses what cannot work here."""
+    if choice == "fp16" and not torch.cuda.is_available():
+        # Accelerate would train in fp32 without a word: CPU autocast here is bf16 only
+        raise LetiError("trainer.mixed_precision='fp16' needs a CUDA GPU and none is visible; "
+                        "use 'bf16', 'auto' or 'no' on a CPU")
     if choice != "auto":
         return choice
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -224,6 +229,18 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, full):
     return model
 
 
+def _check_master_weights(model) -> None:
+    """AdamW steps each trainable weight in the weight's own dtype: in bfloat16 most lr-1e-5
+    updates round away, and in float16 its eps underflows and weights become NaN within a few
+    steps. Mixed precision wants fp32 weights (autocast computes in 16 bits)."""
+    low = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                  if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)})
+    if low:
+        raise LetiError(f"the trained weights are {' and '.join(low)}: AdamW needs them in float32 (fp32 master "
+                        "weights; autocast still computes in 16 bits); load the model in float32 (model_dtype: float32) "
+                        "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true)")
+
+
 def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None, carry: bool):
     """The Accelerator of one training stage, trackers started."""
     from accelerate import Accelerator
@@ -235,7 +252,7 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
         # backend instead (a launch that uses DeepSpeed has imported it already).
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        mixed_precision=mixed_precision(cfg.mixed_precision),
         # a plugin, not gradient_accumulation_steps=: Accelerate lets the launcher's environment
         # (a DeepSpeed config's value, 'auto' included) override that argument
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.gradient_accumulation_steps),
@@ -448,6 +465,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
     template = Template.of(model)
     model, full = _setup_model(model, tokenizer, cfg, source)
+    _check_master_weights(model)
     _check_trackers(cfg.report_to)
     carry = optimizer_from is not None or optimizer_to is not None
     accelerator = _accelerator(cfg, log_dir, tracker_run, carry)
