@@ -13,6 +13,7 @@ from torch.utils.data import RandomSampler
 from leti.model import load_model_and_tokenizer
 from leti.training.batching import StepSortedBatches
 from leti.training.config import TrainerConfig
+from leti.training.data import PadCollator
 from leti.training.trainer import train
 
 
@@ -41,6 +42,37 @@ def test_shuffled_epochs_draw_the_permutations_an_unsorted_loader_draws():
         perm = list(reference)
         got = [i for b in sampler for i in b]
         assert [sorted(got[w : w + 10]) for w in (0, 10)] == [sorted(perm[w : w + 10]) for w in (0, 10)]
+
+
+@pytest.mark.parametrize("n, batch_size, accumulation, processes", [
+    (5, 1, 1, 2), (9, 4, 1, 2), (7, 2, 2, 2), (8, 2, 2, 2), (10, 3, 2, 4), (1, 4, 3, 4), (13, 2, 1, 3)])
+def test_every_rank_gets_as_many_batches_and_every_text_trains_once(n, batch_size, accumulation, processes):
+    """Dealt to ranks as Accelerate deals them (even_batches off, as the trainer sets it): each rank
+    gets the same number of batches, and the real batches hold each text once; fillers are
+    one-text Blanks, whose labels the collator masks entirely (they train nothing)."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    from leti.training.batching import Blank, StepExamples
+
+    lengths = [5 + (7 * i) % 11 for i in range(n)]
+    sampler = StepSortedBatches(lengths, batch_size, accumulation * processes, range(n), processes)
+    assert len(list(sampler)) == len(sampler) and len(sampler) % processes == 0
+    examples = StepExamples([[i] * lengths[i] for i in range(n)])
+    shares = [list(BatchSamplerShard(sampler, num_processes=processes, process_index=r, even_batches=False))
+              for r in range(processes)]
+    assert len({len(share) for share in shares}) == 1
+    trained = []
+    for share in shares:
+        for batch in share:
+            items = [examples[i] for i in batch]
+            blank = [isinstance(x, Blank) for x in items]
+            assert all(blank) or not any(blank)
+            if all(blank):
+                assert len(items) == 1 and (PadCollator(0)(items)["labels"] == -100).all()
+            else:
+                trained += [x[0] for x in items]
+    assert sorted(trained) == list(range(n))
+    assert len(StepSortedBatches(lengths, batch_size, accumulation, range(n))) == -(-n // batch_size)  # 1 process: none
 
 
 @pytest.fixture

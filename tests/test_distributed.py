@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from leti.cli import main
@@ -86,7 +87,7 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, share
     assert "sampled_by_rank" not in json.loads((leader / "iterations" / "1" / "samples.done").read_text())
 
     # Each rank trained on its share of the LeTI batches (9 texts, batch 4: 3 batches alone; 2
-    # ranks x 2 batches, the last one padded by Accelerate's even_batches), with the
+    # ranks x 2 batches, rank 1's second a Blank filler that trains nothing), with the
     # pretraining blocks split the same way.
     one = json.loads((single / "iterations" / "1" / "train_stats.json").read_text())
     two = json.loads((multi / "iterations" / "1" / "train_stats.json").read_text())
@@ -150,6 +151,59 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
     ref = [json.loads(x) for x in (single / "iterations" / "1" / "samples.jsonl").read_text().splitlines()]
     assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in recs} == \
         {(r["problem_id"], r["sample_idx"]): r["completion"] for r in ref}
+
+
+_TRAIN_SCRIPT = """
+import json, os, sys
+import torch
+from safetensors.torch import save_file
+from leti.model import load_model_and_tokenizer
+from leti.training.config import TrainerConfig
+from leti.training.trainer import train
+
+model_path, out, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from accelerate import PartialState
+
+    PartialState(cpu=True)  # gloo over the CPU ranks, as leti's Group starts it
+model, tok = load_model_and_tokenizer(model_path, dtype="float32", device="cpu")
+for m in model.modules():  # dropout draws differ between ranks
+    if isinstance(m, torch.nn.Dropout):
+        m.p = 0.0
+texts = [f"<|good|>def f{i}(a):\\n    return a + {i}" + "  # pad" * (3 * i % 5) + "\\n" for i in range(5)]
+cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=accumulation, epochs=1, max_length=64,
+                    learning_rate=1e-3, pretrain_mix_ratio=0)
+model, stats = train(model, tok, texts, cfg, progress=False)
+if int(os.environ.get("RANK", "0")) == 0:
+    save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, out)  # tied: one copy each
+    print(json.dumps({"leti_batches": stats.leti_batches, "steps": stats.optimizer_steps}))
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_train_each_text_once_when_the_batches_do_not_divide(tmp_path, tiny_model_path):
+    """5 micro-batches over 2 ranks: the last step has one batch for two ranks. Accelerate's
+    even_batches filled rank 1's with the epoch's first text, trained twice; the Blank filler
+    trains nothing, so 2 ranks x 1 batch per step train what 1 process x 2 accumulated batches
+    train (the same texts per step, each once), up to the order of the gradient reduction."""
+    script = tmp_path / "train_five.py"
+    script.write_text(_TRAIN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), tiny_model_path, str(tmp_path / "one.safetensors"), "2"],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), tiny_model_path, str(tmp_path / "two.safetensors"), "1"],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads(one.stdout.splitlines()[-1]) == {"leti_batches": 5, "steps": 3}
+    assert json.loads(two.stdout.splitlines()[-1]) == {"leti_batches": 3, "steps": 3}  # rank 0: batches 1, 3, 5
+    a, b = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(a[name], base[name])
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import torch
 from leti.errors import LetiError, first_line
 from leti.model import encode_prompt
 from leti.training import corpus_cache
+from leti.training.batching import Blank
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class PadCollator:
             input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention[i, : len(ids)] = 1
         labels = input_ids.masked_fill(attention == 0, -100)
+        for i, ids in enumerate(batch):
+            if isinstance(ids, Blank):  # a filler that trains nothing (batching.py)
+                labels[i] = -100
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 

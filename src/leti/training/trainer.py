@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from leti.errors import LetiError, first_line
 from leti.model import model_context
-from leti.training.batching import StepSortedBatches
+from leti.training.batching import StepExamples, StepSortedBatches
 from leti.training.config import TrainerConfig
 from leti.training.corpus_cache import default_cache_dir
 from leti.training.data import (
@@ -243,7 +243,7 @@ def _check_master_weights(model) -> None:
 
 def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None, carry: bool):
     """The Accelerator of one training stage, trackers started."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import GradientAccumulationPlugin
 
     if not torch.cuda.is_available():
@@ -257,6 +257,9 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
         # (a DeepSpeed config's value, 'auto' included) override that argument
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.gradient_accumulation_steps),
         log_with=cfg.report_to or None, project_dir=log_dir,
+        # ranks get equal batch counts from StepSortedBatches' Blank fillers; Accelerate's
+        # even_batches would instead train the epoch's first texts again
+        dataloader_config=DataLoaderConfiguration(even_batches=False),
     )
     if cfg.report_to:
         try:
@@ -283,8 +286,8 @@ def _loader(examples: list[list[int]], cfg: TrainerConfig, seed: int, pad_id: in
                           collate_fn=collate)
     # the same draws as DataLoader(shuffle=True, generator=...) makes
     order = RandomSampler(examples, generator=generator) if cfg.shuffle else range(len(examples))
-    batches = StepSortedBatches([len(e) for e in examples], cfg.batch_size, per_step, order)
-    return DataLoader(examples, batch_sampler=batches, collate_fn=collate)
+    batches = StepSortedBatches([len(e) for e in examples], cfg.batch_size, per_step, order, processes)
+    return DataLoader(StepExamples(examples), batch_sampler=batches, collate_fn=collate)
 
 
 def _prepare(accelerator, model, loader: DataLoader, cfg: TrainerConfig):
@@ -346,6 +349,11 @@ def _predicted(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
+def _real(window: list[dict]) -> list[dict]:
+    """The window's micro-batches that train: not Blank fillers, whose labels are all masked."""
+    return [b for b in window if bool((b["labels"] != -100).any())]
+
+
 def _summed_over_ranks(accelerator, count: int) -> int:
     """A per-rank count summed over every rank (at least 1)."""
     n = torch.tensor(count, device=accelerator.device)
@@ -375,7 +383,10 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
         weight = count * undo / total
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**batch).loss  # mean over the micro-batch's predicted tokens
+            if count:
+                loss = model(**batch).loss  # mean over the micro-batch's predicted tokens
+            else:  # a Blank filler: a backward pass of zero gradient for the all-reduce (its loss would be 0/0)
+                loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.sum() * 0.0
             accelerator.backward(loss * weight)
         losses.append(float(loss.detach()))
     if cfg.max_grad_norm > 0:
@@ -418,10 +429,11 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
         if pretrain_stream is not None and (epoch == 0 or cfg.pretrain_restart_every_epoch):
             pre_iter = pretrain_stream()
         for window in _windows(loader, g):
-            t.leti_tokens += sum(int(b["attention_mask"].sum()) for b in window)
-            t.leti_slots += sum(b["attention_mask"].numel() for b in window)
+            real = _real(window)
+            t.leti_tokens += sum(int(b["attention_mask"].sum()) for b in real)
+            t.leti_slots += sum(b["attention_mask"].numel() for b in real)
             t.leti_losses.append(_optimizer_step(accelerator, model, optimizer, window, cfg))
-            t.leti_batches += len(window)
+            t.leti_batches += len(real)
             t.steps += 1
             bar.update(len(window))
             # 1:1 alternation by default; a fractional ratio interleaves evenly via a credit.
