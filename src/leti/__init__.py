@@ -1,3 +1,27 @@
 """leti: Learning from Textual Interactions for code language models."""
 
+import os
+import sys
+
 __version__ = "0.1.0"
+
+
+class _DeepSpeedOnCpu:
+    """DeepSpeed, where installed, is imported by transformers and Accelerate as soon as a model
+    is saved or trained, and on a machine without a GPU warns that it "was unable to detect" one.
+    Its CPU backend is named before that first import (DS_ACCELERATOR=cpu when torch sees no
+    CUDA, the rule leti.training.trainer applies at training), without importing torch for it:
+    the check runs when something imports deepspeed, by then torch is loaded."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "deepspeed" and "torch" in sys.modules:
+            sys.meta_path.remove(self)
+            import torch
+
+            if not torch.cuda.is_available():
+                os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        return None  # the import itself goes on as usual
+
+
+if "deepspeed" not in sys.modules:
+    sys.meta_path.insert(0, _DeepSpeedOnCpu())

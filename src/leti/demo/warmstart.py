@@ -102,12 +102,15 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(cfg.steps), desc="warm start: pretraining", disable=not progress)
+    # disable=None: a bar on a terminal only, not redrawn into a log file
+    bar = tqdm(range(cfg.steps), desc="warm start: pretraining", disable=None if progress else True)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = blocks[torch.randint(len(blocks), (cfg.batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
+        # packed blocks hold no padding: the all-ones mask only tells transformers so (it warned
+        # at every block with an EOS = pad at its edge); the losses are bit-identical
+        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -18,6 +18,7 @@ composition -> same output on the same hardware and software.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,6 +130,30 @@ class _StopOnText(StoppingCriteria):
                 self.stopped_at[row] = n_new
         done = [row in self.stopped_at for row in range(len(tails))]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _NoPaddingWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("We strongly recommend passing in an `attention_mask`")
+
+
+@contextmanager
+def _quiet_padding_warning(unpadded: bool) -> Iterator[None]:
+    """generate() drops an all-ones attention mask (a batch of prompts of one length), and a row
+    that has ended on eos (= pad for many tokenizers) then feeds pad tokens, so the model warns
+    that the input "may be padded". The prompts are not, and a row's tokens after its eos are
+    cut off (_finish): the warning is wrong here. A padded batch keeps its mask and never warns.
+    (transformers shows the warning once per process: it is not shown later in this one either.)"""
+    if not unpadded:
+        yield
+        return
+    log = logging.getLogger("transformers.modeling_utils")
+    quiet = _NoPaddingWarning()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
 
 
 @contextmanager
@@ -260,7 +285,8 @@ class HFSampler:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling, even right after a training step
         try:
-            with torch.inference_mode(), _checkpoint_defaults_off(self.model):
+            with (torch.inference_mode(), _checkpoint_defaults_off(self.model),
+                  _quiet_padding_warning(bool(attention.all()))):
                 out = self.model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
