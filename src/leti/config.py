@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -68,7 +69,10 @@ class EvalSection:
             raise ValueError(f"eval.max_problems must be >= 1 or null, got {self.max_problems!r}")
         if not self.ks:
             raise ValueError("eval.ks is empty; list the k of pass@k to report, e.g. [1, 10]")
-        if any(k < 1 or k > self.n for k in self.ks):
+        if any(k < 1 for k in self.ks):  # "drop the larger k" would point the wrong way
+            raise ValueError(f"eval.ks={self.ks!r}: k must be >= 1 (pass@k over k samples), got {min(self.ks)}; "
+                             f"use k from 1 to eval.n={self.n}")
+        if any(k > self.n for k in self.ks):
             raise ValueError(f"eval.ks={self.ks!r} needs values in 1..eval.n={self.n}; raise eval.n or drop the larger k")
         if len(set(self.ks)) < len(self.ks):
             raise ValueError(f"eval.ks={self.ks!r} repeats a k; list each k once")
@@ -379,6 +383,13 @@ RESUMABLE_CHANGES = frozenset({
     "sampling.vllm.gpu_memory_utilization", "sampling.vllm.enforce_eager",
     "sampling.vllm.chunk_size", "sampling.vllm.tensor_parallel_size",
     "execution.backend", "execution.ray_address", "execution.ray_actors"})
+
+
+def terminal_progress(cfg: RunConfig) -> RunConfig:
+    """`progress: true` draws bars on a terminal only: in a log file (nohup, Slurm) every redraw
+    is one more carriage-return update, and a message printed while a bar is open starts
+    mid-line. A run directory ignores the change (progress is one of RESUMABLE_CHANGES)."""
+    return dataclasses.replace(cfg, progress=cfg.progress and sys.stderr.isatty())
 
 
 # Fields added after runs were made whose default is not what those runs did, each with the value

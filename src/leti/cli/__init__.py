@@ -130,6 +130,19 @@ def _signals_as_exceptions() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _close_open_bars() -> None:
+    """Bars that the error left open (a stage that does not close its bar on the way out) end
+    their line first, so that leti's own message starts on a fresh one, not after a bar."""
+    tqdm = sys.modules.get("tqdm")  # no bar without tqdm imported: nothing to import for it
+    if tqdm is None:
+        return
+    for bar in list(tqdm.tqdm._instances):
+        try:
+            bar.close()
+        except (OSError, ValueError):  # SIGHUP: the terminal may be gone
+            pass
+
+
 def _stderr_line(text: str) -> None:
     try:
         print(text, file=sys.stderr)
@@ -144,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         with _signals_as_exceptions():
             return int(args.func(args) or 0)
     except LetiError as e:
+        _close_open_bars()
         # one line even when a message quotes a user value with a line break in it (a path)
         print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
         return 2
@@ -158,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         # A path the user gave that the OS refuses (a file where a folder is needed, a folder
         # where a file is, no permission, disk full): one line, not a traceback. Other
         # exceptions are bugs and keep their traceback.
+        _close_open_bars()
         print(f"leti: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
@@ -165,5 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = "; run the same command again to resume" if args.command in _RESUMABLE else ""
         signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        _close_open_bars()
         _stderr_line(f"leti: {what}{hint}")
         return 128 + signum  # as a shell reports a command killed by that signal: 130, 143, 129
