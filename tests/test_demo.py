@@ -64,11 +64,11 @@ def test_run_dir_of_something_else_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "run"  # a `leti run` directory is not a demo's either
     run_dir.mkdir()
     (run_dir / "run.json").write_text("{}")
-    for d, first in ((mine, "report.md"), (run_dir, "run.json")):
+    for d, what in ((mine, "it holds 'report.md'"), (run_dir, "it is a `leti run` directory")):
         before = {p.name: p.read_bytes() for p in d.iterdir()}
         assert main(["demo", "--quick", "--run-dir", str(d)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"leti: error: {d}: not empty and not a leti demo directory (it holds '{first}'); "
+        assert err == [f"leti: error: {d}: not empty and not a leti demo directory ({what}); "
                        "pass a new or empty --run-dir"]
         assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 

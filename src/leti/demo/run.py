@@ -36,7 +36,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import yaml
 
+from leti.config import (
+    RESUMABLE_CHANGES,
+    RunConfig,
+    config_to_dict,
+    flatten_config,
+    load_yaml_text,
+    terminal_progress,
+)
 from leti.demo.config import (
     ARM_LABEL,
     ARMS,
@@ -49,9 +58,10 @@ from leti.demo.config import (
     warmstart_for,
 )
 from leti.demo.summary import make_summary
-from leti.demo.warmstart import warm_start, write_corpus
+from leti.demo.warmstart import cached_path, warm_start, write_corpus
 from leti.errors import LetiError
 from leti.jsonl import is_number
+from leti.loop.checks import check_unchanged
 from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
@@ -67,8 +77,10 @@ def _check_demo_dir(root: Path) -> None:
         return
     foreign = sorted(p.name for p in root.iterdir() if p.name != STATE_FILE + ".tmp")
     if foreign:
-        raise LetiError(f"{root}: not empty and not a leti demo directory (it holds '{foreign[0]}'); "
-                        "pass a new or empty --run-dir")
+        # a run's hidden .lock sorts first: named alone, it invited deleting the lock
+        what = ("it is a `leti run` directory" if {"run.json", ".lock"} & set(foreign)
+                else f"it holds '{foreign[0]}'")
+        raise LetiError(f"{root}: not empty and not a leti demo directory ({what}); pass a new or empty --run-dir")
 
 
 def _read_state(path: Path) -> dict:
@@ -136,6 +148,52 @@ def _finished_arms(root: Path, seeds: list[int], iterations: int) -> list[str]:
     def finished(arm: str) -> bool:
         return all(set(range(iterations + 1)) <= RunDir(root / f"seed{s}" / arm).finished_iterations() for s in seeds)
     return [a for a in ARMS if finished(a)]
+
+
+def _arm_run_config(demo: DemoConfig, seed: int, arm: str) -> RunConfig:
+    """The config run_demo gives the arm: its warm start's cache folder (built or not yet) and
+    the corpus folder that write_corpus makes in it."""
+    model = cached_path(warmstart_for(demo, seed))
+    return arm_config(demo, seed, str(model), arm, corpus_dir=str(model / "corpus"))
+
+
+def _changed_fields(rd: RunDir, cfg: RunConfig) -> str:
+    """What of the demo config differs from what the arm in `rd` started with, in the demo
+    config's own terms (run.FIELD; the warmstart section by the model it gives); "" when that
+    cannot be said (a damaged config.yaml: the arm's own refusal says so)."""
+    try:
+        raw = load_yaml_text(rd.config_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return ""
+    if not isinstance(raw, dict):
+        return ""
+    old, new = flatten_config(raw), flatten_config(config_to_dict(cfg))
+    changed = [k for k in sorted(old) if k in new and k not in RESUMABLE_CHANGES and old[k] != new[k]]
+    named = [f"{'' if k == 'task' else 'run.'}{k} was {old[k]!r}, now {new[k]!r}"
+             for k in changed if k not in ("model", "trainer.pretrain_corpus")]
+    if {"model", "trainer.pretrain_corpus"} & set(changed):
+        named.append("the warmstart section differs")
+    return "; ".join(named)
+
+
+def _check_arms_unchanged(root: Path, demo: DemoConfig, seed_list: list[int], arms: tuple[str, ...]) -> None:
+    """An arm started with another demo config (an edited --config file) is refused before
+    anything runs: left to the arm's own check, it came after the warm start, with `leti run`'s
+    fixes (--set, which the demo lacks), and after a finished demo's summary was removed."""
+    for s in seed_list:
+        for arm in arms:
+            rd = RunDir(root / f"seed{s}" / arm)
+            if not (rd.config_path.is_file() and rd.has_output()):
+                continue  # a new arm (or one that wrote nothing yet) starts with this config
+            cfg = _arm_run_config(demo, s, arm)
+            try:
+                check_unchanged(rd, cfg)
+            except LetiError:
+                changes = _changed_fields(rd, cfg)
+                if not changes:
+                    raise
+                raise LetiError(f"{root}: this demo directory was started with another demo config ({changes}); "
+                                "restore the demo config it was started with, or use a new --run-dir") from None
 
 
 def _check_arms_fit_preset(arms: tuple[str, ...], cfg_path: Path) -> None:
@@ -213,6 +271,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     _check_demo_dir(root)
     seed_list = list(range(seed, seed + seeds))
     clock = _Clock(root / STATE_FILE, {"config": str(cfg_path.name), "seeds": seed_list, "quick": quick})
+    _check_arms_unchanged(root, demo, seed_list, arms)
     if threads:
         torch.set_num_threads(threads)
     root.mkdir(parents=True, exist_ok=True)
@@ -237,7 +296,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
                 _share_untrained_stages(root / f"seed{s}", arm)
                 if progress:
                     print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
-                run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir)
+                run_loop(terminal_progress(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus))), arm_dir)
                 clock.add(f"seed{s}/{arm}", time.time() - t0)
     except (Exception, KeyboardInterrupt) as e:
         _summarise_after_failure(root, seed_list, iterations, clock, demo, where, e, progress)
