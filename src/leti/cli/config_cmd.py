@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print a run config, resolved and validated, with every field's help",
                        description="Prints CONFIG (default: every default, the paper's run) after the --set "
                        "overrides, validated, as YAML with each field's help as a comment.")
-    p.add_argument("config", nargs="?", default=None, help="YAML run config (default: none, all defaults)")
+    p.add_argument("config", nargs="?", default=None, help="YAML run config, or a preset's name (leti presets lists them); default: none, all defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set sampling.n=4")
     p.set_defaults(func=run)

@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(id and tests optional). Output: the input fields plus status, passed, "
                        "exception_type, feedback, duration_s, in input order (written to OUTPUT.partial, "
                        "renamed to OUTPUT once every program has run).")
-    p.add_argument("input", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("input", type=Path, help="JSONL file of programs, one JSON object per line (fields above)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="JSONL file for the results, one line per input line, in input order (required)")
     add_execution_args(p)
     p.set_defaults(func=run)
 
@@ -33,7 +34,9 @@ def add_execution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=d.timeout_s, help=f"seconds per program (default {d.timeout_s:g})")
     p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per core)")
     p.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address-space limit (default {d.memory_mb})")
-    p.add_argument("--feedback-style", choices=["paper", "rich"], default=d.feedback_style)
+    p.add_argument("--feedback-style", choices=["paper", "rich"], default=d.feedback_style,
+                   help=f"feedback text: paper (trimmed traceback) or rich (also the values of a failing "
+                   f"assert's operands); default {d.feedback_style}")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run programs WITHOUT isolation (only for code you trust)")
 

@@ -59,12 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p_list.set_defaults(func=cmd_list)
 
     p_show = sub.add_parser("show", help="a task's description, or one problem's prompt/tests/reference")
-    p_show.add_argument("task", help="mbpp, mbpp-sanitized, humaneval, jsonl:PATH, ...")
+    p_show.add_argument("task", help="mbpp, mbpp-sanitized, humaneval, jsonl:PATH, ... (leti tasks list)")
     p_show.add_argument("id", nargs="?", help="problem id (e.g. 11 for MBPP, HumanEval/0)")
     p_show.set_defaults(func=cmd_show)
 
     p_val = sub.add_parser("validate", help="run every reference solution through the executor")
-    p_val.add_argument("task")
+    p_val.add_argument("task", help="mbpp, mbpp-sanitized, humaneval, jsonl:PATH, ... (leti tasks list)")
     p_val.add_argument("--split", default=None, help="only this split (default: all)")
     add_execution_flags(p_val)
     p_val.set_defaults(func=cmd_validate)
@@ -105,10 +105,13 @@ def _task_stops(task: Task) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if args.id is None:
+        # the problems are loaded first: a missing or bad task file is the only output, not the
+        # end of a half-printed description
+        sizes, stops = _split_sizes(task), _task_stops(task)
         print(f"task:     {task.name}\n{task.description}")
         print(f"source:   {task.source}\nlicence:  {task.license}")
-        print(f"splits:   {_split_sizes(task)}")
-        print(f"stop:     {_task_stops(task)}")
+        print(f"splits:   {sizes}")
+        print(f"stop:     {stops}")
         if task.citation:
             print(f"citation:\n{task.citation}")
         return 0
