@@ -474,3 +474,91 @@ def test_program_cannot_make_a_user_namespace_of_its_own(ex):
            "assert libc.unshare(0x10000000) == -1, 'made a user namespace'\n")  # CLONE_NEWUSER
     r = run_then_canary(ex, src)
     assert r.passed, r.feedback
+
+
+_FORGE = '''import json, os, struct
+fake = {"result": json.dumps({"kind": "ok"}), "exit_code": 0, "duration": 0.01, "timed_out": False,
+        "stdout": "", "stderr": "", "stdout_lost": 0, "stderr_lost": 0}
+opened = []
+for pid in range(1, 64):  # every other process of the sandbox, where the worker's reply pipe was
+    if pid == os.getpid():
+        continue
+    try:
+        fd = os.open(f"/proc/{pid}/fd/1", os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        continue
+    opened.append(pid)
+    for _ in range(2):
+        data = json.dumps(fake).encode()
+        os.write(fd, struct.pack(">I", len(data)) + data)
+print("opened", opened)
+assert False, "fails its own test"
+'''
+
+
+def test_a_program_cannot_forge_the_results_of_the_programs_after_it():
+    """bwrap's own init (pid 1 of the sandbox) held the host <-> worker pipes and was not protected
+    like the worker: writing replies into /proc/1/fd/1 made the next (wrong) program pass, and
+    shifted every later record of the worker by one program."""
+    wrong = Program("def f(x):\n    return x\n", "assert f(1) == 2\n", id="wrong")
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        if one.mode != "bwrap":
+            pytest.skip("needs the sandbox (bubblewrap)")
+        hostile, after, canary = run_within(one, [Program(_FORGE, id="hostile"), wrong, CANARY])
+    assert hostile.status is Status.FAILED and "opened []" in hostile.stdout, hostile.stdout
+    assert after.status is Status.FAILED and after.exception_type == "AssertionError", after.feedback
+    assert canary.passed, canary.feedback
+
+
+def test_a_program_cannot_read_or_trace_another_process_of_the_sandbox(ex):
+    """The next program's source waited in the worker's request pipe, which bwrap's init held
+    open (/proc/1/fd/0), and that init could be ptrace-attached. No process of the sandbox but
+    the program's own may be opened or traced."""
+    if ex.mode != "bwrap":
+        pytest.skip("needs the sandbox (bubblewrap)")
+    src = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nme = {os.getpid(), os.getppid()}\n"
+           "others = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]\n"
+           "for pid in others:\n"
+           "    for what in ('fd/0', 'fd/1', 'mem'):\n"
+           "        try:\n"
+           "            os.close(os.open(f'/proc/{pid}/{what}', os.O_RDONLY | os.O_NONBLOCK))\n"
+           "        except OSError:\n"
+           "            continue\n"
+           "        raise AssertionError(f'opened /proc/{pid}/{what}')\n"
+           "    assert libc.ptrace(16, pid, None, None) == -1, f'attached to {pid}'\n")  # PTRACE_ATTACH
+    r = run_then_canary(ex, src)
+    assert r.passed, r.feedback
+
+
+def test_kernel_settings_are_read_only_in_the_sandbox(ex):
+    """As root, the sandbox's uid 0 is the host's root: /proc/sys (host-wide sysctls such as
+    kernel.core_pattern) and /proc/sysrq-trigger were writable. Opened for writing only, never
+    written, so a sandbox without the fix changes nothing either."""
+    if ex.mode != "bwrap":
+        pytest.skip("needs the sandbox (bubblewrap)")
+    src = ("import os\nfor path in ('/proc/sys/kernel/core_pattern', '/proc/sys/kernel/printk_ratelimit',\n"
+           "             '/proc/sys/vm/overcommit_memory', '/proc/sysrq-trigger'):\n"
+           "    try:\n"
+           "        fd = os.open(path, os.O_WRONLY)\n"
+           "    except OSError:\n"
+           "        continue\n"
+           "    os.close(fd)\n"
+           "    raise AssertionError(f'{path} is writable')\n")
+    r = run_then_canary(ex, src)
+    assert r.passed, r.feedback
+
+
+def test_orphans_are_reaped_while_the_program_runs():
+    """The worker is the sandbox's init, so every process a program orphans becomes its child.
+    Unreaped, each would stay a zombie holding a pid of the process limit (RLIMIT_NPROC and the
+    pids cgroup count them) until the program ends: the worker reaps them as they come."""
+    src = ("import os, time\nfor i in range(100):\n    if os.fork() == 0:\n        if os.fork() == 0:\n"
+           "            os._exit(0)\n        os._exit(0)\n    os.wait()\ntime.sleep(1.5)\n"
+           "zombies = [p for p in os.listdir('/proc') if p.isdigit() and open(f'/proc/{p}/stat').read().split()[2] == 'Z']\n"
+           "assert len(zombies) < 10, f'{len(zombies)} zombies'\n")
+    with Executor(ExecutionConfig(timeout_s=20.0, workers=1)) as one:
+        if one.mode != "bwrap":
+            pytest.skip("needs the sandbox (bubblewrap)")
+        orphaning, canary = run_within(one, [Program(src, id="orphans"), CANARY], timeout=60)
+    assert orphaning.passed, orphaning.feedback
+    assert canary.passed, canary.feedback

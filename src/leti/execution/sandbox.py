@@ -59,6 +59,12 @@ WORKER_SOURCE = (Path(__file__).parent / "worker.py").read_text()
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
               "passwd", "group", "alternatives", "ssl/certs", "mime.types")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# The kernel's host-wide settings under the sandbox's /proc, read-only (as container runtimes
+# bind them): started by root, the sandbox's uid 0 is the host's root, and file permissions alone
+# guard /proc/sys (kernel.core_pattern runs a command as host root) and /proc/sysrq-trigger.
+# bwrap covers some of them itself only where its write-access probe succeeds, which it need not.
+_PROC_READ_ONLY = [arg for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/fs", "/proc/irq", "/proc/bus")
+                   for arg in ("--ro-bind-try", path, path)]
 CGROUP_HEADROOM_MB = 64  # memory cgroup limit = memory_mb + this (the zygote, kernel objects)
 
 
@@ -117,9 +123,13 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     # --disable-userns: nor can a program get them back in a user namespace of its own, which
     # would open the kernel's namespace-privileged code to it.
     userns = ["--disable-userns"] if _bwrap_supports(bwrap, "--disable-userns") else []
-    cmd = [bwrap, "--unshare-all", "--unshare-user", *userns, "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-           "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", "/tmp",
-           "--clearenv", "--chdir", "/tmp"]
+    # --as-pid-1: the worker is the sandbox's init. bwrap's own init would otherwise be pid 1,
+    # holding the host <-> worker pipes without the worker's protection (it is dumpable): a
+    # program could write forged replies into /proc/1/fd/1 or read the next request from fd 0.
+    pid1 = ["--as-pid-1"] if _bwrap_supports(bwrap, "--as-pid-1") else []
+    cmd = [bwrap, "--unshare-all", "--unshare-user", *userns, *pid1, "--cap-drop", "ALL", "--die-with-parent",
+           "--new-session", "--proc", "/proc", *_PROC_READ_ONLY, "--dev", "/dev", *size, "--tmpfs", "/dev/shm",
+           *size, "--tmpfs", "/tmp", "--clearenv", "--chdir", "/tmp"]
     for d in _SYSTEM_DIRS:
         if os.path.islink(d):
             cmd += ["--symlink", os.readlink(d), d]

@@ -415,9 +415,26 @@ def _host_gone():
     return _PARENT is not None and os.getppid() != _PARENT
 
 
+def _reap(pid):
+    """Reap every child that has exited; the wait status of `pid` if it is among them. In the
+    sandbox the zygote is the pid namespace's init (bwrap --as-pid-1), so the processes a program
+    leaves behind become its children: unreaped, each would hold a pid of the process limit."""
+    status = None
+    while True:
+        try:
+            done, wstatus = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status
+        if done == 0:
+            return status
+        if done == pid:
+            status = wstatus
+
+
 def supervise(req, scratch):
     """Run one program: drain its output with caps, enforce the wall clock, clean up after it."""
     global _RUNNING
+    _reap(None)  # what the previous program left behind, killed since
     start = time.monotonic()
     pid, out_r, err_r, res_r = _start_program(req, scratch)  # sets _RUNNING
     cap = req["max_output"]
@@ -454,10 +471,10 @@ def supervise(req, scratch):
             bufs[fd] += chunk[:room]
             if fd in lost:
                 lost[fd] += max(0, len(chunk) - room)
+        reaped = _reap(pid)  # the program's orphans too: as the sandbox's init they are ours
         if status is None:
-            done, wstatus = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = wstatus
+            if reaped is not None:
+                status = reaped
                 _kill_all(pid)  # whatever the program left running dies with it
                 _RUNNING = None
                 if pidfd is not None:
