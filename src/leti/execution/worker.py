@@ -369,8 +369,8 @@ def _start_program(req, scratch):
 
 
 def _kill_all(pid):
-    """Kill the program and everything it started. In the sandbox the worker has its own pid
-    namespace, so kill(-1) reaches every process but this one and the namespace's init: escapes by
+    """Kill the program and everything it started. In the sandbox the worker is the init of its
+    own pid namespace, so kill(-1) reaches every process there but this one: escapes by
     double fork + setsid included. The kernel walks the task list under a lock that fork needs,
     so a fork loop cannot outrun it. Without the sandbox only the program's session is reachable."""
     try:
