@@ -54,6 +54,46 @@ def test_a_shortened_run_evaluates_its_new_last_iteration(tmp_path, tiny_model_p
     assert "already finished (1 iteration);" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_iterations_changes_under_pruning_and_eval_every(tmp_path, tiny_model_path, shared_add_task, capsys):
+    """keep_checkpoints=1, eval.every=3: iteration 1 is never evaluated and its checkpoint goes
+    once iteration 2 trains. Shortening the run to 1 cannot evaluate it: refused in one line
+    before config.yaml is rewritten (it failed after, with a message about missing weights).
+    Lengthening a run that was killed while evaluating its last iteration finishes that
+    evaluation instead of dropping it (its partial samples were plotted as if evaluated)."""
+    run = tmp_path / "run"
+    common = ("--set", "eval.every=3", "--set", "keep_checkpoints=1")
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=2", *common)) == 0
+    capsys.readouterr()
+    config_before = (run / "config.yaml").read_text()
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1", *common)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"leti: error: {run}: iterations=1 makes iteration 1 the last, which was not evaluated "
+                   "(eval.every=3) and whose checkpoint keep_checkpoints deleted; set iterations back to the "
+                   "run's own, or start again with a new --run-dir")
+    assert (run / "config.yaml").read_text() == config_before
+
+    # as if killed in iteration 2's evaluation: no metrics line, no eval.json, half its samples
+    metrics = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(metrics[:2]) + "\n")
+    (run / "iterations" / "2" / "eval.json").unlink()
+    samples = run / "iterations" / "2" / "eval_samples.jsonl"
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:1]))
+    from leti.report.data import load_run
+
+    # the old resume left such a file beside an iteration whose line has no evaluation: not plotted
+    stray = run / "iterations" / "1" / "eval_samples.jsonl"
+    stray.write_text(samples.read_text())
+    assert [p.eval_samples for p in load_run(run).points] == [4, 0]
+    stray.unlink()
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=3", *common)) == 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [0, 1, 2, 3]
+    assert [m["eval"] is None for m in lines] == [False, True, False, False]
+    ev = json.loads((run / "iterations" / "2" / "eval.json").read_text())
+    assert lines[2]["eval"]["pass@1"] == ev["pass@k"]["pass@1"]
+
+
 def test_gradient_checkpointing_may_be_turned_on_when_resuming(tmp_path):
     """The same computation, recomputed to fit in memory: a run that ran out of memory goes on with it."""
     run = tmp_path / "run"

@@ -83,7 +83,9 @@ class Iterations:
                 walls.append(wall)
                 summary = stages.summarize_samples(records)
             walls.append(self._train(k, records))
-        evaluated = k == 0 or k == last or k % self.cfg.eval.every == 0
+        # an evaluation begun while k was the last (a run lengthened since) is finished, not dropped
+        begun = self.rd.eval(k).exists() or self.rd.eval_samples(k).exists()
+        evaluated = k == 0 or k == last or k % self.cfg.eval.every == 0 or begun
         ev = self._evaluate(k) if evaluated else None
         if ev is not None:
             walls.append(ev["wall_s"])

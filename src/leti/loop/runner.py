@@ -105,6 +105,10 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
         if todo is None and not final_unevaluated:
             print(f"leti: run {rd.root} is already finished ({plural(last, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
+        if final_unevaluated and not rd.checkpoint(last).is_dir():
+            raise LetiError(f"{rd.root}: iterations={last} makes iteration {last} the last, which was not evaluated "
+                            f"(eval.every={cfg.eval.every}) and whose checkpoint keep_checkpoints deleted; set iterations "
+                            "back to the run's own, or start again with a new --run-dir")
         if resuming:
             write_text_atomic(rd.config_path, dump_config(cfg))  # what the rest of the run does
             if todo is None:

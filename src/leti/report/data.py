@@ -285,9 +285,11 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     for row in rows:
         k = int(row["iteration"])
         train = read_samples_file(run.samples(k)) if run.samples(k).exists() else []
-        evals = read_samples_file(run.eval_samples(k)) if run.eval_samples(k).exists() else []
-        train_failures = failure_counts(train) if train else dict(row.get("train_exception_counts") or {})
         metrics = {k: float(v) for k, v in (row.get("eval") or {}).items() if isinstance(v, (int, float))}
+        # an iteration's held-out samples count once its evaluation is in its metrics line (not a
+        # partial file of one that is running, or was cut short)
+        evals = read_samples_file(run.eval_samples(k)) if metrics and run.eval_samples(k).exists() else []
+        train_failures = failure_counts(train) if train else dict(row.get("train_exception_counts") or {})
         ev_json = _eval_json(run, k)
         counts = eval_counts(ev_json, evals) if metrics else {}
         points.append(IterationPoint(
