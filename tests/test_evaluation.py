@@ -78,6 +78,9 @@ def test_human_eval_format_scored_end_to_end(he_samples: Path, tmp_path: Path, c
         assert results["stderr"][f"pass@{k}"] == pytest.approx(stdev(per_problem) / 2, abs=1e-12)
     assert set(results["stderr"]) == {"pass@1", "pass@2", "pass@5"}
     assert results["n_samples"] == 20 and results["n_problems"] == 4 and results["task"] == "humaneval"
+    # 4 of HumanEval's 164: results.json says so, for scripts that read only it
+    assert results["n_problems_in_split"] == 164 and len(results["missing_problems"]) == 160
+    assert set(CORRECT_PER_PROBLEM).isdisjoint(results["missing_problems"])
 
     per = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
     assert {p["problem_id"]: p["c"] for p in per} == CORRECT_PER_PROBLEM

