@@ -426,6 +426,10 @@ def test_the_example_text_is_of_a_failing_sample_as_trained_on(tmp_path):
     text = load_run(rd.root).example_failure
     assert "def failing():\n" in text and "passing" not in text and "<|good|>" not in text
     assert text.endswith("<|endoftext|>")
+    # a tokenizer with another end token (Llama's </s>) saved with a checkpoint: that one
+    rd.checkpoint(1).mkdir(parents=True)
+    (rd.checkpoint(1) / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "</s>"}}))
+    assert load_run(rd.root).example_failure.endswith("</s>")
     rd.config_path.write_text("model: [\n")  # damaged: how the run built its texts is not known
     assert load_run(rd.root).example_failure is None
 

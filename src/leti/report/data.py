@@ -203,11 +203,25 @@ def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
             if rec.get("passed"):
                 continue
             result = ExecutionResult.from_dict(rec)  # checked by _sample_lines
-            eos = "<|endoftext|>" if cfg.training_text.append_eos else ""
+            eos = _eos_token(run, iterations, cfg.model) if cfg.training_text.append_eos else ""
             # The loop trains on the task prompt, not the sampled one (which may carry <|good|>).
             prompt = rec["prompt"].removeprefix("<|good|>")
             return build_training_text(prompt, rec["completion"], result, cfg.training_text, eos_token=eos)
     return None
+
+
+def _eos_token(run: RunDir, iterations: list[int], model: str) -> str:
+    """The end token the run appended, as a saved tokenizer names it (a checkpoint's, or the
+    model's own directory's); without one on disk, GPT-2's, which CodeGen's tokenizers share."""
+    for where in [*(run.checkpoint(k) for k in iterations if k > 0), Path(model)]:
+        try:
+            token = json.loads((where / "tokenizer_config.json").read_text(encoding="utf-8")).get("eos_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        token = token.get("content") if isinstance(token, dict) else token
+        if isinstance(token, str) and token:
+            return token
+    return "<|endoftext|>"
 
 
 _SAMPLE_FIX = "restore that line, or delete it (the report then leaves that sample out)"
