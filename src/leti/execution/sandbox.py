@@ -40,6 +40,7 @@ What leti does not guarantee:
 
 from __future__ import annotations
 
+import atexit
 import errno
 import functools
 import os
@@ -48,6 +49,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -293,20 +295,73 @@ class WorkerCgroup:
         return 0
 
     def remove(self) -> None:
-        """Remove the groups (after the worker exited); waits briefly while the last processes
-        of the sandbox are still being torn down (EBUSY), so that no empty group is left behind."""
+        """Remove the groups (after the worker exited). The last processes of a killed sandbox
+        can take seconds to go (tearing down a big tmpfs), and rmdir is refused (EBUSY) until
+        then: a group still busy after a short wait is removed in the background, not left behind."""
         if self._oom_fd is not None:
             os.close(self._oom_fd)
             self._oom_fd = None
+        busy = []
         for path in self.paths:
-            for _ in range(100):
-                try:
-                    path.rmdir()
-                except OSError as e:
-                    if e.errno == errno.EBUSY:
-                        time.sleep(0.01)
-                        continue
-                break
+            for _ in range(10):
+                if _rmdir_group(path):
+                    break
+                time.sleep(0.01)
+            else:
+                busy.append(path)
+        if busy:
+            _remove_later(busy)
+
+
+_REMOVE_GIVE_UP_S = 600.0  # a group busy this long holds a process that is not dying: left to the sweep
+_EXIT_WAIT_S = 10.0  # at exit, longest wait for the background removals (then sweep_stale_groups)
+_pending: dict[Path, float] = {}  # busy groups -> when to give up on them
+_pending_lock = threading.Lock()
+_remover: threading.Thread | None = None
+
+
+def _rmdir_group(path: Path) -> bool:
+    """rmdir a group; False only while it is busy (processes in it), True once gone or hopeless."""
+    try:
+        path.rmdir()
+    except OSError as e:
+        return e.errno != errno.EBUSY
+    return True
+
+
+def _remove_later(paths: list[Path]) -> None:
+    global _remover
+    with _pending_lock:
+        for path in paths:
+            _pending[path] = time.monotonic() + _REMOVE_GIVE_UP_S
+        if _remover is None:
+            _remover = threading.Thread(target=_remove_pending, daemon=True, name="leti-cgroup-remover")
+            _remover.start()
+
+
+def _remove_pending() -> None:
+    global _remover
+    delay = 0.01
+    while True:
+        with _pending_lock:
+            if not _pending:
+                _remover = None
+                return
+            items = list(_pending.items())
+        for path, give_up in items:
+            if _rmdir_group(path) or time.monotonic() > give_up:
+                with _pending_lock:
+                    _pending.pop(path, None)
+        time.sleep(delay)
+        delay = min(2 * delay, 0.5)
+
+
+@atexit.register
+def _wait_for_removals(timeout: float = _EXIT_WAIT_S) -> None:
+    """At exit (daemon threads stop with the interpreter): let busy groups still go."""
+    deadline = time.monotonic() + timeout
+    while _pending and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 _STALE_AGE_S = 60.0  # a group younger than this may be a live leti's, between mkdir and enter
