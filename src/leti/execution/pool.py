@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import queue
+import re
 import select
 import signal
 import struct
@@ -40,6 +41,17 @@ __all__ = ["Executor", "SandboxUnavailable", "execute"]
 
 _START_TIMEOUT_S = 60.0
 _GRACE_S = 10.0  # beyond the program's own limit before the host gives up on a worker
+# Cleaning up after a program (worker.py `restore`) is waited for apart from the program, at
+# least this long (10 x timeout_s if longer: cleanup time grows with what the program made in
+# its time); a worker that takes longer is replaced, charging nobody.
+_CLEANUP_S = 60.0
+# A result record larger than worker.py MAX_RESULT is forged: refused unparsed (parsing 64 MiB
+# of `[{},{},...]` once cost the host 3 GB and 20 s).
+_MAX_RESULT = 1 << 21
+# Lists and dicts in a real record: one per frame (at most 1000), the frame list, three dicts. Far
+# more within _MAX_RESULT (`[{},{},...]`: 700k objects, 100 MB to parse) is forged, refused unparsed.
+_MAX_CONTAINERS = 1024 + 16
+_JSON_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _PIPELINE_DEPTH = 2  # programs sent ahead to each worker
 _ABORT_JOIN_S = 10.0  # abort(): longest wait for the feeding threads once their workers are killed
 
@@ -60,6 +72,8 @@ class _Worker:
         self.oom_seen = 0  # the memory cgroup's OOM kills counted so far
         self.cpu_s = 0.0  # CPU seconds used by this worker and its programs, as last reported
         self.mode = mode
+        # The largest reply: the record and the captured output, each byte escaped as \uXXXX at worst.
+        self.max_reply = 6 * (_MAX_RESULT + 2 * config.max_output_bytes) + (1 << 16)
         env = sandbox.worker_env()
         try:
             self.proc = subprocess.Popen(
@@ -87,10 +101,8 @@ class _Worker:
             pass
 
     def receive(self, timeout: float) -> dict:
+        """The record of the program at the head of the pipeline."""
         reply = self._read(time.monotonic() + timeout)
-        cpu = reply.get("worker_cpu_s")
-        if isinstance(cpu, (int, float)):
-            self.cpu_s = float(cpu)
         if self.cgroup.memory is not None:  # read after every program, so each kill is attributed once
             kills = self.cgroup.oom_kills()
             if kills > self.oom_seen and reply.get("signal") == signal.SIGKILL:
@@ -98,9 +110,23 @@ class _Worker:
             self.oom_seen = kills
         return reply
 
+    def finish(self, timeout: float) -> bool:
+        """Wait for the worker to clean up after the program just received; True if it retires
+        (it could not restore a clean state, and exits)."""
+        done = self._read(time.monotonic() + timeout)
+        cpu = done.get("worker_cpu_s")
+        if isinstance(cpu, (int, float)):
+            self.cpu_s = float(cpu)
+        if not done.get("done"):
+            raise WorkerLost("unreadable reply: not the end of a program")
+        return bool(done.get("retire"))
+
     def _read(self, deadline: float) -> dict:
         header = self._read_exact(4, deadline)
-        data = self._read_exact(struct.unpack(">I", header)[0], deadline)
+        size = struct.unpack(">I", header)[0]
+        if size > self.max_reply:
+            raise WorkerLost(f"reply too large ({size} bytes)")
+        data = self._read_exact(size, deadline)
         try:
             reply = valid_utf8(json.loads(data))
         except (ValueError, RecursionError) as e:
@@ -109,16 +135,17 @@ class _Worker:
             raise WorkerLost("unreadable reply: not an object")
         return reply
 
-    def _read_exact(self, n: int, deadline: float) -> bytes:
-        fd, buf = self.proc.stdout.fileno(), b""
-        while len(buf) < n:
+    def _read_exact(self, n: int, deadline: float) -> bytearray:
+        fd, buf, got = self.proc.stdout.fileno(), bytearray(n), 0
+        view = memoryview(buf)  # read in place: `bytes += chunk` copied the whole reply per chunk
+        while got < n:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise WorkerLost("worker stopped answering")
-            chunk = os.read(fd, n - len(buf))
-            if not chunk:
+            k = os.readv(fd, [view[got:]])
+            if not k:
                 raise WorkerLost("worker exited")
-            buf += chunk
+            got += k
         return buf
 
     def kill(self) -> None:
@@ -309,9 +336,14 @@ class Executor:
                 except BaseException as e:  # last resort: the future must not stay pending
                     if not fut.done():
                         fut.set_exception(e)
-                if raw.get("retire") and worker is not None:  # its last reply: it is exiting
-                    self._stop_worker(worker)
-                    worker = None
+                if worker is not None:  # it answered: the result stands whatever cleaning up does
+                    try:
+                        retire = worker.finish(max(_CLEANUP_S, 10 * self.config.timeout_s))
+                    except Exception:  # cleanup hung or the worker died in it: nobody is charged
+                        retire = True
+                    if retire:  # its last reply: it is exiting
+                        self._stop_worker(worker)
+                        worker = None
         finally:
             self._stop_worker(worker)
             for _, fut in inflight:  # only if this thread itself failed
@@ -382,8 +414,18 @@ def _opt(value: object, kind: type | tuple[type, ...]) -> bool:
     return value is None or (isinstance(value, kind) and not isinstance(value, bool))
 
 
+def _containers(text: str) -> int:
+    """How many lists and dicts JSON `text` holds (brackets outside its strings; linear)."""
+    if text.count("[") + text.count("{") <= _MAX_CONTAINERS:
+        return 0
+    bare = _JSON_STRINGS.sub("", text)
+    return bare.count("[") + bare.count("{")
+
+
 def _program_record(text: object) -> dict | None:
     """The program's result record, if it has the shape the worker writes; else None."""
+    if isinstance(text, str) and (len(text) > _MAX_RESULT or _containers(text) > _MAX_CONTAINERS):
+        return None  # forged: not worth parsing
     try:
         rec = valid_utf8(json.loads(text)) if isinstance(text, str) else text
     except (ValueError, RecursionError):
@@ -425,6 +467,8 @@ def classify(program_id: object, raw: dict, config: ExecutionConfig) -> Executio
         return ExecutionResult(status=Status.TIMEOUT, **common)
     if raw.get("oom_killed"):  # the worker's memory cgroup was full: its OOM killer took the program
         return ExecutionResult(status=Status.MEMORY, signal=sig, **common)
+    if raw.get("result_too_large"):
+        return ExecutionResult(status=Status.FAILED, message=TAMPERED, **common)
     if raw.get("result") is None:
         if sig is not None:
             return ExecutionResult(status=Status.CRASHED, signal=sig, **common)

