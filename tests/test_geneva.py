@@ -245,7 +245,21 @@ def test_extra_metrics_parses_completions_without_running_them(geneva, tmp_path)
     # pred 2 (sample 0; the call in sample 2 is not a string), gold 3, 1 match: P 50, R 33.3
     assert scores["arg_c_precision"] == 50.0 and scores["arg_c_recall"] == pytest.approx(100 / 3)
     assert not marker.exists()
-    assert parse_prediction("event = Attack(", "x=['a'], y='b')") == {"x": ["a"], "y": ["b"]}
+    assert parse_prediction("event = Attack(", "x=['a'], y='b')") == {"x": ["a"], "y": []}  # a bare str is no list
+
+
+def test_arguments_count_only_from_programs_that_reached_the_verifier(executor, geneva):
+    """Scored by execution, as the authors score EAE: an unknown role makes the program raise
+    (TypeError) before any event exists, and a bare string is refused by the verifier as not a
+    list; neither predicts the gold span it names (both were credited: F1 above the verdicts)."""
+    problem = geneva.get(ATTACK_ID)
+    completions = [f'assailant=["{GOLD_SPAN}"], nonsense=["x"])', f'assailant="{GOLD_SPAN}")', problem.reference]
+    results = [_run(executor, geneva, c) for c in completions]
+    assert results[0].exception_type == "TypeError" and results[1].exception_type == "VerificationError"
+    assert results[2].passed
+    scores = geneva.extra_metrics([problem], [Sample(problem.id, i, c) for i, c in enumerate(completions)], results)
+    # gold 3 (one argument per sample), predicted 1 (the reference's), 1 match
+    assert scores["arg_c_precision"] == 100.0 and scores["arg_c_recall"] == pytest.approx(100 / 3)
 
 
 # ---- malformed input -> one-line LetiError naming file and line ------------------------------

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from leti.errors import LetiError
 from leti.tasks.base import EvalDefaults, Problem, Task
 from leti.tasks.eae.data import EventMention, read_oneie
-from leti.tasks.eae.judge import judge_result
+from leti.tasks.eae.judge import VERIFICATION_ERROR, judge_result
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
 from leti.tasks.eae.ontology import EventType, load_ontology, parse_ontology
 from leti.tasks.eae.problems import STOP_SEQUENCES, make_problem
@@ -118,15 +118,23 @@ class EaeTask(Task):
         samples: list[Sample],
         results: list[ExecutionResult],
     ) -> dict[str, float]:
-        """Arg-I / Arg-C precision, recall, F1 (percent) over all samples of `problems`."""
+        """Arg-I / Arg-C precision, recall, F1 (percent) over all samples of `problems`. As the
+        authors score EAE (by execution), a sample whose program failed before the verifier saw
+        its event (its own exception, e.g. the TypeError of an unknown role; a timeout, a crash,
+        an exit, a tampered report) predicts nothing; the arguments of the others are read from
+        the completion (metrics.py). A sample without a result (none given) is read as written."""
         by_id = {p.id: p for p in problems}
         counts = ArgCounts()
-        for sample in samples:
+        for i, sample in enumerate(samples):
             problem = by_id.get(sample.problem_id)
             if problem is None:
                 continue
-            call_prefix = problem.prompt.rsplit("\n", 1)[-1]
-            pred = parse_prediction(call_prefix, sample.completion) or {}
+            result = results[i] if i < len(results) else None
+            if result is not None and not (result.passed or result.exception_type == VERIFICATION_ERROR):
+                pred = {}
+            else:
+                call_prefix = problem.prompt.rsplit("\n", 1)[-1]
+                pred = parse_prediction(call_prefix, sample.completion) or {}
             counts.add(pred, problem.meta["gold"])
         return counts.scores()
 

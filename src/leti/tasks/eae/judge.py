@@ -34,6 +34,7 @@ from leti.tasks.eae.problems import REPORT_EXCEPTION, REPORT_RAISE
 
 # The earlier verifier's failing line; feedback for honest programs keeps quoting it.
 VERDICT_LINE = "raise VerificationError(_leti_message)"
+VERIFICATION_ERROR = "VerificationError"  # the exception type of a reported event the verifier refused
 MAX_MESSAGE = 16384  # the worker's cut for exception messages (execution/worker.py MAX_MESSAGE)
 TAMPERED = "the program tampered with the verifier's report of its event"
 
@@ -105,7 +106,7 @@ def judge_result(problem: Problem, program: Program, result: ExecutionResult,
         if not message:
             return dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.PASSED})
         judged = dataclasses.replace(
-            result, **{**_NO_EXCEPTION, "status": Status.FAILED, "exception_type": "VerificationError",
+            result, **{**_NO_EXCEPTION, "status": Status.FAILED, "exception_type": VERIFICATION_ERROR,
                        "message": _cut(message.rstrip("\n")) or None,
                        "frames": (Frame(last_line(program.source), "<module>", VERDICT_LINE),)})
     text = feedback_text.format_feedback(judged, config.feedback_style, config.feedback_max_bytes)

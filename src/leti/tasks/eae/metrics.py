@@ -16,9 +16,10 @@ because the model writes strings; spans are normalised by `check.normalise`):
 The prediction is read from the completion with `ast` in the host process: model output is
 parsed, never executed, outside the sandbox. A completion that does not parse (or parses but
 does not compile, or nests too deeply for the parser) predicts no arguments: its gold arguments
-count as missed. Keyword values that are lists or tuples of string constants are read; a bare
-string counts as one span; other values (names, calls) and non-string elements are ignored.
-Unknown roles count as predictions (always wrong).
+count as missed. Keyword values that are lists or tuples of string constants are read; other
+values (a bare string, which the verifier refuses as not a list; names, calls) and non-string
+elements are ignored. Unknown roles count as predictions (always wrong); a program that raised
+for one is scored by the task as predicting nothing (geneva.py `extra_metrics`).
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ class ArgCounts:
 
 
 def _spans(node: ast.expr) -> list[str]:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return [node.value]
     if isinstance(node, (ast.List, ast.Tuple)):
         return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
     return []
