@@ -13,9 +13,17 @@ test; the model must write the whole function (`def add_7(n):\\n    return n + 7
 Templates cover integers, lists and strings, so the typical wrong programs fail in ways
 the interpreter explains differently:
   - wrong function name (copied from the text, not the assert)  -> NameError naming it;
-  - wrong operator / wrong constant / off-by-one (`range(k, n)`)  -> AssertionError on a line;
+  - wrong operator / wrong constant / off-by-one (`range(k, n)`)  -> AssertionError on a line,
+    when a test input tells them apart (see below);
   - wrong type (`/` instead of `//`, string vs list ops)           -> AssertionError / TypeError;
   - run-on or truncated code                                        -> SyntaxError.
+
+The tests are 3 asserts on random inputs, drawn with replacement (so one can repeat), and only
+required to give 2 different outputs. They rarely hit a boundary, so a near miss often passes:
+with seed 0, `a >= k` for `a > k` passes every test of 38 of 40 `greater` problems, `>=` in
+`count` 31 of 40, `a // (k + 1)` for `a // k` 24 of 40 (a reviewer's count). The demo's pass@1
+counts such programs as correct, in every arm alike; boundary inputs would make the family
+harder and change the demo's published numbers, so they wait for a re-measure of those.
 
 Splits and leakage
 ------------------
