@@ -20,6 +20,9 @@ Task specs (the part after ':' is comma-separated):
     geneva:min_f1=0.5           passed = Arg-C F1 of the sample >= 0.5
     eae-jsonl:PATH              one OneIE file as split "test", ontology derived from the data
     eae-jsonl:train=A,test=B,ontology=ONT.json,min_f1=1.0
+Without ontology=, the classes' roles are those that occur in all the files named together, so
+a problem's prompt depends on which files are named with it: give ontology= for prompts (and
+scores) that compare across specs.
 """
 
 from __future__ import annotations
