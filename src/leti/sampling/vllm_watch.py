@@ -4,9 +4,10 @@
 vLLM (0.32) has no parent-death watch of its own for the engine core (vllm-project/vllm#55510,
 #34643; fixes proposed in #55846, #34816): an engine core left behind keeps its GPU memory, and
 its workers with it, until killed by hand. The watcher notes each child of leti whose title is
-VLLM::* (EngineCore, a fork or spawn child alike) and, once leti is gone, SIGKILLs those still
-alive (same pid and start time) together with their descendants (the workers). It ignores
-Ctrl-C, SIGTERM and SIGHUP, which leti handles, and exits when leti does.
+VLLM::* (EngineCore, a fork or spawn child alike; a later engine on a reused pid replaces the
+entry) and, once leti is gone, SIGKILLs those still alive (same pid and start time) together
+with their descendants (the workers). It ignores Ctrl-C, SIGTERM and SIGHUP, which leti
+handles, and exits when leti does.
 
 Started by leti.sampling.vllm.watch_engines as `python -I -S vllm_watch.py PID` (PID: leti's
 process), so standard library only.
@@ -64,18 +65,22 @@ def main() -> None:
         pidfd = os.pidfd_open(host)  # readable once leti has exited: no poll delay then
     except (AttributeError, OSError):
         pidfd = None
-    engines: dict[int, int | None] = {}
+    engines: dict[int, int] = {}  # pid -> start time
     while os.getppid() == host:
-        for pid in children(host) - set(engines):
-            if title(pid).startswith(b"VLLM::"):
-                engines[pid] = start_time(pid)
+        for pid in children(host):
+            start = start_time(pid)
+            # A pid seen before is looked at again: a later engine can reuse a closed one's pid.
+            # The start time read before and after the title: both are the same process's.
+            if (start is not None and engines.get(pid) != start and title(pid).startswith(b"VLLM::")
+                    and start_time(pid) == start):
+                engines[pid] = start
         if pidfd is not None:
             select.select([pidfd], [], [], POLL_S)
         else:
             time.sleep(POLL_S)
     doomed: set[int] = set()
     for pid, start in engines.items():
-        if start is not None and start_time(pid) == start:
+        if start_time(pid) == start:
             tree, todo = {pid}, [pid]
             while todo:
                 for kid in children(todo.pop()) - tree:
