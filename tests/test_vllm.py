@@ -149,10 +149,26 @@ def test_resolve_checkpoint_full_model_and_lora_adapters(tiny_model_path, tmp_pa
     assert (ckpt.model, ckpt.adapter, ckpt.lora_rank) == (tiny_model_path, str(tmp_path / "adapter"), 4)
     cfg_path = tmp_path / "adapter" / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "rank_pattern": {"c_attn": 12}}))  # peft's per-module ranks
+    assert resolve_checkpoint(str(tmp_path / "adapter")).lora_rank == 12
     cfg["trainable_token_indices"] = [tok.convert_tokens_to_ids("<|good|>")]
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(LetiError, match="token embeddings"):
         resolve_checkpoint(str(tmp_path / "adapter"))
+
+
+def test_lora_rank_is_rounded_up_to_one_vllm_accepts():
+    """Was: the adapter's rank went to vLLM as max_lora_rank, which vLLM refuses unless it is one
+    of its few allowed values, so an r=4 adapter could not be served."""
+    from leti.sampling.vllm import VLLM_LORA_RANKS, max_lora_rank
+
+    assert [max_lora_rank(r) for r in (1, 2, 4, 8, 12, 16, 300, 512, 1024)] == [1, 8, 8, 8, 16, 16, 320, 512, 1024]
+    if HAS_VLLM:
+        from typing import get_args
+
+        from vllm.config.lora import MaxLoRARanks
+
+        assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)
 
 
 def test_run_config_vllm_section(tmp_path):
@@ -323,7 +339,8 @@ def test_engine_that_cannot_start_is_a_one_line_error(tmp_path, tiny_model_path)
 @pytest.mark.vllm
 def test_vllm_serves_a_lora_adapter_as_the_merged_model(tmp_path):
     """An adapter directory is sampled as base model + LoRARequest: greedy tokens equal the HF
-    sampler's on the merged model, and differ from the base model's (so the adapter is used)."""
+    sampler's on the merged model, and differ from the base model's (so the adapter is used).
+    Its ranks (4, and 12 for v_proj) are ones vLLM refuses as max_lora_rank: it gets 16."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -332,7 +349,8 @@ def test_vllm_serves_a_lora_adapter_as_the_merged_model(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=24, batch_size=1, vllm=ENGINE)
     plain = {s.key: s for s in get_sampler(cfg, model.to(DEVICE), tok).sample(REQUESTS)}
-    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    lora = LoraConfig(r=4, rank_pattern={"v_proj": 12}, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                      task_type="CAUSAL_LM")
     peft_model = get_peft_model(model.cpu(), lora)
     peft_model.save_pretrained(tmp_path / "adapter")
     tok.save_pretrained(tmp_path / "adapter")

@@ -84,7 +84,7 @@ class Checkpoint:
 
     model: str
     adapter: str | None = None
-    lora_rank: int | None = None
+    lora_rank: int | None = None  # the adapter's largest rank
 
 
 def plan_requests(
@@ -175,7 +175,19 @@ def resolve_checkpoint(path: str) -> Checkpoint:
             f"{path}: this LoRA adapter also trains token embeddings, which vLLM cannot load; "
             "save merged checkpoints (the trainer's default) or use sampling.backend='hf'"
         )
-    return Checkpoint(model=str(cfg["base_model_name_or_path"]), adapter=str(path), lora_rank=int(cfg.get("r", 16)))
+    # the largest rank of any module: peft's rank_pattern can give some a rank above r
+    rank = max([int(cfg.get("r", 16)), *map(int, (cfg.get("rank_pattern") or {}).values())])
+    return Checkpoint(model=str(cfg["base_model_name_or_path"]), adapter=str(path), lora_rank=rank)
+
+
+# The max_lora_rank values vLLM accepts (0.32: vllm/config/lora.py, MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def max_lora_rank(rank: int) -> int:
+    """The engine's max_lora_rank for an adapter of this rank: the next value vLLM accepts, since it
+    refuses others (an r=4 adapter is served with 8); above them all, the rank (vLLM says why)."""
+    return next((allowed for allowed in VLLM_LORA_RANKS if allowed >= rank), rank)
 
 
 def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls: Any) -> Any:
@@ -269,7 +281,7 @@ class VLLMEngine:
         if ckpt.adapter is not None:
             from vllm.lora.request import LoRARequest
 
-            kwargs.update(enable_lora=True, max_lora_rank=ckpt.lora_rank, max_loras=1)
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(ckpt.lora_rank), max_loras=1)
             lora = LoRARequest("leti", 1, ckpt.adapter)
         gpus = _device_count()
         if not gpus:
