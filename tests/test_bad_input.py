@@ -147,6 +147,18 @@ def test_task_file_encoding_errors_name_the_line_and_a_bom_is_accepted(tmp_path,
     assert main(["tasks", "show", f"jsonl:{bom}", "a"]) == 0
 
 
+def test_humaneval_style_tests_without_the_check_call_are_refused(tmp_path, capsys):
+    # the tests only defined check(): every program passed, the wrong reference included
+    row = {"id": "add", "prompt": "def add(a, b):\n", "entry_point": "add", "reference": "    return a - b\n",
+           "tests": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    assert main(["tasks", "validate", f"jsonl:{path}", "--workers", "1"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {path}:1: field 'tests' defines check() but never calls it, so "
+                                      "every program would pass; add a last line `check(add)` (HumanEval's tests "
+                                      "need it; leti adds nothing to the tests)")
+
+
 @pytest.mark.parametrize("field", ["id", "prompt", "tests", "meta"])
 def test_a_lone_surrogate_escape_in_a_task_file_is_named(tmp_path, capsys, field):
     # json.loads accepts "\ud800" alone; the task then failed at sampling (the tokenizer's TypeError)
