@@ -170,7 +170,7 @@ def _slow_train_task(tmp_path: Path, hold: Path) -> str:
     """Train programs wait while `hold` exists (no sandbox, so that they can see it), eval ones
     do not; the completion is cut at its first line, a comment."""
     wait = f"import os, time\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.05)\n#"
-    rows = [{"id": f"t{k}", "split": split, "prompt": wait if split == "train" else "x = 1\n#", "tests": "pass",
+    rows = [{"id": f"t{k}", "split": split, "prompt": wait if split == "train" else "x = 1\n#", "tests": "assert True",
              "stop": ["\n"]} for k, split in [(1, "train"), (2, "train"), (3, "test")]]
     path = tmp_path / "tasks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -30,7 +30,7 @@ N, PROBLEMS = 4, 40
 
 
 def _task(tmp_path: Path) -> str:
-    rows = [{"id": f"p{i}", "split": "test", "prompt": f"def f{i}(x):\n", "tests": "pass"} for i in range(PROBLEMS)]
+    rows = [{"id": f"p{i}", "split": "test", "prompt": f"def f{i}(x):\n", "tests": "assert True"} for i in range(PROBLEMS)]
     path = tmp_path / "tasks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return f"jsonl:{path}"

@@ -1,0 +1,142 @@
+"""Whether a task's tests can fail at all: the syntax-only rule `jsonl:` task files are held to
+(the rule and what it accepts and refuses: leti.tasks.jsonl's docstring, "Tests that cannot
+fail"). Hand-written: no library decides this; a test file that checks nothing would make every
+program pass, and `leti tasks validate` cannot see it (the reference passes too)."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+
+from leti.errors import LetiError
+
+# Calls that check by name: assert* (assertEqual, assert_allclose), self.fail / pytest.fail,
+# pytest.raises, and exits (leti counts a SystemExit or os._exit as a failure).
+_CHECK_CALLS = frozenset({"fail", "raises", "exit", "_exit", "quit", "abort"})
+_PROMPT_LINES_DROPPED = 20  # at most, to find a prompt prefix that parses
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _callee(node: ast.AST) -> str | None:
+    """The name a call calls: f(...) -> f, a.b.f(...) -> f; None for other calls and non-calls."""
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _is_check(node: ast.AST) -> bool:
+    if isinstance(node, (ast.Assert, ast.Raise)):
+        return True
+    name = _callee(node)
+    return name is not None and (name.lower().startswith("assert") or name in _CHECK_CALLS)
+
+
+def _running(statements: list[ast.stmt]) -> list[ast.AST]:
+    """Every node of the code that runs when `statements` run as a module: function bodies are
+    left out (their decorators and defaults run), class bodies are kept."""
+    nodes: list[ast.AST] = []
+    stack: list[ast.AST] = list(reversed(statements))
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        if isinstance(node, _FUNCTIONS):
+            stack.extend(node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d])
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _parse_prompt(prompt: str) -> ast.Module | None:
+    """The prompt's syntax tree; a prompt ending inside the function to complete loses its last
+    lines until it parses. None when dropping _PROMPT_LINES_DROPPED lines is not enough."""
+    lines = prompt.splitlines(keepends=True)
+    for keep in range(len(lines), max(len(lines) - _PROMPT_LINES_DROPPED, 0) - 1, -1):
+        try:
+            with warnings.catch_warnings():  # invalid escapes: the user's prompt is not ours to warn about
+                warnings.simplefilter("ignore")
+                return ast.parse("".join(lines[:keep]))
+        except (SyntaxError, ValueError):  # ValueError: a NUL byte
+            continue
+    return None
+
+
+def _checkers(trees: list[ast.Module]) -> set[str]:
+    """Names of the functions and classes defined in `trees` (at any depth) whose body checks,
+    directly or by calling another such name."""
+    direct: dict[str, bool] = {}
+    calls: dict[str, set[str]] = {}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, (*_FUNCTIONS, ast.ClassDef)):
+                inner = list(ast.walk(node))
+                direct[node.name] = direct.get(node.name, False) or any(_is_check(n) for n in inner)
+                calls.setdefault(node.name, set()).update(c for c in map(_callee, inner) if c is not None)
+    checking = {name for name, yes in direct.items() if yes}
+    grew = True
+    while grew:
+        found = {name for name in calls if name not in checking and calls[name] & checking}
+        checking |= found
+        grew = bool(found)
+    return checking
+
+
+def _is_unittest_main(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "main"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "unittest")
+
+
+def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where: str) -> None:
+    """Refuse (LetiError, one line) tests that cannot fail, by the rule in the module docstring.
+    `tests` is known to compile."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = ast.parse(tests)
+    wrong = "so every program would pass"
+    example = f"assert {entry_point or 'f'}(...) == ..."
+    if all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+           for s in tree.body):
+        raise LetiError(f"{where}: field 'tests' holds only comments, docstrings or `pass`, {wrong}; "
+                        f"write checks such as `{example}`")
+    running = _running(tree.body)
+    unittest_main = next((n for n in running if _is_unittest_main(n)), None)
+    if unittest_main is not None and not any(
+            k.arg == "exit" and isinstance(k.value, ast.Constant) and k.value.value is False
+            for k in unittest_main.keywords):  # type: ignore[attr-defined]
+        raise LetiError(f"{where}: field 'tests' calls unittest.main(), which always ends in SystemExit, and leti "
+                        "counts an exit as a failure, so every program would fail; write "
+                        "`assert unittest.main(exit=False).result.wasSuccessful()` instead")
+    called = {c for c in map(_callee, running) if c is not None}
+    checking = _checkers([tree])
+    if any(_is_check(n) for n in running) or called & checking:
+        return
+    defined_in_tests = {n.name for n in ast.walk(tree) if isinstance(n, (*_FUNCTIONS, ast.ClassDef))}
+    if called - defined_in_tests:  # perhaps a checker defined in the prompt
+        prompt_tree = _parse_prompt(prompt)
+        if prompt_tree is None or called & _checkers([tree, prompt_tree]):
+            return
+    if unittest_main is not None:
+        raise LetiError(f"{where}: field 'tests' calls unittest.main(exit=False) without checking its result, {wrong}; "
+                        "write `assert unittest.main(exit=False).result.wasSuccessful()`")
+    uncalled = [s for s in tree.body if isinstance(s, (*_FUNCTIONS, ast.ClassDef)) and s.name in checking]
+    check = next((s for s in uncalled if s.name == "check"), None)
+    if check is not None:
+        call = f"check({entry_point})" if entry_point else "check(<the function under test>)"
+        raise LetiError(f"{where}: field 'tests' defines check() but never calls it, {wrong}; add a last line "
+                        f"`{call}` (HumanEval's tests need it; leti adds nothing to the tests)")
+    if uncalled:
+        s = uncalled[0]
+        if isinstance(s, ast.ClassDef):
+            raise LetiError(f"{where}: field 'tests' defines class {s.name} but never runs its checks (no test runner "
+                            f"collects it), {wrong}; for a unittest.TestCase add a last line "
+                            "`assert unittest.main(exit=False).result.wasSuccessful()`")
+        raise LetiError(f"{where}: field 'tests' defines {s.name}() but never calls it (the tests run as a plain script; "
+                        f"no test runner collects them), {wrong}; add a last line `{s.name}()`")
+    compare = next((s for s in tree.body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Compare)), None)
+    if compare is not None:
+        text = (ast.get_source_segment(tests, compare) or "").replace("\n", " ")
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise LetiError(f"{where}: field 'tests' line {compare.lineno} `{text}` compares without assert, so its "
+                        f"result is dropped and every program would pass; write `assert {text}`")
+    raise LetiError(f"{where}: field 'tests' has no assert or raise that runs (at top level or in a function the "
+                    f"tests call), {wrong}; write checks such as `{example}`")
