@@ -336,6 +336,59 @@ def test_engine_that_cannot_start_is_a_one_line_error(tmp_path, tiny_model_path)
         assert "gpu_memory_utilization" in str(info.value)
 
 
+def _prompt_of(tok, n_tokens: int) -> str:
+    text = "x = 1\n" * (n_tokens // len(tok("x = 1\n").input_ids))
+    while len(tok(text).input_ids) < n_tokens:
+        text += "y"
+    return text
+
+
+@pytest.mark.vllm
+def test_a_config_without_a_context_gets_the_engines_context(tmp_path):
+    """BLOOM's config states no context length: vLLM assumes 2048. Was: leti planned with none,
+    so a sample was cut at 2048 tokens by vLLM and labelled "stop", and a longer prompt failed
+    mid-phase with vLLM's own validation traceback. Now the budget is capped by the engine's
+    context ("length") and a longer prompt is leti's one-line error."""
+    from transformers import AutoTokenizer
+
+    from leti.sampling.vllm import VLLMEngine
+
+    path = make_tiny_model(tmp_path / "bloom", arch="bloom")
+    tok = AutoTokenizer.from_pretrained(path)
+    cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=40, backend="vllm", vllm=ENGINE)
+    engine = VLLMEngine(cfg, path)
+    assert engine.context is None  # leti's own reading of the config finds none
+    try:
+        [sample] = get_sampler(cfg, engine, None).sample([SampleRequest("near", _prompt_of(tok, 2030))])
+        assert (sample.n_prompt_tokens + sample.n_completion_tokens, sample.finish_reason) == (2048, "length")
+        assert engine.context == 2048
+        with pytest.raises(LetiError, match="context is 2048") as info:
+            list(get_sampler(cfg, engine, None).sample([SampleRequest("over", _prompt_of(tok, 2100))]))
+        assert "\n" not in str(info.value)
+    finally:
+        engine.close()
+
+
+@pytest.mark.vllm
+def test_the_engine_context_is_vllms_smallest_config_field(tmp_path):
+    """vLLM takes the smallest of more config fields than leti reads (here seq_length=64 beside
+    n_positions=512). Was: leti passed its 512 as max_model_len and vLLM refused to start. Now
+    vLLM derives its own and leti plans against it: a 100-token prompt is too long."""
+    from leti.sampling.vllm import VLLMEngine
+
+    path = Path(make_tiny_model(tmp_path / "m"))
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "seq_length": 64}))
+    cfg = SamplingConfig(n=1, temperature=0, max_new_tokens=8, backend="vllm", vllm=ENGINE)
+    engine = VLLMEngine(cfg, str(path))
+    try:
+        with pytest.raises(LetiError, match="context is 64"):
+            list(get_sampler(cfg, engine, None).sample([SampleRequest("p", _prompt_of(engine.tokenizer, 100))]))
+        assert engine.running and engine.context == 64
+    finally:
+        engine.close()
+
+
 @pytest.mark.vllm
 def test_vllm_serves_a_lora_adapter_as_the_merged_model(tmp_path):
     """An adapter directory is sampled as base model + LoRARequest: greedy tokens equal the HF

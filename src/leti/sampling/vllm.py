@@ -233,6 +233,7 @@ class VLLMEngine:
                 tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.adapter or self.checkpoint.model,
                                                           trust_remote_code=trust_remote_code)
             self.tokenizer = tokenizer
+            # leti's estimate until the engine starts, then the engine's own (see `get`)
             self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model, trust_remote_code)
             # vLLM ends a sample at these too: the generation config's eos ids are stop token ids
             # to it, returned as the sample's last token; to_sample must cut them as hf.py does.
@@ -247,6 +248,9 @@ class VLLMEngine:
             start = time.perf_counter()
             self._llm, self._lora = self._start()
             self.startup_s = time.perf_counter() - start
+            # vLLM's rule, not model_context's: the smallest of more config fields, and 2048
+            # for a config that states none (BLOOM); prompts and budgets must fit this one.
+            self.context = self._llm.llm_engine.model_config.max_model_len
         return self._llm, self._lora
 
     @property
@@ -272,7 +276,7 @@ class VLLMEngine:
         kwargs: dict[str, Any] = dict(
             model=ckpt.model, tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, dtype=cfg.dtype,
-            enforce_eager=cfg.enforce_eager, max_model_len=self.context, seed=self.seed,
+            enforce_eager=cfg.enforce_eager, max_model_len=cfg.max_model_len, seed=self.seed,
             trust_remote_code=self.trust_remote_code,
         )
         if cfg.model_impl != "auto":
@@ -348,13 +352,16 @@ class VLLMSampler:
     ) -> Iterator[Sample]:
         """Yield n samples per request, chunk by chunk, skipping keys in `skip`."""
         n = samples_per_request(self.config, n)
-        planned = plan_requests(requests, n, skip or set(), self._tokenize, self.engine.context, self.config)
+        context = self.engine.context
+        planned = plan_requests(requests, n, skip or set(), self._tokenize, context, self.config)
         if not planned:
             return
         running = self.engine.running
         llm, lora = self.engine.get()
         self.startup_s = 0.0 if running else self.engine.startup_s
         try:
+            if self.engine.context != context:  # the engine, now started, chose another context
+                planned = plan_requests(requests, n, skip or set(), self._tokenize, self.engine.context, self.config)
             from vllm import SamplingParams
 
             size = self.config.vllm.chunk_size
