@@ -205,6 +205,8 @@ def test_a_run_started_without_a_terminal_resumes_on_one(tmp_path, tiny_model_pa
            "--set", "trainer.pretrain_mix_ratio=0", "--run-dir", "r"]
     rc, out = _leti(cmd, tmp_path)
     assert rc == 0, out
+    # the run's config.yaml says what was asked: resumed from it on a terminal, the bars come back
+    assert "\nprogress: true\n" in (tmp_path / "r" / "config.yaml").read_text()
     rc, out = _leti(cmd, tmp_path, tty=True)
     assert rc == 0 and "already finished" in out, out
 

@@ -28,10 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from leti.cli import check_output_dir
-    from leti.config import load_config, terminal_progress
+    from leti.config import load_config
     from leti.loop.runner import run
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or default_run_dir(args.config)
     check_output_dir(run_dir, "--run-dir")
-    return run(terminal_progress(cfg), run_dir, mode="leti")
+    return run(cfg, run_dir, mode="leti", terminal_bars=True)

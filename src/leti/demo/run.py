@@ -44,7 +44,6 @@ from leti.config import (
     config_to_dict,
     flatten_config,
     load_yaml_text,
-    terminal_progress,
 )
 from leti.demo.config import (
     ARM_LABEL,
@@ -296,7 +295,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
                 _share_untrained_stages(root / f"seed{s}", arm)
                 if progress:
                     print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
-                run_loop(terminal_progress(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus))), arm_dir)
+                run_loop(arm_config(demo, s, str(model), arm, corpus_dir=str(corpus)), arm_dir, terminal_bars=True)
                 clock.add(f"seed{s}/{arm}", time.time() - t0)
     except (Exception, KeyboardInterrupt) as e:
         _summarise_after_failure(root, seed_list, iterations, clock, demo, where, e, progress)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from leti.config import RunConfig, dump_config
+from leti.config import RunConfig, dump_config, terminal_progress
 from leti.errors import LetiError, plural
 from leti.execution.ray_pool import make_executor
 from leti.loop.checks import (
@@ -54,21 +54,24 @@ def _library_progress(enabled: bool) -> Iterator[None]:
             hub.enable_progress_bars()
 
 
-def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti") -> int:
+def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars: bool = False) -> int:
     """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
-    `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py)."""
-    with _library_progress(cfg.progress):
-        return _run(cfg, run_dir, mode)
+    `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py).
+    `terminal_bars`: draw progress bars only when stderr is a terminal (the CLI's choice); the
+    run directory's config.yaml keeps `progress` as given either way."""
+    shown = terminal_progress(cfg) if terminal_bars else cfg
+    with _library_progress(shown.progress):
+        return _run(shown, run_dir, mode, saved=cfg)
 
 
-def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode) -> int:
+def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> int:
     group = Group(cfg.device)
     try:
         check_launch(cfg, group, carries_optimizer(cfg, mode))
         if not group.is_leader:
             return follow(cfg, group)
         try:
-            return _lead(cfg, run_dir, mode, group)
+            return _lead(cfg, run_dir, mode, group, saved)
         finally:
             if not group.broken:  # release the followers, also when the leader failed
                 group.broadcast(None)
@@ -92,11 +95,11 @@ def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
     return task, train_problems, eval_problems
 
 
-def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
+def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
         task, train_problems, eval_problems = _problems(cfg, mode)
-        resuming = prepare_run_dir(rd, cfg, mode)
+        resuming = prepare_run_dir(rd, saved, mode)
         last = cfg.iterations if mode == "leti" else 1
         records = rd.metrics()
         todo = min(set(range(last + 1)) - {r["iteration"] for r in records}, default=None)  # first to run
@@ -110,7 +113,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group) -> int:
                             f"(eval.every={cfg.eval.every}) and whose checkpoint keep_checkpoints deleted; set iterations "
                             "back to the run's own, or start again with a new --run-dir")
         if resuming:
-            write_text_atomic(rd.config_path, dump_config(cfg))  # what the rest of the run does
+            write_text_atomic(rd.config_path, dump_config(saved))  # what the rest of the run does
             if todo is None:
                 print(f"leti: resuming {rd.root}: iterations 0-{last} finished; iteration {last}, now the last, is evaluated")
             else:
