@@ -111,13 +111,18 @@ def test_lora_combinations_that_cannot_work_are_one_line_errors(overrides, fragm
 
 
 @pytest.mark.parametrize("dtype, why", [("bfloat16", "round away"), ("float16", "turn weights to NaN")])
-def test_half_precision_weights_are_refused_unless_lora_trains(dtype, why):
+def test_half_precision_weights_are_refused_at_run_start_unless_lora_trains(dtype, why, tmp_path, capsys):
     """AdamW steps trained weights in their own dtype: 16-bit full fine-tuning is refused with the
-    fix; with LoRA the base is frozen and the adapters are fp32, so 16-bit weights are fine."""
-    with pytest.raises(LetiError) as e:
-        load_config(None, [f"model_dtype={dtype}"])
-    assert f"model_dtype={dtype!r} would train every weight in {dtype}" in str(e.value)
-    assert why in str(e.value) and "model_dtype: float32" in str(e.value) and "\n" not in str(e.value)
+    fix when a run starts, before anything is sampled; with LoRA the base is frozen and the
+    adapters are fp32, so 16-bit weights are fine. The config itself still loads (a run made
+    before the rule keeps its report)."""
+    assert load_config(None, [f"model_dtype={dtype}"]).model_dtype == dtype
+    run = tmp_path / "run"
+    assert main(["run", "tiny-cpu", "--run-dir", str(run), "--set", f"model_dtype={dtype}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"leti: error: model_dtype={dtype!r} would train every weight in {dtype}")
+    assert why in err and "model_dtype: float32" in err and "\n" not in err
+    assert not (run / "iterations").exists()
     assert load_config(None, [f"model_dtype={dtype}", "trainer.lora.enabled=true"]).weights_dtype == dtype
 
 

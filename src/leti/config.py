@@ -97,6 +97,15 @@ class RunConfig:
     training_text: TrainingTextConfig = field(default_factory=TrainingTextConfig, metadata={"help": "Training text layout and ablations."})
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "Fine-tuning."})
 
+    def check_weights_dtype(self) -> None:
+        """At run start, not on every load: a config written before the rule (read by `leti
+        report`, say) still loads. 16-bit weights are only for LoRA's frozen base."""
+        if self.model_dtype in ("bfloat16", "float16") and not self.trainer.lora.enabled:
+            raise LetiError(f"model_dtype={self.model_dtype!r} would train every weight in {self.model_dtype}, where AdamW's "
+                            f"small updates {'round away' if self.model_dtype == 'bfloat16' else 'turn weights to NaN'}; "
+                            "use model_dtype: float32 (the trainer still computes in bf16 on GPUs, trainer.mixed_precision) "
+                            "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true)")
+
     @property
     def weights_dtype(self) -> str:
         """model_dtype as the run loads its models: 'auto' is float32 when every weight trains."""
@@ -113,11 +122,6 @@ class RunConfig:
             raise ValueError(f"seed must be in [0, 2**31), got {self.seed!r}")
         if self.max_train_problems is not None and self.max_train_problems < 1:
             raise ValueError(f"max_train_problems must be >= 1 or null, got {self.max_train_problems!r}")
-        if self.model_dtype in ("bfloat16", "float16") and not self.trainer.lora.enabled:
-            raise ValueError(f"model_dtype={self.model_dtype!r} would train every weight in {self.model_dtype}, where AdamW's "
-                             f"small updates {'round away' if self.model_dtype == 'bfloat16' else 'turn weights to NaN'}; "
-                             "use model_dtype: float32 (the trainer still computes in bf16 on GPUs, trainer.mixed_precision) "
-                             "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true)")
         if self.trainer.lora.save == "adapter" and self.sampling.backend == "vllm":
             raise ValueError("trainer.lora.save='adapter' with sampling.backend='vllm': vLLM cannot load the adapters' "
                              "special-token rows; use trainer.lora.save: merged")

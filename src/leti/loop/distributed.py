@@ -147,6 +147,7 @@ def check_launch(cfg, group: Group, carry: bool = False) -> None:
     from leti.training.sharded import check_sharding
     from leti.training.trainer import mixed_precision
 
+    cfg.check_weights_dtype()
     check_sharding(cfg.trainer, carry)
     mixed_precision(cfg.trainer.mixed_precision)  # fp16 without a GPU: refused before sampling, not after
 
