@@ -261,3 +261,19 @@ def test_tasks_show_of_a_missing_file_prints_only_the_error(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == f"leti: error: {tmp_path / 'missing.jsonl'}: task file not found; check the path in jsonl:PATH"
+
+
+def test_the_deepspeed_hook_lets_the_next_finder_see_the_import(tmp_path):
+    """leti's import hook for DeepSpeed removed itself from sys.meta_path while Python walked
+    that list, so the finder after it was skipped for that import."""
+    pytest.importorskip("deepspeed")
+    script = tmp_path / "spy.py"
+    script.write_text(
+        "import sys\nimport leti\nseen = []\n"
+        "class Spy:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        seen.append(name) if name == 'deepspeed' else None\n        return None\n"
+        "at = next(i for i, f in enumerate(sys.meta_path) if type(f).__name__ == '_DeepSpeedOnCpu')\n"
+        "sys.meta_path.insert(at + 1, Spy())\nimport torch\nimport deepspeed\nprint(seen)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "['deepspeed']"

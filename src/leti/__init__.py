@@ -13,9 +13,13 @@ class _DeepSpeedOnCpu:
     CUDA, the rule leti.training.trainer applies at training), without importing torch for it:
     the check runs when something imports deepspeed, by then torch is loaded."""
 
+    done = False
+
     def find_spec(self, name, path=None, target=None):
-        if name == "deepspeed" and "torch" in sys.modules:
-            sys.meta_path.remove(self)
+        # stays on sys.meta_path: removing itself here, while the import walks that list, would
+        # make Python skip the next finder for this import
+        if not self.done and name == "deepspeed" and "torch" in sys.modules:
+            self.done = True
             import torch
 
             if not torch.cuda.is_available():
