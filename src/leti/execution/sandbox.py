@@ -314,7 +314,9 @@ class WorkerCgroup:
 
 
 _REMOVE_GIVE_UP_S = 600.0  # a group busy this long holds a process that is not dying: left to the sweep
-_EXIT_WAIT_S = 10.0  # at exit, longest wait for the background removals (then sweep_stale_groups)
+# at exit, longest wait for the background removals (then sweep_stale_groups): short, since the
+# user sees only a pause (a group busy that long holds a process that is slow to go)
+_EXIT_WAIT_S = 2.0
 _pending: dict[Path, float] = {}  # busy groups -> when to give up on them
 _pending_lock = threading.Lock()
 _remover: threading.Thread | None = None
@@ -360,8 +362,11 @@ def _remove_pending() -> None:
 def _wait_for_removals(timeout: float = _EXIT_WAIT_S) -> None:
     """At exit (daemon threads stop with the interpreter): let busy groups still go."""
     deadline = time.monotonic() + timeout
-    while _pending and time.monotonic() < deadline:
-        time.sleep(0.02)
+    try:
+        while _pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+    except KeyboardInterrupt:  # a second Ctrl-C: exit now, without a traceback from atexit
+        pass
 
 
 _STALE_AGE_S = 60.0  # a group younger than this may be a live leti's, between mkdir and enter
