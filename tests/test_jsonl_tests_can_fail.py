@@ -47,10 +47,9 @@ REFUSED = [
                           "failure, so every program would fail"),
     ("import unittest\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n"
      "unittest.main(exit=False)\n", "calls unittest.main(exit=False) without checking its result"),
-    ("print(add(1, 2))", "field 'tests' has no assert or raise that runs (at top level or in a function the tests "
-                         "call), so every program would pass"),
-    ("import doctest\ndoctest.testmod()\n", "has no assert or raise that runs"),
-    ("def helper():\n    return add(1, 2) == 3\nhelper()\n", "has no assert or raise that runs"),
+    ("import doctest\ndoctest.testmod()\n", "field 'tests' has no assert or raise that runs (at top level or in "
+                                            "a function the tests call), so every program would pass"),
+    ("x = list(range(3))\nprint(x)\n", "has no assert or raise that runs"),  # builtins cannot fail here
     # a checker that is only called from a function nobody calls
     ("def check(f):\n    assert f(1, 2) == 3\ndef run():\n    check(add)\n", "defines check() but never calls it"),
 ]
@@ -75,11 +74,21 @@ def test_an_uncalled_check_names_the_call_to_add_from_entry_point(tmp_path: Path
         get_task(f"jsonl:{path}").problems()
 
 
-def test_a_check_in_the_prompt_counts_only_when_it_checks(tmp_path: Path) -> None:
-    prompt = "def check(f):\n    return f(1, 2) == 3\n\n" + PROMPT  # no assert: calling it checks nothing
-    path = _task_file(tmp_path, [{"prompt": prompt, "tests": "check(add)\n"}])
-    with pytest.raises(LetiError, match="has no assert or raise that runs"):
-        get_task(f"jsonl:{path}").problems()
+def test_smoke_tests_are_accepted_and_fail_a_program_that_raises(tmp_path: Path) -> None:
+    """A call of anything but a builtin can raise, and a raise fails the program: `add(1, 2)`,
+    `print(add(1, 2))`, a helper or a prompt-defined checker without assert, a loop calling each
+    test_* function can all fail (they were refused as checking nothing)."""
+    smoke = ["add(1, 2)\n", "print(add(1, 2))\n", "def helper():\n    return add(1, 2) == 3\nhelper()\n",
+             "def test_add():\n    add(1, 2)\n\nfor name, fn in list(globals().items()):\n"
+             "    if name.startswith('test_'):\n        fn()\n"]
+    rows = [{"tests": t} for t in smoke]
+    rows.append({"prompt": "def check(f):\n    return f(1, 2) == 3\n\n" + PROMPT, "tests": "check(add)\n"})
+    task = get_task(f"jsonl:{_task_file(tmp_path, rows)}")
+    problems = task.problems()[1:]
+    raising = "    raise ValueError('no')\n"
+    with Executor(ExecutionConfig(workers=2, timeout_s=10.0)) as ex:
+        results = ex.run([task.build_program(p, b) for b in (RIGHT, raising) for p in problems])
+    assert [r.passed for r in results] == [True] * len(problems) + [False] * len(problems)
 
 
 ACCEPTED = [

@@ -25,19 +25,20 @@ and `leti tasks validate` cannot see it: the reference passes too). The tests ar
 script after prompt + completion; nothing is added to them (unlike HumanEval, leti appends no
 `check(entry_point)` call) and no test runner collects them. The rule, on the code's syntax only:
 the code that runs when the tests run (their top level, class bodies included, not the bodies
-of functions) must contain a *check*, or call (by name; `obj.name(...)` counts as a call of
-`name`) a function or class defined in the tests or in the prompt whose body contains a check,
-directly or through further such calls. A check is an `assert` or `raise` statement, or a call
-of `assert*` (assertEqual, numpy's assert_allclose...), `fail`, `raises`, `exit`, `_exit`,
+of functions) must contain a *check*, call a function whose body checks, or call anything but
+a builtin (a call can raise, and a raise fails the program: `add(1, 2)` is a smoke test;
+`print(...)` or `list(...)` alone are not). A check is an `assert` or `raise` statement, or a
+call of `assert*` (assertEqual, numpy's assert_allclose...), `fail`, `raises`, `exit`, `_exit`,
 `quit` or `abort` (leti counts any exit as a failure). So these are accepted:
 
     assert add(1, 2) == 3                          plain asserts, in loops or ifs too
     if add(1, 2) != 3: raise ValueError("add")     a raise
     def check(f): assert f(1, 2) == 3              a checker defined in the tests
     check(add)                                     ... or in the prompt, and called here
+    add(1, 2)                                      a smoke test: passes unless add raises
     assert unittest.main(exit=False).result.wasSuccessful()     unittest test cases
 
-and tests that check nothing else are refused, each with its fix: comments, docstrings or
+and tests that can fail in none of these ways are refused, each with its fix: comments, docstrings or
 `pass` only; `add(1, 2) == 3` (a comparison without assert); a `check` (or pytest-style
 `test_*`) function that is never called; `unittest.main(exit=False)` or `doctest.testmod()`
 whose result is not checked (write `assert doctest.testmod().failed == 0`). `unittest.main()`

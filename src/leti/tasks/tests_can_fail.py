@@ -6,6 +6,7 @@ program pass, and `leti tasks validate` cannot see it (the reference passes too)
 from __future__ import annotations
 
 import ast
+import builtins
 import warnings
 
 from leti.errors import LetiError
@@ -15,6 +16,7 @@ from leti.errors import LetiError
 _CHECK_CALLS = frozenset({"fail", "raises", "exit", "_exit", "quit", "abort"})
 _PROMPT_LINES_DROPPED = 20  # at most, to find a prompt prefix that parses
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_BUILTINS = frozenset(dir(builtins))
 
 
 def _callee(node: ast.AST) -> str | None:
@@ -118,6 +120,17 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
     if unittest_main is not None:
         raise LetiError(f"{where}: field 'tests' calls unittest.main(exit=False) without checking its result, {wrong}; "
                         "write `assert unittest.main(exit=False).result.wasSuccessful()`")
+    compare = next((s for s in tree.body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Compare)), None)
+    if compare is not None:
+        text = (ast.get_source_segment(tests, compare) or "").replace("\n", " ")
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise LetiError(f"{where}: field 'tests' line {compare.lineno} `{text}` compares without assert, so its "
+                        f"result is dropped and every program would pass; write `assert {text}`")
+    # Any other call can raise, and a raise fails the program: a smoke test (`add(1, 2)`, a loop
+    # calling each test_* function) can fail. Builtins (print, list, range) and testmod, whose
+    # result goes unchecked here, do not count.
+    if any(c not in _BUILTINS for c in called - {"testmod"}):
+        return
     uncalled = [s for s in tree.body if isinstance(s, (*_FUNCTIONS, ast.ClassDef)) and s.name in checking]
     check = next((s for s in uncalled if s.name == "check"), None)
     if check is not None:
@@ -132,11 +145,5 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
                             "`assert unittest.main(exit=False).result.wasSuccessful()`")
         raise LetiError(f"{where}: field 'tests' defines {s.name}() but never calls it (the tests run as a plain script; "
                         f"no test runner collects them), {wrong}; add a last line `{s.name}()`")
-    compare = next((s for s in tree.body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Compare)), None)
-    if compare is not None:
-        text = (ast.get_source_segment(tests, compare) or "").replace("\n", " ")
-        text = text if len(text) <= 60 else text[:57] + "..."
-        raise LetiError(f"{where}: field 'tests' line {compare.lineno} `{text}` compares without assert, so its "
-                        f"result is dropped and every program would pass; write `assert {text}`")
     raise LetiError(f"{where}: field 'tests' has no assert or raise that runs (at top level or in a function the "
                     f"tests call), {wrong}; write checks such as `{example}`")
