@@ -36,15 +36,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 
-from leti.config import (
-    RESUMABLE_CHANGES,
-    RunConfig,
-    config_to_dict,
-    flatten_config,
-    load_yaml_text,
-)
+from leti.config import RunConfig
 from leti.demo.config import (
     ARM_LABEL,
     ARMS,
@@ -60,7 +53,7 @@ from leti.demo.summary import make_summary
 from leti.demo.warmstart import cached_path, warm_start, write_corpus
 from leti.errors import LetiError
 from leti.jsonl import is_number
-from leti.loop.checks import check_unchanged
+from leti.loop.checks import config_differences
 from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
@@ -156,43 +149,25 @@ def _arm_run_config(demo: DemoConfig, seed: int, arm: str) -> RunConfig:
     return arm_config(demo, seed, str(model), arm, corpus_dir=str(model / "corpus"))
 
 
-def _changed_fields(rd: RunDir, cfg: RunConfig) -> str:
-    """What of the demo config differs from what the arm in `rd` started with, in the demo
-    config's own terms (run.FIELD; the warmstart section by the model it gives); "" when that
-    cannot be said (a damaged config.yaml: the arm's own refusal says so)."""
-    try:
-        raw = load_yaml_text(rd.config_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return ""
-    if not isinstance(raw, dict):
-        return ""
-    old, new = flatten_config(raw), flatten_config(config_to_dict(cfg))
-    changed = [k for k in sorted(old) if k in new and k not in RESUMABLE_CHANGES and old[k] != new[k]]
-    named = [f"{'' if k == 'task' else 'run.'}{k} was {old[k]!r}, now {new[k]!r}"
-             for k in changed if k not in ("model", "trainer.pretrain_corpus")]
-    if {"model", "trainer.pretrain_corpus"} & set(changed):
-        named.append("the warmstart section differs")
-    return "; ".join(named)
-
-
 def _check_arms_unchanged(root: Path, demo: DemoConfig, seed_list: list[int], arms: tuple[str, ...]) -> None:
     """An arm started with another demo config (an edited --config file) is refused before
-    anything runs: left to the arm's own check, it came after the warm start, with `leti run`'s
+    anything runs, in the demo config's own terms (run.FIELD; the warmstart section by the model
+    it gives): left to the arm's own check, it came after the warm start, with `leti run`'s
     fixes (--set, which the demo lacks), and after a finished demo's summary was removed."""
     for s in seed_list:
         for arm in arms:
             rd = RunDir(root / f"seed{s}" / arm)
             if not (rd.config_path.is_file() and rd.has_output()):
                 continue  # a new arm (or one that wrote nothing yet) starts with this config
-            cfg = _arm_run_config(demo, s, arm)
-            try:
-                check_unchanged(rd, cfg)
-            except LetiError:
-                changes = _changed_fields(rd, cfg)
-                if not changes:
-                    raise
-                raise LetiError(f"{root}: this demo directory was started with another demo config ({changes}); "
-                                "restore the demo config it was started with, or use a new --run-dir") from None
+            changed = config_differences(rd, _arm_run_config(demo, s, arm))
+            if not changed:
+                continue
+            named = [f"{'' if k == 'task' else 'run.'}{k} was {before!r}, now {now!r}"
+                     for k, before, now, _ in changed if k not in ("model", "trainer.pretrain_corpus")]
+            if {"model", "trainer.pretrain_corpus"} & {k for k, *_ in changed}:
+                named.append("the warmstart section differs")
+            raise LetiError(f"{root}: this demo directory was started with another demo config ({'; '.join(named)}); "
+                            "restore the demo config it was started with, or use a new --run-dir")
 
 
 def _check_arms_fit_preset(arms: tuple[str, ...], cfg_path: Path) -> None:

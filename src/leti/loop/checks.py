@@ -57,25 +57,37 @@ def _same_directory(a: object, b: object) -> bool:
             and os.path.samefile(a, b))
 
 
-def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
-    """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES.
-    One difference is named with the --set that undoes it; several, with the config to resume with."""
+def config_differences(rd: RunDir, cfg: RunConfig) -> list[tuple[str, object, object, bool]]:
+    """The fields of `cfg` that differ from the config `rd` started with, leaving out
+    RESUMABLE_CHANGES: (field, value then, value now, whether the field existed then). A field
+    added to leti since counts as what the run did (BEHAVIOUR_BEFORE_FIELD, else its default);
+    two spellings of one local directory are the same value."""
     old = flatten_config(_started_config(rd))
     new = flatten_config(config_to_dict(cfg))
     defaults = flatten_config(config_to_dict(RunConfig()))
-    refusals: list[tuple[str, str]] = []  # (field, the refusal if it were the only one)
+    differences = []
     for key in sorted(set(old) | set(new)):
         if key in RESUMABLE_CHANGES:
             continue
-        if key not in old:  # a field added to leti after the run started: fine while it does what the run did
-            before = BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
-            if new.get(key) != before:
-                refusals.append((key, f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
-                                      f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir"))
-        elif old.get(key) != new.get(key) and not _same_directory(old.get(key), new.get(key)):
+        existed = key in old
+        before = old.get(key) if existed else BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
+        if new.get(key) != before and not (existed and _same_directory(before, new.get(key))):
+            differences.append((key, before, new.get(key), existed))
+    return differences
+
+
+def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
+    """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES.
+    One difference is named with the --set that undoes it; several, with the config to resume with."""
+    refusals: list[tuple[str, str]] = []  # (field, the refusal if it were the only one)
+    for key, before, now, existed in config_differences(rd, cfg):
+        if not existed:  # a field added to leti after the run started: fine while it does what the run did
+            refusals.append((key, f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
+                                  f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir"))
+        else:
             # a default leti changed since the run started reads the same: the --set says what to do
-            refusals.append((key, f"{rd.config_path}: field '{key}' was {old.get(key)!r} when the run started, now "
-                                  f"{new.get(key)!r}; resume with the same config (--set {_arg(key, old.get(key))}) "
+            refusals.append((key, f"{rd.config_path}: field '{key}' was {before!r} when the run started, now "
+                                  f"{now!r}; resume with the same config (--set {_arg(key, before)}) "
                                   "or use a new --run-dir"))
     if len(refusals) == 1:
         raise LetiError(refusals[0][1])
