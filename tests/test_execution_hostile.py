@@ -11,10 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hostile import CANARY, run_within
 
 from leti.execution import ExecutionConfig, Executor, Program, SandboxUnavailable, Status
-
-CANARY = Program("def f(x):\n    return 2 * x\n", "assert f(21) == 42\n", id="canary")
 
 
 @pytest.fixture(scope="module")
@@ -233,12 +232,6 @@ def test_cleanup_keeps_what_the_sandbox_mounted_under_tmp():
     mounts, parents = protected_paths(mountinfo, ("/tmp", "/dev/shm"))
     assert mounts == {"/tmp/ci/main/.venv", "/tmp/with space"}
     assert parents == {"/tmp/ci", "/tmp/ci/main"}
-
-
-def run_within(ex: Executor, programs: list[Program], timeout: float = 20.0) -> list:
-    """Like ex.run, but a result that never comes fails the test instead of hanging it."""
-    futures = [ex.submit(p) for p in programs]
-    return [f.result(timeout=timeout) for f in futures]
 
 
 def write_to_every_fd(record: bytes) -> str:

@@ -8,22 +8,16 @@ import time
 import tracemalloc
 
 import pytest
+from hostile import CANARY, run_within
 
 from leti.execution import ExecutionConfig, Executor, Program, Status
 from leti.execution.pool import TAMPERED
-
-CANARY = Program("def f(x):\n    return 2 * x\n", "assert f(21) == 42\n", id="canary")
 
 
 @pytest.fixture(scope="module")
 def ex():
     with Executor(ExecutionConfig(timeout_s=5.0, workers=1)) as executor:
         yield executor
-
-
-def run_within(ex: Executor, programs: list[Program], timeout: float = 20.0) -> list:
-    futures = [ex.submit(p) for p in programs]
-    return [f.result(timeout=timeout) for f in futures]
 
 
 def write_record(record: str) -> str:
