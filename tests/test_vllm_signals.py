@@ -36,8 +36,10 @@ def _task(tmp_path: Path) -> str:
     return f"jsonl:{path}"
 
 
-def _args(tmp_path: Path, model: str) -> list[str]:
-    engine = ["dtype=float32", "enforce_eager=true", "gpu_memory_utilization=0.1", "chunk_size=16"]
+def _args(tmp_path: Path, model: str, chunk_size: int = 16) -> list[str]:
+    """chunk_size 1 for a signal meant to land while vLLM samples: at 16 the tiny model draws all
+    160 samples in about 0.7 s on CPU, a window the signal once missed (CI, stop 21); at 1, about 7 s."""
+    engine = ["dtype=float32", "enforce_eager=true", "gpu_memory_utilization=0.1", f"chunk_size={chunk_size}"]
     return ["evaluate", "--task", _task(tmp_path), "--model", model, "--out", str(tmp_path / "out"),
             "--backend", "vllm", *[a for kv in engine for a in ("--vllm", kv)], "--n", str(N),
             "--max-new-tokens", "48", "--unsafe-no-sandbox", "--workers", "1"]
@@ -136,10 +138,11 @@ def test_engine_processes_do_not_outlive_a_killed_leti(tmp_path, tiny_model_path
     """kill -9 (OOM killer, SLURM's hard stop) while vLLM samples. Was: the engine core and its
     worker ran on for good (reparented to init; on a GPU with their memory). vLLM has no
     parent-death watch for its engine core; leti's watcher process kills them."""
-    leti = Leti(_args(tmp_path, tiny_model_path), tmp_path)
+    leti = Leti(_args(tmp_path, tiny_model_path, chunk_size=1), tmp_path)
     leti.wait_for(lambda: len(_samples(tmp_path)) > 0, 180, "the first samples")
     assert leti.engine()
     leti.proc.kill()
+    assert len(_samples(tmp_path)) < PROBLEMS * N, "killed after sampling ended, not while vLLM sampled"
     leti.proc.wait()
     leti.no_process_left()
 
@@ -147,7 +150,7 @@ def test_engine_processes_do_not_outlive_a_killed_leti(tmp_path, tiny_model_path
 def test_sigterm_while_sampling_stops_in_seconds_and_the_rerun_resumes(tmp_path, tiny_model_path):
     """SIGTERM (SLURM preemption) in the middle of vLLM sampling: one line, 143 in seconds, no
     process left; the same command again draws only the samples that are missing."""
-    args = _args(tmp_path, tiny_model_path)
+    args = _args(tmp_path, tiny_model_path, chunk_size=1)
     leti = Leti(args, tmp_path)
     leti.wait_for(lambda: len(_samples(tmp_path)) > 0, 180, "the first samples")
     t0 = time.monotonic()
