@@ -170,3 +170,65 @@ def test_a_disk_without_room_for_the_checkpoint_stops_before_training(tmp_path, 
     monkeypatch.setattr(shutil, "disk_usage", real)
     assert main(_args(run, tiny_model_path, shared_add_task)) == 0  # room again: it resumes and trains
     assert (run / "iterations" / "1" / "train_stats.json").exists()
+
+
+@pytest.mark.slow
+def test_a_run_started_with_relative_paths_resumes_from_any_directory(tmp_path, tiny_model_path, shared_add_task,
+                                                                      monkeypatch, capsys):
+    """config.yaml names the model directory and the task file absolutely, so the resume leti's
+    messages suggest (`leti run RUN/config.yaml --run-dir RUN`) works from another directory. Was:
+    'add.jsonl: task file not found (relative to the current directory ...)'."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "add.jsonl").write_text(Path(shared_add_task.removeprefix("jsonl:")).read_text())
+    (work / "model").symlink_to(tiny_model_path)
+    monkeypatch.chdir(work)
+    assert main(_args(Path("run"), "model", "jsonl:add.jsonl")) == 0
+    saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert (saved["model"], saved["task"]) == (str(work / "model"), f"jsonl:{work / 'add.jsonl'}")
+    capsys.readouterr()
+
+    monkeypatch.chdir(tmp_path)
+    run = work / "run"
+    assert main(["run", str(run / "config.yaml"), "--run-dir", str(run), "--set", "iterations=2"]) == 0
+    assert [json.loads(x)["iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    # and the relative spelling, from where the run started, is still the same run
+    monkeypatch.chdir(work)
+    assert main(_args(Path("run"), "./model", "jsonl:./add.jsonl", "--set", "iterations=2")) == 0
+    assert "already finished (2 iterations)" in capsys.readouterr().out
+
+
+def test_a_run_that_recorded_relative_paths_resumes_with_them(tmp_path, tiny_model_path, monkeypatch):
+    """Runs started before paths were made absolute have relative ones in config.yaml: read
+    against the current directory, the same files are the same run; other files are not."""
+    monkeypatch.chdir(tmp_path)
+    Path("t.jsonl").write_text("")
+    Path("other.jsonl").write_text("")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(RunConfig(task="jsonl:t.jsonl"))))
+    check_unchanged(RunDir(run), RunConfig(task=f"jsonl:{tmp_path / 't.jsonl'}"))
+    with pytest.raises(LetiError, match="field 'task' was"):
+        check_unchanged(RunDir(run), RunConfig(task=f"jsonl:{tmp_path / 'other.jsonl'}"))
+
+
+def test_only_paths_that_exist_are_made_absolute(tmp_path, monkeypatch):
+    from leti.loop.paths import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("m", "py", "ev"):
+        Path(name).mkdir()
+    for name in ("t.jsonl", "ev/train.json", "ev/ont.json"):
+        Path(name).write_text("")
+    cfg = RunConfig(model="m", task="jsonl:t.jsonl")
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, pretrain_corpus="py"))
+    done = with_absolute_paths(cfg)
+    assert (done.model, done.task, done.trainer.pretrain_corpus) == (
+        str(tmp_path / "m"), f"jsonl:{tmp_path / 't.jsonl'}", str(tmp_path / "py"))
+    # hub ids, 'stdlib', a missing file (its own error names it as given), tasks without paths
+    kept = RunConfig(model="Salesforce/codegen-350M-mono", task="jsonl:missing.jsonl")
+    assert with_absolute_paths(kept) == kept
+    assert with_absolute_paths(RunConfig(task="mbpp:hub")).task == "mbpp:hub"
+    spec = "eae-jsonl:train=ev/train.json,test=ev/missing.json,ontology=ev/ont.json,min_f1=0.5"
+    assert with_absolute_paths(RunConfig(task=spec)).task == (
+        f"eae-jsonl:train={tmp_path / 'ev/train.json'},test=ev/missing.json,ontology={tmp_path / 'ev/ont.json'},min_f1=0.5")

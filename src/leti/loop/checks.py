@@ -28,6 +28,7 @@ from leti.config import (
     yaml_value,
 )
 from leti.errors import LetiError
+from leti.loop.paths import PATH_FIELDS
 from leti.loop.rundir import RunDir, read_json, write_json_atomic, write_text_atomic
 
 Mode = Literal["leti", "sft"]
@@ -71,8 +72,11 @@ def config_differences(rd: RunDir, cfg: RunConfig) -> list[tuple[str, object, ob
             continue
         existed = key in old
         before = old.get(key) if existed else BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
-        if new.get(key) != before and not (existed and _same_directory(before, new.get(key))):
-            differences.append((key, before, new.get(key), existed))
+        now = new.get(key)
+        if key in PATH_FIELDS:  # run() makes them absolute; a run started before that has them as given
+            before, now = (PATH_FIELDS[key](v) if isinstance(v, str) else v for v in (before, now))
+        if now != before and not (existed and _same_directory(before, now)):
+            differences.append((key, before, now, existed))
     return differences
 
 

@@ -26,6 +26,7 @@ from leti.loop.checks import (
 )
 from leti.loop.distributed import Group, check_launch, follow
 from leti.loop.iteration import Iterations
+from leti.loop.paths import with_absolute_paths
 from leti.loop.rundir import RunDir, write_text_atomic
 from leti.loop.slot import ModelSlot
 from leti.tasks.base import Task
@@ -59,6 +60,7 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars:
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py).
     `terminal_bars`: draw progress bars only when stderr is a terminal (the CLI's choice); the
     run directory's config.yaml keeps `progress` as given either way."""
+    cfg = with_absolute_paths(cfg)  # config.yaml then names the same files from any directory
     shown = terminal_progress(cfg) if terminal_bars else cfg
     with _library_progress(shown.progress):
         return _run(shown, run_dir, mode, saved=cfg)

@@ -6,6 +6,7 @@ checked where leti receives it (contract.py)."""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +48,13 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+def absolute_path(value: str) -> str:
+    """`value` as an absolute path when it names something on disk (against the current
+    directory, ~ expanded); otherwise unchanged, so a missing path keeps its own error."""
+    path = os.path.expanduser(value)
+    return os.path.abspath(path) if not os.path.isabs(path) and os.path.exists(path) else value
+
+
 class Task(ABC):
     """Subclass, set the class attributes, implement `load_problems`, and register the class
     with `@register_task("name")` in leti/tasks/registry.py's import list, or from your own package
@@ -60,6 +68,13 @@ class Task(ABC):
     # Generation stops at the first of these (the text from it on is dropped).
     stop_sequences: tuple[str, ...] = ()
     eval_defaults: EvalDefaults = EvalDefaults()
+
+    @classmethod
+    def absolute_argument(cls, arg: str) -> str:
+        """The spec's argument (after `NAME:`) with the relative paths in it that exist made
+        absolute, so that a run's config.yaml names the same files from any directory. The
+        default, for arguments that are no paths, leaves it as it is."""
+        return arg
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

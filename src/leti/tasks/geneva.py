@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from leti.errors import LetiError
-from leti.tasks.base import EvalDefaults, Problem, Task
+from leti.tasks.base import EvalDefaults, Problem, Task, absolute_path
 from leti.tasks.eae.data import EventMention, read_oneie
 from leti.tasks.eae.judge import VERIFICATION_ERROR, judge_result
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
@@ -185,6 +185,18 @@ class EaeJsonlTask(EaeTask):
     source = "user-supplied OneIE JSON lines (e.g. a licensed ACE05 copy)"
     license = "as stated by the data's owner"
     citation = ""
+
+    @classmethod
+    def absolute_argument(cls, arg: str) -> str:
+        """Each file's path absolute (split=PATH, ontology=PATH or a bare PATH); min_f1 as it is."""
+        items = []
+        for item in arg.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                items.append(absolute_path(item) if item else item)
+            else:
+                items.append(item if key == "min_f1" else f"{key}={absolute_path(value)}")
+        return ",".join(items)
 
     def __init__(self, spec: str) -> None:
         files: dict[str, Path] = {}

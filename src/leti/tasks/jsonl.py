@@ -57,7 +57,7 @@ from typing import Any
 
 from leti.errors import LetiError
 from leti.jsonl import lone_surrogate, lone_surrogate_error, read_json_lines
-from leti.tasks.base import Problem, Task
+from leti.tasks.base import Problem, Task, absolute_path
 from leti.tasks.registry import register_task
 from leti.tasks.tests_can_fail import check_tests_can_fail
 
@@ -160,6 +160,10 @@ class JsonlTask(Task):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()  # the shell leaves ~ alone after "jsonl:"
         self.name = f"jsonl:{path}"
+
+    @classmethod
+    def absolute_argument(cls, arg: str) -> str:
+        return absolute_path(arg)
 
     def load_problems(self) -> list[Problem]:
         return read_task_file(self.path)
