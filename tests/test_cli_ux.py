@@ -87,6 +87,10 @@ def test_an_edited_demo_config_is_refused_in_demo_terms_and_leaves_the_summary(t
         "restore the demo config it was started with, or use a new --run-dir")
     assert len(list((tmp_path / "cache" / "warmstart").iterdir())) == 1  # refused before building another
     Path(preset).write_text(original)
+    rc, out = _leti(cmd, tmp_path, env={"LETI_CACHE_DIR": str(tmp_path / "moved")})  # the config is not to blame
+    assert rc == 2 and out.strip().splitlines()[-1] == (
+        f"leti: error: dq: this demo directory was started with its warm start in the cache folder {tmp_path / 'cache'}, "
+        f"now {tmp_path / 'moved'}; set LETI_CACHE_DIR={tmp_path / 'cache'} as when it started, or use a new --run-dir")
     rc, out = _leti(cmd, tmp_path, env=env)
     assert rc == 0 and "already finished" in out, out
     assert json.loads((tmp_path / "dq" / "summary.json").read_text()).get("incomplete") is None

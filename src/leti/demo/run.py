@@ -164,6 +164,12 @@ def _check_arms_unchanged(root: Path, demo: DemoConfig, seed_list: list[int], ar
                 continue
             named = [f"{'' if k == 'task' else 'run.'}{k} was {before!r}, now {now!r}"
                      for k, before, now, _ in changed if k not in ("model", "trainer.pretrain_corpus")]
+            models = [(Path(str(before)), Path(str(now))) for k, before, now, _ in changed if k == "model"]
+            if not named and models and models[0][0].name == models[0][1].name:
+                # the same warm start (its folder is named by its config's hash) in another cache folder
+                was, now = (p.parent.parent for p in models[0])
+                raise LetiError(f"{root}: this demo directory was started with its warm start in the cache folder "
+                                f"{was}, now {now}; set LETI_CACHE_DIR={was} as when it started, or use a new --run-dir")
             if {"model", "trainer.pretrain_corpus"} & {k for k, *_ in changed}:
                 named.append("the warmstart section differs")
             raise LetiError(f"{root}: this demo directory was started with another demo config ({'; '.join(named)}); "
