@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from leti.cli import main
@@ -58,7 +59,7 @@ def single_n3(tmp_path_factory, tiny_model_path, shared_add_task) -> Path:
 
 
 @pytest.mark.slow
-def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, shared_add_task, single_n3):
+def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, shared_add_task, single_n3, capsys):
     common = _common_n3(tiny_model_path, shared_add_task)
     single, multi, leader = single_n3, tmp_path / "multi", tmp_path / "leader"
     proc = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
@@ -107,6 +108,14 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, share
 
     again = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
     assert again.returncode == 0 and "already finished" in again.stdout
+    # trainer.batch_size is per process: one process would go on with half the texts per step
+    capsys.readouterr()
+    assert main(["run", CONFIG, "--run-dir", str(multi), *common, "--set", "iterations=2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"leti: error: {multi}: the run started with 2 processes (8 texts per optimizer step), now 1 (4); launch it "
+        "with 2 again (trainer.batch_size is per process), or use a new --run-dir")
+    assert not (multi / "iterations" / "2").exists()
+    assert yaml.safe_load((multi / "config.yaml").read_text())["iterations"] == 1
     # extended by an iteration: every rank goes on from the AdamW state rank 0 saved
     more = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common, "--set", "iterations=2"])
     assert more.returncode == 0, more.stderr[-3000:]
@@ -206,33 +215,81 @@ def test_two_ranks_train_each_text_once_when_the_batches_do_not_divide(tmp_path,
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
-@pytest.mark.slow
-def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path, shared_add_task, single_n3):
-    """Several machines, emulated on this one: two launchers of one process each (`torchrun
-    --nnodes 2 --node_rank R`, the documented multi-node command), so both ranks have
-    LOCAL_RANK 0 and only RANK tells them apart. Rank 1 must follow, not lead, and sample its
-    share; the samples equal a single process's."""
+def _two_nodes(args: list[list[str]], cwds: tuple[Path | None, Path | None] = (None, None),
+               timeout: int = 180) -> tuple[list[int], list[tuple[str, str]]]:
+    """Two launchers of one process each (`torchrun --nnodes 2 --node_rank R`, the documented
+    multi-node command), node R running `leti ARGS[R]` in CWDS[R]: (exit codes, (stdout, stderr))."""
     import socket
 
-    common = _common_n3(tiny_model_path, shared_add_task)
-    single, multi = single_n3, tmp_path / "multi"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
                                "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
-                               "-m", "leti", "run", CONFIG, "--run-dir", str(multi), *common],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               "-m", "leti", *args[r]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwds[r])
              for r in (0, 1)]
-    outs = [node.communicate(timeout=180) for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    try:
+        outs = [node.communicate(timeout=timeout) for node in nodes]
+    finally:
+        for node in nodes:  # a hang is a failure, not a stuck suite
+            node.kill()
+    return [node.returncode for node in nodes], outs
+
+
+@pytest.mark.slow
+def test_two_node_launch_matches_single_process(tmp_path, tiny_model_path, shared_add_task, single_n3):
+    """Several machines, emulated on this one: two launchers of one process each (`torchrun
+    --nnodes 2 --node_rank R`, the documented multi-node command), so both ranks have
+    LOCAL_RANK 0 and only RANK tells them apart. Rank 1 must follow, not lead, and sample its
+    share; the samples equal a single process's."""
+    common = _common_n3(tiny_model_path, shared_add_task)
+    single, multi = single_n3, tmp_path / "multi"
+    codes, outs = _two_nodes([["run", CONFIG, "--run-dir", str(multi), *common]] * 2)
+    assert codes == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert outs[0][0].count("leti: run finished") == 1 and "leti: run finished" not in outs[1][0]
     for name in ["1/samples.jsonl", "0/eval_samples.jsonl"]:
         got, ref = ([json.loads(x) for x in (run / "iterations" / name).read_text().splitlines()] for run in (multi, single))
         assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in got} == \
             {(r["problem_id"], r["sample_idx"]): r["completion"] for r in ref}, name
     assert json.loads((multi / "iterations" / "1" / "samples.done").read_text())["sampled_by_rank"] == [5, 4]
+
+
+@pytest.mark.slow
+def test_nodes_started_with_different_configs_are_refused_on_every_rank(tmp_path, tiny_model_path, add_task):
+    """A follower samples and trains with its own config: one node whose --set (or copy of the
+    YAML) differed cut other batches, and both ranks waited in DDP's collectives for 24 h.
+    Now every rank refuses, in one line, before any work."""
+    common = ["run", CONFIG, "--run-dir", str(tmp_path / "run"), *_common_n3(tiny_model_path, add_task)]
+    codes, outs = _two_nodes([common, [*common, "--set", "trainer.batch_size=2"]], timeout=120)
+    line = ("leti: error: rank 1 was started with trainer.batch_size=2 but rank 0 with trainer.batch_size=4; start "
+            "every process with the same config (the same file and --set on every node)")
+    assert codes[0] != 0 and codes[1] != 0
+    for _, err in outs:
+        assert err.count(line) == 1 and not re.search(r'File "[^"]*/leti/', err), err[-2000:]
+    assert not (tmp_path / "run" / "iterations").exists()
+
+
+@pytest.mark.slow
+def test_nodes_in_other_directories_share_a_relative_run_dir_and_log_to_tensorboard(tmp_path, tiny_model_path,
+                                                                                    add_task):
+    """Each rank loads the checkpoints rank 0 writes: a relative --run-dir was sent as it was
+    given, so a node started in another directory loaded that directory's copy (a stale one
+    was sampled from without a word; here none, so rank 1 stopped). And with trainer.report_to
+    tensorboard every rank but the leader failed at the first training stage (Accelerate wants a
+    logging_dir, which only the leader has)."""
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    node0.mkdir()
+    node1.mkdir()
+    args = ["run", CONFIG, "--run-dir", "run", *_common_n3(tiny_model_path, add_task),
+            "--set", "trainer.report_to=[tensorboard]"]
+    codes, outs = _two_nodes([args, args], cwds=(node0, node1))
+    assert codes == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert [json.loads(x)["iteration"] for x in (node0 / "run" / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert json.loads((node0 / "run" / "iterations" / "1" / "eval.json").read_text())["sampled_by_rank"] == [2, 2]
+    assert list((node0 / "run" / "iterations" / "1" / "logs").rglob("events.out.tfevents.*"))
+    assert not list(node1.iterdir())  # only the leader writes the run directory
 
 
 @pytest.mark.slow

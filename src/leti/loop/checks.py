@@ -166,6 +166,24 @@ def check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) 
         write_json_atomic(path, {**info, "problems_sha256": digest})
 
 
+def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> None:
+    """trainer.batch_size and gradient_accumulation_steps are per process: a run resumed under
+    another number of processes would train its later iterations on another number of texts
+    per optimizer step, the change a different trainer.batch_size is refused for. run.json keeps
+    the number the run started with (runs from before it get one now)."""
+    path = rd.root / "run.json"
+    info = read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
+    was = info.get("processes")
+    if isinstance(was, int) and was != processes:
+        t = cfg.trainer
+        per_step = t.batch_size * t.gradient_accumulation_steps
+        raise LetiError(f"{rd.root}: the run started with {was} process{'es' if was != 1 else ''} ({was * per_step} texts "
+                        f"per optimizer step), now {processes} ({processes * per_step}); launch it with {was} again "
+                        "(trainer.batch_size is per process), or use a new --run-dir")
+    if was is None:
+        write_json_atomic(path, {**info, "processes": processes})
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 

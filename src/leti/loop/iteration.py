@@ -19,7 +19,7 @@ from leti.config import RunConfig
 from leti.errors import LetiError
 from leti.loop import stages
 from leti.loop.checks import carries_optimizer, check_disk
-from leti.loop.distributed import DataParallelSampler, Group, TrainJob
+from leti.loop.distributed import DataParallelSampler, Group, TrainJob, shared_path
 from leti.loop.rundir import (
     read_json,
     read_sample_records,
@@ -215,7 +215,7 @@ class Iterations:
         self.slot.forget_source()  # weights change in place
         with self.group.stage():
             # iteration 1 also measures the base model's held-out loss (iteration 0's)
-            job = TrainJob(self.source(k - 1), texts, cfg.seed + k, optimizer_from, heldout_before=k == 1)
+            job = TrainJob(shared_path(self.source(k - 1)), texts, cfg.seed + k, optimizer_from, heldout_before=k == 1)
             self.group.broadcast(job)  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
                                  log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),

@@ -5,7 +5,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
     RUN/
       config.yaml                 resolved RunConfig (every field; `leti run` compares it on resume)
       run.json                    {"mode": "leti" | "sft", "created": ISO time, "problems_sha256":
-                                  digest of the train and eval problems, checked on resume}
+                                  digest of the train and eval problems, "processes": how many
+                                  the run was launched with; both checked on resume}
       metrics.jsonl               one JSON line per finished iteration, in order (fields below)
       .lock                       flock held while a process works on the run
       iterations/<k>/

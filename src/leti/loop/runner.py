@@ -22,9 +22,10 @@ from leti.loop.checks import (
     check_eos_token,
     check_optimizer_state,
     check_problems_unchanged,
+    check_processes,
     prepare_run_dir,
 )
-from leti.loop.distributed import Group, check_launch, follow
+from leti.loop.distributed import Group, check_launch, check_same_config, follow
 from leti.loop.iteration import Iterations
 from leti.loop.paths import with_absolute_paths
 from leti.loop.rundir import RunDir, write_text_atomic
@@ -69,6 +70,7 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars:
 def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> int:
     group = Group(cfg.device)
     try:
+        check_same_config(cfg, group)  # first: every later check assumes every rank has the same config
         check_launch(cfg, group, carries_optimizer(cfg, mode))
         if not group.is_leader:
             return follow(cfg, group)
@@ -114,6 +116,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             raise LetiError(f"{rd.root}: iterations={last} makes iteration {last} the last, which was not evaluated "
                             f"(eval.every={cfg.eval.every}) and whose checkpoint keep_checkpoints deleted; set iterations "
                             "back to the run's own, or start again with a new --run-dir")
+        if todo is not None:  # training to come (a finished run only evaluates its last iteration)
+            check_processes(rd, mode, cfg, group.world_size)
         if resuming:
             write_text_atomic(rd.config_path, dump_config(saved))  # what the rest of the run does
             if todo is None:

@@ -519,7 +519,10 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     if cfg.report_to:
         if after is not None:
             accelerator.log({"eval/pretrain_heldout_loss": after}, step=tally.steps)
-        accelerator.end_training()
+        # not end_training(): it also destroys the process group, which a multi-process run's
+        # next stage (and leti's own control messages) still uses
+        for tracker in accelerator.trackers:
+            tracker.finish()
 
     if is_sharded(accelerator):
         model = gather_full_model(accelerator, model, template)  # None on ranks other than 0
