@@ -183,3 +183,40 @@ def test_an_executor_left_by_an_exception_cancels_its_queued_programs():
         raise KeyboardInterrupt
     assert time.time() - start < 5  # all 8 take 8 s
     assert sum(f.cancelled() for f in futures) >= 5 and not futures[0].cancelled()
+
+
+def test_a_symlinked_output_gets_the_results_where_it_points(tmp_path):
+    """-o LINK: the results replace the link's target, and the link stays a link (the rename
+    of OUTPUT.partial replaced the link by a plain file and left the target stale)."""
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "program": "x = 1\n"}])
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "real.jsonl"
+    target.write_text("earlier results\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(Path("data") / "real.jsonl")  # relative, as `ln -s` usually makes them
+    assert main(["exec", str(inp), "-o", str(link), "--workers", "1"]) == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == ["a"]
+    assert sorted(p.name for p in tmp_path.rglob("*.partial")) == []
+
+
+@pytest.mark.parametrize("via_link", [False, True])
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, capsys, via_link):
+    """A FIFO, or a symlink to one (as /dev/stdout is to a pipe): the rename of OUTPUT.partial
+    would replace the node itself (as root, /dev/stdout), and nothing reached the reader."""
+    import os
+    import stat
+
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"program": "x = 1\n"}])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = fifo
+    if via_link:
+        out = tmp_path / "stdout"
+        out.symlink_to(fifo)
+    assert main(["exec", str(inp), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"leti: error: -o {out}: is a FIFO, not a regular file; the results are written to a new "
+                   "file and renamed over it, so pass a file path\n")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and out.is_symlink() == via_link
+    assert list(tmp_path.glob("*.partial")) == []

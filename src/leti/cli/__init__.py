@@ -50,10 +50,18 @@ def check_output_dir(path: str | Path, flag: str) -> None:
 
 
 def check_output_file(path: str | Path, flag: str) -> None:
-    """`flag PATH` must be (or become) a file: a directory there is one error line, before any work."""
+    """`flag PATH` must be (or become) a regular file: a directory or a special file there (a
+    device, a FIFO, also behind a symlink) is one error line, before any work."""
     p = Path(path)
     if p.is_dir():
         raise LetiError(f"{flag} {p}: is a directory; pass a file path, e.g. {p / 'results.jsonl'}")
+    if p.exists() and not p.is_file():
+        # the output is written to a new file and renamed over PATH: over /dev/stdout (as root)
+        # that replaced the device node itself, and the results never reached the stream
+        kind = ("FIFO" if p.is_fifo() else "device" if p.is_char_device() or p.is_block_device()
+                else "socket" if p.is_socket() else "special file")
+        raise LetiError(f"{flag} {p}: is a {kind}, not a regular file; the results are written to a new file "
+                        f"and renamed over it, so pass a file path")
     blocker = _file_in_the_way(p)
     if blocker is not None:
         raise LetiError(f"{flag} {p}: {blocker} is a file, not a directory; pass another path")

@@ -68,15 +68,19 @@ def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
 def run(args: argparse.Namespace) -> int:
     config = execution_config(args)
     check_output_file(args.output, "-o")
-    if args.output.exists() and args.input.exists() and args.output.samefile(args.input):
+    # A symlinked OUTPUT gets the results where it points: renamed over the link, they replaced
+    # it with a plain file and left its target stale. (realpath, not Path.resolve: a symlink
+    # loop is then an OSError when the file is opened, one line, not a RuntimeError.)
+    output = Path(os.path.realpath(args.output))
+    if output.exists() and args.input.exists() and output.samefile(args.input):
         # the output is opened for writing before the first program runs: the input would be lost
         raise LetiError(f"-o {args.output}: is the input file; write the results to another file")
     rows, programs = read_programs(args.input)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     # Lines go to OUTPUT.partial as programs finish and it becomes OUTPUT once all have run: an
     # interrupted run never leaves a shorter file that passes for the complete output, nor
     # destroys an earlier OUTPUT.
-    partial = args.output.with_name(args.output.name + ".partial")
+    partial = output.with_name(output.name + ".partial")
     passed = 0
     with Executor(config) as ex, partial.open("w", encoding="utf-8") as out:
         futures = [ex.submit(p) for p in programs]
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
         if bar is not None:
             bar.close()
-    os.replace(partial, args.output)
+    os.replace(partial, output)
     print(f"{passed} passed, {len(programs) - passed} failed", file=sys.stderr)
     return 0
 
