@@ -85,6 +85,7 @@ def test_unknown_field_suggests_the_fix(tmp_path):
     ("eval.ks=[1,100]", "eval.ks=[1, 100] needs values in 1..eval.n=16"),
     ("trainer.mixed_precision=fp8", "field 'trainer.mixed_precision' = 'fp8' is invalid; use one of"),
     ("execution.workers=0", "execution.workers must be >= 1, got 0"),
+    ("execution.timeout_s=1e10", "execution.timeout_s must be at most 86400 seconds (one day), got 10000000000.0"),
     ("trainer.lora.r=0", "trainer.lora.r must be >= 1, got 0"),
     ("trainer.report_to=[mlflow]", "unknown tracker 'mlflow'"),
     ("trainer.lora.rank=8", "unknown field 'trainer.lora.rank'"),

@@ -69,6 +69,8 @@ def test_humaneval_canonical_solutions_all_pass(tmp_path):
     ("dir", [], "-o {out}: is a directory; pass a file path"),
     ("under_file", [], "-o {out}: {tmp}/F is a file, not a directory"),
     ("ok", ["--timeout", "-1"], "--timeout must be > 0, got -1.0"),
+    # from ~9.2e9 s the host's select() overflowed: every program "crashed"
+    ("ok", ["--timeout", "1e10"], "--timeout must be at most 86400 seconds (one day), got 10000000000.0"),
     ("ok", ["--workers", "0"], "--workers must be >= 1, got 0"),
     ("ok", ["--memory-mb", "8"], "--memory-mb must be >= 64, got 8"),
 ])
@@ -85,6 +87,15 @@ def test_bad_output_path_or_flag_is_one_line_naming_it(tmp_path, capsys, where, 
 def test_tasks_validate_names_the_flag(tmp_path, capsys):
     assert main(["tasks", "validate", "humaneval", "--timeout", "0"]) == 2
     assert capsys.readouterr().err == "leti: error: --timeout must be > 0, got 0.0\n"
+    assert main(["tasks", "validate", "humaneval", "--timeout", "1e10"]) == 2
+    assert capsys.readouterr().err == "leti: error: --timeout must be at most 86400 seconds (one day), got 10000000000.0\n"
+
+
+def test_the_longest_timeout_allowed_still_runs_programs(tmp_path):
+    """At the bound a program is still judged, not reported "crashed" by a host that cannot wait so long."""
+    inp, out = write_jsonl(tmp_path / "in.jsonl", [{"program": "x = 1\n", "tests": "assert x == 1\n"}]), tmp_path / "o.jsonl"
+    assert main(["exec", str(inp), "-o", str(out), "--workers", "1", "--timeout", "86400"]) == 0
+    assert json.loads(out.read_text())["status"] == "passed"
 
 
 def test_os_errors_are_one_line_other_errors_keep_their_traceback(monkeypatch, capsys):

@@ -12,6 +12,12 @@ SandboxMode = Literal["auto", "bwrap", "none"]
 Backend = Literal["local", "ray"]
 
 
+# Longest time limit per program. Programs graded by tests run for seconds to minutes; from about
+# 9.2e9 s the host's select() overflows and every program is reported "crashed". One day is far
+# beyond any real test suite and far below that.
+MAX_TIMEOUT_S = 86400
+
+
 def _default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -37,6 +43,9 @@ class ExecutionConfig:
             raise ValueError(f"execution.timeout_s must be > 0, got {self.timeout_s!r}")
         if not math.isfinite(self.timeout_s):  # inf crashes every sandboxed worker (RLIMIT_CPU)
             raise ValueError(f"execution.timeout_s must be a finite number of seconds, got {self.timeout_s!r}")
+        if self.timeout_s > MAX_TIMEOUT_S:
+            raise ValueError(f"execution.timeout_s must be at most {MAX_TIMEOUT_S} seconds (one day), "
+                             f"got {self.timeout_s!r}")
         if self.memory_mb < 64:
             raise ValueError(f"execution.memory_mb must be >= 64, got {self.memory_mb!r}")
         if self.workers < 1:
