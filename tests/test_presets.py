@@ -255,3 +255,17 @@ def test_commands_in_preset_comments_work_without_a_checkout(tmp_path, monkeypat
             assert find_preset(name) is not None, (preset.name, name)
             presets += 1
     assert runs >= 5 and presets >= 4
+
+
+@pytest.mark.parametrize("command", ["run", "sft", "config"])
+def test_an_accelerate_preset_as_a_run_config_names_the_launch_command(tmp_path, monkeypatch, capsys, command):
+    """`leti presets` lists accelerate/ddp, so "config file not found" for it would mislead."""
+    from leti.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("accelerate/ddp", "accelerate/ddp.yaml"):
+        assert main([command, name]) == 2
+        assert capsys.readouterr().err == (
+            f"leti: error: {name} is an accelerate launch config, not a run config: accelerate launch --config_file "
+            '"$(leti presets accelerate/ddp --path)" -m leti run CONFIG\n')
+    assert not (tmp_path / "runs").exists()

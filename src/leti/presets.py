@@ -42,15 +42,18 @@ def resolve_config(arg: str | Path) -> Path:
     path = Path(arg)
     if path.exists():
         return path
+    preset = find_preset(str(arg))
+    if preset is not None and "/" in preset.name:  # `leti presets` lists it, so "not found" would mislead
+        raise LetiError(f"{arg} is an accelerate launch config, not a run config: accelerate launch --config_file "
+                        f"\"$(leti presets {preset.name} --path)\" -m leti run CONFIG")
+    if preset is not None:  # a bare name
+        return preset.path
     if len(path.parts) > 1:
         preset = find_preset(path.name)
         if preset is not None and "/" not in preset.name:
             raise LetiError(f"{arg}: config file not found; leti ships a preset of that name: `leti run "
                             f"{preset.name}` runs it, `leti presets {preset.name} > my.yaml` copies it to edit")
         return path
-    preset = find_preset(str(arg))  # a bare name: the accelerate configs ("accelerate/...") are not run configs
-    if preset is not None:
-        return preset.path
     names = ", ".join(p.name for p in list_presets() if "/" not in p.name)
     raise LetiError(f"{arg}: config file not found, and no preset has that name; pass a YAML file or one of "
                     f"{names} (`leti presets` describes them)")
