@@ -257,6 +257,43 @@ def test_commands_in_preset_comments_work_without_a_checkout(tmp_path, monkeypat
     assert runs >= 5 and presets >= 4
 
 
+def test_leti_run_refuses_a_config_meant_for_leti_sft_and_its_copies(tmp_path, monkeypatch, capsys):
+    """The supervised baselines' presets under `leti run` would be the LeTI loop with 30 epochs at
+    lr 1e-4 per iteration, neither experiment: one line naming `leti sft NAME`, no run directory.
+    The mark is a comment line, so `leti presets NAME > my.yaml` carries it; deleting it is the way out."""
+    from leti.cli import main
+    from leti.errors import LetiError
+    from leti.presets import SFT_MARK, list_presets, refuse_sft_config_for_run
+
+    monkeypatch.chdir(tmp_path)
+    assert {p.name for p in list_presets() if p.sft} == {"mbpp-sft", "mbpp-codegen-2b-sft"}
+    for name in ("mbpp-sft", "mbpp-codegen-2b-sft"):
+        assert main(["run", name, "--set", "iterations=1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"leti: error: {name}: a config for the supervised baseline") and err.count("\n") == 1
+        assert f"run it with `leti sft {name}`" in err
+    assert main(["presets", "mbpp-sft"]) == 0
+    copy = tmp_path / "my.yaml"
+    copy.write_text(capsys.readouterr().out)
+    assert main(["run", str(copy)]) == 2
+    assert f"run it with `leti sft {copy}`" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    copy.write_text("".join(line for line in copy.read_text().splitlines(keepends=True) if not line.startswith(SFT_MARK)))
+    refuse_sft_config_for_run(copy)  # unmarked: the LeTI loop on the baseline's settings, as asked
+    refuse_sft_config_for_run("mbpp-codegen-350m")
+    with pytest.raises(LetiError, match=r"`leti sft mbpp-sft` runs it"):  # a checkout's path, without a checkout
+        load_config("configs/mbpp-sft.yaml")
+
+
+def test_presets_footer_says_which_command_runs_which_preset(capsys):
+    from leti.cli import main
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "leti sft NAME the supervised baselines: mbpp-codegen-2b-sft, mbpp-sft\n" in out
+    assert 'accelerate/*: accelerate launch --config_file "$(leti presets NAME --path)" -m leti run CONFIG\n' in out
+
+
 @pytest.mark.parametrize("command", ["run", "sft", "config"])
 def test_an_accelerate_preset_as_a_run_config_names_the_launch_command(tmp_path, monkeypatch, capsys, command):
     """`leti presets` lists accelerate/ddp, so "config file not found" for it would mislead."""

@@ -1,11 +1,13 @@
 """`leti presets [NAME] [--path]`: the shipped run configs. Without NAME, a list; with NAME, the
 file (`leti presets mbpp-codegen-350m > my.yaml`, edit, `leti run my.yaml`) or, with --path, where
 it is installed (`accelerate launch --config_file "$(leti presets accelerate/ddp --path)" ...`).
-`leti run NAME` runs a preset as it is."""
+`leti run NAME` runs a preset as it is, `leti sft NAME` a supervised baseline (a preset marked
+`# leti: sft`, which `leti run` refuses)."""
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from leti.errors import LetiError
 
@@ -31,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
         for p in presets:
             summary = p.summary if len(p.summary) <= _WIDTH - width - 2 else p.summary[: _WIDTH - width - 3] + "…"
             print(f"{p.name:<{width}}  {summary}")
-        print("\nleti run NAME runs one; leti presets NAME prints it (to copy and edit); --path gives its file.")
+        sft = ", ".join(p.name for p in presets if p.sft)
+        print("\n" + textwrap.fill(f"leti run NAME runs one; leti sft NAME the supervised baselines: {sft}", _WIDTH,
+                                   subsequent_indent="  ", break_on_hyphens=False))
+        print("accelerate/*: accelerate launch --config_file \"$(leti presets NAME --path)\" -m leti run CONFIG")
+        print("leti presets NAME prints one (to copy and edit); --path gives its file.")
         return 0
     preset = find_preset(args.name)
     if preset is None:

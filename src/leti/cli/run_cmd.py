@@ -30,7 +30,9 @@ def _main(args: argparse.Namespace) -> int:
     from leti.cli import check_output_dir
     from leti.config import load_config
     from leti.loop.runner import run
+    from leti.presets import refuse_sft_config_for_run
 
+    refuse_sft_config_for_run(args.config)  # before the fields: the mode is the first mistake to name
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or default_run_dir(args.config)
     check_output_dir(run_dir, "--run-dir")
