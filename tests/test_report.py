@@ -132,8 +132,11 @@ def test_report_cli(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert (run / "report.html").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("leti: error:")
+    assert capsys.readouterr().err == (f"leti: error: {tmp_path / 'missing'}: does not exist; "
+                                       "pass a `leti run` or `leti demo` run directory\n")
+    (tmp_path / "afile").write_text("")
+    assert main(["report", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.startswith(f"leti: error: {tmp_path / 'afile'}: not a directory;")
 
 
 def test_report_rejects_a_dir_without_runs(tmp_path, capsys):

@@ -471,6 +471,8 @@ def _remove_stale_plots(root: Path, keep: set[str]) -> None:
 def build_report(root: str | Path) -> Path:
     """Write report.md, report.html and the PNGs into `root`; returns the HTML path."""
     root = Path(root)
+    if not root.exists():
+        raise LetiError(f"{root}: does not exist; pass a `leti run` or `leti demo` run directory")
     if not root.is_dir():
         raise LetiError(f"{root}: not a directory; pass a `leti run` or `leti demo` run directory")
     runs = sorted(find_runs(root), key=lambda r: (r[0].rsplit("/", 1)[0] if "/" in r[0] else "", _ARM_ORDER.get(r[0].rsplit("/", 1)[-1], 9), r[0]))
