@@ -72,6 +72,7 @@ def test_humaneval_canonical_solutions_all_pass(tmp_path):
     # from ~9.2e9 s the host's select() overflowed: every program "crashed"
     ("ok", ["--timeout", "1e10"], "--timeout must be at most 86400 seconds (one day), got 10000000000.0"),
     ("ok", ["--workers", "0"], "--workers must be >= 1, got 0"),
+    ("ok", ["--workers", "100000"], "--workers must be at most 1024, got 100000"),  # was: can't start new thread
     ("ok", ["--memory-mb", "8"], "--memory-mb must be >= 64, got 8"),
 ])
 def test_bad_output_path_or_flag_is_one_line_naming_it(tmp_path, capsys, where, flags, message):

@@ -137,3 +137,19 @@ def test_host_and_worker_agree_on_the_record_size_cap():
     from leti.execution import pool, worker
 
     assert pool._MAX_RESULT == worker.MAX_RESULT
+
+
+def test_the_pool_starts_no_more_workers_than_there_are_programs():
+    """All `workers` feeding threads started at the first submit: --workers 100000 failed with
+    "can't start new thread" for a file of 5 programs. The results do not depend on it."""
+    import threading
+
+    def feeders() -> int:
+        return sum(t.name.startswith("leti-exec-") for t in threading.enumerate())
+
+    before = feeders()
+    programs = [Program(f"x = {i}\n", "assert x % 2 == 1\n", id=i) for i in range(3)]
+    with Executor(ExecutionConfig(timeout_s=5.0, workers=64)) as many:
+        results = run_within(many, programs)
+        assert feeders() - before <= 3
+    assert [(r.id, r.status) for r in results] == [(0, Status.FAILED), (1, Status.PASSED), (2, Status.FAILED)]

@@ -17,9 +17,16 @@ Backend = Literal["local", "ray"]
 # beyond any real test suite and far below that.
 MAX_TIMEOUT_S = 86400
 
+# Most sandboxed workers on one machine (or per Ray actor). Each is a sandboxed interpreter and a
+# host thread; the largest machines have a few hundred cores, so more is a typo (100000 ran out
+# of threads). Absolute, not per core: a config is validated where it is written (a login node),
+# not only on the node that runs it.
+MAX_WORKERS = 1024
+
 
 def _default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
 
 
 @dataclass
@@ -50,6 +57,8 @@ class ExecutionConfig:
             raise ValueError(f"execution.memory_mb must be >= 64, got {self.memory_mb!r}")
         if self.workers < 1:
             raise ValueError(f"execution.workers must be >= 1, got {self.workers!r}")
+        if self.workers > MAX_WORKERS:
+            raise ValueError(f"execution.workers must be at most {MAX_WORKERS}, got {self.workers!r}")
         if self.feedback_style not in ("paper", "rich"):
             raise ValueError(f"execution.feedback_style must be 'paper' or 'rich', got {self.feedback_style!r}")
         if self.sandbox not in ("auto", "bwrap", "none"):

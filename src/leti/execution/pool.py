@@ -184,6 +184,9 @@ class Executor:
                   "(--unsafe-no-sandbox / execution.sandbox: none)", file=sys.stderr)
         self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
+        # submit() and close() under it: a program is never queued behind close()'s stop markers
+        # (it would wait forever), and concurrent submits (Ray actor threads) start at most `workers`
+        self._submit_lock = threading.Lock()
         self._live: set[_Worker] = set()
         self._closed = False
         self._aborted = False  # abort(): no result of a program that was running counts
@@ -232,17 +235,21 @@ class Executor:
             item[1].cancel()
 
     def _ensure_started(self) -> None:
+        """One more feeding thread per program submitted, up to `workers` (each starts its
+        sandboxed worker when it takes its first program). All of them up front made
+        `--workers 100000` fail with "can't start new thread" for a file of 5 programs."""
         if self._closed:
             raise RuntimeError("Executor is closed")
-        while len(self._threads) < self.config.workers:
+        if len(self._threads) < self.config.workers:
             t = threading.Thread(target=self._serve, daemon=True, name=f"leti-exec-{len(self._threads)}")
             t.start()
             self._threads.append(t)
 
     def submit(self, program: Program) -> Future:
-        self._ensure_started()
         fut: Future = Future()
-        self._queue.put((program, fut))
+        with self._submit_lock:
+            self._ensure_started()
+            self._queue.put((program, fut))
         return fut
 
     def run(self, programs: Iterable[Program]) -> list[ExecutionResult]:
@@ -265,11 +272,12 @@ class Executor:
         """Run every submitted program, then stop the workers. `timeout`: give up waiting for
         the threads after that many seconds (abort: they are daemons and their workers are
         already dead)."""
-        if self._closed:
-            return
-        self._closed = True
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
