@@ -122,9 +122,9 @@ def wait_for_lines():
 
     def wait(proc, path, n: int, timeout: float) -> None:
         deadline = time.time() + timeout
-        while time.time() < deadline and proc.poll() is None:
-            if path.exists() and path.read_text().count("\n") >= n:
-                break
+        while not (path.exists() and path.read_text().count("\n") >= n):
+            assert proc.poll() is None, "run finished before it could be killed"
+            assert time.time() < deadline, f"{path.name} did not reach {n} lines within {timeout:g} s"
             time.sleep(0.05)
         assert proc.poll() is None, "run finished before it could be killed"
 

@@ -238,7 +238,7 @@ def test_a_leftover_temporary_build_is_not_trusted_and_is_removed(tmp_path, tok)
 
 
 _CHILD = """
-import sys, time
+import os, sys, time
 from itertools import islice
 from pathlib import Path
 import torch
@@ -256,6 +256,18 @@ def logged_build(*args, **kwargs):  # the real build, noted in the log first
     return real_build(*args, **kwargs)
 
 corpus_cache._build = logged_build
+hold = os.environ.get("HOLD_AFTER_FIRST_CHUNK")
+if hold:  # the build stops midway (its first chunk written) until it is killed
+    real_tokenized = corpus_cache._tokenized
+
+    def held(*args, **kwargs):
+        chunks = real_tokenized(*args, **kwargs)
+        yield next(chunks)  # _build writes it before it asks for the next
+        Path(hold).touch()
+        while True:
+            time.sleep(1)
+
+    corpus_cache._tokenized = held
 tok = make_tiny_tokenizer()
 Path(out + ".ready").touch()
 while not Path(go).exists():
@@ -265,13 +277,13 @@ torch.save([b["input_ids"] for b in islice(stream, 50)], out)
 """
 
 
-def _child(tmp_path: Path, name: str, max_files: int) -> tuple[subprocess.Popen, Path]:
+def _child(tmp_path: Path, name: str, max_files: int, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(_CHILD))
     out = tmp_path / f"{name}.pt"
     args = [sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / "go"), str(tmp_path / "builds.log"),
             str(out), str(max_files)]
-    return subprocess.Popen(args, stderr=subprocess.PIPE, text=True), out
+    return subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}), out
 
 
 def _wait(path: Path, procs: list[subprocess.Popen], timeout: float = 120) -> None:
@@ -298,12 +310,12 @@ def test_two_processes_asking_for_one_key_build_it_once(tmp_path, tok):
 
 def test_a_build_killed_midway_leaves_no_entry_and_the_next_build_is_whole(tmp_path, tok):
     (tmp_path / "go").touch()
-    proc, _ = _child(tmp_path, "killed", 150)
+    # held after its first chunk: left to run, the whole build took about 0.13 s from the first
+    # chunk on disk to its rename, a window a kill could miss
+    proc, _ = _child(tmp_path, "killed", 150, env={"HOLD_AFTER_FIRST_CHUNK": str(tmp_path / "midway")})
     cache = tmp_path / "cache"
-    deadline = time.time() + 120
-    while not any(p.stat().st_size > 0 for p in cache.glob(".*.tmp-*/tokens.bin")):  # some chunks written
-        assert time.time() < deadline and proc.poll() is None, "the build ended before it could be killed"
-        time.sleep(0.01)
+    _wait(tmp_path / "midway", [proc])
+    assert any(p.stat().st_size > 0 for p in cache.glob(".*.tmp-*/tokens.bin"))  # some chunks written
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     [tmp] = cache.glob(".*.tmp-*")
