@@ -334,6 +334,32 @@ def test_an_sft_run_is_not_a_feedback_arm(tmp_path):
     assert not (runs / "comparisons.json").exists()
 
 
+def test_a_leti_sft_run_is_named_as_one(tmp_path):
+    """An SFT run's table has no train pass rate and its model never saw `<|good|>`: the report
+    says it is a `leti sft` run instead of leaving an unexplained n/a under a LeTI header."""
+    def sft_run(root: Path) -> Path:
+        _hand_run(root, [(0, {"pass@1": (0.25, 0.1)}), (30, {"pass@1": (0.5, 0.1)})])
+        lines = [{**json.loads(line), "train_pass_rate": None} for line in (root / "metrics.jsonl").read_text().splitlines()]
+        (root / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        (root / "run.json").write_text(json.dumps({"mode": "sft", "created": "2026-01-01T00:00:00+00:00"}))
+        return root
+
+    alone = sft_run(tmp_path / "sft")
+    build_report(alone)
+    md = (alone / "report.md").read_text()
+    assert "## Run `sft` (leti sft)" in md and "| sft (leti sft) | 25.0 ± 10.0 | 50.0 ± 10.0 |" in md
+    assert "so it has no train pass rate" in md
+    assert "`leti sft` runs train on the task's reference solutions and are evaluated on the plain prompt." in md
+    assert "<|good|>" not in md  # no LeTI-trained model here
+    runs = tmp_path / "runs"
+    sft_run(runs / "baseline")
+    _hand_run(runs / "leti", [(0, {"pass@1": (0.25, 0.1)}), (5, {"pass@1": (0.5, 0.1)})])
+    build_report(runs)
+    md = (runs / "report.md").read_text()
+    assert "`<|good|>` prefix (see each iteration's eval.json); `leti sft` runs train" in md
+    assert "## Run `baseline` (leti sft)" in md and "## Run `leti`\n" in md
+
+
 def _hand_run(root: Path, rows: list[tuple[int, dict | None]], textual: bool = True, **config) -> Path:
     """A run dir written by hand: config.yaml (RunConfig with `config`'s top-level fields) and one
     metrics.jsonl line per (gradient steps, eval) in `rows`, iteration 0 first; an eval is

@@ -20,6 +20,7 @@ from leti.report.data import (
     final_difference,
     load_run,
     read_summary,
+    run_mode,
     shared_metric,
     steps_to_reach,
 )
@@ -154,11 +155,8 @@ def _arm_of(root: Path) -> tuple[str | None, tuple | None, str]:
     """(arm or None, comparison key or None, what the run is, in words, when it is no arm)."""
     from leti.config import config_to_dict, flatten_config, load_config
 
-    try:
-        if json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode") == "sft":
-            return None, None, "a `leti sft` run"
-    except (OSError, ValueError, AttributeError):
-        pass  # no run.json (older runs, hand-made directories): judged by the config alone
+    if run_mode(root) == "sft":
+        return None, None, "a `leti sft` run"
     try:
         cfg = load_config(root / "config.yaml")
     except LetiError:
@@ -387,7 +385,7 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
     iteration, which the table names (a later unevaluated iteration is said in a line below)."""
     shared = shared_metric(histories)
     m = shared or "pass@k"
-    rows = [[h.name, _score_cell(h, h.baseline_score, h.baseline_score_stderr, shared),
+    rows = [[h.label, _score_cell(h, h.baseline_score, h.baseline_score_stderr, shared),
              _score_cell(h, h.final_score, h.final_score_stderr, shared), _final_iteration_cell(h),
              str(h.points[-1].iteration if h.points else 0), str(h.points[-1].gradient_steps if h.points else 0)]
             for h in histories]
@@ -425,9 +423,13 @@ def _summary_notes(summary: dict) -> list[Block]:
 def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None) -> list[Block]:
     demo = bool(summary)
     blocks: list[Block] = [Heading(f"LeTI report: {root.name}", 1)]
+    sft = [h for h in histories if h.sft]
     blocks.append(Para(("Iteration 0 is the demo's warm start, before any LeTI training" if demo else
                         "Iteration 0 is the model before any training")
-                       + "; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json)."))
+                       + ("; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json)"
+                          if len(sft) < len(histories) else "")
+                       + ("; `leti sft` runs train on the task's reference solutions and are evaluated on the plain "
+                          "prompt" if sft else "") + "."))
     blocks += (_summary_blocks(summary) + _summary_notes(summary)) if demo else _runs_table(histories)
     blocks.append(Para(STDERR_NOTE))
     pairs, refused = _arm_pairs(histories)
@@ -445,7 +447,10 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
         (root / "code_loss.png").unlink(missing_ok=True)
     files = plot_file_names(histories)
     for h in histories:
-        blocks.append(Heading(f"Run `{h.name}`"))
+        blocks.append(Heading(f"Run `{h.name}`" + (" (leti sft)" if h.sft else "")))
+        if h.sft:
+            blocks.append(Para("A `leti sft` run (the supervised baseline): it trains on the task's reference "
+                               "solutions and samples no training programs, so it has no train pass rate."))
         if h.metrics_cut_short:
             blocks.append(Para("metrics.jsonl ends in a partial line (the run was stopped while writing it), left "
                                f"out here; resuming the run (the command that started it, with `--run-dir {h.root}`) "

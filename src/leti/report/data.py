@@ -57,6 +57,12 @@ class RunHistory:
     points: list[IterationPoint]
     example_failure: str | None = None  # training text of one failing sample
     metrics_cut_short: bool = False  # metrics.jsonl ends in a partial line, left out
+    sft: bool = False  # a `leti sft` run (run.json mode "sft"): trained on reference solutions, no samples
+
+    @property
+    def label(self) -> str:
+        """The name as tables, headings and legends show it: an SFT run says so."""
+        return f"{self.name} (leti sft)" if self.sft else self.name
 
     @property
     def metric(self) -> str | None:
@@ -322,7 +328,17 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
         ))
     example = example_training_text(run, [p.iteration for p in points])
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example,
-                      metrics_cut_short=run.metrics_cut_short())
+                      metrics_cut_short=run.metrics_cut_short(), sft=run_mode(run.root) == "sft")
+
+
+def run_mode(root: Path) -> str | None:
+    """run.json's mode ("leti" or "sft"); None without a readable one (older runs, hand-made
+    directories), which are judged as `leti run` ones."""
+    try:
+        mode = json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mode if isinstance(mode, str) else None
 
 
 def shared_metric(histories: list[RunHistory]) -> str | None:

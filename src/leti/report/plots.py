@@ -51,7 +51,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
     any_err = False
     for h, (iters, steps, ys, errs) in zip(histories, series, strict=True):
         any_err = any_err or any(errs)
-        label = h.name if one or h.metric is None else f"{h.name} ({h.metric})"
+        label = h.label if one or h.metric is None else f"{h.label} ({h.metric})"
         for ax, xs in ((axes[0], iters), (axes[1], steps)):
             (line,) = ax.plot(xs, ys, marker="o", label=label)
             if any(errs):  # a band, not bars: arms often overlap and bars would hide each other
@@ -86,8 +86,8 @@ def plot_code_loss(histories: list[RunHistory], out: Path, iteration_zero: str =
     for h in histories:
         pts = [p for p in h.points if p.code_loss is not None]
         if pts:
-            axes[0].plot([p.iteration for p in pts], [p.code_loss for p in pts], marker="o", label=h.name)
-            axes[1].plot([p.gradient_steps for p in pts], [p.code_loss for p in pts], marker="o", label=h.name)
+            axes[0].plot([p.iteration for p in pts], [p.code_loss for p in pts], marker="o", label=h.label)
+            axes[1].plot([p.gradient_steps for p in pts], [p.code_loss for p in pts], marker="o", label=h.label)
     axes[0].set_xlabel(f"iteration (0 = {iteration_zero})")
     axes[0].xaxis.set_major_locator(_integer_ticks())
     axes[1].set_xlabel("gradient steps")
@@ -150,7 +150,7 @@ def plot_failures(history: RunHistory, out: Path) -> Path:
              [p.train_samples for p in train], "training samples", labels)
     _stacked(axes[1], [p.iteration for p in evals], [p.eval_failures for p in evals],
              [p.eval_samples for p in evals], "held-out samples", labels)
-    fig.suptitle(f"Failure types per iteration: {history.name}")
+    fig.suptitle(f"Failure types per iteration: {history.label}")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
