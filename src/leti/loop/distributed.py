@@ -161,11 +161,13 @@ def check_same_config(cfg, group: Group) -> None:
     """Every rank runs the config it was started with: a follower samples and trains with its
     own. One whose YAML or --set differed (another node's copy) cut other batches, and DDP's
     collectives then waited for each other for _WAIT (24 h). Refused on every rank, naming the
-    first field that differs. `progress` (bars on a terminal, not on a log file) may differ."""
+    first field that differs. `progress` (bars on a terminal, not on a log file) and `execution`
+    (the leader alone executes; its workers default to the machine's cores) may differ."""
     from leti.config import config_to_dict, flatten_config, yaml_value
     from leti.errors import LetiError
 
-    mine = {k: v for k, v in flatten_config(config_to_dict(cfg)).items() if k != "progress"}
+    mine = {k: v for k, v in flatten_config(config_to_dict(cfg)).items()
+            if k != "progress" and not k.startswith("execution.")}
     every = group.gather_all(mine)
     for rank, theirs in enumerate(every[1:], start=1):
         if theirs != every[0]:
