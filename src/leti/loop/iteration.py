@@ -16,7 +16,7 @@ import shutil
 import time
 
 from leti.config import RunConfig
-from leti.errors import LetiError
+from leti.errors import LetiError, plural
 from leti.loop import stages
 from leti.loop.checks import carries_optimizer, check_disk
 from leti.loop.distributed import DataParallelSampler, Group, TrainJob, shared_path
@@ -204,7 +204,7 @@ class Iterations:
                 raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains on them")
         carry = carries_optimizer(cfg, self.mode)
         optimizer_from = str(rd.checkpoint(k - 1) / OPTIMIZER_FILE) if carry and k > 1 else None
-        print(f"leti: iteration {k}: training on {len(texts)} texts for {cfg.trainer.epochs} epochs"
+        print(f"leti: iteration {k}: training on {plural(len(texts), 'text')} for {plural(cfg.trainer.epochs, 'epoch')}"
               + (f", AdamW going on from iteration {k - 1}" if optimizer_from else ""))
         # The checkpoint is assembled in tmp and lands in one rename: the AdamW state with it.
         tmp = rd.iteration(k) / "checkpoint.tmp"
