@@ -83,3 +83,26 @@ def test_run_dir_help_states_the_commands_own_default(command, default, capsys):
     assert default in " ".join(capsys.readouterr().out.split())
     assert default_run_dir("configs/x.yaml", "-sft" if command == "sft" else "") == (
         "runs/x-sft" if command == "sft" else "runs/x")
+
+
+def test_the_printed_defaults_do_not_pin_this_machines_core_count(tmp_path):
+    """`leti config > my.yaml` on a 1-core login node wrote `workers: 1`, and the GPU node that
+    ran my.yaml executed with one sandboxed worker. The default is null, one per core where the
+    programs run."""
+    import os
+    import subprocess
+    import sys
+
+    from leti.execution import ExecutionConfig
+
+    cores = sorted(os.sched_getaffinity(0))
+    command = [sys.executable, "-m", "leti", "config"]
+    everywhere = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    one_core = subprocess.run(command, capture_output=True, text=True, check=True,
+                              preexec_fn=lambda: os.sched_setaffinity(0, {cores[0]})).stdout
+    assert one_core == everywhere
+    assert "\nexecution:\n" in everywhere and "\n  workers: null\n" in everywhere
+    (tmp_path / "c.yaml").write_text(everywhere)
+    assert load_config(tmp_path / "c.yaml").execution.workers is None
+    assert ExecutionConfig().worker_count == len(cores)
+    assert ExecutionConfig(workers=3).worker_count == 3

@@ -142,6 +142,7 @@ def test_host_and_worker_agree_on_the_record_size_cap():
 def test_the_pool_starts_no_more_workers_than_there_are_programs():
     """All `workers` feeding threads started at the first submit: --workers 100000 failed with
     "can't start new thread" for a file of 5 programs. The results do not depend on it."""
+    import os
     import threading
 
     def feeders() -> int:
@@ -153,3 +154,10 @@ def test_the_pool_starts_no_more_workers_than_there_are_programs():
         results = run_within(many, programs)
         assert feeders() - before <= 3
     assert [(r.id, r.status) for r in results] == [(0, Status.FAILED), (1, Status.PASSED), (2, Status.FAILED)]
+    # workers: null is one per core
+    cores = len(os.sched_getaffinity(0))
+    programs = [Program(f"x = {i}\n", "assert x % 2 == 1\n", id=i) for i in range(2 * cores + 1)]
+    with Executor(ExecutionConfig(timeout_s=5.0, workers=None)) as per_core:
+        results = run_within(per_core, programs)
+        assert 1 <= feeders() - before <= cores
+    assert [r.passed for r in results] == [i % 2 == 1 for i in range(2 * cores + 1)]

@@ -172,7 +172,7 @@ def run_evaluation(
                 ks,
                 done=done,
                 on_results=log.append,
-                chunk_size=max(32, 16 * exec_config.workers),
+                chunk_size=max(32, 16 * exec_config.worker_count),
                 progress=bar.update,
             )
     results = {

@@ -33,7 +33,9 @@ def _default_workers() -> int:
 class ExecutionConfig:
     timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per program (paper: 5 s)."})
     memory_mb: int = field(default=4096, metadata={"help": "Address-space limit per program, MiB."})
-    workers: int = field(default_factory=_default_workers, metadata={"help": "Parallel sandboxed workers (default: one per core)."})
+    # None, not this machine's count: a config printed by `leti config` on a 1-core login node
+    # pinned 1 worker for the GPU node that ran it. Resolved where the executor starts.
+    workers: int | None = field(default=None, metadata={"help": "Parallel sandboxed workers (null: one per core of the machine that executes the programs)."})
     max_output_bytes: int = field(default=65536, metadata={"help": "Cap on captured stdout and on stderr, each."})
     feedback_style: FeedbackStyle = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the values of a failing assert's operands."})
     feedback_max_bytes: int = field(default=4096, metadata={"help": "Feedback text is cut in the middle to at most this many UTF-8 bytes."})
@@ -55,9 +57,9 @@ class ExecutionConfig:
                              f"got {self.timeout_s!r}")
         if self.memory_mb < 64:
             raise ValueError(f"execution.memory_mb must be >= 64, got {self.memory_mb!r}")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ValueError(f"execution.workers must be >= 1, got {self.workers!r}")
-        if self.workers > MAX_WORKERS:
+        if self.workers is not None and self.workers > MAX_WORKERS:
             raise ValueError(f"execution.workers must be at most {MAX_WORKERS}, got {self.workers!r}")
         if self.feedback_style not in ("paper", "rich"):
             raise ValueError(f"execution.feedback_style must be 'paper' or 'rich', got {self.feedback_style!r}")
@@ -74,3 +76,8 @@ class ExecutionConfig:
             raise ValueError(f"execution.ray_actors must be >= 1 or null, got {self.ray_actors!r}")
         if self.feedback_max_bytes < 256:
             raise ValueError(f"execution.feedback_max_bytes must be >= 256, got {self.feedback_max_bytes!r}")
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, or one per core available to this process when it is None."""
+        return self.workers if self.workers is not None else _default_workers()

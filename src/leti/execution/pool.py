@@ -184,6 +184,7 @@ class Executor:
                   "(--unsafe-no-sandbox / execution.sandbox: none)", file=sys.stderr)
         self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._workers = self.config.worker_count  # resolved once: the most feeding threads
         # submit() and close() under it: a program is never queued behind close()'s stop markers
         # (it would wait forever), and concurrent submits (Ray actor threads) start at most `workers`
         self._submit_lock = threading.Lock()
@@ -240,7 +241,7 @@ class Executor:
         `--workers 100000` fail with "can't start new thread" for a file of 5 programs."""
         if self._closed:
             raise RuntimeError("Executor is closed")
-        if len(self._threads) < self.config.workers:
+        if len(self._threads) < self._workers:
             t = threading.Thread(target=self._serve, daemon=True, name=f"leti-exec-{len(self._threads)}")
             t.start()
             self._threads.append(t)

@@ -49,14 +49,17 @@ class RayExecutor:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
-        n = config.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // config.workers)
-        actor_cls = ray.remote(num_cpus=config.workers, max_concurrency=config.workers)(_ExecutorActor)
-        local = replace(config, backend="local")
+        # workers: null is this (the driver's) machine's core count, for every actor, so that
+        # the actors' CPU reservations match the executors they start
+        workers = config.worker_count
+        n = config.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        actor_cls = ray.remote(num_cpus=workers, max_concurrency=workers)(_ExecutorActor)
+        local = replace(config, backend="local", workers=workers)
         self._actors = [actor_cls.options(scheduling_strategy="SPREAD").remote(local) for _ in range(n)]
         # Waits for every actor to start (so a bad node fails here, not mid-phase) and tells the
         # user where the programs will run.
         self.nodes = len(set(ray.get([a.node_id.remote() for a in self._actors])))
-        print(f"leti: executing on Ray: {n} actor(s) of {config.workers} sandboxed worker(s) on {self.nodes} node(s)")
+        print(f"leti: executing on Ray: {n} actor(s) of {workers} sandboxed worker(s) on {self.nodes} node(s)")
         self._turn = itertools.cycle(range(n))
         self._closed = False
 
