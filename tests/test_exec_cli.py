@@ -38,6 +38,8 @@ def test_output_has_input_fields_and_results_in_order(tmp_path):
     ('{"id": 2, "progr', "in.jsonl:2: not valid JSON (Unterminated string starting at column 11)"),
     ('{"tests": "assert True"}', "in.jsonl:2: missing field 'program'"),
     ('{"program": 3}', "in.jsonl:2: field 'program' must be a string"),
+    ('{"program": null}', "in.jsonl:2: field 'program' must be a string, got null"),  # JSON's names
+    ('{"program": "x = 1", "tests": [1]}', "in.jsonl:2: field 'tests' must be a string, got an array"),
     ('[1, 2]', "in.jsonl:2: expected a JSON object"),
 ])
 def test_malformed_line_is_one_line_error_naming_it(tmp_path, bad, expected):
@@ -232,3 +234,27 @@ def test_an_output_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path
                    "file and renamed over it, so pass a file path\n")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and out.is_symlink() == via_link
     assert list(tmp_path.glob("*.partial")) == []
+
+
+def test_null_tests_are_no_tests(tmp_path):
+    """tests are optional; `"tests": null` (what a writer of absent values often emits) was refused."""
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "program": "x = 1/0", "tests": None},
+                                              {"id": "b", "program": "x = 1", "tests": None}])
+    out = tmp_path / "o.jsonl"
+    assert main(["exec", str(inp), "-o", str(out), "--workers", "1"]) == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(g["id"], g["tests"], g["status"]) for g in got] == [("a", None, "failed"), ("b", None, "passed")]
+    assert got[0]["exception_type"] == "ZeroDivisionError"
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_input_without_programs_is_refused_and_the_old_output_kept(tmp_path, capsys, content):
+    """It "succeeded" with 0 passed, 0 failed and an empty OUTPUT, hiding a wrong path or a step
+    that failed to write the input; `leti evaluate` refuses an empty samples file likewise."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "o.jsonl"
+    inp.write_text(content)
+    out.write_text("earlier results\n")
+    assert main(["exec", str(inp), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (f"leti: error: {inp}: no programs in the input file; expected JSON lines "
+                                       "with a 'program' field each\n")
+    assert out.read_text() == "earlier results\n" and not (tmp_path / "o.jsonl.partial").exists()

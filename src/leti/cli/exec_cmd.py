@@ -58,11 +58,25 @@ def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
         if "program" not in row:
             raise LetiError(f"{where}: missing field 'program'")
         for key in ("program", "tests"):
+            if key == "tests" and row.get(key) is None:  # tests are optional: null is no tests
+                continue
             if key in row and not isinstance(row[key], str):
-                raise LetiError(f"{where}: field '{key}' must be a string, got {type(row[key]).__name__}")
+                raise LetiError(f"{where}: field '{key}' must be a string, got {_json_type(row[key])}")
         rows.append(row)
         programs.append(Program(program=row["program"], tests=row.get("tests") or "", id=row.get("id")))
+    if not programs:
+        # as `leti evaluate` refuses an empty samples file: "0 passed, 0 failed" and an empty
+        # OUTPUT hid a wrong path or a failed step that was to write the input
+        raise LetiError(f"{path}: no programs in the input file; expected JSON lines with a 'program' field each")
     return rows, programs
+
+
+def _json_type(value: object) -> str:
+    """A parsed value as JSON names it (null, not NoneType)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
+    names = ((str, "a string"), ((int, float), "a number"), (list, "an array"))
+    return next((name for kind, name in names if isinstance(value, kind)), "an object")
 
 
 def run(args: argparse.Namespace) -> int:
