@@ -277,6 +277,12 @@ def test_leti_run_refuses_a_config_meant_for_leti_sft_and_its_copies(tmp_path, m
     copy.write_text(capsys.readouterr().out)
     assert main(["run", str(copy)]) == 2
     assert f"run it with `leti sft {copy}`" in capsys.readouterr().err
+    assert main(["config", "mbpp-sft", "--set", "trainer.epochs=3"]) == 0  # the resolved copy keeps the mark
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(capsys.readouterr().out)
+    assert load_config(resolved).trainer.epochs == 3
+    assert main(["run", str(resolved)]) == 2
+    assert f"run it with `leti sft {resolved}`" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
     copy.write_text("".join(line for line in copy.read_text().splitlines(keepends=True) if not line.startswith(SFT_MARK)))
     refuse_sft_config_for_run(copy)  # unmarked: the LeTI loop on the baseline's settings, as asked

@@ -26,9 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from leti.presets import SFT_MARK, is_sft_config, resolve_config
+
     cfg = load_config(args.config, args.overrides)
     check_task(cfg, args.config, args.overrides)
-    print(render(cfg), end="")
+    # a config for `leti sft` keeps its mark, so `leti run` still refuses the printed copy
+    sft = args.config is not None and is_sft_config(resolve_config(args.config))
+    print((f"{SFT_MARK}  (a config for `leti sft`, which `leti run` refuses)\n" if sft else "") + render(cfg), end="")
     return 0
 
 
