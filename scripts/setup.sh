@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs leti with its test tools. torch is installed first, pinned, so that
-# pip takes the CPU wheel instead of a multi-GB CUDA build; users with GPUs install their own torch.
+# Creates .venv and installs leti with its test tools. torch is installed first, pinned to the
+# version CI tests, from pip's index: where a CPU wheel is on disk (CI) pip takes it; elsewhere point
+# pip at PyTorch's CPU index first to avoid a multi-GB CUDA build. Users with GPUs install their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v bwrap >/dev/null 2>&1; then

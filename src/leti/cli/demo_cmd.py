@@ -10,7 +10,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: warm start a tiny code model, run LeTI with textual vs binary feedback, report",
-        description="Builds (or reuses from $LETI_CACHE_DIR, default ~/.cache/leti) a small offline code model, evaluates it on held-out "
+        description="Builds (or reuses from $LETI_CACHE_DIR, default $XDG_CACHE_HOME/leti, else ~/.cache/leti) a small offline code model, evaluates it on held-out "
         "synthetic problems, runs LeTI iterations with textual feedback and then with binary feedback only "
         "(same warm start and seed), optionally the control arms of --arms, and writes summary.json, "
         "report.md, report.html and plots. "

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_execution_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that executes programs."""
     d = ExecutionConfig()
-    p.add_argument("--timeout", type=float, default=d.timeout_s, help=f"seconds per program (default {d.timeout_s:g})")
-    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per core)")
+    p.add_argument("--timeout", type=float, default=d.timeout_s, help=f"seconds per program (default {d.timeout_s:g}, at most 86400)")
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per core; at most 1024)")
     p.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address-space limit (default {d.memory_mb})")
     p.add_argument("--feedback-style", choices=["paper", "rich"], default=d.feedback_style,
                    help=f"feedback text: paper (trimmed traceback) or rich (also the values of a failing "

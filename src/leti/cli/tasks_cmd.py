@@ -18,8 +18,8 @@ _SHOW_FEEDBACK = 3
 
 def add_execution_flags(parser: argparse.ArgumentParser) -> None:
     """--workers / --timeout / --unsafe-no-sandbox, shared with `leti evaluate`."""
-    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxed workers (default: one per core)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per program (paper: 5)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxed workers (default: one per core; at most 1024)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per program (paper: 5; at most 86400)")
     parser.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",

@@ -31,11 +31,11 @@ def _default_workers() -> int:
 
 @dataclass
 class ExecutionConfig:
-    timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per program (paper: 5 s)."})
+    timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per program (paper: 5 s; at most 86400)."})
     memory_mb: int = field(default=4096, metadata={"help": "Address-space limit per program, MiB."})
     # None, not this machine's count: a config printed by `leti config` on a 1-core login node
     # pinned 1 worker for the GPU node that ran it. Resolved where the executor starts.
-    workers: int | None = field(default=None, metadata={"help": "Parallel sandboxed workers (null: one per core of the machine that executes the programs)."})
+    workers: int | None = field(default=None, metadata={"help": "Parallel sandboxed workers, at most 1024 (null: one per core of the machine leti runs on; with backend 'ray', that count for every actor)."})
     max_output_bytes: int = field(default=65536, metadata={"help": "Cap on captured stdout and on stderr, each."})
     feedback_style: FeedbackStyle = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the values of a failing assert's operands."})
     feedback_max_bytes: int = field(default=4096, metadata={"help": "Feedback text is cut in the middle to at most this many UTF-8 bytes."})

@@ -3,7 +3,8 @@
 Layout (k = 0 is the untrained model's baseline evaluation; training iterations are 1..K):
 
     RUN/
-      config.yaml                 resolved RunConfig (every field; `leti run` compares it on resume)
+      config.yaml                 resolved RunConfig (every field, local paths made absolute; `leti
+                                  run` compares it on resume)
       run.json                    {"mode": "leti" | "sft", "created": ISO time, "problems_sha256":
                                   digest of the train and eval problems, "processes": how many
                                   the run was launched with; both checked on resume}
