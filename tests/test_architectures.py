@@ -69,8 +69,10 @@ def test_arch_gets_leti_tokens_samples_batched_and_saves(arch, arch_model_path, 
 # Output heads that are neither tied to the input embedding nor carry a bias: under LoRA the
 # LeTI rows of both train. Heads with a bias (CodeGen, Phi) keep theirs (peft's trainable tokens
 # would drop the bias); tied heads follow the input rows.
-UNTIED_NO_BIAS = {"llama", "mistral", "gpt_neox"}
+UNTIED_NO_BIAS = {"llama", "mistral", "gpt_neox", "qwen3_moe"}
 HEAD_BIAS = {"codegen", "phi"}
+# fused expert parameters: peft wraps them without dropout support (see the test below)
+MOE = {"qwen3_moe"}
 
 
 def _logits(model, ids) -> torch.Tensor:
@@ -97,9 +99,11 @@ def test_lora_finds_every_arch_s_linear_layers_and_trains(arch, arch_model_path,
     bias_before = head.bias.detach().clone() if getattr(head, "bias", None) is not None else None
     assert (bias_before is not None) == (arch in HEAD_BIAS)
     cfg = TrainerConfig(epochs=1, batch_size=2, max_length=64, pretrain_mix_ratio=0.0, learning_rate=1e-3,
-                        lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter"))
+                        lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter", dropout=0.0 if arch in MOE else 0.05))
     trained, stats = train(model, tok, TEXTS, cfg, progress=False)
     wrapped = [name for name, m in trained.named_modules() if isinstance(m, LoraLayer)]
+    if arch in MOE:  # the experts' fused weights get adapters too
+        assert any(n.endswith("experts") for n in wrapped), wrapped
     # all-linear: attention and MLP of both layers (at least 2 per layer), never the output head
     assert len(wrapped) >= 4 and not any("lm_head" in n or "embed_out" in n for n in wrapped)
     assert stats.optimizer_steps == 1
@@ -186,6 +190,25 @@ def test_qlora_copy_has_the_full_models_head_bias_for_leti_tokens(arch, arch_mod
     assert float(want.max()) < -1.5  # the full model's entries are the mean, near -2
     got = copy4.get_base_model().get_output_embeddings().bias[rows]
     assert torch.allclose(got.float(), want.float(), atol=1e-2)
+
+
+def test_lora_dropout_on_fused_experts_is_refused_at_run_start_in_one_line(arch_model_path):
+    """peft wraps a mixture of experts' fused weights (all-linear targets them) without dropout
+    support, and the default trainer.lora.dropout 0.05 ended the first training stage, after the
+    evaluation and sampling phases, in peft's ValueError traceback. Now one line, from the
+    model's config alone at run start, and from train() too."""
+    from leti.training.lora import check_lora_targets
+
+    cfg = TrainerConfig(pretrain_mix_ratio=0.0, lora=LoraSettings(enabled=True))
+    line = (r"^trainer.lora.dropout=0.05: peft puts LoRA on Qwen3MoeForCausalLM's fused expert weights too, where it "
+            r"allows no dropout; set trainer.lora.dropout: 0, or name target_modules without the experts")
+    with pytest.raises(LetiError, match=line):
+        check_lora_targets(arch_model_path("qwen3_moe"), cfg)
+    model, tok = load_model_and_tokenizer(arch_model_path("qwen3_moe"), device="cpu")
+    with pytest.raises(LetiError, match=line):
+        train(model, tok, TEXTS, cfg, progress=False)
+    check_lora_targets(arch_model_path("qwen3_moe"), TrainerConfig(lora=LoraSettings(enabled=True, dropout=0.0)))
+    check_lora_targets(arch_model_path("llama"), cfg)  # dense layers take dropout
 
 
 def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_path):

@@ -1,5 +1,6 @@
 """leti: Learning from Textual Interactions for code language models."""
 
+import logging
 import os
 import sys
 
@@ -29,3 +30,8 @@ class _DeepSpeedOnCpu:
 
 if "deepspeed" not in sys.modules:
     sys.meta_path.insert(0, _DeepSpeedOnCpu())
+
+# bitsandbytes (imported with peft, for LoRA) warns on CPUs with AVX512-BF16 that an optional CPU
+# kernel for 4-bit weights failed to load ("pip install kernels"): noise on every LoRA run, and
+# leti's 4-bit training (QLoRA) runs on CUDA. Its own logger, so nothing else is hidden.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -87,6 +87,10 @@ def _arch_config(arch: str, h: int, n: int, a: int, ctx: int) -> dict:
         "opt": {**modern, "ffn_dim": 2 * h, "word_embed_proj_dim": h},
         "bloom": dict(hidden_size=h, n_layer=n, n_head=a),  # ALiBi: no position limit in the config
         "mpt": dict(d_model=h, n_layers=n, n_heads=a, max_seq_len=ctx),  # ALiBi up to max_seq_len
+        # a mixture of experts (Qwen3-Coder-30B-A3B's family): transformers 5 fuses each layer's
+        # experts into 3-D parameters, which LoRA's all-linear targets too
+        "qwen3_moe": {**modern, "num_key_value_heads": 1, "head_dim": h // a, "num_experts": 4,
+                      "num_experts_per_tok": 2, "moe_intermediate_size": h, "decoder_sparse_step": 1},
     }
     if arch not in configs:
         raise ValueError(f"arch={arch!r}: use one of {sorted(configs)}")
@@ -94,7 +98,7 @@ def _arch_config(arch: str, h: int, n: int, a: int, ctx: int) -> dict:
 
 
 ARCHS = ("gpt2", "llama", "gpt_bigcode", "codegen", "mistral", "qwen2", "gemma", "gpt_neox", "phi", "opt", "bloom",
-         "mpt")
+         "mpt", "qwen3_moe")
 
 
 def make_tiny_model(

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -78,11 +81,42 @@ def is_peft(model) -> bool:
 
 
 def apply_lora(model, tokenizer, cfg: TrainerConfig, like=None):
-    from peft import get_peft_model
-
     config = lora_config(model, tokenizer, cfg, like)
     check_target_modules(model, cfg, config)
-    return get_peft_model(model, config)
+    return _peft_model(model, config, cfg)
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """get_peft_model's notices about nothing wrong: it sets fan_in_fan_out itself for GPT-2's
+    Conv1D layers, and asks transformers a question transformers 5 renamed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
+def _peft_model(model, config, cfg: TrainerConfig):
+    """get_peft_model, with peft's refusal of these settings for this model as one LetiError."""
+    from peft import get_peft_model
+
+    try:
+        with _quiet_peft():
+            return get_peft_model(model, config)
+    except ValueError as e:
+        raise _dropout_refusal(e, model, cfg) or LetiError(
+            f"trainer.lora: peft cannot put LoRA on {type(model).__name__} with these settings ({message_line(e)}); "
+            "change trainer.lora") from None
+
+
+def _dropout_refusal(error: ValueError, model, cfg: TrainerConfig) -> LetiError | None:
+    """transformers 5 keeps a mixture of experts' weights as fused parameters (Mixtral, Qwen3-MoE,
+    DeepSeek-V3), which all-linear targets too, and peft wraps those without dropout support."""
+    if "lora_dropout" not in str(error):
+        return None
+    return LetiError(f"trainer.lora.dropout={cfg.lora.dropout:g}: peft puts LoRA on {type(model).__name__}'s fused "
+                     "expert weights too, where it allows no dropout; set trainer.lora.dropout: 0, or name "
+                     "target_modules without the experts (e.g. the attention projections)")
 
 
 def check_target_modules(model, cfg: TrainerConfig, config=None) -> None:
@@ -104,10 +138,11 @@ def check_target_modules(model, cfg: TrainerConfig, config=None) -> None:
 
 
 def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: bool = False) -> None:
-    """At run start: trainer.lora.target_modules against the skeleton of `model_name`, built from
-    its config on the meta device (no weights loaded), so that a wrong name fails before the
-    first evaluation and sampling phase (hours on a real run) rather than when training starts."""
-    if not cfg.lora.enabled or cfg.lora.target_modules == ["all-linear"]:
+    """At run start: trainer.lora against the skeleton of `model_name`, built from its config on
+    the meta device (no weights loaded), so that a wrong target name, or settings peft refuses
+    for this model, fail before the first evaluation and sampling phase (hours on a real run)
+    rather than when training starts."""
+    if not cfg.lora.enabled:
         return
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -124,6 +159,20 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     except (OSError, ValueError):
         return  # an unloadable model is reported, with its own message, where it loads
     check_target_modules(skeleton, cfg)
+    from peft import LoraConfig, get_peft_model
+
+    # the adapters alone (LeTI's token rows need the tokenizer); any other refusal is left to
+    # the training stage, where the real weights are there
+    target = cfg.lora.target_modules
+    config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
+                        target_modules=target[0] if target == ["all-linear"] else target)
+    try:
+        with _quiet_peft():
+            get_peft_model(skeleton, config)
+    except ValueError as e:
+        refusal = _dropout_refusal(e, skeleton, cfg)
+        if refusal is not None:
+            raise refusal from None
 
 
 def linear_layer_names(model) -> list[str]:
