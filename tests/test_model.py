@@ -181,3 +181,19 @@ def test_a_text_ending_in_eos_is_tokenized_once_when_the_tokenizer_adds_nothing(
     assert encode_prompt(counting, text) == tok(text).input_ids
     assert encode_prompt(counting, text)[-1] == tok.eos_token_id
     assert len(calls) == 2  # one per encode_prompt call
+
+
+def test_a_composite_config_states_its_context_in_its_text_config():
+    """Gemma 3, Llama 4 and Qwen3.5 checkpoints keep max_position_embeddings in text_config: the
+    context was read as unknown (None), as for a model that states none."""
+    from transformers import AutoConfig
+
+    from leti.model import model_context
+
+    text = dict(max_position_embeddings=333, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=32, intermediate_size=64)
+    composite = AutoConfig.for_model("gemma3", text_config=text)
+    assert getattr(composite, "max_position_embeddings", None) is None
+    assert model_context(composite) == 333
+    assert model_context(AutoConfig.for_model("gpt2", n_positions=128)) == 128
+    assert model_context(AutoConfig.for_model("bloom")) is None

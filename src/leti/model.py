@@ -275,11 +275,14 @@ _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len")
 
 
 def model_context(config) -> int | None:
-    """The model's context length from its config, None when it states none (BLOOM)."""
-    for name in _CONTEXT_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    """The model's context length from its config, None when it states none (BLOOM). A composite
+    config (Gemma 3, Llama 4, Qwen3.5) states it in its text model's config."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for cfg in (config, text) if text is not config else (config,):
+        for name in _CONTEXT_FIELDS:
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
     return None
 
 

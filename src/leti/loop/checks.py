@@ -137,8 +137,14 @@ def _check_fresh(rd: RunDir) -> None:
 
 
 def check_eos_token(cfg: RunConfig) -> None:
-    """training_text.append_eos needs the tokenizer's end-of-text token: refuse a tokenizer
-    without one before the first sampling phase, not when the training texts are built."""
+    """training_text.append_eos and trainer.pretrain_eos_separator need the tokenizer's
+    end-of-text token: refuse a tokenizer without one before the first sampling phase, not when
+    the training texts are built or the corpus packed."""
+    fields = [f for f, on in (("training_text.append_eos", cfg.training_text.append_eos),
+                              ("trainer.pretrain_eos_separator", cfg.trainer.reads_corpus and cfg.trainer.pretrain_eos_separator))
+              if on]
+    if not fields:
+        return
     from transformers import AutoTokenizer
 
     try:
@@ -146,8 +152,8 @@ def check_eos_token(cfg: RunConfig) -> None:
     except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
         return
     if not tok.eos_token:
-        raise LetiError(f"training_text.append_eos is true but the tokenizer of {cfg.model!r} has no eos_token; "
-                        "set training_text.append_eos: false, or give the tokenizer an eos_token")
+        raise LetiError(f"{fields[0]} is true but the tokenizer of {cfg.model!r} has no eos_token; "
+                        f"set {fields[0]}: false, or give the tokenizer an eos_token")
 
 
 def check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) -> None:

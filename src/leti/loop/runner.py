@@ -140,8 +140,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             from leti.training.lora import check_lora_targets
 
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
-        if cfg.training_text.append_eos:
-            check_eos_token(cfg)
+        check_eos_token(cfg)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
         if cfg.train_split == cfg.eval.split:
             print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
