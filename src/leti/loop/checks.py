@@ -103,13 +103,19 @@ def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
                         f"{shlex.quote(str(rd.root))}) or use a new --run-dir")
 
 
+def _run_info(rd: RunDir, mode: Mode) -> dict:
+    """run.json's record (a run from before run.json: just the mode it is run in)."""
+    path = rd.root / "run.json"
+    return read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
+
+
 def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
     A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
     the new config. Returns whether this resumes earlier work."""
     resuming = rd.config_path.exists() and rd.has_output()
     if resuming:
-        info = read_json(rd.root / "run.json", required=("mode",)) if (rd.root / "run.json").exists() else {"mode": mode}
+        info = _run_info(rd, mode)
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
         check_unchanged(rd, cfg, mode)
@@ -162,14 +168,13 @@ def check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) 
     problems the run started with (runs from before it get one now)."""
     text = json.dumps([[p.id, p.split, p.prompt, p.tests, p.reference, p.meta.get("stop")] for p in problems])
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    path = rd.root / "run.json"
-    info = read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
+    info = _run_info(rd, mode)
     if info.get("problems_sha256") not in (None, digest):
         raise LetiError(f"task '{task}': its problems (ids, prompts, tests or references) changed since the run in "
                         f"{rd.root} started (an edited task file, or another leti's prompts); restore them or use a "
                         "new --run-dir")
     if info.get("problems_sha256") is None:
-        write_json_atomic(path, {**info, "problems_sha256": digest})
+        write_json_atomic(rd.root / "run.json", {**info, "problems_sha256": digest})
 
 
 def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> None:
@@ -177,8 +182,7 @@ def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> N
     another number of processes would train its later iterations on another number of texts
     per optimizer step, the change a different trainer.batch_size is refused for. run.json keeps
     the number the run started with (runs from before it get one now)."""
-    path = rd.root / "run.json"
-    info = read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
+    info = _run_info(rd, mode)
     was = info.get("processes")
     if isinstance(was, int) and was != processes:
         t = cfg.trainer
@@ -187,7 +191,7 @@ def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> N
                         f"per optimizer step), now {processes} ({processes * per_step}); launch it with {was} again "
                         "(trainer.batch_size is per process), or use a new --run-dir")
     if was is None:
-        write_json_atomic(path, {**info, "processes": processes})
+        write_json_atomic(rd.root / "run.json", {**info, "processes": processes})
 
 
 def _gb(n: float) -> str:
