@@ -33,11 +33,16 @@ QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[ql
 def lora_config(model, tokenizer, cfg: TrainerConfig, like=None):
     """`like`: a peft model whose special-token rows to take over (QLoRA's 4-bit copy must have
     the layout of the full-precision model, also one loaded from an older adapter checkpoint)."""
+    rows = (like.peft_config[like.active_adapter].trainable_token_indices if like is not None
+            else special_token_rows(model, tokenizer, cfg))
+    return _adapters_config(cfg, rows)
+
+
+def _adapters_config(cfg: TrainerConfig, rows=None):
+    """peft's LoraConfig of trainer.lora; `rows`: the embedding rows trained beside the adapters."""
     from peft import LoraConfig
 
     target = cfg.lora.target_modules
-    rows = (like.peft_config[like.active_adapter].trainable_token_indices if like is not None
-            else special_token_rows(model, tokenizer, cfg))
     return LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=target[0] if target == ["all-linear"] else target,
@@ -159,16 +164,13 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     except (OSError, ValueError):
         return  # an unloadable model is reported, with its own message, where it loads
     check_target_modules(skeleton, cfg)
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     # the adapters alone (LeTI's token rows need the tokenizer); any other refusal is left to
     # the training stage, where the real weights are there
-    target = cfg.lora.target_modules
-    config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
-                        target_modules=target[0] if target == ["all-linear"] else target)
     try:
         with _quiet_peft():
-            get_peft_model(skeleton, config)
+            get_peft_model(skeleton, _adapters_config(cfg))
     except ValueError as e:
         refusal = _dropout_refusal(e, skeleton, cfg)
         if refusal is not None:
