@@ -30,6 +30,7 @@ from datetime import timedelta
 from itertools import islice
 from typing import Any
 
+from leti.loop.paths import absolute_model
 from leti.sampling.base import Sample, Sampler, SampleRequest, SamplingConfig, samples_per_request
 
 # How long a follower waits for the leader's next message (sampling + evaluation of one
@@ -145,7 +146,7 @@ def shared_path(source: str) -> str:
     """A checkpoint directory as the other ranks must be told it: absolute. Each loads it against
     its own current directory, and on another node a relative --run-dir named whatever that
     directory held there (a stale copy was sampled from without a word). Hub ids unchanged."""
-    return os.path.abspath(source) if os.path.isdir(source) else source
+    return absolute_model(source)
 
 
 def local_device(device: str) -> str:
