@@ -234,16 +234,26 @@ def test_ctrl_c_says_how_to_resume(tmp_path, tiny_model_path, task_file, wait_fo
 
 
 @pytest.mark.slow
-def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file):
+def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     run = tmp_path / "sft"
     assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0"]) == 0
+    # the LeTI config's loop settings are named as unused, not ignored silently
+    assert ("leti: note: `leti sft` does not use iterations=1, sampling.max_new_tokens=24, sampling.n=2: "
+            in capsys.readouterr().err)
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["n_texts"] == 3 and stats["pretrain_batches"] == 0
     assert not (run / "iterations" / "1" / "samples.jsonl").exists()
     ev = json.loads((run / "iterations" / "1" / "eval.json").read_text())
     assert ev["conditioned_on_good"] is False
     assert json.loads((run / "run.json").read_text())["mode"] == "sft"
+    # what sft does not use may change on resume; what it uses may not
+    assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+                 "--set", "trainer.pretrain_mix_ratio=0", "--set", "sampling.n=5", "--set", "iterations=3"]) == 0
+    assert "is already finished" in capsys.readouterr().out
+    assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+                 "--set", "trainer.pretrain_mix_ratio=0", "--set", "eval.n=4"]) == 2
+    assert "field 'eval.n' was 2" in capsys.readouterr().err
     # a LeTI run cannot be resumed in an SFT directory
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task={task_file}"]) == 2

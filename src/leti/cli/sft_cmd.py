@@ -1,5 +1,7 @@
 """`leti sft CONFIG [--run-dir DIR] [--set key=value ...]`: the supervised baseline (fine-tune on
-the task's reference solutions, then the same evaluation as `leti run`)."""
+the task's reference solutions, then the same evaluation as `leti run`). It trains once, for
+trainer.epochs: a LeTI config's `iterations`, training-time `sampling` and feedback switches of
+`training_text` are not used (the run names those it is given)."""
 
 from __future__ import annotations
 

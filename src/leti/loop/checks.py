@@ -33,6 +33,15 @@ from leti.loop.rundir import RunDir, read_json, write_json_atomic, write_text_at
 
 Mode = Literal["leti", "sft"]
 
+# Fields the supervised baseline (`leti sft`) never reads: it trains once, for trainer.epochs, on
+# prompt + reference solution (no reward token, no feedback), and samples only to evaluate (eval.*).
+# A resumed sft run may change them, and a config that sets them is told they go unused.
+SFT_UNUSED = frozenset({
+    "iterations", "sampling.n", "sampling.temperature", "sampling.top_p", "sampling.max_new_tokens",
+    "sampling.stop_sequences", "training_text.reward_token", "training_text.textual_feedback",
+    "training_text.postprocess_hints", "training_text.feedback_content", "training_text.stop_hint",
+    "training_text.keep_failures"})
+
 def _started_config(rd: RunDir) -> dict:
     """The config.yaml a run directory was started with, as a mapping."""
     fix = "restore it (it is the config the run started with) or use a new --run-dir"
@@ -58,9 +67,10 @@ def _same_directory(a: object, b: object) -> bool:
             and os.path.samefile(a, b))
 
 
-def config_differences(rd: RunDir, cfg: RunConfig) -> list[tuple[str, object, object, bool]]:
+def config_differences(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> list[tuple[str, object, object, bool]]:
     """The fields of `cfg` that differ from the config `rd` started with, leaving out
-    RESUMABLE_CHANGES: (field, value then, value now, whether the field existed then). A field
+    RESUMABLE_CHANGES (and in an sft run SFT_UNUSED): (field, value then, value now, whether the
+    field existed then). A field
     added to leti since counts as what the run did (BEHAVIOUR_BEFORE_FIELD, else its default);
     two spellings of one local directory are the same value."""
     old = flatten_config(_started_config(rd))
@@ -68,7 +78,7 @@ def config_differences(rd: RunDir, cfg: RunConfig) -> list[tuple[str, object, ob
     defaults = flatten_config(config_to_dict(RunConfig()))
     differences = []
     for key in sorted(set(old) | set(new)):
-        if key in RESUMABLE_CHANGES:
+        if key in RESUMABLE_CHANGES or (mode == "sft" and key in SFT_UNUSED):
             continue
         existed = key in old
         before = old.get(key) if existed else BEHAVIOUR_BEFORE_FIELD.get(key, defaults.get(key))
@@ -84,7 +94,7 @@ def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
     """A resumed run's config may differ from the one it started with only in RESUMABLE_CHANGES.
     One difference is named with the --set that undoes it; several, with the config to resume with."""
     refusals: list[tuple[str, str]] = []  # (field, the refusal if it were the only one)
-    for key, before, now, existed in config_differences(rd, cfg):
+    for key, before, now, existed in config_differences(rd, cfg, mode):
         if not existed:  # a field added to leti after the run started: fine while it does what the run did
             refusals.append((key, f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
                                   f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir"))
@@ -101,6 +111,13 @@ def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
         raise LetiError(f"{rd.config_path}: {len(keys)} fields differ from the config the run started with ({named}); "
                         f"resume with that config (leti {'run' if mode == 'leti' else 'sft'} {shlex.quote(str(rd.config_path))} --run-dir "
                         f"{shlex.quote(str(rd.root))}) or use a new --run-dir")
+
+
+def sft_unused_settings(cfg: RunConfig) -> list[str]:
+    """`field=value` for each SFT_UNUSED field `cfg` sets away from its default (a LeTI config
+    given to `leti sft`), so the run can say they go unused instead of ignoring them silently."""
+    now, defaults = flatten_config(config_to_dict(cfg)), flatten_config(config_to_dict(RunConfig()))
+    return [f"{k}={yaml_value(now[k])}" for k in sorted(SFT_UNUSED) if now.get(k) != defaults.get(k)]
 
 
 def _run_info(rd: RunDir, mode: Mode) -> dict:

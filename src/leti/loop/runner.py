@@ -24,6 +24,7 @@ from leti.loop.checks import (
     check_problems_unchanged,
     check_processes,
     prepare_run_dir,
+    sft_unused_settings,
 )
 from leti.loop.distributed import Group, check_launch, check_same_config, follow
 from leti.loop.iteration import Iterations
@@ -142,6 +143,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
         check_eos_token(cfg)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
+        if mode == "sft" and (unused := sft_unused_settings(cfg)):
+            print(f"leti: note: `leti sft` does not use {', '.join(unused)}: the supervised baseline trains once, for "
+                  "trainer.epochs, on the reference solutions, and samples only to evaluate (eval.*)", file=sys.stderr)
         if cfg.train_split == cfg.eval.split:
             print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
                   "problems the model was trained on", file=sys.stderr)
