@@ -280,15 +280,17 @@ def test_nodes_in_other_directories_share_a_relative_run_dir_and_log_to_tensorbo
     given, so a node started in another directory loaded that directory's copy (a stale one
     was sampled from without a word; here none, so rank 1 stopped). And with trainer.report_to
     tensorboard every rank but the leader failed at the first training stage (Accelerate wants a
-    logging_dir, which only the leader has)."""
+    logging_dir, which only the leader has). Iteration 2 reads iteration 1's AdamW state, whose
+    path followers got relative too (rank 1: "leti_optimizer.pth: missing")."""
     node0, node1 = tmp_path / "node0", tmp_path / "node1"
     node0.mkdir()
     node1.mkdir()
     args = ["run", CONFIG, "--run-dir", "run", *_common_n3(tiny_model_path, add_task),
-            "--set", "trainer.report_to=[tensorboard]"]
+            "--set", "trainer.report_to=[tensorboard]", "--set", "iterations=2"]
     codes, outs = _two_nodes([args, args], cwds=(node0, node1))
     assert codes == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    assert [json.loads(x)["iteration"] for x in (node0 / "run" / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [json.loads(x)["iteration"] for x in (node0 / "run" / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert "AdamW going on from iteration 1" in outs[0][0]
     assert json.loads((node0 / "run" / "iterations" / "1" / "eval.json").read_text())["sampled_by_rank"] == [2, 2]
     assert list((node0 / "run" / "iterations" / "1" / "logs").rglob("events.out.tfevents.*"))
     assert not list(node1.iterdir())  # only the leader writes the run directory

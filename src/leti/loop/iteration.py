@@ -12,6 +12,7 @@ trained on the token and get the plain prompt.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -215,7 +216,9 @@ class Iterations:
         self.slot.forget_source()  # weights change in place
         with self.group.stage():
             # iteration 1 also measures the base model's held-out loss (iteration 0's)
-            job = TrainJob(shared_path(self.source(k - 1)), texts, cfg.seed + k, optimizer_from, heldout_before=k == 1)
+            # paths the other ranks open: absolute, as a node started in another directory has its own cwd
+            job = TrainJob(shared_path(self.source(k - 1)), texts, cfg.seed + k,
+                           optimizer_from and os.path.abspath(optimizer_from), heldout_before=k == 1)
             self.group.broadcast(job)  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
                                  log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
