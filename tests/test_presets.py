@@ -5,6 +5,8 @@ config that docs/reproducing.md names exists and loads. Pure config checks (no m
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -289,6 +291,16 @@ def test_leti_run_refuses_a_config_meant_for_leti_sft_and_its_copies(tmp_path, m
     refuse_sft_config_for_run("mbpp-codegen-350m")
     with pytest.raises(LetiError, match=r"`leti sft mbpp-sft` runs it"):  # a checkout's path, without a checkout
         load_config("configs/mbpp-sft.yaml")
+
+
+def test_a_config_piped_to_leti_run_is_the_one_read(tmp_path):
+    """`leti run /dev/stdin` (or `<(...)`): the check for the sft mark read the pipe first, and the
+    config loader then got nothing and ran every default (codegen-350M on MBPP, The Stack)."""
+    piped = "model: tiny\neval:\n  n: 2\n  ks: [1, 5]\n"  # wrong on purpose: refused before any work
+    cmd = [sys.executable, "-m", "leti", "run", "/dev/stdin", "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, input=piped, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "leti: error: /dev/stdin: eval.ks=[1, 5] needs values in 1..eval.n=2; raise eval.n or drop the larger k\n"
 
 
 def test_presets_footer_says_which_command_runs_which_preset(capsys):

@@ -43,8 +43,11 @@ def list_presets() -> list[Preset]:
 
 def is_sft_config(path: Path) -> bool:
     """Whether the file has the SFT_MARK comment line. An unreadable file is not marked: reading
-    it as a config names the problem."""
+    it as a config names the problem. Nor is a pipe (`leti run /dev/stdin`, `<(...)`): it can be
+    read only once, and the config loader must get its text."""
     try:
+        if not path.is_file():
+            return False
         return _SFT_MARK_LINE.search(path.read_text(encoding="utf-8")) is not None
     except (OSError, UnicodeDecodeError):
         return False
