@@ -257,6 +257,11 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     # a LeTI run cannot be resumed in an SFT directory
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task={task_file}"]) == 2
+    capsys.readouterr()
+    # nor started from its config.yaml (it ran the LeTI loop on the baseline's settings)
+    assert main(["run", str(run / "config.yaml"), "--run-dir", str(tmp_path / "leti")]) == 2
+    assert "a config for the supervised baseline" in capsys.readouterr().err
+    assert not (tmp_path / "leti").exists()
 
 
 @pytest.mark.slow

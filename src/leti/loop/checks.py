@@ -120,6 +120,14 @@ def sft_unused_settings(cfg: RunConfig) -> list[str]:
     return [f"{k}={yaml_value(now[k])}" for k in sorted(SFT_UNUSED) if now.get(k) != defaults.get(k)]
 
 
+def run_config_text(cfg: RunConfig, mode: Mode) -> str:
+    """A run directory's config.yaml. An sft run's carries SFT_MARK, so that `leti run
+    RUN/config.yaml` refuses it as it refuses the preset it may have come from."""
+    from leti.presets import SFT_MARK
+
+    return (f"{SFT_MARK}  (the config of a `leti sft` run, which `leti run` refuses)\n" if mode == "sft" else "") + dump_config(cfg)
+
+
 def _run_info(rd: RunDir, mode: Mode) -> dict:
     """run.json's record (a run from before run.json: just the mode it is run in)."""
     path = rd.root / "run.json"
@@ -140,7 +148,7 @@ def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     else:
         _check_fresh(rd)
         write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
-        write_text_atomic(rd.config_path, dump_config(cfg))
+        write_text_atomic(rd.config_path, run_config_text(cfg, mode))
     return resuming
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from leti.config import RunConfig, dump_config, terminal_progress
+from leti.config import RunConfig, terminal_progress
 from leti.errors import LetiError, plural
 from leti.execution.ray_pool import make_executor
 from leti.loop.checks import (
@@ -24,6 +24,7 @@ from leti.loop.checks import (
     check_problems_unchanged,
     check_processes,
     prepare_run_dir,
+    run_config_text,
     sft_unused_settings,
 )
 from leti.loop.distributed import Group, check_launch, check_same_config, follow
@@ -120,7 +121,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         if todo is not None:  # training to come (a finished run only evaluates its last iteration)
             check_processes(rd, mode, cfg, group.world_size)
         if resuming:
-            write_text_atomic(rd.config_path, dump_config(saved))  # what the rest of the run does
+            write_text_atomic(rd.config_path, run_config_text(saved, mode))  # what the rest of the run does
             if todo is None:
                 print(f"leti: resuming {rd.root}: iterations 0-{last} finished; iteration {last}, now the last, is evaluated")
             else:
