@@ -163,3 +163,16 @@ def test_the_pool_starts_no_more_workers_than_there_are_programs():
         results = run_within(per_core, programs)
         assert 1 <= feeders() - before <= cores
     assert [r.passed for r in results] == [i % 2 == 1 for i in range(2 * cores + 1)]
+
+
+def test_a_long_exception_chain_is_reported_as_fast_as_it_was_raised():
+    """A memoised recursion without its base case (`try: return memo[n]` / `except KeyError:`
+    recursing) raises a RecursionError whose __context__ chain is 30000 exceptions long. It was
+    reported from inside `except`, where every exception raised while reporting walked that
+    chain: ~17 s of reporting for ~2 s of program, so a failure became TIMEOUT. Now ~2-3 s."""
+    src = ("import sys\nsys.setrecursionlimit(30000)\nmemo = {}\ndef f(n):\n    try:\n        return memo[n]\n"
+           "    except KeyError:\n        memo[n] = f(n - 1) + 1   # base case forgotten\n        return memo[n]\n")
+    with Executor(ExecutionConfig(timeout_s=10.0, workers=1)) as one:
+        r = run_within(one, [Program(src, "assert f(3) == 3\n")], timeout=60)[0]
+    assert r.status is Status.FAILED and r.exception_type == "RecursionError", (r.status, r.duration_s)
+    assert r.feedback.endswith("RecursionError: maximum recursion depth exceeded while calling a Python object")
