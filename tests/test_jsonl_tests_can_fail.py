@@ -50,6 +50,11 @@ REFUSED = [
     ("import doctest\ndoctest.testmod()\n", "field 'tests' has no assert or raise that runs (at top level or in "
                                             "a function the tests call), so every program would pass"),
     ("x = list(range(3))\nprint(x)\n", "has no assert or raise that runs"),  # builtins cannot fail here
+    # set-up calls of library modules run whatever the program does: they hid a forgotten check(add)
+    ("import random\nrandom.seed(0)\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n",
+     "defines check() but never calls it"),
+    ("import sys as s\nfrom math import sqrt\ns.setrecursionlimit(10 ** 4)\nsqrt(2)\n"
+     "def test_add():\n    assert add(1, 2) == 3\n", "defines test_add() but never calls it"),
     # a checker that is only called from a function nobody calls
     ("def check(f):\n    assert f(1, 2) == 3\ndef run():\n    check(add)\n", "defines check() but never calls it"),
 ]

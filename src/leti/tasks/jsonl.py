@@ -26,8 +26,8 @@ script after prompt + completion; nothing is added to them (unlike HumanEval, le
 `check(entry_point)` call) and no test runner collects them. The rule, on the code's syntax only:
 the code that runs when the tests run (their top level, class bodies included, not the bodies
 of functions) must contain a *check*, call a function whose body checks, or call anything but
-a builtin (a call can raise, and a raise fails the program: `add(1, 2)` is a smoke test;
-`print(...)` or `list(...)` alone are not). A check is an `assert` or `raise` statement, or a
+a builtin or an imported module's function (a call can raise, and a raise fails the program:
+`add(1, 2)` is a smoke test; `print(...)`, `list(...)` or `random.seed(0)` alone are not). A check is an `assert` or `raise` statement, or a
 call of `assert*` (assertEqual, numpy's assert_allclose...), `fail`, `raises`, `exit`, `_exit`,
 `quit` or `abort` (leti counts any exit as a failure). So these are accepted:
 

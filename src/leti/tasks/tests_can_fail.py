@@ -27,6 +27,20 @@ def _callee(node: ast.AST) -> str | None:
     return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
 
 
+def _root(node: ast.AST) -> str | None:
+    """The name a callee starts from: f -> f, random.seed -> random, obj.f()[0].g -> obj; None
+    when it starts from something else (a lambda, a literal)."""
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _imported(trees: list[ast.Module]) -> set[str]:
+    """Names that import statements bind in `trees` (import random, import numpy as np, from x import y)."""
+    return {(a.asname or a.name).split(".")[0] for tree in trees for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+
+
 def _is_check(node: ast.AST) -> bool:
     if isinstance(node, (ast.Assert, ast.Raise)):
         return True
@@ -127,9 +141,12 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
         raise LetiError(f"{where}: field 'tests' line {compare.lineno} `{text}` compares without assert, so its "
                         f"result is dropped and every program would pass; write `assert {text}`")
     # Any other call can raise, and a raise fails the program: a smoke test (`add(1, 2)`, a loop
-    # calling each test_* function) can fail. Builtins (print, list, range) and testmod, whose
-    # result goes unchecked here, do not count.
-    if any(c not in _BUILTINS for c in called - {"testmod"}):
+    # calling each test_* function) can fail. Calls of builtins (print, list, range) and of
+    # imported modules (random.seed(0), doctest.testmod() whose result goes unchecked here) do
+    # not count: they run whatever the program does, and a forgotten check(add) hid behind them.
+    prompt_tree = _parse_prompt(prompt)
+    library = _BUILTINS | _imported([tree] if prompt_tree is None else [tree, prompt_tree])
+    if any(isinstance(n, ast.Call) and _root(n.func) not in library for n in running):
         return
     uncalled = [s for s in tree.body if isinstance(s, (*_FUNCTIONS, ast.ClassDef)) and s.name in checking]
     check = next((s for s in uncalled if s.name == "check"), None)
