@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -123,7 +124,8 @@ def test_warmstart_config_is_checked_and_keyed():
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LETI_CACHE_DIR", "cache")  # relative, as a user may set it
     demo = tmp_path / "demo"
     assert main(["demo", "--quick", "--run-dir", str(demo), "--threads", "2"]) == 0
     for name in ("summary.json", "report.md", "report.html", "pass_at_1.png", "failures_textual.png",
@@ -155,6 +157,11 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "warm start: cached" in out and "already finished" in out
     assert {p: p.stat().st_mtime for p in demo.rglob("*.jsonl")} == mtimes
+    # A cleared cache is rebuilt (same warm start): a relative LETI_CACHE_DIR was refused as
+    # "started with its warm start in the cache folder /abs/cache, now cache".
+    shutil.rmtree(tmp_path / "cache")
+    assert main(["demo", "--quick", "--run-dir", str(demo), "--threads", "2"]) == 0
+    assert "already finished" in capsys.readouterr().out
     # Other options on the same directory are refused with one line.
     assert main(["demo", "--run-dir", str(demo)]) == 2
 
