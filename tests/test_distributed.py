@@ -274,6 +274,23 @@ def test_nodes_started_with_different_configs_are_refused_on_every_rank(tmp_path
 
 
 @pytest.mark.slow
+def test_a_relative_path_read_differently_on_each_node_is_named_as_such(tmp_path, tiny_model_path, add_task):
+    """The same `--set model=tm` on two nodes started in different directories: rank 0 has the
+    model there, rank 1 not. Refused (they would load different weights), saying why the
+    "same" --set differs."""
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    node0.mkdir()
+    node1.mkdir()
+    (node0 / "tm").symlink_to(tiny_model_path)
+    args = ["run", CONFIG, "--run-dir", str(tmp_path / "run"), *_common_n3("tm", add_task)]
+    codes, outs = _two_nodes([args, args], cwds=(node0, node1), timeout=120)
+    assert codes[0] != 0 and codes[1] != 0
+    assert (f"rank 1 was started with model=tm but rank 0 with model={node0 / 'tm'}; start every process with the same "
+            "config (the same file and --set on every node) (a relative path is read in each process's own "
+            "directory: give it as an absolute path, or start every process in the same directory)") in outs[0][1]
+
+
+@pytest.mark.slow
 def test_nodes_in_other_directories_share_a_relative_run_dir_and_log_to_tensorboard(tmp_path, tiny_model_path,
                                                                                     add_task):
     """Each rank loads the checkpoints rank 0 writes: a relative --run-dir was sent as it was

@@ -166,6 +166,7 @@ def check_same_config(cfg, group: Group) -> None:
     (the leader alone executes; its workers default to the machine's cores) may differ."""
     from leti.config import config_to_dict, flatten_config, yaml_value
     from leti.errors import LetiError
+    from leti.loop.paths import PATH_FIELDS
 
     mine = {k: v for k, v in flatten_config(config_to_dict(cfg)).items()
             if k != "progress" and not k.startswith("execution.")}
@@ -173,9 +174,13 @@ def check_same_config(cfg, group: Group) -> None:
     for rank, theirs in enumerate(every[1:], start=1):
         if theirs != every[0]:
             key = next(k for k in sorted(set(theirs) | set(every[0])) if theirs.get(k) != every[0].get(k))
+            # run() made local paths absolute against each process's directory: the same relative
+            # --set differs when the nodes started in different directories
+            where = (" (a relative path is read in each process's own directory: give it as an absolute path, or "
+                     "start every process in the same directory)" if key in PATH_FIELDS else "")
             raise LetiError(f"rank {rank} was started with {key}={yaml_value(theirs.get(key))} but rank 0 with "
                             f"{key}={yaml_value(every[0].get(key))}; start every process with the same config "
-                            "(the same file and --set on every node)")
+                            f"(the same file and --set on every node){where}")
 
 
 def check_launch(cfg, group: Group, carry: bool = False) -> None:
