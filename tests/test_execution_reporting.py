@@ -80,11 +80,22 @@ def test_clean_up_time_does_not_count_against_the_program(monkeypatch):
     assert [r.status for r in results] == [Status.PASSED] * 3, [r.feedback for r in results]
 
 
-def test_a_low_recursion_limit_does_not_hide_the_failure(ex):
-    r = run_within(ex, [Program("import sys\nsys.setrecursionlimit(12)\n", "assert 1 == 2\n")])[0]
+def test_a_low_recursion_limit_does_not_hide_the_failure():
+    with Executor(ExecutionConfig(timeout_s=5.0, workers=1, feedback_style="rich")) as rich:
+        r = run_within(rich, [Program("import sys\nsys.setrecursionlimit(12)\nx = 1\n", "assert x == 2\n")])[0]
     assert r.status is Status.FAILED and r.exception_type == "AssertionError", r.feedback
     assert (r.assert_left, r.assert_op, r.assert_right) == ("1", "==", "2")
-    assert r.feedback.endswith("AssertionError")
+    assert r.feedback.endswith("AssertionError\nassert 1 == 2")
+
+
+def test_paper_feedback_does_not_evaluate_a_failing_assert_again(ex):
+    """The worker evaluated a failing assert's operands again for every style, though only
+    `rich` feedback shows them: twice the cost (`assert f(16 * 10**7) == 0` became TIMEOUT where
+    `r = f(...); assert r == 0` failed), and the operands' side effects happened twice."""
+    src = "def f():\n    print('call')\n    return 1\nx = 1\n"
+    r = run_within(ex, [Program(src, "assert f() == x + 1\n")])[0]
+    assert r.status is Status.FAILED and r.exception_type == "AssertionError", r.feedback
+    assert r.stdout == "call\n" and r.assert_op is None
 
 
 @pytest.mark.parametrize("patch", [

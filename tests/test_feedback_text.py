@@ -55,16 +55,34 @@ def test_syntax_error_is_rendered_as_cpython_does(run, source):
     assert format_feedback(r) == expected
 
 
-def test_rich_style_shows_assert_operands(run):
-    r = run("def f(x):\n    return x + 1\n", "assert f(2) == 5\n")
+@pytest.fixture(scope="module")
+def run_rich():
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1, feedback_style="rich")) as ex:
+        yield lambda program, tests="": ex.run([Program(program, tests)])[0]
+
+
+def test_rich_style_shows_assert_operands(run_rich):
+    r = run_rich("def f(x):\n    return x + 1\n", "got, want = f(2), {'v': [5]}\nassert got == want['v'][0]\n")
     paper, rich = format_feedback(r, "paper"), format_feedback(r, "rich")
     assert paper.endswith("AssertionError")
     assert rich == paper + "\nassert 3 == 5"
 
 
-def test_rich_style_without_compare_is_the_paper_text(run):
-    r = run("def ok():\n    return False\n", "assert ok()\n")
+def test_rich_style_without_compare_is_the_paper_text(run_rich):
+    r = run_rich("def ok():\n    return False\n", "assert ok()\n")
     assert format_feedback(r, "rich") == format_feedback(r, "paper")
+
+
+def test_rich_style_never_calls_an_operand_again(run_rich):
+    """The operands were evaluated again after the failure: `assert next(it) == 2` was shown as
+    `assert 2 == 2`, and a counter as a count it never had when compared. An operand with a call
+    is now shown as written; with nothing but calls and constants, the line adds nothing."""
+    it = run_rich("it = iter([1, 2])\n", "assert next(it) == 2\n")
+    assert format_feedback(it, "rich") == format_feedback(it, "paper")
+    src = "calls = []\ndef f():\n    calls.append(1)\n    print('call')\n    return len(calls)\nwant = 5\n"
+    counter = run_rich(src, "assert f() == want\n")
+    assert format_feedback(counter, "rich") == format_feedback(counter, "paper") + "\nassert f() == 5"
+    assert counter.stdout == "call\n"
 
 
 def test_fixed_sentences(run):

@@ -18,7 +18,7 @@ forge a pass. The sandbox protects the host from any program; the verdict is tru
 programs that do not deliberately attack the harness's process.
 
 Protocol on the zygote's stdin/stdout: 4-byte big-endian length + UTF-8 JSON, one request
-(`{"source", "timeout", "memory_mb", ...}`) -> the program's record, then, once the worker has
+(`{"source", "timeout", "memory_mb", "feedback", ...}`) -> the program's record, then, once the worker has
 cleaned up after it, `{"done": true, "retire": ...}`. One with `"retire": true` is the worker's
 last: it could not restore a clean state (or failed itself) and exits after sending it, and the
 host starts a fresh worker for the programs that follow.
@@ -85,6 +85,13 @@ _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursion
 RECURSION_LIMIT = max(sys.getrecursionlimit(), 1000)  # what reporting runs under, whatever the program set
 _deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequence, traceback.TracebackException
 _parse, _walk, _Assert, _Compare, _Expression = ast.parse, ast.walk, ast.Assert, ast.Compare, ast.Expression
+_source_segment, _unparse, _Constant = ast.get_source_segment, ast.unparse, ast.Constant
+# Expressions whose evaluation has no side effect visible in the syntax: names, constants,
+# attribute and subscript lookups, and containers, arithmetic and comparisons of those. Calls,
+# walrus, comprehensions, f-strings and unpacking (`*it` consumes an iterator) are not.
+_PURE = (ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple, ast.List,
+         ast.Set, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.operator, ast.unaryop,
+         ast.boolop, ast.cmpop, ast.expr_context)
 _OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
         ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
 _signal, _setitimer, _SIGALRM, _ITIMER_REAL = signal.signal, signal.setitimer, signal.SIGALRM, signal.ITIMER_REAL
@@ -160,31 +167,47 @@ def _source_lines(source):
     return source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
+def _pure(expr):
+    """True if evaluating `expr` again cannot repeat a side effect visible in its syntax (a
+    property or __getitem__ of the program's could still have one)."""
+    return all(isinstance(n, _PURE) for n in _walk(expr))
+
+
+def _as_written(source, expr):
+    text = _source_segment(source, expr)
+    return _cut(text if text is not None and "\n" not in text else _unparse(expr), MAX_REPR)
+
+
 def _assert_operands(source, frame, lineno):
-    """For `assert L <op> R` on `lineno`, re-evaluate L and R in the failing frame (the program
-    has already failed, so side effects no longer matter) under a 1 s alarm."""
+    """For `assert L <op> R` on `lineno`, the values of L and R, evaluated again in the failing
+    frame under a 1 s alarm. Only an operand with no visible side effect is evaluated: again,
+    `next(it)` or a call to a counter gave a value other than the one compared (and paid the
+    call's time twice). Any other operand is given as written; None when no operand's value
+    would say more than the failing line already does."""
     try:  # ast runs with the shared builtins, which the program may have broken
         tree = _parse(source)
         node = next((n for n in _walk(tree) if isinstance(n, _Assert) and n.lineno == lineno), None)
+        if node is None or not isinstance(node.test, _Compare) or len(node.test.ops) != 1:
+            return None
+        op = _OPS.get(type(node.test.ops[0]))
+        operands = [(expr, _pure(expr)) for expr in (node.test.left, node.test.comparators[0])]
+        if op is None or all(not pure or isinstance(expr, _Constant) for expr, pure in operands):
+            return None  # no value to add to the line the traceback shows (`assert f(2) == 5`)
+        texts = [None if pure else _as_written(source, expr) for expr, pure in operands]
     except BaseException:
         return None
-    if node is None or not isinstance(node.test, _Compare) or len(node.test.ops) != 1:
-        return None
-    op = _OPS.get(type(node.test.ops[0]))
-    if op is None:
-        return None
-    values = []
     _signal(_SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError()))
     _setitimer(_ITIMER_REAL, 1.0)
     try:
-        for expr in (node.test.left, node.test.comparators[0]):
-            code = compile(_Expression(expr), FILENAME, "eval")
-            values.append(_safe_repr(eval(code, frame.f_globals, frame.f_locals)))
+        for i, (expr, pure) in enumerate(operands):
+            if pure:
+                code = compile(_Expression(expr), FILENAME, "eval")
+                texts[i] = _safe_repr(eval(code, frame.f_globals, frame.f_locals))
     except BaseException:
         return None
     finally:
         _setitimer(_ITIMER_REAL, 0)
-    return {"op": op, "left": values[0], "right": values[1]}
+    return {"op": op, "left": texts[0], "right": texts[1]}
 
 
 def _type_name(exc):
@@ -244,7 +267,9 @@ def _notes(exc):
     return _cut(text, MAX_MESSAGE) or None
 
 
-def _describe_exception(exc, source):
+def _describe_exception(exc, source, rich=False):
+    """The record of a failed program. `rich`: the feedback shows a failing assert's operands
+    (evaluated again); the paper style never uses them, so they cost nothing there."""
     lines = _source_lines(source)
     rec = {"kind": "exception", "type": _type_name(exc),
            "message": _cut(_message(exc).rstrip("\n"), MAX_MESSAGE)}
@@ -277,14 +302,14 @@ def _describe_exception(exc, source):
         rec["exit"] = True
     if isinstance(exc, MemoryError):
         rec["memory"] = True
-    if isinstance(exc, AssertionError) and last is not None:
+    if rich and isinstance(exc, AssertionError) and last is not None:
         operands = _assert_operands(source, last[0], last[1])
         if operands:
             rec["assert"] = operands
     return rec
 
 
-def run_program(source, result_fd, describe=_describe_exception, encode=_encode_record, write=_write,
+def run_program(source, result_fd, rich=False, describe=_describe_exception, encode=_encode_record, write=_write,
                 exit_=_exit, getpid=_getpid):
     """Runs in the program process: compile, execute, report. Never returns. The program runs in
     a fresh module installed as sys.modules['__main__'] (`import __main__` gives its own
@@ -314,7 +339,7 @@ def run_program(source, result_fd, describe=_describe_exception, encode=_encode_
     # reporting walked the handled exception's whole __context__ chain, which made reporting a
     # 20000-long chain 6-10x slower than the program that raised it.
     if failure is not None:
-        data = _report(failure, source, describe, encode, kind)
+        data = _report(failure, source, rich, describe, encode, kind)
     if getpid() != me:
         exit_(0)  # a process the program forked fell through to here: only the program reports
     try:
@@ -331,13 +356,13 @@ UNNAMED_RECORD = b'{"kind": "exception", "type": "<unnamed exception>", "message
 MEMORY_RECORD = b'{"kind": "exception", "type": "MemoryError", "message": "", "frames": [], "memory": true}'
 
 
-def _report(exc, source, describe, encode, kind):
+def _report(exc, source, rich, describe, encode, kind):
     """The record of a failed program, as bytes. The program may have lowered the recursion
     limit (sys.setrecursionlimit(12) left describe no room) or used up its memory."""
     try:
         if _getrecursionlimit() < RECURSION_LIMIT:
             _setrecursionlimit(RECURSION_LIMIT)
-        rec = describe(exc, source)
+        rec = describe(exc, source, rich)
         rec["kind"] = kind
         return encode(rec)
     except BaseException:  # reporting must not turn a failure into "exited early"
@@ -424,7 +449,7 @@ def _start_program(req, scratch):
             os.chdir(scratch)
             _set_limits(req)
             _deny_syscalls()
-            run_program(req["source"], RESULT_FD)
+            run_program(req["source"], RESULT_FD, req.get("feedback") == "rich")
         finally:
             os._exit(70)
     _RUNNING = pid
