@@ -26,14 +26,15 @@ def _completions(problem, passed: bool) -> str:
 
 
 def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]], textual: bool = True,
-             extra_eval: dict | None = None, **training_text) -> Path:
-    """A run dir with iterations 0..len(eval_plan)-1; iteration k's samples pass per plan.
-    `training_text` overrides fields of the run's training_text config (the demo's arms)."""
+             extra_eval: dict | None = None, planned: int | None = None, **training_text) -> Path:
+    """A run dir with iterations 0..len(eval_plan)-1 finished of `planned` (default: all of them);
+    iteration k's samples pass per plan. `training_text` overrides fields of the run's
+    training_text config (the demo's arms)."""
     from dataclasses import replace
 
     task = get_task(TASK)
     train, test = task.problems("train"), task.problems("test")
-    cfg = RunConfig(model="unused", task=TASK)
+    cfg = RunConfig(model="unused", task=TASK, iterations=planned or max(1, len(eval_plan) - 1))
     cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=textual, **training_text))
     root.mkdir(parents=True)
     (root / "config.yaml").write_text(dump_config(cfg))
@@ -361,12 +362,13 @@ def test_a_leti_sft_run_is_named_as_one(tmp_path):
 
 
 def _hand_run(root: Path, rows: list[tuple[int, dict | None]], textual: bool = True, **config) -> Path:
-    """A run dir written by hand: config.yaml (RunConfig with `config`'s top-level fields) and one
+    """A run dir written by hand: config.yaml (RunConfig with `config`'s top-level fields, iterations:
+    the last row's unless given) and one
     metrics.jsonl line per (gradient steps, eval) in `rows`, iteration 0 first; an eval is
     {"pass@k": (value, stderr)} or None (not evaluated that iteration)."""
     from dataclasses import replace
 
-    cfg = RunConfig(model="unused", task=TASK, **config)
+    cfg = RunConfig(model="unused", task=TASK, **{"iterations": max(1, len(rows) - 1), **config})
     cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=textual))
     root.mkdir(parents=True)
     (root / "config.yaml").write_text(dump_config(cfg))
@@ -440,6 +442,31 @@ def test_a_comparison_names_an_arm_evaluated_before_its_last_iteration(tmp_path)
     assert ("`binary`: its last iteration (2) has no held-out pass@1 (in at least one seed), so its final pass@1 "
             "is an earlier iteration's.") in md
     assert "`textual`: its last iteration" not in md
+
+
+def test_an_arm_stopped_part_way_is_not_compared_as_if_it_had_finished(tmp_path):
+    """A binary arm killed after iteration 1 of 2 was reported as "ended at" its iteration-1
+    score, and the step ratio (the paper's headline) computed against a quarter-trained arm."""
+    demo = tmp_path / "demo"
+    _hand_run(demo / "seed0" / "textual", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)}),
+                                           (2, {"pass@1": (0.5, 0.25)})])
+    _hand_run(demo / "seed0" / "binary", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})],
+              textual=False, iterations=2)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert ("textual vs binary: not compared yet, `binary` stopped at iteration 1 of 2; an arm's final score and the step "
+            "ratio wait for both to finish (resume a run with the command that started it).") in md
+    assert "ended at" not in md and "step ratio" not in md.replace("the step ratio wait", "")
+    assert "| binary | 0.0 ± 0.0 | 25.0 ± 25.0 | 1 | 1 of 2 (unfinished) | 1 |" in md
+    assert not (demo / "comparisons.json").exists()
+    # once it finishes, the arms are compared
+    _hand_run(tmp_path / "done" / "seed0" / "binary", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)}),
+                                                         (2, {"pass@1": (0.25, 0.25)})], textual=False)
+    (demo / "seed0" / "binary").rename(tmp_path / "stopped")
+    (tmp_path / "done" / "seed0" / "binary").rename(demo / "seed0" / "binary")
+    build_report(demo)
+    assert "after **1** step (binary/textual step ratio 1.00)" in (demo / "report.md").read_text()
+    assert len(json.loads((demo / "comparisons.json").read_text())) == 1
 
 
 def test_runs_named_textual_and_binary_are_paired_only_when_their_configs_agree(tmp_path):

@@ -204,13 +204,28 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
             seen.add((t.root, b.root))
             pairs.append((label, t, b))
 
+    def add_finished(label: str, t: RunHistory, b: RunHistory) -> None:
+        # an arm stopped part-way would read as the arm's result: its "final" score and the
+        # step ratio against it (the paper's headline) wait for it to finish
+        if (t.root, b.root) in seen:
+            return
+        stopped = [h for h in (t, b) if h.unfinished]
+        if not stopped:
+            add(label, t, b)
+            return
+        seen.add((t.root, b.root))
+        which = "; ".join(f"`{h.name}` stopped at iteration {h.last_point.iteration if h.last_point else 'none'} "
+                          f"of {h.planned_iterations}" for h in stopped)
+        refused.append(f"{label}: not compared yet, {which}; an arm's final score and the step ratio wait for "
+                       "both to finish (resume a run with the command that started it).")
+
     by_name = {h.name: h for h in histories}  # names are unique (find_runs)
     for prefix in sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in by_name}):
         t, b = by_name.get(f"{prefix}/textual" if prefix else "textual"), by_name.get(f"{prefix}/binary" if prefix else "binary")
         if t and b:
             why = _why_not_a_pair(t, b)
             if why is None:
-                add(prefix or "textual vs binary", t, b)
+                add_finished(prefix or "textual vs binary", t, b)
             else:
                 refused.append(f"`{t.name}` and `{b.name}` are not compared as textual vs binary arms: {why}.")
     arms = {h.root: run_arm(h.root) for h in histories}
@@ -218,7 +233,7 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
         for b in histories:
             at, ab = arms[t.root], arms[b.root]
             if at and ab and at[0] == "textual" and ab[0] == "binary" and at[1] == ab[1]:
-                add(f"{t.name} (textual) vs {b.name} (binary)", t, b)
+                add_finished(f"{t.name} (textual) vs {b.name} (binary)", t, b)
     return pairs, refused
 
 
@@ -380,6 +395,12 @@ def _final_iteration_cell(h: RunHistory) -> str:
     return str(f.iteration) if not h.stale_final else f"{f.iteration} (iteration {last.iteration} not evaluated)"
 
 
+def _iterations_cell(h: RunHistory) -> str:
+    """The last finished iteration; "1 of 4 (unfinished)" for a run stopped before its last."""
+    last = str(h.points[-1].iteration if h.points else 0)
+    return f"{last} of {h.planned_iterations} (unfinished)" if h.unfinished else last
+
+
 def _runs_table(histories: list[RunHistory]) -> list[Block]:
     """One row per run: its score before training and its final one, from the last evaluated
     iteration, which the table names (a later unevaluated iteration is said in a line below)."""
@@ -387,7 +408,7 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
     m = shared or "pass@k"
     rows = [[h.label, _score_cell(h, h.baseline_score, h.baseline_score_stderr, shared),
              _score_cell(h, h.final_score, h.final_score_stderr, shared), _final_iteration_cell(h),
-             str(h.points[-1].iteration if h.points else 0), str(h.points[-1].gradient_steps if h.points else 0)]
+             _iterations_cell(h), str(h.points[-1].gradient_steps if h.points else 0)]
             for h in histories]
     blocks: list[Block] = [Table(["run", f"iteration 0 {m} %", f"final {m} %", "final evaluated at iteration",
                                   "iterations", "gradient steps"], rows)]

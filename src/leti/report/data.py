@@ -58,6 +58,13 @@ class RunHistory:
     example_failure: str | None = None  # training text of one failing sample
     metrics_cut_short: bool = False  # metrics.jsonl ends in a partial line, left out
     sft: bool = False  # a `leti sft` run (run.json mode "sft"): trained on reference solutions, no samples
+    planned_iterations: int | None = None  # its config's `iterations` (sft: 1); None without a readable config
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the run stopped (or is still going) before its last planned iteration."""
+        last = self.last_point
+        return self.planned_iterations is not None and (last is None or last.iteration < self.planned_iterations)
 
     @property
     def label(self) -> str:
@@ -327,8 +334,21 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
             code_loss=row.get("pretrain_heldout_loss"),
         ))
     example = example_training_text(run, [p.iteration for p in points])
+    sft = run_mode(run.root) == "sft"
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example,
-                      metrics_cut_short=run.metrics_cut_short(), sft=run_mode(run.root) == "sft")
+                      metrics_cut_short=run.metrics_cut_short(), sft=sft,
+                      planned_iterations=1 if sft else _planned_iterations(run))
+
+
+def _planned_iterations(run: RunDir) -> int | None:
+    """The `iterations` of the run's config.yaml (the last iteration it runs); None when the
+    config cannot be read, which a report does not need."""
+    from leti.config import load_config
+
+    try:
+        return load_config(run.config_path).iterations
+    except LetiError:
+        return None
 
 
 def run_mode(root: Path) -> str | None:
