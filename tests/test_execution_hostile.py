@@ -425,6 +425,25 @@ def test_kernel_keyrings_and_sysv_ipc_are_refused():
     assert tag not in host_keys
 
 
+def test_posix_message_queues_are_refused():
+    """POSIX message queues live in the worker's IPC namespace like SysV IPC: a queue and its
+    messages outlived the program that made them, and the next program on the worker read them."""
+    import os
+
+    if os.uname().machine not in ("x86_64", "aarch64"):
+        pytest.skip("no seccomp filter for this machine")
+    prelude = ("import ctypes, os\ntry:\n    rt = ctypes.CDLL('librt.so.1', use_errno=True)\nexcept OSError:\n"
+               "    rt = ctypes.CDLL(None, use_errno=True)\n"
+               "rt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]\n")
+    leave = (prelude + "fd = rt.mq_open(b'/leti-leak', os.O_CREAT | os.O_RDWR, 0o600, None)\n"
+             "print(fd, ctypes.get_errno())\nif fd >= 0:\n    rt.mq_send(fd, b'left behind', 11, 0)\n")
+    look = prelude + "print(rt.mq_open(b'/leti-leak', os.O_RDWR | os.O_NONBLOCK, 0, None), ctypes.get_errno())\n"
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        left, looked = run_within(one, [Program(leave), Program(look)])
+    assert left.passed and left.stdout.split() == ["-1", "1"], left.stdout  # EPERM
+    assert looked.passed and looked.stdout.split() == ["-1", "1"], looked.stdout
+
+
 def test_a_program_cannot_handicap_the_programs_after_it_through_its_worker():
     """A program may change the limits and scheduling of its parent, the worker (same user:
     prlimit, setpriority, sched_setaffinity), and every later program inherited them: here a

@@ -69,11 +69,13 @@ PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bise
            "datetime", "dataclasses", "hashlib", "io", "textwrap", "unicodedata", "cmath")
 UNNAMED = "<unnamed exception>"  # type name reported when the exception's class has no usable name
 # Syscalls refused to programs (EPERM), by machine: (seccomp arch, (add_key, request_key, keyctl,
-# shmget, msgget, semget)). Kernel keyrings are not namespaced: a sandboxed program could read
-# the host user's keys or plant keys in its keyrings. SysV IPC objects outlive the program in the
+# shmget, msgget, semget, mq_open, mq_unlink, mq_timedsend, mq_timedreceive, mq_notify,
+# mq_getsetattr)); numbers from asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64).
+# Kernel keyrings are not namespaced: a sandboxed program could read the host user's keys or
+# plant keys in its keyrings. SysV IPC objects and POSIX message queues outlive the program in the
 # worker's IPC namespace, where later programs could read them (and they hold memory).
-DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64)),
-                   "aarch64": (0xC00000B7, (217, 218, 219, 194, 186, 190))}
+DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64, 240, 241, 242, 243, 244, 245)),
+                   "aarch64": (0xC00000B7, (217, 218, 219, 194, 186, 190, 180, 181, 182, 183, 184, 185))}
 
 
 # The reporting code runs in the program's process, after the program: what it calls is bound
