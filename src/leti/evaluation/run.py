@@ -212,7 +212,7 @@ def format_summary(report: EvalReport, task_spec: str, split: str | None, n_spli
     vwidth = max(8, *(len(r[1]) for r in rows))  # "35.90% ± 3.10" is wider than a bare number
     lines = [f"evaluation of {where}", "-" * (width + vwidth + 4)]
     lines += [f"{name:<{width}}  {value:>{vwidth}}" for name, value in rows]
-    if report.pass_at_k_stderr:
+    if any(v is not None for v in report.pass_at_k_stderr.values()):  # one problem has none
         lines.append("(± is the standard error over problems)")
     if report.dropped_ks:
         lines.append(f"(pass@k not reported for k={report.dropped_ks}: some problem has fewer samples)")
