@@ -464,6 +464,24 @@ def test_a_program_cannot_handicap_the_programs_after_it_through_its_worker():
     assert canary.passed
 
 
+def test_a_program_cannot_lower_the_io_priority_of_the_programs_after_it():
+    """ioprio_set on the worker (its parent, same user) put it in the idle I/O class, which every
+    later program on the worker inherited; the worker was not retired."""
+    import os
+
+    numbers = {"x86_64": (251, 252), "aarch64": (30, 31)}.get(os.uname().machine)
+    if numbers is None:
+        pytest.skip("ioprio syscall numbers unknown for this machine")
+    ioprio_set, ioprio_get = numbers
+    prelude = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    probe = Program(prelude + f"print(libc.syscall({ioprio_get}, 1, 0))\n")  # IOPRIO_WHO_PROCESS, itself
+    attack = prelude + f"print(libc.syscall({ioprio_set}, 1, os.getppid(), 3 << 13), ctypes.get_errno())\n"  # idle
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        before, hostile, after = run_within(one, [probe, Program(attack), probe])
+    assert hostile.passed and hostile.stdout.split() == ["0", "0"], hostile.stdout  # it did lower it
+    assert before.passed and after.passed and after.stdout == before.stdout, (before.stdout, after.stdout)
+
+
 def test_deep_recursion_reports_the_last_1000_frames_like_the_interpreter(ex):
     """With a raised recursion limit, a RecursionError carried every frame: ~20000 here (10**6 with
     setrecursionlimit(10**6)), all kept in the result on the host. CPython prints the last 1000."""

@@ -392,6 +392,8 @@ class _SockFprog(ctypes.Structure):
 
 _FILTER = _seccomp_filter()
 _libc = ctypes.CDLL(None)
+# ioprio_get(2) by machine (no wrapper in os or libc): x86_64 asm/unistd_64.h, aarch64 asm-generic.
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(os.uname().machine)
 
 
 def _deny_syscalls():
@@ -776,12 +778,14 @@ def _remove(path):
 
 def inherited_state():
     """What every program inherits from the zygote and what a process of the same user may change
-    in it from outside (prlimit, setpriority, sched_setaffinity, sched_setscheduler, oom_score_adj
-    of the parent): a program that lowered the zygote's CPU-time or stack limit, or its priority,
-    would handicap every program after it on this worker."""
+    in it from outside (prlimit, setpriority, sched_setaffinity, sched_setscheduler, ioprio_set,
+    oom_score_adj of the parent): a program that lowered the zygote's CPU-time or stack limit, or
+    its CPU or I/O priority, would handicap every program after it on this worker."""
     state = [resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
     state += [os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)),
               os.sched_getscheduler(0), os.sched_getparam(0).sched_priority]
+    if _IOPRIO_GET is not None:
+        state.append(_libc.syscall(_IOPRIO_GET, 1, 0))  # IOPRIO_WHO_PROCESS, this process
     try:
         with open("/proc/self/oom_score_adj") as f:
             state.append(f.read())
