@@ -464,6 +464,23 @@ def test_a_program_cannot_handicap_the_programs_after_it_through_its_worker():
     assert canary.passed
 
 
+def test_sockets_a_program_leaves_behind_do_not_reach_the_programs_after_it():
+    """A worker's network namespace is shared by every program it runs: a loopback connection
+    closed by its server side stays in TIME_WAIT for 60 s, and the next program could not bind
+    the same port (Address already in use), nor could any later one on that worker."""
+    serve = Program("import socket\ndef serve_once():\n    s = socket.socket()\n    s.bind(('127.0.0.1', 5000))\n"
+                    "    s.listen()\n    s.close()\n    return True\n", "assert serve_once()\n")
+    linger = ("import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 5000))\ns.listen()\n"
+              "c = socket.create_connection(('127.0.0.1', 5000))\nconn, _ = s.accept()\nconn.close()\nc.close()\ns.close()\n")
+    look = Program("print(open('/proc/net/tcp').read().count('\\n'))\n")  # the header line only
+    with Executor(ExecutionConfig(timeout_s=2.0, workers=1)) as one:
+        if one.mode != "bwrap":
+            pytest.skip("needs the bubblewrap sandbox")
+        results = run_within(one, [serve, Program(linger), serve, look])
+    assert [r.status for r in results] == [Status.PASSED] * 4, [r.feedback for r in results]
+    assert results[-1].stdout == "1\n"
+
+
 def test_a_program_cannot_lower_the_io_priority_of_the_programs_after_it():
     """ioprio_set on the worker (its parent, same user) put it in the idle I/O class, which every
     later program on the worker inherited; the worker was not retired."""

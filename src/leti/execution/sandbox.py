@@ -19,7 +19,9 @@ What programs are refused beyond that: capabilities, in the sandbox and in user 
 own (--disable-userns, bwrap >= 0.8); on x86_64 and aarch64, through a seccomp filter, the kernel
 keyrings (not namespaced: they are the host user's), SysV IPC and POSIX message queues (whose
 objects outlive the program in the worker). A program that changes its worker's limits or scheduling from outside (prlimit,
-setpriority) retires the worker, so later programs never inherit them.
+setpriority, ioprio_set) retires the worker, so later programs never inherit them; so does one
+that leaves a socket in the worker's network namespace (a closed loopback connection holds its
+port in TIME_WAIT for 60 s), so a later program can bind any port an earlier one used.
 
 What leti does not guarantee:
 - The kernel is shared and the filter refuses only the calls above: a kernel bug reachable through

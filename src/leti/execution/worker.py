@@ -794,6 +794,45 @@ def inherited_state():
     return state
 
 
+# Tables of the sockets in this process's network namespace (/proc/net is per namespace), each a
+# header line when empty. tcp and tcp6 list TIME_WAIT sockets too.
+SOCKET_TABLES = ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "icmp", "icmp6",
+                 "unix", "packet")
+
+
+def _read_proc(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = bytearray()
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return bytes(data)
+    finally:
+        os.close(fd)
+
+
+def sockets_left():
+    """True if the worker's network namespace (its own in the sandbox, shared by every program it
+    runs) still holds a socket: a TIME_WAIT or orphaned TCP connection outlives the processes
+    that made it, and a later program could not bind its port (Address already in use) or saw
+    it in /proc/net. /proc/net/sockstat (~10 us) counts the namespace's sockets; only when it is
+    not all zeros (counters the kernel keeps for the whole machine are skipped, but an older
+    kernel's may still be) are the tables read, which takes ms (tcp walks the host's hash)."""
+    counts = []
+    for line in _read_proc("/proc/net/sockstat").decode().splitlines():
+        fields = line.split()
+        counts += [int(fields[i + 1]) for i, name in enumerate(fields[:-1]) if name in ("used", "inuse", "tw")]
+    if not any(counts):
+        return False
+    for name in SOCKET_TABLES:
+        try:
+            if _read_proc("/proc/net/" + name).count(b"\n") > 1:
+                return True
+        except FileNotFoundError:  # a protocol this kernel lacks
+            pass
+    return False
+
+
 def handle(req, scratch):
     """One request -> the program's record. The program does not take the zygote down."""
     try:
@@ -804,11 +843,12 @@ def handle(req, scratch):
 
 def restore(scratch, baseline=None, failed=False):
     """Clean up after a program: sent after its record, so that the time this takes never counts
-    against the program. When the worker cannot vouch for a clean state (its files, or
-    `baseline`, its inherited_state() before any program ran) or `failed` itself, this asks to
-    retire it."""
+    against the program. When the worker cannot vouch for a clean state (its files, `baseline`,
+    its inherited_state() before any program ran, or in the sandbox a socket left in its network
+    namespace, which only a fresh worker is rid of) or `failed` itself, this asks to retire it."""
     try:
-        clean = scratch.clean() and (baseline is None or inherited_state() == baseline)
+        clean = (scratch.clean() and (baseline is None or inherited_state() == baseline)
+                 and not (PID_NAMESPACE and sockets_left()))
     except Exception:
         clean = False
     return {"done": True, "retire": not clean or failed}
