@@ -232,3 +232,24 @@ def test_only_paths_that_exist_are_made_absolute(tmp_path, monkeypatch):
     spec = "eae-jsonl:train=ev/train.json,test=ev/missing.json,ontology=ev/ont.json,min_f1=0.5"
     assert with_absolute_paths(RunConfig(task=spec)).task == (
         f"eae-jsonl:train={tmp_path / 'ev/train.json'},test=ev/missing.json,ontology={tmp_path / 'ev/ont.json'},min_f1=0.5")
+
+
+@pytest.mark.slow
+def test_another_number_of_processes_is_fine_until_a_training_stage_has_finished(tmp_path, tiny_model_path,
+                                                                                 shared_add_task):
+    """The number of processes sets the texts per optimizer step, so a resume under another one
+    is refused once a stage has trained; before that (here: killed after iteration 0 under two
+    processes) nothing depends on it, and the resumed run takes the new number."""
+    run = tmp_path / "run"
+    assert main(_args(run, tiny_model_path, shared_add_task)) == 0
+    # the state of a run launched with 2 processes and killed before iteration 1 trained
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "processes": 2}))
+    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text(metrics[0])
+    for path in sorted((run / "iterations" / "1").rglob("*"), reverse=True):
+        if path.name not in ("samples.jsonl", "samples.done"):
+            path.rmdir() if path.is_dir() else path.unlink()
+    assert main(_args(run, tiny_model_path, shared_add_task)) == 0
+    assert json.loads((run / "run.json").read_text())["processes"] == 1
+    assert (run / "iterations" / "1" / "train_stats.json").exists()

@@ -206,16 +206,20 @@ def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> N
     """trainer.batch_size and gradient_accumulation_steps are per process: a run resumed under
     another number of processes would train its later iterations on another number of texts
     per optimizer step, the change a different trainer.batch_size is refused for. run.json keeps
-    the number the run started with (runs from before it get one now)."""
+    the number the run started with (runs from before it get one now). Before any training
+    stage has finished nothing depends on it (samples are drawn alike under any number), and the
+    new number is the run's."""
     info = _run_info(rd, mode)
     was = info.get("processes")
-    if isinstance(was, int) and was != processes:
+    last = cfg.iterations if mode == "leti" else 1
+    trained = any(rd.train_stats(k).exists() or rd.checkpoint_stats(k).exists() for k in range(1, last + 1))
+    if isinstance(was, int) and was != processes and trained:
         t = cfg.trainer
         per_step = t.batch_size * t.gradient_accumulation_steps
         raise LetiError(f"{rd.root}: the run started with {was} process{'es' if was != 1 else ''} ({was * per_step} texts "
                         f"per optimizer step), now {processes} ({processes * per_step}); launch it with {was} again "
                         "(trainer.batch_size is per process), or use a new --run-dir")
-    if was is None:
+    if was != processes:
         write_json_atomic(rd.root / "run.json", {**info, "processes": processes})
 
 
