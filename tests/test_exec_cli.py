@@ -215,6 +215,17 @@ def test_a_symlinked_output_gets_the_results_where_it_points(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*.partial")) == []
 
 
+def test_a_symlinked_output_under_a_file_is_one_line_naming_the_file(tmp_path, capsys):
+    """-o LINK to afile/out.jsonl, where afile is a file: "afile: File exists" said nothing of why."""
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"program": "x = 1\n"}])
+    (tmp_path / "afile").write_text("")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "afile" / "out.jsonl")
+    assert main(["exec", str(inp), "-o", str(link)]) == 2
+    assert capsys.readouterr().err == (f"leti: error: -o {tmp_path / 'afile' / 'out.jsonl'}: {tmp_path / 'afile'} is a "
+                                       "file, not a directory; pass another path\n")
+
+
 @pytest.mark.parametrize("via_link", [False, True])
 def test_an_output_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, capsys, via_link):
     """A FIFO, or a symlink to one (as /dev/stdout is to a pipe): the rename of OUTPUT.partial

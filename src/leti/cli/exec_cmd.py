@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     config = execution_config(args)
     check_output_file(args.output, "-o")
     # A symlinked OUTPUT gets the results where it points: renamed over the link, they replaced
-    # it with a plain file and left its target stale. (realpath, not Path.resolve: a symlink
-    # loop is then an OSError when the file is opened, one line, not a RuntimeError.)
+    # it with a plain file and left its target stale. (realpath, not Path.resolve: it never
+    # raises; a symlink loop stays the path given, and the results replace the looping link.)
     output = Path(os.path.realpath(args.output))
+    check_output_file(output, "-o")  # the target's own path: a file where its folder should be
     if output.exists() and args.input.exists() and output.samefile(args.input):
         # the output is opened for writing before the first program runs: the input would be lost
         raise LetiError(f"-o {args.output}: is the input file; write the results to another file")
