@@ -281,10 +281,22 @@ def test_a_result_that_cannot_be_built_costs_only_that_program(monkeypatch):
 
 
 def test_program_holds_only_stdio_and_its_result_pipe(ex):
+    """fd 3 and its spare copy (fd 1023, where the worker's open-files limit allows) are the pipe."""
     src = ("import os\nfds = []\nfor fd in range(1024):\n    try:\n        os.fstat(fd)\n    except OSError:\n"
-           "        continue\n    fds.append(fd)\nprint(fds)\n")
+           "        continue\n    fds.append(fd)\nprint(fds, all(os.fstat(fd).st_ino == os.fstat(3).st_ino for fd in fds[3:]))\n")
     r = run_then_canary(ex, src)
-    assert r.passed and r.stdout.strip() == "[0, 1, 2, 3]", r.stdout
+    assert r.passed and r.stdout.strip() in ("[0, 1, 2, 3] True", "[0, 1, 2, 3, 1023] True"), r.stdout
+
+
+def test_closing_inherited_descriptors_does_not_lose_the_result(ex):
+    """A program that closes every descriptor beyond stdio (daemon-style code does) closed the
+    result pipe: a correct program was reported "exited before the tests finished". Here one
+    also opens a file, which takes fd 3: the record must not go into it."""
+    close = "import os\nos.closerange(3, 256)\nlog = open('log', 'w')\ndef f(x):\n    return x\n"
+    ok, bad = (run_then_canary(ex, close, tests) for tests in ("assert f(1) == 1\nassert log.fileno() == 3\n",
+                                                               "assert f(1) == 2\n"))
+    assert ok.status is Status.PASSED, ok.feedback
+    assert bad.status is Status.FAILED and bad.exception_type == "AssertionError", bad.feedback
 
 
 @pytest.mark.parametrize("patch", [

@@ -8,7 +8,8 @@ every other process in the worker's pid namespace (double-fork + setsid escapes 
 up what the program left on disk, and replies with one JSON record.
 
 The program runs as the module `__main__` of its own process, and reports its outcome through a
-result pipe (fd 3) that it inherits with stdin/stdout/stderr and nothing else. The reporting code
+result pipe (fd 3, with a copy at fd 1023 for programs that close fd 3) that it inherits with
+stdin/stdout/stderr and nothing else. The reporting code
 uses references taken before the program starts, so a program that patches `json`, `os`,
 `__main__` or builtins does not change what is reported; it also survives a program that lowered
 the recursion limit or used up its memory. Limit: the tests run in the program's own process, as
@@ -52,6 +53,10 @@ MAX_REPR = 1000
 # one deep recursion (sys.setrecursionlimit(10**6)) send the host a result of ~10**6 frames.
 TRACEBACK_LIMIT = 1000
 RESULT_FD = 3  # the program's end of the result pipe
+# A copy of it, high enough that a program closing its inherited descriptors up to its own limit
+# (`os.closerange(3, 256)`, open_files) misses it: reporting uses whichever is still the pipe.
+# Below 1024 (a higher descriptor would grow every program's descriptor table).
+RESULT_SPARE_FD = 1023
 # Bytes of result record the zygote forwards (pool.py _MAX_RESULT): the largest a real record can
 # be, with 1000 frames of lines up to ~1500 characters (run_program cuts longer ones to fit);
 # a bigger one is forged, and parsing it once cost the host GBs.
@@ -82,7 +87,7 @@ DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64, 240, 241, 
 # here, before any program runs. Names this module's functions look up as builtins resolve in a
 # private copy of them: a program that sets `builtins.list = None` changes nothing here.
 __builtins__ = dict(vars(builtins))
-_write, _exit, _getpid = os.write, os._exit, os.getpid
+_write, _exit, _getpid, _fstat = os.write, os._exit, os.getpid, os.fstat
 _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
 RECURSION_LIMIT = max(sys.getrecursionlimit(), 1000)  # what reporting runs under, whatever the program set
 _deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequence, traceback.TracebackException
@@ -311,12 +316,22 @@ def _describe_exception(exc, source, rich=False):
     return rec
 
 
-def run_program(source, result_fd, rich=False, describe=_describe_exception, encode=_encode_record, write=_write,
-                exit_=_exit, getpid=_getpid):
+def _identity(fd):
+    try:
+        st = _fstat(fd)
+        return st.st_dev, st.st_ino
+    except BaseException:
+        return None
+
+
+def run_program(source, result_fd, rich=False, spare_fd=None, describe=_describe_exception, encode=_encode_record,
+                write=_write, exit_=_exit, getpid=_getpid):
     """Runs in the program process: compile, execute, report. Never returns. The program runs in
     a fresh module installed as sys.modules['__main__'] (`import __main__` gives its own
-    namespace, as in a script); reporting uses only the references bound before it runs."""
+    namespace, as in a script); reporting uses only the references bound before it runs. The
+    record goes to `result_fd`, or to `spare_fd` if the program closed or replaced that."""
     me = getpid()
+    pipe = _identity(result_fd)
     data, failure, kind = OK_RECORD, None, None
     try:
         code = compile(source, FILENAME, "exec")
@@ -349,8 +364,11 @@ def run_program(source, result_fd, rich=False, describe=_describe_exception, enc
         sys.stderr.flush()
     except BaseException:
         pass
+    fd = next((fd for fd in (result_fd, spare_fd) if fd is not None and _identity(fd) == pipe), None)
+    if fd is None:
+        exit_(70)  # both closed (or replaced by the program's own files): reported as an early exit
     while data:
-        data = data[write(result_fd, data):]
+        data = data[write(fd, data):]
     exit_(0)
 
 
@@ -441,8 +459,13 @@ def _start_program(req, scratch):
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(res_w, RESULT_FD)
+            try:  # the zygote's open-files limit may be below it: then fd 3 alone
+                spare = os.dup2(res_w, RESULT_SPARE_FD)
+            except OSError:
+                spare = None
             # Nothing else of the zygote's reaches the program: protocol pipes, pipe ends, files.
-            os.closerange(RESULT_FD + 1, 1 << 20)
+            os.closerange(RESULT_FD + 1, RESULT_SPARE_FD)
+            os.closerange(RESULT_SPARE_FD + 1, 1 << 20)
             try:  # where the worker has a memory cgroup, its OOM killer picks the program, not us
                 fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
                 os.write(fd, b"1000")
@@ -453,7 +476,7 @@ def _start_program(req, scratch):
             os.chdir(scratch)
             _set_limits(req)
             _deny_syscalls()
-            run_program(req["source"], RESULT_FD, req.get("feedback") == "rich")
+            run_program(req["source"], RESULT_FD, req.get("feedback") == "rich", spare)
         finally:
             os._exit(70)
     _RUNNING = pid
