@@ -94,10 +94,14 @@ def apply_lora(model, tokenizer, cfg: TrainerConfig, like=None):
 @contextmanager
 def _quiet_peft() -> Iterator[None]:
     """get_peft_model's notices about nothing wrong: it sets fan_in_fan_out itself for GPT-2's
-    Conv1D layers, and asks transformers a question transformers 5 renamed."""
+    Conv1D layers, asks transformers a question transformers 5 renamed, and on a fused mixture of
+    experts adds rank/alpha patterns for its checkpoint conversion (gate_up_proj) that new
+    adapters do not use."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match",
+                                category=RuntimeWarning)
         yield
 
 
