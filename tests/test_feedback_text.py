@@ -62,10 +62,14 @@ def run_rich():
 
 
 def test_rich_style_shows_assert_operands(run_rich):
-    r = run_rich("def f(x):\n    return x + 1\n", "got, want = f(2), {'v': [5]}\nassert got == want['v'][0]\n")
+    r = run_rich("def f(x):\n    return x + 1\n", "assert f(2) == 5\n")
     paper, rich = format_feedback(r, "paper"), format_feedback(r, "rich")
     assert paper.endswith("AssertionError")
     assert rich == paper + "\nassert 3 == 5"
+    # the traceback reads as the program's own (the assert runs as two statements on its line)
+    assert paper == 'Traceback (most recent call last):\n  File "main.py", line 3, in <module>\n    assert f(2) == 5\nAssertionError'
+    inner = run_rich("def f(x):\n    return x + 1\n", "def check(c):\n    assert c(2) == 5, 'two'\ncheck(f)\n")
+    assert format_feedback(inner, "rich").endswith("AssertionError: two\nassert 3 == 5")
 
 
 def test_rich_style_without_compare_is_the_paper_text(run_rich):
@@ -73,16 +77,19 @@ def test_rich_style_without_compare_is_the_paper_text(run_rich):
     assert format_feedback(r, "rich") == format_feedback(r, "paper")
 
 
-def test_rich_style_never_calls_an_operand_again(run_rich):
+def test_rich_style_shows_the_values_compared_and_calls_nothing_again(run_rich):
     """The operands were evaluated again after the failure: `assert next(it) == 2` was shown as
-    `assert 2 == 2`, and a counter as a count it never had when compared. An operand with a call
-    is now shown as written; with nothing but calls and constants, the line adds nothing."""
+    `assert 2 == 2`, and a counter as a count it never had when compared. They are now the
+    values the assert compared, each operand evaluated once."""
     it = run_rich("it = iter([1, 2])\n", "assert next(it) == 2\n")
-    assert format_feedback(it, "rich") == format_feedback(it, "paper")
+    assert format_feedback(it, "rich") == format_feedback(it, "paper") + "\nassert 1 == 2"
     src = "calls = []\ndef f():\n    calls.append(1)\n    print('call')\n    return len(calls)\nwant = 5\n"
     counter = run_rich(src, "assert f() == want\n")
-    assert format_feedback(counter, "rich") == format_feedback(counter, "paper") + "\nassert f() == 5"
+    assert format_feedback(counter, "rich") == format_feedback(counter, "paper") + "\nassert 1 == 5"
     assert counter.stdout == "call\n"
+    # an assert that passes inside an operand's __eq__ stores its own operands last: none shown
+    eq = run_rich("class A:\n    def __eq__(self, other):\n        assert 1 == 1\n        return False\n", "assert A() == 2\n")
+    assert format_feedback(eq, "rich") == format_feedback(eq, "paper")
 
 
 def test_fixed_sentences(run):

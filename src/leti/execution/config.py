@@ -37,7 +37,7 @@ class ExecutionConfig:
     # pinned 1 worker for the GPU node that ran it. Resolved where the executor starts.
     workers: int | None = field(default=None, metadata={"help": "Parallel sandboxed workers, at most 1024 (null: one per core of the machine leti runs on; with backend 'ray', that count for every actor)."})
     max_output_bytes: int = field(default=65536, metadata={"help": "Cap on captured stdout and on stderr, each."})
-    feedback_style: FeedbackStyle = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the values of a failing assert's operands (those without calls)."})
+    feedback_style: FeedbackStyle = field(default="paper", metadata={"help": "'paper': trimmed traceback; 'rich': also the values a failing assert compared."})
     feedback_max_bytes: int = field(default=4096, metadata={"help": "Feedback text is cut in the middle to at most this many UTF-8 bytes."})
     sandbox: SandboxMode = field(default="auto", metadata={"help": "'auto'/'bwrap': bubblewrap namespaces (required); 'none': no isolation (unsafe, explicit opt-in)."})
     file_size_mb: int = field(default=64, metadata={"help": "Largest file a program may write, MiB."})

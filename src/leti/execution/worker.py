@@ -91,17 +91,11 @@ _write, _exit, _getpid, _fstat = os.write, os._exit, os.getpid, os.fstat
 _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
 RECURSION_LIMIT = max(sys.getrecursionlimit(), 1000)  # what reporting runs under, whatever the program set
 _deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequence, traceback.TracebackException
-_parse, _walk, _Assert, _Compare, _Expression = ast.parse, ast.walk, ast.Assert, ast.Compare, ast.Expression
-_source_segment, _unparse, _Constant = ast.get_source_segment, ast.unparse, ast.Constant
-# Expressions whose evaluation has no side effect visible in the syntax: names, constants,
-# attribute and subscript lookups, and containers, arithmetic and comparisons of those. Calls,
-# walrus, comprehensions, f-strings and unpacking (`*it` consumes an iterator) are not.
-_PURE = (ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple, ast.List,
-         ast.Set, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.operator, ast.unaryop,
-         ast.boolop, ast.cmpop, ast.expr_context)
+# A failing `assert L <op> R` of a program run for rich feedback reports the values it compared:
+# run_program compiles each such assert as two statements (_capturing_code), which store them here.
+CAPTURE = "__leti_assert_operands__"
 _OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
         ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
-_signal, _setitimer, _SIGALRM, _ITIMER_REAL = signal.signal, signal.setitimer, signal.SIGALRM, signal.ITIMER_REAL
 try:
     from _json import encode_basestring_ascii as _json_str  # C: nothing a program patches
 except ImportError:
@@ -174,47 +168,45 @@ def _source_lines(source):
     return source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _pure(expr):
-    """True if evaluating `expr` again cannot repeat a side effect visible in its syntax (a
-    property or __getitem__ of the program's could still have one)."""
-    return all(isinstance(n, _PURE) for n in _walk(expr))
+def _capturing_code(source):
+    """`source` compiled with each `assert L <op> R[, msg]` split in two statements,
+    `CAPTURE[:] = (line, op, L, R)` and the assert on the stored values: the failing assert's
+    operands are then the values it compared, evaluated once. (Evaluated again after the failure,
+    a call ran twice and `next(it)` showed a value never compared.) Both statements carry the
+    assert's line, so a traceback through them reads as the program's own."""
+    tree = ast.parse(source)
+    for parent in list(ast.walk(tree)):
+        for name, value in ast.iter_fields(parent):
+            if type(value) is list and any(isinstance(s, ast.Assert) for s in value):
+                setattr(parent, name, [new for s in value for new in _split_assert(s)])
+    return compile(ast.fix_missing_locations(tree), FILENAME, "exec")
 
 
-def _as_written(source, expr):
-    text = _source_segment(source, expr)
-    return _cut(text if text is not None and "\n" not in text else _unparse(expr), MAX_REPR)
+def _split_assert(stmt):
+    test = stmt.test if isinstance(stmt, ast.Assert) else None
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _OPS):
+        return [stmt]
+
+    def stored(i):
+        return ast.Subscript(ast.Name(CAPTURE, ast.Load()), ast.Constant(i), ast.Load())
+
+    store = ast.Assign([ast.Subscript(ast.Name(CAPTURE, ast.Load()), ast.Slice(), ast.Store())],
+                       ast.Tuple([ast.Constant(stmt.lineno), ast.Constant(_OPS[type(test.ops[0])]), test.left,
+                                  test.comparators[0]], ast.Load()))
+    check = ast.Assert(ast.Compare(stored(2), test.ops, [stored(3)]), stmt.msg)
+    return [ast.copy_location(store, stmt), ast.copy_location(check, stmt)]
 
 
-def _assert_operands(source, frame, lineno):
-    """For `assert L <op> R` on `lineno`, the values of L and R, evaluated again in the failing
-    frame under a 1 s alarm. Only an operand with no visible side effect is evaluated: again,
-    `next(it)` or a call to a counter gave a value other than the one compared (and paid the
-    call's time twice). Any other operand is given as written; None when no operand's value
-    would say more than the failing line already does."""
-    try:  # ast runs with the shared builtins, which the program may have broken
-        tree = _parse(source)
-        node = next((n for n in _walk(tree) if isinstance(n, _Assert) and n.lineno == lineno), None)
-        if node is None or not isinstance(node.test, _Compare) or len(node.test.ops) != 1:
-            return None
-        op = _OPS.get(type(node.test.ops[0]))
-        operands = [(expr, _pure(expr)) for expr in (node.test.left, node.test.comparators[0])]
-        if op is None or all(not pure or isinstance(expr, _Constant) for expr, pure in operands):
-            return None  # no value to add to the line the traceback shows (`assert f(2) == 5`)
-        texts = [None if pure else _as_written(source, expr) for expr, pure in operands]
-    except BaseException:
-        return None
-    _signal(_SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError()))
-    _setitimer(_ITIMER_REAL, 1.0)
+def _assert_operands(captured, lineno):
+    """The operands the assert failing on `lineno` compared, from what it stored in CAPTURE
+    (None if another assert, one run inside an operand's __eq__, stored last)."""
     try:
-        for i, (expr, pure) in enumerate(operands):
-            if pure:
-                code = compile(_Expression(expr), FILENAME, "eval")
-                texts[i] = _safe_repr(eval(code, frame.f_globals, frame.f_locals))
+        line, op, left, right = captured
     except BaseException:
         return None
-    finally:
-        _setitimer(_ITIMER_REAL, 0)
-    return {"op": op, "left": texts[0], "right": texts[1]}
+    if line != lineno or type(op) is not str:
+        return None
+    return {"op": op, "left": _safe_repr(left), "right": _safe_repr(right)}
 
 
 def _type_name(exc):
@@ -274,9 +266,9 @@ def _notes(exc):
     return _cut(text, MAX_MESSAGE) or None
 
 
-def _describe_exception(exc, source, rich=False):
-    """The record of a failed program. `rich`: the feedback shows a failing assert's operands
-    (evaluated again); the paper style never uses them, so they cost nothing there."""
+def _describe_exception(exc, source, captured=None):
+    """The record of a failed program. `captured`: the CAPTURE list of a program run for rich
+    feedback, whose failing assert's operands it shows (the paper style never uses them)."""
     lines = _source_lines(source)
     rec = {"kind": "exception", "type": _type_name(exc),
            "message": _cut(_message(exc).rstrip("\n"), MAX_MESSAGE)}
@@ -309,8 +301,8 @@ def _describe_exception(exc, source, rich=False):
         rec["exit"] = True
     if isinstance(exc, MemoryError):
         rec["memory"] = True
-    if rich and isinstance(exc, AssertionError) and last is not None:
-        operands = _assert_operands(source, last[0], last[1])
+    if captured is not None and isinstance(exc, AssertionError) and last is not None:
+        operands = _assert_operands(captured, last[1])
         if operands:
             rec["assert"] = operands
     return rec
@@ -332,15 +324,22 @@ def run_program(source, result_fd, rich=False, spare_fd=None, describe=_describe
     record goes to `result_fd`, or to `spare_fd` if the program closed or replaced that."""
     me = getpid()
     pipe = _identity(result_fd)
-    data, failure, kind = OK_RECORD, None, None
+    data, failure, kind, captured = OK_RECORD, None, None, None
     try:
         code = compile(source, FILENAME, "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source (older Pythons)
         failure, kind = e, "invalid"
     else:
+        if rich:
+            try:
+                code, captured = _capturing_code(source), []
+            except BaseException:  # e.g. an AST too deep to rewrite: the plain program, no operands
+                captured = None
         sys.argv = [FILENAME]
         module = types.ModuleType("__main__")
         module.__builtins__ = builtins
+        if captured is not None:
+            setattr(module, CAPTURE, captured)
         sys.modules["__main__"] = module  # this file's module is no longer reachable by import
         try:  # a program that fills memory must still leave reporting room to run
             reserve = mmap.mmap(-1, RESERVE)
@@ -356,7 +355,7 @@ def run_program(source, result_fd, rich=False, spare_fd=None, describe=_describe
     # reporting walked the handled exception's whole __context__ chain, which made reporting a
     # 20000-long chain 6-10x slower than the program that raised it.
     if failure is not None:
-        data = _report(failure, source, rich, describe, encode, kind)
+        data = _report(failure, source, captured, describe, encode, kind)
     if getpid() != me:
         exit_(0)  # a process the program forked fell through to here: only the program reports
     try:
@@ -376,13 +375,13 @@ UNNAMED_RECORD = b'{"kind": "exception", "type": "<unnamed exception>", "message
 MEMORY_RECORD = b'{"kind": "exception", "type": "MemoryError", "message": "", "frames": [], "memory": true}'
 
 
-def _report(exc, source, rich, describe, encode, kind):
+def _report(exc, source, captured, describe, encode, kind):
     """The record of a failed program, as bytes. The program may have lowered the recursion
     limit (sys.setrecursionlimit(12) left describe no room) or used up its memory."""
     try:
         if _getrecursionlimit() < RECURSION_LIMIT:
             _setrecursionlimit(RECURSION_LIMIT)
-        rec = describe(exc, source, rich)
+        rec = describe(exc, source, captured)
         rec["kind"] = kind
         return encode(rec)
     except BaseException:  # reporting must not turn a failure into "exited early"
