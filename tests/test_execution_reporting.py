@@ -3,6 +3,7 @@ process state at reporting time, and the worker's cgroups once it is gone."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import tracemalloc
@@ -12,6 +13,7 @@ from hostile import CANARY, run_within
 
 from leti.execution import ExecutionConfig, Executor, Program, Status
 from leti.execution.pool import TAMPERED
+from leti.execution.records import ExecutionResult
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,10 @@ def test_a_deep_recursion_through_long_lines_is_reported_whole(ex):
     r = run_within(ex, [Program(src, "import sys\nsys.setrecursionlimit(5000)\nf(1200)\n")])[0]
     assert r.status is Status.FAILED and r.exception_type == "ValueError", r.feedback
     assert len(r.frames) == 1000 and r.frames[-2].line == long_line
+    # stored (samples.jsonl, leti exec's output), the repeated frame is written once, not 999 times
+    stored = json.dumps(r.to_dict())
+    assert len(stored) < 20_000  # was 1.6 MB
+    assert ExecutionResult.from_dict(json.loads(stored)) == r
 
 
 def test_absurdly_long_lines_are_cut_not_refused(ex):

@@ -292,6 +292,9 @@ def test_repair_of_a_missing_file_creates_nothing(tmp_path):
     (lambda r: r.update(completion=None), "bad or missing completion"),
     (lambda r: r.update(frames=[{"line": "x"}]), "bad frames"),
     (lambda r: r.update(frames=5), "bad frames"),
+    # a run of identical frames is stored once with "repeat"; a hand-edited count must not blow up
+    (lambda r: r.update(frames=[{"lineno": 2, "name": "f", "line": "f()", "repeat": 10**12}]), "bad frames"),
+    (lambda r: r.update(frames=[{"lineno": 2, "name": "f", "line": "f()", "repeat": True}]), "bad frames"),
 ])
 def test_what_is_not_a_sample_record_is_said(edit, problem):
     r = _sample()

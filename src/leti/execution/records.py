@@ -90,12 +90,43 @@ class ExecutionResult:
         d = asdict(self)
         d["status"] = self.status.value
         d["passed"] = self.passed
-        d["frames"] = [asdict(f) for f in self.frames]
+        d["frames"] = _stored_frames(self.frames)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ExecutionResult:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["status"] = Status(known["status"])
-        known["frames"] = tuple(Frame(**f) for f in known.get("frames", ()))
+        known["frames"] = _read_frames(known.get("frames", ()))
         return cls(**known)
+
+
+# A deep recursion reports up to 1000 frames, mostly one line again and again (lines up to ~1500
+# characters): about 1.5 MB of JSON in every samples.jsonl record of such a program. Stored, a run
+# of identical frames is one entry with "repeat", the number of further copies.
+_MAX_FRAMES = 1000  # the worker's TRACEBACK_LIMIT
+
+
+def _stored_frames(frames: tuple[Frame, ...]) -> list[dict]:
+    out: list[dict] = []
+    previous = None
+    for f in frames:
+        if f == previous:
+            out[-1]["repeat"] = out[-1].get("repeat", 0) + 1
+        else:
+            out.append(asdict(f))
+            previous = f
+    return out
+
+
+def _read_frames(stored) -> tuple[Frame, ...]:
+    frames: list[Frame] = []
+    for entry in stored:
+        entry = dict(entry)
+        repeat = entry.pop("repeat", 0)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 0 <= repeat < _MAX_FRAMES:
+            raise ValueError(f"frame repeat must be an integer in 0..{_MAX_FRAMES - 1}, got {repeat!r}")
+        frames += [Frame(**entry)] * (1 + repeat)
+    if len(frames) > _MAX_FRAMES:
+        raise ValueError(f"more than {_MAX_FRAMES} frames")
+    return tuple(frames)

@@ -16,7 +16,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   <|good|> prefix from iteration 2), completion, n_prompt_tokens,
                                   n_completion_tokens, finish_reason, plus every field of the
                                   sample's ExecutionResult.to_dict(): id, status, passed, feedback,
-                                  exception_type, message, frames, stdout, duration_s, ...
+                                  exception_type, message, frames (a run of identical frames
+                                  once, with "repeat": further copies), stdout, duration_s, ...
         samples.done              JSON marker: sampling + execution finished (counts, wall_s)
         train_stats.json          TrainStats of this iteration (steps, tokens, losses, packing)
         checkpoint/               model + tokenizer after this iteration's training (older ones
