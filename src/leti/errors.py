@@ -6,6 +6,11 @@ class LetiError(Exception):
     """Bad input or an unusable environment. The message names the file/line/field and the fix."""
 
 
+class ReportedByLeader(LetiError):
+    """A refusal of a multi-process run that rank 0 prints for all ranks: the others exit with the
+    same status without printing it again (a launcher shows every rank's stderr)."""
+
+
 def message_line(error: Exception) -> str:
     """The first non-blank line of the error's message (library errors run to many lines), or
     the type's name when the message is empty."""

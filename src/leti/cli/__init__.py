@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from leti import __version__
-from leti.errors import LetiError
+from leti.errors import LetiError, ReportedByLeader
 
 # Module names under leti.cli; each defines register(subparsers) and sets a `func` default.
 _COMMANDS = ["exec_cmd", "tasks_cmd", "evaluate_cmd", "run_cmd", "sft_cmd", "report_cmd", "demo_cmd", "config_cmd", "presets_cmd"]
@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except LetiError as e:
         _close_open_bars()
-        # one line even when a message quotes a user value with a line break in it (a path)
-        print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
+        if not isinstance(e, ReportedByLeader):
+            # one line even when a message quotes a user value with a line break in it (a path)
+            print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
         return 2
     except BrokenPipeError:
         if not _stdout_closed():

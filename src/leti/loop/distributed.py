@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -102,6 +102,27 @@ class Group:
         except BaseException:
             self.broken = True
             raise
+
+    def check_together(self, check: Callable[[], None]) -> None:
+        """Run `check` on every rank and act on every rank's outcome: a LetiError on any rank
+        stops them all. Rank 0 prints it (its own, else the first failing rank's, named); the
+        others exit quietly (ReportedByLeader). The same refusal on every rank was printed once
+        per rank, and one on some ranks only left the others to fail at their first collective
+        with gloo's "Connection closed by peer" traceback."""
+        from leti.errors import LetiError, ReportedByLeader
+
+        try:
+            check()
+            mine = None
+        except LetiError as e:
+            mine = str(e)
+        failed = [(rank, message) for rank, message in enumerate(self.gather_all(mine)) if message is not None]
+        if not failed:
+            return
+        if not self.is_leader:
+            raise ReportedByLeader(mine or failed[0][1])
+        rank, message = (0, mine) if mine is not None else failed[0]
+        raise LetiError(message if rank == 0 else f"rank {rank}: {message}")
 
     def gather_all(self, obj: Any) -> list[Any]:
         """Every rank: every rank's `obj`, in rank order ([obj] in a single process)."""

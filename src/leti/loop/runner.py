@@ -72,8 +72,11 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars:
 def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> int:
     group = Group(cfg.device)
     try:
-        check_same_config(cfg, group)  # first: every later check assumes every rank has the same config
-        check_launch(cfg, group, carries_optimizer(cfg, mode))
+        def start_checks() -> None:
+            check_same_config(cfg, group)  # first: every later check assumes every rank has the same config
+            check_launch(cfg, group, carries_optimizer(cfg, mode))
+
+        group.check_together(start_checks)
         if not group.is_leader:
             return follow(cfg, group)
         try:
