@@ -239,8 +239,9 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
                  "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0"]) == 0
     # the LeTI config's loop settings are named as unused, not ignored silently
-    assert ("leti: note: `leti sft` does not use iterations=1, sampling.max_new_tokens=24, sampling.n=2: "
-            in capsys.readouterr().err)
+    out, err = capsys.readouterr()
+    assert "leti: note: `leti sft` does not use iterations=1, sampling.max_new_tokens=24, sampling.n=2: " in err
+    assert "2 eval problems x 2, one training stage of 1 epoch\n" in out
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["n_texts"] == 3 and stats["pretrain_batches"] == 0
     assert not (run / "iterations" / "1" / "samples.jsonl").exists()

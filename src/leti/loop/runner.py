@@ -159,7 +159,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                  else f"the reference solutions of {with_ref} of {len(train_problems)} train problems "
                       f"({plural(len(train_problems) - with_ref, 'problem')} without one left out)")
         print(f"leti: {mode} run in {rd.root}: {train}, {len(eval_problems)} eval problems x {cfg.eval.n}, "
-              f"iterations 1..{last}")
+              + (f"iterations 1..{last}" if mode == "leti" else f"one training stage of {plural(cfg.trainer.epochs, 'epoch')}"))
         slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code)
         try:
             with make_executor(cfg.execution) as executor:
