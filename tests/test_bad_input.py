@@ -440,6 +440,22 @@ def test_a_new_run_never_writes_over_a_directory_of_other_files(config, tmp_path
     assert (own / "config.yaml").read_text().endswith("# my notes\n") and not (own / "run.json").exists()
 
 
+def test_a_run_killed_while_writing_its_first_file_starts_again(tmp_path):
+    """Killed inside the first run.json write (found by a kill -9 fuzz: a ~30 ms window), the
+    directory held only .lock and leti's own run.json.tmp, and every rerun was refused as "not a
+    leti run directory"."""
+    from leti.config import RunConfig
+    from leti.loop.checks import prepare_run_dir
+    from leti.loop.rundir import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    rd.root.mkdir()
+    (rd.root / ".lock").write_text("")
+    (rd.root / "run.json.tmp").write_text('{"mode": "le')
+    assert prepare_run_dir(rd, RunConfig(), "leti") is False  # a new run, not a resumed one
+    assert json.loads((rd.root / "run.json").read_text())["mode"] == "leti" and rd.config_path.exists()
+
+
 def test_a_run_directory_whose_config_was_deleted_is_not_restarted_over_its_output(config, tmp_path, capsys):
     rd = _run_dir(tmp_path, config)
     (rd / "config.yaml").unlink()

@@ -160,8 +160,9 @@ def _check_fresh(rd: RunDir) -> None:
         if rd.has_output():
             raise LetiError(f"{rd.config_path}: missing, but {rd.root} holds a run's output; restore it or use a new --run-dir")
         return  # a leti run that stopped before writing anything: it starts afresh
-    # iterations/ may hold stages shared before the run starts (the demo's arms)
-    foreign = sorted(p.name for p in rd.root.iterdir() if p.name not in (".lock", "iterations"))
+    # iterations/ may hold stages shared before the run starts (the demo's arms); run.json.tmp is
+    # this write's own, left by a kill during it (then the directory could never be started again)
+    foreign = sorted(p.name for p in rd.root.iterdir() if p.name not in (".lock", "iterations", "run.json.tmp"))
     if foreign:
         raise LetiError(f"{rd.root}: not empty and not a leti run directory (it holds '{foreign[0]}'); "
                         "pass a new or empty --run-dir")
