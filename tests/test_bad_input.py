@@ -289,10 +289,14 @@ def test_a_resumed_run_refuses_a_task_file_edited_since_it_started(config, tmp_p
     assert "no-model-needed" in one_error_line(capsys)
     task_file = Path(add_task.removeprefix("jsonl:"))
     task_file.write_text(task_file.read_text().replace("assert add_4(1) == 5", "assert add_4(1) == 6"))
-    assert main(["run", str(config), "--run-dir", str(rd)]) == 2
+    before = (rd / "config.yaml").read_text()
+    assert main(["run", str(config), "--run-dir", str(rd), "--set", "iterations=9"]) == 2
     assert one_error_line(capsys) == (f"leti: error: task '{add_task}': its problems (ids, prompts, tests or "
                                       f"references) changed since the run in {rd} started (an edited task file, "
                                       "or another leti's prompts); restore them or use a new --run-dir")
+    # refused, the run directory is as it was (config.yaml said iterations: 9, and the report
+    # then called the run unfinished)
+    assert (rd / "config.yaml").read_text() == before
 
 
 def test_sft_without_reference_solutions_is_refused_before_evaluating(config, tmp_path, add_task, capsys):

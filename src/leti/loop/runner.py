@@ -123,13 +123,6 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                             "back to the run's own, or start again with a new --run-dir")
         if todo is not None:  # training to come (a finished run only evaluates its last iteration)
             check_processes(rd, mode, cfg, group.world_size)
-        if resuming:
-            write_text_atomic(rd.config_path, run_config_text(saved, mode))  # what the rest of the run does
-            if todo is None:
-                print(f"leti: resuming {rd.root}: iterations 0-{last} finished; iteration {last}, now the last, is evaluated")
-            else:
-                done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
-                print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
         if resuming and todo is not None and carries_optimizer(cfg, mode):
             check_optimizer_state(rd, todo)
         if cfg.trainer.reads_corpus:
@@ -147,6 +140,15 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
         check_eos_token(cfg)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
+        if resuming:
+            # only once every check passed: a refused resume (an edited task file with --set
+            # iterations=9) left config.yaml saying 9, and the report then called the run unfinished
+            write_text_atomic(rd.config_path, run_config_text(saved, mode))  # what the rest of the run does
+            if todo is None:
+                print(f"leti: resuming {rd.root}: iterations 0-{last} finished; iteration {last}, now the last, is evaluated")
+            else:
+                done = ("nothing finished yet", "iteration 0 finished")[todo] if todo < 2 else f"iterations 0-{todo - 1} finished"
+                print(f"leti: resuming {rd.root}: {done}; iteration {todo} goes on from its saved stages")
         if mode == "sft" and (unused := sft_unused_settings(cfg)):
             print(f"leti: note: `leti sft` does not use {', '.join(unused)}: the supervised baseline trains once, for "
                   "trainer.epochs, on the reference solutions, and samples only to evaluate (eval.*)", file=sys.stderr)
