@@ -108,7 +108,10 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
                    "textual_baseline_pass_at_1": 0.0, "binary_baseline_pass_at_1": 0.0,
                    "binary_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "textual_final_pass_at_1_stderr": pytest.approx(se / 100),
-                   "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4, "step_ratio": 2.0}
+                   "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4, "step_ratio": 2.0,
+                   "textual_reached_at_first_evaluation": True, "binary_gain_within_stderr": False}
+    # reached at its first evaluation after training: it may have needed fewer steps, and the report says so
+    assert "(binary/textual step ratio 2.00). That is its first evaluation after training, the earliest" in md
     # The binary arm's example has the reward token but no feedback span.
     binary_part = md[md.index("Run `binary`"):]
     assert "<|bad|>" in binary_part and "<|lang_feedback|>" not in binary_part
@@ -467,6 +470,22 @@ def test_an_arm_stopped_part_way_is_not_compared_as_if_it_had_finished(tmp_path)
     build_report(demo)
     assert "after **1** step (binary/textual step ratio 1.00)" in (demo / "report.md").read_text()
     assert len(json.loads((demo / "comparisons.json").read_text())) == 1
+
+
+def test_a_binary_gain_within_noise_is_said_to_make_the_step_counts_say_little(tmp_path):
+    """The demo's binary arm gained 0.4 points (± 4.6): the step ratio against that "final score"
+    measured noise, and the report gave it without a word."""
+    demo = tmp_path / "demo"
+    _hand_run(demo / "seed0" / "textual", [(0, {"pass@1": (0.16, 0.04)}), (1, {"pass@1": (0.16, 0.04)}),
+                                           (2, {"pass@1": (0.30, 0.05)})])
+    _hand_run(demo / "seed0" / "binary", [(0, {"pass@1": (0.16, 0.04)}), (1, {"pass@1": (0.17, 0.046)}),
+                                          (2, {"pass@1": (0.17, 0.046)})], textual=False)
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert ("after **2** steps (binary/textual step ratio 0.50). The binary arm's gain over its baseline (+1.0 "
+            "points) is within one standard error of its score, so the score to reach is its baseline's up to noise, "
+            "and the step counts say little.") in md
+    assert "first evaluation after training" not in md  # textual reached it at its second
 
 
 def test_runs_named_textual_and_binary_are_paired_only_when_their_configs_agree(tmp_path):

@@ -105,6 +105,11 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     def baseline(h: RunHistory) -> float | None:
         return h.baseline_point.eval_metrics.get(metric) if h.baseline_point else None
 
+    # Reached at the textual arm's first evaluation after training: it may have needed fewer
+    # steps, which evaluating once per iteration cannot show.
+    first_trained = next((p for p in textual.points if p.iteration > 0 and p.eval_metrics.get(metric) is not None), None)
+    b_base, b_se = baseline(binary), bp.eval_stderr.get(metric) if bp else None
+
     return {
         "metric": metric,
         "binary_final_pass_at_1": target,
@@ -124,6 +129,10 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         # the paper's "fewer than half the gradient steps" is step_ratio >= 2 (None: not reached,
         # or reached before training, where a ratio means nothing)
         "step_ratio": b_steps / t_steps if t_steps and b_steps else None,
+        "textual_reached_at_first_evaluation": bool(t_steps and first_trained and t_steps == first_trained.gradient_steps),
+        # the binary arm's gain over its baseline is within one standard error: the score to
+        # reach is the baseline's, up to evaluation noise
+        "binary_gain_within_stderr": bool(None not in (target, b_base, b_se) and 0 < target - b_base <= b_se),
         "binary_last_iteration": binary.points[-1].iteration if binary.points else None,
         "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,
         "textual_last_iteration": textual.points[-1].iteration if textual.points else None,
@@ -293,8 +302,16 @@ def _comparison_text(name: str, cmp: dict) -> str:
     if t_steps == 0:
         return head + " The textual arm had the binary arm's final score already before training."
     ratio = f" (binary/textual step ratio {cmp['step_ratio']:.2f})" if cmp.get("step_ratio") else ""
-    return head + (f" The textual arm reached the binary arm's final score after **{t_steps}** "
+    text = head + (f" The textual arm reached the binary arm's final score after **{t_steps}** "
                    f"{'step' if t_steps == 1 else 'steps'}{ratio}.")
+    if cmp.get("textual_reached_at_first_evaluation"):
+        text += (" That is its first evaluation after training, the earliest that evaluating once per iteration "
+                 "can show: it may have needed fewer steps.")
+    if cmp.get("binary_gain_within_stderr"):
+        text += (f" The binary arm's gain over its baseline ({_points_pm(target - b_base, None)} points) is within "
+                 "one standard error of its score, so the score to reach is its baseline's up to noise, and the step "
+                 "counts say little.")
+    return text
 
 
 def _iteration_table(h: RunHistory) -> Table:
