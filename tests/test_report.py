@@ -280,6 +280,10 @@ def test_demo_with_control_arms_summary_and_report(tmp_path):
     assert md.index("Run `binary`") < md.index("Run `constant`") < md.index("Run `passing`")
     assert "<|lang_feedback|>The program failed." in md[md.index("Run `constant`"):md.index("Run `passing`")]
     assert "<|bad|>" not in md[md.index("Run `passing`"):]
+    # the arms are described; summary.json's note on its own keys ("fractions in [0, 1]",
+    # gain_points, vs_binary) is not, under tables in percent
+    assert 'constant: every feedback span says "The program failed."' in md
+    assert "fractions in [0, 1]" not in md and "vs_binary" not in md
 
 
 def _set_config(run: Path, **fields) -> None:

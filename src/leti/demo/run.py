@@ -191,9 +191,10 @@ def _write_summary(root: Path, seed_list: list[int], arms: list[str], clock: _Cl
     summary = make_summary(histories, clock.state, asdict(demo.warmstart))
     if incomplete is not None:
         summary["incomplete"] = incomplete
-        summary["note"] = (f"INCOMPLETE: the demo stopped in seed {incomplete['seed']}'s {incomplete['stage']} "
-                           f"({incomplete['error']}); this summary covers only the arms that finished "
-                           f"({', '.join(arms)}). " + summary["note"])
+        stopped = (f"INCOMPLETE: the demo stopped in seed {incomplete['seed']}'s {incomplete['stage']} "
+                   f"({incomplete['error']}); this summary covers only the arms that finished ({', '.join(arms)}).")
+        summary["note"] = f"{stopped} {summary['note']}"
+        summary["arms_note"] = f"{stopped} {summary['arms_note']}".strip()
     write_json_atomic(root / "summary.json", summary)
     build_report(root)
     clock.add("report", time.time() - t0)

@@ -143,4 +143,6 @@ def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warms
                  "which final_pass_at_1_seed_sd (the sample sd across seeds, with several) shows. vs_binary: "
                  "final pass@1 minus the binary arm's in points, its stderr from per-problem paired differences."
                  + "".join(f" {_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE)),
+        # what report.md says of the arms (the note above is about this file's keys)
+        "arms_note": " ".join(f"{_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE),
     }

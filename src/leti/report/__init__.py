@@ -395,8 +395,9 @@ def _summary_blocks(summary: dict | None) -> list[Block]:
         _arm_table(summary, arms),
         _curve_table(summary, arms),
     ]
-    if summary.get("note"):
-        blocks.append(Para(summary["note"]))
+    # not summary.json's "note": it explains that file's keys and units, not these tables
+    if isinstance(summary.get("arms_note"), str) and summary["arms_note"]:
+        blocks.append(Para(summary["arms_note"]))
     return blocks
 
 
