@@ -280,14 +280,17 @@ def test_quick_demo_control_arms_added_to_a_finished_demo(tmp_path, monkeypatch,
     assert "Run `passing`" in md and "| passing |" in md
 
 
-def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch):
+def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch, capsys):
     from leti.demo.warmstart import warm_start
 
     cfg = load_demo_config(preset_path(True)).warmstart
     paths = []
-    for name in ("a", "b"):
+    for name, progress in (("a", False), ("b", True)):
         monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / name))
-        paths.append(warm_start(cfg, progress=False))
+        paths.append(warm_start(cfg, progress=progress))
+    # no terminal (a log file): no bar, but a plain line every tenth of the way
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warm start: pretraining step")]
+    assert len(steps) == 10 and steps[-1].startswith(f"warm start: pretraining step {cfg.steps}/{cfg.steps}, loss ")
     a, b = ((p / "model.safetensors").read_bytes() for p in paths)
     assert a == b
     stamp = (paths[1] / "warmstart.json").stat().st_mtime

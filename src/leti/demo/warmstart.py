@@ -104,6 +104,9 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
     losses: list[float] = []
     # disable=None: a bar on a terminal only, not redrawn into a log file
     bar = tqdm(range(cfg.steps), desc="warm start: pretraining", disable=None if progress else True)
+    # in a log file (nohup, a batch job) a plain line every tenth of the way instead: minutes of
+    # silence there could not be told from a hang
+    every = max(1, cfg.steps // 10) if progress and bar.disable else 0
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
@@ -118,6 +121,9 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        if every and (step + 1) % every == 0:
+            print(f"warm start: pretraining step {step + 1}/{cfg.steps}, loss {sum(losses[-every:]) / every:.3f}",
+                  flush=True)
     model.eval()
     return losses
 
