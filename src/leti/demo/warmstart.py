@@ -129,12 +129,15 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
 
 
 def _new_model(tokenizer: PreTrainedTokenizerFast, cfg: WarmStartConfig) -> GPT2LMHeadModel:
-    return GPT2LMHeadModel(GPT2Config(
+    model = GPT2LMHeadModel(GPT2Config(
         vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
         n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # tiny model, short training: no dropout
     ))
+    # the loss transformers would pick anyway, named: unnamed, it warned once per demo, across the bar
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def build_warm_start(cfg: WarmStartConfig, out: Path, progress: bool = True) -> dict:
