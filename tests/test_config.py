@@ -75,7 +75,7 @@ def test_unknown_field_suggests_the_fix(tmp_path):
     path.write_text("sampling:\n  temprature: 0.5\n")
     with pytest.raises(LetiError) as e:
         load_config(path)
-    assert str(e.value) == f"{path}: unknown field 'sampling.temprature' (did you mean 'temperature'?)"
+    assert str(e.value) == f"{path}: unknown field 'sampling.temprature' (did you mean 'sampling.temperature'?)"
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -149,11 +149,11 @@ def test_cli_prints_one_line(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"trainer": {"epochz": 3}}))
     assert main(["run", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"leti: error: {path}: unknown field 'trainer.epochz' (did you mean 'epochs'?)"
+    assert err == f"leti: error: {path}: unknown field 'trainer.epochz' (did you mean 'trainer.epochs'?)"
 
 
 @pytest.mark.parametrize("override, message", [
-    ("sampling.nn=3", "--set sampling.nn=3: unknown field 'sampling.nn' (did you mean 'n'?)"),
+    ("sampling.nn=3", "--set sampling.nn=3: unknown field 'sampling.nn' (did you mean 'sampling.n'?)"),
     ("iterations=0", "--set iterations=0: iterations must be >= 1, got 0"),
     ("eval.n=1", "--set eval.n=1: eval.ks=[1, 2] needs values in 1..eval.n=1"),
 ])
@@ -168,7 +168,7 @@ def test_a_bad_file_is_blamed_not_the_overrides(tmp_path):
     path.write_text("iterations: 0\nsampling:\n  nn: 3\n")
     with pytest.raises(LetiError) as e:
         load_config(path, ["sampling.n=4", "seed=1"])
-    assert str(e.value) == f"{path}: unknown field 'sampling.nn' (did you mean 'n'?)"
+    assert str(e.value) == f"{path}: unknown field 'sampling.nn' (did you mean 'sampling.n'?)"
     path.write_text("iterations: 0\n")
     with pytest.raises(LetiError) as e:
         load_config(path, ["sampling.n=4"])

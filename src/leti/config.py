@@ -3,7 +3,7 @@
 Every default reproduces the paper's CodeGen-350M-mono MBPP run (see
 shared/docs/leti-method.md); presets in configs/ change only what differs. Bad input becomes one
 `LetiError` line naming the file, the field, the value and the fix, e.g.
-    config.yaml: unknown field 'sampling.temprature' (did you mean 'temperature'?)
+    config.yaml: unknown field 'sampling.temprature' (did you mean 'sampling.temperature'?)
 """
 
 from __future__ import annotations
@@ -286,7 +286,8 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
     for name in raw:
         if name not in fields:
             close = difflib.get_close_matches(str(name), list(fields), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(fields)}"
+            # the whole dotted name: what --set (or a flat reading of the YAML) needs
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known fields: {', '.join(fields)}"
             raise LetiError(f"{where}: unknown field '{prefix}{name}' ({hint})")
     kwargs = {name: _coerce(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
     try:
