@@ -212,6 +212,7 @@ def test_demo_cli_prints_the_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"50.0% ± 17.7 (textual feedback) [seed sd {100 * stdev([0.25, 0.75]):.1f}]" in out
     assert f"textual minus binary +50.0 ± 17.7 points (paired over problems, seed sd {stdev([25.0, 75.0]):.1f})" in out
+    assert all(line.startswith("demo: ") for line in out.splitlines())  # no raw JSON line: summary.json has it
 
 
 def _bare_run(root: Path, eval_json: dict | None) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -44,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(s: dict, run_dir: Path) -> None:
-    """The demo's closing lines: its summary as one JSON line, then each arm's held-out pass@1
-    with its error (and the spread across seeds), each arm against binary, and the report."""
+    """The demo's closing lines: each arm's held-out pass@1 with its error (and the spread across
+    seeds), each arm against binary, and the report (the numbers in full: summary.json)."""
     from leti.demo.config import ARM_LABEL
 
     def pct(x: float | None, stderr: float | None = None) -> str:
@@ -53,8 +52,6 @@ def print_summary(s: dict, run_dir: Path) -> None:
             return "n/a"
         return f"{100 * x:.1f}%" + ("" if stderr is None else f" ± {100 * stderr:.1f}")
 
-    finals = [f"{arm}_final_pass_at_1" for arm in s["arms"]]
-    print(json.dumps({k: s[k] for k in ("baseline_pass_at_1", *finals, "final_pass_at_1_stderr", "wall_seconds")}))
     se, sd = s.get("final_pass_at_1_stderr", {}), s.get("final_pass_at_1_seed_sd", {})
     results = " vs ".join(f"{pct(s['final_pass_at_1'][arm], se.get(arm))} ({ARM_LABEL[arm]})"
                           + (f" [seed sd {100 * sd[arm]:.1f}]" if sd.get(arm) is not None else "") for arm in s["arms"])
