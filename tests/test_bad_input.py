@@ -381,6 +381,17 @@ def test_a_relative_task_path_that_is_missing_names_the_directory_it_was_looked_
                                       f"directory {tmp_path}); check the path in jsonl:PATH")
 
 
+def test_a_run_refused_before_it_wrote_anything_leaves_no_folder(config, tmp_path, capsys):
+    """A missing task file: the refusal left runs/NAME holding only its .lock."""
+    run = tmp_path / "runs" / "new"
+    assert main(["run", str(config), "--run-dir", str(run), "--set", f"task=jsonl:{tmp_path}/nosuch.jsonl"]) == 2
+    assert "task file not found" in one_error_line(capsys)
+    assert not run.exists()
+    run.mkdir(parents=True)  # one that was there before is left as it was
+    assert main(["run", str(config), "--run-dir", str(run), "--set", f"task=jsonl:{tmp_path}/nosuch.jsonl"]) == 2
+    assert run.is_dir()
+
+
 def test_exec_refuses_to_write_over_its_input(tmp_path, capsys):
     inp = tmp_path / "programs.jsonl"
     text = '{"program": "x = 1", "tests": "assert x == 1"}\n'

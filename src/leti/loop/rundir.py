@@ -107,13 +107,21 @@ class RunDir:
     def locked(self) -> Iterator[None]:
         """One process per run directory: a second `leti run` on it fails fast instead of
         appending to the same files."""
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "w") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LetiError(f"{self.root}: another leti process is working on this run directory; wait for it or use another --run-dir") from None
-            yield
+            try:
+                yield
+            except BaseException:
+                # a run refused before it wrote anything (a missing task file) leaves no folder behind
+                if created and [p.name for p in self.root.iterdir()] == [".lock"]:
+                    (self.root / ".lock").unlink()
+                    self.root.rmdir()
+                raise
 
     def has_output(self) -> bool:
         """Whether any stage has written something (a sample, a checkpoint, a result)."""
