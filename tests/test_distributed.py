@@ -112,7 +112,7 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, share
     capsys.readouterr()
     assert main(["run", CONFIG, "--run-dir", str(multi), *common, "--set", "iterations=2"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"leti: error: {multi}: the run started with 2 processes (8 texts per optimizer step), now 1 (4); launch it "
+        f"leti: error: {multi}: the run trained with 2 processes (8 texts per optimizer step), now 1 (4); launch it "
         "with 2 again (trainer.batch_size is per process), or use a new --run-dir")
     assert not (multi / "iterations" / "2").exists()
     assert yaml.safe_load((multi / "config.yaml").read_text())["iterations"] == 1

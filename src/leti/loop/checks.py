@@ -42,6 +42,7 @@ SFT_UNUSED = frozenset({
     "training_text.postprocess_hints", "training_text.feedback_content", "training_text.stop_hint",
     "training_text.keep_failures"})
 
+
 def _started_config(rd: RunDir) -> dict:
     """The config.yaml a run directory was started with, as a mapping."""
     fix = "restore it (it is the config the run started with) or use a new --run-dir"
@@ -217,7 +218,7 @@ def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> N
     if isinstance(was, int) and was != processes and trained:
         t = cfg.trainer
         per_step = t.batch_size * t.gradient_accumulation_steps
-        raise LetiError(f"{rd.root}: the run started with {was} process{'es' if was != 1 else ''} ({was * per_step} texts "
+        raise LetiError(f"{rd.root}: the run trained with {was} process{'es' if was != 1 else ''} ({was * per_step} texts "
                         f"per optimizer step), now {processes} ({processes * per_step}); launch it with {was} again "
                         "(trainer.batch_size is per process), or use a new --run-dir")
     if was != processes:
