@@ -789,3 +789,10 @@ def test_a_damaged_demo_summary_is_named(tmp_path, capsys, summary, message):
     assert main(["report", str(demo)]) == 2
     assert _one_error(capsys) == (f"{demo}/summary.json: {message}; run the `leti demo` command that made it again "
                                   "to rewrite it, or delete it to report the runs alone")
+
+
+def test_gradient_steps_averaged_over_seeds_are_rounded():
+    """A seed mean of steps that differ (the passing arm's) printed as 245.33333333333334."""
+    from leti.report import _steps
+
+    assert [_steps(v) for v in (245 + 1 / 3, 768, 768.0, None)] == ["245.3", "768", "768", "n/a"]

@@ -343,6 +343,13 @@ def _metric_cell(name: str, p) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def _steps(value: object) -> str:
+    """Gradient steps, or their mean over seeds (245.3, not 245.33333333333334)."""
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
 def _arm_table(summary: dict, arms: list[str]) -> Table:
     """One row per arm. The ± columns appear only for summaries that carry them (newer demos);
     the seed spread only with several seeds."""
@@ -358,7 +365,7 @@ def _arm_table(summary: dict, arms: list[str]) -> Table:
         rows.append([arm, _pct_pm(final, stderr.get(arm)), gain,
                      *([_pct(seed_sd.get(arm))] if with_sd else []),
                      *([_diff_points(vs)] if vs_binary else []),
-                     str(last.get("gradient_steps", "n/a"))])
+                     _steps(last.get("gradient_steps"))])
     return Table(["arm", "final pass@1 %", "gain over baseline (points)",
                   *(["seed-to-seed sd (points)"] if with_sd else []),
                   *(["minus binary, paired (points)"] if vs_binary else []), "gradient steps"], rows)
