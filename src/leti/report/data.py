@@ -193,20 +193,15 @@ def eval_stderr(metrics_row: dict, eval_json: dict | None, counts: dict[str, tup
     return stderrs_from_counts(list(counts.values()), metric_names) if counts else {}
 
 
-def example_training_text(run: RunDir, iterations: list[int]) -> str | None:
-    """The training text (as the loop builds it from the run's config) of the first failing
-    sample of the earliest training iteration; None if there is none, or if the run trains on
-    passing samples only (training_text.keep_failures off), where it would show a text that
-    was never trained on."""
-    from leti.config import load_config
+def example_training_text(run: RunDir, iterations: list[int], cfg) -> str | None:
+    """The training text (as the loop builds it from the run's config `cfg`) of the first failing
+    sample of the earliest training iteration; None if there is none, if `cfg` is None (how the
+    run built its texts is not known), or if the run trains on passing samples only
+    (training_text.keep_failures off), where it would show a text that was never trained on."""
     from leti.execution import ExecutionResult
     from leti.feedback.training_text import build_training_text
 
-    try:
-        cfg = load_config(run.config_path)
-    except LetiError:  # missing or damaged: how this run built its texts is not known
-        return None
-    if not cfg.training_text.keep_failures:
+    if cfg is None or not cfg.training_text.keep_failures:
         return None
     for k in iterations:
         path = run.samples(k)
@@ -333,20 +328,21 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
             eval_counts=counts,
             code_loss=row.get("pretrain_heldout_loss"),
         ))
-    example = example_training_text(run, [p.iteration for p in points])
+    cfg = _run_config(run)
+    example = example_training_text(run, [p.iteration for p in points], cfg)
     sft = run_mode(run.root) == "sft"
     return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example,
                       metrics_cut_short=run.metrics_cut_short(), sft=sft,
-                      planned_iterations=1 if sft else _planned_iterations(run))
+                      planned_iterations=1 if sft else cfg.iterations if cfg is not None else None)
 
 
-def _planned_iterations(run: RunDir) -> int | None:
-    """The `iterations` of the run's config.yaml (the last iteration it runs); None when the
-    config cannot be read, which a report does not need."""
+def _run_config(run: RunDir):
+    """The run's config.yaml as a RunConfig; None when it is missing or damaged, which a report
+    does without (no example text, no planned iterations)."""
     from leti.config import load_config
 
     try:
-        return load_config(run.config_path).iterations
+        return load_config(run.config_path)
     except LetiError:
         return None
 
