@@ -126,9 +126,9 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
     checking = _checkers([tree])
     if any(_is_check(n) for n in running) or called & checking:
         return
+    prompt_tree = _parse_prompt(prompt)  # read once: its checkers and its imports count below
     defined_in_tests = {n.name for n in ast.walk(tree) if isinstance(n, (*_FUNCTIONS, ast.ClassDef))}
     if called - defined_in_tests:  # perhaps a checker defined in the prompt
-        prompt_tree = _parse_prompt(prompt)
         if prompt_tree is None or called & _checkers([tree, prompt_tree]):
             return
     if unittest_main is not None:
@@ -144,7 +144,6 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
     # calling each test_* function) can fail. Calls of builtins (print, list, range) and of
     # imported modules (random.seed(0), doctest.testmod() whose result goes unchecked here) do
     # not count: they run whatever the program does, and a forgotten check(add) hid behind them.
-    prompt_tree = _parse_prompt(prompt)
     library = _BUILTINS | _imported([tree] if prompt_tree is None else [tree, prompt_tree])
     if any(isinstance(n, ast.Call) and _root(n.func) not in library for n in running):
         return
