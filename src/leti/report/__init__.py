@@ -114,7 +114,7 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         "metric": metric,
         "binary_final_pass_at_1": target,
         "textual_final_pass_at_1": tp.eval_metrics[metric] if tp else None,
-        "binary_final_pass_at_1_stderr": bp.eval_stderr.get(metric) if bp else None,
+        "binary_final_pass_at_1_stderr": b_se,
         "textual_final_pass_at_1_stderr": tp.eval_stderr.get(metric) if tp else None,
         "binary_final_iteration": bp.iteration if bp else None,
         "textual_final_iteration": tp.iteration if tp else None,
@@ -138,7 +138,7 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         "textual_last_iteration": textual.points[-1].iteration if textual.points else None,
         "textual_total_steps": textual.points[-1].gradient_steps if textual.points else None,
         "textual_baseline_pass_at_1": baseline(textual),
-        "binary_baseline_pass_at_1": baseline(binary),
+        "binary_baseline_pass_at_1": b_base,
     }
 
 
@@ -209,20 +209,15 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
     seen: set[tuple[Path, Path]] = set()
 
     def add(label: str, t: RunHistory, b: RunHistory) -> None:
-        if (t.root, b.root) not in seen:
-            seen.add((t.root, b.root))
-            pairs.append((label, t, b))
-
-    def add_finished(label: str, t: RunHistory, b: RunHistory) -> None:
-        # an arm stopped part-way would read as the arm's result: its "final" score and the
-        # step ratio against it (the paper's headline) wait for it to finish
         if (t.root, b.root) in seen:
             return
+        seen.add((t.root, b.root))
+        # an arm stopped part-way would read as the arm's result: its "final" score and the
+        # step ratio against it (the paper's headline) wait for it to finish
         stopped = [h for h in (t, b) if h.unfinished]
         if not stopped:
-            add(label, t, b)
+            pairs.append((label, t, b))
             return
-        seen.add((t.root, b.root))
         which = "; ".join(f"`{h.name}` stopped at iteration {h.last_point.iteration if h.last_point else 'none'} "
                           f"of {h.planned_iterations}" for h in stopped)
         refused.append(f"{label}: not compared yet, {which}; an arm's final score and the step ratio wait for "
@@ -234,7 +229,7 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
         if t and b:
             why = _why_not_a_pair(t, b)
             if why is None:
-                add_finished(prefix or "textual vs binary", t, b)
+                add(prefix or "textual vs binary", t, b)
             else:
                 refused.append(f"`{t.name}` and `{b.name}` are not compared as textual vs binary arms: {why}.")
     arms = {h.root: run_arm(h.root) for h in histories}
@@ -242,7 +237,7 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
         for b in histories:
             at, ab = arms[t.root], arms[b.root]
             if at and ab and at[0] == "textual" and ab[0] == "binary" and at[1] == ab[1]:
-                add_finished(f"{t.name} (textual) vs {b.name} (binary)", t, b)
+                add(f"{t.name} (textual) vs {b.name} (binary)", t, b)
     return pairs, refused
 
 
