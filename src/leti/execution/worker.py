@@ -823,14 +823,8 @@ SOCKET_TABLES = ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "ra
 
 
 def _read_proc(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = bytearray()
-        while chunk := os.read(fd, 65536):
-            data += chunk
-        return bytes(data)
-    finally:
-        os.close(fd)
+    with open(path, "rb") as f:  # read() goes on to the end of a /proc table, as every read here does
+        return f.read()
 
 
 def sockets_left():
