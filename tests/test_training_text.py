@@ -137,6 +137,10 @@ HINT_CASES = {
     "none_operand": ("def add(a, b):\n    a + b\n", "assert add(1, 2) + 0 == 3\n", [HINT_RETURN]),  # TypeError on None
     "first_function_only": ("def helper(a, b):\n    a + b\n\ndef add(a, b):\n    return helper(a, b)\n", TESTS,
                             [HINT_EXTRA, HINT_RETURN]),
+    # A string literal whose lines start at column 0 is not code after the function.
+    "string_at_column_0": ('def add(a, b):\n    s = """a\nb"""\n    return a - b\n', TESTS, []),
+    # The nested helper's return is not the function's.
+    "nested_return": ("def add(a, b):\n    def g():\n        return a + b\n    g()\n", TESTS, [HINT_RETURN]),
     "no_function": ("add = lambda a, b: a - b\n", TESTS, []),
     "endless": ("def add(a, b):\n    while True:\n        pass\n", TESTS, [HINT_TIMEOUT]),
     "import_error": ("from os import no_such_name\ndef add(a, b):\n    return a + b\n", TESTS, [HINT_MODULE]),

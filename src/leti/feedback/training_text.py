@@ -136,19 +136,24 @@ def feedback_text(completion: str, result: ExecutionResult, hints: bool = False)
 def _top_level_code_after_first_function(completion: str) -> bool:
     """True when the completion defines a function and then keeps writing top-level code
     (more functions, calls, prints): the pattern the authors' hint targets."""
-    lines = completion.splitlines()
+    try:
+        body = ast.parse(completion).body
+    except SyntaxError:
+        body = None
+    if body is not None:  # statements, so a string literal's continuation lines are not code
+        first = next((i for i, node in enumerate(body)
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+        return first is not None and first + 1 < len(body)
+    # Unparsable (often cut off mid-statement): judge by indentation, line by line.
     seen_def = False
-    in_body = False
-    for line in lines:
+    for line in completion.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         top_level = not line[:1].isspace()
         if not seen_def:
-            if top_level and re.match(r"(async\s+)?def\s", stripped):
-                seen_def, in_body = True, True
-            continue
-        if in_body and top_level:
+            seen_def = top_level and re.match(r"(async\s+)?def\s", stripped) is not None
+        elif top_level:
             return True
     return False
 
@@ -177,11 +182,21 @@ def _first_function_returns(completion: str) -> bool | None:
         return None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for sub in ast.walk(node):
-                if isinstance(sub, (ast.Return, ast.Yield, ast.YieldFrom)) and getattr(sub, "value", None) is not None:
-                    return True
-            return False
+            return _returns_a_value(node.body)
     return None
+
+
+def _returns_a_value(statements: list[ast.stmt]) -> bool:
+    """Whether these statements `return`/`yield` a value, not counting nested functions,
+    lambdas and classes (their returns are not the function's)."""
+    todo: list[ast.AST] = list(statements)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)) and node.value is not None:
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def _hint_missing_return(completion: str, result: ExecutionResult) -> str | None:
