@@ -12,6 +12,7 @@ import pytest
 from leti.errors import LetiError
 from leti.evaluation.samples import Sample
 from leti.execution import Status
+from leti.sampling.base import cut_at_stop
 from leti.tasks.eae.check import normalise, occurs_in
 from leti.tasks.eae.data import read_oneie
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
@@ -88,7 +89,7 @@ def test_splits_ids_and_prompt(geneva):
     )
     assert p.reference == 'assailant=["environmental terrorists"])'
     assert GOLD_SPAN not in p.prompt.split("sentence = ")[0]  # gold only via the sentence itself
-    assert geneva.stop_sequences == ("\n",)
+    assert "\n\n" in geneva.stop_sequences and "\nprint" not in geneva.stop_sequences  # "\np" covers it
 
 
 def test_repeated_trigger_names_its_occurrence(tmp_path):
@@ -140,6 +141,19 @@ def test_verifier_feedback(executor, geneva, completion, expected):
     result = _run(executor, geneva, completion)
     assert not result.passed
     assert expected in result.feedback, result.feedback
+
+
+def test_a_call_wrapped_over_lines_is_kept_whole_and_passes(executor, geneva):
+    """Generation stops after the call, not at its first newline: a call wrapped one argument per
+    line (black's layout) is valid Python and passes; what follows the call is cut off."""
+    stops = geneva.stop_for(geneva.get(ATTACK_ID))
+    wrapped = '\n    assailant=["environmental terrorists"],\n)'
+    for after in ("\nprint(event)\n", "\n\n    # done", "\nevent = Attack(victim=[])", '\n"""'):
+        assert cut_at_stop(wrapped + after, stops) == (wrapped, after)
+    assert _run(executor, geneva, wrapped).passed
+    one_line = 'assailant=["environmental terrorists"])'
+    assert cut_at_stop(one_line + "\nsentence = 'x'\n", stops) == (one_line, "\nsentence = 'x'\n")
+    assert cut_at_stop(one_line + "\n)\nx", stops) == (one_line + "\n)", "\nx")  # a stray ) is the model's
 
 
 def test_feedback_is_the_traceback_tail_and_does_not_leak_gold(executor, geneva):

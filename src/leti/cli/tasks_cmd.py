@@ -92,7 +92,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _task_stops(task: Task) -> str:
     """The task's stop sequences, or "per problem" when problems carry their own (meta["stop"],
     which `Task.stop_for` prefers): a single list would misstate what generation stops at."""
-    default = repr(list(task.stop_sequences))
+    default = task.stop_summary or repr(list(task.stop_sequences))
     problems = task.problems()
     own = sum(p.meta.get("stop") is not None for p in problems)
     if own == 0:

@@ -67,6 +67,8 @@ class Task(ABC):
     citation: str = ""
     # Generation stops at the first of these (the text from it on is dropped).
     stop_sequences: tuple[str, ...] = ()
+    # How `leti tasks show` words stop_sequences when the list is too long to read ("" : the list).
+    stop_summary: str = ""
     eval_defaults: EvalDefaults = EvalDefaults()
 
     @classmethod

@@ -37,7 +37,7 @@ from leti.tasks.eae.data import EventMention, read_oneie
 from leti.tasks.eae.judge import VERIFICATION_ERROR, judge_result
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
 from leti.tasks.eae.ontology import EventType, load_ontology, parse_ontology
-from leti.tasks.eae.problems import STOP_SEQUENCES, make_problem
+from leti.tasks.eae.problems import STOP_SEQUENCES, STOP_SUMMARY, make_problem
 from leti.tasks.registry import register_task
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class EaeTask(Task):
     """Shared machinery; subclasses say where the files and the ontology come from."""
 
     stop_sequences = STOP_SEQUENCES
+    stop_summary = STOP_SUMMARY
     eval_defaults = EAE_EVAL
 
     def __init__(self, files: dict[str, Path], ontology: Path | None, min_f1: float, prefix: str) -> None:

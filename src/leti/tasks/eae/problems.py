@@ -1,6 +1,6 @@
 """One event mention -> one `Problem`: prompt, sandbox code, gold reference.
 
-Prompt (what the model continues; one line of arguments and the closing parenthesis):
+Prompt (what the model continues: the arguments and the closing parenthesis, on one line or more):
 
     class Event: ...                      # the shared base class
     class Attack(Event): ...              # this mention's event type, roles documented
@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import string
 from functools import cache
 
 from leti.errors import LetiError
@@ -30,9 +31,15 @@ from leti.tasks.eae import check
 from leti.tasks.eae.data import EventMention
 from leti.tasks.eae.ontology import BASE_CLASS, EventType, render_class
 
-# Generation stops at the end of the line: the instantiation is written on one line, and
-# anything after it (a second event, prints) would only add noise to the program.
-STOP_SEQUENCES = ("\n",)
+# Generation stops where the instantiation ends: at a blank line, or at a line that starts at
+# column 0 with anything but a closing bracket (a call wrapped one argument per line ends with
+# `)` there). Anything after the call (a second event, prints) would only add noise to the
+# program. Stopping at the first newline instead cut every wrapped call, valid Python that the
+# verifier accepts, into a SyntaxError; the authors stop EAE samples at words ('"""', 'class',
+# 'print', '#'), never at a newline.
+_CLOSERS = ")]}"
+STOP_SEQUENCES = ("\n\n", *("\n" + c for c in string.printable if not c.isspace() and c not in _CLOSERS))
+STOP_SUMMARY = "a blank line, or a new line that starts at column 0 with anything but ) ] or }"
 
 
 @cache
