@@ -147,6 +147,21 @@ def test_resume_executes_nothing_new_and_survives_a_truncated_line(he_samples: P
     assert len([json.loads(x) for x in log.read_text().splitlines()]) == 20
 
 
+def test_a_second_evaluation_on_a_busy_out_is_refused_and_writes_nothing(he_samples: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """Two evaluations on one --out appended every sample twice, which broke every later rerun."""
+    from leti.loop.rundir import locked_dir
+
+    out = tmp_path / "out"
+    with locked_dir(out, "--out", "output directory"):  # another leti process holds it
+        assert _evaluate(he_samples, out) == 2
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"leti: error: {out}: another leti process is working on this output directory; "
+                   "wait for it or use another --out"]
+    assert _evaluate(he_samples, out) == 0  # free again
+
+
 def test_resume_refuses_a_changed_samples_file(he_samples: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _evaluate(he_samples, out) == 0

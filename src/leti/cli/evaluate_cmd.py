@@ -35,7 +35,7 @@ from leti.evaluation.generate import (
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
 from leti.execution import ExecutionConfig
-from leti.loop.rundir import write_json_atomic
+from leti.loop.rundir import locked_dir, write_json_atomic
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
@@ -146,6 +146,12 @@ def check_generation_flags(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_generation_flags(args)
     check_output_dir(args.out, "--out")
+    # two evaluations on one --out appended every sample twice, and every rerun then refused the file
+    with locked_dir(Path(args.out), "--out", "output directory"):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     exec_config = execution_config(args)  # bad --timeout/--workers: refused before any sample is drawn
     task = get_task(args.task)
     splits = task.splits()  # loads the problems, which checks the task's eval_defaults too (tasks/contract.py)

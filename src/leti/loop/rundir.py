@@ -54,7 +54,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,27 @@ from leti.execution.records import ExecutionResult, Status
 from leti.jsonl import is_number
 
 Key = tuple[str, int]
+
+
+@contextmanager
+def locked_dir(root: Path, flag: str, what: str = "run directory") -> Iterator[None]:
+    """Hold `root/.lock` while the block runs: a second leti process on the same output
+    directory (given as `flag`) fails fast instead of appending to the same files. A directory
+    this call created is removed again if the block fails before writing anything into it."""
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LetiError(f"{root}: another leti process is working on this {what}; wait for it or use another {flag}") from None
+        try:
+            yield
+        except BaseException:
+            if created and [p.name for p in root.iterdir()] == [".lock"]:
+                (root / ".lock").unlink()
+                root.rmdir()
+            raise
 
 
 class RunDir:
@@ -103,25 +124,10 @@ class RunDir:
     def eval(self, k: int) -> Path:
         return self.iteration(k) / "eval.json"
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> AbstractContextManager[None]:
         """One process per run directory: a second `leti run` on it fails fast instead of
         appending to the same files."""
-        created = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LetiError(f"{self.root}: another leti process is working on this run directory; wait for it or use another --run-dir") from None
-            try:
-                yield
-            except BaseException:
-                # a run refused before it wrote anything (a missing task file) leaves no folder behind
-                if created and [p.name for p in self.root.iterdir()] == [".lock"]:
-                    (self.root / ".lock").unlink()
-                    self.root.rmdir()
-                raise
+        return locked_dir(self.root, "--run-dir")
 
     def has_output(self) -> bool:
         """Whether any stage has written something (a sample, a checkpoint, a result)."""
