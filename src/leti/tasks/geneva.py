@@ -126,7 +126,8 @@ class EaeTask(Task):
         authors score EAE (by execution), a sample whose program failed before the verifier saw
         its event (its own exception, e.g. the TypeError of an unknown role; a timeout, a crash,
         an exit, a tampered report) predicts nothing; the arguments of the others are read from
-        the completion (metrics.py). A sample without a result (none given) is read as written."""
+        the completion's literal lists (metrics.py; an argument computed at run time counts as
+        none). A sample without a result (none given) is read as written."""
         by_id = {p.id: p for p in problems}
         counts = ArgCounts()
         for i, sample in enumerate(samples):
@@ -164,8 +165,8 @@ class GenevaTask(EaeTask):
 
     def mentions(self) -> dict[str, list[EventMention]]:
         """GENEVA's files, with the mentions that are also in a later split (train < val < test)
-        taken out of the earlier one. The upstream low-resource training file holds 330 of the
-        1893 test mentions and 210 of the 1442 val ones (same id, sentence, trigger and gold):
+        taken out of the earlier one. The upstream low-resource training file holds 335 of the
+        1893 test mentions and 217 of the 1442 val ones (same id, sentence, trigger and gold):
         trained on, their prompts and gold-derived rewards would be the test's own."""
         by_split = super().mentions()
         held_out: set = set()
