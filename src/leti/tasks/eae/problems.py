@@ -36,7 +36,8 @@ from leti.tasks.eae.ontology import BASE_CLASS, EventType, render_class
 # `)` there). Anything after the call (a second event, prints) would only add noise to the
 # program. Stopping at the first newline instead cut every wrapped call, valid Python that the
 # verifier accepts, into a SyntaxError; the authors stop EAE samples at words ('"""', 'class',
-# 'print', '#'), never at a newline.
+# 'print', '#'), never at a newline. Strings cannot see where the call closes, so an indented
+# line after a finished call is kept (an IndentationError; code rarely indents after a statement).
 _CLOSERS = ")]}"
 STOP_SEQUENCES = ("\n\n", *("\n" + c for c in string.printable if not c.isspace() and c not in _CLOSERS))
 STOP_SUMMARY = "a blank line, or a new line that starts at column 0 with anything but ) ] or }"
