@@ -128,6 +128,24 @@ def test_lora_trains_adapters_and_special_tokens_then_merges(model_and_tokenizer
     assert torch.equal(emb[5], before_plain)  # the rest of the vocabulary frozen
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-adapter"])
+def test_a_model_trained_in_mixed_precision_computes_as_its_reloaded_checkpoint(model_and_tokenizer, tmp_path, lora):
+    """The autocast wrapper of mixed precision stays with training: the model handed back samples
+    and evaluates as its saved checkpoint does when a resumed run (or vLLM) loads it."""
+    from leti.model import save_model
+
+    model, tok = model_and_tokenizer
+    cfg = TrainerConfig(batch_size=4, epochs=1, max_length=64, learning_rate=1e-3, pretrain_mix_ratio=0,
+                        mixed_precision="bf16", lora=LoraSettings(enabled=lora, r=4, save="adapter" if lora else "merged"))
+    trained, _ = train(model, tok, TEXTS, cfg, progress=False)
+    save_model(trained, tok, tmp_path / "ck")
+    reloaded, _ = load_model_and_tokenizer(str(tmp_path / "ck"), dtype="float32", device="cpu")
+    ids = torch.tensor([tok(TEXTS[1]).input_ids])
+    trained.eval(), reloaded.eval()
+    with torch.no_grad():
+        assert torch.equal(trained(ids).logits, reloaded(ids).logits)
+
+
 def test_each_loss_curve_point_is_the_mean_of_the_steps_since_the_previous_one(model_and_tokenizer):
     """3 steps logged every 2: (2, mean of steps 1-2), (3, step 3 alone). The last point
     must not re-count step 2, so the points weighted by their steps give the stage's mean."""

@@ -212,7 +212,10 @@ def _causal_lm_loss(model):
 def _finish_model(accelerator, model, cfg: TrainerConfig, full):
     """Back to a model for sampling and saving: plain (LoRA merged) or, with lora.save=adapter,
     the peft model. `full`: QLoRA's full-precision peft model, which takes the trained adapters."""
-    model = accelerator.unwrap_model(model)
+    # keep_fp32_wrapper=False: with mixed precision, accelerate left its autocast wrapper on
+    # forward, so sampling and evaluation after training ran in bf16 while a reloaded checkpoint
+    # (a resumed run, vLLM, leti evaluate) runs in the weights' dtype.
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     # Drop the accelerator's references to optimizer state so the next stage gets the memory.
     accelerator.free_memory()
     if full is not None:
