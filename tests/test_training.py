@@ -104,6 +104,16 @@ def test_trainer_changes_every_weight_and_reports_stats(model_and_tokenizer):
     assert stats.loss_last < stats.loss_first
 
 
+@pytest.mark.parametrize("ratio, expected", [(0.1, 1), (0.3, 3)])
+def test_a_fractional_mix_ratio_takes_every_pretraining_step_it_owes(model_and_tokenizer, ratio, expected):
+    """10 LeTI steps at ratio r take floor(10 r) pretraining steps (float credit lost one)."""
+    model, tok = model_and_tokenizer
+    cfg = TrainerConfig(batch_size=1, epochs=1, max_length=32, pretrain_corpus="stdlib", pretrain_max_files=5,
+                        gradient_accumulation_steps=1, pretrain_mix_ratio=ratio)
+    _, stats = train(model, tok, (TEXTS * 2)[:10], cfg, progress=False)
+    assert (stats.leti_batches, stats.pretrain_batches) == (10, expected)
+
+
 def test_trainer_without_mix_with_accumulation_and_checkpointing(model_and_tokenizer):
     model, tok = model_and_tokenizer
     cfg = TrainerConfig(batch_size=2, epochs=1, max_length=64, pretrain_mix_ratio=0,

@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from itertools import islice
 from pathlib import Path
 
@@ -424,9 +425,11 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
     g = cfg.gradient_accumulation_steps
     n_leti = len(loader) * cfg.epochs
     n_leti_steps = math.ceil(len(loader) / g) * cfg.epochs
-    bar = tqdm(total=n_leti + math.floor(n_leti_steps * cfg.pretrain_mix_ratio) * g, desc="train", unit="batch",
+    # Exact arithmetic: ten float additions of 0.1 stay below 1.0, and a stage lost a step.
+    ratio = Fraction(str(cfg.pretrain_mix_ratio))
+    bar = tqdm(total=n_leti + math.floor(n_leti_steps * ratio) * g, desc="train", unit="batch",
                disable=not progress)
-    credit = 0.0
+    credit = Fraction(0)
     pre_iter = None
     for epoch in range(cfg.epochs):
         if pretrain_stream is not None and (epoch == 0 or cfg.pretrain_restart_every_epoch):
@@ -440,14 +443,14 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
             t.steps += 1
             bar.update(len(window))
             # 1:1 alternation by default; a fractional ratio interleaves evenly via a credit.
-            credit += cfg.pretrain_mix_ratio
-            while pre_iter is not None and credit >= 1.0:
+            credit += ratio
+            while pre_iter is not None and credit >= 1:
                 pre = list(islice(pre_iter, g))
                 t.pre_tokens += sum(int(b["attention_mask"].sum()) for b in pre)
                 t.pre_losses.append(_optimizer_step(accelerator, model, optimizer, pre, cfg))
                 t.pre_batches += len(pre)
                 t.steps += 1
-                credit -= 1.0
+                credit -= 1
                 bar.update(len(pre))
             _log(accelerator, t, n_leti_steps, cfg, bar)
     bar.close()
