@@ -109,3 +109,23 @@ def test_texts_of_equal_length_keep_the_order_they_come_in():
     # ties among longer texts too: longest first, each length in arrival order
     lengths = {5: 3, 2: 9, 7: 3, 0: 9}
     assert list(StepSortedBatches([lengths.get(i, 0) for i in range(9)], 2, 2, [5, 2, 7, 0])) == [[2, 0], [5, 7]]
+
+
+def test_shuffled_steps_hold_the_same_texts_in_one_micro_batch_or_several():
+    """trainer.shuffle: which texts share an optimiser step does not depend on how the step
+    is cut into micro-batches (the one-micro-batch loader drew its base seed first, the other
+    did not, and they permuted differently)."""
+    from leti.training.config import TrainerConfig
+    from leti.training.trainer import _loader
+
+    examples = [[i + 1] * (1 + i % 3) for i in range(12)]  # token i + 1 marks text i
+
+    def steps(batch_size: int, accumulation: int) -> list[list[int]]:
+        cfg = TrainerConfig(batch_size=batch_size, gradient_accumulation_steps=accumulation, shuffle=True)
+        loader = _loader(examples, cfg, seed=0, pad_id=0, processes=1)
+        texts = [int(row[0]) - 1 for _ in range(2) for b in loader for row in b["input_ids"]]
+        return [sorted(texts[i : i + 4]) for i in range(0, len(texts), 4)]
+
+    one = steps(4, 1)
+    assert one == steps(1, 4) == steps(2, 2)
+    assert one[:3] != [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]  # shuffled

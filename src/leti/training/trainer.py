@@ -291,7 +291,9 @@ def _loader(examples: list[list[int]], cfg: TrainerConfig, seed: int, pad_id: in
     # the same draws as DataLoader(shuffle=True, generator=...) makes
     order = RandomSampler(examples, generator=generator) if cfg.shuffle else range(len(examples))
     batches = StepSortedBatches([len(e) for e in examples], cfg.batch_size, per_step, order, processes)
-    return DataLoader(StepExamples(examples), batch_sampler=batches, collate_fn=collate)
+    # generator too: the loader draws its workers' base seed from it before the sampler permutes,
+    # as the one-micro-batch loader above does, so both paths put the same texts in each step
+    return DataLoader(StepExamples(examples), batch_sampler=batches, collate_fn=collate, generator=generator)
 
 
 def _prepare(accelerator, model, loader: DataLoader, cfg: TrainerConfig):
