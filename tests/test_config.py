@@ -98,6 +98,16 @@ def test_invalid_values_name_field_and_value(override, fragment):
     assert "\n" not in str(e.value)
 
 
+def test_an_unquoted_no_is_the_choice_no_not_a_boolean(tmp_path):
+    """YAML 1.1 reads `no` as false: a choice field that has "no" takes it as written."""
+    path = tmp_path / "c.yaml"
+    path.write_text("trainer:\n  mixed_precision: no\n")
+    assert load_config(path).trainer.mixed_precision == "no"
+    assert load_config(None, ["trainer.mixed_precision=no"]).trainer.mixed_precision == "no"
+    with pytest.raises(LetiError, match="'trainer.mixed_precision' = True is invalid"):  # no choice means yes
+        load_config(None, ["trainer.mixed_precision=yes"])
+
+
 @pytest.mark.parametrize("overrides, fragment", [
     (["trainer.lora.load_in_4bit=true"], "load_in_4bit is QLoRA and needs trainer.lora.enabled: true"),
     (["trainer.lora.save=adapter"], "trainer.lora.save='adapter' needs trainer.lora.enabled: true"),

@@ -300,6 +300,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_YAML_TRUE, _YAML_FALSE = ("y", "yes", "true", "on"), ("n", "no", "false", "off")
+
+
 def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
@@ -315,6 +318,10 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
                 errors.append(e)
         raise errors[0]
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/off/yes/on as a boolean
+            words = [a for a in args if isinstance(a, str) and a.lower() in (_YAML_TRUE if value else _YAML_FALSE)]
+            if len(words) == 1:
+                return words[0]
         if value not in args:
             raise LetiError(f"{where}: field '{name}' = {value!r} is invalid; use one of {', '.join(map(repr, args))}")
         return value
