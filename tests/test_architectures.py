@@ -242,6 +242,22 @@ def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, t
     check_lora_targets(str(tmp_path / "adapter"), wrong)  # its adapters are what trains on
 
 
+def test_qlora_without_bitsandbytes_is_refused_at_run_start(arch_model_path, monkeypatch):
+    """It was refused when the first training stage began, after the base evaluation and the
+    first sampling phase. bitsandbytes is installed here, so the test hides it from find_spec."""
+    import importlib.util
+
+    from leti.training.lora import QLORA_HINT, check_lora_targets
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    qlora = TrainerConfig(lora=LoraSettings(enabled=True, load_in_4bit=True))
+    with pytest.raises(LetiError) as info:
+        check_lora_targets(arch_model_path("llama"), qlora)
+    assert str(info.value) == QLORA_HINT
+    check_lora_targets(arch_model_path("llama"), TrainerConfig(lora=LoraSettings(enabled=True)))  # plain LoRA needs none
+
+
 def test_vllm_refuses_an_adapter_that_trains_an_untied_head_s_rows(arch_model_path, tmp_path):
     """The adapter over an untied Llama names both embeddings ({module: rows}); vLLM's LoRA can
     load neither, so the vLLM sampler refuses it as it refuses the list form."""

@@ -153,6 +153,8 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     rather than when training starts."""
     if not cfg.lora.enabled:
         return
+    if cfg.lora.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise LetiError(QLORA_HINT)
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
