@@ -271,6 +271,11 @@ def test_training_on_one_text_says_one_text(tmp_path, tiny_model_path, task_file
                  "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "max_train_problems=1",
                  "--set", "trainer.epochs=1", "--set", "eval.max_problems=1"]) == 0
     assert "leti: iteration 1: training on 1 text for 1 epoch\n" in capsys.readouterr().out
+    assert main(["sft", CONFIG, "--run-dir", str(tmp_path / "short"), "--set", f"model={tiny_model_path}",
+                 "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "max_train_problems=1",
+                 "--set", "trainer.epochs=1", "--set", "eval.max_problems=1", "--set", "trainer.max_length=8"]) == 0
+    assert ("leti: iteration 1: 1 of 1 training text exceeded trainer.max_length=8 tokens (cut at the end: "
+            "the rest is not trained on); raise trainer.max_length to keep them\n") in capsys.readouterr().out
 
 @pytest.mark.slow
 def test_a_run_without_reward_tokens_is_never_prompted_with_good(tmp_path, tiny_model_path, task_file):

@@ -225,6 +225,10 @@ class Iterations:
                                  tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"),
                                  optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None,
                                  heldout_before=job.heldout_before)
+        if stats.n_truncated:  # their ends (program, end-of-text) were not trained on: say so, not only in train_stats.json
+            print(f"leti: iteration {k}: {stats.n_truncated} of {plural(len(texts), 'training text')} exceeded "
+                  f"trainer.max_length={stats.max_length} tokens (cut at the end: the rest is not trained on); "
+                  "raise trainer.max_length to keep them")
         save_model(model, tok, tmp)
         # the stats travel inside the checkpoint, so its one rename marks the training done
         write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())
