@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 from leti.cli import main
 from leti.demo.config import ARMS, arm_config, load_demo_config, preset_path, select_arms
@@ -341,3 +343,36 @@ def test_a_bad_run_field_in_a_demo_config_names_its_section(tmp_path):
     bad.write_text(text.replace("    n: 4\n", "    n: 0\n", 1))
     with pytest.raises(LetiError, match=rf"^{bad}, section run: sampling.n must be >= 1, got 0$"):
         load_demo_config(bad)
+
+
+
+def _demo_config_with(tmp_path, section: str, key: str | None, value) -> Path:
+    """The quick preset with one value replaced (key None: the whole section)."""
+    raw = yaml.safe_load(preset_path(True).read_text())
+    if key is None:
+        raw[section] = value
+    else:
+        raw[section][key] = value
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("task", "train", "abc", "field 'task.train' = 'abc' must be int"),
+    ("task", "train", [1], "field 'task.train' = [1] must be int"),
+    ("task", "train", None, "field 'task.train' = None must be int"),
+    ("task", "train", 2.7, "field 'task.train' = 2.7 must be int"),  # int() cut it to 2
+    ("task", "test", True, "field 'task.test' = True must be int"),  # int() read it as 1
+    ("run", None, [1], "field 'run' must be a mapping, got [1]"),
+    ("run", None, "abc", "field 'run' must be a mapping, got 'abc'"),
+])
+def test_a_wrong_type_in_the_demo_task_or_run_section_is_one_line(tmp_path, capsys, section, key, value, message):
+    """task.train/test and the run section are type-checked as the run config's fields are: one
+    line naming the file and field, not a traceback from int()/dict(), and nothing written."""
+    bad = _demo_config_with(tmp_path, section, key, value)
+    run_dir = tmp_path / "d"
+    assert main(["demo", "--config", str(bad), "--run-dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"leti: error: {bad}: {message}"]
+    assert not run_dir.exists()
+

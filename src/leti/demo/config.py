@@ -76,14 +76,26 @@ def load_demo_config(path: str | Path) -> DemoConfig:
     task = raw.get("task") or {}
     if not isinstance(task, dict) or set(task) - {"train", "test"}:
         raise LetiError(f"{p}: task must be a mapping with train and test sizes, got {task!r}")
+    run = raw.get("run") or {}
+    if not isinstance(run, dict):
+        raise LetiError(f"{p}: field 'run' must be a mapping, got {run!r}")
     cfg = DemoConfig(
         warmstart=build(WarmStartConfig, raw.get("warmstart") or {}, str(p), "warmstart."),
-        train_problems=int(task.get("train", 48)),
-        test_problems=int(task.get("test", 40)),
-        run=dict(raw.get("run") or {}),
+        train_problems=_task_size(task, "train", 48, p),
+        test_problems=_task_size(task, "test", 40, p),
+        run=dict(run),
     )
     arm_config(cfg, 0, "model", "textual", where=f"{p}, section run")  # validate the run section now
     return cfg
+
+
+def _task_size(task: dict, split: str, default: int, p: Path) -> int:
+    """task.train / task.test: an int, checked as build() checks run-config fields (int() would
+    cut 2.7 to 2, and read True as 1)."""
+    value = task.get(split, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LetiError(f"{p}: field 'task.{split}' = {value!r} must be int")
+    return value
 
 
 def task_spec(cfg: DemoConfig, seed: int) -> str:
