@@ -376,3 +376,17 @@ def test_a_wrong_type_in_the_demo_task_or_run_section_is_one_line(tmp_path, caps
     assert capsys.readouterr().err.strip().splitlines() == [f"leti: error: {bad}: {message}"]
     assert not run_dir.exists()
 
+
+@pytest.mark.parametrize(("split", "have"), [("train", 284), ("test", 228)])
+def test_a_demo_task_size_beyond_the_family_is_refused_before_the_warm_start(tmp_path, capsys, split, have):
+    """The synthetic family's size is checked when the config is read, not when the first arm's
+    task is built after minutes of warm start."""
+    bad = _demo_config_with(tmp_path, "task", split, 100000)
+    run_dir = tmp_path / "d"
+    assert main(["demo", "--config", str(bad), "--run-dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"leti: error: {bad}: field 'task.{split}' = 100000 asks for more problems than the synthetic family has "
+        f"({have} {split} problems); use {have} or fewer"]
+    assert not run_dir.exists()
+    whole = _demo_config_with(tmp_path, "task", split, have)  # the whole family is fine
+    assert getattr(load_demo_config(whole), f"{split}_problems") == have

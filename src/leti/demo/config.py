@@ -19,6 +19,7 @@ from pathlib import Path
 from leti.config import RunConfig, build, read_yaml_mapping
 from leti.demo.warmstart import WarmStartConfig
 from leti.errors import LetiError
+from leti.tasks.synthetic import generate_problems
 
 # Each arm's training_text settings, over the preset's run.training_text. textual and binary are
 # the paper's comparison; constant and passing are the controls that separate the feedback's
@@ -85,6 +86,7 @@ def load_demo_config(path: str | Path) -> DemoConfig:
         test_problems=_task_size(task, "test", 40, p),
         run=dict(run),
     )
+    _check_family_sizes(cfg, p)
     arm_config(cfg, 0, "model", "textual", where=f"{p}, section run")  # validate the run section now
     return cfg
 
@@ -96,6 +98,17 @@ def _task_size(task: dict, split: str, default: int, p: Path) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise LetiError(f"{p}: field 'task.{split}' = {value!r} must be int")
     return value
+
+
+def _check_family_sizes(cfg: DemoConfig, p: Path) -> None:
+    """The synthetic family has a fixed number of problems per split (the same for every seed):
+    a size beyond it must fail here, not when the first arm is built after the warm start."""
+    problems = generate_problems(0)
+    for split, asked in (("train", cfg.train_problems), ("test", cfg.test_problems)):
+        have = sum(q.split == split for q in problems)
+        if asked > have:
+            raise LetiError(f"{p}: field 'task.{split}' = {asked} asks for more problems than the synthetic family "
+                            f"has ({have} {split} problems); use {have} or fewer")
 
 
 def task_spec(cfg: DemoConfig, seed: int) -> str:
