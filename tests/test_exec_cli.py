@@ -270,3 +270,28 @@ def test_an_input_without_programs_is_refused_and_the_old_output_kept(tmp_path, 
     assert capsys.readouterr().err == (f"leti: error: {inp}: no programs in the input file; expected JSON lines "
                                        "with a 'program' field each\n")
     assert out.read_text() == "earlier results\n" and not (tmp_path / "o.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("how", ["same_path", "symlink", "hardlink"])
+def test_an_input_that_is_the_outputs_temporary_file_is_refused_and_kept(tmp_path, capsys, how):
+    """`leti exec out.jsonl.partial -o out.jsonl` (rerunning a partial result): OUTPUT.partial was
+    opened for writing, truncating the input, and renamed to OUTPUT, removing it. Also when
+    OUTPUT.partial is a link to the input."""
+    import os
+
+    out = tmp_path / "o.jsonl"
+    partial = tmp_path / "o.jsonl.partial"
+    rows = [{"id": "a", "program": "x = 1\n"}, {"id": "b", "program": "x = 2\n"}]
+    if how == "same_path":
+        inp = write_jsonl(partial, rows)
+    else:
+        inp = write_jsonl(tmp_path / "in.jsonl", rows)
+        if how == "symlink":
+            partial.symlink_to(inp)
+        else:
+            os.link(inp, partial)
+    before = inp.read_bytes()
+    assert main(["exec", str(inp), "-o", str(out), "--workers", "1"]) == 2
+    assert capsys.readouterr().err == (f"leti: error: -o {out}: its temporary file {partial} is the input file; "
+                                       "pick another -o, or rename the input first\n")
+    assert inp.read_bytes() == before and partial.read_bytes() == before and not out.exists()

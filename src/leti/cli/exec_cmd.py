@@ -90,12 +90,18 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and args.input.exists() and output.samefile(args.input):
         # the output is opened for writing before the first program runs: the input would be lost
         raise LetiError(f"-o {args.output}: is the input file; write the results to another file")
-    rows, programs = read_programs(args.input)
-    output.parent.mkdir(parents=True, exist_ok=True)
     # Lines go to OUTPUT.partial as programs finish and it becomes OUTPUT once all have run: an
     # interrupted run never leaves a shorter file that passes for the complete output, nor
     # destroys an earlier OUTPUT.
     partial = output.with_name(output.name + ".partial")
+    if partial.exists() and args.input.exists() and partial.samefile(args.input):
+        # rerunning a partial result (`leti exec out.jsonl.partial -o out.jsonl`): opening the
+        # temporary file for writing would truncate the input, and the rename would remove it
+        shown = partial if Path(args.output).is_symlink() else f"{args.output}.partial"  # the path as given
+        raise LetiError(f"-o {args.output}: its temporary file {shown} is the input file; "
+                        "pick another -o, or rename the input first")
+    rows, programs = read_programs(args.input)
+    output.parent.mkdir(parents=True, exist_ok=True)
     passed = 0
     with Executor(config) as ex, partial.open("w", encoding="utf-8") as out:
         futures = [ex.submit(p) for p in programs]
