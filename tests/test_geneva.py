@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from leti.cli import main
 from leti.errors import LetiError
 from leti.evaluation.samples import Sample
 from leti.execution import Status
@@ -334,3 +335,19 @@ def test_geneva_configs_load_and_name_this_task():
         task = get_task(cfg.task)
         assert task.name == "geneva"
         assert task.problems(cfg.train_split) and task.problems(cfg.eval.split)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"sentence": "He shot him", "tokens": 5}, "'tokens' must be a list of strings, got 5"),  # was a TypeError
+    ({"tokens": [1, 2, 3]}, "'tokens' must be a list of strings, got [1, 2, 3]"),  # was a TypeError from join
+    ({"sentence": "He shot him", "tokens": "abc"}, "'tokens' must be a list of strings, got \"abc\""),  # was split into letters
+    ({"sentence": 5, "tokens": ["He", "shot", "him"]}, "'sentence' must be a string, got 5"),  # became the prompt's sentence
+])
+def test_a_data_line_with_a_wrongly_typed_tokens_or_sentence_names_its_line(tmp_path, capsys, fields, message):
+    mention = {"id": "e1", "event_type": "Attack", "trigger": {"text": "shot", "start": 1, "end": 2},
+               "arguments": [{"role": "Attacker", "text": "He"}]}
+    path = tmp_path / "d.jsonl"
+    good = {"sentence": "She ran", "event_mentions": [{**mention, "id": "e0"}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**fields, "event_mentions": [mention]}) + "\n")
+    assert main(["tasks", "validate", f"eae-jsonl:test={path}"]) == 2
+    assert capsys.readouterr().err == f"leti: error: {path}:2: {message}\n"

@@ -97,6 +97,13 @@ def read_oneie(path: Path) -> list[EventMention]:
             raise _fail(where, "expected a JSON object with 'sentence' and 'event_mentions'")
         if not isinstance(line.get("sentence"), str) and not isinstance(line.get("tokens"), list):
             raise _fail(where, "the line needs a 'sentence' string (or a 'tokens' list)")
+        # each one that is given must have its type: the prompt joins the tokens when the
+        # sentence is absent, and the trigger's offsets index them
+        tokens, sentence = line.get("tokens"), line.get("sentence")
+        if tokens is not None and (not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens)):
+            raise _fail(where, f"'tokens' must be a list of strings, got {json.dumps(tokens)[:60]}")
+        if sentence is not None and not isinstance(sentence, str):
+            raise _fail(where, f"'sentence' must be a string, got {json.dumps(sentence)[:60]}")
         ems = line.get("event_mentions", [])
         if not isinstance(ems, list):
             raise _fail(where, "'event_mentions' must be a list")
