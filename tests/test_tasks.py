@@ -184,6 +184,15 @@ def test_cli_validate_reports_counts_and_failures(tmp_path: Path, capsys: pytest
     assert "has no split 'nope'" in capsys.readouterr().err
 
 
+def test_cli_validate_refuses_an_empty_prompt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # passed (the reference ran), and `leti run` found it when the split was first sampled
+    empty = {"id": "e", "prompt": "", "tests": "assert add(1, 2) == 3\n", "reference": "def add(a, b):\n    return a + b\n"}
+    f = _write(tmp_path / "t.jsonl", [json.dumps(JSONL_OK[0]), json.dumps(empty), json.dumps({**empty, "id": "f"})])
+    assert main(["tasks", "validate", f"jsonl:{f}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"leti: error: {f}:2: problem 'e' has an empty prompt (and 1 more problem with none); give some text\n"
+
+
 def test_cli_show_and_list(capsys: pytest.CaptureFixture) -> None:
     assert main(["tasks", "list"]) == 0
     out = capsys.readouterr().out

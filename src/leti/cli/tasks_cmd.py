@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from leti.errors import LetiError
+from leti.errors import LetiError, plural
 from leti.evaluation.samples import Sample
 from leti.execution import ExecutionConfig, Executor
 from leti.tasks import Task, get_task, list_tasks
+from leti.tasks.contract import problem_where
 from leti.tasks.registry import needs_argument, task_class
 
 # How many failing references get their full feedback printed by `validate`.
@@ -136,6 +137,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.split is not None and args.split not in task.splits():
         raise LetiError(f"task {args.task!r} has no split {args.split!r}; splits: {', '.join(task.splits())}")
     problems = task.problems(args.split)
+    empty = [p for p in problems if not p.prompt]
+    if empty:  # nothing for the model to continue: `leti run` refuses it at its start
+        where = problem_where(task, empty[0].id) or f"task {args.task!r}"
+        more = f" (and {plural(len(empty) - 1, 'more problem')} with none)" if len(empty) > 1 else ""
+        raise LetiError(f"{where}: problem {empty[0].id!r} has an empty prompt{more}; give some text")
     with_ref = [p for p in problems if p.reference is not None]
     without = [p.id for p in problems if p.reference is None]
     with Executor(execution_config(args), progress=sys.stderr.isatty()) as ex:

@@ -271,3 +271,44 @@ def check_optimizer_state(rd: RunDir, todo: int) -> None:
     if rd.checkpoint(todo - 1).is_dir() and not path.is_file():
         raise LetiError(f"{path}: missing; iteration {todo} trains on from the AdamW state iteration {todo - 1} saved "
                         "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
+
+
+def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_problems: list) -> None:
+    """Every prompt the run will sample, as it will sample it (`<|good|>` + prompt once the model
+    has learned the reward token: train prompts from iteration 2, eval prompts from iteration 1),
+    has a token and leaves the context room for one more: the samplers' own rule
+    (check_prompt_fits), which they apply only when a split is first sampled, after a whole
+    evaluation, and whose fix (editing the task file) then makes the run unresumable. An `sft`
+    run samples only its eval prompts. A model that cannot be loaded is left to its loader."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from leti.feedback.training_text import GOOD
+    from leti.model import adapter_config, encode_prompt, local_model_dir, model_context
+    from leti.sampling.base import check_prompt_fits
+    from leti.tasks.contract import problem_where
+
+    try:
+        local = local_model_dir(cfg.model)
+        adapter = adapter_config(local) if local is not None else None
+        # an adapter directory holds the tokenizer (with LeTI's tokens); its base the context
+        base = adapter["base_model_name_or_path"] if adapter else cfg.model
+        tok = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        context = model_context(AutoConfig.from_pretrained(base, trust_remote_code=cfg.trust_remote_code))
+    except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
+        return
+    if cfg.sampling.backend == "vllm" and cfg.sampling.vllm.max_model_len:
+        context = cfg.sampling.vllm.max_model_len  # what the engine is started with
+    tok.add_tokens([GOOD], special_tokens=True)  # one token, as in every checkpoint of the run (no-op if there)
+    last = cfg.iterations if mode == "leti" else 1
+    rewarded = mode == "leti" and cfg.training_text.reward_token
+    # (problems, whether also sampled after <|good|>); every prompt is sampled plainly first
+    splits = [(eval_problems, rewarded and last >= 1)]
+    if mode == "leti" and last >= 1:
+        splits.insert(0, (train_problems, rewarded and last >= 2))
+    for problems, prefixed in splits:
+        for p in problems:
+            forms = [("", "")] + [(GOOD, f" with the {GOOD} prefix later iterations sample it with")] * prefixed
+            for prefix, how in forms:
+                n = len(encode_prompt(tok, prefix + p.prompt))
+                if n == 0 or (context is not None and n >= context):  # the file is read again only then
+                    check_prompt_fits(p.id, n, context, problem_where(task, p.id), how)

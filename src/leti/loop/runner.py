@@ -23,6 +23,7 @@ from leti.loop.checks import (
     check_optimizer_state,
     check_problems_unchanged,
     check_processes,
+    check_prompts,
     prepare_run_dir,
     run_config_text,
     sft_unused_settings,
@@ -108,6 +109,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
     rd = RunDir(run_dir)
     with rd.locked():
         task, train_problems, eval_problems = _problems(cfg, mode)
+        # before the run directory is written: a prompt fixed after this refusal is then no
+        # "changed problem" of a run that had started
+        check_prompts(cfg, mode, task, train_problems, eval_problems)
         resuming = prepare_run_dir(rd, saved, mode)
         last = cfg.iterations if mode == "leti" else 1
         records = rd.metrics()

@@ -200,6 +200,20 @@ def samples_per_request(config: SamplingConfig, n: int | None) -> int:
     return n
 
 
+def check_prompt_fits(problem_id: str, n_tokens: int, context: int | None, where: str = "",
+                      how: str = "") -> None:
+    """A prompt the samplers can continue: at least one token, and room in the context for at
+    least one new one. Both samplers check each prompt so, and a run checks every prompt so at its
+    start (leti.loop.checks), before sampling anything. `where` ("FILE:LINE") leads the message
+    when the problem has one; `how` says which form of the prompt was counted."""
+    at = f"{where}: " if where else ""
+    if n_tokens == 0:
+        raise LetiError(f"{at}problem {problem_id!r} has an empty prompt; give some text")
+    if context is not None and n_tokens >= context:
+        raise LetiError(f"{at}problem {problem_id!r}: prompt{how} has {n_tokens} tokens but the model's context "
+                        f"is {context}; shorten the prompt or use a longer-context model")
+
+
 def check_requests(requests: list[SampleRequest]) -> None:
     """Problem ids key the output; duplicates would make (problem_id, sample_idx) ambiguous."""
     seen: set[str] = set()

@@ -39,6 +39,7 @@ from leti.sampling.base import (
     Sample,
     SampleRequest,
     SamplingConfig,
+    check_prompt_fits,
     check_requests,
     cut_at_stop,
     samples_per_request,
@@ -216,13 +217,7 @@ class HFSampler:
         rows: list[_Row] = []
         for req in requests:
             ids = encode_prompt(self.tokenizer, req.prompt)
-            if not ids:
-                raise LetiError(f"problem {req.problem_id!r} has an empty prompt; give some text")
-            if self.context is not None and len(ids) >= self.context:
-                raise LetiError(
-                    f"problem {req.problem_id!r}: prompt has {len(ids)} tokens but the model's "
-                    f"context is {self.context}; shorten the prompt or use a longer-context model"
-                )
+            check_prompt_fits(req.problem_id, len(ids), self.context)
             rows += [(ids, req, k) for k in range(n) if (req.problem_id, k) not in skip]
         # Stable sort: equal lengths keep request order, then sample order.
         rows.sort(key=lambda row: len(row[0]))

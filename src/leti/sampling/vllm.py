@@ -55,6 +55,7 @@ from leti.sampling.base import (
     Sample,
     SampleRequest,
     SamplingConfig,
+    check_prompt_fits,
     check_requests,
     cut_at_stop,
     samples_per_request,
@@ -100,15 +101,9 @@ def plan_requests(
     planned = []
     for req in requests:
         ids = tuple(tokenize(req.prompt))
-        if not ids:
-            raise LetiError(f"problem {req.problem_id!r} has an empty prompt; give some text")
+        check_prompt_fits(req.problem_id, len(ids), context)
         budget = config.max_new_tokens
         if context is not None:
-            if len(ids) >= context:
-                raise LetiError(
-                    f"problem {req.problem_id!r}: prompt has {len(ids)} tokens but the model's "
-                    f"context is {context}; shorten the prompt or use a longer-context model"
-                )
             budget = min(budget, context - len(ids))
         for k in range(n):
             if (req.problem_id, k) in skip:

@@ -247,3 +247,22 @@ def _bad_attribute(task: Task | type[Task]) -> tuple[str, str, str] | None:
         if not ok(value):
             return f"eval_defaults.{name}", _short(value), f"make it {kind}"
     return None
+
+
+def problem_where(task: Task, problem_id: str) -> str:
+    """"FILE:LINE" of a problem of a JSONL task file, for messages about it (a Problem does not
+    keep its line); "" for other tasks, or when the file no longer has it. Reads the file again:
+    for a message only, never on the way of a run that goes well."""
+    from leti.tasks.jsonl import JsonlTask  # late: jsonl imports the registry, which imports base
+
+    if not isinstance(task, JsonlTask):
+        return ""
+    from leti.jsonl import read_json_lines
+
+    try:
+        for where, _, obj in read_json_lines(task.path, what="task file", missing_hint=""):
+            if isinstance(obj, dict) and str(obj.get("id")) == problem_id:
+                return where
+    except LetiError:
+        pass
+    return ""
