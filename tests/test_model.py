@@ -197,3 +197,29 @@ def test_a_composite_config_states_its_context_in_its_text_config():
     assert model_context(composite) == 333
     assert model_context(AutoConfig.for_model("gpt2", n_positions=128)) == 128
     assert model_context(AutoConfig.for_model("bloom")) is None
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
+@pytest.mark.parametrize("device", ["mps", "mps:0"])
+def test_mps_without_mps_is_refused_in_one_line(device):
+    """It passed, and torch failed with a traceback when the model was moved there (after the run began)."""
+    why = "no MPS device is visible" if torch.backends.mps.is_built() else "this PyTorch has no MPS support"
+    with pytest.raises(LetiError) as info:
+        resolve_device(device)
+    assert str(info.value) == f"device={device!r} but {why}; use device='cpu' or 'auto'"
+
+
+@pytest.mark.parametrize("device", ["xpu", "meta"])
+def test_a_torch_device_leti_does_not_run_on_is_refused_in_one_line(device):
+    with pytest.raises(LetiError) as info:
+        resolve_device(device)
+    assert str(info.value) == (f"device={device!r} is not a device leti runs on; "
+                               "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_index_beyond_the_visible_gpus_is_refused_in_one_line():
+    count = torch.cuda.device_count()
+    assert resolve_device(f"cuda:{count - 1}") == torch.device(f"cuda:{count - 1}")
+    with pytest.raises(LetiError, match=rf"^device='cuda:{count}' but only {count} CUDA GPUs? (is|are) visible "):
+        resolve_device(f"cuda:{count}")

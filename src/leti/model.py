@@ -41,14 +41,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     """"auto" -> cuda when available, else cpu; anything else must be a valid torch device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    choices = "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
     try:
         resolved = torch.device(device)
     except (RuntimeError, ValueError):
-        raise LetiError(
-            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise LetiError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
+        raise LetiError(f"device={device!r} is not a torch device; {choices}") from None
+    # Each device is checked here, before any work: torch fails only when the model is moved
+    # there, with a traceback (e.g. "PyTorch is not linked with support for mps devices").
+    if resolved.type not in ("cpu", "cuda", "mps"):  # xpu, meta, ...: what the run config refuses too
+        raise LetiError(f"device={device!r} is not a device leti runs on; {choices}")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        why = "no MPS device is visible" if torch.backends.mps.is_built() else "this PyTorch has no MPS support"
+        raise LetiError(f"device={device!r} but {why}; use device='cpu' or 'auto'")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LetiError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            visible = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise LetiError(f"device={device!r} but only {count} CUDA GPU{'s are' if count > 1 else ' is'} visible "
+                            f"({visible}); use one of them, or device='cuda'")
     return resolved
 
 
