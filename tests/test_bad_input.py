@@ -133,6 +133,35 @@ def test_a_pretraining_corpus_path_that_is_missing_is_named_as_a_path(config, tm
         assert list(iter_corpus(corpus, 5)) == ["x = 1\n"]
 
 
+def test_a_pretraining_corpus_is_checked_past_files_that_are_not_utf8_and_for_its_split_at_run_start(config, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.py").write_bytes(b"caf\xe9 = 1\n")  # Latin-1
+    run_dir = tmp_path / "run"
+    args = ["run", str(config), "--run-dir", str(run_dir), "--set", "trainer.pretrain_mix_ratio=1",
+            "--set", f"trainer.pretrain_corpus={corpus}"]
+    assert main(args) == 2
+    assert one_error_line(capsys) == (f"leti: error: trainer.pretrain_corpus '{corpus}': none of its 1 .py file can be "
+                                      "read as UTF-8 (a.py); save them as UTF-8, or point it at other Python sources or 'stdlib'")
+    # one readable file: the held-out split (0.1 of 1 file) left none to train on, said only at
+    # the first training stage, after iteration 0's evaluation and iteration 1's sampling
+    (corpus / "b.py").write_text("x = 1\n")
+    assert main(args) == 2
+    assert one_error_line(capsys) == (
+        "leti: error: trainer.pretrain_heldout_fraction 0.1 of 1 corpus files leaves none to train on; use more files "
+        "(trainer.pretrain_max_files) or a smaller fraction (1 other file not UTF-8, left out: a.py)")
+    assert not (run_dir / "iterations").exists()
+    # the first file not UTF-8 was "yielded no text" although b.py is fine: now the corpus passes,
+    # and the run goes on as far as loading the (missing) model
+    assert main([*args, "--set", "trainer.pretrain_heldout_fraction=0"]) == 2
+    assert "no-model-needed" in one_error_line(capsys)
+    (corpus / "c.py").write_text("y = 2\n")
+    assert main(args) == 2
+    assert "no-model-needed" in one_error_line(capsys)
+    assert main([*args, "--set", "trainer.pretrain_max_files=2"]) == 2  # files past the limit do not count
+    assert "0.1 of 1 corpus files leaves none to train on" in one_error_line(capsys)
+
+
 # --- task specs and task files -------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, message", [

@@ -133,7 +133,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             from leti.training.data import check_corpus
 
             t = cfg.trainer
-            check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field)
+            check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field,
+                         max_files=t.pretrain_max_files, heldout_fraction=t.pretrain_heldout_fraction)
             if t.pretrain_cache:
                 from leti.training.corpus_cache import check_cache_dir, default_cache_dir
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leti.errors import LetiError, first_line
+from leti.errors import LetiError, first_line, plural
 from leti.model import encode_prompt
 from leti.training import corpus_cache
 from leti.training.batching import Blank
@@ -116,19 +116,54 @@ def local_corpus_files(corpus: str, max_files: int) -> tuple[Path, list[Path]] |
     return None
 
 
+def _read_file(path: Path) -> str | None:
+    """A corpus file's text, None when it cannot be read as UTF-8 (the corpus leaves it out)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None  # a few stdlib test files are deliberately not UTF-8
+
+
 def _read_files(paths: list[Path]) -> Iterator[str]:
     for path in paths:
-        try:
-            yield path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue  # a few stdlib test files are deliberately not UTF-8
+        text = _read_file(path)
+        if text is not None:
+            yield text
 
 
-def check_corpus(corpus: str, hf_data_dir: str | None = None, text_field: str = "content") -> None:
-    """Read the corpus's first file: a wrong name, a gated dataset without a login or no network
-    then fails at run start, in one line, instead of after the first sampling phase."""
-    if next(iter_corpus(corpus, 1, hf_data_dir, text_field), None) is None:
-        raise LetiError(f"trainer.pretrain_corpus '{corpus}' yielded no text; point it at Python sources or use 'stdlib'")
+def check_corpus(corpus: str, hf_data_dir: str | None = None, text_field: str = "content", *,
+                 max_files: int = 1, heldout_fraction: float = 0.0) -> None:
+    """At run start, not after the first sampling phase: the corpus yields text (a dataset's first
+    record: a wrong name, a gated dataset without a login or no network fails in one line) and, on
+    disk, its readable files leave some to train on after the held-out split (split_documents'
+    refusal; a dataset's size is known only once it is read). Files are read only as far as that
+    takes."""
+    local = local_corpus_files(corpus, max_files)
+    if local is None:
+        if next(iter_corpus(corpus, 1, hf_data_dir, text_field), None) is None:
+            raise LetiError(f"trainer.pretrain_corpus '{corpus}' yielded no text; point it at Python sources or use 'stdlib'")
+        return
+    root, paths = local
+    readable, unreadable = 0, []
+    for path in paths:
+        if _read_file(path) is None:
+            unreadable.append(path)
+            continue
+        readable += 1
+        # enough read once the split leaves a file to train on (then any more files do too)
+        if heldout_fraction == 0 or math.ceil(heldout_fraction * readable) < readable:
+            return
+    names = ", ".join(str(p.relative_to(root)) for p in unreadable[:3])
+    more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    if readable == 0:
+        raise LetiError(f"trainer.pretrain_corpus '{corpus}': none of its {plural(len(paths), '.py file')} can be read as "
+                        f"UTF-8 ({names}{more}); save them as UTF-8, or point it at other Python sources or 'stdlib'")
+    try:
+        split_documents(readable, heldout_fraction, 0)  # refuses, naming the count
+    except LetiError as e:
+        if unreadable:  # they do not count: say why the count is less than the files
+            raise LetiError(f"{e} ({plural(len(unreadable), 'other file')} not UTF-8, left out: {names}{more})") from None
+        raise
 
 
 def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field: str) -> Iterator[str]:
