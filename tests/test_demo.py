@@ -390,3 +390,21 @@ def test_a_demo_task_size_beyond_the_family_is_refused_before_the_warm_start(tmp
     assert not run_dir.exists()
     whole = _demo_config_with(tmp_path, "task", split, have)  # the whole family is fine
     assert getattr(load_demo_config(whole), f"{split}_problems") == have
+
+
+def test_a_folder_a_refused_run_was_given_is_still_the_users_for_the_demo(tmp_path, capsys, tiny_model_path, add_task):
+    """`leti run` refused a non-empty folder but left its .lock there, and the demo then called
+    the folder "a `leti run` directory"."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x\n")
+    assert main(["run", "tiny-cpu", "--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
+                 "--run-dir", str(mine)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"leti: error: {mine}: not empty and not a leti run directory (it holds 'notes.txt'); pass a new or empty --run-dir"]
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    (mine / ".lock").write_text("")  # one left by an earlier leti: still the user's folder
+    assert main(["demo", "--quick", "--run-dir", str(mine)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"leti: error: {mine}: not empty and not a leti demo directory (it holds 'notes.txt'); pass a new or empty --run-dir"]
+    assert sorted(p.name for p in mine.iterdir()) == [".lock", "notes.txt"]

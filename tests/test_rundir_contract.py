@@ -539,3 +539,27 @@ def test_a_demo_summary_value_of_the_wrong_type_is_named(tmp_path, summary, bad)
     with pytest.raises(LetiError) as e:
         read_summary(tmp_path)
     assert str(e.value).startswith(f"{tmp_path}/summary.json: {bad}")
+
+
+def test_a_failed_block_removes_the_lock_it_created_and_only_that(tmp_path):
+    """A refused `leti run` / `leti evaluate --out` in a user's folder left a .lock there, which
+    `leti demo` then took for a run directory."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x\n")
+    with pytest.raises(LetiError, match="refused"):
+        with rundir.locked_dir(mine, "--run-dir"):
+            raise LetiError("refused")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    new = tmp_path / "new"  # a directory it made, holding only its lock: removed, as before
+    with pytest.raises(KeyboardInterrupt):
+        with rundir.locked_dir(new, "--run-dir"):
+            raise KeyboardInterrupt
+    assert not new.exists()
+    run = tmp_path / "run"  # a run's own lock, there before this call: kept
+    with RunDir(run).locked():
+        (run / "run.json").write_text("{}")
+    with pytest.raises(LetiError, match="refused"):
+        with RunDir(run).locked():
+            raise LetiError("refused")
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "run.json"]

@@ -69,9 +69,12 @@ def _check_demo_dir(root: Path) -> None:
         return
     foreign = sorted(p.name for p in root.iterdir() if p.name != STATE_FILE + ".tmp")
     if foreign:
-        # a run's hidden .lock sorts first: named alone, it invited deleting the lock
-        what = ("it is a `leti run` directory" if {"run.json", ".lock"} & set(foreign)
-                else f"it holds '{foreign[0]}'")
+        # a run is known by the files it writes first, not by .lock: a refused `leti run` (or
+        # `leti evaluate --out`) in a user's folder may have left one there. .lock, hidden, sorts
+        # first: it is named only when nothing else is there (naming it invited deleting a lock).
+        shown = [n for n in foreign if n != ".lock"] or foreign
+        what = ("it is a `leti run` directory" if {"run.json", "config.yaml"} & set(foreign)
+                else f"it holds '{shown[0]}'")
         raise LetiError(f"{root}: not empty and not a leti demo directory ({what}); pass a new or empty --run-dir")
 
 

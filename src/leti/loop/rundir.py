@@ -68,11 +68,15 @@ Key = tuple[str, int]
 @contextmanager
 def locked_dir(root: Path, flag: str, what: str = "run directory") -> Iterator[None]:
     """Hold `root/.lock` while the block runs: a second leti process on the same output
-    directory (given as `flag`) fails fast instead of appending to the same files. A directory
-    this call created is removed again if the block fails before writing anything into it."""
+    directory (given as `flag`) fails fast instead of appending to the same files. If the block
+    fails, a .lock this call created is removed again, and so is a directory it created that
+    holds nothing else: a refused command leaves the folder as it was (a stray .lock in a
+    user's folder made `leti demo` take it for a run directory)."""
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
+    lock = root / ".lock"
+    lock_created = not lock.exists()
+    with open(lock, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -80,8 +84,11 @@ def locked_dir(root: Path, flag: str, what: str = "run directory") -> Iterator[N
         try:
             yield
         except BaseException:
-            if created and [p.name for p in root.iterdir()] == [".lock"]:
-                (root / ".lock").unlink()
+            # unlinked while still held (only a process that opened it in this very instant could
+            # still lock the old file, and it is racing a command that fails anyway)
+            if lock_created:
+                lock.unlink(missing_ok=True)
+            if created and not any(root.iterdir()):
                 root.rmdir()
             raise
 
