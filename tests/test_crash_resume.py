@@ -60,3 +60,92 @@ def test_a_kill_after_train_stats_before_pruning_still_prunes(tmp_path, tiny_mod
     assert "iteration 2 goes on from its saved stages" in out and "training on" not in out
     assert _files(run) == want
     assert (it / "checkpoint" / OPTIMIZER_FILE).exists()
+
+
+def _two_iteration_args(run: Path, tiny_model_path: str, task_file: str) -> list[str]:
+    return ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+            "--set", "iterations=2", "--set", "sampling.n=2", "--set", "eval.n=1", "--set", "eval.ks=[1]",
+            "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
+
+
+@pytest.fixture
+def stopped_in_iteration_2(tmp_path, tiny_model_path, task_file, capsys) -> tuple[Path, list[str], list[str]]:
+    """A 2-iteration run as if killed in iteration 2's sampling before any sample landed (its
+    directory left empty), iteration 2's samples.jsonl of the run uninterrupted (its lines), and
+    the arguments that resume it."""
+    run, full = tmp_path / "run", tmp_path / "full"
+    args = _two_iteration_args(run, tiny_model_path, task_file)
+    assert main([*args, "--set", "iterations=1"]) == 0  # iteration 1 keeps its AdamW state, as when killed
+    shutil.copytree(run, full)
+    assert main([str(full) if a == str(run) else a for a in args]) == 0
+    lines = (full / "iterations" / "2" / "samples.jsonl").read_text().splitlines(keepends=True)
+    (run / "iterations" / "2").mkdir()
+    capsys.readouterr()
+    return run, args, lines
+
+
+def _refusal(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and err.startswith("leti: error: "), err
+    return err.removeprefix("leti: error: ")
+
+
+@pytest.mark.slow
+def test_another_iterations_samples_in_a_stage_to_resume_are_refused(stopped_in_iteration_2, capsys):
+    """Iteration 1's samples (prompted without <|good|>) copied into the iteration 2 that a run
+    resumes were trained on as iteration 2's without a word."""
+    run, args, _ = stopped_in_iteration_2
+    samples = run / "iterations" / "2" / "samples.jsonl"
+    copied = (run / "iterations" / "1" / "samples.jsonl").read_text()
+    samples.write_text(copied)
+    first = json.loads(copied.splitlines()[0])
+    assert main(args) == 2
+    assert _refusal(capsys) == (
+        f"{samples}: sample {first['sample_idx']} of problem {first['problem_id']!r} on line 1 (and 3 other lines like "
+        "it) was drawn without the <|good|> prefix that this stage's prompts have (another iteration's sample?); "
+        "delete such lines to sample them again (or the file, to sample them all)")
+    assert samples.read_text() == copied and sorted(p.name for p in samples.parent.iterdir()) == ["samples.jsonl"]
+    samples.unlink()  # the fix it names
+    assert main(args) == 0
+
+
+@pytest.mark.slow
+def test_another_runs_lines_in_a_stage_to_resume_are_refused_and_deleting_them_resumes(stopped_in_iteration_2, capsys):
+    """Lines of another task (a problem not in this run) or with a sample index >= sampling.n
+    were kept while the stage ran, then refused after an interruption with a fix (delete
+    samples.done) that left them in place."""
+    run, args, lines = stopped_in_iteration_2
+    samples = run / "iterations" / "2" / "samples.jsonl"
+    other_task = json.dumps({**json.loads(lines[0]), "problem_id": "a\nb"}) + "\n"
+    past_n = json.dumps({**json.loads(lines[1]), "sample_idx": 2}) + "\n"
+    held = [lines[0], other_task, lines[1], past_n]
+    samples.write_text("".join(held))
+    assert main(args) == 2
+    assert _refusal(capsys) == (
+        f"{samples}: holds sample 0 of problem 'a\\nb', which is not one of this run's (2 problems x sampling.n 2), "
+        "on line 2 (and 1 other line like it); delete such lines to sample them again (or the file, to sample them all)")
+    assert samples.read_text() == "".join(held) and not (run / "iterations" / "2" / "samples.done").exists()
+    samples.write_text(lines[0] + lines[1])  # the fix it names: the run goes on from the two samples it drew
+    assert main(args) == 0
+    assert samples.read_text().splitlines(keepends=True)[:2] == lines[:2]
+    assert json.loads((run / "iterations" / "2" / "samples.done").read_text())["samples"] == len(lines) == 4
+
+
+@pytest.mark.slow
+def test_another_runs_line_in_a_finished_stage_names_its_line(stopped_in_iteration_2, capsys):
+    """The same lines beside a samples.done (a file leti had finished, or an earlier version
+    finished with them kept): refused with their line; the fix it names resumes."""
+    run, args, lines = stopped_in_iteration_2
+    samples = run / "iterations" / "2" / "samples.jsonl"
+    foreign = json.dumps({**json.loads(lines[0]), "problem_id": "../x/y"}) + "\n"
+    samples.write_text("".join(lines) + foreign)
+    (run / "iterations" / "2" / "samples.done").write_text(json.dumps({"samples": len(lines), "wall_s": 1.0}))
+    assert main(args) == 2
+    assert _refusal(capsys) == (
+        f"{samples}: holds sample 0 of problem '../x/y', which is not one of this run's (2 problems x sampling.n 2), "
+        f"on line {len(lines) + 1}; delete such lines and samples.done to sample them again (or both files, to sample "
+        "them all)")
+    samples.write_text("".join(lines))
+    (run / "iterations" / "2" / "samples.done").unlink()
+    assert main(args) == 0
+    assert samples.read_text() == "".join(lines)  # nothing was missing: nothing sampled again

@@ -21,12 +21,7 @@ from leti.errors import LetiError, plural
 from leti.loop import stages
 from leti.loop.checks import carries_optimizer, check_disk
 from leti.loop.distributed import DataParallelSampler, Group, TrainJob, shared_path
-from leti.loop.rundir import (
-    read_json,
-    read_sample_records,
-    replace_dir_atomic,
-    write_json_atomic,
-)
+from leti.loop.rundir import read_json, replace_dir_atomic, write_json_atomic
 from leti.sampling.base import Sampler, SamplingConfig, get_sampler
 
 # What the loop reads back from a train_stats.json (a damaged one is an error naming it).
@@ -143,24 +138,27 @@ class Iterations:
         sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
         records = stages.sample_and_execute(
             sampler, self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
-            condition_on_good=self.rewarded and k >= 2, desc=f"iter {k} train", progress=cfg.progress,
+            condition_on_good=self._good_samples(k), desc=f"iter {k} train", progress=cfg.progress,
             stops=stages.training_stops(cfg))
         wall = round(time.time() - t0, 2)
         write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler)})
         return records, wall
 
+    def _good_samples(self, k: int) -> bool:
+        """Whether iteration k's training samples are prompted with <|good|> (module docstring)."""
+        return self.rewarded and k >= 2
+
     def _finished_samples(self, k: int, count: object) -> dict:
-        """Iteration k's samples once samples.done vouches for them: every record one of this
-        run's (problem, sample index) and as many as the marker counted. A file emptied, cut or
-        filled with another run's lines was trained and counted on without a word."""
-        path, n = self.rd.samples(k), self.cfg.sampling.n
-        records = read_sample_records(path)
-        ids = {p.id for p in self.train_problems}
-        fix = f"restore it, or delete {self.rd.samples_done(k).name} to sample what is missing"
-        foreign = next((key for key in records if key[0] not in ids or not 0 <= key[1] < n), None)
-        if foreign is not None:
-            raise LetiError(f"{path}: holds sample {foreign[1]} of problem {foreign[0]!r}, which is not one of this "
-                            f"run's ({len(ids)} problems x sampling.n {n}); {fix}")
+        """Iteration k's samples once samples.done vouches for them: every record one this
+        iteration draws (stages.checked_records, as when the stage resumes) and as many as the
+        marker counted. A file emptied, cut or filled with another run's lines was trained and
+        counted on without a word."""
+        path, marker = self.rd.samples(k), self.rd.samples_done(k).name
+        reqs = stages.requests_for(self.task, self.train_problems, self._good_samples(k), stages.training_stops(self.cfg))
+        records = stages.checked_records(
+            path, reqs, self.cfg.sampling.n, "sampling.n",
+            f"delete such lines and {marker} to sample them again (or both files, to sample them all)")
+        fix = f"restore it, or delete {marker} to sample what is missing"
         if isinstance(count, int) and not isinstance(count, bool) and len(records) != count:
             raise LetiError(f"{path}: holds {len(records)} samples, {self.rd.samples_done(k).name} counted {count}; {fix}")
         return records
@@ -262,7 +260,7 @@ class Iterations:
         sampler = self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True))
         records = stages.sample_and_execute(
             sampler, self.task, self.eval_problems, cfg.eval.n, self.executor, rd.eval_samples(k),
-            condition_on_good=conditioned, desc=f"iter {k} eval", progress=cfg.progress)
+            condition_on_good=conditioned, desc=f"iter {k} eval", progress=cfg.progress, n_field="eval.n")
         scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks, self.task)
         report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
                   "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **_phase_info(sampler)}

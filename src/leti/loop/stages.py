@@ -15,12 +15,13 @@ from typing import Literal
 from tqdm.auto import tqdm
 
 from leti.config import RunConfig
+from leti.errors import LetiError, plural
 from leti.evaluation.evaluate import score
 from leti.evaluation.pass_at_k import stderrs_from_counts
 from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor, Program
 from leti.feedback.training_text import GOOD, build_training_text
-from leti.loop.rundir import read_sample_records, repair_jsonl
+from leti.loop.rundir import repair_jsonl, scan_sample_records
 from leti.sampling.base import Sample, Sampler, SampleRequest, cut_at_stop
 from leti.tasks.base import Problem, Task
 
@@ -66,23 +67,65 @@ def _cut(sample: Sample, stops: tuple[str, ...]) -> tuple[Sample, str]:
     return dataclasses.replace(sample, completion=kept, finish_reason="stop"), rest
 
 
+def _where_prompt_differs(theirs: str, ours: str) -> str:
+    """Why a stored sample's prompt is not the one this stage samples, in the user's words."""
+    if GOOD + theirs == ours:
+        return f"without the {GOOD} prefix that this stage's prompts have (another iteration's sample?)"
+    if theirs == GOOD + ours:
+        return f"with a {GOOD} prefix that this stage's prompts do not have (another iteration's sample?)"
+    return "from another prompt than this problem's (another run's or task's sample?)"
+
+
+def checked_records(path: Path, requests: Sequence[SampleRequest], n: int, n_field: str, fix: str) -> dict[tuple[str, int], dict]:
+    """The sample records in `path` keyed by (problem_id, sample_idx), each one this stage would
+    have drawn itself: a problem of `requests`, an index below `n` and the request's prompt. A
+    file copied from another run, iteration or task was trained on (or kept and refused later)
+    without a word; a bad line is a LetiError naming the file, the first such line and `fix`."""
+    prompts = {r.problem_id: r.prompt for r in requests}
+    records: dict[tuple[str, int], dict] = {}
+    foreign: list[tuple[int, str, int]] = []
+    other_prompt: list[tuple[int, str, int, str]] = []
+    for lineno, rec in scan_sample_records(path, "delete that line to sample it again"):
+        key = (str(rec["problem_id"]), rec["sample_idx"])
+        if key[0] not in prompts or not 0 <= key[1] < n:
+            foreign.append((lineno, *key))
+        elif rec["prompt"] != prompts[key[0]]:
+            other_prompt.append((lineno, *key, rec["prompt"]))
+        else:
+            records[key] = rec
+
+    def more(bad: list) -> str:
+        return f" (and {plural(len(bad) - 1, 'other line')} like it)" if len(bad) > 1 else ""
+
+    if foreign:
+        lineno, pid, idx = foreign[0]
+        raise LetiError(f"{path}: holds sample {idx} of problem {pid!r}, which is not one of this run's "
+                        f"({len(prompts)} problems x {n_field} {n}), on line {lineno}{more(foreign)}; {fix}")
+    if other_prompt:
+        lineno, pid, idx, prompt = other_prompt[0]
+        raise LetiError(f"{path}: sample {idx} of problem {pid!r} on line {lineno}{more(other_prompt)} was drawn "
+                        f"{_where_prompt_differs(prompt, prompts[pid])}; {fix}")
+    return records
+
+
 def sample_and_execute(
     sampler: Sampler, task: Task, problems: Sequence[Problem], n: int,
     executor: Executor, out: Path, condition_on_good: bool, desc: str, progress: bool = True,
-    stops: Stops = "stop",
+    stops: Stops = "stop", n_field: str = "sampling.n", fix: str = "",
 ) -> dict[tuple[str, int], dict]:
     """Sample `n` programs per problem and execute each one while the next batch generates;
     every (sample, result) is appended to `out` as soon as its result is in. Keys already in
-    `out` are skipped, so an interrupted call resumes where it stopped. With `stops` "cut_after"
-    each sample is cut at its stop sequences before it runs, and its record keeps the cut-off
-    text (`cut_off`)."""
+    `out` are skipped, so an interrupted call resumes where it stopped; they must be this
+    stage's own (checked_records, `n_field` naming `n` and `fix` saying how to mend a bad line).
+    With `stops` "cut_after" each sample is cut at its stop sequences before it runs, and its
+    record keeps the cut-off text (`cut_off`)."""
     repair_jsonl(out)
-    done = read_sample_records(out)
+    reqs = requests_for(task, problems, condition_on_good, stops)
+    done = checked_records(out, reqs, n, n_field, fix or "delete such lines to sample them again (or the file, to sample them all)")
     by_id = {p.id: p for p in problems}
     total = len(problems) * n
     pending: list[tuple[Sample, str | None, Program, Future]] = []
-    bar = tqdm(total=total, initial=len([k for k in done if k[0] in by_id]), desc=f"{desc} executed",
-               unit="prog", disable=not progress)
+    bar = tqdm(total=total, initial=len(done), desc=f"{desc} executed", unit="prog", disable=not progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a", encoding="utf-8") as f:
 
@@ -102,7 +145,6 @@ def sample_and_execute(
                     keep.append((s, cut_off, program, fut))
             pending[:] = keep
 
-        reqs = requests_for(task, problems, condition_on_good, stops)
         for s in sampler.sample(reqs, n=n, skip=set(done)):
             problem, cut_off = by_id[s.problem_id], None
             if stops == "cut_after":
@@ -114,7 +156,7 @@ def sample_and_execute(
         # on disk before the caller's marker (samples.done, eval.json) vouches for every line
         os.fsync(f.fileno())
     bar.close()
-    return {k: v for k, v in done.items() if k[0] in by_id and k[1] < n}
+    return done
 
 
 def training_texts(records: dict, problems: Sequence[Problem], cfg: RunConfig, eos_token: str) -> list[str]:
