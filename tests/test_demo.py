@@ -116,6 +116,8 @@ def test_damaged_demo_json_is_one_line(tmp_path, capsys, content):
     assert err[0].endswith("it holds this demo's options, so the demo cannot resume without it: restore it, "
                            "or pass a new --run-dir")
     assert sorted(p.name for p in d.iterdir()) == ["demo.json"]
+    if content.startswith(b'{"settings": {"config"'):  # the reason says where (it ended in a bare "at")
+        assert f"demo.json: not valid JSON (Expecting ':' delimiter at line 1 column {len(content) + 1}); " in err[0]
 
 
 def test_warmstart_config_is_checked_and_keyed():

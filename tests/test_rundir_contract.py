@@ -192,6 +192,24 @@ def test_appended_lines_reach_the_disk(tmp_path, disk_events):
 
 # --- read_json ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"mode": "le', "Unterminated string starting at line 1 column 10"),  # was "... starting at)"
+    ('{\n  "wall_s": 1,\n  "x": "a\tb"}', "Invalid control character at line 3 column 10"),
+    ("", "Expecting value at line 1 column 1"),
+])
+@pytest.mark.parametrize("name", ["eval.json", "run.json"])
+def test_read_json_says_where_the_json_broke_and_the_fix_for_that_file(tmp_path, text, reason, name):
+    """JSON's reason ended in a bare "at" (the position was left out); run.json is no stage, so
+    "delete it to redo that stage" named the wrong consequence."""
+    path = tmp_path / name
+    path.write_text(text)
+    fix = ("restore it, or delete it: the run then resumes without checking its mode, task problems and process "
+           "count against the ones it started with") if name == "run.json" else "delete it to redo that stage"
+    with pytest.raises(LetiError) as info:
+        read_json(path, ("mode",))
+    assert str(info.value) == f"{path}: not valid JSON ({reason}); {fix}"
+
+
 def test_read_json_names_a_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "eval.json"
     path.write_bytes(b'{"pass@k": "\xff"}')

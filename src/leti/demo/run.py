@@ -54,7 +54,7 @@ from leti.demo.warmstart import cached_path, warm_start, write_corpus
 from leti.errors import LetiError
 from leti.jsonl import is_number
 from leti.loop.checks import config_differences
-from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
+from leti.loop.rundir import RunDir, json_error_reason, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
 STATE_FILE = "demo.json"  # marks a folder as the demo's own (see _check_demo_dir)
@@ -84,8 +84,7 @@ def _read_state(path: Path) -> dict:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise LetiError(f"{path}: not valid JSON ({reason}); {fix}") from None
+        raise LetiError(f"{path}: not valid JSON ({json_error_reason(e)}); {fix}") from None
     missing = next((k for k in ("settings", "stages") if not isinstance(state, dict) or k not in state), None)
     if missing is not None:
         raise LetiError(f"{path}: not a leti demo record (no '{missing}'); {fix}")

@@ -220,16 +220,32 @@ _KEY_TYPES: dict[str, tuple[Any, str]] = {
 }
 
 
-def read_json(path: Path, required: tuple[str, ...] = (), fix: str = "delete it to redo that stage",
+# run.json is no stage: deleting it loses what it records, which the run then takes anew from
+# the resume (see leti.loop.checks: _run_info, check_problems_unchanged, check_processes).
+RUN_JSON_FIX = ("restore it, or delete it: the run then resumes without checking its mode, task problems and "
+                "process count against the ones it started with")
+
+
+def json_error_reason(e: json.JSONDecodeError | UnicodeDecodeError) -> str:
+    """Why a whole JSON file did not parse, with where: e.msg alone ends in a bare "at" (the
+    position is in other attributes)."""
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8"
+    return f"{e.msg.removesuffix(' at')} at line {e.lineno} column {e.colno}"
+
+
+def read_json(path: Path, required: tuple[str, ...] = (), fix: str | None = None,
               optional: tuple[str, ...] = ()) -> Any:
     """A JSON file of the run; with `required`, an object that must have those keys, each of the
     type leti writes there, and the `optional` keys of that type where present (a file damaged or
-    edited by hand is an error naming it and `fix`, not a KeyError or TypeError later)."""
+    edited by hand is an error naming it and `fix`, not a KeyError or TypeError later). The
+    default fix is a stage file's ("delete it to redo that stage"), or run.json's own."""
+    if fix is None:
+        fix = RUN_JSON_FIX if path.name == "run.json" else "delete it to redo that stage"
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise LetiError(f"{path}: not valid JSON ({reason}); {fix}") from None
+        raise LetiError(f"{path}: not valid JSON ({json_error_reason(e)}); {fix}") from None
     missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise LetiError(f"{path}: not a leti record (no '{missing[0]}'); {fix}")
