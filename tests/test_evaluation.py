@@ -738,3 +738,38 @@ def test_a_generation_record_that_is_a_directory_is_not_called_missing(tmp_path:
     assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (f"leti: error: {out / 'generation.json'}: is a directory, not the record of "
                                        "what drew the samples; use a new --out\n")
+
+
+def test_an_out_folder_of_someone_elses_is_refused_and_left_as_it_was(he_samples: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """results.json and per_problem.jsonl of the user's own (`--out .` in a project folder) were
+    replaced without a word."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.json").write_text('{"my": "precious results"}\n')
+    (out / "per_problem.jsonl").write_text("my notes\n")
+    for source in (["--samples", str(he_samples)], ["--model", "some/model"]):
+        assert main(["evaluate", "--task", "humaneval", *source, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (f"leti: error: {out}: not empty and not a leti evaluate output (it holds "
+                                           "'per_problem.jsonl'); pass a new or empty --out\n")
+    assert sorted(p.name for p in out.iterdir()) == ["per_problem.jsonl", "results.json"]
+    assert (out / "results.json").read_text() == '{"my": "precious results"}\n'
+    assert (out / "per_problem.jsonl").read_text() == "my notes\n"
+
+
+def test_samples_inside_out_are_scored_and_the_out_resumed(he_samples: Path, tmp_path: Path) -> None:
+    """The --samples file may lie in --out, and leti's own --out is resumed (the refusal of a
+    folder of someone else's takes neither for one)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    mine = out / "my_samples.jsonl"
+    mine.write_text(he_samples.read_text())
+    assert _evaluate(mine, out) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert _evaluate(mine, out) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["n_executed_this_run"] == 0 and {**again, "n_executed_this_run": 20} == first
+    # killed after the executions, before the results were written
+    (out / "results.json").unlink()
+    (out / "per_problem.jsonl").unlink()
+    assert _evaluate(mine, out) == 0 and (out / "results.json").exists()

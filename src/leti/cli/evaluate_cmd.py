@@ -26,6 +26,7 @@ from leti.cli.tasks_cmd import add_execution_flags, execution_config
 from leti.config import apply_override, build
 from leti.errors import LetiError
 from leti.evaluation.generate import (
+    GENERATION_FILE,
     GenerationRequest,
     check_resume,
     generate_samples,
@@ -143,9 +144,29 @@ def check_generation_flags(args: argparse.Namespace) -> None:
         raise LetiError(f"--device {args.device}: applies to --backend hf (vLLM places the model itself); drop --device")
 
 
+# Files that only a `leti evaluate` writes into --out (its own, or a temperature folder of it),
+# and the partial files (".tmp") a kill leaves of them. results.json and per_problem.jsonl are
+# leti's too but common names: a folder holding only those is someone else's.
+_OWN_FILES = ("samples.jsonl", GENERATION_FILE, "executions.jsonl")
+
+
+def check_fresh_out(out: Path, samples: Path | None) -> None:
+    """A non-empty --out must be an earlier `leti evaluate`'s (to resume): results.json and
+    per_problem.jsonl are written over, and a user's own files of those names (`--out .` in a
+    project folder) were replaced without a word. The --samples file may lie in it."""
+    if not out.is_dir():
+        return
+    mine = {samples.resolve()} if samples is not None else set()
+    names = sorted(p.name for p in out.iterdir() if p.name != ".lock" and p.resolve() not in mine)
+    if not names or any(n.removesuffix(".tmp") in _OWN_FILES or n.startswith("temperature-") for n in names):
+        return
+    raise LetiError(f"{out}: not empty and not a leti evaluate output (it holds '{names[0]}'); pass a new or empty --out")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_generation_flags(args)
     check_output_dir(args.out, "--out")
+    check_fresh_out(Path(args.out), args.samples)
     # two evaluations on one --out appended every sample twice, and every rerun then refused the file
     with locked_dir(Path(args.out), "--out", "output directory"):
         return _evaluate(args)
