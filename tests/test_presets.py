@@ -187,7 +187,26 @@ def test_a_preset_name_loads_that_preset_and_a_file_of_that_name_wins(tmp_path, 
     assert config_to_dict(load_config("mbpp-codegen-2b.yaml")) == config_to_dict(load_config(CONFIGS / "mbpp-codegen-2b.yaml"))
     (tmp_path / "mbpp-codegen-2b.yaml").write_text("iterations: 3\n")
     assert load_config("mbpp-codegen-2b.yaml").iterations == 3  # the user's own file, not the preset
-    assert load_config("mbpp-codegen-2b").model == by_name.model  # no file called that: the preset
+
+
+@pytest.mark.parametrize("ext", [".yaml", ".yml"])
+def test_a_preset_name_beside_a_file_of_that_name_is_refused_for_every_command(tmp_path, monkeypatch, capsys, ext):
+    """`leti presets NAME > NAME.yaml`, edited, then `leti run NAME` ran the shipped preset, not
+    the edits, without a word."""
+    from leti.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"tiny-cpu{ext}").write_text("model: mine\n")
+    message = (f"leti: error: tiny-cpu: both the preset tiny-cpu and ./tiny-cpu{ext} exist; pass ./tiny-cpu{ext} for "
+               "your file, or rename it to use the preset\n")
+    for command in (["run", "tiny-cpu"], ["sft", "tiny-cpu"], ["config", "tiny-cpu"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-cpu{ext}"]  # no run directory
+    assert main(["config", f"./tiny-cpu{ext}"]) == 0  # the way to the file it names
+    assert "model: mine\n" in capsys.readouterr().out
+    assert main(["presets", "tiny-cpu"]) == 0  # printing the preset (to compare) is no choice between them
+    assert capsys.readouterr().out == (CONFIGS / "tiny-cpu.yaml").read_text()
 
 
 def test_unknown_names_are_one_line_errors(tmp_path, monkeypatch, capsys):

@@ -73,7 +73,8 @@ def find_preset(name: str) -> Preset | None:
 
 def resolve_config(arg: str | Path) -> Path:
     """A config argument as the file to read: a path that exists as given (a user's own file wins
-    over a preset of the same name), else a preset's name. A name that is neither is one error line
+    over a preset of the same name), else a preset's name (refused while NAME.yaml or NAME.yml is
+    in the current directory too). A name that is neither is one error line
     listing the presets. A missing path whose file is named like a run preset (`configs/tiny-cpu.yaml`,
     as a checkout's docs write it, run where there is no checkout) is one error line naming the
     preset to run instead; any other missing path with a directory in it is left to the reader,
@@ -86,6 +87,13 @@ def resolve_config(arg: str | Path) -> Path:
         raise LetiError(f"{arg} is an accelerate launch config, not a run config: accelerate launch --config_file "
                         f"\"$(leti presets {preset.name} --path)\" -m leti run CONFIG")
     if preset is not None:  # a bare name
+        # `leti presets NAME > NAME.yaml`, edited, then `leti run NAME`: the preset ran instead of
+        # the edits without a word. Which one was meant cannot be told, so neither is guessed.
+        copy = next((Path(f"{arg}{ext}") for ext in (".yaml", ".yml") if not str(arg).endswith((".yaml", ".yml"))
+                     and len(path.parts) == 1 and Path(f"{arg}{ext}").is_file()), None)
+        if copy is not None:
+            raise LetiError(f"{arg}: both the preset {preset.name} and ./{copy} exist; pass ./{copy} for your file, "
+                            f"or rename it to use the preset")
         return preset.path
     if len(path.parts) > 1:
         preset = find_preset(path.name)
