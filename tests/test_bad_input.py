@@ -58,12 +58,34 @@ def config(tmp_path: Path, add_task: str) -> Path:
     ("execution.max_output_bytes=-1", "execution.max_output_bytes must be >= 0, got -1"),
     ("execution.max_processes=2", "execution.max_processes must be >= 4, got 2"),
     ("eval.ks=[1,1]", "eval.ks=[1, 1] repeats a k; list each k once"),
+    # a typo's 10**20 ran out of memory (iterations, n), traced back (lora.r), or, from 2**43 MiB,
+    # overflowed the sandbox's rlimits so that every program crashed and was trained on as such
+    ("iterations=100000000000000000000", "iterations must be at most 1000000, got 100000000000000000000"),
+    ("sampling.n=1000001", "sampling.n must be at most 1000000, got 1000001"),
+    ("eval.n=1000001", "eval.n must be at most 1000000, got 1000001"),
+    ("execution.memory_mb=8796093022208", "execution.memory_mb must be at most 1099511627776 (MiB, 2**40), got 8796093022208"),
+    ("execution.file_size_mb=1099511627777",
+     "execution.file_size_mb must be at most 1099511627776 (MiB, 2**40), got 1099511627777"),
+    ("trainer.lora.r=65537", "trainer.lora.r must be at most 65536, got 65537"),
 ])
 def test_out_of_range_values_are_refused_before_the_run_starts(config, tmp_path, capsys, override, message):
     run_dir = tmp_path / "run"
     assert main(["run", str(config), "--run-dir", str(run_dir), "--set", override]) == 2
     assert one_error_line(capsys) == f"leti: error: --set {override}: {message}"
     assert not run_dir.exists()
+
+
+def test_the_largest_memory_and_file_size_limits_still_run_programs():
+    # the bound above is what the sandbox's rlimits still take: a program runs and passes
+    from leti.execution import ExecutionConfig, Executor, Program
+    from leti.execution.config import MAX_LIMIT_MB
+
+    config = ExecutionConfig(workers=1, memory_mb=MAX_LIMIT_MB, file_size_mb=MAX_LIMIT_MB)
+    program = Program(program="open('out', 'wb').write(b'a' * (2 << 20))\nx = bytearray(50 << 20)\n",
+                      tests="assert len(x) == 50 << 20\n")
+    with Executor(config, progress=False) as ex:
+        (result,) = ex.run([program])
+    assert result.passed, result.feedback
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")

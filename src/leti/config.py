@@ -45,6 +45,7 @@ class SamplingSection:
 
     def __post_init__(self) -> None:
         _positive(self, "sampling", ("n", "max_new_tokens", "batch_size"))
+        _at_most(self, "sampling", "n", MAX_SAMPLES)
         _sampling_ranges(self, "sampling")
 
 
@@ -64,6 +65,7 @@ class EvalSection:
 
     def __post_init__(self) -> None:
         _positive(self, "eval", ("n", "max_new_tokens", "every", "batch_size"))
+        _at_most(self, "eval", "n", MAX_SAMPLES)
         _sampling_ranges(self, "eval")
         if self.max_problems is not None and self.max_problems < 1:
             raise ValueError(f"eval.max_problems must be >= 1 or null, got {self.max_problems!r}")
@@ -113,6 +115,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "", ("iterations",))
+        _at_most(self, "", "iterations", MAX_ITERATIONS)
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1 or null (resuming needs the newest), got {self.keep_checkpoints!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -150,6 +153,19 @@ def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
         value = getattr(obj, name)
         if value < 1:
             raise ValueError(f"{prefix}{name} must be >= 1, got {value!r}")
+
+
+# Most iterations, and samples per problem (sampling.n, eval.n). The authors ran 10-50 iterations
+# and 128 samples; a million of either is beyond any budget, while 10**20 (a typo) was accepted and
+# then killed the run for memory (the loop and the samplers hold a set or list that long).
+MAX_ITERATIONS = 10**6
+MAX_SAMPLES = 10**6
+
+
+def _at_most(obj: Any, section: str, name: str, limit: int) -> None:
+    value = getattr(obj, name)
+    if value > limit:
+        raise ValueError(f"{section + '.' if section else ''}{name} must be at most {limit}, got {value!r}")
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ MAX_TIMEOUT_S = 86400
 # not only on the node that runs it.
 MAX_WORKERS = 1024
 
+# Largest memory_mb and file_size_mb. The sandbox sets them as byte limits (MiB << 20, plus a few
+# MiB of reserve) in 64-bit signed rlimits: from 2**43 MiB they overflow and every program is
+# reported crashed or failed. 2**40 MiB (an exbibyte) still works and is far beyond any machine.
+MAX_LIMIT_MB = 2**40
+
 
 def _default_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -57,6 +62,9 @@ class ExecutionConfig:
                              f"got {self.timeout_s!r}")
         if self.memory_mb < 64:
             raise ValueError(f"execution.memory_mb must be >= 64, got {self.memory_mb!r}")
+        for name in ("memory_mb", "file_size_mb"):
+            if getattr(self, name) > MAX_LIMIT_MB:
+                raise ValueError(f"execution.{name} must be at most {MAX_LIMIT_MB} (MiB, 2**40), got {getattr(self, name)!r}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"execution.workers must be >= 1, got {self.workers!r}")
         if self.workers is not None and self.workers > MAX_WORKERS:

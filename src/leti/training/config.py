@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# Largest LoRA rank: a rank above a layer's width adds nothing (ranks in use: 8-256), and 10**20
+# was a traceback from torch's tensor sizes after the base evaluation and the first sampling phase.
+MAX_LORA_RANK = 65536
+
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -29,6 +33,8 @@ class LoraSettings:
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ValueError(f"trainer.lora.r must be >= 1, got {self.r!r}")
+        if self.r > MAX_LORA_RANK:
+            raise ValueError(f"trainer.lora.r must be at most {MAX_LORA_RANK}, got {self.r!r}")
         if self.alpha < 1:  # the adapters' output is scaled by alpha / r: 0 trains nothing
             raise ValueError(f"trainer.lora.alpha must be >= 1, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
