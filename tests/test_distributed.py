@@ -354,3 +354,39 @@ def test_two_process_vllm_sampling_matches_single_process(tmp_path, tiny_model_p
     done = json.loads((multi / "iterations" / "1" / "samples.done").read_text())
     ev = json.loads((multi / "iterations" / "0" / "eval.json").read_text())
     assert (done["sampled_by_rank"], ev["sampled_by_rank"]) == ([5, 4], [2, 2])
+
+
+@pytest.mark.slow
+def test_a_rank_whose_peer_dies_mid_stage_says_so_in_one_line(tmp_path, tiny_model_path, wait_for_lines, add_task):
+    """Two processes started as two nodes would start them (no launcher stops the survivor): the
+    leader is killed while both sample, and the follower, blocked in a collective, printed gloo's
+    "Connection closed by peer" traceback through leti's code. Now one line, then exit."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+            "--set", f"task={add_task}", "--set", "progress=false", "--set", "sampling.n=32",
+            "--set", "sampling.batch_size=1", "--set", "sampling.max_new_tokens=48", "--set", "eval.batch_size=1"]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    leader, follower = (subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                         env={**base, "RANK": str(r), "GROUP_RANK": str(r)}) for r in (0, 1))
+    try:
+        wait_for_lines(leader, run / "iterations" / "1" / "samples.jsonl", 2, timeout=120)
+        os.kill(leader.pid, signal.SIGKILL)
+        t0 = time.time()
+        out, err = follower.communicate(timeout=60)
+        assert time.time() - t0 < 30
+    finally:
+        leader.kill()
+        follower.kill()
+    assert follower.returncode == 2, err[-3000:]
+    assert re.fullmatch(r"leti: error: rank 1: another process of this launch stopped during a collective step "
+                        r"\(Connection (closed|reset) by peer\); its own output says why\. Run the same command "
+                        r"again to resume", err.strip().splitlines()[-1]), err[-3000:]
+    assert "Traceback" not in err

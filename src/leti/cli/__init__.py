@@ -151,6 +151,25 @@ def _close_open_bars() -> None:
             pass
 
 
+# How gloo and NCCL report that another process of the launch went away mid-collective.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "remote process exited or there was a network error")
+
+
+def _lost_peer(e: RuntimeError) -> str | None:
+    """The line for a collective that failed because another rank stopped (its own output says
+    why), or None. On another node the launcher does not stop this rank first, and the backend's
+    error came out as a traceback through leti's code."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    text = str(e)
+    if type(e).__name__ != "DistBackendError" and not any(s in text for s in _PEER_GONE):
+        return None
+    reason = next((s for s in _PEER_GONE if s in text), type(e).__name__)
+    return (f"another process of this launch stopped during a collective step ({reason}); its own output says why. "
+            "Run the same command again to resume")
+
+
 def _stderr_line(text: str) -> None:
     try:
         print(text, file=sys.stderr)
@@ -183,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         # exceptions are bugs and keep their traceback.
         _close_open_bars()
         print(f"leti: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        lost = _lost_peer(e)
+        if lost is None:
+            raise  # a bug: its traceback
+        _close_open_bars()
+        print(f"leti: error: rank {os.environ.get('RANK', '0')}: {lost}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         # These commands keep what they finished (run dir / --out) and skip it when rerun.
