@@ -134,3 +134,17 @@ def test_a_stage_record_with_a_value_of_the_wrong_type_is_named(finished, tmp_pa
     path.unlink()  # the fix it names
     assert main(args) == 0
     assert len(metrics.read_text().splitlines()) == 2
+
+
+def test_a_checkpoint_whose_weights_were_deleted_is_named_with_the_fix(finished, tmp_path, capsys):
+    """A resume that goes on from a checkpoint without model.safetensors said only that the model
+    directory "could not be loaded (Error no file named model.safetensors ...)"."""
+    run, args = _copy(finished, tmp_path, redo_iteration_1=False)
+    checkpoint = run / "iterations" / "1" / "checkpoint"
+    (checkpoint / "model.safetensors").unlink()
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.name != ".lock")
+    assert main([*args, "--set", "iterations=2"]) == 2  # iteration 2 samples from iteration 1's weights
+    assert _error(capsys) == (f"model directory {checkpoint} has no weights (none of model.safetensors, "
+                              f"pytorch_model.bin, ...); it is a checkpoint of the run in {run}: restore it, or start "
+                              "that run again with a new --run-dir")
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.name != ".lock") == before

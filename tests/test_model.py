@@ -223,3 +223,26 @@ def test_a_cuda_index_beyond_the_visible_gpus_is_refused_in_one_line():
     assert resolve_device(f"cuda:{count - 1}") == torch.device(f"cuda:{count - 1}")
     with pytest.raises(LetiError, match=rf"^device='cuda:{count}' but only {count} CUDA GPUs? (is|are) visible "):
         resolve_device(f"cuda:{count}")
+
+
+def test_a_model_directory_without_weights_or_with_cut_ones_names_the_fix(tiny_model_path, tmp_path, hub_offline):
+    """transformers' "no file named model.safetensors ... found" (and a cut file's error) came
+    without a word on what to do."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_path, model)
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    with pytest.raises(LetiError) as info:
+        load_model_and_tokenizer(str(model), device="cpu")
+    assert str(info.value) == (f"model directory {model} has no weights (none of model.safetensors, pytorch_model.bin, "
+                               "...); save them there with model.save_pretrained(DIR)")
+    weights.write_bytes(data[:1000])  # a copy stopped half way
+    with pytest.raises(LetiError) as info:
+        load_model_and_tokenizer(str(model), device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"model directory {model} could not be loaded (") and "\n" not in message
+    assert message.endswith("); check that it holds what model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR) "
+                            "write, whole")

@@ -144,7 +144,9 @@ def load_model_and_tokenizer(
         # malformed repo ids and unknown model types; SafetensorError a cut or damaged weights file.
         first_line = message_line(err)
         if local is not None:
-            raise LetiError(f"model directory {name_or_path} could not be loaded ({first_line})") from None
+            fix = _model_dir_fix(local, "check that it holds what model.save_pretrained(DIR) and "
+                                        "tokenizer.save_pretrained(DIR) write, whole")
+            raise LetiError(f"model directory {name_or_path} could not be loaded ({first_line}); {fix}") from None
         raise LetiError(
             f"{name_or_path!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub "
             f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
@@ -158,6 +160,20 @@ def load_model_and_tokenizer(
 
 # Any of these in a directory is a tokenizer AutoTokenizer can load.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+# The weights files from_pretrained looks for (single file or the index of shards).
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json",
+                 "tf_model.h5", "tf_model.h5.index.json", "model.ckpt.index", "flax_model.msgpack",
+                 "flax_model.msgpack.index.json")
+
+
+def _model_dir_fix(path: Path, fix: str) -> str:
+    """The fix for a local model directory that cannot be loaded; a run's checkpoint
+    (RUN/iterations/K/checkpoint) is the run's own output, not something to save again."""
+    real = path.resolve()
+    if path.name == "checkpoint" and real.parent.parent.name == "iterations" and (real.parents[2] / "run.json").is_file():
+        run = path.parents[2] if len(path.parts) >= 4 else real.parents[2]  # as the user named it, where it can be
+        return f"it is a checkpoint of the run in {run}: restore it, or start that run again with a new --run-dir"
+    return fix
 
 
 def is_path_like(name: str) -> bool:
@@ -187,6 +203,10 @@ def local_model_dir(name_or_path: str | Path) -> Path | None:
         if not any((path / f).is_file() for f in _TOKENIZER_FILES):
             raise LetiError(f"model directory {name} has no tokenizer (none of {', '.join(_TOKENIZER_FILES[:2])}, ...); "
                             "save it there with tokenizer.save_pretrained(DIR)")
+        if not any((path / f).is_file() for f in _WEIGHT_FILES):
+            # transformers' own error for this named no fix (and, for a run's checkpoint, no run)
+            raise LetiError(f"model directory {name} has no weights (none of {', '.join(_WEIGHT_FILES[:2])}, ...); "
+                            f"{_model_dir_fix(path, 'save them there with model.save_pretrained(DIR)')}")
         return path
     if path.exists():
         raise LetiError(f"model {name} is a file, not a model directory; {hint}")
