@@ -390,3 +390,27 @@ def test_a_rank_whose_peer_dies_mid_stage_says_so_in_one_line(tmp_path, tiny_mod
                         r"\(Connection (closed|reset) by peer\); its own output says why\. Run the same command "
                         r"again to resume", err.strip().splitlines()[-1]), err[-3000:]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "1"}, "environment variable RANK=1 is set but WORLD_SIZE is not set: a launcher (torchrun, accelerate "
+                    "launch) sets them together; unset RANK to run as one process"),
+    ({"LOCAL_RANK": "1"}, "environment variable LOCAL_RANK=1 is set but WORLD_SIZE is not set: a launcher (torchrun, "
+                          "accelerate launch) sets them together; unset LOCAL_RANK to run as one process"),
+    ({"WORLD_SIZE": "2"}, "environment variable WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not: a "
+                          "launcher (torchrun, accelerate launch) sets them together; unset WORLD_SIZE to run as one process"),
+    ({"WORLD_SIZE": "two"}, "environment variable WORLD_SIZE='two' is not an integer; unset it, or launch with torchrun / "
+                            "accelerate launch, which set it"),
+])
+def test_stray_launcher_variables_are_one_line_before_anything_runs(tmp_path, tiny_model_path, add_task, monkeypatch,
+                                                                   capsys, env, message):
+    """Left in a shell, RANK=1 made `leti run` a follower of no leader (exit 0, nothing done);
+    LOCAL_RANK=1 or WORLD_SIZE=2 failed inside Accelerate after iteration 0 and the sampling."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run = tmp_path / "run"
+    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={add_task}"]) == 2
+    assert capsys.readouterr().err.strip() == f"leti: error: {message}"
+    assert not run.exists()

@@ -63,8 +63,7 @@ class Group:
     """This process's place in a multi-process launch (a single process is a group of one)."""
 
     def __init__(self, device: str = "auto") -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size, self.rank = launch_env()
         self.broken = False  # the leader failed inside a collective stage (see `stage`)
         self._control = None
         if self.world_size > 1:
@@ -161,6 +160,37 @@ class Group:
 
             dist.destroy_process_group()
             self._control = None
+
+
+def launch_env() -> tuple[int, int]:
+    """(world size, rank) from the launcher's variables, checked: stray ones left in a shell made a
+    plain `leti run` follow a leader that never came (RANK=1: exit 0, nothing done), or fail
+    inside Accelerate (LOCAL_RANK=1, or WORLD_SIZE=2 without MASTER_ADDR) after sampling."""
+    from leti.errors import LetiError
+
+    env = os.environ
+    values = {}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        raw = env.get(name)
+        if raw is not None and not raw.strip().lstrip("-").isdigit():
+            raise LetiError(f"environment variable {name}={raw!r} is not an integer; unset it, or launch with "
+                            "torchrun / accelerate launch, which set it")
+        values[name] = None if raw is None else int(raw)
+    world = values["WORLD_SIZE"] or 1
+    hint = "a launcher (torchrun, accelerate launch) sets them together; unset {} to run as one process"
+    if world < 2:
+        for name in ("RANK", "LOCAL_RANK"):
+            if values[name] not in (None, 0, -1):
+                raise LetiError(f"environment variable {name}={values[name]} is set but WORLD_SIZE is "
+                                f"{env.get('WORLD_SIZE', 'not')}{'' if 'WORLD_SIZE' in env else ' set'}: {hint.format(name)}")
+        return 1, 0
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+    if missing:
+        raise LetiError(f"environment variable WORLD_SIZE={world} is set but {', '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not: {hint.format('WORLD_SIZE')}")
+    if not 0 <= values["RANK"] < world:
+        raise LetiError(f"environment variable RANK={values['RANK']} is not below WORLD_SIZE={world}: {hint.format('both')}")
+    return world, values["RANK"]
 
 
 def shared_path(source: str) -> str:
