@@ -229,3 +229,28 @@ def test_an_empty_section_and_empty_ks_say_what_to_do(tmp_path):
     path.write_text("eval:\n  ks: []\n")
     with pytest.raises(LetiError, match=r"eval.ks is empty; list the k of pass@k to report, e.g. \[1, 10\]"):
         load_config(path)
+
+
+def test_an_empty_section_takes_an_override(tmp_path):
+    # `sampling:` written empty plus --set sampling.n=3 was "'sampling' is not a section"
+    path = tmp_path / "c.yaml"
+    path.write_text("sampling:\n")
+    assert load_config(path, ["sampling.n=3"]).sampling.n == 3
+    path.write_text("model: m\nsampling:\n")
+    with pytest.raises(LetiError, match="'model' is not a section"):  # a field is still no section
+        load_config(path, ["model.x=3", "sampling.n=3"])
+
+
+def test_a_date_or_number_given_for_text_says_to_quote_it(tmp_path, capsys):
+    # was: field 'model' = datetime.date(2023, 1, 1) must be str
+    path = tmp_path / "c.yaml"
+    path.write_text("model: 2023-01-01\n")
+    assert main(["config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"leti: error: {path}: field 'model' = 2023-01-01 must be str, and YAML reads it unquoted as a date; "
+        "quote it: model: '2023-01-01' (with --set: \"model='2023-01-01'\")\n")
+    with pytest.raises(LetiError, match=r"^--set eval.split=2023: field 'eval.split' = 2023 must be str, and YAML "
+                                        r"reads it unquoted as a number; quote it: split: '2023' "
+                                        r"\(with --set: \"eval.split='2023'\"\)$"):
+        load_config(None, ["eval.split=2023"])
+    assert load_config(None, ["eval.split='2023'"]).eval.split == "2023"

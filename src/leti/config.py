@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import difflib
 import math
 import re
@@ -281,7 +282,9 @@ def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sa
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # a section written empty (`sampling:` with nothing under it)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise LetiError(f"{flag} {item!r}: '{part}' is not a section")
     try:
@@ -371,6 +374,13 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
     if ok is None:
         return value
     if not ok:
+        if tp is str and isinstance(value, (datetime.date, int)) and not isinstance(value, bool):
+            # YAML reads an unquoted 2023-01-01 as a date and 350 as a number: the text was meant
+            kind = "a date" if isinstance(value, datetime.date) else "a number"
+            # the value may come from the file or a --set (_blame tells which, later); the shell
+            # takes quotes off a --set's argument, so they go inside it there
+            raise LetiError(f"{where}: field '{name}' = {value} must be str, and YAML reads it unquoted as {kind}; "
+                            f"quote it: {name.rpartition('.')[2]}: '{value}' (with --set: \"{name}='{value}'\")")
         raise LetiError(f"{where}: field '{name}' = {value!r} must be {_type_name(tp)}")
     return value
 
