@@ -777,7 +777,7 @@ def test_a_damaged_eval_json_is_named(tmp_path, capsys, eval_json, message):
 
 
 @pytest.mark.parametrize("summary, message", [
-    ("{garbage", "not valid JSON (Expecting property name enclosed in double quotes)"),
+    ("{garbage", "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
     ("[1]", "not a demo summary (a JSON object)"),
     ('{"iterations": {"textual": "x"}}', "'iterations' must map each arm to a list of iteration objects"),
     ('{"baseline_pass_at_1": "x"}', "'baseline_pass_at_1' is \"x\", not what `leti demo` writes there"),
