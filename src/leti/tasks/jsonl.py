@@ -104,12 +104,19 @@ def parse_line(obj: Any, where: str) -> Problem:
         raise LetiError(f"{where}: field 'id' is empty; give every problem a unique id")
     if not obj["tests"].strip():
         raise LetiError(f"{where}: field 'tests' is empty; without tests every program would pass")
+    # prompt + completion + tests is one Python program (reference: the sft texts' and `leti tasks
+    # validate`'s), and Python source cannot hold a NUL: every sample would fail to compile and be
+    # trained on as a SyntaxError
+    nul = next((name for name in ("prompt", "tests", "reference") if "\0" in (obj.get(name) or "")), None)
+    if nul is not None:
+        line = obj[nul][: obj[nul].index("\0")].count("\n") + 1
+        raise LetiError(f"{where}: field {nul!r} holds a NUL character (\\u0000) on its line {line}, which Python "
+                        "source cannot contain; remove it")
     try:
         compile(obj["tests"], "tests", "exec")
     except SyntaxError as e:  # else every program of this problem fails, and trains as a failure
-        raise LetiError(f"{where}: field 'tests' is not valid Python (line {e.lineno}: {e.msg}); fix the tests") from None
-    except ValueError as e:  # a NUL byte
-        raise LetiError(f"{where}: field 'tests' is not valid Python ({e}); fix the tests") from None
+        at = f"line {e.lineno}: " if e.lineno is not None else ""
+        raise LetiError(f"{where}: field 'tests' is not valid Python ({at}{e.msg}); fix the tests") from None
     stop = obj.get("stop")
     if stop is not None and not all(isinstance(s, str) and s for s in stop):
         raise LetiError(f"{where}: field 'stop' must be a list of non-empty strings, got {json.dumps(stop)[:60]}")
