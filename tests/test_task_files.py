@@ -38,3 +38,23 @@ def test_a_nul_character_in_a_program_field_is_refused(tmp_path, capsys, field, 
     assert main(["tasks", "validate", task]) == 2
     assert _one_line(capsys) == (f"leti: error: {tmp_path / 'tasks.jsonl'}:2: field {field!r} holds a NUL character "
                                  f"(\\u0000) on its line {line}, which Python source cannot contain; remove it\n")
+
+
+@pytest.mark.parametrize("line", [
+    '{"id": "a", "split": "train", "id": "b", "prompt": "def add(a, b):\\n", "tests": "assert add(1, 2) == 3"}',
+    '{"id": "a", "prompt": "p", "tests": "assert f()", "meta": {"id": 1, "id": 2}}',  # nested objects too
+])
+def test_a_key_given_twice_in_a_task_line_is_refused(tmp_path, capsys, line):
+    """JSON keeps the last of a repeated key: the line above became problem 'b' without a word."""
+    task = _task(tmp_path, json.dumps(ROW), line)
+    assert main(["tasks", "validate", task]) == 2
+    assert _one_line(capsys) == (f"leti: error: {tmp_path / 'tasks.jsonl'}:2: key 'id' appears twice in one object; "
+                                 "keep one of them\n")
+
+
+def test_a_key_given_twice_in_a_samples_file_is_refused(tmp_path, capsys):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"task_id": "HumanEval/0", "completion": "    return 1\\n", "completion": "    return 2\\n"}\n')
+    assert main(["evaluate", "--task", "humaneval", "--samples", str(samples), "--out", str(tmp_path / "o")]) == 2
+    assert _one_line(capsys) == f"leti: error: {samples}:1: key 'completion' appears twice in one object; keep one of them\n"
+    assert not (tmp_path / "o" / "results.json").exists()

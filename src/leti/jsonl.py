@@ -38,10 +38,29 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
             continue
         where = f"{path}:{lineno}"
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_no_repeated_keys)
         except json.JSONDecodeError as e:
             raise LetiError(f"{where}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); one {item} per line") from None
+        except _RepeatedKey as e:
+            raise LetiError(f"{where}: key {e.key!r} appears twice in one object; keep one of them") from None
         yield where, lineno, value
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of a repeated key ("id": "a", ..., "id": "b" was problem 'b'),
+    as a YAML config's repeated key is refused. leti's own files come from json.dumps of dicts,
+    which cannot repeat a key."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
 
 
 def is_number(value: object) -> bool:
