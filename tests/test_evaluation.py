@@ -407,6 +407,7 @@ def test_temperature_with_samples_is_refused(tmp_path: Path, capsys: pytest.Capt
     (["--batch-size", "0"], "--batch-size 0: must be a positive integer"),
     (["--top-p", "0"], "--top-p 0: must be in (0, 1]"),
     (["--top-p", "1.5"], "--top-p 1.5: must be in (0, 1]"),
+    (["--seed", "-1"], "--seed -1: must be an integer >= 0\n"),  # was "sampling.seed=-1 ...", not a flag
     (["--timeout", "0"], "--timeout must be"),  # the rest is ExecutionConfig's wording
 ])
 def test_bad_generation_flags_are_one_line_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -135,6 +135,8 @@ def check_generation_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--n", args.n), ("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise LetiError(f"{flag} {value}: must be a positive integer")
+    if args.seed < 0:  # else SamplingConfig's refusal named sampling.seed, a run config's field
+        raise LetiError(f"--seed {args.seed}: must be an integer >= 0")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise LetiError(f"--top-p {args.top_p:g}: must be in (0, 1] (1 = off)")
     # settings of the other backend would be ignored without a word
