@@ -414,3 +414,20 @@ def test_stray_launcher_variables_are_one_line_before_anything_runs(tmp_path, ti
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={add_task}"]) == 2
     assert capsys.readouterr().err.strip() == f"leti: error: {message}"
     assert not run.exists()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_single_process_command_under_a_launcher_is_refused_once(tmp_path, monkeypatch, capsys, rank):
+    """`leti evaluate` under torchrun ran once per process on one --out (the second refused as
+    "another leti process"); rank 0 says why, the others exit with it quietly."""
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return False\n"}) + "\n")
+    for name, value in {"WORLD_SIZE": "2", "RANK": rank, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--task", "humaneval", "--samples", str(samples), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("" if rank == "1" else
+                   "leti: error: `leti evaluate` runs as one process, and this launch started 2 (WORLD_SIZE=2); run it "
+                   "without torchrun / accelerate launch (only `leti run` and `leti sft` use several)")
+    assert not out.exists()

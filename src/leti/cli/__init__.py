@@ -151,6 +151,22 @@ def _close_open_bars() -> None:
             pass
 
 
+# The commands whose ranks work together under torchrun / accelerate launch (leti.loop.distributed).
+_DISTRIBUTED = {"run", "sft"}
+
+
+def _one_process_unless_distributed(command: str) -> None:
+    """Any other command started by a multi-process launcher ran once per process on the same
+    files (two `leti evaluate` on one --out: the second was refused as "another leti process")."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if command in _DISTRIBUTED or not world.isdigit() or int(world) < 2:
+        return
+    if os.environ.get("RANK", "0") != "0":
+        raise ReportedByLeader("")  # rank 0 says it
+    raise LetiError(f"`leti {command}` runs as one process, and this launch started {world} (WORLD_SIZE={world}); "
+                    "run it without torchrun / accelerate launch (only `leti run` and `leti sft` use several)")
+
+
 # How gloo and NCCL report that another process of the launch went away mid-collective.
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
               "remote process exited or there was a network error")
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_hub_retries()
     try:
+        _one_process_unless_distributed(args.command)
         with _signals_as_exceptions():
             return int(args.func(args) or 0)
     except LetiError as e:
