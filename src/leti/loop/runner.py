@@ -79,7 +79,10 @@ def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> i
 
         group.check_together(start_checks)
         if not group.is_leader:
-            return follow(cfg, group)
+            # the leader's bars stand for every rank: a follower's (sampling, loading weights)
+            # were drawn over them
+            with _library_progress(False):
+                return follow(cfg, group)
         try:
             return _lead(cfg, run_dir, mode, group, saved)
         finally:

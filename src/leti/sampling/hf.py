@@ -32,6 +32,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.utils import logging as hf_logging
 
 from leti.errors import LetiError
 from leti.model import decode_completion, decode_prompt, encode_prompt, end_token_ids, model_context
@@ -198,7 +199,10 @@ class HFSampler:
         skip = skip or set()
         rows = self._expand(requests, n, skip)
         size = self.config.batch_size
-        bar = tqdm(total=len(rows), unit="sample", desc="sampling", disable=None)
+        # `progress: false` turns transformers' bars off (loop.runner._library_progress), and this
+        # one with them: it was drawn on a terminal whatever the config said
+        shown = hf_logging.is_progress_bar_enabled()
+        bar = tqdm(total=len(rows), unit="sample", desc="sampling", disable=None if shown else True)
         n_tokens, start = 0, time.perf_counter()
         try:
             for batch in self._batches(rows, size):
