@@ -431,3 +431,35 @@ def test_a_single_process_command_under_a_launcher_is_refused_once(tmp_path, mon
                    "leti: error: `leti evaluate` runs as one process, and this launch started 2 (WORLD_SIZE=2); run it "
                    "without torchrun / accelerate launch (only `leti run` and `leti sft` use several)")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_rank_waiting_for_peers_that_never_come_ends_on_a_signal(tmp_path, tiny_model_path, add_task, sig):
+    """The join blocks in C++, where Python's handlers cannot run: a rank whose peer never started
+    (a typo on the other node) ignored Ctrl-C and its launcher's SIGTERM, for up to 24 hours."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    alone = subprocess.Popen([sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(tmp_path / "run"),
+                              "--set", f"model={tiny_model_path}", "--set", f"task={add_task}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        # waiting for rank 1 once rank 0 listens on MASTER_PORT (the join's store)
+        listening = re.compile(rf"^\s*\d+: [0-9A-F]+:{port:04X} [0-9A-F]+:0000 0A ", re.M)
+        deadline = time.time() + 90
+        while not any(listening.search(Path(f"/proc/net/{t}").read_text()) for t in ("tcp", "tcp6")):
+            assert alone.poll() is None and time.time() < deadline, alone.stderr.read()[-2000:] if alone.poll() else ""
+            time.sleep(0.2)
+        time.sleep(1)
+        os.kill(alone.pid, getattr(signal, sig))
+        alone.communicate(timeout=20)
+    finally:
+        alone.kill()
+    assert alone.returncode == -getattr(signal, sig)
+    assert not (tmp_path / "run").exists()

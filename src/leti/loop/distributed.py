@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -74,8 +76,9 @@ class Group:
             # Initialises the default process group (NCCL on GPUs, gloo on CPU) that the
             # trainer's Accelerator then reuses; accelerate only takes the CPU path when told.
             cpu = device == "cpu" or not torch.cuda.is_available()
-            PartialState(cpu=cpu, timeout=_WAIT)
-            self._control = dist.new_group(backend="gloo", timeout=_WAIT)
+            with _signals_end_the_process():
+                PartialState(cpu=cpu, timeout=_WAIT)
+                self._control = dist.new_group(backend="gloo", timeout=_WAIT)
 
     @property
     def is_leader(self) -> bool:
@@ -160,6 +163,26 @@ class Group:
 
             dist.destroy_process_group()
             self._control = None
+
+
+@contextmanager
+def _signals_end_the_process() -> Iterator[None]:
+    """SIGINT and SIGTERM at their default action (the process ends) while the ranks join: the
+    join blocks in C++ until every rank came (for up to _WAIT when one never does), where
+    Python's handlers, leti's clean stop among them, never get to run, and the process ignored
+    Ctrl-C and its launcher's SIGTERM. Nothing has been written yet that a stop would have to
+    save."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in kept:
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for s, handler in kept.items():
+            signal.signal(s, handler)
 
 
 def launch_env() -> tuple[int, int]:
