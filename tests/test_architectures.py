@@ -224,13 +224,17 @@ def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_p
 
 
 def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, tmp_path):
-    """The run-start check builds the skeleton from config.json (no weight file needed), with the
-    matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass, an adapter checkpoint is skipped."""
+    """The run-start check builds the skeleton from config.json (on the meta device: no weights
+    loaded), with the matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass, an adapter
+    checkpoint is skipped. A directory without weights is refused as a model directory."""
 
     from leti.training.lora import apply_lora, check_lora_targets
 
     skeleton = tmp_path / "llama-no-weights"
     shutil.copytree(arch_model_path("llama"), skeleton, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(LetiError, match=r"^model directory .*llama-no-weights has no weights"):
+        check_lora_targets(str(skeleton), TrainerConfig(lora=LoraSettings(enabled=True)))
+    skeleton = arch_model_path("llama")
     wrong = TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"]))
     with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['c_attn'\] matches no layer of "
                                         r"LlamaForCausalLM; its linear layers are .*q_proj"):

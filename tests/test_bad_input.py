@@ -310,7 +310,7 @@ def _run_dir(tmp_path: Path, config: Path) -> Path:
 @pytest.mark.parametrize("damage, message", [
     (("config.yaml", "model: [\n"), "{rd}/config.yaml: damaged, not valid YAML; restore it"),
     (("config.yaml", "- 1\n"), "{rd}/config.yaml: damaged, not a mapping of fields; restore it"),
-    (("run.json", "[1]"), "{rd}/run.json: not a leti record (no 'mode'); delete it"),
+    (("run.json", "[1]"), "{rd}/run.json: not a leti record (no 'mode'); restore it, or delete it: the run then resumes without checking"),
     (("metrics.jsonl", '{"iteration": 0}\n{"x": 1}\n'),
      "{rd}/metrics.jsonl:2: not a metrics record (no integer 'iteration'); delete that line"),
     (("iterations/0/eval.json", "[]"), "{rd}/iterations/0/eval.json: not a leti record (no 'pass@k'); delete it"),

@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -26,22 +27,24 @@ from leti.demo.config import preset_path
 LETI = [sys.executable, "-m", "leti"]
 
 
-def _leti(args: list[str], cwd: Path, tty: bool = False, env: dict | None = None) -> tuple[int, str]:
+def _leti(args: list[str], cwd: Path, tty: bool = False, env: dict | None = None,
+          interrupt_at: str | None = None) -> tuple[int, str]:
     """Run `leti ARGS` in a fresh process, stderr on a pipe or (tty=True) on a pseudo-terminal;
-    returns (exit code, stdout and stderr together as written)."""
+    returns (exit code, stdout and stderr together as written). `interrupt_at`: send SIGINT once
+    the output holds this text."""
     env = {**os.environ, **(env or {})}
-    if not tty:
-        p = subprocess.run([*LETI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=300)
-        return p.returncode, p.stdout.decode("utf-8", "replace")
-    main_fd, sub_fd = pty.openpty()
-    # a terminal of 0 columns (a new pty's size) would get bars of no text at all
-    fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    if tty:
+        main_fd, sub_fd = pty.openpty()
+        # a terminal of 0 columns (a new pty's size) would get bars of no text at all
+        fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    else:
+        main_fd, sub_fd = os.pipe()
     proc = subprocess.Popen([*LETI, *args], cwd=cwd, env=env, stdout=sub_fd, stderr=sub_fd, stdin=subprocess.DEVNULL)
     os.close(sub_fd)
     chunks: list[bytes] = []
 
     def drain() -> None:  # read as it comes: a full pty buffer would block the run
+        sent = interrupt_at is None
         while True:
             try:
                 data = os.read(main_fd, 65536)
@@ -50,6 +53,9 @@ def _leti(args: list[str], cwd: Path, tty: bool = False, env: dict | None = None
             if not data:
                 return
             chunks.append(data)
+            if not sent and interrupt_at.encode() in b"".join(chunks):
+                proc.send_signal(signal.SIGINT)
+                sent = True
 
     reader = threading.Thread(target=drain)
     reader.start()
@@ -175,27 +181,18 @@ def test_warm_start_pretraining_is_bit_identical_with_the_mask():
 
 # --- 3. progress bars only on a terminal, messages on a fresh line -----------------------------
 
-def _long_prompt_task(tmp_path: Path) -> str:
-    """Train problems that fit the tiny model's 512-token context and a test problem that does
-    not: iteration 0's evaluation stops on it, with its bar open."""
-    rows = [{"id": f"p{k}", "split": "train", "prompt": f"def add_{k}(x):\n", "tests": f"assert add_{k}(1) == {k + 1}"}
-            for k in (1, 2)]
-    rows.append({"id": "long", "split": "test", "prompt": "x = 1\n" * 600, "tests": "assert True"})
-    path = tmp_path / "long.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return f"jsonl:{path}"
-
-
 @pytest.mark.parametrize("tty", [False, True])
-def test_error_line_starts_a_line_and_bars_only_on_a_terminal(tmp_path, tiny_model_path, tty):
+def test_a_stop_line_starts_a_line_and_bars_only_on_a_terminal(tmp_path, tiny_model_path, add_task, tty):
     """In a log file (stderr not a terminal) the bars of `leti run` were written anyway, as
-    carriage-return updates; on a terminal, an error raised while a bar was open was printed
-    right after it, mid-line."""
-    task = _long_prompt_task(tmp_path)
-    rc, out = _leti(["run", "tiny-cpu", "--set", f"model={tiny_model_path}", "--set", f"task={task}",
-                     "--run-dir", "r"], tmp_path, tty=tty)
-    assert rc == 2, out
-    assert re.search(r"(^|\n)leti: error: problem 'long': prompt has \d+ tokens but the model's context is 512", out), out
+    carriage-return updates; on a terminal, a line leti printed while a bar was open (an error,
+    the stop line) came right after the bar, mid-line. Interrupted once the evaluation's bar is
+    drawn (on a terminal) or the run has started (in a log)."""
+    # 16 samples of 64 tokens per problem: the evaluation outlasts the moment of the interrupt
+    rc, out = _leti(["run", "tiny-cpu", "--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
+                     "--set", "eval.n=16", "--set", "eval.max_new_tokens=64", "--run-dir", "r"], tmp_path, tty=tty,
+                    interrupt_at="iter 0 eval executed" if tty else "leti: leti run in")
+    assert rc == 128 + signal.SIGINT, out
+    assert re.search(r"(^|\n)leti: interrupted; run the same command again to resume\n", out), out
     if tty:
         assert "iter 0 eval executed" in out  # bars are still drawn on a terminal
     else:

@@ -162,6 +162,7 @@ def load_model_and_tokenizer(
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 # The weights files from_pretrained looks for (single file or the index of shards).
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json",
+                 "adapter_model.safetensors", "adapter_model.bin",  # a LoRA checkpoint (trainer.lora.save: adapter)
                  "tf_model.h5", "tf_model.h5.index.json", "model.ckpt.index", "flax_model.msgpack",
                  "flax_model.msgpack.index.json")
 
