@@ -139,11 +139,18 @@ def test_lora_trains_adapters_and_special_tokens_then_merges(model_and_tokenizer
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-adapter"])
-def test_a_model_trained_in_mixed_precision_computes_as_its_reloaded_checkpoint(model_and_tokenizer, tmp_path, lora):
+def test_a_model_trained_in_mixed_precision_computes_as_its_reloaded_checkpoint(model_and_tokenizer, tmp_path, lora,
+                                                                               request):
     """The autocast wrapper of mixed precision stays with training: the model handed back samples
     and evaluates as its saved checkpoint does when a resumed run (or vLLM) loads it."""
+    from accelerate.state import AcceleratorState
+
     from leti.model import save_model
 
+    # Accelerate keeps one state per process, fixed by the first Accelerator: a leti process
+    # trains every stage in one precision, this test process in two (accelerate's tests reset it so)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
     model, tok = model_and_tokenizer
     cfg = TrainerConfig(batch_size=4, epochs=1, max_length=64, learning_rate=1e-3, pretrain_mix_ratio=0,
                         mixed_precision="bf16", lora=LoraSettings(enabled=lora, r=4, save="adapter" if lora else "merged"))
