@@ -463,3 +463,35 @@ def test_a_rank_waiting_for_peers_that_never_come_ends_on_a_signal(tmp_path, tin
         alone.kill()
     assert alone.returncode == -getattr(signal, sig)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_followers_unusable_cache_dir_is_refused_at_start_by_the_leader(tmp_path, tiny_model_path, add_task):
+    """Each rank writes the pretraining corpus's cache in its own $LETI_CACHE_DIR: another node's
+    unusable one failed there at the first training stage, after a whole sampling phase, and the
+    leader then printed gloo's traceback. Now rank 0 names it at start, and nothing is sampled."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+            "--set", f"task={add_task}", "--set", "progress=false"]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "LETI_CACHE_DIR": str(tmp_path / "cache")}
+    envs = [{**base, "RANK": "0"}, {**base, "RANK": "1", "LETI_CACHE_DIR": str(blocker / "cache")}]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for env in envs]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [2, 2], outs
+    lines = outs[0][1].strip().splitlines()
+    assert lines[-1].startswith("leti: error: rank 1: pretraining corpus cache: cannot write to "), lines
+    assert "a-file/cache/pretrain (Not a directory); set LETI_CACHE_DIR to a writable directory" in lines[-1]
+    assert outs[1][1].strip() == ""  # rank 0 says it
+    assert not (run / "iterations").exists()

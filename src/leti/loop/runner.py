@@ -76,6 +76,8 @@ def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> i
         def start_checks() -> None:
             check_same_config(cfg, group)  # first: every later check assumes every rank has the same config
             check_launch(cfg, group, carries_optimizer(cfg, mode))
+            if not group.is_leader:  # the leader checks its own in _lead
+                _check_corpus_access(cfg)
 
         group.check_together(start_checks)
         if not group.is_leader:
@@ -90,6 +92,23 @@ def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> i
                 group.broadcast(None)
     finally:
         group.close()
+
+
+def _check_corpus_access(cfg: RunConfig) -> None:
+    """This process can read the pretraining corpus and write its cache: every rank reads them in
+    training, and another node's own $LETI_CACHE_DIR or corpus copy failed only there, at the
+    first training stage, after a whole sampling phase."""
+    if not cfg.trainer.reads_corpus:
+        return
+    from leti.training.data import check_corpus
+
+    t = cfg.trainer
+    check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field,
+                 max_files=t.pretrain_max_files, heldout_fraction=t.pretrain_heldout_fraction)
+    if t.pretrain_cache:
+        from leti.training.corpus_cache import check_cache_dir, default_cache_dir
+
+        check_cache_dir(default_cache_dir())
 
 
 def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
@@ -132,16 +151,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_processes(rd, mode, cfg, group.world_size)
         if resuming and todo is not None and carries_optimizer(cfg, mode):
             check_optimizer_state(rd, todo)
-        if cfg.trainer.reads_corpus:
-            from leti.training.data import check_corpus
-
-            t = cfg.trainer
-            check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field,
-                         max_files=t.pretrain_max_files, heldout_fraction=t.pretrain_heldout_fraction)
-            if t.pretrain_cache:
-                from leti.training.corpus_cache import check_cache_dir, default_cache_dir
-
-                check_cache_dir(default_cache_dir())
+        _check_corpus_access(cfg)
         if cfg.trainer.lora.enabled:
             from leti.training.lora import check_lora_targets
 
