@@ -403,6 +403,7 @@ def test_temperature_with_samples_is_refused(tmp_path: Path, capsys: pytest.Capt
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--n", "0"], "--n 0: must be a positive integer"),
+    (["--n", "100000000000000000000"], "--n 100000000000000000000: must be at most 1000000"),
     (["--max-new-tokens", "-5"], "--max-new-tokens -5: must be a positive integer"),
     (["--batch-size", "0"], "--batch-size 0: must be a positive integer"),
     (["--top-p", "0"], "--top-p 0: must be in (0, 1]"),

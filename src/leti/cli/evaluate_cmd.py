@@ -23,7 +23,7 @@ from pathlib import Path
 
 from leti.cli import check_output_dir
 from leti.cli.tasks_cmd import add_execution_flags, execution_config
-from leti.config import apply_override, build
+from leti.config import MAX_SAMPLES, apply_override, build
 from leti.errors import LetiError
 from leti.evaluation.generate import (
     GENERATION_FILE,
@@ -135,6 +135,8 @@ def check_generation_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--n", args.n), ("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise LetiError(f"{flag} {value}: must be a positive integer")
+    if args.n is not None and args.n > MAX_SAMPLES:  # as a run's eval.n: a typo's 10**20 ran out of memory
+        raise LetiError(f"--n {args.n}: must be at most {MAX_SAMPLES}")
     if args.seed < 0:  # else SamplingConfig's refusal named sampling.seed, a run config's field
         raise LetiError(f"--seed {args.seed}: must be an integer >= 0")
     if args.top_p is not None and not 0 < args.top_p <= 1:
