@@ -73,14 +73,14 @@ def test_the_good_prefix_of_later_iterations_counts(tmp_path, tiny_model_path, c
         f"leti: error: {task}:1: problem 'add': prompt with the <|good|> prefix later iterations sample it with "
         "has 512 tokens but the model's context is 512; shorten the prompt or use a longer-context model")
     assert _nothing_written(run_dir)
-    from leti.loop.checks import check_prompts
+    from leti.loop.checks import check_prompts, start_tokenizer
 
     # one iteration samples the train prompt only plainly; `leti sft` samples no train prompt
     cfg = load_config(config, ["iterations=1"])
     t = get_task(cfg.task)
-    check_prompts(cfg, "leti", t, t.problems("train"), t.problems("test"))
+    check_prompts(cfg, "leti", t, t.problems("train"), t.problems("test"), start_tokenizer(cfg))
     cfg = load_config(config)
-    check_prompts(cfg, "sft", t, t.problems("train"), t.problems("test"))
+    check_prompts(cfg, "sft", t, t.problems("train"), t.problems("test"), start_tokenizer(cfg))
     # without reward tokens no prompt is prefixed
     cfg = load_config(config, ["training_text.reward_token=false"])
-    check_prompts(cfg, "leti", t, t.problems("train"), t.problems("test"))
+    check_prompts(cfg, "leti", t, t.problems("train"), t.problems("test"), start_tokenizer(cfg))

@@ -12,7 +12,7 @@ import shlex
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -169,20 +169,25 @@ def _check_fresh(rd: RunDir) -> None:
                         "pass a new or empty --run-dir")
 
 
-def check_eos_token(cfg: RunConfig) -> None:
-    """training_text.append_eos and trainer.pretrain_eos_separator need the tokenizer's
-    end-of-text token: refuse a tokenizer without one before the first sampling phase, not when
-    the training texts are built or the corpus packed."""
-    fields = [f for f, on in (("training_text.append_eos", cfg.training_text.append_eos),
-                              ("trainer.pretrain_eos_separator", cfg.trainer.reads_corpus and cfg.trainer.pretrain_eos_separator))
-              if on]
-    if not fields:
-        return
+def start_tokenizer(cfg: RunConfig) -> Any:
+    """The run's tokenizer, loaded once for the start checks that need it (check_prompts,
+    check_eos_token); None when it cannot be loaded: the model's loader reports that, in one line."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
+        return AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_eos_token(cfg: RunConfig, tok: Any) -> None:
+    """training_text.append_eos and trainer.pretrain_eos_separator need the tokenizer's
+    end-of-text token: refuse a tokenizer without one before the first sampling phase, not when
+    the training texts are built or the corpus packed. `tok`: start_tokenizer's (None: unknown)."""
+    fields = [f for f, on in (("training_text.append_eos", cfg.training_text.append_eos),
+                              ("trainer.pretrain_eos_separator", cfg.trainer.reads_corpus and cfg.trainer.pretrain_eos_separator))
+              if on]
+    if not fields or tok is None:
         return
     if not tok.eos_token:
         raise LetiError(f"{fields[0]} is true but the tokenizer of {cfg.model!r} has no eos_token; "
@@ -273,26 +278,28 @@ def check_optimizer_state(rd: RunDir, todo: int) -> None:
                         "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
 
 
-def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_problems: list) -> None:
+def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_problems: list, tok: Any) -> None:
     """Every prompt the run will sample, as it will sample it (`<|good|>` + prompt once the model
     has learned the reward token: train prompts from iteration 2, eval prompts from iteration 1),
     has a token and leaves the context room for one more: the samplers' own rule
     (check_prompt_fits), which they apply only when a split is first sampled, after a whole
     evaluation, and whose fix (editing the task file) then makes the run unresumable. An `sft`
-    run samples only its eval prompts. A model that cannot be loaded is left to its loader."""
-    from transformers import AutoConfig, AutoTokenizer
+    run samples only its eval prompts. `tok`: start_tokenizer's; a model that cannot be loaded
+    (None) is left to its loader."""
+    from transformers import AutoConfig
 
     from leti.feedback.training_text import GOOD
     from leti.model import adapter_config, encode_prompt, local_model_dir, model_context
-    from leti.sampling.base import check_prompt_fits
+    from leti.sampling.base import check_prompt_fits, prompt_fits
     from leti.tasks.contract import problem_where
 
+    if tok is None:
+        return
     try:
         local = local_model_dir(cfg.model)
         adapter = adapter_config(local) if local is not None else None
         # an adapter directory holds the tokenizer (with LeTI's tokens); its base the context
         base = adapter["base_model_name_or_path"] if adapter else cfg.model
-        tok = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
         context = model_context(AutoConfig.from_pretrained(base, trust_remote_code=cfg.trust_remote_code))
     except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
         return
@@ -310,5 +317,5 @@ def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_p
             forms = [("", "")] + [(GOOD, f" with the {GOOD} prefix later iterations sample it with")] * prefixed
             for prefix, how in forms:
                 n = len(encode_prompt(tok, prefix + p.prompt))
-                if n == 0 or (context is not None and n >= context):  # the file is read again only then
+                if not prompt_fits(n, context):  # the task file is read again (for its line) only then
                     check_prompt_fits(p.id, n, context, problem_where(task, p.id), how)

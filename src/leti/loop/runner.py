@@ -27,6 +27,7 @@ from leti.loop.checks import (
     prepare_run_dir,
     run_config_text,
     sft_unused_settings,
+    start_tokenizer,
 )
 from leti.loop.distributed import Group, check_launch, check_same_config, follow
 from leti.loop.iteration import Iterations
@@ -133,7 +134,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         task, train_problems, eval_problems = _problems(cfg, mode)
         # before the run directory is written: a prompt fixed after this refusal is then no
         # "changed problem" of a run that had started
-        check_prompts(cfg, mode, task, train_problems, eval_problems)
+        tok = start_tokenizer(cfg)
+        check_prompts(cfg, mode, task, train_problems, eval_problems, tok)
         resuming = prepare_run_dir(rd, saved, mode)
         last = cfg.iterations if mode == "leti" else 1
         records = rd.metrics()
@@ -156,7 +158,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             from leti.training.lora import check_lora_targets
 
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
-        check_eos_token(cfg)
+        check_eos_token(cfg, tok)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
         if resuming:
             # only once every check passed: a refused resume (an edited task file with --set

@@ -200,6 +200,12 @@ def samples_per_request(config: SamplingConfig, n: int | None) -> int:
     return n
 
 
+def prompt_fits(n_tokens: int, context: int | None) -> bool:
+    """A prompt the samplers can continue: at least one token, and room in the context for at
+    least one new one."""
+    return n_tokens > 0 and (context is None or n_tokens < context)
+
+
 def check_prompt_fits(problem_id: str, n_tokens: int, context: int | None, where: str = "",
                       how: str = "") -> None:
     """A prompt the samplers can continue: at least one token, and room in the context for at
