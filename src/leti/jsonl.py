@@ -40,10 +40,19 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
         try:
             value = json.loads(line, object_pairs_hook=_no_repeated_keys)
         except json.JSONDecodeError as e:
-            raise LetiError(f"{where}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); one {item} per line") from None
+            raise LetiError(f"{where}: not valid JSON ({json_error_reason(e, line=False)}); one {item} per line") from None
         except _RepeatedKey as e:
             raise LetiError(f"{where}: key {e.key!r} appears twice in one object; keep one of them") from None
         yield where, lineno, value
+
+
+def json_error_reason(e: json.JSONDecodeError | UnicodeDecodeError, line: bool = True) -> str:
+    """Why a JSON text did not parse, with where (`line`: its line too, not only the column):
+    e.msg alone ends in a bare "at" (the position is in other attributes)."""
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8"
+    at = f"line {e.lineno} column {e.colno}" if line else f"column {e.colno}"
+    return f"{e.msg.removesuffix(' at')} at {at}"
 
 
 class _RepeatedKey(Exception):

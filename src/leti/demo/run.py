@@ -52,9 +52,9 @@ from leti.demo.config import (
 from leti.demo.summary import make_summary
 from leti.demo.warmstart import cached_path, warm_start, write_corpus
 from leti.errors import LetiError
-from leti.jsonl import is_number
+from leti.jsonl import is_number, json_error_reason
 from leti.loop.checks import config_differences
-from leti.loop.rundir import RunDir, json_error_reason, write_json_atomic, write_text_atomic
+from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
 from leti.report import build_report, load_run
 
 STATE_FILE = "demo.json"  # marks a folder as the demo's own (see _check_demo_dir)

@@ -60,7 +60,7 @@ from typing import Any
 
 from leti.errors import LetiError
 from leti.execution.records import ExecutionResult, Status
-from leti.jsonl import is_number
+from leti.jsonl import is_number, json_error_reason
 
 Key = tuple[str, int]
 
@@ -224,14 +224,6 @@ _KEY_TYPES: dict[str, tuple[Any, str]] = {
 # the resume (see leti.loop.checks: _run_info, check_problems_unchanged, check_processes).
 RUN_JSON_FIX = ("restore it, or delete it: the run then resumes without checking its mode, task problems and "
                 "process count against the ones it started with")
-
-
-def json_error_reason(e: json.JSONDecodeError | UnicodeDecodeError) -> str:
-    """Why a whole JSON file did not parse, with where: e.msg alone ends in a bare "at" (the
-    position is in other attributes)."""
-    if isinstance(e, UnicodeDecodeError):
-        return "not UTF-8"
-    return f"{e.msg.removesuffix(' at')} at line {e.lineno} column {e.colno}"
 
 
 def read_json(path: Path, required: tuple[str, ...] = (), fix: str | None = None,

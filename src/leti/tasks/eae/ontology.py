@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from leti.errors import LetiError
+from leti.jsonl import json_error_reason
 
 # The base class every event class extends. Unknown keywords are rejected here (rather than by
 # an explicit per-class signature) so that the message can list the valid roles. Roles are the
@@ -140,7 +141,7 @@ def load_ontology(path: Path) -> dict[str, EventType]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise LetiError(f"{path}:{e.lineno}: ontology is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
+        raise LetiError(f"{path}:{e.lineno}: ontology is not valid JSON ({json_error_reason(e, line=False)})") from None
     return parse_ontology(data, text, str(path))
 
 
