@@ -155,11 +155,18 @@ def _close_open_bars() -> None:
 _DISTRIBUTED = {"run", "sft"}
 
 
+def _launched_processes() -> int:
+    """How many processes the launcher says this one is among (1 without a launcher, or with a
+    WORLD_SIZE that is no number, which `leti run` refuses in leti.loop.distributed.launch_env)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return int(world) if world.isdigit() else 1
+
+
 def _one_process_unless_distributed(command: str) -> None:
     """Any other command started by a multi-process launcher ran once per process on the same
     files (two `leti evaluate` on one --out: the second was refused as "another leti process")."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if command in _DISTRIBUTED or not world.isdigit() or int(world) < 2:
+    world = _launched_processes()
+    if command in _DISTRIBUTED or world < 2:
         return
     if os.environ.get("RANK", "0") != "0":
         raise ReportedByLeader("")  # rank 0 says it
@@ -176,7 +183,7 @@ def _lost_peer(e: RuntimeError) -> str | None:
     """The line for a collective that failed because another rank stopped (its own output says
     why), or None. On another node the launcher does not stop this rank first, and the backend's
     error came out as a traceback through leti's code."""
-    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+    if _launched_processes() < 2:
         return None
     text = str(e)
     if type(e).__name__ != "DistBackendError" and not any(s in text for s in _PEER_GONE):
