@@ -89,8 +89,8 @@ def resolve_config(arg: str | Path) -> Path:
     if preset is not None:  # a bare name
         # `leti presets NAME > NAME.yaml`, edited, then `leti run NAME`: the preset ran instead of
         # the edits without a word. Which one was meant cannot be told, so neither is guessed.
-        copy = next((Path(f"{arg}{ext}") for ext in (".yaml", ".yml") if not str(arg).endswith((".yaml", ".yml"))
-                     and len(path.parts) == 1 and Path(f"{arg}{ext}").is_file()), None)
+        bare = len(path.parts) == 1 and not str(arg).endswith((".yaml", ".yml"))
+        copy = next((c for c in (Path(f"{arg}.yaml"), Path(f"{arg}.yml")) if c.is_file()), None) if bare else None
         if copy is not None:
             raise LetiError(f"{arg}: both the preset {preset.name} and ./{copy} exist; pass ./{copy} for your file, "
                             f"or rename it to use the preset")
