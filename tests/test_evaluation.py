@@ -309,22 +309,36 @@ def test_vllm_settings_reach_the_vllm_sampler(tiny_model_path: str, tmp_path: Pa
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_evaluate_with_vllm_equals_hf_when_greedy(tiny_model_path: str, tmp_path: Path) -> None:
-    """`leti evaluate --model M --backend vllm`: greedy fp32 samples and pass@1 equal the HF backend's."""
+def test_evaluate_with_vllm_equals_hf_when_greedy(tiny_model_path: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`leti evaluate --model M --backend vllm`: greedy fp32 samples and pass@1 equal the HF
+    backend's; a second temperature is drawn by the same engine (one start)."""
+    from leti.sampling.vllm import VLLMEngine
+
+    starts = []
+    real_start = VLLMEngine._start
+
+    def counting_start(self):  # the real start, counted
+        starts.append(self.checkpoint.model)
+        return real_start(self)
+
+    monkeypatch.setattr(VLLMEngine, "_start", counting_start)
     task_file = _toy_task(tmp_path).path
     common = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--n", "1",
-              "--max-new-tokens", "16", "--temperature", "0", "--k", "1", "--workers", "1"]
-    assert main([*common, "--out", str(tmp_path / "hf"), "--device", "cpu"]) == 0
+              "--max-new-tokens", "16", "--k", "1", "--workers", "1"]
+    assert main([*common, "--out", str(tmp_path / "hf"), "--device", "cpu", "--temperature", "0"]) == 0
     assert main([*common, "--out", str(tmp_path / "vllm"), "--backend", "vllm", "--vllm", "dtype=float32",
-                 "--vllm", "enforce_eager=true", "--vllm", "gpu_memory_utilization=0.1"]) == 0
+                 "--vllm", "enforce_eager=true", "--vllm", "gpu_memory_utilization=0.1", "--temperature", "0,1"]) == 0
+    assert len(starts) == 1  # both temperatures drawn by one engine
 
     def drawn(out: str) -> list:
         rows = [json.loads(x) for x in (tmp_path / out / "samples.jsonl").read_text().splitlines()]
         return sorted((r["problem_id"], r["completion"], r["n_completion_tokens"]) for r in rows)
 
-    assert drawn("vllm") == drawn("hf") and len(drawn("hf")) == 2
-    results = {b: json.loads((tmp_path / b / "results.json").read_text()) for b in ("hf", "vllm")}
-    assert results["vllm"]["pass@1"] == results["hf"]["pass@1"]
+    assert drawn("vllm/temperature-0") == drawn("hf") and len(drawn("hf")) == 2
+    assert len(drawn("vllm/temperature-1")) == 2
+    results = {b: json.loads((tmp_path / b / "results.json").read_text()) for b in ("hf", "vllm/temperature-0")}
+    assert results["vllm/temperature-0"]["pass@1"] == results["hf"]["pass@1"]
 
 
 @pytest.mark.parametrize(
@@ -358,15 +372,28 @@ def test_bad_temperatures_are_one_line_errors(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.mark.slow
 def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_model_path: str, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture) -> None:
+                                                                        capsys: pytest.CaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """HumanEval's protocol: each temperature sampled and scored in its own folder (resumable),
-    results.json has pass@k per temperature and each k at its best temperature."""
+    results.json has pass@k per temperature and each k at its best temperature. The model is
+    loaded once for all temperatures, and draws what an evaluation at one temperature draws."""
+    import leti.model
+
+    loads = []
+    real_load = leti.model.load_model_and_tokenizer
+
+    def counting_load(*args, **kwargs):  # the real load, counted
+        loads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(leti.model, "load_model_and_tokenizer", counting_load)
     task_file = _toy_task(tmp_path).path
     out = tmp_path / "out"
-    argv = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(out),
-            "--n", "3", "--max-new-tokens", "8", "--temperature", "0,1.5", "--device", "cpu", "--k", "1,3",
-            "--workers", "2"]
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path,
+              "--n", "3", "--max-new-tokens", "8", "--device", "cpu", "--k", "1,3", "--workers", "2"]
+    argv = [*common, "--out", str(out), "--temperature", "0,1.5"]
     assert main(argv) == 0
+    assert loads == [tiny_model_path]  # one load for both temperatures
     results = json.loads((out / "results.json").read_text())
     assert set(results["by_temperature"]) == {"0", "1.5"}
     assert set(results) <= _RESERVED_METRICS
@@ -392,6 +419,9 @@ def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_mod
     assert main(argv) == 0  # resumes: nothing drawn or executed again
     assert all(json.loads((out / f"temperature-{t}" / "results.json").read_text())["n_executed_this_run"] == 0
                for t in ("0", "1.5"))
+    assert main([*common, "--out", str(tmp_path / "alone"), "--temperature", "1.5"]) == 0
+    alone = [json.loads(x)["completion"] for x in (tmp_path / "alone" / "samples.jsonl").read_text().splitlines()]
+    assert alone == hot  # the model kept from temperature 0 drew what a fresh load draws
 
 
 def test_temperature_with_samples_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

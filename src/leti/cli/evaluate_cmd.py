@@ -28,6 +28,7 @@ from leti.errors import LetiError
 from leti.evaluation.generate import (
     GENERATION_FILE,
     GenerationRequest,
+    LoadedModel,
     check_resume,
     generate_samples,
     prompts_digest,
@@ -205,13 +206,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
     by_temperature, stderr_by_temperature = {}, {}
-    for req, out in zip(requests, outs, strict=True):
-        if several:
-            print(f"leti: temperature {req.temperature:g} -> {out}")
-        samples = generate_samples(task, problems, req, out / "samples.jsonl")
-        report = _score(args, task, split, problems, ks, samples, out, exec_config, recorded_settings(req, samples))
-        by_temperature[f"{req.temperature:g}"] = report.metrics()
-        stderr_by_temperature[f"{req.temperature:g}"] = report.pass_at_k_stderr
+    with LoadedModel() as loaded:  # one model load (one vLLM engine) for every temperature
+        for req, out in zip(requests, outs, strict=True):
+            if several:
+                print(f"leti: temperature {req.temperature:g} -> {out}")
+            samples = generate_samples(task, problems, req, out / "samples.jsonl", loaded)
+            report = _score(args, task, split, problems, ks, samples, out, exec_config, recorded_settings(req, samples))
+            by_temperature[f"{req.temperature:g}"] = report.metrics()
+            stderr_by_temperature[f"{req.temperature:g}"] = report.pass_at_k_stderr
     if several:
         summary = summarize_temperatures(by_temperature, stderr_by_temperature)
         generation = {**recorded_settings(requests[0], outs[0] / "samples.jsonl"),

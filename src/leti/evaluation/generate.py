@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from leti.errors import LetiError
 from leti.feedback.training_text import GOOD
@@ -209,11 +210,65 @@ def checkpoint_special_tokens(model: str, trust_remote_code: bool = False) -> se
         return None
 
 
-def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationRequest, out_path: Path) -> Path:
+class LoadedModel:
+    """The model `leti evaluate --model` draws with, loaded on the first draw and kept for the
+    next temperature: one load (for vLLM, one engine start, tens of seconds on a GPU) per
+    evaluation instead of one per temperature. Requests differ only in sampling settings, which
+    are per draw (every sample at temperature > 0 has its own seed, so an engine started for one
+    temperature draws the next one's samples exactly as a fresh engine would). Close it (or use
+    `with`) to shut a vLLM engine down."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @staticmethod
+    def _load_key(req: GenerationRequest) -> tuple:
+        return (req.model, req.backend, req.device, req.trust_remote_code, req.vllm)
+
+    def get(self, req: GenerationRequest, config: Any) -> tuple[Any, Any]:
+        """(model, tokenizer) for `req`: an HF model and its tokenizer, or a VLLMEngine and None."""
+        from leti.model import load_model_and_tokenizer, local_model_dir
+
+        key = self._load_key(req)
+        if self._key != key:
+            self.close()
+            if req.backend == "vllm":
+                from leti.sampling.vllm import VLLMEngine
+
+                local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
+                # loads the tokenizer and config now; the engine starts on the first draw
+                self._model = VLLMEngine(config, req.model, trust_remote_code=req.trust_remote_code)
+            else:
+                self._model, self._tokenizer = load_model_and_tokenizer(req.model, device=req.device,
+                                                                        trust_remote_code=req.trust_remote_code)
+            self._key = key
+        return self._model, self._tokenizer
+
+    def close(self) -> None:
+        model, self._key, self._model, self._tokenizer = self._model, None, None, None
+        if model is not None and hasattr(model, "close"):  # a VLLMEngine (an HF model has no close)
+            model.close()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationRequest, out_path: Path,
+                     loaded: LoadedModel | None = None) -> Path:
     """Sample `req.n` completions per problem into `out_path` (JSONL, leti sample format);
-    `out_path.parent / generation.json` records the settings (see the module doc)."""
+    `out_path.parent / generation.json` records the settings (see the module doc). `loaded`
+    keeps the model for the caller's next request (one load for several temperatures); without
+    it the model is loaded for this call alone."""
+    if loaded is None:
+        with LoadedModel() as own:
+            return generate_samples(task, problems, req, out_path, own)
     try:
-        from leti.model import RemoteCodeNotTrusted, load_model_and_tokenizer, local_model_dir
+        from leti.model import RemoteCodeNotTrusted
         from leti.sampling import (
             SampleRequest,
             SamplingConfig,
@@ -239,13 +294,7 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
         vllm=req.vllm,
     )
     try:
-        if req.backend == "vllm":
-            model, tokenizer = req.model, None  # vLLM loads the weights and the tokenizer itself
-            local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
-        else:
-            model, tokenizer = load_model_and_tokenizer(req.model, device=req.device,
-                                                        trust_remote_code=req.trust_remote_code)
-        # The vllm sampler loads the tokenizer and config now; its engine starts on the first draw.
+        model, tokenizer = loaded.get(req, config)
         sampler = get_sampler(config, model, tokenizer, trust_remote_code=req.trust_remote_code)
     except RemoteCodeNotTrusted as err:
         raise RemoteCodeNotTrusted(err.model, "pass --trust-remote-code") from None
