@@ -682,6 +682,31 @@ def test_the_example_text_is_captioned_by_what_it_holds_and_left_out_without_a_c
     assert "Example training text" not in (textual / "report.md").read_text()
 
 
+def test_a_run_without_reward_tokens_is_said_to_be_evaluated_on_the_plain_prompt(tmp_path, monkeypatch):
+    """training_text.reward_token: false: the loop evaluates on the plain prompt, and its texts
+    start with the feedback span; the report says both instead of claiming <|good|>. Reported
+    from inside the run (`leti report .`), the run is named by its folder."""
+    plan = [[], [True, False, False, False]]
+    run = make_run(tmp_path / "norew", plan, [[False] * 4, [True, False, False, False]], reward_token=False)
+    monkeypatch.chdir(run)
+    build_report(Path("."))
+    md = (run / "report.md").read_text()
+    assert md.startswith("# LeTI report: norew\n") and "## Run `norew`\n" in md
+    assert "Iteration 0 is the model before any training; this run trained without reward tokens and is " \
+        "evaluated on the plain prompt." in md
+    assert "`<|good|>` prefix" not in md
+    assert "(feedback span, prompt, program: no reward token in this run's texts)" in md
+    assert "\n<|lang_feedback|>" in md and "<|bad|>" not in md
+    assert (run / "failures_norew.png").exists()
+
+    rewarded = make_run(tmp_path / "runs" / "good", plan, [[False] * 4, [True, False, False, False]])
+    (run.parent / "runs" / "norew").symlink_to(run)
+    build_report(rewarded.parent)
+    md = (rewarded.parent / "report.md").read_text()
+    assert "; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json); " \
+        "`norew` trained without reward tokens and is evaluated on the plain prompt." in md
+
+
 def test_a_metrics_file_cut_short_is_said_so(tmp_path):
     """A partial last line of metrics.jsonl (a run killed while writing it) is left out, as the
     runner leaves it out, and the report says so instead of showing fewer iterations silently."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from leti.config import RESUMABLE_CHANGES
 from leti.errors import LetiError, plural
-from leti.feedback.training_text import FEEDBACK_OPEN
+from leti.feedback.training_text import BAD, FEEDBACK_OPEN, GOOD
 from leti.report.data import (
     RunHistory,
     final_difference,
@@ -44,7 +44,7 @@ def find_runs(root: Path) -> list[tuple[str, Path]]:
     without the first level when every run is under the same one (a demo with one seed: `textual`),
     so no two runs share a name."""
     if (root / "metrics.jsonl").exists():
-        return [(root.name, root)]
+        return [(root.resolve().name, root)]  # resolved: `leti report .` names the folder, not ""
     found = sorted({p.parent for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in root.glob(pattern)})
     if not found:
         raise LetiError(f"{root}: no run found (no metrics.jsonl here or in its subfolders); pass a `leti run` or `leti demo` directory")
@@ -461,14 +461,34 @@ def _summary_notes(summary: dict) -> list[Block]:
     return out
 
 
+def _prompt_clause(histories: list[RunHistory]) -> str:
+    """What the trained LeTI runs' held-out prompts began with, as each run's eval.json records it
+    (a run trained without reward tokens is evaluated on the plain prompt); "" when none says."""
+    good = [h for h in histories if not h.sft and h.trained_on_good is True]
+    plain = [h for h in histories if not h.sft and h.trained_on_good is False]
+    clause = "; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json)" if good else ""
+    if plain:
+        which = "this run" if len(plain) == len(histories) == 1 else ", ".join(f"`{h.label}`" for h in plain)
+        clause += (f"; {which} trained without reward tokens and {'is' if len(plain) == 1 else 'are'} evaluated on "
+                   "the plain prompt")
+    return clause
+
+
+def _text_parts(text: str) -> str:
+    """The parts a training text has, in order, for its caption."""
+    parts = (["reward token"] if text.startswith((GOOD, BAD)) else []) + \
+        (["feedback span"] if FEEDBACK_OPEN in text else []) + ["prompt", "program"]
+    missing = [name for name in ("reward token", "feedback span") if name not in parts]
+    return ", ".join(parts) + (f": no {' or '.join(missing)} in this run's texts" if missing else "")
+
+
 def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None) -> list[Block]:
     demo = bool(summary)
-    blocks: list[Block] = [Heading(f"LeTI report: {root.name}", 1)]
+    blocks: list[Block] = [Heading(f"LeTI report: {root.resolve().name}", 1)]
     sft = [h for h in histories if h.sft]
     blocks.append(Para(("Iteration 0 is the demo's warm start, before any LeTI training" if demo else
                         "Iteration 0 is the model before any training")
-                       + ("; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json)"
-                          if len(sft) < len(histories) else "")
+                       + _prompt_clause(histories)
                        + ("; `leti sft` runs train on the task's reference solutions and are evaluated on the plain "
                           "prompt" if sft else "") + "."))
     blocks += (_summary_blocks(summary) + _summary_notes(summary)) if demo else _runs_table(histories)
@@ -499,9 +519,7 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
         blocks.append(_iteration_table(h))
         blocks.append(Image(plot_failures(h, root / files[h.root]), f"failure types, {h.name}"))
         if h.example_failure:
-            parts = "reward token, feedback span, prompt, program" if FEEDBACK_OPEN in h.example_failure else \
-                "reward token, prompt, program: no feedback span in this run's texts"
-            blocks.append(Para(f"Example training text of a failing sample ({parts}):"))
+            blocks.append(Para(f"Example training text of a failing sample ({_text_parts(h.example_failure)}):"))
             blocks.append(Code(h.example_failure))
     return blocks
 

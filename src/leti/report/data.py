@@ -35,6 +35,8 @@ class IterationPoint:
     eval_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # problem id -> (n, c)
     # mean token loss on the pretraining corpus's held-out files (None: not measured)
     code_loss: float | None = None
+    # whether the held-out prompts had the <|good|> prefix (eval.json; None: not recorded)
+    conditioned_on_good: bool | None = None
 
 
 def pass_k(name: str) -> int | None:
@@ -59,6 +61,9 @@ class RunHistory:
     metrics_cut_short: bool = False  # metrics.jsonl ends in a partial line, left out
     sft: bool = False  # a `leti sft` run (run.json mode "sft"): trained on reference solutions, no samples
     planned_iterations: int | None = None  # its config's `iterations` (sft: 1); None without a readable config
+    # whether its trained iterations (1 and later) are evaluated with the <|good|> prefix: as
+    # their eval.json records it, else as its config says (None: neither says; always False for sft)
+    trained_on_good: bool | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -327,13 +332,19 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
             eval_stderr=eval_stderr(row, ev_json, counts, list(metrics)) if metrics else {},
             eval_counts=counts,
             code_loss=row.get("pretrain_heldout_loss"),
+            conditioned_on_good=c if isinstance(c := (ev_json or {}).get("conditioned_on_good"), bool) else None,
         ))
     cfg = _run_config(run)
     example = example_training_text(run, [p.iteration for p in points], cfg)
     sft = run_mode(run.root) == "sft"
-    return RunHistory(name=name or run.root.name, root=run.root, points=points, example_failure=example,
+    recorded = {p.conditioned_on_good for p in points if p.iteration >= 1 and p.conditioned_on_good is not None}
+    # the loop's rule (iteration.py): a LeTI run trained with reward tokens is evaluated on <|good|>
+    on_good = False if sft else recorded.pop() if len(recorded) == 1 else \
+        cfg.training_text.reward_token if cfg is not None else None
+    return RunHistory(name=name or run.root.resolve().name, root=run.root, points=points, example_failure=example,
                       metrics_cut_short=run.metrics_cut_short(), sft=sft,
-                      planned_iterations=1 if sft else cfg.iterations if cfg is not None else None)
+                      planned_iterations=1 if sft else cfg.iterations if cfg is not None else None,
+                      trained_on_good=on_good)
 
 
 def _run_config(run: RunDir):
