@@ -415,7 +415,10 @@ def test_several_temperatures_are_scored_apart_and_the_best_is_reported(tiny_mod
     greedy = [json.loads(x)["completion"] for x in (out / "temperature-0" / "samples.jsonl").read_text().splitlines()]
     hot = [json.loads(x)["completion"] for x in (out / "temperature-1.5" / "samples.jsonl").read_text().splitlines()]
     assert len(set(greedy)) <= 2 < len(set(hot))  # greedy: one completion per problem
-    assert "best (at T)" in capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert "best (at T)" in printed
+    assert err.count("leti: warning: --n 3: temperature 0 is greedy decoding, so the 3 samples of each problem are "
+                     "one program repeated; pass@k for every k is pass@1 there; --n 1 draws one\n") == 1
     assert main(argv) == 0  # resumes: nothing drawn or executed again
     assert all(json.loads((out / f"temperature-{t}" / "results.json").read_text())["n_executed_this_run"] == 0
                for t in ("0", "1.5"))

@@ -116,9 +116,11 @@ def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(
     assert "holds no .py files" in capsys.readouterr().err
     assert not list(run.glob("iterations/*")) and not list((tmp_path / "run2").glob("iterations/*"))
     # Nothing was produced, so the corrected config is taken (not refused as a changed resume).
-    assert main(args + ["--set", "eval.split=train", "--set", "eval.max_problems=1"]) == 0
+    assert main(args + ["--set", "eval.split=train", "--set", "eval.max_problems=1", "--set", "sampling.temperature=0"]) == 0
     captured = capsys.readouterr()
     assert "leti: warning: train_split and eval.split are both 'train'" in captured.err
+    assert ("leti: warning: sampling.n: temperature 0 is greedy decoding, so the 2 samples of each problem are one "
+            "program repeated; an iteration trains on n copies") in captured.err and "eval.n:" not in captured.err
     assert "resuming" not in captured.out
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["pretrain_corpus"] == "stdlib"
 
@@ -237,9 +239,11 @@ def test_ctrl_c_says_how_to_resume(tmp_path, tiny_model_path, task_file, wait_fo
 def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     run = tmp_path / "sft"
     assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
-                 "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0"]) == 0
+                 "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "eval.temperature=0"]) == 0
     # the LeTI config's loop settings are named as unused, not ignored silently
     out, err = capsys.readouterr()
+    assert "leti: warning: eval.n: temperature 0 is greedy decoding, so the 2 samples of each problem are one " \
+        "program repeated; pass@k for every k is pass@1; set eval.n: 1\n" in err
     assert "leti: note: `leti sft` does not use iterations=1, sampling.max_new_tokens=24, sampling.n=2: " in err
     assert "2 eval problems x 2, one training stage of 1 epoch\n" in out
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
@@ -250,10 +254,11 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     assert json.loads((run / "run.json").read_text())["mode"] == "sft"
     # what sft does not use may change on resume; what it uses may not
     assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
-                 "--set", "trainer.pretrain_mix_ratio=0", "--set", "sampling.n=5", "--set", "iterations=3"]) == 0
+                 "--set", "trainer.pretrain_mix_ratio=0", "--set", "sampling.n=5", "--set", "iterations=3",
+                 "--set", "eval.temperature=0"]) == 0
     assert "is already finished" in capsys.readouterr().out
     assert main(["sft", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
-                 "--set", "trainer.pretrain_mix_ratio=0", "--set", "eval.n=4"]) == 2
+                 "--set", "trainer.pretrain_mix_ratio=0", "--set", "eval.n=4", "--set", "eval.temperature=0"]) == 2
     assert "field 'eval.n' was 2" in capsys.readouterr().err
     # a LeTI run cannot be resumed in an SFT directory
     assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",

@@ -38,6 +38,7 @@ from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
 from leti.execution import ExecutionConfig
 from leti.loop.rundir import locked_dir, write_json_atomic
+from leti.sampling.base import greedy_copies_warning
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
@@ -205,6 +206,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     outs = [args.out / f"temperature-{r.temperature:g}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
+    for req in requests:
+        if warning := greedy_copies_warning(req.temperature, req.n, f"--n {req.n}",
+                                            "pass@k for every k is pass@1 there; --n 1 draws one"):
+            print(warning, file=sys.stderr)
     by_temperature, stderr_by_temperature = {}, {}
     with LoadedModel() as loaded:  # one model load (one vLLM engine) for every temperature
         for req, out in zip(requests, outs, strict=True):

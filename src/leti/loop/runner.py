@@ -34,6 +34,7 @@ from leti.loop.iteration import Iterations
 from leti.loop.paths import with_absolute_paths
 from leti.loop.rundir import RunDir, write_text_atomic
 from leti.loop.slot import ModelSlot
+from leti.sampling.base import greedy_copies_warning
 from leti.tasks.base import Task
 from leti.tasks.registry import get_task
 
@@ -172,6 +173,14 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         if mode == "sft" and (unused := sft_unused_settings(cfg)):
             print(f"leti: note: `leti sft` does not use {', '.join(unused)}: the supervised baseline trains once, for "
                   "trainer.epochs, on the reference solutions, and samples only to evaluate (eval.*)", file=sys.stderr)
+        warnings = [greedy_copies_warning(cfg.eval.temperature, cfg.eval.n, "eval.n",
+                                          "pass@k for every k is pass@1; set eval.n: 1")]
+        if mode == "leti":
+            warnings.insert(0, greedy_copies_warning(cfg.sampling.temperature, cfg.sampling.n, "sampling.n",
+                                                     "an iteration trains on n copies of one program per problem; "
+                                                     "set sampling.n: 1, or a temperature above 0"))
+        for warning in filter(None, warnings):
+            print(warning, file=sys.stderr)
         if cfg.train_split == cfg.eval.split:
             print(f"leti: warning: train_split and eval.split are both '{cfg.train_split}': the evaluation scores "
                   "problems the model was trained on", file=sys.stderr)

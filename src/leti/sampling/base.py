@@ -200,6 +200,17 @@ def samples_per_request(config: SamplingConfig, n: int | None) -> int:
     return n
 
 
+def greedy_copies_warning(temperature: float, n: int, what: str, fix: str) -> str | None:
+    """A warning line when greedy decoding (temperature 0) is asked for several samples per
+    problem: every sample of a problem is the same program, so the extra draws add nothing
+    (pass@k is pass@1 for every k; a training set holds n copies). Not refused: a temperature
+    sweep keeps one n for all its temperatures."""
+    if temperature != 0 or n < 2:
+        return None
+    return (f"leti: warning: {what}: temperature 0 is greedy decoding, so the {n} samples of each problem are one "
+            f"program repeated; {fix}")
+
+
 def prompt_fits(n_tokens: int, context: int | None) -> bool:
     """A prompt the samplers can continue: at least one token, and room in the context for at
     least one new one."""
