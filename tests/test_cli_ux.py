@@ -230,6 +230,24 @@ def test_help_describes_every_argument(capsys):
     assert "or a preset's name" in _help(capsys, "config")
 
 
+def test_the_evaluate_help_says_what_it_writes(capsys):
+    assert "DIR/generation.json" in _help(capsys, "evaluate")
+
+
+@pytest.mark.parametrize("argv, usage, extra", [
+    (["run", "tiny-cpu", "--sett", "x=1"], "usage: leti run ", "--sett x=1 (did you mean --set?)"),
+    (["evaluate", "--task", "mbpp", "--samples", "s", "--out", "o", "--workrs", "2"], "usage: leti evaluate ",
+     "--workrs 2 (did you mean --workers?)"),
+    (["report", "r", "extra"], "usage: leti report ", "extra"),
+])
+def test_an_argument_a_command_does_not_take_is_named_by_that_command(capsys, argv, usage, extra):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(usage)
+    assert err.endswith(f"leti {argv[0]}: error: unrecognized arguments: {extra}\n")
+
+
 def test_config_takes_a_preset_name(capsys):
     assert main(["config", "tiny-cpu"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["task"] == "mbpp"

@@ -4,6 +4,7 @@ with `register(subparsers)`; adding one is a new module and one line in `_COMMAN
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -200,8 +201,21 @@ def _stderr_line(text: str) -> None:
         pass
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line. Arguments the command does not take are reported by the command's
+    own parser (its usage, not `leti`'s), with the closest of its flags for a misspelled one."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        close = [m for x in extra if x.startswith("-") for m in difflib.get_close_matches(x.split("=")[0], flags, 1)]
+        sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     _quiet_hub_retries()
     try:
         _one_process_unless_distributed(args.command)

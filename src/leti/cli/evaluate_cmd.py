@@ -44,7 +44,7 @@ from leti.tasks import Task, get_task
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate", help="score samples (or a model) with pass@k")
+    p = subparsers.add_parser("evaluate", help="score samples (or a model) with pass@k", description=__doc__)
     p.add_argument("--task", required=True, help="mbpp, mbpp-sanitized, humaneval, jsonl:PATH, ...")
     p.add_argument("--split", default=None, help="split to score (default: the task's protocol split)")
     src = p.add_mutually_exclusive_group(required=True)
