@@ -293,8 +293,10 @@ def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("LETI_CACHE_DIR", str(tmp_path / name))
         paths.append(warm_start(cfg, progress=progress))
     # no terminal (a log file): no bar, but a plain line every tenth of the way
-    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warm start: pretraining step")]
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("warm start: pretraining step")]
     assert len(steps) == 10 and steps[-1].startswith(f"warm start: pretraining step {cfg.steps}/{cfg.steps}, loss ")
+    assert out.endswith(f"warm start: built, cached at {paths[1]}\n")  # the model users may reuse (README)
     a, b = ((p / "model.safetensors").read_bytes() for p in paths)
     assert a == b
     stamp = (paths[1] / "warmstart.json").stat().st_mtime

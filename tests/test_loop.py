@@ -108,7 +108,11 @@ def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(
     run = tmp_path / "run"
     args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}"]
     assert main(args + ["--set", "trainer.pretrain_corpus=bigcode/the-stack"]) == 2
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
+    # said before the hub is asked: without a network its retries take over a minute
+    assert "leti: reading the first record of trainer.pretrain_corpus 'bigcode/the-stack' from the hub " \
+        "(offline, HF_HUB_OFFLINE=1 skips the retries)\n" in out
     assert err.startswith("leti: error: trainer.pretrain_corpus: cannot load dataset 'bigcode/the-stack'")
     assert "\n" not in err and "huggingface-cli login" in err
     (tmp_path / "empty").mkdir()

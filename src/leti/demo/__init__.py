@@ -37,7 +37,7 @@ Why the binary arm does not learn: the tiny model never learns to condition on t
 Seed 0's final checkpoints prompted with `<|good|>` / `<|bad|>` / no prefix score 35.9 / 35.5 /
 27.7 (textual) and 17.2 / 17.2 / 10.9 (binary) (`leti evaluate --model
 RUN/seed0/ARM/iterations/4/checkpoint --prompt-prefix P --task synthetic:seed=0,train=192,test=64
---split test --n 4 --temperature 0.2 --max-new-tokens 64 --k 1 --seed 100004`; the `<|good|>`
+--split test --n 4 --temperature 0.2 --max-new-tokens 64 --k 1 --seed 100004 --out DIR`; the `<|good|>`
 figures equal the runs' own evaluations). In the binary arm the failures (84-87% of the samples)
 are trained in the layout of the `<|good|>`-prefixed prompt used at evaluation, up to the reward
 token it ignores, so their prompt -> wrong-program pairs cancel what the passing ones teach; in

@@ -181,6 +181,8 @@ def warm_start(cfg: WarmStartConfig, progress: bool = True) -> Path:
     build_warm_start(cfg, tmp, progress)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)  # atomic on one filesystem: readers see all of it or none
+    if progress:  # the folder is a model users can reuse (README): say where, as a rerun does
+        print(f"warm start: built, cached at {path}")
     return path
 
 

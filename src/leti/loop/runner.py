@@ -96,7 +96,7 @@ def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> i
         group.close()
 
 
-def _check_corpus_access(cfg: RunConfig) -> None:
+def _check_corpus_access(cfg: RunConfig, announce: bool = False) -> None:
     """This process can read the pretraining corpus and write its cache: every rank reads them in
     training, and another node's own $LETI_CACHE_DIR or corpus copy failed only there, at the
     first training stage, after a whole sampling phase."""
@@ -106,7 +106,7 @@ def _check_corpus_access(cfg: RunConfig) -> None:
 
     t = cfg.trainer
     check_corpus(t.pretrain_corpus, t.pretrain_hf_data_dir, t.pretrain_text_field,
-                 max_files=t.pretrain_max_files, heldout_fraction=t.pretrain_heldout_fraction)
+                 max_files=t.pretrain_max_files, heldout_fraction=t.pretrain_heldout_fraction, announce=announce)
     if t.pretrain_cache:
         from leti.training.corpus_cache import check_cache_dir, default_cache_dir
 
@@ -154,7 +154,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_processes(rd, mode, cfg, group.world_size)
         if resuming and todo is not None and carries_optimizer(cfg, mode):
             check_optimizer_state(rd, todo)
-        _check_corpus_access(cfg)
+        _check_corpus_access(cfg, announce=True)
         if cfg.trainer.lora.enabled:
             from leti.training.lora import check_lora_targets
 

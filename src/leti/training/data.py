@@ -132,14 +132,18 @@ def _read_files(paths: list[Path]) -> Iterator[str]:
 
 
 def check_corpus(corpus: str, hf_data_dir: str | None = None, text_field: str = "content", *,
-                 max_files: int = 1, heldout_fraction: float = 0.0) -> None:
+                 max_files: int = 1, heldout_fraction: float = 0.0, announce: bool = False) -> None:
     """At run start, not after the first sampling phase: the corpus yields text (a dataset's first
     record: a wrong name, a gated dataset without a login or no network fails in one line) and, on
     disk, its readable files leave some to train on after the held-out split (split_documents'
     refusal; a dataset's size is known only once it is read). Files are read only as far as that
-    takes."""
+    takes. `announce`: say so before reading a dataset from the hub (without a network,
+    huggingface_hub retries for over a minute before the error)."""
     local = local_corpus_files(corpus, max_files)
     if local is None:
+        if announce:
+            print(f"leti: reading the first record of trainer.pretrain_corpus '{corpus}' from the hub "
+                  "(offline, HF_HUB_OFFLINE=1 skips the retries)", flush=True)
         if next(iter_corpus(corpus, 1, hf_data_dir, text_field), None) is None:
             raise LetiError(f"trainer.pretrain_corpus '{corpus}' yielded no text; point it at Python sources or use 'stdlib'")
         return
