@@ -552,6 +552,21 @@ def test_task_tests_that_are_not_valid_python_are_refused_with_their_line(tmp_pa
                                       "never closed); fix the tests")
 
 
+def test_a_future_import_in_task_tests_is_refused_with_its_line(tmp_path, capsys):
+    """Legal in the tests alone, a SyntaxError after prompt + program: the reference and every
+    sample would fail and train as failures."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"id": "a", "prompt": "def f():\n", "reference": "    return 1\n",
+                                "tests": "'''docstring'''\nfrom __future__ import annotations\nassert f() == 1\n"}) + "\n")
+    assert main(["tasks", "show", f"jsonl:{path}"]) == 2
+    assert one_error_line(capsys) == (f"leti: error: {path}:1: field 'tests' has a 'from __future__' import (its line 2), "
+                                      "which Python allows only at the start of a program, and the tests run after the "
+                                      "prompt and the program; move it to the start of the prompt")
+    path.write_text(json.dumps({"id": "a", "prompt": "from __future__ import annotations\ndef f():\n",
+                                "reference": "    return 1\n", "tests": "assert f() == 1\n"}) + "\n")
+    assert main(["tasks", "validate", f"jsonl:{path}"]) == 0  # at the start of the prompt it works
+
+
 def test_a_cut_weights_file_is_one_line_naming_the_model_directory(tmp_path, add_task, tiny_model_path, capsys):
     """A checkpoint whose model.safetensors was cut (a full disk, a copy stopped half way):
     `leti evaluate --model` (and a resumed run) say which directory, not a SafetensorError."""

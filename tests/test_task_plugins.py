@@ -152,7 +152,11 @@ def test_a_plugin_task_is_scored_with_its_own_tests_and_metric(installed_plugin,
      "name 'mbpp' registered twice (MBPPTask, ReverseTask); rename the entry point"),
     ("[leti.tasks]\nwords = my_leti_tasks:WORDS\n", {"my_leti_tasks/__init__.py": TASKS_MODULE},
      "task plugin 'words = my_leti_tasks:WORDS' (entry point group leti.tasks, package my-leti-tasks) names list"),
-], ids=["import-error", "name-taken", "not-a-task"])
+    ("[leti.tasks]\nrev:v2 = my_leti_tasks:ReverseTask\n", {"my_leti_tasks/__init__.py": TASKS_MODULE},
+     "task plugin 'rev:v2 = my_leti_tasks:ReverseTask' (entry point group leti.tasks, package my-leti-tasks): task "
+     "name 'rev:v2' must be a non-empty word without ':' or spaces (':' starts a task's options, as in jsonl:PATH); "
+     "rename the entry point"),
+], ids=["import-error", "name-taken", "not-a-task", "colon-in-name"])
 def test_a_broken_plugin_is_one_line_naming_it(tmp_path, entry_points, modules, expected):
     site = _dist_info(tmp_path / "site", entry_points, modules)
     proc = _leti(site, "tasks", "list")

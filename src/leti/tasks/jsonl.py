@@ -51,6 +51,7 @@ not enough, calls the rule cannot resolve are given the benefit of the doubt.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,14 @@ def parse_line(obj: Any, where: str) -> Problem:
     except SyntaxError as e:  # else every program of this problem fails, and trains as a failure
         at = f"line {e.lineno}: " if e.lineno is not None else ""
         raise LetiError(f"{where}: field 'tests' is not valid Python ({at}{e.msg}); fix the tests") from None
+    # legal in the tests alone, but they run after prompt + completion, where Python refuses it:
+    # every program, the reference's too, would be a SyntaxError trained on as a failure
+    future = next((node.lineno for node in ast.parse(obj["tests"]).body
+                   if isinstance(node, ast.ImportFrom) and node.module == "__future__"), None)
+    if future is not None:
+        raise LetiError(f"{where}: field 'tests' has a 'from __future__' import (its line {future}), which Python allows "
+                        "only at the start of a program, and the tests run after the prompt and the program; move it "
+                        "to the start of the prompt")
     stop = obj.get("stop")
     if stop is not None and not all(isinstance(s, str) and s for s in stop):
         raise LetiError(f"{where}: field 'stop' must be a list of non-empty strings, got {json.dumps(stop)[:60]}")

@@ -29,7 +29,11 @@ _REGISTRY: dict[str, type[Task]] = {}
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    """Class decorator: make `name` resolve to this Task subclass."""
+    """Class decorator: make `name` resolve to this Task subclass. A name is one word without
+    ':' (a task spec is NAME or NAME:OPTIONS, so 'a:b' could never be looked up)."""
+    if not isinstance(name, str) or not name or ":" in name or any(c.isspace() for c in name):
+        raise ValueError(f"task name {name!r} must be a non-empty word without ':' or spaces (':' starts a task's "
+                         "options, as in jsonl:PATH)")
 
     def wrap(cls: type[Task]) -> type[Task]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
