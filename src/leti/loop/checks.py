@@ -121,12 +121,38 @@ def sft_unused_settings(cfg: RunConfig) -> list[str]:
     return [f"{k}={yaml_value(now[k])}" for k in sorted(SFT_UNUSED) if now.get(k) != defaults.get(k)]
 
 
+# The last line of a run's config.yaml: a digest of the fields a resume may not change. config.yaml
+# is the only record of how the run started, so an edit of one of them made leti misreport what
+# the run started with, and a resume from the edited file went on under other settings unnoticed.
+# In the file itself, so that it is rewritten with it, atomically.
+_SEAL = "# leti: sha256 {} of the fields a resume may not change; an edit of them is refused\n"
+_SEAL_PREFIX = "# leti: sha256 "
+
+
+def _fixed_fields_digest(raw: dict, mode: Mode) -> str:
+    fields = {k: v for k, v in flatten_config(raw).items()
+              if k not in RESUMABLE_CHANGES and not (mode == "sft" and k in SFT_UNUSED)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_config_text(cfg: RunConfig, mode: Mode) -> str:
-    """A run directory's config.yaml. An sft run's carries SFT_MARK, so that `leti run
-    RUN/config.yaml` refuses it as it refuses the preset it may have come from."""
+    """A run directory's config.yaml, sealed (_SEAL). An sft run's carries SFT_MARK, so that `leti
+    run RUN/config.yaml` refuses it as it refuses the preset it may have come from."""
     from leti.presets import SFT_MARK
 
-    return (f"{SFT_MARK}  (the config of a `leti sft` run, which `leti run` refuses)\n" if mode == "sft" else "") + dump_config(cfg)
+    text = (f"{SFT_MARK}  (the config of a `leti sft` run, which `leti run` refuses)\n" if mode == "sft" else "") + dump_config(cfg)
+    return text + _SEAL.format(_fixed_fields_digest(load_yaml_text(text), mode))
+
+
+def check_not_edited(rd: RunDir, mode: Mode) -> None:
+    """config.yaml's fixed fields are still the ones leti wrote (a file without the seal, from a
+    leti before it, is taken as it is)."""
+    seals = [line for line in rd.config_path.read_text(encoding="utf-8").splitlines() if line.startswith(_SEAL_PREFIX)]
+    raw = _started_config(rd)
+    if seals and seals[-1].removeprefix(_SEAL_PREFIX)[:16] != _fixed_fields_digest(raw, mode):
+        raise LetiError(f"{rd.config_path}: edited since leti wrote it, in a field a resume may not change, so it no "
+                        "longer says how the run started; undo the edit, or use a new --run-dir (change settings a "
+                        "resume may change, such as iterations, with --set)")
 
 
 def _run_info(rd: RunDir, mode: Mode) -> dict:
@@ -135,18 +161,27 @@ def _run_info(rd: RunDir, mode: Mode) -> dict:
     return read_json(path, required=("mode",)) if path.exists() else {"mode": mode}
 
 
-def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
-    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
-    A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
-    the new config. Returns whether this resumes earlier work."""
+def check_resumable(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
+    """Whether `rd` holds earlier work of a run, which `cfg` may then resume: the same mode, an
+    unedited config.yaml, no change but RESUMABLE_CHANGES. Checked before anything about `cfg`
+    itself: another preset on a run's directory was refused for its prompts' length instead."""
     resuming = rd.config_path.exists() and rd.has_output()
     if resuming:
         info = _run_info(rd, mode)
         if info.get("mode") != mode:
             raise LetiError(f"{rd.root}: this run directory holds a '{info.get('mode')}' run, not '{mode}'; use another --run-dir")
+        check_not_edited(rd, mode)
         check_unchanged(rd, cfg, mode)
-        # config.yaml takes the resumable changes only once the run does work with them (_lead)
-    else:
+    return resuming
+
+
+def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
+    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
+    A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
+    the new config. Returns whether this resumes earlier work."""
+    # on resume, config.yaml takes the resumable changes only once the run does work with them (_lead)
+    resuming = check_resumable(rd, cfg, mode)
+    if not resuming:
         _check_fresh(rd)
         write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
         write_text_atomic(rd.config_path, run_config_text(cfg, mode))

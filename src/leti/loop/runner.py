@@ -24,6 +24,7 @@ from leti.loop.checks import (
     check_problems_unchanged,
     check_processes,
     check_prompts,
+    check_resumable,
     prepare_run_dir,
     run_config_text,
     sft_unused_settings,
@@ -132,6 +133,7 @@ def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
 def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
+        check_resumable(rd, saved, mode)  # a run of another config here: said before that config's own checks
         task, train_problems, eval_problems = _problems(cfg, mode)
         # before the run directory is written: a prompt fixed after this refusal is then no
         # "changed problem" of a run that had started
