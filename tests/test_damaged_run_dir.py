@@ -108,6 +108,44 @@ def test_a_config_yaml_with_a_key_twice_is_named(finished, tmp_path, capsys):
     assert "field 'iterations' appears twice" in _error(capsys)
 
 
+def test_a_hand_edited_config_yaml_is_refused_not_taken_as_the_start(finished, tmp_path, capsys):
+    """config.yaml is the only record of how a run started: an edited learning rate was reported as
+    the one the run "started with", and a resume from the edited file trained with it unnoticed."""
+    run, args = _copy(finished, tmp_path, redo_iteration_1=False)
+    config = run / "config.yaml"
+    original = config.read_text()
+    assert original.splitlines()[-1].startswith("# leti: sha256 ")
+    config.write_text(original.replace("learning_rate: 0.001\n", "learning_rate: 0.005\n"))
+    edited = (f"{config}: edited since leti wrote it, in a field a resume may not change, so it no longer says how the "
+              "run started; undo the edit, or use a new --run-dir (change settings a resume may change, such as "
+              "iterations, with --set)")
+    for argv in (args, ["run", str(config), "--run-dir", str(run)]):
+        assert main([*argv, "--set", "iterations=2"]) == 2
+        assert _error(capsys) == edited
+    assert not (run / "iterations" / "2").exists()
+    # a setting a resume may change, edited in the file, is taken like its --set
+    config.write_text(original.replace("progress: false\n", "progress: true\n"))
+    assert main(["run", str(config), "--run-dir", str(run)]) == 0
+    assert "already finished" in capsys.readouterr().out
+    # another preset on this run's directory: refused as a changed config, before its own checks
+    assert main(["run", "mbpp-binary-only", "--run-dir", str(run), "--set", f"model={args[args.index('--set') + 1][6:]}"]) == 2
+    assert "fields differ from the config the run started with" in _error(capsys)
+
+
+def test_a_damaged_train_stats_of_a_finished_iteration_does_not_stop_later_ones(finished, tmp_path, capsys):
+    """Every earlier iteration's train_stats.json was read again to count gradient steps: a damaged
+    one stopped the resume after the next iteration's whole work, with a fix ("delete it to redo
+    that stage") that led to a bare "No such file or directory" on every later resume."""
+    run, args = _copy(finished, tmp_path, redo_iteration_1=False)
+    stats = run / "iterations" / "1" / "train_stats.json"
+    steps_1 = json.loads(stats.read_text())["optimizer_steps"]
+    stats.write_text('{"optimizer_steps": 4, "loss_me')
+    assert main([*args, "--set", "iterations=2"]) == 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps_2 = json.loads((run / "iterations" / "2" / "train_stats.json").read_text())["optimizer_steps"]
+    assert [r["gradient_steps_total"] for r in lines] == [0, steps_1, steps_1 + steps_2]
+
+
 @pytest.mark.parametrize("name, key, value", [
     ("train_stats.json", "optimizer_steps", "x"),  # was TypeError summing the steps
     ("train_stats.json", "wall_s", "soon"),

@@ -69,6 +69,17 @@ class Iterations:
                             "or start again with a new --run-dir")
         return str(path)
 
+    def _steps_before(self, k: int) -> int:
+        """Optimizer steps of iterations 1..k-1, from iteration k-1's metrics line (written when it
+        finished): re-reading every finished iteration's train_stats.json stopped a resume, after
+        this iteration's whole work, on a damaged file of a stage nothing would redo."""
+        if k <= 1:
+            return 0
+        before = next((r for r in self.rd.metrics() if r["iteration"] == k - 1), None)
+        if before is not None and isinstance(before.get("gradient_steps_total"), int):
+            return before["gradient_steps_total"]
+        return sum(read_json(self.rd.train_stats(i), _TRAIN_KEYS)["optimizer_steps"] for i in range(1, k))
+
     def iteration(self, k: int, last: int) -> None:
         walls: list[float] = []
         summary: dict = {}
@@ -85,8 +96,8 @@ class Iterations:
         ev = self._evaluate(k) if evaluated else None
         if ev is not None:
             walls.append(ev["wall_s"])
-        steps = sum(read_json(self.rd.train_stats(i), _TRAIN_KEYS)["optimizer_steps"] for i in range(1, k + 1))
         stats = read_json(self.rd.train_stats(k), _TRAIN_KEYS) if k > 0 else {}
+        steps = self._steps_before(k) + stats.get("optimizer_steps", 0)
         loss = stats.get("loss_mean")
         if stats.get("pretrain_heldout_loss_before") is not None:
             # the base model's held-out loss, measured by iteration 1's training stage; iteration
