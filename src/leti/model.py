@@ -111,20 +111,38 @@ def load_model_and_tokenizer(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM + tokenizer (hub id or local dir) with LeTI's special tokens added,
     a pad token set and left padding (what batched generation needs). A peft adapter directory
-    (as saved with trainer.lora.save='adapter') loads as its base model + the adapters, which
-    stay trainable so that the next iteration goes on training them. trust_remote_code runs the
-    modeling code that ships with the model (its auto_map); a model that needs it, loaded
-    without, is a RemoteCodeNotTrusted error."""
+    loads in one of two ways. One leti wrote (trainer.lora.save='adapter': its tokenizer, saved
+    beside the adapters, has LeTI's tokens) loads as its base model + the adapters, which stay
+    trainable so that the next iteration goes on training them. Any other (a user's own adapter)
+    is merged into its base model (merge_and_unload) before LeTI's tokens are added, and loads
+    as that plain model, with the adapter directory's tokenizer if it has one. trust_remote_code
+    runs the modeling code that ships with the model (its auto_map); a model that needs it,
+    loaded without, is a RemoteCodeNotTrusted error."""
     local = local_model_dir(name_or_path)
     if local is not None:
         # Absolute: the model's name_or_path is what an adapter trained over it records as its
         # base (adapter_config.json), which must load from any working directory.
         name_or_path = os.path.abspath(local)
     adapter = adapter_config(local) if local is not None else None
-    if adapter is not None:
+    if adapter is not None and written_by_leti(local):
         return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    if adapter is not None:
+        model, tokenizer = _merge_foreign_adapter(name_or_path, adapter["base_model_name_or_path"], dtype,
+                                                  torch_dtype, trust_remote_code)
+    else:
+        model, tokenizer = _load_plain(name_or_path, local, torch_dtype, trust_remote_code)
+    add_special_tokens(model, tokenizer)
+    set_padding(model, tokenizer)
+    model.to(torch_device)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype,
+                trust_remote_code: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A saved model (hub id or local dir) and its tokenizer as they are, on the CPU."""
     try:
         with remote_code_refusal(name_or_path):
             # The config first: it refuses a model's own code at once, before the tokenizer's load
@@ -151,10 +169,6 @@ def load_model_and_tokenizer(
             f"{name_or_path!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub "
             f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
         ) from None
-    add_special_tokens(model, tokenizer)
-    set_padding(model, tokenizer)
-    model.to(torch_device)
-    model.eval()
     return model, tokenizer
 
 
@@ -238,20 +252,161 @@ def adapter_config(path: str | Path) -> dict | None:
     return data
 
 
-def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_remote_code: bool):
-    from peft import PeftModel
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft's notices about nothing wrong: get_peft_model sets fan_in_fan_out itself for GPT-2's
+    Conv1D layers; get_peft_model and PeftModel.from_pretrained ask transformers a question
+    transformers 5 renamed (is_gradient_checkpointing); on a fused mixture of experts peft adds
+    rank/alpha patterns for its checkpoint conversion (gate_up_proj) that new adapters do not use."""
+    import warnings
 
-    # The base gets LeTI's tokens exactly as when the adapters were created (same rows, same
-    # mean initialisation); the adapters carry the trained rows of those tokens.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match",
+                                category=RuntimeWarning)
+        # merging into a 4-bit copy (QLoRA over a merged adapter) rounds, as its training copy does anyway
+        warnings.filterwarnings("ignore", message="Merge lora module to 4-bit linear", category=UserWarning)
+        yield
+
+
+def written_by_leti(path: str | Path) -> bool:
+    """Whether the adapter directory `path` is one leti saved (trainer.lora.save='adapter'):
+    save_model always saves the tokenizer beside the adapters, and it has LeTI's tokens, also
+    when the adapters train none of their rows (train_special_tokens: false). A user's own
+    adapter has no tokenizer, or its base model's, without them."""
+    return set(SPECIAL_TOKENS) <= _saved_tokens(Path(path))
+
+
+def _saved_tokens(path: Path) -> set[str]:
+    """The added tokens (and, for a tokenizer.json, the vocabulary) a saved tokenizer names."""
+    tokens: set[str] = set()
+    for name in ("tokenizer.json", "tokenizer_config.json", "added_tokens.json"):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        if name == "added_tokens.json":
+            tokens |= set(data)
+            continue
+        added = data.get("added_tokens") or []  # tokenizer.json: a list of {"content": ...}
+        decoder = data.get("added_tokens_decoder") or {}  # tokenizer_config.json: {id: {"content": ...}}
+        for entry in [*added, *(decoder.values() if isinstance(decoder, dict) else [])]:
+            if isinstance(entry, dict) and isinstance(entry.get("content"), str):
+                tokens.add(entry["content"])
+        vocab = (data.get("model") or {}).get("vocab") if isinstance(data.get("model"), dict) else None
+        if isinstance(vocab, dict):
+            tokens |= set(SPECIAL_TOKENS) & set(vocab)
+    return tokens
+
+
+def _load_base(path: str | Path, base: str, loader):
+    """loader(base) with a LetiError about the base naming the adapter that names it."""
     try:
-        model, tokenizer = load_model_and_tokenizer(base, dtype, device, trust_remote_code)
+        return loader(base)
     except RemoteCodeNotTrusted:
         raise  # names the base model already; kept as is so that callers can reword its fix
     except LetiError as err:
         raise LetiError(f"{Path(path) / 'adapter_config.json'} names base model {base!r}: {err}") from None
-    model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+
+
+def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_remote_code: bool):
+    """An adapter directory leti wrote: its base with LeTI's tokens + the adapters, trainable."""
+    from peft import PeftModel
+
+    # The base gets LeTI's tokens exactly as when the adapters were created (same rows, same
+    # mean initialisation); the adapters carry the trained rows of those tokens.
+    model, tokenizer = _load_base(path, base,
+                                  lambda name: load_model_and_tokenizer(name, dtype, device, trust_remote_code))
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
     model.eval()
     return model, tokenizer
+
+
+def _merge_foreign_adapter(path: str, base: str, dtype: str, torch_dtype: torch.dtype, trust_remote_code: bool):
+    """A user's own adapter directory (one leti did not write) merged into its base model, as
+    it was trained: on the base's own vocabulary, before LeTI's tokens are added (the caller
+    adds them). The tokenizer is the adapter directory's own when it has one, else the base's."""
+    base_local = _load_base(path, base, local_model_dir)
+    if base_local is not None:
+        base = os.path.abspath(base_local)
+    if base_local is not None and adapter_config(base_local) is not None:
+        # an adapter over an adapter: its base loaded as leti loads it, merged, LeTI's tokens included
+        model, tokenizer = _load_base(path, base,
+                                      lambda name: load_model_and_tokenizer(name, dtype, "cpu", trust_remote_code))
+        if hasattr(model, "peft_config"):
+            model = model.merge_and_unload()
+    else:
+        model, tokenizer = _load_base(path, base,
+                                      lambda name: _load_plain(name, base_local, torch_dtype, trust_remote_code))
+    tokenizer = adapter_tokenizer(path, trust_remote_code) or tokenizer
+    model = merge_adapter(model, path, base, len(tokenizer))
+    model.requires_grad_(True)  # peft froze the base's weights; a loaded model trains them all
+    # What the weights are now: an adapter leti trains over this model records it as its base
+    # (and a vLLM sampler given the model reads base + adapter from there).
+    model.name_or_path = path
+    model.config.name_or_path = path
+    return model, tokenizer
+
+
+def adapter_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved in an adapter directory, None when it holds none."""
+    if not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError) as err:
+        raise LetiError(f"the tokenizer saved in adapter directory {path} could not be loaded "
+                        f"({message_line(err)}); save it there again with tokenizer.save_pretrained(DIR), "
+                        "or remove its files to use the base model's") from None
+
+
+def merge_adapter(model: PreTrainedModel, path: str | Path, base: str, n_tokens: int) -> PreTrainedModel:
+    """The peft adapter in directory `path` applied to `model` (its base model `base`, loaded)
+    and merged into it: a plain model. The embeddings first get room for `n_tokens` (the
+    adapter's tokenizer: one with tokens added for the adapter's training) and for rows the
+    adapter saved whole (modules_to_save); new rows start at the mean of the others, as
+    LeTI's own tokens do. Whatever peft refuses is one LetiError line."""
+    from peft import PeftModel
+
+    rows = max(n_tokens, _saved_embedding_rows(Path(path), model))
+    n_rows = model.get_input_embeddings().weight.shape[0]
+    if rows > n_rows:
+        model.resize_token_embeddings(rows, mean_resizing=False)
+        _mean_init_rows(model, n_rows, rows)
+    try:
+        with quiet_peft():
+            return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except Exception as err:  # noqa: BLE001 - peft's size mismatches, missing keys, ...: one line
+        raise LetiError(
+            f"peft adapter {path} could not be applied to its base model {base} ({message_line(err)}); merge it "
+            "into its base yourself (PeftModel.from_pretrained(base, ADAPTER).merge_and_unload(), then "
+            "save_pretrained the model and the tokenizer into one directory) and pass that directory"
+        ) from None
+
+
+def _saved_embedding_rows(path: Path, model: PreTrainedModel) -> int:
+    """The rows of the input or output embedding an adapter saved whole (modules_to_save, or
+    save_embedding_layers), 0 when it saved neither (or saved them as a .bin file)."""
+    file = path / "adapter_model.safetensors"
+    if not file.is_file():
+        return 0
+    modules = [model.get_input_embeddings(), model.get_output_embeddings()]
+    names = [f".{name}.weight" for name, module in model.named_modules() if any(module is m for m in modules)]
+    from safetensors import safe_open
+
+    rows = 0
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                if any(key.endswith(name) for name in names):
+                    rows = max(rows, f.get_slice(key).get_shape()[0])
+    except (OSError, SafetensorError):
+        return 0  # a damaged file: peft says so when it loads
+    return rows
 
 
 def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
 from leti.errors import LetiError, message_line
-from leti.model import SPECIAL_TOKENS, adapter_config
+from leti.model import (
+    SPECIAL_TOKENS,
+    adapter_config,
+    adapter_tokenizer,
+    merge_adapter,
+    written_by_leti,
+)
+from leti.model import quiet_peft as _quiet_peft
 from leti.training.config import TrainerConfig
 
 QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[qlora]'"
@@ -91,20 +95,6 @@ def apply_lora(model, tokenizer, cfg: TrainerConfig, like=None):
     return _peft_model(model, config, cfg)
 
 
-@contextmanager
-def _quiet_peft() -> Iterator[None]:
-    """get_peft_model's notices about nothing wrong: it sets fan_in_fan_out itself for GPT-2's
-    Conv1D layers, asks transformers a question transformers 5 renamed, and on a fused mixture of
-    experts adds rank/alpha patterns for its checkpoint conversion (gate_up_proj) that new
-    adapters do not use."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
-        warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match",
-                                category=RuntimeWarning)
-        yield
-
-
 def _peft_model(model, config, cfg: TrainerConfig):
     """get_peft_model, with peft's refusal of these settings for this model as one LetiError."""
     from peft import get_peft_model
@@ -161,8 +151,15 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     from leti.model import local_model_dir
 
     local = local_model_dir(model_name)
-    if local is not None and adapter_config(local) is not None:
-        return  # an adapter checkpoint goes on training the adapters it carries
+    # A user's own adapter is merged into its base, which gets new adapters: checked on the base.
+    while local is not None and (adapter := adapter_config(local)) is not None:
+        if written_by_leti(local):
+            return  # leti's adapter checkpoint: its own adapters train on (lora.save: adapter)
+        model_name = str(adapter["base_model_name_or_path"])
+        try:
+            local = local_model_dir(model_name)
+        except LetiError:
+            return  # a missing base is reported, with its own message, where it loads
     try:
         config = AutoConfig.from_pretrained(str(local or model_name), trust_remote_code=trust_remote_code)
         with init_empty_weights():
@@ -191,29 +188,41 @@ def linear_layer_names(model) -> list[str]:
                    if isinstance(module, (torch.nn.Linear, Conv1D))})
 
 
-def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device):
+def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device, merge_source: bool = False):
     """A 4-bit NF4 copy of the base weights of `source` on `device`, carrying the adapters of
     `full` (the full-precision peft model with the same weights), ready to train them. Its
     embeddings (never quantised) are copied from `full`, so the LeTI token rows match even when
-    `source` is the original hub model."""
+    `source` is the original hub model. An adapter directory as `source`: its base's weights,
+    with the adapter merged into them where `full` has it merged too (a user's own adapter, which
+    loads merged, or `merge_source`: leti's adapter checkpoint merged before training)."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise LetiError(QLORA_HINT)
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    adapter = adapter_config(source)
-    base = adapter["base_model_name_or_path"] if adapter else source
     compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute)
     # The 4-bit copy runs the same code as `full`: a model's own code (trust_remote_code) lives in
     # transformers' dynamic `transformers_modules` package, so the run's setting need not travel here.
     own_code = type(full.get_base_model()).__module__.startswith("transformers_modules")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=compute,
-                                                     device_map={"": str(device)}, trust_remote_code=own_code)
-    except (OSError, ValueError) as err:
-        raise LetiError(f"QLoRA: could not load a 4-bit copy of {base!r} ({message_line(err)})") from None
+
+    def weights(name: str, merge: bool):
+        adapter = adapter_config(name)
+        if adapter is None:
+            try:
+                return AutoModelForCausalLM.from_pretrained(name, quantization_config=quant, dtype=compute,
+                                                            device_map={"": str(device)}, trust_remote_code=own_code)
+            except (OSError, ValueError) as err:
+                raise LetiError(f"QLoRA: could not load a 4-bit copy of {name!r} ({message_line(err)})") from None
+        base = str(adapter["base_model_name_or_path"])
+        model = weights(base, merge=True)  # an adapter directory as the base is always merged (leti.model)
+        if not merge and written_by_leti(name):
+            return model  # the adapters `full` carries, copied on below
+        tokens = adapter_tokenizer(name, own_code)
+        return merge_adapter(model, name, base, len(tokens) if tokens is not None else 0)
+
+    model = weights(source, merge_source)
     plain = full.get_base_model()
     rows = plain.get_input_embeddings().weight.shape[0]
     if model.get_input_embeddings().weight.shape[0] != rows:

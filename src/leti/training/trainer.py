@@ -186,15 +186,25 @@ def _check_trackers(report_to: list[str]) -> None:
 
 def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
     """(model that trains, QLoRA's full-precision peft model or None): `model` itself,
-    LoRA-wrapped (a loaded adapter checkpoint keeps its adapters), or a 4-bit copy of it."""
-    if cfg.lora.enabled and not is_peft(model):  # an adapter checkpoint goes on training its adapters
+    LoRA-wrapped, or a 4-bit copy of it. A loaded adapter checkpoint (a peft model) goes on
+    training its adapters only when the config continues adapters (lora.enabled with
+    lora.save: adapter); otherwise its adapters are merged first and the config applies to the
+    merged model, as to any model: full fine-tuning, or new adapters of trainer.lora's settings."""
+    continues = cfg.lora.enabled and cfg.lora.save == "adapter"
+    merged = is_peft(model) and not continues
+    if merged:
+        model = model.merge_and_unload()
+        model.requires_grad_(True)  # peft froze all but the adapters; the config says what trains now
+    if cfg.lora.enabled and not is_peft(model):
         model = apply_lora(model, tokenizer, cfg)
     if cfg.lora.load_in_4bit:
         if source is None:
             raise LetiError("trainer.lora.load_in_4bit: train() needs source= (the checkpoint to load in 4 bits)")
         device = next(model.parameters()).device
         model.to("cpu")  # the full-precision weights wait on the CPU
-        return _causal_lm_loss(load_4bit(source, model, tokenizer, cfg, device)), model
+        # the 4-bit copy holds the weights under the adapters that train: with the loaded
+        # checkpoint's adapters merged, those are merged in it too
+        return _causal_lm_loss(load_4bit(source, model, tokenizer, cfg, device, merge_source=merged)), model
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
