@@ -399,7 +399,7 @@ def figures(monkeypatch):
     real = Figure.savefig
 
     def keep(self, fname, *args, **kwargs):
-        saved[Path(fname).name] = self
+        saved[Path(fname).name.removesuffix(".tmp")] = self  # written to NAME.tmp, then renamed
         return real(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", keep)
@@ -705,6 +705,26 @@ def test_a_run_without_reward_tokens_is_said_to_be_evaluated_on_the_plain_prompt
     md = (rewarded.parent / "report.md").read_text()
     assert "; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json); " \
         "`norew` trained without reward tokens and is evaluated on the plain prompt." in md
+
+
+def test_a_finished_iterations_samples_file_cut_since_is_not_counted_from(tmp_path):
+    """A samples.jsonl cut after its iteration finished read as 'a write in progress': the report
+    showed the failure counts of the lines left. The metrics line keeps the ones trained on."""
+    run = make_run(tmp_path / "run", [[], [True, False, False, False]], [[False] * 4, [True, False, False, False]])
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines[1].update(train_samples=4, train_exception_counts={"NameError": 3})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    samples = run / "iterations" / "1" / "samples.jsonl"
+    build_report(run)
+    whole = (run / "report.md").read_text()
+    assert "| NameError 3 |" in whole and "no longer holds" not in whole
+    text = samples.read_text()
+    samples.write_text(text[: text.index("\n") + 40])  # one record and a cut line
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "| NameError 3 |" in md and "| NameError 1 |" not in md
+    assert f"`{samples}` no longer holds the samples its iteration finished with (cut or edited since): that " \
+        "iteration's failure counts come from metrics.jsonl." in md
 
 
 def test_a_metrics_file_cut_short_is_said_so(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 from leti.config import RESUMABLE_CHANGES
 from leti.errors import LetiError, plural
 from leti.feedback.training_text import BAD, FEEDBACK_OPEN, GOOD
+from leti.loop.rundir import write_text_atomic
 from leti.report.data import (
     RunHistory,
     final_difference,
@@ -512,6 +513,9 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
         if h.sft:
             blocks.append(Para("A `leti sft` run (the supervised baseline): it trains on the task's reference "
                                "solutions and samples no training programs, so it has no train pass rate."))
+        for path in h.samples_not_as_finished:
+            blocks.append(Para(f"`{path}` no longer holds the samples its iteration finished with (cut or edited "
+                               "since): that iteration's failure counts come from metrics.jsonl."))
         if h.metrics_cut_short:
             blocks.append(Para("metrics.jsonl ends in a partial line (the run was stopped while writing it), left "
                                f"out here; resuming the run (the command that started it, with `--run-dir {h.root}`) "
@@ -546,10 +550,11 @@ def build_report(root: str | Path) -> Path:
     comparisons = [{"label": label, "textual": t.name, "binary": b.name, **compare_arms(t, b)}
                    for label, t, b in arm_pairs(histories)]
     if comparisons:  # the numbers of report.md's textual-vs-binary sentences, for scripts
-        (root / "comparisons.json").write_text(json.dumps(comparisons, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(root / "comparisons.json", json.dumps(comparisons, indent=2) + "\n")
     else:  # one left by an earlier report of this folder would no longer match report.md
         (root / "comparisons.json").unlink(missing_ok=True)
-    (root / "report.md").write_text(to_markdown(blocks, root), encoding="utf-8")
+    # whole or not at all: a report killed mid-write left a cut report.html until the next one
+    write_text_atomic(root / "report.md", to_markdown(blocks, root))
     out = root / "report.html"
-    out.write_text(to_html(blocks, f"LeTI report: {root.name}"), encoding="utf-8")
+    write_text_atomic(out, to_html(blocks, f"LeTI report: {root.resolve().name}"))
     return out

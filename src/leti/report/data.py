@@ -64,6 +64,9 @@ class RunHistory:
     # whether its trained iterations (1 and later) are evaluated with the <|good|> prefix: as
     # their eval.json records it, else as its config says (None: neither says; always False for sft)
     trained_on_good: bool | None = None
+    # samples.jsonl files whose record count is not the one their iteration finished with
+    # (metrics.jsonl's train_samples): cut or edited since; their counts come from metrics.jsonl
+    samples_not_as_finished: list[Path] = field(default_factory=list)
 
     @property
     def unfinished(self) -> bool:
@@ -308,10 +311,14 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     if not run.metrics_path.exists():
         raise LetiError(f"{run.root}: no metrics.jsonl; pass a `leti run` or `leti demo` directory")
     rows = sorted(_metrics_rows(run), key=lambda r: int(r["iteration"]))
-    points = []
+    points, short_samples = [], []
     for row in rows:
         k = int(row["iteration"])
         train = read_samples_file(run.samples(k)) if run.samples(k).exists() else []
+        if train and isinstance(row.get("train_samples"), int) and len(train) != row["train_samples"]:
+            # the iteration finished with train_samples records: a file cut or edited since would
+            # give other failure counts; the metrics line keeps the ones it trained on
+            train, short_samples = [], [*short_samples, run.samples(k)]
         metrics = {k: float(v) for k, v in (row.get("eval") or {}).items() if isinstance(v, (int, float))}
         # an iteration's held-out samples count once its evaluation is in its metrics line (not a
         # partial file of one that is running, or was cut short)
@@ -344,7 +351,7 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     return RunHistory(name=name or run.root.resolve().name, root=run.root, points=points, example_failure=example,
                       metrics_cut_short=run.metrics_cut_short(), sft=sft,
                       planned_iterations=1 if sft else cfg.iterations if cfg is not None else None,
-                      trained_on_good=on_good)
+                      trained_on_good=on_good, samples_not_as_finished=short_samples)
 
 
 def _run_config(run: RunDir):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from leti.report.data import RunHistory, shared_metric
+
+
+def _save(fig, out: Path) -> None:
+    """Written whole or not at all: a report killed mid-write left a cut PNG."""
+    tmp = out.with_name(out.name + ".tmp")
+    fig.savefig(tmp, dpi=90, format="png")
+    os.replace(tmp, out)
 
 # Failure types in a fixed order so that colours mean the same thing in every plot.
 _KNOWN = ("AssertionError", "NameError", "TypeError", "SyntaxError", "IndentationError",
@@ -72,7 +80,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
         title += ": no evaluation yet"
     fig.suptitle(title + (" (band: ±1 standard error over problems)" if any_err else ""))
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    _save(fig, out)
     plt.close(fig)
     return out
 
@@ -97,7 +105,7 @@ def plot_code_loss(histories: list[RunHistory], out: Path, iteration_zero: str =
         ax.legend()
     fig.suptitle("Loss on held-out code (pretraining corpus files no run trains on)")
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    _save(fig, out)
     plt.close(fig)
     return out
 
@@ -152,6 +160,6 @@ def plot_failures(history: RunHistory, out: Path) -> Path:
              [p.eval_samples for p in evals], "held-out samples", labels)
     fig.suptitle(f"Failure types per iteration: {history.label}")
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    _save(fig, out)
     plt.close(fig)
     return out
