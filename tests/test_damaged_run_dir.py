@@ -122,6 +122,11 @@ def test_a_hand_edited_config_yaml_is_refused_not_taken_as_the_start(finished, t
     for argv in (args, ["run", str(config), "--run-dir", str(run)]):
         assert main([*argv, "--set", "iterations=2"]) == 2
         assert _error(capsys) == edited
+    # the digest line removed with the edit: not taken for a config.yaml of a leti from before it
+    config.write_text("".join(original.replace("learning_rate: 0.001\n", "learning_rate: 0.005\n").splitlines(True)[:-1]))
+    assert main([*args, "--set", "iterations=2"]) == 2
+    assert _error(capsys) == (f"{config}: its last line, the digest leti wrote, is gone, so an edit of it cannot be "
+                              "told apart from how the run started; restore the file, or use a new --run-dir")
     assert not (run / "iterations" / "2").exists()
     # a setting a resume may change, edited in the file, is taken like its --set
     config.write_text(original.replace("progress: false\n", "progress: true\n"))

@@ -149,6 +149,9 @@ def check_not_edited(rd: RunDir, mode: Mode) -> None:
     leti before it, is taken as it is)."""
     seals = [line for line in rd.config_path.read_text(encoding="utf-8").splitlines() if line.startswith(_SEAL_PREFIX)]
     raw = _started_config(rd)
+    if not seals and _run_info(rd, mode).get("config_sealed"):  # the seal removed with the edit
+        raise LetiError(f"{rd.config_path}: its last line, the digest leti wrote, is gone, so an edit of it cannot be "
+                        "told apart from how the run started; restore the file, or use a new --run-dir")
     if seals and seals[-1].removeprefix(_SEAL_PREFIX)[:16] != _fixed_fields_digest(raw, mode):
         raise LetiError(f"{rd.config_path}: edited since leti wrote it, in a field a resume may not change, so it no "
                         "longer says how the run started; undo the edit, or use a new --run-dir (change settings a "
@@ -183,7 +186,8 @@ def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     resuming = check_resumable(rd, cfg, mode)
     if not resuming:
         _check_fresh(rd)
-        write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat()})
+        write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat(),
+                                                 "config_sealed": True})
         write_text_atomic(rd.config_path, run_config_text(cfg, mode))
     return resuming
 

@@ -6,7 +6,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
       config.yaml                 resolved RunConfig (every field, local paths made absolute; `leti
                                   run` compares it on resume), ending in a digest of the fields a
                                   resume may not change (a hand edit of one is refused)
-      run.json                    {"mode": "leti" | "sft", "created": ISO time, "problems_sha256":
+      run.json                    {"mode": "leti" | "sft", "created": ISO time, "config_sealed":
+                                  true (config.yaml ends in its digest line), "problems_sha256":
                                   digest of the train and eval problems, "processes": how many
                                   the run was launched with; both checked on resume}
       metrics.jsonl               one JSON line per finished iteration, in order (fields below)
