@@ -400,9 +400,15 @@ def test_sample_files_deleted_after_the_run_fall_back_to_the_metrics_line(tmp_pa
     ])
     p = load_run(rd.root).points[1]
     assert (p.train_samples, p.train_failures) == (6, {"AssertionError": 2, "NameError": 1})
-    _jsonl(rd.samples(1), [_sample("p1", 0), _sample("p1", 1, passed=True)])  # the files win when there
+    # the files win when they hold the samples the iteration finished with
+    _jsonl(rd.samples(1), [_sample("p1", i, passed=i >= 4) for i in range(6)])
     p = load_run(rd.root).points[1]
-    assert (p.train_samples, p.train_failures) == (2, {"AssertionError": 1})
+    assert (p.train_samples, p.train_failures) == (6, {"AssertionError": 4})
+    # a file cut since (2 of its 6 records left) does not
+    _jsonl(rd.samples(1), [_sample("p1", 0), _sample("p1", 1, passed=True)])
+    history = load_run(rd.root)
+    assert (history.points[1].train_samples, history.points[1].train_failures) == (6, {"AssertionError": 2, "NameError": 1})
+    assert history.samples_not_as_finished == [rd.samples(1)]
 
 
 def test_eval_counts_come_from_eval_json_else_from_the_samples(tmp_path):
