@@ -239,13 +239,16 @@ def test_the_evaluate_help_says_what_it_writes(capsys):
     (["evaluate", "--task", "mbpp", "--samples", "s", "--out", "o", "--workrs", "2"], "usage: leti evaluate ",
      "--workrs 2 (did you mean --workers?)"),
     (["report", "r", "extra"], "usage: leti report ", "extra"),
+    (["tasks", "validate", "mbpp", "--timout", "5"], "usage: leti tasks validate ", "--timout 5 (did you mean --timeout?)"),
+    (["evaluate", "--task", "mbpp", "--samples", "s", "--out", "o", "--bogus"], "usage: leti evaluate ", "--bogus"),
 ])
 def test_an_argument_a_command_does_not_take_is_named_by_that_command(capsys, argv, usage, extra):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith(usage)
-    assert err.endswith(f"leti {argv[0]}: error: unrecognized arguments: {extra}\n")
+    command = " ".join(argv[:2]) if argv[0] == "tasks" else argv[0]
+    assert err.endswith(f"leti {command}: error: unrecognized arguments: {extra}\n")
 
 
 def test_config_takes_a_preset_name(capsys):

@@ -207,9 +207,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-        flags = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
-        close = [m for x in extra if x.startswith("-") for m in difflib.get_close_matches(x.split("=")[0], flags, 1)]
+        sub = parser  # the innermost command given (`leti tasks validate`, not `leti tasks`)
+        while action := next((a for a in sub._actions if isinstance(a, argparse._SubParsersAction)), None):
+            sub = action.choices[getattr(args, action.dest)]
+        names = {o.removeprefix("--"): o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+        close = [names[m] for x in extra if x.startswith("--")
+                 for m in difflib.get_close_matches(x.split("=")[0].removeprefix("--"), list(names), 1, cutoff=0.75)]
         sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {close[0]}?)" if close else ""))
     return args
 
