@@ -225,8 +225,10 @@ def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_p
 
 def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, tmp_path):
     """The run-start check builds the skeleton from config.json (on the meta device: no weights
-    loaded), with the matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass, an adapter
-    checkpoint is skipped. A directory without weights is refused as a model directory."""
+    loaded), with the matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass; leti's adapter
+    checkpoint is skipped where its adapters train on (lora.save: adapter), and checked on its base
+    where it is merged and gets new adapters. A directory without weights is refused as a model
+    directory."""
 
     from leti.training.lora import apply_lora, check_lora_targets
 
@@ -243,7 +245,10 @@ def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, t
     check_lora_targets(str(skeleton), right)
     model, tok = load_model_and_tokenizer(arch_model_path("llama"), device="cpu")
     save_model(apply_lora(model, tok, right), tok, tmp_path / "adapter")
-    check_lora_targets(str(tmp_path / "adapter"), wrong)  # its adapters are what trains on
+    with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['c_attn'\] matches no layer of LlamaForCausalLM"):
+        check_lora_targets(str(tmp_path / "adapter"), wrong)  # merged (lora.save: merged): new adapters
+    on = TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"], save="adapter"))
+    check_lora_targets(str(tmp_path / "adapter"), on)  # its adapters are what trains on
 
 
 def test_qlora_without_bitsandbytes_is_refused_at_run_start(arch_model_path, monkeypatch):

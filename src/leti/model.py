@@ -111,8 +111,9 @@ def load_model_and_tokenizer(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM + tokenizer (hub id or local dir) with LeTI's special tokens added,
     a pad token set and left padding (what batched generation needs). A peft adapter directory
-    loads in one of two ways. One leti wrote (trainer.lora.save='adapter': its tokenizer, saved
-    beside the adapters, has LeTI's tokens) loads as its base model + the adapters, which stay
+    loads in one of two ways. One leti wrote (trainer.lora.save='adapter': the tokenizer saved
+    beside the adapters is the one leti builds for the base, or, copied without it, the adapters
+    train the rows of LeTI's tokens; see written_by_leti) loads as its base model + the adapters, which stay
     trainable so that the next iteration goes on training them. Any other (a user's own adapter)
     is merged into its base model (merge_and_unload) before LeTI's tokens are added, and loads
     as that plain model, with the adapter directory's tokenizer if it has one. trust_remote_code
@@ -124,7 +125,7 @@ def load_model_and_tokenizer(
         # base (adapter_config.json), which must load from any working directory.
         name_or_path = os.path.abspath(local)
     adapter = adapter_config(local) if local is not None else None
-    if adapter is not None and written_by_leti(local):
+    if adapter is not None and written_by_leti(local, trust_remote_code):
         return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -140,18 +141,21 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype,
-                trust_remote_code: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A saved model (hub id or local dir) and its tokenizer as they are, on the CPU."""
+def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype | None,
+                trust_remote_code: bool) -> tuple[PreTrainedModel | None, PreTrainedTokenizerBase]:
+    """A saved model (hub id or local dir) and its tokenizer as they are, on the CPU; the
+    tokenizer alone (model None) when torch_dtype is None."""
+    model = None
     try:
         with remote_code_refusal(name_or_path):
             # The config first: it refuses a model's own code at once, before the tokenizer's load
             # logs a warning about the model type it does not know.
             AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
+            if torch_dtype is not None:
+                model = AutoModelForCausalLM.from_pretrained(
+                    name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+                )
     except ImportError as err:
         # Most often a model's own code importing a package this environment lacks (transformers
         # names it and the pip command): one line, not a traceback.
@@ -270,12 +274,81 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def written_by_leti(path: str | Path) -> bool:
-    """Whether the adapter directory `path` is one leti saved (trainer.lora.save='adapter'):
-    save_model always saves the tokenizer beside the adapters, and it has LeTI's tokens, also
-    when the adapters train none of their rows (train_special_tokens: false). A user's own
-    adapter has no tokenizer, or its base model's, without them."""
-    return set(SPECIAL_TOKENS) <= _saved_tokens(Path(path))
+def written_by_leti(path: str | Path, trust_remote_code: bool = False) -> bool:
+    """Whether the adapter directory `path` is one leti saved (trainer.lora.save='adapter'): adapters
+    over its base model with LeTI's tokens added as leti adds them. save_model saves the tokenizer
+    beside the adapters: the one leti builds for the base (load_tokenizer), the same length and
+    the same ids for LeTI's tokens, also when the adapters train none of their rows
+    (train_special_tokens: false). Without a tokenizer (the adapter files copied alone) it is
+    leti's when the adapters train rows of LeTI's tokens (trainable_token_indices) at the ids leti
+    gives them. Anything else is a user's own adapter: no tokenizer, its base model's, or one with
+    tokens of its own (LeTI's included, at other ids) that only the adapter's tokenizer places."""
+    adapter = adapter_config(path)
+    return adapter is not None and _leti_base_tokenizer(Path(path), adapter, trust_remote_code) is not None
+
+
+def _leti_base_tokenizer(path: Path, adapter: dict, trust_remote_code: bool) -> PreTrainedTokenizerBase | None:
+    """For an adapter directory leti wrote (written_by_leti): the tokenizer leti builds for its
+    base, which the adapters were trained with; None for any other adapter directory."""
+    has_tokenizer = any((path / f).is_file() for f in _TOKENIZER_FILES)
+    rows = _trainable_rows(adapter)
+    if has_tokenizer and not set(SPECIAL_TOKENS) <= _saved_tokens(path):
+        return None  # cheap: no tokenizer loaded
+    if not has_tokenizer and not rows:
+        return None
+    # the tokenizer leti builds for the base (a LetiError naming the base where it cannot load)
+    built = _load_base(path, str(adapter["base_model_name_or_path"]),
+                       lambda name: load_tokenizer(name, trust_remote_code))
+    ids = [built.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    if not has_tokenizer:
+        return built if set(rows) <= set(ids) else None
+    saved = adapter_tokenizer(path, trust_remote_code)
+    same = len(saved) == len(built) and [saved.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == ids
+    return built if same else None
+
+
+def _trainable_rows(adapter: dict) -> list[int]:
+    """The embedding rows an adapter trains (peft trainable_token_indices: a list, or a list per
+    embedding module)."""
+    rows = adapter.get("trainable_token_indices") or []
+    lists = rows.values() if isinstance(rows, dict) else [rows]
+    return [i for rows in lists if isinstance(rows, list) for i in rows if isinstance(i, int)]
+
+
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer load_model_and_tokenizer gives `name_or_path`, LeTI's tokens included, without
+    loading any weights (padding is set where the model loads). An adapter directory: its base's
+    (through a chain of adapters) for one leti wrote, else its own or, without one, its base's."""
+    local = local_model_dir(name_or_path)
+    name = os.path.abspath(local) if local is not None else str(name_or_path)
+    adapter = adapter_config(local) if local is not None else None
+    if adapter is None:
+        tokenizer = _load_plain(name, local, None, trust_remote_code)[1]
+    else:
+        base = str(adapter["base_model_name_or_path"])
+        built = _leti_base_tokenizer(local, adapter, trust_remote_code)
+        if built is not None:
+            return built
+        tokenizer = adapter_tokenizer(local, trust_remote_code)
+        if tokenizer is None:
+            base_local = _load_base(name, base, local_model_dir)
+            if base_local is not None and adapter_config(base_local) is not None:
+                tokenizer = _load_base(name, base, lambda b: load_tokenizer(b, trust_remote_code))
+            else:
+                tokenizer = _load_base(name, base, lambda b: _load_plain(b, base_local, None, trust_remote_code)[1])
+    _add_tokens(tokenizer)
+    return tokenizer
+
+
+def base_model(name_or_path: str | Path) -> str:
+    """The model under `name_or_path`'s chain of adapter directories (itself when it is none): the
+    one whose config states the architecture and context."""
+    name = str(name_or_path)
+    local = local_model_dir(name)
+    while local is not None and (adapter := adapter_config(local)) is not None:
+        name = str(adapter["base_model_name_or_path"])
+        local = local_model_dir(name)
+    return os.path.abspath(local) if local is not None else name
 
 
 def _saved_tokens(path: Path) -> set[str]:
@@ -320,8 +393,13 @@ def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_re
     # mean initialisation); the adapters carry the trained rows of those tokens.
     model, tokenizer = _load_base(path, base,
                                   lambda name: load_model_and_tokenizer(name, dtype, device, trust_remote_code))
-    with quiet_peft():
-        model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    try:
+        with quiet_peft():
+            model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    except Exception as err:  # noqa: BLE001 - peft's size mismatches, missing keys, ...: one line
+        raise LetiError(f"adapter checkpoint {path} could not be applied to its base model {base} with LeTI's "
+                        f"tokens ({message_line(err)}); it was saved over another base model, or is damaged: "
+                        "restore it") from None
     model.eval()
     return model, tokenizer
 
@@ -413,14 +491,8 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     """Add the LeTI tokens that are missing; returns how many were added. New embedding rows
     (input and, if untied, output) are set to the mean of the rows of the existing vocabulary."""
     old_len = len(tokenizer)
-    existing = [str(t) for t in _extra_special_tokens(tokenizer)]
-    wanted = existing + [t for t in SPECIAL_TOKENS if t not in existing]
-    # Passing the full list keeps earlier extra special tokens on both transformers 4 and 5.
-    n_added = tokenizer.add_special_tokens({"additional_special_tokens": wanted})
+    n_added = _add_tokens(tokenizer)
     new_len = len(tokenizer)
-    for token in SPECIAL_TOKENS:
-        if len(tokenizer.encode(token, add_special_tokens=False)) != 1:
-            raise LetiError(f"tokenizer splits special token {token!r}; use a fast HF tokenizer")
     if new_len == old_len:
         return n_added
     n_rows = model.get_input_embeddings().weight.shape[0]
@@ -428,6 +500,18 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
         # mean_resizing=False: we set the rows ourselves (plain mean, deterministic).
         model.resize_token_embeddings(new_len, mean_resizing=False)
     _mean_init_rows(model, old_len, new_len)
+    return n_added
+
+
+def _add_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
+    """LeTI's tokens added to the tokenizer alone (those missing); returns how many were added."""
+    existing = [str(t) for t in _extra_special_tokens(tokenizer)]
+    wanted = existing + [t for t in SPECIAL_TOKENS if t not in existing]
+    # Passing the full list keeps earlier extra special tokens on both transformers 4 and 5.
+    n_added = tokenizer.add_special_tokens({"additional_special_tokens": wanted})
+    for token in SPECIAL_TOKENS:
+        if len(tokenizer.encode(token, add_special_tokens=False)) != 1:
+            raise LetiError(f"tokenizer splits special token {token!r}; use a fast HF tokenizer")
     return n_added
 
 

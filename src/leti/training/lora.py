@@ -151,12 +151,13 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     from leti.model import local_model_dir
 
     local = local_model_dir(model_name)
-    # A user's own adapter is merged into its base, which gets new adapters: checked on the base.
+    # An adapter directory is merged into its base, which gets new adapters: checked on the base.
+    # Only leti's adapter checkpoint under lora.save: adapter keeps its own adapters, which train on.
     while local is not None and (adapter := adapter_config(local)) is not None:
-        if written_by_leti(local):
-            return  # leti's adapter checkpoint: its own adapters train on (lora.save: adapter)
-        model_name = str(adapter["base_model_name_or_path"])
         try:
+            if cfg.lora.save == "adapter" and written_by_leti(local, trust_remote_code):
+                return
+            model_name = str(adapter["base_model_name_or_path"])
             local = local_model_dir(model_name)
         except LetiError:
             return  # a missing base is reported, with its own message, where it loads
@@ -217,7 +218,7 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
                 raise LetiError(f"QLoRA: could not load a 4-bit copy of {name!r} ({message_line(err)})") from None
         base = str(adapter["base_model_name_or_path"])
         model = weights(base, merge=True)  # an adapter directory as the base is always merged (leti.model)
-        if not merge and written_by_leti(name):
+        if not merge and written_by_leti(name, own_code):
             return model  # the adapters `full` carries, copied on below
         tokens = adapter_tokenizer(name, own_code)
         return merge_adapter(model, name, base, len(tokens) if tokens is not None else 0)
