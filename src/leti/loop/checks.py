@@ -210,11 +210,13 @@ def _check_fresh(rd: RunDir) -> None:
 
 def start_tokenizer(cfg: RunConfig) -> Any:
     """The run's tokenizer, loaded once for the start checks that need it (check_prompts,
-    check_eos_token); None when it cannot be loaded: the model's loader reports that, in one line."""
-    from transformers import AutoTokenizer
+    check_eos_token), as the model's loader builds it (an adapter directory's own, or its base's
+    through a chain of adapters; LeTI's tokens added); None when it cannot be loaded: the model's
+    loader reports that, in one line."""
+    from leti.model import load_tokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        return load_tokenizer(cfg.model, cfg.trust_remote_code)
     except Exception:  # noqa: BLE001
         return None
 
@@ -328,18 +330,15 @@ def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_p
     from transformers import AutoConfig
 
     from leti.feedback.training_text import GOOD
-    from leti.model import adapter_config, encode_prompt, local_model_dir, model_context
+    from leti.model import base_model, encode_prompt, model_context
     from leti.sampling.base import check_prompt_fits, prompt_fits
     from leti.tasks.contract import problem_where
 
     if tok is None:
         return
     try:
-        local = local_model_dir(cfg.model)
-        adapter = adapter_config(local) if local is not None else None
-        # an adapter directory holds the tokenizer (with LeTI's tokens); its base the context
-        base = adapter["base_model_name_or_path"] if adapter else cfg.model
-        context = model_context(AutoConfig.from_pretrained(base, trust_remote_code=cfg.trust_remote_code))
+        # an adapter directory's context is its base's (the first in a chain of adapters that is none)
+        context = model_context(AutoConfig.from_pretrained(base_model(cfg.model), trust_remote_code=cfg.trust_remote_code))
     except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
         return
     if cfg.sampling.backend == "vllm" and cfg.sampling.vllm.max_model_len:
