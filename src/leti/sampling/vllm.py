@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leti.errors import LetiError
+from leti.errors import LetiError, message_line
 from leti.model import (
     adapter_config,
+    adapter_tokenizer,
     decode_completion,
     decode_prompt,
     encode_prompt,
@@ -222,11 +223,7 @@ class VLLMEngine:
         self.trust_remote_code = trust_remote_code
         with remote_code_refusal(self.checkpoint.model):
             if tokenizer is None:
-                from transformers import AutoTokenizer
-
-                # An adapter directory saved by the trainer holds the tokenizer with LeTI's tokens.
-                tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.adapter or self.checkpoint.model,
-                                                          trust_remote_code=trust_remote_code)
+                tokenizer = _checkpoint_tokenizer(self.checkpoint, trust_remote_code)
             self.tokenizer = tokenizer
             # leti's estimate until the engine starts, then the engine's own (see `get`)
             self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model, trust_remote_code)
@@ -423,6 +420,26 @@ def _environ(name: str, value: str | None) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+def _checkpoint_tokenizer(checkpoint: Checkpoint, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of what the engine serves: an adapter directory's own (the trainer saves the
+    one with LeTI's tokens there), else, as the HF loader takes it, its base model's (a user's own
+    adapter saved without one). One that cannot be loaded is one LetiError line."""
+    from transformers import AutoTokenizer
+
+    if checkpoint.adapter:
+        own = adapter_tokenizer(checkpoint.adapter, trust_remote_code)
+        if own is not None:
+            return own
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint.model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        if isinstance(err, ValueError) and "trust_remote_code" in str(err):
+            raise  # remote_code_refusal's, around this call
+        named = f" (the base model of adapter {checkpoint.adapter})" if checkpoint.adapter else ""
+        raise LetiError(f"the tokenizer of {checkpoint.model}{named} could not be loaded ({message_line(err)}); "
+                        "save one with it (tokenizer.save_pretrained(DIR))") from None
 
 
 def _model_context(model: str, trust_remote_code: bool = False) -> int | None:
