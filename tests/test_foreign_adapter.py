@@ -32,13 +32,16 @@ def base(tmp_path_factory) -> str:
     return make_tiny_model(tmp_path_factory.mktemp("llama"), arch="llama", n_positions=256, tokenizer="sentencepiece")
 
 
-def _foreign_adapter(base: str, out, extra_token: str | None = None, **lora) -> str:
+def _foreign_adapter(base: str, out, extra_token: str | list[str] | None = None, tokenizer: bool = True,
+                     **lora) -> str:
     """The user's own adapter, made with peft alone over the raw base (no LeTI tokens) and saved
-    with the base's tokenizer (plus `extra_token`, with its embedding row, when given)."""
+    with the base's tokenizer (plus `extra_token`, or a list of them, with their embedding rows,
+    when given; no tokenizer at all with tokenizer=False)."""
     model = AutoModelForCausalLM.from_pretrained(base)
     tok = AutoTokenizer.from_pretrained(base)
     if extra_token is not None:
-        tok.add_special_tokens({"additional_special_tokens": [extra_token]})
+        extra = [extra_token] if isinstance(extra_token, str) else extra_token
+        tok.add_special_tokens({"additional_special_tokens": extra})
         model.resize_token_embeddings(len(tok))
     config = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", **lora)
     peft_model = get_peft_model(model, config)
@@ -50,7 +53,8 @@ def _foreign_adapter(base: str, out, extra_token: str | None = None, **lora) -> 
             elif "modules_to_save" in name:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.1)
     peft_model.save_pretrained(out)
-    tok.save_pretrained(out)
+    if tokenizer:
+        tok.save_pretrained(out)
     return str(out)
 
 
@@ -256,3 +260,104 @@ def test_adapters_trained_over_a_foreign_adapter_reload_over_it(base, tmp_path, 
     second, _ = train(again, tok, TEXTS, cfg, progress=False, source=str(tmp_path / "ckpt"))
     after = _adapter_weights(second)
     assert after.keys() == before.keys() and any(not torch.equal(after[k], before[k]) for k in before)
+
+
+def test_leti_s_adapter_checkpoint_copied_without_its_tokenizer_is_still_leti_s(base, tmp_path):
+    """The adapter files alone (how peft adapters are shared): the adapters train the rows of
+    LeTI's tokens (trainable_token_indices), which only base + LeTI's tokens has, so the
+    directory loads as leti's checkpoint (it was taken for a user's and failed: index 512)."""
+    ckpt = _leti_checkpoint(base, tmp_path / "ckpt")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (copy / name).write_bytes((tmp_path / "ckpt" / name).read_bytes())
+    assert written_by_leti(copy)
+    model, tok = load_model_and_tokenizer(str(copy), device="cpu")
+    assert is_peft(model)
+    original, original_tok = load_model_and_tokenizer(ckpt, device="cpu")
+    assert len(tok) == len(original_tok) and tok.get_vocab() == original_tok.get_vocab()
+    ids = tok(TEXTS[1]).input_ids
+    torch.testing.assert_close(_logits(model, ids, len(tok)), _logits(original, ids, len(tok)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("order", ["extra-token", "reversed"])
+def test_a_foreign_adapter_whose_tokenizer_has_leti_s_tokens_elsewhere_is_foreign(base, tmp_path, order):
+    """A user's tokenizer that already has LeTI's tokens, but not as leti adds them (a token of its
+    own before them; or in another order, with a trained <|good|> row): the adapter is the
+    user's, loaded merged with its own tokenizer (it was taken for leti's: a size-mismatch
+    traceback, or the trained row silently under another token)."""
+    tokens = ["<tool>", *SPECIAL_TOKENS] if order == "extra-token" else list(reversed(SPECIAL_TOKENS))
+    adapter = _foreign_adapter(base, tmp_path / "adapter", extra_token=tokens, modules_to_save=["embed_tokens"])
+    own = AutoTokenizer.from_pretrained(adapter)
+    good = own.convert_tokens_to_ids("<|good|>")
+    if order == "reversed":
+        from safetensors.torch import load_file, save_file
+
+        file = tmp_path / "adapter" / "adapter_model.safetensors"
+        weights = load_file(file)
+        for key in [k for k in weights if "embed_tokens" in k]:  # modules_to_save's (and peft's copy of the resized base)
+            weights[key][good] = 7.0  # the user's trained <|good|> row
+        save_file(weights, file)
+    assert not written_by_leti(adapter)
+    model, tok = load_model_and_tokenizer(adapter, device="cpu")
+    assert not is_peft(model)
+    assert len(tok) == len(own) and tok.get_vocab() == own.get_vocab()
+    assert model.get_input_embeddings().weight.shape[0] == len(own)
+    if order == "reversed":
+        assert torch.all(model.get_input_embeddings().weight[good] == 7.0)
+
+
+def test_lora_targets_are_checked_for_leti_s_checkpoint_that_is_merged(base, tmp_path):
+    """lora.save: merged merges leti's adapter checkpoint and puts new adapters of target_modules
+    on it: a wrong name is refused at run start (it was found only when training began, after a
+    sampling phase); under lora.save: adapter the checkpoint's own adapters train on, unchecked."""
+    from leti.training.lora import check_lora_targets
+
+    ckpt = _leti_checkpoint(base, tmp_path / "ckpt")
+    wrong = LoraSettings(enabled=True, target_modules=["c_attn"])
+    with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['c_attn'\] matches no layer of LlamaForCausalLM"):
+        check_lora_targets(ckpt, TrainerConfig(lora=wrong))
+    check_lora_targets(ckpt, TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"], save="adapter")))
+
+
+@pytest.mark.parametrize("which", ["user-without-tokenizer", "leti-over-user"])
+def test_the_start_prompt_check_runs_for_adapters_over_adapters_and_without_a_tokenizer(base, tmp_path, which):
+    """start_tokenizer and check_prompts find the tokenizer and context as the loader does: a
+    user's adapter without a tokenizer (the base's), and leti's checkpoint over a user's adapter
+    (context from the first base that is no adapter). Both skipped the check before, so a prompt
+    too long was found only after a whole evaluation and sampling phase."""
+    import yaml
+
+    from leti.config import load_config
+    from leti.loop.checks import check_prompts, start_tokenizer
+    from leti.tasks.registry import get_task
+
+    if which == "user-without-tokenizer":
+        model_dir = _foreign_adapter(base, tmp_path / "notok", tokenizer=False)
+    else:
+        model, tok = load_model_and_tokenizer(_foreign_adapter(base, tmp_path / "user"), device="cpu")
+        peft_model = apply_lora(model, tok, TrainerConfig(lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter")))
+        model_dir = str(save_model(peft_model, tok, tmp_path / "over"))
+    rows = [{"id": "add", "split": "train", "prompt": "def add(a, b):\n", "tests": "assert add(1, 2) == 3"},
+            {"id": "t", "split": "test", "prompt": "x = 1\n" * 200, "tests": "assert True"}]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": model_dir, "device": "cpu", "task": f"jsonl:{tmp_path / 'tasks.jsonl'}"}))
+    cfg = load_config(config)
+    task = get_task(cfg.task)
+    start = start_tokenizer(cfg)
+    assert start is not None and start.convert_tokens_to_ids("<|good|>") == len(AutoTokenizer.from_pretrained(base))
+    with pytest.raises(LetiError, match=r"problem 't': prompt has \d+ tokens but the model's context is 256"):
+        check_prompts(cfg, "leti", task, task.problems("train"), task.problems("test"), start)
+
+
+def test_the_vllm_sampler_takes_the_base_s_tokenizer_for_an_adapter_without_one(base, tmp_path):
+    """A user's adapter saved without a tokenizer: the engine's tokenizer is the base's, as the HF
+    loader takes it (it was a traceback from AutoTokenizer, before vLLM was even imported)."""
+    from leti.sampling import SamplingConfig
+    from leti.sampling.vllm import VLLMEngine
+
+    notok = _foreign_adapter(base, tmp_path / "notok", tokenizer=False)
+    engine = VLLMEngine(SamplingConfig(backend="vllm"), notok)
+    assert engine.checkpoint.adapter == notok and engine.context == 256
+    assert engine.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
