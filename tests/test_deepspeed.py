@@ -95,6 +95,40 @@ def test_zero3_in_bf16_saves_the_gathered_16bit_weights_as_the_models_dtype(tmp_
 
 
 @pytest.mark.slow
+def test_zero2_in_bf16_hands_on_its_fp32_master_weights_across_iterations(tmp_path, tiny_model_path, add_task):
+    """In bf16 DeepSpeed casts the model's own weights to bf16 and keeps fp32 ones in its
+    optimizer; the leader kept the bf16 module, so the second iteration's AdamW refused it (and
+    every checkpoint was rounded to bf16). Now both checkpoints hold the fp32 master weights."""
+    pytest.importorskip("deepspeed")
+    import torch
+
+    run = tmp_path / "bf16"
+    proc = _launch("deepspeed-zero2", run, ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
+                                            "--set", "progress=false", "--set", "trainer.mixed_precision=bf16",
+                                            "--set", "iterations=2", "--set", "eval.every=2"], precision="bf16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    for it in (1, 2):
+        tuned = load_file(run / "iterations" / str(it) / "checkpoint" / "model.safetensors")
+        assert {v.dtype for v in tuned.values()} == {torch.float32}
+        # not rounded to bf16: the fp32 masters (the base's fp32 values moved by fp32 updates)
+        assert not all(torch.equal(v, v.to(torch.bfloat16).to(v.dtype)) for v in tuned.values())
+        assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-4
+
+
+def test_lora_under_deepspeed_in_16_bits_is_refused_at_start(monkeypatch):
+    """DeepSpeed's bf16 casts the frozen weights too, which have no fp32 copy to come back from."""
+    for key, value in {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    lora = {"enabled": True}
+    from leti.training.config import LoraSettings
+
+    with pytest.raises(LetiError, match="LoRA under DeepSpeed in bf16/fp16 rounds the frozen model weights"):
+        check_sharding(TrainerConfig(mixed_precision="bf16", lora=LoraSettings(**lora)))
+    check_sharding(TrainerConfig(mixed_precision="no", lora=LoraSettings(**lora)))
+
+
+@pytest.mark.slow
 def test_lora_is_refused_under_zero3_before_sampling_and_trains_under_zero2(tmp_path, tiny_model_path, add_task):
     pytest.importorskip("deepspeed")
     pytest.importorskip("bitsandbytes")  # QLoRA

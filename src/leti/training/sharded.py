@@ -1,6 +1,8 @@
 """Checkpoints under sharded training (FSDP, DeepSpeed ZeRO-3): no rank holds the whole model.
 
-DDP and ZeRO-1/2 keep full weights on every rank, so the leader unwraps and saves its own copy.
+DDP keeps full weights on every rank, so the leader unwraps and saves its own copy. So do
+ZeRO-1/2, but with bf16/fp16 they keep the fp32 weights only in their optimizer: the leader
+builds a fresh model from those (`gather_master_model`).
 Under FSDP and ZeRO-3 each rank holds a shard, and the module the leader passed in has been
 rewired in place by the wrapper. So every rank takes part in Accelerate's `get_state_dict`
 (a collective gather: FSDP's full state dict, ZeRO-3's consolidated 16-bit weights) and the
@@ -89,6 +91,8 @@ def check_sharding(cfg: TrainerConfig, carry: bool = False) -> None:
         _align_deepspeed(plugin, cfg)
     if cfg.lora.enabled and (fsdp or (plugin is not None and plugin.zero_stage == 3)):
         raise LetiError(_LORA_SHARDED)
+    if cfg.lora.enabled and deepspeed:
+        _check_lora_precision(cfg)
 
 
 def check_strategy(accelerator, cfg: TrainerConfig, carry: bool = False) -> None:
@@ -103,6 +107,20 @@ def check_strategy(accelerator, cfg: TrainerConfig, carry: bool = False) -> None
         _plain_model_builds()
     if cfg.lora.enabled and is_sharded(accelerator):
         raise LetiError(_LORA_SHARDED)
+    if cfg.lora.enabled and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        _check_lora_precision(cfg)
+
+
+def _check_lora_precision(cfg: TrainerConfig) -> None:
+    """DeepSpeed in bf16/fp16 casts the whole module to 16 bits, the frozen base weights under
+    LoRA included, which have no fp32 copy to come back from: every merged checkpoint would be
+    rounded, and the next iteration's adapters would be 16-bit weights AdamW refuses."""
+    from leti.training.trainer import mixed_precision
+
+    if mixed_precision(cfg.mixed_precision) != "no":
+        raise LetiError("LoRA under DeepSpeed in bf16/fp16 rounds the frozen model weights to 16 bits (DeepSpeed casts "
+                        "the whole model); LoRA keeps few trainable weights, so use the accelerate/ddp launch config "
+                        "(leti presets accelerate/ddp --path), or trainer.mixed_precision: no")
 
 
 def _align_deepspeed(plugin, cfg: TrainerConfig) -> None:
@@ -139,6 +157,34 @@ def _plain_model_builds() -> None:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
+
+
+def is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def gather_master_model(accelerator, model, template: Template):
+    """DeepSpeed ZeRO-1/2: every rank holds whole weights, but with bf16/fp16 on, DeepSpeed cast
+    the module's own parameters to 16 bits in place and keeps the fp32 ones in its optimizer, and
+    the module carries the engine's gradient hooks. Handing that module on (as under DDP) rounded
+    every checkpoint to 16 bits, and the next iteration's AdamW refused the 16-bit weights. So the
+    leader builds a fresh plain model from DeepSpeed's fp32 master weights (exact). Every rank
+    must call this (each master weight is assembled by a collective); None on ranks other than 0."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    module = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    masters = {}
+    for p in module.parameters():  # the same order on every rank: one collective per weight
+        full = safe_get_full_fp32_param(p)
+        masters[id(p)] = (full if full is not None else p).detach()
+    params = dict(module.named_parameters(remove_duplicate=False))  # tied weights under each name
+    state = {k: masters[id(params[k])] if k in params else v for k, v in module.state_dict().items()}
+    accelerator.free_memory()
+    if not accelerator.is_main_process:
+        return None
+    return rebuild(template, state)
 
 
 def gather_full_model(accelerator, model, template: Template):

@@ -51,6 +51,8 @@ from leti.training.sharded import (
     Template,
     check_strategy,
     gather_full_model,
+    gather_master_model,
+    is_deepspeed,
     is_sharded,
     needs_model_first,
 )
@@ -544,6 +546,9 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
 
     if is_sharded(accelerator):
         model = gather_full_model(accelerator, model, template)  # None on ranks other than 0
+    elif is_deepspeed(accelerator):  # ZeRO-1/2 (LoRA under it is refused in 16 bits, exact in 32: as DDP)
+        model = gather_master_model(accelerator, model, template) if not cfg.lora.enabled else \
+            _finish_model(accelerator, model, cfg, full)
     else:
         model = _finish_model(accelerator, model, cfg, full)
     del full
