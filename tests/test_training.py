@@ -297,3 +297,55 @@ def test_the_pretraining_stream_restarts_the_corpus_and_every_stage_gets_the_sam
     for _stage in range(2):
         stream = pretrain_batches(tok, str(tmp_path), 16, 2, 10, PackingStats())
         assert [next(stream)["input_ids"].tolist() for _ in range(40)] == want
+
+
+_FSDP_GROUPS = r'''
+import json, os, socket, sys
+import torch, torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, ShardingStrategy
+from leti.training.trainer import _named_groups
+
+def names(groups):
+    return [[n.replace("_fsdp_wrapped_module.", "") for n, _ in g] for g in groups]
+
+def run(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    before = _named_groups(model)
+    decayed = {id(p) for _, p in before[0]}
+    wrapped = FSDP(model, device_id=torch.device("cpu"), use_orig_params=True, sharding_strategy=ShardingStrategy.FULL_SHARD)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump({"before": names(before), "by_shape": names(_named_groups(wrapped)),
+                       "decided_before": names(_named_groups(wrapped, decayed))}, f)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(run, args=(port, sys.argv[1]), nprocs=2, start_method="fork")
+'''
+
+
+def test_fsdp_weights_keep_their_weight_decay(tmp_path):
+    """FSDP1 (use_orig_params, as fsdp.yaml) turns every parameter into a 1-D view of its shard,
+    and the optimizer is built after wrapping: by shape, every weight looked like a bias and got
+    no weight decay. The groups are decided before wrapping. Two CPU processes (gloo), for real."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script, out = tmp_path / "groups.py", tmp_path / "groups.json"
+    script.write_text(_FSDP_GROUPS)
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(out.read_text())
+    assert got["before"] == [["0.weight", "2.weight"], ["0.bias", "1.weight", "1.bias", "2.bias"]]
+    assert got["by_shape"][0] == []  # what the optimizer used to get: no weight decayed
+    assert got["decided_before"] == got["before"]

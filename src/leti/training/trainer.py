@@ -100,18 +100,22 @@ def mixed_precision(choice: str) -> str:
     return "no"
 
 
-def _named_groups(model) -> tuple[list[tuple[str, torch.nn.Parameter]], list[tuple[str, torch.nn.Parameter]]]:
+def _named_groups(model, decayed: set[int] | None = None) -> tuple[list[tuple[str, torch.nn.Parameter]],
+                                                                   list[tuple[str, torch.nn.Parameter]]]:
     """The trainable parameters, (decayed, not decayed), in the optimiser's order. HF convention:
-    no decay on biases and normalisation weights (1-D tensors)."""
+    no decay on biases and normalisation weights (1-D tensors). `decayed`: the ids of the
+    parameters to decay, decided before FSDP1 wrapped the model (it turns every parameter into a
+    1-D view of its shard, so all of them looked like biases and none was decayed)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append((name, p))
+            decays = id(p) in decayed if decayed is not None else p.ndim >= 2
+            (decay if decays else no_decay).append((name, p))
     return decay, no_decay
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    decay, no_decay = _named_groups(model)
+def _param_groups(model, weight_decay: float, decayed: set[int] | None = None) -> list[dict]:
+    decay, no_decay = _named_groups(model, decayed)
     return [{"params": [p for _, p in decay], "weight_decay": weight_decay},
             {"params": [p for _, p in no_decay], "weight_decay": 0.0}]
 
@@ -311,13 +315,16 @@ def _loader(examples: list[list[int]], cfg: TrainerConfig, seed: int, pad_id: in
 def _prepare(accelerator, model, loader: DataLoader, cfg: TrainerConfig):
     """(model, optimizer, loader) wrapped by Accelerate. Under FSDP1 the model is wrapped first:
     it replaces the parameters, so the optimizer must be built on the wrapped ones."""
-    def adamw(m) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(_param_groups(m, cfg.weight_decay), lr=cfg.learning_rate,
+    def adamw(m, decayed: set[int] | None = None) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(_param_groups(m, cfg.weight_decay, decayed), lr=cfg.learning_rate,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
 
     if needs_model_first(accelerator):
+        # which weights decay is read off their shapes before wrapping (FSDP1 flattens them all;
+        # with use_orig_params it keeps the same Parameter objects)
+        decayed = {id(p) for _, p in _named_groups(model)[0]}
         model = accelerator.prepare(model)
-        optimizer, loader = accelerator.prepare(adamw(model), loader)
+        optimizer, loader = accelerator.prepare(adamw(model, decayed), loader)
         return model, optimizer, loader
     return accelerator.prepare(model, adamw(model), loader)
 
