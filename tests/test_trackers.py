@@ -65,3 +65,16 @@ def test_wandb_without_a_login_is_one_line_naming_the_fix(tmp_path, tiny_model_p
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("leti: error: trainer.report_to: wandb could not start (UsageError: ") and err.endswith(
         "run `wandb login`, set WANDB_MODE=offline, or remove wandb from trainer.report_to"), err
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_anything_is_sampled(tmp_path, tiny_model_path, capsys,
+                                                                              monkeypatch):
+    """It was found at the first training stage, after iteration 0's evaluation and iteration 1's
+    sampling (hours of a GPU on the paper's presets)."""
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # how Python blocks an import: as if not installed
+    run = tmp_path / "run"
+    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+                 "--set", "trainer.report_to=[tensorboard]", "--set", "progress=false"]) == 2
+    assert capsys.readouterr().err == ("leti: error: trainer.report_to includes 'tensorboard' but it is not installed; "
+                                       "`pip install tensorboard` or remove it\n")
+    assert not (run / "iterations").exists()

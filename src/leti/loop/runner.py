@@ -161,6 +161,10 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             from leti.training.lora import check_lora_targets
 
             check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
+        if cfg.trainer.report_to:  # found at the first training stage otherwise, after a sampling phase
+            from leti.training.trainer import check_trackers
+
+            check_trackers(cfg.trainer.report_to)
         check_eos_token(cfg, tok)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
         if resuming:

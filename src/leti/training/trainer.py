@@ -182,7 +182,8 @@ def _tracker_kwargs(log_dir: str | None, run: tuple[str, str] | None) -> dict:
     return {"wandb": wandb}
 
 
-def _check_trackers(report_to: list[str]) -> None:
+def check_trackers(report_to: list[str]) -> None:
+    """Each tracker in trainer.report_to is installed (checked at run start and by train())."""
     import importlib.util
 
     for tracker, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
@@ -505,7 +506,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     template = Template.of(model)
     model, full = _setup_model(model, tokenizer, cfg, source)
     _check_master_weights(model)
-    _check_trackers(cfg.report_to)
+    check_trackers(cfg.report_to)
     carry = optimizer_from is not None or optimizer_to is not None
     accelerator = _accelerator(cfg, log_dir, tracker_run, carry)
     loader = _loader(data.examples, cfg, seed, pad_id, accelerator.num_processes)
