@@ -511,14 +511,15 @@ def test_a_run_killed_while_writing_its_first_file_starts_again(tmp_path):
     directory held only .lock and leti's own run.json.tmp, and every rerun was refused as "not a
     leti run directory"."""
     from leti.config import RunConfig
-    from leti.loop.checks import prepare_run_dir
+    from leti.loop.checks import check_resumable, start_run_dir
     from leti.loop.rundir import RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.root.mkdir()
     (rd.root / ".lock").write_text("")
     (rd.root / "run.json.tmp").write_text('{"mode": "le')
-    assert prepare_run_dir(rd, RunConfig(), "leti") is False  # a new run, not a resumed one
+    assert check_resumable(rd, RunConfig(), "leti") is False  # a new run, not a resumed one
+    start_run_dir(rd, RunConfig(), "leti")
     assert json.loads((rd.root / "run.json").read_text())["mode"] == "leti" and rd.config_path.exists()
 
 

@@ -178,18 +178,15 @@ def check_resumable(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
     return resuming
 
 
-def prepare_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> bool:
-    """Write config.yaml + run.json on a new run; on resume check nothing that matters changed.
-    A run that stopped before producing anything (e.g. a wrong task name) starts afresh with
-    the new config. Returns whether this resumes earlier work."""
-    # on resume, config.yaml takes the resumable changes only once the run does work with them (_lead)
-    resuming = check_resumable(rd, cfg, mode)
-    if not resuming:
-        _check_fresh(rd)
-        write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat(),
-                                                 "config_sealed": True})
-        write_text_atomic(rd.config_path, run_config_text(cfg, mode))
-    return resuming
+def start_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
+    """Write config.yaml + run.json of a new run (check_resumable said there is no earlier work
+    to resume: a run that stopped before producing anything, e.g. a wrong task name, starts
+    afresh with the new config). On resume, config.yaml takes the resumable changes only once
+    the run does work with them (runner._lead)."""
+    _check_fresh(rd)
+    write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat(),
+                                             "config_sealed": True})
+    write_text_atomic(rd.config_path, run_config_text(cfg, mode))
 
 
 def _check_fresh(rd: RunDir) -> None:

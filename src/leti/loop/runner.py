@@ -25,9 +25,9 @@ from leti.loop.checks import (
     check_processes,
     check_prompts,
     check_resumable,
-    prepare_run_dir,
     run_config_text,
     sft_unused_settings,
+    start_run_dir,
     start_tokenizer,
 )
 from leti.loop.distributed import Group, check_launch, check_same_config, follow
@@ -133,13 +133,14 @@ def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
 def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
-        check_resumable(rd, saved, mode)  # a run of another config here: said before that config's own checks
+        resuming = check_resumable(rd, saved, mode)  # another config's run here: said before its own checks
         task, train_problems, eval_problems = _problems(cfg, mode)
         # before the run directory is written: a prompt fixed after this refusal is then no
         # "changed problem" of a run that had started
         tok = start_tokenizer(cfg)
         check_prompts(cfg, mode, task, train_problems, eval_problems, tok)
-        resuming = prepare_run_dir(rd, saved, mode)
+        if not resuming:
+            start_run_dir(rd, saved, mode)
         last = cfg.iterations if mode == "leti" else 1
         records = rd.metrics()
         todo = min(set(range(last + 1)) - {r["iteration"] for r in records}, default=None)  # first to run
