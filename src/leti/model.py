@@ -329,14 +329,9 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) ->
         built = _leti_base_tokenizer(local, adapter, trust_remote_code)
         if built is not None:
             return built
-        tokenizer = adapter_tokenizer(local, trust_remote_code)
-        if tokenizer is None:
-            base_local = _load_base(name, base, local_model_dir)
-            if base_local is not None and adapter_config(base_local) is not None:
-                tokenizer = _load_base(name, base, lambda b: load_tokenizer(b, trust_remote_code))
-            else:
-                tokenizer = _load_base(name, base, lambda b: _load_plain(b, base_local, None, trust_remote_code)[1])
-    _add_tokens(tokenizer)
+        tokenizer = adapter_tokenizer(local, trust_remote_code) or \
+            _load_base(name, base, lambda b: load_tokenizer(b, trust_remote_code))
+    _add_tokens(tokenizer)  # none added again to the base's, which has them
     return tokenizer
 
 

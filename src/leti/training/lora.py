@@ -148,21 +148,19 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from leti.model import local_model_dir
+    from leti.model import base_model, local_model_dir
 
     local = local_model_dir(model_name)
-    # An adapter directory is merged into its base, which gets new adapters: checked on the base.
-    # Only leti's adapter checkpoint under lora.save: adapter keeps its own adapters, which train on.
-    while local is not None and (adapter := adapter_config(local)) is not None:
-        try:
-            if cfg.lora.save == "adapter" and written_by_leti(local, trust_remote_code):
-                return
-            model_name = str(adapter["base_model_name_or_path"])
-            local = local_model_dir(model_name)
-        except LetiError:
-            return  # a missing base is reported, with its own message, where it loads
     try:
-        config = AutoConfig.from_pretrained(str(local or model_name), trust_remote_code=trust_remote_code)
+        if (local is not None and adapter_config(local) is not None and cfg.lora.save == "adapter"
+                and written_by_leti(local, trust_remote_code)):
+            return  # leti's adapter checkpoint under lora.save: adapter keeps its own adapters, which train on
+        # any other adapter directory is merged into its base, which gets new adapters: checked on the base
+        source = base_model(model_name)
+    except LetiError:
+        return  # a missing base is reported, with its own message, where it loads
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         with init_empty_weights():
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):

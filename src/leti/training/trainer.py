@@ -554,9 +554,8 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
 
     if is_sharded(accelerator):
         model = gather_full_model(accelerator, model, template)  # None on ranks other than 0
-    elif is_deepspeed(accelerator):  # ZeRO-1/2 (LoRA under it is refused in 16 bits, exact in 32: as DDP)
-        model = gather_master_model(accelerator, model, template) if not cfg.lora.enabled else \
-            _finish_model(accelerator, model, cfg, full)
+    elif is_deepspeed(accelerator) and not cfg.lora.enabled:  # ZeRO-1/2 (LoRA: refused in 16 bits, as DDP in 32)
+        model = gather_master_model(accelerator, model, template)
     else:
         model = _finish_model(accelerator, model, cfg, full)
     del full
