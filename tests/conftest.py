@@ -13,6 +13,17 @@ from leti.testing import make_tiny_model
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _sigint_not_ignored() -> None:
+    """A shell starts a background job (`pytest ... &`) with SIGINT ignored, and the processes the
+    tests start inherit that, so Python installs no KeyboardInterrupt handler in them and the Ctrl-C
+    tests fail. A handler here is reset to the default in every child at exec."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def pretrain_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """leti's cache root (the tokenized corpora of every run in the session, and of the processes it
     starts) in a temporary directory rather than the user's ~/.cache."""
