@@ -183,12 +183,65 @@ def _tracker_kwargs(log_dir: str | None, run: tuple[str, str] | None) -> dict:
 
 
 def check_trackers(report_to: list[str]) -> None:
-    """Each tracker in trainer.report_to is installed (checked at run start and by train())."""
+    """Each tracker in trainer.report_to is installed, and wandb logged in unless its mode is
+    offline or disabled (checked at run start and by train())."""
     import importlib.util
 
     for tracker, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
         if tracker in report_to and importlib.util.find_spec(module) is None:
             raise LetiError(f"trainer.report_to includes '{tracker}' but it is not installed; `pip install {module}` or remove it")
+    if "wandb" in report_to:
+        _check_wandb_login()
+
+
+def _wandb_error(error: Exception) -> LetiError:
+    """wandb failing to start a run (no login and the like), in wandb's words, one line."""
+    return LetiError(f"trainer.report_to: wandb could not start ({first_line(error)}); run `wandb login`, "
+                     "set WANDB_MODE=offline, or remove wandb from trainer.report_to")
+
+
+def _check_wandb_login() -> None:
+    """Refuse, as wandb.init would at the first training stage (after a sampling phase), an
+    online wandb without credentials. Read as wandb reads them: its mode and host from its
+    settings files and WANDB_* variables, then the key from this session's login, WANDB_API_KEY
+    (or WANDB_IDENTITY_TOKEN_FILE), the .netrc or the settings; without logging in, prompting or
+    the network (where a terminal is attached wandb.init would prompt, hours later: refused too).
+    Where unsure (SageMaker's secrets, a wandb whose internals moved) it passes: wandb.init says."""
+    from wandb.errors import Error as WandbError
+    from wandb.errors import UsageError
+
+    try:
+        from wandb.integration.sagemaker import is_using_sagemaker
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+        from wandb.sdk.wandb_settings import Settings
+
+        if is_using_sagemaker():
+            return
+        current = getattr(wandb_setup, "_singleton", None)
+        if current is not None and getattr(current, "_pid", None) == os.getpid():
+            settings = current.settings  # this process's wandb already read them; wandb.init uses those
+        else:
+            # what wandb_setup's _load_settings reads, without creating wandb's process singleton
+            # (it starts a thread, and wandb.init would then ignore later WANDB_* changes);
+            # quiet: wandb.init, not the start check, says which settings files it loads
+            settings = Settings(quiet=True)
+            config_dir = os.getenv("WANDB_CONFIG_DIR")
+            settings.settings_system = str(Path(config_dir).expanduser() / "settings" if config_dir
+                                           else Path("~", ".config", "wandb", "settings").expanduser())
+            settings.update_from_system_settings()
+            settings.update_from_env_vars(dict(os.environ))
+        if settings._offline or settings._noop:  # WANDB_MODE=offline/dryrun/disabled: no login
+            return
+        host = wbauth.HostUrl(settings.base_url, app_url=settings.app_url)
+        if (wbauth.session_credentials(host=host) or os.getenv("WANDB_API_KEY") or os.getenv("WANDB_IDENTITY_TOKEN_FILE")
+                or wbauth.read_netrc_auth(host=host) or settings.api_key):
+            return
+    except WandbError as e:  # a malformed key in the .netrc: wandb.init raises the same
+        raise _wandb_error(e) from None
+    except Exception:  # an invalid WANDB_MODE, another wandb version's internals: wandb.init says
+        return
+    raise _wandb_error(UsageError("No API key configured. Use `wandb login` to log in."))  # wandb.init's words
 
 
 def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
@@ -288,8 +341,7 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
                                       init_kwargs=_tracker_kwargs(log_dir, tracker_run))
         except Exception as e:
             if type(e).__module__.startswith("wandb"):  # no login (UsageError) and the like: wandb's words, one line
-                raise LetiError(f"trainer.report_to: wandb could not start ({first_line(e)}); run `wandb login`, "
-                                "set WANDB_MODE=offline, or remove wandb from trainer.report_to") from None
+                raise _wandb_error(e) from None
             raise
     check_strategy(accelerator, cfg, carry)
     return accelerator
