@@ -128,6 +128,28 @@ def test_lora_under_deepspeed_in_16_bits_is_refused_at_start(monkeypatch):
     check_sharding(TrainerConfig(mixed_precision="no", lora=LoraSettings(**lora)))
 
 
+@pytest.mark.parametrize("precision, fix", [
+    ("bf16", "use the accelerate/ddp launch config (leti presets accelerate/ddp --path), or accelerate/deepspeed-zero2 "
+             "with trainer.mixed_precision: no (DeepSpeed in bf16 rounds LoRA's frozen weights)"),
+    ("no", "use the accelerate/ddp or accelerate/deepspeed-zero2 launch config (leti presets NAME --path)"),
+])
+def test_lora_under_zero3_is_refused_naming_a_launch_that_trains_it(monkeypatch, precision, fix):
+    """It named ZeRO-2 in bf16 too, which the precision check then refused in turn."""
+    from leti.training.config import LoraSettings
+
+    for key, value in {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = TrainerConfig(mixed_precision=precision, lora=LoraSettings(enabled=True))
+    with pytest.raises(LetiError) as refused:
+        check_sharding(cfg)
+    assert str(refused.value).startswith("LoRA/QLoRA with FSDP or ZeRO-3 is not supported") and str(refused.value).endswith(fix)
+    # what it names passes the same checks: ZeRO-2 without mixed precision, and DDP (no DeepSpeed) as configured
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    check_sharding(TrainerConfig(mixed_precision="no", lora=LoraSettings(enabled=True)))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    check_sharding(cfg)
+
+
 @pytest.mark.slow
 def test_lora_is_refused_under_zero3_before_sampling_and_trains_under_zero2(tmp_path, tiny_model_path, add_task):
     pytest.importorskip("deepspeed")

@@ -58,9 +58,18 @@ def needs_model_first(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2
 
 
-_LORA_SHARDED = ("LoRA/QLoRA with FSDP or ZeRO-3 is not supported (the adapters would have to be gathered "
-                 "and merged across shards); LoRA keeps few trainable weights, so use "
-                 "the accelerate/ddp or accelerate/deepspeed-zero2 launch config (leti presets NAME --path)")
+def _lora_sharded(cfg: TrainerConfig) -> str:
+    """The refusal of LoRA under FSDP or ZeRO-3, naming a launch that trains this config: ZeRO-2
+    only without mixed precision (in bf16/fp16 _check_lora_precision refuses LoRA under it too)."""
+    from leti.training.trainer import mixed_precision
+
+    # 'auto' resolved as training will; fp16 unresolved (mixed_precision refuses it without CUDA)
+    precision = mixed_precision("auto") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    fix = ("the accelerate/ddp or accelerate/deepspeed-zero2 launch config (leti presets NAME --path)" if precision == "no"
+           else "the accelerate/ddp launch config (leti presets accelerate/ddp --path), or accelerate/deepspeed-zero2 "
+                f"with trainer.mixed_precision: no (DeepSpeed in {precision} rounds LoRA's frozen weights)")
+    return ("LoRA/QLoRA with FSDP or ZeRO-3 is not supported (the adapters would have to be gathered and merged "
+            f"across shards); LoRA keeps few trainable weights, so use {fix}")
 
 
 _CARRY_SHARDED = ("trainer.carry_optimizer_state: DeepSpeed and FSDP split AdamW's state over the ranks, and leti "
@@ -90,7 +99,7 @@ def check_sharding(cfg: TrainerConfig, carry: bool = False) -> None:
         plugin = DeepSpeedPlugin()  # reads the same environment (and config file) Accelerate will
         _align_deepspeed(plugin, cfg)
     if cfg.lora.enabled and (fsdp or (plugin is not None and plugin.zero_stage == 3)):
-        raise LetiError(_LORA_SHARDED)
+        raise LetiError(_lora_sharded(cfg))
     if cfg.lora.enabled and deepspeed:
         _check_lora_precision(cfg)
 
@@ -106,7 +115,7 @@ def check_strategy(accelerator, cfg: TrainerConfig, carry: bool = False) -> None
         _align_deepspeed(accelerator.state.deepspeed_plugin, cfg)
         _plain_model_builds()
     if cfg.lora.enabled and is_sharded(accelerator):
-        raise LetiError(_LORA_SHARDED)
+        raise LetiError(_lora_sharded(cfg))
     if cfg.lora.enabled and accelerator.distributed_type == DistributedType.DEEPSPEED:
         _check_lora_precision(cfg)
 
