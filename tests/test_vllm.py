@@ -190,16 +190,24 @@ def test_run_config_vllm_section(tmp_path):
 @pytest.mark.vllm
 def test_vllm_greedy_matches_hf_tokens(tiny_model_path):
     """Greedy decoding: the vLLM backend returns the HF backend's samples (fp32 both sides)."""
+    from leti.sampling.vllm import VLLMEngine
+
     model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device=DEVICE)
     cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=32, stop=("\nclass",), batch_size=1, vllm=ENGINE)
     hf = {s.key: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
     cfg_v = replace(cfg, backend="vllm")
-    ours = {s.key: s for s in get_sampler(cfg_v, tiny_model_path, tok).sample(REQUESTS)}
-    assert ours == hf
-    # Seeded sampling is deterministic per seed and independent of skip.
-    cfg_t = replace(cfg_v, temperature=1.0)
-    first = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS)}
-    again = {s.key: s for s in get_sampler(cfg_t, tiny_model_path, tok).sample(REQUESTS, skip={("short", 0)})}
+    # One engine for the three phases (a shared engine draws what fresh ones draw:
+    # test_a_shared_engine_draws_what_a_fresh_one_draws); each start costs ~15 s on CPU.
+    engine = VLLMEngine(cfg_v, tiny_model_path, tok)
+    try:
+        ours = {s.key: s for s in get_sampler(cfg_v, engine, tok).sample(REQUESTS)}
+        assert ours == hf
+        # Seeded sampling is deterministic per seed and independent of skip.
+        cfg_t = replace(cfg_v, temperature=1.0)
+        first = {s.key: s for s in get_sampler(cfg_t, engine, tok).sample(REQUESTS)}
+        again = {s.key: s for s in get_sampler(cfg_t, engine, tok).sample(REQUESTS, skip={("short", 0)})}
+    finally:
+        engine.close()
     assert again == {k: v for k, v in first.items() if k != ("short", 0)}
     assert len({s.completion for s in first.values()}) > 1
 
