@@ -4,9 +4,11 @@ field and the fix, no traceback, and nothing run or written before the refusal."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -408,15 +410,114 @@ def test_report_names_a_metrics_line_whose_eval_is_not_an_object_of_numbers(conf
                                       f"null, got {json.dumps(json.loads(ev))}; delete that line to redo its iteration")
 
 
-@pytest.mark.slow  # huggingface_hub retries an unreachable hub for about 25 s before it fails
-def test_a_hub_model_that_cannot_be_loaded_is_one_line_on_stderr(tmp_path, add_task):
-    # Offline, every retry used to print two lines of its own in front of leti's error line.
+HUB_ANNOUNCE = "leti: loading model '{}' from the hub (offline, HF_HUB_OFFLINE=1 skips the retries)"
+
+
+@pytest.fixture
+def stub_hub() -> Iterator[tuple[str, list[str]]]:
+    """A local stand-in for the Hugging Face hub (HF_ENDPOINT=its URL): a file's first two
+    requests fail with 503, as every request to a hub out of reach fails, and then the repository
+    does not exist. huggingface_hub takes its not-offline path, a retry included, in about a second:
+    against a hub out of reach its backoff sleeps 1+2+4+8+8 s, which no setting shortens
+    (HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT bound a request, and the name lookup fails
+    at once). Yields (URL, the requests it got)."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            if "/resolve/" not in self.path or sum("/resolve/" in r for r in seen) <= 2:
+                self.send_response(503)
+            else:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "RepoNotFound")
+                self.send_header("X-Error-Message", "Repository not found")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET = answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_hub_model_that_cannot_be_loaded_is_one_line_on_stderr_after_one_saying_it_reads_the_hub(tmp_path, add_task,
+                                                                                                    stub_hub):
+    # Offline, every retry used to print two lines of its own in front of leti's error line, and
+    # the ~25 s of retries went by with nothing said.
+    url, seen = stub_hub
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=url, HF_HOME=str(tmp_path / "hf"))  # an empty cache: the files are asked for
     argv = ["evaluate", "--task", add_task, "--split", "test", "--model", "nobody/no-such-model-leti-test",
             "--n", "1", "--out", str(tmp_path / "out")]
-    proc = subprocess.run([sys.executable, "-m", "leti", *argv], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "leti", *argv], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert "\n" not in err and err.startswith("leti: error: 'nobody/no-such-model-leti-test'"), err
+    assert proc.stdout.splitlines().count(HUB_ANNOUNCE.format("nobody/no-such-model-leti-test")) == 1, proc.stdout
+    assert sum(r.startswith("HEAD ") and "/resolve/" in r for r in seen) >= 3, seen  # asked, and asked again
+
+
+@pytest.fixture
+def hub_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading any model from the hub fails at once, with the hub not in offline mode; each
+    test starts with no model announced yet."""
+    import huggingface_hub.constants
+
+    import leti.model
+
+    loads = leti.model.AutoConfig.from_pretrained
+
+    def unreachable(name, *args, **kwargs):
+        if Path(name).is_dir():
+            return loads(name, *args, **kwargs)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(leti.model.AutoConfig, "from_pretrained", unreachable)
+    monkeypatch.setattr(leti.model, "_ANNOUNCED_HUB", set(), raising=False)
+
+
+def test_a_hub_model_is_announced_once_and_an_adapter_s_hub_base_too(hub_fails, tmp_path, capsys):
+    from leti.errors import LetiError
+    from leti.model import load_model_and_tokenizer, load_tokenizer
+
+    with pytest.raises(LetiError, match="nor loadable from the hub"):
+        load_tokenizer("nobody/model-leti-test")  # the run's start checks
+    with pytest.raises(LetiError, match="nor loadable from the hub"):
+        load_model_and_tokenizer("nobody/model-leti-test", device="cpu")  # its loader, later
+    assert capsys.readouterr().out == HUB_ANNOUNCE.format("nobody/model-leti-test") + "\n"
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path":
+                                                             "nobody/base-leti-test", "r": 2, "target_modules": ["c_attn"]}))
+    with pytest.raises(LetiError, match="names base model 'nobody/base-leti-test'"):
+        load_model_and_tokenizer(str(adapter), device="cpu")
+    assert capsys.readouterr().out == HUB_ANNOUNCE.format("nobody/base-leti-test") + "\n"
+
+
+def test_no_hub_line_offline_or_for_a_local_model(hub_fails, tiny_model_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    from leti.errors import LetiError
+    from leti.model import load_tokenizer
+
+    load_tokenizer(tiny_model_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1: no retries to wait for
+    with pytest.raises(LetiError):
+        load_tokenizer("nobody/model-leti-test")
+    assert capsys.readouterr().out == ""
 
 
 def test_a_list_field_given_as_a_scalar_says_how_to_write_a_list(config, tmp_path, capsys):

@@ -146,6 +146,8 @@ def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype 
     """A saved model (hub id or local dir) and its tokenizer as they are, on the CPU; the
     tokenizer alone (model None) when torch_dtype is None."""
     model = None
+    if local is None:
+        _announce_hub(name_or_path)
     try:
         with remote_code_refusal(name_or_path):
             # The config first: it refuses a model's own code at once, before the tokenizer's load
@@ -174,6 +176,21 @@ def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype 
             f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
         ) from None
     return model, tokenizer
+
+
+_ANNOUNCED_HUB: set[str] = set()  # hub ids said once per process: a run loads its model several times
+
+
+def _announce_hub(name: str) -> None:
+    """Say, before it starts, that a model is read from the hub: offline, huggingface_hub retries
+    for about 25 s in silence before the error. Not in offline mode (no retries), and on rank 0 of
+    a launch only (its line stands for every rank's load)."""
+    from huggingface_hub import is_offline_mode
+
+    if name in _ANNOUNCED_HUB or is_offline_mode() or os.environ.get("RANK", "0") != "0":
+        return
+    _ANNOUNCED_HUB.add(name)
+    print(f"leti: loading model '{name}' from the hub (offline, HF_HUB_OFFLINE=1 skips the retries)", flush=True)
 
 
 # Any of these in a directory is a tokenizer AutoTokenizer can load.
