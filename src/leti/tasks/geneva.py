@@ -27,6 +27,7 @@ scores) that compare across specs.
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,11 +103,34 @@ class EaeTask(Task):
         """The event mentions of each split, as the files hold them."""
         return {split: read_oneie(path) for split, path in self.files.items()}
 
+    def data_digest(self) -> str:
+        """A digest of every file the problems and their gold come from (data and ontology).
+
+        It goes into each problem's tests (`render_tests`), because `leti evaluate` resumes by
+        the text of program and tests, and the gold no longer is in the tests (the host judges):
+        without it, a corrected gold kept the old verdicts. One digest for all files, not one per
+        mention: the tests run next to the model's code, and a hash of one mention's gold could be
+        inverted there by trying the sentence's spans. So an edit anywhere in the files makes every
+        recorded program another one (a resumed `leti evaluate` refuses the old --out)."""
+        digest = hashlib.sha256()
+        named = [(split, path) for split, path in self.files.items()] + [("ontology", self.ontology_path)]
+        for name, path in named:
+            if path is None:
+                continue
+            try:
+                content = path.read_bytes()
+            except OSError as e:
+                raise LetiError(f"{path}: cannot read the {name} file ({e.strerror}); check the task spec's paths") from None
+            digest.update(f"{name}\0{len(content)}\0".encode())
+            digest.update(content)
+        return digest.hexdigest()[:16]
+
     def load_problems(self) -> list[Problem]:
         by_split = self.mentions()
         ontology = self.ontology([m for ms in by_split.values() for m in ms])
+        data = self.data_digest()
         return [
-            make_problem(m, ontology, split, self.prefix, self.min_f1)
+            make_problem(m, ontology, split, self.prefix, self.min_f1, data)
             for split, mentions in by_split.items()
             for m in mentions
         ]

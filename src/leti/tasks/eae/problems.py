@@ -120,14 +120,16 @@ REPORT_EXCEPTION = "LetiEventReport"
 REPORT_RAISE = f"raise {REPORT_EXCEPTION}(_leti_json.dumps(_leti_report))"
 
 
-def render_tests(event: EventType, min_f1: float) -> str:
+def render_tests(event: EventType, min_f1: float, data: str = "") -> str:
     """check.py, then five lines that report the event's arguments (the earlier verifier's
     line count). `check_event` with no gold and threshold 0 only checks the value types, so type
-    errors keep the verifier's words; `min_f1` is named only so that programs judged at
-    different thresholds differ (result logs are keyed by the program's text)."""
+    errors keep the verifier's words. `min_f1` and `data` (a digest of the data and ontology the
+    gold comes from, `EaeTask.data_digest`) are named only so that programs judged against
+    another threshold or another gold differ: result logs are keyed by the program's text."""
     cls = event.class_name
+    judged_by = f"min_f1 {min_f1!r}, data {data}" if data else f"min_f1 {min_f1!r}"
     return (
-        f"\n# Verifier (not part of the prompt): reports `event`; the host judges it (min_f1 {min_f1!r}).\n"
+        f"\n# Verifier (not part of the prompt): reports `event`; the host judges it ({judged_by}).\n"
         f"{verifier_source()}\n"
         "import json as _leti_json\n"
         f"class {REPORT_EXCEPTION}(Exception): pass\n"
@@ -138,7 +140,9 @@ def render_tests(event: EventType, min_f1: float) -> str:
     )
 
 
-def make_problem(mention: EventMention, ontology: dict[str, EventType], split: str, prefix: str, min_f1: float) -> Problem:
+def make_problem(mention: EventMention, ontology: dict[str, EventType], split: str, prefix: str, min_f1: float,
+                 data: str = "") -> Problem:
+    """The problem for one mention; `data` is the digest of the files its gold comes from."""
     event = ontology.get(mention.event_type)
     if event is None:
         raise LetiError(
@@ -149,7 +153,7 @@ def make_problem(mention: EventMention, ontology: dict[str, EventType], split: s
     return Problem(
         id=f"{prefix}/{split}/{mention.id}",
         prompt=render_prompt(mention, event),
-        tests=render_tests(event, min_f1),
+        tests=render_tests(event, min_f1, data),
         split=split,
         entry_point=event.class_name,
         reference=render_reference(gold),
