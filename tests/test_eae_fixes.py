@@ -7,10 +7,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from leti.cli import main
+from leti.evaluation.samples import Sample
+from leti.execution import ExecutionResult, Status
 from leti.tasks.registry import get_task
 
 SENTENCE = "Bob sold the car to Ann and Carl ."
+# val: "The attackers were environmental terrorists upset about a new industry coming to town ."
+# Attack, gold: assailant=["environmental terrorists"]; roles weapon, assailant, victim, means.
+ATTACK_ID = "geneva/val/135_23605_4099594_13355_3"
+GOLD = "environmental terrorists"
 
 
 def _write_sell(tmp_path: Path, buyer: str) -> str:
@@ -52,3 +60,51 @@ def test_resumed_evaluation_refuses_verdicts_judged_against_another_gold(tmp_pat
     assert main([*args[:-1], str(tmp_path / "fresh")]) == 0
     second = json.loads((tmp_path / "fresh" / "results.json").read_text())
     assert second["pass@1"] == 0.0 and second["arg_c_f1"] == 50.0
+
+
+# ---- 3: verdict and Arg-I / Arg-C describe the same arguments -------------------------------
+
+
+def _judged(executor, task, problem, completions: list[str]) -> list[ExecutionResult]:
+    programs = [task.build_program(problem, c) for c in completions]
+    return [task.judge(problem, p, r, executor.config) for p, r in zip(programs, executor.run(programs), strict=True)]
+
+
+def _arg_c(task, problem, completion: str, result: ExecutionResult | None) -> float:
+    return task.extra_metrics([problem], [Sample(problem.id, 0, completion)], [result] if result else [])["arg_c_f1"]
+
+
+@pytest.mark.parametrize("completion, passed, arg_c_f1", [
+    # the verdict sees the last `event`; the scores read only the first call: passed, F1 0
+    (f'assailant=["The attackers"]); event = Attack(assailant=["{GOLD}"])', True, 100.0),
+    (f'assailant=["The attackers"]); event.assailant = ["{GOLD}"]', True, 100.0),
+    ('assailant=[sentence[19:43]])', True, 100.0),  # computed: credited as the verdict was
+    (f'assailant=["{GOLD}"]); event = Attack(assailant=["The attackers"])', False, 0.0),
+    # failed before the verifier, through its own class named like the verdict's: F1 100
+    (f'assailant=["{GOLD}"]); exec("class VerificationError(Exception): pass"); raise VerificationError("x")',
+     False, 0.0),
+])
+def test_scores_come_from_the_arguments_the_verdict_saw(executor, geneva, completion, passed, arg_c_f1):
+    problem = geneva.get(ATTACK_ID)
+    (result,) = _judged(executor, geneva, problem, [completion])
+    assert result.passed is passed, result.feedback
+    assert _arg_c(geneva, problem, completion, result) == arg_c_f1
+
+
+def test_a_result_that_claims_to_be_a_verdict_predicts_nothing(geneva):
+    # A forged result record (the pipe is the program's) naming the verdict's exception, with
+    # and without anything in its fields: the judge passes failures through as they ran.
+    from leti.tasks.eae import judge
+
+    problem = geneva.get(ATTACK_ID)
+    program = geneva.build_program(problem, problem.reference)
+    mark = getattr(judge, "ARGUMENTS_MARK", "")
+    fakes = [ExecutionResult(id=None, status=Status.FAILED, exception_type="VerificationError", message="x"),
+             ExecutionResult(id=None, status=Status.FAILED, exception_type="VerificationError", message="x",
+                             error_text=mark + json.dumps({"assailant": [GOLD]})),
+             ExecutionResult(id=None, status=Status.FAILED, exception_type="SyntaxError", message="x",
+                             error_text=mark + json.dumps({"assailant": [GOLD]}))]
+    for fake in fakes:
+        judged = geneva.judge(problem, program, fake)
+        assert not judged.passed
+        assert _arg_c(geneva, problem, problem.reference, judged) == 0.0, judged

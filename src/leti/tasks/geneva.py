@@ -13,7 +13,7 @@ one problem per event mention; the ontology becomes Python classes (leti/tasks/e
 the model completes `event = Cls(`; the sandbox only reports the event's arguments, and `judge`
 compares them with the gold on the host (leti/tasks/eae/judge.py: the gold never enters the
 sandbox, so no program can fake a pass); Arg-I / Arg-C scores come from `extra_metrics`
-(leti/tasks/eae/metrics.py), which parses completions on the host and runs nothing.
+(leti/tasks/eae/metrics.py), from the arguments each verdict was decided on.
 
 Task specs (the part after ':' is comma-separated):
     geneva                      default: passed = exact argument match
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from leti.errors import LetiError
 from leti.tasks.base import EvalDefaults, Problem, Task, absolute_path
 from leti.tasks.eae.data import EventMention, read_oneie
-from leti.tasks.eae.judge import VERIFICATION_ERROR, judge_result
+from leti.tasks.eae.judge import judge_result, reported_arguments
 from leti.tasks.eae.metrics import ArgCounts, parse_prediction
 from leti.tasks.eae.ontology import EventType, load_ontology, parse_ontology
 from leti.tasks.eae.problems import STOP_SEQUENCES, STOP_SUMMARY, make_problem
@@ -147,11 +147,12 @@ class EaeTask(Task):
         results: list[ExecutionResult],
     ) -> dict[str, float]:
         """Arg-I / Arg-C precision, recall, F1 (percent) over all samples of `problems`. As the
-        authors score EAE (by execution), a sample whose program failed before the verifier saw
+        authors score EAE (by execution): a sample's arguments are those its verdict was decided
+        on (the final `event` the sandbox reported, `judge.reported_arguments`), so scores and
+        verdict describe the same event; a sample whose program failed before the verifier saw
         its event (its own exception, e.g. the TypeError of an unknown role; a timeout, a crash,
-        an exit, a tampered report) predicts nothing; the arguments of the others are read from
-        the completion's literal lists (metrics.py; an argument computed at run time counts as
-        none). A sample without a result (none given) is read as written."""
+        an exit, a tampered report) predicts nothing. A sample without a result (none given) is
+        read from the completion's literal lists, unexecuted (metrics.py)."""
         by_id = {p.id: p for p in problems}
         counts = ArgCounts()
         for i, sample in enumerate(samples):
@@ -159,11 +160,11 @@ class EaeTask(Task):
             if problem is None:
                 continue
             result = results[i] if i < len(results) else None
-            if result is not None and not (result.passed or result.exception_type == VERIFICATION_ERROR):
-                pred = {}
-            else:
+            if result is None:
                 call_prefix = problem.prompt.rsplit("\n", 1)[-1]
                 pred = parse_prediction(call_prefix, sample.completion) or {}
+            else:
+                pred = reported_arguments(result) or {}
             counts.add(pred, problem.meta["gold"])
         return counts.scores()
 

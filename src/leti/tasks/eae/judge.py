@@ -16,7 +16,13 @@ extractor can read any key the extractor holds.
 
 Honest programs get the result the in-sandbox verifier gave them, field for field: a pass, or
 `VerificationError` with the verifier's message at its `raise` line (the extractor's `raise`
-stands on that line number), and the same feedback text.
+stands on that line number), and the same feedback text. One field more: a verdict keeps the
+arguments it was decided on, for the Arg-I / Arg-C scores (`reported_arguments`), so that the
+scores and the verdict describe the same event (the last value of `event`, computed spans too).
+`ExecutionResult` has no field for a task's data, so they go into `error_text` behind a mark no
+source line holds (a NUL); the feedback reads `error_text` only for syntax errors. A result that
+the judge passes through as it ran (a failure before the report) never carries the mark: one
+that does was forged, and is judged tampered.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ VERDICT_LINE = "raise VerificationError(_leti_message)"
 VERIFICATION_ERROR = "VerificationError"  # the exception type of a reported event the verifier refused
 MAX_MESSAGE = 16384  # the worker's cut for exception messages (execution/worker.py MAX_MESSAGE)
 TAMPERED = "the program tampered with the verifier's report of its event"
+# Starts `error_text` of a verdict, followed by the JSON of the arguments it was decided on.
+ARGUMENTS_MARK = "\0leti-eae-arguments\0"
 
 # Fields of a result that describe an exception; cleared before a verdict is written.
 _NO_EXCEPTION: dict[str, Any] = dict(
@@ -96,18 +104,43 @@ def judge_result(problem: Problem, program: Program, result: ExecutionResult,
                  config: ExecutionConfig | None = None) -> ExecutionResult:
     """The host's verdict on one EAE program's sandbox result (see the module docstring)."""
     config = config or ExecutionConfig()
-    if result.status is not Status.PASSED and result.exception_type != REPORT_EXCEPTION:
+    forged_mark = (result.error_text or "").startswith(ARGUMENTS_MARK)
+    if result.status is not Status.PASSED and result.exception_type != REPORT_EXCEPTION and not forged_mark:
         return result  # failed before reporting (its own error, timeout, crash, exit): as it ran
-    report = None if result.status is Status.PASSED else read_report(result, program, problem.meta["roles"])
+    report = None
+    if result.status is not Status.PASSED and not forged_mark:
+        report = read_report(result, program, problem.meta["roles"])
     if report is None:  # every honest program ends with the report, so a pass or a misshapen report is forged
         judged = dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.FAILED, "message": TAMPERED})
     else:
         message = _message(report, problem.meta)
+        # An event of the wrong shape (an "error" report) predicts no arguments.
+        arguments = ARGUMENTS_MARK + json.dumps(report.get("roles", {}))
         if not message:
-            return dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.PASSED})
+            return dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.PASSED, "error_text": arguments})
         judged = dataclasses.replace(
             result, **{**_NO_EXCEPTION, "status": Status.FAILED, "exception_type": VERIFICATION_ERROR,
-                       "message": _cut(message.rstrip("\n")) or None,
+                       "message": _cut(message.rstrip("\n")) or None, "error_text": arguments,
                        "frames": (Frame(last_line(program.source), "<module>", VERDICT_LINE),)})
     text = feedback_text.format_feedback(judged, config.feedback_style, config.feedback_max_bytes)
     return dataclasses.replace(judged, feedback=text)
+
+
+def reported_arguments(result: ExecutionResult) -> dict[str, list[str]] | None:
+    """role -> spans that the judge decided `result`'s verdict on; None when `judge_result` gave
+    no verdict on reported arguments (the program failed before its report, or the result was
+    not judged). Recognised by the judge's mark, which no result it passes through carries (the
+    exception's name, which a program chooses, is no sign)."""
+    text = result.error_text or ""
+    if not text.startswith(ARGUMENTS_MARK) or result.error_lineno is not None:
+        return None
+    if not (result.passed or (result.status is Status.FAILED and result.exception_type == VERIFICATION_ERROR)):
+        return None
+    try:
+        arguments = json.loads(text[len(ARGUMENTS_MARK):])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(arguments, dict):
+        return None
+    return {role: [s for s in spans if isinstance(s, str)] for role, spans in arguments.items()
+            if isinstance(role, str) and isinstance(spans, list)}

@@ -13,13 +13,14 @@ because the model writes strings; spans are normalised by `check.normalise`):
     F1 = 2PR / (P + R); counts are summed over all samples first (micro average).
     Reported in percent, as EAE papers do.
 
-The prediction is read from the completion with `ast` in the host process: model output is
-parsed, never executed, outside the sandbox. A completion that does not parse (or parses but
-does not compile, or nests too deeply for the parser) predicts no arguments: its gold arguments
-count as missed. Keyword values that are lists or tuples of string constants are read; other
-values (a bare string, which the verifier refuses as not a list; names, calls) and non-string
-elements are ignored. Unknown roles count as predictions (always wrong); a program that raised
-for one is scored by the task as predicting nothing (geneva.py `extra_metrics`).
+The task scores a sample by the arguments its verdict was decided on (the event the sandbox
+reported, geneva.py `extra_metrics`); a program that failed before reporting predicts nothing.
+Only a sample with no result is read from its completion here, with `ast` in the host process:
+model output is parsed, never executed, outside the sandbox. A completion that does not parse (or
+parses but does not compile, or nests too deeply for the parser) predicts no arguments: its gold
+arguments count as missed. Keyword values that are lists or tuples of string constants are read;
+other values (a bare string, which the verifier refuses as not a list; names, calls) and
+non-string elements are ignored. Unknown roles count as predictions (always wrong).
 """
 
 from __future__ import annotations
