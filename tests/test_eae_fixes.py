@@ -108,3 +108,20 @@ def test_a_result_that_claims_to_be_a_verdict_predicts_nothing(geneva):
         judged = geneva.judge(problem, program, fake)
         assert not judged.passed
         assert _arg_c(geneva, problem, problem.reference, judged) == 0.0, judged
+
+
+# ---- 4: an honest report too long for the worker's message limit is not "tampered" ----------
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("assailant=[" + ", ".join([f'"{GOLD}"'] * 700) + "])", "the arguments are too long to check (700 spans"),
+    ('assailant=["' + "\u00e9" * 3000 + '"])', "the arguments are too long to check (1 span"),
+    # the verifier's own message (naming the program's class) was as long
+    ('); event = type("A" * 20000, (), {})()', "`event` must be an instance of Attack, got AAAA"),
+])
+def test_long_honest_reports_get_the_verifiers_words(executor, geneva, completion, expected):
+    problem = geneva.get(ATTACK_ID)
+    (result,) = _judged(executor, geneva, problem, [completion])
+    assert result.exception_type == "VerificationError" and expected in result.message, result.feedback
+    assert "tampered" not in result.feedback
+    assert _arg_c(geneva, problem, completion, result) == 0.0

@@ -15,6 +15,7 @@ Normalisation (applied identically to gold spans, predicted spans and the senten
      (e.g. a sentence-initial "The army" copied as "the army").
 """
 
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -22,6 +23,9 @@ from collections import Counter
 _DOUBLE_QUOTES = ("``", "''", "\u201c", "\u201d", "\u201e", "\u201f")
 _SINGLE_QUOTES = ("\u2018", "\u2019", "\u201a", "\u201b")
 _SPACE_AROUND_PUNCT = re.compile(r"\s*([^\w\s])\s*")
+# The longest report (JSON characters) the sandbox sends: the worker cuts exception messages at
+# 16384 characters (worker.py MAX_MESSAGE), and a cut report no longer reads as one.
+MAX_REPORT = 16000
 
 
 class VerificationError(AssertionError):
@@ -127,3 +131,18 @@ def check_event(event: object, cls: type, gold: dict, sentence: str, min_f1: flo
     lines = describe_errors(pred, gold, sentence, roles)
     head = f"the {name} arguments do not match the sentence (F1 {f1:.2f}, {_plural(len(lines), 'problem')}):"
     return "\n".join([head] + ["- " + line for line in lines])
+
+
+def report_text(report: dict) -> str:
+    """The extractor's report as JSON of at most MAX_REPORT characters. Arguments too long for it
+    are reported as an error that says so (an honest program listing a very long span or many
+    copies of one must not read as a tampered report); a long error message is shortened."""
+    text = json.dumps(report)
+    if len(text) <= MAX_REPORT:
+        return text
+    if "error" in report:  # 1000 characters stay under the limit even at 12 JSON characters each
+        return json.dumps({"error": str(report["error"])[:1000] + " ..."})
+    spans = [s for values in report["roles"].values() for s in values]
+    return json.dumps({"error": (
+        f"the arguments are too long to check ({_plural(len(spans), 'span')}, {len(text)} characters as JSON, "
+        f"at most {MAX_REPORT}): list each argument once, as the words copied from the sentence")})

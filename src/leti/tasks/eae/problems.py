@@ -10,7 +10,8 @@ Prompt (what the model continues: the arguments and the closing parenthesis, on 
 
 Tests (run after prompt + completion in the sandbox, never shown to the model): the source of
 `leti/tasks/eae/check.py` and an extractor that ends the program by raising `LetiEventReport`
-with the event's arguments as JSON (or the message for an `event` of the wrong shape). They hold
+with the event's arguments as JSON (or the message for an `event` of the wrong shape, or for
+arguments too long to send whole: `check.report_text`). They hold
 no gold: the program runs in the same process as the tests and could rewrite any verifier there
 (patched builtins, tracers, a forged result record), so the host decides the verdict from the
 reported data and the gold (`judge.judge_result`). The tests have as many lines as the earlier
@@ -117,7 +118,7 @@ def render_reference(gold: dict[str, list[str]]) -> str:
 
 # The extractor's last line, and the exception that carries its report to the host.
 REPORT_EXCEPTION = "LetiEventReport"
-REPORT_RAISE = f"raise {REPORT_EXCEPTION}(_leti_json.dumps(_leti_report))"
+REPORT_RAISE = f"raise {REPORT_EXCEPTION}(_leti_text)"
 
 
 def render_tests(event: EventType, min_f1: float, data: str = "") -> str:
@@ -131,11 +132,11 @@ def render_tests(event: EventType, min_f1: float, data: str = "") -> str:
     return (
         f"\n# Verifier (not part of the prompt): reports `event`; the host judges it ({judged_by}).\n"
         f"{verifier_source()}\n"
-        "import json as _leti_json\n"
         f"class {REPORT_EXCEPTION}(Exception): pass\n"
         f"_leti_message = check_event(event, {cls}, {{}}, '', 0.0)\n"
         "_leti_report = {'error': _leti_message} if _leti_message else "
         f"{{'roles': {{r: list(getattr(event, r, [])) for r in {cls}.__annotations__}}}}\n"
+        "_leti_text = report_text(_leti_report)  # JSON, short enough to reach the host whole\n"
         f"{REPORT_RAISE}\n"
     )
 
