@@ -125,3 +125,35 @@ def test_long_honest_reports_get_the_verifiers_words(executor, geneva, completio
     assert result.exception_type == "VerificationError" and expected in result.message, result.feedback
     assert "tampered" not in result.feedback
     assert _arg_c(geneva, problem, completion, result) == 0.0
+
+
+# ---- 5: ontology names that the generated code itself uses ----------------------------------
+
+
+def test_names_the_generated_code_uses_get_an_underscore():
+    from leti.tasks.eae.ontology import class_name, role_name
+
+    assert [class_name(n) for n in ("Counter", "VerificationError", "Leti_event-report", "Exception", "Event")] == [
+        "Counter_", "VerificationError_", "LetiEventReport_", "Exception_", "Event_"]
+    assert [role_name(n) for n in ("list", "Str", "type", "from")] == ["list_", "str_", "type", "from_"]
+    assert class_name("Warning") == "Warning"  # a GENEVA type: a builtin nothing here uses keeps its name
+
+
+def test_an_ontology_with_such_names_validates(tmp_path, capsys):
+    # Each event type's class clashed with check.py, the extractor or a builtin they raise, and
+    # roles `list` / `str` broke the next role's annotation: every reference failed.
+    types = ["Counter", "VerificationError", "LetiEventReport", "Exception", "TypeError", "Sell"]
+    roles = ["list", "str", "Buyer"]
+    mentions = [{"id": f"e{i}", "event_type": t, "trigger": {"start": 1, "end": 2, "text": "sold"},
+                 "arguments": [{"role": "list", "text": "Bob"}, {"role": "str", "text": "the car"},
+                               {"role": "Buyer", "text": "Ann"}]} for i, t in enumerate(types)]
+    sentence = "Bob sold the car to Ann ."
+    data = tmp_path / "events.jsonl"
+    data.write_text(json.dumps({"wnd_id": "w1", "sentence": sentence, "tokens": sentence.split(),
+                                "event_mentions": mentions}) + "\n")
+    ontology = tmp_path / "ont.json"
+    ontology.write_text(json.dumps({t: {"arguments": roles} for t in types}))
+    for spec in (f"eae-jsonl:{data}", f"eae-jsonl:test={data},ontology={ontology}"):
+        assert main(["tasks", "validate", spec, "--workers", "2"]) == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+        assert f"{len(types)} passed, 0 failed" in out, out

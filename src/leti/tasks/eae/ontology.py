@@ -10,15 +10,19 @@ Ontology file (GENEVA's `event_ontology.json` format; also accepted for other da
 Event type names become CamelCase class names ("Commerce_money-transfer" ->
 CommerceMoneyTransfer), role names snake_case keyword names ("Undesirable_event" ->
 undesirable_event); a name that would collide with another is an error, not silently merged.
+A name the generated code itself uses gets a trailing "_" (e.g. class `Counter_`, role `list_`),
+so that any ontology's classes work: see `class_name` and `role_name`.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import keyword
 import re
 import textwrap
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +65,39 @@ class EventType:
         return next((r for r in self.roles if r.name == name), None)
 
 
+@cache
+def _module_names() -> frozenset[str]:
+    """Every name the base class and the pasted tests (check.py and the extractor) bind or read at
+    module level or look up there (builtins included). An event class of the same name breaks
+    them: check.py's `Counter` or `VerificationError` rebinds the class before the extractor names
+    it, and a class `Exception` or `TypeError` replaces what they raise. GENEVA uses none."""
+    from leti.tasks.eae.problems import render_tests  # (problems imports this module)
+
+    source = BASE_CLASS + render_tests(EventType("Event", "Event", "", ()), 1.0)
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return frozenset(names)
+
+
+# What each role's line in a class body (`role: list[str] = []`) evaluates: a role bound to one
+# of these names would change the next role's annotation (`list: list[str]`, then `list[str]`
+# indexes the empty list).
+_CLASS_BODY_NAMES = ("list", "str")
+
+
 def class_name(event_type: str) -> str:
     parts = [p for p in re.split(r"[^0-9A-Za-z]+", event_type) if p]
     name = "".join(p[:1].upper() + p[1:] for p in parts) or "Event_"
-    if name[0].isdigit() or keyword.iskeyword(name) or name == "Event":
-        name = "E" + name if name[0].isdigit() else name + "_"
+    if name[0].isdigit():
+        name = "E" + name
+    while keyword.iskeyword(name) or name in _module_names():
+        name += "_"
     return name
 
 
@@ -74,7 +106,7 @@ def role_name(role: str) -> str:
     if name[0].isdigit():
         name = "r_" + name
     # `self` and the names of the base class's own attributes would shadow them.
-    if keyword.iskeyword(name) or name in ("self", "roles"):
+    if keyword.iskeyword(name) or name in ("self", "roles", *_CLASS_BODY_NAMES):
         name += "_"
     return name
 
