@@ -192,6 +192,18 @@ def get_sampler(config: SamplingConfig, model: Any, tokenizer: Any, trust_remote
     return factory(config, model, tokenizer)
 
 
+def leti_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of LeTI's four control tokens (<|good|>, <|bad|>, <|lang_feedback|>,
+    <|/lang_feedback|>) that `tokenizer` holds as added tokens; both samplers forbid them. They
+    mark up the training text and are never program content: a sample holding one would go into
+    execution and into a training text, teaching the model to write them inside code. A tokenizer
+    without them (a plain base model's) gives none: nothing is blocked."""
+    from leti.model import SPECIAL_TOKENS  # lazy: this module stays free of torch
+
+    added = tokenizer.get_added_vocab()
+    return sorted(tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS if t in added)
+
+
 def samples_per_request(config: SamplingConfig, n: int | None) -> int:
     """A sampler's `n` argument: the config's when None, else an integer >= 1."""
     n = config.n if n is None else n

@@ -2,7 +2,9 @@
 
 Many prompts x n samples are expanded into rows, sorted by prompt length (little padding) and
 generated batch_size rows at a time. Stop sequences end a row while generating; a batch ends
-once every row has stopped or the budget is spent.
+once every row has stopped or the budget is spent. LeTI's four control tokens (<|good|> ...)
+are never drawn: they mark up training texts, and a sample holding one would teach the model to
+write them inside code.
 
 Determinism: every (problem_id, sample_idx) draws its tokens from its own random stream,
 seeded by a hash of (seed, problem_id, sample_idx). Generation runs greedy over logits that a
@@ -43,6 +45,7 @@ from leti.sampling.base import (
     check_prompt_fits,
     check_requests,
     cut_at_stop,
+    leti_token_ids,
     samples_per_request,
 )
 
@@ -186,6 +189,8 @@ class HFSampler:
             )
         self.eos_ids = end_token_ids(getattr(model, "generation_config", None), tokenizer)
         self.context = model_context(model.config)
+        # LeTI's control tokens are never drawn (base.leti_token_ids says why)
+        self.blocked = leti_token_ids(tokenizer)
 
     def sample(
         self,
@@ -279,6 +284,9 @@ class HFSampler:
             eos_token_id=sorted(self.eos_ids) or None,
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
+            # -inf for LeTI's control tokens. generate() runs the processors its config makes
+            # before the ones passed in, so they are gone before _PerRowSampling draws.
+            suppress_tokens=self.blocked or None,
             use_cache=True,
         )
         was_training = self.model.training

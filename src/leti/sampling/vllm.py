@@ -9,6 +9,8 @@ sample, token counts and finish_reason computed by the same rule. How:
   `skip`. vLLM draws with its own RNG, so at temperature > 0 the samples differ from the HF
   backend's for the same seed; greedy decoding (temperature 0) gives the same tokens up to
   kernel rounding (tests/test_vllm.py, run with vLLM's CPU build or on a GPU).
+- LeTI's four control tokens (<|good|> ...) are never drawn, as in hf.py: each request's
+  logit_bias sets their logits to -inf (see `sampling_params`).
 - Prompts are tokenised here with the HF tokenizer and passed as token ids; the returned token
   ids are turned into a Sample by `to_sample`, the same eos/stop rule as hf.py, so text, token
   counts and finish_reason do not depend on vLLM's detokeniser.
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ from leti.sampling.base import (
     check_prompt_fits,
     check_requests,
     cut_at_stop,
+    leti_token_ids,
     samples_per_request,
 )
 from leti.sampling.hf import derive_seed
@@ -186,8 +189,10 @@ def max_lora_rank(rank: int) -> int:
     return next((allowed for allowed in VLLM_LORA_RANKS if allowed >= rank), rank)
 
 
-def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls: Any) -> Any:
-    """vLLM SamplingParams for one request (the class is passed in: vLLM is imported lazily)."""
+def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls: Any,
+                    blocked: Sequence[int] = ()) -> Any:
+    """vLLM SamplingParams for one request (the class is passed in: vLLM is imported lazily).
+    `blocked`: token ids never to draw (LeTI's control tokens, base.leti_token_ids says why)."""
     return params_cls(
         n=1,
         temperature=config.temperature,
@@ -201,6 +206,12 @@ def sampling_params(planned: PlannedRequest, config: SamplingConfig, params_cls:
         spaces_between_special_tokens=False,
         include_stop_str_in_output=False,
         repetition_penalty=1.0,
+        # -inf added to their logits: exact, and one indexed add per step for the whole batch.
+        # The constructor keeps -inf (SamplingParams.from_optional would clamp it to -100).
+        # bad_words re-tokenises strings with vLLM's own tokenizer and (default model runner)
+        # loops in Python over the requests each step; allowed_token_ids would carry the whole
+        # vocabulary in every request (vLLM's newer runner refuses more than 1024).
+        logit_bias=dict.fromkeys(blocked, float("-inf")) or None,
     )
 
 
@@ -231,6 +242,7 @@ class VLLMEngine:
             # to it, returned as the sample's last token; to_sample must cut them as hf.py does.
             self.eos_ids = end_token_ids(_generation_config(self.checkpoint.model, trust_remote_code), tokenizer)
         self.startup_s: float | None = None  # how long the engine took to start (None: not started)
+        self.vocab_size: int | None = None  # the served model's, once the engine has started
         self._llm: Any = None
         self._lora: Any = None
 
@@ -243,6 +255,7 @@ class VLLMEngine:
             # vLLM's rule, not model_context's: the smallest of more config fields, and 2048
             # for a config that states none (BLOOM); prompts and budgets must fit this one.
             self.context = self._llm.llm_engine.model_config.max_model_len
+            self.vocab_size = self._llm.llm_engine.model_config.get_vocab_size()
         return self._llm, self._lora
 
     @property
@@ -356,11 +369,14 @@ class VLLMSampler:
                 planned = plan_requests(requests, n, skip or set(), self._tokenize, self.engine.context, self.config)
             from vllm import SamplingParams
 
+            # Only ids the served model has: a tokenizer given with LeTI's tokens added can go with
+            # a checkpoint saved without their rows (no such logit exists, so none is drawn).
+            blocked = [i for i in leti_token_ids(self.tokenizer) if i < self.engine.vocab_size]
             size = self.config.vllm.chunk_size
             for i in range(0, len(planned), size):
                 chunk = planned[i : i + size]
                 prompts = [{"prompt_token_ids": list(p.prompt_ids)} for p in chunk]
-                params = [sampling_params(p, self.config, SamplingParams) for p in chunk]
+                params = [sampling_params(p, self.config, SamplingParams, blocked) for p in chunk]
                 outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
                 for p, out in zip(chunk, outputs, strict=True):
                     yield to_sample(p, list(out.outputs[0].token_ids), self._decoder(p.prompt_ids), self.eos_ids)
