@@ -683,3 +683,20 @@ def test_a_cut_weights_file_is_one_line_naming_the_model_directory(tmp_path, add
     assert main(argv) == 2
     err = one_error_line(capsys)
     assert err.startswith(f"leti: error: model directory {model} could not be loaded ("), err
+
+
+def test_leti_run_asks_the_hub_for_a_model_it_does_not_have_once(tmp_path, add_task, stub_hub):
+    """The start checks' tokenizer load swallowed the hub's refusal, and the model's load then
+    went through huggingface_hub's retries again (~25 s each offline) to say the same line."""
+    url, seen = stub_hub
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=url, HF_HOME=str(tmp_path / "hf"))
+    argv = ["run", "tiny-cpu", "--set", "model=nobody/no-such-model-leti-test", "--set", f"task={add_task}",
+            "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-m", "leti", *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err and err.startswith("leti: error: 'nobody/no-such-model-leti-test'"), err
+    # two 503s, then "no such repository": nothing asked after that
+    assert sum("/resolve/" in r for r in seen) == 3, seen
+    assert not (tmp_path / "run" / "iterations").exists()

@@ -209,11 +209,19 @@ def start_tokenizer(cfg: RunConfig) -> Any:
     """The run's tokenizer, loaded once for the start checks that need it (check_prompts,
     check_eos_token), as the model's loader builds it (an adapter directory's own, or its base's
     through a chain of adapters; LeTI's tokens added); None when it cannot be loaded: the model's
-    loader reports that, in one line."""
-    from leti.model import load_tokenizer
+    loader reports that, in one line, after the other start checks. Except for a hub id the hub
+    does not give: its one line is raised here, since the model's load would wait through
+    huggingface_hub's retries (~25 s offline) a second time before saying the same."""
+    from leti.model import load_tokenizer, local_model_dir
 
+    hub = False
     try:
+        hub = local_model_dir(cfg.model) is None
         return load_tokenizer(cfg.model, cfg.trust_remote_code)
+    except LetiError:
+        if hub:
+            raise
+        return None
     except Exception:  # noqa: BLE001
         return None
 
