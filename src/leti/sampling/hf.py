@@ -61,12 +61,21 @@ def derive_seed(seed: int, problem_id: str, sample_idx: int) -> int:
 
 class _PerRowSampling(LogitsProcessor):
     """Temperature + top-p sampling with one torch.Generator per row. Returns logits that are
-    -inf except for the drawn token, so generate's greedy step picks exactly that token."""
+    -inf except for the drawn token, so generate's greedy step picks exactly that token.
 
-    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float, steps: int = 0):
+    `blocked` tokens (LeTI's control tokens) are never returned. A row whose draw lands on one
+    draws again, once, from its top-p set without them, with the next uniform of its own stream.
+    That is exactly the distribution with them removed (a draw of x: p(x) at once, or P(blocked)
+    * p(x) / (1 - P(blocked)) on the redraw), and every other draw stays the one it was without
+    the block, so a model that never draws them samples what it sampled before the block
+    existed (removing their mass before the draw would move every inverse-CDF draw a little)."""
+
+    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float, steps: int = 0,
+                 blocked: list[int] | None = None):
         self.generators = generators
         self.temperature = temperature
         self.top_p = top_p
+        self.blocked = torch.tensor(blocked or [], dtype=torch.long)
         # The uniforms of the first `steps` steps, drawn up front: a CPU generator's rand(n) is
         # the same stream as n calls of rand(()) (uniform_ fills serially), so these are the
         # draws of one call per row and step, without a Python loop over the rows every step.
@@ -83,21 +92,45 @@ class _PerRowSampling(LogitsProcessor):
         return torch.tensor([torch.rand((), generator=g).item() for g in self.generators],
                             dtype=torch.float64, device=device)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
-        # float64 cumsum: the inverse-CDF draw below must not land past the last token.
-        probs = torch.softmax(scores.double().div_(self.temperature), dim=-1)  # (batch, vocab)
+    def _top_p_set(self, probs: torch.Tensor) -> torch.Tensor:
+        """1.0 on the tokens of each row's top-p set (all of them at top_p 1), 0.0 elsewhere."""
+        if self.top_p >= 1.0:
+            return torch.ones_like(probs)
+        ranked, order = probs.sort(dim=-1, descending=True)
+        inside = ((ranked.cumsum(dim=-1) - ranked) < self.top_p).to(probs.dtype)
+        return torch.zeros_like(probs).scatter_(-1, order, inside)
+
+    def _draw(self, probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF draw of one token per row (column (rows, 1)) from `probs` cut to top_p."""
         order = None
         if self.top_p < 1.0:
             probs, order = probs.sort(dim=-1, descending=True)
             # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
             probs = probs * ((probs.cumsum(dim=-1) - probs) < self.top_p)
         cdf = probs.cumsum(dim=-1)
-        # One uniform per row from that row's own stream (CPU generators: same draws on any
-        # device), scaled by the kept mass: an inverse-CDF draw.
-        targets = (self._uniforms(scores.device) * cdf[:, -1]).unsqueeze(-1)
+        # The uniform scaled by the kept mass: an inverse-CDF draw.
+        targets = (uniforms * cdf[:, -1]).unsqueeze(-1)
         picked = torch.searchsorted(cdf, targets, right=True).clamp_(max=cdf.shape[-1] - 1)
-        if order is not None:
-            picked = order.gather(-1, picked)
+        return picked if order is None else order.gather(-1, picked)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        # float64 cumsum: the inverse-CDF draw must not land past the last token.
+        probs = torch.softmax(scores.double().div_(self.temperature), dim=-1)  # (batch, vocab)
+        # One uniform per row from that row's own stream (CPU generators: same draws on any device).
+        picked = self._draw(probs, self._uniforms(scores.device))
+        blocked = self.blocked.to(scores.device)
+        hit = torch.isin(picked.squeeze(-1), blocked).nonzero().squeeze(-1).tolist() if len(blocked) else []
+        for row in hit:  # rare: a Python loop over the rows that drew a blocked token
+            again = probs[row : row + 1] * self._top_p_set(probs[row : row + 1])  # the first draw's set
+            again[:, blocked] = 0.0
+            if not again.sum() > 0:  # the set held blocked tokens only: top-p over the others
+                again = probs[row : row + 1].clone()
+                again[:, blocked] = 0.0
+                again = again * self._top_p_set(again / again.sum())
+            uniform = torch.rand((), generator=self.generators[row]).to(device=scores.device, dtype=torch.float64)
+            cdf = again.cumsum(dim=-1)
+            target = (uniform * cdf[:, -1]).unsqueeze(-1)
+            picked[row] = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)[0]
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, picked, 0.0)
 
@@ -269,7 +302,7 @@ class HFSampler:
                 torch.Generator().manual_seed(derive_seed(cfg.seed, req.problem_id, k))
                 for _, req, k in rows
             ]
-            processors.append(_PerRowSampling(generators, cfg.temperature, cfg.top_p, steps=budget))
+            processors.append(_PerRowSampling(generators, cfg.temperature, cfg.top_p, steps=budget, blocked=self.blocked))
         criteria = StoppingCriteriaList()
         stopper = None
         stops = [req.stops(cfg) for _, req, _ in rows]
@@ -284,9 +317,9 @@ class HFSampler:
             eos_token_id=sorted(self.eos_ids) or None,
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
-            # -inf for LeTI's control tokens. generate() runs the processors its config makes
-            # before the ones passed in, so they are gone before _PerRowSampling draws.
-            suppress_tokens=self.blocked or None,
+            # Greedy: -inf for LeTI's control tokens. Sampled: _PerRowSampling draws again where
+            # its draw is one (it says why), so they must still be there when it draws.
+            suppress_tokens=(self.blocked or None) if cfg.temperature == 0 else None,
             use_cache=True,
         )
         was_training = self.model.training
