@@ -153,6 +153,42 @@ def test_the_wheel_ships_every_file_of_the_package(built_wheel):
     assert {"leti/demo/presets/demo.yaml", "leti/configs/tiny-cpu.yaml"} <= shipped
 
 
+@pytest.mark.slow
+def test_an_installed_leti_hides_its_files_from_the_programs_it_runs(built_wheel, tmp_path):
+    """Installed from the wheel, leti's package sat in site-packages, which the sandbox binds for
+    the interpreter: a program could read the tasks' data (references, tests, EAE gold) and pass
+    without solving anything. An editable install (src/) was never bound."""
+    import json
+    import os
+    import sysconfig
+
+    from leti.execution import sandbox
+
+    try:
+        sandbox.resolve_sandbox("auto")
+    except sandbox.SandboxUnavailable as e:
+        pytest.skip(f"no working bubblewrap here: {e}")
+    wheel, _ = built_wheel
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site_dir,) = (venv / "lib").glob("python*/site-packages")
+    # leti's dependencies from this environment; leti itself from the wheel
+    (site_dir / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site_dir),
+                    str(wheel)], check=True)
+    data = site_dir / "leti" / "data"
+    assert data.is_dir()
+    program = f"import os\nassert not os.path.exists({str(data)!r}), os.listdir({str(data)!r})\n"
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"id": 0, "program": program}) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed leti, not a checkout's
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["passed"], record
+
+
 def test_the_preset_list_is_the_same_from_any_directory(tmp_path, monkeypatch):
     """`leti run NAME` does not depend on the working directory (a checkout's configs/ or none)."""
     monkeypatch.chdir(ROOT)

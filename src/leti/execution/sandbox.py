@@ -119,6 +119,15 @@ def _python_dirs() -> list[str]:
     return keep
 
 
+def _hidden_dirs() -> list[str]:
+    """leti's own package folder where a folder bound above holds it (leti installed, not
+    editable: in site-packages). Its data holds the tasks' reference solutions, tests and EAE
+    gold, which a program could read to pass without solving anything; the worker needs none of
+    it (its source comes in through -c)."""
+    package = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [package] if any(package.startswith(d + os.sep) for d in _python_dirs()) else []
+
+
 def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     """The sandbox around the worker; `tmpfs_mb` caps /tmp and /dev/shm (each), where bwrap can."""
     size = ["--size", str(tmpfs_mb << 20)] if tmpfs_mb and _bwrap_supports(bwrap, "--size") else []
@@ -144,6 +153,8 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     for d in _python_dirs():
         if not d.startswith(("/usr/", "/bin/", "/lib")):
             cmd += ["--ro-bind", d, d]
+    for d in _hidden_dirs():  # an empty, read-only folder in its place
+        cmd += ["--tmpfs", d, "--remount-ro", d]
     # Last, once every mount point exists: nothing outside /tmp and /dev/shm stays writable, so
     # no file a program plants (/planted, /etc/x, /dev/x) outlives it.
     cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
