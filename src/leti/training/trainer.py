@@ -266,9 +266,25 @@ def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
         # checkpoint's adapters merged, those are merged in it too
         return _causal_lm_loss(load_4bit(source, model, tokenizer, cfg, device, merge_source=merged)), model
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        _checkpointing(model, True)
         model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
     return _causal_lm_loss(model), None
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Gradient (activation) checkpointing on or off. Non-reentrant always: transformers 4.x's
+    default is re-entrant, which with LoRA and frozen embeddings (lora.train_special_tokens false)
+    gives no input to a checkpointed block a grad, so the adapters inside get none and backward
+    fails. transformers 5 names it activation_checkpointing_* (the old names warn per call)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _causal_lm_loss(model):
@@ -297,7 +313,7 @@ def _finish_model(accelerator, model, cfg: TrainerConfig, full):
     if cfg.lora.enabled and cfg.lora.save == "merged":
         model = model.merge_and_unload()
     if cfg.gradient_checkpointing and full is None:
-        model.gradient_checkpointing_disable()
+        _checkpointing(model, False)
         model.config.use_cache = True
     model.eval()
     return model

@@ -1,0 +1,48 @@
+"""Trainer fixes: LoRA under gradient checkpointing with frozen embeddings, FSDP1's flat
+parameters against weight decay, and `leti sft`'s note on a non-baseline trainer."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from leti.model import load_model_and_tokenizer
+from leti.training.config import LoraSettings, TrainerConfig
+from leti.training.trainer import train
+
+TEXTS = ["<|good|>def f(x):\n    return x\n" * k for k in (1, 2, 3, 4)] * 2
+
+
+@pytest.fixture
+def model_and_tokenizer(tiny_model_path):
+    return load_model_and_tokenizer(tiny_model_path, dtype="float32", device="cpu")
+
+
+# --- gradient checkpointing ---------------------------------------------------------------
+
+
+def test_lora_with_checkpointing_and_frozen_embeddings_trains_the_adapters(model_and_tokenizer):
+    # transformers 4.x's re-entrant checkpointing gave the adapters no gradient here (backward failed)
+    model, tok = model_and_tokenizer
+    cfg = TrainerConfig(batch_size=4, gradient_accumulation_steps=1, epochs=1, max_length=64, learning_rate=1e-2, pretrain_mix_ratio=0,
+                        pretrain_heldout_fraction=0, mixed_precision="no", gradient_checkpointing=True,
+                        lora=LoraSettings(enabled=True, r=4, save="adapter", train_special_tokens=False))
+    trained, stats = train(model, tok, TEXTS, cfg, progress=False)
+    assert stats.optimizer_steps == 2
+    lora_b = [p for n, p in trained.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.detach().abs().sum() > 0 for p in lora_b)  # lora_B starts at zero
+    assert trained.config.use_cache  # checkpointing off again, ready to sample
+
+
+def test_checkpointing_prints_no_deprecation_warnings(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    if not hasattr(model, "activation_checkpointing_enable"):
+        pytest.skip("transformers 4.x: gradient_checkpointing_* is the current name")
+    cfg = TrainerConfig(batch_size=4, epochs=1, max_length=64, pretrain_mix_ratio=0, pretrain_heldout_fraction=0,
+                        mixed_precision="no", gradient_checkpointing=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained, _ = train(model, tok, TEXTS, cfg, progress=False)
+    assert not [w for w in caught if "gradient_checkpointing" in str(w.message)]
+    assert not trained.is_activation_checkpointing and trained.config.use_cache
