@@ -212,5 +212,6 @@ def test_fsdp_without_a_gpu_is_refused_at_run_start(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: FSDP can run (tests/test_gpu.py)")
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_USE_ORIG_PARAMS", "true")  # as accelerate/fsdp.yaml; without it, weight decay is refused first
     with pytest.raises(LetiError, match="FSDP needs GPUs"):
         check_sharding(TrainerConfig())

@@ -4,11 +4,14 @@ parameters against weight decay, and `leti sft`'s note on a non-baseline trainer
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 
+from leti.errors import LetiError
 from leti.model import load_model_and_tokenizer
 from leti.training.config import LoraSettings, TrainerConfig
+from leti.training.sharded import check_sharding, check_strategy
 from leti.training.trainer import train
 
 TEXTS = ["<|good|>def f(x):\n    return x\n" * k for k in (1, 2, 3, 4)] * 2
@@ -46,3 +49,48 @@ def test_checkpointing_prints_no_deprecation_warnings(model_and_tokenizer):
         trained, _ = train(model, tok, TEXTS, cfg, progress=False)
     assert not [w for w in caught if "gradient_checkpointing" in str(w.message)]
     assert not trained.is_activation_checkpointing and trained.config.use_cache
+
+
+# --- FSDP1 without use_orig_params ---------------------------------------------------------
+
+
+def _fsdp_env(monkeypatch, **env):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for key in ("FSDP_VERSION", "FSDP_USE_ORIG_PARAMS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize("env", [{"FSDP_VERSION": "1", "FSDP_USE_ORIG_PARAMS": "false"}, {}],
+                         ids=["set-false", "accelerate-default"])
+def test_fsdp1_without_orig_params_is_refused_when_weights_decay(monkeypatch, env):
+    _fsdp_env(monkeypatch, **env)
+    with pytest.raises(LetiError, match="set fsdp_use_orig_params: true in the accelerate config") as e:
+        check_sharding(TrainerConfig(weight_decay=0.01))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("env, wd", [({"FSDP_VERSION": "1", "FSDP_USE_ORIG_PARAMS": "true"}, 0.01),
+                                     ({"FSDP_VERSION": "2"}, 0.01),  # FSDP2 has no flat parameters
+                                     ({"FSDP_VERSION": "1", "FSDP_USE_ORIG_PARAMS": "false"}, 0.0)],
+                         ids=["orig-params", "fsdp2", "no-decay"])
+def test_fsdp_that_keeps_weight_decay_is_not_refused_for_it(monkeypatch, env, wd):
+    _fsdp_env(monkeypatch, **env)
+    try:
+        check_sharding(TrainerConfig(weight_decay=wd))
+    except LetiError as e:
+        assert "use_orig_params" not in str(e)  # without a GPU: "FSDP needs GPUs"
+
+
+def test_fsdp1_plugin_without_orig_params_is_refused_before_prepare():
+    from accelerate.utils import DistributedType
+
+    def accelerator(version, orig):
+        plugin = SimpleNamespace(fsdp_version=version, use_orig_params=orig)
+        return SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=plugin))
+
+    with pytest.raises(LetiError, match="fsdp_use_orig_params: true"):
+        check_strategy(accelerator(1, False), TrainerConfig())
+    check_strategy(accelerator(1, True), TrainerConfig())
+    check_strategy(accelerator(2, None), TrainerConfig())

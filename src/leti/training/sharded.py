@@ -77,6 +77,17 @@ _CARRY_SHARDED = ("trainer.carry_optimizer_state: DeepSpeed and FSDP split AdamW
                   "set trainer.carry_optimizer_state: false to start a new AdamW every iteration")
 
 
+def _flat_fsdp(cfg: TrainerConfig, version: int, use_orig_params: bool | None) -> str | None:
+    """The refusal of FSDP1 without use_orig_params (Accelerate's FSDP1 default) when weights decay:
+    FSDP1 then makes all of a wrapped unit's weights one flat parameter, which cannot hold both of
+    AdamW's groups, so weight decay would be silently off. FSDP2 keeps the original parameters."""
+    if version == 1 and not use_orig_params and cfg.weight_decay > 0:
+        return (f"FSDP1 with use_orig_params false flattens the weights, so trainer.weight_decay "
+                f"{cfg.weight_decay:g} would not apply: set fsdp_use_orig_params: true in the accelerate "
+                "config (as the accelerate/fsdp preset does)")
+    return None
+
+
 def check_sharding(cfg: TrainerConfig, carry: bool = False) -> None:
     """At run start, on every rank: the launcher's sharding settings (the environment that
     `accelerate launch` sets) against the trainer config, so that a combination that cannot
@@ -86,6 +97,15 @@ def check_sharding(cfg: TrainerConfig, carry: bool = False) -> None:
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if carry and (deepspeed or fsdp):
         raise LetiError(_CARRY_SHARDED)
+    if fsdp:
+        from accelerate.utils import str_to_bool
+
+        # the variables `accelerate launch` sets from fsdp_version / fsdp_use_orig_params, read
+        # with the plugin's defaults (FSDP1, use_orig_params false)
+        flat = _flat_fsdp(cfg, int(os.environ.get("FSDP_VERSION", "1")),
+                          bool(str_to_bool(os.environ.get("FSDP_USE_ORIG_PARAMS", "false"))))
+        if flat:
+            raise LetiError(flat)
     if fsdp and not torch.cuda.is_available():
         # Accelerate turns FSDP on only over GPUs: on CPU it would fail deep in its plugin or
         # quietly train without sharding.
@@ -114,6 +134,11 @@ def check_strategy(accelerator, cfg: TrainerConfig, carry: bool = False) -> None
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         _align_deepspeed(accelerator.state.deepspeed_plugin, cfg)
         _plain_model_builds()
+    if accelerator.distributed_type == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        flat = _flat_fsdp(cfg, plugin.fsdp_version, plugin.use_orig_params)
+        if flat:
+            raise LetiError(flat)
     if cfg.lora.enabled and is_sharded(accelerator):
         raise LetiError(_lora_sharded(cfg))
     if cfg.lora.enabled and accelerator.distributed_type == DistributedType.DEEPSPEED:
