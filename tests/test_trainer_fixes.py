@@ -3,11 +3,13 @@ parameters against weight decay, and `leti sft`'s note on a non-baseline trainer
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from types import SimpleNamespace
 
 import pytest
 
+from leti.config import load_config
 from leti.errors import LetiError
 from leti.model import load_model_and_tokenizer
 from leti.training.config import LoraSettings, TrainerConfig
@@ -94,3 +96,30 @@ def test_fsdp1_plugin_without_orig_params_is_refused_before_prepare():
         check_strategy(accelerator(1, False), TrainerConfig())
     check_strategy(accelerator(1, True), TrainerConfig())
     check_strategy(accelerator(2, None), TrainerConfig())
+
+
+# --- leti sft on a config that is not the spec's baseline ----------------------------------
+
+
+@pytest.mark.parametrize("preset, noted", [("tiny-cpu", True), ("mbpp-codegen-350m", True),
+                                           ("mbpp-sft", False), ("mbpp-codegen-2b-sft", False)])
+def test_sft_notes_a_trainer_that_is_not_the_spec_baseline(preset, noted):
+    from leti.cli.sft_cmd import sft_baseline_note
+
+    note = sft_baseline_note(load_config(preset, []))
+    assert (note is not None) == noted
+    if noted:
+        assert "mbpp-sft" in note and "lr 1e-4 for 30 epochs" in note and "\n" not in note
+
+
+def test_leti_sft_prints_the_note_at_start(monkeypatch, tmp_path, capsys):
+    import leti.loop.runner
+    from leti.cli import sft_cmd
+
+    monkeypatch.setattr(leti.loop.runner, "run", lambda cfg, run_dir, **kw: 0)
+    sub = argparse.ArgumentParser().add_subparsers()
+    sft_cmd.register(sub)
+    for preset, noted in (("tiny-cpu", True), ("mbpp-sft", False)):
+        args = sub.choices["sft"].parse_args([preset, "--run-dir", str(tmp_path / preset)])
+        assert args.func(args) == 0
+        assert ("spec's supervised baseline" in capsys.readouterr().err) == noted
