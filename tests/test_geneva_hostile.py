@@ -177,7 +177,7 @@ def test_honest_programs_get_the_previous_verdict_and_feedback(executor, spec, n
     for (problem, completion), old, raw, program in zip(cases, legacy, new, programs, strict=True):
         judged = task.judge(problem, program, raw, executor.config)
         if reported_arguments(judged) is not None:  # a verdict keeps its arguments, for the scores
-            judged = dataclasses.replace(judged, error_text=None)
+            judged = dataclasses.replace(judged, judged=None)
         a = dataclasses.replace(old, duration_s=0.0).to_dict()
         b = dataclasses.replace(judged, duration_s=0.0).to_dict()
         assert a == b, (problem.id, completion)

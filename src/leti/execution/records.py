@@ -94,6 +94,10 @@ class ExecutionResult:
     stderr_truncated: bool = False
     duration_s: float = 0.0
     feedback: str = ""  # filled by the executor with the configured feedback style
+    # What a task's host-side judge decided the verdict on (EAE: the reported arguments, for its
+    # Arg-I/Arg-C scores); None for a program its own run judged. Set on the host only: the
+    # executor builds results field by field from the worker's record, never this one.
+    judged: dict | None = None
 
     @property
     def passed(self) -> bool:

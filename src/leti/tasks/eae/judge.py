@@ -19,10 +19,7 @@ Honest programs get the result the in-sandbox verifier gave them, field for fiel
 stands on that line number), and the same feedback text. One field more: a verdict keeps the
 arguments it was decided on, for the Arg-I / Arg-C scores (`reported_arguments`), so that the
 scores and the verdict describe the same event (the last value of `event`, computed spans too).
-`ExecutionResult` has no field for a task's data, so they go into `error_text` behind a mark no
-source line holds (a NUL); the feedback reads `error_text` only for syntax errors. A result that
-the judge passes through as it ran (a failure before the report) never carries the mark: one
-that does was forged, and is judged tampered.
+They go into `ExecutionResult.judged`, which only the host sets: no sandbox record can carry it.
 """
 
 from __future__ import annotations
@@ -43,14 +40,12 @@ VERDICT_LINE = "raise VerificationError(_leti_message)"
 VERIFICATION_ERROR = "VerificationError"  # the exception type of a reported event the verifier refused
 MAX_MESSAGE = 16384  # the worker's cut for exception messages (execution/worker.py MAX_MESSAGE)
 TAMPERED = "the program tampered with the verifier's report of its event"
-# Starts `error_text` of a verdict, followed by the JSON of the arguments it was decided on.
-ARGUMENTS_MARK = "\0leti-eae-arguments\0"
 
 # Fields of a result that describe an exception; cleared before a verdict is written.
 _NO_EXCEPTION: dict[str, Any] = dict(
     exception_type=None, exception_printed=None, message=None, notes=None, frames=(), error_lineno=None,
     error_offset=None, error_end_offset=None, error_text=None, assert_op=None, assert_left=None,
-    assert_right=None, signal=None, exited_early=False, feedback="")
+    assert_right=None, signal=None, exited_early=False, feedback="", judged=None)
 
 
 def last_line(source: str) -> int:
@@ -104,23 +99,23 @@ def judge_result(problem: Problem, program: Program, result: ExecutionResult,
                  config: ExecutionConfig | None = None) -> ExecutionResult:
     """The host's verdict on one EAE program's sandbox result (see the module docstring)."""
     config = config or ExecutionConfig()
-    forged_mark = (result.error_text or "").startswith(ARGUMENTS_MARK)
-    if result.status is not Status.PASSED and result.exception_type != REPORT_EXCEPTION and not forged_mark:
-        return result  # failed before reporting (its own error, timeout, crash, exit): as it ran
+    if result.status is not Status.PASSED and result.exception_type != REPORT_EXCEPTION:
+        # failed before reporting (its own error, timeout, crash, exit): as it ran, deciding nothing
+        return dataclasses.replace(result, judged=None) if result.judged is not None else result
     report = None
-    if result.status is not Status.PASSED and not forged_mark:
+    if result.status is not Status.PASSED:
         report = read_report(result, program, problem.meta["roles"])
     if report is None:  # every honest program ends with the report, so a pass or a misshapen report is forged
         judged = dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.FAILED, "message": TAMPERED})
     else:
         message = _message(report, problem.meta)
         # An event of the wrong shape (an "error" report) predicts no arguments.
-        arguments = ARGUMENTS_MARK + json.dumps(report.get("roles", {}))
+        arguments = {"arguments": report.get("roles", {})}
         if not message:
-            return dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.PASSED, "error_text": arguments})
+            return dataclasses.replace(result, **{**_NO_EXCEPTION, "status": Status.PASSED, "judged": arguments})
         judged = dataclasses.replace(
             result, **{**_NO_EXCEPTION, "status": Status.FAILED, "exception_type": VERIFICATION_ERROR,
-                       "message": _cut(message.rstrip("\n")) or None, "error_text": arguments,
+                       "message": _cut(message.rstrip("\n")) or None, "judged": arguments,
                        "frames": (Frame(last_line(program.source), "<module>", VERDICT_LINE),)})
     text = feedback_text.format_feedback(judged, config.feedback_style, config.feedback_max_bytes)
     return dataclasses.replace(judged, feedback=text)
@@ -129,17 +124,13 @@ def judge_result(problem: Problem, program: Program, result: ExecutionResult,
 def reported_arguments(result: ExecutionResult) -> dict[str, list[str]] | None:
     """role -> spans that the judge decided `result`'s verdict on; None when `judge_result` gave
     no verdict on reported arguments (the program failed before its report, or the result was
-    not judged). Recognised by the judge's mark, which no result it passes through carries (the
-    exception's name, which a program chooses, is no sign)."""
-    text = result.error_text or ""
-    if not text.startswith(ARGUMENTS_MARK) or result.error_lineno is not None:
+    not judged). Recognised by `result.judged`, which only the judge sets (the exception's name,
+    which a program chooses, is no sign)."""
+    if not isinstance(result.judged, dict):
         return None
     if not (result.passed or (result.status is Status.FAILED and result.exception_type == VERIFICATION_ERROR)):
         return None
-    try:
-        arguments = json.loads(text[len(ARGUMENTS_MARK):])
-    except (ValueError, RecursionError):
-        return None
+    arguments = result.judged.get("arguments")
     if not isinstance(arguments, dict):
         return None
     return {role: [s for s in spans if isinstance(s, str)] for role, spans in arguments.items()
