@@ -98,15 +98,15 @@ def test_a_result_that_claims_to_be_a_verdict_predicts_nothing(geneva):
 
     problem = geneva.get(ATTACK_ID)
     program = geneva.build_program(problem, problem.reference)
-    mark = getattr(judge, "ARGUMENTS_MARK", "")
     fakes = [ExecutionResult(id=None, status=Status.FAILED, exception_type="VerificationError", message="x"),
              ExecutionResult(id=None, status=Status.FAILED, exception_type="VerificationError", message="x",
-                             error_text=mark + json.dumps({"assailant": [GOLD]})),
+                             judged={"arguments": {"assailant": [GOLD]}}),
              ExecutionResult(id=None, status=Status.FAILED, exception_type="SyntaxError", message="x",
-                             error_text=mark + json.dumps({"assailant": [GOLD]}))]
+                             judged={"arguments": {"assailant": [GOLD]}})]
     for fake in fakes:
         judged = geneva.judge(problem, program, fake)
-        assert not judged.passed
+        assert not judged.passed and judged.judged is None
+        assert judge.reported_arguments(judged) is None
         assert _arg_c(geneva, problem, problem.reference, judged) == 0.0, judged
 
 
@@ -157,3 +157,12 @@ def test_an_ontology_with_such_names_validates(tmp_path, capsys):
         assert main(["tasks", "validate", spec, "--workers", "2"]) == 0, capsys.readouterr()
         out = capsys.readouterr().out
         assert f"{len(types)} passed, 0 failed" in out, out
+
+
+def test_eae_metrics_print_as_percent_and_pick_the_best_temperature_by_arg_c_f1(geneva):
+    """Its scores are percentages (they printed bare) and several temperatures' "best" takes the
+    three of each kind at one temperature: the one with the best Arg-C F1 (it was pass@1's)."""
+    problem = geneva.get(ATTACK_ID)
+    scores = geneva.extra_metrics([problem], [Sample(problem.id, 0, problem.reference)], [])
+    assert set(geneva.metric_units) == set(scores) and set(geneva.metric_units.values()) == {"%"}
+    assert geneva.primary_metric == "arg_c_f1"

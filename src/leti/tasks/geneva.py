@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from leti.errors import LetiError
@@ -82,6 +83,9 @@ class EaeTask(Task):
     stop_sequences = STOP_SEQUENCES
     stop_summary = STOP_SUMMARY
     eval_defaults = EAE_EVAL
+    # extra_metrics' scores are percentages; several temperatures' "best" takes them at Arg-C F1's
+    metric_units = MappingProxyType({f"arg_{a}_{m}": "%" for a in "ic" for m in ("precision", "recall", "f1")})
+    primary_metric = "arg_c_f1"
 
     def __init__(self, files: dict[str, Path], ontology: Path | None, min_f1: float, prefix: str) -> None:
         self.files = files
