@@ -3,7 +3,6 @@ parameters against weight decay, and `leti sft`'s note on a non-baseline trainer
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from types import SimpleNamespace
 
@@ -112,14 +111,13 @@ def test_sft_notes_a_trainer_that_is_not_the_spec_baseline(preset, noted):
         assert "mbpp-sft" in note and "lr 1e-4 for 30 epochs" in note and "\n" not in note
 
 
-def test_leti_sft_prints_the_note_at_start(monkeypatch, tmp_path, capsys):
-    import leti.loop.runner
-    from leti.cli import sft_cmd
+def test_leti_sft_prints_the_note_at_start(tmp_path, capsys):
+    """Through the real command: the note comes first, before anything is loaded (here the run
+    then stops at its missing model, one line)."""
+    from leti.cli import main
 
-    monkeypatch.setattr(leti.loop.runner, "run", lambda cfg, run_dir, **kw: 0)
-    sub = argparse.ArgumentParser().add_subparsers()
-    sft_cmd.register(sub)
     for preset, noted in (("tiny-cpu", True), ("mbpp-sft", False)):
-        args = sub.choices["sft"].parse_args([preset, "--run-dir", str(tmp_path / preset)])
-        assert args.func(args) == 0
-        assert ("spec's supervised baseline" in capsys.readouterr().err) == noted
+        rc = main(["sft", preset, "--set", f"model={tmp_path / 'no-model'}", "--run-dir", str(tmp_path / preset)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err[-1].startswith("leti: error: "), err
+        assert ("spec's supervised baseline" in err[0]) == noted, err
