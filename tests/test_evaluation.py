@@ -256,6 +256,23 @@ def test_gzip_compressed_samples_are_read_as_their_content(he_samples: Path, tmp
         read_samples(cut, task.problems())
 
 
+def test_samples_from_a_pipe_are_read(he_samples: Path, tmp_path: Path) -> None:
+    # `--samples <(zcat samples.jsonl.gz)`: the gzip check read the pipe's first bytes, and the
+    # samples reader then found the pipe empty ("no samples")
+    import os
+    import threading
+
+    task = get_task("humaneval")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(he_samples.read_bytes()))
+    writer.start()
+    try:
+        assert read_samples(fifo, task.problems()) == read_samples(he_samples, task.problems())
+    finally:
+        writer.join(timeout=10)
+
+
 def test_samples_leti_wrote_with_a_line_separator_in_a_completion_are_read(tmp_path: Path) -> None:
     # leti.sampling.io writes samples with ensure_ascii=False: a model's U+2028 stays raw in the
     # line, and `leti evaluate --samples DIR/samples.jsonl` refused the file as not valid JSON

@@ -87,10 +87,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _is_gzip(path: Path) -> bool:
+    """Whether a regular file starts with gzip's magic bytes. A pipe (`--samples <(zcat f)`,
+    /dev/stdin) is read once only, by read_json_lines: looking at its first bytes here took them."""
     try:
+        if not path.is_file():
+            return False
         with open(path, "rb") as f:
             return f.read(2) == GZIP_MAGIC
-    except OSError:  # missing, a directory, ...: read_json_lines words the error
+    except OSError:  # missing, unreadable, ...: read_json_lines words the error
         return False
 
 
