@@ -185,9 +185,11 @@ def _announce_hub(name: str) -> None:
     """Say, before it starts, that a model is read from the hub: offline, huggingface_hub retries
     for about 25 s in silence before the error. Not in offline mode (no retries), and on rank 0 of
     a launch only (its line stands for every rank's load)."""
-    from huggingface_hub import is_offline_mode
+    # constants.HF_HUB_OFFLINE: is_offline_mode() is huggingface_hub 1.x's, and transformers 4.57
+    # keeps huggingface_hub below 1.0
+    from huggingface_hub import constants
 
-    if name in _ANNOUNCED_HUB or is_offline_mode() or os.environ.get("RANK", "0") != "0":
+    if name in _ANNOUNCED_HUB or constants.HF_HUB_OFFLINE or os.environ.get("RANK", "0") != "0":
         return
     _ANNOUNCED_HUB.add(name)
     print(f"leti: loading model '{name}' from the hub (offline, HF_HUB_OFFLINE=1 skips the retries)", flush=True)
