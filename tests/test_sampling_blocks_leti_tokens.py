@@ -208,3 +208,26 @@ def test_a_draw_of_a_blocked_token_is_drawn_again_exactly_and_no_other_draw_move
     target /= target.sum()
     seen = torch.bincount(kept, minlength=vocab).double() / rows
     assert (seen - target).abs().max() < 0.01, (seen, target)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_a_blocked_token_far_above_the_rest_is_redrawn_from_the_rest(top_p):
+    """Its logit ~800 above every other: the others' probabilities are 0 in float64, and the
+    redraw among zeros took the last vocabulary id (with leti's tokenizer, <|/lang_feedback|>)."""
+    from leti.sampling.hf import _PerRowSampling
+
+    vocab, rows, blocked = 8, 20_000, [6, 7]
+    logits = torch.tensor([0.0, 1.0, 0.5, -1.0, 0.2, 0.3, 800.0, -5.0])
+    gens = [torch.Generator().manual_seed(r) for r in range(rows)]
+    out = _PerRowSampling(gens, temperature=1.0, top_p=top_p, steps=1, blocked=blocked)(None, logits.expand(rows, vocab).clone())
+    seen = torch.bincount(out.argmax(dim=-1), minlength=vocab).double() / rows
+    rest = logits.clone()
+    rest[blocked] = float("-inf")
+    target = torch.softmax(rest.double(), -1)
+    if top_p < 1.0:  # top-p over the others: the set of the whole distribution held token 6 only
+        ranked, order = target.sort(descending=True)
+        keep = torch.zeros(vocab, dtype=torch.bool)
+        keep[order[(ranked.cumsum(-1) - ranked) < top_p]] = True
+        target = torch.where(keep, target, 0.0) / target[keep].sum()
+    assert seen[blocked].sum() == 0
+    assert (seen - target).abs().max() < 0.015, (seen, target)

@@ -64,11 +64,13 @@ class _PerRowSampling(LogitsProcessor):
     -inf except for the drawn token, so generate's greedy step picks exactly that token.
 
     `blocked` tokens (LeTI's control tokens) are never returned. A row whose draw lands on one
-    draws again, once, from its top-p set without them, with the next uniform of its own stream.
-    That is exactly the distribution with them removed (a draw of x: p(x) at once, or P(blocked)
-    * p(x) / (1 - P(blocked)) on the redraw), and every other draw stays the one it was without
-    the block, so a model that never draws them samples what it sampled before the block
-    existed (removing their mass before the draw would move every inverse-CDF draw a little)."""
+    draws again, once, from the same top-p set without them, with the next uniform of its own
+    stream. That is exactly that set's distribution with them removed (a draw of x: p(x) at once,
+    or P(blocked) * p(x) / (1 - P(blocked)) on the redraw; vLLM removes them before its top-p
+    cut, which differs only when one is inside the set), and every other draw stays the one it
+    was without the block, so a model that never draws them samples what it sampled before the
+    block existed (removing their mass before the draw would move every inverse-CDF draw a
+    little). A set of blocked tokens only is redrawn from top-p over the other tokens."""
 
     def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float, steps: int = 0,
                  blocked: list[int] | None = None):
@@ -121,14 +123,17 @@ class _PerRowSampling(LogitsProcessor):
         blocked = self.blocked.to(scores.device)
         hit = torch.isin(picked.squeeze(-1), blocked).nonzero().squeeze(-1).tolist() if len(blocked) else []
         for row in hit:  # rare: a Python loop over the rows that drew a blocked token
-            again = probs[row : row + 1] * self._top_p_set(probs[row : row + 1])  # the first draw's set
-            again[:, blocked] = 0.0
-            if not again.sum() > 0:  # the set held blocked tokens only: top-p over the others
-                again = probs[row : row + 1].clone()
-                again[:, blocked] = 0.0
-                again = again * self._top_p_set(again / again.sum())
+            # In logits, not in probs: a blocked token far above the rest (~745 x T) leaves the
+            # others' probabilities 0 in float64, and a draw among zeros took the last id.
+            logits = scores[row : row + 1].double().div(self.temperature)
+            again = logits.masked_fill(self._top_p_set(probs[row : row + 1]) == 0, float("-inf"))  # the first draw's set
+            again[:, blocked] = float("-inf")
+            if torch.isinf(again).all():  # the set held blocked tokens only: top-p over the others
+                again = logits.clone()
+                again[:, blocked] = float("-inf")
+                again = again.masked_fill(self._top_p_set(torch.softmax(again, dim=-1)) == 0, float("-inf"))
             uniform = torch.rand((), generator=self.generators[row]).to(device=scores.device, dtype=torch.float64)
-            cdf = again.cumsum(dim=-1)
+            cdf = torch.softmax(again, dim=-1).cumsum(dim=-1)
             target = (uniform * cdf[:, -1]).unsqueeze(-1)
             picked[row] = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)[0]
         out = torch.full_like(scores, float("-inf"))
