@@ -94,8 +94,8 @@ class ExecutionLog:
         # Lines written before these fields existed carry neither and are taken as they are.
         recorded = rec.get("program_sha1")
         if recorded is not None and key in self._programs and recorded != self._programs[key]:
-            raise LetiError(f"{where}: sample {key} was executed as another program (another --task, or the task's "
-                            "prompt or tests changed since); use a new --out")
+            raise LetiError(f"{where}: sample {key} was executed as another program (another --task, the task's "
+                            "prompt or tests changed since, or an older leti ran it differently); use a new --out")
         timeout = rec.get("timeout_s")
         if timeout is not None and not is_number(timeout):
             # formatted with :g below: a string was a ValueError traceback
@@ -127,8 +127,8 @@ class ExecutionLog:
 
 def program_digest(program: Program) -> str:
     """Fingerprint of what the executor runs for a sample (program, tests and, when not the
-    default, the module name: HumanEval outcomes recorded while it ran as `__main__` are executed
-    again, while other tasks' records keep their digest)."""
+    default, the module name: a HumanEval --out recorded while it ran as `__main__` is refused on
+    resume, while other tasks' records keep their digest)."""
     name = "" if program.module_name == "__main__" else f"\0{program.module_name}"
     return hashlib.sha1(f"{program.program}\0{program.tests}{name}".encode()).hexdigest()[:16]
 
