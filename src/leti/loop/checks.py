@@ -121,6 +121,20 @@ def sft_unused_settings(cfg: RunConfig) -> list[str]:
     return [f"{k}={yaml_value(now[k])}" for k in sorted(SFT_UNUSED) if now.get(k) != defaults.get(k)]
 
 
+_SPEC_SFT_LR, _SPEC_SFT_EPOCHS = 1e-4, 30  # the spec's supervised baseline (configs/mbpp-sft.yaml)
+
+
+def sft_baseline_note(cfg: RunConfig) -> str | None:
+    """A note when `cfg` trains with another lr/epochs than the spec's baseline: a LeTI preset's
+    trainer (lr 1e-5, 3 epochs) given to `leti sft` would quietly train a weaker baseline."""
+    t = cfg.trainer
+    if t.learning_rate == _SPEC_SFT_LR and t.epochs == _SPEC_SFT_EPOCHS:
+        return None
+    return (f"leti: note: this SFT run trains with trainer.learning_rate {t.learning_rate:g} and trainer.epochs "
+            f"{t.epochs}; the spec's supervised baseline is lr 1e-4 for 30 epochs "
+            "(the mbpp-sft / mbpp-codegen-2b-sft presets)")
+
+
 # The last line of a run's config.yaml: a digest of the fields a resume may not change. config.yaml
 # is the only record of how the run started, so an edit of one of them made leti misreport what
 # the run started with, and a resume from the edited file went on under other settings unnoticed.

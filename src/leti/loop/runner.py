@@ -26,6 +26,7 @@ from leti.loop.checks import (
     check_prompts,
     check_resumable,
     run_config_text,
+    sft_baseline_note,
     sft_unused_settings,
     start_run_dir,
     start_tokenizer,
@@ -180,6 +181,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         if mode == "sft" and (unused := sft_unused_settings(cfg)):
             print(f"leti: note: `leti sft` does not use {', '.join(unused)}: the supervised baseline trains once, for "
                   "trainer.epochs, on the reference solutions, and samples only to evaluate (eval.*)", file=sys.stderr)
+        if mode == "sft" and (note := sft_baseline_note(cfg)):
+            print(note, file=sys.stderr)
         warnings = [greedy_copies_warning(cfg.eval.temperature, cfg.eval.n, "eval.n",
                                           "pass@k for every k is pass@1; set eval.n: 1")]
         if mode == "leti":
