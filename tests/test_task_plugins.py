@@ -470,7 +470,9 @@ def test_problems_from_a_generator_are_read_once_and_kept(contract_plugin, tmp_p
     ('eval_defaults = {"split": "test"}',
      "eval_defaults is dict {'split': 'test'}, not a leti.tasks.EvalDefaults; write EvalDefaults(split=..., n=..., ks=...)"),
     ("eval_defaults = EvalDefaults(ks=5)", "eval_defaults.ks is int 5; make it a tuple of ints >= 1"),
-], ids=["stop-string", "defaults-dict", "ks-int"])
+    # a ValueError traceback from Program when the first program was built
+    ('module_name = "main"', "module_name is str 'main'; make it one of '__main__', 'builtins'"),
+], ids=["stop-string", "defaults-dict", "ks-int", "module-name"])
 def test_a_task_class_attribute_of_the_wrong_type_is_refused_as_the_plugin_is_imported(tmp_path, attribute, expected):
     """The evaluation protocol was an AttributeError / TypeError traceback where `leti evaluate`
     read it; a stop string stopped generation at each of its characters."""

@@ -238,6 +238,11 @@ def _bad_attribute(task: Task | type[Task]) -> tuple[str, str, str] | None:
     what = _stop_problem(stops)
     if what is not None:
         return "stop_sequences", what, _STOP_FIX
+    from leti.execution.records import MODULE_NAMES
+
+    name = task.module_name
+    if not (isinstance(task, type) and hasattr(type(name), "__get__")) and name not in MODULE_NAMES:
+        return "module_name", _short(name), f"make it one of {', '.join(repr(m) for m in MODULE_NAMES)}"
     if isinstance(task, type) and hasattr(type(d), "__get__"):
         return None
     if not isinstance(d, EvalDefaults):
