@@ -115,7 +115,7 @@ def test_a_result_that_claims_to_be_a_verdict_predicts_nothing(geneva):
 
 @pytest.mark.parametrize("completion, expected", [
     ("assailant=[" + ", ".join([f'"{GOLD}"'] * 700) + "])", "the arguments are too long to check (700 spans"),
-    ('assailant=["' + "\u00e9" * 3000 + '"])', "the arguments are too long to check (1 span"),
+    ('assailant=["' + "\u00e9" * 17000 + '"])', "the arguments are too long to check (1 span"),
     # the verifier's own message (naming the program's class) was as long
     ('); event = type("A" * 20000, (), {})()', "`event` must be an instance of Attack, got AAAA"),
 ])
@@ -125,6 +125,15 @@ def test_long_honest_reports_get_the_verifiers_words(executor, geneva, completio
     assert result.exception_type == "VerificationError" and expected in result.message, result.feedback
     assert "tampered" not in result.feedback
     assert _arg_c(geneva, problem, completion, result) == 0.0
+
+
+def test_a_long_non_ascii_span_within_the_limit_is_judged(executor, geneva):
+    # 5000 characters of é were 30000 as escaped JSON: "too long to check", with a fix that
+    # did not apply; counted as characters they are under the limit and get the verifier's verdict
+    problem = geneva.get(ATTACK_ID)
+    (result,) = _judged(executor, geneva, problem, ['assailant=["' + "\u00e9" * 5000 + '"])'])
+    assert result.exception_type == "VerificationError" and "too long" not in result.message, result.message
+
 
 
 # ---- 5: ontology names that the generated code itself uses ----------------------------------

@@ -137,7 +137,7 @@ def report_text(report: dict) -> str:
     """The extractor's report as JSON of at most MAX_REPORT characters. Arguments too long for it
     are reported as an error that says so (an honest program listing a very long span or many
     copies of one must not read as a tampered report); a long error message is shortened."""
-    text = json.dumps(report)
+    text = json.dumps(report, ensure_ascii=False)  # characters, as the worker's cut counts them: é is one, not six
     if len(text) <= MAX_REPORT:
         return text
     if "error" in report:  # 1000 characters stay under the limit even at 12 JSON characters each
