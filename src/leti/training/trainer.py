@@ -275,7 +275,8 @@ def _checkpointing(model, on: bool) -> None:
     """Gradient (activation) checkpointing on or off. Non-reentrant always: transformers 4.x's
     default is re-entrant, which with LoRA and frozen embeddings (lora.train_special_tokens false)
     gives no input to a checkpointed block a grad, so the adapters inside get none and backward
-    fails. transformers 5 names it activation_checkpointing_* (the old names warn per call)."""
+    fails. transformers 5 names it activation_checkpointing_* (the old names warn per call).
+    QLoRA's is peft's (prepare_model_for_kbit_training, which also gives the inputs grads)."""
     if hasattr(model, "activation_checkpointing_enable"):
         if on:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
