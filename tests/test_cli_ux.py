@@ -303,3 +303,23 @@ def test_the_deepspeed_hook_lets_the_next_finder_see_the_import(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "['deepspeed']"
+
+
+def test_a_bar_interrupted_right_after_drawing_itself_still_ends_its_line():
+    """A Ctrl-C sent when a bar appears lands in tqdm's __init__ between its first drawing and
+    the start of its clock; tqdm's close() then took the bar for never drawn, and the stop line
+    came right after it (the stop-line test above, in CI). A real bar in that state: the
+    attributes __init__ had not set yet are removed."""
+    import io
+
+    from tqdm import tqdm
+
+    from leti.cli import _close_open_bars
+
+    out = io.StringIO()
+    bar = tqdm(total=3, desc="iter 0 eval executed", file=out, ascii=True)
+    del bar.last_print_t, bar.start_t
+    drawn = out.getvalue()
+    assert "iter 0 eval executed" in drawn and not drawn.endswith("\n")
+    _close_open_bars()
+    assert out.getvalue().endswith("\n")

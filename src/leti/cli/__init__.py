@@ -146,6 +146,11 @@ def _close_open_bars() -> None:
     if tqdm is None:
         return
     for bar in list(tqdm.tqdm._instances):
+        if not hasattr(bar, "last_print_t") and getattr(bar, "sp", None) is not None:
+            # Interrupted in tqdm's __init__ between drawing the bar and starting its clock (the
+            # moment a Ctrl-C at a freshly drawn bar lands): its close() takes it for never drawn
+            # and leaves the line open. The clock, started now, lets close() end the line.
+            bar.last_print_t = bar.start_t = bar._time()
         try:
             bar.close()
         except (OSError, ValueError):  # SIGHUP: the terminal may be gone
