@@ -94,21 +94,24 @@ class _PerRowSampling(LogitsProcessor):
         return torch.tensor([torch.rand((), generator=g).item() for g in self.generators],
                             dtype=torch.float64, device=device)
 
+    def _in_top_p(self, ranked: torch.Tensor) -> torch.Tensor:
+        """Over probabilities sorted in descending order: the smallest prefix whose mass reaches
+        top_p (the top token always stays), as 1.0 / 0.0. The one rule of both draws."""
+        return ((ranked.cumsum(dim=-1) - ranked) < self.top_p).to(ranked.dtype)
+
     def _top_p_set(self, probs: torch.Tensor) -> torch.Tensor:
         """1.0 on the tokens of each row's top-p set (all of them at top_p 1), 0.0 elsewhere."""
         if self.top_p >= 1.0:
             return torch.ones_like(probs)
         ranked, order = probs.sort(dim=-1, descending=True)
-        inside = ((ranked.cumsum(dim=-1) - ranked) < self.top_p).to(probs.dtype)
-        return torch.zeros_like(probs).scatter_(-1, order, inside)
+        return torch.zeros_like(probs).scatter_(-1, order, self._in_top_p(ranked))
 
     def _draw(self, probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Inverse-CDF draw of one token per row (column (rows, 1)) from `probs` cut to top_p."""
         order = None
         if self.top_p < 1.0:
             probs, order = probs.sort(dim=-1, descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
-            probs = probs * ((probs.cumsum(dim=-1) - probs) < self.top_p)
+            probs = probs * self._in_top_p(probs)
         cdf = probs.cumsum(dim=-1)
         # The uniform scaled by the kept mass: an inverse-CDF draw.
         targets = (uniforms * cdf[:, -1]).unsqueeze(-1)
