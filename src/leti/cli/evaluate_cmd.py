@@ -256,6 +256,12 @@ def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[
     return report
 
 
+def _metric_names(by_temperature: dict[str, dict[str, float]]) -> list[str]:
+    """Every metric name any temperature has, in order of appearance: a task's metrics may
+    depend on what the samples were."""
+    return list(dict.fromkeys(name for metrics in by_temperature.values() for name in metrics))
+
+
 def _best_temperature(by_temperature: dict[str, dict[str, float]], name: str) -> str | None:
     """The temperature (key) at which metric `name` is highest (the first of equals); None if no
     temperature has it."""
@@ -274,8 +280,7 @@ def summarize_temperatures(by_temperature: dict[str, dict[str, float]],
     temperatures on the same problems biases the value up, which it ignores."""
     stderrs = stderr_by_temperature or {}
     best = {}
-    # every name any temperature has: a task's metrics may depend on what the samples were
-    names = dict.fromkeys(name for metrics in by_temperature.values() for name in metrics)
+    names = _metric_names(by_temperature)
     passes = sorted((n for n in names if n.startswith("pass@")), key=lambda n: int(n.removeprefix("pass@")))
     pick = primary if primary in names else passes[0] if passes else None
     task_t = _best_temperature(by_temperature, pick) if pick is not None else None
@@ -295,7 +300,7 @@ def summarize_temperatures(by_temperature: dict[str, dict[str, float]],
 def format_temperatures(summary: dict, units: Mapping[str, str] | None = None) -> str:
     """The table of `summary` (summarize_temperatures); `units`: the task's metric_units."""
     temps = list(summary["by_temperature"])
-    names = list(dict.fromkeys(name for metrics in summary["by_temperature"].values() for name in metrics))
+    names = _metric_names(summary["by_temperature"])
     width = max(len(n) for n in names)
     lines = [f"{'':<{width}}  " + "  ".join(f"T={t:>6}" for t in temps) + "     best (at T)"]
     for name in names:
