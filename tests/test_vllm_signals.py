@@ -62,11 +62,16 @@ class Leti:
                                          cwd=tmp_path)
         self.seen: dict[int, str] = {}
 
-    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str, scan: bool = True) -> None:
+        """Poll `cond`, recording the processes below leti at each look unless `scan` is off.
+        Off for a look that must be quick while vLLM samples: reading a process's command line
+        in /proc waits on its memory map, and such a scan took 1.4 s here during sampling (in CI,
+        stop 26, long enough for all 160 samples to be drawn between two looks)."""
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"leti exited early ({self.proc.returncode}): {self.tail()}"
-            self.seen.update({pid: cmd for pid, (_, cmd) in descendants(self.proc.pid).items()})
+            if scan:
+                self.seen.update({pid: cmd for pid, (_, cmd) in descendants(self.proc.pid).items()})
             if cond():
                 return
             assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
@@ -139,8 +144,8 @@ def test_engine_processes_do_not_outlive_a_killed_leti(tmp_path, tiny_model_path
     worker ran on for good (reparented to init; on a GPU with their memory). vLLM has no
     parent-death watch for its engine core; leti's watcher process kills them."""
     leti = Leti(_args(tmp_path, tiny_model_path, chunk_size=1), tmp_path)
-    leti.wait_for(lambda: len(_samples(tmp_path)) > 0, 180, "the first samples")
-    assert leti.engine()
+    leti.wait_for(leti.engine, 120, "vLLM's engine processes")
+    leti.wait_for(lambda: len(_samples(tmp_path)) > 0, 180, "the first samples", scan=False)
     leti.proc.kill()
     assert len(_samples(tmp_path)) < PROBLEMS * N, "killed after sampling ended, not while vLLM sampled"
     leti.proc.wait()
@@ -152,7 +157,8 @@ def test_sigterm_while_sampling_stops_in_seconds_and_the_rerun_resumes(tmp_path,
     process left; the same command again draws only the samples that are missing."""
     args = _args(tmp_path, tiny_model_path, chunk_size=1)
     leti = Leti(args, tmp_path)
-    leti.wait_for(lambda: len(_samples(tmp_path)) > 0, 180, "the first samples")
+    leti.wait_for(leti.engine, 120, "vLLM's engine processes")
+    leti.wait_for(lambda: len(_samples(tmp_path)) > 0, 180, "the first samples", scan=False)
     t0 = time.monotonic()
     leti.send(signal.SIGTERM)
     _stopped_cleanly(leti, signal.SIGTERM, t0, 20)
