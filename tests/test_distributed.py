@@ -89,11 +89,12 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, share
 
     # Each rank trained on its share of the LeTI batches (9 texts, batch 4: 3 batches alone; 2
     # ranks x 2 batches, rank 1's second a Blank filler that trains nothing), with the
-    # pretraining blocks split the same way.
+    # pretraining blocks split the same way; train_stats.json counts every rank's.
     one = json.loads((single / "iterations" / "1" / "train_stats.json").read_text())
     two = json.loads((multi / "iterations" / "1" / "train_stats.json").read_text())
-    assert (one["leti_batches"], two["leti_batches"]) == (3, 2)
-    assert (one["pretrain_batches"], two["pretrain_batches"]) == (3, 2)
+    assert (one["leti_batches"], two["leti_batches"]) == (3, 3)
+    assert (one["pretrain_batches"], two["pretrain_batches"]) == (3, 4)  # a mixed step after each LeTI step: 3; 2 x 2 ranks
+    assert one["leti_tokens"] == two["leti_tokens"]
     base = load_file(Path(tiny_model_path) / "model.safetensors")
     tuned = load_file(multi / "iterations" / "1" / "checkpoint" / "model.safetensors")
     name = "transformer.h.0.attn.c_attn.weight"
@@ -187,7 +188,8 @@ cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=accumulation, epoc
 model, stats = train(model, tok, texts, cfg, progress=False)
 if int(os.environ.get("RANK", "0")) == 0:
     save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, out)  # tied: one copy each
-    print(json.dumps({"leti_batches": stats.leti_batches, "steps": stats.optimizer_steps}))
+    print(json.dumps({"leti_batches": stats.leti_batches, "steps": stats.optimizer_steps, "leti_tokens": stats.leti_tokens,
+                      "loss_first": stats.loss_first, "loss_mean": stats.loss_mean}))
 """
 
 
@@ -207,8 +209,14 @@ def test_two_ranks_train_each_text_once_when_the_batches_do_not_divide(tmp_path,
                           str(script), tiny_model_path, str(tmp_path / "two.safetensors"), "1"],
                          capture_output=True, text=True, timeout=180, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert json.loads(one.stdout.splitlines()[-1]) == {"leti_batches": 5, "steps": 3}
-    assert json.loads(two.stdout.splitlines()[-1]) == {"leti_batches": 3, "steps": 3}  # rank 0: batches 1, 3, 5
+    # train_stats describe the whole stage, every rank's batches, tokens and losses (were rank
+    # 0's alone: 3 batches, its own tokens' loss)
+    stats_one, stats_two = (json.loads(p.stdout.splitlines()[-1]) for p in (one, two))
+    assert {k: stats_one[k] for k in ("leti_batches", "steps")} == {"leti_batches": 5, "steps": 3}
+    assert {k: stats_two[k] for k in ("leti_batches", "steps", "leti_tokens")} == {
+        k: stats_one[k] for k in ("leti_batches", "steps", "leti_tokens")}
+    for key in ("loss_first", "loss_mean"):
+        assert stats_two[key] == pytest.approx(stats_one[key], rel=1e-5), key
     a, b = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
     base = load_file(Path(tiny_model_path) / "model.safetensors")
     name = "transformer.h.0.attn.c_attn.weight"

@@ -413,6 +413,13 @@ class _Tally:
     pre_tokens: int = 0
     steps: int = 0  # optimiser steps
 
+    def sum_over_ranks(self, accelerator) -> None:
+        """Each count summed over every rank (a collective: every rank calls it)."""
+        names = ("leti_batches", "pre_batches", "leti_tokens", "leti_slots", "pre_tokens")
+        counts = torch.tensor([getattr(self, n) for n in names], dtype=torch.int64, device=accelerator.device)
+        for name, value in zip(names, accelerator.reduce(counts, reduction="sum").tolist(), strict=True):
+            setattr(self, name, int(value))
+
     def stats(self, n_texts: int, n_truncated: int, max_len: int, cfg: TrainerConfig, wall_s: float) -> TrainStats:
         return TrainStats(
             n_texts=n_texts, n_truncated=n_truncated, max_length=max_len,
@@ -463,8 +470,8 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
     ranks (as the authors' train_step sums token losses over a global batch and divides once; they
     divide by the attention-mask sum, which also counts each row's first, unpredicted token: a
     scale within 1% at their lengths, which AdamW's normalisation absorbs). Returns the step's
-    mean token loss on this rank, for logging: like the gradient, it does not depend on how the
-    tokens fall into micro-batches."""
+    mean token loss over every rank's tokens, for logging: like the gradient, it does not depend on
+    how the tokens fall into micro-batches and ranks."""
     counts = [_predicted(b) for b in window]
     total = _summed_over_ranks(accelerator, sum(counts))
     # accelerator.backward divides by the accumulation steps and DDP averages over ranks: undo
@@ -488,6 +495,10 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad()
+    if accelerator.num_processes > 1:  # every rank's token losses over every rank's tokens
+        local = torch.tensor(sum(loss * n for loss, n in zip(losses, counts, strict=True)),
+                             dtype=torch.float64, device=accelerator.device)
+        return float(accelerator.reduce(local, reduction="sum")) / total
     if len(losses) == 1:
         return losses[0]  # the same number, without the rounding of x * n / n
     return sum(loss * n for loss, n in zip(losses, counts, strict=True)) / max(sum(counts), 1)
@@ -545,6 +556,8 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
                 bar.update(len(pre))
             _log(accelerator, t, n_leti_steps, cfg, bar)
     bar.close()
+    if accelerator.num_processes > 1:  # the stage's counts, not rank 0's shard of them
+        t.sum_over_ranks(accelerator)
     return t
 
 
