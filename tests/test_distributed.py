@@ -166,7 +166,7 @@ def test_two_process_run_killed_mid_sampling_resumes_without_duplicates(tmp_path
 
 
 _TRAIN_SCRIPT = """
-import json, os, sys
+import hashlib, json, os, sys
 import torch
 from safetensors.torch import save_file
 from leti.model import load_model_and_tokenizer
@@ -185,7 +185,11 @@ for m in model.modules():  # dropout draws differ between ranks
 texts = [f"<|good|>def f{i}(a):\\n    return a + {i}" + "  # pad" * (3 * i % 5) + "\\n" for i in range(5)]
 cfg = TrainerConfig(batch_size=1, gradient_accumulation_steps=accumulation, epochs=1, max_length=64,
                     learning_rate=1e-3, pretrain_mix_ratio=0)
+drawn = []  # the state of the RNG dropout draws from, at the first training forward pass
+dropout = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout))
+dropout.register_forward_pre_hook(lambda *_: drawn.append(hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()) if not drawn else None)
 model, stats = train(model, tok, texts, cfg, progress=False)
+print(f"rng {os.environ.get('RANK', '0')} {drawn[0]}", flush=True)
 if int(os.environ.get("RANK", "0")) == 0:
     save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, out)  # tied: one copy each
     print(json.dumps({"leti_batches": stats.leti_batches, "steps": stats.optimizer_steps, "leti_tokens": stats.leti_tokens,
@@ -211,7 +215,10 @@ def test_two_ranks_train_each_text_once_when_the_batches_do_not_divide(tmp_path,
     assert two.returncode == 0, two.stderr[-3000:]
     # train_stats describe the whole stage, every rank's batches, tokens and losses (were rank
     # 0's alone: 3 batches, its own tokens' loss)
-    stats_one, stats_two = (json.loads(p.stdout.splitlines()[-1]) for p in (one, two))
+    stats_one, stats_two = (json.loads(next(x for x in p.stdout.splitlines() if x.startswith("{"))) for p in (one, two))
+    # each rank draws its own dropout masks (every rank drew the same ones)
+    rng = dict(line.split()[1:] for line in two.stdout.splitlines() if line.startswith("rng "))
+    assert sorted(rng) == ["0", "1"] and rng["0"] != rng["1"], rng
     assert {k: stats_one[k] for k in ("leti_batches", "steps")} == {"leti_batches": 5, "steps": 3}
     assert {k: stats_two[k] for k in ("leti_batches", "steps", "leti_tokens")} == {
         k: stats_one[k] for k in ("leti_batches", "steps", "leti_tokens")}

@@ -594,6 +594,12 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     loader = _loader(data.examples, cfg, seed, pad_id, accelerator.num_processes)
     layout = _layout(model) if carry else []  # names before prepare: DDP prefixes them with 'module.'
     model, optimizer, loader = _prepare(accelerator, model, loader, cfg)
+    if accelerator.num_processes > 1:
+        # Each rank its own dropout masks: with one seed every rank drew the same ones. After the
+        # model's setup, which must stay the same on every rank; one process keeps its stream.
+        from accelerate.utils import set_seed
+
+        set_seed(seed, device_specific=True)
     steps_before = load_optimizer(optimizer, layout, optimizer_from) if optimizer_from is not None else 0
     model.train()
 
