@@ -53,8 +53,22 @@ def test_a_bad_override_is_one_line(capsys):
 
 
 def test_the_output_is_plain_yaml_of_the_config(capsys):
+    """Every field but execution.feedback_style, which follows training_text.feedback_style."""
     assert main(["config"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out) == config_to_dict(RunConfig())
+    expected = config_to_dict(RunConfig())
+    del expected["execution"]["feedback_style"]
+    assert yaml.safe_load(capsys.readouterr().out) == expected
+
+
+def test_a_printed_config_edited_in_its_feedback_style_runs_with_it(tmp_path, capsys):
+    """`leti config > my.yaml`, change training_text.feedback_style, use it. Was refused: the
+    printed execution.feedback_style still said 'paper'."""
+    assert main(["config", "tiny-cpu"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("feedback_style: paper") == 1
+    (tmp_path / "my.yaml").write_text(text.replace("feedback_style: paper", "feedback_style: rich"))
+    cfg = load_config(tmp_path / "my.yaml")
+    assert (cfg.training_text.feedback_style, cfg.execution.feedback_style) == ("rich", "rich")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -83,6 +97,15 @@ def test_run_dir_help_states_the_commands_own_default(command, default, capsys):
     assert default in " ".join(capsys.readouterr().out.split())
     assert default_run_dir("configs/x.yaml", "-sft" if command == "sft" else "") == (
         "runs/x-sft" if command == "sft" else "runs/x")
+
+
+@pytest.mark.parametrize(("config", "name"), [("mbpp-qwen2.5-coder-1.5b-vllm", "mbpp-qwen2.5-coder-1.5b-vllm"),
+                                              ("my.v2.yml", "my.v2"), ("dir/a.b.yaml", "a.b"), ("tiny-cpu", "tiny-cpu")])
+def test_the_default_run_dir_keeps_a_dotted_preset_name_whole(config, name):
+    """Was runs/mbpp-qwen2.5-coder-1 for the preset mbpp-qwen2.5-coder-1.5b-vllm (a stem)."""
+    from leti.cli.run_cmd import default_run_dir
+
+    assert default_run_dir(config) == f"runs/{name}"
 
 
 def test_the_printed_defaults_do_not_pin_this_machines_core_count(tmp_path):

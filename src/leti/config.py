@@ -130,12 +130,15 @@ class RunConfig:
             raise ValueError("trainer.lora.save='adapter' with sampling.backend='vllm': vLLM cannot load the adapters' "
                              "special-token rows; use trainer.lora.save: merged")
         if self.training_text.stop_hint and not self.sampling.stop_sequences:
+            # stop_hint samples without stop sequences itself; `false` asks for samples never cut
             raise ValueError("training_text.stop_hint cuts each sample at the stop sequences after sampling, which "
-                             "sampling.stop_sequences: false leaves uncut; turn one of them off")
+                             "sampling.stop_sequences: false asks never to do; leave sampling.stop_sequences true "
+                             "(stop_hint samples without them all the same), or turn training_text.stop_hint off")
         if self.execution.feedback_style != self.training_text.feedback_style:
             raise ValueError(
                 f"execution.feedback_style={self.execution.feedback_style!r} differs from "
-                f"training_text.feedback_style={self.training_text.feedback_style!r}; set only training_text.feedback_style"
+                f"training_text.feedback_style={self.training_text.feedback_style!r}; set only training_text.feedback_style "
+                "(execution.feedback_style follows it: remove that one from the config)"
             )
 
 

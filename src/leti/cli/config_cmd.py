@@ -11,6 +11,7 @@ import typing
 
 from leti.config import RunConfig, config_to_dict, load_config, yaml_value
 from leti.errors import LetiError
+from leti.execution.config import ExecutionConfig
 
 _WIDTH = 100
 
@@ -64,7 +65,11 @@ def _lines(cls: type, values: dict, indent: int) -> list[str]:
         help_text = f.metadata.get("help", "")
         if help_text:
             out += [f"{pad}# {line}\n" for line in textwrap.wrap(help_text, _WIDTH - indent - 2, break_on_hyphens=False, break_long_words=False)]
-        if dataclasses.is_dataclass(hints[f.name]):
+        if cls is ExecutionConfig and f.name == "feedback_style":
+            # Left out: it follows training_text.feedback_style, and a printed copy edited there
+            # alone was refused for the two differing.
+            out.append(f"{pad}# {f.name}: follows training_text.feedback_style (set that one)\n")
+        elif dataclasses.is_dataclass(hints[f.name]):
             out.append(f"{pad}{f.name}:\n")
             out += _lines(hints[f.name], values[f.name], indent + 2)
         else:
