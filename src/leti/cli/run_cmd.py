@@ -16,7 +16,12 @@ def add_run_arguments(p: argparse.ArgumentParser, suffix: str = "") -> None:
 
 
 def default_run_dir(config: str, suffix: str = "") -> str:
-    return str(Path("runs") / (Path(config).stem + suffix))
+    """runs/<config name>: the file's name less .yaml / .yml, or the preset's whole name (a stem
+    cut `mbpp-qwen2.5-coder-1.5b-vllm` to `mbpp-qwen2.5-coder-1`)."""
+    name = Path(config).name
+    if name.endswith((".yaml", ".yml")):
+        name = name.rsplit(".", 1)[0]
+    return str(Path("runs") / (name + suffix))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
