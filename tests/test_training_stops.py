@@ -61,7 +61,7 @@ def test_the_stop_hint_goes_in_the_feedback_span_of_passing_and_failing_samples(
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["training_text.stop_hint=true", "sampling.stop_sequences=false"],
-     "training_text.stop_hint cuts each sample at the stop sequences after sampling"),
+     "sampling.stop_sequences: false asks never to do; leave sampling.stop_sequences true"),
     (["training_text.stop_hint=true", "training_text.textual_feedback=false"],
      "training_text.stop_hint goes in the feedback span"),
 ])
