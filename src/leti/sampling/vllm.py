@@ -172,7 +172,8 @@ def resolve_checkpoint(path: str) -> Checkpoint:
     if cfg.get("trainable_token_indices"):
         raise LetiError(
             f"{path}: this LoRA adapter also trains token embeddings, which vLLM cannot load; "
-            "save merged checkpoints (the trainer's default) or use sampling.backend='hf'"
+            "save merged checkpoints (the trainer's default) or sample with the HF backend "
+            "(sampling.backend: hf; leti evaluate --backend hf)"
         )
     # the largest rank of any module: peft's rank_pattern can give some a rank above r
     rank = max([int(cfg.get("r", 16)), *map(int, (cfg.get("rank_pattern") or {}).values())])
