@@ -10,6 +10,7 @@ id with the pad token still counts.
 from __future__ import annotations
 
 import math
+import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,10 +80,13 @@ def stdlib_files(max_files: int) -> list[Path]:
     """This interpreter's standard library sources, sorted by relative path (deterministic);
     third-party packages and test suites' data are left out."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = [
-        p for p in root.rglob("*.py")
-        if not ({"site-packages", "dist-packages"} & set(p.relative_to(root).parts))
-    ]
+    files = []
+    # the third-party trees pruned as they are met, not walked and filtered: they hold most of the
+    # files (a venv's torch and transformers), and the corpus is listed at run start and each stage
+    # (rglob's files otherwise: os.walk, like it, does not follow links to directories)
+    for parent, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in ("site-packages", "dist-packages")]
+        files += [Path(parent, name) for name in (*names, *dirs) if name.endswith(".py")]
     files.sort(key=lambda p: p.relative_to(root).as_posix())
     return files[:max_files]
 
