@@ -197,13 +197,13 @@ def start_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
     to resume: a run that stopped before producing anything, e.g. a wrong task name, starts
     afresh with the new config). On resume, config.yaml takes the resumable changes only once
     the run does work with them (runner._lead)."""
-    _check_fresh(rd)
+    check_fresh(rd)
     write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat(),
                                              "config_sealed": True})
     write_text_atomic(rd.config_path, run_config_text(cfg, mode))
 
 
-def _check_fresh(rd: RunDir) -> None:
+def check_fresh(rd: RunDir) -> None:
     """A new run writes config.yaml and run.json: never over files of something else (a
     config.yaml of the user's own, with --run-dir .), nor into the output of a run whose
     config.yaml is gone (its samples would be reused under another config)."""
@@ -338,6 +338,50 @@ def check_optimizer_state(rd: RunDir, todo: int) -> None:
                         "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
 
 
+def _model_config(cfg: RunConfig) -> Any:
+    """The model's config, as AutoConfig reads it (an adapter directory's is its base's, the first
+    in a chain of adapters that is none); None when it cannot be read: the model's loader reports
+    that, in one line."""
+    from transformers import AutoConfig
+
+    from leti.model import base_model
+
+    try:
+        return AutoConfig.from_pretrained(base_model(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_corpus_fills_batch(cfg: RunConfig, tok: Any) -> None:
+    """The pretraining corpus gives a training stage one batch of trainer.batch_size blocks of the
+    training length for the mix, and a block of held-out files where that loss is measured: found
+    by the trainer's own code (data.check_fills_batch) with the run's tokenizer, block size,
+    packing and split, so a corpus the first training stage would refuse is refused now, not
+    after iteration 0's evaluation and iteration 1's sampling. With the cache on (the default)
+    this builds it, and every stage reads it back. Run by the leader alone: under a multi-process
+    launch the other ranks only wait for it, and find the cache built. `tok`: start_tokenizer's
+    (None: the model's loader reports it)."""
+    t = cfg.trainer
+    if tok is None or not t.reads_corpus:
+        return
+    if t.pretrain_eos_separator and tok.eos_token_id is None:
+        return  # check_eos_token refuses it, in its own words
+    if (config := _model_config(cfg)) is None:
+        return
+    from types import SimpleNamespace
+
+    from leti.training.corpus_cache import default_cache_dir
+    from leti.training.data import check_fills_batch
+    from leti.training.trainer import context_length
+
+    check_fills_batch(tok, t.pretrain_corpus, context_length(SimpleNamespace(config=config), t.max_length),
+                      t.batch_size, t.pretrain_max_files, t.pretrain_hf_data_dir, t.pretrain_text_field,
+                      t.pretrain_eos_separator, mix=t.pretrain_mix_ratio > 0, heldout=t.measures_heldout,
+                      cache_dir=default_cache_dir() if t.pretrain_cache else None, progress=cfg.progress,
+                      heldout_fraction=t.pretrain_heldout_fraction, split_seed=t.pretrain_split_seed,
+                      packing=t.pretrain_packing)
+
+
 def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_problems: list, tok: Any) -> None:
     """Every prompt the run will sample, as it will sample it (`<|good|>` + prompt once the model
     has learned the reward token: train prompts from iteration 2, eval prompts from iteration 1),
@@ -346,20 +390,14 @@ def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_p
     evaluation, and whose fix (editing the task file) then makes the run unresumable. An `sft`
     run samples only its eval prompts. `tok`: start_tokenizer's; a model that cannot be loaded
     (None) is left to its loader."""
-    from transformers import AutoConfig
-
     from leti.feedback.training_text import GOOD
-    from leti.model import base_model, encode_prompt, model_context
+    from leti.model import encode_prompt, model_context
     from leti.sampling.base import check_prompt_fits, prompt_fits
     from leti.tasks.contract import problem_where
 
-    if tok is None:
+    if tok is None or (config := _model_config(cfg)) is None:
         return
-    try:
-        # an adapter directory's context is its base's (the first in a chain of adapters that is none)
-        context = model_context(AutoConfig.from_pretrained(base_model(cfg.model), trust_remote_code=cfg.trust_remote_code))
-    except Exception:  # noqa: BLE001 - an unloadable model is reported, in one line, by its loader
-        return
+    context = model_context(config)
     if cfg.sampling.backend == "vllm" and cfg.sampling.vllm.max_model_len:
         context = cfg.sampling.vllm.max_model_len  # what the engine is started with
     tok.add_tokens([GOOD], special_tokens=True)  # one token, as in every checkpoint of the run (no-op if there)

@@ -19,7 +19,9 @@ from leti.execution.ray_pool import make_executor
 from leti.loop.checks import (
     Mode,
     carries_optimizer,
+    check_corpus_fills_batch,
     check_eos_token,
+    check_fresh,
     check_optimizer_state,
     check_problems_unchanged,
     check_processes,
@@ -115,6 +117,12 @@ def _check_corpus_access(cfg: RunConfig, announce: bool = False) -> None:
         check_cache_dir(default_cache_dir())
 
 
+def _trains(rd: RunDir, todo: int, last: int) -> bool:
+    """Whether a training stage is still to run: iterations todo..last (the first unfinished one
+    on) that have not trained yet (a stage that trained but was not evaluated needs no corpus)."""
+    return any(not (rd.train_stats(k).exists() or rd.checkpoint_stats(k).exists()) for k in range(max(todo, 1), last + 1))
+
+
 def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
     """(task, train problems, eval problems) of a run; a task that cannot give them is one error,
     before the run directory is written."""
@@ -141,12 +149,19 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         tok = start_tokenizer(cfg)
         check_prompts(cfg, mode, task, train_problems, eval_problems, tok)
         if not resuming:
-            start_run_dir(rd, saved, mode)
+            check_fresh(rd)  # start_run_dir's own refusal, before the corpus is read
         last = cfg.iterations if mode == "leti" else 1
-        records = rd.metrics()
+        records = rd.metrics()  # a new run has none: read before its directory is written
         todo = min(set(range(last + 1)) - {r["iteration"] for r in records}, default=None)  # first to run
         # eval.every skipped the evaluation of an iteration that a shortened `iterations` made the last
         final_unevaluated = any(r["iteration"] == last and r.get("eval") is None for r in records)
+        if todo is not None and _trains(rd, todo, last):
+            # the corpus the training stages read, before the run directory is written: a corpus
+            # refused now is no reason to call the fixed config a changed resume
+            _check_corpus_access(cfg, announce=True)
+            check_corpus_fills_batch(cfg, tok)
+        if not resuming:
+            start_run_dir(rd, saved, mode)
         if todo is None and not final_unevaluated:
             print(f"leti: run {rd.root} is already finished ({plural(last, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
@@ -158,7 +173,6 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_processes(rd, mode, cfg, group.world_size)
         if resuming and todo is not None and carries_optimizer(cfg, mode):
             check_optimizer_state(rd, todo)
-        _check_corpus_access(cfg, announce=True)
         if cfg.trainer.lora.enabled:
             from leti.training.lora import check_lora_targets
 

@@ -174,6 +174,30 @@ def check_corpus(corpus: str, hf_data_dir: str | None = None, text_field: str = 
         raise
 
 
+def check_fills_batch(tokenizer, corpus: str, block_size: int, batch_size: int, max_files: int,
+                      hf_data_dir: str | None = None, text_field: str = "content", separator: bool = True, *,
+                      mix: bool, heldout: bool, cache_dir: str | Path | None = None, progress: bool = False,
+                      heldout_fraction: float = 0.0, split_seed: int = 42, packing: str = "stream") -> None:
+    """At run start, not at the first training stage after a whole sampling phase: the corpus
+    gives what a stage asks of it, found the way the stage finds it (trainer.train: open_corpus,
+    then pretrain_batches' first batch when `mix`, heldout_blocks' first block when `heldout`),
+    so it refuses exactly what the stage would. Costs: lazily (is_lazy) the corpus is read only as
+    far as one batch goes; with `cache_dir` the cache is built now (or read back), and the stages
+    then read it rather than tokenize; without one, but with a split or the authors' packing, the
+    corpus is tokenized here once more than the stages' own tokenizing of it."""
+    if not (mix or heldout):
+        return
+    tokens = None
+    if not is_lazy(cache_dir, heldout_fraction, packing):
+        tokens = open_corpus(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
+    opened = dict(hf_data_dir=hf_data_dir, text_field=text_field, separator=separator, cache_dir=cache_dir,
+                  heldout_fraction=heldout_fraction, split_seed=split_seed, packing=packing, tokens=tokens)
+    if mix:
+        next(pretrain_batches(tokenizer, corpus, block_size, batch_size, max_files, PackingStats(), **opened))
+    if heldout:
+        heldout_blocks(tokenizer, corpus, block_size, max_files, max_blocks=1, **opened)
+
+
 def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field: str) -> Iterator[str]:
     try:
         import datasets
@@ -252,7 +276,7 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
     split_documents(heldout_fraction, split_seed), in the split's order; heldout_blocks has the
     others. `packing`: how documents become blocks (document_blocks: 'stream' or the authors'
     groups). `tokens`: the corpus as open_corpus gave it already (not opened again)."""
-    if tokens is not None or cache_dir is not None or heldout_fraction > 0 or packing != "stream":
+    if tokens is not None or not is_lazy(cache_dir, heldout_fraction, packing):
         stream = tokens or open_corpus(tokenizer, corpus, max_files, hf_data_dir, text_field, separator, cache_dir, progress)
         if heldout_fraction > 0:
             documents, what = split_documents(stream.n_documents, heldout_fraction, split_seed)[0], "'s training files"
@@ -264,24 +288,70 @@ def pretrain_batches(tokenizer, corpus: str, block_size: int, batch_size: int, m
                 emitted = True
                 yield batch
             if not emitted:
-                raise _too_small(corpus, block_size, batch_size, what)
+                # the authors' groups each drop their tail: enough tokens may still fill no batch
+                tails = (packing != "stream"
+                         and int((stream.offsets[documents + 1] - stream.offsets[documents]).sum()) // block_size >= batch_size)
+                raise _too_small(corpus, block_size, batch_size, what, limited=_max_files_limited(corpus, max_files, stream.n_documents),
+                                 max_files=max_files, packing_tails=tails)
     # no cache and no split: the corpus read and tokenized lazily, every pass
     collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     while True:
         batch: list[list[int]] = []
         emitted = False
-        for block in pack_blocks(iter_corpus(corpus, max_files, hf_data_dir, text_field), tokenizer, block_size, stats, separator):
+        texts = _Counted(iter_corpus(corpus, max_files, hf_data_dir, text_field))
+        for block in pack_blocks(texts, tokenizer, block_size, stats, separator):
             batch.append(block)
             if len(batch) == batch_size:
                 emitted = True
                 yield collate(batch)
                 batch = []
         if not emitted:
-            raise _too_small(corpus, block_size, batch_size)
+            raise _too_small(corpus, block_size, batch_size, limited=_max_files_limited(corpus, max_files, texts.n),
+                             max_files=max_files)
 
 
-def _too_small(corpus: str, block_size: int, batch_size: int, what: str = "") -> LetiError:
-    return LetiError(f"trainer.pretrain_corpus '{corpus}'{what} is smaller than one batch of {batch_size} x {block_size} tokens; use a larger corpus or smaller trainer.batch_size")
+def is_lazy(cache_dir: str | Path | None, heldout_fraction: float, packing: str) -> bool:
+    """Whether pretrain_batches reads the corpus lazily, as far as each pass goes (no cache, no
+    held-out split, 'stream' packing), rather than from a token stream opened whole (open_corpus)."""
+    return cache_dir is None and heldout_fraction == 0 and packing == "stream"
+
+
+class _Counted(Iterator[str]):
+    """The texts of an iterator, counting them as they are read."""
+
+    def __init__(self, texts: Iterator[str]) -> None:
+        self.texts, self.n = texts, 0
+
+    def __next__(self) -> str:
+        text = next(self.texts)
+        self.n += 1
+        return text
+
+
+def _max_files_limited(corpus: str, max_files: int, n_read: int) -> bool:
+    """Whether trainer.pretrain_max_files left some of the corpus out. Asked only once the corpus
+    is refused: listing a directory again costs a walk of it."""
+    local = local_corpus_files(corpus, max_files + 1)
+    if local is None:
+        return n_read >= max_files  # a dataset read up to the limit; whether more rows follow is not known unread
+    return len(local[1]) > max_files
+
+
+def _too_small(corpus: str, block_size: int, batch_size: int, what: str = "", *, limited: bool = False,
+               max_files: int = 0, packing_tails: bool = False) -> LetiError:
+    """One line naming what to change: the corpus (or pretrain_max_files, when it cut the corpus
+    short), the authors' packing (when its dropped group tails are what left too few blocks), or
+    the batch."""
+    fixes = ["a larger corpus"]
+    if limited:
+        what += f" (its first {plural(max_files, 'file')}: trainer.pretrain_max_files)"
+        fixes.insert(0, "a larger trainer.pretrain_max_files")
+    if packing_tails:
+        what += ", packed by trainer.pretrain_packing 'authors' (each group of files drops its tail short of a block),"
+        fixes.append("trainer.pretrain_packing: stream")
+    fixes.append("smaller trainer.batch_size")
+    fix = f"{', '.join(fixes[:-1])} or {fixes[-1]}"
+    return LetiError(f"trainer.pretrain_corpus '{corpus}'{what} is smaller than one batch of {batch_size} x {block_size} tokens; use {fix}")
 
 
 def open_corpus(tokenizer, corpus: str, max_files: int, hf_data_dir: str | None, text_field: str,
