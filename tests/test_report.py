@@ -109,7 +109,8 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
                    "binary_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "textual_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4, "step_ratio": 2.0,
-                   "textual_reached_at_first_evaluation": True, "binary_gain_within_stderr": False}
+                   "textual_reached_at_first_evaluation": True, "binary_gain_within_stderr": False,
+                   "textual_iterations_left_out": [], "binary_iterations_left_out": []}
     # reached at its first evaluation after training: it may have needed fewer steps, and the report says so
     assert "(binary/textual step ratio 2.00). That is its first evaluation after training, the earliest" in md
     # The binary arm's example has the reward token but no feedback span.
@@ -434,7 +435,9 @@ def test_a_comparison_names_an_arm_evaluated_before_its_last_iteration(tmp_path)
     md = (demo / "report.md").read_text()
     assert ("textual vs binary: the binary arm was last evaluated at iteration 1 (its last iteration, 2, after 2 "
             "gradient steps, has no evaluation), at 25.0 ± 25.0% after 1 gradient step (first reached after 1); "
-            "the textual arm ended at 50.0 ± 25.0% after 2 gradient steps.") in md
+            "at iteration 1 the textual arm was at 50.0 ± 25.0% after 1 gradient step.") in md
+    # the textual arm's iteration 2 has no binary counterpart to compare with
+    assert "the textual arm's evaluations of iteration 2 are left out" in " ".join(md.split())
     assert "after **1** step (binary/textual step ratio 1.00)" in md
     [cmp] = json.loads((demo / "comparisons.json").read_text())
     assert (cmp["binary_final_iteration"], cmp["binary_final_steps"], cmp["binary_last_iteration"],
@@ -841,3 +844,41 @@ def test_gradient_steps_averaged_over_seeds_are_rounded():
     from leti.report import _steps
 
     assert [_steps(v) for v in (245 + 1 / 3, 768, 768.0, None)] == ["245.3", "768", "768", "n/a"]
+
+
+def test_an_arm_evaluated_less_often_is_compared_on_the_iterations_both_evaluated(tmp_path):
+    """The binary arm evaluated every 3rd iteration (eval.every 3): it "first reached" 30% at 24
+    steps only because iterations 1 and 2 were not looked at, and the report printed step ratio
+    3.00. Now both arms count on iterations 0 and 3 alone."""
+    runs = tmp_path / "runs"
+    ev = [{"pass@1": (0.1, 0.05)}, {"pass@1": (0.3, 0.1)}, {"pass@1": (0.3, 0.1)}, {"pass@1": (0.4, 0.1)}]
+    _hand_run(runs / "textual", [(0, ev[0]), (8, ev[1]), (16, ev[2]), (24, ev[3])])
+    _hand_run(runs / "binary", [(0, ev[0]), (8, None), (16, None), (24, {"pass@1": (0.3, 0.1)})], textual=False)
+    cmp = compare_arms(load_run(runs / "textual", "textual"), load_run(runs / "binary", "binary"))
+    assert (cmp["textual_steps_to_reach"], cmp["binary_steps"], cmp["step_ratio"]) == (24, 24, 1.0)  # was (8, 24, 3.0)
+    assert (cmp["textual_iterations_left_out"], cmp["binary_iterations_left_out"]) == ([1, 2], [])
+    assert cmp["textual_final_pass_at_1"] == 0.4 and cmp["textual_final_iteration"] == 3
+    build_report(runs)
+    md = " ".join((runs / "report.md").read_text().split())
+    assert ("Only iterations both arms evaluated are compared: the textual arm's evaluations of iterations 1, 2 "
+            "are left out") in md
+    assert "step ratio 3.00" not in md
+
+
+def test_arms_of_different_lengths_are_compared_at_the_last_iteration_both_ran(tmp_path):
+    """A textual arm resumed to 3 iterations against a binary arm of 1: its final score came after
+    24 steps against the binary arm's 8. Now both at iteration 1, with the left-out iterations
+    named, and the noise caveat stays with a "never reached" verdict."""
+    runs = tmp_path / "runs"
+    _hand_run(runs / "textual", [(0, {"pass@1": (0.1, 0.1)}), (8, {"pass@1": (0.25, 0.1)}),
+                                 (16, {"pass@1": (0.1, 0.1)}), (24, {"pass@1": (0.05, 0.1)})])
+    _hand_run(runs / "binary", [(0, {"pass@1": (0.1, 0.1)}), (8, {"pass@1": (0.3, 0.25)})], textual=False)
+    cmp = compare_arms(load_run(runs / "textual", "textual"), load_run(runs / "binary", "binary"))
+    assert (cmp["textual_final_iteration"], cmp["textual_final_pass_at_1"], cmp["textual_final_steps"]) == (1, 0.25, 8)
+    assert cmp["textual_iterations_left_out"] == [2, 3] and cmp["difference"] == pytest.approx(-0.05)
+    assert cmp["textual_steps_to_reach"] is None and cmp["binary_gain_within_stderr"]
+    build_report(runs)
+    md = " ".join((runs / "report.md").read_text().split())
+    assert "at iteration 1 the textual arm was at 25.0 ± 10.0% after 8 gradient steps" in md
+    # the caveat was left out of report.md on this path while comparisons.json said it
+    assert "**never reached** the binary arm's final score. The binary arm's gain over its baseline" in md

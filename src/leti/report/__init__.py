@@ -8,6 +8,7 @@ rebuilt at any time, also while a run is still going.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -97,6 +98,16 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
     binary_total_steps) when that one was not evaluated. Each arm's own baseline (iteration 0)
     is *_baseline_pass_at_1."""
     metric = (binary.metric if binary.metric == textual.metric else None) or "pass@1"
+    whole = {"textual": textual, "binary": binary}
+    # Only iterations both arms evaluated: an arm evaluated less often (eval.every) reached a
+    # score "later" only because nobody looked, and an arm that ran more iterations had more
+    # training budget (iterations is a resumable field, so a pair's may differ).
+    common = _evaluated(textual, metric) & _evaluated(binary, metric)
+    left_out = {arm: sorted(_evaluated(h, metric) - common) for arm, h in whole.items()}
+    if any(left_out.values()):  # the runs' last iterations and total steps stay as they ran
+        textual, binary = (dataclasses.replace(h, points=[p for p in h.points
+                                                          if p.iteration in common or p.eval_metrics.get(metric) is None])
+                           for h in (textual, binary))
     tp, bp = textual.point_with(metric, last=True), binary.point_with(metric, last=True)
     target = bp.eval_metrics[metric] if bp else None
     diff = final_difference(textual, binary, metric)
@@ -134,10 +145,11 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         # the binary arm's gain over its baseline is within one standard error: the score to
         # reach is the baseline's, up to evaluation noise
         "binary_gain_within_stderr": bool(None not in (target, b_base, b_se) and 0 < target - b_base <= b_se),
-        "binary_last_iteration": binary.points[-1].iteration if binary.points else None,
-        "binary_total_steps": binary.points[-1].gradient_steps if binary.points else None,
-        "textual_last_iteration": textual.points[-1].iteration if textual.points else None,
-        "textual_total_steps": textual.points[-1].gradient_steps if textual.points else None,
+        **{f"{arm}_{field}": getattr(h.points[-1], attr) if h.points else None for arm, h in whole.items()
+           for field, attr in (("last_iteration", "iteration"), ("total_steps", "gradient_steps"))},
+        # evaluated iterations of one arm that the other did not evaluate, left out of the comparison
+        "textual_iterations_left_out": left_out["textual"],
+        "binary_iterations_left_out": left_out["binary"],
         "textual_baseline_pass_at_1": baseline(textual),
         "binary_baseline_pass_at_1": b_base,
     }
@@ -252,12 +264,19 @@ def arm_pairs(histories: list[RunHistory]) -> list[tuple[str, RunHistory, RunHis
     return _arm_pairs(histories)[0]
 
 
+def _evaluated(h: RunHistory, metric: str) -> set[int]:
+    """The iterations of `h` evaluated for `metric`."""
+    return {p.iteration for p in h.points if p.eval_metrics.get(metric) is not None}
+
+
 def _ended(arm: str, cmp: dict) -> str:
     """"the binary arm ended at 50.0 ± 14.4% after 10 gradient steps", saying so when that is the
     evaluation of an earlier iteration than the arm's last (eval.every > 1, or a run cut short)."""
     score = _pct_pm(cmp[f"{arm}_final_pass_at_1"], cmp.get(f"{arm}_final_pass_at_1_stderr"))
     it, last = cmp.get(f"{arm}_final_iteration"), cmp.get(f"{arm}_last_iteration")
     steps = plural(cmp[f"{arm}_final_steps"], "gradient step")
+    if cmp.get(f"{arm}_iterations_left_out"):  # it went on; compared where the other arm stops
+        return f"at iteration {it} the {arm} arm was at {score}% after {steps}"
     if it is None or last is None or it == last:
         return f"the {arm} arm ended at {score}% after {steps}"
     total = plural(cmp[f"{arm}_total_steps"], "gradient step")
@@ -290,24 +309,33 @@ def _comparison_text(name: str, cmp: dict) -> str:
                  f"(paired over {plural(cmp['paired_problems'], 'held-out problem')}).")
     if None not in (b_base, t_base) and abs(b_base - t_base) > 1e-12:
         head += f" Before training the arms scored differently: textual {_pct(t_base)}%, binary {_pct(b_base)}%."
+    left = [f"the {arm} arm's evaluations of {_iterations(cmp[f'{arm}_iterations_left_out'])}"
+            for arm in ("textual", "binary") if cmp.get(f"{arm}_iterations_left_out")]
+    if left:
+        head += (f" Only iterations both arms evaluated are compared: {' and '.join(left)} are left out "
+                 "(the other arm has none there).")
     if not improved:
         return head + (" The binary arm did not improve on its own baseline, so there are no gradient steps "
                        "to compare.")
+    # said whatever the verdict: a "never reached" against a gain within noise says as little
+    noise = (f" The binary arm's gain over its baseline ({_points_pm(target - b_base, None)} points) is within "
+             "one standard error of its score, so the score to reach is its baseline's up to noise, and the step "
+             "counts say little.") if cmp.get("binary_gain_within_stderr") else ""
     if t_steps is None:
-        return head + " The textual arm **never reached** the binary arm's final score."
+        return head + " The textual arm **never reached** the binary arm's final score." + noise
     if t_steps == 0:
-        return head + " The textual arm had the binary arm's final score already before training."
+        return head + " The textual arm had the binary arm's final score already before training." + noise
     ratio = f" (binary/textual step ratio {cmp['step_ratio']:.2f})" if cmp.get("step_ratio") else ""
     text = head + (f" The textual arm reached the binary arm's final score after **{t_steps}** "
                    f"{'step' if t_steps == 1 else 'steps'}{ratio}.")
     if cmp.get("textual_reached_at_first_evaluation"):
         text += (" That is its first evaluation after training, the earliest that evaluating once per iteration "
                  "can show: it may have needed fewer steps.")
-    if cmp.get("binary_gain_within_stderr"):
-        text += (f" The binary arm's gain over its baseline ({_points_pm(target - b_base, None)} points) is within "
-                 "one standard error of its score, so the score to reach is its baseline's up to noise, and the step "
-                 "counts say little.")
-    return text
+    return text + noise
+
+
+def _iterations(its: list[int]) -> str:
+    return f"iteration {its[0]}" if len(its) == 1 else "iterations " + ", ".join(map(str, its))
 
 
 def _iteration_table(h: RunHistory) -> Table:
