@@ -114,7 +114,7 @@ def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(
     assert "leti: reading the first record of trainer.pretrain_corpus 'bigcode/the-stack' from the hub " \
         "(offline, HF_HUB_OFFLINE=1 skips the retries)\n" in out
     assert err.startswith("leti: error: trainer.pretrain_corpus: cannot load dataset 'bigcode/the-stack'")
-    assert "\n" not in err and "huggingface-cli login" in err
+    assert "\n" not in err and "hf auth login" in err
     (tmp_path / "empty").mkdir()
     assert main(args + ["--run-dir", str(tmp_path / "run2"), "--set", f"trainer.pretrain_corpus={tmp_path / 'empty'}"]) == 2
     assert "holds no .py files" in capsys.readouterr().err

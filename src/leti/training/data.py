@@ -210,7 +210,7 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
         raise LetiError(
             f"trainer.pretrain_corpus: cannot load dataset '{name}' ({first_line(e)}); offline, set "
             "trainer.pretrain_corpus: stdlib (or a directory of .py files); online, check the name, the "
-            "network and, for a gated dataset, its terms and `huggingface-cli login`"
+            "network and, for a gated dataset, its terms and `hf auth login`"
         ) from e
     for i, row in enumerate(ds):
         if i >= max_files:
