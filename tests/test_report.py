@@ -330,6 +330,14 @@ def test_task_metrics_are_shown_as_the_task_wrote_them(tmp_path):
     assert "| 33.5 | 21.2 |" in md and "3350" not in md
 
 
+def test_a_tasks_metric_units_head_its_columns(tmp_path):
+    """GENEVA's F1s are percent (its metric_units, as `leti evaluate` prints them): the column
+    says so, as the pass@k columns do (was a bare number beside the % columns)."""
+    run = _hand_run(tmp_path / "geneva", [(0, {"pass@1": (0.25, 0.1), "arg_c_f1": (21.25, None)})], task="geneva")
+    build_report(run)
+    assert "| held-out pass@1 % | held-out arg_c_f1 % |" in (run / "report.md").read_text()
+
+
 def test_an_sft_run_is_not_a_feedback_arm(tmp_path):
     """`leti sft CONFIG` writes the same config layout (textual_feedback on by default) but trains
     on reference solutions: it is no textual arm, whatever its config says."""
@@ -377,7 +385,7 @@ def _hand_run(root: Path, rows: list[tuple[int, dict | None]], textual: bool = T
     {"pass@k": (value, stderr)} or None (not evaluated that iteration)."""
     from dataclasses import replace
 
-    cfg = RunConfig(model="unused", task=TASK, **{"iterations": max(1, len(rows) - 1), **config})
+    cfg = RunConfig(**{"model": "unused", "task": TASK, "iterations": max(1, len(rows) - 1), **config})
     cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=textual))
     root.mkdir(parents=True)
     (root / "config.yaml").write_text(dump_config(cfg))

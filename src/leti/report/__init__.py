@@ -350,7 +350,8 @@ def _iteration_table(h: RunHistory) -> Table:
                      *(_metric_cell(m, p) for m in metrics),
                      *([f"{p.code_loss:.4f}" if p.code_loss is not None else "-"] if code else []), top])
     return Table(["iteration", "gradient steps", "train pass rate %",
-                  *(f"held-out {m} %" if _is_pass_at_k(m) else f"held-out {m}" for m in metrics),
+                  *(f"held-out {m} %" if _is_pass_at_k(m) else f"held-out {m} {h.metric_units.get(m, '')}".rstrip()
+                    for m in metrics),
                   *([CODE_LOSS] if code else []), "top training failures"], rows)
 
 

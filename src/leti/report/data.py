@@ -67,6 +67,8 @@ class RunHistory:
     # samples.jsonl files whose record count is not the one their iteration finished with
     # (metrics.jsonl's train_samples): cut or edited since; their counts come from metrics.jsonl
     samples_not_as_finished: list[Path] = field(default_factory=list)
+    # units of the task's own metrics (GENEVA's F1s: "%"), as `leti evaluate` prints them
+    metric_units: dict[str, str] = field(default_factory=dict)
 
     @property
     def unfinished(self) -> bool:
@@ -351,7 +353,19 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     return RunHistory(name=name or run.root.resolve().name, root=run.root, points=points, example_failure=example,
                       metrics_cut_short=run.metrics_cut_short(), sft=sft,
                       planned_iterations=1 if sft else cfg.iterations if cfg is not None else None,
-                      trained_on_good=on_good, samples_not_as_finished=short_samples)
+                      trained_on_good=on_good, samples_not_as_finished=short_samples,
+                      metric_units=_metric_units(cfg.task) if cfg is not None else {})
+
+
+def _metric_units(task: str) -> dict[str, str]:
+    """The task's metric_units; none for a task this machine cannot load (a plugin not installed
+    here): the report then shows the bare numbers."""
+    from leti.tasks.registry import get_task
+
+    try:
+        return dict(get_task(task).metric_units)
+    except Exception:  # noqa: BLE001 - a report reads files; a task it cannot load costs only the units
+        return {}
 
 
 def _run_config(run: RunDir):
