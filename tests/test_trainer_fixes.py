@@ -119,3 +119,13 @@ def test_leti_sft_prints_the_note_once_the_start_checks_pass(tmp_path, tiny_mode
     assert main(["sft", "tiny-cpu", "--set", f"model={tiny_model_path}", "--set", "progress=false",
                  "--run-dir", str(tmp_path / "sft")]) == 0
     assert "leti: note: this SFT run trains with trainer.learning_rate 0.001 and trainer.epochs 1" in capsys.readouterr().err
+
+
+def test_rank_seeds_do_not_repeat_across_ranks_and_stages():
+    """Each stage is seeded cfg.seed + iteration. With seed + rank (accelerate's device_specific),
+    rank 1 of one stage drew the dropout masks of rank 0 of the next."""
+    from leti.training.trainer import rank_seed
+
+    seeds = {(s, r): rank_seed(s, r) for s in range(20) for r in range(8)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= v < 2**32 for v in seeds.values())

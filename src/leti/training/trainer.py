@@ -18,6 +18,7 @@ one train state for the whole run).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import random
@@ -561,6 +562,13 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
     return t
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """A rank's own seed for a stage seeded `seed`, hashed (below 2**32, as numpy takes): accelerate's
+    device_specific seed + rank gave rank 1 of iteration k (seeded cfg.seed + k) rank 0's stream of
+    iteration k + 1."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\0dropout\0{rank}".encode(), digest_size=4).digest(), "little")
+
+
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None, source: str | None = None,
           tracker_run: tuple[str, str] | None = None, optimizer_from: str | Path | None = None,
@@ -599,7 +607,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         # model's setup, which must stay the same on every rank; one process keeps its stream.
         from accelerate.utils import set_seed
 
-        set_seed(seed, device_specific=True)
+        set_seed(rank_seed(seed, accelerator.process_index))
     steps_before = load_optimizer(optimizer, layout, optimizer_from) if optimizer_from is not None else 0
     model.train()
 
