@@ -10,6 +10,7 @@ import yaml
 
 from leti.cli import main
 from leti.config import RunConfig, config_to_dict, flatten_config, load_config
+from leti.errors import LetiError
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
@@ -129,3 +130,16 @@ def test_the_printed_defaults_do_not_pin_this_machines_core_count(tmp_path):
     assert load_config(tmp_path / "c.yaml").execution.workers is None
     assert ExecutionConfig().worker_count == len(cores)
     assert ExecutionConfig(workers=3).worker_count == 3
+
+
+def test_a_feedback_style_override_on_a_file_that_spells_out_both_sets_both(tmp_path):
+    """A run's config.yaml names execution.feedback_style too: `--set
+    training_text.feedback_style=rich` on it was refused for the two differing."""
+    from leti.config import dump_config
+
+    (tmp_path / "config.yaml").write_text(dump_config(RunConfig()))
+    cfg = load_config(tmp_path / "config.yaml", ["training_text.feedback_style=rich"])
+    assert (cfg.training_text.feedback_style, cfg.execution.feedback_style) == ("rich", "rich")
+    # both set, differently: still refused
+    with pytest.raises(LetiError, match="differs from training_text.feedback_style"):
+        load_config(tmp_path / "config.yaml", ["training_text.feedback_style=rich", "execution.feedback_style=paper"])

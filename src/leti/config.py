@@ -248,11 +248,23 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     layers = [copy.deepcopy(raw)]  # layers[i]: the file with the first i overrides applied
     for item in overrides:
         apply_override(raw, item)
+        _follow_feedback_style(raw, item, overrides)
         layers.append(copy.deepcopy(raw))
     try:
         return build(RunConfig, _with_feedback_style(raw), where)
     except LetiError as e:
         raise LetiError(_blame(e, layers, where, overrides)) from None
+
+
+def _follow_feedback_style(raw: dict, item: str, overrides: typing.Sequence[str]) -> None:
+    """`--set training_text.feedback_style=X` on a file that spells out execution.feedback_style
+    too (a run's config.yaml) sets both, as the one knob it is; unless execution's is set as well."""
+    keys = [o.partition("=")[0].strip() for o in overrides]
+    if item.partition("=")[0].strip() != "training_text.feedback_style" or "execution.feedback_style" in keys:
+        return
+    execution, text = raw.get("execution"), raw.get("training_text")
+    if isinstance(execution, dict) and isinstance(text, dict) and "feedback_style" in execution:
+        execution["feedback_style"] = text.get("feedback_style")
 
 
 def _with_feedback_style(raw: dict) -> dict:
