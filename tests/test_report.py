@@ -871,6 +871,9 @@ def test_an_arm_evaluated_less_often_is_compared_on_the_iterations_both_evaluate
     assert ("Only iterations both arms evaluated are compared: the textual arm's evaluations of iterations 1, 2 "
             "are left out") in md
     assert "step ratio 3.00" not in md
+    # its iteration 1 was left out: not "its first evaluation after training"
+    assert "That is the first iteration after training that both arms evaluated" in md
+    assert "That is its first evaluation after training" not in md
 
 
 def test_arms_of_different_lengths_are_compared_at_the_last_iteration_both_ran(tmp_path):

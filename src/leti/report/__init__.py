@@ -141,6 +141,7 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         # the paper's "fewer than half the gradient steps" is step_ratio >= 2 (None: not reached,
         # or reached before training, where a ratio means nothing)
         "step_ratio": b_steps / t_steps if t_steps and b_steps else None,
+        # (of the iterations compared: with *_iterations_left_out, the first both arms evaluated)
         "textual_reached_at_first_evaluation": bool(t_steps and first_trained and t_steps == first_trained.gradient_steps),
         # the binary arm's gain over its baseline is within one standard error: the score to
         # reach is the baseline's, up to evaluation noise
@@ -328,7 +329,10 @@ def _comparison_text(name: str, cmp: dict) -> str:
     ratio = f" (binary/textual step ratio {cmp['step_ratio']:.2f})" if cmp.get("step_ratio") else ""
     text = head + (f" The textual arm reached the binary arm's final score after **{t_steps}** "
                    f"{'step' if t_steps == 1 else 'steps'}{ratio}.")
-    if cmp.get("textual_reached_at_first_evaluation"):
+    if cmp.get("textual_reached_at_first_evaluation") and cmp.get("textual_iterations_left_out"):
+        text += (" That is the first iteration after training that both arms evaluated, the earliest this "
+                 "comparison can show: it may have needed fewer steps.")
+    elif cmp.get("textual_reached_at_first_evaluation"):
         text += (" That is its first evaluation after training, the earliest that evaluating once per iteration "
                  "can show: it may have needed fewer steps.")
     return text + noise
