@@ -109,6 +109,19 @@ def test_the_default_run_dir_keeps_a_dotted_preset_name_whole(config, name):
     assert default_run_dir(config) == f"runs/{name}"
 
 
+def test_a_run_started_under_the_stem_resumes_there(tmp_path, monkeypatch):
+    """Runs of a dotted preset started before the name was kept whole live in runs/<stem>: "run the
+    same command again" goes on there rather than starting over; my.YAML is my's."""
+    from leti.cli.run_cmd import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_run_dir("my.YAML") == "runs/my"
+    (tmp_path / "runs" / "mbpp-qwen2.5-coder-1").mkdir(parents=True)
+    assert default_run_dir("mbpp-qwen2.5-coder-1.5b-vllm") == "runs/mbpp-qwen2.5-coder-1.5b-vllm"  # no run there
+    (tmp_path / "runs" / "mbpp-qwen2.5-coder-1" / "run.json").write_text("{}")
+    assert default_run_dir("mbpp-qwen2.5-coder-1.5b-vllm") == "runs/mbpp-qwen2.5-coder-1"
+
+
 def test_the_printed_defaults_do_not_pin_this_machines_core_count(tmp_path):
     """`leti config > my.yaml` on a 1-core login node wrote `workers: 1`, and the GPU node that
     ran my.yaml executed with one sandboxed worker. The default is null, one per core where the

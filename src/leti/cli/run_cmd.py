@@ -19,9 +19,11 @@ def default_run_dir(config: str, suffix: str = "") -> str:
     """runs/<config name>: the file's name less .yaml / .yml, or the preset's whole name (a stem
     cut `mbpp-qwen2.5-coder-1.5b-vllm` to `mbpp-qwen2.5-coder-1`)."""
     name = Path(config).name
-    if name.endswith((".yaml", ".yml")):
+    if name.lower().endswith((".yaml", ".yml")):
         name = name.rsplit(".", 1)[0]
-    return str(Path("runs") / (name + suffix))
+    whole, stem = Path("runs") / (name + suffix), Path("runs") / (Path(config).stem + suffix)
+    # a run started under the stem (before the name was kept whole) resumes where it is
+    return str(stem if not whole.exists() and (stem / "run.json").exists() else whole)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
