@@ -181,10 +181,13 @@ def check_fills_batch(tokenizer, corpus: str, block_size: int, batch_size: int, 
     """At run start, not at the first training stage after a whole sampling phase: the corpus
     gives what a stage asks of it, found the way the stage finds it (trainer.train: open_corpus,
     then pretrain_batches' first batch when `mix`, heldout_blocks' first block when `heldout`),
-    so it refuses exactly what the stage would. Costs: lazily (is_lazy) the corpus is read only as
-    far as one batch goes; with `cache_dir` the cache is built now (or read back), and the stages
-    then read it rather than tokenize; without one, but with a split or the authors' packing, the
-    corpus is tokenized here once more than the stages' own tokenizing of it."""
+    so it refuses what the stage would, and a little more: with trainer.pretrain_mix_ratio below 1,
+    a stage of fewer than 1/ratio LeTI steps takes no pretraining batch at all, which the number
+    of texts decides only later (refused all the same: such a corpus fails any longer stage).
+    Costs: lazily (is_lazy) the corpus is read only as far as one batch goes; with `cache_dir` the
+    cache is built now (or read back), and the stages then read it rather than tokenize; without
+    one, but with a split or the authors' packing, the corpus is tokenized here once more than the
+    stages' own tokenizing of it (at every start and resume)."""
     if not (mix or heldout):
         return
     tokens = None
