@@ -60,7 +60,7 @@ def test_arch_gets_leti_tokens_samples_batched_and_saves(arch, arch_model_path, 
     assert _greedy(model, tok, batch_size=3) == _greedy(model, tok, batch_size=1)
     # BLOOM (ALiBi) has no position limit: the trainer keeps the configured length; MPT states
     # its limit as max_seq_len.
-    assert context_length(model, 10_000) == (10_000 if arch == "bloom" else 256)
+    assert context_length(model.config, 10_000) == (10_000 if arch == "bloom" else 256)
     save_model(model, tok, tmp_path / "ckpt")
     again, tok2 = load_model_and_tokenizer(str(tmp_path / "ckpt"), device="cpu")
     assert [tok2.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == ids

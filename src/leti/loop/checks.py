@@ -368,13 +368,11 @@ def check_corpus_fills_batch(cfg: RunConfig, tok: Any) -> None:
         return  # check_eos_token refuses it, in its own words
     if (config := _model_config(cfg)) is None:
         return
-    from types import SimpleNamespace
-
     from leti.training.corpus_cache import default_cache_dir
     from leti.training.data import check_fills_batch
     from leti.training.trainer import context_length
 
-    check_fills_batch(tok, t.pretrain_corpus, context_length(SimpleNamespace(config=config), t.max_length),
+    check_fills_batch(tok, t.pretrain_corpus, context_length(config, t.max_length),
                       t.batch_size, t.pretrain_max_files, t.pretrain_hf_data_dir, t.pretrain_text_field,
                       t.pretrain_eos_separator, mix=t.pretrain_mix_ratio > 0, heldout=t.measures_heldout,
                       cache_dir=default_cache_dir() if t.pretrain_cache else None, progress=cfg.progress,

@@ -42,6 +42,7 @@ from leti.training.data import (
     PackingStats,
     PadCollator,
     heldout_blocks,
+    is_lazy,
     open_corpus,
     pretrain_batches,
     tokenize_texts,
@@ -165,9 +166,10 @@ def load_optimizer(optimizer, layout: list, path: str | Path) -> int:
     return max(steps, default=0)
 
 
-def context_length(model, max_length: int) -> int:
-    """The trainer's sequence cap: the configured length, at most the model's context."""
-    limit = model_context(model.config)
+def context_length(config, max_length: int) -> int:
+    """The trainer's sequence cap: the configured length, at most the context of the model whose
+    config this is."""
+    limit = model_context(config)
     return min(max_length, limit) if limit else max_length
 
 
@@ -496,13 +498,13 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad()
+    weighted = sum(loss * n for loss, n in zip(losses, counts, strict=True))
     if accelerator.num_processes > 1:  # every rank's token losses over every rank's tokens
-        local = torch.tensor(sum(loss * n for loss, n in zip(losses, counts, strict=True)),
-                             dtype=torch.float64, device=accelerator.device)
+        local = torch.tensor(weighted, dtype=torch.float64, device=accelerator.device)
         return float(accelerator.reduce(local, reduction="sum")) / total
     if len(losses) == 1:
         return losses[0]  # the same number, without the rounding of x * n / n
-    return sum(loss * n for loss, n in zip(losses, counts, strict=True)) / max(sum(counts), 1)
+    return weighted / max(sum(counts), 1)
 
 
 def _log(accelerator, t: _Tally, n_leti_steps: int, cfg: TrainerConfig, bar) -> None:
@@ -588,7 +590,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
         raise LetiError("no training texts: the iteration produced no samples (check the task split and sampling.n)")
     random.seed(seed)
     torch.manual_seed(seed)
-    max_len = context_length(model, cfg.max_length)
+    max_len = context_length(model.config, cfg.max_length)
     data = tokenize_texts(tokenizer, texts, max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -621,8 +623,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
                   packing=cfg.pretrain_packing)
     # Opened (tokenized or read from the cache) once for the stage's passes and held-out blocks;
     # without a cache, a split or the authors' groups, each pass reads the corpus lazily, only as far as it goes.
-    lazy = cache is None and cfg.pretrain_heldout_fraction == 0 and cfg.pretrain_packing == "stream"
-    if cfg.reads_corpus and not lazy:
+    if cfg.reads_corpus and not is_lazy(cache, cfg.pretrain_heldout_fraction, cfg.pretrain_packing):
         corpus["tokens"] = open_corpus(tokenizer, cfg.pretrain_corpus, cfg.pretrain_max_files, cfg.pretrain_hf_data_dir,
                                        cfg.pretrain_text_field, cfg.pretrain_eos_separator, cache, main_progress)
     stream = None
