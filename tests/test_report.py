@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from statistics import stdev
 
@@ -30,7 +31,6 @@ def make_run(root: Path, pass_plan: list[list[bool]], eval_plan: list[list[bool]
     """A run dir with iterations 0..len(eval_plan)-1 finished of `planned` (default: all of them);
     iteration k's samples pass per plan. `training_text` overrides fields of the run's
     training_text config (the demo's arms)."""
-    from dataclasses import replace
 
     task = get_task(TASK)
     train, test = task.problems("train"), task.problems("test")
@@ -148,8 +148,8 @@ def test_report_rejects_a_dir_without_runs(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty)]) == 2
-    assert capsys.readouterr().err == f"leti: error: {empty}: no run found (no metrics.jsonl here or in its subfolders); " \
-                                      "pass a `leti run` or `leti demo` directory\n"
+    assert capsys.readouterr().err == f"leti: error: {empty}: no run found (no metrics.jsonl or run.json here or in its " \
+                                      "subfolders); pass a `leti run` or `leti demo` directory\n"
     assert not (empty / "report.md").exists()
 
 
@@ -290,7 +290,6 @@ def test_demo_with_control_arms_summary_and_report(tmp_path):
 
 def _set_config(run: Path, **fields) -> None:
     """Rewrite a made run's config.yaml with some top-level fields changed (e.g. its seed)."""
-    from dataclasses import replace
 
     from leti.config import load_config
 
@@ -383,7 +382,6 @@ def _hand_run(root: Path, rows: list[tuple[int, dict | None]], textual: bool = T
     the last row's unless given) and one
     metrics.jsonl line per (gradient steps, eval) in `rows`, iteration 0 first; an eval is
     {"pass@k": (value, stderr)} or None (not evaluated that iteration)."""
-    from dataclasses import replace
 
     cfg = RunConfig(**{"model": "unused", "task": TASK, "iterations": max(1, len(rows) - 1), **config})
     cfg = replace(cfg, training_text=replace(cfg.training_text, textual_feedback=textual))
@@ -893,3 +891,27 @@ def test_arms_of_different_lengths_are_compared_at_the_last_iteration_both_ran(t
     assert "at iteration 1 the textual arm was at 25.0 ± 10.0% after 8 gradient steps" in md
     # the caveat was left out of report.md on this path while comparisons.json said it
     assert "**never reached** the binary arm's final score. The binary arm's gain over its baseline" in md
+
+
+def test_a_run_still_in_iteration_0_is_listed_not_left_out(tmp_path, capsys):
+    """A run writes run.json when it starts and metrics.jsonl when iteration 0 ends: a demo arm still
+    evaluating its baseline was missing from the report without a word, and `leti report` of such a
+    run alone said there was no run."""
+    demo = tmp_path / "demo"
+    _hand_run(demo / "seed0" / "textual", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})])
+    binary = demo / "seed0" / "binary"
+    (binary / "iterations" / "0").mkdir(parents=True)
+    (binary / "run.json").write_text(json.dumps({"mode": "leti"}))
+    cfg = RunConfig(model="unused", task=TASK, iterations=1)
+    (binary / "config.yaml").write_text(dump_config(replace(cfg, training_text=replace(cfg.training_text, textual_feedback=False))))
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "| binary | n/a | n/a | - | none of 1 (unfinished) | 0 |" in md
+    assert "textual vs binary: not compared yet, `binary` has not finished iteration 0;" in md
+    assert "## Run `binary`\n\nNo iteration has finished yet: iteration 0 (the first evaluation) is running" in md
+    assert not (demo / "failures_binary.png").exists()
+    assert main(["report", str(binary)]) == 0  # the run on its own is reported too
+    assert "none of 1 (unfinished)" in (binary / "report.md").read_text()
+    (binary / "run.json").unlink()  # a folder that is no run is still refused
+    assert main(["report", str(binary)]) == 2
+    assert "no run found (no metrics.jsonl or run.json here or in its subfolders)" in capsys.readouterr().err

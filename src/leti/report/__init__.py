@@ -45,11 +45,15 @@ def find_runs(root: Path) -> list[tuple[str, Path]]:
     down (demo layout `seed<S>/<arm>`). A name is the run's path under `root` (`seed0/textual`),
     without the first level when every run is under the same one (a demo with one seed: `textual`),
     so no two runs share a name."""
-    if (root / "metrics.jsonl").exists():
+    # run.json is written when a run starts, metrics.jsonl when its iteration 0 ends: a run still
+    # in (or stopped in) iteration 0 is listed too, with no finished iteration, not left out unsaid
+    markers = ("metrics.jsonl", "run.json")
+    if any((root / m).exists() for m in markers):
         return [(root.resolve().name, root)]  # resolved: `leti report .` names the folder, not ""
-    found = sorted({p.parent for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in root.glob(pattern)})
+    found = sorted({p.parent for m in markers for pattern in (f"*/{m}", f"*/*/{m}") for p in root.glob(pattern)})
     if not found:
-        raise LetiError(f"{root}: no run found (no metrics.jsonl here or in its subfolders); pass a `leti run` or `leti demo` directory")
+        raise LetiError(f"{root}: no run found (no metrics.jsonl or run.json here or in its subfolders); pass a "
+                        "`leti run` or `leti demo` directory")
     rel = [p.relative_to(root).as_posix() for p in found]
     if all("/" in r for r in rel) and len({r.split("/")[0] for r in rel}) == 1:
         rel = [r.split("/", 1)[1] for r in rel]
@@ -232,8 +236,8 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
         if not stopped:
             pairs.append((label, t, b))
             return
-        which = "; ".join(f"`{h.name}` stopped at iteration {h.last_point.iteration if h.last_point else 'none'} "
-                          f"of {h.planned_iterations}" for h in stopped)
+        which = "; ".join(f"`{h.name}` stopped at iteration {h.last_point.iteration} of {h.planned_iterations}"
+                          if h.last_point else f"`{h.name}` has not finished iteration 0" for h in stopped)
         refused.append(f"{label}: not compared yet, {which}; an arm's final score and the step ratio wait for "
                        "both to finish (resume a run with the command that started it).")
 
@@ -451,7 +455,7 @@ def _final_iteration_cell(h: RunHistory) -> str:
 
 def _iterations_cell(h: RunHistory) -> str:
     """The last finished iteration; "1 of 4 (unfinished)" for a run stopped before its last."""
-    last = str(h.points[-1].iteration if h.points else 0)
+    last = str(h.points[-1].iteration) if h.points else "none"
     return f"{last} of {h.planned_iterations} (unfinished)" if h.unfinished else last
 
 
@@ -553,6 +557,11 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
             blocks.append(Para("metrics.jsonl ends in a partial line (the run was stopped while writing it), left "
                                f"out here; resuming the run (the command that started it, with `--run-dir {h.root}`) "
                                "writes it again."))
+        if not h.points:
+            blocks.append(Para(f"No iteration has finished yet: iteration 0 (the first evaluation) is running, or the "
+                               f"run was stopped in it; resuming the run (the command that started it, with "
+                               f"`--run-dir {h.root}`) finishes it."))
+            continue
         blocks.append(_iteration_table(h))
         blocks.append(Image(plot_failures(h, root / files[h.root]), f"failure types, {h.name}"))
         if h.example_failure:

@@ -310,9 +310,10 @@ def _eval_json(run: RunDir, k: int) -> dict | None:
 def load_run(root: str | Path, name: str | None = None) -> RunHistory:
     """Read a `leti run` directory. Raises LetiError if it is not one."""
     run = RunDir(root)
-    if not run.metrics_path.exists():
+    # run.json is written at start, metrics.jsonl when iteration 0 ends: a run in iteration 0 has none yet
+    if not run.metrics_path.exists() and not (run.root / "run.json").exists():
         raise LetiError(f"{run.root}: no metrics.jsonl; pass a `leti run` or `leti demo` directory")
-    rows = sorted(_metrics_rows(run), key=lambda r: int(r["iteration"]))
+    rows = sorted(_metrics_rows(run), key=lambda r: int(r["iteration"])) if run.metrics_path.exists() else []
     points, short_samples = [], []
     for row in rows:
         k = int(row["iteration"])
