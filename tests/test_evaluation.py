@@ -659,6 +659,39 @@ def test_prompt_prefix_warning_wording() -> None:
     assert prompt_prefix_warning("", "m", {"<|good|>", "<|bad|>"}, "hf").startswith("leti: warning: no --prompt-prefix")
 
 
+@pytest.mark.parametrize(("mode", "reward_token", "on_good"), [("sft", True, False), ("leti", False, False),
+                                                               ("leti", True, True)])
+def test_a_checkpoint_in_its_run_folder_is_judged_by_how_that_run_evaluates_it(tmp_path: Path, mode: str,
+                                                                              reward_token: bool, on_good: bool) -> None:
+    """A `leti sft` checkpoint has <|good|> in its tokenizer (leti adds it on loading) but its run
+    evaluates it on the plain prompt: it was told to pass --prompt-prefix '<|good|>'."""
+    from dataclasses import replace
+
+    from leti.config import RunConfig, dump_config
+    from leti.evaluation.generate import prompt_prefix_warning, saving_run
+
+    cfg = RunConfig(model="unused", task="synthetic:seed=0,train=4,test=4")
+    run = tmp_path / "run"
+    ckpt = run / "iterations" / "1" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    assert saving_run(str(ckpt)) is None  # no run.json: not a run's folder
+    (run / "config.yaml").write_text(dump_config(replace(cfg, training_text=replace(cfg.training_text,
+                                                                                    reward_token=reward_token))))
+    (run / "run.json").write_text(json.dumps({"mode": mode}))
+    assert saving_run(str(ckpt)) == (run, on_good)
+    assert saving_run(str(tmp_path)) is None
+    special = {"<|good|>", "<|bad|>"}
+    no_prefix = prompt_prefix_warning("", str(ckpt), special, "hf", saving_run(str(ckpt)))
+    good = prompt_prefix_warning("<|good|>", str(ckpt), special, "hf", saving_run(str(ckpt)))
+    if on_good:
+        assert no_prefix.startswith("leti: warning: no --prompt-prefix") and good is None
+    else:
+        assert no_prefix is None
+        assert good == (f"leti: warning: --prompt-prefix '<|good|>', but {run} trained {ckpt} without reward tokens "
+                        "(a `leti sft` run, or training_text.reward_token: false) and evaluates it on the plain "
+                        "prompt; leave the prefix out to compare with that run's numbers")
+
+
 def test_temperature_summary_carries_each_temperatures_stderr() -> None:
     from leti.cli.evaluate_cmd import format_temperatures, summarize_temperatures
 

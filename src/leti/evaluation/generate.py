@@ -169,13 +169,39 @@ def _write_settings(out_path: Path, settings: dict) -> None:
     write_json_atomic(out_path.parent / GENERATION_FILE, settings)
 
 
+def saving_run(model: str) -> tuple[Path, bool] | None:
+    """(the run folder, whether that run evaluates its trained checkpoints on <|good|>) for a
+    checkpoint a `leti run` or `leti sft` saved where it is (RUN/iterations/<k>/checkpoint, RUN
+    holding run.json and a readable config.yaml); None for any other model."""
+    from leti.config import load_config
+    from leti.loop.rundir import run_mode, trained_on_good
+
+    path = Path(model)
+    if path.name != "checkpoint" or path.parent.parent.name != "iterations":
+        return None
+    root = path.parent.parent.parent
+    if (mode := run_mode(root)) is None:
+        return None
+    try:
+        return root, trained_on_good(mode, load_config(root / "config.yaml"))
+    except LetiError:
+        return None
+
+
 def prompt_prefix_warning(prefix: str, model: str, checkpoint_special: set[str] | frozenset[str] | None,
-                          backend: str) -> str | None:
+                          backend: str, run: tuple[Path, bool] | None = None) -> str | None:
     """A warning line when the prompt prefix holds something that looks like a special token
     (<|good|>) which the checkpoint's own tokenizer does not have, or when there is no prefix and
     the checkpoint has <|good|> (one leti saved: the spec evaluates LeTI-trained models conditioned
     on it); None otherwise or when the checkpoint's tokens are unknown. A plain-text prefix is the
-    user's choice and not checked."""
+    user's choice and not checked. `run` (saving_run's) settles it for a checkpoint in its run's
+    folder: a `leti sft` run or one without reward tokens evaluates it on the plain prompt."""
+    if run is not None and not run[1]:
+        if GOOD not in prefix:
+            return None
+        return (f"leti: warning: --prompt-prefix {prefix!r}, but {run[0]} trained {model} without reward tokens "
+                "(a `leti sft` run, or training_text.reward_token: false) and evaluates it on the plain prompt; "
+                "leave the prefix out to compare with that run's numbers")
     if checkpoint_special is None:
         return None
     if not prefix:
@@ -299,7 +325,7 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
     except RemoteCodeNotTrusted as err:
         raise RemoteCodeNotTrusted(err.model, "pass --trust-remote-code") from None
     checkpoint_special = checkpoint_special_tokens(req.model, req.trust_remote_code)
-    warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend)
+    warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend, saving_run(req.model))
     if warning:
         print(warning, file=sys.stderr)
     if req.backend == "hf":  # the precision the draws are made in: the device decides it

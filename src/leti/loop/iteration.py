@@ -21,7 +21,7 @@ from leti.errors import LetiError, plural
 from leti.loop import stages
 from leti.loop.checks import carries_optimizer, check_disk
 from leti.loop.distributed import DataParallelSampler, Group, TrainJob, shared_path
-from leti.loop.rundir import read_json, replace_dir_atomic, write_json_atomic
+from leti.loop.rundir import read_json, replace_dir_atomic, trained_on_good, write_json_atomic
 from leti.sampling.base import Sampler, SamplingConfig, get_sampler
 
 # What the loop reads back from a train_stats.json (a damaged one is an error naming it).
@@ -57,7 +57,7 @@ class Iterations:
         self.train_problems, self.eval_problems = train_problems, eval_problems
         # Only a model whose training texts started with reward tokens knows what <|good|> means;
         # otherwise its embedding is still the mean initialisation.
-        self.rewarded = mode == "leti" and cfg.training_text.reward_token
+        self.rewarded = trained_on_good(mode, cfg)
 
     def source(self, k: int) -> str:
         """Weights at the end of iteration k (k = 0: the configured model)."""

@@ -189,6 +189,24 @@ class RunDir:
         write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def run_mode(root: Path) -> str | None:
+    """run.json's mode ("leti" or "sft"); None without a readable one (older runs, hand-made
+    directories), which are judged as `leti run` ones."""
+    try:
+        mode = json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mode if isinstance(mode, str) else None
+
+
+def trained_on_good(mode: str | None, cfg) -> bool:
+    """Whether a run's trained checkpoints are sampled and evaluated with the <|good|> prefix: only
+    a `leti run` whose training texts began with reward tokens taught the model what it means
+    (spec); a `leti sft` run, or one without reward tokens, uses the plain prompt. `mode` is
+    run_mode's (None: judged a `leti run`), `cfg` the run's RunConfig."""
+    return mode != "sft" and cfg.training_text.reward_token
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

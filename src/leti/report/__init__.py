@@ -16,13 +16,12 @@ from pathlib import Path
 from leti.config import RESUMABLE_CHANGES
 from leti.errors import LetiError, plural
 from leti.feedback.training_text import BAD, FEEDBACK_OPEN, GOOD
-from leti.loop.rundir import write_text_atomic
+from leti.loop.rundir import run_mode, write_text_atomic
 from leti.report.data import (
     RunHistory,
     final_difference,
     load_run,
     read_summary,
-    run_mode,
     shared_metric,
     steps_to_reach,
 )

@@ -14,7 +14,14 @@ from pathlib import Path
 from leti.errors import LetiError
 from leti.evaluation.pass_at_k import PairedDifference, paired_difference, stderrs_from_counts
 from leti.jsonl import is_number
-from leti.loop.rundir import RunDir, _scan_jsonl, read_json, scan_sample_records
+from leti.loop.rundir import (
+    RunDir,
+    _scan_jsonl,
+    read_json,
+    run_mode,
+    scan_sample_records,
+    trained_on_good,
+)
 
 
 @dataclass(frozen=True)
@@ -346,11 +353,11 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
         ))
     cfg = _run_config(run)
     example = example_training_text(run, [p.iteration for p in points], cfg)
-    sft = run_mode(run.root) == "sft"
+    mode = run_mode(run.root)
+    sft = mode == "sft"
     recorded = {p.conditioned_on_good for p in points if p.iteration >= 1 and p.conditioned_on_good is not None}
-    # the loop's rule (iteration.py): a LeTI run trained with reward tokens is evaluated on <|good|>
     on_good = False if sft else recorded.pop() if len(recorded) == 1 else \
-        cfg.training_text.reward_token if cfg is not None else None
+        trained_on_good(mode, cfg) if cfg is not None else None
     return RunHistory(name=name or run.root.resolve().name, root=run.root, points=points, example_failure=example,
                       metrics_cut_short=run.metrics_cut_short(), sft=sft,
                       planned_iterations=1 if sft else cfg.iterations if cfg is not None else None,
@@ -378,16 +385,6 @@ def _run_config(run: RunDir):
         return load_config(run.config_path)
     except LetiError:
         return None
-
-
-def run_mode(root: Path) -> str | None:
-    """run.json's mode ("leti" or "sft"); None without a readable one (older runs, hand-made
-    directories), which are judged as `leti run` ones."""
-    try:
-        mode = json.loads((root / "run.json").read_text(encoding="utf-8")).get("mode")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return mode if isinstance(mode, str) else None
 
 
 def shared_metric(histories: list[RunHistory]) -> str | None:
