@@ -70,6 +70,7 @@ _PARENT = None  # the zygote's parent at start; once it changes, the host is gon
 _RUNNING = None  # pid of the program being supervised (the zygote's SIGTERM handler kills it)
 _ZYGOTE = None  # the zygote's own pid
 PR_SET_DUMPABLE = 4
+NAMESPACE_EMPTY_S = 10.0  # how long restore waits for a program's killed processes to go
 # Modules that many programs import; importing them once in the zygote makes every fork cheaper.
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "operator", "typing", "copy", "decimal", "fractions", "statistics", "json",
@@ -865,13 +866,35 @@ def handle(req, scratch):
         return {"runner_error": f"the worker could not run the program ({type(e).__name__}: {e})"}
 
 
+def empty_namespace(timeout=NAMESPACE_EMPTY_S):
+    """Kill and reap every process left in the worker's pid namespace; False if some still
+    exist after `timeout`. supervise replies once the program's pipes close, while what it left
+    may still be dying or unreaped: each holds a pid of the worker's pids cgroup (RLIMIT_NPROC
+    without one), and the next program's fork failed on them. As the namespace's init, the zygote
+    is the parent of every process left, so no child left means the namespace is empty. Only
+    in the sandbox: without it a program's orphans are not ours to wait for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _kill_all(None)  # kill(-1): also what forked since the program was reaped
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+
+
 def restore(scratch, baseline=None, failed=False):
     """Clean up after a program: sent after its record, so that the time this takes never counts
     against the program. When the worker cannot vouch for a clean state (its files, `baseline`,
-    its inherited_state() before any program ran, or in the sandbox a socket left in its network
-    namespace, which only a fresh worker is rid of) or `failed` itself, this asks to retire it."""
+    its inherited_state() before any program ran, or in the sandbox a process that would not die
+    or a socket left in its network namespace, which only a fresh worker is rid of) or `failed`
+    itself, this asks to retire it."""
     try:
-        clean = (scratch.clean() and (baseline is None or inherited_state() == baseline)
+        clean = (not PID_NAMESPACE or empty_namespace())
+        clean = (clean and scratch.clean() and (baseline is None or inherited_state() == baseline)
                  and not (PID_NAMESPACE and sockets_left()))
     except Exception:
         clean = False
