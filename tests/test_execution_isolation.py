@@ -4,6 +4,10 @@ the harness keeps alive or frames it takes from the program, and gold data of a 
 
 from __future__ import annotations
 
+import ast
+import os
+import platform
+
 import pytest
 from hostile import CANARY, run_within
 
@@ -43,3 +47,72 @@ def test_processes_a_program_left_do_not_hold_the_next_ones_pids(ex):
     results = run_within(ex, [Program(SLEEPERS), Program(FORKS)] * 3, timeout=60)
     assert [r.status for r in results[1::2]] == [Status.PASSED] * 3, [r.feedback for r in results[1::2]]
     assert run_within(ex, [CANARY])[0].passed
+
+
+# Every way to set an extended attribute on the directories cleaning keeps; setxattrat (463 on
+# both machines with a filter) through libc's syscall(), with its struct xattr_args.
+PLANT_XATTRS = """import ctypes, os, shutil
+refused = []
+def attempt(name, call):
+    try:
+        call()
+        refused.append((name, "set"))
+    except PermissionError:
+        refused.append((name, "EPERM"))
+    except OSError as e:
+        refused.append((name, e.strerror))
+for d in (".", "..", "/tmp", "/dev/shm"):
+    attempt("setxattr " + d, lambda: os.setxattr(d, "user.planted", b"x" * 4096))
+    attempt("lsetxattr " + d, lambda: os.setxattr(d, "user.planted", b"x", follow_symlinks=False))
+    fd = os.open(d, os.O_RDONLY)
+    attempt("fsetxattr " + d, lambda: os.setxattr(fd, "user.planted", b"x"))
+    os.close(fd)
+class Args(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_uint64), ("size", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+libc = ctypes.CDLL(None, use_errno=True)
+value = ctypes.create_string_buffer(b"x")
+args = Args(ctypes.addressof(value), 1, 0)
+def setxattrat():
+    if libc.syscall(463, -100, b"/tmp", 0, b"user.planted", ctypes.byref(args), ctypes.sizeof(args)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+attempt("setxattrat /tmp", setxattrat)
+with open("src.txt", "w") as f:
+    f.write("data")
+shutil.copy2("src.txt", "/tmp/copy.txt")  # copying with metadata still works
+assert open("/tmp/copy.txt").read() == "data"
+print(refused)
+"""
+LOOK_XATTRS = """import os
+print(sorted((d, n) for d in (".", "..", "/tmp", "/dev/shm") for n in os.listxattr(d) if n.startswith("user.")))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"), reason="no seccomp filter there")
+def test_a_program_cannot_set_extended_attributes_that_outlive_it(ex):
+    """On /tmp (tmpfs) they kept data for later programs and memory charged to the worker."""
+    plant, look = run_within(ex, [Program(PLANT_XATTRS), Program(LOOK_XATTRS)])
+    assert plant.status is Status.PASSED, plant.feedback
+    refused = ast.literal_eval(plant.stdout)
+    assert len(refused) == 13 and all(how == "EPERM" for _, how in refused), refused
+    assert look.status is Status.PASSED and look.stdout == "[]\n", look.stdout
+
+
+def test_cleaning_removes_extended_attributes_from_the_directories_it_keeps(tmp_path, monkeypatch):
+    """The second line, where no seccomp filter refuses setting them (machines other than
+    x86_64 and aarch64): the scratch root and the reused run directory stay, their attributes go."""
+    from leti.execution import worker
+
+    monkeypatch.setattr(worker.tempfile, "tempdir", str(tmp_path))
+    scratch = worker.Scratch()
+    try:
+        run = scratch.get()
+        try:
+            for d in (scratch.root, run):
+                os.setxattr(d, "user.planted", b"from an earlier program")
+        except OSError:
+            pytest.skip("no user extended attributes on this file system")
+        assert scratch.clean()
+        assert scratch.get() == run  # still reused: only its attribute went
+        assert [n for d in (scratch.root, run) for n in os.listxattr(d) if n.startswith("user.")] == []
+    finally:
+        scratch.close()

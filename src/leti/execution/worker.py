@@ -81,12 +81,17 @@ MODULE_NAMES = ("__main__", "builtins")
 UNNAMED = "<unnamed exception>"  # type name reported when the exception's class has no usable name
 # Syscalls refused to programs (EPERM), by machine: (seccomp arch, (add_key, request_key, keyctl,
 # shmget, msgget, semget, mq_open, mq_unlink, mq_timedsend, mq_timedreceive, mq_notify,
-# mq_getsetattr)); numbers from asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64).
+# mq_getsetattr, setxattr, lsetxattr, fsetxattr, setxattrat)); numbers from asm/unistd_64.h
+# (x86_64) and asm-generic/unistd.h (aarch64); setxattrat (Linux 6.13) has one number everywhere.
 # Kernel keyrings are not namespaced: a sandboxed program could read the host user's keys or
 # plant keys in its keyrings. SysV IPC objects and POSIX message queues outlive the program in the
-# worker's IPC namespace, where later programs could read them (and they hold memory).
-DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64, 240, 241, 242, 243, 244, 245)),
-                   "aarch64": (0xC00000B7, (217, 218, 219, 194, 186, 190, 180, 181, 182, 183, 184, 185))}
+# worker's IPC namespace, where later programs could read them (and they hold memory); so do
+# extended attributes (ACLs too) on the directories cleaning keeps (/tmp, /dev/shm, the scratch
+# root), and copying with metadata (shutil.copy2) takes EPERM there as "not supported".
+DENIED_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250, 29, 68, 64, 240, 241, 242, 243, 244, 245,
+                                           188, 189, 190, 463)),
+                   "aarch64": (0xC00000B7, (217, 218, 219, 194, 186, 190, 180, 181, 182, 183, 184, 185,
+                                            5, 6, 7, 463))}
 
 
 # The reporting code runs in the program's process, after the program: what it calls is bound
@@ -720,9 +725,13 @@ class Scratch:
             if dirty:
                 ok = _remove(self.path) and ok
                 self.path = None
+        kept = [self.root] + ([self.path] if self.path is not None else [])
         if PID_NAMESPACE:
             for top in TMP_TOPS:
                 ok = self._wipe(top) and ok
+            kept += [*TMP_TOPS, *self.parents]
+        for path in kept:  # where the seccomp filter does not refuse setting them (other machines)
+            ok = _clear_xattrs(path) and ok
         return ok
 
     def _wipe(self, directory):
@@ -763,6 +772,24 @@ def protected_paths(mountinfo, tops):
             parents.add(parent)
             parent = os.path.dirname(parent)
     return mounts, parents
+
+
+# Extended attributes a program can set (as the owner of a directory) and cleaning removes.
+XATTR_PREFIXES = ("user.", "system.posix_acl_")
+
+
+def _clear_xattrs(path):
+    """Remove the program's extended attributes from a directory cleaning keeps: what they hold
+    (data, and memory in tmpfs) would reach later programs. True if none is left."""
+    try:
+        names = [n for n in os.listxattr(path, follow_symlinks=False) if n.startswith(XATTR_PREFIXES)]
+        for name in names:
+            os.removexattr(path, name, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        return e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)  # a file system without them
+    return True
 
 
 def _listdir(path):
