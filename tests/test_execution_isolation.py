@@ -116,3 +116,14 @@ def test_cleaning_removes_extended_attributes_from_the_directories_it_keeps(tmp_
         assert [n for d in (scratch.root, run) for n in os.listxattr(d) if n.startswith("user.")] == []
     finally:
         scratch.close()
+
+
+def test_the_cpu_time_backstop_allows_the_wall_limit_on_every_core_and_warns_first(ex):
+    """CPU time counts every thread: with soft = hard = timeout + 2, a program hashing in 4
+    threads was SIGKILLed (reported a crash) before its 5 s wall limit."""
+    src = ("import os, resource\n"
+           "print((resource.getrlimit(resource.RLIMIT_CPU), len(os.sched_getaffinity(0))))\n")
+    r = run_within(ex, [Program(src)])[0]
+    assert r.status is Status.PASSED, r.feedback
+    (soft, hard), cores = ast.literal_eval(r.stdout)
+    assert soft >= 5 * cores and hard > soft, (soft, hard, cores)

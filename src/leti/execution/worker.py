@@ -34,6 +34,7 @@ import ctypes
 import errno
 import gc
 import json
+import math
 import mmap
 import os
 import resource
@@ -436,18 +437,25 @@ def _deny_syscalls():
 
 def _set_limits(req):
     mb = 1024 * 1024
+    # CPU time is a backstop should the zygote's wall clock fail, and it counts every thread: a
+    # program hashing in 4 threads reached `timeout + 2` CPU-seconds long before its wall limit.
+    # So it allows the wall limit on every usable core, and soft < hard: SIGXCPU (a TIMEOUT for
+    # the host) comes before the kernel's SIGKILL.
+    cpu = (math.ceil(req["timeout"]) + 2) * max(1, len(os.sched_getaffinity(0)))
     limits = [(resource.RLIMIT_AS, req["memory_mb"] * mb + RESERVE),  # the program's own room stays memory_mb
-              (resource.RLIMIT_CPU, int(req["timeout"]) + 2),
+              (resource.RLIMIT_CPU, (cpu, cpu + 1)),
               (resource.RLIMIT_FSIZE, req["file_size_mb"] * mb),
               (resource.RLIMIT_NOFILE, req["open_files"]),
               (resource.RLIMIT_CORE, 0)]
     if os.getuid() != 0:  # the kernel does not apply RLIMIT_NPROC to root: the host uses a pids cgroup
         limits.append((resource.RLIMIT_NPROC, req["max_processes"]))
     for which, value in limits:
+        soft, hard = value if type(value) is tuple else (value, value)
         try:
-            soft, hard = resource.getrlimit(which)
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(which, (value, value))
+            cap = resource.getrlimit(which)[1]
+            if cap != resource.RLIM_INFINITY:
+                soft, hard = min(soft, cap), min(hard, cap)
+            resource.setrlimit(which, (soft, hard))
         except (ValueError, OSError):
             pass
 
