@@ -127,3 +127,20 @@ def test_the_cpu_time_backstop_allows_the_wall_limit_on_every_core_and_warns_fir
     assert r.status is Status.PASSED, r.feedback
     (soft, hard), cores = ast.literal_eval(r.stdout)
     assert soft >= 5 * cores and hard > soft, (soft, hard, cores)
+
+
+@pytest.fixture(scope="module")
+def rich():
+    with Executor(ExecutionConfig(timeout_s=5.0, workers=1, feedback_style="rich")) as executor:
+        yield executor
+
+
+def test_rich_feedback_does_not_keep_a_passing_asserts_operands_alive(rich):
+    """The rewritten assert stored its operands in a module global until the next assert: a
+    weakref check after `del` failed under rich feedback only. A failing one still shows them."""
+    src = "import weakref\nclass Node:\n    pass\nn = Node()\nref = weakref.ref(n)\n"
+    tests = "assert n is not None\ndel n\nassert ref() is None, 'Node leaked'\n"
+    ok, bad = run_within(rich, [Program(src, tests), Program("x = 2\n", "assert x == 3\n")])
+    assert ok.status is Status.PASSED, ok.feedback
+    assert bad.status is Status.FAILED and (bad.assert_left, bad.assert_op, bad.assert_right) == ("2", "==", "3")
+    assert bad.feedback.endswith("AssertionError\nassert 2 == 3"), bad.feedback

@@ -104,7 +104,7 @@ _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursion
 RECURSION_LIMIT = max(sys.getrecursionlimit(), 1000)  # what reporting runs under, whatever the program set
 _deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequence, traceback.TracebackException
 # A failing `assert L <op> R` of a program run for rich feedback reports the values it compared:
-# run_program compiles each such assert as two statements (_capturing_code), which store them here.
+# run_program compiles each such assert as three statements (_capturing_code), which store them here.
 CAPTURE = "__leti_assert_operands__"
 _OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
         ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
@@ -181,11 +181,11 @@ def _source_lines(source):
 
 
 def _capturing_code(source):
-    """`source` compiled with each `assert L <op> R[, msg]` split in two statements,
-    `CAPTURE[:] = (line, op, L, R)` and the assert on the stored values: the failing assert's
-    operands are then the values it compared, evaluated once. (Evaluated again after the failure,
-    a call ran twice and `next(it)` showed a value never compared.) Both statements carry the
-    assert's line, so a traceback through them reads as the program's own."""
+    """`source` compiled with each `assert L <op> R[, msg]` split in three statements,
+    `CAPTURE[:] = (line, op, L, R)`, the assert on the stored values and `del CAPTURE[:]`: the
+    failing assert's operands are then the values it compared, evaluated once. (Evaluated again
+    after the failure, a call ran twice and `next(it)` showed a value never compared.) All three
+    carry the assert's line, so a traceback through them reads as the program's own."""
     tree = ast.parse(source)
     for parent in list(ast.walk(tree)):
         for name, value in ast.iter_fields(parent):
@@ -206,7 +206,10 @@ def _split_assert(stmt):
                        ast.Tuple([ast.Constant(stmt.lineno), ast.Constant(_OPS[type(test.ops[0])]), test.left,
                                   test.comparators[0]], ast.Load()))
     check = ast.Assert(ast.Compare(stored(2), test.ops, [stored(3)]), stmt.msg)
-    return [ast.copy_location(store, stmt), ast.copy_location(check, stmt)]
+    # Once the assert passed its operands go: kept in the module global, they stayed alive until
+    # the next assert, and a weakref or refcount check after `del x` failed under rich only.
+    clear = ast.Delete([ast.Subscript(ast.Name(CAPTURE, ast.Load()), ast.Slice(), ast.Del())])
+    return [ast.copy_location(store, stmt), ast.copy_location(check, stmt), ast.copy_location(clear, stmt)]
 
 
 def _assert_operands(captured, lineno):
