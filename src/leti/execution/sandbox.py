@@ -17,8 +17,8 @@ killer picks the program (it runs with oom_score_adj 1000), and the host reports
 
 What programs are refused beyond that: capabilities, in the sandbox and in user namespaces of their
 own (--disable-userns, bwrap >= 0.8); on x86_64 and aarch64, through a seccomp filter, the kernel
-keyrings (not namespaced: they are the host user's), SysV IPC and POSIX message queues (whose
-objects outlive the program in the worker). A program that changes its worker's limits or scheduling from outside (prlimit,
+keyrings (not namespaced: they are the host user's), SysV IPC, POSIX message queues and setting
+extended attributes (all of which outlive the program in the worker). A program that changes its worker's limits or scheduling from outside (prlimit,
 setpriority, ioprio_set) retires the worker, so later programs never inherit them; so does one
 that leaves a socket in the worker's network namespace (a closed loopback connection holds its
 port in TIME_WAIT for 60 s), so a later program can bind any port an earlier one used.
