@@ -41,6 +41,27 @@ def test_special_tokens_added_and_rows_mean_initialised(tiny_model_path):
     assert tok.padding_side == "left" and tok.pad_token_id is not None
 
 
+def test_tokens_the_tokenizer_has_beyond_the_matrix_start_at_the_mean_on_every_load(tmp_path):
+    """A pad token added to a tokenizer saved without resizing its model (as leti's own refusal of
+    a tokenizer without pad or eos advises) has no embedding row: resizing left that row unseeded
+    random and the LeTI rows' mean took it in, so two loads of one model differed (and a run's
+    arms did not share a start)."""
+    path = make_tiny_model(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.add_special_tokens({"pad_token": "[PAD]"})
+    tok.save_pretrained(path)
+    old_rows = AutoModelForCausalLM.from_pretrained(path).get_input_embeddings().weight.detach().clone()
+    assert len(tok) == len(old_rows) + 1
+    loads = [load_model_and_tokenizer(path, device="cpu") for _ in range(2)]
+    (first, tok1), (second, _) = loads
+    emb = first.get_input_embeddings().weight
+    assert emb.shape[0] == len(tok1) == len(old_rows) + 1 + len(SPECIAL_TOKENS)
+    torch.testing.assert_close(emb[: len(old_rows)], old_rows)
+    for row in emb[len(old_rows):]:  # the pad token's row and leti's: the mean of the model's own rows
+        torch.testing.assert_close(row, old_rows.mean(dim=0))
+    torch.testing.assert_close(second.get_input_embeddings().weight, emb, rtol=0, atol=0)
+
+
 def test_save_and_reload_keeps_tokens_and_weights(tiny_model_path, tmp_path):
     model, tok = load_model_and_tokenizer(tiny_model_path, device="cpu")
     out = save_model(model, tok, tmp_path / "ckpt")

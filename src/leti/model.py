@@ -507,13 +507,16 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     old_len = len(tokenizer)
     n_added = _add_tokens(tokenizer)
     new_len = len(tokenizer)
-    if new_len == old_len:
-        return n_added
     n_rows = model.get_input_embeddings().weight.shape[0]
     if new_len > n_rows:
-        # mean_resizing=False: we set the rows ourselves (plain mean, deterministic).
+        # mean_resizing=False: we set the rows ourselves (plain mean, deterministic). Tokens the
+        # tokenizer had beyond the matrix (a pad token added to a tokenizer saved without resizing
+        # its model; Qwen2's tokenizer adding <|endoftext|>) get the mean too: resizing leaves
+        # them unseeded random, so two loads of one model differed.
         model.resize_token_embeddings(new_len, mean_resizing=False)
-    _mean_init_rows(model, old_len, new_len)
+        _mean_init_rows(model, min(old_len, n_rows), new_len)
+    elif new_len > old_len:
+        _mean_init_rows(model, old_len, new_len)
     return n_added
 
 
