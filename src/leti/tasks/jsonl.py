@@ -42,7 +42,10 @@ and tests that can fail in none of these ways are refused, each with its fix: co
 `pass` only; `add(1, 2) == 3` (a comparison without assert); a `check` (or pytest-style
 `test_*`) function that is never called; `unittest.main(exit=False)` or `doctest.testmod()`
 whose result is not checked (write `assert doctest.testmod().failed == 0`). `unittest.main()`
-is refused wherever it is: it always ends in SystemExit, so every program would *fail*. An
+is refused wherever it is: it always ends in SystemExit, so every program would *fail*; so is an
+exit that always runs (`sys.exit(0 if ok else 1)`, `exit(0)`, `os._exit(0)` or `raise SystemExit`
+at the tests' top level or under `if __name__ == "__main__":`): a program passes when it runs
+to the end, and an exit inside an `if` (`if not ok: sys.exit(1)`) is a check. An
 explicit `assert` is taken at its word: `assert True` passes the rule. This check comes after
 the others (a line's schema, unique ids). Where the prompt does not parse (it usually ends
 inside the function to complete), its last lines are dropped until it does; if 20 lines are

@@ -102,6 +102,41 @@ def _is_unittest_main(node: ast.AST) -> bool:
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "unittest")
 
 
+def _main_guard(node: ast.stmt) -> bool:
+    """`if __name__ == "__main__":` (without else): always true where the tests run."""
+    test = node.test if isinstance(node, ast.If) and not node.orelse else None
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq) and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
+
+
+def _unconditional_exit(tree: ast.Module) -> ast.stmt | None:
+    """The first statement that always ends the program with an exit: a top-level (or main-guarded)
+    `exit(...)`, `quit(...)`, `sys.exit(...)`, `os._exit(...)` or `raise SystemExit`. Exits inside
+    an if, try, loop, with or function are left alone: `if not ok: sys.exit(1)` is a check."""
+    # sys and os may come from the prompt's imports: the tests run after it
+    modules = {"sys": "sys", "os": "os"}
+    modules.update({a.asname or a.name: a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names})
+    bound = {n.name for n in ast.walk(tree) if isinstance(n, (*_FUNCTIONS, ast.ClassDef))}
+    bound |= {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    statements = [s for top in tree.body for s in (top.body if _main_guard(top) else [top])]
+    for s in statements:
+        if isinstance(s, ast.Raise) and s.exc is not None:
+            exc = s.exc.func if isinstance(s.exc, ast.Call) else s.exc
+            if isinstance(exc, ast.Name) and exc.id == "SystemExit" and "SystemExit" not in bound:
+                return s
+        call = s.value if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) else None
+        if call is None:
+            continue
+        func = call.func
+        if isinstance(func, ast.Name) and func.id in ("exit", "quit", "_exit") and func.id not in bound:
+            return s  # the builtins, or `from sys import exit` / `from os import _exit`
+        if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                and (modules.get(func.value.id), func.attr) in (("sys", "exit"), ("os", "_exit"))):
+            return s
+    return None
+
+
 def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where: str) -> None:
     """Refuse (LetiError, one line) tests that cannot fail, by the rule in the module docstring.
     `tests` is known to compile."""
@@ -122,6 +157,14 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
         raise LetiError(f"{where}: field 'tests' calls unittest.main(), which always ends in SystemExit, and leti "
                         "counts an exit as a failure, so every program would fail; write "
                         "`assert unittest.main(exit=False).result.wasSuccessful()` instead")
+    ends = _unconditional_exit(tree)
+    if ends is not None:  # a passing program's run ends in SystemExit too, even sys.exit(0)
+        text = (ast.get_source_segment(tests, ends) or "").replace("\n", " ")
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise LetiError(f"{where}: field 'tests' line {ends.lineno} `{text}` always ends the program with an exit, "
+                        "and leti counts an exit as a failure (even exit code 0), so every program would fail; "
+                        "drop it: a program passes when it runs to the end (write `assert cond` instead of "
+                        "`sys.exit(0 if cond else 1)`)")
     called = {c for c in map(_callee, running) if c is not None}
     checking = _checkers([tree])
     if any(_is_check(n) for n in running) or called & checking:

@@ -1,0 +1,80 @@
+"""jsonl: task files whose tests always end the program with an exit are refused when read: leti
+counts any exit as a failure (even `sys.exit(0)`), so every program failed, the right ones too,
+with feedback saying the tests had not finished. Exits that only run when a check fails stay
+accepted, and pass a right program and fail a wrong one in the sandbox."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leti.errors import LetiError
+from leti.execution import ExecutionConfig, Executor
+from leti.tasks import get_task
+
+PROMPT = "def add(a, b):\n"
+RIGHT, WRONG = "    return a + b\n", "    return a - b\n"
+FIX = ("drop it: a program passes when it runs to the end (write `assert cond` instead of "
+       "`sys.exit(0 if cond else 1)`)")
+
+
+def _task_file(tmp_path: Path, rows: list[dict], name: str = "tasks.jsonl") -> Path:
+    """A first line that is fine, then `rows` (ids p0, p1, ...; prompt PROMPT unless given)."""
+    lines = [{"id": "ok", "prompt": PROMPT, "tests": "assert add(1, 2) == 3\n"}]
+    lines += [{"id": f"p{i}", "prompt": PROMPT, **row} for i, row in enumerate(rows)]
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+ALWAYS_EXIT = [
+    ("import sys\nsys.exit(0 if add(1, 2) == 3 else 1)\n", 2, "sys.exit(0 if add(1, 2) == 3 else 1)"),
+    ("assert add(1, 2) == 3\nprint('ok')\nexit(0)\n", 3, "exit(0)"),
+    ("assert add(1, 2) == 3\nquit()\n", 2, "quit()"),
+    ("assert add(1, 2) == 3\nraise SystemExit(0)\n", 2, "raise SystemExit(0)"),
+    ("assert add(1, 2) == 3\nraise SystemExit\n", 2, "raise SystemExit"),
+    ("import os\nassert add(1, 2) == 3\nos._exit(0)\n", 3, "os._exit(0)"),
+    ("import sys as s\nassert add(1, 2) == 3\ns.exit()\n", 3, "s.exit()"),
+    ("from sys import exit\nassert add(1, 2) == 3\nexit(0)\n", 3, "exit(0)"),
+    # the main guard is always true where the tests run
+    ("import sys\nif __name__ == '__main__':\n    assert add(1, 2) == 3\n    sys.exit(0)\n", 4, "sys.exit(0)"),
+]
+
+
+@pytest.mark.parametrize(("tests", "line", "text"), ALWAYS_EXIT)
+def test_tests_that_always_exit_are_refused_with_file_line_field_and_fix(tmp_path: Path, tests: str, line: int,
+                                                                         text: str) -> None:
+    path = _task_file(tmp_path, [{"tests": tests, "reference": RIGHT}])
+    with pytest.raises(LetiError) as err:
+        get_task(f"jsonl:{path}").problems()
+    assert str(err.value) == (f"{path}:2: field 'tests' line {line} `{text}` always ends the program with an exit, "
+                              "and leti counts an exit as a failure (even exit code 0), so every program would fail; "
+                              + FIX)
+
+
+CONDITIONAL_EXIT = [
+    "import sys\nif add(1, 2) != 3:\n    sys.exit(1)\n",
+    "import sys\ntry:\n    assert add(1, 2) == 3\nexcept AssertionError:\n    sys.exit(1)\n",
+    "for a, b in [(1, 2), (3, 4)]:\n    if add(a, b) != a + b:\n        exit(1)\n",
+    "def check():\n    if add(1, 2) != 3:\n        raise SystemExit(1)\n\ncheck()\n",
+    "import os\nwith open(os.devnull) as f:\n    if add(1, 2) != 3:\n        os._exit(1)\n",
+    # an `exit` of the tests' own is not the builtin
+    "def exit(code):\n    assert code == 0\n\nexit(0 if add(1, 2) == 3 else 1)\n",
+]
+
+
+def test_only_exits_that_always_run_are_refused(tmp_path: Path) -> None:
+    """Exits under a condition are checks: accepted, and they fail exactly the wrong program.
+    The same tests with the exit moved to the top level are refused."""
+    task = get_task(f"jsonl:{_task_file(tmp_path, [{'tests': t} for t in CONDITIONAL_EXIT])}")
+    problems = task.problems()
+    with Executor(ExecutionConfig(workers=2, timeout_s=10.0)) as ex:
+        results = ex.run([task.build_program(p, body) for body in (RIGHT, WRONG) for p in problems])
+    right, wrong = results[: len(problems)], results[len(problems):]
+    assert [(p.id, r.feedback) for p, r in zip(problems, right, strict=True) if not r.passed] == []
+    assert [p.id for p, r in zip(problems, wrong, strict=True) if r.passed] == []
+    path = _task_file(tmp_path, [{"tests": "import sys\nok = add(1, 2) == 3\nsys.exit(0 if ok else 1)\n"}], "top.jsonl")
+    with pytest.raises(LetiError, match=r":2: field 'tests' line 3 `sys.exit\(0 if ok else 1\)` always ends"):
+        get_task(f"jsonl:{path}").problems()
