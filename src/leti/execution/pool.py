@@ -16,10 +16,10 @@ its result pipe can pass (see worker.py: tests run in the program's process, as 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import queue
-import re
 import select
 import signal
 import struct
@@ -51,7 +51,6 @@ _MAX_RESULT = 1 << 21
 # Lists and dicts in a real record: one per frame (at most 1000), the frame list, three dicts. Far
 # more within _MAX_RESULT (`[{},{},...]`: 700k objects, 100 MB to parse) is forged, refused unparsed.
 _MAX_CONTAINERS = 1024 + 16
-_JSON_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _PIPELINE_DEPTH = 2  # programs sent ahead to each worker
 _ABORT_JOIN_S = 10.0  # abort(): longest wait for the feeding threads once their workers are killed
 
@@ -83,6 +82,16 @@ class _Worker:
         except BaseException:
             self.cgroup.remove()
             raise
+        self.sent: deque[int] = deque()  # sizes of the requests sent whose programs have not finished
+        # The worker reads a request only once it has written the previous program's reply, which
+        # blocks while the host, itself blocked writing a request into a full pipe, reads nothing:
+        # a request is sent ahead only if it fits in the pipe behind those already waiting there.
+        # Half the pipe (32 KiB by default; less where the user's pipe quota shrank new pipes) is
+        # slack for its page-sized slots. The worker's programs cannot reach the pipe to resize it.
+        try:
+            self.pipe_room = fcntl.fcntl(self.proc.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) // 2
+        except OSError:
+            self.pipe_room = select.PIPE_BUF // 2
 
     def wait_ready(self) -> None:
         """Wait for the worker's hello (apart from __init__, so that `kill` can reach a worker
@@ -90,12 +99,18 @@ class _Worker:
         if not self._read(time.monotonic() + _START_TIMEOUT_S).get("ready"):
             raise WorkerLost("worker did not start")
 
-    def send(self, req: dict) -> None:
-        """Queue a request. A dead worker is noticed by the `receive` that follows, which is
-        where the program that killed it is known."""
-        data = json.dumps(req).encode()
+    def can_send(self, frame: bytes) -> bool:
+        """Whether `frame` can be sent now without risk of deadlock: nothing is in flight (the
+        worker, idle, reads it whole), or it fits in the pipe behind the requests queued there.
+        The head's request is not counted: the worker reads it without waiting for the host."""
+        return not self.sent or sum(self.sent) - self.sent[0] + len(frame) <= self.pipe_room
+
+    def send(self, frame: bytes) -> None:
+        """Queue a request (a `_frame`). A dead worker is noticed by the `receive` that follows,
+        which is where the program that killed it is known."""
+        self.sent.append(len(frame))
         try:
-            self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+            self.proc.stdin.write(frame)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass
@@ -113,6 +128,7 @@ class _Worker:
     def finish(self, timeout: float) -> bool:
         """Wait for the worker to clean up after the program just received; True if it retires
         (it could not restore a clean state, and exits)."""
+        self.sent.popleft()  # the worker is done with the program: next it reads a request
         done = self._read(time.monotonic() + timeout)
         cpu = done.get("worker_cpu_s")
         if isinstance(cpu, (int, float)):
@@ -285,11 +301,12 @@ class Executor:
 
     def _serve(self) -> None:
         """Feed one worker, keeping `_PIPELINE_DEPTH` programs in flight so that it never waits
-        for the host between programs. The worker runs them in order; if it dies, the program
-        at the head was running and is charged, the others never started and go to a new worker.
-        Every future taken from the queue is resolved, whatever happens."""
+        for the host between programs (but before a request too large to send ahead). The worker
+        runs them in order; if it dies, the program at the head was running and is charged, the
+        others never started and go to a new worker. Every future taken from the queue is
+        resolved, whatever happens."""
         worker: _Worker | None = None
-        inflight: deque[tuple[Program, Future]] = deque()
+        inflight: deque[tuple[Program, Future, bytes]] = deque()  # with each program, its request
         stopping = False
         try:
             while True:
@@ -301,13 +318,17 @@ class Executor:
                     if item is None:
                         stopping = True
                     elif item[1].set_running_or_notify_cancel():
-                        inflight.append(item)
-                        if worker is not None:
-                            worker.send(self._request(item[0]))
+                        try:
+                            frame = self._frame(item[0])
+                        except Exception as e:  # cannot be encoded: its future is resolved all the same
+                            item[1].set_exception(e)
+                            continue
+                        inflight.append((*item, frame))
+                        self._feed(worker, inflight)
                 if not inflight:
                     break
                 if self._aborted:  # the programs in flight were killed with their worker
-                    for _, fut in inflight:
+                    for _, fut, _ in inflight:
                         if not fut.done():
                             fut.set_exception(RuntimeError("leti executor aborted"))
                     inflight.clear()
@@ -316,8 +337,6 @@ class Executor:
                 if worker is None:
                     try:
                         worker = self._start_worker()
-                        for program, _ in inflight:
-                            worker.send(self._request(program))
                     except WorkerLost as e:
                         worker = None
                         if self._aborted:
@@ -326,11 +345,12 @@ class Executor:
                     except BaseException as e:  # cannot start workers at all: tell the callers
                         self._stop_worker(worker)
                         worker = None
-                        for _, fut in inflight:
+                        for _, fut, _ in inflight:
                             fut.set_exception(e)
                         inflight.clear()
                         continue
                 if raw is None:
+                    self._feed(worker, inflight)  # the head's at least: its program is next
                     try:
                         raw = worker.receive(self.config.timeout_s + _GRACE_S)
                     except Exception as e:  # WorkerLost, or anything else reading the reply
@@ -339,7 +359,7 @@ class Executor:
                         if self._aborted:  # abort() killed it: not the program's doing
                             continue
                         raw = {"runner_error": f"the sandboxed worker was lost ({e})"}
-                program, fut = inflight.popleft()
+                program, fut, _ = inflight.popleft()
                 try:
                     fut.set_result(self._result(program, raw))
                 except BaseException as e:  # last resort: the future must not stay pending
@@ -355,7 +375,7 @@ class Executor:
                         worker = None
         finally:
             self._stop_worker(worker)
-            for _, fut in inflight:  # only if this thread itself failed
+            for _, fut, _ in inflight:  # only if this thread itself failed
                 if not fut.done():
                     fut.set_exception(RuntimeError("leti executor thread stopped"))
 
@@ -381,13 +401,26 @@ class Executor:
             self._live.discard(worker)
             self._cpu_done_s += worker.cpu_s
 
-    def _request(self, program: Program) -> dict:
+    @staticmethod
+    def _feed(worker: _Worker | None, inflight: deque[tuple[Program, Future, bytes]]) -> None:
+        """Send the worker the programs in flight that it has not been sent, in order, as far as
+        it can take them without risk of deadlock (`_Worker.can_send`); the rest wait for the
+        programs ahead of them to finish."""
+        while worker is not None and len(worker.sent) < len(inflight):
+            frame = inflight[len(worker.sent)][2]
+            if not worker.can_send(frame):
+                return
+            worker.send(frame)
+
+    def _frame(self, program: Program) -> bytes:
+        """The worker's request to run `program`, framed (length first)."""
         c = self.config
-        return {"source": program.source, "timeout": c.timeout_s, "memory_mb": c.memory_mb,
-                "max_output": c.max_output_bytes, "file_size_mb": c.file_size_mb,
-                "open_files": c.open_files, "max_processes": c.max_processes,
-                "feedback": c.feedback_style,  # "rich": asserts compiled to keep their operands
-                "module_name": program.module_name}
+        data = json.dumps({"source": program.source, "timeout": c.timeout_s, "memory_mb": c.memory_mb,
+                           "max_output": c.max_output_bytes, "file_size_mb": c.file_size_mb,
+                           "open_files": c.open_files, "max_processes": c.max_processes,
+                           "feedback": c.feedback_style,  # "rich": asserts compiled to keep their operands
+                           "module_name": program.module_name}).encode()
+        return struct.pack(">I", len(data)) + data
 
     def _result(self, program: Program, raw: dict) -> ExecutionResult:
         try:
@@ -429,8 +462,11 @@ def _containers(text: str) -> int:
     """How many lists and dicts JSON `text` holds (brackets outside its strings; linear)."""
     if text.count("[") + text.count("{") <= _MAX_CONTAINERS:
         return 0
-    bare = _JSON_STRINGS.sub("", text)
-    return bare.count("[") + bare.count("{")
+    # Escape pairs gone (a run of backslashes pairs up from its start, as JSON reads it; a lone
+    # one left escapes the quote after it), every '"' left opens or closes a string. A regex
+    # matching whole strings was quadratic on an unterminated one: `"` + `\"` * 30000 took 12 s.
+    bare = text.replace("\\\\", "").replace('\\"', "")
+    return sum(part.count("[") + part.count("{") for part in bare.split('"')[::2])
 
 
 def _program_record(text: object) -> dict | None:
