@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from leti.cli import main
+from leti.testing import make_tiny_model
 from leti.training.trainer import OPTIMIZER_FILE
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
@@ -285,6 +286,14 @@ def test_training_on_one_text_says_one_text(tmp_path, tiny_model_path, task_file
                  "--set", "trainer.epochs=1", "--set", "eval.max_problems=1", "--set", "trainer.max_length=8"]) == 0
     assert ("leti: iteration 1: 1 of 1 training text exceeded trainer.max_length=8 tokens (cut at the end: "
             "the rest is not trained on); raise trainer.max_length to keep them\n") in capsys.readouterr().out
+    # where the model's context is the cap, raising trainer.max_length would change nothing
+    short = make_tiny_model(tmp_path / "short-context", n_positions=48)
+    assert main(["sft", CONFIG, "--run-dir", str(tmp_path / "ctx"), "--set", f"model={short}",
+                 "--set", f"task={task_file}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "max_train_problems=1",
+                 "--set", "trainer.epochs=1", "--set", "eval.max_problems=1", "--set", "eval.max_new_tokens=2"]) == 0
+    assert ("leti: iteration 1: 1 of 1 training text exceeded the model's context of 48 tokens (cut at "
+            "the end: the rest is not trained on); it caps trainer.max_length=256, so lower sampling.max_new_tokens, or "
+            "shorten the feedback (execution.feedback_max_bytes) or the prompts, to keep them\n") in capsys.readouterr().out
 
 @pytest.mark.slow
 def test_a_run_without_reward_tokens_is_never_prompted_with_good(tmp_path, tiny_model_path, task_file):

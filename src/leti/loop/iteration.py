@@ -235,9 +235,14 @@ class Iterations:
                                  optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None,
                                  heldout_before=job.heldout_before)
         if stats.n_truncated:  # their ends (program, end-of-text) were not trained on: say so, not only in train_stats.json
+            # the model's context caps trainer.max_length (context_length): raising it then changes nothing
+            limit, fix = ((f"trainer.max_length={stats.max_length} tokens", "raise trainer.max_length to keep them")
+                          if stats.max_length >= cfg.trainer.max_length else
+                          (f"the model's context of {stats.max_length} tokens",
+                           f"it caps trainer.max_length={cfg.trainer.max_length}, so lower sampling.max_new_tokens, or "
+                           "shorten the feedback (execution.feedback_max_bytes) or the prompts, to keep them"))
             print(f"leti: iteration {k}: {stats.n_truncated} of {plural(len(texts), 'training text')} exceeded "
-                  f"trainer.max_length={stats.max_length} tokens (cut at the end: the rest is not trained on); "
-                  "raise trainer.max_length to keep them")
+                  f"{limit} (cut at the end: the rest is not trained on); {fix}")
         save_model(model, tok, tmp)
         # the stats travel inside the checkpoint, so its one rename marks the training done
         write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())
