@@ -177,11 +177,21 @@ def test_cli_validate_reports_counts_and_failures(tmp_path: Path, capsys: pytest
     rc = main(["tasks", "validate", f"jsonl:{f}", "--workers", "2", "--timeout", "5"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "1 problems have no reference" in out
+    assert "1 problem has no reference and was not run: " in out
     assert "1 passed, 1 failed\nfailed: sub\n" in out
     assert "AssertionError" in out  # the feedback of the failing reference
     assert main(["tasks", "validate", f"jsonl:{f}", "--split", "nope"]) == 2
     assert "has no split 'nope'" in capsys.readouterr().err
+
+
+def test_cli_validate_of_a_file_without_references_is_not_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """It printed "0 passed, 0 failed" and exited 0: a CI step passed on a file it never checked."""
+    rows = [{k: v for k, v in row.items() if k != "reference"} for row in JSONL_OK]
+    f = _write(tmp_path / "t.jsonl", [json.dumps(r) for r in rows])
+    assert main(["tasks", "validate", f"jsonl:{f}"]) == 2
+    assert capsys.readouterr().err == (
+        f"leti: error: task 'jsonl:{f}': none of its {len(rows)} problems has a reference solution, so there is "
+        "nothing to validate; add a 'reference' field (the code that completes the prompt) to check the tests\n")
 
 
 def test_cli_validate_refuses_an_empty_prompt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -144,12 +144,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise LetiError(f"{where}: problem {empty[0].id!r} has an empty prompt{more}; give some text")
     with_ref = [p for p in problems if p.reference is not None]
     without = [p.id for p in problems if p.reference is None]
+    if not with_ref:  # "0 passed, 0 failed" and exit 0 read as a file that validated
+        split = f" split {args.split!r}" if args.split is not None else ""
+        raise LetiError(f"task {args.task!r}{split}: none of its {plural(len(problems), 'problem')} has a reference "
+                        "solution, so there is nothing to validate; add a 'reference' field (the code that "
+                        "completes the prompt) to check the tests")
     with Executor(execution_config(args), progress=sys.stderr.isatty()) as ex:
         programs = [task.reference_program(p) for p in with_ref]
         results = [task.judge(p, prog, r, ex.config) for p, prog, r in zip(with_ref, programs, ex.run(programs), strict=True)]
     failed = [(p, r) for p, r in zip(with_ref, results, strict=True) if not r.passed]
     if without:
-        print(f"{len(without)} problems have no reference and were not run: {', '.join(without[:20])}")
+        more = f" and {len(without) - 20} more" if len(without) > 20 else ""
+        print(f"{plural(len(without), 'problem')} {'has' if len(without) == 1 else 'have'} no reference and "
+              f"{'was' if len(without) == 1 else 'were'} not run: {', '.join(without[:20])}{more}")
     # Tasks scored by more than pass/fail (e.g. Arg-I/Arg-C F1) report their metrics too.
     samples = [Sample(p.id, 0, p.reference) for p in with_ref]
     for name, value in task.extra_metrics(with_ref, samples, results).items():
