@@ -34,6 +34,7 @@ import ctypes
 import errno
 import gc
 import json
+import linecache
 import math
 import mmap
 import os
@@ -178,6 +179,13 @@ def _source_lines(source):
     """The module's lines as the compiler numbers them: at \\n, \\r\\n and \\r only (str.splitlines
     also splits at \\f, \\x1c, \\u2028, ..., which the compiler treats as ordinary characters)."""
     return source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _cache_lines(source):
+    """The module's lines for linecache, split as the compiler splits them, each with its \\n."""
+    lines = [line + "\n" for line in _source_lines(source)]
+    lines[-1] = lines[-1][:-1]  # the source's last line has no \n (or is the empty rest after one)
+    return lines if lines[-1] else lines[:-1]
 
 
 def _capturing_code(source):
@@ -352,6 +360,10 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
             except BaseException:  # e.g. an AST too deep to rewrite: the plain program, no operands
                 captured = None
         sys.argv = [FILENAME]
+        # A script's source is on disk; this one's only in memory: without the entry,
+        # inspect.getsource and linecache.getline failed in the program (tests checking that a
+        # solution recurses). mtime None: linecache.checkcache keeps it. Reporting never reads it.
+        linecache.cache[FILENAME] = (len(source), None, _cache_lines(source), FILENAME)
         module = types.ModuleType(module_name)
         module.__builtins__ = builtins
         if captured is not None:
