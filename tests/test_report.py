@@ -915,3 +915,23 @@ def test_a_run_still_in_iteration_0_is_listed_not_left_out(tmp_path, capsys):
     (binary / "run.json").unlink()  # a folder that is no run is still refused
     assert main(["report", str(binary)]) == 2
     assert "no run found (no metrics.jsonl or run.json here or in its subfolders)" in capsys.readouterr().err
+
+
+def test_the_report_says_what_the_runs_were_evaluated_on_and_warns_when_they_differ(tmp_path):
+    """One table and one plot compared runs of different tasks and models without naming either."""
+    same = tmp_path / "same"
+    _hand_run(same / "textual", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})])
+    _hand_run(same / "binary", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})], textual=False)
+    build_report(same)
+    md = (same / "report.md").read_text()
+    assert f"Evaluated on task `{TASK}`, split `test`; starting model `unused`." in md
+    assert "differ in their held-out problems" not in md
+    mixed = tmp_path / "mixed"
+    _hand_run(mixed / "a", [(0, {"pass@1": (0.0, 0.0)})])
+    _hand_run(mixed / "b", [(0, {"pass@1": (0.0, 0.0)})], model="other", task="synthetic:seed=1,train=4,test=4",
+              eval={"max_problems": 2})
+    build_report(mixed)
+    md = (mixed / "report.md").read_text()
+    assert ("**These runs differ in their held-out problems or their starting model**, so their scores below are not "
+            f"comparable side by side: `a` on task `{TASK}`, split `test`, from `unused`; `b` on task "
+            "`synthetic:seed=1,train=4,test=4`, split `test`, its first 2 problems, from `other`.") in md

@@ -487,6 +487,19 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
     return blocks
 
 
+def _what_was_run(histories: list[RunHistory]) -> list[Block]:
+    """The held-out problems and the starting model: one line when the runs share them, else each
+    run's, with a warning, since one table and one plot then compare scores of different things."""
+    known = [h for h in histories if h.evaluated_on is not None]
+    if not known:
+        return []
+    if len({(h.evaluated_on, h.model) for h in known}) == 1:
+        return [Para(f"Evaluated on {known[0].evaluated_on}; starting model `{known[0].model}`.")]
+    lines = "; ".join(f"`{h.label}` on {h.evaluated_on}, from `{h.model}`" for h in known)
+    return [Para(f"**These runs differ in their held-out problems or their starting model**, so their scores below "
+                 f"are not comparable side by side: {lines}.")]
+
+
 def _summary_notes(summary: dict) -> list[Block]:
     """A line for each demo arm whose last iteration has no held-out pass@1 (in some seed): its
     final pass@1 in the summary is an earlier iteration's."""
@@ -528,6 +541,7 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
                        + _prompt_clause(histories)
                        + ("; `leti sft` runs train on the task's reference solutions and are evaluated on the plain "
                           "prompt" if sft else "") + "."))
+    blocks += _what_was_run(histories)
     blocks += (_summary_blocks(summary) + _summary_notes(summary)) if demo else _runs_table(histories)
     blocks.append(Para(STDERR_NOTE))
     pairs, refused = _arm_pairs(histories)

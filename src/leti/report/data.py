@@ -76,6 +76,10 @@ class RunHistory:
     samples_not_as_finished: list[Path] = field(default_factory=list)
     # units of the task's own metrics (GENEVA's F1s: "%"), as `leti evaluate` prints them
     metric_units: dict[str, str] = field(default_factory=dict)
+    # what its scores are of, from its config (None without a readable one): the held-out problems
+    # ("task `mbpp`, split `test`", with eval.max_problems) and the model it started from
+    evaluated_on: str | None = None
+    model: str | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -362,7 +366,14 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
                       metrics_cut_short=run.metrics_cut_short(), sft=sft,
                       planned_iterations=1 if sft else cfg.iterations if cfg is not None else None,
                       trained_on_good=on_good, samples_not_as_finished=short_samples,
-                      metric_units=_metric_units(cfg.task) if cfg is not None else {})
+                      metric_units=_metric_units(cfg.task) if cfg is not None else {},
+                      evaluated_on=_evaluated_on(cfg) if cfg is not None else None,
+                      model=cfg.model if cfg is not None else None)
+
+
+def _evaluated_on(cfg) -> str:
+    first = f", its first {cfg.eval.max_problems} problems" if cfg.eval.max_problems is not None else ""
+    return f"task `{cfg.task}`, split `{cfg.eval.split}`{first}"
 
 
 def _metric_units(task: str) -> dict[str, str]:
