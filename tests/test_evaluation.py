@@ -285,6 +285,24 @@ def test_samples_leti_wrote_with_a_line_separator_in_a_completion_are_read(tmp_p
     assert [(s.problem_id, s.completion) for s in samples] == [(r["problem_id"], r["completion"]) for r in rows]
 
 
+def test_completions_that_repeat_their_prompt_are_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Whole programs (prompt included, as many generators write them) were scored as prompt +
+    program without a word: here one fails on the repeated signature, one passes by luck."""
+    task = _toy_task(tmp_path)
+    path = tmp_path / "s.jsonl"
+    whole = [{"problem_id": "inc", "sample_idx": 0, "completion": "def inc(x):\n    return x + 1\n"},
+             {"problem_id": "dbl", "sample_idx": 0, "completion": "def dbl(x):\n    return 2 * x\n"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in whole))
+    common = ["evaluate", "--task", f"jsonl:{task.path}", "--samples", str(path), "--workers", "1"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    assert (f"leti: warning: 2 of 2 completions in {path} begin with their problem's prompt; leti appends a "
+            "completion to the prompt (program = prompt + completion + tests), so those programs hold it twice: "
+            "strip the prompt from the completions") in capsys.readouterr().err
+    path.write_text("".join(json.dumps({**r, "completion": r["completion"].split("\n", 1)[1]}) + "\n" for r in whole))
+    assert main([*common, "--out", str(tmp_path / "bodies")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_samples_outside_the_split_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     samples = tmp_path / "s.jsonl"
     samples.write_text(json.dumps({"problem_id": "700", "sample_idx": 0, "completion": ""}) + "\n")

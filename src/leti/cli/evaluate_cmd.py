@@ -243,6 +243,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path,
            exec_config: ExecutionConfig, generation: dict | None = None):
     samples = read_samples(samples_path, task.problems(), split)
+    if generation is None and (warning := repeated_prompts_warning(samples, task.problems(), samples_path)):
+        print(warning, file=sys.stderr)
     if args.k and generation is None and samples:
         # an explicit k that no problem has enough samples for: nothing of what was asked is reported
         most = max(Counter(s.problem_id for s in samples).values())
@@ -254,6 +256,19 @@ def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[
     print(format_summary(report, args.task, split, n_split=len(problems), units=task.metric_units))
     print(f"wrote {out / 'results.json'}, per_problem.jsonl, executions.jsonl")
     return report
+
+
+def repeated_prompts_warning(samples, problems, path: Path) -> str | None:
+    """A warning when most completions begin with their problem's prompt (whole programs, as many
+    generators write them): leti runs prompt + completion + tests, so such a program holds the
+    prompt twice and fails or passes for the wrong reason."""
+    prompts = {p.id: p.prompt.strip() for p in problems}
+    repeated = sum(1 for s in samples if prompts.get(s.problem_id) and s.completion.lstrip().startswith(prompts[s.problem_id]))
+    if 2 * repeated <= len(samples):
+        return None
+    return (f"leti: warning: {repeated} of {len(samples)} completions in {path} begin with their problem's prompt; "
+            "leti appends a completion to the prompt (program = prompt + completion + tests), so those programs hold "
+            "it twice: strip the prompt from the completions")
 
 
 def _metric_names(by_temperature: dict[str, dict[str, float]]) -> list[str]:
