@@ -250,6 +250,7 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     assert "leti: warning: eval.n: temperature 0 is greedy decoding, so the 2 samples of each problem are one " \
         "program repeated; pass@k for every k is pass@1; set eval.n: 1\n" in err
     assert "leti: note: `leti sft` does not use iterations=1, sampling.max_new_tokens=24, sampling.n=2: " in err
+    assert "reference solutions fail" not in err
     assert "2 eval problems x 2, one training stage of 1 epoch\n" in out
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["n_texts"] == 3 and stats["pretrain_batches"] == 0
@@ -273,6 +274,21 @@ def test_sft_trains_on_references(tmp_path, tiny_model_path, task_file, capsys):
     assert main(["run", str(run / "config.yaml"), "--run-dir", str(tmp_path / "leti")]) == 2
     assert "a config for the supervised baseline" in capsys.readouterr().err
     assert not (tmp_path / "leti").exists()
+
+
+@pytest.mark.slow
+def test_sft_names_the_reference_solutions_that_fail_their_tests(tmp_path, tiny_model_path, capsys):
+    """The supervised baseline trains on the references as ground truth: a wrong one weakened it
+    without a word."""
+    rows = [_problem("t1", "train", 1), {**_problem("t2", "train", 2), "reference": "def add_2(n):\n    return n\n"},
+            _problem("e1", "test", 3)]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["sft", CONFIG, "--run-dir", str(tmp_path / "sft"), "--set", f"model={tiny_model_path}",
+                 "--set", f"task=jsonl:{path}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "trainer.epochs=1",
+                 "--set", "eval.n=1", "--set", "eval.ks=[1]"]) == 0
+    assert (f"leti: warning: 1 of 2 reference solutions fail their own tests (t2) and are trained on all the same; "
+            f"`leti tasks validate jsonl:{path} --split train` shows why\n") in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from leti.loop.checks import (
     check_processes,
     check_prompts,
     check_resumable,
+    failing_references_warning,
     run_config_text,
     sft_baseline_note,
     sft_unused_settings,
@@ -155,7 +156,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         todo = min(set(range(last + 1)) - {r["iteration"] for r in records}, default=None)  # first to run
         # eval.every skipped the evaluation of an iteration that a shortened `iterations` made the last
         final_unevaluated = any(r["iteration"] == last and r.get("eval") is None for r in records)
-        if todo is not None and _trains(rd, todo, last):
+        trains = todo is not None and _trains(rd, todo, last)
+        if trains:
             # the corpus the training stages read, before the run directory is written: a corpus
             # refused now is no reason to call the fixed config a changed resume
             _check_corpus_access(cfg, announce=True)
@@ -218,6 +220,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code)
         try:
             with make_executor(cfg.execution) as executor:
+                if mode == "sft" and trains:  # before its one training stage
+                    if warning := failing_references_warning(cfg, task, train_problems, executor):
+                        print(warning, file=sys.stderr)
                 ctx = Iterations(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)
                 for k in range(last + 1):
                     if k not in rd.finished_iterations():
