@@ -78,3 +78,39 @@ def test_only_exits_that_always_run_are_refused(tmp_path: Path) -> None:
     path = _task_file(tmp_path, [{"tests": "import sys\nok = add(1, 2) == 3\nsys.exit(0 if ok else 1)\n"}], "top.jsonl")
     with pytest.raises(LetiError, match=r":2: field 'tests' line 3 `sys.exit\(0 if ok else 1\)` always ends"):
         get_task(f"jsonl:{path}").problems()
+
+
+# prompts the model completes into valid Python: no warning for them
+PYTHON_PROMPTS = [
+    "# Write a function add(a, b) returning their sum.\n" + PROMPT,
+    PROMPT + '    """Return the sum of a and b.\n',  # ends inside the docstring
+    PROMPT + "    '''Return the sum\n    of a and b.\n",
+    PROMPT + "    return (a +\n",  # ends inside a bracket
+    PROMPT + "    return a + \\\n",
+    PROMPT + "    return a",  # ends inside a line
+    "@staticmethod\n",
+    "Write a function add(a, b) returning their sum: ",  # a partial last line is the model's to finish
+]
+
+
+def test_a_prompt_that_is_not_python_is_warned_about_when_read(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Plain English on a prompt's complete line fails every sample with a SyntaxError on the
+    prompt's own line: a one-line warning naming the first such problem, and the file still loads."""
+    prose = "Write a Python function add(a, b) returning their sum.\n"
+    rows = [{"prompt": p, "tests": "assert add(1, 2) == 3\n"} for p in PYTHON_PROMPTS]
+    rows += [{"prompt": prose, "tests": "assert add(1, 2) == 3\n"},
+             {"prompt": "import math\n" + prose + PROMPT, "tests": "assert add(1, 2) == 3\n"}]
+    path = _task_file(tmp_path, rows)
+    task = get_task(f"jsonl:{path}")
+    problems = task.problems()
+    assert len(problems) == len(rows) + 1
+    first = len(PYTHON_PROMPTS) + 2  # its line in the file
+    assert capsys.readouterr().err == (
+        f"leti: warning: {path}:{first}: problem 'p{first - 2}': field 'prompt' is not Python on its line 1 "
+        "(invalid syntax), and a program is prompt + completion + tests, so every sample of it would fail with "
+        "that SyntaxError; write prose as a # comment or in a docstring (1 more problems in the file like it)\n")
+    # what the warning says: the right body fails, on the prompt's line
+    with Executor(ExecutionConfig(workers=1, timeout_s=10.0)) as ex:
+        r = ex.run([task.build_program(problems[first - 1], RIGHT)])[0]
+    assert not r.passed and r.exception_type == "SyntaxError" and 'line 1\n    Write a Python' in r.feedback

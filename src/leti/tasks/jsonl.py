@@ -20,6 +20,10 @@ One JSON object per line (blank lines are allowed; nothing else is skipped):
 Example line:
     {"id": "add", "prompt": "def add(a, b):\\n", "tests": "assert add(1, 2) == 3", "reference": "    return a + b\\n"}
 
+The program run is prompt + completion + tests, so the prompt is Python: write instructions in
+prose as a `#` comment or in a docstring. A prompt with a line no completion can make valid
+(plain English on its first line) is warned about when the file is read.
+
 Tests that cannot fail are refused when the file is read (they would make every program pass,
 and `leti tasks validate` cannot see it: the reference passes too). The tests are run as a plain
 script after prompt + completion; nothing is added to them (unlike HumanEval, leti appends no
@@ -56,6 +60,8 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -153,19 +159,57 @@ def parse_line(obj: Any, where: str) -> Problem:
     )
 
 
+# What a model may write after a prompt: a body, a statement, the end of a docstring, the end of
+# an expression (after a backslash). A prompt that compiles with none of them, its error on a line
+# the prompt completed, is not Python there whatever the model writes.
+_CONTINUATIONS = ("    pass\n", "pass\n", '    """\n    pass\n', "    '''\n    pass\n", '"""\n', "'''\n", "0\n")
+# errors reported at a bracket or string the prompt opened, which the model may close
+_OPEN = ("never closed", "unterminated", "EOF", "forgot a comma")
+
+
+def prompt_syntax_error(prompt: str) -> tuple[int, str] | None:
+    """(line, message) of a syntax error on one of the prompt's complete lines that no
+    continuation can fix; None when the prompt can begin a valid program (or it cannot tell)."""
+    complete = prompt.replace("\r\n", "\n").replace("\r", "\n").count("\n")  # a partial last line is the model's
+    found = None
+    for continuation in _CONTINUATIONS:
+        try:
+            with warnings.catch_warnings():  # invalid escapes: not ours to warn about
+                warnings.simplefilter("ignore")
+                compile(prompt + continuation, "prompt", "exec", dont_inherit=True)
+            return None
+        except SyntaxError as e:
+            if (found is None and e.lineno is not None and e.lineno <= complete
+                    and not any(s in (e.msg or "") for s in _OPEN)):
+                found = (e.lineno, e.msg)
+        except ValueError:  # a NUL byte: refused by parse_line
+            return None
+    return found
+
+
 def read_task_file(path: Path) -> list[Problem]:
     """Every problem in the file, in file order; the first bad line raises a LetiError."""
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
+    not_python: list[tuple[str, str, int, str]] = []  # where, id, line, message
     for where, lineno, obj in read_json_lines(path, what="task file", missing_hint="check the path in jsonl:PATH"):
         problem = parse_line(obj, where)
         if problem.id in first_line:
             raise LetiError(f"{where}: field 'id' {problem.id!r} repeats line {first_line[problem.id]}; ids must be unique")
         first_line[problem.id] = lineno
         check_tests_can_fail(problem.tests, problem.prompt, problem.entry_point, where)
+        error = prompt_syntax_error(problem.prompt)
+        if error is not None:
+            not_python.append((where, problem.id, *error))
         problems.append(problem)
     if not problems:
         raise LetiError(f"{path}: no problems in the file; write one JSON object per line (see leti.tasks.jsonl)")
+    if not_python:  # a warning, not a refusal: the test above is a heuristic
+        where, pid, line, msg = not_python[0]
+        more = f" ({len(not_python) - 1} more problems in the file like it)" if len(not_python) > 1 else ""
+        print(f"leti: warning: {where}: problem {pid!r}: field 'prompt' is not Python on its line {line} ({msg}), "
+              "and a program is prompt + completion + tests, so every sample of it would fail with that "
+              f"SyntaxError; write prose as a # comment or in a docstring{more}", file=sys.stderr)
     return problems
 
 
