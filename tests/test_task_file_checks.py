@@ -109,7 +109,7 @@ def test_a_prompt_that_is_not_python_is_warned_about_when_read(tmp_path: Path,
     assert capsys.readouterr().err == (
         f"leti: warning: {path}:{first}: problem 'p{first - 2}': field 'prompt' is not Python on its line 1 "
         "(invalid syntax), and a program is prompt + completion + tests, so every sample of it would fail with "
-        "that SyntaxError; write prose as a # comment or in a docstring (1 more problems in the file like it)\n")
+        "that SyntaxError; write prose as a # comment or in a docstring (1 more problem in the file like it)\n")
     # what the warning says: the right body fails, on the prompt's line
     with Executor(ExecutionConfig(workers=1, timeout_s=10.0)) as ex:
         r = ex.run([task.build_program(problems[first - 1], RIGHT)])[0]

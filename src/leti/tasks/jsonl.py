@@ -65,7 +65,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from leti.errors import LetiError
+from leti.errors import LetiError, plural
 from leti.jsonl import lone_surrogate, lone_surrogate_error, read_json_lines
 from leti.tasks.base import Problem, Task, absolute_path
 from leti.tasks.registry import register_task
@@ -206,7 +206,7 @@ def read_task_file(path: Path) -> list[Problem]:
         raise LetiError(f"{path}: no problems in the file; write one JSON object per line (see leti.tasks.jsonl)")
     if not_python:  # a warning, not a refusal: the test above is a heuristic
         where, pid, line, msg = not_python[0]
-        more = f" ({len(not_python) - 1} more problems in the file like it)" if len(not_python) > 1 else ""
+        more = f" ({plural(len(not_python) - 1, 'more problem')} in the file like it)" if len(not_python) > 1 else ""
         print(f"leti: warning: {where}: problem {pid!r}: field 'prompt' is not Python on its line {line} ({msg}), "
               "and a program is prompt + completion + tests, so every sample of it would fail with that "
               f"SyntaxError; write prose as a # comment or in a docstring{more}", file=sys.stderr)
