@@ -104,8 +104,16 @@ def test_a_run_carries_the_state_and_keeps_it_only_in_the_newest_checkpoint(tmp_
     b = load_file(split / "iterations" / "2" / "checkpoint" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    # the state cut short (a disk that filled up): refused before anything is sampled too, not after
+    # iteration 3's whole sampling phase
+    state = split / "iterations" / "2" / "checkpoint" / OPTIMIZER_FILE
+    state.write_bytes(state.read_bytes()[:100])
+    capsys.readouterr()
+    assert _run(split, tiny_model_path, shared_add_task, "--set", "iterations=3") != 0
+    assert f"{state}: damaged, not an AdamW state saved by leti (File is not a zip file); restore it" in capsys.readouterr().err
+    assert not (split / "iterations" / "3").exists()
     # the state lost before a resume: refused before anything is sampled, naming the file
-    (split / "iterations" / "2" / "checkpoint" / OPTIMIZER_FILE).unlink()
+    state.unlink()
     capsys.readouterr()
     assert _run(split, tiny_model_path, shared_add_task, "--set", "iterations=3") != 0
     err = capsys.readouterr().err

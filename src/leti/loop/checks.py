@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -350,9 +351,17 @@ def check_optimizer_state(rd: RunDir, todo: int) -> None:
     if todo < 2 or rd.train_stats(todo).exists() or rd.checkpoint_stats(todo).exists():
         return
     path = rd.checkpoint(todo - 1) / OPTIMIZER_FILE
-    if rd.checkpoint(todo - 1).is_dir() and not path.is_file():
+    if not rd.checkpoint(todo - 1).is_dir():
+        return
+    if not path.is_file():
         raise LetiError(f"{path}: missing; iteration {todo} trains on from the AdamW state iteration {todo - 1} saved "
                         "there (trainer.carry_optimizer_state); restore it, or start the run again with a new --run-dir")
+    try:  # torch.save writes a zip whose directory is at its end: a cut file has none (cheap to read)
+        with zipfile.ZipFile(path):
+            pass
+    except (OSError, zipfile.BadZipFile) as e:  # found by the training stage otherwise, after a whole sampling phase
+        raise LetiError(f"{path}: damaged, not an AdamW state saved by leti ({e}); restore it from a backup, or start "
+                        "the run again with a new --run-dir") from None
 
 
 def _model_config(cfg: RunConfig) -> Any:
