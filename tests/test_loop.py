@@ -48,9 +48,10 @@ def _keys(path: Path) -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, task_file, capsys):
+def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, task_file, capsys, monkeypatch):
     run = tmp_path / "run"
-    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}"]
+    monkeypatch.chdir(tmp_path)  # a run dir given relative to where leti is started
+    args = ["run", CONFIG, "--run-dir", "run", "--set", f"model={tiny_model_path}", "--set", f"task={task_file}"]
     assert main(args) == 0
     assert (run / "config.yaml").exists() and (run / "run.json").exists()
     assert yaml.safe_load((run / "config.yaml").read_text())["model"] == tiny_model_path
@@ -76,6 +77,8 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert any("e" in s["completion"] for s in samples + evals if s["problem_id"] not in ("t1", "e4"))
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1]
+    # absolute: relative to where each start or resume was launched from, one run's lines disagreed
+    assert [m["checkpoint"] for m in metrics] == [tiny_model_path, str((run / "iterations" / "1" / "checkpoint").resolve())]
     assert metrics[0]["gradient_steps_total"] == 0 and metrics[1]["gradient_steps_total"] > 0
     assert set(metrics[1]["eval"]) == {"pass@1", "pass@2"} and metrics[1]["train_samples"] == 6
     ev = json.loads((run / "iterations" / "1" / "eval.json").read_text())

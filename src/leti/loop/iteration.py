@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 from leti.config import RunConfig
 from leti.errors import LetiError, plural
@@ -113,7 +114,8 @@ class Iterations:
             "eval_stderr": stages.eval_stderr(ev) if ev else None,
             # mean token loss on the pretraining corpus's held-out files (iteration 0: see above)
             "pretrain_heldout_loss": stats.get("pretrain_heldout_loss"),
-            "wall_s": round(sum(walls), 2), "checkpoint": self.source(k),
+            # absolute: relative, each (re)start's line was relative to the directory it was launched from
+            "wall_s": round(sum(walls), 2), "checkpoint": self.source(k) if k == 0 else str(Path(self.source(k)).resolve()),
         }
         self.rd.append_metrics(record)
         se = record["eval_stderr"] or {}

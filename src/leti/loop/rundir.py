@@ -39,7 +39,8 @@ metrics.jsonl line: {"iteration", "gradient_steps_total", "train_samples", "trai
 or null when not evaluated this iteration, "eval_stderr": {"pass@1": ...} or null (eval.json's
 pass@k_stderr; absent in older runs), "pretrain_heldout_loss" (the mean token loss on the
 pretraining corpus's held-out files, or null when not measured; absent in older runs), "wall_s"
-(this iteration's stages), "checkpoint"}. Iteration 0 has train_* = null and
+(this iteration's stages), "checkpoint" (the absolute path of the iteration's checkpoint;
+iteration 0: the configured model)}. Iteration 0 has train_* = null and
 gradient_steps_total = 0; its pretrain_heldout_loss is added to its line when iteration 1's
 training stage has measured it. SFT runs have iterations 0 and 1; their iteration 1 has no
 samples files.
