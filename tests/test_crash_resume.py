@@ -62,6 +62,41 @@ def test_a_kill_after_train_stats_before_pruning_still_prunes(tmp_path, tiny_mod
     assert (it / "checkpoint" / OPTIMIZER_FILE).exists()
 
 
+@pytest.mark.slow
+def test_a_kill_before_a_whole_checkpoint_is_renamed_keeps_the_training(tmp_path, tiny_model_path, task_file, capsys):
+    """checkpoint.tmp whole (its stats file, written last, is there) but not yet renamed: the
+    resume deleted it and trained the stage again; for big models that window is the fsync of
+    the weights and AdamW state. A checkpoint.tmp without its stats is still trained again."""
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
+            "--set", "max_train_problems=2", "--set", "sampling.n=1", "--set", "eval.n=1", "--set", "eval.ks=[1]",
+            "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
+    assert main(args) == 0
+    want = _files(run)
+    weights = (run / "iterations" / "1" / "checkpoint" / "model.safetensors").read_bytes()
+
+    def killed_before_the_rename(whole: bool) -> None:
+        it = run / "iterations" / "1"
+        (it / "checkpoint").rename(it / "checkpoint.tmp")
+        if not whole:
+            (it / "checkpoint.tmp" / "leti_train_stats.json").unlink()
+        for name in ("train_stats.json", "eval_samples.jsonl", "eval.json"):
+            (it / name).unlink()
+        metrics = run / "metrics.jsonl"
+        metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+        capsys.readouterr()
+
+    killed_before_the_rename(whole=True)
+    assert main(args) == 0
+    assert "training on" not in capsys.readouterr().out
+    assert _files(run) == want
+    assert (run / "iterations" / "1" / "checkpoint" / "model.safetensors").read_bytes() == weights
+    killed_before_the_rename(whole=False)
+    assert main(args) == 0
+    assert "leti: iteration 1: training on 2 texts" in capsys.readouterr().out
+    assert _files(run) == want and not (run / "iterations" / "1" / "checkpoint.tmp").exists()
+
+
 def _two_iteration_args(run: Path, tiny_model_path: str, task_file: str) -> list[str]:
     return ["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}", "--set", f"task={task_file}",
             "--set", "iterations=2", "--set", "sampling.n=2", "--set", "eval.n=1", "--set", "eval.ks=[1]",

@@ -22,7 +22,13 @@ from leti.errors import LetiError, plural
 from leti.loop import stages
 from leti.loop.checks import carries_optimizer, check_disk
 from leti.loop.distributed import DataParallelSampler, Group, TrainJob, shared_path
-from leti.loop.rundir import read_json, replace_dir_atomic, trained_on_good, write_json_atomic
+from leti.loop.rundir import (
+    read_json,
+    replace_dir_atomic,
+    sync_dir,
+    trained_on_good,
+    write_json_atomic,
+)
 from leti.sampling.base import Sampler, SamplingConfig, get_sampler
 
 # What the loop reads back from a train_stats.json (a damaged one is an error naming it).
@@ -194,6 +200,12 @@ class Iterations:
             # older checkpoints (and their AdamW state) behind: pruning is idempotent, finish it.
             self._prune_checkpoints(k)
             return wall
+        tmp = rd.iteration(k) / "checkpoint.tmp"  # the checkpoint is assembled here and lands in one rename
+        if (tmp / rd.checkpoint_stats(k).name).exists():
+            # Killed before that rename, with the checkpoint whole (its stats go in last, once every
+            # other file is on the disk): it lands now. Deleted, the stage trained again, and the
+            # window is the fsync of the weights and AdamW state, seconds to minutes for big models.
+            replace_dir_atomic(tmp, rd.checkpoint(k))
         if rd.checkpoint_stats(k).exists():
             # Killed after the checkpoint landed but before train_stats.json: the training is done.
             stats_dict = read_json(rd.checkpoint_stats(k), _TRAIN_KEYS)
@@ -218,9 +230,7 @@ class Iterations:
         optimizer_from = str(rd.checkpoint(k - 1) / OPTIMIZER_FILE) if carry and k > 1 else None
         print(f"leti: iteration {k}: training on {plural(len(texts), 'text')} for {plural(cfg.trainer.epochs, 'epoch')}"
               + (f", AdamW going on from iteration {k - 1}" if optimizer_from else ""))
-        # The checkpoint is assembled in tmp and lands in one rename: the AdamW state with it.
-        tmp = rd.iteration(k) / "checkpoint.tmp"
-        if tmp.exists():
+        if tmp.exists():  # a checkpoint that was not whole: the stage trains again
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         check_disk(tmp, k, model, cfg, carry)
@@ -245,8 +255,10 @@ class Iterations:
                            "shorten the feedback (execution.feedback_max_bytes) or the prompts, to keep them"))
             print(f"leti: iteration {k}: {stats.n_truncated} of {plural(len(texts), 'training text')} exceeded "
                   f"{limit} (cut at the end: the rest is not trained on); {fix}")
-        save_model(model, tok, tmp)
-        # the stats travel inside the checkpoint, so its one rename marks the training done
+        save_model(model, tok, tmp)  # beside the AdamW state the training saved there
+        # the stats travel inside the checkpoint, so its one rename marks the training done; they
+        # go in last, once the rest is on the disk, so that they vouch for a whole checkpoint
+        sync_dir(tmp)
         write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())
         replace_dir_atomic(tmp, rd.checkpoint(k))
         write_json_atomic(rd.train_stats(k), stats.to_dict())

@@ -269,14 +269,19 @@ def read_json(path: Path, required: tuple[str, ...] = (), fix: str | None = None
     return obj
 
 
+def sync_dir(directory: Path) -> None:
+    """Every file in `directory` (and the directory itself) on the disk, not only in the page cache."""
+    for f in directory.rglob("*"):
+        if f.is_file():
+            _fsync_path(f)
+    _fsync_path(directory)
+
+
 def replace_dir_atomic(tmp: Path, final: Path) -> None:
     """Move a fully written directory into place (a half-written one is never at `final`).
     Its files reach the disk first: after a power loss the rename must not survive while the
     data it vouches for is still in the page cache and gets lost."""
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            _fsync_path(f)
-    _fsync_path(tmp)
+    sync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
