@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from leti.cli import main
+from leti.testing import make_tiny_model
 from leti.training.trainer import OPTIMIZER_FILE
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
@@ -95,6 +96,36 @@ def test_a_kill_before_a_whole_checkpoint_is_renamed_keeps_the_training(tmp_path
     assert main(args) == 0
     assert "leti: iteration 1: training on 2 texts" in capsys.readouterr().out
     assert _files(run) == want and not (run / "iterations" / "1" / "checkpoint.tmp").exists()
+
+
+@pytest.mark.slow
+def test_a_model_directory_rebuilt_under_a_resumed_run_is_refused(tmp_path, task_file, capsys):
+    """The config names the model, not its weights: a model rebuilt at the same path (another
+    seed, a new download) under a run stopped after iteration 0 was taken on, iteration 0 scored
+    on the old weights and iteration 1 trained from the new."""
+    model = make_tiny_model(tmp_path / "model", seed=0)
+    run = tmp_path / "run"
+    args = ["run", CONFIG, "--run-dir", str(run), "--set", f"model={model}", "--set", f"task={task_file}",
+            "--set", "max_train_problems=1", "--set", "sampling.n=1", "--set", "eval.n=1", "--set", "eval.ks=[1]",
+            "--set", "trainer.pretrain_mix_ratio=0", "--set", "progress=false"]
+    assert main(args) == 0
+    assert len(json.loads((run / "run.json").read_text())["model_sha256"]) == 64
+    # stopped after iteration 0, as a kill leaves it
+    shutil.rmtree(run / "iterations" / "1")
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+    make_tiny_model(model, seed=1)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert capsys.readouterr().err == (f"leti: error: model '{model}': its files (weights, config or tokenizer) changed "
+                                       f"since the run in {run} started, which reads it still; restore them, or use a "
+                                       "new --run-dir\n")
+    assert not (run / "iterations" / "1").exists()
+    make_tiny_model(model, seed=0)  # restored: the run goes on
+    assert main(args) == 0
+    # once iteration 1 has trained the run no longer reads it: extending the run is not refused
+    make_tiny_model(model, seed=1)
+    assert main([*args, "--set", "iterations=2"]) == 0
 
 
 def _two_iteration_args(run: Path, tiny_model_path: str, task_file: str) -> list[str]:

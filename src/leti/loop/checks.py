@@ -270,6 +270,53 @@ def check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) 
         write_json_atomic(rd.root / "run.json", {**info, "problems_sha256": digest})
 
 
+_MODEL_FILES = (".safetensors", ".bin", ".json", ".model", ".txt", ".py")  # weights, config, tokenizer, remote code
+_SAMPLE = 1 << 20  # bytes read from each end of a file
+
+
+def model_digest(model: str) -> str | None:
+    """A digest of a local model directory: each weight, config, tokenizer and code file's name,
+    size and first and last MiB (weights that differ differ there: a fine-tune or another seed
+    changes every tensor; reading 2 MiB a file is cheap at any model size). None for a hub id or
+    a directory that is gone (loading it says so)."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_FILES):
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(_SAMPLE))
+            if size > 2 * _SAMPLE:
+                fh.seek(-_SAMPLE, os.SEEK_END)
+                h.update(fh.read(_SAMPLE))
+            elif size > _SAMPLE:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def check_model_unchanged(rd: RunDir, mode: Mode, cfg: RunConfig) -> None:
+    """The config names the model, not its weights: a local model directory rebuilt or replaced
+    under a resumed run would mix two models in one run (iteration 0 scored on the old weights,
+    iteration 1 trained from the new). run.json keeps a digest of the directory (model_digest);
+    it is compared while the run still reads the model: until iteration 1 has trained (its
+    training also measures iteration 0's held-out loss), and always for LoRA adapter checkpoints,
+    which are applied to it. Hub ids are not checked: the hub names its revisions itself."""
+    adapters = cfg.trainer.lora.enabled and cfg.trainer.lora.save == "adapter"
+    if not adapters and (rd.train_stats(1).exists() or rd.checkpoint_stats(1).exists()):
+        return
+    digest = model_digest(cfg.model)
+    if digest is None:
+        return
+    info = _run_info(rd, mode)
+    if info.get("model_sha256") not in (None, digest):
+        raise LetiError(f"model '{cfg.model}': its files (weights, config or tokenizer) changed since the run in "
+                        f"{rd.root} started, which reads it still; restore them, or use a new --run-dir")
+    if info.get("model_sha256") is None:
+        write_json_atomic(rd.root / "run.json", {**info, "model_sha256": digest})
+
+
 def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> None:
     """trainer.batch_size and gradient_accumulation_steps are per process: a run resumed under
     another number of processes would train its later iterations on another number of texts

@@ -8,8 +8,9 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   resume may not change (a hand edit of one is refused)
       run.json                    {"mode": "leti" | "sft", "created": ISO time, "config_sealed":
                                   true (config.yaml ends in its digest line), "problems_sha256":
-                                  digest of the train and eval problems, "processes": how many
-                                  the run was launched with; both checked on resume}
+                                  digest of the train and eval problems, "model_sha256": digest
+                                  of a local model directory (loop.checks.model_digest),
+                                  "processes": how many the run was launched with; all checked on resume}
       metrics.jsonl               one JSON line per finished iteration, in order (fields below)
       .lock                       flock held while a process works on the run
       iterations/<k>/

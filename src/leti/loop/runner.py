@@ -22,6 +22,7 @@ from leti.loop.checks import (
     check_corpus_fills_batch,
     check_eos_token,
     check_fresh,
+    check_model_unchanged,
     check_optimizer_state,
     check_problems_unchanged,
     check_processes,
@@ -185,6 +186,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_trackers(cfg.trainer.report_to)
         check_eos_token(cfg, tok)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
+        check_model_unchanged(rd, mode, cfg)
         if resuming:
             # only once every check passed: a refused resume (an edited task file with --set
             # iterations=9) left config.yaml saying 9, and the report then called the run unfinished
