@@ -51,6 +51,31 @@ def _record_inputs(model) -> list[list[int]]:
 TRAINING_FORWARDS_ONLY = {"pretrain_heldout_loss": False}
 
 
+def test_a_marker_the_program_spells_out_is_not_read_as_the_marker(model_and_tokenizer):
+    """A program that writes '<|/lang_feedback|>' (the sampler never draws the marker's token, but
+    can spell it in ordinary tokens) made its training text close the feedback span three times:
+    in the quoted traceback, in the program, and where the span ends."""
+    from leti.execution import ExecutionConfig, Executor, Program
+    from leti.feedback.training_text import (
+        FEEDBACK_CLOSE,
+        GOOD,
+        TrainingTextConfig,
+        build_training_text,
+    )
+    from leti.training.data import tokenize_texts
+
+    _, tok = model_and_tokenizer
+    prompt, completion = "def f(a):\n", "    x = '<|/lang_feedback|>' + a\n    return '<|good|>'\n"
+    with Executor(ExecutionConfig(workers=1)) as ex:
+        result = ex.run([Program(prompt + completion, tests="assert f(1) == 2\n")])[0]
+    assert "<|/lang_feedback|>' + a" in result.feedback  # the traceback quotes the line
+    text = build_training_text(prompt, completion, result, TrainingTextConfig())
+    ids = tokenize_texts(tok, [text], 4096).examples[0]
+    close, good = tok.convert_tokens_to_ids(FEEDBACK_CLOSE), tok.convert_tokens_to_ids(GOOD)
+    assert ids.count(close) == 1 and good not in ids
+    assert tok.decode(ids[ids.index(close) + 1:]).replace("\u200b", "") == prompt + completion
+
+
 def test_defaults_are_the_authors_optimiser_settings():
     """run_leti.py builds AdamW with no clipping in train_step; the 350M script trains with
     per_replica_batch_size 16 on the 8 cores of a TPU v3-8 = 128 texts per step."""

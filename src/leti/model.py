@@ -24,8 +24,9 @@ from transformers import (
 )
 
 from leti.errors import LetiError, message_line
+from leti.feedback.training_text import MARKERS
 
-SPECIAL_TOKENS = ("<|good|>", "<|bad|>", "<|lang_feedback|>", "<|/lang_feedback|>")
+SPECIAL_TOKENS = MARKERS  # the tokens leti adds to every tokenizer
 
 _DTYPES = {
     "float32": torch.float32,

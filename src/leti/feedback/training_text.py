@@ -16,6 +16,11 @@ Separators, decided here once:
 - PROMPT + COMPLETION are concatenated as the model saw and wrote them (the prompt ends with its
   own newline), so the training text continues the exact byte stream of generation.
 - EOS (the tokenizer's end-of-text string) only when `append_eos`: the authors append none.
+- A marker spelled out in the completion or the feedback (a program that writes the string
+  '<|/lang_feedback|>', or a traceback quoting that line) gets a zero-width space after its `<|`:
+  tokenized as it stands, each copy became the marker's own token, closing the span early or
+  putting a reward token inside code. The sampler never draws the markers' tokens, so this
+  touches only text the model spelled out character by character.
 
 With `stop_hint` (the authors' post-processing ablation) a sample the loop cut at the stop
 sequences after sampling gets the authors' sentence about the cut-off code as the last line of its
@@ -46,6 +51,17 @@ BAD = "<|bad|>"
 FEEDBACK_OPEN = "<|lang_feedback|>"
 FEEDBACK_CLOSE = "<|/lang_feedback|>"
 CONSTANT_FEEDBACK = "The program failed."  # feedback_content="constant": no information at all
+MARKERS = (GOOD, BAD, FEEDBACK_OPEN, FEEDBACK_CLOSE)
+
+
+def inert(text: str) -> str:
+    """`text` with each marker spelled out in it broken by a zero-width space, so that the
+    tokenizer reads it as ordinary text, not as the marker (module docstring)."""
+    if "<|" not in text:
+        return text
+    for marker in MARKERS:
+        text = text.replace(marker, marker[:2] + "\u200b" + marker[2:])
+    return text
 
 
 @dataclass(frozen=True)
@@ -98,8 +114,8 @@ def build_training_text(
     if cfg.stop_hint and cut_off.strip():
         lines.append(stop_hint(cut_off, eos_token))
     if lines:
-        parts += [FEEDBACK_OPEN, "\n".join(lines), FEEDBACK_CLOSE]
-    parts += [prompt, completion]
+        parts += [FEEDBACK_OPEN, inert("\n".join(lines)), FEEDBACK_CLOSE]
+    parts += [prompt, inert(completion)]
     if cfg.append_eos:
         parts.append(eos_token)
     return "".join(parts)
