@@ -7,6 +7,8 @@ demo's shape with a 1024-token BPE):
   decode              768 completions: the prompt decoded per sample (old) / once per prompt
   peft import         a run without LoRA: is_peft imported peft (old) / does not (a fresh
                       process each, the import time only)
+  full gc pass        one gc.collect() over what importing torch and transformers left (old) /
+                      after gc.freeze(), as `leti run` now calls before its iterations (new)
 
 Each prints old and new CPU seconds (median of --repeat) and the ratio, and checks that both
 sides produce the same output.
@@ -100,6 +102,13 @@ def main() -> None:
     old_s = statistics.median(import_cpu("import peft\n" + check) for _ in range(args.repeat))  # is_peft before
     new_s = statistics.median(import_cpu(check) for _ in range(args.repeat))
     rows.append(("peft import (start-up)", old_s, new_s, True))
+
+    # a full collection, as ModelSlot.release and Accelerate's free_memory make several times an
+    # iteration: over everything the imports left (old) / after runner's gc.freeze() (new)
+    collect = "import gc, transformers.modeling_utils\ngc.collect()\n{}c = time.process_time()\ngc.collect()"
+    old_s = statistics.median(import_cpu(collect.format("")) for _ in range(args.repeat))
+    new_s = statistics.median(import_cpu(collect.format("gc.freeze()\n")) for _ in range(args.repeat))
+    rows.append(("full gc pass (each)", old_s, new_s, True))
 
     load = os.getloadavg()
     print(f"median of {args.repeat}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")

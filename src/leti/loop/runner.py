@@ -8,6 +8,7 @@ sampling (distributed.py).
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,6 +220,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                       f"({plural(len(train_problems) - with_ref, 'problem')} without one left out)")
         print(f"leti: {mode} run in {rd.root}: {train}, {len(eval_problems)} eval problems x {cfg.eval.n}, "
               + (f"iterations 1..{last}" if mode == "leti" else f"one training stage of {plural(cfg.trainer.epochs, 'epoch')}"))
+        # What the imports left (torch, transformers: ~360k objects) is never garbage: each full
+        # collection (ModelSlot.release, Accelerate's free_memory) walked it for 0.2 s.
+        gc.freeze()
         slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code)
         try:
             with make_executor(cfg.execution) as executor:

@@ -52,7 +52,8 @@ class ModelSlot:
 
     def set(self, source: str, model: Any, tokenizer: Any) -> None:
         """Hold a model made elsewhere (the trainer's output, saved as `source`)."""
-        self.release()
+        if model is not self.model or self.engine is not None:  # trained in place: nothing to free
+            self.release()
         self.source, self.model, self.tokenizer = source, model, tokenizer
 
     def forget_source(self) -> None:
