@@ -221,7 +221,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         print(f"leti: {mode} run in {rd.root}: {train}, {len(eval_problems)} eval problems x {cfg.eval.n}, "
               + (f"iterations 1..{last}" if mode == "leti" else f"one training stage of {plural(cfg.trainer.epochs, 'epoch')}"))
         # What the imports left (torch, transformers: ~360k objects) is never garbage: each full
-        # collection (ModelSlot.release, Accelerate's free_memory) walked it for 0.2 s.
+        # collection (ModelSlot.release, Accelerate's free_memory) walked it for 0.2 s. Collected
+        # first, so no garbage is frozen; unfrozen after, for a caller that goes on (tests, the demo).
+        gc.collect()
         gc.freeze()
         slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code)
         try:
@@ -237,5 +239,6 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                     ctx.evaluate_finished(last)
         finally:
             slot.release()  # a vLLM engine kept for a next phase
+            gc.unfreeze()
     print(f"leti: run finished; metrics: {rd.metrics_path}; plots and report: leti report {rd.root}")
     return 0
