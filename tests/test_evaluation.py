@@ -680,7 +680,8 @@ def test_prompt_prefix_warning_wording() -> None:
 @pytest.mark.parametrize(("mode", "reward_token", "on_good"), [("sft", True, False), ("leti", False, False),
                                                                ("leti", True, True)])
 def test_a_checkpoint_in_its_run_folder_is_judged_by_how_that_run_evaluates_it(tmp_path: Path, mode: str,
-                                                                              reward_token: bool, on_good: bool) -> None:
+                                                                              reward_token: bool, on_good: bool,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A `leti sft` checkpoint has <|good|> in its tokenizer (leti adds it on loading) but its run
     evaluates it on the plain prompt: it was told to pass --prompt-prefix '<|good|>'."""
     from dataclasses import replace
@@ -698,6 +699,8 @@ def test_a_checkpoint_in_its_run_folder_is_judged_by_how_that_run_evaluates_it(t
     (run / "run.json").write_text(json.dumps({"mode": mode}))
     assert saving_run(str(ckpt)) == (run, on_good)
     assert saving_run(str(tmp_path)) is None
+    monkeypatch.chdir(ckpt.parent)  # however the path is spelled
+    assert saving_run("checkpoint") == saving_run("./checkpoint/") == (run, on_good)
     special = {"<|good|>", "<|bad|>"}
     no_prefix = prompt_prefix_warning("", str(ckpt), special, "hf", saving_run(str(ckpt)))
     good = prompt_prefix_warning("<|good|>", str(ckpt), special, "hf", saving_run(str(ckpt)))

@@ -205,12 +205,22 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.in
                  "flax_model.msgpack.index.json")
 
 
+def run_of_checkpoint(path: str | Path) -> Path | None:
+    """The folder of the `leti run` / `leti sft` whose checkpoint `path` is (RUN/iterations/<k>/
+    checkpoint, RUN holding run.json), however the path is spelled (relative, '.'); else None."""
+    real = Path(path).expanduser().resolve()
+    if real.name == "checkpoint" and real.parent.parent.name == "iterations" and (real.parents[2] / "run.json").is_file():
+        return real.parents[2]
+    return None
+
+
 def _model_dir_fix(path: Path, fix: str) -> str:
     """The fix for a local model directory that cannot be loaded; a run's checkpoint
     (RUN/iterations/K/checkpoint) is the run's own output, not something to save again."""
-    real = path.resolve()
-    if path.name == "checkpoint" and real.parent.parent.name == "iterations" and (real.parents[2] / "run.json").is_file():
-        run = path.parents[2] if len(path.parts) >= 4 else real.parents[2]  # as the user named it, where it can be
+    real = run_of_checkpoint(path)
+    if real is not None:
+        named = path.name == "checkpoint" and len(path.parts) >= 4
+        run = path.parents[2] if named else real  # as the user named it, where it can be
         return f"it is a checkpoint of the run in {run}: restore it, or start that run again with a new --run-dir"
     return fix
 

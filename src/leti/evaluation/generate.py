@@ -175,12 +175,10 @@ def saving_run(model: str) -> tuple[Path, bool] | None:
     holding run.json and a readable config.yaml); None for any other model."""
     from leti.config import load_config
     from leti.loop.rundir import run_mode, trained_on_good
+    from leti.model import run_of_checkpoint
 
-    path = Path(model)
-    if path.name != "checkpoint" or path.parent.parent.name != "iterations":
-        return None
-    root = path.parent.parent.parent
-    if (mode := run_mode(root)) is None:
+    root = run_of_checkpoint(model)
+    if root is None or (mode := run_mode(root)) is None:
         return None
     try:
         return root, trained_on_good(mode, load_config(root / "config.yaml"))
