@@ -270,51 +270,64 @@ def check_problems_unchanged(rd: RunDir, mode: Mode, task: str, problems: list) 
         write_json_atomic(rd.root / "run.json", {**info, "problems_sha256": digest})
 
 
-_MODEL_FILES = (".safetensors", ".bin", ".json", ".model", ".txt", ".py")  # weights, config, tokenizer, remote code
 _SAMPLE = 1 << 20  # bytes read from each end of a file
 
 
-def model_digest(model: str) -> str | None:
-    """A digest of a local model directory: each weight, config, tokenizer and code file's name,
-    size and first and last MiB (weights that differ differ there: a fine-tune or another seed
-    changes every tensor; reading 2 MiB a file is cheap at any model size). None for a hub id or
-    a directory that is gone (loading it says so)."""
+def _read_by_from_pretrained(name: str) -> bool:
+    """Whether a model directory's file is one loading the model reads: weights (shards and their
+    index), configs, tokenizer files, remote code. Others (an eval's results, the demo's
+    warmstart.json with its timings, notes) may change without changing the model."""
+    from leti.model import _TOKENIZER_FILES, _WEIGHT_FILES
+
+    return (name in _WEIGHT_FILES or name in _TOKENIZER_FILES or name.endswith((".safetensors", ".py"))
+            or (name.endswith(".bin") and name != "training_args.bin") or name.endswith(".index.json")
+            or name in ("config.json", "generation_config.json", "adapter_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "merges.txt", "chat_template.jinja"))
+
+
+def model_digest(model: str) -> dict[str, str] | None:
+    """A digest per file of a local model directory that loading it reads (_read_by_from_pretrained):
+    its size and first and last MiB (weights that differ differ there: a fine-tune or another
+    seed changes every tensor; reading 2 MiB a file is cheap at any model size). None for a hub
+    id or a directory that is gone (loading it says so)."""
     path = Path(model).expanduser()
     if not path.is_dir():
         return None
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_FILES):
+    digests = {}
+    for f in sorted(p for p in path.iterdir() if p.is_file() and _read_by_from_pretrained(p.name)):
         size = f.stat().st_size
-        h.update(f"{f.name}\0{size}\0".encode())
+        h = hashlib.sha256(f"{size}\0".encode())
         with open(f, "rb") as fh:
             h.update(fh.read(_SAMPLE))
             if size > 2 * _SAMPLE:
                 fh.seek(-_SAMPLE, os.SEEK_END)
-                h.update(fh.read(_SAMPLE))
-            elif size > _SAMPLE:
-                h.update(fh.read())
-    return h.hexdigest()
+            h.update(fh.read(_SAMPLE))
+        digests[f.name] = h.hexdigest()
+    return digests
 
 
 def check_model_unchanged(rd: RunDir, mode: Mode, cfg: RunConfig) -> None:
     """The config names the model, not its weights: a local model directory rebuilt or replaced
     under a resumed run would mix two models in one run (iteration 0 scored on the old weights,
-    iteration 1 trained from the new). run.json keeps a digest of the directory (model_digest);
-    it is compared while the run still reads the model: until iteration 1 has trained (its
-    training also measures iteration 0's held-out loss), and always for LoRA adapter checkpoints,
-    which are applied to it. Hub ids are not checked: the hub names its revisions itself."""
+    iteration 1 trained from the new). run.json keeps a digest of the directory's files
+    (model_digest); it is compared while the run still reads the model: until iteration 1 has
+    trained (its training also measures iteration 0's held-out loss), and always for LoRA adapter
+    checkpoints, which are applied to it. Hub ids are not checked: the hub names its revisions."""
     adapters = cfg.trainer.lora.enabled and cfg.trainer.lora.save == "adapter"
-    if not adapters and (rd.train_stats(1).exists() or rd.checkpoint_stats(1).exists()):
+    if not adapters and rd.trained(1):
         return
-    digest = model_digest(cfg.model)
-    if digest is None:
+    digests = model_digest(cfg.model)
+    if digests is None:
         return
     info = _run_info(rd, mode)
-    if info.get("model_sha256") not in (None, digest):
-        raise LetiError(f"model '{cfg.model}': its files (weights, config or tokenizer) changed since the run in "
-                        f"{rd.root} started, which reads it still; restore them, or use a new --run-dir")
-    if info.get("model_sha256") is None:
-        write_json_atomic(rd.root / "run.json", {**info, "model_sha256": digest})
+    before = info.get("model_files")
+    if isinstance(before, dict) and before != digests:
+        changed = sorted(n for n in before.keys() | digests.keys() if before.get(n) != digests.get(n))
+        raise LetiError(f"model '{cfg.model}': {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed, "
+                        f"came or went since the run in {rd.root} started, which reads the model still; restore "
+                        "them, or use a new --run-dir")
+    if not isinstance(before, dict):
+        write_json_atomic(rd.root / "run.json", {**info, "model_files": digests})
 
 
 def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> None:
@@ -395,7 +408,7 @@ def check_optimizer_state(rd: RunDir, todo: int) -> None:
     state saved with the checkpoint before it, unless that training is already done."""
     from leti.training.trainer import OPTIMIZER_FILE
 
-    if todo < 2 or rd.train_stats(todo).exists() or rd.checkpoint_stats(todo).exists():
+    if todo < 2 or rd.trained(todo):
         return
     path = rd.checkpoint(todo - 1) / OPTIMIZER_FILE
     if not rd.checkpoint(todo - 1).is_dir():

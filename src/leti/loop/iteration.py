@@ -259,8 +259,8 @@ class Iterations:
         # the stats travel inside the checkpoint, so its one rename marks the training done; they
         # go in last, once the rest is on the disk, so that they vouch for a whole checkpoint
         sync_dir(tmp)
-        write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())
-        replace_dir_atomic(tmp, rd.checkpoint(k))
+        write_json_atomic(tmp / rd.checkpoint_stats(k).name, stats.to_dict())  # synced as it is written
+        replace_dir_atomic(tmp, rd.checkpoint(k), synced=True)
         write_json_atomic(rd.train_stats(k), stats.to_dict())
         self.slot.set(self.source(k), model, tok)
         self._prune_checkpoints(k)

@@ -8,9 +8,10 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   resume may not change (a hand edit of one is refused)
       run.json                    {"mode": "leti" | "sft", "created": ISO time, "config_sealed":
                                   true (config.yaml ends in its digest line), "problems_sha256":
-                                  digest of the train and eval problems, "model_sha256": digest
-                                  of a local model directory (loop.checks.model_digest),
-                                  "processes": how many the run was launched with; all checked on resume}
+                                  digest of the train and eval problems, "model_files": a digest
+                                  per file of a local model directory (loop.checks.model_digest;
+                                  checked while the run reads the model), "processes": how many
+                                  the run was launched with; checked on resume}
       metrics.jsonl               one JSON line per finished iteration, in order (fields below)
       .lock                       flock held while a process works on the run
       iterations/<k>/
@@ -124,6 +125,13 @@ class RunDir:
 
     def checkpoint(self, k: int) -> Path:
         return self.iteration(k) / "checkpoint"
+
+    def trained(self, k: int) -> bool:
+        """Whether iteration k's training stage is done: its train_stats.json, or its checkpoint
+        landed, or whole in checkpoint.tmp (its stats go in last), which the next run lands."""
+        stats = self.checkpoint_stats(k).name
+        return (self.train_stats(k).exists() or self.checkpoint_stats(k).exists()
+                or (self.iteration(k) / "checkpoint.tmp" / stats).exists())
 
     def checkpoint_stats(self, k: int) -> Path:
         """train_stats.json as saved inside the checkpoint, which lands with it in one rename."""
@@ -278,11 +286,12 @@ def sync_dir(directory: Path) -> None:
     _fsync_path(directory)
 
 
-def replace_dir_atomic(tmp: Path, final: Path) -> None:
+def replace_dir_atomic(tmp: Path, final: Path, synced: bool = False) -> None:
     """Move a fully written directory into place (a half-written one is never at `final`).
-    Its files reach the disk first: after a power loss the rename must not survive while the
-    data it vouches for is still in the page cache and gets lost."""
-    sync_dir(tmp)
+    Its files reach the disk first (unless the caller did so: `synced`): after a power loss the
+    rename must not survive while the data it vouches for is still in the page cache and gets lost."""
+    if not synced:
+        sync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

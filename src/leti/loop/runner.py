@@ -123,7 +123,7 @@ def _check_corpus_access(cfg: RunConfig, announce: bool = False) -> None:
 def _trains(rd: RunDir, todo: int, last: int) -> bool:
     """Whether a training stage is still to run: iterations todo..last (the first unfinished one
     on) that have not trained yet (a stage that trained but was not evaluated needs no corpus)."""
-    return any(not (rd.train_stats(k).exists() or rd.checkpoint_stats(k).exists()) for k in range(max(todo, 1), last + 1))
+    return any(not rd.trained(k) for k in range(max(todo, 1), last + 1))
 
 
 def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
