@@ -290,7 +290,6 @@ def test_demo_with_control_arms_summary_and_report(tmp_path):
 
 def _set_config(run: Path, **fields) -> None:
     """Rewrite a made run's config.yaml with some top-level fields changed (e.g. its seed)."""
-
     from leti.config import load_config
 
     (run / "config.yaml").write_text(dump_config(replace(load_config(run / "config.yaml"), **fields)))
@@ -935,3 +934,23 @@ def test_the_report_says_what_the_runs_were_evaluated_on_and_warns_when_they_dif
     assert ("**These runs differ in their held-out problems or their starting model**, so their scores below are not "
             f"comparable side by side: `a` on task `{TASK}`, split `test`, from `unused`; `b` on task "
             "`synthetic:seed=1,train=4,test=4`, split `test`, its first 2 problems, from `other`.") in md
+
+
+def test_a_demo_with_two_seeds_is_not_said_to_compare_different_things(tmp_path):
+    """Each demo seed draws its own problems and warm start by design: its report opened with the
+    bold warning that its runs were not comparable. Runs are compared within their seed."""
+    demo = tmp_path / "demo"
+    for seed in (0, 1):
+        for arm in ("textual", "binary"):
+            run = _hand_run(demo / f"seed{seed}" / arm, [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})],
+                            textual=arm == "textual")
+            _set_config(run, task=f"synthetic:seed={seed},train=4,test=4", model=f"/cache/warmstart-seed{seed}")
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert ("Each seed has its own held-out problems and starting model, shared by its runs: `seed0` on task "
+            "`synthetic:seed=0,train=4,test=4`, split `test`, from `/cache/warmstart-seed0`; `seed1` on task "
+            "`synthetic:seed=1,train=4,test=4`, split `test`, from `/cache/warmstart-seed1`.") in md
+    assert "not comparable" not in md
+    _set_config(demo / "seed1" / "binary", model="/cache/other")  # within a seed they must agree
+    build_report(demo)
+    assert "**These runs differ in their held-out problems or their starting model**" in (demo / "report.md").read_text()

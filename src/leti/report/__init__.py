@@ -489,12 +489,20 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
 
 def _what_was_run(histories: list[RunHistory]) -> list[Block]:
     """The held-out problems and the starting model: one line when the runs share them, else each
-    run's, with a warning, since one table and one plot then compare scores of different things."""
+    run's, with a warning, since one table and one plot then compare scores of different things.
+    A demo's seeds (`seed<S>/<arm>`) each draw their own problems and warm start by design: runs
+    are compared within their seed."""
     known = [h for h in histories if h.evaluated_on is not None]
     if not known:
         return []
-    if len({(h.evaluated_on, h.model) for h in known}) == 1:
-        return [Para(f"Evaluated on {known[0].evaluated_on}; starting model `{known[0].model}`.")]
+    seeds: dict[str, list[RunHistory]] = {}
+    for h in known:
+        seeds.setdefault(h.name.split("/")[0] if h.name.startswith("seed") and "/" in h.name else "", []).append(h)
+    if all(len({(h.evaluated_on, h.model) for h in group}) == 1 for group in seeds.values()):
+        if len(seeds) == 1:
+            return [Para(f"Evaluated on {known[0].evaluated_on}; starting model `{known[0].model}`.")]
+        each = "; ".join(f"`{seed}` on {group[0].evaluated_on}, from `{group[0].model}`" for seed, group in seeds.items())
+        return [Para(f"Each seed has its own held-out problems and starting model, shared by its runs: {each}.")]
     lines = "; ".join(f"`{h.label}` on {h.evaluated_on}, from `{h.model}`" for h in known)
     return [Para(f"**These runs differ in their held-out problems or their starting model**, so their scores below "
                  f"are not comparable side by side: {lines}.")]
