@@ -291,7 +291,7 @@ def test_sft_names_the_reference_solutions_that_fail_their_tests(tmp_path, tiny_
                  "--set", f"task=jsonl:{path}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "trainer.epochs=1",
                  "--set", "eval.n=1", "--set", "eval.ks=[1]"]) == 0
     assert (f"leti: warning: 1 of 2 reference solutions fail their own tests (t2) and are trained on all the same; "
-            f"`leti tasks validate jsonl:{path} --split train` shows why\n") in capsys.readouterr().err
+            f"`leti tasks validate jsonl:{path} --split train --timeout 5` shows why\n") in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -150,8 +150,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "solution, so there is nothing to validate; add a 'reference' field (the code that "
                         "completes the prompt) to check the tests")
     with Executor(execution_config(args), progress=sys.stderr.isatty()) as ex:
-        programs = [task.reference_program(p) for p in with_ref]
-        results = [task.judge(p, prog, r, ex.config) for p, prog, r in zip(with_ref, programs, ex.run(programs), strict=True)]
+        results = task.run_references(with_ref, ex)
     failed = [(p, r) for p, r in zip(with_ref, results, strict=True) if not r.passed]
     if without:
         more = f" and {len(without) - 20} more" if len(without) > 20 else ""

@@ -355,17 +355,14 @@ def failing_references_warning(cfg: RunConfig, task, problems: list, executor) -
     """`leti sft` trains on the reference solutions as ground truth: a warning naming those that
     fail their own tests (a wrong one quietly weakens the supervised baseline); None when all pass.
     Costs one program per problem, once, before the training stage."""
-    with_ref = [p for p in problems if p.reference]
-    programs = [task.reference_program(p) for p in with_ref]
-    results = executor.run(programs)
-    failed = [p.id for p, prog, r in zip(with_ref, programs, results, strict=True)
-              if not task.judge(p, prog, r, executor.config).passed]
+    with_ref = [p for p in problems if p.reference]  # what stages.sft_texts trains on
+    failed = [p.id for p, r in zip(with_ref, task.run_references(with_ref, executor), strict=True) if not r.passed]
     if not failed:
         return None
     ids = ", ".join(map(str, failed[:10])) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
     return (f"leti: warning: {len(failed)} of {len(with_ref)} reference solutions fail their own tests ({ids}) and are "
-            f"trained on all the same; `leti tasks validate {shlex.quote(cfg.task)} --split {shlex.quote(cfg.train_split)}` "
-            "shows why")
+            f"trained on all the same; `leti tasks validate {shlex.quote(cfg.task)} --split {shlex.quote(cfg.train_split)} "
+            f"--timeout {cfg.execution.timeout_s:g}` shows why")
 
 
 def _gb(n: float) -> str:

@@ -152,6 +152,14 @@ class Task(ABC):
             raise ValueError(f"task {self.name!r} problem {problem.id!r} has no reference solution")
         return self.build_program(problem, problem.reference)
 
+    def run_references(self, problems: Iterable[Problem], executor) -> list[ExecutionResult]:
+        """The judged result of each problem's reference solution (`leti tasks validate`, and
+        `leti sft`'s check of what it trains on), run by `executor` (leti.execution.Executor)."""
+        problems = list(problems)
+        programs = [self.reference_program(p) for p in problems]
+        return [self.judge(p, prog, r, executor.config)
+                for p, prog, r in zip(problems, programs, executor.run(programs), strict=True)]
+
     def stop_for(self, problem: Problem) -> tuple[str, ...]:
         """Stop sequences for one problem: its own (`meta["stop"]`, e.g. from a JSONL task) if it
         has them, else the task's."""
