@@ -182,7 +182,8 @@ def _source_lines(source):
 
 
 def _cache_lines(source):
-    """The module's lines for linecache, split as the compiler splits them, each with its \\n."""
+    """The module's lines for linecache, split as the compiler splits them, each but a last
+    unterminated one with its \\n (linecache adds that one's)."""
     lines = [line + "\n" for line in _source_lines(source)]
     lines[-1] = lines[-1][:-1]  # the source's last line has no \n (or is the empty rest after one)
     return lines if lines[-1] else lines[:-1]
