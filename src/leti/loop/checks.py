@@ -403,7 +403,7 @@ def carries_optimizer(cfg: RunConfig, mode: Mode) -> bool:
 def check_optimizer_state(rd: RunDir, todo: int) -> None:
     """Before a resumed run samples anything: the iteration it goes on with trains from the AdamW
     state saved with the checkpoint before it, unless that training is already done."""
-    from leti.training.trainer import OPTIMIZER_FILE
+    from leti.training.trainer import OPTIMIZER_FILE, damaged_optimizer_state
 
     if todo < 2 or rd.trained(todo):
         return
@@ -417,8 +417,7 @@ def check_optimizer_state(rd: RunDir, todo: int) -> None:
         with zipfile.ZipFile(path):
             pass
     except (OSError, zipfile.BadZipFile) as e:  # found by the training stage otherwise, after a whole sampling phase
-        raise LetiError(f"{path}: damaged, not an AdamW state saved by leti ({e}); restore it from a backup, or start "
-                        "the run again with a new --run-dir") from None
+        raise damaged_optimizer_state(path, str(e)) from None
 
 
 def _model_config(cfg: RunConfig) -> Any:

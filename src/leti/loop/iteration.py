@@ -200,7 +200,7 @@ class Iterations:
             # older checkpoints (and their AdamW state) behind: pruning is idempotent, finish it.
             self._prune_checkpoints(k)
             return wall
-        tmp = rd.iteration(k) / "checkpoint.tmp"  # the checkpoint is assembled here and lands in one rename
+        tmp = rd.checkpoint_tmp(k)
         if (tmp / rd.checkpoint_stats(k).name).exists():
             # Killed before that rename, with the checkpoint whole (its stats go in last, once every
             # other file is on the disk): it lands now. Deleted, the stage trained again, and the

@@ -126,12 +126,16 @@ class RunDir:
     def checkpoint(self, k: int) -> Path:
         return self.iteration(k) / "checkpoint"
 
+    def checkpoint_tmp(self, k: int) -> Path:
+        """Where checkpoint k is assembled before it lands in one rename."""
+        return self.iteration(k) / "checkpoint.tmp"
+
     def trained(self, k: int) -> bool:
         """Whether iteration k's training stage is done: its train_stats.json, or its checkpoint
         landed, or whole in checkpoint.tmp (its stats go in last), which the next run lands."""
         stats = self.checkpoint_stats(k).name
         return (self.train_stats(k).exists() or self.checkpoint_stats(k).exists()
-                or (self.iteration(k) / "checkpoint.tmp" / stats).exists())
+                or (self.checkpoint_tmp(k) / stats).exists())
 
     def checkpoint_stats(self, k: int) -> Path:
         """train_stats.json as saved inside the checkpoint, which lands with it in one rename."""

@@ -142,25 +142,32 @@ def save_optimizer(optimizer, layout: list, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+_OPTIMIZER_FIX = "restore it from a backup, or start the run again with a new --run-dir"
+
+
+def damaged_optimizer_state(path: Path, reason: str) -> LetiError:
+    """The error for an AdamW state file that cannot be read (the resume check's and load_optimizer's)."""
+    return LetiError(f"{path}: damaged, not an AdamW state saved by leti ({reason}); {_OPTIMIZER_FIX}")
+
+
 def load_optimizer(optimizer, layout: list, path: str | Path) -> int:
     """Load a state saved by save_optimizer into `optimizer` (built on the same parameters);
     returns its step count. A missing, damaged or mismatched file is one LetiError naming it."""
     path = Path(path)
-    fix = "restore it from a backup, or start the run again with a new --run-dir"
     if not path.is_file():
         raise LetiError(f"{path}: missing; this training stage goes on from the AdamW state the previous iteration "
-                        f"saved there (trainer.carry_optimizer_state); {fix}")
+                        f"saved there (trainer.carry_optimizer_state); {_OPTIMIZER_FIX}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         state, saved_layout = saved["optimizer"], saved["layout"]
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: torch's words, one line
-        raise LetiError(f"{path}: damaged, not an AdamW state saved by leti ({first_line(e)}); {fix}") from None
+        raise damaged_optimizer_state(path, first_line(e)) from None
     if saved_layout != layout:
         mine = {name: shape for group in layout for name, shape in group}
         theirs = {name: shape for group in saved_layout for name, shape in group}
         diff = sorted(n for n in mine.keys() | theirs.keys() if mine.get(n) != theirs.get(n))
         raise LetiError(f"{path}: the AdamW state is for other trainable weights than this model's (first difference: "
-                        f"'{diff[0] if diff else 'parameter order'}'); {fix}")
+                        f"'{diff[0] if diff else 'parameter order'}'); {_OPTIMIZER_FIX}")
     optimizer.load_state_dict(state)
     steps = [int(s["step"]) for s in state["state"].values() if "step" in s]
     return max(steps, default=0)
