@@ -108,9 +108,12 @@ def test_report_for_a_demo_dir_compares_arms(tmp_path):
                    "textual_baseline_pass_at_1": 0.0, "binary_baseline_pass_at_1": 0.0,
                    "binary_final_pass_at_1_stderr": pytest.approx(se / 100),
                    "textual_final_pass_at_1_stderr": pytest.approx(se / 100),
-                   "difference": 0.0, "difference_stderr": 0.0, "paired_problems": 4, "step_ratio": 2.0,
+                   "step_ratio": 2.0, "textual_last_below_steps": 0, "binary_last_below_steps": 5,
+                   "evaluated_at_different_iterations": False,
                    "textual_reached_at_first_evaluation": True, "binary_gain_within_stderr": False,
-                   "textual_iterations_left_out": [], "binary_iterations_left_out": []}
+                   "common_iteration": 2, "textual_pass_at_1_at_common_iteration": 0.5,
+                   "binary_pass_at_1_at_common_iteration": 0.5, "difference_at_common_iteration": 0.0,
+                   "difference_at_common_iteration_stderr": 0.0, "paired_problems": 4}
     # reached at its first evaluation after training: it may have needed fewer steps, and the report says so
     assert "(binary/textual step ratio 2.00). That is its first evaluation after training, the earliest" in md
     # The binary arm's example has the reward token but no feedback span.
@@ -278,7 +281,8 @@ def test_demo_with_control_arms_summary_and_report(tmp_path):
     assert "| passing | 75.0 ± 25.0 | +75.0 | +75.0 ± 25.0 | 5 |" in md
     assert "| passing | 0.0 ± 0.0 | 75.0 ± 25.0 |" in md  # held-out pass@1 per iteration
     assert "the binary arm ended at 0.0 ± 0.0% after 5 gradient steps" in md
-    assert "Textual minus binary: +50.0 ± 28.9 points (paired over 4 held-out problems)" in md
+    assert ("Textual minus binary at iteration 1, the last both evaluated: +50.0 ± 28.9 points (paired over 4 "
+            "held-out problems)") in md
     assert md.index("Run `binary`") < md.index("Run `constant`") < md.index("Run `passing`")
     assert "<|lang_feedback|>The program failed." in md[md.index("Run `constant`"):md.index("Run `passing`")]
     assert "<|bad|>" not in md[md.index("Run `passing`"):]
@@ -440,13 +444,14 @@ def test_a_comparison_names_an_arm_evaluated_before_its_last_iteration(tmp_path)
     md = (demo / "report.md").read_text()
     assert ("textual vs binary: the binary arm was last evaluated at iteration 1 (its last iteration, 2, after 2 "
             "gradient steps, has no evaluation), at 25.0 ± 25.0% after 1 gradient step (first reached after 1); "
-            "at iteration 1 the textual arm was at 50.0 ± 25.0% after 1 gradient step.") in md
-    # the textual arm's iteration 2 has no binary counterpart to compare with
-    assert "the textual arm's evaluations of iteration 2 are left out" in " ".join(md.split())
+            "the textual arm ended at 50.0 ± 25.0% after 2 gradient steps.") in md
     assert "after **1** step (binary/textual step ratio 1.00)" in md
     [cmp] = json.loads((demo / "comparisons.json").read_text())
     assert (cmp["binary_final_iteration"], cmp["binary_final_steps"], cmp["binary_last_iteration"],
             cmp["binary_total_steps"]) == (1, 1, 2, 2)
+    # the budget-matched difference is at iteration 1, the last both evaluated; the binary arm's
+    # unevaluated iteration 2 is no iteration the arms were looked at differently
+    assert (cmp["common_iteration"], cmp["textual_final_iteration"], cmp["evaluated_at_different_iterations"]) == (1, 2, False)
 
     # With the demo's summary.json the first table is the summary's; it says the same.
     from leti.demo.summary import make_summary
@@ -851,45 +856,100 @@ def test_gradient_steps_averaged_over_seeds_are_rounded():
     assert [_steps(v) for v in (245 + 1 / 3, 768, 768.0, None)] == ["245.3", "768", "768", "n/a"]
 
 
-def test_an_arm_evaluated_less_often_is_compared_on_the_iterations_both_evaluated(tmp_path):
+def test_arms_evaluated_at_different_iterations_say_what_bounds_their_step_counts(tmp_path):
     """The binary arm evaluated every 3rd iteration (eval.every 3): it "first reached" 30% at 24
-    steps only because iterations 1 and 2 were not looked at, and the report printed step ratio
-    3.00. Now both arms count on iterations 0 and 3 alone."""
+    steps only because iterations 1 and 2 were not looked at. Every evaluation counts (dropping the
+    textual arm's iterations 1 and 2 threw away when it got there), and the report says that the
+    step counts are bounded by each arm's evaluations: the binary arm got there after more than 0
+    and at most 24 steps, so the ratio 3.00 is not a measurement of more than that."""
     runs = tmp_path / "runs"
     ev = [{"pass@1": (0.1, 0.05)}, {"pass@1": (0.3, 0.1)}, {"pass@1": (0.3, 0.1)}, {"pass@1": (0.4, 0.1)}]
     _hand_run(runs / "textual", [(0, ev[0]), (8, ev[1]), (16, ev[2]), (24, ev[3])])
     _hand_run(runs / "binary", [(0, ev[0]), (8, None), (16, None), (24, {"pass@1": (0.3, 0.1)})], textual=False)
     cmp = compare_arms(load_run(runs / "textual", "textual"), load_run(runs / "binary", "binary"))
-    assert (cmp["textual_steps_to_reach"], cmp["binary_steps"], cmp["step_ratio"]) == (24, 24, 1.0)  # was (8, 24, 3.0)
-    assert (cmp["textual_iterations_left_out"], cmp["binary_iterations_left_out"]) == ([1, 2], [])
+    assert (cmp["textual_steps_to_reach"], cmp["binary_steps"], cmp["step_ratio"]) == (8, 24, 3.0)
+    assert cmp["evaluated_at_different_iterations"] is True
+    assert (cmp["textual_last_below_steps"], cmp["binary_last_below_steps"]) == (0, 0)
     assert cmp["textual_final_pass_at_1"] == 0.4 and cmp["textual_final_iteration"] == 3
+    assert cmp["common_iteration"] == 3 and cmp["difference_at_common_iteration"] == pytest.approx(0.1)
     build_report(runs)
     md = " ".join((runs / "report.md").read_text().split())
-    assert ("Only iterations both arms evaluated are compared: the textual arm's evaluations of iterations 1, 2 "
-            "are left out") in md
-    assert "step ratio 3.00" not in md
-    # its iteration 1 was left out: not "its first evaluation after training"
-    assert "That is the first iteration after training that both arms evaluated" in md
+    assert ("after **8** steps (binary/textual step ratio 3.00). The arms were not evaluated at the same iterations "
+            "(eval.every), so each step count is bounded by when that arm was looked at: the textual arm first had "
+            "the score after more than 0 and at most 8 gradient steps, the binary arm after more than 0 and at most "
+            "24 gradient steps.") in md
+    # reached at its first evaluation too, but the bounds say more than "it may have needed fewer"
     assert "That is its first evaluation after training" not in md
 
 
-def test_arms_of_different_lengths_are_compared_at_the_last_iteration_both_ran(tmp_path):
-    """A textual arm resumed to 3 iterations against a binary arm of 1: its final score came after
-    24 steps against the binary arm's 8. Now both at iteration 1, with the left-out iterations
-    named, and the noise caveat stays with a "never reached" verdict."""
+def test_arms_evaluated_at_the_same_iterations_get_no_bounds_sentence(tmp_path):
+    """The textual arm ran on to iteration 3 (more iterations, not a sparser evaluation): its
+    extra evaluations are not "different iterations"."""
+    runs = tmp_path / "runs"
+    _hand_run(runs / "textual", [(0, {"pass@1": (0.1, 0.1)}), (8, {"pass@1": (0.2, 0.1)}),
+                                 (16, {"pass@1": (0.35, 0.1)}), (24, {"pass@1": (0.4, 0.1)})])
+    _hand_run(runs / "binary", [(0, {"pass@1": (0.1, 0.1)}), (8, {"pass@1": (0.3, 0.05)})], textual=False)
+    cmp = compare_arms(load_run(runs / "textual", "textual"), load_run(runs / "binary", "binary"))
+    assert (cmp["textual_steps_to_reach"], cmp["binary_steps"], cmp["step_ratio"]) == (16, 8, 0.5)
+    assert cmp["evaluated_at_different_iterations"] is False and cmp["textual_last_below_steps"] == 8
+    build_report(runs)
+    md = " ".join((runs / "report.md").read_text().split())
+    assert "after **16** steps (binary/textual step ratio 0.50)." in md and "not evaluated at the same" not in md
+
+
+def test_arms_of_different_lengths_are_compared_on_their_whole_runs(tmp_path):
+    """A textual arm resumed to 3 iterations against a binary arm of 1: each arm's final score is
+    its own last evaluation; the budget-matched difference is at iteration 1, the last both
+    evaluated, and says so; the noise caveat stays with a "did not reach" verdict."""
     runs = tmp_path / "runs"
     _hand_run(runs / "textual", [(0, {"pass@1": (0.1, 0.1)}), (8, {"pass@1": (0.25, 0.1)}),
                                  (16, {"pass@1": (0.1, 0.1)}), (24, {"pass@1": (0.05, 0.1)})])
     _hand_run(runs / "binary", [(0, {"pass@1": (0.1, 0.1)}), (8, {"pass@1": (0.3, 0.25)})], textual=False)
     cmp = compare_arms(load_run(runs / "textual", "textual"), load_run(runs / "binary", "binary"))
-    assert (cmp["textual_final_iteration"], cmp["textual_final_pass_at_1"], cmp["textual_final_steps"]) == (1, 0.25, 8)
-    assert cmp["textual_iterations_left_out"] == [2, 3] and cmp["difference"] == pytest.approx(-0.05)
-    assert cmp["textual_steps_to_reach"] is None and cmp["binary_gain_within_stderr"]
+    assert (cmp["textual_final_iteration"], cmp["textual_final_pass_at_1"], cmp["textual_final_steps"]) == (3, 0.05, 24)
+    assert (cmp["common_iteration"], cmp["textual_pass_at_1_at_common_iteration"],
+            cmp["binary_pass_at_1_at_common_iteration"]) == (1, 0.25, 0.3)
+    assert cmp["difference_at_common_iteration"] == pytest.approx(-0.05)
+    assert cmp["textual_steps_to_reach"] is None and cmp["step_ratio"] is None and cmp["binary_gain_within_stderr"]
     build_report(runs)
     md = " ".join((runs / "report.md").read_text().split())
-    assert "at iteration 1 the textual arm was at 25.0 ± 10.0% after 8 gradient steps" in md
+    assert "the textual arm ended at 5.0 ± 10.0% after 24 gradient steps." in md
     # the caveat was left out of report.md on this path while comparisons.json said it
-    assert "**never reached** the binary arm's final score. The binary arm's gain over its baseline" in md
+    assert ("The textual arm **did not reach** the binary arm's final score (30.0%) within its 24 gradient steps "
+            "(iteration 3); its final score is 5.0 ± 10.0%. The binary arm's gain over its baseline") in md
+    assert "It stopped before" not in md  # it ran longer than the binary arm needed
+
+
+@pytest.mark.parametrize("textual_final, reached", [([True, True, False, False], False), ([True, True, True, False], True)])
+def test_the_score_to_reach_is_the_binary_arms_final_one_when_it_ran_longer(tmp_path, textual_final, reached):
+    """The 2B presets: the textual arm runs 10 iterations, the binary arm 30. The score to reach was
+    the binary arm's at iteration 10 (the last both ran), still named its "final score": here 25%
+    at iteration 1, against the 75% it ended at after iteration 3, and a step ratio against it."""
+    runs, plan = tmp_path / "runs", [[]] + [[True, False, False, False]] * 3
+    make_run(runs / "textual", plan, [[False] * 4, textual_final])
+    make_run(runs / "binary", plan, [[False] * 4, [True, False, False, False], [True, True, False, False],
+                                     [True, True, True, False]], textual=False)
+    build_report(runs)
+    [cmp] = json.loads((runs / "comparisons.json").read_text())
+    assert (cmp["binary_final_pass_at_1"], cmp["binary_final_iteration"], cmp["binary_final_steps"]) == (0.75, 3, 15)
+    assert cmp["binary_steps"] == 15 and cmp["textual_final_iteration"] == 1
+    # budget-matched: at iteration 1, the last both evaluated, paired over the 4 problems
+    assert (cmp["common_iteration"], cmp["binary_pass_at_1_at_common_iteration"]) == (1, 0.25)
+    assert cmp["paired_problems"] == 4
+    md = " ".join((runs / "report.md").read_text().split())
+    assert "the binary arm ended at 75.0 ± 25.0% after 15 gradient steps (first reached after 15)" in md
+    diff = "+25.0 ± 25.0" if not reached else "+50.0 ± 28.9"
+    assert f"Textual minus binary at iteration 1, the last both evaluated: {diff} points" in md
+    if reached:  # at its one evaluation after training: 5 steps against the binary arm's 15
+        assert (cmp["textual_steps_to_reach"], cmp["step_ratio"]) == (5, 3.0)
+        assert "reached the binary arm's final score after **5** steps (binary/textual step ratio 3.00)" in md
+    else:  # never a ratio against a score the binary arm had on its way
+        assert (cmp["textual_steps_to_reach"], cmp["step_ratio"]) == (None, None)
+        assert ("The textual arm **did not reach** the binary arm's final score (75.0%) within its 5 gradient steps "
+                "(iteration 1); its final score is 50.0 ± 28.9%. It stopped before the binary arm's 15 steps to get "
+                "there: more iterations (a finished run resumes with `--set iterations=N`) can show whether it "
+                "reaches it in fewer.") in md
+        assert "step ratio" not in md
 
 
 def test_a_run_still_in_iteration_0_is_listed_not_left_out(tmp_path, capsys):
@@ -916,6 +976,9 @@ def test_a_run_still_in_iteration_0_is_listed_not_left_out(tmp_path, capsys):
     assert "no run found (no metrics.jsonl or run.json here or in its subfolders)" in capsys.readouterr().err
 
 
+DRAWN = "`eval.n` 16, `eval.temperature` 0.1, `eval.top_p` 1.0, `eval.max_new_tokens` 512, `sampling.backend` hf"
+
+
 def test_the_report_says_what_the_runs_were_evaluated_on_and_warns_when_they_differ(tmp_path):
     """One table and one plot compared runs of different tasks and models without naming either."""
     same = tmp_path / "same"
@@ -923,15 +986,15 @@ def test_the_report_says_what_the_runs_were_evaluated_on_and_warns_when_they_dif
     _hand_run(same / "binary", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})], textual=False)
     build_report(same)
     md = (same / "report.md").read_text()
-    assert f"Evaluated on task `{TASK}`, split `test`; starting model `unused`." in md
-    assert "differ in their held-out problems" not in md
+    assert (f"Evaluated on task `{TASK}`, split `test`, sampled with {DRAWN}; starting model `unused`.") in md
+    assert "These runs differ" not in md
     mixed = tmp_path / "mixed"
     _hand_run(mixed / "a", [(0, {"pass@1": (0.0, 0.0)})])
     _hand_run(mixed / "b", [(0, {"pass@1": (0.0, 0.0)})], model="other", task="synthetic:seed=1,train=4,test=4",
               eval={"max_problems": 2})
     build_report(mixed)
     md = (mixed / "report.md").read_text()
-    assert ("**These runs differ in their held-out problems or their starting model**, so their scores below are not "
+    assert ("**These runs differ in their held-out problems and their starting model**, so their scores below are not "
             f"comparable side by side: `a` on task `{TASK}`, split `test`, from `unused`; `b` on task "
             "`synthetic:seed=1,train=4,test=4`, split `test`, its first 2 problems, from `other`.") in md
 
@@ -949,8 +1012,75 @@ def test_a_demo_with_two_seeds_is_not_said_to_compare_different_things(tmp_path)
     md = (demo / "report.md").read_text()
     assert ("Each seed has its own held-out problems and starting model, shared by its runs: `seed0` on task "
             "`synthetic:seed=0,train=4,test=4`, split `test`, from `/cache/warmstart-seed0`; `seed1` on task "
-            "`synthetic:seed=1,train=4,test=4`, split `test`, from `/cache/warmstart-seed1`.") in md
+            "`synthetic:seed=1,train=4,test=4`, split `test`, from `/cache/warmstart-seed1`. Every run's held-out "
+            f"samples are drawn with {DRAWN}.") in md
     assert "not comparable" not in md
     _set_config(demo / "seed1" / "binary", model="/cache/other")  # within a seed they must agree
     build_report(demo)
-    assert "**These runs differ in their held-out problems or their starting model**" in (demo / "report.md").read_text()
+    assert "**These runs differ in their starting model**" in (demo / "report.md").read_text()
+
+
+def test_runs_sampled_differently_on_the_held_out_problems_are_said_to_differ(tmp_path):
+    """Two runs evaluated at eval.temperature 0.1 and 1.5 (top_p 0.5) shared one "Evaluated on"
+    line, one table and one plot without a word: pass@1 at another temperature measures another
+    thing. The warning names the settings that differ, and each run's values."""
+    runs = tmp_path / "runs"
+    _hand_run(runs / "a", [(0, {"pass@1": (0.0, 0.0)})])
+    _hand_run(runs / "b", [(0, {"pass@1": (0.0, 0.0)})], eval={"temperature": 1.5, "top_p": 0.5})
+    build_report(runs)
+    md = (runs / "report.md").read_text()
+    assert ("**These runs differ in how their held-out samples were drawn (eval.temperature, eval.top_p)**, so their "
+            f"scores below are not comparable side by side: `a` on task `{TASK}`, split `test`, sampled with "
+            f"`eval.temperature` 0.1, `eval.top_p` 1.0, from `unused`; `b` on task `{TASK}`, split `test`, sampled "
+            "with `eval.temperature` 1.5, `eval.top_p` 0.5, from `unused`.") in md
+    assert "Evaluated on" not in md
+    # every other setting of the list, one at a time
+    for field, value in (("n", 8), ("max_new_tokens", 128)):
+        other = tmp_path / field
+        _hand_run(other / "a", [(0, {"pass@1": (0.0, 0.0)})])
+        _hand_run(other / "b", [(0, {"pass@1": (0.0, 0.0)})], eval={field: value, "ks": [1]})
+        build_report(other)
+        assert f"**These runs differ in how their held-out samples were drawn (eval.{field})**" in (other / "report.md").read_text()
+    # the same settings: no warning, and the shared line says what they were
+    same = tmp_path / "same"
+    for name in ("a", "b"):
+        _hand_run(same / name, [(0, {"pass@1": (0.0, 0.0)})], eval={"temperature": 1.5, "top_p": 0.5})
+    build_report(same)
+    md = (same / "report.md").read_text()
+    assert "These runs differ" not in md and "`eval.temperature` 1.5, `eval.top_p` 0.5," in md
+    # a textual and a binary arm sampled differently are not paired at all (as before)
+    pair = tmp_path / "pair"
+    _hand_run(pair / "textual", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})])
+    _hand_run(pair / "binary", [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})], textual=False,
+              eval={"temperature": 0.8})
+    build_report(pair)
+    md = (pair / "report.md").read_text()
+    assert "their configs differ in more than the feedback arm (eval.temperature)" in md
+    assert "differ in how their held-out samples were drawn (eval.temperature)" in md
+
+
+def test_demo_seeds_sampled_differently_are_said_to_differ(tmp_path):
+    """A demo's seeds may differ in problems and starting model, not in how the held-out samples are
+    drawn (the summary averages the seeds' scores)."""
+    demo = tmp_path / "demo"
+    for seed in (0, 1):
+        for arm in ("textual", "binary"):
+            _hand_run(demo / f"seed{seed}" / arm, [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})],
+                      textual=arm == "textual", task=f"synthetic:seed={seed},train=4,test=4",
+                      eval={"temperature": 0.2 if seed == 0 else 0.8})
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "**These runs differ in how their held-out samples were drawn (eval.temperature)**" in md
+    assert "`seed1/binary` on task `synthetic:seed=1,train=4,test=4`, split `test`, sampled with `eval.temperature` 0.8" in md
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_a_demos_arms_and_seeds_draw_their_held_out_samples_alike(quick):
+    """The report warns when runs' held-out sampling settings differ; a demo's arms and seeds are
+    built from one config, so its report never does."""
+    from leti.demo.config import ARMS, arm_config, load_demo_config, preset_path
+    from leti.report.data import eval_settings
+
+    cfg = load_demo_config(preset_path(quick))
+    drawn = {eval_settings(arm_config(cfg, seed, f"/cache/warmstart-seed{seed}", arm)) for seed in (0, 1) for arm in ARMS}
+    assert len(drawn) == 1

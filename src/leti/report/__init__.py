@@ -8,7 +8,6 @@ rebuilt at any time, also while a run is still going.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -18,9 +17,11 @@ from leti.errors import LetiError, plural
 from leti.feedback.training_text import BAD, FEEDBACK_OPEN, GOOD
 from leti.loop.rundir import run_mode, write_text_atomic
 from leti.report.data import (
+    EVAL_SETTINGS,
     RunHistory,
     final_difference,
     load_run,
+    point_difference,
     read_summary,
     shared_metric,
     steps_to_reach,
@@ -91,39 +92,54 @@ def _points_pm(diff: float | None, stderr: float | None) -> str:
 
 
 def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
-    """The paper's comparison: gradient steps the textual arm needs to reach the binary arm's
-    final held-out pass@1, against the binary arm's steps (when it first reached that score,
-    and in total), and the final scores' paired difference with its standard error.
+    """The paper's comparison, on each arm's whole run: the score to reach is the binary arm's
+    final held-out pass@1 (its last evaluated iteration, however many iterations it ran); the
+    gradient steps after which the textual arm first had it (textual_steps_to_reach, None: not
+    within its run) against those after which the binary arm first had it (binary_steps), and
+    their ratio. Beside it, a budget-matched difference: textual minus binary at
+    `common_iteration`, the last iteration both arms evaluated, paired over problems with its
+    standard error (the arms' final scores may come after different numbers of iterations).
 
     `metric` is the score compared: pass@1, or the smallest pass@k of runs without pass@1 (the
     *_pass_at_1 fields then hold that pass@k). "final" is each arm's last evaluated iteration
-    (*_final_iteration, *_final_steps), which is not its last iteration (binary_last_iteration,
-    binary_total_steps) when that one was not evaluated. Each arm's own baseline (iteration 0)
-    is *_baseline_pass_at_1."""
+    (*_final_iteration, *_final_steps), which is not its last iteration (*_last_iteration,
+    *_total_steps) when that one was not evaluated. Each arm's own baseline (iteration 0) is
+    *_baseline_pass_at_1.
+
+    A step count is that of the first evaluation at or above the score: the arm got there after
+    more than *_last_below_steps (its evaluation before, still below) and at most that many.
+    evaluated_at_different_iterations: up to the earlier of the arms' final iterations, one arm
+    evaluated iterations the other did not (eval.every), so the two counts are bounded by
+    different evaluation grids."""
     metric = (binary.metric if binary.metric == textual.metric else None) or "pass@1"
     whole = {"textual": textual, "binary": binary}
-    # Only iterations both arms evaluated: an arm evaluated less often (eval.every) reached a
-    # score "later" only because nobody looked, and an arm that ran more iterations had more
-    # training budget (iterations is a resumable field, so a pair's may differ).
-    common = _evaluated(textual, metric) & _evaluated(binary, metric)
-    left_out = {arm: sorted(_evaluated(h, metric) - common) for arm, h in whole.items()}
-    if any(left_out.values()):  # the runs' last iterations and total steps stay as they ran
-        textual, binary = (dataclasses.replace(h, points=[p for p in h.points
-                                                          if p.iteration in common or p.eval_metrics.get(metric) is None])
-                           for h in (textual, binary))
     tp, bp = textual.point_with(metric, last=True), binary.point_with(metric, last=True)
     target = bp.eval_metrics[metric] if bp else None
-    diff = final_difference(textual, binary, metric)
     t_steps = None if target is None else steps_to_reach(textual, target, metric)
     b_steps = None if target is None else steps_to_reach(binary, target, metric)
 
     def baseline(h: RunHistory) -> float | None:
         return h.baseline_point.eval_metrics.get(metric) if h.baseline_point else None
 
+    def last_below(h: RunHistory, steps: int | None) -> int | None:
+        """Gradient steps of `h`'s last evaluation before the one that first had the score."""
+        before = [p for p in h.points if p.eval_metrics.get(metric) is not None and steps is not None
+                  and p.gradient_steps < steps]
+        return before[-1].gradient_steps if before else None
+
     # Reached at the textual arm's first evaluation after training: it may have needed fewer
     # steps, which evaluating once per iteration cannot show.
     first_trained = next((p for p in textual.points if p.iteration > 0 and p.eval_metrics.get(metric) is not None), None)
     b_base, b_se = baseline(binary), bp.eval_stderr.get(metric) if bp else None
+    # The budget-matched difference: at the last iteration both evaluated (an arm that ran more
+    # iterations had more training budget by its final score).
+    t_evals, b_evals = _evaluated(textual, metric), _evaluated(binary, metric)
+    common = max(t_evals & b_evals, default=None)
+    at = {arm: next(p for p in h.points if p.iteration == common) if common is not None else None
+          for arm, h in whole.items()}
+    diff = point_difference(at["textual"], at["binary"], metric) if common is not None else None
+    upto = min(tp.iteration, bp.iteration) if tp and bp else -1
+    different_grids = {i for i in t_evals ^ b_evals if i <= upto}
 
     return {
         "metric": metric,
@@ -135,27 +151,30 @@ def compare_arms(textual: RunHistory, binary: RunHistory) -> dict:
         "textual_final_iteration": tp.iteration if tp else None,
         "binary_final_steps": bp.gradient_steps if bp else None,
         "textual_final_steps": tp.gradient_steps if tp else None,
-        # textual minus binary, and its paired standard error (None when not paired by problem)
-        "difference": diff.mean if diff else None,
-        "difference_stderr": diff.stderr if diff else None,
-        "paired_problems": diff.n_problems if diff else 0,
         "textual_steps_to_reach": t_steps,
         "binary_steps": b_steps,
-        # the paper's "fewer than half the gradient steps" is step_ratio >= 2 (None: not reached,
-        # or reached before training, where a ratio means nothing)
+        # the paper's "fewer than half the gradient steps" is step_ratio >= 2 (None: not reached
+        # within the textual arm's run, or reached before training, where a ratio means nothing)
         "step_ratio": b_steps / t_steps if t_steps and b_steps else None,
-        # (of the iterations compared: with *_iterations_left_out, the first both arms evaluated)
+        "textual_last_below_steps": last_below(textual, t_steps),
+        "binary_last_below_steps": last_below(binary, b_steps),
+        "evaluated_at_different_iterations": bool(different_grids),
         "textual_reached_at_first_evaluation": bool(t_steps and first_trained and t_steps == first_trained.gradient_steps),
         # the binary arm's gain over its baseline is within one standard error: the score to
         # reach is the baseline's, up to evaluation noise
         "binary_gain_within_stderr": bool(None not in (target, b_base, b_se) and 0 < target - b_base <= b_se),
         **{f"{arm}_{field}": getattr(h.points[-1], attr) if h.points else None for arm, h in whole.items()
            for field, attr in (("last_iteration", "iteration"), ("total_steps", "gradient_steps"))},
-        # evaluated iterations of one arm that the other did not evaluate, left out of the comparison
-        "textual_iterations_left_out": left_out["textual"],
-        "binary_iterations_left_out": left_out["binary"],
         "textual_baseline_pass_at_1": baseline(textual),
         "binary_baseline_pass_at_1": b_base,
+        # textual minus binary at common_iteration (the last both evaluated), and its paired
+        # standard error (None when not paired by problem)
+        "common_iteration": common,
+        "textual_pass_at_1_at_common_iteration": at["textual"].eval_metrics[metric] if common is not None else None,
+        "binary_pass_at_1_at_common_iteration": at["binary"].eval_metrics[metric] if common is not None else None,
+        "difference_at_common_iteration": diff.mean if diff else None,
+        "difference_at_common_iteration_stderr": diff.stderr if diff else None,
+        "paired_problems": diff.n_problems if diff else 0,
     }
 
 
@@ -279,8 +298,6 @@ def _ended(arm: str, cmp: dict) -> str:
     score = _pct_pm(cmp[f"{arm}_final_pass_at_1"], cmp.get(f"{arm}_final_pass_at_1_stderr"))
     it, last = cmp.get(f"{arm}_final_iteration"), cmp.get(f"{arm}_last_iteration")
     steps = plural(cmp[f"{arm}_final_steps"], "gradient step")
-    if cmp.get(f"{arm}_iterations_left_out"):  # it went on; compared where the other arm stops
-        return f"at iteration {it} the {arm} arm was at {score}% after {steps}"
     if it is None or last is None or it == last:
         return f"the {arm} arm ended at {score}% after {steps}"
     total = plural(cmp[f"{arm}_total_steps"], "gradient step")
@@ -308,41 +325,55 @@ def _comparison_text(name: str, cmp: dict) -> str:
     else:
         textual = _ended("textual", cmp)
     head = f"{name}: {_ended('binary', cmp)}{reached}; {textual}."
-    if cmp.get("difference_stderr") is not None:
-        head += (f" Textual minus binary: {_points_pm(cmp['difference'], cmp['difference_stderr'])} points "
-                 f"(paired over {plural(cmp['paired_problems'], 'held-out problem')}).")
+    if cmp.get("difference_at_common_iteration_stderr") is not None:
+        diff = _points_pm(cmp["difference_at_common_iteration"], cmp["difference_at_common_iteration_stderr"])
+        head += (f" Textual minus binary at iteration {cmp['common_iteration']}, the last both evaluated: {diff} "
+                 f"points (paired over {plural(cmp['paired_problems'], 'held-out problem')}).")
     if None not in (b_base, t_base) and abs(b_base - t_base) > 1e-12:
         head += f" Before training the arms scored differently: textual {_pct(t_base)}%, binary {_pct(b_base)}%."
-    left = [f"the {arm} arm's evaluations of {_iterations(cmp[f'{arm}_iterations_left_out'])}"
-            for arm in ("textual", "binary") if cmp.get(f"{arm}_iterations_left_out")]
-    if left:
-        head += (f" Only iterations both arms evaluated are compared: {' and '.join(left)} are left out "
-                 "(the other arm has none there).")
     if not improved:
         return head + (" The binary arm did not improve on its own baseline, so there are no gradient steps "
                        "to compare.")
-    # said whatever the verdict: a "never reached" against a gain within noise says as little
+    # said whatever the verdict: a "did not reach" against a gain within noise says as little
     noise = (f" The binary arm's gain over its baseline ({_points_pm(target - b_base, None)} points) is within "
              "one standard error of its score, so the score to reach is its baseline's up to noise, and the step "
              "counts say little.") if cmp.get("binary_gain_within_stderr") else ""
     if t_steps is None:
-        return head + " The textual arm **never reached** the binary arm's final score." + noise
+        return head + _not_reached(cmp) + noise
     if t_steps == 0:
         return head + " The textual arm had the binary arm's final score already before training." + noise
     ratio = f" (binary/textual step ratio {cmp['step_ratio']:.2f})" if cmp.get("step_ratio") else ""
     text = head + (f" The textual arm reached the binary arm's final score after **{t_steps}** "
                    f"{'step' if t_steps == 1 else 'steps'}{ratio}.")
-    if cmp.get("textual_reached_at_first_evaluation") and cmp.get("textual_iterations_left_out"):
-        text += (" That is the first iteration after training that both arms evaluated, the earliest this "
-                 "comparison can show: it may have needed fewer steps.")
+    if cmp.get("evaluated_at_different_iterations"):
+        text += (" The arms were not evaluated at the same iterations (eval.every), so each step count is bounded by "
+                 f"when that arm was looked at: the textual arm first had the score after {_between(cmp, 'textual')}, "
+                 f"the binary arm after {_between(cmp, 'binary')}.")
     elif cmp.get("textual_reached_at_first_evaluation"):
         text += (" That is its first evaluation after training, the earliest that evaluating once per iteration "
                  "can show: it may have needed fewer steps.")
     return text + noise
 
 
-def _iterations(its: list[int]) -> str:
-    return f"iteration {its[0]}" if len(its) == 1 else "iterations " + ", ".join(map(str, its))
+def _not_reached(cmp: dict) -> str:
+    """The textual arm did not reach the binary arm's final score: within how many steps, where it
+    ended, and, when it stopped before the binary arm itself got there, that it may yet."""
+    steps = plural(cmp["textual_final_steps"], "gradient step")
+    score = _pct_pm(cmp["textual_final_pass_at_1"], cmp.get("textual_final_pass_at_1_stderr"))
+    text = (f" The textual arm **did not reach** the binary arm's final score ({_pct(cmp['binary_final_pass_at_1'])}%) "
+            f"within its {steps} (iteration {cmp['textual_final_iteration']}); its final score is {score}%.")
+    b_steps = cmp.get("binary_steps")
+    if b_steps is not None and cmp["textual_final_steps"] < b_steps:
+        text += (f" It stopped before the binary arm's {b_steps} steps to get there: more iterations (a finished run "
+                 "resumes with `--set iterations=N`) can show whether it reaches it in fewer.")
+    return text
+
+
+def _between(cmp: dict, arm: str) -> str:
+    """"more than 8 and at most 16 gradient steps" (the first evaluation at or above the score,
+    and the one before it)."""
+    lo, hi = cmp.get(f"{arm}_last_below_steps"), cmp[f"{arm}_steps_to_reach" if arm == "textual" else "binary_steps"]
+    return f"at most {plural(hi, 'gradient step')}" if lo is None else f"more than {lo} and at most {plural(hi, 'gradient step')}"
 
 
 def _iteration_table(h: RunHistory) -> Table:
@@ -488,24 +519,41 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
 
 
 def _what_was_run(histories: list[RunHistory]) -> list[Block]:
-    """The held-out problems and the starting model: one line when the runs share them, else each
-    run's, with a warning, since one table and one plot then compare scores of different things.
-    A demo's seeds (`seed<S>/<arm>`) each draw their own problems and warm start by design: runs
-    are compared within their seed."""
+    """The held-out problems, how their samples were drawn (EVAL_SETTINGS: eval.temperature, ...)
+    and the starting model: one line when the runs share them, else each run's, with a warning
+    naming what differs, since one table and one plot then compare scores of different things. A
+    demo's seeds (`seed<S>/<arm>`) each draw their own problems and warm start by design: those are
+    compared within their seed. The sampling settings must agree across seeds as well (a demo
+    averages its seeds' scores, and draws every seed's samples alike)."""
     known = [h for h in histories if h.evaluated_on is not None]
     if not known:
         return []
     seeds: dict[str, list[RunHistory]] = {}
     for h in known:
         seeds.setdefault(h.name.split("/")[0] if h.name.startswith("seed") and "/" in h.name else "", []).append(h)
-    if all(len({(h.evaluated_on, h.model) for h in group}) == 1 for group in seeds.values()):
+    settings = {h.root: dict(h.eval_settings or ()) for h in known}
+    differ = [what for what, of in (("their held-out problems", lambda h: h.evaluated_on),
+                                    ("their starting model", lambda h: h.model))
+              if any(len({of(h) for h in group}) > 1 for group in seeds.values())]
+    sampled = [name for name in EVAL_SETTINGS if len({settings[h.root].get(name) for h in known}) > 1]
+    if sampled:
+        differ.append(f"how their held-out samples were drawn ({', '.join(sampled)})")
+    if not differ:
+        drawn = _sampled_with(settings[known[0].root], EVAL_SETTINGS)
         if len(seeds) == 1:
-            return [Para(f"Evaluated on {known[0].evaluated_on}; starting model `{known[0].model}`.")]
+            return [Para(f"Evaluated on {known[0].evaluated_on}, sampled with {drawn}; starting model `{known[0].model}`.")]
         each = "; ".join(f"`{seed}` on {group[0].evaluated_on}, from `{group[0].model}`" for seed, group in seeds.items())
-        return [Para(f"Each seed has its own held-out problems and starting model, shared by its runs: {each}.")]
-    lines = "; ".join(f"`{h.label}` on {h.evaluated_on}, from `{h.model}`" for h in known)
-    return [Para(f"**These runs differ in their held-out problems or their starting model**, so their scores below "
-                 f"are not comparable side by side: {lines}.")]
+        return [Para(f"Each seed has its own held-out problems and starting model, shared by its runs: {each}. "
+                     f"Every run's held-out samples are drawn with {drawn}.")]
+    lines = "; ".join(f"`{h.label}` on {h.evaluated_on}" + (f", sampled with {_sampled_with(settings[h.root], sampled)}"
+                                                           if sampled else "") + f", from `{h.model}`" for h in known)
+    what = ", ".join(differ[:-1]) + (" and " if len(differ) > 1 else "") + differ[-1]
+    return [Para(f"**These runs differ in {what}**, so their scores below are not comparable side by side: {lines}.")]
+
+
+def _sampled_with(settings: dict, names) -> str:
+    """"`eval.n` 16, `eval.temperature` 0.1, ..." for the settings `names`."""
+    return ", ".join(f"`{name}` {settings.get(name, 'not recorded')}" for name in names)
 
 
 def _summary_notes(summary: dict) -> list[Block]:

@@ -80,6 +80,9 @@ class RunHistory:
     # ("task `mbpp`, split `test`", with eval.max_problems) and the model it started from
     evaluated_on: str | None = None
     model: str | None = None
+    # how its held-out samples were drawn, from its config: (config field, value) of each sampling
+    # setting a pass@k depends on (EVAL_SETTINGS); None without a readable config
+    eval_settings: tuple[tuple[str, object], ...] | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -368,12 +371,25 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
                       trained_on_good=on_good, samples_not_as_finished=short_samples,
                       metric_units=_metric_units(cfg.task) if cfg is not None else {},
                       evaluated_on=_evaluated_on(cfg) if cfg is not None else None,
-                      model=cfg.model if cfg is not None else None)
+                      model=cfg.model if cfg is not None else None,
+                      eval_settings=eval_settings(cfg) if cfg is not None else None)
 
 
 def _evaluated_on(cfg) -> str:
     first = f", its first {cfg.eval.max_problems} problems" if cfg.eval.max_problems is not None else ""
     return f"task `{cfg.task}`, split `{cfg.eval.split}`{first}"
+
+
+# The config fields that decide how a run's held-out samples are drawn, beside the problems
+# (_evaluated_on): two runs that differ in one measure pass@k of different sampling protocols.
+# sampling.backend picks the sampler of the evaluation too. (eval.ks picks which pass@k are
+# computed, which the report handles by metric; eval.every when, which a comparison says.)
+EVAL_SETTINGS = ("eval.n", "eval.temperature", "eval.top_p", "eval.max_new_tokens", "sampling.backend")
+
+
+def eval_settings(cfg) -> tuple[tuple[str, object], ...]:
+    """(field, value) of each of EVAL_SETTINGS in the run config `cfg`."""
+    return tuple((name, getattr(getattr(cfg, name.split(".")[0]), name.split(".")[1])) for name in EVAL_SETTINGS)
 
 
 def _metric_units(task: str) -> dict[str, str]:
@@ -413,6 +429,12 @@ def final_difference(a: RunHistory, b: RunHistory, metric: str = "pass@1") -> Pa
     pa, pb = a.point_with(metric, last=True), b.point_with(metric, last=True)
     if pa is None or pb is None:
         return None
+    return point_difference(pa, pb, metric)
+
+
+def point_difference(pa: IterationPoint, pb: IterationPoint, metric: str = "pass@1") -> PairedDifference:
+    """Held-out `metric` (a pass@k) of evaluation `pa` minus evaluation `pb`, paired over their
+    problems as final_difference says; both must have `metric`."""
     k = pass_k(metric)
     if k is None or not pa.eval_counts or set(pa.eval_counts) != set(pb.eval_counts) or any(
             n < k for counts in (pa.eval_counts, pb.eval_counts) for n, _ in counts.values()):
