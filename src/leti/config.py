@@ -84,6 +84,7 @@ class EvalSection:
 @dataclass(frozen=True)
 class RunConfig:
     model: str = field(default="Salesforce/codegen-350M-mono", metadata={"help": "Hugging Face hub id or local directory of a causal LM."})
+    model_revision: str | None = field(default=None, metadata={"help": "Hub revision of `model`: a branch, tag or commit sha (None: the default branch). The run records the commit it resolves to in run.json (model_commit) and loads exactly that commit for its whole life, so a resume after the branch moved still reads the same weights. For a local adapter directory it applies to the hub base model the adapter names; a plain local directory has no revisions (refused), and is pinned by its files instead (run.json's model_files)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let the model's repository run its own modeling code (config.json auto_map: CodeGen2, SantaCoder, replit-code, ...) when the model, its config or tokenizer loads. This runs Python code from that repository: only for models you trust."})
     model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype. Training every weight needs float32 (fp32 master weights: AdamW's lr 1e-5 updates round away in bfloat16 and turn float16 weights to NaN); the trainer still computes in bf16 on GPUs (trainer.mixed_precision). bfloat16/float16 only with trainer.lora.enabled (frozen base). 'auto': float32, or with LoRA bf16 on GPUs (fp16 on older ones)."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:N'."})
@@ -117,6 +118,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         _positive(self, "", ("iterations",))
         _at_most(self, "", "iterations", MAX_ITERATIONS)
+        if self.model_revision is not None and (not self.model_revision.strip() or any(c.isspace() for c in self.model_revision)):
+            raise ValueError(f"model_revision must be a branch, tag or commit sha of the hub model, or null, got {self.model_revision!r}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1 or null (resuming needs the newest), got {self.keep_checkpoints!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

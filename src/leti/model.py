@@ -109,6 +109,7 @@ def load_model_and_tokenizer(
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM + tokenizer (hub id or local dir) with LeTI's special tokens added,
     a pad token set and left padding (what batched generation needs). A peft adapter directory
@@ -119,22 +120,25 @@ def load_model_and_tokenizer(
     is merged into its base model (merge_and_unload) before LeTI's tokens are added, and loads
     as that plain model, with the adapter directory's tokenizer if it has one. trust_remote_code
     runs the modeling code that ships with the model (its auto_map); a model that needs it,
-    loaded without, is a RemoteCodeNotTrusted error."""
+    loaded without, is a RemoteCodeNotTrusted error. `revision` (a branch, tag or commit sha)
+    applies to the hub model at the bottom: the hub id itself, or the hub base model of an
+    adapter directory; local directories are loaded as they are."""
     local = local_model_dir(name_or_path)
     if local is not None:
         # Absolute: the model's name_or_path is what an adapter trained over it records as its
         # base (adapter_config.json), which must load from any working directory.
         name_or_path = os.path.abspath(local)
     adapter = adapter_config(local) if local is not None else None
-    if adapter is not None and written_by_leti(local, trust_remote_code):
-        return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code)
+    if adapter is not None and written_by_leti(local, trust_remote_code, revision):
+        return _load_adapter(name_or_path, adapter["base_model_name_or_path"], dtype, device, trust_remote_code,
+                             revision)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     if adapter is not None:
         model, tokenizer = _merge_foreign_adapter(name_or_path, adapter["base_model_name_or_path"], dtype,
-                                                  torch_dtype, trust_remote_code)
+                                                  torch_dtype, trust_remote_code, revision)
     else:
-        model, tokenizer = _load_plain(name_or_path, local, torch_dtype, trust_remote_code)
+        model, tokenizer = _load_plain(name_or_path, local, torch_dtype, trust_remote_code, revision)
     add_special_tokens(model, tokenizer)
     set_padding(model, tokenizer)
     model.to(torch_device)
@@ -143,22 +147,24 @@ def load_model_and_tokenizer(
 
 
 def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype | None,
-                trust_remote_code: bool) -> tuple[PreTrainedModel | None, PreTrainedTokenizerBase]:
+                trust_remote_code: bool, revision: str | None = None,
+                ) -> tuple[PreTrainedModel | None, PreTrainedTokenizerBase]:
     """A saved model (hub id or local dir) and its tokenizer as they are, on the CPU; the
-    tokenizer alone (model None) when torch_dtype is None."""
+    tokenizer alone (model None) when torch_dtype is None. `revision`: the hub id's (ignored
+    for a local directory)."""
     model = None
+    # config, tokenizer and weights from one revision: with a commit sha, one snapshot
+    options = {"trust_remote_code": trust_remote_code, **hub_revision(local, revision)}
     if local is None:
         _announce_hub(name_or_path)
     try:
         with remote_code_refusal(name_or_path):
             # The config first: it refuses a model's own code at once, before the tokenizer's load
             # logs a warning about the model type it does not know.
-            AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+            AutoConfig.from_pretrained(name_or_path, **options)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, **options)
             if torch_dtype is not None:
-                model = AutoModelForCausalLM.from_pretrained(
-                    name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-                )
+                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, **options)
     except ImportError as err:
         # Most often a model's own code importing a package this environment lacks (transformers
         # names it and the pip command): one line, not a traceback.
@@ -172,11 +178,48 @@ def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype 
             fix = _model_dir_fix(local, "check that it holds what model.save_pretrained(DIR) and "
                                         "tokenizer.save_pretrained(DIR) write, whole")
             raise LetiError(f"model directory {name_or_path} could not be loaded ({first_line}); {fix}") from None
+        at = f" at revision {revision!r}" if revision else ""
         raise LetiError(
-            f"{name_or_path!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub "
+            f"{name_or_path!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub{at} "
             f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
         ) from None
     return model, tokenizer
+
+
+def hub_revision(local: Path | None, revision: str | None) -> dict[str, str]:
+    """`revision=` for a from_pretrained of a hub id (local None); nothing for a local directory,
+    which has no revisions, or without a revision (the hub's default branch)."""
+    return {"revision": revision} if local is None and revision else {}
+
+
+def hub_model(name_or_path: str | Path) -> str | None:
+    """The hub id a model loads from: itself, or the base model at the bottom of a chain of local
+    adapter directories; None when that is a local directory. What a revision applies to."""
+    base = base_model(name_or_path)
+    return base if local_model_dir(base) is None else None
+
+
+def hub_commit(name: str, revision: str | None = None) -> str:
+    """The commit sha that `revision` (None: the default branch) of hub model `name` is now, as
+    the loaders would read it. Found through config.json's file in huggingface_hub's cache: its
+    folder there, snapshots/<sha>/, is named by the commit it was downloaded from (online the hub
+    says which, offline refs/<revision> does). Not config._commit_hash: transformers 5 no longer
+    sets it, and a loaded model is too late anyway, since every load of the run is then made
+    with the sha (a branch that moves between the tokenizer's load and the weights' mixes two)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    _announce_hub(name)
+    try:
+        path = Path(hf_hub_download(name, "config.json", revision=revision))
+    except (OSError, ValueError, EntryNotFoundError) as err:
+        at = f" at revision {revision!r}" if revision else ""
+        raise LetiError(f"{name!r}{at} could not be found on the hub or in its cache ({message_line(err)}); "
+                        "pass a hub id and a branch, tag or commit sha it has") from None
+    if path.parent.parent.name != "snapshots":  # a cache layout this code does not know: say so
+        raise LetiError(f"{name!r}: its config.json came from {path}, not from a snapshots/<commit> folder of the "
+                        "hub cache, so its commit is unknown; pass a local directory instead")
+    return path.parent.name
 
 
 _ANNOUNCED_HUB: set[str] = set()  # hub ids said once per process: a run loads its model several times
@@ -304,7 +347,7 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def written_by_leti(path: str | Path, trust_remote_code: bool = False) -> bool:
+def written_by_leti(path: str | Path, trust_remote_code: bool = False, revision: str | None = None) -> bool:
     """Whether the adapter directory `path` is one leti saved (trainer.lora.save='adapter'): adapters
     over its base model with LeTI's tokens added as leti adds them. save_model saves the tokenizer
     beside the adapters: the one leti builds for the base (load_tokenizer), the same length and
@@ -312,12 +355,14 @@ def written_by_leti(path: str | Path, trust_remote_code: bool = False) -> bool:
     (train_special_tokens: false). Without a tokenizer (the adapter files copied alone) it is
     leti's when the adapters train rows of LeTI's tokens (trainable_token_indices) at the ids leti
     gives them. Anything else is a user's own adapter: no tokenizer, its base model's, or one with
-    tokens of its own (LeTI's included, at other ids) that only the adapter's tokenizer places."""
+    tokens of its own (LeTI's included, at other ids) that only the adapter's tokenizer places.
+    `revision`: the hub base model's (load_model_and_tokenizer)."""
     adapter = adapter_config(path)
-    return adapter is not None and _leti_base_tokenizer(Path(path), adapter, trust_remote_code) is not None
+    return adapter is not None and _leti_base_tokenizer(Path(path), adapter, trust_remote_code, revision) is not None
 
 
-def _leti_base_tokenizer(path: Path, adapter: dict, trust_remote_code: bool) -> PreTrainedTokenizerBase | None:
+def _leti_base_tokenizer(path: Path, adapter: dict, trust_remote_code: bool,
+                         revision: str | None = None) -> PreTrainedTokenizerBase | None:
     """For an adapter directory leti wrote (written_by_leti): the tokenizer leti builds for its
     base, which the adapters were trained with; None for any other adapter directory."""
     has_tokenizer = any((path / f).is_file() for f in _TOKENIZER_FILES)
@@ -328,7 +373,7 @@ def _leti_base_tokenizer(path: Path, adapter: dict, trust_remote_code: bool) -> 
         return None
     # the tokenizer leti builds for the base (a LetiError naming the base where it cannot load)
     built = _load_base(path, str(adapter["base_model_name_or_path"]),
-                       lambda name: load_tokenizer(name, trust_remote_code))
+                       lambda name: load_tokenizer(name, trust_remote_code, revision))
     ids = [built.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     if not has_tokenizer:
         return built if set(rows) <= set(ids) else None
@@ -345,22 +390,24 @@ def _trainable_rows(adapter: dict) -> list[int]:
     return [i for rows in lists if isinstance(rows, list) for i in rows if isinstance(i, int)]
 
 
-def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The tokenizer load_model_and_tokenizer gives `name_or_path`, LeTI's tokens included, without
-    loading any weights (padding is set where the model loads). An adapter directory: its base's
-    (through a chain of adapters) for one leti wrote, else its own or, without one, its base's."""
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False,
+                   revision: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer load_model_and_tokenizer gives `name_or_path` (and `revision`), LeTI's tokens
+    included, without loading any weights (padding is set where the model loads). An adapter
+    directory: its base's (through a chain of adapters) for one leti wrote, else its own or,
+    without one, its base's."""
     local = local_model_dir(name_or_path)
     name = os.path.abspath(local) if local is not None else str(name_or_path)
     adapter = adapter_config(local) if local is not None else None
     if adapter is None:
-        tokenizer = _load_plain(name, local, None, trust_remote_code)[1]
+        tokenizer = _load_plain(name, local, None, trust_remote_code, revision)[1]
     else:
         base = str(adapter["base_model_name_or_path"])
-        built = _leti_base_tokenizer(local, adapter, trust_remote_code)
+        built = _leti_base_tokenizer(local, adapter, trust_remote_code, revision)
         if built is not None:
             return built
         tokenizer = adapter_tokenizer(local, trust_remote_code) or \
-            _load_base(name, base, lambda b: load_tokenizer(b, trust_remote_code))
+            _load_base(name, base, lambda b: load_tokenizer(b, trust_remote_code, revision))
     _add_tokens(tokenizer)  # none added again to the base's, which has them
     return tokenizer
 
@@ -410,14 +457,16 @@ def _load_base(path: str | Path, base: str, loader):
         raise LetiError(f"{Path(path) / 'adapter_config.json'} names base model {base!r}: {err}") from None
 
 
-def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_remote_code: bool):
+def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_remote_code: bool,
+                  revision: str | None = None):
     """An adapter directory leti wrote: its base with LeTI's tokens + the adapters, trainable."""
     from peft import PeftModel
 
     # The base gets LeTI's tokens exactly as when the adapters were created (same rows, same
     # mean initialisation); the adapters carry the trained rows of those tokens.
     model, tokenizer = _load_base(path, base,
-                                  lambda name: load_model_and_tokenizer(name, dtype, device, trust_remote_code))
+                                  lambda name: load_model_and_tokenizer(name, dtype, device, trust_remote_code,
+                                                                        revision))
     try:
         with quiet_peft():
             model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
@@ -429,7 +478,8 @@ def _load_adapter(path: str | Path, base: str, dtype: str, device: str, trust_re
     return model, tokenizer
 
 
-def _merge_foreign_adapter(path: str, base: str, dtype: str, torch_dtype: torch.dtype, trust_remote_code: bool):
+def _merge_foreign_adapter(path: str, base: str, dtype: str, torch_dtype: torch.dtype, trust_remote_code: bool,
+                           revision: str | None = None):
     """A user's own adapter directory (one leti did not write) merged into its base model, as
     it was trained: on the base's own vocabulary, before LeTI's tokens are added (the caller
     adds them). The tokenizer is the adapter directory's own when it has one, else the base's."""
@@ -439,12 +489,14 @@ def _merge_foreign_adapter(path: str, base: str, dtype: str, torch_dtype: torch.
     if base_local is not None and adapter_config(base_local) is not None:
         # an adapter over an adapter: its base loaded as leti loads it, merged, LeTI's tokens included
         model, tokenizer = _load_base(path, base,
-                                      lambda name: load_model_and_tokenizer(name, dtype, "cpu", trust_remote_code))
+                                      lambda name: load_model_and_tokenizer(name, dtype, "cpu", trust_remote_code,
+                                                                            revision))
         if hasattr(model, "peft_config"):
             model = model.merge_and_unload()
     else:
         model, tokenizer = _load_base(path, base,
-                                      lambda name: _load_plain(name, base_local, torch_dtype, trust_remote_code))
+                                      lambda name: _load_plain(name, base_local, torch_dtype, trust_remote_code,
+                                                               revision))
     tokenizer = adapter_tokenizer(path, trust_remote_code) or tokenizer
     model = merge_adapter(model, path, base, len(tokenizer))
     model.requires_grad_(True)  # peft froze the base's weights; a loaded model trains them all

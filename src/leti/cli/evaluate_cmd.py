@@ -19,6 +19,7 @@ missing samples. results.json repeats those settings under "generation".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from leti.evaluation.generate import (
     LoadedModel,
     check_resume,
     generate_samples,
+    model_commit,
     prompts_digest,
     recorded_settings,
 )
@@ -71,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         g.add_argument("--trust-remote-code", action="store_true",
                        help="run the modeling code that ships with --model (config.json auto_map: CodeGen2, SantaCoder, "
                             "replit-code, ...); this runs Python code from the model's repository: only for models you trust"),
+        g.add_argument("--revision", default=None, metavar="REV",
+                       help="hub revision of --model: a branch, tag or commit sha (default: the default branch); "
+                            "the commit it resolves to is recorded, and a rerun on --out with another is refused"),
         g.add_argument("--backend", choices=["hf", "vllm"], default="hf",
                        help="sampler: hf (transformers generate) or vllm (pip install 'leti[vllm]'; loads the "
                             "checkpoint's own tokenizer, so LeTI checkpoints keep their <|good|> token)"),
@@ -216,6 +221,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     several = len(requests) > 1
     outs = [args.out / f"temperature-{temperature_name(r.temperature)}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
+        check_resume(req, out / "samples.jsonl")
+    # Then the commit of a hub model (the hub asked only once the other settings may resume): every
+    # temperature draws from this one, and generation.json records it (a moved branch is refused).
+    commit = model_commit(args.model, args.revision)
+    requests = [dataclasses.replace(r, revision=commit) for r in requests]
+    for req, out in zip(requests, outs, strict=True):
         check_resume(req, out / "samples.jsonl")
     for req in requests:
         if warning := greedy_copies_warning(req.temperature, req.n, f"--n {req.n}",

@@ -4,7 +4,8 @@ only draws the missing samples). Kept apart from scoring so either side can chan
 
 DIR/generation.json records what drew the samples (`generation_settings`: model, n,
 temperature, top_p, max_new_tokens, seed, prompt_prefix, backend, and the task, split and a digest
-of the prompts), written before the first sample. A rerun on the same DIR with another setting,
+of the prompts; for a model on the hub, `revision`: the commit sha its --revision or default branch
+was when the samples were drawn), written before the first sample. A rerun on the same DIR with another setting,
 split or prompts (another --task, an edited task file) is refused, so one file never mixes
 samples of two models, settings or tasks. With the hf backend it also records the dtype the weights
 loaded in: --device picks it ('auto': bfloat16 on a GPU that has it, float32 on a CPU) and it
@@ -51,6 +52,10 @@ class GenerationRequest:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "run the modeling code that ships with the model (only for models you trust)"}
     )
+    revision: str | None = field(
+        default=None, metadata={"help": "hub revision of the model (for an adapter directory: of its hub base); "
+                                        "`leti evaluate` passes the commit sha it resolved (model_commit)"}
+    )
     # What the samples are drawn for (recorded; empty: not recorded). task is informational: the
     # same problems under another spec (jsonl:./f vs jsonl:f) resume.
     task: str = field(default="", metadata={"help": "task spec"})
@@ -63,10 +68,10 @@ GENERATION_FILE = "generation.json"
 # generation.json field -> the `leti evaluate` flag that sets it.
 _FLAGS = {"model": "--model", "n": "--n", "temperature": "--temperature", "top_p": "--top-p",
           "max_new_tokens": "--max-new-tokens", "seed": "--seed", "prompt_prefix": "--prompt-prefix",
-          "backend": "--backend", "split": "--split"}
+          "backend": "--backend", "split": "--split", "revision": "--revision"}
 
 # Recorded only by newer leti: a generation.json without them is not checked on them.
-_LATER_FIELDS = {"task", "split", "prompts_sha1", "dtype"}
+_LATER_FIELDS = {"task", "split", "prompts_sha1", "dtype", "revision"}
 
 # What a special token of a code LM's tokenizer looks like (<|good|>, <|endoftext|>, ...).
 _SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]+\|>")
@@ -82,10 +87,25 @@ def generation_settings(req: GenerationRequest) -> dict:
     settings = {"model": model, "n": req.n, "temperature": req.temperature, "top_p": req.top_p,
                 "max_new_tokens": req.max_new_tokens, "seed": req.seed, "prompt_prefix": req.prompt_prefix,
                 "backend": req.backend}
-    for name in ("task", "split", "prompts_sha1"):
+    for name in ("revision", "task", "split", "prompts_sha1"):
         if getattr(req, name):
             settings[name] = getattr(req, name)
     return settings
+
+
+def model_commit(model: str, revision: str | None = None) -> str | None:
+    """The commit sha of the hub model under `model` (itself, or a local adapter's hub base) that
+    `revision` (None: the default branch) is now: the samples are drawn from it and generation.json
+    records it, so a rerun after the branch moved is refused instead of mixing two models' samples.
+    None for a local directory; `revision` given for one is refused (it has no revisions)."""
+    from leti.model import hub_commit, hub_model
+
+    hub = hub_model(model)
+    if hub is None:
+        if revision is not None:
+            raise LetiError(f"--revision {revision}: {model} is a local directory, which has no revisions; drop --revision")
+        return None
+    return hub_commit(hub, revision)
 
 
 def prompts_digest(task: Task, problems: Sequence[Problem]) -> str:
@@ -218,18 +238,20 @@ def prompt_prefix_warning(prefix: str, model: str, checkpoint_special: set[str] 
             "LeTI checkpoints have it")
 
 
-def checkpoint_special_tokens(model: str, trust_remote_code: bool = False) -> set[str] | None:
+def checkpoint_special_tokens(model: str, trust_remote_code: bool = False,
+                              revision: str | None = None) -> set[str] | None:
     """The special tokens of the checkpoint's own tokenizer, as saved (before leti adds its
     tokens on loading): a prefix such as <|good|> means something only if the checkpoint has
     it. Loads the tokenizer alone (a local directory, or the hub's files, which loading the
     model fetches anyway); None when that fails (only a warning depends on it)."""
-    from leti.model import local_model_dir, special_tokens
+    from leti.model import hub_revision, local_model_dir, special_tokens
 
     local = local_model_dir(model)
     try:
         from transformers import AutoTokenizer
 
-        return special_tokens(AutoTokenizer.from_pretrained(str(local or model), trust_remote_code=trust_remote_code))
+        return special_tokens(AutoTokenizer.from_pretrained(str(local or model), trust_remote_code=trust_remote_code,
+                                                            **hub_revision(local, revision)))
     except Exception:  # noqa: BLE001 - the model's own loading reports real problems
         return None
 
@@ -249,7 +271,7 @@ class LoadedModel:
 
     @staticmethod
     def _load_key(req: GenerationRequest) -> tuple:
-        return (req.model, req.backend, req.device, req.trust_remote_code, req.vllm)
+        return (req.model, req.revision, req.backend, req.device, req.trust_remote_code, req.vllm)
 
     def get(self, req: GenerationRequest, config: Any) -> tuple[Any, Any]:
         """(model, tokenizer) for `req`: an HF model and its tokenizer, or a VLLMEngine and None."""
@@ -263,10 +285,12 @@ class LoadedModel:
 
                 local_model_dir(req.model)  # a bad local path is one line here, before vLLM starts
                 # loads the tokenizer and config now; the engine starts on the first draw
-                self._model = VLLMEngine(config, req.model, trust_remote_code=req.trust_remote_code)
+                self._model = VLLMEngine(config, req.model, trust_remote_code=req.trust_remote_code,
+                                         revision=req.revision)
             else:
                 self._model, self._tokenizer = load_model_and_tokenizer(req.model, device=req.device,
-                                                                        trust_remote_code=req.trust_remote_code)
+                                                                        trust_remote_code=req.trust_remote_code,
+                                                                        revision=req.revision)
             self._key = key
         return self._model, self._tokenizer
 
@@ -322,7 +346,7 @@ def generate_samples(task: Task, problems: Sequence[Problem], req: GenerationReq
         sampler = get_sampler(config, model, tokenizer, trust_remote_code=req.trust_remote_code)
     except RemoteCodeNotTrusted as err:
         raise RemoteCodeNotTrusted(err.model, "pass --trust-remote-code") from None
-    checkpoint_special = checkpoint_special_tokens(req.model, req.trust_remote_code)
+    checkpoint_special = checkpoint_special_tokens(req.model, req.trust_remote_code, req.revision)
     warning = prompt_prefix_warning(req.prompt_prefix, req.model, checkpoint_special, req.backend, saving_run(req.model))
     if warning:
         print(warning, file=sys.stderr)

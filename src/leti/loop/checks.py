@@ -5,6 +5,7 @@ next checkpoint. Each refusal is one line naming the file or field and the fix."
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -232,7 +233,7 @@ def start_tokenizer(cfg: RunConfig) -> Any:
     hub = False
     try:
         hub = local_model_dir(cfg.model) is None
-        return load_tokenizer(cfg.model, cfg.trust_remote_code)
+        return load_tokenizer(cfg.model, cfg.trust_remote_code, cfg.model_revision)
     except LetiError:
         if hub:
             raise
@@ -312,7 +313,7 @@ def check_model_unchanged(rd: RunDir, mode: Mode, cfg: RunConfig) -> None:
     iteration 1 trained from the new). run.json keeps a digest of the directory's files
     (model_digest); it is compared while the run still reads the model: until iteration 1 has
     trained (its training also measures iteration 0's held-out loss), and always for LoRA adapter
-    checkpoints, which are applied to it. Hub ids are not checked: the hub names its revisions."""
+    checkpoints, which are applied to it. A hub id is pinned to a commit instead (pin_model_revision)."""
     adapters = cfg.trainer.lora.enabled and cfg.trainer.lora.save == "adapter"
     if not adapters and rd.trained(1):
         return
@@ -328,6 +329,39 @@ def check_model_unchanged(rd: RunDir, mode: Mode, cfg: RunConfig) -> None:
                         "them, or use a new --run-dir")
     if not isinstance(before, dict):
         write_json_atomic(rd.root / "run.json", {**info, "model_files": digests})
+
+
+def pin_model_revision(rd: RunDir, mode: Mode, cfg: RunConfig, resuming: bool) -> RunConfig:
+    """`cfg` with model_revision set to the commit sha the run's loads read (for a model on the hub,
+    or a local adapter over one; not yet training.lora's QLoRA 4-bit copy and target check, which
+    take no revision): a resumed run's is the one run.json recorded when the
+    run started (model_commit), whatever the branch or tag points to now; a new run's is the commit
+    model_revision (None: the default branch) resolves to now. The config's model_revision itself
+    cannot differ from the run's (check_unchanged). Refused for a plain local directory, which has
+    no revisions. record_model_commit writes the commit to run.json once the run directory is written."""
+    from leti.model import hub_commit, hub_model
+
+    try:
+        hub = hub_model(cfg.model)
+    except LetiError:
+        return cfg  # a local directory that cannot be loaded: its loader says why, in one line
+    if hub is None:
+        if cfg.model_revision is not None:
+            raise LetiError(f"model_revision={cfg.model_revision!r} names a revision on the hub, but model "
+                            f"{cfg.model!r} is a local directory, which has none; remove model_revision "
+                            "(--set model_revision=null)")
+        return cfg
+    recorded = _run_info(rd, mode).get("model_commit") if resuming else None
+    commit = recorded if isinstance(recorded, str) and recorded else hub_commit(hub, cfg.model_revision)
+    return dataclasses.replace(cfg, model_revision=commit)
+
+
+def record_model_commit(rd: RunDir, mode: Mode, cfg: RunConfig) -> None:
+    """run.json's model_commit: the commit pin_model_revision pinned `cfg` to (a run from before it
+    gets the one it resolves to now; nothing for a local model)."""
+    info = _run_info(rd, mode)
+    if cfg.model_revision is not None and info.get("model_commit") != cfg.model_revision:
+        write_json_atomic(rd.root / "run.json", {**info, "model_commit": cfg.model_revision})
 
 
 def check_processes(rd: RunDir, mode: Mode, cfg: RunConfig, processes: int) -> None:
@@ -426,10 +460,12 @@ def _model_config(cfg: RunConfig) -> Any:
     that, in one line."""
     from transformers import AutoConfig
 
-    from leti.model import base_model
+    from leti.model import base_model, hub_revision, local_model_dir
 
     try:
-        return AutoConfig.from_pretrained(base_model(cfg.model), trust_remote_code=cfg.trust_remote_code)
+        base = base_model(cfg.model)
+        return AutoConfig.from_pretrained(base, trust_remote_code=cfg.trust_remote_code,
+                                          **hub_revision(local_model_dir(base), cfg.model_revision))
     except Exception:  # noqa: BLE001
         return None
 

@@ -187,7 +187,7 @@ class Iterations:
         model, tok = self.slot.for_sampling(source, sampling)
         local = get_sampler(sampling, model, tok)
         if self.group.world_size > 1 and self.cfg.sampling.data_parallel:
-            return DataParallelSampler(local, self.group, source, sampling)
+            return DataParallelSampler(local, self.group, source, sampling, self.cfg.model_revision)
         return local
 
     def _train(self, k: int, records: dict | None) -> float:
@@ -239,7 +239,8 @@ class Iterations:
             # iteration 1 also measures the base model's held-out loss (iteration 0's)
             # paths the other ranks open: absolute, as a node started in another directory has its own cwd
             job = TrainJob(shared_path(self.source(k - 1)), texts, cfg.seed + k,
-                           optimizer_from and os.path.abspath(optimizer_from), heldout_before=k == 1)
+                           optimizer_from and os.path.abspath(optimizer_from), heldout_before=k == 1,
+                           revision=cfg.model_revision)
             self.group.broadcast(job)  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
                                  log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),

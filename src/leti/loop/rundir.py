@@ -10,7 +10,9 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   true (config.yaml ends in its digest line), "problems_sha256":
                                   digest of the train and eval problems, "model_files": a digest
                                   per file of a local model directory (loop.checks.model_digest;
-                                  checked while the run reads the model), "processes": how many
+                                  checked while the run reads the model), "model_commit": the
+                                  commit sha of a hub model that every load of the run reads
+                                  (loop.checks.pin_model_revision), "processes": how many
                                   the run was launched with; checked on resume}
       metrics.jsonl               one JSON line per finished iteration, in order (fields below)
       .lock                       flock held while a process works on the run

@@ -30,6 +30,8 @@ from leti.loop.checks import (
     check_prompts,
     check_resumable,
     failing_references_warning,
+    pin_model_revision,
+    record_model_commit,
     run_config_text,
     sft_baseline_note,
     sft_unused_settings,
@@ -149,6 +151,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         task, train_problems, eval_problems = _problems(cfg, mode)
         # before the run directory is written: a prompt fixed after this refusal is then no
         # "changed problem" of a run that had started
+        # every load of the run reads one commit of a hub model, also after its branch moved
+        cfg = pin_model_revision(rd, mode, cfg, resuming)
         tok = start_tokenizer(cfg)
         check_prompts(cfg, mode, task, train_problems, eval_problems, tok)
         if not resuming:
@@ -188,6 +192,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         check_eos_token(cfg, tok)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
         check_model_unchanged(rd, mode, cfg)
+        record_model_commit(rd, mode, cfg)
         if resuming:
             # only once every check passed: a refused resume (an edited task file with --set
             # iterations=9) left config.yaml saying 9, and the report then called the run unfinished
@@ -225,7 +230,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         # first, so no garbage is frozen; unfrozen after, for a caller that goes on (tests, the demo).
         gc.collect()
         gc.freeze()
-        slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code)
+        slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code, cfg.model_revision)
         try:
             with make_executor(cfg.execution) as executor:
                 if mode == "sft" and trains:  # before its one training stage

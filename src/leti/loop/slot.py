@@ -16,11 +16,14 @@ from leti.sampling.base import SamplingConfig
 
 
 class ModelSlot:
-    def __init__(self, dtype: str, device: str, trust_remote_code: bool = False) -> None:
+    def __init__(self, dtype: str, device: str, trust_remote_code: bool = False, revision: str | None = None) -> None:
         self.dtype, self.device = dtype, device
         # The run's trust_remote_code: every checkpoint of a run is the same model family, so
         # the configured model's setting holds for its checkpoints too.
         self.trust_remote_code = trust_remote_code
+        # The commit the run's hub model is pinned to: for the hub id itself and for the base
+        # that the run's adapter checkpoints name; local checkpoints load as they are.
+        self.revision = revision
         self.source: str | None = None  # checkpoint that `model` or `engine` holds
         self.model: Any = None
         self.tokenizer: Any = None
@@ -33,7 +36,8 @@ class ModelSlot:
 
             self.release()  # free the old weights (or engine) before loading
             self.model, self.tokenizer = load_model_and_tokenizer(
-                source, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code)
+                source, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code,
+                revision=self.revision)
             self.source = source
         return self.model, self.tokenizer
 
@@ -46,7 +50,7 @@ class ModelSlot:
             from leti.sampling.vllm import VLLMEngine
 
             self.release()
-            self.engine = VLLMEngine(sampling, source, trust_remote_code=self.trust_remote_code)
+            self.engine = VLLMEngine(sampling, source, trust_remote_code=self.trust_remote_code, revision=self.revision)
             self.source = source
         return self.engine, None
 

@@ -50,6 +50,7 @@ from leti.model import (
     decode_prompt,
     encode_prompt,
     end_token_ids,
+    hub_revision,
     local_model_dir,
     model_context,
     remote_code_refusal,
@@ -224,7 +225,7 @@ class VLLMEngine:
     (the first phase's) never decides a sample."""
 
     def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, revision: str | None = None) -> None:
         path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
         if not path:
             raise LetiError("the vllm sampler needs a checkpoint path (vLLM loads weights from disk)")
@@ -233,15 +234,20 @@ class VLLMEngine:
         self.checkpoint = resolve_checkpoint(str(path))
         # Runs the model's own code (auto_map) in the tokenizer, config and engine loads.
         self.trust_remote_code = trust_remote_code
+        # The hub model's revision (for an adapter: its base's), read by every load here and by
+        # the engine; a local directory has none.
+        self.revision = hub_revision(local_model_dir(self.checkpoint.model), revision).get("revision")
         with remote_code_refusal(self.checkpoint.model):
             if tokenizer is None:
-                tokenizer = _checkpoint_tokenizer(self.checkpoint, trust_remote_code)
+                tokenizer = _checkpoint_tokenizer(self.checkpoint, trust_remote_code, self.revision)
             self.tokenizer = tokenizer
             # leti's estimate until the engine starts, then the engine's own (see `get`)
-            self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model, trust_remote_code)
+            self.context = config.vllm.max_model_len or _model_context(self.checkpoint.model, trust_remote_code,
+                                                                       self.revision)
             # vLLM ends a sample at these too: the generation config's eos ids are stop token ids
             # to it, returned as the sample's last token; to_sample must cut them as hf.py does.
-            self.eos_ids = end_token_ids(_generation_config(self.checkpoint.model, trust_remote_code), tokenizer)
+            self.eos_ids = end_token_ids(_generation_config(self.checkpoint.model, trust_remote_code, self.revision),
+                                         tokenizer)
         self.startup_s: float | None = None  # how long the engine took to start (None: not started)
         self.vocab_size: int | None = None  # the served model's, once the engine has started
         self._llm: Any = None
@@ -285,6 +291,8 @@ class VLLMEngine:
             enforce_eager=cfg.enforce_eager, max_model_len=cfg.max_model_len, seed=self.seed,
             trust_remote_code=self.trust_remote_code,
         )
+        if self.revision:  # the weights and the tokenizer vLLM loads itself, from the same commit
+            kwargs.update(revision=self.revision, tokenizer_revision=self.revision)
         if cfg.model_impl != "auto":
             kwargs["model_impl"] = cfg.model_impl
         lora = None
@@ -323,11 +331,12 @@ class VLLMSampler:
     `model` is a checkpoint path (the sampler starts an engine in each `sample` call and shuts
     it down at the end) or a `VLLMEngine` that the caller owns and closes (shared by phases)."""
 
-    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None, trust_remote_code: bool = False):
+    def __init__(self, config: SamplingConfig, model: Any, tokenizer: Any = None, trust_remote_code: bool = False,
+                 revision: str | None = None):
         self.config = config
         self._owns_engine = not isinstance(model, VLLMEngine)
-        # trust_remote_code: for an engine the sampler starts itself (a given engine has its own).
-        self.engine = (VLLMEngine(config, model, tokenizer, trust_remote_code=trust_remote_code)
+        # trust_remote_code, revision: for an engine the sampler starts itself (a given engine has its own).
+        self.engine = (VLLMEngine(config, model, tokenizer, trust_remote_code=trust_remote_code, revision=revision)
                        if self._owns_engine else model)
         if self.engine.settings != config.vllm:
             raise LetiError("this vLLM engine was started with other sampling.vllm settings")
@@ -439,7 +448,7 @@ def _environ(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = old
 
 
-def _checkpoint_tokenizer(checkpoint: Checkpoint, trust_remote_code: bool = False) -> Any:
+def _checkpoint_tokenizer(checkpoint: Checkpoint, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     """The tokenizer of what the engine serves: an adapter directory's own (the trainer saves the
     one with LeTI's tokens there), else, as the HF loader takes it, its base model's (a user's own
     adapter saved without one). One that cannot be loaded is one LetiError line."""
@@ -450,7 +459,8 @@ def _checkpoint_tokenizer(checkpoint: Checkpoint, trust_remote_code: bool = Fals
         if own is not None:
             return own
     try:
-        return AutoTokenizer.from_pretrained(checkpoint.model, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(checkpoint.model, trust_remote_code=trust_remote_code,
+                                             **_revision(revision))
     except (OSError, ValueError) as err:
         if isinstance(err, ValueError) and "trust_remote_code" in str(err):
             raise  # remote_code_refusal's, around this call
@@ -459,22 +469,27 @@ def _checkpoint_tokenizer(checkpoint: Checkpoint, trust_remote_code: bool = Fals
                         "save one with it (tokenizer.save_pretrained(DIR))") from None
 
 
-def _model_context(model: str, trust_remote_code: bool = False) -> int | None:
+def _revision(revision: str | None) -> dict[str, str]:
+    return {"revision": revision} if revision else {}
+
+
+def _model_context(model: str, trust_remote_code: bool = False, revision: str | None = None) -> int | None:
     from transformers import AutoConfig
 
-    return model_context(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code))
+    return model_context(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code, **_revision(revision)))
 
 
-def _generation_config(model: str, trust_remote_code: bool = False) -> Any:
+def _generation_config(model: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     """The checkpoint's generation config as vLLM reads it (try_get_generation_config):
     generation_config.json, else the one derived from config.json, else None."""
     from transformers import AutoConfig, GenerationConfig
 
     try:
-        return GenerationConfig.from_pretrained(model)
+        return GenerationConfig.from_pretrained(model, **_revision(revision))
     except OSError:
         try:
-            return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code))
+            return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code,
+                                                                                **_revision(revision)))
         except OSError:
             return None
 
