@@ -178,3 +178,22 @@ def test_the_loaders_read_the_revision_they_are_given(hub):
                for rev in (None, SHA_A, SHA_B)}
     assert torch.equal(weights[None], weights[SHA_A]) and not torch.equal(weights[SHA_A], weights[SHA_B])
     assert len(load_tokenizer(REPO, revision=SHA_B)) == len(load_tokenizer(REPO))
+
+
+def test_the_lora_target_check_reads_the_pinned_commit(hub: Path) -> None:
+    """trainer.lora's start check builds the model's skeleton from its config: at the pinned
+    commit, not at the branch's head (which QLoRA's 4-bit copy reads the same way). Here main
+    moved to a Llama (q_proj) from the GPT-2 (c_attn) the run was pinned to."""
+    from dataclasses import replace
+
+    from leti.errors import LetiError
+    from leti.training.config import LoraSettings, TrainerConfig
+    from leti.training.lora import check_lora_targets
+
+    sha_c = hashlib.sha1(b"commit C").hexdigest()
+    make_tiny_model(hub / "models--org--tiny" / "snapshots" / sha_c, arch="llama")
+    _move_main(hub, sha_c)
+    cfg = replace(TrainerConfig(), lora=LoraSettings(enabled=True, target_modules=["q_proj"]))
+    check_lora_targets(REPO, cfg)  # main: the Llama has q_proj
+    with pytest.raises(LetiError, match="c_attn"):
+        check_lora_targets(REPO, cfg, revision=SHA_A)

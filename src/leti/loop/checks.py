@@ -333,9 +333,8 @@ def check_model_unchanged(rd: RunDir, mode: Mode, cfg: RunConfig) -> None:
 
 def pin_model_revision(rd: RunDir, mode: Mode, cfg: RunConfig, resuming: bool) -> RunConfig:
     """`cfg` with model_revision set to the commit sha the run's loads read (for a model on the hub,
-    or a local adapter over one; not yet training.lora's QLoRA 4-bit copy and target check, which
-    take no revision): a resumed run's is the one run.json recorded when the
-    run started (model_commit), whatever the branch or tag points to now; a new run's is the commit
+    or a local adapter over one; QLoRA's 4-bit copy and the LoRA target check included): a resumed
+    run's is the one run.json recorded when the run started (model_commit), whatever the branch or tag points to now; a new run's is the commit
     model_revision (None: the default branch) resolves to now. The config's model_revision itself
     cannot differ from the run's (check_unchanged). Refused for a plain local directory, which has
     no revisions. record_model_commit writes the commit to run.json once the run directory is written."""

@@ -354,5 +354,5 @@ def _train(cfg, job: TrainJob, slot) -> None:
     # without the leader's log_dir Accelerate refused `tensorboard` on every other rank
     trainer = replace(cfg.trainer, report_to=[])
     train(model, tok, job.texts, trainer, seed=job.seed, progress=False, source=job.source,
-          optimizer_from=job.optimizer_from, heldout_before=job.heldout_before)
+          optimizer_from=job.optimizer_from, heldout_before=job.heldout_before, revision=job.revision)
     slot.release()

@@ -246,7 +246,7 @@ class Iterations:
                                  log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
                                  tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"),
                                  optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None,
-                                 heldout_before=job.heldout_before)
+                                 heldout_before=job.heldout_before, revision=job.revision)
         if stats.n_truncated:  # their ends (program, end-of-text) were not trained on: say so, not only in train_stats.json
             # the model's context caps trainer.max_length (context_length): raising it then changes nothing
             limit, fix = ((f"trainer.max_length={stats.max_length} tokens", "raise trainer.max_length to keep them")

@@ -184,7 +184,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         if cfg.trainer.lora.enabled:
             from leti.training.lora import check_lora_targets
 
-            check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code)
+            check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code, cfg.model_revision)
         if cfg.trainer.report_to:  # found at the first training stage otherwise, after a sampling phase
             from leti.training.trainer import check_trackers
 

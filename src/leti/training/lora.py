@@ -136,11 +136,12 @@ def check_target_modules(model, cfg: TrainerConfig, config=None) -> None:
     )
 
 
-def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: bool = False) -> None:
+def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: bool = False,
+                       revision: str | None = None) -> None:
     """At run start: trainer.lora against the skeleton of `model_name`, built from its config on
     the meta device (no weights loaded), so that a wrong target name, or settings peft refuses
     for this model, fail before the first evaluation and sampling phase (hours on a real run)
-    rather than when training starts."""
+    rather than when training starts. `revision`: the hub commit the run loads (model_revision)."""
     if not cfg.lora.enabled:
         return
     if cfg.lora.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
@@ -148,19 +149,20 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from leti.model import base_model, local_model_dir
+    from leti.model import base_model, hub_revision, local_model_dir
 
     local = local_model_dir(model_name)
     try:
         if (local is not None and adapter_config(local) is not None and cfg.lora.save == "adapter"
-                and written_by_leti(local, trust_remote_code)):
+                and written_by_leti(local, trust_remote_code, revision)):
             return  # leti's adapter checkpoint under lora.save: adapter keeps its own adapters, which train on
         # any other adapter directory is merged into its base, which gets new adapters: checked on the base
         source = base_model(model_name)
     except LetiError:
         return  # a missing base is reported, with its own message, where it loads
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                            **hub_revision(local_model_dir(source), revision))
         with init_empty_weights():
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
@@ -187,17 +189,21 @@ def linear_layer_names(model) -> list[str]:
                    if isinstance(module, (torch.nn.Linear, Conv1D))})
 
 
-def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device, merge_source: bool = False):
+def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device, merge_source: bool = False,
+              revision: str | None = None):
     """A 4-bit NF4 copy of the base weights of `source` on `device`, carrying the adapters of
     `full` (the full-precision peft model with the same weights), ready to train them. Its
     embeddings (never quantised) are copied from `full`, so the LeTI token rows match even when
     `source` is the original hub model. An adapter directory as `source`: its base's weights,
     with the adapter merged into them where `full` has it merged too (a user's own adapter, which
-    loads merged, or `merge_source`: leti's adapter checkpoint merged before training)."""
+    loads merged, or `merge_source`: leti's adapter checkpoint merged before training).
+    `revision`: the hub commit to read a hub model at (the one `full` was loaded at)."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise LetiError(QLORA_HINT)
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from leti.model import hub_revision, local_model_dir
 
     compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -211,12 +217,13 @@ def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.de
         if adapter is None:
             try:
                 return AutoModelForCausalLM.from_pretrained(name, quantization_config=quant, dtype=compute,
-                                                            device_map={"": str(device)}, trust_remote_code=own_code)
+                                                            device_map={"": str(device)}, trust_remote_code=own_code,
+                                                            **hub_revision(local_model_dir(name), revision))
             except (OSError, ValueError) as err:
                 raise LetiError(f"QLoRA: could not load a 4-bit copy of {name!r} ({message_line(err)})") from None
         base = str(adapter["base_model_name_or_path"])
         model = weights(base, merge=True)  # an adapter directory as the base is always merged (leti.model)
-        if not merge and written_by_leti(name, own_code):
+        if not merge and written_by_leti(name, own_code, revision):
             return model  # the adapters `full` carries, copied on below
         tokens = adapter_tokenizer(name, own_code)
         return merge_adapter(model, name, base, len(tokens) if tokens is not None else 0)

@@ -254,7 +254,7 @@ def _check_wandb_login() -> None:
     raise _wandb_error(UsageError("No API key configured. Use `wandb login` to log in."))  # wandb.init's words
 
 
-def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
+def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None, revision: str | None = None):
     """(model that trains, QLoRA's full-precision peft model or None): `model` itself,
     LoRA-wrapped, or a 4-bit copy of it. A loaded adapter checkpoint (a peft model) goes on
     training its adapters only when the config continues adapters (lora.enabled with
@@ -274,7 +274,8 @@ def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None):
         model.to("cpu")  # the full-precision weights wait on the CPU
         # the 4-bit copy holds the weights under the adapters that train: with the loaded
         # checkpoint's adapters merged, those are merged in it too
-        return _causal_lm_loss(load_4bit(source, model, tokenizer, cfg, device, merge_source=merged)), model
+        return _causal_lm_loss(load_4bit(source, model, tokenizer, cfg, device, merge_source=merged,
+                                           revision=revision)), model
     if cfg.gradient_checkpointing:
         _checkpointing(model, True)
         model.config.use_cache = False  # the KV cache is useless and wasteful while recomputing
@@ -581,12 +582,13 @@ def rank_seed(seed: int, rank: int) -> int:
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
           progress: bool = True, log_dir: str | None = None, source: str | None = None,
           tracker_run: tuple[str, str] | None = None, optimizer_from: str | Path | None = None,
-          optimizer_to: str | Path | None = None, heldout_before: bool = False):
+          optimizer_to: str | Path | None = None, heldout_before: bool = False, revision: str | None = None):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
     returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
     trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
     FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
-    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it).
+    `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it;
+    `revision`: the hub commit a hub model at the bottom of `source` was loaded at, which the copy reads too).
     `tracker_run` = (group, name) of this training stage for experiment trackers (wandb).
     `optimizer_from`: a file save_optimizer wrote (the previous stage's AdamW state) to go on
     from, instead of a new AdamW; `optimizer_to`: where the main process saves this stage's.
@@ -603,7 +605,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
 
     # taken before gradient checkpointing (use_cache off) and FSDP / ZeRO-3 rewire the module
     template = Template.of(model)
-    model, full = _setup_model(model, tokenizer, cfg, source)
+    model, full = _setup_model(model, tokenizer, cfg, source, revision)
     _check_master_weights(model)
     check_trackers(cfg.report_to)
     carry = optimizer_from is not None or optimizer_to is not None
