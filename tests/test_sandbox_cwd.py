@@ -1,0 +1,115 @@
+"""The sandbox from any working directory and home: inside the Python environment it must bind
+(`python -m venv myproj && cd myproj && leti ...`, a venv as $HOME), the caller's files there stay
+hidden while the interpreter, its stdlib and site-packages stay usable. Runs the real executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import leti
+from leti.cli import main
+from leti.execution import sandbox
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory) -> Path:
+    """BASE/home/.venv: a fresh venv (the user's ~/.venv) that runs this checkout's leti and holds
+    a module of its own in its site-packages; BASE/elsewhere: an unrelated folder."""
+    base = tmp_path_factory.mktemp("layout")
+    venv = base / "home" / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    packages = next(venv.glob("lib/python*/site-packages"))
+    # leti and its dependencies from the environment running the tests (absent in the sandbox,
+    # where site ignores a folder it cannot list)
+    dirs = [*site.getsitepackages(), os.path.dirname(os.path.dirname(leti.__file__))]
+    (packages / "leti_tests.pth").write_text("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
+    (packages / "probe_module.py").write_text("VALUE = 42\n")
+    (venv / "work").mkdir()
+    (base / "elsewhere").mkdir()
+    return base
+
+
+# (working directory, home), relative to the layout; each holds a secret file, except the venv's
+# bin/ (the interpreter's own folder, which programs see)
+CASES = {
+    "cwd is the venv": (".venv", "elsewhere"),
+    "cwd inside the venv": (".venv/work", "elsewhere"),
+    "home holds the venv, cwd is the venv": (".venv", "home"),
+    "home is the venv": ("elsewhere", ".venv"),
+    "cwd is the venv's bin, home holds the venv": (".venv/bin", "home"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_programs_run_and_cannot_read_the_callers_files(layout, tmp_path, case):
+    cwd, home = (layout / "home" / p if p.startswith(".venv") else layout / p for p in CASES[case])
+    secrets = [d / "secret.txt" for d in (cwd, home) if d.name != "bin"]
+    for s in secrets:
+        s.write_text("the user's data\n")
+    try:
+        # a C extension module of the stdlib (lib-dynload), a module of the venv's site-packages
+        program = "import decimal, json\nimport probe_module\n"
+        tests = (f"assert probe_module.VALUE == 42 and str(decimal.Decimal('1.5')) == '1.5'\n"
+                 f"for p in {[str(s) for s in secrets]!r}:\n    assert not os.path.exists(p), p\n")
+        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        inp.write_text(json.dumps({"id": "p", "program": "import os\n" + program, "tests": tests}) + "\n")
+        env = {**os.environ, "HOME": str(home)}
+        proc = subprocess.run([str(layout / "home/.venv/bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out),
+                               "--workers", "1", "--timeout", "20"], cwd=cwd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(out.read_text())
+        assert result["passed"], result["feedback"]
+    finally:
+        for s in secrets:
+            s.unlink(missing_ok=True)
+
+
+def _clear_probe_cache() -> None:
+    for name in ("_probe", "_bwrap_works"):
+        cache_clear = getattr(getattr(sandbox, name, None), "cache_clear", None)
+        if cache_clear is not None:
+            cache_clear()
+
+
+def test_an_interpreter_the_sandbox_cannot_start_is_its_own_cause(monkeypatch, tmp_path, capsys):
+    """Namespaces work, but the interpreter is not mounted (as before the fix, with the cwd in
+    the venv): the message says so, and does not advise running without isolation."""
+    exe_dir = os.path.realpath(os.path.dirname(sys.executable))
+    bound = sandbox._python_dirs()
+    monkeypatch.setattr(sandbox, "_python_dirs", lambda: [d for d in bound if not (exe_dir + os.sep).startswith(d + os.sep)])
+    _clear_probe_cache()
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable) as e:
+            sandbox.resolve_sandbox("auto")
+        assert "does not start inside the sandbox" in str(e.value) and "namespaces" not in str(e.value)
+        assert "without isolation" not in str(e.value)
+        inp = tmp_path / "in.jsonl"
+        inp.write_text('{"program": "x = 1"}\n')
+        assert main(["exec", str(inp), "-o", str(tmp_path / "o.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert "does not start inside the sandbox" in err and "--unsafe-no-sandbox" not in err
+    finally:
+        monkeypatch.undo()
+        _clear_probe_cache()
+
+
+def test_a_venv_reached_through_a_symlinked_folder(layout, tmp_path):
+    """sys.executable names the link; the sandbox binds the real folder, and starts it there."""
+    link = tmp_path / "link"
+    link.symlink_to(layout / "home" / ".venv")
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"program": "import probe_module\n", "tests": "assert probe_module.VALUE == 42\n"}) + "\n")
+    proc = subprocess.run([str(link / "bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1"],
+                          cwd=layout / "elsewhere", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["passed"]
