@@ -86,3 +86,13 @@ def test_demo_cache_dir_under_a_file_names_leti_cache_dir(tmp_path, monkeypatch,
         f"leti: error: demo warm-start cache: cannot write to {afile}/warmstart (Not a directory); "
         "set LETI_CACHE_DIR to a writable directory")
     assert not (tmp_path / "d").exists()
+
+
+def test_evaluate_with_a_model_refuses_before_drawing_a_sample(tmp_path, tiny_model_path, no_bwrap, capsys):
+    """`leti evaluate --model` drew every sample (hours at HumanEval's protocol) and only then
+    found no sandbox; now it refuses first, naming its own flag."""
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--task", "synthetic:seed=0,train=8,test=4", "--model", tiny_model_path,
+                 "--n", "2", "--max-new-tokens", "8", "--out", str(out), "--workers", "1"]) == 2
+    assert _error(capsys).endswith("or pass --unsafe-no-sandbox to run model-written programs without isolation")
+    assert not (out / "samples.jsonl").exists()

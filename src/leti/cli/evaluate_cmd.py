@@ -42,6 +42,7 @@ from leti.evaluation.generate import (
 from leti.evaluation.run import format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
 from leti.execution import ExecutionConfig
+from leti.execution.sandbox import resolve_sandbox
 from leti.loop.rundir import locked_dir, write_json_atomic
 from leti.sampling.base import greedy_copies_warning
 from leti.sampling.vllm_config import VLLMConfig
@@ -217,6 +218,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise LetiError(f"{given[0]} applies to --model (drawing samples); --samples are scored as they are")
         _score(args, task, split, problems, ks, args.samples, args.out, exec_config)
         return 0
+    # No sandbox is refused now, not after every sample is drawn (hours at HumanEval's n=200)
+    resolve_sandbox(exec_config.sandbox)
     requests = _generation_requests(args, task, split, problems)
     several = len(requests) > 1
     outs = [args.out / f"temperature-{temperature_name(r.temperature)}" if several else args.out for r in requests]
