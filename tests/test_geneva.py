@@ -5,6 +5,7 @@ Programs that try to fake a pass: tests/test_geneva_hostile.py."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,12 @@ def test_generated_classes_run_and_take_their_roles(event_type):
 
 
 def test_splits_ids_and_prompt(geneva):
-    # upstream's train file holds 546 of the val and test mentions, val 20 of test's: taken out of
-    # the earlier split, so nothing is trained (or selected) on a test prompt and its gold
-    assert {s: len(geneva.problems(s)) for s in geneva.splits()} == {"train": 654, "val": 1422, "test": 1893}
+    # upstream's train file holds 547 of the val and test mentions (one under another event type),
+    # val 20 of test's: taken out of the earlier split, so nothing is trained (or selected) on a
+    # test prompt and its gold, nor on a test sentence's trigger under another frame label
+    assert {s: len(geneva.problems(s)) for s in geneva.splits()} == {"train": 653, "val": 1422, "test": 1893}
+    instances = {s: {(m.tokens, m.trigger_start, m.trigger_end) for m in geneva.mentions()[s]} for s in geneva.splits()}
+    assert not instances["train"] & (instances["val"] | instances["test"]) and not instances["val"] & instances["test"]
     prompts = {s: {p.prompt for p in geneva.problems(s)} for s in geneva.splits()}
     assert not prompts["train"] & (prompts["val"] | prompts["test"]) and not prompts["val"] & prompts["test"]
     ids = [p.id for p in geneva.problems()]
@@ -351,3 +355,10 @@ def test_a_data_line_with_a_wrongly_typed_tokens_or_sentence_names_its_line(tmp_
     path.write_text(json.dumps(good) + "\n" + json.dumps({**fields, "event_mentions": [mention]}) + "\n")
     assert main(["tasks", "validate", f"eae-jsonl:test={path}"]) == 2
     assert capsys.readouterr().err == f"leti: error: {path}:2: {message}\n"
+
+
+def test_the_prompt_says_a_using_event(geneva):
+    """The article follows the sound: "an Attack event", but "a Using event" (was "an Using")."""
+    phrases = {re.search(r"expresses (an? \w+) event", p.prompt).group(1) for p in geneva.problems()}
+    assert "a Using" in phrases and "an Using" not in phrases
+    assert {"an Attack", "an Arrest", "an Influence", "an Openness"} <= phrases

@@ -106,8 +106,13 @@ def render_prompt(mention: EventMention, event: EventType) -> str:
     )
 
 
+# Vowel letters that sound like a consonant ("a Using event", "a Union event", "a One...").
+_CONSONANT_SOUNDS = ("us", "uni", "uti", "eu", "one")
+
+
 def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
+    lower = word.lower()
+    return "an" if lower[:1] in "aeiou" and not lower.startswith(_CONSONANT_SOUNDS) else "a"
 
 
 def render_reference(gold: dict[str, list[str]]) -> str:
