@@ -74,6 +74,31 @@ def test_programs_run_and_cannot_read_the_callers_files(layout, tmp_path, case):
             s.unlink(missing_ok=True)
 
 
+def test_a_working_directory_under_usr_src_is_hidden(layout, tmp_path):
+    """Docker's WORKDIR /usr/src/app: the system folders are bound whole, so the project's files
+    there (a .env, the user's data) were readable by every program. /usr/src holds nothing a
+    program runs, so a working directory in it is hidden like one in a Python installation."""
+    import tempfile
+
+    if not os.access("/usr/src", os.W_OK):
+        pytest.skip("needs a writable /usr/src (root)")
+    app = Path(tempfile.mkdtemp(prefix="leti-test-app-", dir="/usr/src"))
+    try:
+        (app / ".env").write_text("HF_TOKEN=the user's\n")
+        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        tests = (f"assert not os.path.exists({str(app / '.env')!r})\n"
+                 "assert str(decimal.Decimal('1.5')) == '1.5' and os.path.isdir('/usr/lib')\n")
+        inp.write_text(json.dumps({"id": "p", "program": "import decimal, os\n", "tests": tests}) + "\n")
+        proc = subprocess.run([str(layout / "home/.venv/bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out),
+                               "--workers", "1", "--timeout", "20"], cwd=app, capture_output=True, text=True,
+                              env={**os.environ, "HOME": str(layout / "elsewhere")})
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(out.read_text())
+        assert result["passed"], result["feedback"]
+    finally:
+        shutil.rmtree(app, ignore_errors=True)
+
+
 def _clear_probe_cache() -> None:
     for name in ("_probe", "_bwrap_works"):
         cache_clear = getattr(getattr(sandbox, name, None), "cache_clear", None)

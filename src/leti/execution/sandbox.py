@@ -6,8 +6,11 @@ the Python installation (base prefix, venv, site-packages), read-only, where a w
 or home inside it (`cd myvenv && leti ...`) is an empty folder holding only the interpreter's
 own parts (bin/, lib/..., pyvenv.cfg); a private /proc; a private /dev that is read-only (device
 nodes still work); and two private, size-capped tmpfs, /tmp and /dev/shm, the only writable
-places. The root file system is read-only too. It does not see the
-caller's home, working directory or environment (HF_TOKEN, cloud keys).
+places. The root file system is read-only too. It does not see the caller's home, working
+directory (also under /usr/src, Docker's WORKDIR /usr/src/app) or environment (HF_TOKEN, cloud
+keys), except a working directory or home inside the interpreter's own folders (its bin/, lib/,
+site-packages), which it reads as part of the interpreter, and one elsewhere under the system
+folders (/usr/lib/x: hiding one could hide a library the interpreter loads).
 
 Memory: RLIMIT_AS bounds each process of a program, not the program's processes together, and
 neither it nor RLIMIT_FSIZE bounds files kept in tmpfs (which live in memory). So /tmp and /dev/shm
@@ -66,6 +69,9 @@ WORKER_SOURCE = (Path(__file__).parent / "worker.py").read_text()
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
               "passwd", "group", "alternatives", "ssl/certs", "mime.types")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Source trees under the system folders, which nothing a program runs needs: a working directory
+# or home there (Docker's WORKDIR /usr/src/app) is hidden like one in a Python installation.
+_SOURCE_DIRS = ("/usr/src", "/usr/local/src")
 # The kernel's host-wide settings under the sandbox's /proc, read-only (as container runtimes
 # bind them): started by root, the sandbox's uid 0 is the host's root, and file permissions alone
 # guard /proc/sys (kernel.core_pattern runs a command as host root) and /proc/sysrq-trigger.
@@ -165,18 +171,25 @@ def _private_dirs() -> list[tuple[str, list[str]]]:
     """The caller's working directory and home where a Python directory bound whole holds them
     (`cd myvenv && leti ...`; a conda env as $HOME), each with the interpreter's parts inside it:
     the folder is replaced by an empty one that holds only those, so that programs see neither
-    the caller's files nor lose the interpreter. A folder inside one of those parts (bin/,
-    site-packages) is left visible: only the interpreter's files are there; so is one under the
-    system directories (bound whole, as they always were)."""
-    bound = _python_dirs()
-    parts = _interpreter_parts()
-    keep = [os.path.realpath(d) for d in _SYSTEM_DIRS] + parts
+    the caller's files nor lose the interpreter. So is one under _SOURCE_DIRS (/usr/src/app).
+    A folder inside one of those parts (bin/, site-packages) is left visible: only the
+    interpreter's files are there; so is one elsewhere under the system directories (bound
+    whole, as they always were)."""
+    python, parts = _python_dirs(), _interpreter_parts()
+    sources = [os.path.realpath(d) for d in _SOURCE_DIRS]
+    system = [os.path.realpath(d) for d in _SYSTEM_DIRS]
+
+    def hidden(p: str) -> bool:
+        if any(_inside(p, d) for d in parts):
+            return False
+        if any(_inside(p, d) for d in sources):
+            return True
+        return not any(_inside(p, d) for d in system) and any(_inside(p, d) for d in python)
+
     out: list[tuple[str, list[str]]] = []
     # outer first: a folder inside one already hidden needs nothing more
     for p in sorted({os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser("~"))}, key=len):
-        if any(_inside(p, h) for h, _ in out) or not any(_inside(p, d) for d in bound):
-            continue
-        if not any(_inside(p, d) for d in keep):
+        if not any(_inside(p, h) for h, _ in out) and hidden(p):
             out.append((p, [x for x in parts if _inside(x, p)]))
     return out
 
