@@ -135,6 +135,19 @@ def test_a_name_that_may_be_a_hub_id_says_both_failed(tmp_path, monkeypatch, hub
     assert "\n" not in message
 
 
+def test_a_run_on_a_mistyped_relative_path_says_both_failed(tmp_path, monkeypatch, hub_offline, capsys):
+    """The run pins a hub model's commit before loading it (model_revision): that lookup was the
+    first to fail on a mistyped path and spoke of the hub and revisions only."""
+    from leti.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "tiny-cpu", "--set", "model=checkpoints/iter3", "--run-dir", str(tmp_path / "r")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"leti: error: 'checkpoints/iter3' is neither a local directory (cwd: {tmp_path}) nor "
+                           "loadable from the hub ("), last
+    assert "revision" not in last
+
+
 def test_a_directory_that_is_not_a_saved_model_says_what_is_missing(tiny_model_path, tmp_path, hub_offline):
     empty = tmp_path / "empty"
     empty.mkdir()

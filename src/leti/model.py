@@ -213,9 +213,13 @@ def hub_commit(name: str, revision: str | None = None) -> str:
     try:
         path = Path(hf_hub_download(name, "config.json", revision=revision))
     except (OSError, ValueError, EntryNotFoundError) as err:
-        at = f" at revision {revision!r}" if revision else ""
-        raise LetiError(f"{name!r}{at} could not be found on the hub or in its cache ({message_line(err)}); "
-                        "pass a hub id and a branch, tag or commit sha it has") from None
+        if revision:
+            raise LetiError(f"{name!r} at revision {revision!r} could not be found on the hub or in its cache "
+                            f"({message_line(err)}); pass a hub id and a branch, tag or commit sha it has") from None
+        # no revision asked for: most often a mistyped local path (`checkpoints/iter3`), as the loaders say
+        raise LetiError(f"{name!r} is neither a local directory (cwd: {Path.cwd()}) nor loadable from the hub "
+                        f"({message_line(err)}); pass a local directory saved with save_pretrained, or a hub id "
+                        "the hub has") from None
     if path.parent.parent.name != "snapshots":  # a cache layout this code does not know: say so
         raise LetiError(f"{name!r}: its config.json came from {path}, not from a snapshots/<commit> folder of the "
                         "hub cache, so its commit is unknown; pass a local directory instead")
