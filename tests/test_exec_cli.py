@@ -111,7 +111,7 @@ def test_os_errors_are_one_line_other_errors_keep_their_traceback(monkeypatch, c
     monkeypatch.setattr(report_cmd, "run", refuse)  # `leti report` calls it
     argv = ["report", "somewhere"]
     assert main(argv) == 2
-    assert capsys.readouterr().err == "leti: error: /runs/x/metrics.jsonl: Permission denied\n"
+    assert capsys.readouterr().err == "leti: error: /runs/x/metrics.jsonl: Permission denied; check its permissions\n"
 
     def bug(args):
         raise KeyError("a bug")

@@ -164,7 +164,7 @@ def test_a_disk_without_room_for_the_checkpoint_stops_before_training(tmp_path, 
     run = tmp_path / "run"
     assert main(_args(run, tiny_model_path, shared_add_task)) == 2
     err = capsys.readouterr().err
-    assert f"leti: error: {run / 'iterations' / '1'}: 0.0 GB free on its disk, but iteration 1's checkpoint needs" in err
+    assert f"leti: error: {run / 'iterations' / '1'}: 0.0 MB free on its disk, but iteration 1's checkpoint needs" in err
     assert "(weights and AdamW state)" in err and "this iteration's samples are kept" in err
     assert (run / "iterations" / "1" / "samples.done").exists() and not (run / "iterations" / "1" / "train_stats.json").exists()
     monkeypatch.setattr(shutil, "disk_usage", real)

@@ -7,8 +7,11 @@ first sampling round (which never sees them) and generation stay sane.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -719,17 +722,51 @@ def set_padding(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> N
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+# Below this much free space, a save that failed without saying why (torch's "unexpected pos")
+# is taken to have filled the disk: the failed file's own blocks are still held at that point.
+_NEARLY_FULL = 64 * 2**20
+
+
+def save_error(e: Exception, target: Path) -> OSError | None:
+    """The OSError naming `target` for a save that the disk refused, or None when `e` is not about
+    the disk (the caller re-raises it). torch reports a full disk or EFBIG as RuntimeError
+    'unexpected pos' (the OSError as its context when it wrote to a Python file), safetensors as
+    SafetensorError '... (os error 28)', a failed write() as OSError: none named the file."""
+    cause = e if isinstance(e, OSError) else e.__context__ if isinstance(e.__context__, OSError) else None
+    if cause is not None and cause.filename is not None:
+        return cause  # already names its file: one line as it is
+    code = cause.errno if cause is not None else None
+    if code is None and (m := re.search(r"\(os error (\d+)\)", str(e))):
+        code = int(m.group(1))
+    where = next(p for p in (target, *target.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if code is None:
+        if free >= _NEARLY_FULL:
+            return None  # room left: a real error, with its traceback
+        code = errno.ENOSPC
+    reason = os.strerror(code)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        shown = f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.0f} MB"
+        reason += f" ({shown} free there)"
+    return OSError(code, f"{reason} while saving", str(target))
+
+
 def save_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path
 ) -> Path:
     """Save model and tokenizer into one directory that load_model_and_tokenizer can read."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "peft_config"):
-        # Adapters only (a peft model, trainer.lora.save='adapter'): the embedding matrix did
-        # not train and is rebuilt from the base model on load, so it is not saved again.
-        model.save_pretrained(out, save_embedding_layers=False)
-    else:
-        model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    try:
+        if hasattr(model, "peft_config"):
+            # Adapters only (a peft model, trainer.lora.save='adapter'): the embedding matrix did
+            # not train and is rebuilt from the base model on load, so it is not saved again.
+            model.save_pretrained(out, save_embedding_layers=False)
+        else:
+            model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        if (err := save_error(e, out)) is None:
+            raise
+        raise err from e
     return out

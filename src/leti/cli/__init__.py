@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import logging
 import os
@@ -76,7 +77,27 @@ def os_error_line(e: OSError) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-_RESUMABLE = {"run", "sft", "demo", "evaluate"}
+_RESUMABLE = {"run", "sft", "demo", "evaluate"}  # `leti exec` starts OUT.partial afresh
+
+# The fix for a write the OS refused, by errno: the error names the file, not what to do.
+_OS_FIXES = {
+    errno.ENOSPC: "free space on that disk (or point the output, LETI_CACHE_DIR or TMPDIR elsewhere, whichever is on it)",
+    errno.EDQUOT: "free space in your quota on that disk (or point the output, LETI_CACHE_DIR or TMPDIR elsewhere)",
+    errno.EFBIG: "raise the file size limit (ulimit -f) or write to another disk",
+    errno.EROFS: "make it writable",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+}
+
+
+def os_error_fix(e: OSError, command: str | None) -> str:
+    """`; <fix>[, then run the same command again ...]` for an OSError whose errno has one, else ''."""
+    fix = _OS_FIXES.get(e.errno) if e.errno is not None else None
+    if fix is None:
+        return ""
+    if command in _RESUMABLE:
+        fix += ", then run the same command again: finished work is kept"
+    return f"; {fix}"
 
 
 class _HubRetryFilter(logging.Filter):
@@ -265,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         # where a file is, no permission, disk full): one line, not a traceback. Other
         # exceptions are bugs and keep their traceback.
         _close_open_bars()
-        print(f"leti: error: {os_error_line(e)}", file=sys.stderr)
+        print(f"leti: error: {os_error_line(e)}{os_error_fix(e, args.command)}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         lost = _lost_peer(e)

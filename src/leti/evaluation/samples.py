@@ -98,6 +98,16 @@ def _is_gzip(path: Path) -> bool:
         return False
 
 
+def _write_temporary(dst, chunk: bytes, path: Path, tmp: str) -> None:
+    """Write and flush the decompressed content; a full TMPDIR is not a bad input file."""
+    try:
+        dst.write(chunk)
+        dst.flush()
+    except OSError as e:
+        raise LetiError(f"{path}: cannot decompress into the temporary folder {tmp} ({e.strerror or e}); "
+                        "free space there or set TMPDIR to a folder with room") from None
+
+
 def _sample_lines(path: Path) -> Iterator[tuple[str, int, Any]]:
     """read_json_lines of the samples file, of its content when it is gzip-compressed (by its
     magic bytes, whatever its name); errors and `where` name `path` and the content's lines."""
@@ -111,7 +121,8 @@ def _sample_lines(path: Path) -> Iterator[tuple[str, int, Any]]:
         try:
             with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
                 while chunk := src.read(1 << 20):
-                    dst.write(chunk)
+                    _write_temporary(dst, chunk, path, tmp)
+                _write_temporary(dst, b"", path, tmp)  # flushed here: a failed close would blame the input
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise LetiError(f"{path}: not a readable gzip file ({e}); check --samples") from None
         try:

@@ -399,7 +399,10 @@ def failing_references_warning(cfg: RunConfig, task, problems: list, executor) -
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
+    # MB below 1 GB: a small model's checkpoint read "needs about 0.0 GB"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.1f} MB" if n < 1e7 else f"{n / 1e6:.0f} MB"
 
 
 def check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None:

@@ -227,10 +227,34 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+@contextmanager
+def naming_errors(path: Path) -> Iterator[None]:
+    """OSErrors from write/flush/fsync/close carry no file name: the disk-full line named nothing
+    (`leti: error: No space left on device`). Give them `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+@contextmanager
+def open_naming_errors(path: Path, mode: str) -> Iterator[Any]:
+    """open(path, mode) whose writes go under naming_errors(path), its close too: after a failed
+    flush the data is still buffered, and close failed again without a name."""
+    f = open(path, mode, encoding=None if "b" in mode else "utf-8")
+    try:
+        yield f
+    finally:
+        with naming_errors(path):
+            f.close()
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with naming_errors(tmp), open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -353,7 +377,7 @@ def repair_jsonl(path: Path) -> None:
 def append_jsonl(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     repair_jsonl(path)
-    with open(path, "a", encoding="utf-8") as f:
+    with naming_errors(path), open(path, "a", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
         f.flush()

@@ -21,7 +21,7 @@ from leti.evaluation.pass_at_k import stderrs_from_counts
 from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor, Program
 from leti.feedback.training_text import GOOD, build_training_text
-from leti.loop.rundir import repair_jsonl, scan_sample_records
+from leti.loop.rundir import naming_errors, open_naming_errors, repair_jsonl, scan_sample_records
 from leti.sampling.base import Sample, Sampler, SampleRequest, cut_at_stop
 from leti.tasks.base import Problem, Task
 
@@ -127,7 +127,7 @@ def sample_and_execute(
     pending: list[tuple[Sample, str | None, Program, Future]] = []
     bar = tqdm(total=total, initial=len(done), desc=f"{desc} executed", unit="prog", disable=not progress)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a", encoding="utf-8") as f:
+    with open_naming_errors(out, "a") as f:
 
         def flush(wait: bool) -> None:
             keep = []
@@ -137,8 +137,9 @@ def sample_and_execute(
                     result = task.judge(by_id[s.problem_id], program, fut.result(), executor.config)
                     rec = _record(s, result, cut_off)
                     # one write + flush per line: a kill leaves at most one partial line
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
+                    with naming_errors(out):
+                        f.write(json.dumps(rec) + "\n")
+                        f.flush()
                     done[(s.problem_id, s.sample_idx)] = rec
                     bar.update(1)
                 else:
@@ -154,7 +155,8 @@ def sample_and_execute(
             flush(wait=False)
         flush(wait=True)
         # on disk before the caller's marker (samples.done, eval.json) vouches for every line
-        os.fsync(f.fileno())
+        with naming_errors(out):
+            os.fsync(f.fileno())
     bar.close()
     return done
 

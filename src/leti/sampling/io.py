@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -82,13 +83,32 @@ def append_samples_jsonl(path: str | Path, samples: Iterable[Sample]) -> int:
                 if f.read(1) != b"\n":
                     f.write(b"\n")
     count = 0
-    with open(path, "ab") as f:
+    f = open(path, "ab")
+    try:
         for sample in samples:
             if not isinstance(sample, Sample):
                 raise LetiError(f"append_samples_jsonl got {type(sample).__name__}, not a Sample")
             # One write per line: a crash leaves at most one partial line, never interleaved.
-            f.write((json.dumps(asdict(sample), ensure_ascii=False) + "\n").encode())
-            f.flush()
+            with _naming_errors(path):
+                f.write((json.dumps(asdict(sample), ensure_ascii=False) + "\n").encode())
+                f.flush()
             count += 1
-        os.fsync(f.fileno())
+        with _naming_errors(path):
+            os.fsync(f.fileno())
+    finally:
+        with _naming_errors(path):  # after a failed flush the line is still buffered: close fails again
+            f.close()
     return count
+
+
+@contextmanager
+def _naming_errors(path: Path) -> Iterator[None]:
+    """A failed write/flush/fsync carries no file name (disk full printed `No space left on device`
+    alone); give it `path`. Only around the writes: `samples` may be a lazy sampler with its own
+    OSErrors. (As leti.loop.rundir.naming_errors; sampling does not import the loop.)"""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None

@@ -24,6 +24,7 @@ Blocks are cut from the stream when read, so one entry serves every block and ba
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -158,8 +159,22 @@ def _map(path: Path, dtype: np.dtype, n: int) -> np.ndarray | None:
 
 def _unusable(cache_dir: Path, e: OSError) -> LetiError:
     # one line at the first pretraining batch, not a traceback
-    return LetiError(f"pretraining corpus cache: cannot write to {cache_dir} ({e.strerror or e}); set "
+    room = "free space there, or " if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return LetiError(f"pretraining corpus cache: cannot write to {cache_dir} ({e.strerror or e}); {room}set "
                      "LETI_CACHE_DIR to a writable directory or trainer.pretrain_cache: false")
+
+
+@contextmanager
+def _writing(cache_dir: Path, needed: int = 0) -> Iterator[None]:
+    """A failed write into the cache as _unusable's line. numpy's tofile reports a full disk as
+    OSError('N requested and 0 written') with no errno: that is "no space" when the disk has less
+    free than the write needed. Only around writes: the corpus's own read errors are not the cache's."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None and shutil.disk_usage(cache_dir).free < needed:
+            e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise _unusable(cache_dir, e) from e
 
 
 def check_cache_dir(cache_dir: str | Path) -> None:
@@ -250,18 +265,20 @@ def _build(cache_dir: Path, key: str, fields: dict, texts: Callable[[], Iterator
         with open(tmp / "tokens.bin", "wb") as out, tqdm(
                 total=total, desc="tokenizing pretraining corpus", unit="file", disable=not progress) as bar:
             for arr, chunk_lengths in _tokenized(texts(), tokenizer, eos, dtype, bar):
-                arr.tofile(out)
+                with _writing(cache_dir, arr.nbytes):
+                    arr.tofile(out)
                 lengths.extend(chunk_lengths)
-            out.flush()
-            os.fsync(out.fileno())
+            with _writing(cache_dir):
+                out.flush()
+                os.fsync(out.fileno())
         offsets = _offsets(lengths)
-        with open(tmp / "offsets.bin", "wb") as out:
+        with _writing(cache_dir, offsets.nbytes), open(tmp / "offsets.bin", "wb") as out:
             offsets.tofile(out)
             out.flush()
             os.fsync(out.fileno())
         meta = {"format": FORMAT_VERSION, "key": key, "dtype": dtype_name, "n_tokens": int(offsets[-1]),
                 "n_documents": len(lengths), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fields": fields}
-        with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+        with _writing(cache_dir), open(tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())

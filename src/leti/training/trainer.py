@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from leti.errors import LetiError, first_line
-from leti.model import model_context
+from leti.model import model_context, save_error
 from leti.training.batching import StepExamples, StepSortedBatches
 from leti.training.config import TrainerConfig
 from leti.training.corpus_cache import default_cache_dir
@@ -138,7 +138,15 @@ def save_optimizer(optimizer, layout: list, path: str | Path) -> None:
     """AdamW's moments and step count, with the parameter layout they belong to."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"layout": layout, "optimizer": optimizer.state_dict()}, tmp)
+    try:
+        # a Python file, not a path: torch then keeps the OSError of a failed write (disk full)
+        # as the context of its own "unexpected pos" RuntimeError, and save_error reads it
+        with open(tmp, "wb") as f:
+            torch.save({"layout": layout, "optimizer": optimizer.state_dict()}, f)
+    except (OSError, RuntimeError) as e:
+        if (err := save_error(e, tmp)) is None:
+            raise
+        raise err from e
     os.replace(tmp, path)
 
 
