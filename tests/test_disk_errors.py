@@ -159,6 +159,6 @@ def test_a_gz_samples_file_that_tmpdir_cannot_hold_blames_tmpdir(tmp_path):
 
 def test_disk_sizes_below_a_gigabyte_are_in_megabytes():
     """check_disk said a small model's checkpoint "needs about 0.0 GB" with "0.0 GB free"."""
-    from leti.loop.checks import _gb
+    from leti.errors import size_text
 
-    assert _gb(2_000_000) == "2.0 MB" and _gb(450e6) == "450 MB" and _gb(5.25e9) == "5.2 GB"
+    assert size_text(2_000_000) == "2.0 MB" and size_text(450e6) == "450 MB" and size_text(5.25e9) == "5.2 GB"

@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from leti.errors import LetiError, message_line
+from leti.errors import LetiError, message_line, size_text
 from leti.feedback.training_text import MARKERS
 
 SPECIAL_TOKENS = MARKERS  # the tokens leti adds to every tokenizer
@@ -746,8 +746,7 @@ def save_error(e: Exception, target: Path) -> OSError | None:
         code = errno.ENOSPC
     reason = os.strerror(code)
     if code in (errno.ENOSPC, errno.EDQUOT):
-        shown = f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.0f} MB"
-        reason += f" ({shown} free there)"
+        reason += f" ({size_text(free)} free there)"
     return OSError(code, f"{reason} while saving", str(target))
 
 

@@ -29,7 +29,7 @@ from leti.config import (
     load_yaml_text,
     yaml_value,
 )
-from leti.errors import LetiError
+from leti.errors import LetiError, size_text
 from leti.loop.paths import PATH_FIELDS
 from leti.loop.rundir import RunDir, read_json, write_json_atomic, write_text_atomic
 
@@ -398,13 +398,6 @@ def failing_references_warning(cfg: RunConfig, task, problems: list, executor) -
             f"--timeout {cfg.execution.timeout_s:g}` shows why")
 
 
-def _gb(n: float) -> str:
-    # MB below 1 GB: a small model's checkpoint read "needs about 0.0 GB"
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} GB"
-    return f"{n / 1e6:.1f} MB" if n < 1e7 else f"{n / 1e6:.0f} MB"
-
-
 def check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None:
     """Before a training stage: room for the checkpoint it will write (weights, and AdamW's two
     moments per trained weight when they are carried). Full at the end, the stage's training is
@@ -417,8 +410,8 @@ def check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None:
     free = shutil.disk_usage(where).free
     if free < need:
         what = "weights and AdamW state" if carry else "weights"
-        raise LetiError(f"{where.parent}: {_gb(free)} free on its disk, but iteration {k}'s checkpoint needs about "
-                        f"{_gb(need)} ({what}); make room (keep_checkpoints keeps only the newest checkpoints) and run "
+        raise LetiError(f"{where.parent}: {size_text(free)} free on its disk, but iteration {k}'s checkpoint needs about "
+                        f"{size_text(need)} ({what}); make room (keep_checkpoints keeps only the newest checkpoints) and run "
                         "the same command again: this iteration's samples are kept")
 
 

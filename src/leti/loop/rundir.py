@@ -65,7 +65,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from leti.errors import LetiError
+from leti.errors import LetiError, naming_errors
 from leti.execution.records import ExecutionResult, Status
 from leti.jsonl import is_number, json_error_reason
 
@@ -225,30 +225,6 @@ def trained_on_good(mode: str | None, cfg) -> bool:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-@contextmanager
-def naming_errors(path: Path) -> Iterator[None]:
-    """OSErrors from write/flush/fsync/close carry no file name: the disk-full line named nothing
-    (`leti: error: No space left on device`). Give them `path`."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-
-
-@contextmanager
-def open_naming_errors(path: Path, mode: str) -> Iterator[Any]:
-    """open(path, mode) whose writes go under naming_errors(path), its close too: after a failed
-    flush the data is still buffered, and close failed again without a name."""
-    f = open(path, mode, encoding=None if "b" in mode else "utf-8")
-    try:
-        yield f
-    finally:
-        with naming_errors(path):
-            f.close()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -15,13 +15,13 @@ from typing import Literal
 from tqdm.auto import tqdm
 
 from leti.config import RunConfig
-from leti.errors import LetiError, plural
+from leti.errors import LetiError, naming_errors, open_naming_errors, plural
 from leti.evaluation.evaluate import score
 from leti.evaluation.pass_at_k import stderrs_from_counts
 from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor, Program
 from leti.feedback.training_text import GOOD, build_training_text
-from leti.loop.rundir import naming_errors, open_naming_errors, repair_jsonl, scan_sample_records
+from leti.loop.rundir import repair_jsonl, scan_sample_records
 from leti.sampling.base import Sample, Sampler, SampleRequest, cut_at_stop
 from leti.tasks.base import Problem, Task
 

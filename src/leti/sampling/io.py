@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from leti.errors import LetiError
+from leti.errors import LetiError, naming_errors, open_naming_errors
 from leti.sampling.base import Sample
 
 _FIELDS = {f.name for f in fields(Sample)}
@@ -83,32 +82,16 @@ def append_samples_jsonl(path: str | Path, samples: Iterable[Sample]) -> int:
                 if f.read(1) != b"\n":
                     f.write(b"\n")
     count = 0
-    f = open(path, "ab")
-    try:
+    with open_naming_errors(path, "ab") as f:
         for sample in samples:
             if not isinstance(sample, Sample):
                 raise LetiError(f"append_samples_jsonl got {type(sample).__name__}, not a Sample")
             # One write per line: a crash leaves at most one partial line, never interleaved.
-            with _naming_errors(path):
+            # Only the writes name the file: `samples` may be a lazy sampler with OSErrors of its own.
+            with naming_errors(path):
                 f.write((json.dumps(asdict(sample), ensure_ascii=False) + "\n").encode())
                 f.flush()
             count += 1
-        with _naming_errors(path):
+        with naming_errors(path):
             os.fsync(f.fileno())
-    finally:
-        with _naming_errors(path):  # after a failed flush the line is still buffered: close fails again
-            f.close()
     return count
-
-
-@contextmanager
-def _naming_errors(path: Path) -> Iterator[None]:
-    """A failed write/flush/fsync carries no file name (disk full printed `No space left on device`
-    alone); give it `path`. Only around the writes: `samples` may be a lazy sampler with its own
-    OSErrors. (As leti.loop.rundir.naming_errors; sampling does not import the loop.)"""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
