@@ -149,10 +149,10 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
     with rd.locked():
         resuming = check_resumable(rd, saved, mode)  # another config's run here: said before its own checks
         task, train_problems, eval_problems = _problems(cfg, mode)
-        # before the run directory is written: a prompt fixed after this refusal is then no
-        # "changed problem" of a run that had started
         # every load of the run reads one commit of a hub model, also after its branch moved
         cfg = pin_model_revision(rd, mode, cfg, resuming)
+        # before the run directory is written: a prompt fixed after this refusal is then no
+        # "changed problem" of a run that had started
         tok = start_tokenizer(cfg)
         check_prompts(cfg, mode, task, train_problems, eval_problems, tok)
         if not resuming:
