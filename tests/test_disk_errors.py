@@ -49,7 +49,8 @@ def _child(imports: str, body: str, limit: int) -> subprocess.CompletedProcess:
 def _one_line(r: subprocess.CompletedProcess) -> str:
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
-    lines = [x for x in r.stderr.splitlines() if x.startswith("leti:")]  # not the progress bars
+    # not the progress bars, nor --unsafe-no-sandbox's warning
+    lines = [x for x in r.stderr.splitlines() if x.startswith("leti:") and not x.startswith("leti: WARNING")]
     assert len(lines) == 1, r.stderr
     return lines[0]
 
@@ -60,6 +61,8 @@ def _one_line(r: subprocess.CompletedProcess) -> str:
     "from leti.sampling.base import Sample; from leti.sampling.io import append_samples_jsonl as w; "
     "w(PATH, [Sample(problem_id='p', sample_idx=i, prompt='', completion='y' * 1000, "
     "n_prompt_tokens=0, n_completion_tokens=0, finish_reason='stop') for i in range(50)])",
+    "from leti.evaluation.run import _write_atomic; "  # `leti evaluate`'s results.json, per_problem.jsonl
+    "w = lambda p, t: (p.parent.mkdir(), _write_atomic(p, t)); w(PATH, 'y' * 50_000)",
 ])
 def test_a_refused_write_names_its_file_and_the_fix(tmp_path, writer):
     """write()/flush()/fsync() errors carry no file name: the line was `leti: error: File too large`."""
@@ -162,3 +165,33 @@ def test_disk_sizes_below_a_gigabyte_are_in_megabytes():
     from leti.errors import size_text
 
     assert size_text(2_000_000) == "2.0 MB" and size_text(450e6) == "450 MB" and size_text(5.25e9) == "5.2 GB"
+
+
+def test_leti_exec_names_the_output_it_cannot_write(tmp_path):
+    """`leti exec -o OUT` wrote OUT.partial with bare write()/flush(): the line was
+    `leti: error: File too large; raise the file size limit ...`, naming no file."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": i, "program": "x = 1\n", "pad": "y" * 3000}) + "\n" for i in range(8)))
+    out = tmp_path / "out.jsonl"
+    argv = ["exec", str(inp), "-o", str(out), "--workers", "1", "--unsafe-no-sandbox"]  # no bwrap needed
+    line = _one_line(_child("from leti.cli import main, build_parser; build_parser()",
+                            f"sys.exit(main({argv!r}))", limit=8192))
+    assert line.startswith(f"leti: error: {out}.partial: File too large;"), line
+    assert "raise the file size limit (ulimit -f)" in line and "run the same command again" not in line
+
+
+def test_leti_evaluate_names_the_result_file_it_cannot_write(tmp_path):
+    """`leti evaluate` appended executions.jsonl with bare write()/fsync(): the line was
+    `leti: error: File too large; ...`, naming no file."""
+    task = tmp_path / "toy.jsonl"
+    task.write_text(json.dumps({"id": "inc", "prompt": "def inc(x):\n", "tests": "assert inc(1) == 2\n"}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"problem_id": "inc", "sample_idx": i, "completion": "    return x + 1\n"}) + "\n"
+                               for i in range(40)))
+    out = tmp_path / "out"
+    argv = ["evaluate", "--task", f"jsonl:{task}", "--samples", str(samples), "--out", str(out),
+            "--workers", "1", "--unsafe-no-sandbox"]
+    line = _one_line(_child("from leti.cli import main, build_parser; build_parser()",
+                            f"sys.exit(main({argv!r}))", limit=4096))
+    assert line.startswith(f"leti: error: {out / 'executions.jsonl'}: File too large;"), line
+    assert "raise the file size limit (ulimit -f)" in line and "run the same command again" in line

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from leti.cli import check_output_file
 from leti.cli.tasks_cmd import build_execution_config
-from leti.errors import LetiError
+from leti.errors import LetiError, naming_errors, open_naming_errors
 from leti.execution import ExecutionConfig, Executor, Program
 from leti.jsonl import read_json_lines
 
@@ -103,17 +103,19 @@ def run(args: argparse.Namespace) -> int:
     rows, programs = read_programs(args.input)
     output.parent.mkdir(parents=True, exist_ok=True)
     passed = 0
-    with Executor(config) as ex, partial.open("w", encoding="utf-8") as out:
+    with Executor(config) as ex, open_naming_errors(partial, "w") as out:
         futures = [ex.submit(p) for p in programs]
         bar = _bar(len(futures))
         # Ctrl-C leaves the `with`: the executor cancels the queued programs (cancel_queued)
         for row, fut in zip(rows, futures, strict=True):
             r = fut.result()
             passed += r.passed
-            out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
-                                  "exception_type": r.exception_type, "feedback": r.feedback,
-                                  "duration_s": r.duration_s}) + "\n")
-            out.flush()
+            # only the writes name the file (a disk that refuses them): not the executor's errors
+            with naming_errors(partial):
+                out.write(json.dumps({**row, "status": r.status.value, "passed": r.passed,
+                                      "exception_type": r.exception_type, "feedback": r.feedback,
+                                      "duration_s": r.duration_s}) + "\n")
+                out.flush()
             if bar is not None:
                 bar.update(1)
         if bar is not None:

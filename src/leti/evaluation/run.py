@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from leti.errors import LetiError
+from leti.errors import LetiError, naming_errors
 from leti.evaluation.evaluate import (
     EvalReport,
     Key,
@@ -72,11 +72,11 @@ class ExecutionLog:
                                     "status or frames); delete that line to execute the sample again") from None
             good_bytes += len(line) + (0 if is_last else 1)
         if good_bytes < len(raw):
-            with open(self.path, "r+b") as f:
+            with naming_errors(self.path), open(self.path, "r+b") as f:
                 f.truncate(good_bytes)
         elif raw and not raw.endswith(b"\n"):
             # Complete JSON but the newline never got written: finish the line before appending.
-            with open(self.path, "ab") as f:
+            with naming_errors(self.path), open(self.path, "ab") as f:
                 f.write(b"\n")
         return done
 
@@ -107,7 +107,7 @@ class ExecutionLog:
         return key
 
     def append(self, pairs: list[tuple[SampleLike, ExecutionResult]]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
+        with naming_errors(self.path), open(self.path, "a", encoding="utf-8") as f:
             for s, r in pairs:
                 rec = {
                     "problem_id": str(s.problem_id),
@@ -135,7 +135,8 @@ def program_digest(program: Program) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with naming_errors(tmp):
+        tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
