@@ -61,3 +61,38 @@ def test_sharded_training_on_one_gpu(tmp_path, tiny_model_path, add_task, strate
     tuned = load_file(run / "iterations" / "1" / "checkpoint" / "model.safetensors")
     assert sorted(tuned) == sorted(base) and {v.dtype for v in tuned.values()} == {base[k].dtype for k in base}
     assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 0
+
+
+@pytest.mark.gpu
+def test_zero2_in_bf16_keeps_fp32_master_weights_over_two_iterations_on_gpu(tmp_path, tiny_model_path, add_task):
+    """tests/test_deepspeed.py's bf16 ZeRO-2 check on CUDA (one process): DeepSpeed runs the
+    module in bf16 there for real, and both iterations' checkpoints must hold its fp32 masters."""
+    pytest.importorskip("deepspeed")
+    import torch
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--config_file", str(ROOT / "configs" / "accelerate" / "deepspeed-zero2.yaml"), "--num_processes", "1",
+           "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+           "--set", f"task={add_task}", "--set", "device=cuda", "--set", "progress=false",
+           "--set", "trainer.mixed_precision=bf16", "--set", "iterations=2", "--set", "eval.every=2",
+           "--set", "trainer.carry_optimizer_state=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = load_file(Path(tiny_model_path) / "model.safetensors")
+    for it in (1, 2):
+        tuned = load_file(run / "iterations" / str(it) / "checkpoint" / "model.safetensors")
+        assert {v.dtype for v in tuned.values()} == {torch.float32}
+        assert not all(torch.equal(v, v.to(torch.bfloat16).to(v.dtype)) for v in tuned.values())
+        assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-4
+
+
+@pytest.mark.gpu
+def test_a_gpu_index_beyond_the_visible_ones_is_one_line(tmp_path, tiny_model_path, add_task, capsys):
+    import torch
+
+    count = torch.cuda.device_count()
+    assert main(["run", CONFIG, "--run-dir", str(tmp_path / "run"), "--set", f"model={tiny_model_path}",
+                 "--set", f"task={add_task}", "--set", f"device=cuda:{count}", "--set", "progress=false"]) != 0
+    err = capsys.readouterr().err
+    assert f"device='cuda:{count}' but only {count} CUDA GPU" in err and "Traceback" not in err
