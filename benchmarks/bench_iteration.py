@@ -4,8 +4,11 @@ The GPU machine cannot reach the Hugging Face hub, so the model is built offline
 model of the named architecture (`--architecture codegen-350m` has CodeGen-350M-mono's shapes)
 with a byte-level BPE tokenizer trained on this interpreter's standard library (vocabulary as
 close to the real one as that corpus allows). The run covers `--problems` training and
-evaluation problems of the config's task, and each stage is extrapolated linearly to the
-config's full splits. Upper bound: a random model never writes a stop sequence, so every sample
+evaluation problems of the config's task. Each stage's fixed part (model load, vLLM engine
+start, the corpus and the held-out loss: `model_load_s`, `engine_startup_s` and `wall_s -
+steps_s` in the run's records) is counted once, and the rest is extrapolated linearly to the
+config's full splits: a sampling phase by its batches (the HF sampler fills each batch with rows
+of several problems), training by its problems. Upper bound: a random model never writes a stop sequence, so every sample
 runs to max_new_tokens and every training text is that long; a trained model stops earlier.
 
     python benchmarks/bench_iteration.py configs/mbpp-codegen-350m-1gpu.yaml --architecture codegen-350m
@@ -20,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -88,8 +93,6 @@ def main() -> None:
         build_model(args.architecture, model_dir)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Other ranks wait for rank 0's model: a file barrier, before any process group exists.
-        import time
-
         while not (model_dir / "tokenizer.json").exists():
             time.sleep(1)
     full = load_config(args.config, args.set)
@@ -98,36 +101,62 @@ def main() -> None:
                  f"max_train_problems={args.problems}", f"eval.max_problems={args.problems}"]
     cfg = load_config(args.config, overrides)
     run_dir = work / "run"
+    t0 = time.time()
     run(cfg, run_dir)
+    run_wall = time.time() - t0
     if rank != 0:
         return
 
     task = get_task(cfg.task)
     n_train = len(task.problems(full.train_split)[: full.max_train_problems])
     n_eval = len(task.problems(full.eval.split)[: full.eval.max_problems])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     it = run_dir / "iterations" / "1"
-
-    def wall(path: Path) -> float:
-        return json.loads(path.read_text())["wall_s"]
-
+    samples_done = json.loads((it / "samples.done").read_text())
     stats = json.loads((it / "train_stats.json").read_text())
+    ev = json.loads((it / "eval.json").read_text())
+    ev0 = json.loads((run_dir / "iterations" / "0" / "eval.json").read_text())
     ran_train = min(args.problems, n_train)
     ran_eval = min(args.problems, n_eval)
-    rows = [("sample + execute (train split)", wall(it / "samples.done"), ran_train, n_train),
-            ("train", wall(it / "train_stats.json"), ran_train, n_train),
-            ("evaluate (eval split)", wall(it / "eval.json"), ran_eval, n_eval)]
+
+    def units(problems: int, n: int, batch_size: int) -> int:
+        """What a sampling phase's time grows with: the HF sampler's batches of batch_size rows
+        (rows of several problems share a batch, and on a GPU a decode step costs about the same
+        for few rows as for a full batch), each rank its share; vLLM schedules rows itself."""
+        if cfg.sampling.backend != "hf":
+            return problems
+        return math.ceil(math.ceil(problems * n / world) / batch_size)
+
+    def fixed(record: dict) -> float:
+        return record.get("model_load_s", 0.0) + record.get("engine_startup_s", 0.0)
+
+    # (stage, measured s, of which fixed s, what the rest grows with, measured units, full units)
+    rows = [("sample + execute (train split)", samples_done["wall_s"], fixed(samples_done), "batches",
+             units(ran_train, cfg.sampling.n, cfg.sampling.batch_size),
+             units(n_train, cfg.sampling.n, cfg.sampling.batch_size)),
+            ("train", stats["wall_s"], stats["wall_s"] - stats["steps_s"], "problems", ran_train, n_train),
+            ("evaluate (eval split)", ev["wall_s"], fixed(ev), "batches",
+             units(ran_eval, cfg.eval.n, cfg.eval.batch_size), units(n_eval, cfg.eval.n, cfg.eval.batch_size))]
+    # Outside the stages: the run's start (task, executor, sandbox), the training stage's model
+    # load and the checkpoint save; counted once, as an iteration's fixed cost (upper bound).
+    outside = run_wall - ev0["wall_s"] - sum(r[1] for r in rows)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     print(f"\n{args.config} with a random-init {args.architecture} on {device} "
-          f"(world size {os.environ.get('WORLD_SIZE', '1')}); sampling.n={cfg.sampling.n}, eval.n={cfg.eval.n}, "
+          f"(world size {world}); sampling.n={cfg.sampling.n}, eval.n={cfg.eval.n}, "
           f"backend {cfg.sampling.backend}; {stats['n_texts']} texts, {stats['optimizer_steps']} optimizer steps")
-    print(f"{'stage':34s} {'measured s':>10s} {'problems':>9s} {'full split':>10s} {'extrapolated s':>15s}")
-    total = 0.0
-    for name, seconds, ran, n_full in rows:
-        est = seconds * n_full / ran
+    print(f"{ran_train} of {n_train} train and {ran_eval} of {n_eval} eval problems run; a stage's fixed part "
+          "(model load, engine start, corpus and held-out loss) counted once, the rest scaled by what it grows with")
+    print(f"{'stage':34s} {'measured s':>10s} {'fixed s':>8s} {'grows with':>10s} {'measured':>9s} {'full':>6s} "
+          f"{'extrapolated s':>15s}")
+    total = max(outside, 0.0)
+    for name, seconds, fixed_s, unit, ran, n_full in rows:
+        est = fixed_s + (seconds - fixed_s) * n_full / ran
         total += est
-        print(f"{name:34s} {seconds:10.1f} {ran:9d} {n_full:10d} {est:15.0f}")
-    print(f"{'one iteration (upper bound)':34s} {'':10s} {'':9s} {'':10s} {total:15.0f}  (= {total / 3600:.2f} h)")
-
+        print(f"{name:34s} {seconds:10.1f} {fixed_s:8.1f} {unit:>10s} {ran:9d} {n_full:6d} {est:15.0f}")
+    print(f"{'outside the stages (loads, save)':34s} {outside:10.1f} {outside:8.1f} {'':>10s} {'':>9s} {'':>6s} "
+          f"{max(outside, 0.0):15.0f}")
+    print(f"{'one iteration (upper bound)':34s} {'':10s} {'':8s} {'':>10s} {'':>9s} {'':>6s} {total:15.0f}"
+          f"  (= {total / 3600:.2f} h)")
 
 if __name__ == "__main__":
     main()

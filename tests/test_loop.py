@@ -85,6 +85,11 @@ def test_one_iteration_trains_and_writes_the_run_dir(tmp_path, tiny_model_path, 
     assert ev["conditioned_on_good"] is True and ev["n_problems"] == 2
     stats = json.loads((run / "iterations" / "1" / "train_stats.json").read_text())
     assert stats["pretrain_batches"] > 0 and stats["packing_efficiency"] >= 0.9
+    # the split benchmarks/bench_iteration.py extrapolates by: fixed start-up vs what grows
+    assert 0 < stats["steps_s"] <= stats["wall_s"]
+    phases = [json.loads((run / "iterations" / k / name).read_text())
+              for k, name in (("0", "eval.json"), ("1", "samples.done"), ("1", "eval.json"))]
+    assert all(0 <= p["model_load_s"] <= p["wall_s"] for p in phases) and phases[0]["model_load_s"] > 0
     # Standard errors over the 2 held-out problems, beside pass@k: eval.json, metrics.jsonl, report.
     for k, m in ((0, metrics[0]), (1, metrics[1])):
         ev_k = json.loads((run / "iterations" / str(k) / "eval.json").read_text())
@@ -184,7 +189,7 @@ def test_kill_then_resume_has_no_duplicates(tmp_path, tiny_model_path, task_file
 def _results(run: Path) -> dict:
     """What a run computed, without timings and paths: samples, evaluations, metrics, weights."""
     def strip(rec: dict) -> dict:
-        return {k: v for k, v in rec.items() if k not in ("duration_s", "wall_s", "checkpoint", "engine_startup_s")}
+        return {k: v for k, v in rec.items() if k not in ("duration_s", "wall_s", "checkpoint", "engine_startup_s", "model_load_s", "steps_s")}
 
     out: dict = {"metrics": [strip(json.loads(x)) for x in (run / "metrics.jsonl").read_text().splitlines()]}
     for it in sorted((run / "iterations").iterdir()):

@@ -43,10 +43,15 @@ def _sampling(cfg: RunConfig, task, seed: int, evaluation: bool) -> SamplingConf
                           vllm=cfg.sampling.vllm)
 
 
-def _phase_info(sampler: Sampler) -> dict:
-    """For samples.done / eval.json: how many programs each rank generated (data-parallel
-    phases) and how long this process's vLLM engine took to start (0: kept from the last phase)."""
-    info = {"sampled_by_rank": sampler.sampled} if isinstance(sampler, DataParallelSampler) else {}
+def _phase_info(sampler: Sampler, load_s: float) -> dict:
+    """For samples.done / eval.json: how long this process took to load the phase's model (0:
+    kept in memory from the last phase), how many programs each rank generated (data-parallel
+    phases) and how long this process's vLLM engine took to start (0: kept from the last phase).
+    The start-up times are the phase's fixed cost, the rest of wall_s grows with its problems
+    (benchmarks/bench_iteration.py extrapolates them apart)."""
+    info: dict = {"model_load_s": round(load_s, 2)}
+    if isinstance(sampler, DataParallelSampler):
+        info["sampled_by_rank"] = sampler.sampled
     local = sampler.local if isinstance(sampler, DataParallelSampler) else sampler
     startup = getattr(local, "startup_s", None)
     if startup is not None:
@@ -155,12 +160,13 @@ class Iterations:
             return self._finished_samples(k, marker.get("samples")), marker["wall_s"]
         t0 = time.time()
         sampler = self._sampler(self.source(k - 1), _sampling(cfg, self.task, cfg.seed + k, False))
+        load_s = time.time() - t0
         records = stages.sample_and_execute(
             sampler, self.task, self.train_problems, cfg.sampling.n, self.executor, rd.samples(k),
             condition_on_good=self._good_samples(k), desc=f"iter {k} train", progress=cfg.progress,
             stops=stages.training_stops(cfg))
         wall = round(time.time() - t0, 2)
-        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler)})
+        write_json_atomic(rd.samples_done(k), {"samples": len(records), "wall_s": wall, **_phase_info(sampler, load_s)})
         return records, wall
 
     def _good_samples(self, k: int) -> bool:
@@ -289,11 +295,12 @@ class Iterations:
         t0 = time.time()
         conditioned = self.rewarded and k >= 1
         sampler = self._sampler(self.source(k), _sampling(cfg, self.task, cfg.seed + 100_000 + k, True))
+        load_s = time.time() - t0
         records = stages.sample_and_execute(
             sampler, self.task, self.eval_problems, cfg.eval.n, self.executor, rd.eval_samples(k),
             condition_on_good=conditioned, desc=f"iter {k} eval", progress=cfg.progress, n_field="eval.n")
         scored = stages.score_eval(records, self.eval_problems, cfg.eval.ks, self.task)
         report = {"iteration": k, "split": cfg.eval.split, "n": cfg.eval.n, "temperature": cfg.eval.temperature,
-                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **_phase_info(sampler)}
+                  "conditioned_on_good": conditioned, **scored, "wall_s": round(time.time() - t0, 2), **_phase_info(sampler, load_s)}
         write_json_atomic(rd.eval(k), report)
         return report

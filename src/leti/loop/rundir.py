@@ -24,7 +24,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   sample's ExecutionResult.to_dict(): id, status, passed, feedback,
                                   exception_type, message, frames (a run of identical frames
                                   once, with "repeat": further copies), stdout, duration_s, ...
-        samples.done              JSON marker: sampling + execution finished (counts, wall_s)
+        samples.done              JSON marker: sampling + execution finished (counts, wall_s,
+                                  model_load_s: the phase's model load, 0 when kept in memory)
         train_stats.json          TrainStats of this iteration (steps, tokens, losses, packing)
         checkpoint/               model + tokenizer after this iteration's training (older ones
                                   are deleted when keep_checkpoints is set), and a copy of
@@ -34,7 +35,7 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
         eval.json                 {"iteration", "split", "n", "temperature", "conditioned_on_good",
                                    "n_problems", "pass@k": {"pass@1": ...}, "pass@k_stderr": {"pass@1": ...},
                                    "task_metrics": {...}, "status_counts", "per_problem": {problem_id: [n, c]},
-                                   "wall_s"}; pass@k_stderr is the standard error over problems (null
+                                   "wall_s", "model_load_s"}; pass@k_stderr is the standard error over problems (null
                                    for one problem; absent in runs from before it, where readers
                                    rebuild it from per_problem)
 

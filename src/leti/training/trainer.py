@@ -79,6 +79,7 @@ class TrainStats:
     learning_rate: float = 0.0
     epochs: int = 0
     wall_s: float = 0.0
+    steps_s: float = 0.0  # of wall_s, the forward/backward/optimizer passes (the part that grows with the texts)
     optimizer_steps_before: int = 0  # AdamW's step count when the stage began (0: a new AdamW)
     leti_padding_efficiency: float = 0.0  # non-pad fraction of the LeTI micro-batches' token slots
     pretrain_heldout_loss: float | None = None  # mean token loss on the held-out corpus files after the stage
@@ -654,7 +655,9 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     heldout = heldout_blocks(tokenizer, max_blocks=cfg.pretrain_heldout_max_blocks, **corpus) if cfg.measures_heldout else None
     before = (heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress)
               if heldout is not None and heldout_before else None)
+    t_steps = time.time()
     tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress)
+    steps_s = time.time() - t_steps
     after = heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress) if heldout is not None else None
     if optimizer_to is not None and accelerator.is_main_process:  # DDP: every rank holds the same state
         save_optimizer(optimizer, layout, optimizer_to)
@@ -675,6 +678,7 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     del full
     stats = tally.stats(len(texts), data.n_truncated, max_len, cfg, time.time() - t0)
     stats.optimizer_steps_before = steps_before
+    stats.steps_s = round(steps_s, 2)
     if heldout is not None:
         stats.pretrain_heldout_loss, stats.pretrain_heldout_loss_before = after, before
         stats.pretrain_heldout_blocks = len(heldout)
