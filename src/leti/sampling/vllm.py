@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -280,6 +281,7 @@ class VLLMEngine:
             shutdown_engine(llm, timeout=INTERRUPTED_SHUTDOWN_S if interrupted else None)
 
     def _start(self) -> tuple[Any, Any]:
+        refuse_unguarded_main()
         try:
             from vllm import LLM
         except ImportError:
@@ -318,11 +320,8 @@ class VLLMEngine:
                 return LLM(**kwargs), lora
         except (RuntimeError, ValueError) as e:
             # The engine core reports its own traceback on stderr; the caller gets one line.
-            # A RuntimeError comes from the engine process (on CPU most often: not enough RAM);
-            # config errors (ValueError) are vLLM's own validation and say why themselves.
-            hint = ("; on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM "
-                    "it reserves for the KV cache: lower it (e.g. 0.2)") if not gpus and isinstance(e, RuntimeError) else ""
-            raise LetiError(f"vLLM's engine did not start for {ckpt.model}: {_reason(e)}{hint}") from e
+            raise LetiError(f"vLLM's engine did not start for {ckpt.model}: {_reason(e)}"
+                            f"{start_failure_hint(e, gpus, _script())}") from e
 
 
 class VLLMSampler:
@@ -396,6 +395,54 @@ class VLLMSampler:
 
     def _tokenize(self, text: str) -> list[int]:
         return encode_prompt(self.tokenizer, text)
+
+
+def start_failure_hint(error: Exception, gpus: int, script: str | None) -> str:
+    """What to try when the engine did not start. A RuntimeError comes from the engine process:
+    on CPU most often not enough RAM; from a script of the user's, its missing main guard (the
+    engine process re-runs the script, which starts an engine again). Config errors (ValueError)
+    are vLLM's own validation and say why themselves."""
+    if not isinstance(error, RuntimeError):
+        return ""
+    hints = []
+    if script is not None:
+        hints.append(f"if {script} runs leti outside `if __name__ == \"__main__\":`, put its code under that "
+                     "guard (vLLM's engine process re-runs the script)")
+    if not gpus:
+        hints.append("on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM it reserves "
+                     "for the KV cache: lower it (e.g. 0.2)")
+    return "".join(f"; {h}" for h in hints)
+
+
+def _script() -> str | None:
+    """The file of a main module run as `python script.py`: None under `python -m`, a REPL and
+    the console scripts that pip writes into the environment's bin/ (`leti`, `pytest`)."""
+    main = sys.modules.get("__main__")
+    path = None if main is None or getattr(main, "__spec__", None) is not None else getattr(main, "__file__", None)
+    if path is None or Path(path).resolve().parent == Path(sysconfig.get_path("scripts")).resolve():
+        return None
+    return path
+
+
+def refuse_unguarded_main() -> None:
+    """Refuse an engine start from a script that a spawned process is re-running: vLLM (and
+    multiprocessing's spawn) start a process by re-running the main script as __mp_main__, so
+    a script that starts leti's vLLM sampler without an `if __name__ == "__main__":` guard would
+    start an engine in every engine process. The test is multiprocessing's own for this mistake
+    (its _check_not_importing_main), made before vLLM is imported and with leti's words."""
+    import multiprocessing
+
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    frame, where = inspect.currentframe(), "the script that started leti"
+    while frame is not None:  # the re-run script's own frame: spawn runs it as __mp_main__
+        if frame.f_globals.get("__name__") == "__mp_main__" and frame.f_globals.get("__file__"):
+            where = frame.f_globals["__file__"]
+            break
+        frame = frame.f_back
+    raise LetiError(f"{where} started a vLLM engine while a new process was re-running it: put the script's code "
+                    "under `if __name__ == \"__main__\":` (vLLM starts its engine processes by re-running the "
+                    "script that started leti)")
 
 
 def _reason(error: Exception, limit: int = 300) -> str:
