@@ -352,7 +352,11 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
     data, failure, kind, captured = OK_RECORD, None, None, None
     try:
         code = compile(source, FILENAME, "exec")
-    except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source (older Pythons)
+    # ValueError: null bytes in source (older Pythons). RecursionError, MemoryError: valid Python
+    # nested too deeply for the compiler (`-` * 3000 + `1`; MemoryError from the parser's stack),
+    # which `python main.py` prints as it prints a SyntaxError: uncaught, they left this process
+    # without a record, reported as an early exit. The tests are part of `source`: one compile.
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         failure, kind = e, "invalid"
     else:
         if rich:
