@@ -149,12 +149,17 @@ def feedback_text(completion: str, result: ExecutionResult, hints: bool = False)
 # Rules are ordered; all that match are appended.
 
 
+# What ast.parse raises on model output besides SyntaxError: ValueError for a NUL byte (older
+# Pythons), RecursionError / MemoryError for valid code nested thousands deep.
+UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+
+
 def _top_level_code_after_first_function(completion: str) -> bool:
     """True when the completion defines a function and then keeps writing top-level code
     (more functions, calls, prints): the pattern the authors' hint targets."""
     try:
         body = ast.parse(completion).body
-    except SyntaxError:
+    except UNPARSABLE:
         body = None
     if body is not None:  # statements, so a string literal's continuation lines are not code
         first = next((i for i, node in enumerate(body)
@@ -194,7 +199,7 @@ def _first_function_returns(completion: str) -> bool | None:
     """Whether the first function in the completion has a `return <value>`; None if unparsable."""
     try:
         tree = ast.parse(completion)
-    except SyntaxError:
+    except UNPARSABLE:
         return None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
