@@ -695,6 +695,35 @@ def test_the_example_text_is_captioned_by_what_it_holds_and_left_out_without_a_c
     assert "Example training text" not in (textual / "report.md").read_text()
 
 
+def test_the_example_text_is_the_one_the_loop_trained_on_with_the_stop_hint(tmp_path):
+    """training_text.stop_hint (the authors' post-processing): a sample cut at its stop sequences
+    was trained with a last feedback line quoting what was cut off and naming the model's end
+    token, append_eos or not. The report's example left that line out (and would name another end
+    token): it is now the text the loop's own builder makes of that sample."""
+    from leti.config import load_config
+    from leti.loop import stages
+
+    model = tmp_path / "model"  # a model whose tokenizer ends texts with </s>, not <|endoftext|>
+    model.mkdir()
+    (model / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    run = make_run(tmp_path / "hint", [[], [True, False, False, False]], [[False] * 4, [True, False, False, False]],
+                   stop_hint=True)
+    _set_config(run, model=str(model))
+    samples = run / "iterations" / "1" / "samples.jsonl"
+    records = [{**json.loads(x), "cut_off": "\nassert wrong_name(1) == 1\n"} for x in samples.read_text().splitlines()]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    cfg = load_config(run / "config.yaml")
+    assert cfg.training_text.stop_hint and not cfg.training_text.append_eos
+    failing = next(r for r in records if not r["passed"])
+    [trained] = stages.training_texts({(failing["problem_id"], failing["sample_idx"]): failing},
+                                      get_task(TASK).problems("train"), cfg, "</s>")
+    assert "starts with [assert wrong_name(1) == 1]. Try to use </s> to end your code.<|/lang_feedback|>" in trained
+    assert load_run(run).example_failure == trained
+    build_report(run)
+    assert "Try to use </s> to end your code." in (run / "report.md").read_text()
+
+
 def test_a_run_without_reward_tokens_is_said_to_be_evaluated_on_the_plain_prompt(tmp_path, monkeypatch):
     """training_text.reward_token: false: the loop evaluates on the plain prompt, and its texts
     start with the feedback span; the report says both instead of claiming <|good|>. Reported

@@ -235,10 +235,14 @@ def example_training_text(run: RunDir, iterations: list[int], cfg) -> str | None
             if rec.get("passed"):
                 continue
             result = ExecutionResult.from_dict(rec)  # checked by _sample_lines
-            eos = _eos_token(run, iterations, cfg.model) if cfg.training_text.append_eos else ""
+            # As leti.loop.stages.training_texts builds it: the tokenizer's end token whether or
+            # not append_eos (training_text.stop_hint names it), and what the loop cut off the
+            # sample at its stop sequences (stop_hint's last feedback line).
+            eos = _eos_token(run, iterations, cfg.model)
             # The loop trains on the task prompt, not the sampled one (which may carry <|good|>).
             prompt = rec["prompt"].removeprefix("<|good|>")
-            return build_training_text(prompt, rec["completion"], result, cfg.training_text, eos_token=eos)
+            return build_training_text(prompt, rec["completion"], result, cfg.training_text, eos_token=eos,
+                                       cut_off=rec.get("cut_off", ""))
     return None
 
 
