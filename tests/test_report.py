@@ -949,6 +949,29 @@ def test_arms_of_different_lengths_are_compared_on_their_whole_runs(tmp_path):
     assert "It stopped before" not in md  # it ran longer than the binary arm needed
 
 
+@pytest.mark.parametrize("one_problem", [True, False], ids=["one-problem", "not-paired"])
+def test_the_difference_at_the_common_iteration_is_said_without_a_standard_error(tmp_path, one_problem):
+    """eval.max_problems 1 (no standard error from one problem), or arms whose per-problem results
+    are not known (not paired): the budget-matched difference, in comparisons.json, was left out of
+    report.md altogether; it is said without the ±."""
+    runs = tmp_path / "runs"
+    for arm, scores in (("textual", [0.0, 0.5, 1.0]), ("binary", [0.0, 0.0, 0.5])):
+        run = _hand_run(runs / arm, [(4 * k, {"pass@1": (s, None)}) for k, s in enumerate(scores)],
+                        textual=arm == "textual")
+        if one_problem:  # each evaluation's eval.json: one problem, 2 samples
+            for k, s in enumerate(scores):
+                (run / "iterations" / str(k)).mkdir(parents=True)
+                (run / "iterations" / str(k) / "eval.json").write_text(json.dumps(
+                    {"pass@k": {"pass@1": s}, "pass@k_stderr": {"pass@1": None}, "per_problem": {"p1": [2, int(2 * s)]}}))
+    build_report(runs)
+    [cmp] = json.loads((runs / "comparisons.json").read_text())
+    assert (cmp["common_iteration"], cmp["difference_at_common_iteration"]) == (2, 0.5)
+    assert cmp["difference_at_common_iteration_stderr"] is None and cmp["paired_problems"] == (1 if one_problem else 0)
+    md = " ".join((runs / "report.md").read_text().split())
+    how = "paired over 1 held-out problem: no standard error" if one_problem else \
+        "not paired by problem, so no standard error"
+    assert f"Textual minus binary at iteration 2, the last both evaluated: +50.0 points ({how})." in md
+
 @pytest.mark.parametrize("textual_final, reached", [([True, True, False, False], False), ([True, True, True, False], True)])
 def test_the_score_to_reach_is_the_binary_arms_final_one_when_it_ran_longer(tmp_path, textual_final, reached):
     """The 2B presets: the textual arm runs 10 iterations, the binary arm 30. The score to reach was

@@ -325,10 +325,14 @@ def _comparison_text(name: str, cmp: dict) -> str:
     else:
         textual = _ended("textual", cmp)
     head = f"{name}: {_ended('binary', cmp)}{reached}; {textual}."
-    if cmp.get("difference_at_common_iteration_stderr") is not None:
-        diff = _points_pm(cmp["difference_at_common_iteration"], cmp["difference_at_common_iteration_stderr"])
+    if cmp.get("difference_at_common_iteration") is not None:
+        # without the ± when its standard error is unknown (one problem, or not paired by problem)
+        se, paired = cmp.get("difference_at_common_iteration_stderr"), cmp.get("paired_problems") or 0
+        diff = _points_pm(cmp["difference_at_common_iteration"], se)
+        how = f"paired over {plural(paired, 'held-out problem')}" + ("" if se is not None else ": no standard error") \
+            if paired else "not paired by problem, so no standard error"
         head += (f" Textual minus binary at iteration {cmp['common_iteration']}, the last both evaluated: {diff} "
-                 f"points (paired over {plural(cmp['paired_problems'], 'held-out problem')}).")
+                 f"points ({how}).")
     if None not in (b_base, t_base) and abs(b_base - t_base) > 1e-12:
         head += f" Before training the arms scored differently: textual {_pct(t_base)}%, binary {_pct(b_base)}%."
     if not improved:
