@@ -253,3 +253,37 @@ def test_another_number_of_processes_is_fine_until_a_training_stage_has_finished
     assert main(_args(run, tiny_model_path, shared_add_task)) == 0
     assert json.loads((run / "run.json").read_text())["processes"] == 1
     assert (run / "iterations" / "1" / "train_stats.json").exists()
+
+
+@pytest.mark.slow
+def test_ending_a_stopped_run_where_it_stopped_records_the_shorter_plan(tmp_path, tiny_model_path, shared_add_task,
+                                                                       capsys):
+    """A run started with iterations=2 and stopped after iteration 1, ended there with --set
+    iterations=1: leti says it is finished, so config.yaml says 1 too. It kept 2 (the early
+    "already finished" return came before the rewrite), and the report then called the run
+    unfinished and would not compare it, advising the resume that trains iteration 2."""
+    from leti.report.data import load_run
+
+    run = tmp_path / "run"
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1")) == 0
+    # what a run started with iterations=2 leaves when stopped once iteration 1 finished: only
+    # `iterations` differs, which the seal leaves out
+    config = (run / "config.yaml").read_text()
+    assert config.count("\niterations: 1\n") == 1
+    (run / "config.yaml").write_text(config.replace("\niterations: 1\n", "\niterations: 2\n"))
+    assert load_run(run).unfinished
+    capsys.readouterr()
+
+    # any other change is still refused, and leaves config.yaml as it was
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1", "--set", "seed=1")) == 2
+    assert "field 'seed' was 0" in capsys.readouterr().err
+    assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 2
+
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1")) == 0
+    assert "already finished (1 iteration);" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 1
+    history = load_run(run)
+    assert history.planned_iterations == 1 and not history.unfinished
+    # and the rewritten file is still one a resume accepts
+    assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1")) == 0
+    assert "already finished (1 iteration);" in capsys.readouterr().out

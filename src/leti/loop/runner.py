@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from leti.config import RunConfig, terminal_progress
+from leti.config import RunConfig, load_yaml_text, terminal_progress
 from leti.errors import LetiError, plural
 from leti.execution.ray_pool import make_executor
 from leti.loop.checks import (
@@ -171,6 +171,12 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         if not resuming:
             start_run_dir(rd, saved, mode)
         if todo is None and not final_unevaluated:
+            if resuming and mode == "leti" and load_yaml_text(rd.config_path.read_text(encoding="utf-8")).get("iterations") != last:
+                # a stopped run ended where it stopped (--set iterations=3 after iteration 3 of 6):
+                # recorded as when its new last iteration is still to evaluate (below); config.yaml
+                # kept 6, and the report called the finished run unfinished. An unchanged
+                # `iterations` leaves the file as the run wrote it.
+                write_text_atomic(rd.config_path, run_config_text(saved, mode))
             print(f"leti: run {rd.root} is already finished ({plural(last, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
         if final_unevaluated and not rd.checkpoint(last).is_dir():
