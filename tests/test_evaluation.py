@@ -874,13 +874,41 @@ def test_a_rerun_never_reuses_outcomes_of_other_programs_or_another_timeout(tmp_
     assert json.loads((fresh / "results.json").read_text())["n_executed_this_run"] == 0
 
 
+def test_evaluate_takes_the_memory_limit_and_a_rerun_keeps_to_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`leti evaluate --memory-mb` reproduces a run that raised execution.memory_mb (it had no such
+    flag: every sample ran under the default); a rerun on the same --out with another limit is
+    refused as another --timeout is, not scored with outcomes judged under the old limit."""
+    task_file = tmp_path / "t.jsonl"
+    task_file.write_text(json.dumps({"id": "p1", "prompt": "def make(n):\n",
+                                     "tests": "b = make(300 * 1024**2)\nassert len(b) == 300 * 1024**2"}) + "\n")
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"problem_id": "p1", "sample_idx": 0, "completion": "    return bytearray(n)\n"}) + "\n")
+    low, high = tmp_path / "low", tmp_path / "high"
+    args = ["evaluate", "--task", f"jsonl:{task_file}", "--samples", str(samples), "--workers", "1"]
+    assert main([*args, "--out", str(low), "--memory-mb", "128"]) == 0
+    assert json.loads((low / "results.json").read_text())["pass@1"] == 0.0
+    assert json.loads((low / "executions.jsonl").read_text())["status"] == "memory"
+    assert main([*args, "--out", str(high), "--memory-mb", "1024"]) == 0
+    assert json.loads((high / "results.json").read_text())["pass@1"] == 1.0
+    capsys.readouterr()
+
+    log = (low / "executions.jsonl").read_text()
+    assert main([*args, "--out", str(low), "--memory-mb", "1024"]) == 2
+    err = capsys.readouterr().err
+    assert ("was executed with --memory-mb 128, not 1024; rerun with --memory-mb 128 to resume, or use a new "
+            "--out for the new memory limit") in err and err.count("\n") == 1
+    assert (low / "executions.jsonl").read_text() == log
+    assert main([*args, "--out", str(low), "--memory-mb", "128"]) == 0  # the same limit resumes
+    assert json.loads((low / "results.json").read_text())["n_executed_this_run"] == 0
+
+
 @pytest.mark.parametrize("edit, message", [
     # each was a ValueError/TypeError traceback from ExecutionResult.from_dict or the :g format
     (lambda r: {**r, "result": {**r["result"], "status": "weird"}},
      "'result' is not an execution result leti wrote (bad status or frames); delete that line to execute the sample again"),
     (lambda r: {**r, "result": {**r["result"], "frames": "x"}},
      "'result' is not an execution result leti wrote (bad status or frames); delete that line to execute the sample again"),
-    (lambda r: {**r, "timeout_s": "x"}, "'timeout_s' is \"x\", not a number; delete that line to execute the sample again"),
+    (lambda r: {**r, "timeout_s": "x"}, "'timeout_s' is \"x\", not a number; delete that line to execute the sample again"),    (lambda r: {**r, "memory_mb": "x"}, "'memory_mb' is \"x\", not an integer; delete that line to execute the sample again"),
 ])
 def test_a_hand_edited_executions_line_is_named_and_deleting_it_reruns_it(he_samples: Path, tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture, edit, message) -> None:

@@ -94,6 +94,41 @@ def test_tasks_validate_names_the_flag(tmp_path, capsys):
     assert capsys.readouterr().err == "leti: error: --timeout must be at most 86400 seconds (one day), got 10000000000.0\n"
 
 
+# A reference that needs ~300 MB: it fails under a 128 MiB limit and passes under 1024 MiB.
+_BIG = {"id": "big", "split": "test", "prompt": "def make(n):\n", "reference": "    return bytearray(n)\n",
+        "tests": "b = make(300 * 1024**2)\nassert len(b) == 300 * 1024**2"}
+
+
+def test_every_command_that_runs_programs_takes_the_same_execution_flags():
+    """`leti exec`, `tasks validate` and `evaluate` share one definition of the sandbox's flags:
+    `validate` and `evaluate` lacked --memory-mb, so a task whose solutions need more than the
+    default passed under `leti exec --memory-mb` and `leti run` but failed `validate` by memory."""
+    from leti.cli import build_parser
+
+    def flags(*path: str) -> set[str]:
+        parser = build_parser()
+        for name in path:
+            sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+            parser = sub.choices[name]
+        return {o for a in parser._actions for o in a.option_strings}
+
+    shared = {"--timeout", "--workers", "--memory-mb", "--feedback-style", "--unsafe-no-sandbox"}
+    assert shared <= flags("exec")
+    assert shared <= flags("tasks", "validate")
+    assert shared <= flags("evaluate")
+
+
+def test_tasks_validate_takes_the_memory_limit(tmp_path, capsys):
+    task = write_jsonl(tmp_path / "mem.jsonl", [_BIG])
+    assert main(["tasks", "validate", f"jsonl:{task}", "--workers", "1", "--memory-mb", "128"]) == 1
+    out = capsys.readouterr().out
+    assert "0 passed, 1 failed" in out and "--- big: memory" in out and "(128 MiB)" in out
+    assert main(["tasks", "validate", f"jsonl:{task}", "--workers", "1", "--memory-mb", "1024"]) == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+    assert main(["tasks", "validate", f"jsonl:{task}", "--memory-mb", "8"]) == 2
+    assert capsys.readouterr().err == "leti: error: --memory-mb must be >= 64, got 8\n"
+
+
 def test_the_longest_timeout_allowed_still_runs_programs(tmp_path):
     """At the bound a program is still judged, not reported "crashed" by a host that cannot wait so long."""
     inp, out = write_jsonl(tmp_path / "in.jsonl", [{"program": "x = 1\n", "tests": "assert x == 1\n"}]), tmp_path / "o.jsonl"

@@ -13,7 +13,9 @@ or, where that would round it, exactly (0.1000001).
 Re-running on the same DIR resumes: finished samples are neither drawn nor executed again.
 DIR/generation.json (per temperature folder) records what drew the samples; a rerun with
 another model or setting is refused (use a new --out), except a larger --n, which draws only the
-missing samples. results.json repeats those settings under "generation".
+missing samples. results.json repeats those settings under "generation". DIR/executions.jsonl
+records each sample's outcome with the --timeout and --memory-mb it ran under; a rerun with
+another of either is refused (use a new --out).
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    exec_config = execution_config(args)  # bad --timeout/--workers: refused before any sample is drawn
+    exec_config = execution_config(args)  # bad --timeout/--workers/--memory-mb: refused before any sample is drawn
     task = get_task(args.task)
     splits = task.splits()  # loads the problems, which checks the task's eval_defaults too (tasks/contract.py)
     split = args.split or task.eval_defaults.split

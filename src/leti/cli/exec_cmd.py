@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from leti.cli import check_output_file
-from leti.cli.tasks_cmd import build_execution_config
+from leti.cli.tasks_cmd import add_execution_flags, execution_config
 from leti.errors import LetiError, naming_errors, open_naming_errors
-from leti.execution import ExecutionConfig, Executor, Program
+from leti.execution import Executor, Program
 from leti.jsonl import read_json_lines
 
 
@@ -24,29 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="JSONL file of programs, one JSON object per line (fields above)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="JSONL file for the results, one line per input line, in input order (required)")
-    add_execution_args(p)
+    add_execution_flags(p)
     p.set_defaults(func=run)
-
-
-def add_execution_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that executes programs."""
-    d = ExecutionConfig()
-    p.add_argument("--timeout", type=float, default=d.timeout_s, help=f"seconds per program (default {d.timeout_s:g}, at most 86400)")
-    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per core; at most 1024)")
-    p.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address-space limit (default {d.memory_mb})")
-    p.add_argument("--feedback-style", choices=["paper", "rich"], default=d.feedback_style,
-                   help=f"feedback text: paper (trimmed traceback) or rich (also the values of a failing "
-                   f"assert's operands); default {d.feedback_style}")
-    p.add_argument("--unsafe-no-sandbox", action="store_true",
-                   help="run programs WITHOUT isolation (only for code you trust)")
-
-
-def execution_config(args: argparse.Namespace) -> ExecutionConfig:
-    kwargs = dict(timeout_s=args.timeout, memory_mb=args.memory_mb, feedback_style=args.feedback_style,
-                  sandbox="none" if args.unsafe_no_sandbox else "auto")
-    if args.workers is not None:
-        kwargs["workers"] = args.workers
-    return build_execution_config(**kwargs)
 
 
 def read_programs(path: Path) -> tuple[list[dict], list[Program]]:

@@ -18,14 +18,22 @@ _SHOW_FEEDBACK = 3
 
 
 def add_execution_flags(parser: argparse.ArgumentParser) -> None:
-    """--workers / --timeout / --unsafe-no-sandbox, shared with `leti evaluate`."""
-    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxed workers (default: one per core; at most 1024)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per program (paper: 5; at most 86400)")
-    parser.add_argument(
-        "--unsafe-no-sandbox",
-        action="store_true",
-        help="run programs without isolation (only for trusted code, or where bubblewrap is unavailable)",
-    )
+    """The sandbox's flags, one definition for every command that executes programs (`leti exec`,
+    `tasks validate`, `evaluate`): `validate` and `evaluate` lacked --memory-mb, so a task whose
+    solutions need more than the default passed under `leti exec --memory-mb` and under `leti run`
+    with execution.memory_mb raised, and failed `validate` by memory."""
+    d = ExecutionConfig()
+    parser.add_argument("--timeout", type=float, default=d.timeout_s,
+                        help=f"seconds per program (default {d.timeout_s:g}, the paper's; at most 86400)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel sandboxed workers (default: one per core; at most 1024)")
+    parser.add_argument("--memory-mb", type=int, default=d.memory_mb,
+                        help=f"address-space limit per program, MiB (default {d.memory_mb}; a run's execution.memory_mb)")
+    parser.add_argument("--feedback-style", choices=["paper", "rich"], default=d.feedback_style,
+                        help=f"feedback text: paper (trimmed traceback) or rich (also the values of a failing "
+                        f"assert's operands); default {d.feedback_style}")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run programs WITHOUT isolation (only for code you trust, or where bubblewrap is unavailable)")
 
 
 # ExecutionConfig field -> the command-line flag that sets it.
@@ -46,7 +54,9 @@ def build_execution_config(**kwargs) -> ExecutionConfig:
 
 
 def execution_config(args: argparse.Namespace) -> ExecutionConfig:
-    kwargs: dict = {"timeout_s": args.timeout, "sandbox": "none" if args.unsafe_no_sandbox else "auto"}
+    """The ExecutionConfig of the flags `add_execution_flags` defines."""
+    kwargs: dict = {"timeout_s": args.timeout, "memory_mb": args.memory_mb, "feedback_style": args.feedback_style,
+                    "sandbox": "none" if args.unsafe_no_sandbox else "auto"}
     if args.workers is not None:
         kwargs["workers"] = args.workers
     return build_execution_config(**kwargs)

@@ -3,8 +3,9 @@
 DIR/executions.jsonl  one line per executed sample, appended as chunks finish, keyed by
                       (problem_id, sample_idx); a re-run skips every key already there. Each line
                       also records the program that ran (prompt + completion + tests, digested)
-                      and the timeout, so a rerun with another task, an edited task file or
-                      another --timeout is refused instead of reusing outcomes of other programs.
+                      and the timeout and memory limit, so a rerun with another task, an edited
+                      task file, another --timeout or another --memory-mb is refused instead of
+                      reusing outcomes of other programs or other limits.
 DIR/per_problem.jsonl n, c and pass@k per problem (rewritten at the end).
 DIR/results.json      the headline numbers (rewritten at the end); "stderr" holds the standard
                       error over problems of each pass@k (null for one problem). Not a "pass@..."
@@ -38,9 +39,10 @@ class ExecutionLog:
     truncated last line: it is dropped (and cut off the file) so that sample simply runs again.
     A bad line anywhere else is corruption and is reported, not skipped."""
 
-    def __init__(self, path: Path, timeout_s: float | None = None) -> None:
+    def __init__(self, path: Path, timeout_s: float | None = None, memory_mb: int | None = None) -> None:
         self.path = path
         self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
         self._programs: dict[Key, str] = {}
 
     def load(self, samples: Sequence[SampleLike],
@@ -104,6 +106,14 @@ class ExecutionLog:
         if timeout is not None and self.timeout_s is not None and timeout != self.timeout_s:
             raise LetiError(f"{where}: sample {key} was executed with --timeout {timeout:g}, not {self.timeout_s:g}; "
                             f"rerun with --timeout {timeout:g} to resume, or use a new --out for the new timeout")
+        # As the timeout: a sample that ran out of memory under one limit may pass under another.
+        memory = rec.get("memory_mb")
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)):
+            raise LetiError(f"{where}: 'memory_mb' is {json.dumps(memory)[:40]}, not an integer; delete that line to "
+                            "execute the sample again")
+        if memory is not None and self.memory_mb is not None and memory != self.memory_mb:
+            raise LetiError(f"{where}: sample {key} was executed with --memory-mb {memory}, not {self.memory_mb}; "
+                            f"rerun with --memory-mb {memory} to resume, or use a new --out for the new memory limit")
         return key
 
     def append(self, pairs: list[tuple[SampleLike, ExecutionResult]]) -> None:
@@ -115,6 +125,7 @@ class ExecutionLog:
                     "completion_sha1": completion_digest(s.completion),
                     **({"program_sha1": self._programs[sample_key(s)]} if sample_key(s) in self._programs else {}),
                     **({"timeout_s": self.timeout_s} if self.timeout_s is not None else {}),
+                    **({"memory_mb": self.memory_mb} if self.memory_mb is not None else {}),
                     "status": r.status.value,
                     "passed": r.passed,
                     "feedback": r.feedback,
@@ -158,7 +169,7 @@ def run_evaluation(
     out_dir.mkdir(parents=True, exist_ok=True)
     sampled = {s.problem_id for s in samples}
     scored = [p for p in problems if p.id in sampled]
-    log = ExecutionLog(out_dir / "executions.jsonl", exec_config.timeout_s)
+    log = ExecutionLog(out_dir / "executions.jsonl", exec_config.timeout_s, exec_config.memory_mb)
     by_id = {p.id: p for p in problems}
     programs = {sample_key(s): program_digest(task.build_program(by_id[str(s.problem_id)], s.completion))
                 for s in samples if str(s.problem_id) in by_id}
