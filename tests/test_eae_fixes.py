@@ -175,3 +175,23 @@ def test_eae_metrics_print_as_percent_and_pick_the_best_temperature_by_arg_c_f1(
     scores = geneva.extra_metrics([problem], [Sample(problem.id, 0, problem.reference)], [])
     assert set(geneva.metric_units) == set(scores) and set(geneva.metric_units.values()) == {"%"}
     assert geneva.primary_metric == "arg_c_f1"
+
+
+# ---- an event type without a description: its class docstring's article follows the sound ----
+
+
+def test_a_class_without_a_description_says_an_attack_event(tmp_path):
+    """eae-jsonl with no ontology descriptions (an ontology derived from the data): the class
+    docstring said "A Attack event." while the trigger comment below it said "an Attack event"."""
+    sentence = "Rebels attacked the town and used a truck ."
+    mentions = [{"id": f"e{i}", "event_type": t, "trigger": {"start": s, "end": s + 1, "text": w},
+                 "arguments": [{"role": "Agent", "text": "Rebels"}]}
+                for i, (t, s, w) in enumerate([("Attack", 1, "attacked"), ("Using", 5, "used"), ("Sell", 1, "attacked")])]
+    data = tmp_path / "events.jsonl"
+    data.write_text(json.dumps({"wnd_id": "w1", "sentence": sentence, "tokens": sentence.split(),
+                                "event_mentions": mentions}) + "\n")
+    prompts = {p.id: p.prompt for p in get_task(f"eae-jsonl:{data}").problems()}
+    assert '    """An Attack event.' in prompts["eae/test/e0"] and "A Attack event" not in prompts["eae/test/e0"]
+    assert "expresses an Attack event" in prompts["eae/test/e0"]
+    assert '    """A Using event.' in prompts["eae/test/e1"]  # as the trigger comment: "a Using event"
+    assert '    """A Sell event.' in prompts["eae/test/e2"]

@@ -190,8 +190,11 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
 
 def render_class(event: EventType) -> str:
     """The class definition the model sees for one event type."""
+    from leti.tasks.eae.problems import _article  # (problems imports this module)
+
     ind = " " * 4
-    doc = _wrap(event.description or f"A {event.name} event.", ind + '"""', ind)
+    # "An Attack event.", as the prompt's trigger comment says it (was "A Attack event.")
+    doc = _wrap(event.description or f"{_article(event.name).capitalize()} {event.name} event.", ind + '"""', ind)
     if event.roles:
         doc += ["", ind + "Roles:"]
         for role in event.roles:
