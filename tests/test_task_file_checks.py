@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from leti.cli import main
 from leti.errors import LetiError
 from leti.execution import ExecutionConfig, Executor
 from leti.tasks import get_task
+from leti.tasks.jsonl import prompt_syntax_error
 
 PROMPT = "def add(a, b):\n"
 RIGHT, WRONG = "    return a + b\n", "    return a - b\n"
@@ -89,7 +91,6 @@ PYTHON_PROMPTS = [
     PROMPT + "    return a + \\\n",
     PROMPT + "    return a",  # ends inside a line
     "@staticmethod\n",
-    "Write a function add(a, b) returning their sum: ",  # a partial last line is the model's to finish
 ]
 
 
@@ -114,3 +115,100 @@ def test_a_prompt_that_is_not_python_is_warned_about_when_read(tmp_path: Path,
     with Executor(ExecutionConfig(workers=1, timeout_s=10.0)) as ex:
         r = ex.run([task.build_program(problems[first - 1], RIGHT)])[0]
     assert not r.passed and r.exception_type == "SyntaxError" and 'line 1\n    Write a Python' in r.feedback
+
+
+# A last line without its newline is the model's to finish: warned about only where no ending of
+# that line can make it Python (the error lies before its last token, which the model may extend).
+# Each was "no warning", then every sample failed with the SyntaxError.
+PARTIAL_PROSE = [
+    ("Write a python function add(a, b) that returns the sum of a and b.", 1, "invalid syntax"),
+    ("Write a function add(a, b) returning their sum: ", 1, "invalid syntax"),
+    ("import math\nGiven a list, return its sum.", 2, "invalid syntax"),
+    ("Implement fib(n).", 1, "invalid syntax"),
+    ('x = """doc\nends""" here then', 2, "invalid syntax"),
+    ("Write a function that doesn\u2019t return None", 1, "invalid character '\u2019' (U+2019)"),
+    ("x = 1\n    y", 2, "unexpected indent"),
+]
+
+# partial last lines a model can complete into Python: no warning for them
+PARTIAL_PYTHON = [
+    "def add(a, b", "x = [1, 2", "def f(x): return x +", 's = "abc', '"""docstring start', "# comment",
+    PROMPT + "    return", PROMPT + '    """Add a and b', "@staticmethod", "class A(B", "x = 1 \\",
+    "x = 1 if",  # ... y else 2: the error ("invalid syntax" at the last token) is the model's to fix
+    "if x =",  # ... = 0: an error before the last token ("Maybe you meant '=='") the model fixes after it
+    "def f(x=1, y",  # ... =2): "non-default argument follows default argument" without its ending
+    "match x", "x = f(1)[", "x = foo(a)(b", 'print(f"Total: {total:.2f} items {n', "for i in range(10)",
+    "x = 'it''s", "lambda x", "from math import", "   ", "",
+]
+
+# a program whose every prefix ends mid-line: the model could write the rest, so none is warned about
+WHOLE = '''import math
+from typing import Optional
+
+
+@staticmethod
+def add(a: int, b: int = 2, *args, key=None, **kw) -> Optional[int]:
+    """Add a and b.
+
+    >>> add(1, 2)
+    3
+    """
+    total = a + b  # a comment, with words
+    items = [x * 2 for x in range(10) if x % 2 == 0]
+    table = {"a b": 1, 'c': [1, (2, 3)], **kw}
+    label = f"{total:>4} of {len(items)!r} items" + r"\\d+" + 'it\\'s'
+    if (n := len(items)) > 3 and not key:
+        return lambda y, *, z=1: y + z
+    elif total is None or total in (1, 2):
+        raise ValueError("bad " "total") from None
+    match table:
+        case {"a b": 1, **rest}:
+            pass
+        case [first, *_] if first:
+            pass
+    with open(math.__file__) as f, open(f.name) as g:
+        del f, g
+    try:
+        x = yield total
+    except (TypeError, KeyError) as e:
+        assert e, "message"
+    finally:
+        print(x, end="")
+    return x if x else -total ** 2 // 3 @ total
+
+
+class B(object, metaclass=type):
+    async def go(self):
+        async for item in self.items():
+            await item
+'''
+
+
+@pytest.mark.parametrize(("prompt", "line", "message"), PARTIAL_PROSE)
+def test_a_partial_last_line_that_no_ending_makes_python_is_found(prompt: str, line: int, message: str) -> None:
+    assert prompt_syntax_error(prompt) == (line, message)
+    assert prompt_syntax_error(prompt + "\n") == (line, message)  # as with its newline
+
+
+@pytest.mark.parametrize("prompt", PARTIAL_PYTHON)
+def test_a_partial_last_line_the_model_can_finish_is_not_warned_about(prompt: str) -> None:
+    assert prompt_syntax_error(prompt) is None
+
+
+def test_no_prefix_of_a_valid_program_is_warned_about() -> None:
+    compile(WHOLE, "whole", "exec")
+    cuts = [k for k in range(1, len(WHOLE)) if WHOLE[k - 1] != "\n"]
+    assert [(k, WHOLE[:k].rsplit("\n", 1)[-1]) for k in cuts if prompt_syntax_error(WHOLE[:k]) is not None] == []
+
+
+def test_a_one_line_prose_prompt_without_its_newline_is_warned_about(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The reviewer's file: `leti tasks show` printed no warning for the prompt without a newline."""
+    path = tmp_path / "english.jsonl"
+    path.write_text(json.dumps({"id": "a", "prompt": PARTIAL_PROSE[0][0], "tests": "assert add(1, 2) == 3",
+                                "reference": "\ndef add(a, b):\n    return a + b\n"}) + "\n")
+    assert main(["tasks", "show", f"jsonl:{path}"]) == 0
+    assert capsys.readouterr().err == (
+        f"leti: warning: {path}:1: problem 'a': field 'prompt' is not Python on its line 1 (invalid syntax), and a "
+        "program is prompt + completion + tests, so every sample of it would fail with that SyntaxError; write prose "
+        "as a # comment or in a docstring\n")

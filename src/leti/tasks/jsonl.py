@@ -22,7 +22,8 @@ Example line:
 
 The program run is prompt + completion + tests, so the prompt is Python: write instructions in
 prose as a `#` comment or in a docstring. A prompt with a line no completion can make valid
-(plain English on its first line) is warned about when the file is read.
+(plain English on its first line, with or without its newline) is warned about when the file is
+read.
 
 Tests that cannot fail are refused when the file is read (they would make every program pass,
 and `leti tasks validate` cannot see it: the reference passes too). The tests are run as a plain
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -165,13 +167,39 @@ def parse_line(obj: Any, where: str) -> Problem:
 _CONTINUATIONS = ("    pass\n", "pass\n", '    """\n    pass\n', "    '''\n    pass\n", '"""\n', "'''\n", "0\n")
 # errors reported at a bracket or string the prompt opened, which the model may close
 _OPEN = ("never closed", "unterminated", "EOF", "forgot a comma")
+# On the prompt's last line, when it has no newline, the model writes on where the line stops: an
+# error there counts only when it lies before the line's last token (which the model may extend:
+# `ret` -> `return`, `=` -> `==`) and is one of these. Python reports "invalid syntax" (and an
+# unexpected indent) at the last token its parser read, so a parser that stopped before the last
+# token failed whatever follows; the tokenizer's own errors are about the characters where they
+# point. Other messages come from a second pass that may have read on into the continuation
+# (`def f(a) -> List[In` + "    pass" says "expected ':'" after `List`), and are not counted.
+_PREFIX_ERRORS = ("invalid syntax", "unexpected indent", "unexpected unindent")
+_TOKENIZER_ERRORS = ("invalid character", "invalid non-printable character", "unmatched '", "closing parenthesis")
+
+
+def _last_token_start(line: str) -> int:
+    """Where the last token of `line` (a prompt's last line, without its newline) may begin: after
+    its last space, tab or form feed, or after the last bracket, comma or semicolon of the word
+    that follows them when the word holds no quote, `#` or backslash (no character after those
+    extends a token); 0 for a blank line, which the model may still end with a newline."""
+    if not line.strip(" \t\f"):
+        return 0
+    start = re.search(r"[^ \t\f]*$", line).start()  # type: ignore[union-attr]
+    word = line[start:]
+    if not any(c in word for c in "'\"#\\"):
+        start += max((i + 1 for i, c in enumerate(word) if c in "()[]{},;"), default=0)
+    return start
 
 
 def prompt_syntax_error(prompt: str) -> tuple[int, str] | None:
-    """(line, message) of a syntax error on one of the prompt's complete lines that no
-    continuation can fix; None when the prompt can begin a valid program (or it cannot tell)."""
-    complete = prompt.replace("\r\n", "\n").replace("\r", "\n").count("\n")  # a partial last line is the model's
-    found = None
+    """(line, message) of a syntax error that no continuation can fix: on one of the prompt's
+    complete lines, or on its partial last line before that line's last token; None when the
+    prompt can begin a valid program (or it cannot tell)."""
+    text = prompt.replace("\r\n", "\n").replace("\r", "\n")
+    complete = text.count("\n")
+    last_token = _last_token_start(text[text.rfind("\n") + 1:])
+    found = on_last_line = None
     for continuation in _CONTINUATIONS:
         try:
             with warnings.catch_warnings():  # invalid escapes: not ours to warn about
@@ -179,12 +207,16 @@ def prompt_syntax_error(prompt: str) -> tuple[int, str] | None:
                 compile(prompt + continuation, "prompt", "exec", dont_inherit=True)
             return None
         except SyntaxError as e:
+            msg = e.msg or ""
             if (found is None and e.lineno is not None and e.lineno <= complete
-                    and not any(s in (e.msg or "") for s in _OPEN)):
-                found = (e.lineno, e.msg)
+                    and not any(s in msg for s in _OPEN)):
+                found = (e.lineno, msg)
+            elif (on_last_line is None and e.lineno == complete + 1 and e.offset is not None
+                  and 0 <= e.offset - 1 < last_token and (msg in _PREFIX_ERRORS or msg.startswith(_TOKENIZER_ERRORS))):
+                on_last_line = (e.lineno, msg)
         except ValueError:  # a NUL byte: refused by parse_line
             return None
-    return found
+    return found or on_last_line
 
 
 def read_task_file(path: Path) -> list[Problem]:
