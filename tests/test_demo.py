@@ -3,6 +3,7 @@ summary.json, report and plots; a second invocation resumes instead of redoing w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -412,3 +413,82 @@ def test_a_folder_a_refused_run_was_given_is_still_the_users_for_the_demo(tmp_pa
     assert capsys.readouterr().err.strip().splitlines() == [
         f"leti: error: {mine}: not empty and not a leti demo directory (it holds 'notes.txt'); pass a new or empty --run-dir"]
     assert sorted(p.name for p in mine.iterdir()) == [".lock", "notes.txt"]
+
+
+def _hand_arm(root: Path, cfg, counts: list[list[int]]) -> None:
+    """An arm's run folder as the loop leaves it, written by hand: config.yaml (sealed, as leti
+    writes it), run.json, and per iteration k a metrics line (6 gradient steps per iteration)
+    and an eval.json whose per-problem counts (2 samples each) are counts[k]."""
+    from leti.loop.checks import run_config_text
+    from leti.loop.rundir import RunDir, write_json_atomic
+
+    rd = RunDir(root)
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(run_config_text(cfg, "leti"))
+    write_json_atomic(root / "run.json", {"mode": "leti", "config_sealed": True})
+    lines = []
+    for k, cs in enumerate(counts):
+        rd.iteration(k).mkdir(parents=True)
+        ev = {"pass@1": sum(cs) / (2 * len(cs))}
+        write_json_atomic(rd.eval(k), {"pass@k": ev, "per_problem": {f"q{i}": [2, c] for i, c in enumerate(cs)}})
+        lines.append({"iteration": k, "gradient_steps_total": 6 * k, "train_pass_rate": None if k == 0 else 0.0,
+                      "eval": ev})
+    (root / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_an_arm_continued_past_the_demo_is_compared_at_the_demos_iterations(tmp_path, monkeypatch, capsys):
+    """The demo's docs invite continuing an arm with plain `leti run`. Seed 0's textual arm of a
+    two-seed, one-iteration demo went on to iteration 2 (75%); the rerun demo took its final score
+    from iteration 2 and binary's from iteration 1 (no budget-matched difference), while the
+    per-iteration table, cut to the shortest seed, ended at iteration 1 and the gradient steps
+    read 6, 9 and 12 in three places. Every number now comes from the demo's iteration 1, the arm
+    is left as it is (not driven by the loop with iterations: 1), and a note says so. The arms are
+    built by hand: the warm start and the loop are replaced, nothing is trained."""
+    import leti.demo.run as demo_run
+    import leti.loop.runner as runner
+
+    monkeypatch.setattr(demo_run, "warm_start", lambda cfg, progress=True: cached_path(cfg))
+    monkeypatch.setattr(demo_run, "write_corpus", lambda cfg, model: model / "corpus")
+    driven = []
+    monkeypatch.setattr(runner, "run", lambda cfg, run_dir, **kw: driven.append(Path(run_dir)) or 0)
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "demo.json").write_text(json.dumps({"settings": {"config": "demo-quick.yaml", "seeds": [0, 1], "quick": True},
+                                                "stages": {}}))
+    dcfg = load_demo_config(preset_path(True))
+    assert demo_run._arm_run_config(dcfg, 0, "textual").iterations == 1
+    at_1 = {(0, "textual"): [1, 0, 0, 0], (0, "binary"): [0, 0, 0, 0],
+            (1, "textual"): [2, 0, 0, 0], (1, "binary"): [0, 0, 0, 0]}
+    for (seed, arm), cs in at_1.items():
+        counts = [[0, 0, 0, 0], cs] + ([[2, 2, 2, 0]] if (seed, arm) == (0, "textual") else [])
+        cfg = demo_run._arm_run_config(dcfg, seed, arm)
+        _hand_arm(demo / f"seed{seed}" / arm, dataclasses.replace(cfg, iterations=len(counts) - 1), counts)
+    continued = demo / "seed0" / "textual"
+    config_before = (continued / "config.yaml").read_text()
+
+    assert main(["demo", "--quick", "--seeds", "2", "--run-dir", str(demo)]) == 0
+    captured = capsys.readouterr()
+    assert sorted(driven) == sorted(demo / f"seed{s}" / a for s, a in at_1 if (s, a) != (0, "textual"))
+    assert (continued / "config.yaml").read_text() == config_before  # still the user's 2 iterations
+    assert ("leti: note: seed 0's textual arm was continued past the demo's 1 iteration with `leti run` (to "
+            "iteration 2): left as it is, and compared with the other arms at iteration 1") in captured.err
+
+    s = json.loads((demo / "summary.json").read_text())
+    assert s["per_seed"]["0"]["final_pass_at_1"] == {"textual": 0.125, "binary": 0.0}
+    assert s["final_pass_at_1"]["textual"] == pytest.approx((0.125 + 0.25) / 2)
+    assert s["per_seed"]["0"]["vs_binary"]["textual"]["difference_points"] == 12.5
+    assert s["vs_binary"]["textual"]["difference_points"] == pytest.approx(18.75)
+    assert s["per_seed"]["0"]["comparison"]["textual_last_iteration"] == 1
+    for arm in ("textual", "binary"):
+        assert [r["iteration"] for r in s["iterations"][arm]] == [0, 1]
+        assert [r["iteration"] for r in s["per_seed"]["0"]["iterations"][arm]] == [0, 1]
+        assert s["iterations"][arm][-1]["heldout_pass_at_1"] == pytest.approx(s["final_pass_at_1"][arm])
+        assert s["gradient_steps"][arm] == s["iterations"][arm][-1]["gradient_steps"] == 6
+        assert s["per_seed"]["0"]["gradient_steps"][arm] == 6
+    assert s["past_demo_iterations"] == {"seed0/textual": 2}
+    note = ("Every arm is compared at the demo's iteration 1: seed 0's textual arm (to iteration 2) was continued "
+            "past it with `leti run`; the later iterations are left out here.")
+    assert s["arms_note"] == note and s["note"].endswith(note)
+    md = (demo / "report.md").read_text()
+    assert "| textual | 18.8 ± " in md and note in md
+    assert "18.8% ± " in captured.out  # the closing lines print the same numbers

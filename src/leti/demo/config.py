@@ -6,7 +6,8 @@ config shared by all arms (leti/demo/presets/demo.yaml, demo-quick.yaml).
     run: {...}                leti.config.RunConfig fields (model/seed/task are set per arm)
 
 Each arm's resolved RunConfig is written to its run directory as config.yaml, so any arm can
-be resumed or re-run with plain `leti run`.
+be resumed or re-run with plain `leti run`. An arm continued past the demo's iterations that way
+is left alone by a rerun of the demo, whose summary compares every arm at the demo's iterations.
 """
 
 from __future__ import annotations

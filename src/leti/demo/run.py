@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from leti.config import RunConfig
+from leti.config import RunConfig, load_yaml_text
 from leti.demo.config import (
     ARM_LABEL,
     ARMS,
@@ -51,7 +51,7 @@ from leti.demo.config import (
 )
 from leti.demo.summary import make_summary
 from leti.demo.warmstart import cached_path, check_cache, warm_start, write_corpus
-from leti.errors import LetiError
+from leti.errors import LetiError, plural
 from leti.execution.sandbox import resolve_sandbox
 from leti.jsonl import is_number, json_error_reason
 from leti.loop.checks import config_differences
@@ -139,10 +139,24 @@ def _finished_arms(root: Path, seeds: list[int], iterations: int) -> list[str]:
     """The arms whose runs finished every iteration for every seed, in ARMS order: the ones this
     invocation ran plus any an earlier one finished (rerunning with fewer arms must not drop
     finished ones: the report shows every run on disk anyway). An arm stopped part-way is left out:
-    its curve would read as a result."""
+    its curve would read as a result. One continued further with `leti run` counts: the summary
+    reads it at the demo's iterations."""
     def finished(arm: str) -> bool:
         return all(set(range(iterations + 1)) <= RunDir(root / f"seed{s}" / arm).finished_iterations() for s in seeds)
     return [a for a in ARMS if finished(a)]
+
+
+def _continued_past(rd: RunDir, iterations: int) -> int | None:
+    """How far an arm that finished the demo's `iterations` was continued with plain `leti run`
+    (its last finished iteration, or its config's `iterations` if that is more); None if it was
+    not. The demo leaves such an arm alone: driven by the loop with the demo's iterations it was
+    "already finished", and its config.yaml would then record the demo's shorter plan."""
+    done = rd.finished_iterations()
+    if not set(range(iterations + 1)) <= done:
+        return None
+    planned = load_yaml_text(rd.config_path.read_text(encoding="utf-8")).get("iterations") if rd.config_path.is_file() else None
+    reach = max(*done, planned if isinstance(planned, int) and not isinstance(planned, bool) else 0)
+    return reach if reach > iterations else None
 
 
 def _arm_run_config(demo: DemoConfig, seed: int, arm: str) -> RunConfig:
@@ -188,10 +202,11 @@ def _check_arms_fit_preset(arms: tuple[str, ...], cfg_path: Path) -> None:
 
 
 def _write_summary(root: Path, seed_list: list[int], arms: list[str], clock: _Clock, demo: DemoConfig,
-                   incomplete: dict | None = None) -> dict:
+                   iterations: int, incomplete: dict | None = None) -> dict:
     t0 = time.time()
     histories = {s: {arm: load_run(root / f"seed{s}" / arm, arm) for arm in arms} for s in seed_list}
-    summary = make_summary(histories, clock.state, asdict(demo.warmstart))
+    # every arm at the demo's own iterations, also one continued further with `leti run`
+    summary = make_summary(histories, clock.state, asdict(demo.warmstart), iterations=iterations)
     if incomplete is not None:
         summary["incomplete"] = incomplete
         stopped = (f"INCOMPLETE: the demo stopped in seed {incomplete['seed']}'s {incomplete['stage']} "
@@ -219,7 +234,7 @@ def _summarise_after_failure(root: Path, seed_list: list[int], iterations: int, 
             return
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else (
             str(error) if isinstance(error, LetiError) else f"{type(error).__name__}: {error}")
-        _write_summary(root, seed_list, arms, clock, demo,
+        _write_summary(root, seed_list, arms, clock, demo, iterations,
                        incomplete={"seed": where[0], "stage": where[1], "error": " ".join(message.split())})
         if progress:
             print(f"demo: stopped in seed {where[0]}'s {where[1]}; summary of the finished arms "
@@ -284,6 +299,11 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
                 where = (s, f"{arm} arm")
                 t0 = time.time()
                 arm_dir = root / f"seed{s}" / arm
+                if (reach := _continued_past(RunDir(arm_dir), iterations)) is not None:
+                    print(f"leti: note: seed {s}'s {arm} arm was continued past the demo's "
+                          f"{plural(iterations, 'iteration')} with `leti run` (to iteration {reach}): left as it is, "
+                          f"and compared with the other arms at iteration {iterations}", file=sys.stderr)
+                    continue
                 _share_untrained_stages(root / f"seed{s}", arm)
                 if progress:
                     print(f"demo: seed {s}, {ARM_LABEL[arm]} -> {arm_dir}")
@@ -292,4 +312,4 @@ def run_demo(run_dir: str | Path, seed: int = 0, seeds: int = 1, quick: bool = F
     except (Exception, KeyboardInterrupt) as e:
         _summarise_after_failure(root, seed_list, iterations, clock, demo, where, e, progress)
         raise
-    return _write_summary(root, seed_list, _finished_arms(root, seed_list, iterations), clock, demo)
+    return _write_summary(root, seed_list, _finished_arms(root, seed_list, iterations), clock, demo, iterations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import mean, stdev
 
 from leti.feedback.training_text import CONSTANT_FEEDBACK
@@ -92,11 +93,35 @@ def _seed_summary(arms: dict[str, RunHistory]) -> dict:
     return out
 
 
-def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warmstart: dict) -> dict:
+def _reach(h: RunHistory) -> int:
+    """The last iteration `h` finished or is set to run (its config's `iterations`)."""
+    return max(h.planned_iterations or 0, h.last_point.iteration if h.last_point else 0)
+
+
+def _past_note(past: dict[tuple[int, str], int], iterations: int) -> str:
+    """One sentence naming the arms that were continued past the demo's iterations."""
+    named = ", ".join(f"seed {s}'s {a} arm (to iteration {n})" for (s, a), n in past.items())
+    return (f"Every arm is compared at the demo's iteration {iterations}: {named} "
+            f"{'was' if len(past) == 1 else 'were'} continued past it with `leti run`; the later iterations "
+            "are left out here.")
+
+
+def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warmstart: dict,
+                 iterations: int | None = None) -> dict:
     """`histories[seed][arm]` -> the summary: seed means at top level, per-seed detail below.
-    Every seed must have the same arms (the demo runs each arm for every seed)."""
+    Every seed must have the same arms (the demo runs each arm for every seed).
+
+    `iterations`: the demo's own. Every arm is read up to it, so that each number (final scores,
+    differences, curves, gradient steps) is taken at the same iteration of every arm; an arm
+    continued further with plain `leti run` is named in `past_demo_iterations` and the notes."""
     seeds = sorted(histories)
     arms = list(histories[seeds[0]])
+    past: dict[tuple[int, str], int] = {}
+    if iterations is not None:
+        past = {(s, a): _reach(h) for s in seeds for a, h in histories[s].items() if _reach(h) > iterations}
+        histories = {s: {a: replace(h, points=[p for p in h.points if p.iteration <= iterations])
+                         for a, h in by_arm.items()} for s, by_arm in histories.items()}
+    past_note = _past_note(past, iterations) if past and iterations is not None else ""
     per_seed = {str(s): _seed_summary(histories[s]) for s in seeds}
 
     def seed_mean(key: str, arm: str) -> float | None:
@@ -142,7 +167,10 @@ def make_summary(histories: dict[int, dict[str, RunHistory]], clock: dict, warms
                  "covers problem and sampling noise of the evaluation, not training seed-to-seed variance, "
                  "which final_pass_at_1_seed_sd (the sample sd across seeds, with several) shows. vs_binary: "
                  "final pass@1 minus the binary arm's in points, its stderr from per-problem paired differences."
-                 + "".join(f" {_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE)),
+                 + "".join(f" {_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE)
+                 + (f" {past_note}" if past_note else "")),
         # what report.md says of the arms (the note above is about this file's keys)
-        "arms_note": " ".join(f"{_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE),
+        "arms_note": " ".join([*(f"{_CONTROL_NOTE[a]}." for a in arms if a in _CONTROL_NOTE),
+                               *([past_note] if past_note else [])]),
+        **({"past_demo_iterations": {f"seed{s}/{a}": n for (s, a), n in past.items()}} if past else {}),
     }
