@@ -58,3 +58,72 @@ def test_a_key_given_twice_in_a_samples_file_is_refused(tmp_path, capsys):
     assert main(["evaluate", "--task", "humaneval", "--samples", str(samples), "--out", str(tmp_path / "o")]) == 2
     assert _one_line(capsys) == f"leti: error: {samples}:1: key 'completion' appears twice in one object; keep one of them\n"
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def _deep_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [101, 985, 100_000])
+def test_json_nested_too_deeply_is_one_line_naming_file_and_line(tmp_path, capsys, depth):
+    """100000: json.loads raised RecursionError (a traceback); 985: it read, and the line's
+    lone-surrogate check (json.dumps) raised it. Over 100 levels is refused, in every JSONL file."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"program": "x = 1"}\n{"program": "x = 1", "id": ' + _deep_json(depth) + "}\n")
+    assert main(["exec", str(inp), "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert _one_line(capsys) == (f"leti: error: {inp}:2: JSON nested too deeply (more than 100 arrays or objects "
+                                 "inside each other); nest it less deeply\n")
+    task = _task(tmp_path, json.dumps(ROW), '{"id": "a", "prompt": "p", "tests": "assert f()", "meta": {"k": '
+                 + _deep_json(depth) + "}}")
+    assert main(["tasks", "show", task]) == 2
+    assert _one_line(capsys).startswith(f"leti: error: {tmp_path / 'tasks.jsonl'}:2: JSON nested too deeply ")
+
+
+def test_json_nested_100_levels_is_read(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"program": "x = 1", "id": ' + _deep_json(99) + "}\n")
+    assert main(["exec", str(inp), "-o", str(tmp_path / "out.jsonl")]) == 0
+    assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == json.loads(_deep_json(99))
+
+
+def _too_deep_to_compile(n: int) -> str:
+    """An expression nested n deep; skips where this Python compiles it (3.13 does for 3000)."""
+    expr = "-" * n + "1"
+    try:
+        compile(expr, "x", "eval")
+    except (RecursionError, MemoryError):
+        return expr
+    pytest.skip(f"this Python compiles {n} nested unary minuses")
+
+
+@pytest.mark.parametrize("n", [3000, 100_000])
+def test_tests_nested_too_deeply_to_compile_are_one_line(tmp_path, capsys, n):
+    """compile() raised RecursionError (3000) or MemoryError (100000): a traceback."""
+    task = _task(tmp_path, json.dumps(ROW), json.dumps({**ROW, "id": "deep", "tests": f"assert f() == {_too_deep_to_compile(n)}"}))
+    assert main(["tasks", "validate", task]) == 2
+    assert _one_line(capsys) == (f"leti: error: {tmp_path / 'tasks.jsonl'}:2: field 'tests' is nested too deeply for "
+                                 "Python to compile, so every program would fail; nest it less deeply\n")
+
+
+@pytest.mark.parametrize("n", [3000, 100_000])
+@pytest.mark.parametrize("tests", ["assert add(1, 2) == 3", "check(add)"])
+def test_a_prompt_nested_too_deeply_to_compile_is_no_traceback(tmp_path, capsys, n, tests):
+    """The prompt check gives no warning (it cannot tell); the tests-can-fail rule, which reads the
+    prompt for a checker (check(add)), gives the benefit of the doubt. Both raised RecursionError
+    or MemoryError."""
+    prompt = f"X = {_too_deep_to_compile(n)}\ndef add(a, b):\n"
+    task = _task(tmp_path, json.dumps({**ROW, "prompt": prompt, "tests": tests}))
+    assert main(["tasks", "show", task]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_tests_nested_too_deeply_are_refused_by_the_tests_can_fail_rule_too():
+    """check_tests_can_fail is told its tests compile; ast.parse may still fail where compile did not."""
+    from leti.errors import LetiError
+    from leti.tasks.tests_can_fail import check_tests_can_fail
+
+    with pytest.raises(LetiError) as err:
+        check_tests_can_fail(f"assert f() == {_too_deep_to_compile(100_000)}", "def f():\n", "f", "t.jsonl:3")
+    assert str(err.value) == ("t.jsonl:3: field 'tests' is nested too deeply for Python to compile, so every program "
+                              "would fail; nest it less deeply")
+

@@ -43,7 +43,34 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
             raise LetiError(f"{where}: not valid JSON ({json_error_reason(e, line=False)}); one {item} per line") from None
         except _RepeatedKey as e:
             raise LetiError(f"{where}: key {e.key!r} appears twice in one object; keep one of them") from None
+        except RecursionError:  # json.loads recurses: arrays in arrays some 1000 deep
+            raise _too_deep(where) from None
+        if _deeper_than(value, MAX_DEPTH):
+            raise _too_deep(where)
         yield where, lineno, value
+
+
+# json.loads reads some 1000 levels, and a value it read a little under that raised RecursionError
+# later, where json.dumps wrote it again (the lone-surrogate check, `leti exec`'s output): a depth
+# no data file needs, under which the callers' own recursion has room.
+MAX_DEPTH = 100
+
+
+def _too_deep(where: str) -> LetiError:
+    return LetiError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} arrays or objects inside each other); "
+                     "nest it less deeply")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in `value` are nested more than `limit` deep (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def json_error_reason(e: json.JSONDecodeError | UnicodeDecodeError, line: bool = True) -> str:

@@ -71,7 +71,7 @@ from leti.errors import LetiError, plural
 from leti.jsonl import lone_surrogate, lone_surrogate_error, read_json_lines
 from leti.tasks.base import Problem, Task, absolute_path
 from leti.tasks.registry import register_task
-from leti.tasks.tests_can_fail import check_tests_can_fail
+from leti.tasks.tests_can_fail import check_tests_can_fail, tests_too_deep
 
 # field -> (accepted types, required)
 SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -126,12 +126,15 @@ def parse_line(obj: Any, where: str) -> Problem:
                         "source cannot contain; remove it")
     try:
         compile(obj["tests"], "tests", "exec")
+        tree = ast.parse(obj["tests"])
     except SyntaxError as e:  # else every program of this problem fails, and trains as a failure
         at = f"line {e.lineno}: " if e.lineno is not None else ""
         raise LetiError(f"{where}: field 'tests' is not valid Python ({at}{e.msg}); fix the tests") from None
+    except (RecursionError, MemoryError):  # thousands of nested operators: Python's parser gives up
+        raise tests_too_deep(where) from None
     # legal in the tests alone, but they run after prompt + completion, where Python refuses it:
     # every program, the reference's too, would be a SyntaxError trained on as a failure
-    future = next((node.lineno for node in ast.parse(obj["tests"]).body
+    future = next((node.lineno for node in tree.body
                    if isinstance(node, ast.ImportFrom) and node.module == "__future__"), None)
     if future is not None:
         raise LetiError(f"{where}: field 'tests' has a 'from __future__' import (its line {future}), which Python allows "
@@ -215,6 +218,8 @@ def prompt_syntax_error(prompt: str) -> tuple[int, str] | None:
                   and 0 <= e.offset - 1 < last_token and (msg in _PREFIX_ERRORS or msg.startswith(_TOKENIZER_ERRORS))):
                 on_last_line = (e.lineno, msg)
         except ValueError:  # a NUL byte: refused by parse_line
+            return None
+        except (RecursionError, MemoryError):  # nested too deeply for this Python's parser: cannot tell
             return None
     return found or on_last_line
 

@@ -74,6 +74,8 @@ def _parse_prompt(prompt: str) -> ast.Module | None:
                 return ast.parse("".join(lines[:keep]))
         except (SyntaxError, ValueError):  # ValueError: a NUL byte
             continue
+        except (RecursionError, MemoryError):  # nested too deeply for Python's parser: no tree
+            return None
     return None
 
 
@@ -137,12 +139,22 @@ def _unconditional_exit(tree: ast.Module) -> ast.stmt | None:
     return None
 
 
+def tests_too_deep(where: str) -> LetiError:
+    """The refusal of tests that Python's parser cannot read: RecursionError or MemoryError on
+    thousands of nested operators (`-` * 3000 + `1`)."""
+    return LetiError(f"{where}: field 'tests' is nested too deeply for Python to compile, so every program would "
+                     "fail; nest it less deeply")
+
+
 def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where: str) -> None:
     """Refuse (LetiError, one line) tests that cannot fail, by the rule in the module docstring.
     `tests` is known to compile."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tree = ast.parse(tests)
+        try:
+            tree = ast.parse(tests)
+        except (RecursionError, MemoryError):  # compile() may have had room where ast.parse has not
+            raise tests_too_deep(where) from None
     wrong = "so every program would pass"
     example = f"assert {entry_point or 'f'}(...) == ..."
     if all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
