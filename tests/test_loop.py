@@ -404,3 +404,32 @@ def test_eval_stderr_of_an_old_eval_json_is_rebuilt_from_per_problem() -> None:
     assert got["pass@1"] == pytest.approx(stdev([0.5, 1.0, 0.0]) / math.sqrt(3))
     assert got["pass@2"] == pytest.approx(stdev([1.0, 1.0, 0.0]) / math.sqrt(3))
     assert eval_stderr({**old, "pass@k_stderr": {"pass@1": None}}) == {"pass@1": None}  # stored wins
+
+
+def test_progress_lines_print_the_evaluation_as_metrics_jsonl_holds_it(tmp_path, capsys, geneva):
+    """A GENEVA run's console never showed its F1 scores (metrics.jsonl's "eval" has them), and the
+    line of an iteration evaluated late (evaluate_finished: not evaluated under eval.every, then the
+    last) had no ±. Both lines now print every metric of the evaluation, in one format: ± where a
+    standard error exists, the task's unit. The stages read their eval.json, so no model is needed."""
+    from leti.config import RunConfig
+    from leti.loop.iteration import Iterations
+    from leti.loop.rundir import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    f1s = {"arg_i_precision": 50.0, "arg_i_recall": 25.0, "arg_i_f1": 33.3333,
+           "arg_c_precision": 25.0, "arg_c_recall": 12.5, "arg_c_f1": 16.6667}
+    for k in (0, 1):
+        rd.iteration(k).mkdir(parents=True)
+        rd.eval(k).write_text(json.dumps({"pass@k": {"pass@1": 0.25, "pass@2": 0.5}, "task_metrics": f1s,
+                                          "pass@k_stderr": {"pass@1": 0.125, "pass@2": None}, "wall_s": 1.0}))
+    cfg = RunConfig(model="unused", task="geneva", iterations=1)
+    its = Iterations(cfg, rd, geneva, [], [], None, None, "leti", None)
+    its.iteration(0, last=1)  # iteration 0: its evaluation only
+    rd.append_metrics({"iteration": 1, "gradient_steps_total": 4, "eval": None, "eval_stderr": None, "wall_s": 2.0})
+    its.evaluate_finished(1)  # iteration 1 finished unevaluated, then evaluated as the last
+    evaluation = ("pass@1=0.2500±0.1250, pass@2=0.5000, arg_i_precision=50.0000%, arg_i_recall=25.0000%, "
+                  "arg_i_f1=33.3333%, arg_c_precision=25.0000%, arg_c_recall=12.5000%, arg_c_f1=16.6667%")
+    assert capsys.readouterr().out.splitlines() == [
+        f"leti: iteration 0: gradient_steps_total=0, train_pass_rate=None, {evaluation}",
+        f"leti: iteration 1: {evaluation}"]
+    assert [r["eval"] for r in rd.metrics()] == [{"pass@1": 0.25, "pass@2": 0.5, **f1s}] * 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from leti.config import RunConfig
@@ -129,13 +130,23 @@ class Iterations:
             "wall_s": round(sum(walls), 2), "checkpoint": self.source(k) if k == 0 else str(Path(self.source(k)).resolve()),
         }
         self.rd.append_metrics(record)
-        se = record["eval_stderr"] or {}
-        print(f"leti: iteration {k}: " + ", ".join(
-            (f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}") + (f"±{se[key]:.4f}" if se.get(key) is not None else "")
-            for key, v in [("gradient_steps_total", steps), ("train_pass_rate", record["train_pass_rate"]),
-                           *((ev or {}).get("pass@k", {}).items()),
-                           *([("pretrain_heldout_loss", record["pretrain_heldout_loss"])]
-                             if record["pretrain_heldout_loss"] is not None else [])]))
+        print(self._progress(k, record, [("gradient_steps_total", steps), ("train_pass_rate", record["train_pass_rate"])],
+                             [("pretrain_heldout_loss", record["pretrain_heldout_loss"])]
+                             if record["pretrain_heldout_loss"] is not None else []))
+
+    def _progress(self, k: int, record: dict, before: Sequence[tuple[str, object]] = (),
+                  after: Sequence[tuple[str, object]] = ()) -> str:
+        """The console line of iteration k's metrics line `record`: the fields `before`, every
+        metric of its evaluation as metrics.jsonl's "eval" holds it (pass@k and the task's own,
+        such as GENEVA's F1s), then `after`; ±standard error where one is known, the task's unit."""
+        se, units = record.get("eval_stderr") or {}, getattr(self.task, "metric_units", {})
+
+        def field(key: str, v: object) -> str:
+            value = f"{v:.4f}" if isinstance(v, float) else f"{v}"
+            return f"{key}={value}" + (f"±{se[key]:.4f}" if se.get(key) is not None else "") + units.get(key, "")
+
+        fields = [*before, *(record.get("eval") or {}).items(), *after]
+        return f"leti: iteration {k}: " + ", ".join(field(key, v) for key, v in fields)
 
     def _add_to_metrics(self, k: int, fields: dict) -> None:
         """Add `fields` to the finished iteration k's metrics line (nothing to do when it has them)."""
@@ -151,7 +162,7 @@ class Iterations:
         record.update({"eval": {**ev["pass@k"], **ev.get("task_metrics", {})}, "eval_stderr": stages.eval_stderr(ev),
                        "wall_s": round((record.get("wall_s") or 0) + ev["wall_s"], 2)})
         self.rd.replace_metrics(record)
-        print(f"leti: iteration {k}: " + ", ".join(f"{key}={v:.4f}" for key, v in ev["pass@k"].items()))
+        print(self._progress(k, record))
 
     def _samples(self, k: int) -> tuple[dict, float]:
         rd, cfg = self.rd, self.cfg
