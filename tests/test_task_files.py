@@ -127,3 +127,15 @@ def test_tests_nested_too_deeply_are_refused_by_the_tests_can_fail_rule_too():
     assert str(err.value) == ("t.jsonl:3: field 'tests' is nested too deeply for Python to compile, so every program "
                               "would fail; nest it less deeply")
 
+
+@pytest.mark.parametrize(("split", "message"), [
+    ("", "field 'split' is empty; leave it out for the default 'test'"),
+    ("  ", "field 'split' is blank; leave it out for the default 'test'"),
+    # was accepted: `leti tasks show` counted a split '  ', and --split train found no problem
+    ("train ", "field 'split' 'train ' has whitespace around it, which a split name cannot have; write \"train\""),
+    ("\ttest", "field 'split' '\\ttest' has whitespace around it, which a split name cannot have; write \"test\""),
+])
+def test_a_blank_or_padded_split_is_refused(tmp_path, capsys, split, message):
+    task = _task(tmp_path, json.dumps(ROW), json.dumps({**ROW, "id": "b", "split": split}))
+    assert main(["tasks", "show", task]) == 2
+    assert _one_line(capsys) == f"leti: error: {tmp_path / 'tasks.jsonl'}:2: {message}\n"

@@ -148,8 +148,11 @@ def parse_line(obj: Any, where: str) -> Problem:
         # would bypass the check above (a string would stop at each of its characters).
         raise LetiError(f"{where}: 'stop' inside 'meta' is reserved; give stop sequences as the top-level field 'stop'")
     split = obj.get("split", "test")
-    if not split:
-        raise LetiError(f"{where}: field 'split' is empty; leave it out for the default 'test'")
+    if not split.strip():
+        raise LetiError(f"{where}: field 'split' is {'blank' if split else 'empty'}; leave it out for the default 'test'")
+    if split != split.strip():  # `--split train` (or a run's train_split) would not select "train "
+        raise LetiError(f"{where}: field 'split' {split!r} has whitespace around it, which a split name cannot "
+                        f"have; write {json.dumps(split.strip())}")
     meta = dict(obj.get("meta") or {})
     if stop is not None:
         meta["stop"] = list(stop)
