@@ -294,9 +294,12 @@ def test_sft_names_the_reference_solutions_that_fail_their_tests(tmp_path, tiny_
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["sft", CONFIG, "--run-dir", str(tmp_path / "sft"), "--set", f"model={tiny_model_path}",
                  "--set", f"task=jsonl:{path}", "--set", "trainer.pretrain_mix_ratio=0", "--set", "trainer.epochs=1",
-                 "--set", "eval.n=1", "--set", "eval.ks=[1]"]) == 0
+                 "--set", "eval.n=1", "--set", "eval.ks=[1]", "--set", "execution.memory_mb=2048"]) == 0
+    # with the run's own limits (the memory limit is not validate's default), so it sees what the run saw
     assert (f"leti: warning: 1 of 2 reference solutions fail their own tests (t2) and are trained on all the same; "
-            f"`leti tasks validate jsonl:{path} --split train --timeout 5` shows why\n") in capsys.readouterr().err
+            f"`leti tasks validate jsonl:{path} --split train --timeout 5 --memory-mb 2048` shows why\n") in capsys.readouterr().err
+    assert main(["tasks", "validate", f"jsonl:{path}", "--split", "train", "--timeout", "5", "--memory-mb", "2048"]) == 1
+    assert "t2" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from leti.config import (
     yaml_value,
 )
 from leti.errors import LetiError, size_text
+from leti.execution.config import ExecutionConfig
 from leti.loop.paths import PATH_FIELDS
 from leti.loop.rundir import RunDir, read_json, write_json_atomic, write_text_atomic
 
@@ -393,9 +394,15 @@ def failing_references_warning(cfg: RunConfig, task, problems: list, executor) -
     if not failed:
         return None
     ids = ", ".join(map(str, failed[:10])) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+    # the run's own limits, so that validate sees the failures the run saw
+    limits = f" --timeout {cfg.execution.timeout_s:g}"
+    if cfg.execution.memory_mb != ExecutionConfig().memory_mb:
+        limits += f" --memory-mb {cfg.execution.memory_mb}"
+    if cfg.execution.sandbox == "none":
+        limits += " --unsafe-no-sandbox"
     return (f"leti: warning: {len(failed)} of {len(with_ref)} reference solutions fail their own tests ({ids}) and are "
-            f"trained on all the same; `leti tasks validate {shlex.quote(cfg.task)} --split {shlex.quote(cfg.train_split)} "
-            f"--timeout {cfg.execution.timeout_s:g}` shows why")
+            f"trained on all the same; `leti tasks validate {shlex.quote(cfg.task)} --split {shlex.quote(cfg.train_split)}"
+            f"{limits}` shows why")
 
 
 def check_disk(where: Path, k: int, model, cfg: RunConfig, carry: bool) -> None:
