@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from statistics import stdev
@@ -1136,3 +1137,32 @@ def test_a_demos_arms_and_seeds_draw_their_held_out_samples_alike(quick):
     cfg = load_demo_config(preset_path(quick))
     drawn = {eval_settings(arm_config(cfg, seed, f"/cache/warmstart-seed{seed}", arm)) for seed in (0, 1) for arm in ARMS}
     assert len(drawn) == 1
+
+
+def test_a_demo_summary_older_than_its_runs_is_said_to_be(tmp_path):
+    """An arm continued with plain `leti run` after the demo wrote summary.json: the report showed
+    the summary's tables, which stop at the demo's iteration, beside a comparison of the whole runs
+    without a word. Once the demo is run again its summary names the arm and the line goes."""
+    from leti.demo.summary import make_summary
+
+    demo = tmp_path / "demo"
+    rows = [(0, {"pass@1": (0.0, 0.0)}), (1, {"pass@1": (0.25, 0.25)})]
+    for arm in ("textual", "binary"):
+        _hand_run(demo / "seed0" / arm, rows, textual=arm == "textual")
+
+    def summarise(**kw) -> None:
+        hist = {0: {arm: load_run(demo / "seed0" / arm, arm) for arm in ("textual", "binary")}}
+        (demo / "summary.json").write_text(json.dumps(make_summary(hist, {"wall_seconds": 1.0}, {}, **kw)))
+
+    summarise()
+    build_report(demo)
+    assert "older than the runs" not in (demo / "report.md").read_text()
+    shutil.rmtree(demo / "seed0" / "textual")  # continued to iteration 2
+    _hand_run(demo / "seed0" / "textual", [*rows, (2, {"pass@1": (0.75, 0.25)})])
+    build_report(demo)
+    assert ("**summary.json is older than the runs**: `seed0/textual` (to iteration 2) went on past its last "
+            "iteration (1) after it was written") in (demo / "report.md").read_text()
+    summarise(iterations=1)  # what `leti demo` writes when run again
+    build_report(demo)
+    md = (demo / "report.md").read_text()
+    assert "older than the runs" not in md and "continued past it with `leti run`" in md

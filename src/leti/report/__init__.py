@@ -571,6 +571,32 @@ def _summary_notes(summary: dict) -> list[Block]:
     return out
 
 
+def _stale_summary(root: Path, histories: list[RunHistory], summary: dict) -> list[Block]:
+    """A line when runs went on past summary.json's last iteration after it was written (an arm
+    continued with plain `leti run`): its tables would stop short of them without a word. An arm
+    the summary itself names in past_demo_iterations (at that iteration) is accounted for."""
+    rows = [r.get("iteration") for rows in (summary.get("iterations") or {}).values() for r in rows]
+    last = max((i for i in rows if isinstance(i, int) and not isinstance(i, bool)), default=None)
+    known = summary.get("past_demo_iterations")
+    known = known if isinstance(known, dict) else {}
+    later = []
+    for h in histories:
+        if last is None or not h.points or h.points[-1].iteration <= last:
+            continue
+        try:
+            name = h.root.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            name = h.name
+        if known.get(name) != h.points[-1].iteration:
+            later.append(f"`{name}` (to iteration {h.points[-1].iteration})")
+    if not later:
+        return []
+    return [Para(f"**summary.json is older than the runs**: {', '.join(later)} went on past its last iteration "
+                 f"({last}) after it was written, and its tables above leave that out. Run the `leti demo` command "
+                 "again to rewrite it (it compares every arm at the demo's own iterations), or delete it to report the "
+                 "runs alone.")]
+
+
 def _prompt_clause(histories: list[RunHistory]) -> str:
     """What the trained LeTI runs' held-out prompts began with, as each run's eval.json records it
     (a run trained without reward tokens is evaluated on the plain prompt); "" when none says."""
@@ -602,7 +628,8 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
                        + ("; `leti sft` runs train on the task's reference solutions and are evaluated on the plain "
                           "prompt" if sft else "") + "."))
     blocks += _what_was_run(histories)
-    blocks += (_summary_blocks(summary) + _summary_notes(summary)) if demo else _runs_table(histories)
+    blocks += (_summary_blocks(summary) + _summary_notes(summary) + _stale_summary(root, histories, summary)
+               if demo else _runs_table(histories))
     blocks.append(Para(STDERR_NOTE))
     pairs, refused = _arm_pairs(histories)
     blocks += [Para(line) for line in refused]
