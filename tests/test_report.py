@@ -1166,3 +1166,10 @@ def test_a_demo_summary_older_than_its_runs_is_said_to_be(tmp_path):
     build_report(demo)
     md = (demo / "report.md").read_text()
     assert "older than the runs" not in md and "continued past it with `leti run`" in md
+    # continued with iterations=4 and stopped after 2: the summary names what the folder holds
+    shutil.rmtree(demo / "seed0" / "textual")
+    _hand_run(demo / "seed0" / "textual", [*rows, (2, {"pass@1": (0.75, 0.25)})], iterations=4)
+    summarise(iterations=1)
+    assert json.loads((demo / "summary.json").read_text())["past_demo_iterations"] == {"seed0/textual": 2}
+    build_report(demo)
+    assert "older than the runs" not in (demo / "report.md").read_text()

@@ -94,8 +94,8 @@ def _seed_summary(arms: dict[str, RunHistory]) -> dict:
 
 
 def _reach(h: RunHistory) -> int:
-    """The last iteration `h` finished or is set to run (its config's `iterations`)."""
-    return max(h.planned_iterations or 0, h.last_point.iteration if h.last_point else 0)
+    """The last iteration `h` finished (what its folder holds past the demo's, not its plan)."""
+    return h.last_point.iteration if h.last_point else 0
 
 
 def _past_note(past: dict[tuple[int, str], int], iterations: int) -> str:

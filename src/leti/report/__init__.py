@@ -587,7 +587,8 @@ def _stale_summary(root: Path, histories: list[RunHistory], summary: dict) -> li
             name = h.root.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             name = h.name
-        if known.get(name) != h.points[-1].iteration:
+        recorded = known.get(name)
+        if not (isinstance(recorded, int) and recorded >= h.points[-1].iteration):
             later.append(f"`{name}` (to iteration {h.points[-1].iteration})")
     if not later:
         return []
