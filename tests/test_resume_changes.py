@@ -53,6 +53,14 @@ def test_a_shortened_run_evaluates_its_new_last_iteration(tmp_path, tiny_model_p
     assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1", "--set", "eval.every=2")) == 0
     assert "already finished (1 iteration);" in capsys.readouterr().out
 
+    # back to 2, where the run ended: recorded; then 1 again, which the run went past: nothing runs
+    # under it, so config.yaml keeps the plan the run finished
+    for iterations, recorded in ((2, 2), (1, 2)):
+        assert main(_args(run, tiny_model_path, shared_add_task, "--set", f"iterations={iterations}",
+                          "--set", "eval.every=2")) == 0
+        assert "already finished" in capsys.readouterr().out
+        assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == recorded
+
 
 @pytest.mark.slow
 def test_iterations_changes_under_pruning_and_eval_every(tmp_path, tiny_model_path, shared_add_task, capsys):

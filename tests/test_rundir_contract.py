@@ -306,6 +306,7 @@ def test_repair_of_a_missing_file_creates_nothing(tmp_path):
     (lambda r: r.update(passed=0), "'passed' is 0"),
     (lambda r: r.update(exception_type=["AssertionError"]), "'exception_type' is [\"AssertionError\"]"),
     (lambda r: r.update(cut_off=7), "'cut_off' is 7"),  # the report and the stop hint quote it
+    (lambda r: r.update(cut_off=None), "'cut_off' is null"),  # leti leaves the key out instead
     (lambda r: r.pop("completion"), "bad or missing completion"),
     (lambda r: r.pop("passed"), "bad or missing passed"),
     (lambda r: r.update(completion=None), "bad or missing completion"),

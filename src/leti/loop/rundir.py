@@ -373,7 +373,7 @@ def sample_record_problem(r: object) -> str | None:
         return "needs problem_id and sample_idx"
     for name, ok in (("passed", lambda v: isinstance(v, bool)), ("status", lambda v: v in _STATUSES),
                      ("exception_type", lambda v: isinstance(v, (str, type(None)))),
-                     ("cut_off", lambda v: isinstance(v, (str, type(None))))):  # the stop hint quotes it
+                     ("cut_off", lambda v: isinstance(v, str))):  # the stop hint quotes it (leti writes text or nothing)
         if name in r and not ok(r[name]):
             return f"{name!r} is {json.dumps(r[name])[:40]}"
     for name in ("passed", "status", "prompt", "completion"):

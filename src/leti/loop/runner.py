@@ -171,11 +171,12 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         if not resuming:
             start_run_dir(rd, saved, mode)
         if todo is None and not final_unevaluated:
-            if resuming and mode == "leti" and load_yaml_text(rd.config_path.read_text(encoding="utf-8")).get("iterations") != last:
+            if (resuming and mode == "leti" and max(r["iteration"] for r in records) == last
+                    and load_yaml_text(rd.config_path.read_text(encoding="utf-8")).get("iterations") != last):
                 # a stopped run ended where it stopped (--set iterations=3 after iteration 3 of 6):
                 # recorded as when its new last iteration is still to evaluate (below); config.yaml
                 # kept 6, and the report called the finished run unfinished. An unchanged
-                # `iterations` leaves the file as the run wrote it.
+                # `iterations`, or one below what the run finished (it ran to 6), leaves the file.
                 write_text_atomic(rd.config_path, run_config_text(saved, mode))
             print(f"leti: run {rd.root} is already finished ({plural(last, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
