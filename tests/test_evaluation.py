@@ -908,7 +908,8 @@ def test_evaluate_takes_the_memory_limit_and_a_rerun_keeps_to_it(tmp_path: Path,
      "'result' is not an execution result leti wrote (bad status or frames); delete that line to execute the sample again"),
     (lambda r: {**r, "result": {**r["result"], "frames": "x"}},
      "'result' is not an execution result leti wrote (bad status or frames); delete that line to execute the sample again"),
-    (lambda r: {**r, "timeout_s": "x"}, "'timeout_s' is \"x\", not a number; delete that line to execute the sample again"),    (lambda r: {**r, "memory_mb": "x"}, "'memory_mb' is \"x\", not an integer; delete that line to execute the sample again"),
+    (lambda r: {**r, "timeout_s": "x"}, "'timeout_s' is \"x\", not a number; delete that line to execute the sample again"),
+    (lambda r: {**r, "memory_mb": "x"}, "'memory_mb' is \"x\", not an integer; delete that line to execute the sample again"),
 ])
 def test_a_hand_edited_executions_line_is_named_and_deleting_it_reruns_it(he_samples: Path, tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture, edit, message) -> None:

@@ -43,6 +43,12 @@ def _script_error(source: str, tmp_path) -> str:
 @pytest.mark.parametrize("name", list(DEEP))
 def test_a_program_too_deep_to_compile_is_invalid_in_the_interpreters_words(ex, name, tmp_path):
     program = Program(*DEEP[name], id=name)
+    try:
+        compile(program.source, "main.py", "exec")
+    except (RecursionError, MemoryError):
+        pass
+    else:  # Python 3.13 compiles the 3000-deep ones
+        pytest.skip(f"Python {sys.version.split()[0]} compiles {name}")
     r = run_within(ex, [program], timeout=60.0)[0]
     assert r.status is Status.INVALID, (r.status, r.feedback)
     assert r.exception_type in ("RecursionError", "MemoryError"), (r.exception_type, r.feedback)

@@ -333,14 +333,22 @@ def test_cut_middle_limit_and_cut_count_hold_at_every_size(char):
 
 
 @pytest.mark.parametrize("completion", [
-    "def f():\n    return " + "-" * 3000 + "1\n",  # RecursionError in ast.parse
+    "def f():\n    return " + "-" * 3000 + "1\n",  # RecursionError in ast.parse (3.11, 3.12)
     "def f():\n    return " + "-" * 100000 + "1\n",  # MemoryError from the parser's stack
 ])
 def test_postprocess_hints_survive_a_completion_nested_too_deeply_to_parse(completion):
     """Model output is hostile input: a completion the parser cannot hold (valid Python nested
     thousands deep) raised RecursionError / MemoryError out of the hint rules and stopped the
     run's training-text stage. It is judged as an unparsable one is, line by line."""
+    import ast
+
     from leti.feedback.training_text import feedback_text
 
+    try:
+        ast.parse(completion)
+    except (RecursionError, MemoryError):
+        pass
+    else:  # 3.10 and 3.13 parse 3000 deep
+        pytest.skip("this Python parses it")
     result = ExecutionResult(id=1, status=Status.FAILED, feedback="AssertionError", exception_type="AssertionError")
     assert feedback_text(completion, result, hints=True).startswith("AssertionError")

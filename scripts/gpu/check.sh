@@ -16,7 +16,7 @@ step() {
   local name=$1 limit=$2; shift 2
   local left=$(( BUDGET - ($(date +%s) - START) - 10 ))
   (( left < limit )) && limit=$left
-  if (( limit < 15 )); then echo "== $name: not run (out of time)" | tee "$OUT/$name.txt"; return; fi
+  if (( limit < 15 )); then echo "== $name: not run (out of time)" | tee "$OUT/$name.txt" -a "$OUT/summary.txt"; return; fi
   echo "== $name (limit ${limit}s)"
   local t0; t0=$(date +%s)
   timeout -k 5 "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"

@@ -440,9 +440,10 @@ def refuse_unguarded_main() -> None:
             where = frame.f_globals["__file__"]
             break
         frame = frame.f_back
-    raise LetiError(f"{where} started a vLLM engine while a new process was re-running it: put the script's code "
-                    "under `if __name__ == \"__main__\":` (vLLM starts its engine processes by re-running the "
-                    "script that started leti)")
+    # SystemExit, not LetiError: no leti command is above this bootstrap to print it in one line
+    raise SystemExit(f"leti: error: {where} started a vLLM engine while a new process was re-running it: put the "
+                     "script's code under `if __name__ == \"__main__\":` (vLLM starts its engine processes by "
+                     "re-running the script that started leti)")
 
 
 def _reason(error: Exception, limit: int = 300) -> str:

@@ -153,7 +153,7 @@ def check_tests_can_fail(tests: str, prompt: str, entry_point: str | None, where
         warnings.simplefilter("ignore")
         try:
             tree = ast.parse(tests)
-        except (RecursionError, MemoryError):  # compile() may have had room where ast.parse has not
+        except (RecursionError, MemoryError):  # ast.parse and compile() give up at different depths
             raise tests_too_deep(where) from None
     wrong = "so every program would pass"
     example = f"assert {entry_point or 'f'}(...) == ..."
