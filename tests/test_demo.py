@@ -382,6 +382,37 @@ def test_a_wrong_type_in_the_demo_task_or_run_section_is_one_line(tmp_path, caps
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    # falsy wrong types were read as "no fields": the full demo's defaults (600 warm-start steps),
+    # even with --quick
+    ("task", None, [], "field 'task' must be a mapping, got []"),
+    ("run", None, 0, "field 'run' must be a mapping, got 0"),
+    ("warmstart", None, [], "field 'warmstart' must be a mapping, got []"),
+    ("warmstart", None, False, "field 'warmstart' must be a mapping, got False"),
+    ("task", None, None, "section 'task' is empty; give it fields, or remove it to keep its defaults"),
+    ("run", None, None, "section 'run' is empty; give it fields, or remove it to keep its defaults"),
+    ("warmstart", None, None, "section 'warmstart' is empty; give it fields, or remove it to keep its defaults"),
+    ("task", None, {"tran": 4}, "unknown field 'task.tran' (known fields: train, test)"),
+    # DemoConfig's own checks named neither the file nor the field
+    ("task", "train", 0, "field 'task.train' = 0 must be >= 1"),
+    ("task", "test", -2, "field 'task.test' = -2 must be >= 1"),
+    ("run", "model", "gpt2", "field 'run.model' is set by the demo per seed and arm; remove it"),
+    # merged with each arm's training_text: a traceback ('NoneType' object has no attribute 'update')
+    ("run", "training_text", None,
+     "section run: section 'training_text' is empty; give it fields, or remove it to keep its defaults"),
+    ("run", "training_text", [1], "section run: field 'training_text' must be a mapping, got [1]"),
+])
+def test_a_demo_config_section_of_the_wrong_type_is_one_error_naming_file_and_field(tmp_path, section, key, value, message):
+    """Checked by load_demo_config, which `leti demo` calls before it writes or trains anything
+    (called directly here, so that a check that is missing fails the test instead of running the
+    demo)."""
+    bad = _demo_config_with(tmp_path, section, key, value)
+    sep = ", " if message.startswith("section run:") else ": "
+    with pytest.raises(LetiError) as e:
+        load_demo_config(bad)
+    assert str(e.value) == f"{bad}{sep}{message}"
+
+
 @pytest.mark.parametrize(("split", "have"), [("train", 284), ("test", 228)])
 def test_a_demo_task_size_beyond_the_family_is_refused_before_the_warm_start(tmp_path, capsys, split, have):
     """The synthetic family's size is checked when the config is read, not when the first arm's

@@ -75,14 +75,18 @@ def load_demo_config(path: str | Path) -> DemoConfig:
     raw = read_yaml_mapping(p, "demo config", f"check --config (the shipped demo presets are in {CONFIG_DIR})")
     if set(raw) - {"warmstart", "task", "run"}:
         raise LetiError(f"{p}: top-level fields must be warmstart, task, run; got {sorted(set(raw) - {'warmstart', 'task', 'run'})!r}")
-    task = raw.get("task") or {}
-    if not isinstance(task, dict) or set(task) - {"train", "test"}:
-        raise LetiError(f"{p}: task must be a mapping with train and test sizes, got {task!r}")
-    run = raw.get("run") or {}
-    if not isinstance(run, dict):
-        raise LetiError(f"{p}: field 'run' must be a mapping, got {run!r}")
+    # A section given with a wrong type, even a falsy one ([], 0, false, null), is refused as
+    # build() refuses a run config's: read as "no fields", it ran the full demo's defaults.
+    task = _section(raw, "task", p)
+    if set(task) - {"train", "test"}:
+        raise LetiError(f"{p}: unknown field 'task.{sorted(map(str, set(task) - {'train', 'test'}))[0]}' "
+                        "(known fields: train, test)")
+    run = _section(raw, "run", p)
+    for reserved in ("model", "seed", "task"):
+        if reserved in run:
+            raise LetiError(f"{p}: field 'run.{reserved}' is set by the demo per seed and arm; remove it")
     cfg = DemoConfig(
-        warmstart=build(WarmStartConfig, raw.get("warmstart") or {}, str(p), "warmstart."),
+        warmstart=build(WarmStartConfig, raw.get("warmstart", {}), str(p), "warmstart."),
         train_problems=_task_size(task, "train", 48, p),
         test_problems=_task_size(task, "test", 40, p),
         run=dict(run),
@@ -92,12 +96,26 @@ def load_demo_config(path: str | Path) -> DemoConfig:
     return cfg
 
 
+def _section(raw: dict, name: str, p: Path) -> dict:
+    """Section `name` of the demo config ({} when absent), in build()'s words when it is no mapping."""
+    if name not in raw:
+        return {}
+    value = raw[name]
+    if value is None:
+        raise LetiError(f"{p}: section '{name}' is empty; give it fields, or remove it to keep its defaults")
+    if not isinstance(value, dict):
+        raise LetiError(f"{p}: field '{name}' must be a mapping, got {value!r}")
+    return value
+
+
 def _task_size(task: dict, split: str, default: int, p: Path) -> int:
     """task.train / task.test: an int, checked as build() checks run-config fields (int() would
     cut 2.7 to 2, and read True as 1)."""
     value = task.get(split, default)
     if not isinstance(value, int) or isinstance(value, bool):
         raise LetiError(f"{p}: field 'task.{split}' = {value!r} must be int")
+    if value < 1:  # DemoConfig's own check names neither the file nor the field
+        raise LetiError(f"{p}: field 'task.{split}' = {value} must be >= 1")
     return value
 
 
@@ -128,7 +146,9 @@ def arm_config(cfg: DemoConfig, seed: int, model: str, arm: str, corpus_dir: str
     select_arms([arm])
     raw = copy.deepcopy(cfg.run)
     raw.update(model=model, seed=seed, task=task_spec(cfg, seed))
-    raw.setdefault("training_text", {}).update(ARM_TEXT[arm])
-    if corpus_dir is not None:
-        raw.setdefault("trainer", {})["pretrain_corpus"] = corpus_dir
+    # a section that is no mapping (null, a list) is left as it is, for build() to name
+    if isinstance(raw.get("training_text", {}), dict):
+        raw["training_text"] = {**raw.get("training_text", {}), **ARM_TEXT[arm]}
+    if corpus_dir is not None and isinstance(raw.get("trainer", {}), dict):
+        raw["trainer"] = {**raw.get("trainer", {}), "pretrain_corpus": corpus_dir}
     return build(RunConfig, raw, where)
