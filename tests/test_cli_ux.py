@@ -255,6 +255,17 @@ def test_an_argument_a_command_does_not_take_is_named_by_that_command(capsys, ar
     assert err.endswith(f"leti {command}: error: unrecognized arguments: {extra}\n")
 
 
+def test_the_sft_help_gives_a_set_example_sft_uses(capsys):
+    """`leti sft --help` shares `leti run`'s arguments; its --set example was sampling.n, a field
+    sft does not use (SFT_UNUSED)."""
+    from leti.loop.checks import SFT_UNUSED
+
+    text = _help(capsys, "sft", "tiny-cpu")
+    examples = re.findall(r"--set ([\w.]+)=", text.split("override a config field", 1)[1])
+    assert examples, text
+    assert not set(examples) & SFT_UNUSED, examples
+
+
 def test_config_takes_a_preset_name(capsys):
     assert main(["config", "tiny-cpu"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["task"] == "mbpp"

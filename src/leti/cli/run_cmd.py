@@ -12,7 +12,8 @@ def add_run_arguments(p: argparse.ArgumentParser, suffix: str = "") -> None:
     p.add_argument("--run-dir", default=None,
                    help=f"run directory (default: runs/<config name>{suffix}); rerun on the same one to resume")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set sampling.n=4 --set trainer.learning_rate=5e-6")
+                   # fields that `leti sft` uses too (it shares these arguments; sampling.* it does not read)
+                   help="override a config field, e.g. --set trainer.learning_rate=5e-6 --set eval.n=4")
 
 
 def default_run_dir(config: str, suffix: str = "") -> str:
