@@ -293,6 +293,18 @@ def test_demo_into_a_run_directory_says_what_it_is(tmp_path, capsys):
         "pass a new or empty --run-dir")
 
 
+@pytest.mark.parametrize("field", ["train_split", "eval.split"])
+def test_a_split_the_task_lacks_names_the_field_that_holds_it(tmp_path, capsys, add_task, field):
+    """A typo in train_split and one in eval.split gave the same message, which named both."""
+    run_dir = tmp_path / "run"
+    assert main(["run", "tiny-cpu", "--set", f"model={tmp_path / 'no-model-needed'}", "--set", f"task={add_task}",
+                 "--set", f"{field}=tset", "--run-dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"leti: error: task '{add_task}' has no problems in split 'tset', which {field} names (the task's splits: "
+        f"train, test); set {field} to one of them"]
+    assert not run_dir.exists() or not any(p.name != ".lock" for p in run_dir.iterdir())
+
+
 def test_tasks_show_of_a_missing_file_prints_only_the_error(tmp_path, capsys):
     assert main(["tasks", "show", f"jsonl:{tmp_path / 'missing.jsonl'}"]) == 2
     captured = capsys.readouterr()

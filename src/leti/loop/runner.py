@@ -132,16 +132,25 @@ def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
     """(task, train problems, eval problems) of a run; a task that cannot give them is one error,
     before the run directory is written."""
     task = get_task(cfg.task)
-    train_problems = task.problems(cfg.train_split)[: cfg.max_train_problems]
-    eval_problems = task.problems(cfg.eval.split)[: cfg.eval.max_problems]
-    for split, probs in ((cfg.train_split, train_problems), (cfg.eval.split, eval_problems)):
-        if not probs:
-            raise LetiError(f"task '{cfg.task}' has no problems in split '{split}' (splits: {', '.join(task.splits())}); set train_split / eval.split")
+    train_problems = _split_problems(cfg, task, "train_split", cfg.train_split)[: cfg.max_train_problems]
+    eval_problems = _split_problems(cfg, task, "eval.split", cfg.eval.split)[: cfg.eval.max_problems]
     if mode == "sft" and not any(p.reference for p in train_problems):
         # found at the training stage otherwise, after iteration 0's whole evaluation
         raise LetiError(f"task '{cfg.task}' split '{cfg.train_split}' has no reference solutions; `leti sft` trains "
                         "on them: add 'reference' to the problems or set train_split")
     return task, train_problems, eval_problems
+
+
+def _split_problems(cfg: RunConfig, task: Task, field: str, split: str) -> list:
+    """The problems of `split`, which config field `field` names; none is an error naming that
+    field (a typo in train_split and one in eval.split read alike when it named both)."""
+    problems = task.problems(split)
+    if not problems:
+        splits = task.splits()
+        fix = "one of them" if split not in splits else "one that has problems"
+        raise LetiError(f"task '{cfg.task}' has no problems in split '{split}', which {field} names (the task's "
+                        f"splits: {', '.join(splits)}); set {field} to {fix}")
+    return problems
 
 
 def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig) -> int:
