@@ -987,3 +987,45 @@ def test_samples_inside_out_are_scored_and_the_out_resumed(he_samples: Path, tmp
     (out / "results.json").unlink()
     (out / "per_problem.jsonl").unlink()
     assert _evaluate(mine, out) == 0 and (out / "results.json").exists()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (but the lock), by relative path: to show a refusal left it as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_execution_settings_are_refused_before_any_draw(tiny_model_path: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Another --timeout, or executions.jsonl of a --samples evaluation, was refused only after every
+    missing sample was drawn, and the refused run had added samples and rewritten generation.json
+    (the original command was then refused too)."""
+    task_file = _toy_task(tmp_path).path
+    out = tmp_path / "out"
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(out),
+              "--temperature", "1.0", "--max-new-tokens", "4", "--device", "cpu", "--k", "1", "--workers", "1"]
+    assert main([*common, "--n", "1", "--timeout", "5"]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    for flags, message in ((["--timeout", "7"], "was executed with --timeout 5, not 7"),
+                           (["--memory-mb", "999"], "was executed with --memory-mb ")):
+        assert main([*common, "--n", "2", "--timeout", "5", *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+        assert _files(out) == before
+    assert main([*common, "--n", "1", "--timeout", "5"]) == 0  # the original command still resumes
+    assert json.loads((out / "results.json").read_text())["n_executed_this_run"] == 0
+
+    # the folder of a --samples evaluation: its executions are of samples no draw gives
+    scored = tmp_path / "scored"
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"problem_id": "inc", "sample_idx": 0, "completion": "    return x + 1\n"}) + "\n")
+    assert main(["evaluate", "--task", f"jsonl:{task_file}", "--samples", str(samples), "--out", str(scored),
+                 "--k", "1", "--workers", "1"]) == 0
+    before = _files(scored)
+    capsys.readouterr()
+    assert main([*common[:6], str(scored), *common[7:], "--n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "sample ('inc', 0) is not in the samples file" in err and err.count("\n") == 1
+    assert _files(scored) == before

@@ -41,12 +41,13 @@ from leti.evaluation.generate import (
     prompts_digest,
     recorded_settings,
 )
-from leti.evaluation.run import format_summary, run_evaluation
+from leti.evaluation.run import check_executions, format_summary, run_evaluation
 from leti.evaluation.samples import read_samples
 from leti.execution import ExecutionConfig
 from leti.execution.sandbox import resolve_sandbox
 from leti.loop.rundir import locked_dir, write_json_atomic
 from leti.sampling.base import greedy_copies_warning
+from leti.sampling.io import read_samples_jsonl
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
@@ -227,6 +228,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     outs = [args.out / f"temperature-{temperature_name(r.temperature)}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
+    for out in outs:  # and so is another --timeout/--memory-mb, or executions of other samples
+        _check_executions(task, problems, out, exec_config)
     # Then the commit of a hub model (the hub asked only once the other settings may resume): every
     # temperature draws from this one, and generation.json records it (a moved branch is refused).
     commit = model_commit(args.model, args.revision)
@@ -254,6 +257,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(format_temperatures(summary, task.metric_units))
         print(f"wrote {args.out / 'results.json'}")
     return 0
+
+
+def _check_executions(task: Task, problems, out: Path, exec_config: ExecutionConfig) -> None:
+    """What scoring would refuse of out/executions.jsonl given the samples drawn so far, refused
+    before drawing more: it came after every sample was drawn (hours at HumanEval's n), and the
+    refused run had already added samples and rewritten generation.json. Without samples.jsonl
+    (the folder of a --samples evaluation) every execution is of samples it does not hold."""
+    if not (out / "executions.jsonl").exists():
+        return
+    samples_path = out / "samples.jsonl"
+    samples = read_samples_jsonl(samples_path) if samples_path.is_file() else []
+    check_executions(task, problems, samples, out, exec_config)
 
 
 def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int], samples_path: Path, out: Path,

@@ -49,11 +49,30 @@ class ExecutionLog:
              programs: Mapping[Key, str] | None = None) -> dict[Key, ExecutionResult]:
         """`programs`: each sample's program digest (`program_digest`), checked against the one
         recorded and written with each new line."""
+        done, raw, good_bytes = self._read(samples, programs)
+        if good_bytes < len(raw):
+            with naming_errors(self.path), open(self.path, "r+b") as f:
+                f.truncate(good_bytes)
+        elif raw and not raw.endswith(b"\n"):
+            # Complete JSON but the newline never got written: finish the line before appending.
+            with naming_errors(self.path), open(self.path, "ab") as f:
+                f.write(b"\n")
+        return done
+
+    def check(self, samples: Sequence[SampleLike], programs: Mapping[Key, str] | None = None) -> None:
+        """`load`'s checks alone, writing nothing: `leti evaluate --model` runs them on the samples
+        drawn so far before drawing more (a refusal after hours of drawing had changed the folder)."""
+        self._read(samples, programs)
+
+    def _read(self, samples: Sequence[SampleLike],
+              programs: Mapping[Key, str] | None) -> tuple[dict[Key, ExecutionResult], bytes, int]:
+        """(the results, the file's bytes, the length of its good lines) after checking each line."""
         self._programs = dict(programs or {})
         if not self.path.exists():
-            return {}
+            return {}, b"", 0
         wanted = {sample_key(s): completion_digest(s.completion) for s in samples}
-        raw = self.path.read_bytes()
+        with naming_errors(self.path):
+            raw = self.path.read_bytes()
         lines = raw.split(b"\n")
         done: dict[Key, ExecutionResult] = {}
         good_bytes = 0
@@ -73,14 +92,7 @@ class ExecutionLog:
                     raise LetiError(f"{self.path}:{lineno}: 'result' is not an execution result leti wrote (bad "
                                     "status or frames); delete that line to execute the sample again") from None
             good_bytes += len(line) + (0 if is_last else 1)
-        if good_bytes < len(raw):
-            with naming_errors(self.path), open(self.path, "r+b") as f:
-                f.truncate(good_bytes)
-        elif raw and not raw.endswith(b"\n"):
-            # Complete JSON but the newline never got written: finish the line before appending.
-            with naming_errors(self.path), open(self.path, "ab") as f:
-                f.write(b"\n")
-        return done
+        return done, raw, good_bytes
 
     def _check(self, rec: dict, wanted: dict[Key, str], lineno: int) -> Key:
         where = f"{self.path}:{lineno}"
@@ -151,6 +163,22 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _programs(task: Task, problems: Sequence[Problem], samples: Sequence[SampleLike]) -> dict[Key, str]:
+    """Each sample's program digest (the samples of problems not in `problems` have none)."""
+    by_id = {p.id: p for p in problems}
+    return {sample_key(s): program_digest(task.build_program(by_id[str(s.problem_id)], s.completion))
+            for s in samples if str(s.problem_id) in by_id}
+
+
+def check_executions(task: Task, problems: Sequence[Problem], samples: Sequence[SampleLike], out_dir: Path,
+                     exec_config: ExecutionConfig) -> None:
+    """Refuse, writing nothing, what `run_evaluation` on `out_dir` would refuse of its
+    executions.jsonl with `samples` (e.g. another --timeout or --memory-mb, or executions of samples
+    not in `samples`): `leti evaluate --model` asks before drawing any sample."""
+    log = ExecutionLog(out_dir / "executions.jsonl", exec_config.timeout_s, exec_config.memory_mb)
+    log.check(samples, _programs(task, problems, samples))
+
+
 def run_evaluation(
     task: Task,
     task_spec: str,
@@ -170,10 +198,7 @@ def run_evaluation(
     sampled = {s.problem_id for s in samples}
     scored = [p for p in problems if p.id in sampled]
     log = ExecutionLog(out_dir / "executions.jsonl", exec_config.timeout_s, exec_config.memory_mb)
-    by_id = {p.id: p for p in problems}
-    programs = {sample_key(s): program_digest(task.build_program(by_id[str(s.problem_id)], s.completion))
-                for s in samples if str(s.problem_id) in by_id}
-    done = log.load(samples, programs)
+    done = log.load(samples, _programs(task, problems, samples))
     pending = len(samples) - sum(sample_key(s) in done for s in samples)
     from tqdm import tqdm  # a dependency; imported here so library users without a tty pay nothing
 
