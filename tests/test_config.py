@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from leti.cli import main
-from leti.config import load_config
+from leti.config import RunConfig, load_config
 from leti.errors import LetiError
 from leti.tasks.registry import get_task
 
@@ -254,3 +254,134 @@ def test_a_date_or_number_given_for_text_says_to_quote_it(tmp_path, capsys):
                                         r"\(with --set: \"eval.split='2023'\"\)$"):
         load_config(None, ["eval.split=2023"])
     assert load_config(None, ["eval.split='2023'"]).eval.split == "2023"
+
+
+def test_an_override_of_a_section_leaves_the_section_aliased_to_it(tmp_path):
+    """`eval: *gen` makes PyYAML hand both sections one dict (and deepcopy keeps that): an
+    override of sampling wrote into eval too, without a word."""
+    path = tmp_path / "alias.yaml"
+    path.write_text("sampling: &gen\n  n: 16\n  temperature: 0.1\n  max_new_tokens: 256\neval: *gen\n")
+    cfg = load_config(path, ["sampling.temperature=1.0", "sampling.n=128"])
+    assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.max_new_tokens) == (128, 1.0, 256)
+    assert (cfg.eval.n, cfg.eval.temperature, cfg.eval.max_new_tokens) == (16, 0.1, 256)
+    cfg = load_config(path, ["eval.n=32"])
+    assert (cfg.sampling.n, cfg.eval.n) == (16, 32)
+    # a bad override is still blamed on itself, not on the file (_blame's layers are unshared too)
+    with pytest.raises(LetiError, match=r"^--set sampling.n=0: sampling.n must be >= 1, got 0$"):
+        load_config(path, ["sampling.n=0"])
+    path.write_text("sampling: &gen\n  n: 16\n  temperature: 0.1\neval:\n  <<: *gen\n")  # a merge key: as before
+    cfg = load_config(path, ["sampling.n=128"])
+    assert (cfg.sampling.n, cfg.eval.n, cfg.eval.temperature) == (128, 16, 0.1)
+
+
+HUGE = "1" + "0" * 400
+
+
+@pytest.mark.parametrize("name", ["trainer.learning_rate", "execution.timeout_s", "sampling.temperature"])
+def test_a_huge_integer_in_a_float_field_is_not_a_finite_number(name, tmp_path):
+    """float(10**400) is an OverflowError, which escaped as a traceback."""
+    with pytest.raises(LetiError, match=rf"^--set {name}={HUGE}: field '{name}' = {HUGE} must be a finite number$"):
+        load_config(None, [f"{name}={HUGE}"])
+    section, _, leaf = name.partition(".")
+    path = tmp_path / "big.yaml"
+    path.write_text(f"{section}:\n  {leaf}: -{HUGE}\n")
+    with pytest.raises(LetiError, match=rf"^{path}: field '{name}' = -{HUGE} must be a finite number$"):
+        load_config(path)
+
+
+def test_an_integer_longer_than_python_reads_is_one_line(tmp_path, capsys):
+    """Past 4300 digits int() itself refuses (a ValueError out of PyYAML): a traceback before."""
+    digits = "1" + "0" * 5000
+    path = tmp_path / "big.yaml"
+    path.write_text(f"seed: 1\ntrainer:\n  learning_rate: {digits}\n")
+    assert main(["config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"leti: error: {path}: line 3: ") and "5001 digits" in err and err.count("\n") == 1
+    assert main(["config", "--set", f"model_revision={digits}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leti: error: --set model_revision=") and "5001 digits" in err and err.count("\n") == 1
+    path.write_text("seed: !!int abc\n")  # the same ValueError, from an explicit tag
+    with pytest.raises(LetiError, match=rf"^{path}: line 1 is not valid YAML \('abc' is not an integer\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("written, read", [
+    ("0123456", "42798"),  # YAML 1.1: a leading 0 is octal
+    ("1_000", "1000"),
+    ("1:30", "90"),  # sexagesimal
+    ("1.10", "1.1"),
+    ("2023-1-1T10:00:00", "2023-01-01 10:00:00"),  # a timestamp
+])
+def test_the_quote_it_hint_quotes_what_was_written(written, read, tmp_path):
+    """The hint quoted the value YAML made of the text: following it pinned model_revision '42798'."""
+    hint = f"quote it: model_revision: '{written}' (with --set: \"model_revision='{written}'\")"
+    with pytest.raises(LetiError) as e:
+        load_config(None, [f"model_revision={written}"])
+    assert str(e.value).startswith(f"--set model_revision={written}: field 'model_revision' = {written} must be str")
+    assert str(e.value).endswith(hint) and f"'{read}'" not in str(e.value)
+    path = tmp_path / "rev.yaml"
+    path.write_text(f"model_revision: {written}\neval:\n  split: &s {written}\ntrain_split: *s\n")
+    with pytest.raises(LetiError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: field 'model_revision' = {written} must be str")
+    assert str(e.value).endswith(hint) and f"'{read}'" not in str(e.value)
+    # through an alias, and where the file's text is replaced by an override's
+    with pytest.raises(LetiError, match=f"quote it: split: '{written}'"):
+        load_config(path, ["model_revision=abc"])
+    with pytest.raises(LetiError, match="^--set eval.split=007: .*quote it: split: '007'"):
+        load_config(path, ["model_revision=abc", "train_split=x", "eval.split=007"])
+
+
+def test_the_quote_it_hint_for_a_list_item_gives_no_set_syntax_that_is_none():
+    """It offered `--set "trainer.report_to[0]='16'"`: no such syntax, and the value YAML made."""
+    with pytest.raises(LetiError) as e:
+        load_config(None, ["trainer.report_to=[0x10]"])
+    assert str(e.value).endswith("field 'trainer.report_to[0]' = 0x10 must be str, and YAML reads it unquoted as a "
+                                 "number (16); quote the item: '0x10' in the list (in the file and inside a --set's "
+                                 "argument alike)")
+
+
+def test_without_the_written_text_the_quote_it_hint_states_no_value():
+    """build() called on data whose YAML text it was not given (e.g. a demo config's run section)."""
+    from leti.config import build
+
+    with pytest.raises(LetiError) as e:
+        build(RunConfig, {"model_revision": 42798}, "x.yaml")
+    assert "'42798'" not in str(e.value) and "quote it as written" in str(e.value)
+
+
+@pytest.mark.parametrize("text, overrides, blamed", [
+    ("execution:\n  timeout_s: 5\ntraining_text:\n  feedback_style: Rich\n", [], "file"),
+    ("execution:\n  timeout_s: 5\ntraining_text:\n  feedback_style: Rich\n", ["seed=1"], "file"),
+    ("execution:\n  timeout_s: 5\n", ["training_text.feedback_style=Rich"], "--set"),
+    # a run's config.yaml spells out both: the override sets both, as the one knob it is
+    ("execution:\n  feedback_style: paper\ntraining_text:\n  feedback_style: paper\n",
+     ["training_text.feedback_style=Rich"], "--set"),
+])
+def test_a_bad_feedback_style_is_named_where_it_was_written(text, overrides, blamed, tmp_path):
+    """It was copied into execution first and reported as execution.feedback_style, a field the
+    user never wrote (and is told not to)."""
+    path = tmp_path / "fs.yaml"
+    path.write_text(text)
+    with pytest.raises(LetiError) as e:
+        load_config(path, overrides)
+    where = str(path) if blamed == "file" else f"--set {overrides[0]}"
+    assert str(e.value) == f"{where}: field 'training_text.feedback_style' = 'Rich' is invalid; use one of 'paper', 'rich'"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sampling.n: 4\n", "unknown field 'sampling.n' (a dotted name is --set syntax; in YAML nest it: sampling: {n: 4})"),
+    ("trainer.lora.r: 8\n", "unknown field 'trainer.lora.r' (a dotted name is --set syntax; in YAML nest it: "
+                            "trainer: {lora: {r: 8}})"),
+    ("trainer:\n  lora.r: 8\n", "unknown field 'trainer.lora.r' (a dotted name is --set syntax; in YAML nest it "
+                                "under trainer: lora: {r: 8})"),
+    ("sampling.nn: 4\n", "unknown field 'sampling.nn' (a dotted name is --set syntax; in YAML nest it: "
+                         "sampling: {nn: 4})"),
+])
+def test_a_dotted_name_in_yaml_says_to_nest_it(text, message, tmp_path):
+    """It got "did you mean 'sampling'?", which is no fix."""
+    path = tmp_path / "flat.yaml"
+    path.write_text(text)
+    with pytest.raises(LetiError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: {message}"

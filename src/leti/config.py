@@ -183,7 +183,32 @@ class DuplicateKeyError(yaml.YAMLError):
         super().__init__(f"field '{key}' appears twice (lines {first} and {again})")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class TooLongIntegerError(yaml.YAMLError):
+    def __init__(self, digits: int, limit: int, line: int) -> None:
+        self.line = line
+        super().__init__(f"an integer of {digits} digits, more than Python reads ({limit}); "
+                         "no field takes a number that size (quote it if it is text)")
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader whose integer too long for int() (past 4300 digits) is a YAMLError naming its line,
+    not the ValueError PyYAML lets out (a traceback); so is `!!int` on text that is no integer."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            digits, limit = sum(c.isdigit() for c in str(node.value)), getattr(sys, "get_int_max_str_digits", lambda: 0)()
+            if limit and digits > limit:
+                raise TooLongIntegerError(digits, limit, node.start_mark.line + 1) from None
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not an integer",
+                                                    node.start_mark) from None
+
+
+_SafeLoader.add_constructor("tag:yaml.org,2002:int", _SafeLoader.construct_yaml_int)
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one,
     so a second `sampling:` section would silently reset every field the first one set."""
 
@@ -205,15 +230,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml_text(text: str) -> Any:
     """YAML text as SafeLoader reads it, except that a key given twice in one mapping is a
     DuplicateKeyError (a yaml.YAMLError naming the key and both lines), not the last one kept."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    return _load_with_node(text, _UniqueKeyLoader)[0]
+
+
+def _load_with_node(text: str, loader_cls: type[yaml.SafeLoader]) -> tuple[Any, yaml.Node | None]:
+    """The data, as yaml.load reads it, and the node it was made from: the node keeps each
+    scalar's text as written (YAML reads 0123456 as 42798), with merge keys already merged in."""
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
 
 
 def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
     """A YAML file whose top level is a mapping; any problem is one LetiError line naming the file
     (and the line, for syntax errors)."""
+    return _read_yaml_mapping(path, what, missing_hint)[0]
+
+
+def _read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> tuple[dict, yaml.Node | None]:
     p = Path(path)
     try:
-        raw = load_yaml_text(p.read_text(encoding="utf-8"))
+        raw, node = _load_with_node(p.read_text(encoding="utf-8"), _UniqueKeyLoader)
     except FileNotFoundError:
         raise LetiError(f"{p}: {what} not found; {missing_hint}") from None
     except IsADirectoryError:
@@ -225,15 +265,17 @@ def read_yaml_mapping(path: str | Path, what: str, missing_hint: str) -> dict:
         raise LetiError(f"{p}: cannot read {what} ({e.strerror or e}); {missing_hint}") from None
     except DuplicateKeyError as e:
         raise LetiError(f"{p}: {e}; keep one and merge the two") from None
+    except TooLongIntegerError as e:
+        raise LetiError(f"{p}: line {e.line}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise LetiError(f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
     if raw is None:  # an empty file (or only comments): every field keeps its default
-        return {}
+        return {}, None
     if not isinstance(raw, dict):  # also [], 0, false: not read as "no fields"
         raise LetiError(f"{p}: top level must be a mapping of fields, got {type(raw).__name__}")
-    return raw
+    return raw, node
 
 
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -246,17 +288,56 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         path = resolve_config(path)  # a file, or a shipped preset's name: `leti run mbpp-codegen-350m`
     where = str(path) if path is not None else "defaults"
     raw: dict = {}
+    # where each value was written: the file's node, then each override's (key, value node)
+    sources: list[tuple[str, yaml.Node | None]] = [("", None)]
     if path is not None:
-        raw = read_yaml_mapping(path, "config file", "pass a YAML file or a preset's name (`leti presets` lists them)")
+        raw, node = _read_yaml_mapping(path, "config file", "pass a YAML file or a preset's name (`leti presets` lists them)")
+        sources = [("", node)]
+    raw = _unshared(raw)
     layers = [copy.deepcopy(raw)]  # layers[i]: the file with the first i overrides applied
     for item in overrides:
-        apply_override(raw, item)
+        node = apply_override(raw, item)
+        sources.append((item.partition("=")[0].strip(), node))
         _follow_feedback_style(raw, item, overrides)
         layers.append(copy.deepcopy(raw))
     try:
-        return build(RunConfig, _with_feedback_style(raw), where)
+        return build(RunConfig, _with_feedback_style(raw), where, written=_written(sources))
     except LetiError as e:
-        raise LetiError(_blame(e, layers, where, overrides)) from None
+        raise LetiError(_blame(e, layers, where, overrides, sources)) from None
+
+
+def _unshared(data: Any, inside: frozenset[int] = frozenset()) -> Any:
+    """The mappings of `data` copied so that none is in two places. An alias (`eval: *gen`) gives
+    both sections one dict (deepcopy keeps that: its memo), and an override of sampling.n changed
+    eval.n too. Only mappings are written to (lists are replaced whole), so lists are left shared;
+    a mapping inside itself (`a: &x {b: *x}`) stays so: no field takes one."""
+    if not isinstance(data, dict) or id(data) in inside:
+        return data
+    inside = inside | {id(data)}
+    return {key: _unshared(value, inside) for key, value in data.items()}
+
+
+def _written(sources: typing.Sequence[tuple[str, yaml.Node | None]]) -> typing.Callable[[str], str | None]:
+    """name -> the text its value was written as (None: not known), from `sources`: the file's
+    root node ("", node), then each override's (key, value node), the last one setting a name
+    winning. A hint to quote a value must quote that text: YAML read 0123456 as 42798."""
+
+    def text(name: str) -> str | None:
+        for key, node in reversed(sources):
+            if key and name != key and not name.startswith((f"{key}.", f"{key}[")):
+                continue
+            for part in re.findall(r"\[(\d+)\]|([^.\[\]]+)", name[len(key):]):
+                if isinstance(node, yaml.MappingNode) and part[1]:
+                    # merge keys are merged into node.value by now; a later key wins, as in the data
+                    node = next((v for k, v in reversed(node.value) if k.value == part[1]), None)
+                elif isinstance(node, yaml.SequenceNode) and part[0] and int(part[0]) < len(node.value):
+                    node = node.value[int(part[0])]
+                else:
+                    return None
+            return node.value if isinstance(node, yaml.ScalarNode) else None
+        return None
+
+    return text
 
 
 def _follow_feedback_style(raw: dict, item: str, overrides: typing.Sequence[str]) -> None:
@@ -267,33 +348,43 @@ def _follow_feedback_style(raw: dict, item: str, overrides: typing.Sequence[str]
         return
     execution, text = raw.get("execution"), raw.get("training_text")
     if isinstance(execution, dict) and isinstance(text, dict) and "feedback_style" in execution:
-        execution["feedback_style"] = text.get("feedback_style")
+        # a style that is no choice is refused as training_text's, where it was written
+        if _is_feedback_style(text.get("feedback_style")):
+            execution["feedback_style"] = text.get("feedback_style")
 
 
 def _with_feedback_style(raw: dict) -> dict:
-    """One knob for the feedback style: the training text's setting drives the executor."""
+    """One knob for the feedback style: the training text's setting drives the executor. A style
+    that is no choice stays where it was written: copied, it was refused as execution.feedback_style
+    when execution came first in the file, a field the user never wrote."""
     style = raw.get("training_text", {}).get("feedback_style") if isinstance(raw.get("training_text"), dict) else None
-    if style is not None and isinstance(raw.setdefault("execution", {}), dict):
+    if _is_feedback_style(style) and isinstance(raw.setdefault("execution", {}), dict):
         raw["execution"].setdefault("feedback_style", style)
     return raw
 
 
-def _blame(error: LetiError, layers: list[dict], where: str, overrides: typing.Sequence[str]) -> str:
+def _is_feedback_style(style: Any) -> bool:
+    return any(style == choice for choice in typing.get_args(typing.get_type_hints(TrainingTextConfig)["feedback_style"]))
+
+
+def _blame(error: LetiError, layers: list[dict], where: str, overrides: typing.Sequence[str],
+           sources: typing.Sequence[tuple[str, yaml.Node | None]]) -> str:
     """The error of the whole config, attributed to where the bad value came from: the file if
     the file alone already fails this way, else the first `--set` after which it does (so a
     pair of overrides that only work together, e.g. eval.n and eval.ks, is not refused)."""
     problem = str(error)[len(where) + 2 :]  # build's messages are "WHERE: problem"
     for i, layer in enumerate(layers):
         try:
-            build(RunConfig, _with_feedback_style(layer), where)
+            build(RunConfig, _with_feedback_style(layer), where, written=_written(sources[: i + 1]))
         except LetiError as e:
             if str(e)[len(where) + 2 :] == problem:
                 return f"{where}: {problem}" if i == 0 else f"--set {overrides[i - 1]}: {problem}"
     return str(error)
 
 
-def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sampling.n=4") -> None:
-    """Set raw[a][b] = value for an `a.b=value` item (value parsed as YAML)."""
+def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sampling.n=4") -> yaml.Node | None:
+    """Set raw[a][b] = value for an `a.b=value` item (value parsed as YAML). Returns the value's
+    YAML node (None: not YAML), which has the text of each scalar as written."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise LetiError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
@@ -305,14 +396,23 @@ def apply_override(raw: dict, item: str, flag: str = "--set", example: str = "sa
         node = node[part]
         if not isinstance(node, dict):
             raise LetiError(f"{flag} {item!r}: '{part}' is not a section")
+    if not value.strip():
+        node[parts[-1]] = None
+        return None
     try:
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        node[parts[-1]], value_node = _load_with_node(value, _SafeLoader)
+    except TooLongIntegerError as e:
+        raise LetiError(f"{flag} {key.strip()}={value.strip()[:12]}...: {e}") from None
     except yaml.YAMLError:
         node[parts[-1]] = value
+        return None
+    return value_node
 
 
-def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
-    """Construct dataclass `cls` from a mapping, checking names and types recursively."""
+def build(cls: type, raw: Any, where: str, prefix: str = "", *,
+          written: typing.Callable[[str], str | None] | None = None) -> Any:
+    """Construct dataclass `cls` from a mapping, checking names and types recursively. `written`:
+    a field's dotted name -> its value's text as written, where known (for the hint to quote it)."""
     if not isinstance(raw, dict):
         if raw is None and prefix:  # `sampling:` with nothing under it
             raise LetiError(f"{where}: section '{prefix.rstrip('.')}' is empty; give it fields, or remove it to keep "
@@ -322,11 +422,20 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     for name in raw:
         if name not in fields:
-            close = difflib.get_close_matches(str(name), list(fields), n=1)
-            # the whole dotted name: what --set (or a flat reading of the YAML) needs
-            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known fields: {', '.join(fields)}"
+            parts = name.split(".") if isinstance(name, str) else []
+            if len(parts) > 1 and all(parts) and parts[0] in fields and dataclasses.is_dataclass(hints[parts[0]]):
+                # `sampling.n: 4`, --set's syntax copied into a file: a section's name is no fix
+                nested = raw[name]
+                for part in reversed(parts[1:]):
+                    nested = {part: nested}
+                under = f" under {prefix.rstrip('.')}" if prefix else ""
+                hint = f"a dotted name is --set syntax; in YAML nest it{under}: {parts[0]}: {yaml_value(nested)}"
+            else:
+                close = difflib.get_close_matches(str(name), list(fields), n=1)
+                # the whole dotted name: what --set (or a flat reading of the YAML) needs
+                hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known fields: {', '.join(fields)}"
             raise LetiError(f"{where}: unknown field '{prefix}{name}' ({hint})")
-    kwargs = {name: _coerce(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
+    kwargs = {name: _coerce(value, hints[name], where, f"{prefix}{name}", written) for name, value in raw.items()}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError, LetiError) as e:
@@ -340,17 +449,17 @@ def _type_name(tp: Any) -> str:
 _YAML_TRUE, _YAML_FALSE = ("y", "yes", "true", "on"), ("n", "no", "false", "off")
 
 
-def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
+def _coerce(value: Any, tp: Any, where: str, name: str, written: typing.Callable[[str], str | None] | None = None) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, where, f"{name}.")
+        return build(tp, value, where, f"{name}.", written=written)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, arg, where, name)
+                return _coerce(value, arg, where, name, written)
             except LetiError as e:
                 errors.append(e)
         raise errors[0]
@@ -366,7 +475,7 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise LetiError(f"{where}: field '{name}' = {value!r} must be a list, written [a, b] in YAML")
         item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, where, f"{name}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, item_tp, where, f"{name}[{i}]", written) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if tp is Any:
         return value
@@ -380,6 +489,8 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
         # YAML 1.1 reads "1e-5" (no dot) as a string; accept it as the number it plainly is.
         try:
             number = None if isinstance(value, bool) else float(value)
+        except OverflowError:  # an integer past float's range (10**400): no more finite than inf
+            number = math.inf
         except (TypeError, ValueError):
             number = None
         if number is not None and not math.isfinite(number):
@@ -392,13 +503,25 @@ def _coerce(value: Any, tp: Any, where: str, name: str) -> Any:
     if ok is None:
         return value
     if not ok:
-        if tp is str and isinstance(value, (datetime.date, int)) and not isinstance(value, bool):
+        if tp is str and isinstance(value, (datetime.date, int, float)) and not isinstance(value, bool):
             # YAML reads an unquoted 2023-01-01 as a date and 350 as a number: the text was meant
             kind = "a date" if isinstance(value, datetime.date) else "a number"
-            # the value may come from the file or a --set (_blame tells which, later); the shell
-            # takes quotes off a --set's argument, so they go inside it there
-            raise LetiError(f"{where}: field '{name}' = {value} must be str, and YAML reads it unquoted as {kind}; "
-                            f"quote it: {name.rpartition('.')[2]}: '{value}' (with --set: \"{name}='{value}'\")")
+            # The hint quotes the text as written, not the value: YAML 1.1 reads 0123456 as
+            # 42798 (octal), 1_000 as 1000, 1:30 as 90 and 1.10 as 1.1.
+            text = written(name) if written is not None else None
+            quoted = "..." if text is None else text
+            if name.endswith("]"):  # a list's item: `--set a.b[0]=...` is no syntax
+                what, form = "the item", f"'{quoted}' in the list (in the file and inside a --set's argument alike)"
+            else:
+                # the value may come from the file or a --set (_blame tells which, later); the
+                # shell takes quotes off a --set's argument, so they go inside it there
+                what, form = "it", f"{name.rpartition('.')[2]}: '{quoted}' (with --set: \"{name}='{quoted}'\")"
+            if text is None:  # not known: a hint with the value YAML made would state a wrong one
+                raise LetiError(f"{where}: field '{name}' must be str, and YAML reads the unquoted value as {kind} "
+                                f"({value}); quote {what} as written: {form}")
+            read = "" if text == str(value) else f" ({value})"
+            raise LetiError(f"{where}: field '{name}' = {text} must be str, and YAML reads it unquoted as {kind}{read}; "
+                            f"quote {what}: {form}")
         raise LetiError(f"{where}: field '{name}' = {value!r} must be {_type_name(tp)}")
     return value
 
