@@ -588,6 +588,7 @@ def test_samples_without_a_record_of_their_settings_are_not_added_to(tmp_path: P
     err = capsys.readouterr().err
     assert f"{out / 'samples.jsonl'} has samples but no generation.json" in err and err.count("\n") == 1
     # Several temperatures: every folder is checked before any draws.
+    out = tmp_path / "several"
     _drawn_before(out / "temperature-0.8", SETTINGS)
     assert main(["evaluate", "--task", "mbpp", "--model", "some/model", "--out", str(out), "--temperature", "0.2,0.8",
                  "--n", "4", "--max-new-tokens", "16"]) == 2
@@ -1057,3 +1058,33 @@ def test_a_folder_with_a_samples_jsonl_of_its_own_is_not_taken_for_a_leti_output
     assert _evaluate(own / "samples.jsonl", own) == 0
     assert _evaluate(own / "samples.jsonl", own) == 0
     assert json.loads((own / "results.json").read_text())["n_executed_this_run"] == 0
+
+
+@pytest.mark.slow
+def test_switching_between_one_and_several_temperatures_on_an_out_is_refused(tiny_model_path: str, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """One temperature evaluates in DIR, several in DIR/temperature-T: a rerun that switched was
+    checked against no earlier settings, redrew what temperature-T/ held, and replaced results.json
+    with numbers of other settings."""
+    task_file = _toy_task(tmp_path).path
+    one, several = tmp_path / "one", tmp_path / "several"
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--n", "1",
+              "--max-new-tokens", "4", "--device", "cpu", "--k", "1", "--workers", "1"]
+    assert main([*common, "--out", str(one), "--temperature", "0"]) == 0
+    assert main([*common, "--out", str(several), "--temperature", "0.2,0.8"]) == 0
+    kept = {one: _files(one), several: _files(several)}
+    capsys.readouterr()
+    assert main([*common, "--out", str(one), "--temperature", "0.2,0.8", "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"leti: error: {one}: holds an evaluation at one temperature (its generation.json says which), not "
+                   "one folder per temperature; rerun with that one --temperature to resume it, or pass a new --out for "
+                   "several temperatures\n")
+    assert main([*common, "--out", str(several), "--temperature", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"leti: error: {several}: holds an evaluation at several temperatures (temperature-0.2/, ...); rerun "
+                   "with --temperature 0.2,0.8 to resume it, or pass a new --out for one temperature\n")
+    scored = several / "temperature-0.2" / "samples.jsonl"
+    assert main(["evaluate", "--task", f"jsonl:{task_file}", "--samples", str(scored), "--out", str(several)]) == 2
+    assert "rerun with --temperature 0.2,0.8 to resume it, or pass a new --out for --samples" in capsys.readouterr().err
+    assert {one: _files(one), several: _files(several)} == kept
+    assert main([*common, "--out", str(several), "--temperature", "0.2,0.8"]) == 0  # the same list resumes

@@ -13,7 +13,8 @@ or, where that would round it, exactly (0.1000001).
 Re-running on the same DIR resumes: finished samples are neither drawn nor executed again.
 DIR/generation.json (per temperature folder) records what drew the samples; a rerun with
 another model or setting is refused (use a new --out), except a larger --n, which draws only the
-missing samples. results.json repeats those settings under "generation". DIR/executions.jsonl
+missing samples; so is a rerun with one temperature on a DIR of several or the other way round.
+results.json repeats those settings under "generation". DIR/executions.jsonl
 records each sample's outcome with the --timeout and --memory-mb it ran under; a rerun with
 another of either is refused (use a new --out).
 """
@@ -191,6 +192,40 @@ def check_fresh_out(out: Path, samples: Path | None) -> None:
     raise LetiError(f"{out}: not empty and not a leti evaluate output (it holds '{names[0]}'); pass a new or empty --out")
 
 
+def _temperature_folders(out: Path) -> list[str]:
+    """The temperatures (as temperature_name spells them) of the temperature-T folders in `out`."""
+    if not out.is_dir():
+        return []
+    names = [p.name.removeprefix("temperature-") for p in out.iterdir()
+             if p.name.startswith("temperature-") and p.is_dir()]
+
+    def order(name: str) -> tuple[float, str]:
+        try:
+            return float(name), name
+        except ValueError:
+            return float("inf"), name
+
+    return sorted(names, key=order)
+
+
+def check_layout(out: Path, temperatures: int) -> None:
+    """Refuse a rerun on `out` that would use the other layout than the one it holds: one
+    temperature (or --samples, `temperatures` 0) evaluates in `out` itself, several in
+    out/temperature-T/. check_resume only looks at the folders the command uses, so a switch was
+    accepted with any settings: it redrew samples already in temperature-T/ (or drew other settings
+    beside the recorded ones) and replaced results.json with numbers of other settings."""
+    held = _temperature_folders(out)
+    if held and temperatures <= 1:
+        listed = ",".join(held)
+        what = "--samples" if temperatures == 0 else "one temperature"
+        raise LetiError(f"{out}: holds an evaluation at several temperatures (temperature-{held[0]}/, ...); rerun "
+                        f"with --temperature {listed} to resume it, or pass a new --out for {what}")
+    if temperatures > 1 and any((out / name).exists() for name in ("samples.jsonl", *_OWN_FILES)):
+        raise LetiError(f"{out}: holds an evaluation at one temperature (its {GENERATION_FILE} says which), not one "
+                        "folder per temperature; rerun with that one --temperature to resume it, or pass a new --out "
+                        "for several temperatures")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_generation_flags(args)
     check_output_dir(args.out, "--out")
@@ -221,12 +256,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         given = [flag for flag, dest, default in args.generation_flags if getattr(args, dest) != default]
         if given:  # silently ignoring them would score other samples than the user believes
             raise LetiError(f"{given[0]} applies to --model (drawing samples); --samples are scored as they are")
+        check_layout(args.out, 0)
         _score(args, task, split, problems, ks, args.samples, args.out, exec_config)
         return 0
     # No sandbox is refused now, not after every sample is drawn (hours at HumanEval's n=200)
     resolve_sandbox(exec_config.sandbox)
     requests = _generation_requests(args, task, split, problems)
     several = len(requests) > 1
+    check_layout(args.out, len(requests))
     outs = [args.out / f"temperature-{temperature_name(r.temperature)}" if several else args.out for r in requests]
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
