@@ -1088,3 +1088,41 @@ def test_switching_between_one_and_several_temperatures_on_an_out_is_refused(tin
     assert "rerun with --temperature 0.2,0.8 to resume it, or pass a new --out for --samples" in capsys.readouterr().err
     assert {one: _files(one), several: _files(several)} == kept
     assert main([*common, "--out", str(several), "--temperature", "0.2,0.8"]) == 0  # the same list resumes
+
+
+@pytest.mark.slow
+def test_a_temperature_folder_is_locked_with_the_evaluation_it_belongs_to(tiny_model_path: str, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on --out DIR at several temperatures and one on --out DIR/temperature-T (that
+    temperature's own output folder) held different locks, both appended the same samples to
+    DIR/temperature-T/samples.jsonl, and every rerun then refused the file."""
+    from leti.cli import evaluate_cmd
+    from leti.loop.rundir import locked_dir
+
+    task_file = _toy_task(tmp_path).path
+    out = tmp_path / "out"
+    common = ["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--n", "1",
+              "--max-new-tokens", "4", "--device", "cpu", "--k", "1", "--workers", "1"]
+    inner: list = []
+    real = evaluate_cmd.generate_samples
+
+    def racing(*args, **kwargs):  # another process starts on the temperature folder meanwhile
+        if not inner:
+            monkeypatch.setattr(evaluate_cmd, "generate_samples", real)  # the other run draws as usual
+            inner.append(main([*common, "--out", str(out / "temperature-0.2"), "--temperature", "0.2"]))
+            inner.append(capsys.readouterr().err)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_cmd, "generate_samples", racing)
+    assert main([*common, "--out", str(out), "--temperature", "0.2,0.8"]) == 0
+    assert inner[0] == 2 and (f"leti: error: {out / 'temperature-0.2'}: another leti process is working on this "
+                              "output directory; wait for it or use another --out") in inner[1]
+    assert len((out / "temperature-0.2" / "samples.jsonl").read_text().splitlines()) == 2
+    # the other order: a run on the temperature folder holds it, and the run on DIR is refused
+    fresh = tmp_path / "fresh"
+    with locked_dir(fresh / "temperature-0.8", "--out", "output directory"):
+        assert main([*common, "--out", str(fresh), "--temperature", "0.2,0.8"]) == 2
+    assert "another leti process is working on this output directory" in capsys.readouterr().err
+    # nothing of its own left: the other run's lock only
+    assert sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*")) == ["temperature-0.8", "temperature-0.8/.lock"]

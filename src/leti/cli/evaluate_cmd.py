@@ -26,6 +26,7 @@ import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 from leti.cli import check_output_dir
@@ -265,6 +266,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     several = len(requests) > 1
     check_layout(args.out, len(requests))
     outs = [args.out / f"temperature-{temperature_name(r.temperature)}" if several else args.out for r in requests]
+    with ExitStack() as locks:
+        # Each temperature folder's lock too (cmd_evaluate holds --out's): another process on
+        # --out DIR/temperature-T, its own output folder, appended the same samples beside this one.
+        for out in outs if several else []:
+            locks.enter_context(locked_dir(out, "--out", "output directory"))
+        return _draw_and_score(args, task, split, problems, ks, requests, outs, exec_config)
+
+
+def _draw_and_score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[int],
+                    requests: list[GenerationRequest], outs: list[Path], exec_config: ExecutionConfig) -> int:
+    several = len(requests) > 1
     for req, out in zip(requests, outs, strict=True):  # a changed setting is refused before any draw
         check_resume(req, out / "samples.jsonl")
     for out in outs:  # and so is another --timeout/--memory-mb, or executions of other samples
