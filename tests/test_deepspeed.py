@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from checkpoints import assert_fp32_masters
 from safetensors.torch import load_file
 
 from leti.errors import LetiError
@@ -100,20 +101,13 @@ def test_zero2_in_bf16_hands_on_its_fp32_master_weights_across_iterations(tmp_pa
     optimizer; the leader kept the bf16 module, so the second iteration's AdamW refused it (and
     every checkpoint was rounded to bf16). Now both checkpoints hold the fp32 master weights."""
     pytest.importorskip("deepspeed")
-    import torch
 
     run = tmp_path / "bf16"
     proc = _launch("deepspeed-zero2", run, ["--set", f"model={tiny_model_path}", "--set", f"task={add_task}",
                                             "--set", "progress=false", "--set", "trainer.mixed_precision=bf16",
                                             "--set", "iterations=2", "--set", "eval.every=2"], precision="bf16")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    base = load_file(Path(tiny_model_path) / "model.safetensors")
-    for it in (1, 2):
-        tuned = load_file(run / "iterations" / str(it) / "checkpoint" / "model.safetensors")
-        assert {v.dtype for v in tuned.values()} == {torch.float32}
-        # not rounded to bf16: the fp32 masters (the base's fp32 values moved by fp32 updates)
-        assert not all(torch.equal(v, v.to(torch.bfloat16).to(v.dtype)) for v in tuned.values())
-        assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-4
+    assert_fp32_masters(run, tiny_model_path, (1, 2))
 
 
 def test_lora_under_deepspeed_in_16_bits_is_refused_at_start(monkeypatch):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from checkpoints import assert_fp32_masters
 from safetensors.torch import load_file
 
 from leti.cli import main
@@ -68,8 +69,6 @@ def test_zero2_in_bf16_keeps_fp32_master_weights_over_two_iterations_on_gpu(tmp_
     """tests/test_deepspeed.py's bf16 ZeRO-2 check on CUDA (one process): DeepSpeed runs the
     module in bf16 there for real, and both iterations' checkpoints must hold its fp32 masters."""
     pytest.importorskip("deepspeed")
-    import torch
-
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / "deepspeed-zero2.yaml"), "--num_processes", "1",
@@ -79,12 +78,7 @@ def test_zero2_in_bf16_keeps_fp32_master_weights_over_two_iterations_on_gpu(tmp_
            "--set", "trainer.carry_optimizer_state=false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    base = load_file(Path(tiny_model_path) / "model.safetensors")
-    for it in (1, 2):
-        tuned = load_file(run / "iterations" / str(it) / "checkpoint" / "model.safetensors")
-        assert {v.dtype for v in tuned.values()} == {torch.float32}
-        assert not all(torch.equal(v, v.to(torch.bfloat16).to(v.dtype)) for v in tuned.values())
-        assert max((tuned[k][: base[k].shape[0]] - base[k]).abs().max().item() for k in base) > 1e-4
+    assert_fp32_masters(run, tiny_model_path, (1, 2))
 
 
 @pytest.mark.gpu
