@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from procs import descendants
 from safetensors.torch import load_file
 
 from leti.cli import main
@@ -34,9 +35,11 @@ def _pids_with_arg(arg: str) -> list[int]:
     return pids
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 def _torchrun(args: list[str], timeout: int = 180) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "leti", *args]
+    cmd = [*TORCHRUN, "-m", "leti", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -355,9 +358,10 @@ def test_two_process_vllm_sampling_matches_single_process(tmp_path, tiny_model_p
               "--set", "sampling.vllm.enforce_eager=true", "--set", "sampling.vllm.gpu_memory_utilization=0.1",
               "--set", "eval.temperature=0.8"]
     single, multi = tmp_path / "single", tmp_path / "multi"
-    assert main(["run", CONFIG, "--run-dir", str(single), *common]) == 0
-    proc = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common], timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_until([sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(single), *common],
+               single / "iterations" / "1" / "samples.done", tmp_path / "single.err")
+    _run_until([*TORCHRUN, "-m", "leti", "run", CONFIG, "--run-dir", str(multi), *common],
+               multi / "iterations" / "1" / "samples.done", tmp_path / "multi.err")
 
     def samples(run: Path, name: str) -> dict:
         recs = [json.loads(x) for x in (run / "iterations" / name).read_text().splitlines()]
@@ -369,6 +373,34 @@ def test_two_process_vllm_sampling_matches_single_process(tmp_path, tiny_model_p
     done = json.loads((multi / "iterations" / "1" / "samples.done").read_text())
     ev = json.loads((multi / "iterations" / "0" / "eval.json").read_text())
     assert (done["sampled_by_rank"], ev["sampled_by_rank"]) == ([5, 4], [2, 2])
+
+
+def _run_until(cmd: list[str], marker: Path, err: Path, timeout: float = 600) -> None:
+    """Run `cmd` until `marker` exists, then kill it and every process it started: what the
+    test compares is written by then, and the stages after it (training, and the trained model's
+    evaluation, which starts one more vLLM engine per process) would only cost CI time."""
+    import signal
+    import time
+
+    with open(err, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, f"exited {proc.returncode} before {marker}: {err.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {marker} within {timeout:g} s: {err.read_text()[-3000:]}"
+            time.sleep(0.2)
+    finally:
+        # torchrun starts each rank in a session of its own: kill everything below it, by pid
+        while below := descendants(proc.pid):
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:  # ended meanwhile
+                    pass
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.slow

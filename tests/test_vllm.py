@@ -171,6 +171,13 @@ def test_lora_rank_is_rounded_up_to_one_vllm_accepts():
         assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)
 
 
+def test_only_engine_settings_decide_whether_an_engine_serves_a_phase():
+    """chunk_size is how the sampler feeds the engine: a phase with another one keeps the engine."""
+    assert VLLMConfig(chunk_size=7).starts_the_same_engine_as(VLLMConfig())
+    assert not VLLMConfig(dtype="float32").starts_the_same_engine_as(VLLMConfig())
+    assert not VLLMConfig(max_model_len=64, chunk_size=7).starts_the_same_engine_as(VLLMConfig(chunk_size=7))
+
+
 def test_run_config_vllm_section(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("sampling:\n  backend: vllm\n  vllm:\n    gpu_memory_utilization: 0.5\n    enforce_eager: true\n")
@@ -216,13 +223,20 @@ def test_vllm_greedy_matches_hf_tokens(tiny_model_path):
 def test_vllm_samples_do_not_depend_on_batching(tiny_model_path):
     """Many seeded requests (more prompt tokens than one engine step takes): the same samples
     whether they go to the engine in one chunk or in chunks of 7."""
+    from leti.sampling.vllm import VLLMEngine
     from leti.tasks.registry import get_task
 
     requests = [SampleRequest(p.id, p.prompt) for p in get_task("mbpp").problems("train")[:24]]
     cfg = SamplingConfig(n=8, temperature=1.0, max_new_tokens=8, backend="vllm", vllm=ENGINE)
-    whole = {s.key: s for s in get_sampler(cfg, tiny_model_path, None).sample(requests)}
-    chunked = replace(cfg, vllm=replace(ENGINE, chunk_size=7))
-    assert {s.key: s for s in get_sampler(chunked, tiny_model_path, None).sample(requests)} == whole
+    # One engine for both (a shared engine draws what a fresh one draws:
+    # test_a_shared_engine_draws_what_a_fresh_one_draws); chunking is the sampler's.
+    engine = VLLMEngine(cfg, tiny_model_path)
+    try:
+        whole = {s.key: s for s in get_sampler(cfg, engine, None).sample(requests)}
+        chunked = replace(cfg, vllm=replace(ENGINE, chunk_size=7))
+        assert {s.key: s for s in get_sampler(chunked, engine, None).sample(requests)} == whole
+    finally:
+        engine.close()
     assert len(whole) == 24 * 8 and sum(len(s.prompt) for s in whole.values()) > 4 * 4096
 
 
@@ -302,7 +316,7 @@ def test_a_shared_engine_draws_what_a_fresh_one_draws(tiny_model_path):
 
 
 @pytest.mark.vllm
-def test_engine_logs_only_warnings_unless_asked(tiny_model_path):
+def test_engine_logs_only_warnings_unless_asked(tiny_model_path, monkeypatch):
     """A sampling phase in a fresh process: vLLM's INFO lines (about a hundred per engine start)
     are off by default, in the engine's processes too, and VLLM_LOGGING_LEVEL=INFO brings them back."""
     import subprocess
@@ -318,9 +332,13 @@ def test_engine_logs_only_warnings_unless_asked(tiny_model_path):
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert quiet.returncode == 0 and quiet.stdout.split()[-1] == "1", quiet.stderr[-2000:]
     assert " INFO " not in quiet.stderr + quiet.stdout
-    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**env, "VLLM_LOGGING_LEVEL": "INFO"})
-    assert loud.returncode == 0 and (loud.stderr + loud.stdout).count(" INFO ") > 10
+    # A user's VLLM_LOGGING_LEVEL stands (vLLM then logs at that level: its own behaviour, not
+    # re-checked with a second engine start, ~35 s on CPU).
+    from leti.sampling.base import _load_vllm
+
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")
+    _load_vllm()
+    assert os.environ["VLLM_LOGGING_LEVEL"] == "INFO"
 
 
 @pytest.mark.vllm

@@ -46,7 +46,7 @@ class ModelSlot:
         which the slot keeps (and closes) rather than the sampler."""
         if sampling.backend != "vllm":
             return self.get(source)
-        if self.source != source or self.engine is None or self.engine.settings != sampling.vllm:
+        if self.source != source or self.engine is None or not sampling.vllm.starts_the_same_engine_as(self.engine.settings):
             from leti.sampling.vllm import VLLMEngine
 
             self.release()

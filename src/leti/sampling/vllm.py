@@ -337,7 +337,7 @@ class VLLMSampler:
         # trust_remote_code, revision: for an engine the sampler starts itself (a given engine has its own).
         self.engine = (VLLMEngine(config, model, tokenizer, trust_remote_code=trust_remote_code, revision=revision)
                        if self._owns_engine else model)
-        if self.engine.settings != config.vllm:
+        if not config.vllm.starts_the_same_engine_as(self.engine.settings):
             raise LetiError("this vLLM engine was started with other sampling.vllm settings")
         self.tokenizer = self.engine.tokenizer
         self.eos_ids = self.engine.eos_ids

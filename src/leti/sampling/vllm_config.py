@@ -6,7 +6,7 @@ without vLLM or a GPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from leti.errors import LetiError
@@ -41,3 +41,8 @@ class VLLMConfig:
             raise LetiError(
                 f"sampling.vllm.model_impl={self.model_impl!r} is invalid; use auto, vllm or transformers"
             )
+
+    def starts_the_same_engine_as(self, other: VLLMConfig) -> bool:
+        """Whether an engine started with `other` serves these settings: all but chunk_size, which
+        is how the sampler feeds the engine, not how the engine is built."""
+        return replace(self, chunk_size=other.chunk_size) == other
