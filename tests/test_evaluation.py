@@ -1126,3 +1126,40 @@ def test_a_temperature_folder_is_locked_with_the_evaluation_it_belongs_to(tiny_m
     assert "another leti process is working on this output directory" in capsys.readouterr().err
     # nothing of its own left: the other run's lock only
     assert sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*")) == ["temperature-0.8", "temperature-0.8/.lock"]
+
+
+def test_a_vllm_resume_in_another_precision_or_context_is_refused(tmp_path: Path) -> None:
+    """vLLM's dtype, model_impl and max_model_len change the draws (as the hf backend's dtype does),
+    and a resumed `leti evaluate --backend vllm` with another one appended samples of two
+    precisions to one file; the engine's speed settings (chunk_size, memory share) still may change."""
+    from dataclasses import replace
+
+    from leti.evaluation.generate import (
+        GenerationRequest,
+        check_generation_settings,
+        generation_settings,
+    )
+    from leti.sampling.vllm_config import VLLMConfig
+
+    out = tmp_path / "samples.jsonl"
+    out.write_text(json.dumps({"problem_id": "p", "sample_idx": 0, "completion": "x"}) + "\n")
+    first = GenerationRequest(model="m", n=1, temperature=1.0, top_p=1.0, max_new_tokens=8, backend="vllm",
+                              vllm=VLLMConfig(dtype="float32"))
+    recorded = generation_settings(first)
+    assert recorded["vllm"] == {"dtype": "float32", "model_impl": "auto", "max_model_len": None}
+    (tmp_path / "generation.json").write_text(json.dumps(recorded))
+    faster = replace(first, vllm=VLLMConfig(dtype="float32", chunk_size=7, gpu_memory_utilization=0.5))
+    check_generation_settings(out, generation_settings(faster), has_samples=True)
+    for change, message in [
+        ({"dtype": "bfloat16"}, "--vllm dtype=float32, not bfloat16 (generation.json); rerun with --vllm dtype=float32"),
+        ({"max_model_len": 64}, "--vllm max_model_len=null, not 64 (generation.json); rerun with --vllm max_model_len=null"),
+    ]:
+        other = replace(first, vllm=replace(first.vllm, **change))
+        with pytest.raises(LetiError, match="its samples were drawn with ") as refused:
+            check_generation_settings(out, generation_settings(other), has_samples=True)
+        assert message in str(refused.value)
+    # A record from before engine settings were kept: not checked on them.
+    (tmp_path / "generation.json").write_text(json.dumps({k: v for k, v in recorded.items() if k != "vllm"}))
+    check_generation_settings(out, generation_settings(replace(first, vllm=VLLMConfig(dtype="bfloat16"))), has_samples=True)
+    # The hf backend records none.
+    assert "vllm" not in generation_settings(replace(first, backend="hf"))

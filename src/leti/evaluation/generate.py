@@ -10,8 +10,8 @@ split or prompts (another --task, an edited task file) is refused, so one file n
 samples of two models, settings or tasks. With the hf backend it also records the dtype the weights
 loaded in: --device picks it ('auto': bfloat16 on a GPU that has it, float32 on a CPU) and it
 changes the draws, so a resume on another kind of device is refused. Batch size and vLLM engine
-settings are not recorded: every sample has its own seed (leti.sampling.hf.derive_seed), so they
-change speed, not what is drawn. --n may grow: sample k is the same draw whatever n is, so a larger n only draws the
+settings are not recorded, but for vLLM's dtype, model_impl and max_model_len (`VLLM_DRAW_SETTINGS`):
+every sample has its own seed (leti.sampling.hf.derive_seed), so the others change speed, not what is drawn. --n may grow: sample k is the same draw whatever n is, so a larger n only draws the
 missing indices; it may not shrink, as the extra samples already drawn would be scored too.
 """
 
@@ -71,7 +71,12 @@ _FLAGS = {"model": "--model", "n": "--n", "temperature": "--temperature", "top_p
           "backend": "--backend", "split": "--split", "revision": "--revision"}
 
 # Recorded only by newer leti: a generation.json without them is not checked on them.
-_LATER_FIELDS = {"task", "split", "prompts_sha1", "dtype", "revision"}
+_LATER_FIELDS = {"task", "split", "prompts_sha1", "dtype", "revision", "vllm"}
+
+# vLLM engine settings that change what is drawn (precision, model implementation, and the
+# context that caps each sample's token budget); the others (memory share, eager mode, chunk and
+# tensor-parallel sizes) change speed, as `leti run` lets them change on resume.
+VLLM_DRAW_SETTINGS = ("dtype", "model_impl", "max_model_len")
 
 # What a special token of a code LM's tokenizer looks like (<|good|>, <|endoftext|>, ...).
 _SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]+\|>")
@@ -90,6 +95,8 @@ def generation_settings(req: GenerationRequest) -> dict:
     for name in ("revision", "task", "split", "prompts_sha1"):
         if getattr(req, name):
             settings[name] = getattr(req, name)
+    if req.backend == "vllm":  # the engine settings that change the draws, as `leti run` refuses them on resume
+        settings["vllm"] = {name: getattr(req.vllm, name) for name in VLLM_DRAW_SETTINGS}
     return settings
 
 
@@ -112,6 +119,10 @@ def prompts_digest(task: Task, problems: Sequence[Problem]) -> str:
     """Fingerprint of what is sampled: each problem's id, prompt and stop sequences, in order."""
     rows = [[p.id, p.prompt, list(task.stop_for(p))] for p in problems]
     return hashlib.sha1(json.dumps(rows).encode("utf-8")).hexdigest()[:16]
+
+
+def _vllm_value(value: Any) -> str:
+    return "null" if value is None else str(value)
 
 
 def check_generation_settings(out_path: Path, settings: dict, has_samples: bool) -> None:
@@ -153,6 +164,15 @@ def check_generation_settings(out_path: Path, settings: dict, has_samples: bool)
             )
         if name == "n" and isinstance(was, int) and new >= was:
             continue  # more samples per problem: the first `was` are the same draws
+        if name == "vllm" and was != new:
+            key = next((k for k in new if was.get(k) != new[k]), None)
+            if key is None:
+                raise LetiError(f"{record}: 'vllm' holds {json.dumps(was)[:80]}; the file is damaged: restore it, or use a new --out")
+            old_value, new_value = (_vllm_value(v.get(key)) for v in (was, new))
+            raise LetiError(
+                f"{out_path.parent}: its samples were drawn with --vllm {key}={old_value}, not {new_value} ({record.name}); "
+                f"rerun with --vllm {key}={old_value} to resume, or pass a new --out for the new setting"
+            )
         if was != new:
             fix = (f"pass {flag} {was} (or more) to score these samples" if name == "n" and isinstance(was, int)
                    else f"resume where the weights load in {was} (--device)" if name == "dtype"
