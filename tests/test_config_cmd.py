@@ -156,3 +156,12 @@ def test_a_feedback_style_override_on_a_file_that_spells_out_both_sets_both(tmp_
     # both set, differently: still refused
     with pytest.raises(LetiError, match="differs from training_text.feedback_style"):
         load_config(tmp_path / "config.yaml", ["training_text.feedback_style=rich", "execution.feedback_style=paper"])
+
+
+def test_weights_dtype_that_leti_run_refuses_is_not_printed_as_validated(capsys):
+    """`leti config --set model_dtype=bfloat16` printed the config as validated, and `leti run`
+    of the printed copy then refused it at start."""
+    assert main(["config", "--set", "model_dtype=bfloat16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leti: error: model_dtype='bfloat16' would train every weight in bfloat16") and "\n" not in err
+    assert main(["config", "--set", "model_dtype=bfloat16", "--set", "trainer.lora.enabled=true"]) == 0

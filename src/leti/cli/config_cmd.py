@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     check_task(cfg, args.config, args.overrides)
+    cfg.check_weights_dtype()  # `leti run` refuses it at start: "validated" must mean the same
     # a config for `leti sft` keeps its mark, so `leti run` still refuses the printed copy
     sft = args.config is not None and is_sft_config(resolve_config(args.config))
     print((f"{SFT_MARK}  (a config for `leti sft`, which `leti run` refuses)\n" if sft else "") + render(cfg), end="")
