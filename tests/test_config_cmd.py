@@ -165,3 +165,21 @@ def test_weights_dtype_that_leti_run_refuses_is_not_printed_as_validated(capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("leti: error: model_dtype='bfloat16' would train every weight in bfloat16") and "\n" not in err
     assert main(["config", "--set", "model_dtype=bfloat16", "--set", "trainer.lora.enabled=true"]) == 0
+
+
+def test_settings_of_a_section_left_switched_off_are_named(tmp_path, capsys):
+    """sampling.vllm.* under the hf sampler, execution.ray_* under the local pool, trainer.lora.*
+    with LoRA off did nothing, silently: a user who forgot the switch got the other backend."""
+    assert main(["config", "tiny-cpu", "--set", "sampling.vllm.dtype=float32", "--set", "trainer.lora.r=8",
+                 "--set", "trainer.lora.alpha=8", "--set", "execution.ray_actors=2"]) == 0
+    assert capsys.readouterr().err.strip() == (
+        "leti: warning: sampling.vllm.dtype does nothing with sampling.backend: hf (set sampling.backend: vllm to use "
+        "it); execution.ray_actors does nothing with execution.backend: local (set execution.backend: ray to use it); "
+        "trainer.lora.alpha, trainer.lora.r do nothing with trainer.lora.enabled: false (set trainer.lora.enabled: "
+        "true to use them)")
+    assert main(["config", "tiny-cpu", "--set", "sampling.backend=vllm", "--set", "sampling.vllm.dtype=float32",
+                 "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.r=8"]) == 0
+    assert capsys.readouterr().err == ""
+    for preset in CONFIGS:  # the shipped presets set nothing they do not use
+        assert main(["config", str(preset)]) == 0
+        assert "warning" not in capsys.readouterr().err, preset.name

@@ -129,9 +129,12 @@ def test_an_unreadable_corpus_fails_at_run_start_and_the_fixed_config_then_runs(
     assert "holds no .py files" in capsys.readouterr().err
     assert not list(run.glob("iterations/*")) and not list((tmp_path / "run2").glob("iterations/*"))
     # Nothing was produced, so the corrected config is taken (not refused as a changed resume).
-    assert main(args + ["--set", "eval.split=train", "--set", "eval.max_problems=1", "--set", "sampling.temperature=0"]) == 0
+    assert main(args + ["--set", "eval.split=train", "--set", "eval.max_problems=1", "--set", "sampling.temperature=0",
+                        "--set", "sampling.vllm.dtype=float32"]) == 0
     captured = capsys.readouterr()
     assert "leti: warning: train_split and eval.split are both 'train'" in captured.err
+    assert ("leti: warning: sampling.vllm.dtype does nothing with sampling.backend: hf (set sampling.backend: vllm "
+            "to use it)\n") in captured.err
     assert ("leti: warning: sampling.n: temperature 0 is greedy decoding, so the 2 samples of each problem are one "
             "program repeated; an iteration trains on n copies") in captured.err and "eval.n:" not in captured.err
     assert "resuming" not in captured.out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import textwrap
 import typing
 
@@ -27,11 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from leti.loop.checks import switched_off_settings_warning
     from leti.presets import SFT_MARK, is_sft_config, resolve_config
 
     cfg = load_config(args.config, args.overrides)
     check_task(cfg, args.config, args.overrides)
     cfg.check_weights_dtype()  # `leti run` refuses it at start: "validated" must mean the same
+    if warning := switched_off_settings_warning(cfg):  # as `leti run` warns at start
+        print(warning, file=sys.stderr)
     # a config for `leti sft` keeps its mark, so `leti run` still refuses the printed copy
     sft = args.config is not None and is_sft_config(resolve_config(args.config))
     print((f"{SFT_MARK}  (a config for `leti sft`, which `leti run` refuses)\n" if sft else "") + render(cfg), end="")

@@ -124,6 +124,30 @@ def sft_unused_settings(cfg: RunConfig) -> list[str]:
     return [f"{k}={yaml_value(now[k])}" for k in sorted(SFT_UNUSED) if now.get(k) != defaults.get(k)]
 
 
+# Sections that only a switch elsewhere turns on: (prefix of the section's fields, switch, the
+# value that turns them on, fields of the section that are the switch itself).
+_SWITCHED_SECTIONS = [("sampling.vllm.", "sampling.backend", "vllm", ()),
+                      ("execution.ray_", "execution.backend", "ray", ()),
+                      ("trainer.lora.", "trainer.lora.enabled", True, ("trainer.lora.enabled",))]
+
+
+def switched_off_settings_warning(cfg: RunConfig) -> str | None:
+    """One warning naming the settings `cfg` sets away from their defaults in a section its switch
+    leaves off (`sampling.vllm.dtype` under the hf sampler, `trainer.lora.r` with LoRA off): they
+    do nothing, which a user who forgot the switch would not otherwise learn."""
+    now, defaults = flatten_config(config_to_dict(cfg)), flatten_config(config_to_dict(RunConfig()))
+    unused = []
+    for prefix, switch, on, own in _SWITCHED_SECTIONS:
+        if now[switch] == on:
+            continue
+        names = [k for k in sorted(now) if k.startswith(prefix) and k not in own and now[k] != defaults.get(k)]
+        if names:
+            unused.append(f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} nothing with {switch}: "
+                          f"{yaml_value(now[switch])} (set {switch}: {yaml_value(on)} to use "
+                          f"{'it' if len(names) == 1 else 'them'})")
+    return f"leti: warning: {'; '.join(unused)}" if unused else None
+
+
 _SPEC_SFT_LR, _SPEC_SFT_EPOCHS = 1e-4, 30  # the spec's supervised baseline (configs/mbpp-sft.yaml)
 
 

@@ -37,6 +37,7 @@ from leti.loop.checks import (
     sft_unused_settings,
     start_run_dir,
     start_tokenizer,
+    switched_off_settings_warning,
 )
 from leti.loop.distributed import Group, check_launch, check_same_config, follow
 from leti.loop.iteration import Iterations
@@ -229,6 +230,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             warnings.insert(0, greedy_copies_warning(cfg.sampling.temperature, cfg.sampling.n, "sampling.n",
                                                      "an iteration trains on n copies of one program per problem; "
                                                      "set sampling.n: 1, or a temperature above 0"))
+        warnings.append(switched_off_settings_warning(cfg))
         for warning in filter(None, warnings):
             print(warning, file=sys.stderr)
         if cfg.train_split == cfg.eval.split:
