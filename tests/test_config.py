@@ -134,12 +134,30 @@ def test_half_precision_weights_are_refused_at_run_start_unless_lora_trains(dtyp
     assert err.startswith(f"leti: error: model_dtype={dtype!r} would train every weight in {dtype}")
     assert why in err and "model_dtype: float32" in err and "\n" not in err
     assert not (run / "iterations").exists()
-    assert load_config(None, [f"model_dtype={dtype}", "trainer.lora.enabled=true"]).weights_dtype == dtype
+    adapters = [f"model_dtype={dtype}", "trainer.lora.enabled=true", "trainer.lora.save=adapter"]
+    load_config(None, adapters).check_weights_dtype()
+    assert load_config(None, adapters).weights_dtype == dtype
 
 
-def test_auto_weights_are_float32_when_every_weight_trains():
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_lora_merged_into_half_precision_weights_is_refused_at_run_start(dtype, tmp_path, capsys):
+    """Merged into 16-bit weights, LoRA's small update rounds away (58% of the weights an fp32
+    run moved stayed put on a tiny model), and each iteration loads the merge in 16 bits again."""
+    run = tmp_path / "run"
+    assert main(["run", "tiny-cpu", "--run-dir", str(run), "--set", f"model_dtype={dtype}",
+                 "--set", "trainer.lora.enabled=true", "--set", "trainer.carry_optimizer_state=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"leti: error: model_dtype={dtype!r} with trainer.lora.save: merged adds each iteration's adapters "
+                   f"into {dtype} weights, which rounds most of their small update away; use trainer.lora.save: "
+                   "adapter (the adapters go on training over the frozen weights) or model_dtype: float32")
+    assert not (run / "iterations").exists()
+
+
+def test_auto_weights_are_float32_unless_the_weights_stay_frozen():
     assert load_config(None, ["model_dtype=auto"]).weights_dtype == "float32"
-    assert load_config(None, ["model_dtype=auto", "trainer.lora.enabled=true"]).weights_dtype == "auto"
+    assert load_config(None, ["model_dtype=auto", "trainer.lora.enabled=true"]).weights_dtype == "float32"
+    assert load_config(None, ["model_dtype=auto", "trainer.lora.enabled=true",
+                              "trainer.lora.save=adapter"]).weights_dtype == "auto"
     assert load_config(None, []).weights_dtype == "float32"
 
 

@@ -164,7 +164,10 @@ def test_weights_dtype_that_leti_run_refuses_is_not_printed_as_validated(capsys)
     assert main(["config", "--set", "model_dtype=bfloat16"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("leti: error: model_dtype='bfloat16' would train every weight in bfloat16") and "\n" not in err
-    assert main(["config", "--set", "model_dtype=bfloat16", "--set", "trainer.lora.enabled=true"]) == 0
+    assert main(["config", "--set", "model_dtype=bfloat16", "--set", "trainer.lora.enabled=true"]) == 2
+    assert "with trainer.lora.save: merged" in capsys.readouterr().err
+    assert main(["config", "--set", "model_dtype=bfloat16", "--set", "trainer.lora.enabled=true",
+                 "--set", "trainer.lora.save=adapter"]) == 0
 
 
 def test_settings_of_a_section_left_switched_off_are_named(tmp_path, capsys):

@@ -86,7 +86,7 @@ class RunConfig:
     model: str = field(default="Salesforce/codegen-350M-mono", metadata={"help": "Hugging Face hub id or local directory of a causal LM."})
     model_revision: str | None = field(default=None, metadata={"help": "Hub revision of `model`: a branch, tag or commit sha (None: the default branch). The run records the commit it resolves to in run.json (model_commit) and loads exactly that commit for its whole life, so a resume after the branch moved still reads the same weights. For a local adapter directory it applies to the hub base model the adapter names; a plain local directory has no revisions (refused), and is pinned by its files instead (run.json's model_files)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let the model's repository run its own modeling code (config.json auto_map: CodeGen2, SantaCoder, replit-code, ...) when the model, its config or tokenizer loads. This runs Python code from that repository: only for models you trust."})
-    model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype. Training every weight needs float32 (fp32 master weights: AdamW's lr 1e-5 updates round away in bfloat16 and turn float16 weights to NaN); the trainer still computes in bf16 on GPUs (trainer.mixed_precision). bfloat16/float16 only with trainer.lora.enabled (frozen base). 'auto': float32, or with LoRA bf16 on GPUs (fp16 on older ones)."})
+    model_dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(default="float32", metadata={"help": "Weights dtype. Training every weight needs float32 (fp32 master weights: AdamW's lr 1e-5 updates round away in bfloat16 and turn float16 weights to NaN); the trainer still computes in bf16 on GPUs (trainer.mixed_precision). bfloat16/float16 only for LoRA adapters saved apart from the frozen base (trainer.lora.enabled, lora.save: adapter): merged into 16-bit weights, their small updates round away too. 'auto': float32, or for such adapters bf16 on GPUs (fp16 on older ones)."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:N'."})
     task: str = field(default="mbpp", metadata={"help": "Task spec: mbpp, humaneval, jsonl:PATH, ..."})
     train_split: str = field(default="train", metadata={"help": "Split whose problems are sampled for training (MBPP: 601-974)."})
@@ -108,12 +108,21 @@ class RunConfig:
             raise LetiError(f"model_dtype={self.model_dtype!r} would train every weight in {self.model_dtype}, where AdamW's "
                             f"small updates {'round away' if self.model_dtype == 'bfloat16' else 'turn weights to NaN'}; "
                             "use model_dtype: float32 (the trainer still computes in bf16 on GPUs, trainer.mixed_precision) "
-                            "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true)")
+                            "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)")
+        if self.model_dtype in ("bfloat16", "float16") and self.trainer.lora.save == "merged":
+            # Measured on a tiny model: merged into bf16 weights, 58% of the weights an fp32 run's
+            # LoRA update moved did not move at all; the next iteration loads the merge in 16 bits again.
+            raise LetiError(f"model_dtype={self.model_dtype!r} with trainer.lora.save: merged adds each iteration's "
+                            f"adapters into {self.model_dtype} weights, which rounds most of their small update away; "
+                            "use trainer.lora.save: adapter (the adapters go on training over the frozen weights) "
+                            "or model_dtype: float32")
 
     @property
     def weights_dtype(self) -> str:
-        """model_dtype as the run loads its models: 'auto' is float32 when every weight trains."""
-        return "float32" if self.model_dtype == "auto" and not self.trainer.lora.enabled else self.model_dtype
+        """model_dtype as the run loads its models: 'auto' is float32 unless the weights stay frozen
+        (LoRA adapters saved apart from them), as 16-bit weights lose small updates (check_weights_dtype)."""
+        frozen = self.trainer.lora.enabled and self.trainer.lora.save == "adapter"
+        return self.model_dtype if self.model_dtype != "auto" or frozen else "float32"
 
     def __post_init__(self) -> None:
         _positive(self, "", ("iterations",))
