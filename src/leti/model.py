@@ -426,7 +426,7 @@ def base_model(name_or_path: str | Path) -> str:
     local = local_model_dir(name)
     while local is not None and (adapter := adapter_config(local)) is not None:
         name = str(adapter["base_model_name_or_path"])
-        local = local_model_dir(name)
+        local = _load_base(local, name, local_model_dir)  # a bad base names the adapter that names it
     return os.path.abspath(local) if local is not None else name
 
 
