@@ -4,7 +4,8 @@ LoRA wraps the model itself; after training the adapters (and the rows of LeTI's
 peft `trainable_token_indices`: input embedding and an untied output head without a bias) are
 merged, so every checkpoint is a plain model. With
 `lora.save: adapter` they stay separate: the checkpoint is the peft adapter directory over the
-original model, and the next iteration loads it (leti.model) and goes on training it.
+original model, and the next iteration loads it (leti.model) and goes on training it, which
+trainer.lora must then describe (check_continued_adapters).
 
 QLoRA trains the same adapters over a 4-bit NF4 copy of the base weights loaded from the
 checkpoint (bitsandbytes): only that copy sits on the training device, while the full-precision
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +34,9 @@ from leti.model import (
 )
 from leti.model import quiet_peft as _quiet_peft
 from leti.training.config import TrainerConfig
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 QLORA_HINT = "trainer.lora.load_in_4bit needs bitsandbytes: pip install 'leti[qlora]'"
 
@@ -141,7 +148,9 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
     """At run start: trainer.lora against the skeleton of `model_name`, built from its config on
     the meta device (no weights loaded), so that a wrong target name, or settings peft refuses
     for this model, fail before the first evaluation and sampling phase (hours on a real run)
-    rather than when training starts. `revision`: the hub commit the run loads (model_revision)."""
+    rather than when training starts. leti's adapter checkpoint whose adapters train on (lora.save:
+    adapter) is checked against trainer.lora instead (check_continued_adapters), its base's layers
+    naming the targets. `revision`: the hub commit the run loads (model_revision)."""
     if not cfg.lora.enabled:
         return
     if cfg.lora.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
@@ -153,10 +162,10 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
 
     local = local_model_dir(model_name)
     try:
-        if (local is not None and adapter_config(local) is not None and cfg.lora.save == "adapter"
-                and written_by_leti(local, trust_remote_code, revision)):
-            return  # leti's adapter checkpoint under lora.save: adapter keeps its own adapters, which train on
-        # any other adapter directory is merged into its base, which gets new adapters: checked on the base
+        # leti's adapter checkpoint under lora.save: adapter keeps its own adapters, which train on;
+        # any other adapter directory is merged into its base, which gets new adapters
+        continued = (local is not None and adapter_config(local) is not None and cfg.lora.save == "adapter"
+                     and written_by_leti(local, trust_remote_code, revision))
         source = base_model(model_name)
     except LetiError:
         return  # a missing base is reported, with its own message, where it loads
@@ -167,6 +176,17 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
         return  # an unloadable model is reported, with its own message, where it loads
+    if continued:
+        from peft import LoraConfig
+
+        try:
+            with _quiet_peft():
+                saved = LoraConfig.from_pretrained(str(local))
+        except (OSError, TypeError, ValueError):
+            return  # an unreadable adapter_config.json is reported, with its own message, where it loads
+        check_continued_adapters(saved, cfg, str(local / "adapter_config.json"),
+                                 [name for name, _ in skeleton.named_modules()])
+        return
     check_target_modules(skeleton, cfg)
     from peft import get_peft_model
 
@@ -179,6 +199,75 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
         refusal = _dropout_refusal(e, skeleton, cfg)
         if refusal is not None:
             raise refusal from None
+
+
+def check_loaded_adapters(model, cfg: TrainerConfig, source: str | None = None) -> None:
+    """check_continued_adapters for a loaded peft model whose adapters train on; `source`: the
+    adapter checkpoint it was loaded from (None: the message names no directory)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    adapters = model.peft_config[model.active_adapter]
+    base = model.get_base_model()
+    # the base model's own module names: those inside peft's wrappers (base_layer, lora_A.default,
+    # token_adapter, ...) are not layers a target name could mean
+    wrapped = tuple(f"{name}." for name, module in base.named_modules()
+                    if isinstance(module, (BaseTunerLayer, AuxiliaryTrainingWrapper)))
+    names = [name for name, _ in base.named_modules() if not name.startswith(wrapped)]
+    where = str(Path(source) / "adapter_config.json") if source is not None else "the model's adapter_config.json"
+    check_continued_adapters(adapters, cfg, where, names)
+
+
+def check_continued_adapters(adapters: LoraConfig, cfg: TrainerConfig, where: str, module_names: Sequence[str]) -> None:
+    """A LetiError when the adapters that train on (leti's adapter checkpoint with lora.enabled and
+    lora.save: adapter) differ from trainer.lora: they keep their own settings, and the config's
+    were dropped without a word. `adapters`: their peft LoraConfig; `where`: their
+    adapter_config.json, for the message; `module_names`: the base model's modules, over which
+    target_modules compare by the layers they match (peft saves 'all-linear' as the full names
+    of the layers it chose; 'all-linear' in the config is not compared, for the same reason)."""
+    lora = cfg.lora
+    trains_rows = bool(adapters.trainable_token_indices)
+    # (setting, what these adapters do, the config's value, the value that keeps them), first difference wins
+    differences = [
+        ("r", f"have r={adapters.r}", lora.r, adapters.r, adapters.r != lora.r),
+        ("alpha", f"have lora_alpha={adapters.lora_alpha:g}", lora.alpha, f"{adapters.lora_alpha:g}",
+         float(adapters.lora_alpha) != float(lora.alpha)),
+        ("dropout", f"have lora_dropout={adapters.lora_dropout:g}", f"{lora.dropout:g}", f"{adapters.lora_dropout:g}",
+         float(adapters.lora_dropout) != float(lora.dropout)),
+    ]
+    if lora.target_modules != ["all-linear"]:
+        from peft import LoraConfig
+
+        on = _matched(adapters, module_names)
+        layers = f"[{', '.join(_layer_names(on, module_names))}]"
+        differences.append(("target_modules", f"are on the layers {layers}", lora.target_modules, layers,
+                            on != _matched(LoraConfig(target_modules=lora.target_modules), module_names)))
+    rows = ("train the rows of LeTI's tokens (trainable_token_indices)" if trains_rows
+            else "train no rows of LeTI's tokens (no trainable_token_indices)")
+    differences.append(("train_special_tokens", rows, str(lora.train_special_tokens).lower(), str(trains_rows).lower(),
+                        trains_rows != lora.train_special_tokens))
+    for key, have, mine, theirs, differ in differences:
+        if differ:
+            raise LetiError(
+                f"{where}: these adapters {have}, not trainer.lora.{key}={mine}; set trainer.lora.{key}: {theirs} "
+                f"to go on training them, or, for new adapters, trainer.lora.save: merged (these merged in first) "
+                f"or model: {adapters.base_model_name_or_path} (their base model)")
+
+
+def _matched(config: LoraConfig, module_names: Sequence[str]) -> set[str]:
+    """The modules of `module_names` that the peft LoraConfig `config` puts LoRA on."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    return {name for name in module_names if check_target_module_exists(config, name)}
+
+
+def _layer_names(on: set[str], module_names: Sequence[str]) -> list[str]:
+    """The layers `on` as a target_modules value: their short names (c_attn) where those match
+    the same layers, else the full names (what peft saves for 'all-linear')."""
+    from peft import LoraConfig
+
+    short = sorted({name.rsplit(".", 1)[-1] for name in on})
+    return short if short and _matched(LoraConfig(target_modules=short), module_names) == on else sorted(on)
 
 
 def linear_layer_names(model) -> list[str]:

@@ -48,7 +48,7 @@ from leti.training.data import (
     tokenize_texts,
 )
 from leti.training.heldout import heldout_loss
-from leti.training.lora import apply_lora, copy_adapters, is_peft, load_4bit
+from leti.training.lora import apply_lora, check_loaded_adapters, copy_adapters, is_peft, load_4bit
 from leti.training.sharded import (
     Template,
     check_strategy,
@@ -267,9 +267,13 @@ def _setup_model(model, tokenizer, cfg: TrainerConfig, source: str | None, revis
     """(model that trains, QLoRA's full-precision peft model or None): `model` itself,
     LoRA-wrapped, or a 4-bit copy of it. A loaded adapter checkpoint (a peft model) goes on
     training its adapters only when the config continues adapters (lora.enabled with
-    lora.save: adapter); otherwise its adapters are merged first and the config applies to the
-    merged model, as to any model: full fine-tuning, or new adapters of trainer.lora's settings."""
+    lora.save: adapter), whose settings trainer.lora must then match; otherwise its adapters are
+    merged first and the config applies to the merged model, as to any model: full fine-tuning,
+    or new adapters of trainer.lora's settings."""
     continues = cfg.lora.enabled and cfg.lora.save == "adapter"
+    if continues and is_peft(model):
+        # its adapters keep their own r, targets, ...: a config asking for others is refused, not dropped
+        check_loaded_adapters(model, cfg, source)
     merged = is_peft(model) and not continues
     if merged:
         model = model.merge_and_unload()
