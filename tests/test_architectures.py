@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import shutil
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -226,7 +227,7 @@ def test_lora_target_modules_of_another_family_are_a_one_line_error(arch_model_p
 def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, tmp_path):
     """The run-start check builds the skeleton from config.json (on the meta device: no weights
     loaded), with the matcher LoRA uses: GPT-2's names fail on Llama, Llama's pass; leti's adapter
-    checkpoint is skipped where its adapters train on (lora.save: adapter), and checked on its base
+    checkpoint is checked against its own adapters where they train on (lora.save: adapter), and on its base
     where it is merged and gets new adapters. A directory without weights is refused as a model
     directory."""
 
@@ -248,7 +249,9 @@ def test_target_modules_are_checked_on_the_model_config_alone(arch_model_path, t
     with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['c_attn'\] matches no layer of LlamaForCausalLM"):
         check_lora_targets(str(tmp_path / "adapter"), wrong)  # merged (lora.save: merged): new adapters
     on = TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"], save="adapter"))
-    check_lora_targets(str(tmp_path / "adapter"), on)  # its adapters are what trains on
+    with pytest.raises(LetiError, match=r"adapter_config.json: these adapters are on the layers"):
+        check_lora_targets(str(tmp_path / "adapter"), on)  # its adapters are what trains on: named as they are
+    check_lora_targets(str(tmp_path / "adapter"), replace(right, lora=replace(right.lora, save="adapter")))
 
 
 def test_qlora_without_bitsandbytes_is_refused_at_run_start(arch_model_path, monkeypatch):

@@ -140,7 +140,7 @@ def test_leti_s_adapter_checkpoint_goes_on_training_its_adapters(base, tmp_path)
     assert is_peft(model)
     assert any(p.requires_grad for n, p in model.named_parameters() if "trainable_tokens_delta" in n)
     before = _adapter_weights(model)
-    cfg = TrainerConfig(**TINY, lora=LoraSettings(enabled=True, r=8, alpha=4, save="adapter"))
+    cfg = TrainerConfig(**TINY, lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter"))
     second, _ = train(model, tok, TEXTS, cfg, progress=False)
     assert is_peft(second) and second.peft_config["default"].r == 2  # the same adapters, not new ones
     after = _adapter_weights(second)
@@ -310,14 +310,17 @@ def test_a_foreign_adapter_whose_tokenizer_has_leti_s_tokens_elsewhere_is_foreig
 def test_lora_targets_are_checked_for_leti_s_checkpoint_that_is_merged(base, tmp_path):
     """lora.save: merged merges leti's adapter checkpoint and puts new adapters of target_modules
     on it: a wrong name is refused at run start (it was found only when training began, after a
-    sampling phase); under lora.save: adapter the checkpoint's own adapters train on, unchecked."""
+    sampling phase); under lora.save: adapter the checkpoint's own adapters train on, and the
+    config must describe them (tests/test_lora_adapter_checks.py)."""
     from leti.training.lora import check_lora_targets
 
     ckpt = _leti_checkpoint(base, tmp_path / "ckpt")
     wrong = LoraSettings(enabled=True, target_modules=["c_attn"])
     with pytest.raises(LetiError, match=r"^trainer.lora.target_modules=\['c_attn'\] matches no layer of LlamaForCausalLM"):
         check_lora_targets(ckpt, TrainerConfig(lora=wrong))
-    check_lora_targets(ckpt, TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"], save="adapter")))
+    with pytest.raises(LetiError, match=r"adapter_config.json: these adapters have r=2, not trainer.lora.r=16"):
+        check_lora_targets(ckpt, TrainerConfig(lora=LoraSettings(enabled=True, target_modules=["c_attn"], save="adapter")))
+    check_lora_targets(ckpt, TrainerConfig(lora=LoraSettings(enabled=True, r=2, alpha=4, save="adapter")))
 
 
 @pytest.mark.parametrize("which", ["user-without-tokenizer", "leti-over-user"])
