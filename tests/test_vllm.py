@@ -194,52 +194,6 @@ def test_run_config_vllm_section(tmp_path):
         load_config(path)
 
 
-@pytest.mark.vllm
-def test_vllm_greedy_matches_hf_tokens(tiny_model_path):
-    """Greedy decoding: the vLLM backend returns the HF backend's samples (fp32 both sides)."""
-    from leti.sampling.vllm import VLLMEngine
-
-    model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device=DEVICE)
-    cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=32, stop=("\nclass",), batch_size=1, vllm=ENGINE)
-    hf = {s.key: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
-    cfg_v = replace(cfg, backend="vllm")
-    # One engine for the three phases (a shared engine draws what fresh ones draw:
-    # test_a_shared_engine_draws_what_a_fresh_one_draws); each start costs ~15 s on CPU.
-    engine = VLLMEngine(cfg_v, tiny_model_path, tok)
-    try:
-        ours = {s.key: s for s in get_sampler(cfg_v, engine, tok).sample(REQUESTS)}
-        assert ours == hf
-        # Seeded sampling is deterministic per seed and independent of skip.
-        cfg_t = replace(cfg_v, temperature=1.0)
-        first = {s.key: s for s in get_sampler(cfg_t, engine, tok).sample(REQUESTS)}
-        again = {s.key: s for s in get_sampler(cfg_t, engine, tok).sample(REQUESTS, skip={("short", 0)})}
-    finally:
-        engine.close()
-    assert again == {k: v for k, v in first.items() if k != ("short", 0)}
-    assert len({s.completion for s in first.values()}) > 1
-
-
-@pytest.mark.vllm
-def test_vllm_samples_do_not_depend_on_batching(tiny_model_path):
-    """Many seeded requests (more prompt tokens than one engine step takes): the same samples
-    whether they go to the engine in one chunk or in chunks of 7."""
-    from leti.sampling.vllm import VLLMEngine
-    from leti.tasks.registry import get_task
-
-    requests = [SampleRequest(p.id, p.prompt) for p in get_task("mbpp").problems("train")[:24]]
-    cfg = SamplingConfig(n=8, temperature=1.0, max_new_tokens=8, backend="vllm", vllm=ENGINE)
-    # One engine for both (a shared engine draws what a fresh one draws:
-    # test_a_shared_engine_draws_what_a_fresh_one_draws); chunking is the sampler's.
-    engine = VLLMEngine(cfg, tiny_model_path)
-    try:
-        whole = {s.key: s for s in get_sampler(cfg, engine, None).sample(requests)}
-        chunked = replace(cfg, vllm=replace(ENGINE, chunk_size=7))
-        assert {s.key: s for s in get_sampler(chunked, engine, None).sample(requests)} == whole
-    finally:
-        engine.close()
-    assert len(whole) == 24 * 8 and sum(len(s.prompt) for s in whole.values()) > 4 * 4096
-
-
 def _vllm_processes() -> list[str]:
     """Names of this process's live vLLM descendants (an exited one not yet reaped holds nothing)."""
     import psutil  # a vLLM dependency
@@ -254,11 +208,12 @@ def _vllm_processes() -> list[str]:
     return sorted(names)
 
 
-def _no_vllm_processes_within(seconds: float = 10.0) -> bool:
+def _no_vllm_processes_within(seconds: float = 10.0, but: list[str] | None = None) -> bool:
+    """Whether within `seconds` no vLLM process is left but those named in `but`."""
     import time
 
     deadline = time.monotonic() + seconds
-    while _vllm_processes():
+    while _vllm_processes() != (but or []):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -292,27 +247,70 @@ def test_tensor_parallel_engine_gives_the_single_engines_samples_and_exits(tiny_
 
 
 @pytest.mark.vllm
-def test_a_shared_engine_draws_what_a_fresh_one_draws(tiny_model_path):
-    """The run loop keeps the engine that evaluated checkpoint k to sample iteration k + 1. The
-    engine was started with the evaluation's seed, yet at temperature 1 the second phase draws
-    what a fresh engine started for it draws (per-request seeds decide), the engine runs in
-    both phases without restarting, and `close` ends it."""
-    from leti.sampling.vllm import VLLMEngine
+class TestOneEngine:
+    """Tests that only draw from the tiny model, from one engine (each start costs ~20 s on CPU;
+    phases may share an engine: test_a_shared_engine_draws_what_a_fresh_one_draws). Class-scoped,
+    so no engine is left running for the tests after them, which count engine processes."""
 
-    evaluation = SamplingConfig(n=3, temperature=1.0, max_new_tokens=16, seed=100, backend="vllm", vllm=ENGINE)
-    training = replace(evaluation, seed=1, temperature=0.8)
-    engine = VLLMEngine(evaluation, tiny_model_path)
-    first = get_sampler(evaluation, engine, None)
-    assert len(list(first.sample(REQUESTS))) == 6 and first.startup_s > 0
-    process = _vllm_processes()
-    second = get_sampler(training, engine, None)
-    shared = {s.key: s for s in second.sample(REQUESTS)}
-    assert second.startup_s == 0.0 and _vllm_processes() == process  # the same engine, still running
-    engine.close()
-    assert _no_vllm_processes_within()
-    fresh = {s.key: s for s in get_sampler(training, tiny_model_path, None).sample(REQUESTS)}
-    assert shared == fresh
-    assert len({s.completion for s in fresh.values()}) > 1
+    @pytest.fixture(scope="class")
+    def engine(self, tiny_model_path):
+        from leti.sampling.vllm import VLLMEngine
+
+        started = VLLMEngine(SamplingConfig(backend="vllm", vllm=ENGINE), tiny_model_path)
+        yield started
+        started.close()
+
+    def test_vllm_greedy_matches_hf_tokens(self, tiny_model_path, engine):
+        """Greedy decoding: the vLLM backend returns the HF backend's samples (fp32 both sides)."""
+        model, tok = load_model_and_tokenizer(tiny_model_path, dtype="float32", device=DEVICE)
+        cfg = SamplingConfig(n=2, temperature=0, max_new_tokens=32, stop=("\nclass",), batch_size=1, vllm=ENGINE)
+        hf = {s.key: s for s in get_sampler(cfg, model, tok).sample(REQUESTS)}
+        cfg_v = replace(cfg, backend="vllm")
+        ours = {s.key: s for s in get_sampler(cfg_v, engine, tok).sample(REQUESTS)}
+        assert ours == hf
+        # Seeded sampling is deterministic per seed and independent of skip.
+        cfg_t = replace(cfg_v, temperature=1.0)
+        first = {s.key: s for s in get_sampler(cfg_t, engine, tok).sample(REQUESTS)}
+        again = {s.key: s for s in get_sampler(cfg_t, engine, tok).sample(REQUESTS, skip={("short", 0)})}
+        assert again == {k: v for k, v in first.items() if k != ("short", 0)}
+        assert len({s.completion for s in first.values()}) > 1
+
+    def test_vllm_samples_do_not_depend_on_batching(self, engine):
+        """Many seeded requests (more prompt tokens than one engine step takes): the same samples
+        whether they go to the engine in one chunk or in chunks of 7 (chunking is the sampler's)."""
+        from leti.tasks.registry import get_task
+
+        requests = [SampleRequest(p.id, p.prompt) for p in get_task("mbpp").problems("train")[:24]]
+        cfg = SamplingConfig(n=8, temperature=1.0, max_new_tokens=8, backend="vllm", vllm=ENGINE)
+        whole = {s.key: s for s in get_sampler(cfg, engine, None).sample(requests)}
+        chunked = replace(cfg, vllm=replace(ENGINE, chunk_size=7))
+        assert {s.key: s for s in get_sampler(chunked, engine, None).sample(requests)} == whole
+        assert len(whole) == 24 * 8 and sum(len(s.prompt) for s in whole.values()) > 4 * 4096
+
+    def test_a_shared_engine_draws_what_a_fresh_one_draws(self, tiny_model_path, engine):
+        """The run loop keeps the engine that evaluated checkpoint k to sample iteration k + 1. The
+        engine was started with the evaluation's seed, yet at temperature 1 the second phase draws
+        what an engine started with another seed (the class's) draws (per-request seeds decide),
+        the engine runs in both phases without restarting, and `close` ends it."""
+        from leti.sampling.vllm import VLLMEngine
+
+        evaluation = SamplingConfig(n=3, temperature=1.0, max_new_tokens=16, seed=100, backend="vllm", vllm=ENGINE)
+        training = replace(evaluation, seed=1, temperature=0.8)
+        before = _vllm_processes()  # the class's engine
+        shared = VLLMEngine(evaluation, tiny_model_path)
+        first = get_sampler(evaluation, shared, None)
+        assert len(list(first.sample(REQUESTS))) == 6 and first.startup_s > 0
+        process = _vllm_processes()
+        assert len(process) > len(before)
+        second = get_sampler(training, shared, None)
+        drawn = {s.key: s for s in second.sample(REQUESTS)}
+        assert second.startup_s == 0.0 and _vllm_processes() == process  # the same engine, still running
+        shared.close()
+        assert _no_vllm_processes_within(but=before)
+        assert engine.seed != shared.seed
+        other = {s.key: s for s in get_sampler(training, engine, None).sample(REQUESTS)}
+        assert drawn == other
+        assert len({s.completion for s in other.values()}) > 1
 
 
 @pytest.mark.vllm
