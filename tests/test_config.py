@@ -112,6 +112,9 @@ def test_an_unquoted_no_is_the_choice_no_not_a_boolean(tmp_path):
     (["trainer.lora.load_in_4bit=true"], "load_in_4bit is QLoRA and needs trainer.lora.enabled: true"),
     (["trainer.lora.save=adapter"], "trainer.lora.save='adapter' needs trainer.lora.enabled: true"),
     (["trainer.lora.save=both"], "field 'trainer.lora.save' = 'both' is invalid"),
+    # peft takes 'all-linear' only as the whole value: in a list it matched nothing, silently
+    (["trainer.lora.enabled=true", "trainer.lora.target_modules=[all-linear, c_attn]"],
+     "'all-linear' stands alone, as ['all-linear'] (every linear layer); or list the layers without it"),
     (["trainer.lora.enabled=true", "trainer.lora.save=adapter", "sampling.backend=vllm"],
      "vLLM cannot load the adapters' special-token rows; use trainer.lora.save: merged"),
 ])

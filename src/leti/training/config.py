@@ -41,6 +41,11 @@ class LoraSettings:
             raise ValueError(f"trainer.lora.dropout must be in [0, 1), got {self.dropout!r}")
         if self.save not in ("merged", "adapter"):
             raise ValueError(f"trainer.lora.save must be 'merged' or 'adapter', got {self.save!r}")
+        if "all-linear" in self.target_modules and len(self.target_modules) > 1:
+            # peft reads 'all-linear' only as the whole value; in a list it is a module name that
+            # matches nothing, and the other names alone got adapters
+            raise ValueError(f"trainer.lora.target_modules={self.target_modules!r}: 'all-linear' stands alone, as "
+                             "['all-linear'] (every linear layer); or list the layers without it")
 
 
 @dataclass(frozen=True)
