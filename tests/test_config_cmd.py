@@ -182,6 +182,11 @@ def test_settings_of_a_section_left_switched_off_are_named(tmp_path, capsys):
         "true to use them)")
     assert main(["config", "tiny-cpu", "--set", "sampling.backend=vllm", "--set", "sampling.vllm.dtype=float32",
                  "--set", "trainer.lora.enabled=true", "--set", "trainer.lora.r=8"]) == 0
+    # tiny-cpu's batch sizes are the hf sampler's: vLLM batches by sampling.vllm.chunk_size
+    assert capsys.readouterr().err.strip() == (
+        "leti: warning: eval.batch_size, sampling.batch_size do nothing with sampling.backend: vllm (set "
+        "sampling.backend: hf to use them)")
+    assert main(["config", "tiny-cpu", "--set", "sampling.batch_size=16", "--set", "eval.batch_size=16"]) == 0
     assert capsys.readouterr().err == ""
     for preset in CONFIGS:  # the shipped presets set nothing they do not use
         assert main(["config", str(preset)]) == 0

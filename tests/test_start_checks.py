@@ -84,3 +84,17 @@ def test_the_good_prefix_of_later_iterations_counts(tmp_path, tiny_model_path, c
     # without reward tokens no prompt is prefixed
     cfg = load_config(config, ["training_text.reward_token=false"])
     check_prompts(cfg, "leti", t, t.problems("train"), t.problems("test"), start_tokenizer(cfg))
+
+
+def test_a_prompt_beyond_vllms_max_model_len_names_that_setting(tmp_path, tiny_model_path, capsys):
+    """The engine's context is sampling.vllm.max_model_len when set: the error blamed the model's
+    context (512 here, room enough) and told the user to shorten the prompt."""
+    task = _task(tmp_path, "~" * 100)
+    run_dir = tmp_path / "run"
+    config = _config(tmp_path, tiny_model_path, task)
+    assert main(["run", str(config), "--run-dir", str(run_dir), "--set", "sampling.backend=vllm",
+                 "--set", "sampling.vllm.max_model_len=64"]) == 2
+    assert one_error_line(capsys) == (
+        f"leti: error: {task}:1: problem 'add': prompt has 100 tokens but sampling.vllm.max_model_len is 64; "
+        "raise it, or set it to null for the model's own context")
+    assert _nothing_written(run_dir)

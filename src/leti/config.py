@@ -38,7 +38,7 @@ class SamplingSection:
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus mass (1.0 = off)."})
     max_new_tokens: int = field(default=512, metadata={"help": "Generation budget per program."})
-    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass of the hf sampler (vLLM batches by sampling.vllm.chunk_size)."})
     backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampler backend: 'hf' (transformers generate) or 'vllm' (pip install 'leti[vllm]'; used for evaluation too)."})
     vllm: VLLMConfig = field(default_factory=VLLMConfig, metadata={"help": "vLLM engine settings (backend 'vllm' only)."})
     stop_sequences: bool = field(default=True, metadata={"help": "Stop each training sample at its task's stop sequences (spec). False: the authors' main runs (run_leti.py without --postprocess_generation): a sample runs to end-of-text or max_new_tokens, and all of it is executed and trained on, code after the function included. Evaluation always stops at them."})
@@ -62,7 +62,7 @@ class EvalSection:
     ks: list[int] = field(default_factory=lambda: [1, 10], metadata={"help": "Report pass@k for these k (each <= n)."})
     max_problems: int | None = field(default=None, metadata={"help": "Evaluate on the first this many problems of the split (None = all)."})
     every: int = field(default=1, metadata={"help": "Evaluate after every this many iterations (the last one always)."})
-    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass of the hf sampler (vLLM batches by sampling.vllm.chunk_size)."})
 
     def __post_init__(self) -> None:
         _positive(self, "eval", ("n", "max_new_tokens", "every", "batch_size"))

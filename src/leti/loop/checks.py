@@ -124,23 +124,27 @@ def sft_unused_settings(cfg: RunConfig) -> list[str]:
     return [f"{k}={yaml_value(now[k])}" for k in sorted(SFT_UNUSED) if now.get(k) != defaults.get(k)]
 
 
-# Sections that only a switch elsewhere turns on: (prefix of the section's fields, switch, the
-# value that turns them on, fields of the section that are the switch itself).
+# Settings that only a switch elsewhere turns on: (prefix of their names, or their names, switch,
+# the value that turns them on, names under the prefix that are the switch itself).
 _SWITCHED_SECTIONS = [("sampling.vllm.", "sampling.backend", "vllm", ()),
                       ("execution.ray_", "execution.backend", "ray", ()),
-                      ("trainer.lora.", "trainer.lora.enabled", True, ("trainer.lora.enabled",))]
+                      ("trainer.lora.", "trainer.lora.enabled", True, ("trainer.lora.enabled",)),
+                      # the hf sampler's batches; vLLM's are sampling.vllm.chunk_size
+                      (("sampling.batch_size", "eval.batch_size"), "sampling.backend", "hf", ())]
 
 
 def switched_off_settings_warning(cfg: RunConfig) -> str | None:
-    """One warning naming the settings `cfg` sets away from their defaults in a section its switch
-    leaves off (`sampling.vllm.dtype` under the hf sampler, `trainer.lora.r` with LoRA off): they
-    do nothing, which a user who forgot the switch would not otherwise learn."""
+    """One warning naming the settings `cfg` sets away from their defaults where their switch is
+    off (`sampling.vllm.dtype` under the hf sampler, `sampling.batch_size` under vllm,
+    `trainer.lora.r` with LoRA off): they do nothing, which a user who forgot the switch would
+    not otherwise learn."""
     now, defaults = flatten_config(config_to_dict(cfg)), flatten_config(config_to_dict(RunConfig()))
     unused = []
     for prefix, switch, on, own in _SWITCHED_SECTIONS:
         if now[switch] == on:
             continue
-        names = [k for k in sorted(now) if k.startswith(prefix) and k not in own and now[k] != defaults.get(k)]
+        names = [k for k in sorted(now) if (k.startswith(prefix) if isinstance(prefix, str) else k in prefix)
+                 and k not in own and now[k] != defaults.get(k)]
         if names:
             unused.append(f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} nothing with {switch}: "
                           f"{yaml_value(now[switch])} (set {switch}: {yaml_value(on)} to use "
@@ -539,9 +543,10 @@ def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_p
 
     if tok is None or (config := _model_config(cfg)) is None:
         return
-    context = model_context(config)
+    context, setting = model_context(config), None
     if cfg.sampling.backend == "vllm" and cfg.sampling.vllm.max_model_len:
         context = cfg.sampling.vllm.max_model_len  # what the engine is started with
+        setting = "sampling.vllm.max_model_len"
     tok.add_tokens([GOOD], special_tokens=True)  # one token, as in every checkpoint of the run (no-op if there)
     last = cfg.iterations if mode == "leti" else 1
     rewarded = mode == "leti" and cfg.training_text.reward_token
@@ -555,4 +560,4 @@ def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_p
             for prefix, how in forms:
                 n = len(encode_prompt(tok, prefix + p.prompt))
                 if not prompt_fits(n, context):  # the task file is read again (for its line) only then
-                    check_prompt_fits(p.id, n, context, problem_where(task, p.id), how)
+                    check_prompt_fits(p.id, n, context, problem_where(task, p.id), how, setting)

@@ -230,15 +230,19 @@ def prompt_fits(n_tokens: int, context: int | None) -> bool:
 
 
 def check_prompt_fits(problem_id: str, n_tokens: int, context: int | None, where: str = "",
-                      how: str = "") -> None:
+                      how: str = "", context_setting: str | None = None) -> None:
     """A prompt the samplers can continue: at least one token, and room in the context for at
     least one new one. Both samplers check each prompt so, and a run checks every prompt so at its
     start (leti.loop.checks), before sampling anything. `where` ("FILE:LINE") leads the message
-    when the problem has one; `how` says which form of the prompt was counted."""
+    when the problem has one; `how` says which form of the prompt was counted; `context_setting`
+    names the setting that chose `context` (vLLM's max_model_len) where the model did not."""
     at = f"{where}: " if where else ""
     if n_tokens == 0:
         raise LetiError(f"{at}problem {problem_id!r} has an empty prompt; give some text")
     if context is not None and n_tokens >= context:
+        if context_setting:  # the model may have room: the setting is what to change
+            raise LetiError(f"{at}problem {problem_id!r}: prompt{how} has {n_tokens} tokens but {context_setting} is "
+                            f"{context}; raise it, or set it to null for the model's own context")
         raise LetiError(f"{at}problem {problem_id!r}: prompt{how} has {n_tokens} tokens but the model's context "
                         f"is {context}; shorten the prompt or use a longer-context model")
 
