@@ -53,6 +53,8 @@ from leti.sampling.io import read_samples_jsonl
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
+HF_BATCH_SIZE = 16  # --batch-size when not given
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="score samples (or a model) with pass@k", description=__doc__)
@@ -72,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         g.add_argument("--top-p", type=float, default=None),
         g.add_argument("--max-new-tokens", type=int, default=None),
         g.add_argument("--seed", type=int, default=0),
-        g.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass"),
+        # default None, so that a --batch-size given with --backend vllm is seen (check_generation_flags)
+        g.add_argument("--batch-size", type=int, default=None,
+                       help=f"sequences per forward pass of the hf backend (default {HF_BATCH_SIZE})"),
         g.add_argument("--prompt-prefix", default="",
                        help="e.g. '<|good|>' for LeTI checkpoints (spec: test time is conditioned on it)"),
         g.add_argument("--device", default="auto", help="torch device of the hf backend"),
@@ -134,7 +138,7 @@ def _generation_requests(args: argparse.Namespace, task: Task, split: str, probl
         top_p=args.top_p if args.top_p is not None else d.top_p,
         max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else d.max_new_tokens,
         seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size if args.batch_size is not None else HF_BATCH_SIZE,
         prompt_prefix=args.prompt_prefix,
         device=args.device,
         backend=args.backend,
@@ -170,6 +174,9 @@ def check_generation_flags(args: argparse.Namespace) -> None:
         raise LetiError(f"--vllm {args.vllm[0]}: engine settings apply to --backend vllm; add it or drop --vllm")
     if args.device != "auto" and args.backend == "vllm":
         raise LetiError(f"--device {args.device}: applies to --backend hf (vLLM places the model itself); drop --device")
+    if args.batch_size is not None and args.backend == "vllm":
+        raise LetiError(f"--batch-size {args.batch_size}: applies to --backend hf (vLLM makes its own batches); with "
+                        "--backend vllm, --vllm chunk_size=N sets how many requests go to the engine at once")
 
 
 # Files that only a `leti evaluate` writes into --out (its own, or a temperature folder of it),

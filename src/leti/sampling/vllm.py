@@ -290,9 +290,12 @@ class VLLMEngine:
         kwargs: dict[str, Any] = dict(
             model=ckpt.model, tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization, dtype=cfg.dtype,
-            enforce_eager=cfg.enforce_eager, max_model_len=cfg.max_model_len, seed=self.seed,
+            enforce_eager=cfg.enforce_eager, max_model_len=cfg.max_model_len, seed=engine_seed(self.seed),
             trust_remote_code=self.trust_remote_code,
         )
+        if not _progress_bars_on() and _engine_takes("use_tqdm_on_load"):
+            # `progress: false`: vLLM's weight-loading bar too (two lines in a log per engine start)
+            kwargs["use_tqdm_on_load"] = False
         if self.revision:  # the weights and the tokenizer vLLM loads itself, from the same commit
             kwargs.update(revision=self.revision, tokenizer_revision=self.revision)
         if cfg.model_impl != "auto":
@@ -320,8 +323,9 @@ class VLLMEngine:
                 return LLM(**kwargs), lora
         except (RuntimeError, ValueError) as e:
             # The engine core reports its own traceback on stderr; the caller gets one line.
+            ram = None if gpus else ram_hint(cfg.gpu_memory_utilization, *_ram())
             raise LetiError(f"vLLM's engine did not start for {ckpt.model}: {_reason(e)}"
-                            f"{start_failure_hint(e, gpus, _script())}") from e
+                            f"{start_failure_hint(e, gpus, _script(), ram)}") from e
 
 
 class VLLMSampler:
@@ -348,7 +352,9 @@ class VLLMSampler:
         return self.engine.checkpoint
 
     def _decoder(self, prompt_ids: tuple[int, ...]) -> Callable[[list[int]], str]:
-        head: str | None = None  # the prompt's text, decoded once for all its samples
+        """The prompt's decode function; `sample` keeps one per prompt, so that the prompt's text
+        is decoded once for all its samples."""
+        head: str | None = None
 
         def decode(ids: list[int]) -> str:
             nonlocal head
@@ -378,9 +384,11 @@ class VLLMSampler:
                 planned = plan_requests(requests, n, skip or set(), self._tokenize, self.engine.context, self.config)
             from vllm import SamplingParams
 
+            check_prompt_vocab(planned, self.engine.vocab_size, self.tokenizer, self.checkpoint)
             # Only ids the served model has: a tokenizer given with LeTI's tokens added can go with
             # a checkpoint saved without their rows (no such logit exists, so none is drawn).
             blocked = [i for i in leti_token_ids(self.tokenizer) if i < self.engine.vocab_size]
+            decoders: dict[tuple[int, ...], Callable[[list[int]], str]] = {}
             size = self.config.vllm.chunk_size
             for i in range(0, len(planned), size):
                 chunk = planned[i : i + size]
@@ -388,7 +396,10 @@ class VLLMSampler:
                 params = [sampling_params(p, self.config, SamplingParams, blocked) for p in chunk]
                 outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
                 for p, out in zip(chunk, outputs, strict=True):
-                    yield to_sample(p, list(out.outputs[0].token_ids), self._decoder(p.prompt_ids), self.eos_ids)
+                    decode = decoders.get(p.prompt_ids)
+                    if decode is None:
+                        decode = decoders[p.prompt_ids] = self._decoder(p.prompt_ids)
+                    yield to_sample(p, list(out.outputs[0].token_ids), decode, self.eos_ids)
         finally:
             if self._owns_engine:
                 self.engine.close()
@@ -397,11 +408,94 @@ class VLLMSampler:
         return encode_prompt(self.tokenizer, text)
 
 
-def start_failure_hint(error: Exception, gpus: int, script: str | None) -> str:
+def check_prompt_vocab(planned: Sequence[PlannedRequest], vocab_size: int, tokenizer: Any,
+                       checkpoint: Checkpoint) -> None:
+    """Refuse prompts holding token ids the served model has no row for: vLLM refused them in
+    llm.generate with its own traceback. They come from a tokenizer larger than the model: an adapter saved
+    with LeTI's tokens in its tokenizer but not their embedding rows (trainer.lora.save: adapter,
+    train_special_tokens: false), prompted with --prompt-prefix '<|good|>'. The HF backend grows
+    the embeddings for them; vLLM's LoRA serves the base model's vocabulary only."""
+    checked: set[int] = set()
+    for p in planned:
+        if id(p.prompt_ids) in checked:  # a request's samples share one tuple of ids (plan_requests)
+            continue
+        checked.add(id(p.prompt_ids))
+        over = next((t for t in p.prompt_ids if t >= vocab_size), None)
+        if over is None:
+            continue
+        token = tokenizer.decode([over], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if checkpoint.adapter:
+            where = f"the base model {checkpoint.model} of adapter {checkpoint.adapter}"
+            fix = "save the run's checkpoints with those rows (trainer.lora.save: merged)"
+        else:
+            where = checkpoint.model
+            fix = ("save the model with its embeddings resized to its tokenizer (model.resize_token_embeddings("
+                   "len(tokenizer)), then save_pretrained)")
+        raise LetiError(f"problem {p.problem_id}: its prompt holds token id {over} ({token!r}), for which {where} "
+                        f"has no embedding row (its vocabulary: {vocab_size} tokens, the tokenizer's: "
+                        f"{len(tokenizer)}), so vLLM cannot serve it; sample with the HF backend (--backend hf; "
+                        f"sampling.backend: hf) or {fix}")
+
+
+def engine_seed(seed: int) -> int:
+    """The seed vLLM's engine starts with: `seed` reduced into the 32 bits vLLM's engine accepts (it
+    seeds numpy). It decides no sample: every request at temperature > 0 has its own seed
+    (derive_seed: 63 bits, which vLLM gives to a torch.Generator, 64-bit), so a larger seed, which
+    the HF backend takes, need not be refused."""
+    return seed % 2**32
+
+
+def _progress_bars_on() -> bool:
+    """Off under `progress: false` (loop.runner._library_progress turns transformers' bars off)."""
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.is_progress_bar_enabled()
+
+
+def _engine_takes(name: str) -> bool:
+    """Whether this vLLM's engine arguments have `name` (LLM passes unknown keywords to EngineArgs,
+    which refuses them)."""
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return False
+    return name in inspect.signature(EngineArgs).parameters
+
+
+# About what vLLM's CPU engine process holds before its KV cache (torch, vLLM, a small model).
+ENGINE_PROCESS_RAM = 2**30
+
+
+def _ram() -> tuple[int, int]:
+    """(total, available) RAM in bytes."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return memory.total, memory.available
+
+
+def ram_hint(fraction: float, total: int, available: int) -> str:
+    """The gpu_memory_utilization hint for an engine that did not start on vLLM's CPU build, when RAM
+    looks like the cause: vLLM reserves fraction x total RAM and does not start when that is more
+    than is free, or less than its own process holds (vllm/v1/worker/cpu_worker.py). "" otherwise:
+    the engine process's errors all reach leti as one RuntimeError ("see root cause above"), so
+    without this test a refused setting (a seed, say) was blamed on memory too."""
+    gib = 2**30
+    share = ("on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM the engine "
+             f"reserves (weights and KV cache; {fraction:g}: {fraction * total / gib:.1f} GiB")
+    if fraction * total > available:
+        return f"{share}, {available / gib:.1f} GiB are free): lower it below {available / total:.2f}"
+    if fraction * total < ENGINE_PROCESS_RAM:
+        return f"{share}, less than the engine process itself holds): raise it"
+    return ""
+
+
+def start_failure_hint(error: Exception, gpus: int, script: str | None, ram: str | None = None) -> str:
     """What to try when the engine did not start. A RuntimeError comes from the engine process:
-    on CPU most often not enough RAM; from a script of the user's, its missing main guard (the
-    engine process re-runs the script, which starts an engine again). Config errors (ValueError)
-    are vLLM's own validation and say why themselves."""
+    from a script of the user's, its missing main guard (the engine process re-runs the script,
+    which starts an engine again); on CPU, too little RAM. `ram`: ram_hint's line for this
+    machine ("": RAM is not the cause); None: not measured, the RAM hint is given. Config errors
+    (ValueError) are vLLM's own validation and say why themselves."""
     if not isinstance(error, RuntimeError):
         return ""
     hints = []
@@ -409,9 +503,11 @@ def start_failure_hint(error: Exception, gpus: int, script: str | None) -> str:
         hints.append(f"if {script} runs leti outside `if __name__ == \"__main__\":`, put its code under that "
                      "guard (vLLM's engine process re-runs the script)")
     if not gpus:
-        hints.append("on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM it reserves "
-                     "for the KV cache: lower it (e.g. 0.2)")
-    return "".join(f"; {h}" for h in hints)
+        if ram is None:
+            ram = ("on vLLM's CPU build sampling.vllm.gpu_memory_utilization is the share of RAM it reserves "
+                   "for the KV cache: lower it (e.g. 0.2)")
+        hints.append(ram)
+    return "".join(f"; {h}" for h in hints if h)
 
 
 def _script() -> str | None:
