@@ -359,7 +359,7 @@ def test_vllm_settings_reach_the_vllm_sampler(tiny_model_path: str, tmp_path: Pa
     task_file = _toy_task(tmp_path).path
     rc = main(["evaluate", "--task", f"jsonl:{task_file}", "--model", tiny_model_path, "--out", str(tmp_path / "o"),
                "--n", "1", "--backend", "vllm", "--vllm", "max_model_len=4"])
-    assert rc == 2 and "but the model's context is 4" in capsys.readouterr().err
+    assert rc == 2 and "but vLLM's max_model_len is 4; raise it, or set it to null" in capsys.readouterr().err
 
 
 @pytest.mark.vllm

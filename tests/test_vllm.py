@@ -75,8 +75,12 @@ def test_plan_greedy_has_no_seed_and_budget_is_capped_by_context(model_and_token
     planned = plan_requests(REQUESTS, 1, set(), _tokenize(tok), n_long + 5, SamplingConfig(temperature=0, max_new_tokens=64))
     assert all(p.seed is None for p in planned)
     assert {p.problem_id: p.max_tokens for p in planned}["long"] == 5
-    with pytest.raises(LetiError, match="context"):
+    with pytest.raises(LetiError, match="but the model's context is"):
         plan_requests(REQUESTS, 1, set(), _tokenize(tok), n_long, SamplingConfig())
+    # the context sampling.vllm.max_model_len chose is named as that, not as the model's
+    capped = SamplingConfig(vllm=VLLMConfig(max_model_len=n_long))
+    with pytest.raises(LetiError, match=f"but vLLM's max_model_len is {n_long}; raise it, or set it to null"):
+        plan_requests(REQUESTS, 1, set(), _tokenize(tok), n_long, capped)
     with pytest.raises(LetiError, match="empty prompt"):
         plan_requests([SampleRequest("e", "")], 1, set(), _tokenize(tok), 512, SamplingConfig())
     with pytest.raises(LetiError, match="twice"):

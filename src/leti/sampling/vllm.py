@@ -107,7 +107,8 @@ def plan_requests(
     planned = []
     for req in requests:
         ids = tuple(tokenize(req.prompt))
-        check_prompt_fits(req.problem_id, len(ids), context)
+        check_prompt_fits(req.problem_id, len(ids), context,
+                          context_setting="vLLM's max_model_len" if context == config.vllm.max_model_len else None)
         budget = config.max_new_tokens
         if context is not None:
             budget = min(budget, context - len(ids))
