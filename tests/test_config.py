@@ -154,6 +154,11 @@ def test_lora_merged_into_half_precision_weights_is_refused_at_run_start(dtype, 
                    f"into {dtype} weights, which rounds most of their small update away; use trainer.lora.save: "
                    "adapter (the adapters go on training over the frozen weights) or model_dtype: float32")
     assert not (run / "iterations").exists()
+    # under vLLM, which cannot serve adapters kept apart (lora.save: adapter), only float32 is offered
+    with pytest.raises(LetiError) as refused:
+        load_config(None, [f"model_dtype={dtype}", "trainer.lora.enabled=true", "sampling.backend=vllm"]).check_weights_dtype()
+    assert str(refused.value).endswith("use model_dtype: float32 (vLLM samples in sampling.vllm.dtype whatever the "
+                                       "weights' dtype)")
 
 
 def test_auto_weights_are_float32_unless_the_weights_stay_frozen():

@@ -98,3 +98,10 @@ def test_a_prompt_beyond_vllms_max_model_len_names_that_setting(tmp_path, tiny_m
         f"leti: error: {task}:1: problem 'add': prompt has 100 tokens but sampling.vllm.max_model_len is 64; "
         "raise it, or set it to null for the model's own context")
     assert _nothing_written(run_dir)
+    # at or above the model's own context (512), the model's context is what limits
+    capsys.readouterr()
+    task = _task(tmp_path, "~" * 600)
+    assert main(["run", str(config), "--run-dir", str(run_dir), "--set", "sampling.backend=vllm",
+                 "--set", "sampling.vllm.max_model_len=1024"]) == 2
+    assert one_error_line(capsys).endswith("prompt has 600 tokens but the model's context is 512; shorten the prompt "
+                                           "or use a longer-context model")

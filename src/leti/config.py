@@ -104,18 +104,25 @@ class RunConfig:
     def check_weights_dtype(self) -> None:
         """At run start, not on every load: a config written before the rule (read by `leti
         report`, say) still loads. 16-bit weights are only for LoRA's frozen base."""
+        # LoRA adapters kept apart are the only way to train over frozen 16-bit weights, and vLLM
+        # cannot serve them (their special-token rows): under vLLM only float32 is left to offer
+        adapters = ("" if self.sampling.backend == "vllm"
+                    else " or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)")
         if self.model_dtype in ("bfloat16", "float16") and not self.trainer.lora.enabled:
             raise LetiError(f"model_dtype={self.model_dtype!r} would train every weight in {self.model_dtype}, where AdamW's "
                             f"small updates {'round away' if self.model_dtype == 'bfloat16' else 'turn weights to NaN'}; "
-                            "use model_dtype: float32 (the trainer still computes in bf16 on GPUs, trainer.mixed_precision) "
-                            "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)")
+                            "use model_dtype: float32 (the trainer still computes in bf16 on GPUs, trainer.mixed_precision)"
+                            + adapters)
         if self.model_dtype in ("bfloat16", "float16") and self.trainer.lora.save == "merged":
             # Measured on a tiny model: merged into bf16 weights, 58% of the weights an fp32 run's
             # LoRA update moved did not move at all; the next iteration loads the merge in 16 bits again.
+            keep = ("" if self.sampling.backend == "vllm"
+                    else "trainer.lora.save: adapter (the adapters go on training over the frozen weights) or ")
             raise LetiError(f"model_dtype={self.model_dtype!r} with trainer.lora.save: merged adds each iteration's "
                             f"adapters into {self.model_dtype} weights, which rounds most of their small update away; "
-                            "use trainer.lora.save: adapter (the adapters go on training over the frozen weights) "
-                            "or model_dtype: float32")
+                            f"use {keep}model_dtype: float32"
+                            + (" (vLLM samples in sampling.vllm.dtype whatever the weights' dtype)"
+                               if self.sampling.backend == "vllm" else ""))
 
     @property
     def weights_dtype(self) -> str:

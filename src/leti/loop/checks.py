@@ -544,9 +544,11 @@ def check_prompts(cfg: RunConfig, mode: Mode, task, train_problems: list, eval_p
     if tok is None or (config := _model_config(cfg)) is None:
         return
     context, setting = model_context(config), None
-    if cfg.sampling.backend == "vllm" and cfg.sampling.vllm.max_model_len:
-        context = cfg.sampling.vllm.max_model_len  # what the engine is started with
-        setting = "sampling.vllm.max_model_len"
+    cap = cfg.sampling.vllm.max_model_len
+    if cfg.sampling.backend == "vllm" and cap and (context is None or cap < context):
+        # the engine's context, named as the setting: raising it is the fix (above the model's own
+        # context, vLLM refuses to start, and the model's context is what limits)
+        context, setting = cap, "sampling.vllm.max_model_len"
     tok.add_tokens([GOOD], special_tokens=True)  # one token, as in every checkpoint of the run (no-op if there)
     last = cfg.iterations if mode == "leti" else 1
     rewarded = mode == "leti" and cfg.training_text.reward_token

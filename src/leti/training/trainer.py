@@ -353,7 +353,7 @@ def _check_master_weights(model) -> None:
     if low:
         raise LetiError(f"the trained weights are {' and '.join(low)}: AdamW needs them in float32 (fp32 master "
                         "weights; autocast still computes in 16 bits); load the model in float32 (model_dtype: float32) "
-                        "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true)")
+                        "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)")
 
 
 def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None, carry: bool):
