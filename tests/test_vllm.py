@@ -320,7 +320,8 @@ class TestOneEngine:
 @pytest.mark.vllm
 def test_engine_logs_only_warnings_unless_asked(tiny_model_path, monkeypatch):
     """A sampling phase in a fresh process: vLLM's INFO lines (about a hundred per engine start)
-    are off by default, in the engine's processes too, and VLLM_LOGGING_LEVEL=INFO brings them back."""
+    are off by default, in the engine's processes too, and a VLLM_LOGGING_LEVEL of the user's is
+    left as it is."""
     import subprocess
     import sys
 
