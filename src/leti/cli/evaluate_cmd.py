@@ -53,7 +53,8 @@ from leti.sampling.io import read_samples_jsonl
 from leti.sampling.vllm_config import VLLMConfig
 from leti.tasks import Task, get_task
 
-HF_BATCH_SIZE = 16  # --batch-size when not given
+# --batch-size when not given (the flag's own default is None, so that one given with --backend vllm is seen)
+HF_BATCH_SIZE = next(f.default for f in dataclasses.fields(GenerationRequest) if f.name == "batch_size")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

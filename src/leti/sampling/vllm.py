@@ -324,7 +324,8 @@ class VLLMEngine:
                 return LLM(**kwargs), lora
         except (RuntimeError, ValueError) as e:
             # The engine core reports its own traceback on stderr; the caller gets one line.
-            ram = None if gpus else ram_hint(cfg.gpu_memory_utilization, *_ram())
+            measured = None if gpus else _ram()
+            ram = None if measured is None else ram_hint(cfg.gpu_memory_utilization, *measured)
             raise LetiError(f"vLLM's engine did not start for {ckpt.model}: {_reason(e)}"
                             f"{start_failure_hint(e, gpus, _script(), ram)}") from e
 
@@ -467,12 +468,17 @@ def _engine_takes(name: str) -> bool:
 ENGINE_PROCESS_RAM = 2**30
 
 
-def _ram() -> tuple[int, int]:
-    """(total, available) RAM in bytes."""
-    import psutil
-
-    memory = psutil.virtual_memory()
-    return memory.total, memory.available
+def _ram() -> tuple[int, int] | None:
+    """(total, available) RAM in bytes, from the kernel (Linux; vLLM's CPU build needs it);
+    None where it cannot be read, and the hint is then given unmeasured."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        available = int(fields["MemAvailable"].split()[0]) * 1024  # kB
+    except (OSError, ValueError, KeyError):
+        return None
+    return total, available
 
 
 def ram_hint(fraction: float, total: int, available: int) -> str:
