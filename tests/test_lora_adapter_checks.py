@@ -126,6 +126,29 @@ def test_explicit_targets_and_no_token_rows_are_compared_both_ways(attention_onl
         check_loaded_adapters(model, more, attention_only)
 
 
+
+def test_default_all_linear_is_compared_with_the_checkpoint_s_layers(tiny_model_path, tmp_path):
+    """trainer.lora's default target_modules ['all-linear'] was never compared: a checkpoint with
+    adapters on c_attn only, continued with the defaults, trained c_attn alone while the config
+    said every linear layer. 'all-linear' now means the layers peft would choose (every Linear /
+    Conv1D but the output head), at run start and where training starts."""
+    from leti.training.lora import check_loaded_adapters
+
+    attention = _checkpoint(tiny_model_path, tmp_path / "checkpoint", target_modules=["c_attn"])
+    defaults = _lora()  # r 16, alpha 32, dropout 0.05, token rows: as the checkpoint's, all-linear not
+    expected = (f"{attention}/adapter_config.json: these adapters are on the layers [c_attn], not "
+                "trainer.lora.target_modules=['all-linear']; set trainer.lora.target_modules: [c_attn] "
+                + FIX.format(base=tiny_model_path))
+    model, _ = load_model_and_tokenizer(attention, device="cpu")
+    for check in (lambda: check_lora_targets(attention, defaults),
+                  lambda: check_loaded_adapters(model, defaults, attention)):
+        with pytest.raises(LetiError) as info:
+            check()
+        assert str(info.value) == expected
+    same = _lora(target_modules=["c_attn"])
+    check_lora_targets(attention, same)
+    check_loaded_adapters(model, same, attention)
+
 def test_evaluate_names_the_adapter_whose_base_model_is_missing(default, tmp_path, capsys):
     """`leti evaluate` said only 'no such model directory: ...', naming neither the adapter nor
     its adapter_config.json; it now says what `leti run` says."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -184,8 +183,7 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
                 saved = LoraConfig.from_pretrained(str(local))
         except (OSError, TypeError, ValueError):
             return  # an unreadable adapter_config.json is reported, with its own message, where it loads
-        check_continued_adapters(saved, cfg, str(local / "adapter_config.json"),
-                                 [name for name, _ in skeleton.named_modules()])
+        check_continued_adapters(saved, cfg, str(local / "adapter_config.json"), skeleton)
         return
     check_target_modules(skeleton, cfg)
     from peft import get_peft_model
@@ -204,27 +202,19 @@ def check_lora_targets(model_name: str, cfg: TrainerConfig, trust_remote_code: b
 def check_loaded_adapters(model, cfg: TrainerConfig, source: str | None = None) -> None:
     """check_continued_adapters for a loaded peft model whose adapters train on; `source`: the
     adapter checkpoint it was loaded from (None: the message names no directory)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-    from peft.utils.other import AuxiliaryTrainingWrapper
-
     adapters = model.peft_config[model.active_adapter]
-    base = model.get_base_model()
-    # the base model's own module names: those inside peft's wrappers (base_layer, lora_A.default,
-    # token_adapter, ...) are not layers a target name could mean
-    wrapped = tuple(f"{name}." for name, module in base.named_modules()
-                    if isinstance(module, (BaseTunerLayer, AuxiliaryTrainingWrapper)))
-    names = [name for name, _ in base.named_modules() if not name.startswith(wrapped)]
     where = str(Path(source) / "adapter_config.json") if source is not None else "the model's adapter_config.json"
-    check_continued_adapters(adapters, cfg, where, names)
+    check_continued_adapters(adapters, cfg, where, model.get_base_model())
 
 
-def check_continued_adapters(adapters: LoraConfig, cfg: TrainerConfig, where: str, module_names: Sequence[str]) -> None:
+def check_continued_adapters(adapters: LoraConfig, cfg: TrainerConfig, where: str, base) -> None:
     """A LetiError when the adapters that train on (leti's adapter checkpoint with lora.enabled and
     lora.save: adapter) differ from trainer.lora: they keep their own settings, and the config's
     were dropped without a word. `adapters`: their peft LoraConfig; `where`: their
-    adapter_config.json, for the message; `module_names`: the base model's modules, over which
-    target_modules compare by the layers they match (peft saves 'all-linear' as the full names
-    of the layers it chose; 'all-linear' in the config is not compared, for the same reason)."""
+    adapter_config.json, for the message; `base`: the base model (a meta skeleton, or a peft
+    model's base with the adapters in it), over whose layers target_modules compare by the
+    layers they match (peft saves 'all-linear' as the full names of the layers it chose, and
+    'all-linear' in the config is expanded the same way)."""
     lora = cfg.lora
     trains_rows = bool(adapters.trainable_token_indices)
     # (setting, what these adapters do, the config's value, the value that keeps them), first difference wins
@@ -235,13 +225,15 @@ def check_continued_adapters(adapters: LoraConfig, cfg: TrainerConfig, where: st
         ("dropout", f"have lora_dropout={adapters.lora_dropout:g}", f"{lora.dropout:g}", f"{adapters.lora_dropout:g}",
          float(adapters.lora_dropout) != float(lora.dropout)),
     ]
-    if lora.target_modules != ["all-linear"]:
-        from peft import LoraConfig
+    from peft import LoraConfig
 
-        on = _matched(adapters, module_names)
-        layers = f"[{', '.join(_layer_names(on, module_names))}]"
-        differences.append(("target_modules", f"are on the layers {layers}", lora.target_modules, layers,
-                            on != _matched(LoraConfig(target_modules=lora.target_modules), module_names)))
+    modules = _layers(base)
+    on = _matched(adapters, modules)
+    layers = f"[{', '.join(_layer_names(on, modules))}]"
+    target = lora.target_modules
+    mine = LoraConfig(target_modules=target[0] if target == ["all-linear"] else target)
+    differences.append(("target_modules", f"are on the layers {layers}", target, layers,
+                        on != _matched(mine, modules)))
     rows = ("train the rows of LeTI's tokens (trainable_token_indices)" if trains_rows
             else "train no rows of LeTI's tokens (no trainable_token_indices)")
     differences.append(("train_special_tokens", rows, str(lora.train_special_tokens).lower(), str(trains_rows).lower(),
@@ -254,20 +246,48 @@ def check_continued_adapters(adapters: LoraConfig, cfg: TrainerConfig, where: st
                 f"or model: {adapters.base_model_name_or_path} (their base model)")
 
 
-def _matched(config: LoraConfig, module_names: Sequence[str]) -> set[str]:
-    """The modules of `module_names` that the peft LoraConfig `config` puts LoRA on."""
+def _layers(base) -> dict[str, torch.nn.Module | None]:
+    """The modules of the model `base` by name, with what 'all-linear' counts as linear: a
+    layer peft wrapped (BaseTunerLayer, TrainableTokensWrapper) stands at its own name as the
+    layer it wraps, and the modules inside peft's wrappers (base_layer, lora_A.default,
+    token_adapter, ...) are left out, as no target name means them. The output head is left
+    out of the linear ones, as peft's 'all-linear' leaves it (_maybe_include_all_linear_layers)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    def unwrapped(module):
+        if isinstance(module, BaseTunerLayer):
+            return module.get_base_layer()
+        if isinstance(module, AuxiliaryTrainingWrapper):
+            return getattr(module, "original_module", module)
+        return module
+
+    named = list(base.named_modules())
+    wrapped = tuple(f"{name}." for name, module in named if isinstance(module, (BaseTunerLayer, AuxiliaryTrainingWrapper)))
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    return {name: (None if module is head else unwrapped(module))
+            for name, module in named if not name.startswith(wrapped)}
+
+
+def _matched(config: LoraConfig, modules: dict[str, torch.nn.Module | None]) -> set[str]:
+    """The modules of `modules` (_layers) that the peft LoraConfig `config` puts LoRA on:
+    'all-linear' as peft expands it, every Linear / Conv1D layer but the output head (None)."""
     from peft.tuners.tuners_utils import check_target_module_exists
+    from transformers.pytorch_utils import Conv1D
 
-    return {name for name in module_names if check_target_module_exists(config, name)}
+    target = config.target_modules
+    if isinstance(target, str) and target.lower() == "all-linear":
+        return {name for name, module in modules.items() if isinstance(module, (torch.nn.Linear, Conv1D))}
+    return {name for name in modules if check_target_module_exists(config, name)}
 
 
-def _layer_names(on: set[str], module_names: Sequence[str]) -> list[str]:
+def _layer_names(on: set[str], modules: dict[str, torch.nn.Module | None]) -> list[str]:
     """The layers `on` as a target_modules value: their short names (c_attn) where those match
     the same layers, else the full names (what peft saves for 'all-linear')."""
     from peft import LoraConfig
 
     short = sorted({name.rsplit(".", 1)[-1] for name in on})
-    return short if short and _matched(LoraConfig(target_modules=short), module_names) == on else sorted(on)
+    return short if short and _matched(LoraConfig(target_modules=short), modules) == on else sorted(on)
 
 
 def linear_layer_names(model) -> list[str]:
