@@ -59,6 +59,11 @@ class WorkerLost(Exception):
     pass
 
 
+# One text for the local pool and the Ray backend (which prints it on the driver: its actors'
+# copies go to their logs, not to the user).
+NO_SANDBOX_WARNING = ("leti: WARNING: running model-written programs WITHOUT a sandbox "
+                      "(--unsafe-no-sandbox / execution.sandbox: none)")
+
 TAMPERED = "the program tampered with the test harness's result channel (malformed result record)"
 
 
@@ -196,8 +201,7 @@ class Executor:
         self.progress = progress
         self.mode = sandbox.resolve_sandbox(self.config.sandbox)
         if self.mode == "none":
-            print("leti: WARNING: running model-written programs WITHOUT a sandbox "
-                  "(--unsafe-no-sandbox / execution.sandbox: none)", file=sys.stderr)
+            print(NO_SANDBOX_WARNING, file=sys.stderr)
         self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._workers = self.config.worker_count  # resolved once: the most feeding threads

@@ -21,13 +21,17 @@ from typing import Any
 
 from leti.errors import LetiError, message_line
 from leti.execution.config import ExecutionConfig
-from leti.execution.pool import Executor
+from leti.execution.pool import NO_SANDBOX_WARNING, Executor
 from leti.execution.records import ExecutionResult, Program
 from leti.execution.sandbox import SandboxUnavailable
 
 # How long the actors may take to start (a Ray worker process, leti's import, the sandbox probe)
 # before leti gives up: an actor whose CPUs other jobs hold stays pending without a word.
 ACTOR_START_TIMEOUT_S = 120.0
+# The same with an explicit execution.ray_actors that the live nodes cannot hold yet: on an
+# autoscaling cluster the pending actors are what makes the autoscaler add nodes, which take
+# minutes to boot (a cloud instance, then Ray and leti on it).
+AUTOSCALE_START_TIMEOUT_S = 900.0
 
 # How long to try a TCP connection to an explicit execution.ray_address before ray.init, which
 # retries an unreachable GCS for minutes and a Ray Client address for 30 s.
@@ -167,30 +171,39 @@ def _node_names() -> dict[str, str]:
     return {n["NodeID"]: f"{n['NodeID'][:8]} at {n['NodeManagerAddress']}" for n in ray.nodes()}
 
 
-def _actor_count(config: ExecutionConfig, workers: int) -> int:
-    """execution.ray_actors, or as many actors as the cluster's nodes hold; refuses a count that
-    cannot be placed (each actor reserves `workers` CPUs on one node), which Ray leaves pending
-    forever without a word."""
+def _live_cpus() -> list[float]:
+    """Each live node's CPUs (its total, what Ray places actors by)."""
     import ray
 
-    cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
-    total = sum(cpus)
-    where = f"{total:g} CPU(s) on {len(cpus)} node(s), at most {max(cpus, default=0):g} on one"
-    setting = (f"execution.workers={workers}" if config.workers is not None
-               else f"execution.workers unset ({workers}, this machine's cores)")
+    return [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
+
+
+def _fitting(cpus: list[float], workers: int) -> int:
+    """How many actors of `workers` CPUs these nodes hold (an actor reserves them on one node)."""
+    return sum(int(c // workers) for c in cpus)
+
+
+def _actor_count(config: ExecutionConfig, workers: int) -> tuple[int, int]:
+    """(the actors to start, how many of them the cluster's live nodes hold now).
+
+    An explicit execution.ray_actors is taken as it is: on an autoscaling cluster the nodes for
+    it may not be up yet (a head with no CPUs), and it is the pending actors that make the
+    autoscaler add them. Unset, the count is what the live nodes hold, and none fitting (workers
+    beyond every node's CPUs) is refused: Ray would leave such an actor pending without a word."""
+    cpus = _live_cpus()
+    fits = _fitting(cpus, workers)
+    if config.ray_actors is not None:
+        return config.ray_actors, fits
     largest = int(max(cpus, default=0))
     if workers > largest:
+        setting = (f"execution.workers={workers}" if config.workers is not None
+                   else f"execution.workers unset ({workers}, this machine's cores)")
+        where = f"{sum(cpus):g} CPU(s) on {len(cpus)} node(s), at most {max(cpus, default=0):g} on one"
         fix = f"set execution.workers to at most {largest}, or add larger nodes" if largest else "add nodes with CPUs"
         raise LetiError(f"{setting}: each Ray actor reserves one CPU per worker on one node, and the Ray cluster has "
-                        f"{where}; {fix}")
-    fits = sum(int(c // workers) for c in cpus)
-    if config.ray_actors is None:
-        return fits
-    if config.ray_actors > fits:
-        raise LetiError(f"execution.ray_actors={config.ray_actors} with {setting} needs "
-                        f"{config.ray_actors * workers} CPUs, and the Ray cluster ({where}) holds {fits} such actor(s); "
-                        f"lower execution.ray_actors or execution.workers, or leave ray_actors unset (as many as fit)")
-    return config.ray_actors
+                        f"{where}; {fix} (on an autoscaling cluster, set execution.ray_actors: leti then waits for "
+                        "the autoscaler to add nodes for them)")
+    return fits, fits
 
 
 class RayExecutor:
@@ -219,24 +232,34 @@ class RayExecutor:
         # workers: null is this (the driver's) machine's core count, for every actor, so that
         # the actors' CPU reservations match the executors they start
         workers = config.worker_count
-        n = _actor_count(config, workers)
+        n, fits = _actor_count(config, workers)
         if config.sandbox == "none":  # the actors' own warning goes to their logs, not to the user
-            print("leti: WARNING: running model-written programs WITHOUT a sandbox "
-                  "(--unsafe-no-sandbox / execution.sandbox: none)", file=sys.stderr)
+            print(NO_SANDBOX_WARNING, file=sys.stderr)
+        timeout = ACTOR_START_TIMEOUT_S
+        if n > fits:  # explicit ray_actors: says why nothing happens for minutes
+            timeout = AUTOSCALE_START_TIMEOUT_S
+            print(f"leti: waiting for Ray to place {n} actor(s) of {workers} CPU(s) each; the cluster's live nodes "
+                  f"hold {fits} now (an autoscaler may add nodes; up to {timeout:g} s)", file=sys.stderr, flush=True)
         actor_cls = ray.remote(num_cpus=workers, max_concurrency=workers)(_ExecutorActor)
         local = replace(config, backend="local", workers=workers)
         self._actors = [actor_cls.options(scheduling_strategy="SPREAD").remote(local) for _ in range(n)]
         # Waits for every actor to start (so a bad node fails here, not mid-phase) and tells the
         # user where the programs will run.
         try:
-            started = ray.get([a.started.remote() for a in self._actors], timeout=ACTOR_START_TIMEOUT_S)
+            started = ray.get([a.started.remote() for a in self._actors], timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
-            why = ("other jobs may hold the rest" if free < workers
-                   else "the nodes were slow to start them; Ray's logs on the nodes say why")
+            fits = _fitting(_live_cpus(), workers)
+            if fits < n:  # no autoscaler, or it did not (or may not) add the nodes
+                why = f"the cluster's live nodes hold {fits} such actor(s) even now, and no node was added for the rest"
+                fix = "add nodes (`ray status` shows what an autoscaler did)"
+            else:
+                why = ("other jobs may hold the rest" if free < workers
+                       else "the nodes were slow to start them; Ray's logs on the nodes say why")
+                fix = "free the cluster's CPUs"
             raise LetiError(f"execution on Ray: {n} actor(s) of {workers} CPU(s) each did not start within "
-                            f"{ACTOR_START_TIMEOUT_S:g} s ({free:g} of the cluster's {total:g} CPU(s) are free; {why}); "
-                            "free the cluster's CPUs, or lower execution.ray_actors or execution.workers") from None
+                            f"{timeout:g} s ({free:g} of the cluster's {total:g} CPU(s) are free; {why}); "
+                            f"{fix}, or lower execution.ray_actors or execution.workers") from None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             # e.g. leti missing or another version on a node: the actor's traceback ends in why
             text = getattr(e, "error_msg", None) or str(e)
