@@ -50,7 +50,7 @@ class ExecutionConfig:
     max_processes: int = field(default=256, metadata={"help": "Processes/threads per worker (pids cgroup or RLIMIT_NPROC)."})
     backend: Backend = field(default="local", metadata={"help": "'local': worker pool on this machine; 'ray': the same sandboxed pools inside Ray actors spread over a cluster (pip install 'leti[ray]')."})
     ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join ('auto', 'ray://host:10001'); None: an existing ray.init, else a local Ray instance."})
-    ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with `workers` sandboxed workers (None: as many as the nodes hold: each node's CPUs // workers, summed)."})
+    ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with `workers` sandboxed workers (None: as many as the live nodes hold: each node's CPUs // workers, summed; set it on an autoscaling cluster, where leti then waits up to 15 min for nodes)."})
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:  # `not x > 0` also refuses nan
