@@ -4,6 +4,8 @@ and check that nothing it started is left (test_signals.py, test_vllm_signals.py
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -42,3 +44,14 @@ def alive(pids: set[int]) -> dict[int, str]:
     awaiting its reaper."""
     procs = processes()
     return {p: procs[p][2][:60] for p in pids if p in procs and procs[p][1] != "Z"}
+
+
+def holds_within(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether `check()` comes true within `seconds` (polled): processes a test stopped take a
+    moment to exit after the call that stopped them returns."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import descendants
+from procs import descendants, holds_within
 
 from leti.errors import LetiError
 from leti.execution import ExecutionConfig, Program
@@ -125,12 +125,7 @@ def _actor_pids() -> list[int]:
 
 def _no_actor_left(within: float = 10) -> bool:
     """Whether leti's actors are gone within `within` s (ray.kill returns before they are)."""
-    deadline = time.monotonic() + within
-    while _actor_pids():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return holds_within(lambda: not _actor_pids(), within)
 
 
 @pytest.mark.slow

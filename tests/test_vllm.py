@@ -214,14 +214,9 @@ def _vllm_processes() -> list[str]:
 
 def _no_vllm_processes_within(seconds: float = 10.0, but: list[str] | None = None) -> bool:
     """Whether within `seconds` no vLLM process is left but those named in `but`."""
-    import time
+    from procs import holds_within
 
-    deadline = time.monotonic() + seconds
-    while _vllm_processes() != (but or []):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return holds_within(lambda: _vllm_processes() == (but or []), seconds)
 
 
 @pytest.mark.vllm
