@@ -106,8 +106,8 @@ class RunConfig:
         report`, say) still loads. 16-bit weights are only for LoRA's frozen base."""
         # LoRA adapters kept apart are the only way to train over frozen 16-bit weights, and vLLM
         # cannot serve them (their special-token rows): under vLLM only float32 is left to offer
-        adapters = ("" if self.sampling.backend == "vllm"
-                    else " or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)")
+        vllm = self.sampling.backend == "vllm"
+        adapters = "" if vllm else " or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)"
         if self.model_dtype in ("bfloat16", "float16") and not self.trainer.lora.enabled:
             raise LetiError(f"model_dtype={self.model_dtype!r} would train every weight in {self.model_dtype}, where AdamW's "
                             f"small updates {'round away' if self.model_dtype == 'bfloat16' else 'turn weights to NaN'}; "
@@ -116,13 +116,11 @@ class RunConfig:
         if self.model_dtype in ("bfloat16", "float16") and self.trainer.lora.save == "merged":
             # Measured on a tiny model: merged into bf16 weights, 58% of the weights an fp32 run's
             # LoRA update moved did not move at all; the next iteration loads the merge in 16 bits again.
-            keep = ("" if self.sampling.backend == "vllm"
-                    else "trainer.lora.save: adapter (the adapters go on training over the frozen weights) or ")
+            fix = ("model_dtype: float32 (vLLM samples in sampling.vllm.dtype whatever the weights' dtype)" if vllm else
+                   "trainer.lora.save: adapter (the adapters go on training over the frozen weights) or model_dtype: float32")
             raise LetiError(f"model_dtype={self.model_dtype!r} with trainer.lora.save: merged adds each iteration's "
                             f"adapters into {self.model_dtype} weights, which rounds most of their small update away; "
-                            f"use {keep}model_dtype: float32"
-                            + (" (vLLM samples in sampling.vllm.dtype whatever the weights' dtype)"
-                               if self.sampling.backend == "vllm" else ""))
+                            f"use {fix}")
 
     @property
     def weights_dtype(self) -> str:

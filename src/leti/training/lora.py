@@ -225,15 +225,11 @@ def check_continued_adapters(adapters: LoraConfig, cfg: TrainerConfig, where: st
         ("dropout", f"have lora_dropout={adapters.lora_dropout:g}", f"{lora.dropout:g}", f"{adapters.lora_dropout:g}",
          float(adapters.lora_dropout) != float(lora.dropout)),
     ]
-    from peft import LoraConfig
-
     modules = _layers(base)
     on = _matched(adapters, modules)
     layers = f"[{', '.join(_layer_names(on, modules))}]"
-    target = lora.target_modules
-    mine = LoraConfig(target_modules=target[0] if target == ["all-linear"] else target)
-    differences.append(("target_modules", f"are on the layers {layers}", target, layers,
-                        on != _matched(mine, modules)))
+    differences.append(("target_modules", f"are on the layers {layers}", lora.target_modules, layers,
+                        on != _matched(_adapters_config(cfg), modules)))
     rows = ("train the rows of LeTI's tokens (trainable_token_indices)" if trains_rows
             else "train no rows of LeTI's tokens (no trainable_token_indices)")
     differences.append(("train_special_tokens", rows, str(lora.train_special_tokens).lower(), str(trains_rows).lower(),
@@ -273,11 +269,10 @@ def _matched(config: LoraConfig, modules: dict[str, torch.nn.Module | None]) -> 
     """The modules of `modules` (_layers) that the peft LoraConfig `config` puts LoRA on:
     'all-linear' as peft expands it, every Linear / Conv1D layer but the output head (None)."""
     from peft.tuners.tuners_utils import check_target_module_exists
-    from transformers.pytorch_utils import Conv1D
 
     target = config.target_modules
     if isinstance(target, str) and target.lower() == "all-linear":
-        return {name for name, module in modules.items() if isinstance(module, (torch.nn.Linear, Conv1D))}
+        return {name for name, module in modules.items() if _is_linear(module)}
     return {name for name in modules if check_target_module_exists(config, name)}
 
 
@@ -290,12 +285,16 @@ def _layer_names(on: set[str], modules: dict[str, torch.nn.Module | None]) -> li
     return short if short and _matched(LoraConfig(target_modules=short), modules) == on else sorted(on)
 
 
-def linear_layer_names(model) -> list[str]:
-    """The distinct last names of the model's linear layers (what LoRA's target_modules match)."""
+def _is_linear(module: torch.nn.Module | None) -> bool:
+    """A layer LoRA can wrap as linear: nn.Linear, or GPT-2's Conv1D (a linear layer stored transposed)."""
     from transformers.pytorch_utils import Conv1D
 
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, (torch.nn.Linear, Conv1D))})
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def linear_layer_names(model) -> list[str]:
+    """The distinct last names of the model's linear layers (what LoRA's target_modules match)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _is_linear(module)})
 
 
 def load_4bit(source: str, full, tokenizer, cfg: TrainerConfig, device: torch.device, merge_source: bool = False,
