@@ -128,6 +128,7 @@ def test_append_eos_without_an_eos_token_is_refused_at_run_start(config, tmp_pat
             f"leti: error: training_text.append_eos is true but the tokenizer of '{model}' has no eos_token; "
             "set training_text.append_eos: false, or give the tokenizer an eos_token")
         assert not (run_dir / "iterations").exists()  # refused before any sampling
+        assert not (run_dir / "config.yaml").exists()  # and before the run directory is written
     # the same for the corpus's separator, which failed when training began, after sampling
     args = ["--run-dir", str(run_dir), "--set", f"model={model}", "--set", "trainer.pretrain_eos_separator=true",
             "--set", "trainer.pretrain_mix_ratio=1", "--set", "trainer.pretrain_corpus=stdlib"]

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from leti.config import RunConfig, load_yaml_text, terminal_progress
 from leti.errors import LetiError, plural
@@ -154,6 +155,20 @@ def _split_problems(cfg: RunConfig, task: Task, field: str, split: str) -> list:
     return problems
 
 
+def _check_model_settings(cfg: RunConfig, tok: Any) -> None:
+    """What the training stages need of the model, its tokenizer and the trackers, checked at the
+    start: found at the first training stage otherwise, after a whole sampling phase."""
+    if cfg.trainer.lora.enabled:
+        from leti.training.lora import check_lora_targets
+
+        check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code, cfg.model_revision)
+    if cfg.trainer.report_to:
+        from leti.training.trainer import check_trackers
+
+        check_trackers(cfg.trainer.report_to)
+    check_eos_token(cfg, tok)
+
+
 def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
@@ -178,9 +193,12 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             # refused now is no reason to call the fixed config a changed resume
             _check_corpus_access(cfg, announce=True)
             check_corpus_fills_batch(cfg, tok)
+        finished = todo is None and not final_unevaluated
+        if not finished:  # a refusal leaves a new run's directory unwritten (a finished run needs none)
+            _check_model_settings(cfg, tok)
         if not resuming:
             start_run_dir(rd, saved, mode)
-        if todo is None and not final_unevaluated:
+        if finished:
             if (resuming and mode == "leti" and max(r["iteration"] for r in records) == last
                     and load_yaml_text(rd.config_path.read_text(encoding="utf-8")).get("iterations") != last):
                 # a stopped run ended where it stopped (--set iterations=3 after iteration 3 of 6):
@@ -198,15 +216,6 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
             check_processes(rd, mode, cfg, group.world_size)
         if resuming and todo is not None and carries_optimizer(cfg, mode):
             check_optimizer_state(rd, todo)
-        if cfg.trainer.lora.enabled:
-            from leti.training.lora import check_lora_targets
-
-            check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code, cfg.model_revision)
-        if cfg.trainer.report_to:  # found at the first training stage otherwise, after a sampling phase
-            from leti.training.trainer import check_trackers
-
-            check_trackers(cfg.trainer.report_to)
-        check_eos_token(cfg, tok)
         check_problems_unchanged(rd, mode, cfg.task, [*train_problems, *eval_problems])
         check_model_unchanged(rd, mode, cfg)
         record_model_commit(rd, mode, cfg)
