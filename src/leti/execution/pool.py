@@ -34,7 +34,7 @@ from concurrent.futures import Future
 import leti.feedback.traceback_text as feedback_text
 from leti.execution import sandbox
 from leti.execution.config import ExecutionConfig
-from leti.execution.records import ExecutionResult, Frame, Program, Status
+from leti.execution.records import ChainedException, ExecutionResult, Frame, Program, Status
 from leti.execution.sandbox import SandboxUnavailable
 
 __all__ = ["Executor", "SandboxUnavailable", "execute"]
@@ -48,9 +48,14 @@ _CLEANUP_S = 60.0
 # A result record larger than worker.py MAX_RESULT is forged: refused unparsed (parsing 64 MiB
 # of `[{},{},...]` once cost the host 3 GB and 20 s).
 _MAX_RESULT = 1 << 21
-# Lists and dicts in a real record: one per frame (at most 1000), the frame list, three dicts. Far
+# The earlier exceptions of a chain a record holds, and the frames of each (worker.py CHAIN_LIMIT,
+# CHAIN_FRAMES).
+_MAX_CHAIN = 4
+_MAX_CHAIN_FRAMES = 100
+# Lists and dicts in a real record: one per frame (at most 1000), the frame list, three dicts, and
+# the chain's (its list; per earlier exception a dict, its frame list and a list per frame). Far
 # more within _MAX_RESULT (`[{},{},...]`: 700k objects, 100 MB to parse) is forged, refused unparsed.
-_MAX_CONTAINERS = 1024 + 16
+_MAX_CONTAINERS = 1024 + 16 + 1 + _MAX_CHAIN * (2 + _MAX_CHAIN_FRAMES)
 _PIPELINE_DEPTH = 2  # programs sent ahead to each worker
 _ABORT_JOIN_S = 10.0  # abort(): longest wait for the feeding threads once their workers are killed
 
@@ -485,18 +490,40 @@ def _program_record(text: object) -> dict | None:
         return None
     if rec["kind"] == "ok":
         return rec
-    frames, syntax, operands = rec.get("frames", []), rec.get("syntax"), rec.get("assert")
-    ok = (isinstance(rec.get("type"), str) and _opt(rec.get("message"), str) and _opt(rec.get("notes"), str)
-          and _opt(rec.get("printed_type"), str)
-          and isinstance(frames, list)
-          and all(isinstance(f, list) and len(f) == 3 and _opt(f[0], int) and isinstance(f[1], str)
-                  and isinstance(f[2], str) for f in frames)
+    syntax, operands, chain = rec.get("syntax"), rec.get("assert"), rec.get("chain", [])
+    ok = (_exception_fields(rec) and _frame_list(rec.get("frames", []))
+          and isinstance(chain, list) and len(chain) <= _MAX_CHAIN and all(_earlier(c) for c in chain)
           and (syntax is None or isinstance(syntax, dict)
                and all(_opt(syntax.get(k), int) for k in ("lineno", "offset", "end_offset"))
                and _opt(syntax.get("text"), str))
           and (operands is None or isinstance(operands, dict)
                and all(isinstance(operands.get(k), str) for k in ("op", "left", "right"))))
     return rec if ok else None
+
+
+def _exception_fields(rec: dict) -> bool:
+    return (isinstance(rec.get("type"), str) and _opt(rec.get("message"), str) and _opt(rec.get("notes"), str)
+            and _opt(rec.get("printed_type"), str))
+
+
+def _frame_list(frames: object, limit: int | None = None) -> bool:
+    return (isinstance(frames, list) and (limit is None or len(frames) <= limit)
+            and all(isinstance(f, list) and len(f) == 3 and _opt(f[0], int) and isinstance(f[1], str)
+                    and isinstance(f[2], str) for f in frames))
+
+
+_EARLIER_KEYS = {"type", "printed_type", "message", "notes", "frames", "traceback", "cause"}
+
+
+def _earlier(entry: object) -> bool:
+    """Whether a chain entry has the shape the worker writes (worker.py _chain)."""
+    return (isinstance(entry, dict) and entry.keys() <= _EARLIER_KEYS and _exception_fields(entry)
+            and _frame_list(entry.get("frames"), _MAX_CHAIN_FRAMES)
+            and isinstance(entry.get("traceback"), bool) and isinstance(entry.get("cause"), bool))
+
+
+def _frames(stored: list) -> tuple[Frame, ...]:
+    return tuple(Frame(lineno=n, name=one_line(name), line=line) for n, name, line in stored)
 
 
 def classify(program_id: object, raw: dict, config: ExecutionConfig) -> ExecutionResult:
@@ -537,7 +564,12 @@ def classify(program_id: object, raw: dict, config: ExecutionConfig) -> Executio
         exception_printed=one_line(rec["printed_type"]) if rec.get("printed_type") else None,
         message=rec.get("message") or None,
         notes=rec.get("notes") or None,
-        frames=tuple(Frame(lineno=n, name=one_line(name), line=line) for n, name, line in rec.get("frames", [])),
+        frames=_frames(rec.get("frames", [])),
+        chain=tuple(ChainedException(
+            exception_type=one_line(c["type"]),
+            exception_printed=one_line(c["printed_type"]) if c.get("printed_type") else None,
+            message=c.get("message") or None, notes=c.get("notes") or None, frames=_frames(c["frames"]),
+            has_traceback=c["traceback"], cause=c["cause"]) for c in rec.get("chain", [])),
         error_lineno=syntax.get("lineno"), error_offset=syntax.get("offset"),
         error_end_offset=syntax.get("end_offset"), error_text=syntax.get("text"),
         assert_op=operands.get("op"), assert_left=operands.get("left"), assert_right=operands.get("right"),

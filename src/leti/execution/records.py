@@ -63,6 +63,29 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class ChainedException:
+    """An exception before the one a program failed with, in the chain the interpreter prints
+    first (its __cause__ or __context__, and theirs, oldest first)."""
+
+    exception_type: str  # the class's bare name
+    exception_printed: str | None = None  # as the interpreter prints it, where that differs
+    message: str | None = None
+    notes: str | None = None
+    frames: tuple[Frame, ...] = ()  # the last ones in the executed module (the worker keeps 100)
+    has_traceback: bool = True  # False for one never raised (`raise X from Y()`): no "Traceback" header
+    # How it leads to the next exception: True, its explicit cause (`raise ... from`, "The above
+    # exception was the direct cause ..."); False, raised while it was handled ("During handling ...").
+    cause: bool = False
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "frames": _stored_frames(self.frames)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ChainedException:
+        return cls(**{**d, "frames": _read_frames(d.get("frames", ()))})
+
+
+@dataclass(frozen=True)
 class ExecutionResult:
     """What happened when one program ran. Field values never depend on worker count or order
     (apart from `duration_s`)."""
@@ -75,6 +98,9 @@ class ExecutionResult:
     message: str | None = None
     notes: str | None = None  # the exception's __notes__, one per line, as the interpreter prints them
     frames: tuple[Frame, ...] = ()
+    # The exceptions before this one that the interpreter prints first, oldest first (at most 4,
+    # the most recent: worker.py CHAIN_LIMIT).
+    chain: tuple[ChainedException, ...] = ()
     # SyntaxError location (1-based line and column in the executed module).
     error_lineno: int | None = None
     error_offset: int | None = None
@@ -108,6 +134,7 @@ class ExecutionResult:
         d["status"] = self.status.value
         d["passed"] = self.passed
         d["frames"] = _stored_frames(self.frames)
+        d["chain"] = [c.to_dict() for c in self.chain]
         return d
 
     @classmethod
@@ -115,6 +142,8 @@ class ExecutionResult:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["status"] = Status(known["status"])
         known["frames"] = _read_frames(known.get("frames", ()))
+        # results stored before chains were reported have no "chain"
+        known["chain"] = tuple(ChainedException.from_dict(c) for c in known.get("chain", ()))
         return cls(**known)
 
 

@@ -56,6 +56,12 @@ MAX_REPR = 1000
 # The interpreter prints the last 1000 entries of a traceback (PyTraceBack_LIMIT); more would let
 # one deep recursion (sys.setrecursionlimit(10**6)) send the host a result of ~10**6 frames.
 TRACEBACK_LIMIT = 1000
+# The exceptions before the final one (its __cause__/__context__ chain), which the interpreter
+# prints first: at most the CHAIN_LIMIT most recent, the older ones dropped (a memoised recursion
+# that forgot its base case chains 30000 KeyErrors; the record must stay within MAX_RESULT), each
+# with the last CHAIN_FRAMES of its program frames (pool.py _MAX_CHAIN, _MAX_CHAIN_FRAMES).
+CHAIN_LIMIT = 4
+CHAIN_FRAMES = 100
 RESULT_FD = 3  # the program's end of the result pipe
 # A copy of it, high enough that a program closing its inherited descriptors up to its own limit
 # (`os.closerange(3, 256)`, open_files) misses it: reporting uses whichever is still the pipe.
@@ -104,6 +110,11 @@ _write, _exit, _getpid, _fstat = os.write, os._exit, os.getpid, os.fstat
 _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
 RECURSION_LIMIT = max(sys.getrecursionlimit(), 1000)  # what reporting runs under, whatever the program set
 _deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequence, traceback.TracebackException
+# An exception's chain and traceback read through BaseException's own slots, as the interpreter
+# reads them to print it: a program's exception class may override these names (properties, a
+# __getattribute__) to raise, loop or lie.
+_cause_of, _context_of = BaseException.__cause__.__get__, BaseException.__context__.__get__
+_suppress_context, _traceback_of = BaseException.__suppress_context__.__get__, BaseException.__traceback__.__get__
 # A failing `assert L <op> R` of a program run for rich feedback reports the values it compared:
 # run_program compiles each such assert as three statements (_capturing_code), which store them here.
 CAPTURE = "__leti_assert_operands__"
@@ -135,22 +146,33 @@ def _to_json(obj):
 
 def _encode_record(rec):
     """The record as bytes of at most MAX_RESULT. Only a deep recursion through very long lines
-    (or names) comes near it: their text is cut, then the oldest frames go."""
+    (or names) comes near it: their text is cut, then the earlier exceptions of the chain go
+    (oldest first), then the oldest frames."""
     data, frames = _to_json(rec).encode(), rec.get("frames", ())
+    chain_frames = [earlier["frames"] for earlier in rec.get("chain", ())]
     for width in (MAX_REPR, 100):
         if len(data) <= MAX_RESULT:
             return data
-        rec["frames"] = [[n, _cut(name, width), _cut(text, width)] for n, name, text in frames]
+        rec["frames"] = _cut_frames(frames, width)
+        for i, earlier in enumerate(rec.get("chain", ())):
+            earlier["frames"] = _cut_frames(chain_frames[i], width)
         for key in ("type", "printed_type"):
             if type(rec.get(key)) is str:
                 rec[key] = rec[key][:MAX_REPR]
         if type(rec.get("syntax")) is dict and type(rec["syntax"].get("text")) is str:
             rec["syntax"]["text"] = _cut(rec["syntax"]["text"], MAX_MESSAGE)
         data = _to_json(rec).encode()
+    while len(data) > MAX_RESULT and rec.get("chain"):
+        rec["chain"] = rec["chain"][1:]
+        data = _to_json(rec).encode()
     while len(data) > MAX_RESULT and rec.get("frames"):
         rec["frames"] = rec["frames"][len(rec["frames"]) // 2 + 1:]
         data = _to_json(rec).encode()
     return data
+
+
+def _cut_frames(frames, width):
+    return [[n, _cut(name, width), _cut(text, width)] for n, name, text in frames]
 
 
 def _cut(text, limit):
@@ -269,7 +291,7 @@ def _message(exc):
         # Only the message is wanted: no frames (limit=0; 3x10**5 of them took 1.4 s), and a
         # non-None _seen (3.10-3.13) skips converting the __cause__/__context__ chain, which a
         # memoised recursion makes 20000 exceptions long.
-        te = _TracebackException(type(exc), exc, exc.__traceback__, limit=0, lookup_lines=False, _seen=set())
+        te = _TracebackException(type(exc), exc, _traceback_of(exc), limit=0, lookup_lines=False, _seen=set())
         return _safe_str(te)  # TracebackException.__str__: the message with the suggestion
     except BaseException:
         return _safe_str(exc)
@@ -294,14 +316,7 @@ def _describe_exception(exc, source, captured=None):
     """The record of a failed program. `captured`: the CAPTURE list of a program run for rich
     feedback, whose failing assert's operands it shows (the paper style never uses them)."""
     lines = _source_lines(source)
-    rec = {"kind": "exception", "type": _type_name(exc),
-           "message": _cut(_message(exc).rstrip("\n"), MAX_MESSAGE)}
-    printed = _printed_type(exc)
-    if printed is not None:
-        rec["printed_type"] = printed
-    notes = _notes(exc)
-    if notes:
-        rec["notes"] = notes
+    rec = {"kind": "exception", **_exception_fields(exc)}
     if isinstance(exc, SyntaxError) and exc.filename == FILENAME:
         text, n = exc.text, exc.lineno
         if text is None and type(n) is int and 0 < n <= len(lines):
@@ -310,17 +325,14 @@ def _describe_exception(exc, source, captured=None):
             text = lines[n - 1] + "\n"
         rec["syntax"] = {"lineno": n, "offset": exc.offset,
                          "end_offset": getattr(exc, "end_offset", None), "text": text}
-    frames, last = _deque(maxlen=TRACEBACK_LIMIT), None
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_filename == FILENAME:
-            n = tb.tb_lineno
-            text = lines[n - 1].strip() if type(n) is int and 0 < n <= len(lines) else ""
-            frames.append([n, code.co_name, text])
-            last = (tb.tb_frame, n)
-        tb = tb.tb_next
-    rec["frames"] = list(frames)
+    frames, last = _program_frames(_traceback_of(exc), lines, TRACEBACK_LIMIT)
+    rec["frames"] = frames
+    try:
+        chain = _chain(exc, lines)
+    except BaseException:  # e.g. out of memory: the final exception is reported all the same
+        chain = None
+    if chain:
+        rec["chain"] = chain
     if isinstance(exc, SystemExit):
         rec["exit"] = True
     if isinstance(exc, MemoryError):
@@ -330,6 +342,60 @@ def _describe_exception(exc, source, captured=None):
         if operands:
             rec["assert"] = operands
     return rec
+
+
+def _exception_fields(exc):
+    """What the interpreter prints on an exception's last line(s): type, message, notes."""
+    rec = {"type": _type_name(exc), "message": _cut(_message(exc).rstrip("\n"), MAX_MESSAGE)}
+    printed = _printed_type(exc)
+    if printed is not None:
+        rec["printed_type"] = printed
+    notes = _notes(exc)
+    if notes:
+        rec["notes"] = notes
+    return rec
+
+
+def _program_frames(tb, lines, limit):
+    """The last `limit` frames of traceback `tb` that lie in the program, as [lineno, name,
+    line], and (frame, lineno) of the last of them (None if none)."""
+    frames, last = _deque(maxlen=limit), None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == FILENAME:
+            n = tb.tb_lineno
+            text = lines[n - 1].strip() if type(n) is int and 0 < n <= len(lines) else ""
+            frames.append([n, code.co_name, text])
+            last = (tb.tb_frame, n)
+        tb = tb.tb_next
+    return list(frames), last
+
+
+def _chain(exc, lines):
+    """The exceptions the interpreter prints before `exc`, oldest first, as it walks them: the
+    __cause__, else the __context__ unless __suppress_context__ (`raise ... from None`), until
+    one it has printed already (a program can make the chain a cycle). Each entry says whether
+    it is the next one's explicit cause and whether it has a traceback (one never raised, as in
+    `raise X from Y()`, prints none). Only the CHAIN_LIMIT most recent are kept."""
+    chain, seen = [], {id(exc)}
+    while len(chain) < CHAIN_LIMIT:
+        earlier = _cause_of(exc)
+        cause = earlier is not None
+        if not cause:
+            if _suppress_context(exc):
+                break
+            earlier = _context_of(exc)
+        if earlier is None or id(earlier) in seen:
+            break
+        seen.add(id(earlier))
+        tb = _traceback_of(earlier)
+        entry = _exception_fields(earlier)
+        entry["frames"] = _program_frames(tb, lines, CHAIN_FRAMES)[0]
+        entry["traceback"], entry["cause"] = tb is not None, cause
+        chain.append(entry)
+        exc = earlier
+    chain.reverse()
+    return chain
 
 
 def _identity(fd):

@@ -3,8 +3,10 @@
 Pure functions of an `ExecutionResult`. Two styles:
 - "paper": what the LeTI paper uses: a Python traceback trimmed to the frames of the executed
   module (program, then tests; harness and library frames removed), line numbers as the model
-  wrote them, then `ExceptionType: message`. Failures without a traceback (timeout, memory limit,
-  crash, early exit) get one fixed sentence each.
+  wrote them, then `ExceptionType: message`. An exception raised while another was handled, or
+  `from` another, comes after that one's traceback (up to 4 of its chain), as the interpreter
+  prints them. Failures without a traceback (timeout, memory limit, crash, early exit) get one
+  fixed sentence each.
 - "rich": the paper text plus, for a failing `assert LEFT <op> RIGHT`, the values both sides
   evaluated to (as pytest's assertion rewriting shows them).
 
@@ -16,10 +18,14 @@ from __future__ import annotations
 
 import signal
 
-from leti.execution.records import ExecutionResult, Frame, Status
+from leti.execution.records import ChainedException, ExecutionResult, Frame, Status
 
 DEFAULT_MAX_BYTES = 4096
 _REPEAT_KEEP = 3  # like CPython: show a repeated frame 3 times, then "[Previous line repeated N more times]"
+# What CPython prints between the tracebacks of a chain, as the exception it links to is the
+# explicit cause (`raise ... from`) or was being handled (traceback.py, pythonrun.c).
+CAUSE_LINE = "The above exception was the direct cause of the following exception:"
+CONTEXT_LINE = "During handling of the above exception, another exception occurred:"
 
 
 def format_feedback(result: ExecutionResult, style: str = "paper", max_bytes: int = DEFAULT_MAX_BYTES) -> str:
@@ -60,11 +66,27 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+def _exception_line(printed: str | None, name: str | None, message: str | None, notes: str | None) -> str:
+    exc = printed or name or "Error"
+    line = f"{exc}: {message}" if message else exc
+    if notes:  # printed under the exception line, as the interpreter does
+        line += f"\n{notes}"
+    return line
+
+
+def _chain_lines(chain: tuple[ChainedException, ...]) -> list[str]:
+    """The earlier exceptions' tracebacks, oldest first, each followed by CPython's sentence."""
+    out: list[str] = []
+    for c in chain:
+        if c.has_traceback:
+            out += ["Traceback (most recent call last):", *_frame_lines(c.frames)]
+        out += [_exception_line(c.exception_printed, c.exception_type, c.message, c.notes),
+                "", CAUSE_LINE if c.cause else CONTEXT_LINE, ""]
+    return out
+
+
 def _traceback(r: ExecutionResult, rich: bool) -> str:
-    exc = r.exception_printed or r.exception_type or "Error"
-    final = f"{exc}: {r.message}" if r.message else exc
-    if r.notes:  # printed under the exception line, as the interpreter does
-        final += f"\n{r.notes}"
+    final = _exception_line(r.exception_printed, r.exception_type, r.message, r.notes)
     if rich and r.assert_op is not None:
         final += f"\nassert {r.assert_left} {r.assert_op} {r.assert_right}"
     if r.status is Status.INVALID or r.error_lineno is not None:
@@ -81,7 +103,7 @@ def _traceback(r: ExecutionResult, rich: bool) -> str:
                 width = max(1, min(end - r.error_offset, len(stripped) - start)) if end > r.error_offset else 1
                 lines.append("    " + " " * start + "^" * width)
         return "\n".join(lines + [final])
-    return "\n".join(["Traceback (most recent call last):", *_frame_lines(r.frames), final])
+    return "\n".join([*_chain_lines(r.chain), "Traceback (most recent call last):", *_frame_lines(r.frames), final])
 
 
 def _frame_lines(frames: tuple[Frame, ...]) -> list[str]:
