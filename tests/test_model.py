@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -280,3 +281,38 @@ def test_a_model_directory_without_weights_or_with_cut_ones_names_the_fix(tiny_m
     assert message.startswith(f"model directory {model} could not be loaded (") and "\n" not in message
     assert message.endswith("); check that it holds what model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR) "
                             "write, whole")
+
+
+def _save_tiny(path, model) -> str:
+    from leti.testing import make_tiny_tokenizer
+
+    model.save_pretrained(path)
+    make_tiny_tokenizer(512).save_pretrained(path)
+    return str(path)
+
+
+def test_checkpoints_that_are_not_causal_lms_are_refused_in_one_line_naming_what_they_are(tmp_path, hub_offline):
+    """An encoder loaded as a causal LM sees the tokens it predicts (the run finished with
+    meaningless numbers); a seq2seq checkpoint was called a broken directory; a model saved without
+    its head trained a random, unseeded one (every load of the run saw another model)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
+
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    bert = _save_tiny(tmp_path / "bert", AutoModelForMaskedLM.from_config(AutoConfig.for_model("bert", vocab_size=512, **small)))
+    with pytest.raises(LetiError, match=r"^.*/bert is a 'bert' encoder: .* set \"is_decoder\": true in its config.json"):
+        load_model_and_tokenizer(bert, device="cpu")
+    t5 = _save_tiny(tmp_path / "t5", AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(
+        "t5", vocab_size=512, d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, decoder_start_token_id=0)))
+    with pytest.raises(LetiError, match=r"^.*/t5 is a 't5' model, not a causal LM"):
+        load_model_and_tokenizer(t5, device="cpu")
+    llama = AutoConfig.for_model("llama", vocab_size=512, num_key_value_heads=2, **small)
+    headless = _save_tiny(tmp_path / "headless", AutoModel.from_config(llama))
+    with pytest.raises(LetiError, match=r"^.*/headless has no weights for its output layer \(lm_head.weight\)"):
+        load_model_and_tokenizer(headless, device="cpu")
+    # the same encoder as a decoder, and a model whose head is tied (never saved), load
+    config = json.loads((tmp_path / "bert" / "config.json").read_text())
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({**config, "is_decoder": True}))
+    assert type(load_model_and_tokenizer(bert, device="cpu")[0]).__name__ == "BertLMHeadModel"
+    tied = _save_tiny(tmp_path / "tied", AutoModelForCausalLM.from_config(
+        AutoConfig.for_model("llama", vocab_size=512, num_key_value_heads=2, tie_word_embeddings=True, **small)))
+    load_model_and_tokenizer(tied, device="cpu")

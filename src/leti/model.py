@@ -164,10 +164,13 @@ def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype 
         with remote_code_refusal(name_or_path):
             # The config first: it refuses a model's own code at once, before the tokenizer's load
             # logs a warning about the model type it does not know.
-            AutoConfig.from_pretrained(name_or_path, **options)
+            config = AutoConfig.from_pretrained(name_or_path, **options)
+            check_causal_lm(config, name_or_path)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, **options)
             if torch_dtype is not None:
-                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, **options)
+                model, info = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype,
+                                                                   output_loading_info=True, **options)
+                _check_head_loaded(model, info, name_or_path)
     except ImportError as err:
         # Most often a model's own code importing a package this environment lacks (transformers
         # names it and the pip command): one line, not a traceback.
@@ -187,6 +190,48 @@ def _load_plain(name_or_path: str, local: Path | None, torch_dtype: torch.dtype 
             f"({first_line}); pass a local directory saved with save_pretrained, or a hub id the hub has"
         ) from None
     return model, tokenizer
+
+
+# Encoders that AutoModelForCausalLM also builds (their *LMHeadModel / *ForCausalLM classes):
+# without `is_decoder: true` their attention looks both ways, so every position sees the token it
+# is trained to predict, and the run's losses and pass@k mean nothing. transformers only logs a
+# warning. The model types whose causal-LM class checks `config.is_decoder` (transformers 5).
+ENCODER_TYPES = frozenset({
+    "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert",
+    "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta", "xlm-roberta-xl", "xmod",
+})
+
+
+def check_causal_lm(config, name: str) -> None:
+    """Refuse a checkpoint that is not a causal LM, in one line naming what it is: a model type
+    AutoModelForCausalLM has no class for (T5, ViT: its error read as a broken directory), or an
+    encoder that would be loaded without its causal mask."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    kind = getattr(config, "model_type", None)
+    own_code = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if kind and kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not own_code:
+        raise LetiError(f"{name} is a {kind!r} model, not a causal LM (AutoModelForCausalLM has no class for it); "
+                        "leti fine-tunes decoder-only causal LMs: pass one as `model`")
+    if kind in ENCODER_TYPES and not getattr(config, "is_decoder", False):
+        raise LetiError(f"{name} is a {kind!r} encoder: as a causal LM its attention would see the tokens it is "
+                        "trained to predict (its config's is_decoder is false); set \"is_decoder\": true in its "
+                        "config.json to train it as a decoder, or pass a causal LM as `model`")
+
+
+def _check_head_loaded(model: PreTrainedModel, info: dict, name: str) -> None:
+    """Refuse a checkpoint saved without its output layer (a bare LlamaModel, a classifier):
+    transformers initialises the missing head at random, unseeded, so every load of the run (its
+    sampling, training, a resume, `leti evaluate`) would see another model. A head tied to the
+    input embeddings is never saved and is not missing."""
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        return
+    names = [n for n, p in model.named_parameters() if p is head.weight]
+    if names and names[0] in set(info.get("missing_keys") or ()):
+        raise LetiError(f"{name} has no weights for its output layer ({names[0]}): it was saved without a language "
+                        "model head (a base model or a classifier), and transformers would start one at random; "
+                        "pass a causal LM checkpoint (one saved from a *ForCausalLM model)")
 
 
 def hub_revision(local: Path | None, revision: str | None) -> dict[str, str]:
