@@ -27,7 +27,19 @@ from leti.report.data import (
     steps_to_reach,
 )
 from leti.report.plots import plot_code_loss, plot_failures, plot_pass_at_1
-from leti.report.render import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
+from leti.report.render import (
+    Block,
+    Code,
+    Heading,
+    Image,
+    Para,
+    Table,
+    code,
+    esc,
+    markup,
+    to_html,
+    to_markdown,
+)
 
 _ARM_ORDER = {"textual": 0, "binary": 1, "constant": 2, "passing": 3}  # the demo's arms (leti.demo.config.ARMS)
 
@@ -226,14 +238,14 @@ def _why_not_a_pair(t: RunHistory, b: RunHistory) -> str | None:
     are), by the same check as the config-based pairing."""
     (at, tkey, twhat), (ab, bkey, bwhat) = _arm_of(t.root), _arm_of(b.root)
     if at != "textual":
-        return f"`{t.name}` is not a textual-feedback run by its config ({twhat})"
+        return f"{code(t.name)} is not a textual-feedback run by its config ({twhat})"
     if ab != "binary":
-        return f"`{b.name}` is not a binary-feedback run by its config ({bwhat})"
+        return f"{code(b.name)} is not a binary-feedback run by its config ({bwhat})"
     if tkey != bkey:
         tk, bk = dict(tkey or ()), dict(bkey or ())
         differ = sorted(k for k in tk.keys() | bk.keys() if tk.get(k) != bk.get(k))
         more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
-        return f"their configs differ in more than the feedback arm ({', '.join(differ[:3])}{more})"
+        return f"their configs differ in more than the feedback arm ({', '.join(map(esc, differ[:3]))}{more})"
     return None
 
 
@@ -254,9 +266,9 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
         if not stopped:
             pairs.append((label, t, b))
             return
-        which = "; ".join(f"`{h.name}` stopped at iteration {h.last_point.iteration} of {h.planned_iterations}"
-                          if h.last_point else f"`{h.name}` has not finished iteration 0" for h in stopped)
-        refused.append(f"{label}: not compared yet, {which}; an arm's final score and the step ratio wait for "
+        which = "; ".join(f"{code(h.name)} stopped at iteration {h.last_point.iteration} of {h.planned_iterations}"
+                          if h.last_point else f"{code(h.name)} has not finished iteration 0" for h in stopped)
+        refused.append(f"{esc(label)}: not compared yet, {which}; an arm's final score and the step ratio wait for "
                        "both to finish (resume a run with the command that started it).")
 
     by_name = {h.name: h for h in histories}  # names are unique (find_runs)
@@ -267,7 +279,7 @@ def _arm_pairs(histories: list[RunHistory]) -> tuple[list[tuple[str, RunHistory,
             if why is None:
                 add(prefix or "textual vs binary", t, b)
             else:
-                refused.append(f"`{t.name}` and `{b.name}` are not compared as textual vs binary arms: {why}.")
+                refused.append(f"{code(t.name)} and {code(b.name)} are not compared as textual vs binary arms: {why}.")
     arms = {h.root: run_arm(h.root) for h in histories}
     for t in histories:
         for b in histories:
@@ -309,7 +321,7 @@ def _comparison_text(name: str, cmp: dict) -> str:
     metric = cmp.get("metric") or "pass@1"
     target, t_steps, b_steps = cmp["binary_final_pass_at_1"], cmp["textual_steps_to_reach"], cmp["binary_steps"]
     if metric != "pass@1":
-        name = f"{name} (held-out {metric}; pass@1 was not computed)"
+        name = f"{name} (held-out {esc(metric)}; pass@1 was not computed)"
     if target is None:
         return f"{name}: the binary arm has no evaluation yet."
     b_base, t_base = cmp.get("binary_baseline_pass_at_1"), cmp.get("textual_baseline_pass_at_1")
@@ -471,7 +483,7 @@ def _summary_blocks(summary: dict | None) -> list[Block]:
     ]
     # not summary.json's "note": it explains that file's keys and units, not these tables
     if isinstance(summary.get("arms_note"), str) and summary["arms_note"]:
-        blocks.append(Para(summary["arms_note"]))
+        blocks.append(Para(markup(summary["arms_note"])))  # it may quote an error message
     return blocks
 
 
@@ -505,18 +517,18 @@ def _runs_table(histories: list[RunHistory]) -> list[Block]:
     blocks: list[Block] = [Table(["run", f"iteration 0 {m} %", f"final {m} %", "final evaluated at iteration",
                                   "iterations", "gradient steps"], rows)]
     if shared and shared != "pass@1":
-        blocks.append(Para(f"pass@1 was not computed (eval.ks); the scores are held-out {shared}."))
+        blocks.append(Para(f"pass@1 was not computed (eval.ks); the scores are held-out {esc(shared)}."))
     elif not shared:
         blocks.append(Para("The runs report different pass@k: each score names its own (pass@1 where the run "
                            "computed it, else its smallest k)."))
     for h in histories:
         if h.metric is None and h.points:
-            blocks.append(Para(f"`{h.name}`: no held-out pass@k in any iteration yet."))
+            blocks.append(Para(f"{code(h.name)}: no held-out pass@k in any iteration yet."))
         elif h.stale_final:
             f, last = h.final_point, h.last_point
             blocks.append(Para(
-                f"`{h.name}`: its last iteration ({last.iteration}, after {plural(last.gradient_steps, 'gradient step')}) "
-                f"has no held-out evaluation, so its final {h.metric} is iteration {f.iteration}'s "
+                f"{code(h.name)}: its last iteration ({last.iteration}, after {plural(last.gradient_steps, 'gradient step')}) "
+                f"has no held-out evaluation, so its final {esc(h.metric)} is iteration {f.iteration}'s "
                 f"(after {plural(f.gradient_steps, 'gradient step')}"
                 f"{', before training' if f.iteration == 0 else ''}), not the last iteration's."))
     return blocks
@@ -545,19 +557,19 @@ def _what_was_run(histories: list[RunHistory]) -> list[Block]:
     if not differ:
         drawn = _sampled_with(settings[known[0].root], EVAL_SETTINGS)
         if len(seeds) == 1:
-            return [Para(f"Evaluated on {known[0].evaluated_on}, sampled with {drawn}; starting model `{known[0].model}`.")]
-        each = "; ".join(f"`{seed}` on {group[0].evaluated_on}, from `{group[0].model}`" for seed, group in seeds.items())
+            return [Para(f"Evaluated on {known[0].evaluated_on}, sampled with {drawn}; starting model {code(known[0].model)}.")]
+        each = "; ".join(f"{code(seed)} on {group[0].evaluated_on}, from {code(group[0].model)}" for seed, group in seeds.items())
         return [Para(f"Each seed has its own held-out problems and starting model, shared by its runs: {each}. "
                      f"Every run's held-out samples are drawn with {drawn}.")]
-    lines = "; ".join(f"`{h.label}` on {h.evaluated_on}" + (f", sampled with {_sampled_with(settings[h.root], sampled)}"
-                                                           if sampled else "") + f", from `{h.model}`" for h in known)
+    lines = "; ".join(f"{code(h.label)} on {h.evaluated_on}" + (f", sampled with {_sampled_with(settings[h.root], sampled)}"
+                                                              if sampled else "") + f", from {code(h.model)}" for h in known)
     what = ", ".join(differ[:-1]) + (" and " if len(differ) > 1 else "") + differ[-1]
     return [Para(f"**These runs differ in {what}**, so their scores below are not comparable side by side: {lines}.")]
 
 
 def _sampled_with(settings: dict, names) -> str:
     """"`eval.n` 16, `eval.temperature` 0.1, ..." for the settings `names`."""
-    return ", ".join(f"`{name}` {settings.get(name, 'not recorded')}" for name in names)
+    return ", ".join(f"`{name}` {esc(settings.get(name, 'not recorded'))}" for name in names)
 
 
 def _summary_notes(summary: dict) -> list[Block]:
@@ -566,7 +578,7 @@ def _summary_notes(summary: dict) -> list[Block]:
     out: list[Block] = []
     for arm, rows in (summary.get("iterations") or {}).items():
         if rows and rows[-1].get("heldout_pass_at_1") is None:
-            out.append(Para(f"`{arm}`: its last iteration ({rows[-1].get('iteration')}) has no held-out pass@1 "
+            out.append(Para(f"{code(arm)}: its last iteration ({esc(rows[-1].get('iteration'))}) has no held-out pass@1 "
                             "(in at least one seed), so its final pass@1 is an earlier iteration's."))
     return out
 
@@ -589,7 +601,7 @@ def _stale_summary(root: Path, histories: list[RunHistory], summary: dict) -> li
             name = h.name
         recorded = known.get(name)
         if not (isinstance(recorded, int) and recorded >= h.points[-1].iteration):
-            later.append(f"`{name}` (to iteration {h.points[-1].iteration})")
+            later.append(f"{code(name)} (to iteration {h.points[-1].iteration})")
     if not later:
         return []
     return [Para(f"**summary.json is older than the runs**: {', '.join(later)} went on past its last iteration "
@@ -605,7 +617,7 @@ def _prompt_clause(histories: list[RunHistory]) -> str:
     plain = [h for h in histories if not h.sft and h.trained_on_good is False]
     clause = "; LeTI-trained models are evaluated with the `<|good|>` prefix (see each iteration's eval.json)" if good else ""
     if plain:
-        which = "this run" if len(plain) == len(histories) == 1 else ", ".join(f"`{h.label}`" for h in plain)
+        which = "this run" if len(plain) == len(histories) == 1 else ", ".join(code(h.label) for h in plain)
         clause += (f"; {which} trained without reward tokens and {'is' if len(plain) == 1 else 'are'} evaluated on "
                    "the plain prompt")
     return clause
@@ -621,7 +633,7 @@ def _text_parts(text: str) -> str:
 
 def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None) -> list[Block]:
     demo = bool(summary)
-    blocks: list[Block] = [Heading(f"LeTI report: {root.resolve().name}", 1)]
+    blocks: list[Block] = [Heading(f"LeTI report: {esc(root.resolve().name)}", 1)]
     sft = [h for h in histories if h.sft]
     blocks.append(Para(("Iteration 0 is the demo's warm start, before any LeTI training" if demo else
                         "Iteration 0 is the model before any training")
@@ -635,7 +647,7 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
     pairs, refused = _arm_pairs(histories)
     blocks += [Para(line) for line in refused]
     for label, t, b in pairs:
-        blocks.append(Para(_comparison_text(label, compare_arms(t, b))))
+        blocks.append(Para(_comparison_text(esc(label), compare_arms(t, b))))  # label: made of run names
     zero = "warm start" if demo else "before training"
     shared = shared_metric(histories) or "pass@k"
     blocks.append(Image(plot_pass_at_1(histories, root / "pass_at_1.png", iteration_zero=zero),
@@ -647,21 +659,21 @@ def report_blocks(root: Path, histories: list[RunHistory], summary: dict | None)
         (root / "code_loss.png").unlink(missing_ok=True)
     files = plot_file_names(histories)
     for h in histories:
-        blocks.append(Heading(f"Run `{h.name}`" + (" (leti sft)" if h.sft else "")))
+        blocks.append(Heading(f"Run {code(h.name)}" + (" (leti sft)" if h.sft else "")))
         if h.sft:
             blocks.append(Para("A `leti sft` run (the supervised baseline): it trains on the task's reference "
                                "solutions and samples no training programs, so it has no train pass rate."))
         for path in h.samples_not_as_finished:
-            blocks.append(Para(f"`{path}` no longer holds the samples its iteration finished with (cut or edited "
+            blocks.append(Para(f"{code(path)} no longer holds the samples its iteration finished with (cut or edited "
                                "since): that iteration's failure counts come from metrics.jsonl."))
         if h.metrics_cut_short:
             blocks.append(Para("metrics.jsonl ends in a partial line (the run was stopped while writing it), left "
-                               f"out here; resuming the run (the command that started it, with `--run-dir {h.root}`) "
+                               f"out here; resuming the run (the command that started it, with {code(f'--run-dir {h.root}')}) "
                                "writes it again."))
         if not h.points:
             blocks.append(Para(f"No iteration has finished yet: iteration 0 (the first evaluation) is running, or the "
                                f"run was stopped in it; resuming the run (the command that started it, with "
-                               f"`--run-dir {h.root}`) finishes it."))
+                               f"{code(f'--run-dir {h.root}')}) finishes it."))
             continue
         blocks.append(_iteration_table(h))
         blocks.append(Image(plot_failures(h, root / files[h.root]), f"failure types, {h.name}"))

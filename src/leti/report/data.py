@@ -22,6 +22,7 @@ from leti.loop.rundir import (
     scan_sample_records,
     trained_on_good,
 )
+from leti.report.render import code
 
 
 @dataclass(frozen=True)
@@ -381,7 +382,7 @@ def load_run(root: str | Path, name: str | None = None) -> RunHistory:
 
 def _evaluated_on(cfg) -> str:
     first = f", its first {cfg.eval.max_problems} problems" if cfg.eval.max_problems is not None else ""
-    return f"task `{cfg.task}`, split `{cfg.eval.split}`{first}"
+    return f"task {code(cfg.task)}, split {code(cfg.eval.split)}{first}"  # Markdown: report.render's
 
 
 # The config fields that decide how a run's held-out samples are drawn, beside the problems

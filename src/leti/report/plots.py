@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from leti.report.data import RunHistory, shared_metric
 
@@ -28,6 +32,38 @@ def _pyplot():
     return plt
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@contextmanager
+def _literal_text() -> Iterator[None]:
+    """Text drawn as written: run names and failure labels come from the run (a program can name
+    its exception class anything), and `$...$` in one was read as mathtext (garbled, or savefig
+    raised on an unknown symbol), or as LaTeX under a user's text.usetex. A context, not a change
+    of the global rcParams, since leti may plot inside someone else's process."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
+
+
+def _plain_text(plot: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`plot` with every text it draws created under _literal_text."""
+    @wraps(plot)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _literal_text():
+            return plot(*args, **kwargs)
+
+    return run
+
+
+def _legend(label: str) -> str:
+    """`label` as a legend shows it: matplotlib leaves out labels starting with "_" (its mark for
+    artists without a legend entry), so such a failure type or run name gets a space in front."""
+    return f" {label}" if label.startswith("_") else label
+
+
 def _integer_ticks():
     from matplotlib.ticker import MaxNLocator
 
@@ -45,6 +81,7 @@ def pass_at_1_series(history: RunHistory, metric: str | None = None) -> tuple[li
             [100 * p.eval_metrics[metric] for p in pts], errs)  # type: ignore[index]
 
 
+@_plain_text
 def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str = "before training") -> Path:
     """Held-out pass@1 vs iteration (left) and vs gradient steps (right), one line per arm, with
     a ±1 standard error band (over problems) where the run has them. A run without pass@1 is
@@ -59,7 +96,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
     any_err = False
     for h, (iters, steps, ys, errs) in zip(histories, series, strict=True):
         any_err = any_err or any(errs)
-        label = h.label if one or h.metric is None else f"{h.label} ({h.metric})"
+        label = _legend(h.label if one or h.metric is None else f"{h.label} ({h.metric})")
         for ax, xs in ((axes[0], iters), (axes[1], steps)):
             (line,) = ax.plot(xs, ys, marker="o", label=label)
             if any(errs):  # a band, not bars: arms often overlap and bars would hide each other
@@ -85,6 +122,7 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
     return out
 
 
+@_plain_text
 def plot_code_loss(histories: list[RunHistory], out: Path, iteration_zero: str = "before training") -> Path:
     """The mean token loss on the pretraining corpus's held-out files vs iteration (left) and vs
     gradient steps (right), one line per run that measured it: what the model forgets of
@@ -94,8 +132,8 @@ def plot_code_loss(histories: list[RunHistory], out: Path, iteration_zero: str =
     for h in histories:
         pts = [p for p in h.points if p.code_loss is not None]
         if pts:
-            axes[0].plot([p.iteration for p in pts], [p.code_loss for p in pts], marker="o", label=h.label)
-            axes[1].plot([p.gradient_steps for p in pts], [p.code_loss for p in pts], marker="o", label=h.label)
+            axes[0].plot([p.iteration for p in pts], [p.code_loss for p in pts], marker="o", label=_legend(h.label))
+            axes[1].plot([p.gradient_steps for p in pts], [p.code_loss for p in pts], marker="o", label=_legend(h.label))
     axes[0].set_xlabel(f"iteration (0 = {iteration_zero})")
     axes[0].xaxis.set_major_locator(_integer_ticks())
     axes[1].set_xlabel("gradient steps")
@@ -124,16 +162,16 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
     """One bar per iteration, a segment per failure type of `labels` (one colour per label in
     every panel), then "other"."""
     bottom = [0.0] * len(iterations)
-    for label in labels + ["other"]:
-        if label == "other":
+    for label in [*labels, None]:  # None: the rest (not "other", which a failure type may be called)
+        if label is None:
             vals = [sum(v for k, v in t.items() if k not in labels) for t in tables]
         else:
             vals = [t.get(label, 0) for t in tables]
         # Fractions of all samples, so iterations with different sample counts compare.
         fr = [100 * v / n if n else 0.0 for v, n in zip(vals, sizes, strict=True)]
         if any(fr):
-            color = "0.6" if label == "other" else f"C{labels.index(label) % 10}"
-            ax.bar(iterations, fr, bottom=bottom, label=label, color=color)
+            color = "0.6" if label is None else f"C{labels.index(label) % 10}"
+            ax.bar(iterations, fr, bottom=bottom, label="other" if label is None else _legend(label), color=color)
             bottom = [b + f for b, f in zip(bottom, fr, strict=True)]
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
@@ -146,6 +184,7 @@ def _stacked(ax, iterations: list[int], tables: list[dict[str, int]], sizes: lis
         ax.legend(fontsize=7, loc="upper center", ncol=4)
 
 
+@_plain_text
 def plot_failures(history: RunHistory, out: Path) -> Path:
     """Stacked failure types per iteration: training samples (left), held-out samples (right)."""
     plt = _pyplot()

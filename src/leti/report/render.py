@@ -1,13 +1,95 @@
 """A report is a list of blocks (heading, paragraph, table, image, code); the same blocks are
 rendered to Markdown (images linked) and to one self-contained HTML file (images inlined as
-base64), so the two never disagree."""
+base64), so the two never disagree.
+
+Heading and paragraph text is a small subset of CommonMark: code spans, **bold** and backslash
+escapes. Text that comes from the run (run and folder names, failure labels, config values: any
+of it may be model-generated or hostile) goes in only through `esc` or `code` (or `markup`, for
+notes written in this Markdown elsewhere), which keep it literal in both renderings. Table cells,
+image alt text and code blocks are plain text, escaped here."""
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# Backslash-escaped in text from the run: the ASCII punctuation that can open inline Markdown
+# (code, emphasis, links, raw HTML, entities), split a table row (|) or start GitHub math ($).
+_ESCAPED = frozenset("\\`*_[]<>&|~$#")
+_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")  # what CommonMark lets a backslash escape
+
+
+def _one_line(text: str) -> str:
+    # A line break inside a block lets the next line start a block of its own (an HTML block
+    # such as <script> can interrupt a paragraph), so text from the run stays on one line.
+    return re.sub(r"[\r\n]+", " ", text)
+
+
+def esc(text: object) -> str:
+    """`text` (a name, label or value from the run) as literal Markdown inline text."""
+    return _escape_chars(_one_line(str(text)))
+
+
+def markup(text: object) -> str:
+    """Text written as this inline Markdown elsewhere (summary.json's notes, which quote error
+    messages): its code spans and **bold** kept, anything else literal, on one line."""
+    s, out, plain = _one_line(str(text)), [], ""
+    i = 0
+    while i < len(s):
+        span = _code_span(s, i) if s[i] == "`" else None
+        if span or s.startswith("**", i):
+            end = span[2] if span else i + 2
+            out += [_escape_chars(plain), s[i:end]]
+            plain, i = "", end
+        elif s[i] == "`":  # a run that opens no code span: literal, all of it
+            plain, i = plain + s[i:i + _run_at(s, i)], i + _run_at(s, i)
+        else:
+            plain, i = plain + s[i], i + 1
+    return "".join([*out, _escape_chars(plain)])
+
+
+def _code_span(s: str, i: int) -> tuple[str, int, int] | None:
+    """(content, start, end) of the code span opened by the backtick run at s[i] (the whole run),
+    as CommonMark reads it: closed by the next backtick run of the same length, content stripped
+    of one space each side where it has both. None when that run opens none."""
+    ticks = _run_at(s, i)
+    close = re.compile(f"(?<!`)`{{{ticks}}}(?!`)").search(s, i + ticks)
+    if close is None:
+        return None
+    body = s[i + ticks:close.start()]
+    if len(body) > 1 and body[0] == body[-1] == " " and body.strip():
+        body = body[1:-1]
+    return body, i, close.end()
+
+
+def _run_at(s: str, i: int) -> int:
+    """The length of the backtick run starting at s[i]."""
+    return len(s) - i - len(s[i:].lstrip("`"))
+
+
+def _escape_chars(s: str) -> str:
+    # "_" inside a word (arg_i_f1) can open no emphasis in CommonMark: left as it is, for a
+    # readable report.md
+    return "".join("\\" + c if c in _ESCAPED and not (c == "_" and 0 < i < len(s) - 1 and s[i - 1].isalnum()
+                                                      and s[i + 1].isalnum()) else c for i, c in enumerate(s))
+
+
+def code(text: object) -> str:
+    """`text` from the run as a code span: delimited by a backtick run longer than any inside it
+    (CommonMark), padded with a space where it starts or ends with a backtick or a space."""
+    s = _one_line(str(text))
+    if not s:
+        return "` `"  # "``" would be two literal backticks
+    ticks = "`" * (_longest_run(s, "`") + 1)
+    pad = " " if s[:1] in ("`", " ") or s[-1:] in ("`", " ") else ""
+    return f"{ticks}{pad}{s}{pad}{ticks}"
+
+
+def _longest_run(text: str, char: str) -> int:
+    return max((len(m) for m in re.findall(f"{re.escape(char)}+", text)), default=0)
 
 
 @dataclass(frozen=True)
@@ -23,6 +105,8 @@ class Para:
 
 @dataclass(frozen=True)
 class Table:
+    """Cells and header are plain text (escaped when rendered)."""
+
     header: list[str]
     rows: list[list[str]]
 
@@ -30,12 +114,12 @@ class Table:
 @dataclass(frozen=True)
 class Image:
     path: Path  # a PNG next to the report
-    alt: str
+    alt: str  # plain text
 
 
 @dataclass(frozen=True)
 class Code:
-    text: str
+    text: str  # plain text, shown as it is
 
 
 Block = Heading | Para | Table | Image | Code
@@ -47,18 +131,27 @@ def to_markdown(blocks: list[Block], root: Path) -> str:
         if isinstance(b, Heading):
             out.append(f"{'#' * b.level} {b.text}")
         elif isinstance(b, Para):
-            out.append(b.text)
+            out.append(_paragraph_start(b.text))
         elif isinstance(b, Table):
-            out.append("| " + " | ".join(b.header) + " |")
+            out.append("| " + " | ".join(map(esc, b.header)) + " |")
             out.append("|" + "---|" * len(b.header))
-            out.extend("| " + " | ".join(r) + " |" for r in b.rows)
+            out.extend("| " + " | ".join(map(esc, r)) + " |" for r in b.rows)
         elif isinstance(b, Image):
-            out.append(f"![{b.alt}]({b.path.relative_to(root).as_posix()})")
+            out.append(f"![{esc(b.alt)}]({b.path.relative_to(root).as_posix()})")
         elif isinstance(b, Code):
-            fence = "````" if "```" in b.text else "```"
+            # longer than any backtick run in the text, so no line of it can close the block
+            fence = "`" * max(3, _longest_run(b.text, "`") + 1)
             out.append(f"{fence}\n{b.text.rstrip()}\n{fence}")
         out.append("")
     return "\n".join(out)
+
+
+def _paragraph_start(text: str) -> str:
+    """`text` with what would make it another block escaped: a paragraph may start with text from
+    the run (a run name), and "- x", "+ x" or "1. x" there would begin a list, four spaces a code
+    block (leading spaces are no part of a paragraph)."""
+    text = text.lstrip(" ")
+    return re.sub(r"^(?:([-+])|(\d{1,9})([.)]))", lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text, count=1)
 
 
 _CSS = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}"
@@ -72,12 +165,12 @@ def to_html(blocks: list[Block], title: str) -> str:
            f"<style>{_CSS}</style></head><body>"]
     for b in blocks:
         if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             out.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Table):
-            head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
             out.append(f"<table><tr>{head}</tr>{body}</table>")
         elif isinstance(b, Image):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
@@ -89,12 +182,27 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then render the only inline Markdown the report uses: `code` and **bold**."""
-    parts = html.escape(text).split("`")
-    for i in range(1, len(parts), 2):
-        parts[i] = f"<code>{parts[i]}</code>"
-    s = "".join(parts)
-    bold = s.split("**")
-    for i in range(1, len(bold), 2):
-        bold[i] = f"<b>{bold[i]}</b>"
-    return "".join(bold)
+    """HTML of heading and paragraph text, read as Markdown reads it: backslash escapes, code
+    spans (closed by a backtick run of the same length) and **bold**; everything escaped."""
+    out: list[str] = []
+    bold, i, n = False, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] in _PUNCT:
+            out.append(html.escape(text[i + 1]))
+            i += 2
+        elif c == "`":
+            span = _code_span(text, i)
+            if span is None:  # no closing run: the backticks are literal
+                out.append(text[i:i + _run_at(text, i)])
+                i += _run_at(text, i)
+                continue
+            out.append(f"<code>{html.escape(span[0])}</code>")
+            i = span[2]
+        elif text.startswith("**", i):
+            out.append("</b>" if bold else "<b>")
+            bold, i = not bold, i + 2
+        else:
+            out.append(html.escape(c))
+            i += 1
+    return "".join(out) + ("</b>" if bold else "")
