@@ -316,8 +316,8 @@ def test_nodes_in_other_directories_share_a_relative_run_dir_and_log_to_tensorbo
     """Each rank loads the checkpoints rank 0 writes: a relative --run-dir was sent as it was
     given, so a node started in another directory loaded that directory's copy (a stale one
     was sampled from without a word; here none, so rank 1 stopped). And with trainer.report_to
-    tensorboard every rank but the leader failed at the first training stage (Accelerate wants a
-    logging_dir, which only the leader has). Iteration 2 reads iteration 1's AdamW state, whose
+    tensorboard every rank but the leader failed at the first training stage (Accelerate wanted a
+    logging_dir, which only the leader had); the run's tracker is now the leader's alone. Iteration 2 reads iteration 1's AdamW state, whose
     path followers got relative too (rank 1: "leti_optimizer.pth: missing")."""
     node0, node1 = tmp_path / "node0", tmp_path / "node1"
     node0.mkdir()
@@ -326,10 +326,17 @@ def test_nodes_in_other_directories_share_a_relative_run_dir_and_log_to_tensorbo
             "--set", "trainer.report_to=[tensorboard]", "--set", "iterations=2"]
     codes, outs = _two_nodes([args, args], cwds=(node0, node1))
     assert codes == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    assert [json.loads(x)["iteration"] for x in (node0 / "run" / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    metrics = (node0 / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in metrics] == [0, 1, 2]
     assert "AdamW going on from iteration 1" in outs[0][0]
     assert json.loads((node0 / "run" / "iterations" / "1" / "eval.json").read_text())["sampled_by_rank"] == [2, 2]
-    assert list((node0 / "run" / "iterations" / "1" / "logs").rglob("events.out.tfevents.*"))
+    # one TensorBoard session for the run, the leader's, on the run's cumulative steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(node0 / "run" / "logs" / "tensorboard"))
+    events.Reload()
+    steps = [x.step for x in events.Scalars("train/leti_loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == json.loads(metrics[-1])["gradient_steps_total"]
     assert not list(node1.iterdir())  # only the leader writes the run directory
 
 

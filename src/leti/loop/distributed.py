@@ -350,9 +350,7 @@ def _train(cfg, job: TrainJob, slot) -> None:
     slot.revision = job.revision  # as in _sample
     model, tok = slot.get(job.source)
     slot.forget_source()  # trained in place; the leader's checkpoint of the result is read from disk
-    # trackers log from the leader alone (Accelerate starts them on the main process only), and
-    # without the leader's log_dir Accelerate refused `tensorboard` on every other rank
-    trainer = replace(cfg.trainer, report_to=[])
-    train(model, tok, job.texts, trainer, seed=job.seed, progress=False, source=job.source,
+    # no `log`: the run's trackers are the leader's alone (loop/tracking.py)
+    train(model, tok, job.texts, cfg.trainer, seed=job.seed, progress=False, source=job.source,
           optimizer_from=job.optimizer_from, heldout_before=job.heldout_before, revision=job.revision)
     slot.release()

@@ -30,6 +30,7 @@ from leti.loop.rundir import (
     trained_on_good,
     write_json_atomic,
 )
+from leti.loop.tracking import RunTracker
 from leti.sampling.base import Sampler, SamplingConfig, get_sampler
 
 # What the loop reads back from a train_stats.json (a damaged one is an error naming it).
@@ -64,9 +65,10 @@ class Iterations:
     """The stages of a run's iterations: `iteration(k, last)` runs or finishes iteration k and
     appends its metrics line; `evaluate_finished(k)` evaluates a finished iteration that was not."""
 
-    def __init__(self, cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group: Group) -> None:
+    def __init__(self, cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group: Group,
+                 tracker: RunTracker | None = None) -> None:
         self.cfg, self.rd, self.task, self.executor, self.slot, self.mode = cfg, rd, task, executor, slot, mode
-        self.group = group
+        self.group, self.tracker = group, tracker
         self.train_problems, self.eval_problems = train_problems, eval_problems
         # Only a model whose training texts started with reward tokens knows what <|good|> means;
         # otherwise its embedding is still the mean initialisation.
@@ -130,6 +132,8 @@ class Iterations:
             "wall_s": round(sum(walls), 2), "checkpoint": self.source(k) if k == 0 else str(Path(self.source(k)).resolve()),
         }
         self.rd.append_metrics(record)
+        if self.tracker is not None:
+            self.tracker.log_record(record)
         print(self._progress(k, record, [("gradient_steps_total", steps), ("train_pass_rate", record["train_pass_rate"])],
                              [("pretrain_heldout_loss", record["pretrain_heldout_loss"])]
                              if record["pretrain_heldout_loss"] is not None else []))
@@ -162,6 +166,9 @@ class Iterations:
         record.update({"eval": {**ev["pass@k"], **ev.get("task_metrics", {})}, "eval_stderr": stages.eval_stderr(ev),
                        "wall_s": round((record.get("wall_s") or 0) + ev["wall_s"], 2)})
         self.rd.replace_metrics(record)
+        if self.tracker is not None:
+            self.tracker.log_record({"gradient_steps_total": record["gradient_steps_total"], "eval": record["eval"],
+                                     "eval_stderr": record["eval_stderr"]})
         print(self._progress(k, record))
 
     def _samples(self, k: int) -> tuple[dict, float]:
@@ -260,10 +267,11 @@ class Iterations:
                            revision=cfg.model_revision)
             self.group.broadcast(job)  # other ranks join
             model, stats = train(model, tok, texts, cfg.trainer, seed=cfg.seed + k, progress=cfg.progress,
-                                 log_dir=str(rd.iteration(k) / "logs"), source=self.source(k - 1),
-                                 tracker_run=(str(rd.root.resolve())[-128:], f"iteration-{k}"),
+                                 source=self.source(k - 1),
                                  optimizer_from=optimizer_from, optimizer_to=tmp / OPTIMIZER_FILE if carry else None,
-                                 heldout_before=job.heldout_before, revision=job.revision)
+                                 heldout_before=job.heldout_before, revision=job.revision,
+                                 log=self.tracker.log if self.tracker is not None else None,
+                                 step_offset=self._steps_before(k))
         if stats.n_truncated:  # their ends (program, end-of-text) were not trained on: say so, not only in train_stats.json
             # the model's context caps trainer.max_length (context_length): raising it then changes nothing
             limit, fix = ((f"trainer.max_length={stats.max_length} tokens", "raise trainer.max_length to keep them")

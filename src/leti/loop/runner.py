@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from leti.loop.iteration import Iterations
 from leti.loop.paths import with_absolute_paths
 from leti.loop.rundir import RunDir, write_text_atomic
 from leti.loop.slot import ModelSlot
+from leti.loop.tracking import RunTracker
 from leti.sampling.base import greedy_copies_warning
 from leti.tasks.base import Task
 from leti.tasks.registry import get_task
@@ -259,11 +260,13 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
         gc.freeze()
         slot = ModelSlot(cfg.weights_dtype, cfg.device, cfg.trust_remote_code, cfg.model_revision)
         try:
-            with make_executor(cfg.execution) as executor:
+            # the run's one tracker session (the leader's alone), closed when the run ends or fails
+            with (RunTracker(rd, cfg, cfg.trainer.report_to) if cfg.trainer.report_to else nullcontext()) as tracker, \
+                    make_executor(cfg.execution) as executor:
                 if mode == "sft" and trains:  # before its one training stage
                     if warning := failing_references_warning(cfg, task, train_problems, executor):
                         print(warning, file=sys.stderr)
-                ctx = Iterations(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group)
+                ctx = Iterations(cfg, rd, task, train_problems, eval_problems, executor, slot, mode, group, tracker)
                 for k in range(last + 1):
                     if k not in rd.finished_iterations():
                         ctx.iteration(k, last)

@@ -5,7 +5,7 @@ sources batch by batch (LeTI texts 1:1 with packed pretraining blocks, an endles
 Trainer wants one dataset; interleaving two with a fixed ratio and without materialising the
 pretraining stream would need a custom sampler plus a custom collator that switch sources,
 which is more code than this loop. Accelerate still does the device placement, mixed
-precision, the gradient sync of accumulation windows and tracker logging.
+precision and the gradient sync of accumulation windows (trackers: the loop's, loop/tracking.py).
 
 Steps follow the authors' trainer (xingyaoww/LeTI run_leti.py, train_step): one optimiser step
 takes `gradient_accumulation_steps` micro-batches of one source (LeTI texts or pretraining
@@ -23,7 +23,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from itertools import islice
@@ -189,21 +189,10 @@ def context_length(config, max_length: int) -> int:
     return min(max_length, limit) if limit else max_length
 
 
-def _tracker_kwargs(log_dir: str | None, run: tuple[str, str] | None) -> dict:
-    """wandb: one run per training stage (its steps restart at 0, which one resumed wandb run
-    would drop), grouped by the leti run, written inside the run directory, not the cwd."""
-    wandb: dict = {}
-    if log_dir:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        wandb["dir"] = log_dir
-    if run:
-        wandb["group"], wandb["name"] = run
-    return {"wandb": wandb}
-
-
 def check_trackers(report_to: list[str]) -> None:
     """Each tracker in trainer.report_to is installed, and wandb logged in unless its mode is
-    offline or disabled (checked at run start and by train())."""
+    offline or disabled, and its settings valid (checked at run start: the run's tracker starts
+    wandb after it, loop/tracking.py)."""
     import importlib.util
 
     for tracker, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
@@ -217,6 +206,36 @@ def _wandb_error(error: Exception) -> LetiError:
     """wandb failing to start a run (no login and the like), in wandb's words, one line."""
     return LetiError(f"trainer.report_to: wandb could not start ({first_line(error)}); run `wandb login`, "
                      "set WANDB_MODE=offline, or remove wandb from trainer.report_to")
+
+
+def _wandb_settings_error(error: Exception) -> LetiError | None:
+    """A setting wandb's Settings rejects (WANDB_MODE=bogus: a 40-line pydantic traceback from
+    wandb.init), one line naming the WANDB_* variable, or wandb's settings file, that gave it;
+    None for another error."""
+    from pydantic import ValidationError
+    from wandb.sdk.wandb_settings import Settings
+
+    if not isinstance(error, ValidationError) or not error.errors():
+        return None
+    first = error.errors()[0]
+    key, value = ".".join(str(x) for x in first.get("loc", ())), first.get("input")
+    fix = "or remove wandb from trainer.report_to"
+    for name, text in sorted(os.environ.items()):
+        if name.startswith("WANDB_"):
+            try:  # the variable alone, read as wandb reads it: the one that gives the rejected setting
+                Settings(quiet=True).update_from_env_vars({name: text})
+            except ValidationError as alone:
+                if alone.errors() and alone.errors()[0].get("loc") != first.get("loc"):
+                    continue
+                return LetiError(f"trainer.report_to: wandb rejects {name}={text!r} ({first.get('msg')}); "
+                                 f"set {name} to a value wandb accepts or unset it, {fix}")
+    return LetiError(f"trainer.report_to: wandb rejects its setting {key}={value!r} ({first.get('msg')}; from "
+                     f"wandb's settings files or arguments); fix it, {fix}")
+
+
+def wandb_start_error(error: Exception) -> LetiError:
+    """Whatever wandb.init raised, as one line."""
+    return _wandb_settings_error(error) or _wandb_error(error)
 
 
 def _check_wandb_login() -> None:
@@ -258,7 +277,11 @@ def _check_wandb_login() -> None:
             return
     except WandbError as e:  # a malformed key in the .netrc: wandb.init raises the same
         raise _wandb_error(e) from None
-    except Exception:  # an invalid WANDB_MODE, another wandb version's internals: wandb.init says
+    except Exception as e:
+        # an invalid WANDB_MODE (wandb.init raised pydantic's whole traceback, after a sampling
+        # phase): refused now; another wandb version's internals: wandb.init says
+        if (refusal := _wandb_settings_error(e)) is not None:
+            raise refusal from None
         return
     raise _wandb_error(UsageError("No API key configured. Use `wandb login` to log in."))  # wandb.init's words
 
@@ -356,8 +379,8 @@ def _check_master_weights(model) -> None:
                         "or train LoRA adapters on the frozen weights (trainer.lora.enabled: true, lora.save: adapter)")
 
 
-def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str, str] | None, carry: bool):
-    """The Accelerator of one training stage, trackers started."""
+def _accelerator(cfg: TrainerConfig, carry: bool):
+    """The Accelerator of one training stage (trackers: the loop's own, loop/tracking.py)."""
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import GradientAccumulationPlugin
 
@@ -371,19 +394,10 @@ def _accelerator(cfg: TrainerConfig, log_dir: str | None, tracker_run: tuple[str
         # a plugin, not gradient_accumulation_steps=: Accelerate lets the launcher's environment
         # (a DeepSpeed config's value, 'auto' included) override that argument
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.gradient_accumulation_steps),
-        log_with=cfg.report_to or None, project_dir=log_dir,
         # ranks get equal batch counts from StepSortedBatches' Blank fillers; Accelerate's
         # even_batches would instead train the epoch's first texts again
         dataloader_config=DataLoaderConfiguration(even_batches=False),
     )
-    if cfg.report_to:
-        try:
-            accelerator.init_trackers("leti", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
-                                      init_kwargs=_tracker_kwargs(log_dir, tracker_run))
-        except Exception as e:
-            if type(e).__module__.startswith("wandb"):  # no login (UsageError) and the like: wandb's words, one line
-                raise _wandb_error(e) from None
-            raise
     check_strategy(accelerator, cfg, carry)
     return accelerator
 
@@ -429,6 +443,7 @@ class _Tally:
 
     leti_losses: list[float] = field(default_factory=list)  # each LeTI step's loss (over its tokens)
     pre_losses: list[float] = field(default_factory=list)  # each pretraining step's
+    pre_logged: int = 0  # pre_losses at the last log point
     curve: list[tuple[int, float]] = field(default_factory=list)
     leti_batches: int = 0  # micro-batches
     pre_batches: int = 0
@@ -528,20 +543,31 @@ def _optimizer_step(accelerator, model, optimizer, window: list[dict], cfg: Trai
     return weighted / max(sum(counts), 1)
 
 
-def _log(accelerator, t: _Tally, n_leti_steps: int, cfg: TrainerConfig, bar) -> None:
-    """Every log_every LeTI optimiser steps (and after the last): the mean LeTI loss since."""
+Log = Callable[[dict[str, float], int], None]
+
+
+def _log(t: _Tally, n_leti_steps: int, cfg: TrainerConfig, bar, log: Log | None, step_offset: int,
+         optimizer) -> None:
+    """Every log_every LeTI optimiser steps (and after the last): the mean LeTI loss since, and to
+    `log` (the run's trackers) also the mean pretraining-mix loss since and the learning rate, at
+    the run's cumulative step."""
     if len(t.leti_losses) % cfg.log_every and len(t.leti_losses) != n_leti_steps:
         return
     # the steps since the previous point: after the last step that can be fewer than log_every
     recent = t.leti_losses[(len(t.leti_losses) - 1) // cfg.log_every * cfg.log_every:]
     t.curve.append((t.steps, sum(recent) / len(recent)))
     bar.set_postfix(loss=f"{t.curve[-1][1]:.3f}")
-    if cfg.report_to:
-        accelerator.log({"train/leti_loss": t.curve[-1][1]}, step=t.steps)
+    if log is not None:
+        metrics = {"train/leti_loss": t.curve[-1][1], "train/learning_rate": float(optimizer.param_groups[0]["lr"])}
+        if len(t.pre_losses) > t.pre_logged:
+            pre = t.pre_losses[t.pre_logged:]
+            metrics["train/pretrain_loss"] = sum(pre) / len(pre)
+            t.pre_logged = len(t.pre_losses)
+        log(metrics, step_offset + t.steps)
 
 
 def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_stream, cfg: TrainerConfig,
-                 progress: bool) -> _Tally:
+                 progress: bool, log: Log | None = None, step_offset: int = 0) -> _Tally:
     """cfg.epochs over the LeTI batches. The mix alternates optimiser steps, as the authors do
     (run_leti.py: one train_step on a LeTI batch, then one on a pretraining batch): each step's
     micro-batches come from one source. `pretrain_stream()` starts the pretraining stream: anew
@@ -578,7 +604,7 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
                 t.steps += 1
                 credit -= 1
                 bar.update(len(pre))
-            _log(accelerator, t, n_leti_steps, cfg, bar)
+            _log(t, n_leti_steps, cfg, bar, log, step_offset, optimizer)
     bar.close()
     if accelerator.num_processes > 1:  # the stage's counts, not rank 0's shard of them
         t.sum_over_ranks(accelerator)
@@ -593,16 +619,17 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
-          progress: bool = True, log_dir: str | None = None, source: str | None = None,
-          tracker_run: tuple[str, str] | None = None, optimizer_from: str | Path | None = None,
-          optimizer_to: str | Path | None = None, heldout_before: bool = False, revision: str | None = None):
+          progress: bool = True, source: str | None = None, optimizer_from: str | Path | None = None,
+          optimizer_to: str | Path | None = None, heldout_before: bool = False, revision: str | None = None,
+          log: Log | None = None, step_offset: int = 0):
     """Train `model` in place on `texts` (+ pretraining mix). Returns (model, TrainStats); the
     returned model is the plain (LoRA-merged, unwrapped) model, ready to sample or save (with
     trainer.lora.save='adapter': the unwrapped peft model, which save_model saves as adapters; under
     FSDP / ZeRO-3: a fresh model built from the gathered weights, None on ranks other than 0).
     `source` is the checkpoint `model` was loaded from (QLoRA loads its 4-bit copy from it;
     `revision`: the hub commit a hub model at the bottom of `source` was loaded at, which the copy reads too).
-    `tracker_run` = (group, name) of this training stage for experiment trackers (wandb).
+    `log(metrics, step)`: the run's trackers (loop/tracking.py), called on the main process only,
+    at `step_offset` (the run's optimizer steps before this stage) + the stage's step.
     `optimizer_from`: a file save_optimizer wrote (the previous stage's AdamW state) to go on
     from, instead of a new AdamW; `optimizer_to`: where the main process saves this stage's.
     With cfg.measures_heldout the loss on the held-out corpus files is measured after training
@@ -620,9 +647,10 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     template = Template.of(model)
     model, full = _setup_model(model, tokenizer, cfg, source, revision)
     _check_master_weights(model)
-    check_trackers(cfg.report_to)
     carry = optimizer_from is not None or optimizer_to is not None
-    accelerator = _accelerator(cfg, log_dir, tracker_run, carry)
+    accelerator = _accelerator(cfg, carry)
+    if not accelerator.is_main_process:  # one rank logs for all (every loss is over every rank)
+        log = None
     loader = _loader(data.examples, cfg, seed, pad_id, accelerator.num_processes)
     layout = _layout(model) if carry else []  # names before prepare: DDP prefixes them with 'module.'
     model, optimizer, loader = _prepare(accelerator, model, loader, cfg)
@@ -660,18 +688,13 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     before = (heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress)
               if heldout is not None and heldout_before else None)
     t_steps = time.time()
-    tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress)
+    tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress, log, step_offset)
     steps_s = time.time() - t_steps
     after = heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress) if heldout is not None else None
     if optimizer_to is not None and accelerator.is_main_process:  # DDP: every rank holds the same state
         save_optimizer(optimizer, layout, optimizer_to)
-    if cfg.report_to:
-        if after is not None:
-            accelerator.log({"eval/pretrain_heldout_loss": after}, step=tally.steps)
-        # not end_training(): it also destroys the process group, which a multi-process run's
-        # next stage (and leti's own control messages) still uses
-        for tracker in accelerator.trackers:
-            tracker.finish()
+    if log is not None and after is not None:
+        log({"eval/pretrain_heldout_loss": after}, step_offset + tally.steps)
 
     if is_sharded(accelerator):
         model = gather_full_model(accelerator, model, template)  # None on ranks other than 0

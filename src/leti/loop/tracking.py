@@ -1,0 +1,168 @@
+"""Experiment trackers (`trainer.report_to`): one tracker session per leti run, opened by the
+leader's loop (runner._lead) and closed when the run ends or fails. Steps are the run's
+cumulative optimizer steps (metrics.jsonl's gradient_steps_total; iteration 0 at step 0), so the
+curves of every iteration line up on one axis.
+
+    RUN/logs/tensorboard/   TensorBoard event files: one per (re)start of the run
+    RUN/logs/wandb/         wandb's files: one wandb run per leti run (a stable id, resumed)
+
+A kill -9 during a training stage leaves that stage's logged steps behind, and the resumed stage
+logs them again: TensorBoard opens with purge_step at the first step after the stages whose
+training finished, which hides the killed attempt's later events; wandb skips the steps below a
+resumed run's counter (the resumed stage reproduces the same losses, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from leti.errors import LetiError, first_line
+from leti.loop.rundir import RunDir, read_json
+
+# Fields of a metrics.jsonl line that are not logged as scalars: the step itself, and the held-out
+# loss, which the training stage logged at the same step (eval/pretrain_heldout_loss).
+_NOT_LOGGED = ("gradient_steps_total", "pretrain_heldout_loss")
+
+
+def flat_config(cfg: Any) -> dict[str, Any]:
+    """The whole run config as dotted keys (training_text.textual_feedback, trainer.lora.r, ...)."""
+    out: dict[str, Any] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                put(f"{prefix}.{key}" if prefix else str(key), v)
+        else:
+            out[prefix] = value
+
+    put("", asdict(cfg))
+    return out
+
+
+def record_scalars(record: dict) -> dict[str, float]:
+    """The numbers of a metrics.jsonl line under tracker names: "eval" -> eval/pass@1 (and the
+    task's metrics, e.g. eval/f1), train_* -> train/* (train/pass_rate, train/status_counts/passed),
+    the rest as they are (iteration, wall_s, eval_stderr/pass@1)."""
+    out: dict[str, float] = {}
+
+    def put(name: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                put(f"{name}/{key}", v)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+
+    for key, value in record.items():
+        if key not in _NOT_LOGGED:
+            put("train/" + key[len("train_"):] if key.startswith("train_") else key, value)
+    return out
+
+
+def finished_steps(rd: RunDir) -> int:
+    """The cumulative optimizer steps of the iterations whose training stage finished (a resumed
+    run does not train them again, so what they logged stays)."""
+    total, k = 0, 1
+    while rd.trained(k):
+        for path in (rd.train_stats(k), rd.checkpoint_stats(k), rd.checkpoint_tmp(k) / rd.checkpoint_stats(k).name):
+            if path.exists():
+                total += int(read_json(path, ("optimizer_steps",))["optimizer_steps"])
+                break
+        k += 1
+    return total
+
+
+def wandb_run_id(rd: RunDir) -> str:
+    """The wandb id of a leti run: the same on every resume of this run directory, another for a
+    new run started in the same place (run.json's creation time)."""
+    created = read_json(rd.root / "run.json").get("created", "")
+    return hashlib.sha256(f"{rd.root.resolve()}\0{created}".encode()).hexdigest()[:24]
+
+
+class RunTracker:
+    """The run's trackers, `report_to` of 'tensorboard' and 'wandb'; `log(metrics, step)`."""
+
+    def __init__(self, rd: RunDir, cfg: Any, report_to: list[str]) -> None:
+        self.rd, self.cfg, self.report_to = rd, cfg, list(report_to)
+        self._tb = None
+        self._wandb = None
+        self._wandb_floor = 0  # wandb drops steps below its counter: skipped, quietly
+
+    def __enter__(self) -> RunTracker:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(failed=kind is not None)
+
+    def _open(self) -> None:
+        logs = self.rd.root / "logs"
+        config = flat_config(self.cfg)
+        if "tensorboard" in self.report_to:
+            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard.summary import hparams
+
+            self._tb = SummaryWriter(log_dir=str(logs / "tensorboard"), purge_step=finished_steps(self.rd) + 1)
+            # the HParams plugin takes numbers, strings and booleans: lists and None as their text
+            values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+            for summary in hparams(values, {}):
+                self._tb.file_writer.add_summary(summary)
+            self._tb.flush()
+        if "wandb" in self.report_to:
+            self._wandb = self._start_wandb(logs, config)
+
+    def _start_wandb(self, logs: Path, config: dict[str, Any]) -> Any:
+        import wandb
+
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "leti", id=wandb_run_id(self.rd),
+                             resume="allow", name=self.rd.root.name, config=config, dir=str(logs))
+        except Exception as e:  # wandb's words, one line (the start check refused what it could foresee)
+            from leti.training.trainer import wandb_start_error
+
+            raise wandb_start_error(e) from None
+        # Online, a resumed run's counter is past every step it logged. Offline, wandb cannot
+        # resume: each (re)start writes its own logs/wandb/offline-run-*-<id> directory, with the
+        # same id, which `wandb sync` uploads into one run; a stage a kill cut short is then in two.
+        self._wandb_floor = int(run.step) if getattr(run, "resumed", False) else 0
+        return run
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if not metrics:
+            return
+        if self._tb is not None:
+            for name, value in metrics.items():
+                self._tb.add_scalar(name, value, global_step=step)
+            self._tb.flush()  # a kill -9 loses no more than the stage that it cuts short re-logs
+        if self._wandb is not None and step >= self._wandb_floor:
+            try:
+                self._wandb.log(dict(metrics), step=step)
+            except Exception as e:
+                raise LetiError(f"trainer.report_to: wandb failed to log ({first_line(e)}); remove wandb from "
+                                "trainer.report_to and resume to go on without it") from None
+
+    def log_record(self, record: dict) -> None:
+        """A metrics.jsonl line, at its gradient_steps_total."""
+        self.log(record_scalars(record), int(record["gradient_steps_total"]))
+
+    def close(self, failed: bool = False) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            run, self._wandb = self._wandb, None
+            try:
+                run.finish(exit_code=1 if failed else 0)
+            except Exception as e:
+                if not failed:  # a failed run's own error says more
+                    raise LetiError(f"trainer.report_to: wandb failed to finish its run ({first_line(e)}); the "
+                                    f"run itself finished, its files are in {self.rd.root / 'logs' / 'wandb'}") from None
