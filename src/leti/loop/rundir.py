@@ -16,6 +16,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   the run was launched with; checked on resume}
       metrics.jsonl               one JSON line per finished iteration, in order (fields below)
       .lock                       flock held while a process works on the run
+      logs/                       with trainer.report_to: tensorboard/ and wandb/, the run's one
+                                  tracker session (loop/tracking.py)
       iterations/<k>/
         samples.jsonl             training samples, append-only, one per (problem_id, sample_idx):
                                   problem_id, sample_idx, prompt (as sampled, so with the
