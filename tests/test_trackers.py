@@ -84,10 +84,13 @@ def test_tensorboard_gets_every_iteration_on_the_runs_cumulative_steps(tracked_r
         assert _steps(events, tag) == pytest.approx({r["gradient_steps_total"]: r["eval"][field] for r in records})
     assert _steps(events, "train/pass_rate") == pytest.approx({r["gradient_steps_total"]: r["train_pass_rate"]
                                                               for r in records[1:]})
+    assert records[0]["pretrain_heldout_loss"] is not None  # the base model's, at step 0
     assert _steps(events, "eval/pretrain_heldout_loss") == pytest.approx(
-        {r["gradient_steps_total"]: r["pretrain_heldout_loss"] for r in records[1:]})
+        {r["gradient_steps_total"]: r["pretrain_heldout_loss"] for r in records})
     assert all(lr == pytest.approx(1e-3) for lr in _steps(events, "train/learning_rate").values())  # tiny-cpu.yaml's
     assert set(_steps(events, "train/pretrain_loss")) == set(leti)  # the 1:1 mix, logged with the LeTI loss
+    # exception counts are keyed by class names the model's programs choose: no tag each
+    assert not [t for t in events.Tags()["scalars"] if "exception_counts" in t]
 
 
 @pytest.mark.slow
@@ -146,9 +149,10 @@ def test_wandb_offline_gets_one_run_per_leti_run_inside_the_run_dir(tracked_run)
     history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
     metrics = _metrics(run)
-    assert [(h["_step"], h["eval/pass@1"]) for h in history if "eval/pass@1" in h] == [
+    # on leti's own step metric (wandb's _step must only grow: a resume's evaluation was dropped)
+    assert [(h["gradient_steps"], h["eval/pass@1"]) for h in history if "eval/pass@1" in h] == [
         (r["gradient_steps_total"], r["eval"]["pass@1"]) for r in metrics]
-    loss_steps = [h["_step"] for h in history if "train/leti_loss" in h]
+    loss_steps = [h["gradient_steps"] for h in history if "train/leti_loss" in h]
     assert loss_steps == sorted(set(loss_steps)) and loss_steps[-1] == metrics[-1]["gradient_steps_total"]
 
 
@@ -291,3 +295,18 @@ def test_a_tracker_that_is_not_installed_is_refused_before_anything_is_sampled(t
     assert capsys.readouterr().err == ("leti: error: trainer.report_to includes 'tensorboard' but it is not installed; "
                                        "`pip install tensorboard` or remove it\n")
     assert not (run / "iterations").exists()
+
+
+@pytest.mark.slow
+def test_the_purge_step_reads_the_metrics_line_not_every_stages_stats(tracked_run, tmp_path):
+    """A damaged train_stats.json of a finished iteration stopped the resume (which nothing
+    would redo), and with it gone TensorBoard hid the whole history."""
+    from leti.loop.rundir import RunDir
+    from leti.loop.tracking import finished_steps
+
+    run = tmp_path / "run"
+    shutil.copytree(tracked_run / "run", run, ignore=shutil.ignore_patterns("logs"))
+    ends = [r["gradient_steps_total"] for r in _metrics(run)]
+    assert finished_steps(RunDir(run)) == ends[-1] > 0
+    (run / "iterations" / "1" / "train_stats.json").write_text("{cut")
+    assert finished_steps(RunDir(run)) == ends[-1]

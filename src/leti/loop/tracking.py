@@ -8,40 +8,33 @@ curves of every iteration line up on one axis.
 
 A kill -9 during a training stage leaves that stage's logged steps behind, and the resumed stage
 logs them again: TensorBoard opens with purge_step at the first step after the stages whose
-training finished, which hides the killed attempt's later events; wandb skips the steps below a
-resumed run's counter (the resumed stage reproduces the same losses, so nothing is lost).
+training finished (step 0 before any did), which hides the killed attempt's later events. wandb plots against its own
+metric "gradient_steps" (define_metric), not its `step=`, which must only grow: a resumed run's
+re-logged steps, and an evaluation logged at a step already passed, are kept, not dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from leti.config import config_to_dict, flatten_config
 from leti.errors import LetiError, first_line
 from leti.loop.rundir import RunDir, read_json
 
-# Fields of a metrics.jsonl line that are not logged as scalars: the step itself, and the held-out
-# loss, which the training stage logged at the same step (eval/pretrain_heldout_loss).
-_NOT_LOGGED = ("gradient_steps_total", "pretrain_heldout_loss")
+# Fields of a metrics.jsonl line that are not logged as scalars: the step itself; the held-out
+# loss, which the training stage logged at the same step (eval/pretrain_heldout_loss); and the
+# exception counts, keyed by class names the sampled programs choose (a tag each, without bound).
+_NOT_LOGGED = ("gradient_steps_total", "pretrain_heldout_loss", "train_exception_counts")
+STEP_METRIC = "gradient_steps"  # wandb's x axis for every leti metric
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
     """The whole run config as dotted keys (training_text.textual_feedback, trainer.lora.r, ...)."""
-    out: dict[str, Any] = {}
-
-    def put(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, v in value.items():
-                put(f"{prefix}.{key}" if prefix else str(key), v)
-        else:
-            out[prefix] = value
-
-    put("", asdict(cfg))
-    return out
+    return flatten_config(config_to_dict(cfg))
 
 
 def record_scalars(record: dict) -> dict[str, float]:
@@ -65,12 +58,23 @@ def record_scalars(record: dict) -> dict[str, float]:
 
 def finished_steps(rd: RunDir) -> int:
     """The cumulative optimizer steps of the iterations whose training stage finished (a resumed
-    run does not train them again, so what they logged stays)."""
+    run does not train them again, so what they logged stays): the last metrics line's
+    gradient_steps_total, plus the stages trained since it (none or one, usually). Read as the loop
+    reads them (iteration._steps_before); a stats file that cannot be read counts as unfinished
+    (purging too much hides events, and never stops the run)."""
     total, k = 0, 1
+    records = [r for r in rd.metrics() if isinstance(r.get("gradient_steps_total"), int)]
+    if records:
+        last = max(records, key=lambda r: r["iteration"])
+        total, k = last["gradient_steps_total"], last["iteration"] + 1
     while rd.trained(k):
         for path in (rd.train_stats(k), rd.checkpoint_stats(k), rd.checkpoint_tmp(k) / rd.checkpoint_stats(k).name):
             if path.exists():
-                total += int(read_json(path, ("optimizer_steps",))["optimizer_steps"])
+                try:
+                    steps = read_json(path, ("optimizer_steps",))["optimizer_steps"]
+                except LetiError:
+                    return total
+                total += steps if isinstance(steps, int) else 0
                 break
         k += 1
     return total
@@ -90,7 +94,6 @@ class RunTracker:
         self.rd, self.cfg, self.report_to = rd, cfg, list(report_to)
         self._tb = None
         self._wandb = None
-        self._wandb_floor = 0  # wandb drops steps below its counter: skipped, quietly
 
     def __enter__(self) -> RunTracker:
         try:
@@ -110,11 +113,18 @@ class RunTracker:
             from torch.utils.tensorboard import SummaryWriter
             from torch.utils.tensorboard.summary import hparams
 
-            self._tb = SummaryWriter(log_dir=str(logs / "tensorboard"), purge_step=finished_steps(self.rd) + 1)
+            finished = finished_steps(self.rd)
+            # Before any stage finished, step 0 goes too: stage 1 logs the base model's held-out loss
+            # there again (its first point); iteration 0's line, which nothing redoes, is logged again.
+            self._tb = SummaryWriter(log_dir=str(logs / "tensorboard"), purge_step=finished + 1 if finished else 0)
             # the HParams plugin takes numbers, strings and booleans: lists and None as their text
             values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
             for summary in hparams(values, {}):
                 self._tb.file_writer.add_summary(summary)
+            if not finished:
+                for record in self.rd.metrics():
+                    if record.get("gradient_steps_total") == 0:
+                        self.log_record(record)
             self._tb.flush()
         if "wandb" in self.report_to:
             self._wandb = self._start_wandb(logs, config)
@@ -122,18 +132,21 @@ class RunTracker:
     def _start_wandb(self, logs: Path, config: dict[str, Any]) -> Any:
         import wandb
 
+        from leti.training.trainer import wandb_start_error
+
         logs.mkdir(parents=True, exist_ok=True)
         try:
             run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "leti", id=wandb_run_id(self.rd),
                              resume="allow", name=self.rd.root.name, config=config, dir=str(logs))
         except Exception as e:  # wandb's words, one line (the start check refused what it could foresee)
-            from leti.training.trainer import wandb_start_error
-
             raise wandb_start_error(e) from None
-        # Online, a resumed run's counter is past every step it logged. Offline, wandb cannot
-        # resume: each (re)start writes its own logs/wandb/offline-run-*-<id> directory, with the
-        # same id, which `wandb sync` uploads into one run; a stage a kill cut short is then in two.
-        self._wandb_floor = int(run.step) if getattr(run, "resumed", False) else 0
+        # Offline, wandb cannot resume: each (re)start writes its own logs/wandb/offline-run-*-<id>
+        # directory, with the same id, which `wandb sync` uploads into one run.
+        try:
+            run.define_metric(STEP_METRIC)
+            run.define_metric("*", step_metric=STEP_METRIC)
+        except Exception as e:
+            raise wandb_start_error(e) from None
         return run
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -143,16 +156,19 @@ class RunTracker:
             for name, value in metrics.items():
                 self._tb.add_scalar(name, value, global_step=step)
             self._tb.flush()  # a kill -9 loses no more than the stage that it cuts short re-logs
-        if self._wandb is not None and step >= self._wandb_floor:
+        if self._wandb is not None:
             try:
-                self._wandb.log(dict(metrics), step=step)
+                self._wandb.log({**metrics, STEP_METRIC: step})
             except Exception as e:
                 raise LetiError(f"trainer.report_to: wandb failed to log ({first_line(e)}); remove wandb from "
                                 "trainer.report_to and resume to go on without it") from None
 
     def log_record(self, record: dict) -> None:
-        """A metrics.jsonl line, at its gradient_steps_total."""
-        self.log(record_scalars(record), int(record["gradient_steps_total"]))
+        """A metrics.jsonl line, at its gradient_steps_total (a line without one, hand-edited, is
+        not logged: the loop itself tolerates it)."""
+        step = record.get("gradient_steps_total")
+        if isinstance(step, int) and not isinstance(step, bool):
+            self.log(record_scalars(record), step)
 
     def close(self, failed: bool = False) -> None:
         if self._tb is not None:

@@ -235,7 +235,11 @@ def _wandb_settings_error(error: Exception) -> LetiError | None:
 
 def wandb_start_error(error: Exception) -> LetiError:
     """Whatever wandb.init raised, as one line."""
-    return _wandb_settings_error(error) or _wandb_error(error)
+    try:
+        refusal = _wandb_settings_error(error)
+    except Exception:  # noqa: BLE001  (another wandb or pydantic: wandb's own words below)
+        refusal = None
+    return refusal or _wandb_error(error)
 
 
 def _check_wandb_login() -> None:
@@ -280,7 +284,11 @@ def _check_wandb_login() -> None:
     except Exception as e:
         # an invalid WANDB_MODE (wandb.init raised pydantic's whole traceback, after a sampling
         # phase): refused now; another wandb version's internals: wandb.init says
-        if (refusal := _wandb_settings_error(e)) is not None:
+        try:
+            refusal = _wandb_settings_error(e)
+        except Exception:  # noqa: BLE001  (another wandb or pydantic: wandb.init says)
+            return
+        if refusal is not None:
             raise refusal from None
         return
     raise _wandb_error(UsageError("No API key configured. Use `wandb login` to log in."))  # wandb.init's words
@@ -687,6 +695,10 @@ def train(model, tokenizer, texts: list[str], cfg: TrainerConfig, seed: int = 0,
     heldout = heldout_blocks(tokenizer, max_blocks=cfg.pretrain_heldout_max_blocks, **corpus) if cfg.measures_heldout else None
     before = (heldout_loss(accelerator, model, heldout, cfg.batch_size, main_progress)
               if heldout is not None and heldout_before else None)
+    if log is not None and before is not None:
+        # the base model's, at the run's step 0, before this stage's steps (a step logged after
+        # later ones reads as a rewind, which TensorBoard answers by purging the later ones)
+        log({"eval/pretrain_heldout_loss": before}, step_offset)
     t_steps = time.time()
     tally = _run_batches(accelerator, model, optimizer, loader, stream, cfg, progress, log, step_offset)
     steps_s = time.time() - t_steps
