@@ -238,6 +238,17 @@ def test_a_result_with_a_chain_round_trips_and_old_results_still_read(run):
     old = {k: v for k, v in stored.items() if k != "chain"}  # written before chains were reported
     assert ExecutionResult.from_dict(old) == ExecutionResult.from_dict({**stored, "chain": []})
     assert ExecutionResult.from_dict(old).chain == ()
+    # a field a later leti adds to chain entries is ignored, as ExecutionResult's own are
+    newer = {**stored, "chain": [{**c, "later_field": 1} for c in stored["chain"]]}
+    assert ExecutionResult.from_dict(newer) == r
+
+
+def test_a_syntax_error_raised_while_handling_another_keeps_the_chain(run, tmp_path):
+    source = 'try:\n    1 / 0\nexcept ZeroDivisionError:\n    raise SyntaxError("bad", ("main.py", 1, 1, "x"))\n'
+    (r,) = run(source)
+    text = format_feedback(r)
+    assert text.startswith("Traceback (most recent call last):\n") and "ZeroDivisionError: division by zero" in text
+    assert CONTEXT_LINE in text and text.endswith("SyntaxError: bad")
 
 
 ASSERTS = '''def check(x):

@@ -82,7 +82,8 @@ class ChainedException:
 
     @classmethod
     def from_dict(cls, d: dict) -> ChainedException:
-        return cls(**{**d, "frames": _read_frames(d.get("frames", ()))})
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}  # as ExecutionResult.from_dict
+        return cls(**{**known, "frames": _read_frames(d.get("frames", ()))})
 
 
 @dataclass(frozen=True)

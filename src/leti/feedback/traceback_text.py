@@ -102,7 +102,7 @@ def _traceback(r: ExecutionResult, rich: bool) -> str:
                 end = r.error_end_offset or r.error_offset + 1
                 width = max(1, min(end - r.error_offset, len(stripped) - start)) if end > r.error_offset else 1
                 lines.append("    " + " " * start + "^" * width)
-        return "\n".join(lines + [final])
+        return "\n".join([*_chain_lines(r.chain), *lines, final])  # a SyntaxError raised while handling one
     return "\n".join([*_chain_lines(r.chain), "Traceback (most recent call last):", *_frame_lines(r.frames), final])
 
 
