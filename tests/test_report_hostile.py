@@ -193,3 +193,17 @@ def test_a_summary_note_keeps_its_code_spans_and_nothing_else_is_live():
         return
     assert MarkdownIt("commonmark").renderInline(markup(note)) == _inline(markup(note)).replace(
         "<b>", "<strong>").replace("</b>", "</strong>")
+
+
+def test_an_unpaired_bold_mark_in_a_quoted_error_stays_literal():
+    """A demo error quoting Python's `for ** or pow()` made the rest of report.html's note bold."""
+    from leti.report.render import _inline, markup
+
+    note = "**stopped**: unsupported operand type(s) for ** or pow(): str and int"
+    assert _inline(markup(note)) == "<b>stopped</b>: unsupported operand type(s) for ** or pow(): str and int"
+    try:
+        from markdown_it import MarkdownIt
+    except ImportError:
+        return
+    assert MarkdownIt("commonmark").renderInline(markup(note)) == _inline(markup(note)).replace(
+        "<b>", "<strong>").replace("</b>", "</strong>")

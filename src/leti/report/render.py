@@ -37,10 +37,13 @@ def markup(text: object) -> str:
     """Text written as this inline Markdown elsewhere (summary.json's notes, which quote error
     messages): its code spans and **bold** kept, anything else literal, on one line."""
     s, out, plain = _one_line(str(text)), [], ""
-    i = 0
+    i, bold = 0, False
     while i < len(s):
         span = _code_span(s, i) if s[i] == "`" else None
-        if span or s.startswith("**", i):
+        strong = not span and s.startswith("**", i) and _bold_mark(s, i, bold)
+        if strong:
+            bold = not bold
+        if span or strong:
             end = span[2] if span else i + 2
             out += [_escape_chars(plain), s[i:end]]
             plain, i = "", end
@@ -49,6 +52,17 @@ def markup(text: object) -> str:
         else:
             plain, i = plain + s[i], i + 1
     return "".join([*out, _escape_chars(plain)])
+
+
+def _bold_mark(s: str, i: int, bold: bool) -> bool:
+    """Whether the `**` at s[i] opens (bold False) or closes bold as CommonMark reads it: an
+    opening one followed by a non-space, with a closing one (after a non-space) later; otherwise
+    it is literal (a quoted error's `unsupported operand type(s) for ** or pow()` made the rest
+    of the note bold in report.html)."""
+    if bold:
+        return i > 0 and not s[i - 1].isspace()
+    return (i + 2 < len(s) and not s[i + 2].isspace()
+            and re.compile(r"(?<=\S)\*\*").search(s, i + 3) is not None)
 
 
 def _code_span(s: str, i: int) -> tuple[str, int, int] | None:
