@@ -25,7 +25,8 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   n_completion_tokens, finish_reason, plus every field of the
                                   sample's ExecutionResult.to_dict(): id, status, passed, feedback,
                                   exception_type, message, frames (a run of identical frames
-                                  once, with "repeat": further copies), stdout, duration_s, ...
+                                  once, with "repeat": further copies), chain (the earlier
+                                  exceptions of a chained one), stdout, duration_s, ...
         samples.done              JSON marker: sampling + execution finished (counts, wall_s,
                                   model_load_s: the phase's model load, 0 when kept in memory)
         train_stats.json          TrainStats of this iteration (steps, tokens, losses, packing)
