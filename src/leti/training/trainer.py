@@ -212,10 +212,13 @@ def _wandb_settings_error(error: Exception) -> LetiError | None:
     """A setting wandb's Settings rejects (WANDB_MODE=bogus: a 40-line pydantic traceback from
     wandb.init), one line naming the WANDB_* variable, or wandb's settings file, that gave it;
     None for another error."""
-    from pydantic import ValidationError
     from wandb.sdk.wandb_settings import Settings
 
-    if not isinstance(error, ValidationError) or not error.errors():
+    # pydantic's ValidationError (wandb's dependency, not leti's: known by its name and errors())
+    def rejected(e: Exception) -> bool:
+        return type(e).__name__ == "ValidationError" and callable(getattr(e, "errors", None)) and bool(e.errors())
+
+    if not rejected(error):
         return None
     first = error.errors()[0]
     key, value = ".".join(str(x) for x in first.get("loc", ())), first.get("input")
@@ -224,8 +227,8 @@ def _wandb_settings_error(error: Exception) -> LetiError | None:
         if name.startswith("WANDB_"):
             try:  # the variable alone, read as wandb reads it: the one that gives the rejected setting
                 Settings(quiet=True).update_from_env_vars({name: text})
-            except ValidationError as alone:
-                if alone.errors() and alone.errors()[0].get("loc") != first.get("loc"):
+            except Exception as alone:  # noqa: BLE001
+                if not rejected(alone) or alone.errors()[0].get("loc") != first.get("loc"):
                     continue
                 return LetiError(f"trainer.report_to: wandb rejects {name}={text!r} ({first.get('msg')}); "
                                  f"set {name} to a value wandb accepts or unset it, {fix}")
