@@ -116,7 +116,7 @@ def install() -> None:
     # A training step: forward, backward, optimizer, as the trainer's step() runs them.
     orig_run = trainer._run_batches
 
-    def run_batches(accelerator, model, optimizer, loader, pre_iter, cfg, progress):
+    def run_batches(accelerator, model, optimizer, loader, pre_iter, cfg, *rest, **kwargs):
         fwd = model.forward
         model.forward = timed("train: forward", fwd)
         back = accelerator.backward
@@ -124,7 +124,7 @@ def install() -> None:
         opt_step = optimizer.step
         optimizer.step = timed("train: optimizer", opt_step)
         try:
-            return orig_run(accelerator, model, optimizer, loader, pre_iter, cfg, progress)
+            return orig_run(accelerator, model, optimizer, loader, pre_iter, cfg, *rest, **kwargs)
         finally:  # the model samples next: its forward is no training step any more
             del model.forward
             del accelerator.backward
