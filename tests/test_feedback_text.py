@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import sys
 import traceback
 
 import pytest
@@ -141,7 +144,12 @@ def _interpreter_lines(source: str) -> list[str]:
     try:
         exec(compile(source, "main.py", "exec"), {"__name__": "__main__"})
     except BaseException as e:  # noqa: BLE001 - whatever the snippet raises is the expectation
-        text = "".join(traceback.format_exception_only(type(e), e))
+        # The interpreter's own printer: before 3.12 the traceback module leaves out its "Did you
+        # mean" suggestions. Its traceback's frames (indented) and header line are dropped.
+        out = io.StringIO()
+        with contextlib.redirect_stderr(out):
+            sys.__excepthook__(type(e), e, e.__traceback__)
+        text = out.getvalue().removeprefix("Traceback (most recent call last):\n")
     return [line for line in text.rstrip("\n").split("\n") if not line.startswith("  ")]
 
 

@@ -33,6 +33,7 @@ import collections.abc
 import ctypes
 import errno
 import gc
+import io
 import json
 import linecache
 import math
@@ -125,6 +126,15 @@ try:
 except ImportError:
     from json.encoder import py_encode_basestring_ascii as _json_str
 OK_RECORD = b'{"kind": "ok"}'
+# Before 3.12 TracebackException adds no "Did you mean" suggestion: the interpreter's own printer
+# (sys.__excepthook__, C) does, for NameError and AttributeError of exactly those types
+# (_Py_Offer_Suggestions checks Py_IS_TYPE: UnboundLocalError and subclasses get none). _suggestion
+# asks that printer, writing to a private buffer put in sys's own dict (what it reads stderr and
+# tracebacklimit from), whatever object the program made `sys` look like.
+_SUGGESTS = sys.version_info < (3, 12)
+_excepthook, _sysdict, _StringIO = sys.__excepthook__, sys.__dict__, io.StringIO
+_ABSENT = object()
+MAX_SUGGESTION = 500  # the interpreter suggests names of at most 40 characters; their repr is shorter
 
 
 def _to_json(obj):
@@ -281,9 +291,9 @@ def _printed_type(exc):
 
 
 def _message(exc):
-    """What the interpreter prints after "Type: " on the exception's line: str(exc) (on 3.12+ with
-    NameError's "Did you mean" suggestion, which TracebackException adds), or for a SyntaxError
-    its bare msg (the location is reported separately)."""
+    """What the interpreter prints after "Type: " on the exception's line: str(exc) with a
+    NameError's or AttributeError's "Did you mean" suggestion (3.12+: TracebackException adds it;
+    before: _suggestion), or for a SyntaxError its bare msg (the location is reported separately)."""
     if isinstance(exc, SyntaxError):
         msg = exc.msg
         return "" if msg is None else _safe_str(msg)
@@ -292,9 +302,49 @@ def _message(exc):
         # non-None _seen (3.10-3.13) skips converting the __cause__/__context__ chain, which a
         # memoised recursion makes 20000 exceptions long.
         te = _TracebackException(type(exc), exc, _traceback_of(exc), limit=0, lookup_lines=False, _seen=set())
-        return _safe_str(te)  # TracebackException.__str__: the message with the suggestion
+        text = _safe_str(te)  # TracebackException.__str__: the message (3.12+: with the suggestion)
     except BaseException:
-        return _safe_str(exc)
+        text = _safe_str(exc)
+    return text + _suggestion(exc) if _SUGGESTS and type(exc) in (NameError, AttributeError) else text
+
+
+def _suggestion(exc):
+    """The ". Did you mean: 'name'?" the 3.11 interpreter prints after `exc`'s message, or "".
+    The printer is given a stand-in: the same type, name and object (AttributeError: it looks
+    through dir(obj)) or last traceback entry (NameError: that frame's locals, globals, builtins),
+    with a fixed message, no chain and no traceback printed (tracebacklimit 0). So the program's
+    __str__ is not called again, the chain is not walked, and no source file is opened. dir()
+    runs the program's __dir__, as `python main.py` does; should it never return, the wall clock
+    that bounds the program process (reporting included) ends it, a timeout."""
+    try:
+        stand_in = type(exc)("x")
+        stand_in.name = exc.name  # the C slots of these exact builtin types: nothing to override
+        if type(exc) is AttributeError:
+            stand_in.obj = exc.obj
+        else:
+            tb = _traceback_of(exc)
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            stand_in.__traceback__ = tb
+        buf = _StringIO()
+        stderr, limit = _sysdict.get("stderr", _ABSENT), _sysdict.get("tracebacklimit", _ABSENT)
+        try:
+            _sysdict["stderr"], _sysdict["tracebacklimit"] = buf, 0
+            _excepthook(type(stand_in), stand_in, None)
+        finally:  # the program's own values back (absent ones absent)
+            for key, value in (("stderr", stderr), ("tracebacklimit", limit)):
+                if value is _ABSENT:
+                    _sysdict.pop(key, None)
+                else:
+                    _sysdict[key] = value
+        out = buf.getvalue()
+    except BaseException:
+        return ""
+    prefix = type(exc).__name__ + ": x. Did you mean: "
+    if (type(out) is str and out.startswith(prefix) and out.endswith("?\n") and "\n" not in out[:-1]
+            and len(out) - len(prefix) <= MAX_SUGGESTION):
+        return out[len(prefix) - len(". Did you mean: "):-1]
+    return ""
 
 
 def _notes(exc):
