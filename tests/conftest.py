@@ -157,3 +157,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, (present, why) in needs.items():
             if marker in item.keywords and not present:
                 item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """{PNG file name: the matplotlib figure saved to it} for every plot the report writes (the
+    plots are drawn for real; savefig is wrapped to keep hold of each figure)."""
+    from matplotlib.figure import Figure
+
+    saved: dict[str, Figure] = {}
+    real = Figure.savefig
+
+    def keep(self, fname, *args, **kwargs):
+        saved[Path(fname).name.removesuffix(".tmp")] = self  # written to NAME.tmp, then renamed
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved

@@ -400,23 +400,6 @@ def _hand_run(root: Path, rows: list[tuple[int, dict | None]], textual: bool = T
     return root
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """{PNG file name: the matplotlib figure saved to it} for every plot the report writes (the
-    plots are drawn for real; savefig is wrapped to keep hold of each figure)."""
-    from matplotlib.figure import Figure
-
-    saved: dict[str, Figure] = {}
-    real = Figure.savefig
-
-    def keep(self, fname, *args, **kwargs):
-        saved[Path(fname).name.removesuffix(".tmp")] = self  # written to NAME.tmp, then renamed
-        return real(self, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    return saved
-
-
 def test_a_final_score_from_an_earlier_iteration_says_which(tmp_path):
     """eval.every 2 and a run cut short: its last iteration has no evaluation. The table names the
     iteration its final pass@1 comes from; it does not pass iteration 0's score off as final."""

@@ -50,22 +50,6 @@ def hand_run(root: Path, labels: list[str], completion: str = "def f(x):\n    re
     return root
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """{PNG file name: the matplotlib figure saved to it} for every plot the report writes."""
-    from matplotlib.figure import Figure
-
-    saved: dict[str, Figure] = {}
-    real = Figure.savefig
-
-    def keep(self, fname, *args, **kwargs):
-        saved[Path(fname).name.removesuffix(".tmp")] = self  # written to NAME.tmp, then renamed
-        return real(self, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    return saved
-
-
 def _texts(fig) -> list:
     """The legend entries and titles of a figure (the Text objects that hold run text)."""
     out = [fig._suptitle] if fig._suptitle is not None else []
