@@ -139,9 +139,13 @@ class RunDir:
     def trained(self, k: int) -> bool:
         """Whether iteration k's training stage is done: its train_stats.json, or its checkpoint
         landed, or whole in checkpoint.tmp (its stats go in last), which the next run lands."""
-        stats = self.checkpoint_stats(k).name
-        return (self.train_stats(k).exists() or self.checkpoint_stats(k).exists()
-                or (self.checkpoint_tmp(k) / stats).exists())
+        return self.stats_file(k) is not None
+
+    def stats_file(self, k: int) -> Path | None:
+        """The first of those files (`trained`) that holds iteration k's TrainStats; None before
+        its training stage is done."""
+        paths = (self.train_stats(k), self.checkpoint_stats(k), self.checkpoint_tmp(k) / self.checkpoint_stats(k).name)
+        return next((path for path in paths if path.exists()), None)
 
     def checkpoint_stats(self, k: int) -> Path:
         """train_stats.json as saved inside the checkpoint, which lands with it in one rename."""

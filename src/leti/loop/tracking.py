@@ -67,15 +67,12 @@ def finished_steps(rd: RunDir) -> int:
     if records:
         last = max(records, key=lambda r: r["iteration"])
         total, k = last["gradient_steps_total"], last["iteration"] + 1
-    while rd.trained(k):
-        for path in (rd.train_stats(k), rd.checkpoint_stats(k), rd.checkpoint_tmp(k) / rd.checkpoint_stats(k).name):
-            if path.exists():
-                try:
-                    steps = read_json(path, ("optimizer_steps",))["optimizer_steps"]
-                except LetiError:
-                    return total
-                total += steps if isinstance(steps, int) else 0
-                break
+    while (path := rd.stats_file(k)) is not None:
+        try:
+            steps = read_json(path, ("optimizer_steps",))["optimizer_steps"]
+        except LetiError:
+            return total
+        total += steps if isinstance(steps, int) else 0
         k += 1
     return total
 
