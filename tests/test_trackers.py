@@ -223,7 +223,7 @@ def no_wandb_login(tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("env", [{"WANDB_MODE": "offline"}, {"WANDB_MODE": "disabled"}, {"WANDB_API_KEY": "k" * 40}])
 def test_wandb_that_needs_no_login_or_has_a_key_passes_the_start_check(no_wandb_login, monkeypatch, env):
-    from leti.training.trainer import check_trackers
+    from leti.loop.tracking import check_trackers
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -265,7 +265,7 @@ def test_the_wandb_start_check_reads_the_netrc_and_wandb_settings_files(no_wandb
     from wandb.sdk import wandb_setup
 
     from leti.errors import LetiError
-    from leti.training.trainer import check_trackers
+    from leti.loop.tracking import check_trackers
 
     with pytest.raises(LetiError, match=r"^trainer\.report_to: wandb could not start \(UsageError: No API key"):
         check_trackers(["wandb"])

@@ -45,7 +45,7 @@ from leti.loop.iteration import Iterations
 from leti.loop.paths import with_absolute_paths
 from leti.loop.rundir import RunDir, write_text_atomic
 from leti.loop.slot import ModelSlot
-from leti.loop.tracking import RunTracker
+from leti.loop.tracking import RunTracker, check_trackers
 from leti.sampling.base import greedy_copies_warning
 from leti.tasks.base import Task
 from leti.tasks.registry import get_task
@@ -164,8 +164,6 @@ def _check_model_settings(cfg: RunConfig, tok: Any) -> None:
 
         check_lora_targets(cfg.model, cfg.trainer, cfg.trust_remote_code, cfg.model_revision)
     if cfg.trainer.report_to:
-        from leti.training.trainer import check_trackers
-
         check_trackers(cfg.trainer.report_to)
     check_eos_token(cfg, tok)
 

@@ -8,9 +8,13 @@ curves of every iteration line up on one axis.
 
 A kill -9 during a training stage leaves that stage's logged steps behind, and the resumed stage
 logs them again: TensorBoard opens with purge_step at the first step after the stages whose
-training finished (step 0 before any did), which hides the killed attempt's later events. wandb plots against its own
-metric "gradient_steps" (define_metric), not its `step=`, which must only grow: a resumed run's
-re-logged steps, and an evaluation logged at a step already passed, are kept, not dropped.
+training finished (step 0 before any did), which hides the killed attempt's later events.
+wandb plots against its own metric "gradient_steps" (define_metric), not its `step=`, which must
+only grow: a resumed run's re-logged steps, and an evaluation logged at a step already passed,
+are kept, not dropped.
+
+`check_trackers` refuses at run start what would fail only when the session opens or logs (a
+tracker not installed, wandb without a login or with a setting it rejects).
 """
 
 from __future__ import annotations
@@ -30,6 +34,113 @@ from leti.loop.rundir import RunDir, read_json
 # exception counts, keyed by class names the sampled programs choose (a tag each, without bound).
 _NOT_LOGGED = ("gradient_steps_total", "pretrain_heldout_loss", "train_exception_counts")
 STEP_METRIC = "gradient_steps"  # wandb's x axis for every leti metric
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Each tracker in trainer.report_to is installed, and wandb logged in unless its mode is
+    offline or disabled, and its settings valid (checked at run start, before RunTracker starts
+    wandb)."""
+    import importlib.util
+
+    for tracker, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
+        if tracker in report_to and importlib.util.find_spec(module) is None:
+            raise LetiError(f"trainer.report_to includes '{tracker}' but it is not installed; `pip install {module}` or remove it")
+    if "wandb" in report_to:
+        _check_wandb_login()
+
+
+def _wandb_error(error: Exception) -> LetiError:
+    """wandb failing to start a run (no login and the like), in wandb's words, one line."""
+    return LetiError(f"trainer.report_to: wandb could not start ({first_line(error)}); run `wandb login`, "
+                     "set WANDB_MODE=offline, or remove wandb from trainer.report_to")
+
+
+def _wandb_settings_error(error: Exception) -> LetiError | None:
+    """A setting wandb's Settings rejects (WANDB_MODE=bogus: a 40-line pydantic traceback from
+    wandb.init), one line naming the WANDB_* variable, or wandb's settings file, that gave it;
+    None for another error, or where this wandb or pydantic reads otherwise (wandb's own words then)."""
+    try:
+        return _settings_refusal(error)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _settings_refusal(error: Exception) -> LetiError | None:
+    from wandb.sdk.wandb_settings import Settings
+
+    # pydantic's ValidationError (wandb's dependency, not leti's: known by its name and errors())
+    def rejected(e: Exception) -> bool:
+        return type(e).__name__ == "ValidationError" and callable(getattr(e, "errors", None)) and bool(e.errors())
+
+    if not rejected(error):
+        return None
+    first = error.errors()[0]
+    key, value = ".".join(str(x) for x in first.get("loc", ())), first.get("input")
+    fix = "or remove wandb from trainer.report_to"
+    for name, text in sorted(os.environ.items()):
+        if name.startswith("WANDB_"):
+            try:  # the variable alone, read as wandb reads it: the one that gives the rejected setting
+                Settings(quiet=True).update_from_env_vars({name: text})
+            except Exception as alone:  # noqa: BLE001
+                if not rejected(alone) or alone.errors()[0].get("loc") != first.get("loc"):
+                    continue
+                return LetiError(f"trainer.report_to: wandb rejects {name}={text!r} ({first.get('msg')}); "
+                                 f"set {name} to a value wandb accepts or unset it, {fix}")
+    return LetiError(f"trainer.report_to: wandb rejects its setting {key}={value!r} ({first.get('msg')}; from "
+                     f"wandb's settings files or arguments); fix it, {fix}")
+
+
+def wandb_start_error(error: Exception) -> LetiError:
+    """Whatever wandb.init raised, as one line."""
+    return _wandb_settings_error(error) or _wandb_error(error)
+
+
+def _check_wandb_login() -> None:
+    """Refuse, as wandb.init would at the first training stage (after a sampling phase), an
+    online wandb without credentials. Read as wandb reads them: its mode and host from its
+    settings files and WANDB_* variables, then the key from this session's login, WANDB_API_KEY
+    (or WANDB_IDENTITY_TOKEN_FILE), the .netrc or the settings; without logging in, prompting or
+    the network (where a terminal is attached wandb.init would prompt, hours later: refused too).
+    Where unsure (SageMaker's secrets, a wandb whose internals moved) it passes: wandb.init says."""
+    from wandb.errors import Error as WandbError
+    from wandb.errors import UsageError
+
+    try:
+        from wandb.integration.sagemaker import is_using_sagemaker
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+        from wandb.sdk.wandb_settings import Settings
+
+        if is_using_sagemaker():
+            return
+        current = getattr(wandb_setup, "_singleton", None)
+        if current is not None and getattr(current, "_pid", None) == os.getpid():
+            settings = current.settings  # this process's wandb already read them; wandb.init uses those
+        else:
+            # what wandb_setup's _load_settings reads, without creating wandb's process singleton
+            # (it starts a thread, and wandb.init would then ignore later WANDB_* changes);
+            # quiet: wandb.init, not the start check, says which settings files it loads
+            settings = Settings(quiet=True)
+            config_dir = os.getenv("WANDB_CONFIG_DIR")
+            settings.settings_system = str(Path(config_dir).expanduser() / "settings" if config_dir
+                                           else Path("~", ".config", "wandb", "settings").expanduser())
+            settings.update_from_system_settings()
+            settings.update_from_env_vars(dict(os.environ))
+        if settings._offline or settings._noop:  # WANDB_MODE=offline/dryrun/disabled: no login
+            return
+        host = wbauth.HostUrl(settings.base_url, app_url=settings.app_url)
+        if (wbauth.session_credentials(host=host) or os.getenv("WANDB_API_KEY") or os.getenv("WANDB_IDENTITY_TOKEN_FILE")
+                or wbauth.read_netrc_auth(host=host) or settings.api_key):
+            return
+    except WandbError as e:  # a malformed key in the .netrc: wandb.init raises the same
+        raise _wandb_error(e) from None
+    except Exception as e:
+        # an invalid WANDB_MODE (wandb.init raised pydantic's whole traceback, after a sampling
+        # phase): refused now; another wandb version's internals: wandb.init says
+        if (refusal := _wandb_settings_error(e)) is not None:
+            raise refusal from None
+        return
+    raise _wandb_error(UsageError("No API key configured. Use `wandb login` to log in."))  # wandb.init's words
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
@@ -128,8 +239,6 @@ class RunTracker:
 
     def _start_wandb(self, logs: Path, config: dict[str, Any]) -> Any:
         import wandb
-
-        from leti.training.trainer import wandb_start_error
 
         logs.mkdir(parents=True, exist_ok=True)
         try:
