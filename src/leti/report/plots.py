@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -36,23 +35,16 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-@contextmanager
-def _literal_text() -> Iterator[None]:
-    """Text drawn as written: run names and failure labels come from the run (a program can name
-    its exception class anything), and `$...$` in one was read as mathtext (garbled, or savefig
-    raised on an unknown symbol), or as LaTeX under a user's text.usetex. A context, not a change
-    of the global rcParams, since leti may plot inside someone else's process."""
-    import matplotlib
-
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        yield
-
-
 def _plain_text(plot: Callable[_P, _R]) -> Callable[_P, _R]:
-    """`plot` with every text it draws created under _literal_text."""
+    """`plot` drawing text as written: run names and failure labels come from the run (a program
+    can name its exception class anything), and `$...$` in one was read as mathtext (garbled, or
+    savefig raised on an unknown symbol), or as LaTeX under a user's text.usetex. A context, not a
+    change of the global rcParams, since leti may plot inside someone else's process."""
     @wraps(plot)
     def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with _literal_text():
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
             return plot(*args, **kwargs)
 
     return run
