@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,28 @@ def _sigint_not_ignored() -> None:
 
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_state_of_our_own() -> Iterator[None]:
+    """Ray looks for a cluster to join in RAY_ADDRESS and in the record a `ray start` leaves in its
+    temp dir (/tmp/ray/ray_current_cluster), which every Ray user of the machine shares: another
+    user's `ray start` made the tests' own local instances join that cluster instead (CI failed so).
+    The suite's Ray state lives in a directory of its own; a short one, since Ray's sockets in it
+    must fit a 107-byte AF_UNIX path."""
+    import shutil
+    import tempfile
+
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_ADDRESS")}
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="leti-ray-")
+    yield
+    shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,7 +29,8 @@ def test_ray_backend_gives_the_local_pools_results():
     ray = pytest.importorskip("ray")
     config = ExecutionConfig(timeout_s=2.0, workers=1, memory_mb=512)
     local = execute(PROGRAMS, config)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # 'local': an instance of its own, whatever cluster this machine has or had
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         from leti.execution.ray_pool import make_executor
 
