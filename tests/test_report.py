@@ -1156,3 +1156,15 @@ def test_a_demo_summary_older_than_its_runs_is_said_to_be(tmp_path):
     assert json.loads((demo / "summary.json").read_text())["past_demo_iterations"] == {"seed0/textual": 2}
     build_report(demo)
     assert "older than the runs" not in (demo / "report.md").read_text()
+
+
+def test_the_pass_at_1_band_stays_within_0_and_100_percent(tmp_path, figures):
+    """A score near 100% (or 0%) with a standard error wider than the room left drew its band
+    past 100% (below 0%), and the axis grew to 110%."""
+    run = _hand_run(tmp_path / "high", [(0, {"pass@1": (0.03, 0.05)}), (5, {"pass@1": (0.97, 0.05)})])
+    build_report(run)
+    ax = figures["pass_at_1.png"].axes[0]
+    [band] = ax.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.max() == pytest.approx(100.0) and ys.min() == pytest.approx(0.0)
+    assert ax.get_ylim()[1] <= 105.0

@@ -92,14 +92,16 @@ def plot_pass_at_1(histories: list[RunHistory], out: Path, iteration_zero: str =
         for ax, xs in ((axes[0], iters), (axes[1], steps)):
             (line,) = ax.plot(xs, ys, marker="o", label=label)
             if any(errs):  # a band, not bars: arms often overlap and bars would hide each other
-                ax.fill_between(xs, [y - e for y, e in zip(ys, errs, strict=True)],
-                                [y + e for y, e in zip(ys, errs, strict=True)], color=line.get_color(), alpha=0.15)
+                # clipped to what a percentage can be (97 ± 5 drew a band up to 102%)
+                ax.fill_between(xs, [max(0.0, y - e) for y, e in zip(ys, errs, strict=True)],
+                                [min(100.0, y + e) for y, e in zip(ys, errs, strict=True)],
+                                color=line.get_color(), alpha=0.15)
     axes[0].set_xlabel(f"iteration (0 = {iteration_zero})")
     axes[0].xaxis.set_major_locator(_integer_ticks())  # iterations are whole numbers
     axes[1].set_xlabel("gradient steps")
-    top = max((y + e for _, _, ys, es in series for y, e in zip(ys, es, strict=True)), default=0)
+    top = max((min(100.0, y + e) for _, _, ys, es in series for y, e in zip(ys, es, strict=True)), default=0)
     for ax in axes:
-        ax.set_ylim(0, max(5.0, 1.1 * top))  # a percentage never goes below 0, even when all are 0
+        ax.set_ylim(0, max(5.0, 1.05 * top))  # a percentage never goes below 0, even when all are 0
         ax.set_ylabel(f"held-out {name} (%)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[1]:
