@@ -310,3 +310,29 @@ def test_the_purge_step_reads_the_metrics_line_not_every_stages_stats(tracked_ru
     assert finished_steps(RunDir(run)) == ends[-1] > 0
     (run / "iterations" / "1" / "train_stats.json").write_text("{cut")
     assert finished_steps(RunDir(run)) == ends[-1]
+
+
+def test_the_wandb_run_id_moves_with_the_run_folder(tmp_path):
+    """It was derived from the folder's path: a run moved (another disk, another mount) and
+    resumed logged into a new wandb run. run.json's random id is the run's everywhere; each new
+    run draws its own; a run from before that id keeps its path-derived one."""
+    from leti.config import RunConfig
+    from leti.loop.checks import start_run_dir
+    from leti.loop.rundir import RunDir
+    from leti.loop.tracking import wandb_run_id
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root in (first, second):
+        root.mkdir()
+        start_run_dir(RunDir(root), RunConfig(), "leti")
+    ids = wandb_run_id(RunDir(first)), wandb_run_id(RunDir(second))
+    assert ids[0] != ids[1] and ids[0] == json.loads((first / "run.json").read_text())["id"]
+    moved = tmp_path / "elsewhere" / "a"
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert wandb_run_id(RunDir(moved)) == ids[0]
+    old = json.loads((second / "run.json").read_text())
+    del old["id"]
+    (second / "run.json").write_text(json.dumps(old))
+    legacy = wandb_run_id(RunDir(second))
+    assert legacy == wandb_run_id(RunDir(second)) and len(legacy) == 24 and legacy not in ids

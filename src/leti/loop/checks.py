@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import uuid
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -230,7 +231,7 @@ def start_run_dir(rd: RunDir, cfg: RunConfig, mode: Mode) -> None:
     the run does work with them (runner._lead)."""
     check_fresh(rd)
     write_json_atomic(rd.root / "run.json", {"mode": mode, "created": datetime.now(timezone.utc).isoformat(),
-                                             "config_sealed": True})
+                                             "id": uuid.uuid4().hex[:24], "config_sealed": True})
     write_text_atomic(rd.config_path, run_config_text(cfg, mode))
 
 

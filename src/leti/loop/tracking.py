@@ -189,10 +189,13 @@ def finished_steps(rd: RunDir) -> int:
 
 
 def wandb_run_id(rd: RunDir) -> str:
-    """The wandb id of a leti run: the same on every resume of this run directory, another for a
-    new run started in the same place (run.json's creation time)."""
-    created = read_json(rd.root / "run.json").get("created", "")
-    return hashlib.sha256(f"{rd.root.resolve()}\0{created}".encode()).hexdigest()[:24]
+    """The wandb id of a leti run: run.json's random id, drawn when the run started, so every
+    resume joins the same wandb run even after the folder moved (a path-derived id began a new
+    wandb run there). Runs from before that id: one from the folder's path and creation time."""
+    info = read_json(rd.root / "run.json")
+    if isinstance(info.get("id"), str) and info["id"]:
+        return info["id"]
+    return hashlib.sha256(f"{rd.root.resolve()}\0{info.get('created', '')}".encode()).hexdigest()[:24]
 
 
 class RunTracker:
