@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from leti.testing import make_tiny_model
+# Caches that every job of this user on the machine shares (CI runs as root beside other jobs),
+# put in one directory of the session's own, before transformers and torch read them: DeepSpeed's
+# compiled extension under ~/.cache/torch_extensions is built behind a lock file that a killed
+# build leaves, and torch then waits for it forever; the Hugging Face cache is never needed
+# offline. Set here, at import, so the processes the tests start inherit them.
+_CACHES = tempfile.mkdtemp(prefix="leti-tests-", dir="/tmp")
+os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(_CACHES, "torch_extensions")
+os.environ["HF_HOME"] = os.path.join(_CACHES, "huggingface")
+
+from leti.testing import make_tiny_model  # noqa: E402  (after the cache settings above)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,16 +39,19 @@ def _ray_state_of_our_own() -> Iterator[None]:
     """Ray looks for a cluster to join in RAY_ADDRESS and in the record a `ray start` leaves in its
     temp dir (/tmp/ray/ray_current_cluster), which every Ray user of the machine shares: another
     user's `ray start` made the tests' own local instances join that cluster instead (CI failed so).
-    The suite's Ray state lives in a directory of its own; a short one, since Ray's sockets in it
-    must fit a 107-byte AF_UNIX path."""
+    The suite's Ray state lives in a directory of its own; a short one in /tmp (not $TMPDIR), since
+    Ray's sockets in it must fit a 107-byte AF_UNIX path. Ray's memory monitor, which kills workers
+    when the whole machine is short of memory (other jobs' use), is off for the suite's instances."""
     import shutil
-    import tempfile
 
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_ADDRESS")}
+    names = ("RAY_TMPDIR", "RAY_ADDRESS", "RAY_memory_monitor_refresh_ms")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ.pop("RAY_ADDRESS", None)
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="leti-ray-")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="leti-ray-", dir="/tmp")
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     yield
     shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+    shutil.rmtree(_CACHES, ignore_errors=True)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -1,5 +1,6 @@
 """The processes a test started, from /proc (Linux): for the tests that stop leti with a signal
-and check that nothing it started is left (test_signals.py, test_vllm_signals.py)."""
+and check that nothing it started is left (test_signals.py, test_vllm_signals.py); and a free
+port for the ones that launch several processes."""
 
 from __future__ import annotations
 
@@ -55,3 +56,13 @@ def holds_within(check: Callable[[], bool], seconds: float = 10.0) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a launch's rendezvous: the launchers' default (29500)
+    is shared with every other job on the machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

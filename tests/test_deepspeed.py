@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from checkpoints import assert_fp32_masters
+from procs import free_port
 from safetensors.torch import load_file
 
 from leti.errors import LetiError
@@ -30,7 +31,7 @@ def _launch(accelerate_config: str, run_dir: Path, args: list[str], precision: s
         args = [*args, "--set", "trainer.carry_optimizer_state=false"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / f"{accelerate_config}.yaml"),
-           "--num_processes", "2", "--mixed_precision", precision,
+           "--num_processes", "2", "--mixed_precision", precision, "--main_process_port", str(free_port()),
            "-m", "leti", "run", CONFIG, "--run-dir", str(run_dir), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

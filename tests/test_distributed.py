@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from procs import descendants
+from procs import descendants, free_port
 from safetensors.torch import load_file
 
 from leti.cli import main
@@ -239,11 +239,7 @@ def _two_nodes(args: list[list[str]], cwds: tuple[Path | None, Path | None] = (N
                timeout: int = 180) -> tuple[list[int], list[tuple[str, str]]]:
     """Two launchers of one process each (`torchrun --nnodes 2 --node_rank R`, the documented
     multi-node command), node R running `leti ARGS[R]` in CWDS[R]: (exit codes, (stdout, stderr))."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
                                "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
@@ -416,12 +412,9 @@ def test_a_rank_whose_peer_dies_mid_stage_says_so_in_one_line(tmp_path, tiny_mod
     leader is killed while both sample, and the follower, blocked in a collective, printed gloo's
     "Connection closed by peer" traceback through leti's code. Now one line, then exit."""
     import signal
-    import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     run = tmp_path / "run"
     args = [sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
             "--set", f"task={add_task}", "--set", "progress=false", "--set", "sampling.n=32",
@@ -492,12 +485,9 @@ def test_a_rank_waiting_for_peers_that_never_come_ends_on_a_signal(tmp_path, tin
     """The join blocks in C++, where Python's handlers cannot run: a rank whose peer never started
     (a typo on the other node) ignored Ctrl-C and its launcher's SIGTERM, for up to 24 hours."""
     import signal
-    import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     alone = subprocess.Popen([sys.executable, "-m", "leti", "run", CONFIG, "--run-dir", str(tmp_path / "run"),
@@ -524,11 +514,7 @@ def test_a_followers_unusable_cache_dir_is_refused_at_start_by_the_leader(tmp_pa
     """Each rank writes the pretraining corpus's cache in its own $LETI_CACHE_DIR: another node's
     unusable one failed there at the first training stage, after a whole sampling phase, and the
     leader then printed gloo's traceback. Now rank 0 names it at start, and nothing is sampled."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     run = tmp_path / "run"

@@ -226,12 +226,12 @@ def test_an_executor_left_by_an_exception_cancels_its_queued_programs():
 
     from leti.execution import ExecutionConfig, Executor, Program
 
-    start = time.time()
     with pytest.raises(KeyboardInterrupt), Executor(ExecutionConfig(workers=1, timeout_s=30)) as ex:
         futures = [ex.submit(Program("import time\ntime.sleep(1)\n", "")) for _ in range(8)]
         assert futures[0].result().passed
+        start = time.time()  # after the worker's start, which a loaded machine slows
         raise KeyboardInterrupt
-    assert time.time() - start < 5  # all 8 take 8 s
+    assert time.time() - start < 4  # the other 7 take 7 s
     assert sum(f.cancelled() for f in futures) >= 5 and not futures[0].cancelled()
 
 

@@ -135,14 +135,15 @@ def test_home_and_working_directory_are_invisible_and_system_is_read_only(ex, tm
     probe = tmp_path / "secret.txt"
     probe.write_text("x")
     cwd_file = Path.cwd() / "pyproject.toml"
+    host_probe = Path(f"/tmp/leti-host-probe-{uuid.uuid4().hex}")  # the sandbox's /tmp is its own
     src = (f"import os\nassert not os.path.exists({str(probe)!r})\n"
            f"assert not os.path.exists({str(cwd_file)!r})\n"
            f"assert not os.path.exists({str(Path.home() / '.bashrc')!r}) or {str(Path.home())!r} == '/tmp'\n"
            "try:\n    open('/usr/leti-probe', 'w')\nexcept OSError:\n    pass\nelse:\n    raise RuntimeError('wrote into /usr')\n"
-           "open('/tmp/leti-host-probe-file', 'w').write('x')\nopen('scratch.txt', 'w').write('x')\n")
+           f"open({str(host_probe)!r}, 'w').write('x')\nopen('scratch.txt', 'w').write('x')\n")
     r = run_then_canary(ex, src)
     assert r.status is Status.PASSED, r.feedback
-    assert not Path("/tmp/leti-host-probe-file").exists()
+    assert not host_probe.exists()
     assert not Path("/usr/leti-probe").exists()
 
 
