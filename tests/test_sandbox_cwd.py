@@ -112,6 +112,7 @@ def test_an_interpreter_the_sandbox_cannot_start_is_its_own_cause(monkeypatch, t
     exe_dir = os.path.realpath(os.path.dirname(sys.executable))
     bound = sandbox._python_dirs()
     monkeypatch.setattr(sandbox, "_python_dirs", lambda: [d for d in bound if not (exe_dir + os.sep).startswith(d + os.sep)])
+    monkeypatch.setattr(sandbox, "_link_dirs", lambda: [])  # nor the folders of its links (the venv's bin/)
     _clear_probe_cache()
     try:
         with pytest.raises(sandbox.SandboxUnavailable) as e:
@@ -138,3 +139,31 @@ def test_a_venv_reached_through_a_symlinked_folder(layout, tmp_path):
                           cwd=layout / "elsewhere", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["passed"]
+
+
+def test_an_interpreter_linked_through_a_folder_outside_the_venv(tmp_path):
+    """A venv made from another venv: on Python 3.10 its bin/python links to that venv's
+    bin/python, which links to the base interpreter. The kernel follows each link inside the
+    sandbox, so the folder of every link on the way must be there; here the middle one (b/bin)
+    lies in the test's /tmp, which the sandbox replaces with a tmpfs. Before the fix:
+    `bwrap: execvp .../a/bin/python: No such file or directory`. Links relative and absolute."""
+    venv, middle = tmp_path / "a", tmp_path / "b" / "bin"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    packages = next(venv.glob("lib/python*/site-packages"))
+    dirs = [*site.getsitepackages(), os.path.dirname(os.path.dirname(leti.__file__))]
+    (packages / "leti_tests.pth").write_text("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
+    base = os.path.realpath(venv / "bin" / "python")  # the base interpreter's file
+    middle.mkdir(parents=True)
+    (middle / "python3").symlink_to(base)
+    (middle / "python").symlink_to("python3")
+    (venv / "bin" / "python").unlink()
+    (venv / "bin" / "python").symlink_to("../../b/bin/python")
+    (tmp_path / "elsewhere").mkdir()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    tests = f"assert sys.prefix == {str(venv)!r}, sys.prefix\nassert str(decimal.Decimal('1.5')) == '1.5'\n"
+    inp.write_text(json.dumps({"program": "import decimal, sys\n", "tests": tests}) + "\n")
+    proc = subprocess.run([str(venv / "bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1",
+                           "--timeout", "20"], cwd=tmp_path / "elsewhere", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["passed"], result["feedback"]
