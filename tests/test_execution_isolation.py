@@ -51,6 +51,34 @@ def test_processes_a_program_left_do_not_hold_the_next_ones_pids(ex):
     assert run_within(ex, [CANARY])[0].passed
 
 
+# Children that end as the program's own code ends them, then fall through to the end of the
+# program (as a forked script's children do): their exit status is what `python main.py` gives.
+CHILD_STATUSES = """import os, sys
+PARENT = os.getpid()
+def crash():
+    raise ValueError("child")
+ENDS = [crash, lambda: sys.exit(3), lambda: sys.exit("msg"), lambda: sys.exit(None), lambda: sys.exit(259),
+        lambda: None]
+statuses = []
+for end in ENDS:
+    if os.fork() == 0:
+        break
+    statuses.append(os.waitstatus_to_exitcode(os.wait()[1]))
+if os.getpid() == PARENT:
+    print(statuses)
+else:
+    end()
+"""
+
+
+def test_a_forked_child_exits_with_the_status_python_gives_it(ex, tmp_path):
+    """It was always 0: a crashed child looked like one that succeeded to a program waiting for it."""
+    [r] = run_within(ex, [Program(CHILD_STATUSES)], timeout=30)
+    assert r.status is Status.PASSED, r.feedback
+    script = run_as_script(CHILD_STATUSES, tmp_path)
+    assert r.stdout == script.stdout == "[1, 3, 1, 0, 3, 0]\n", (r.stdout, script.stdout)
+
+
 # Every way to set an extended attribute on the directories cleaning keeps; setxattrat (463 on
 # both machines with a filter) through libc's syscall(), with its struct xattr_args.
 PLANT_XATTRS = """import ctypes, os, shutil

@@ -1,6 +1,7 @@
 """The interpreter's "Did you mean" suggestion for a NameError or AttributeError reaches the
-feedback, as `python main.py` prints it. Before 3.12 traceback.TracebackException adds none (the
-interpreter's C printer does): the worker asks that printer. Programs run through the real
+feedback, as `python main.py` prints it. Before 3.13 the interpreter prints it with its C printer,
+which the worker asks: traceback.TracebackException adds none before 3.12, and in 3.12 its own,
+which differ (the cases under test_the_printers_suggestion_not_traceback_modules). Programs run through the real
 executor; the expected text is what CPython itself prints for the same file."""
 
 from __future__ import annotations
@@ -128,3 +129,20 @@ def test_hostile_programs_get_a_correct_line_and_leave_the_pool_healthy(run, tmp
     # dir() that never returns: 3.11's `python main.py` hangs printing it, as does 3.12's.
     assert loops.status is Status.TIMEOUT
     assert after.status is Status.PASSED and after.stdout == "__spec__\n"
+
+
+# 3.12's TracebackException suggested nothing for names of 1-2 characters, ended "Did you forget to
+# import 'math'" without its "?", and suggested for subclasses, unlike 3.12's own printer.
+SHORT = "xs = [1, 2]\nprint(x)\n"
+SHORT_ATTRIBUTE = "class O:\n    ab = 1\nprint(O().a)\n"
+FORGOT_IMPORT = "print(math.sqrt(4))\n"
+BOTH_HINTS = "maths = 1\nprint(math.pi)\n"
+NAME_SUBCLASS = "class E(NameError):\n    pass\nsqrtt = 1\nraise E('gone', name='sqrt')\n"
+
+
+@pytest.mark.parametrize("source", [SHORT, SHORT_ATTRIBUTE, FORGOT_IMPORT, BOTH_HINTS, NAME_SUBCLASS],
+                         ids=["short", "short-attribute", "forgot-import", "both-hints", "name-subclass"])
+def test_the_printers_suggestion_not_traceback_modules(run, tmp_path, source):
+    [result] = run(source)
+    assert result.status is Status.FAILED
+    assert result.feedback == cpython(source, tmp_path)

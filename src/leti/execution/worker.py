@@ -126,12 +126,15 @@ try:
 except ImportError:
     from json.encoder import py_encode_basestring_ascii as _json_str
 OK_RECORD = b'{"kind": "ok"}'
-# Before 3.12 TracebackException adds no "Did you mean" suggestion: the interpreter's own printer
-# (sys.__excepthook__, C) does, for NameError and AttributeError of exactly those types
-# (_Py_Offer_Suggestions checks Py_IS_TYPE: UnboundLocalError and subclasses get none). _suggestion
-# asks that printer, writing to a private buffer put in sys's own dict (what it reads stderr and
-# tracebacklimit from), whatever object the program made `sys` look like.
-_SUGGESTS = sys.version_info < (3, 12)
+# Before 3.13 the interpreter prints an exception with its own C printer (sys.__excepthook__),
+# which adds the "Did you mean" suggestion to NameError and AttributeError of exactly those types
+# (_Py_Offer_Suggestions checks Py_IS_TYPE: UnboundLocalError and subclasses get none).
+# TracebackException adds none before 3.12, and in 3.12 its own, which differ from the printer's:
+# none for names of 1-2 characters (`print(x)` beside `xs`), no "?" after "Did you forget to
+# import 'math'", one for subclasses too. _suggestion asks that printer, writing to a private buffer
+# put in sys's own dict (what it reads stderr and tracebacklimit from), whatever object the program
+# made `sys` look like. From 3.13 the interpreter prints through TracebackException itself.
+_SUGGESTS = sys.version_info < (3, 13)
 _excepthook, _sysdict, _StringIO = sys.__excepthook__, sys.__dict__, io.StringIO
 _ABSENT = object()
 MAX_SUGGESTION = 500  # the interpreter suggests names of at most 40 characters; their repr is shorter
@@ -292,24 +295,26 @@ def _printed_type(exc):
 
 def _message(exc):
     """What the interpreter prints after "Type: " on the exception's line: str(exc) with a
-    NameError's or AttributeError's "Did you mean" suggestion (3.12+: TracebackException adds it;
+    NameError's or AttributeError's "Did you mean" suggestion (3.13+: TracebackException adds it;
     before: _suggestion), or for a SyntaxError its bare msg (the location is reported separately)."""
     if isinstance(exc, SyntaxError):
         msg = exc.msg
         return "" if msg is None else _safe_str(msg)
+    if _SUGGESTS and issubclass(type(exc), (NameError, AttributeError)):  # not TracebackException's (3.12)
+        return _safe_str(exc) + (_suggestion(exc) if type(exc) in (NameError, AttributeError) else "")
     try:
         # Only the message is wanted: no frames (limit=0; 3x10**5 of them took 1.4 s), and a
         # non-None _seen (3.10-3.13) skips converting the __cause__/__context__ chain, which a
         # memoised recursion makes 20000 exceptions long.
         te = _TracebackException(type(exc), exc, _traceback_of(exc), limit=0, lookup_lines=False, _seen=set())
-        text = _safe_str(te)  # TracebackException.__str__: the message (3.12+: with the suggestion)
+        return _safe_str(te)  # TracebackException.__str__: the message (3.13+: with the suggestion)
     except BaseException:
-        text = _safe_str(exc)
-    return text + _suggestion(exc) if _SUGGESTS and type(exc) in (NameError, AttributeError) else text
+        return _safe_str(exc)
 
 
 def _suggestion(exc):
-    """The ". Did you mean: 'name'?" the 3.11 interpreter prints after `exc`'s message, or "".
+    """The ". Did you mean: 'name'?" (3.12: or ". Did you forget to import 'math'?", or both) the
+    interpreter before 3.13 prints after `exc`'s message, or "".
     The printer is given a stand-in: the same type, name and object (AttributeError: it looks
     through dir(obj)) or last traceback entry (NameError: that frame's locals, globals, builtins),
     with a fixed message, no chain and no traceback printed (tracebacklimit 0). So the program's
@@ -340,10 +345,10 @@ def _suggestion(exc):
         out = buf.getvalue()
     except BaseException:
         return ""
-    prefix = type(exc).__name__ + ": x. Did you mean: "
+    prefix = type(exc).__name__ + ": x. Did you "
     if (type(out) is str and out.startswith(prefix) and out.endswith("?\n") and "\n" not in out[:-1]
             and len(out) - len(prefix) <= MAX_SUGGESTION):
-        return out[len(prefix) - len(". Did you mean: "):-1]
+        return out[len(prefix) - len(". Did you "):-1]
     return ""
 
 
@@ -513,10 +518,10 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
     # Reported outside the except block: inside it, every exception raised (and swallowed) while
     # reporting walked the handled exception's whole __context__ chain, which made reporting a
     # 20000-long chain 6-10x slower than the program that raised it.
+    if getpid() != me:  # a process the program forked fell through to here: only the program reports
+        exit_(_child_status(failure))
     if failure is not None:
         data = _report(failure, source, captured, describe, encode, kind)
-    if getpid() != me:
-        exit_(0)  # a process the program forked fell through to here: only the program reports
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -528,6 +533,23 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
     while data:
         data = data[write(fd, data):]
     exit_(0)
+
+
+def _child_status(failure):
+    """The exit status `python main.py` gives a process the program forked that ended with
+    `failure` (None: it ran to the end): SystemExit's code, 1 for an uncaught exception. It was
+    always 0, so a program waiting for its children saw a crashed one succeed."""
+    if failure is None:
+        return 0
+    if type(failure) is SystemExit or issubclass(type(failure), SystemExit):
+        try:
+            code = failure.code
+        except BaseException:
+            return 1
+        if code is None:
+            return 0
+        return code & 0xFF if isinstance(code, int) else 1
+    return 1
 
 
 UNNAMED_RECORD = b'{"kind": "exception", "type": "<unnamed exception>", "message": "", "frames": []}'
