@@ -57,8 +57,11 @@ CHILD_STATUSES = """import os, sys
 PARENT = os.getpid()
 def crash():
     raise ValueError("child")
+class Code(int):
+    def __and__(self, other):
+        raise RuntimeError("not called by python either")
 ENDS = [crash, lambda: sys.exit(3), lambda: sys.exit("msg"), lambda: sys.exit(None), lambda: sys.exit(259),
-        lambda: None]
+        lambda: None, lambda: sys.exit(Code(7))]
 statuses = []
 for end in ENDS:
     if os.fork() == 0:
@@ -76,7 +79,7 @@ def test_a_forked_child_exits_with_the_status_python_gives_it(ex, tmp_path):
     [r] = run_within(ex, [Program(CHILD_STATUSES)], timeout=30)
     assert r.status is Status.PASSED, r.feedback
     script = run_as_script(CHILD_STATUSES, tmp_path)
-    assert r.stdout == script.stdout == "[1, 3, 1, 0, 3, 0]\n", (r.stdout, script.stdout)
+    assert r.stdout == script.stdout == "[1, 3, 1, 0, 3, 0, 7]\n", (r.stdout, script.stdout)
 
 
 # Every way to set an extended attribute on the directories cleaning keeps; setxattrat (463 on

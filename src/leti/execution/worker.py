@@ -541,15 +541,15 @@ def _child_status(failure):
     always 0, so a program waiting for its children saw a crashed one succeed."""
     if failure is None:
         return 0
-    if type(failure) is SystemExit or issubclass(type(failure), SystemExit):
-        try:
-            code = failure.code
-        except BaseException:
+    try:  # the program's objects: its int subclass's operators are not called (C reads the value)
+        if not issubclass(type(failure), SystemExit):
             return 1
+        code = failure.code
         if code is None:
             return 0
-        return code & 0xFF if isinstance(code, int) else 1
-    return 1
+        return int.__and__(code, 0xFF) if issubclass(type(code), int) else 1
+    except BaseException:
+        return 1
 
 
 UNNAMED_RECORD = b'{"kind": "exception", "type": "<unnamed exception>", "message": "", "frames": []}'
