@@ -112,7 +112,7 @@ def test_an_interpreter_the_sandbox_cannot_start_is_its_own_cause(monkeypatch, t
     exe_dir = os.path.realpath(os.path.dirname(sys.executable))
     bound = sandbox._python_dirs()
     monkeypatch.setattr(sandbox, "_python_dirs", lambda: [d for d in bound if not (exe_dir + os.sep).startswith(d + os.sep)])
-    monkeypatch.setattr(sandbox, "_link_dirs", lambda: [])  # nor the folders of its links (the venv's bin/)
+    monkeypatch.setattr(sandbox, "_links", lambda: [])  # nor its links made again (the venv's bin/python)
     _clear_probe_cache()
     try:
         with pytest.raises(sandbox.SandboxUnavailable) as e:
@@ -141,29 +141,60 @@ def test_a_venv_reached_through_a_symlinked_folder(layout, tmp_path):
     assert json.loads(out.read_text())["passed"]
 
 
-def test_an_interpreter_linked_through_a_folder_outside_the_venv(tmp_path):
-    """A venv made from another venv: on Python 3.10 its bin/python links to that venv's
-    bin/python, which links to the base interpreter. The kernel follows each link inside the
-    sandbox, so the folder of every link on the way must be there; here the middle one (b/bin)
-    lies in the test's /tmp, which the sandbox replaces with a tmpfs. Before the fix:
-    `bwrap: execvp .../a/bin/python: No such file or directory`. Links relative and absolute."""
-    venv, middle = tmp_path / "a", tmp_path / "b" / "bin"
+def _linked_venv(tmp_path: Path, link_to: str) -> Path:
+    """A venv in tmp_path/a whose bin/python is a link to `link_to` (a path relative to a/bin, or
+    absolute) instead of the base interpreter, with leti importable."""
+    venv = tmp_path / "a"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     packages = next(venv.glob("lib/python*/site-packages"))
     dirs = [*site.getsitepackages(), os.path.dirname(os.path.dirname(leti.__file__))]
     (packages / "leti_tests.pth").write_text("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
-    base = os.path.realpath(venv / "bin" / "python")  # the base interpreter's file
+    (venv / "bin" / "python").unlink()
+    (venv / "bin" / "python").symlink_to(link_to)
+    return venv
+
+
+def _exec_with(venv: Path, tmp_path: Path, tests: str, env: dict[str, str] | None = None) -> dict:
+    """`leti exec` of one program (with `tests`) run by the venv's interpreter, from a folder of its own."""
+    (tmp_path / "elsewhere").mkdir()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"program": "import decimal, os, sys\n", "tests": tests}) + "\n")
+    proc = subprocess.run([str(venv / "bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1",
+                           "--timeout", "20"], cwd=tmp_path / "elsewhere", capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_an_interpreter_linked_through_a_folder_outside_the_venv(tmp_path):
+    """A venv made from another venv: on Python 3.10 its bin/python links to that venv's
+    bin/python, which links to the base interpreter. The kernel follows each link inside the
+    sandbox, so every link on the way must be there; here the middle ones (b/bin) lie in the
+    test's /tmp, which the sandbox replaces with a tmpfs. Before the fix:
+    `bwrap: execvp .../a/bin/python: No such file or directory`. Links relative and absolute.
+    Only the links are made again: the rest of their folder stays out of the sandbox."""
+    base = os.path.realpath(sys.executable)  # the base interpreter's file
+    middle = tmp_path / "b" / "bin"
     middle.mkdir(parents=True)
     (middle / "python3").symlink_to(base)
     (middle / "python").symlink_to("python3")
-    (venv / "bin" / "python").unlink()
-    (venv / "bin" / "python").symlink_to("../../b/bin/python")
-    (tmp_path / "elsewhere").mkdir()
-    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    tests = f"assert sys.prefix == {str(venv)!r}, sys.prefix\nassert str(decimal.Decimal('1.5')) == '1.5'\n"
-    inp.write_text(json.dumps({"program": "import decimal, sys\n", "tests": tests}) + "\n")
-    proc = subprocess.run([str(venv / "bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1",
-                           "--timeout", "20"], cwd=tmp_path / "elsewhere", capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(out.read_text())
+    (middle / "secret.txt").write_text("x")
+    venv = _linked_venv(tmp_path, "../../b/bin/python")
+    tests = (f"assert sys.prefix == {str(venv)!r}, sys.prefix\nassert str(decimal.Decimal('1.5')) == '1.5'\n"
+             f"assert not os.path.exists({str(middle / 'secret.txt')!r})\n")
+    result = _exec_with(venv, tmp_path, tests)
+    assert result["passed"], result["feedback"]
+
+
+def test_a_link_in_home_does_not_bring_home_into_the_sandbox(tmp_path):
+    """The interpreter reached through a link in the caller's home (~/py -> the base interpreter):
+    binding the link's folder to start it showed programs the whole home (ssh keys, tokens)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("TOPSECRET")
+    (home / "py").symlink_to(os.path.realpath(sys.executable))
+    venv = _linked_venv(tmp_path, str(home / "py"))
+    tests = (f"assert sys.prefix == {str(venv)!r}, sys.prefix\n"
+             f"assert not os.path.exists({str(home / '.ssh' / 'id_rsa')!r})\n")
+    result = _exec_with(venv, tmp_path, tests, env={"HOME": str(home)})
     assert result["passed"], result["feedback"]

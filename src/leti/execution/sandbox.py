@@ -127,19 +127,20 @@ def _executable() -> str:
     return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
 
 
-def _link_dirs() -> list[str]:
-    """The folders of the links the kernel follows from the interpreter's path to the real file,
-    one link at a time (a venv made from another venv: on Python 3.10 its bin/python links to
-    that venv's bin/python, which links to the base interpreter). Each must be in the sandbox,
-    or starting the interpreter fails there with ENOENT. Both the folder as the link names it
-    (the path the kernel walks) and its real path are listed."""
-    path, seen, dirs = _executable(), set(), []
+def _links() -> list[tuple[str, str]]:
+    """(path, what it holds) of each link the kernel follows from the interpreter's path to the
+    real file, one link at a time (a venv made from another venv: on Python 3.10 its bin/python
+    links to that venv's bin/python, which links to the base interpreter). A link the sandbox
+    does not show is made again inside it (bwrap_command): binding its folder instead exposed
+    whatever else that folder holds (a link in $HOME bound the caller's ssh keys; one in /tmp,
+    the host's /tmp)."""
+    path, seen, links = _executable(), set(), []
     while os.path.islink(path) and path not in seen and len(seen) < 40:  # a loop: ELOOP anyway
         seen.add(path)
-        path = os.path.abspath(os.path.join(os.path.dirname(path), os.readlink(path)))
-        folder = os.path.dirname(path)
-        dirs += [folder, os.path.realpath(folder)]
-    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+        target = os.readlink(path)
+        links.append((path, target))
+        path = os.path.abspath(os.path.join(os.path.dirname(path), target))
+    return links
 
 
 def _outermost(paths) -> list[str]:
@@ -174,7 +175,7 @@ def _interpreter_parts() -> list[str]:
     """What the interpreter reads inside its prefix: enough to start it and import the stdlib and
     site-packages from a prefix whose other contents are hidden."""
     exe_dir = os.path.dirname(os.path.abspath(sys.executable))  # a venv's bin/, not its target's
-    parts = {*_content_dirs(), exe_dir, os.path.dirname(os.path.realpath(sys.executable)), *_link_dirs()}
+    parts = {*_content_dirs(), exe_dir, os.path.dirname(os.path.realpath(sys.executable))}
     parts.update(os.path.join(d, "pyvenv.cfg") for d in (exe_dir, os.path.dirname(exe_dir)))
     libdir = sysconfig.get_config_var("LIBDIR")  # libpython of a shared build
     if libdir:
@@ -254,16 +255,8 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
             cmd += ["--ro-bind", d, d]
     for name in _ETC_FILES:
         cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    bound = [*(os.path.realpath(d) for d in _SYSTEM_DIRS), *_python_dirs()]
     for d in _python_dirs():
         if not d.startswith(("/usr/", "/bin/", "/lib")):
-            cmd += ["--ro-bind", d, d]
-    # The folders of the links from the interpreter's path to its file that lie outside those
-    # (a venv made from another venv, on Python 3.10), as named and by real path: only the folder
-    # each link is in, not the installation around it. One inside a folder hidden below is bound
-    # back there, as one of the interpreter's parts.
-    for d in _link_dirs():
-        if not any(_inside(d, b) for b in bound):
             cmd += ["--ro-bind", d, d]
     # After the binds that hold them (bwrap mounts in order): an empty folder over the caller's
     # cwd / home inside the Python installation, then the interpreter's own parts back in it.
@@ -272,6 +265,12 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
         cmd += ["--tmpfs", d]
         for part in parts:
             cmd += ["--ro-bind", part, part]
+    # The links from the interpreter's path to its file that the mounts above do not show, made
+    # again (bwrap creates the folders on their way, in the sandbox's own root or tmpfs).
+    bound = [*(os.path.realpath(d) for d in _SYSTEM_DIRS), *_python_dirs()]
+    for link, target in _links():
+        if not _shown(link, bound, private):
+            cmd += ["--symlink", target, link]
     for d in _hidden_dirs():  # an empty, read-only folder in its place
         cmd += ["--tmpfs", d, "--remount-ro", d]
     # Last, once every mount point exists: nothing outside /tmp and /dev/shm stays writable, so
@@ -282,6 +281,15 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
     for key, value in worker_env().items():
         cmd += ["--setenv", key, value]
     return cmd + python_command()
+
+
+def _shown(path: str, bound: list[str], private: list[tuple[str, list[str]]]) -> bool:
+    """Whether the sandbox shows the host's `path` (as named): inside a bound folder, and not in
+    a private one's emptied space."""
+    path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))  # as bound: real folders
+    if not any(_inside(path, b) for b in bound):
+        return False
+    return not any(_inside(path, d) and not any(_inside(path, p) for p in parts) for d, parts in private)
 
 
 def _bwrap_supports(bwrap: str, option: str) -> bool:
