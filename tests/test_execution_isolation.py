@@ -60,8 +60,13 @@ def crash():
 class Code(int):
     def __and__(self, other):
         raise RuntimeError("not called by python either")
+def interrupted():
+    raise KeyboardInterrupt
+def printing():
+    print("from a child", end=" ")
+    sys.exit(2)
 ENDS = [crash, lambda: sys.exit(3), lambda: sys.exit("msg"), lambda: sys.exit(None), lambda: sys.exit(259),
-        lambda: None, lambda: sys.exit(Code(7))]
+        lambda: None, lambda: sys.exit(Code(7)), lambda: sys.exit(2 ** 70), interrupted, printing]
 statuses = []
 for end in ENDS:
     if os.fork() == 0:
@@ -79,7 +84,7 @@ def test_a_forked_child_exits_with_the_status_python_gives_it(ex, tmp_path):
     [r] = run_within(ex, [Program(CHILD_STATUSES)], timeout=30)
     assert r.status is Status.PASSED, r.feedback
     script = run_as_script(CHILD_STATUSES, tmp_path)
-    assert r.stdout == script.stdout == "[1, 3, 1, 0, 3, 0, 7]\n", (r.stdout, script.stdout)
+    assert r.stdout == script.stdout == "from a child [1, 3, 1, 0, 3, 0, 7, 255, -2, 2]\n", (r.stdout, script.stdout)
 
 
 # Every way to set an extended attribute on the directories cleaning keeps; setxattrat (463 on

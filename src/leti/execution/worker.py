@@ -519,7 +519,7 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
     # reporting walked the handled exception's whole __context__ chain, which made reporting a
     # 20000-long chain 6-10x slower than the program that raised it.
     if getpid() != me:  # a process the program forked fell through to here: only the program reports
-        exit_(_child_status(failure))
+        _end_child(failure, exit_)
     if failure is not None:
         data = _report(failure, source, captured, describe, encode, kind)
     try:
@@ -535,19 +535,42 @@ def run_program(source, result_fd, rich=False, spare_fd=None, module_name="__mai
     exit_(0)
 
 
+def _end_child(failure, exit_):
+    """End a process the program forked as `python main.py` ends it after `failure` (None: it
+    ran to the end): its buffered output written, SystemExit's code as the status (1 for an
+    uncaught exception), and an uncaught KeyboardInterrupt by SIGINT. It was always 0, so a
+    program waiting for its children saw a crashed one succeed. The child runs the program's
+    code anyway: what it replaced (sys.stdout, os.kill) only ends its own process."""
+    for stream in ("stdout", "stderr"):
+        try:
+            getattr(sys, stream).flush()
+        except BaseException:
+            pass
+    if failure is not None and issubclass(type(failure), KeyboardInterrupt):
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            pass
+        exit_(128 + signal.SIGINT)  # SIGINT blocked: the status a shell gives the same end
+    exit_(_child_status(failure))
+
+
 def _child_status(failure):
-    """The exit status `python main.py` gives a process the program forked that ended with
-    `failure` (None: it ran to the end): SystemExit's code, 1 for an uncaught exception. It was
-    always 0, so a program waiting for its children saw a crashed one succeed."""
+    """The exit status of `failure` (see _end_child), read without calling the program's
+    operators (C reads an int subclass's value too); any surprise gives 1."""
     if failure is None:
         return 0
-    try:  # the program's objects: its int subclass's operators are not called (C reads the value)
+    try:
         if not issubclass(type(failure), SystemExit):
             return 1
         code = failure.code
         if code is None:
             return 0
-        return int.__and__(code, 0xFF) if issubclass(type(code), int) else 1
+        if not issubclass(type(code), int):
+            return 1
+        # past a C long, the interpreter's conversion fails and it exits with -1
+        return int.__and__(code, 0xFF) if int.bit_length(code) < 64 else 0xFF
     except BaseException:
         return 1
 
