@@ -51,7 +51,6 @@ def _ray_state_of_our_own() -> Iterator[None]:
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     yield
     shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
-    shutil.rmtree(_CACHES, ignore_errors=True)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -176,6 +175,13 @@ def wait_for_lines():
         assert proc.poll() is None, "run finished before it could be killed"
 
     return wait
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's cache directory goes with the session, whatever ran (`pytest --co` too)."""
+    import shutil
+
+    shutil.rmtree(_CACHES, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

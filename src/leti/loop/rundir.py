@@ -7,7 +7,7 @@ Layout (k = 0 is the untrained model's baseline evaluation; training iterations 
                                   run` compares it on resume), ending in a digest of the fields a
                                   resume may not change (a hand edit of one is refused)
       run.json                    {"mode": "leti" | "sft", "created": ISO time, "id": the run's
-                                  random id (its wandb run id; it moves with the folder), "config_sealed":
+                                  random id (its wandb run id; it moves with the folder, and a copy shares it), "config_sealed":
                                   true (config.yaml ends in its digest line), "problems_sha256":
                                   digest of the train and eval problems, "model_files": a digest
                                   per file of a local model directory (loop.checks.model_digest;
