@@ -104,11 +104,13 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model_path, share
     assert not (base[name] == tuned[name]).all()
     metrics = [json.loads(x) for x in (multi / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1]
-    # The base model's loss on the held-out pretraining files, measured over 2 ranks: 73 blocks in
-    # 19 batches, so one rank runs a batch more, which the other repeats without counting it.
+    # The base model's loss on the held-out pretraining files, measured over 2 ranks: an odd number
+    # of batches of 4 (73 blocks in 19 on Python 3.11, 49 in 13 on 3.12: the corpus is the running
+    # interpreter's stdlib), so one rank runs a batch more, which the other repeats without counting it.
     alone_metrics = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["pretrain_heldout_loss"] == pytest.approx(alone_metrics[0]["pretrain_heldout_loss"], rel=1e-6)
-    assert two["pretrain_heldout_blocks"] == 73
+    blocks = one["pretrain_heldout_blocks"]
+    assert two["pretrain_heldout_blocks"] == blocks and -(-blocks // 4) % 2 == 1, blocks
 
     again = _torchrun(["run", CONFIG, "--run-dir", str(multi), *common])
     assert again.returncode == 0 and "already finished" in again.stdout
