@@ -21,19 +21,36 @@ from leti.execution import sandbox
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 
 
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory) -> Path:
-    """BASE/home/.venv: a fresh venv (the user's ~/.venv) that runs this checkout's leti and holds
-    a module of its own in its site-packages; BASE/elsewhere: an unrelated folder."""
-    base = tmp_path_factory.mktemp("layout")
-    venv = base / "home" / ".venv"
+def _venv_running_leti(venv: Path) -> Path:
+    """A fresh venv at `venv` that runs this checkout's leti; its site-packages."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     packages = next(venv.glob("lib/python*/site-packages"))
     # leti and its dependencies from the environment running the tests (absent in the sandbox,
     # where site ignores a folder it cannot list)
     dirs = [*site.getsitepackages(), os.path.dirname(os.path.dirname(leti.__file__))]
     (packages / "leti_tests.pth").write_text("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
-    (packages / "probe_module.py").write_text("VALUE = 42\n")
+    return packages
+
+
+def _leti_exec(python: Path, program: str, tests: str, cwd: Path, tmp_path: Path, home: Path | None = None) -> dict:
+    """The result of `python -m leti exec` of one program (with `tests`), started in `cwd` (with
+    $HOME set to `home`); the command must succeed."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"id": "p", "program": program, "tests": tests}) + "\n")
+    env = {**os.environ, "HOME": str(home)} if home is not None else None
+    proc = subprocess.run([str(python), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1",
+                           "--timeout", "20"], cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory) -> Path:
+    """BASE/home/.venv: a fresh venv (the user's ~/.venv) that runs this checkout's leti and holds
+    a module of its own in its site-packages; BASE/elsewhere: an unrelated folder."""
+    base = tmp_path_factory.mktemp("layout")
+    venv = base / "home" / ".venv"
+    (_venv_running_leti(venv) / "probe_module.py").write_text("VALUE = 42\n")
     (venv / "work").mkdir()
     (base / "elsewhere").mkdir()
     return base
@@ -61,13 +78,7 @@ def test_programs_run_and_cannot_read_the_callers_files(layout, tmp_path, case):
         program = "import decimal, json\nimport probe_module\n"
         tests = (f"assert probe_module.VALUE == 42 and str(decimal.Decimal('1.5')) == '1.5'\n"
                  f"for p in {[str(s) for s in secrets]!r}:\n    assert not os.path.exists(p), p\n")
-        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        inp.write_text(json.dumps({"id": "p", "program": "import os\n" + program, "tests": tests}) + "\n")
-        env = {**os.environ, "HOME": str(home)}
-        proc = subprocess.run([str(layout / "home/.venv/bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out),
-                               "--workers", "1", "--timeout", "20"], cwd=cwd, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        result = json.loads(out.read_text())
+        result = _leti_exec(layout / "home/.venv/bin/python", "import os\n" + program, tests, cwd, tmp_path, home)
         assert result["passed"], result["feedback"]
     finally:
         for s in secrets:
@@ -85,15 +96,10 @@ def test_a_working_directory_under_usr_src_is_hidden(layout, tmp_path):
     app = Path(tempfile.mkdtemp(prefix="leti-test-app-", dir="/usr/src"))
     try:
         (app / ".env").write_text("HF_TOKEN=the user's\n")
-        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
         tests = (f"assert not os.path.exists({str(app / '.env')!r})\n"
                  "assert str(decimal.Decimal('1.5')) == '1.5' and os.path.isdir('/usr/lib')\n")
-        inp.write_text(json.dumps({"id": "p", "program": "import decimal, os\n", "tests": tests}) + "\n")
-        proc = subprocess.run([str(layout / "home/.venv/bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out),
-                               "--workers", "1", "--timeout", "20"], cwd=app, capture_output=True, text=True,
-                              env={**os.environ, "HOME": str(layout / "elsewhere")})
-        assert proc.returncode == 0, proc.stderr
-        result = json.loads(out.read_text())
+        result = _leti_exec(layout / "home/.venv/bin/python", "import decimal, os\n", tests, app, tmp_path,
+                            layout / "elsewhere")
         assert result["passed"], result["feedback"]
     finally:
         shutil.rmtree(app, ignore_errors=True)
@@ -133,37 +139,19 @@ def test_a_venv_reached_through_a_symlinked_folder(layout, tmp_path):
     """sys.executable names the link; the sandbox binds the real folder, and starts it there."""
     link = tmp_path / "link"
     link.symlink_to(layout / "home" / ".venv")
-    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text(json.dumps({"program": "import probe_module\n", "tests": "assert probe_module.VALUE == 42\n"}) + "\n")
-    proc = subprocess.run([str(link / "bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1"],
-                          cwd=layout / "elsewhere", capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(out.read_text())["passed"]
+    result = _leti_exec(link / "bin/python", "import probe_module\n", "assert probe_module.VALUE == 42\n",
+                        layout / "elsewhere", tmp_path)
+    assert result["passed"], result["feedback"]
 
 
 def _linked_venv(tmp_path: Path, link_to: str) -> Path:
-    """A venv in tmp_path/a whose bin/python is a link to `link_to` (a path relative to a/bin, or
-    absolute) instead of the base interpreter, with leti importable."""
+    """A venv in tmp_path/a running leti whose bin/python is a link to `link_to` (a path relative
+    to a/bin, or absolute) instead of the base interpreter."""
     venv = tmp_path / "a"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    packages = next(venv.glob("lib/python*/site-packages"))
-    dirs = [*site.getsitepackages(), os.path.dirname(os.path.dirname(leti.__file__))]
-    (packages / "leti_tests.pth").write_text("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
+    _venv_running_leti(venv)
     (venv / "bin" / "python").unlink()
     (venv / "bin" / "python").symlink_to(link_to)
     return venv
-
-
-def _exec_with(venv: Path, tmp_path: Path, tests: str, env: dict[str, str] | None = None) -> dict:
-    """`leti exec` of one program (with `tests`) run by the venv's interpreter, from a folder of its own."""
-    (tmp_path / "elsewhere").mkdir()
-    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text(json.dumps({"program": "import decimal, os, sys\n", "tests": tests}) + "\n")
-    proc = subprocess.run([str(venv / "bin/python"), "-m", "leti", "exec", str(inp), "-o", str(out), "--workers", "1",
-                           "--timeout", "20"], cwd=tmp_path / "elsewhere", capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(out.read_text())
 
 
 def test_an_interpreter_linked_through_a_folder_outside_the_venv(tmp_path):
@@ -182,7 +170,8 @@ def test_an_interpreter_linked_through_a_folder_outside_the_venv(tmp_path):
     venv = _linked_venv(tmp_path, "../../b/bin/python")
     tests = (f"assert sys.prefix == {str(venv)!r}, sys.prefix\nassert str(decimal.Decimal('1.5')) == '1.5'\n"
              f"assert not os.path.exists({str(middle / 'secret.txt')!r})\n")
-    result = _exec_with(venv, tmp_path, tests)
+    (tmp_path / "elsewhere").mkdir()
+    result = _leti_exec(venv / "bin/python", "import decimal, os, sys\n", tests, tmp_path / "elsewhere", tmp_path)
     assert result["passed"], result["feedback"]
 
 
@@ -196,5 +185,6 @@ def test_a_link_in_home_does_not_bring_home_into_the_sandbox(tmp_path):
     venv = _linked_venv(tmp_path, str(home / "py"))
     tests = (f"assert sys.prefix == {str(venv)!r}, sys.prefix\n"
              f"assert not os.path.exists({str(home / '.ssh' / 'id_rsa')!r})\n")
-    result = _exec_with(venv, tmp_path, tests, env={"HOME": str(home)})
+    (tmp_path / "elsewhere").mkdir()
+    result = _leti_exec(venv / "bin/python", "import decimal, os, sys\n", tests, tmp_path / "elsewhere", tmp_path, home)
     assert result["passed"], result["feedback"]

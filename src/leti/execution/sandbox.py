@@ -255,7 +255,8 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
             cmd += ["--ro-bind", d, d]
     for name in _ETC_FILES:
         cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for d in _python_dirs():
+    python = _python_dirs()
+    for d in python:
         if not d.startswith(("/usr/", "/bin/", "/lib")):
             cmd += ["--ro-bind", d, d]
     # After the binds that hold them (bwrap mounts in order): an empty folder over the caller's
@@ -267,7 +268,7 @@ def bwrap_command(bwrap: str, tmpfs_mb: int | None = None) -> list[str]:
             cmd += ["--ro-bind", part, part]
     # The links from the interpreter's path to its file that the mounts above do not show, made
     # again (bwrap creates the folders on their way, in the sandbox's own root or tmpfs).
-    bound = [*(os.path.realpath(d) for d in _SYSTEM_DIRS), *_python_dirs()]
+    bound = [*(os.path.realpath(d) for d in _SYSTEM_DIRS), *python]
     for link, target in _links():
         if not _shown(link, bound, private):
             cmd += ["--symlink", target, link]
