@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from leti.config import RunConfig, load_yaml_text, terminal_progress
+from leti.config import EvalSection, RunConfig, load_yaml_text, terminal_progress
 from leti.errors import LetiError, plural
 from leti.execution.ray_pool import make_executor
 from leti.loop.checks import (
@@ -144,6 +144,32 @@ def _problems(cfg: RunConfig, mode: Mode) -> tuple[Task, list, list]:
     return task, train_problems, eval_problems
 
 
+def task_protocol_warning(cfg: RunConfig, task: Task) -> str | None:
+    """A warning when the run evaluates a task that has an evaluation protocol of its own
+    (Task.eval_defaults: GENEVA greedy, HumanEval n=256, ...) with every eval.* setting still at
+    the config's defaults, which are MBPP's protocol: its pass@k then differs from what `leti
+    evaluate --task` reports for the same checkpoint. A task that keeps the base class's
+    placeholder (a JSONL task) has no protocol to follow; an eval section the user changed is theirs."""
+    d = task.eval_defaults
+    if d == Task.eval_defaults:
+        return None
+    ev, default = cfg.eval, EvalSection()
+    protocol = ("split", "n", "temperature", "top_p", "max_new_tokens", "ks")
+    if any(getattr(ev, name) != getattr(default, name) for name in protocol):
+        return None
+    theirs = {"split": d.split, "n": d.n, "temperature": d.temperatures[0], "top_p": d.top_p,
+              "max_new_tokens": d.max_new_tokens, "ks": list(d.ks)}
+    differ = [name for name in protocol if theirs[name] != getattr(ev, name)]
+    if not differ:
+        return None
+    flags = " ".join(f"--set eval.{name}={str(theirs[name]).replace(' ', '')}" for name in differ)
+    also = (f" (it samples at temperatures {', '.join(f'{t:g}' for t in d.temperatures)} and scores each)"
+            if len(d.temperatures) > 1 else "")
+    return (f"leti: warning: task '{cfg.task}' has its own evaluation protocol{also}, but eval.* are the defaults "
+            f"(MBPP's): {', '.join(f'eval.{n}={getattr(ev, n)} (task: {theirs[n]})' for n in differ)}, so this run's "
+            f"pass@k will differ from `leti evaluate --task {cfg.task}`'s; to follow the task: {flags}")
+
+
 def _split_problems(cfg: RunConfig, task: Task, field: str, split: str) -> list:
     """The problems of `split`, which config field `field` names; none is an error naming that
     field (a typo in train_split and one in eval.split read alike when it named both)."""
@@ -239,6 +265,7 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                                                      "an iteration trains on n copies of one program per problem; "
                                                      "set sampling.n: 1, or a temperature above 0"))
         warnings.append(switched_off_settings_warning(cfg))
+        warnings.append(task_protocol_warning(cfg, task))
         for warning in filter(None, warnings):
             print(warning, file=sys.stderr)
         if cfg.train_split == cfg.eval.split:
