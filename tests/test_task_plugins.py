@@ -498,3 +498,76 @@ def test_a_task_registered_outside_a_plugin_is_named_by_its_class(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr == ("leti: error: task 'scripted' (class my_tasks.Scripted): my_tasks.Scripted.build_program returned "
                            "NoneType None, not a leti.execution.Program; return Program(program=..., tests=...)\n")
+
+
+# --- a plugin task whose load_problems raises: one line naming the task and the plugin ----------------
+
+RAISING_MODULE = '''
+from leti.tasks import Problem, Task
+
+
+class Fine(Task):
+    description = "a task that loads"
+
+    def load_problems(self):
+        return [Problem(id="p0", prompt="def f(x):\\n", tests="assert f(1) == 1\\n", split="test")]
+
+
+class BadRow(Fine):
+    description = "raises on a bad row"
+
+    def load_problems(self):
+        raise ValueError("bad row 7")
+
+
+class MissingFile(Fine):
+    def load_problems(self):
+        with open("/nonexistent-leti-data/missing.json") as f:
+            return f.read()
+
+
+class GeneratorRaises(Fine):
+    def load_problems(self):
+        yield from super().load_problems()
+        raise KeyError("answer")
+'''
+
+RAISING_CASES = [
+    ("BadRow", "ValueError: bad row 7"),
+    ("MissingFile", "FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent-leti-data/missing.json'"),
+    # a generator's error comes as leti reads it, after load_problems returned
+    ("GeneratorRaises", "KeyError: 'answer'"),
+]
+
+
+@pytest.fixture(scope="module")
+def raising_plugin(tmp_path_factory) -> Path:
+    entry_points = "[leti.tasks]\nfine = my_leti_tasks.raising:Fine\n" + "".join(
+        f"{c.lower()} = my_leti_tasks.raising:{c}\n" for c, _ in RAISING_CASES)
+    return _dist_info(tmp_path_factory.mktemp("raising") / "site", entry_points,
+                      {"my_leti_tasks/__init__.py": "", "my_leti_tasks/raising.py": RAISING_MODULE})
+
+
+def _load_error(cls: str, error: str) -> str:
+    name = cls.lower()
+    return (f"task '{name}' of {_plugin(name, f'my_leti_tasks.raising:{cls}')} could not load its problems ({error}); "
+            "fix or uninstall that package")
+
+
+@pytest.mark.parametrize(("cls", "error"), RAISING_CASES, ids=[c for c, _ in RAISING_CASES])
+def test_a_plugin_task_whose_problems_fail_to_load_is_one_line_naming_it(raising_plugin, tmp_path, cls, error):
+    """Was the plugin's traceback; a missing file's OSError was `leti: error: PATH: No such file or
+    directory`, naming neither the task nor the plugin."""
+    for args in (("tasks", "show", cls.lower()),
+                 ("run", "configs/tiny-cpu.yaml", "--run-dir", str(tmp_path / "run"), "--set", f"task={cls.lower()}")):
+        proc = _leti(raising_plugin, *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr == f"leti: error: {_load_error(cls, error)}\n"
+
+
+def test_tasks_list_lists_every_task_beside_one_whose_problems_fail_to_load(raising_plugin):
+    proc = _leti(raising_plugin, "tasks", "list")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    assert lines["badrow"] == f"{'badrow':<16} raises on a bad row [cannot load: {_load_error('BadRow', 'ValueError: bad row 7')}]"
+    assert lines["fine"].endswith("a task that loads [test 1]") and lines["mbpp"].endswith("]")

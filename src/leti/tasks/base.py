@@ -113,13 +113,13 @@ class Task(ABC):
     def problems(self, split: str | None = None) -> list[Problem]:
         if not hasattr(self, "_problems"):
             # a splits() override that load_problems calls cannot be checked against them yet
-            self._loading_problems = True
-            try:
-                loaded = self.load_problems()
-            finally:
-                self._loading_problems = False
             from leti.tasks import contract
 
+            self._loading_problems = True
+            try:
+                loaded = contract.loaded_problems(self)
+            finally:
+                self._loading_problems = False
             self._problems = contract.checked_problems(self, loaded)
         if split is None:
             return list(self._problems)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from leti.errors import LetiError
+from leti.errors import LetiError, first_line
 from leti.execution.records import ExecutionResult, Program
 from leti.jsonl import is_number
 from leti.tasks.base import EvalDefaults, Problem, Task
@@ -31,6 +31,31 @@ def check_class(cls: type[Task]) -> None:
     if bad is not None:
         attribute, what, fix = bad
         raise LetiError(f"{cls.__module__}.{cls.__qualname__}.{attribute} is {what}; {fix}")
+
+
+def loaded_problems(task: Task) -> object:
+    """What the task's load_problems returns, a generator read into a list (its errors are raised
+    as it is read). An exception from a task that is not leti's own (a plugin's, a script's) is one
+    LetiError naming the task, its plugin and the error: a traceback of the task's own code named
+    neither, and `tasks list` stopped at it. leti's own tasks raise LetiError for bad input; any
+    other exception from them is a bug and keeps its traceback."""
+    fn = type(task).load_problems
+    try:
+        loaded = task.load_problems()
+        if isinstance(loaded, Iterator):
+            loaded = list(loaded)
+    except LetiError:
+        raise
+    except Exception as e:
+        module = getattr(fn, "__module__", None) or ""
+        if module == "leti" or module.startswith("leti."):
+            raise
+        from leti.tasks.plugins import origin  # late: plugins imports this module
+
+        fix = ("fix or uninstall that package" if origin(type(task))
+               else f"fix {module}.{getattr(fn, '__qualname__', 'load_problems')}")
+        raise LetiError(f"{_where(task)} could not load its problems ({first_line(e)}); {fix}") from e
+    return loaded
 
 
 def checked_problems(task: Task, loaded: object) -> list[Problem]:
