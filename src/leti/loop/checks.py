@@ -32,7 +32,7 @@ from leti.config import (
 )
 from leti.errors import LetiError, size_text
 from leti.execution.config import ExecutionConfig
-from leti.loop.paths import PATH_FIELDS
+from leti.loop.paths import PATH_FIELDS, moved_path
 from leti.loop.rundir import RunDir, read_json, write_json_atomic, write_text_atomic
 
 Mode = Literal["leti", "sft"]
@@ -100,7 +100,13 @@ def check_unchanged(rd: RunDir, cfg: RunConfig, mode: Mode = "leti") -> None:
     One difference is named with the --set that undoes it; several, with the config to resume with."""
     refusals: list[tuple[str, str]] = []  # (field, the refusal if it were the only one)
     for key, before, now, existed in config_differences(rd, cfg, mode):
-        if not existed:  # a field added to leti after the run started: fine while it does what the run did
+        moved = moved_path(key, before, now) if existed else None
+        if moved is not None:
+            what = "file" if key == "task" else "directory"
+            refusals.append((key, f"{rd.config_path}: field '{key}' is {now!r}, the {what} {moved} the run started "
+                                  f"with, which no longer exists (moved or deleted); put it back there to resume (a "
+                                  f"run resumes only with the {what} it started with), or use a new --run-dir"))
+        elif not existed:  # a field added to leti after the run started: fine while it does what the run did
             refusals.append((key, f"{rd.config_path}: field '{key}' did not exist when the run started, which ran as "
                                   f"{key}={yaml_value(before)}; resume with --set {_arg(key, before)} or use a new --run-dir"))
         else:

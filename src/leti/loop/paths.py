@@ -41,6 +41,25 @@ def absolute_corpus(corpus: str) -> str:
 PATH_FIELDS = {"model": absolute_model, "task": absolute_task_spec, "trainer.pretrain_corpus": absolute_corpus}
 
 
+def moved_path(key: str, before: object, now: object) -> str | None:
+    """The absolute path a resumed run's field `key` recorded, when `now` is that same path
+    relative to the current directory but nothing is there any more: the directory (or task
+    file) was moved or deleted since the run started. Otherwise None. Only existing paths are
+    made absolute, so such a value reads as another value, and "resume with --set FIELD=PATH"
+    would only lead to PATH's own not-found error."""
+    if key not in PATH_FIELDS or not isinstance(before, str) or not isinstance(now, str):
+        return None
+    if key == "task":  # NAME:PATH, the one-path argument (jsonl:PATH)
+        name_before, _, before = before.partition(":")
+        name_now, _, now = now.partition(":")
+        if name_before != name_now or not now:
+            return None
+    path = os.path.expanduser(now)
+    if os.path.isabs(path) or os.path.exists(path):
+        return None
+    return before if os.path.abspath(path) == before else None
+
+
 def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     """`cfg` with its local paths absolute (see the module's docstring)."""
     trainer = dataclasses.replace(cfg.trainer, pretrain_corpus=absolute_corpus(cfg.trainer.pretrain_corpus))
