@@ -808,6 +808,9 @@ def save_model(
             model.save_pretrained(out, save_embedding_layers=False)
         else:
             model.save_pretrained(out)
+        # save_pretrained writes only the attributes named in init_kwargs, and set_padding's "left"
+        # is set after init: without this, plain transformers loads the checkpoint padding right
+        tokenizer.init_kwargs["padding_side"] = tokenizer.padding_side
         tokenizer.save_pretrained(out)
     except (OSError, RuntimeError, SafetensorError) as e:
         if (err := save_error(e, out)) is None:
