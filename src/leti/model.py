@@ -695,22 +695,94 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     in front (a Llama-style BOS) is kept, an end-of-text token it appends (add_eos_token=True, as
     some Llama/Mistral tokenizers are saved) is dropped: a prompt ending in EOS asks the model to
     write after the end of a document, and a training text ends in EOS only when the text itself
-    does (training_text.append_eos)."""
+    does (training_text.append_eos). Of the special-token strings spelled out in the text, only
+    LeTI's markers (and that final end-of-text) become control tokens (spelled_as_text)."""
     ids = list(tokenizer(text, verbose=False).input_ids)
+    spelled = spelled_specials(tokenizer, text)
     eos = tokenizer.eos_token_id
-    if eos is None or not ids or ids[-1] != eos:
+    if not spelled and (eos is None or not ids or ids[-1] != eos):
         return ids
     if tokenizer.num_special_tokens_to_add() == 0:
-        # The tokenizer adds nothing (GPT-2, CodeGen, Qwen): this EOS is the text's own (a
+        # The tokenizer adds nothing (GPT-2, CodeGen, Qwen): a final EOS is the text's own (a
         # training text with training_text.append_eos), so tokenizing it again would find ids.
-        return ids
+        return spelled_as_text(tokenizer, ids, spelled, text)
     plain = list(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
     # ids = what the tokenizer adds in front + plain + what it appends; find where plain ends.
     for start in range(len(ids) - len(plain) + 1):
         if plain and ids[start : start + len(plain)] == plain:
             end = start + len(plain)
-            return ids[:end] + [t for t in ids[end:] if t != eos]
+            return ids[:start] + spelled_as_text(tokenizer, plain, spelled, text) + [t for t in ids[end:] if t != eos]
     return ids
+
+
+def spelled_specials(tokenizer: PreTrainedTokenizerBase, text: str, specials: Sequence[str] | None = None) -> dict[int, str]:
+    """{id: string} of the tokenizer's own special tokens (BOS, EOS, UNK, chat or fill-in-the-
+    middle tokens; not LeTI's markers) whose string `text` spells out. Empty for nearly every text.
+    `specials`: own_specials(tokenizer), when the caller has it already."""
+    found = [s for s in (own_specials(tokenizer) if specials is None else specials) if s in text]
+    return {tokenizer.convert_tokens_to_ids(s): s for s in found}
+
+
+def own_specials(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The strings of the tokenizer's own special tokens, LeTI's markers left out."""
+    return [s for s in tokenizer.all_special_tokens if s and s not in SPECIAL_TOKENS]
+
+
+def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Token ids of each pretraining document, nothing added, every special-token string in it
+    read as text (spelled_as_text): a source file quoting "</s>" is code, not an end of document."""
+    specials = own_specials(tokenizer)
+    batch = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    return [spelled_as_text(tokenizer, list(ids), spelled, text, keep_final_eos=False)
+            if (spelled := spelled_specials(tokenizer, text, specials)) else ids for ids, text in zip(batch, texts, strict=True)]
+
+
+def spelled_as_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], spelled: dict[int, str], text: str,
+                    keep_final_eos: bool = True) -> list[int]:
+    """`ids` (the tokenizer's own reading of `text`, nothing added) with the special tokens that
+    the text spelled out read as ordinary text. A task's prompt holding "<s>" (an HTML tag; Llama's
+    BOS), a program printing "<|endoftext|>", or a corpus file quoting either, otherwise put a BOS
+    or EOS in the middle of a prompt or training text. An EOS that ends the text stays (with
+    `keep_final_eos`): it is training_text.append_eos's.
+
+    Each stretch between LeTI's markers that spells one is tokenized again, alone, with
+    split_special_tokens=True (not the whole text: that reads the markers as text too). A stretch
+    that the tokenizer reads otherwise alone than after a marker (Metaspace's prepend_scheme
+    'first': Llama 2, Mistral) keeps its ids, and only each spelled token is replaced by its
+    string's ids."""
+    if not spelled:
+        return ids
+    eos = tokenizer.eos_token
+    final_eos = keep_final_eos and eos is not None and text.endswith(eos) and ids[-1:] == [tokenizer.eos_token_id]
+    if final_eos:
+        ids, text = ids[:-1], text[: -len(eos)]
+    markers = {tokenizer.convert_tokens_to_ids(m) for m in SPECIAL_TOKENS}
+    stretches: list[list[int]] = [[]]
+    for t in ids:
+        if t in markers:
+            stretches.append([])
+        else:
+            stretches[-1].append(t)
+    texts = re.split("|".join(re.escape(m) for m in SPECIAL_TOKENS), text)
+    if len(texts) != len(stretches):  # cannot happen with markers added as special tokens; stay exact-by-token
+        texts = [text] * len(stretches)
+    out: list[int] = []
+    marker_ids = iter(t for t in ids if t in markers)
+    for i, (part, part_ids) in enumerate(zip(texts, stretches, strict=True)):
+        if i:
+            out.append(next(marker_ids))
+        if not any(s in part for s in spelled.values()):
+            out += part_ids
+        elif _encode(tokenizer, part, split=False) == part_ids:
+            out += _encode(tokenizer, part, split=True)
+        else:
+            for t in part_ids:
+                out += _encode(tokenizer, spelled[t], split=True) if t in spelled else [t]
+    return out + [tokenizer.eos_token_id] * final_eos
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, split: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split, verbose=False).input_ids)
 
 
 def end_token_ids(generation_config, tokenizer: PreTrainedTokenizerBase) -> set[int]:

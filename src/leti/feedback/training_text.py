@@ -20,7 +20,10 @@ Separators, decided here once:
   '<|/lang_feedback|>', or a traceback quoting that line) gets a zero-width space after its `<|`:
   tokenized as it stands, each copy became the marker's own token, closing the span early or
   putting a reward token inside code. The sampler never draws the markers' tokens, so this
-  touches only text the model spelled out character by character.
+  touches only text the model spelled out character by character. The tokenizer's own special
+  tokens spelled out anywhere (a prompt's "<s>" tag, a printed "<|endoftext|>", the stop hint's
+  end-of-text string) are read as text where the text is tokenized (leti.model.spelled_as_text);
+  only the EOS of append_eos, which ends the text, is the token.
 
 With `stop_hint` (the authors' post-processing ablation) a sample the loop cut at the stop
 sequences after sampling gets the authors' sentence about the cut-off code as the last line of its

@@ -43,8 +43,9 @@ from tqdm import tqdm
 
 from leti.cache import cache_root
 from leti.errors import LetiError
+from leti.model import encode_documents
 
-FORMAT_VERSION = 2  # part of every key: a change of layout or of what is stored never reads old entries (2: offsets.bin)
+FORMAT_VERSION = 3  # part of every key: a change of layout or of what is stored never reads old entries (2: offsets.bin, 3: special-token strings read as text)
 _DTYPES = {"uint16": np.dtype("<u2"), "int32": np.dtype("<i4")}
 _OFFSET = np.dtype("<i8")
 _CHUNK = 64  # documents tokenized per call: fast tokenizers encode a batch on all cores
@@ -227,7 +228,7 @@ def _tokenized(texts: Iterator[str], tokenizer, eos: int | None, dtype: np.dtype
     while chunk := list(islice(texts, _CHUNK)):
         flat: list[int] = []
         lengths = []
-        for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
+        for ids in encode_documents(tokenizer, chunk):
             flat.extend(ids)
             if eos is not None:
                 flat.append(eos)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from leti.errors import LetiError, first_line, plural
-from leti.model import encode_prompt
+from leti.model import encode_documents, encode_prompt
 from leti.training import corpus_cache
 from leti.training.batching import Blank
 
@@ -252,7 +252,7 @@ def pack_blocks(texts: Iterator[str], tokenizer, block_size: int, stats: Packing
     eos = _separator_id(tokenizer, separator)
     buf: list[int] = []
     for text in texts:
-        buf.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        buf.extend(encode_documents(tokenizer, [text])[0])
         if eos is not None:
             buf.append(eos)
         start = 0  # cut blocks off the front by index: slicing the rest per block is quadratic
