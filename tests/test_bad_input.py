@@ -701,3 +701,20 @@ def test_leti_run_asks_the_hub_for_a_model_it_does_not_have_once(tmp_path, add_t
     # two 503s, then "no such repository": nothing asked after that
     assert sum("/resolve/" in r for r in seen) == 3, seen
     assert not (tmp_path / "run" / "iterations").exists()
+
+
+def test_a_relative_corpus_path_that_reads_as_a_hub_id_is_also_named_as_a_path(config, tmp_path, capsys, monkeypatch,
+                                                                                 hub_offline):
+    """'runs/corpus' is a valid hub id (org/name): the hub is asked, and its error alone did not
+    say that the directory the user meant does not exist."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    args = ["run", str(config), "--run-dir", str(tmp_path / "run"), "--set", "trainer.pretrain_mix_ratio=1",
+            "--set", "trainer.pretrain_corpus=runs/corpus"]
+    assert main(args) == 2
+    err = one_error_line(capsys)
+    assert err.startswith("leti: error: trainer.pretrain_corpus: cannot load dataset 'runs/corpus'")
+    assert f"; no directory {tmp_path / 'runs' / 'corpus'} exists either" in err
+    (tmp_path / "runs").rmdir()  # no local directory 'runs': a hub id, and nothing is said of paths
+    assert main(args) == 2
+    assert "exists either" not in one_error_line(capsys)

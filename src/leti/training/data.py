@@ -210,8 +210,13 @@ def _iter_hf_dataset(name: str, max_files: int, data_dir: str | None, text_field
         # streaming: only the files actually used are downloaded
         ds = datasets.load_dataset(name, data_dir=data_dir, split="train", streaming=True)
     except Exception as e:
+        # 'runs/corpus' reads as a hub id (org/name) when no such directory exists; a first part
+        # that is a local directory says the user meant a path
+        head = name.split("/", 1)[0]
+        local = (f"; no directory {os.path.abspath(name)} exists either (a local corpus must be a directory of .py files)"
+                 if "/" in name and head and os.path.isdir(head) else "")
         raise LetiError(
-            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({first_line(e)}); offline, set "
+            f"trainer.pretrain_corpus: cannot load dataset '{name}' ({first_line(e)}){local}; offline, set "
             "trainer.pretrain_corpus: stdlib (or a directory of .py files); online, check the name, the "
             "network and, for a gated dataset, its terms and `hf auth login`"
         ) from e
