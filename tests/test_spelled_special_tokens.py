@@ -12,7 +12,14 @@ import pytest
 from tokenizers import pre_tokenizers
 
 from leti.execution.records import ExecutionResult, Status
-from leti.feedback.training_text import BAD, FEEDBACK_CLOSE, FEEDBACK_OPEN, GOOD, TrainingTextConfig, build_training_text
+from leti.feedback.training_text import (
+    BAD,
+    FEEDBACK_CLOSE,
+    FEEDBACK_OPEN,
+    GOOD,
+    TrainingTextConfig,
+    build_training_text,
+)
 from leti.model import _add_tokens, encode_prompt
 from leti.testing import make_tiny_tokenizer
 from leti.training.data import PackingStats, pretrain_batches, tokenize_texts
