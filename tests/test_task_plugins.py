@@ -530,6 +530,11 @@ class GeneratorRaises(Fine):
     def load_problems(self):
         yield from super().load_problems()
         raise KeyError("answer")
+
+
+class BrokenInit(Fine):
+    def __init__(self):
+        raise RuntimeError("LETI_DATA is not set")
 '''
 
 RAISING_CASES = [
@@ -542,7 +547,7 @@ RAISING_CASES = [
 
 @pytest.fixture(scope="module")
 def raising_plugin(tmp_path_factory) -> Path:
-    entry_points = "[leti.tasks]\nfine = my_leti_tasks.raising:Fine\n" + "".join(
+    entry_points = "[leti.tasks]\nfine = my_leti_tasks.raising:Fine\nbrokeninit = my_leti_tasks.raising:BrokenInit\n" + "".join(
         f"{c.lower()} = my_leti_tasks.raising:{c}\n" for c, _ in RAISING_CASES)
     return _dist_info(tmp_path_factory.mktemp("raising") / "site", entry_points,
                       {"my_leti_tasks/__init__.py": "", "my_leti_tasks/raising.py": RAISING_MODULE})
@@ -571,3 +576,17 @@ def test_tasks_list_lists_every_task_beside_one_whose_problems_fail_to_load(rais
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
     assert lines["badrow"] == f"{'badrow':<16} raises on a bad row [cannot load: {_load_error('BadRow', 'ValueError: bad row 7')}]"
     assert lines["fine"].endswith("a task that loads [test 1]") and lines["mbpp"].endswith("]")
+
+
+def test_a_plugin_task_whose_constructor_raises_is_one_line_naming_it(raising_plugin, tmp_path):
+    """Was the constructor's traceback (tasks show, run) and `tasks list` stopped at it."""
+    error = (f"task 'brokeninit' of {_plugin('brokeninit', 'my_leti_tasks.raising:BrokenInit')} could not be created "
+             "(RuntimeError: LETI_DATA is not set); fix or uninstall that package")
+    for args in (("tasks", "show", "brokeninit"),
+                 ("run", "configs/tiny-cpu.yaml", "--run-dir", str(tmp_path / "run"), "--set", "task=brokeninit")):
+        proc = _leti(raising_plugin, *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr == f"leti: error: {error}\n"
+    proc = _leti(raising_plugin, "tasks", "list")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"[cannot load: {error}]" in proc.stdout and "\nfine " in proc.stdout

@@ -10,9 +10,9 @@ import importlib
 import inspect
 from collections.abc import Callable
 
-from leti.errors import LetiError
+from leti.errors import LetiError, first_line
 from leti.tasks.base import Task
-from leti.tasks.plugins import load_plugins
+from leti.tasks.plugins import load_plugins, origin
 
 # Modules that define tasks; imported on first lookup so that `import leti.tasks` stays cheap.
 _TASK_MODULES = (
@@ -95,10 +95,29 @@ def get_task(spec: str) -> Task:
             raise LetiError(f"task spec {spec!r} has an empty argument after ':'; write e.g. jsonl:PATH")
         if not takes_arg:
             raise LetiError(f"task spec {spec!r}: task {name!r} takes no argument; write {name}")
-        return cls(arg)  # type: ignore[call-arg]
+        return _built(cls, name, (arg,))
     if takes_arg is _REQUIRED:
         raise LetiError(f"task {name!r} needs an argument: write {name}:ARG, e.g. {_EXAMPLES.get(name, name + ':ARG')}")
-    return cls()
+    return _built(cls, name, ())
+
+
+def _built(cls: type[Task], name: str, args: tuple[str, ...]) -> Task:
+    """cls(*args). An exception from a constructor that is not leti's own (a plugin's, a script's)
+    is one LetiError naming the task, its plugin and the error, as one from its load_problems is
+    (contract.loaded_problems); leti's own tasks raise LetiError for bad input, and any other
+    exception from them is a bug that keeps its traceback."""
+    try:
+        return cls(*args)
+    except LetiError:
+        raise
+    except Exception as e:
+        module = cls.__module__ or ""
+        if module == "leti" or module.startswith("leti."):
+            raise
+        found = origin(cls)
+        where = f"task {name!r} of {found}" if found else f"task {name!r} (class {module}.{cls.__qualname__})"
+        fix = "fix or uninstall that package" if found else f"fix {module}.{cls.__qualname__}.__init__"
+        raise LetiError(f"{where} could not be created ({first_line(e)}); {fix}") from e
 
 
 _REQUIRED = "required"
