@@ -38,7 +38,10 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
             continue
         where = f"{path}:{lineno}"
         try:
-            value = json.loads(line, object_pairs_hook=_no_repeated_keys)
+            value = json.loads(line, object_pairs_hook=_no_repeated_keys, parse_constant=_no_constant)
+        except _NonFinite as e:
+            raise LetiError(f"{where}: {e.constant} is not valid JSON (Python writes it; jq and JavaScript "
+                            f"refuse it); write null or a finite number") from None
         except json.JSONDecodeError as e:
             raise LetiError(f"{where}: not valid JSON ({json_error_reason(e, line=False)}); one {item} per line") from None
         except _RepeatedKey as e:
@@ -48,6 +51,17 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
         if _deeper_than(value, MAX_DEPTH):
             raise _too_deep(where)
         yield where, lineno, value
+
+
+class _NonFinite(Exception):
+    def __init__(self, constant: str) -> None:
+        self.constant = constant
+
+
+def _no_constant(constant: str) -> Any:
+    """NaN, Infinity and -Infinity: json.loads reads them, but they are no JSON, and a line holding
+    one was written back out as such (`leti exec`'s output), for other tools to choke on."""
+    raise _NonFinite(constant)
 
 
 # json.loads reads some 1000 levels, and a value it read a little under that raised RecursionError
