@@ -411,3 +411,18 @@ def test_a_dotted_name_in_yaml_says_to_nest_it(text, message, tmp_path):
     with pytest.raises(LetiError) as e:
         load_config(path)
     assert str(e.value) == f"{path}: {message}"
+
+
+def test_a_string_yaml_reads_as_a_mapping_or_list_gets_the_quoting_hint(tmp_path):
+    # `: ` makes YAML read a path as a mapping, [..] as a list: the hint quotes the text as written
+    with pytest.raises(LetiError) as e:
+        load_config(None, ["task=jsonl:a: b.jsonl"])
+    assert str(e.value) == ("--set task=jsonl:a: b.jsonl: field 'task' = jsonl:a: b.jsonl must be str, and YAML reads "
+                            "it unquoted as a mapping ({'jsonl:a': 'b.jsonl'}); quote it: task: 'jsonl:a: b.jsonl' "
+                            "(with --set: \"task='jsonl:a: b.jsonl'\")")
+    path = tmp_path / "c.yaml"
+    path.write_text("eval:\n  split: [a, b]\n")
+    with pytest.raises(LetiError, match=r"field 'eval.split' = \[a, b\] must be str, and YAML reads it unquoted as "
+                                        r"a list \(\['a', 'b'\]\); quote it: split: '\[a, b\]'"):
+        load_config(path, [])
+    assert load_config(None, ["task='jsonl:a: b.jsonl'"]).task == "jsonl:a: b.jsonl"  # the fix works

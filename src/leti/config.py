@@ -348,7 +348,15 @@ def _written(sources: typing.Sequence[tuple[str, yaml.Node | None]]) -> typing.C
                     node = node.value[int(part[0])]
                 else:
                     return None
-            return node.value if isinstance(node, yaml.ScalarNode) else None
+            if isinstance(node, yaml.ScalarNode):
+                return node.value
+            # a mapping or list where text was meant (`task=jsonl:a: b.jsonl`): its source text,
+            # if on one line and with no quote of its own to break the '...' the hint puts round it
+            start, end = (node.start_mark, node.end_mark) if node is not None else (None, None)
+            if start is None or not start.buffer or start.line != end.line:
+                return None
+            source = start.buffer[start.index:end.index].strip()
+            return source if source and "'" not in source else None
         return None
 
     return text
@@ -517,9 +525,11 @@ def _coerce(value: Any, tp: Any, where: str, name: str, written: typing.Callable
     if ok is None:
         return value
     if not ok:
-        if tp is str and isinstance(value, (datetime.date, int, float)) and not isinstance(value, bool):
-            # YAML reads an unquoted 2023-01-01 as a date and 350 as a number: the text was meant
-            kind = "a date" if isinstance(value, datetime.date) else "a number"
+        if tp is str and isinstance(value, (datetime.date, int, float, dict, list)) and not isinstance(value, bool):
+            # YAML reads an unquoted 2023-01-01 as a date, 350 as a number, a: b (colon, space)
+            # as a mapping and [a] as a list: the text was meant
+            kind = ("a date" if isinstance(value, datetime.date) else "a mapping" if isinstance(value, dict)
+                    else "a list" if isinstance(value, list) else "a number")
             # The hint quotes the text as written, not the value: YAML 1.1 reads 0123456 as
             # 42798 (octal), 1_000 as 1000, 1:30 as 90 and 1.10 as 1.1.
             text = written(name) if written is not None else None
@@ -581,8 +591,14 @@ RESUMABLE_CHANGES = frozenset({
 def terminal_progress(cfg: RunConfig) -> RunConfig:
     """`progress: true` draws bars on a terminal only: in a log file (nohup, Slurm) every redraw
     is one more carriage-return update, and a message printed while a bar is open starts
-    mid-line. A run directory ignores the change (progress is one of RESUMABLE_CHANGES)."""
-    return dataclasses.replace(cfg, progress=cfg.progress and sys.stderr.isatty())
+    mid-line. There the stages print a plain line every tenth of the way instead (leti.progress):
+    hours of silence in a log could not be told from a hang; `progress: false` keeps them quiet
+    too. A run directory ignores the change (progress is one of RESUMABLE_CHANGES)."""
+    from leti.progress import want_log_lines
+
+    terminal = sys.stderr.isatty()
+    want_log_lines(cfg.progress and not terminal)
+    return dataclasses.replace(cfg, progress=cfg.progress and terminal)
 
 
 # Fields added after runs were made whose default is not what those runs did, each with the value
