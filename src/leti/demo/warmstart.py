@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,13 +24,13 @@ from pathlib import Path
 
 import torch
 from tokenizers import ByteLevelBPETokenizer
-from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from leti.cache import cache_root
 from leti.demo.corpus import corpus_documents
 from leti.errors import LetiError
 from leti.model import add_special_tokens, save_model
+from leti.progress import Progress
 
 EOS = "<|endoftext|>"
 _DONE = "warmstart.json"  # written last: its presence marks a complete cache entry
@@ -120,12 +121,13 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
     model.train()
     losses: list[float] = []
-    # disable=None: a bar on a terminal only, not redrawn into a log file
-    bar = tqdm(range(cfg.steps), desc="warm start: pretraining", disable=None if progress else True)
-    # in a log file (nohup, a batch job) a plain line every tenth of the way instead: minutes of
-    # silence there could not be told from a hang
-    every = max(1, cfg.steps // 10) if progress and bar.disable else 0
-    for step in bar:
+    # a bar on a terminal; in a log file (nohup, a batch job) a plain line every tenth of the way
+    # on stdout, the demo's narrative (leti.progress says why)
+    every = max(1, cfg.steps // 10)
+    bar = Progress(cfg.steps, "warm start: pretraining", "steps", progress, file=sys.stdout,
+                   line=lambda done, _: f"warm start: pretraining step {done}/{cfg.steps}, "
+                                        f"loss {sum(losses[-every:]) / len(losses[-every:]):.3f}")
+    for step in range(cfg.steps):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = blocks[torch.randint(len(blocks), (cfg.batch_size,), generator=gen)]
@@ -139,9 +141,8 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-        if every and (step + 1) % every == 0:
-            print(f"warm start: pretraining step {step + 1}/{cfg.steps}, loss {sum(losses[-every:]) / every:.3f}",
-                  flush=True)
+        bar.update()
+    bar.close()
     model.eval()
     return losses
 

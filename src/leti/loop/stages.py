@@ -12,8 +12,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Literal
 
-from tqdm.auto import tqdm
-
 from leti.config import RunConfig
 from leti.errors import LetiError, naming_errors, open_naming_errors, plural
 from leti.evaluation.evaluate import score
@@ -22,6 +20,7 @@ from leti.evaluation.samples import Sample as EvalSample
 from leti.execution import ExecutionResult, Executor, Program
 from leti.feedback.training_text import GOOD, build_training_text
 from leti.loop.rundir import repair_jsonl, scan_sample_records
+from leti.progress import Progress
 from leti.sampling.base import Sample, Sampler, SampleRequest, cut_at_stop
 from leti.tasks.base import Problem, Task
 
@@ -125,7 +124,7 @@ def sample_and_execute(
     by_id = {p.id: p for p in problems}
     total = len(problems) * n
     pending: list[tuple[Sample, str | None, Program, Future]] = []
-    bar = tqdm(total=total, initial=len(done), desc=f"{desc} executed", unit="prog", disable=not progress)
+    bar = Progress(total, f"{desc} executed", "programs", progress, initial=len(done))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open_naming_errors(out, "a") as f:
 

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
@@ -38,6 +37,7 @@ from transformers.utils import logging as hf_logging
 
 from leti.errors import LetiError
 from leti.model import decode_completion, decode_prompt, encode_prompt, end_token_ids, model_context
+from leti.progress import Progress
 from leti.sampling.base import (
     Sample,
     SampleRequest,
@@ -248,7 +248,7 @@ class HFSampler:
         # `progress: false` turns transformers' bars off (loop.runner._library_progress), and this
         # one with them: it was drawn on a terminal whatever the config said
         shown = hf_logging.is_progress_bar_enabled()
-        bar = tqdm(total=len(rows), unit="sample", desc="sampling", disable=None if shown else True)
+        bar = Progress(len(rows), "sampling", "samples", shown)
         n_tokens, start = 0, time.perf_counter()
         try:
             for batch in self._batches(rows, size):

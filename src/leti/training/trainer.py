@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm.auto import tqdm
 
 from leti.errors import LetiError, first_line
 from leti.model import model_context, save_error
+from leti.progress import Progress
 from leti.training.batching import StepExamples, StepSortedBatches
 from leti.training.config import TrainerConfig
 from leti.training.corpus_cache import default_cache_dir
@@ -482,8 +482,9 @@ def _run_batches(accelerator, model, optimizer, loader: DataLoader, pretrain_str
     n_leti_steps = math.ceil(len(loader) / g) * cfg.epochs
     # Exact arithmetic: ten float additions of 0.1 stay below 1.0, and a stage lost a step.
     ratio = Fraction(str(cfg.pretrain_mix_ratio))
-    bar = tqdm(total=n_leti + math.floor(n_leti_steps * ratio) * g, desc="train", unit="batch",
-               disable=not progress)
+    # rank 0 alone draws it (leti.progress): the followers' lines would repeat the leader's
+    bar = Progress(n_leti + math.floor(n_leti_steps * ratio) * g, "train", "batches",
+                   progress and accelerator.is_main_process)
     credit = Fraction(0)
     pre_iter = None
     for epoch in range(cfg.epochs):
