@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from leti.cli.run_cmd import add_run_arguments, default_run_dir
+from leti.cli.run_cmd import add_run_arguments, choose_run_dir
 
 _SUFFIX = "-sft"  # an SFT run of a LeTI config does not land in (and resume) the LeTI run's directory
 
@@ -25,6 +25,6 @@ def _main(args: argparse.Namespace) -> int:
     from leti.loop.runner import run
 
     cfg = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or default_run_dir(args.config, _SUFFIX)
+    run_dir, refusal_note = choose_run_dir(args.config, args.run_dir, _SUFFIX, mode="sft")
     check_output_dir(run_dir, "--run-dir")
-    return run(cfg, run_dir, mode="sft", terminal_bars=True)
+    return run(cfg, run_dir, mode="sft", terminal_bars=True, refusal_note=refusal_note)

@@ -73,18 +73,20 @@ def _library_progress(enabled: bool) -> Iterator[None]:
             hub.enable_progress_bars()
 
 
-def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars: bool = False) -> int:
+def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars: bool = False,
+        refusal_note: str | None = None) -> int:
     """Run (or resume) a LeTI or SFT run in `run_dir`. Returns the process exit code. Under
     `accelerate launch` only rank 0 runs the loop; the other ranks join training (distributed.py).
     `terminal_bars`: draw progress bars only when stderr is a terminal (the CLI's choice); the
-    run directory's config.yaml keeps `progress` as given either way."""
+    run directory's config.yaml keeps `progress` as given either way. `refusal_note`: added to a
+    refusal to resume the run in `run_dir` (the CLI's word on how it chose a default run_dir)."""
     cfg = with_absolute_paths(cfg)  # config.yaml then names the same files from any directory
     shown = terminal_progress(cfg) if terminal_bars else cfg
     with _library_progress(shown.progress):
-        return _run(shown, run_dir, mode, saved=cfg)
+        return _run(shown, run_dir, mode, saved=cfg, refusal_note=refusal_note)
 
 
-def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> int:
+def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig, refusal_note: str | None = None) -> int:
     group = Group(cfg.device)
     try:
         def start_checks() -> None:
@@ -100,7 +102,7 @@ def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig) -> i
             with _library_progress(False):
                 return follow(cfg, group)
         try:
-            return _lead(cfg, run_dir, mode, group, saved)
+            return _lead(cfg, run_dir, mode, group, saved, refusal_note)
         finally:
             if not group.broken:  # release the followers, also when the leader failed
                 group.broadcast(None)
@@ -194,10 +196,17 @@ def _check_model_settings(cfg: RunConfig, tok: Any) -> None:
     check_eos_token(cfg, tok)
 
 
-def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig) -> int:
+def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: RunConfig,
+          refusal_note: str | None = None) -> int:
     rd = RunDir(run_dir)
     with rd.locked():
-        resuming = check_resumable(rd, saved, mode)  # another config's run here: said before its own checks
+        try:
+            resuming = check_resumable(rd, saved, mode)  # another config's run here: said before its own checks
+        except LetiError as e:
+            if refusal_note is None:
+                raise
+            # its own fix (--set the run's values) would run this config with another one's settings
+            raise LetiError(f"{e}; {refusal_note}") from None
         task, train_problems, eval_problems = _problems(cfg, mode)
         # every load of the run reads one commit of a hub model, also after its branch moved
         cfg = pin_model_revision(rd, mode, cfg, resuming)
