@@ -80,6 +80,17 @@ def test_sft_of_a_leti_runs_config_is_a_run_of_its_own(finished, monkeypatch, ca
 
 
 @pytest.mark.slow
+def test_finished_says_what_the_run_finished(finished, tiny_model_path, add_task, capsys):
+    """iterations=1 on a run that finished iteration 2 said "already finished (1 iteration)"."""
+    run = finished / "runs" / "tiny"
+    capsys.readouterr()
+    assert main(["run", CONFIG, "--run-dir", str(run), "--set", f"model={tiny_model_path}",
+                 "--set", f"task={add_task}", "--set", "progress=false", "--set", "iterations=1"]) == 0
+    assert "already finished (2 iterations);" in capsys.readouterr().out
+    assert _metrics(run) == [0, 1, 2]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "sft"])
 def test_two_config_yamls_get_their_folders_run_dirs(tmp_path, tiny_model_path, add_task, monkeypatch,
                                                     capsys, command):

@@ -51,7 +51,8 @@ def test_a_shortened_run_evaluates_its_new_last_iteration(tmp_path, tiny_model_p
     assert lines[1]["eval"]["pass@1"] == ev["pass@k"]["pass@1"] and lines[1]["eval_stderr"] is not None
     assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 1
     assert main(_args(run, tiny_model_path, shared_add_task, "--set", "iterations=1", "--set", "eval.every=2")) == 0
-    assert "already finished (1 iteration);" in capsys.readouterr().out
+    # it ran to iteration 2 before iterations=1: what it finished, not what was asked
+    assert "already finished (2 iterations);" in capsys.readouterr().out
 
     # back to 2, where the run ended: recorded; then 1 again, which the run went past: nothing runs
     # under it, so config.yaml keeps the plan the run finished

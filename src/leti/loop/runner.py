@@ -240,7 +240,9 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                 # kept 6, and the report called the finished run unfinished. An unchanged
                 # `iterations`, or one below what the run finished (it ran to 6), leaves the file.
                 write_text_atomic(rd.config_path, run_config_text(saved, mode))
-            print(f"leti: run {rd.root} is already finished ({plural(last, 'iteration')}); metrics: {rd.metrics_path}")
+            # what the run finished, which a shorter `iterations` than it ran to does not undo
+            done = max(r["iteration"] for r in records)
+            print(f"leti: run {rd.root} is already finished ({plural(done, 'iteration')}); metrics: {rd.metrics_path}")
             return 0
         if final_unevaluated and not rd.checkpoint(last).is_dir():
             raise LetiError(f"{rd.root}: iterations={last} makes iteration {last} the last, which was not evaluated "
