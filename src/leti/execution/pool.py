@@ -34,7 +34,15 @@ from concurrent.futures import Future
 import leti.feedback.traceback_text as feedback_text
 from leti.execution import sandbox
 from leti.execution.config import ExecutionConfig
-from leti.execution.records import ChainedException, ExecutionResult, Frame, Program, Status
+from leti.execution.records import (
+    ChainedException,
+    ExceptionGroupMembers,
+    ExecutionResult,
+    Frame,
+    GroupMember,
+    Program,
+    Status,
+)
 from leti.execution.sandbox import SandboxUnavailable
 
 __all__ = ["Executor", "SandboxUnavailable", "execute"]
@@ -52,10 +60,20 @@ _MAX_RESULT = 1 << 21
 # CHAIN_FRAMES).
 _MAX_CHAIN = 4
 _MAX_CHAIN_FRAMES = 100
+# An exception group's members: per group at most _GROUP_WIDTH, groups with members nested at most
+# _GROUP_DEPTH deep, and at most _GROUP_LIMIT exceptions described inside groups, members and their
+# chains together (worker.py GROUP_WIDTH, GROUP_DEPTH, GROUP_LIMIT).
+_GROUP_WIDTH = 15
+_GROUP_DEPTH = 10
+_GROUP_LIMIT = 60
+_MAX_GROUP_TOTAL = 1 << 63  # a group's size is a tuple's length
 # Lists and dicts in a real record: one per frame (at most 1000), the frame list, three dicts, and
-# the chain's (its list; per earlier exception a dict, its frame list and a list per frame). Far
-# more within _MAX_RESULT (`[{},{},...]`: 700k objects, 100 MB to parse) is forged, refused unparsed.
-_MAX_CONTAINERS = 1024 + 16 + 1 + _MAX_CHAIN * (2 + _MAX_CHAIN_FRAMES)
+# the chain's (its list; per earlier exception a dict, its frame list and a list per frame), and
+# per exception in or with a group its dict, frame lists, chain list, group dict and member list.
+# Far more within _MAX_RESULT (`[{},{},...]`: 700k objects, 100 MB to parse) is forged, refused
+# unparsed.
+_MAX_CONTAINERS = (1024 + 16 + 1 + _MAX_CHAIN * (2 + _MAX_CHAIN_FRAMES)
+                   + (_GROUP_LIMIT + _MAX_CHAIN + 1) * (5 + _MAX_CHAIN_FRAMES))
 _PIPELINE_DEPTH = 2  # programs sent ahead to each worker
 _ABORT_JOIN_S = 10.0  # abort(): longest wait for the feeding threads once their workers are killed
 
@@ -491,8 +509,10 @@ def _program_record(text: object) -> dict | None:
     if rec["kind"] == "ok":
         return rec
     syntax, operands, chain = rec.get("syntax"), rec.get("assert"), rec.get("chain", [])
+    budget = [_GROUP_LIMIT]
     ok = (_exception_fields(rec) and _frame_list(rec.get("frames", []))
-          and isinstance(chain, list) and len(chain) <= _MAX_CHAIN and all(_earlier(c) for c in chain)
+          and isinstance(chain, list) and len(chain) <= _MAX_CHAIN and all(_earlier(c, 0, budget) for c in chain)
+          and ("group" not in rec or _group(rec["group"], 0, budget))
           and (syntax is None or isinstance(syntax, dict)
                and all(_opt(syntax.get(k), int) for k in ("lineno", "offset", "end_offset"))
                and _opt(syntax.get("text"), str))
@@ -512,18 +532,67 @@ def _frame_list(frames: object, limit: int | None = None) -> bool:
                     and isinstance(f[2], str) for f in frames))
 
 
-_EARLIER_KEYS = {"type", "printed_type", "message", "notes", "frames", "traceback", "cause"}
+_EARLIER_KEYS = {"type", "printed_type", "message", "notes", "frames", "traceback", "cause", "group"}
+_MEMBER_KEYS = {"type", "printed_type", "message", "notes", "frames", "traceback", "chain", "group"}
 
 
-def _earlier(entry: object) -> bool:
-    """Whether a chain entry has the shape the worker writes (worker.py _chain)."""
-    return (isinstance(entry, dict) and entry.keys() <= _EARLIER_KEYS and _exception_fields(entry)
+def _earlier(entry: object, depth: int, budget: list[int], charge: bool = False) -> bool:
+    """Whether a chain entry has the shape the worker writes (worker.py _chain), printed at
+    `depth`; `charge`: it is inside a group and takes from `budget` (worker.py _group)."""
+    if charge:
+        budget[0] -= 1
+    return (budget[0] >= 0 and isinstance(entry, dict) and entry.keys() <= _EARLIER_KEYS and _exception_fields(entry)
             and _frame_list(entry.get("frames"), _MAX_CHAIN_FRAMES)
-            and isinstance(entry.get("traceback"), bool) and isinstance(entry.get("cause"), bool))
+            and isinstance(entry.get("traceback"), bool) and isinstance(entry.get("cause"), bool)
+            and ("group" not in entry or _group(entry["group"], depth, budget)))
+
+
+def _group(group: object, depth: int, budget: list[int]) -> bool:
+    """Whether a group's members have the shape the worker writes (worker.py _group) for a group
+    printed at `depth`, all of them within `budget`. Recursion ends: every level of members is one
+    deeper, and past _GROUP_DEPTH a group has none."""
+    if not (isinstance(group, dict) and group.keys() == {"total", "members"}):
+        return False
+    total, members = group["total"], group["members"]
+    if (not isinstance(total, int) or isinstance(total, bool) or not 1 <= total <= _MAX_GROUP_TOTAL
+            or not isinstance(members, list) or len(members) > min(total, _GROUP_WIDTH)
+            or depth > _GROUP_DEPTH and members):
+        return False
+    inner = max(depth, 1) + 1
+    for m in members:
+        budget[0] -= 1
+        if not (budget[0] >= 0 and isinstance(m, dict) and m.keys() <= _MEMBER_KEYS and _exception_fields(m)
+                and _frame_list(m.get("frames"), _MAX_CHAIN_FRAMES) and isinstance(m.get("traceback"), bool)):
+            return False
+        chain = m.get("chain", [])
+        if not (isinstance(chain, list) and len(chain) <= _MAX_CHAIN
+                and all(_earlier(c, inner, budget, charge=True) for c in chain)):
+            return False
+        if "group" in m and not _group(m["group"], inner, budget):
+            return False
+    return True
 
 
 def _frames(stored: list) -> tuple[Frame, ...]:
     return tuple(Frame(lineno=n, name=one_line(name), line=line) for n, name, line in stored)
+
+
+def _chained(chain: list) -> tuple[ChainedException, ...]:
+    return tuple(ChainedException(
+        exception_type=one_line(c["type"]),
+        exception_printed=one_line(c["printed_type"]) if c.get("printed_type") else None,
+        message=c.get("message") or None, notes=c.get("notes") or None, frames=_frames(c["frames"]),
+        has_traceback=c["traceback"], cause=c["cause"],
+        group=_members(c["group"]) if "group" in c else None) for c in chain)
+
+
+def _members(group: dict) -> ExceptionGroupMembers:
+    return ExceptionGroupMembers(total=group["total"], members=tuple(GroupMember(
+        exception_type=one_line(m["type"]),
+        exception_printed=one_line(m["printed_type"]) if m.get("printed_type") else None,
+        message=m.get("message") or None, notes=m.get("notes") or None, frames=_frames(m["frames"]),
+        has_traceback=m["traceback"], chain=_chained(m.get("chain", [])),
+        group=_members(m["group"]) if "group" in m else None) for m in group["members"]))
 
 
 def classify(program_id: object, raw: dict, config: ExecutionConfig) -> ExecutionResult:
@@ -565,11 +634,8 @@ def classify(program_id: object, raw: dict, config: ExecutionConfig) -> Executio
         message=rec.get("message") or None,
         notes=rec.get("notes") or None,
         frames=_frames(rec.get("frames", [])),
-        chain=tuple(ChainedException(
-            exception_type=one_line(c["type"]),
-            exception_printed=one_line(c["printed_type"]) if c.get("printed_type") else None,
-            message=c.get("message") or None, notes=c.get("notes") or None, frames=_frames(c["frames"]),
-            has_traceback=c["traceback"], cause=c["cause"]) for c in rec.get("chain", [])),
+        chain=_chained(rec.get("chain", [])),
+        group=_members(rec["group"]) if "group" in rec else None,
         error_lineno=syntax.get("lineno"), error_offset=syntax.get("offset"),
         error_end_offset=syntax.get("end_offset"), error_text=syntax.get("text"),
         assert_op=operands.get("op"), assert_left=operands.get("left"), assert_right=operands.get("right"),

@@ -76,14 +76,70 @@ class ChainedException:
     # How it leads to the next exception: True, its explicit cause (`raise ... from`, "The above
     # exception was the direct cause ..."); False, raised while it was handled ("During handling ...").
     cause: bool = False
+    group: ExceptionGroupMembers | None = None  # an exception group's members
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "frames": _stored_frames(self.frames)}
+        return _with_group({**asdict(self), "frames": _stored_frames(self.frames)}, self.group)
 
     @classmethod
     def from_dict(cls, d: dict) -> ChainedException:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}  # as ExecutionResult.from_dict
-        return cls(**{**known, "frames": _read_frames(d.get("frames", ()))})
+        return cls(**{**known, "frames": _read_frames(d.get("frames", ())), "group": _read_group(d.get("group"))})
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One exception of an exception group, as the interpreter prints it under the group."""
+
+    exception_type: str
+    exception_printed: str | None = None
+    message: str | None = None
+    notes: str | None = None
+    frames: tuple[Frame, ...] = ()  # the last ones in the executed module (the worker keeps 100)
+    has_traceback: bool = True  # False for one never raised: no "Traceback" header
+    chain: tuple[ChainedException, ...] = ()  # printed before it, oldest first (as ExecutionResult.chain)
+    group: ExceptionGroupMembers | None = None  # its own members, if it is a group too
+
+    def to_dict(self) -> dict:
+        return _with_group({**asdict(self), "frames": _stored_frames(self.frames),
+                            "chain": [c.to_dict() for c in self.chain]}, self.group)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GroupMember:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "frames": _read_frames(d.get("frames", ())), "group": _read_group(d.get("group")),
+                      "chain": tuple(ChainedException.from_dict(c) for c in d.get("chain", ()))})
+
+
+@dataclass(frozen=True)
+class ExceptionGroupMembers:
+    """The members of an exception group (3.11+) the interpreter prints under it: the first
+    `len(members)` of `total` (at most 15, its max_group_width; fewer where the worker's bound
+    on exceptions described in groups ended them: worker.py GROUP_LIMIT). None for a group past
+    the interpreter's max_group_depth, which prints one line for it instead."""
+
+    total: int
+    members: tuple[GroupMember, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "members": [m.to_dict() for m in self.members]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExceptionGroupMembers:
+        return cls(total=d["total"], members=tuple(GroupMember.from_dict(m) for m in d.get("members", ())))
+
+
+def _with_group(d: dict, group: ExceptionGroupMembers | None) -> dict:
+    """A stored record with its group's members, or without the key (as before groups were reported)."""
+    if group is None:
+        d.pop("group", None)
+    else:
+        d["group"] = group.to_dict()
+    return d
+
+
+def _read_group(stored: dict | None) -> ExceptionGroupMembers | None:
+    return None if stored is None else ExceptionGroupMembers.from_dict(stored)
 
 
 @dataclass(frozen=True)
@@ -102,6 +158,8 @@ class ExecutionResult:
     # The exceptions before this one that the interpreter prints first, oldest first (at most 4,
     # the most recent: worker.py CHAIN_LIMIT).
     chain: tuple[ChainedException, ...] = ()
+    # For an exception group (3.11+): its members, as the interpreter prints them under it.
+    group: ExceptionGroupMembers | None = None
     # SyntaxError location (1-based line and column in the executed module).
     error_lineno: int | None = None
     error_offset: int | None = None
@@ -136,7 +194,7 @@ class ExecutionResult:
         d["passed"] = self.passed
         d["frames"] = _stored_frames(self.frames)
         d["chain"] = [c.to_dict() for c in self.chain]
-        return d
+        return _with_group(d, self.group)
 
     @classmethod
     def from_dict(cls, d: dict) -> ExecutionResult:
@@ -145,6 +203,7 @@ class ExecutionResult:
         known["frames"] = _read_frames(known.get("frames", ()))
         # results stored before chains were reported have no "chain"
         known["chain"] = tuple(ChainedException.from_dict(c) for c in known.get("chain", ()))
+        known["group"] = _read_group(known.get("group"))  # none stored before groups were reported
         return cls(**known)
 
 

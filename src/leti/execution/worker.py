@@ -63,6 +63,15 @@ TRACEBACK_LIMIT = 1000
 # with the last CHAIN_FRAMES of its program frames (pool.py _MAX_CHAIN, _MAX_CHAIN_FRAMES).
 CHAIN_LIMIT = 4
 CHAIN_FRAMES = 100
+# An exception group's members (3.11+), printed under it as the interpreter prints them: at most
+# GROUP_WIDTH per group (the interpreter's max_group_width, then "and N more exceptions") and
+# nested GROUP_DEPTH deep (max_group_depth, then "... (max_group_depth is 10)"). A group may hold
+# one exception many times, so 15 wide and 10 deep can be 15**10 entries the interpreter would
+# print: at most GROUP_LIMIT exceptions are described inside groups, members and their chains
+# together (pool.py _GROUP_WIDTH, _GROUP_DEPTH, _GROUP_LIMIT); each with CHAIN_FRAMES frames.
+GROUP_WIDTH = 15
+GROUP_DEPTH = 10
+GROUP_LIMIT = 60
 RESULT_FD = 3  # the program's end of the result pipe
 # A copy of it, high enough that a program closing its inherited descriptors up to its own limit
 # (`os.closerange(3, 256)`, open_files) misses it: reporting uses whichever is still the pipe.
@@ -116,6 +125,10 @@ _deque, _Sequence, _TracebackException = collections.deque, collections.abc.Sequ
 # __getattribute__) to raise, loop or lie.
 _cause_of, _context_of = BaseException.__cause__.__get__, BaseException.__context__.__get__
 _suppress_context, _traceback_of = BaseException.__suppress_context__.__get__, BaseException.__traceback__.__get__
+# A group's members through BaseExceptionGroup's own slot (a subclass may override `exceptions`);
+# Python 3.10 has no exception groups.
+_ExceptionGroup = getattr(builtins, "BaseExceptionGroup", None)
+_members_of = _ExceptionGroup.exceptions.__get__ if _ExceptionGroup is not None else None
 # A failing `assert L <op> R` of a program run for rich feedback reports the values it compared:
 # run_program compiles each such assert as three statements (_capturing_code), which store them here.
 CAPTURE = "__leti_assert_operands__"
@@ -159,21 +172,25 @@ def _to_json(obj):
 
 def _encode_record(rec):
     """The record as bytes of at most MAX_RESULT. Only a deep recursion through very long lines
-    (or names) comes near it: their text is cut, then the earlier exceptions of the chain go
-    (oldest first), then the oldest frames."""
-    data, frames = _to_json(rec).encode(), rec.get("frames", ())
-    chain_frames = [earlier["frames"] for earlier in rec.get("chain", ())]
+    (or names), or groups of such exceptions, come near it: their text is cut, then the members of
+    groups go, then the earlier exceptions of the chain (oldest first), then the oldest frames."""
+    data, nodes = _to_json(rec).encode(), _nodes(rec)
+    node_frames = [node.get("frames", ()) for node in nodes]
     for width in (MAX_REPR, 100):
         if len(data) <= MAX_RESULT:
             return data
-        rec["frames"] = _cut_frames(frames, width)
-        for i, earlier in enumerate(rec.get("chain", ())):
-            earlier["frames"] = _cut_frames(chain_frames[i], width)
+        for node, frames in zip(nodes, node_frames, strict=True):
+            node["frames"] = _cut_frames(frames, width)
         for key in ("type", "printed_type"):
             if type(rec.get(key)) is str:
                 rec[key] = rec[key][:MAX_REPR]
         if type(rec.get("syntax")) is dict and type(rec["syntax"].get("text")) is str:
             rec["syntax"]["text"] = _cut(rec["syntax"]["text"], MAX_MESSAGE)
+        data = _to_json(rec).encode()
+    if len(data) > MAX_RESULT:
+        for node in nodes:  # each group then reads "and N more exceptions"
+            if "group" in node:
+                node["group"]["members"] = []
         data = _to_json(rec).encode()
     while len(data) > MAX_RESULT and rec.get("chain"):
         rec["chain"] = rec["chain"][1:]
@@ -182,6 +199,17 @@ def _encode_record(rec):
         rec["frames"] = rec["frames"][len(rec["frames"]) // 2 + 1:]
         data = _to_json(rec).encode()
     return data
+
+
+def _nodes(rec):
+    """The record and every exception described in it: chain entries, group members and theirs."""
+    nodes, todo = [], [rec]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo += node.get("chain", ())
+        todo += node.get("group", {}).get("members", ())
+    return nodes
 
 
 def _cut_frames(frames, width):
@@ -382,12 +410,20 @@ def _describe_exception(exc, source, captured=None):
                          "end_offset": getattr(exc, "end_offset", None), "text": text}
     frames, last = _program_frames(_traceback_of(exc), lines, TRACEBACK_LIMIT)
     rec["frames"] = frames
+    # What the interpreter has printed already (its chains skip those), and how many more
+    # exceptions groups may describe: shared by the whole record, as one print shares them.
+    seen, budget = {id(exc)}, [GROUP_LIMIT]
     try:
-        chain = _chain(exc, lines)
+        chain = _chain(exc, lines, seen, budget)
     except BaseException:  # e.g. out of memory: the final exception is reported all the same
         chain = None
     if chain:
         rec["chain"] = chain
+    if _is_group(exc):
+        try:
+            rec["group"] = _group(exc, lines, 0, seen, budget)
+        except BaseException:  # as for the chain: the group's own line all the same
+            pass
     if isinstance(exc, SystemExit):
         rec["exit"] = True
     if isinstance(exc, MemoryError):
@@ -426,13 +462,16 @@ def _program_frames(tb, lines, limit):
     return list(frames), last
 
 
-def _chain(exc, lines):
+def _chain(exc, lines, seen=None, budget=None, depth=0, charge=False):
     """The exceptions the interpreter prints before `exc`, oldest first, as it walks them: the
     __cause__, else the __context__ unless __suppress_context__ (`raise ... from None`), until
     one it has printed already (a program can make the chain a cycle). Each entry says whether
     it is the next one's explicit cause and whether it has a traceback (one never raised, as in
-    `raise X from Y()`, prints none). Only the CHAIN_LIMIT most recent are kept."""
-    chain, seen = [], {id(exc)}
+    `raise X from Y()`, prints none). Only the CHAIN_LIMIT most recent are kept. `seen`: ids of
+    the exceptions printed before; `budget`: what groups may still describe, which the entries
+    take from when `charge` (a chain inside a group); `depth`: the print depth of `exc` (_group)."""
+    chain, excs = [], []
+    seen = {id(exc)} if seen is None else seen
     while len(chain) < CHAIN_LIMIT:
         earlier = _cause_of(exc)
         cause = earlier is not None
@@ -442,15 +481,60 @@ def _chain(exc, lines):
             earlier = _context_of(exc)
         if earlier is None or id(earlier) in seen:
             break
+        if charge:
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
         seen.add(id(earlier))
         tb = _traceback_of(earlier)
         entry = _exception_fields(earlier)
         entry["frames"] = _program_frames(tb, lines, CHAIN_FRAMES)[0]
         entry["traceback"], entry["cause"] = tb is not None, cause
         chain.append(entry)
+        excs.append(earlier)
         exc = earlier
     chain.reverse()
+    excs.reverse()
+    for entry, earlier in zip(chain, excs, strict=True):  # the oldest is printed first, its members with it
+        if _is_group(earlier):
+            entry["group"] = _group(earlier, lines, depth, seen, budget)
     return chain
+
+
+def _is_group(exc):
+    return _ExceptionGroup is not None and issubclass(type(exc), _ExceptionGroup)
+
+
+def _group(exc, lines, depth, seen, budget):
+    """Group `exc`'s members as the interpreter prints them under it, when it prints `exc` at
+    depth `depth` (0 for the final exception and its chain; a group's members one deeper, and the
+    top group's two): {"total": how many it has, "members": the first GROUP_WIDTH, each with its
+    frames, chain and (a group) members}. Past GROUP_DEPTH no members: the interpreter prints one
+    line for such a group. Walking stops where `budget` ends, or should a member fail to read."""
+    members = _members_of(exc)
+    group = {"total": len(members), "members": []}
+    if depth > GROUP_DEPTH:
+        return group
+    inner = max(depth, 1) + 1
+    try:
+        for member in members[:GROUP_WIDTH]:
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
+            seen.add(id(member))
+            node = _exception_fields(member)
+            tb = _traceback_of(member)
+            node["frames"] = _program_frames(tb, lines, CHAIN_FRAMES)[0]
+            node["traceback"] = tb is not None
+            chain = _chain(member, lines, seen, budget, inner, charge=True)
+            if chain:
+                node["chain"] = chain
+            if _is_group(member):
+                node["group"] = _group(member, lines, inner, seen, budget)
+            group["members"].append(node)
+    except BaseException:  # e.g. out of memory: the members read so far
+        pass
+    return group
 
 
 def _identity(fd):

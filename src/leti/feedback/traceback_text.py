@@ -5,7 +5,8 @@ Pure functions of an `ExecutionResult`. Two styles:
   module (program, then tests; harness and library frames removed), line numbers as the model
   wrote them, then `ExceptionType: message`. An exception raised while another was handled, or
   `from` another, comes after that one's traceback (up to 4 of its chain), as the interpreter
-  prints them. Failures without a traceback (timeout, memory limit, crash, early exit) get one
+  prints them. An exception group (3.11+) shows its members under it in the interpreter's
+  boxes. Failures without a traceback (timeout, memory limit, crash, early exit) get one
   fixed sentence each.
 - "rich": the paper text plus, for a failing `assert LEFT <op> RIGHT`, the values both sides
   evaluated to (as pytest's assertion rewriting shows them).
@@ -18,7 +19,14 @@ from __future__ import annotations
 
 import signal
 
-from leti.execution.records import ChainedException, ExecutionResult, Frame, Status
+from leti.execution.records import (
+    ChainedException,
+    ExceptionGroupMembers,
+    ExecutionResult,
+    Frame,
+    GroupMember,
+    Status,
+)
 
 DEFAULT_MAX_BYTES = 4096
 _REPEAT_KEEP = 3  # like CPython: show a repeated frame 3 times, then "[Previous line repeated N more times]"
@@ -26,6 +34,9 @@ _REPEAT_KEEP = 3  # like CPython: show a repeated frame 3 times, then "[Previous
 # explicit cause (`raise ... from`) or was being handled (traceback.py, pythonrun.c).
 CAUSE_LINE = "The above exception was the direct cause of the following exception:"
 CONTEXT_LINE = "During handling of the above exception, another exception occurred:"
+# The interpreter's bounds on printing exception groups (max_group_width, max_group_depth).
+GROUP_WIDTH = 15
+GROUP_DEPTH = 10
 
 
 def format_feedback(result: ExecutionResult, style: str = "paper", max_bytes: int = DEFAULT_MAX_BYTES) -> str:
@@ -78,6 +89,11 @@ def _chain_lines(chain: tuple[ChainedException, ...]) -> list[str]:
     """The earlier exceptions' tracebacks, oldest first, each followed by CPython's sentence."""
     out: list[str] = []
     for c in chain:
+        if c.group is not None:  # printed as the interpreter prints a group, then the same sentence
+            printer = _GroupPrinter()
+            printer.group(c, c.has_traceback)
+            out += [*printer.out, "", CAUSE_LINE if c.cause else CONTEXT_LINE, ""]
+            continue
         if c.has_traceback:
             out += ["Traceback (most recent call last):", *_frame_lines(c.frames)]
         out += [_exception_line(c.exception_printed, c.exception_type, c.message, c.notes),
@@ -103,7 +119,84 @@ def _traceback(r: ExecutionResult, rich: bool) -> str:
                 width = max(1, min(end - r.error_offset, len(stripped) - start)) if end > r.error_offset else 1
                 lines.append("    " + " " * start + "^" * width)
         return "\n".join([*_chain_lines(r.chain), *lines, final])  # a SyntaxError raised while handling one
+    if r.group is not None:
+        printer = _GroupPrinter()
+        printer.group(r, True)
+        return "\n".join([*_chain_lines(r.chain), *printer.out])
     return "\n".join([*_chain_lines(r.chain), "Traceback (most recent call last):", *_frame_lines(r.frames), final])
+
+
+class _GroupPrinter:
+    """Lines of an exception group as the interpreter (3.11, 3.12: pythonrun.c
+    print_exception_group) prints it: each exception inside a group indented by its depth after a
+    "| " margin, members between "+---- i ----" rules, a closing rule after the last; at most
+    GROUP_WIDTH members a group ("and N more exceptions"), nested at most GROUP_DEPTH deep. As in
+    its printer a multi-line message continues without the margin (notes each get it)."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.depth = 0
+        self.need_close = False  # whether the last member's rule still closes its group
+
+    def margin(self) -> str:
+        return " " * (2 * self.depth) + ("| " if self.depth else "")
+
+    def exception(self, e: ExecutionResult | ChainedException | GroupMember, has_traceback: bool,
+                  group: bool = False) -> None:
+        """One exception's traceback and line(s), at the current depth (print_exception)."""
+        margin = self.margin()
+        if has_traceback:
+            header = "Exception Group Traceback" if group else "Traceback"
+            head = " " * (2 * self.depth) + "+ " if group and self.depth == 1 else margin
+            self.out.append(f"{head}{header} (most recent call last):")
+            self.out += [margin + line for line in _frame_lines(e.frames)]
+        self.out.append(margin + _exception_line(e.exception_printed, e.exception_type, e.message, None))
+        if e.notes:
+            self.out += [margin + line for line in e.notes.split("\n")]
+
+    def member(self, m: GroupMember) -> None:
+        """A member with its chain before it (print_exception_recursive)."""
+        for c in m.chain:
+            if c.group is not None:
+                self.group(c, c.has_traceback)
+            else:
+                self.exception(c, c.has_traceback)
+            margin = self.margin()
+            self.out += [margin, margin + (CAUSE_LINE if c.cause else CONTEXT_LINE), margin]
+        if m.group is not None:
+            self.group(m, m.has_traceback)
+        else:
+            self.exception(m, m.has_traceback)
+
+    def group(self, e: ExecutionResult | ChainedException | GroupMember, has_traceback: bool) -> None:
+        if self.depth > GROUP_DEPTH:
+            self.out.append(f"{self.margin()}... (max_group_depth is {GROUP_DEPTH})")
+            return
+        members: ExceptionGroupMembers = e.group  # type: ignore[assignment]
+        if self.depth == 0:
+            self.depth = 1
+        self.exception(e, has_traceback, group=True)
+        shown = len(members.members)
+        count = shown + (members.total > shown)
+        self.need_close = False
+        for i in range(count):
+            last = i == count - 1
+            if last:
+                self.need_close = True
+            title = str(i + 1) if i < shown else "..."
+            self.out.append(" " * (2 * self.depth) + ("+-" if i == 0 else "  ") + f"+---------------- {title} ----------------")
+            self.depth += 1
+            if i < shown:
+                self.member(members.members[i])
+            else:
+                rest = members.total - shown
+                self.out.append(f"{self.margin()}and {rest} more exception{'s' if rest > 1 else ''}")
+            if last and self.need_close:
+                self.out.append(" " * (2 * self.depth) + "+------------------------------------")
+                self.need_close = False
+            self.depth -= 1
+        if self.depth == 1:
+            self.depth = 0
 
 
 def _frame_lines(frames: tuple[Frame, ...]) -> list[str]:
