@@ -261,3 +261,23 @@ def test_a_forged_malformed_group_through_the_executor_is_tampered(run):
     bad, good = run(writes(_forged({"total": 1, "members": [{**_MEMBER, "traceback": "yes"}]})), writes(_forged(_GOOD)))
     assert bad.status is Status.FAILED and bad.message == TAMPERED and bad.group is None
     assert good.group.total == 2 and [m.exception_type for m in good.group.members] == ["K", "K"]
+
+
+def test_a_hostile_member_and_patched_builtins_do_not_lose_the_others(run):
+    """The interpreter itself fails printing this group (its printer reads the member's
+    attributes, and it loses sys.stderr): leti names the member and shows the rest."""
+    source = '''import builtins, sys
+class Bad(Exception):
+    def __str__(self): raise RuntimeError
+    def __getattribute__(self, n): raise RuntimeError(n)
+g = ExceptionGroup("h", [Bad(), ValueError("ok")])
+builtins.len = builtins.isinstance = builtins.issubclass = builtins.id = None
+sys.setrecursionlimit(50)
+raise g
+'''
+    (r,) = run(source)
+    assert r.feedback == "\n".join([
+        "  + Exception Group Traceback (most recent call last):", '  |   File "main.py", line 8, in <module>',
+        "  |     raise g", "  | ExceptionGroup: h (2 sub-exceptions)", "  +-+---------------- 1 ----------------",
+        "    | Bad", "    +---------------- 2 ----------------", "    | ValueError: ok",
+        "    +------------------------------------"])

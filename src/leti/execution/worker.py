@@ -522,15 +522,18 @@ def _group(exc, lines, depth, seen, budget):
                 break
             budget[0] -= 1
             seen.add(id(member))
-            node = _exception_fields(member)
             tb = _traceback_of(member)
-            node["frames"] = _program_frames(tb, lines, CHAIN_FRAMES)[0]
-            node["traceback"] = tb is not None
-            chain = _chain(member, lines, seen, budget, inner, charge=True)
-            if chain:
-                node["chain"] = chain
-            if _is_group(member):
-                node["group"] = _group(member, lines, inner, seen, budget)
+            frames = _program_frames(tb, lines, CHAIN_FRAMES)[0]
+            try:
+                node = _exception_fields(member)
+                node["frames"], node["traceback"] = frames, tb is not None
+                chain = _chain(member, lines, seen, budget, inner, charge=True)
+                if chain:
+                    node["chain"] = chain
+                if _is_group(member):
+                    node["group"] = _group(member, lines, inner, seen, budget)
+            except BaseException:  # e.g. a member whose __getattribute__ raises: its name and frames
+                node = {"type": _type_name(member), "message": "", "frames": frames, "traceback": tb is not None}
             group["members"].append(node)
     except BaseException:  # e.g. out of memory: the members read so far
         pass
