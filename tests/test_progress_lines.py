@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from leti.config import load_config
 from leti.loop.runner import run
-from leti.progress import want_log_lines
+from leti.progress import Progress
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml")
 LINE = re.compile(r"^leti: (.+): (\d+)/(\d+) (\w+) \((\d+)%\), \d+s")
@@ -26,12 +25,6 @@ def task(tmp_path: Path) -> str:
     path = tmp_path / "tasks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return f"jsonl:{path}"
-
-
-@pytest.fixture(autouse=True)
-def _no_lines_left_over() -> Iterator[None]:
-    yield
-    want_log_lines(False)  # the switch is the process's: later tests start without it
 
 
 def _run(tmp_path: Path, model: str, task: str, progress: bool) -> None:
@@ -53,13 +46,35 @@ def test_a_run_in_a_log_file_prints_plain_progress_lines(tmp_path, tiny_model_pa
     assert ends["iter 0 eval executed"][-1] == (4, 4)
     assert ends["iter 1 train executed"][-1] == (6, 6)
     assert ends["iter 1 eval executed"][-1] == (4, 4)
-    assert [d for d, _ in ends["sampling"]] == [4, 6, 4]  # eval 0, train 1, eval 1
+    # the sampler's own bar is the libraries' (off in a log): the executed lines follow the samples
+    assert "sampling" not in ends
     done, total = ends["train"][-1]
     assert done == total > 0
-    assert all(len(v) <= 11 for v in ends.values())  # a tenth of the way each, and the end
+    # one line per tenth of the way and the last: at most 10 for each bar (a stage that runs more
+    # than once, the held-out loss before and after training, starts again from its first count)
+    for desc, counts in ends.items():
+        starts = [i for i, (done, _) in enumerate(counts) if i == 0 or done <= counts[i - 1][0]]
+        for a, b in zip(starts, [*starts[1:], len(counts)], strict=True):
+            assert b - a <= 10, (desc, counts)
+    assert len(ends["held-out loss"]) > 1
 
 
 def test_progress_false_prints_no_progress_lines(tmp_path, tiny_model_path, task, capsys):
     _run(tmp_path, tiny_model_path, task, progress=False)
     err = capsys.readouterr().err
     assert not [line for line in err.splitlines() if LINE.match(line)], err
+
+
+def test_lines_come_at_each_tenth_of_the_way_at_most_so_often_and_at_the_end(capsys):
+    with Progress(19, "stage", "items", True, min_interval_s=0) as bar:
+        for _ in range(19):
+            bar.update(1)
+    done = [int(LINE.match(line)[2]) for line in capsys.readouterr().err.splitlines()]
+    assert done == [2, 4, 6, 8, 10, 12, 14, 16, 18, 19]  # one per tenth (19 // 10 gave one per item)
+    with Progress(19, "stage", "items", True) as bar:  # a stage of a moment: its last line alone
+        for _ in range(19):
+            bar.update(1)
+    assert [int(LINE.match(line)[2]) for line in capsys.readouterr().err.splitlines()] == [19]
+    with Progress(19, "stage", "items", False) as bar:  # progress off: silent
+        bar.update(19)
+    assert capsys.readouterr().err == ""

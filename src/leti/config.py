@@ -591,14 +591,10 @@ RESUMABLE_CHANGES = frozenset({
 def terminal_progress(cfg: RunConfig) -> RunConfig:
     """`progress: true` draws bars on a terminal only: in a log file (nohup, Slurm) every redraw
     is one more carriage-return update, and a message printed while a bar is open starts
-    mid-line. There the stages print a plain line every tenth of the way instead (leti.progress):
-    hours of silence in a log could not be told from a hang; `progress: false` keeps them quiet
-    too. A run directory ignores the change (progress is one of RESUMABLE_CHANGES)."""
-    from leti.progress import want_log_lines
-
-    terminal = sys.stderr.isatty()
-    want_log_lines(cfg.progress and not terminal)
-    return dataclasses.replace(cfg, progress=cfg.progress and terminal)
+    mid-line. For the libraries' bars (transformers, the hub): leti's own stages print a plain line
+    every tenth of the way there instead (leti.progress), since hours of silence in a log could not
+    be told from a hang. A run directory ignores the change (progress is one of RESUMABLE_CHANGES)."""
+    return dataclasses.replace(cfg, progress=cfg.progress and sys.stderr.isatty())
 
 
 # Fields added after runs were made whose default is not what those runs did, each with the value

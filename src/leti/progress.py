@@ -15,16 +15,6 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
-# Set by config.terminal_progress: the user asked for progress, and only the missing terminal
-# turned the bars off, so the stages print plain lines instead.
-_lines_for_log = False
-
-
-def want_log_lines(on: bool) -> None:
-    """Record whether progress was asked for where stderr is not a terminal (see module doc)."""
-    global _lines_for_log
-    _lines_for_log = on
-
 
 def _elapsed(seconds: float) -> str:
     s = int(seconds)
@@ -36,32 +26,38 @@ def _elapsed(seconds: float) -> str:
 
 
 class Progress:
-    """`update(n)` like a tqdm bar. `enabled`: the caller's progress switch; False stays silent
-    unless the bar was off only for want of a terminal (want_log_lines). The bar is drawn on
-    stderr when that is a terminal; otherwise lines go to `file` (stderr) on rank 0 alone: the
-    leader's lines stand for every rank. `line(done, note)` replaces a line's default wording."""
+    """`update(n)` like a tqdm bar. `enabled`: the caller's progress switch (a run's `progress`);
+    False is silent. The bar is drawn on stderr when that is a terminal; otherwise lines go to
+    `file` (stderr) on rank 0 alone: the leader's lines stand for every rank: one as each tenth of
+    the way is crossed, at most every `min_interval_s`, and the last. `line(done, note)` replaces
+    a line's default wording."""
 
-    def __init__(self, total: int, desc: str, unit: str, enabled: bool, *, initial: int = 0,
-                 file: TextIO | None = None, line: Callable[[int, str], str] | None = None) -> None:
+    def __init__(self, total: int | None, desc: str, unit: str, enabled: bool, *, initial: int = 0,
+                 file: TextIO | None = None, line: Callable[[int, str], str] | None = None,
+                 min_interval_s: float = 10.0) -> None:
         self.total, self.desc, self.unit, self.done, self.initial = total, desc, unit, initial, initial
         self.file = file or sys.stderr
         self._line = line
         self._note = ""
-        self._start = time.monotonic()
+        self._start = self._said = time.monotonic()
+        self._interval = min_interval_s
         terminal = sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit) if enabled and terminal else None
         leader = os.environ.get("RANK", "0") == "0"
-        self.lines = not terminal and leader and total > 0 and (enabled or _lines_for_log)
-        self._every = max(1, total // 10)
-        self._next = (initial // self._every + 1) * self._every
+        # a total of None (a streamed corpus of unknown size) has no tenths: the bar alone
+        self.lines = enabled and not terminal and leader and (total or 0) > 0
+        self._tenths = initial * 10 // total if self.lines else 0  # tenths of the way already said
 
     def update(self, n: int = 1) -> None:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.lines and self.done >= self._next and self.done < self.total:
-            self._print()
-            self._next = (self.done // self._every + 1) * self._every
+        elif self.lines and self.done < self.total and self.done * 10 // self.total > self._tenths:
+            # once per tenth crossed (a stage of 19 items said every one of them with total // 10),
+            # and not more often than min_interval_s: a stage of seconds needs only its last line
+            self._tenths = self.done * 10 // self.total
+            if time.monotonic() - self._said >= self._interval:
+                self._print()
 
     def set_postfix(self, **values: object) -> None:
         if self.bar is not None:
@@ -76,6 +72,7 @@ class Progress:
             text = (f"leti: {self.desc}: {self.done}/{self.total} {self.unit} ({pct}%), "
                     f"{_elapsed(time.monotonic() - self._start)}" + (f", {self._note}" if self._note else ""))
         print(text, file=self.file, flush=True)
+        self._said = time.monotonic()
 
     def close(self) -> None:
         """Closes the bar; the last line (the whole way, or where it stopped) is printed once."""

@@ -342,7 +342,7 @@ def _score(args: argparse.Namespace, task: Task, split: str, problems, ks: list[
             raise LetiError(f"--k {args.k}: k={min(ks)} needs at least {min(ks)} samples per problem, and "
                             f"{samples_path} has at most {most}; lower --k")
     report = run_evaluation(task, args.task, problems, samples, out, ks, exec_config, split=split,
-                            progress=sys.stderr.isatty(), generation=generation)
+                            progress=True, generation=generation)  # a bar, or lines in a log (leti.progress)
     print(format_summary(report, args.task, split, n_split=len(problems), units=task.metric_units))
     print(f"wrote {out / 'results.json'}, per_problem.jsonl, executions.jsonl")
     return report

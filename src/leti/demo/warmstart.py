@@ -124,7 +124,7 @@ def pretrain(model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: WarmStartConfig,
     # a bar on a terminal; in a log file (nohup, a batch job) a plain line every tenth of the way
     # on stdout, the demo's narrative (leti.progress says why)
     every = max(1, cfg.steps // 10)
-    bar = Progress(cfg.steps, "warm start: pretraining", "steps", progress, file=sys.stdout,
+    bar = Progress(cfg.steps, "warm start: pretraining", "steps", progress, file=sys.stdout, min_interval_s=0,
                    line=lambda done, _: f"warm start: pretraining step {done}/{cfg.steps}, "
                                         f"loss {sum(losses[-every:]) / len(losses[-every:]):.3f}")
     for step in range(cfg.steps):

@@ -31,6 +31,7 @@ from leti.evaluation.evaluate import (
 from leti.evaluation.samples import Sample, SampleLike
 from leti.execution import ExecutionConfig, ExecutionResult, Executor, Program
 from leti.jsonl import is_number
+from leti.progress import Progress
 from leti.tasks.base import Problem, Task
 
 
@@ -200,9 +201,7 @@ def run_evaluation(
     log = ExecutionLog(out_dir / "executions.jsonl", exec_config.timeout_s, exec_config.memory_mb)
     done = log.load(samples, _programs(task, problems, samples))
     pending = len(samples) - sum(sample_key(s) in done for s in samples)
-    from tqdm import tqdm  # a dependency; imported here so library users without a tty pay nothing
-
-    with tqdm(total=pending, desc="executing", unit="sample", disable=not progress or pending == 0) as bar:
+    with Progress(pending, "executing", "samples", progress and pending > 0) as bar:
         with Executor(exec_config, progress=False) as executor:
             report = evaluate_samples(
                 task,

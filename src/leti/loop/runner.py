@@ -81,9 +81,11 @@ def run(cfg: RunConfig, run_dir: str | Path, mode: Mode = "leti", terminal_bars:
     run directory's config.yaml keeps `progress` as given either way. `refusal_note`: added to a
     refusal to resume the run in `run_dir` (the CLI's word on how it chose a default run_dir)."""
     cfg = with_absolute_paths(cfg)  # config.yaml then names the same files from any directory
+    # leti's own stages follow `progress` (a bar on a terminal, lines in a log: leti.progress);
+    # the libraries' bars only on a terminal
     shown = terminal_progress(cfg) if terminal_bars else cfg
     with _library_progress(shown.progress):
-        return _run(shown, run_dir, mode, saved=cfg, refusal_note=refusal_note)
+        return _run(cfg, run_dir, mode, saved=cfg, refusal_note=refusal_note)
 
 
 def _run(cfg: RunConfig, run_dir: str | Path, mode: Mode, saved: RunConfig, refusal_note: str | None = None) -> int:

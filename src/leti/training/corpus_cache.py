@@ -39,11 +39,11 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from leti.cache import cache_root
 from leti.errors import LetiError
 from leti.model import encode_documents
+from leti.progress import Progress
 
 FORMAT_VERSION = 3  # part of every key: a change of layout or of what is stored never reads old entries (2: offsets.bin, 3: special-token strings read as text)
 _DTYPES = {"uint16": np.dtype("<u2"), "int32": np.dtype("<i4")}
@@ -249,7 +249,7 @@ def tokenize_in_memory(texts: Iterator[str], tokenizer, eos: int | None, *, tota
     """What token_stream builds, in memory and without a cache (trainer.pretrain_cache: false)."""
     dtype = _DTYPES[_dtype_for(tokenizer, eos)]
     parts, lengths = [], []
-    with tqdm(total=total, desc="tokenizing pretraining corpus", unit="file", disable=not progress) as bar:
+    with Progress(total, "tokenizing pretraining corpus", "files", progress) as bar:
         for arr, chunk_lengths in _tokenized(texts, tokenizer, eos, dtype, bar):
             parts.append(arr)
             lengths.extend(chunk_lengths)
@@ -263,8 +263,8 @@ def _build(cache_dir: Path, key: str, fields: dict, texts: Callable[[], Iterator
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir))
     try:
         lengths: list[int] = []
-        with open(tmp / "tokens.bin", "wb") as out, tqdm(
-                total=total, desc="tokenizing pretraining corpus", unit="file", disable=not progress) as bar:
+        with open(tmp / "tokens.bin", "wb") as out, \
+                Progress(total, "tokenizing pretraining corpus", "files", progress) as bar:
             for arr, chunk_lengths in _tokenized(texts(), tokenizer, eos, dtype, bar):
                 with _writing(cache_dir, arr.nbytes):
                     arr.tofile(out)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
+
+from leti.progress import Progress
 
 
 @torch.no_grad()
@@ -24,13 +25,15 @@ def heldout_loss(accelerator, model, blocks: torch.Tensor, batch_size: int, prog
     batches = list(torch.split(blocks, batch_size))
     per_rank = math.ceil(len(batches) / accelerator.num_processes)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (summed loss, tokens)
-    for j in tqdm(range(per_rank), desc="held-out loss", unit="batch", disable=not progress):
-        i = j * accelerator.num_processes + accelerator.process_index
-        ids = batches[min(i, len(batches) - 1)].to(accelerator.device)
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
-        if i < len(batches):
-            n = ids.shape[0] * (ids.shape[1] - 1)  # full blocks: every token but the first is predicted
-            total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=accelerator.device)
+    with Progress(per_rank, "held-out loss", "batches", progress) as bar:
+        for j in range(per_rank):
+            i = j * accelerator.num_processes + accelerator.process_index
+            ids = batches[min(i, len(batches) - 1)].to(accelerator.device)
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+            if i < len(batches):
+                n = ids.shape[0] * (ids.shape[1] - 1)  # full blocks: every token but the first is predicted
+                total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=accelerator.device)
+            bar.update(1)
     if accelerator.num_processes > 1:
         total = accelerator.reduce(total, reduction="sum")
     for m, training in modes.items():  # back as it was
