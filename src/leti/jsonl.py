@@ -12,10 +12,14 @@ from typing import Any
 from leti.errors import LetiError
 
 
-def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JSON object") -> Iterator[tuple[str, int, Any]]:
+def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JSON object",
+                    finite: bool = False) -> Iterator[tuple[str, int, Any]]:
     """Yield (where, line number, parsed value) for every non-blank line of `path`, where `where`
     is "PATH:LINE" for the caller's own error messages. `what` names the file in errors ("task
-    file"), `missing_hint` says how to fix a wrong path, `item` what each line must hold."""
+    file"), `missing_hint` says how to fix a wrong path, `item` what each line must hold.
+    `finite`: refuse NaN and Infinity (_no_constant), for a reader that writes its lines back out;
+    the others read them, in a field they ignore (another tool's samples file: a score of NaN),
+    as Python does."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -38,7 +42,7 @@ def read_json_lines(path: Path, *, what: str, missing_hint: str, item: str = "JS
             continue
         where = f"{path}:{lineno}"
         try:
-            value = json.loads(line, object_pairs_hook=_no_repeated_keys, parse_constant=_no_constant)
+            value = json.loads(line, object_pairs_hook=_no_repeated_keys, parse_constant=_no_constant if finite else None)
         except _NonFinite as e:
             raise LetiError(f"{where}: {e.constant} is not valid JSON (Python writes it; jq and JavaScript "
                             f"refuse it); write null or a finite number") from None

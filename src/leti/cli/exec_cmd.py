@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def read_programs(path: Path) -> tuple[list[dict], list[Program]]:
     """Every line is checked before anything runs: a bad line is one error naming it."""
     rows, programs = [], []
-    for where, _, row in read_json_lines(path, what="input file", missing_hint="check the INPUT path"):
+    # finite: its rows are written back out, as JSON
+    for where, _, row in read_json_lines(path, what="input file", missing_hint="check the INPUT path", finite=True):
         if not isinstance(row, dict):
             raise LetiError(f"{where}: expected a JSON object with a 'program' field")
         if "program" not in row:
