@@ -43,7 +43,7 @@ TAMPERED = "the program tampered with the verifier's report of its event"
 
 # Fields of a result that describe an exception; cleared before a verdict is written.
 _NO_EXCEPTION: dict[str, Any] = dict(
-    exception_type=None, exception_printed=None, message=None, notes=None, frames=(), chain=(), error_lineno=None,
+    exception_type=None, exception_printed=None, message=None, notes=None, frames=(), chain=(), group=None, error_lineno=None,
     error_offset=None, error_end_offset=None, error_text=None, assert_op=None, assert_left=None,
     assert_right=None, signal=None, exited_early=False, feedback="", judged=None)
 
