@@ -17,7 +17,7 @@ import pytest
 
 from leti.execution import ExecutionConfig, Executor, Program, Status
 from leti.execution.pool import TAMPERED, _program_record
-from leti.execution.records import ExecutionResult
+from leti.execution.records import ExceptionGroupMembers, ExecutionResult, GroupMember
 from leti.feedback.traceback_text import format_feedback
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are new in 3.11")
@@ -110,7 +110,8 @@ async def main():
 asyncio.run(main())
 '''
 
-# A multi-line message continues without the margin in the interpreter's printer; notes get it.
+# A multi-line message continues without the margin in the printer of 3.11 and 3.12; notes get it.
+# 3.13's (traceback.py) puts the margin on every line: the record says which one ran the program.
 NOTES = '''e = ValueError("line1\\nline2")
 e.add_note("note1\\nnote2")
 g = ExceptionGroup("two\\nlines", [e, KeyError("a")])
@@ -141,6 +142,22 @@ except ValueError:
         raise ExceptionGroup("g", [a, b])
 '''
 
+# Two members raised while handling one KeyError: it is printed with one of them only. 3.11 and
+# 3.12 print it with the first (in print order), 3.13 with the last (TracebackException builds the
+# tree before printing, from a stack: the last member's chain first).
+SHARED_CONTEXT = '''c = KeyError("shared")
+excs = []
+for i in range(2):
+    try:
+        try:
+            raise c
+        except KeyError:
+            raise ValueError(i)
+    except ValueError as e:
+        excs.append(e)
+raise ExceptionGroup("g", excs)
+'''
+
 # The subclass lies about its members and its class: what is printed is the group's own slot.
 LIAR = '''class Liar(ExceptionGroup):
     exceptions = property(lambda self: 1 / 0)
@@ -149,12 +166,52 @@ raise Liar("liar", [ValueError("real")])
 '''
 
 
-@pytest.mark.parametrize("source", [FLAT, NESTED, WIDE_AND_DEEP, TASKGROUP, NOTES, IN_CHAIN, SEEN, LIAR],
-                         ids=["flat", "nested", "wide_and_deep", "taskgroup", "notes", "in_chain", "seen", "liar"])
+@pytest.mark.parametrize("source", [FLAT, NESTED, WIDE_AND_DEEP, TASKGROUP, NOTES, IN_CHAIN, SEEN, SHARED_CONTEXT, LIAR],
+                         ids=["flat", "nested", "wide_and_deep", "taskgroup", "notes", "in_chain", "seen",
+                              "shared_context", "liar"])
 def test_a_group_reads_as_cpython_prints_it(run, tmp_path, source):
+    if source is LIAR and sys.version_info >= (3, 13):
+        pytest.skip("3.13 prints the liar through its fallback: test_a_lying_group_keeps_its_members")
     (r,) = run(source)
     assert r.status is Status.FAILED
     assert r.feedback == cpython(source, tmp_path)
+
+
+def test_a_lying_group_keeps_its_members(run, tmp_path):
+    """Deliberately not the interpreter's text on 3.13+. Its printer (traceback.py) reads the
+    subclass's own `exceptions`, which raises here; the interpreter then falls back to a C printer
+    that shows no group at all (no members, "Traceback" for the header). Copying that would let a
+    program hide every member of its groups from the feedback by one property (and run its own
+    code while being reported): the worker reads members through BaseExceptionGroup's slot, on
+    every version, and shows them as 3.11 and 3.12 do."""
+    (r,) = run(LIAR)
+    assert r.feedback == "\n".join([
+        "  + Exception Group Traceback (most recent call last):", '  |   File "main.py", line 4, in <module>',
+        '  |     raise Liar("liar", [ValueError("real")])', "  | Liar: liar (1 sub-exception)",
+        "  +-+---------------- 1 ----------------", "    | ValueError: real",
+        "    +------------------------------------"])
+    printed = cpython(LIAR, tmp_path)
+    if sys.version_info >= (3, 13):  # the fallback's text: what leti does not copy
+        assert printed.startswith("Traceback (most recent call last):") and "sub-exception)" in printed
+        assert "ValueError: real" not in printed
+    else:
+        assert r.feedback == printed
+
+
+def test_the_margin_follows_the_interpreter_that_ran_the_program():
+    """A stored result may be formatted by another interpreter than the one that ran it: the
+    margin on a multi-line message follows the record (3.13+ writes margined), not this one."""
+    def printed(margined: bool) -> list[str]:
+        member = GroupMember(exception_type="ValueError", message="a\nb", notes="n", has_traceback=False)
+        r = ExecutionResult(id=0, status=Status.FAILED, exception_type="ExceptionGroup", message="g\nh (1 sub-exception)",
+                            group=ExceptionGroupMembers(total=1, members=(member,), margined=margined))
+        return format_feedback(ExecutionResult.from_dict(json.loads(json.dumps(r.to_dict())))).split("\n")
+
+    assert printed(False)[1:6] == ["  | ExceptionGroup: g", "h (1 sub-exception)", "  +-+---------------- 1 ----------------",
+                                   "    | ValueError: a", "b"]
+    assert printed(True)[1:6] == ["  | ExceptionGroup: g", "  | h (1 sub-exception)",
+                                  "  +-+---------------- 1 ----------------", "    | ValueError: a", "    | b"]
+    assert printed(True)[6] == "    | n"
 
 
 def test_the_members_are_in_the_result(run):
@@ -245,6 +302,7 @@ def _nested(depth: int) -> dict:
     {"total": 1, "members": [{**_MEMBER, "frames": [[1, "f"]]}]}, {"total": 1, "members": [{**_MEMBER, "type": 3}]},
     {"total": 1, "members": [{**_MEMBER, "chain": [{"type": "E"}]}]}, {"total": 1, "members": [{**_MEMBER, "group": []}]},
     {"total": 10**30, "members": []}, {**_GOOD, "extra": 1}, _nested(11),
+    {**_GOOD, "margined": False}, {**_GOOD, "margined": 1},
     {"total": 15, "members": [{**_MEMBER, "group": {"total": 15, "members": [_MEMBER] * 15}}] * 15},
 ])
 @pytest.mark.parametrize("where", ["top", "chain"])
@@ -252,6 +310,7 @@ def test_a_record_with_a_malformed_group_is_refused(group, where):
     assert _program_record(_forged(group, where)) is None
     assert _program_record(_forged(_GOOD, where)) is not None
     assert _program_record(_forged(_nested(9), where)) is not None
+    assert _program_record(_forged({**_GOOD, "margined": True}, where)) is not None
 
 
 def test_a_forged_malformed_group_through_the_executor_is_tampered(run):

@@ -551,7 +551,8 @@ def _group(group: object, depth: int, budget: list[int]) -> bool:
     """Whether a group's members have the shape the worker writes (worker.py _group) for a group
     printed at `depth`, all of them within `budget`. Recursion ends: every level of members is one
     deeper, and past _GROUP_DEPTH a group has none."""
-    if not (isinstance(group, dict) and group.keys() == {"total", "members"}):
+    if not (isinstance(group, dict) and group.keys() - {"margined"} == {"total", "members"}
+            and group.get("margined", True) is True):  # written only as true (3.13+)
         return False
     total, members = group["total"], group["members"]
     if (not isinstance(total, int) or isinstance(total, bool) or not 1 <= total <= _MAX_GROUP_TOTAL
@@ -587,7 +588,7 @@ def _chained(chain: list) -> tuple[ChainedException, ...]:
 
 
 def _members(group: dict) -> ExceptionGroupMembers:
-    return ExceptionGroupMembers(total=group["total"], members=tuple(GroupMember(
+    return ExceptionGroupMembers(total=group["total"], margined="margined" in group, members=tuple(GroupMember(
         exception_type=one_line(m["type"]),
         exception_printed=one_line(m["printed_type"]) if m.get("printed_type") else None,
         message=m.get("message") or None, notes=m.get("notes") or None, frames=_frames(m["frames"]),

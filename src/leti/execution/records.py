@@ -116,17 +116,25 @@ class ExceptionGroupMembers:
     """The members of an exception group (3.11+) the interpreter prints under it: the first
     `len(members)` of `total` (at most 15, its max_group_width; fewer where the worker's bound
     on exceptions described in groups ended them: worker.py GROUP_LIMIT). None for a group past
-    the interpreter's max_group_depth, which prints one line for it instead."""
+    the interpreter's max_group_depth, which prints one line for it instead. `margined`: the
+    interpreter that ran the program (3.13+: traceback.py's printer) puts a group's margin on
+    every line of a multi-line message; 3.11 and 3.12 (pythonrun.c) continue it at the line
+    start. Recorded, not read from this interpreter: a stored result may be formatted by another."""
 
     total: int
     members: tuple[GroupMember, ...] = ()
+    margined: bool = False
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "members": [m.to_dict() for m in self.members]}
+        d = {"total": self.total, "members": [m.to_dict() for m in self.members]}
+        if self.margined:  # absent otherwise, as stored before 3.13 was told apart
+            d["margined"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ExceptionGroupMembers:
-        return cls(total=d["total"], members=tuple(GroupMember.from_dict(m) for m in d.get("members", ())))
+        return cls(total=d["total"], members=tuple(GroupMember.from_dict(m) for m in d.get("members", ())),
+                   margined=bool(d.get("margined", False)))
 
 
 def _with_group(d: dict, group: ExceptionGroupMembers | None) -> dict:

@@ -129,6 +129,15 @@ _suppress_context, _traceback_of = BaseException.__suppress_context__.__get__, B
 # Python 3.10 has no exception groups.
 _ExceptionGroup = getattr(builtins, "BaseExceptionGroup", None)
 _members_of = _ExceptionGroup.exceptions.__get__ if _ExceptionGroup is not None else None
+# From 3.13 the interpreter prints through traceback.TracebackException, which decides what each
+# chain shows while it builds the whole tree (members and chains) before printing anything: an
+# exception already built as a member (or anywhere else) ends a chain printed before it (_tree).
+# Its text also keeps the margin on every line of a message inside a group ("margined"; the C
+# printer of 3.11 and 3.12 continued a multi-line message at the line start). Liars stay
+# ignored: members are still read through the slot, as a subclass whose `exceptions` raises makes
+# 3.13's printer fail and fall back to one without groups, which would hide every member.
+_TREE = sys.version_info >= (3, 13)
+TREE_NODES = 100_000  # _tree's bound: more is a group the interpreter takes hours to print
 # A failing `assert L <op> R` of a program run for rich feedback reports the values it compared:
 # run_program compiles each such assert as three statements (_capturing_code), which store them here.
 CAPTURE = "__leti_assert_operands__"
@@ -414,14 +423,18 @@ def _describe_exception(exc, source, captured=None):
     # exceptions groups may describe: shared by the whole record, as one print shares them.
     seen, budget = {id(exc)}, [GROUP_LIMIT]
     try:
-        chain = _chain(exc, lines, seen, budget)
+        node = _tree(exc) if _TREE else None
+    except BaseException:  # e.g. out of memory: chains as the printer of 3.12 walks them
+        node = None
+    try:
+        chain = _chain(exc, lines, seen, budget, node=node)
     except BaseException:  # e.g. out of memory: the final exception is reported all the same
         chain = None
     if chain:
         rec["chain"] = chain
     if _is_group(exc):
         try:
-            rec["group"] = _group(exc, lines, 0, seen, budget)
+            rec["group"] = _group(exc, lines, 0, seen, budget, node)
         except BaseException:  # as for the chain: the group's own line all the same
             pass
     if isinstance(exc, SystemExit):
@@ -462,25 +475,69 @@ def _program_frames(tb, lines, limit):
     return list(frames), last
 
 
-def _chain(exc, lines, seen=None, budget=None, depth=0, charge=False):
+def _tree(exc):
+    """3.13+: what TracebackException (compact, as the interpreter's printer builds it) links
+    `exc` and everything printed with it to, as nodes [exception, the node of its printed cause or
+    context or None, whether that is the cause, its members' nodes or None]. It builds them
+    depth first from a stack, the last member first, each exception's cause or context only if
+    no node was made for that exception before, so what is seen depends on that order. At most
+    TREE_NODES nodes; a group past them has None for members (_leaf)."""
+    seen, root = {id(exc)}, [exc, None, False, None]
+    stack, made = [root], 1
+    while stack:
+        node = stack.pop()
+        e = node[0]
+        cause = _cause_of(e)
+        if cause is not None and id(cause) not in seen:
+            node[1], node[2] = [cause, None, False, None], True
+        elif not _suppress_context(e):  # a cause already seen: the context, as compact=True does
+            context = _context_of(e)
+            if context is not None and id(context) not in seen:
+                node[1] = [context, None, False, None]
+        if node[1] is not None:
+            seen.add(id(node[1][0]))
+            made += 1
+        if _is_group(e) and made < TREE_NODES:
+            members = _members_of(e)[:TREE_NODES - made]
+            node[3] = [[m, None, False, None] for m in members]
+            made += len(members)
+            seen.update(id(m) for m in members)
+        if node[1] is not None:
+            stack.append(node[1])
+        if node[3]:
+            stack.extend(node[3])
+    return root
+
+
+def _leaf(exc):
+    return [exc, None, False, None]
+
+
+def _chain(exc, lines, seen=None, budget=None, depth=0, charge=False, node=None):
     """The exceptions the interpreter prints before `exc`, oldest first, as it walks them: the
     __cause__, else the __context__ unless __suppress_context__ (`raise ... from None`), until
     one it has printed already (a program can make the chain a cycle). Each entry says whether
     it is the next one's explicit cause and whether it has a traceback (one never raised, as in
     `raise X from Y()`, prints none). Only the CHAIN_LIMIT most recent are kept. `seen`: ids of
     the exceptions printed before; `budget`: what groups may still describe, which the entries
-    take from when `charge` (a chain inside a group); `depth`: the print depth of `exc` (_group)."""
-    chain, excs = [], []
+    take from when `charge` (a chain inside a group); `depth`: the print depth of `exc` (_group).
+    `node`: 3.13+, `exc`'s node of _tree, whose links are followed instead of `seen`."""
+    chain, excs, nodes = [], [], []
     seen = {id(exc)} if seen is None else seen
     while len(chain) < CHAIN_LIMIT:
-        earlier = _cause_of(exc)
-        cause = earlier is not None
-        if not cause:
-            if _suppress_context(exc):
+        if node is not None:
+            if node[1] is None:
                 break
-            earlier = _context_of(exc)
-        if earlier is None or id(earlier) in seen:
-            break
+            earlier, cause, node = node[1][0], node[2], node[1]
+        else:
+            earlier = _cause_of(exc)
+            cause = earlier is not None
+            if not cause:
+                if _suppress_context(exc):
+                    break
+                earlier = _context_of(exc)
+            if earlier is None or id(earlier) in seen:
+                break
         if charge:
             if budget[0] <= 0:
                 break
@@ -492,12 +549,14 @@ def _chain(exc, lines, seen=None, budget=None, depth=0, charge=False):
         entry["traceback"], entry["cause"] = tb is not None, cause
         chain.append(entry)
         excs.append(earlier)
+        nodes.append(node)
         exc = earlier
     chain.reverse()
     excs.reverse()
-    for entry, earlier in zip(chain, excs, strict=True):  # the oldest is printed first, its members with it
+    nodes.reverse()
+    for entry, earlier, at in zip(chain, excs, nodes, strict=True):  # the oldest is printed first, its members with it
         if _is_group(earlier):
-            entry["group"] = _group(earlier, lines, depth, seen, budget)
+            entry["group"] = _group(earlier, lines, depth, seen, budget, at)
     return chain
 
 
@@ -505,19 +564,25 @@ def _is_group(exc):
     return _ExceptionGroup is not None and issubclass(type(exc), _ExceptionGroup)
 
 
-def _group(exc, lines, depth, seen, budget):
+def _group(exc, lines, depth, seen, budget, tree=None):
     """Group `exc`'s members as the interpreter prints them under it, when it prints `exc` at
     depth `depth` (0 for the final exception and its chain; a group's members one deeper, and the
     top group's two): {"total": how many it has, "members": the first GROUP_WIDTH, each with its
     frames, chain and (a group) members}. Past GROUP_DEPTH no members: the interpreter prints one
-    line for such a group. Walking stops where `budget` ends, or should a member fail to read."""
+    line for such a group. Walking stops where `budget` ends, or should a member fail to read.
+    `tree`: 3.13+, `exc`'s node of _tree (its members' chains follow their nodes)."""
     members = _members_of(exc)
     group = {"total": len(members), "members": []}
+    if _TREE:  # the interpreter's printer puts the margin on every line (records.ExceptionGroupMembers)
+        group["margined"] = True
     if depth > GROUP_DEPTH:
         return group
     inner = max(depth, 1) + 1
     try:
-        for member in members[:GROUP_WIDTH]:
+        for i, member in enumerate(members[:GROUP_WIDTH]):
+            at = None
+            if tree is not None:  # past TREE_NODES: no node, so no chain
+                at = tree[3][i] if tree[3] is not None and i < len(tree[3]) else _leaf(member)
             if budget[0] <= 0:
                 break
             budget[0] -= 1
@@ -527,11 +592,11 @@ def _group(exc, lines, depth, seen, budget):
             try:
                 node = _exception_fields(member)
                 node["frames"], node["traceback"] = frames, tb is not None
-                chain = _chain(member, lines, seen, budget, inner, charge=True)
+                chain = _chain(member, lines, seen, budget, inner, charge=True, node=at)
                 if chain:
                     node["chain"] = chain
                 if _is_group(member):
-                    node["group"] = _group(member, lines, inner, seen, budget)
+                    node["group"] = _group(member, lines, inner, seen, budget, at)
             except BaseException:  # e.g. a member whose __getattribute__ raises: its name and frames
                 node = {"type": _type_name(member), "message": "", "frames": frames, "traceback": tb is not None}
             group["members"].append(node)

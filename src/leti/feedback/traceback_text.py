@@ -128,15 +128,18 @@ def _traceback(r: ExecutionResult, rich: bool) -> str:
 
 class _GroupPrinter:
     """Lines of an exception group as the interpreter (3.11, 3.12: pythonrun.c
-    print_exception_group) prints it: each exception inside a group indented by its depth after a
-    "| " margin, members between "+---- i ----" rules, a closing rule after the last; at most
-    GROUP_WIDTH members a group ("and N more exceptions"), nested at most GROUP_DEPTH deep. As in
-    its printer a multi-line message continues without the margin (notes each get it)."""
+    print_exception_group; 3.13+: traceback.py TracebackException.format) prints it: each
+    exception inside a group indented by its depth after a "| " margin, members between
+    "+---- i ----" rules, a closing rule after the last; at most GROUP_WIDTH members a group
+    ("and N more exceptions"), nested at most GROUP_DEPTH deep. Notes get the margin on each line;
+    a multi-line message only where the group says the interpreter that ran it did (`margined`,
+    3.13+): pythonrun.c continues it at the line start."""
 
     def __init__(self) -> None:
         self.out: list[str] = []
         self.depth = 0
         self.need_close = False  # whether the last member's rule still closes its group
+        self.margined = False  # set from the outermost group: one interpreter printed them all
 
     def margin(self) -> str:
         return " " * (2 * self.depth) + ("| " if self.depth else "")
@@ -150,7 +153,8 @@ class _GroupPrinter:
             head = " " * (2 * self.depth) + "+ " if group and self.depth == 1 else margin
             self.out.append(f"{head}{header} (most recent call last):")
             self.out += [margin + line for line in _frame_lines(e.frames)]
-        self.out.append(margin + _exception_line(e.exception_printed, e.exception_type, e.message, None))
+        line = _exception_line(e.exception_printed, e.exception_type, e.message, None)
+        self.out += [margin + part for part in line.split("\n")] if self.margined else [margin + line]
         if e.notes:
             self.out += [margin + line for line in e.notes.split("\n")]
 
@@ -175,6 +179,7 @@ class _GroupPrinter:
         members: ExceptionGroupMembers = e.group  # type: ignore[assignment]
         if self.depth == 0:
             self.depth = 1
+            self.margined = members.margined
         self.exception(e, has_traceback, group=True)
         shown = len(members.members)
         count = shown + (members.total > shown)
