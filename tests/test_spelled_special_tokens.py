@@ -28,13 +28,18 @@ PROMPT = 'def strike(s):\n    """Wrap s in "<s>" and "</s>" tags; <unk> and <|en
 COMPLETION = '    return "<s>" + s + "</s>"  # <|endoftext|>\n'
 
 
-@pytest.fixture(scope="module", params=["byte_level", "sentencepiece", "sentencepiece-first"])
+@pytest.fixture(scope="module", params=["byte_level", "sentencepiece", "sentencepiece-first", "llama-transformers5"])
 def tok(request):
     """GPT-2 style (BOS = EOS = '<|endoftext|>'), Llama style ('<s>' put in front, EOS '</s>',
-    '<unk>'), and Llama 2's prepend_scheme 'first' (a stretch after a marker has no leading '▁')."""
-    t = make_tiny_tokenizer(style=request.param.split("-")[0])
-    if request.param.endswith("first"):
+    '<unk>'), Metaspace's prepend_scheme 'first' (a stretch after a marker has no leading '▁'),
+    and that as transformers 5 builds Llama 2's tokenizer (no normalizer, Metaspace split=False)."""
+    t = make_tiny_tokenizer(style="byte_level" if request.param == "byte_level" else "sentencepiece")
+    if request.param == "sentencepiece-first":
         t.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    if request.param == "llama-transformers5":
+        t.backend_tokenizer.normalizer = None
+        t.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first",
+                                                                     split=False)
     _add_tokens(t)
     return t
 
@@ -78,6 +83,18 @@ def test_the_sampling_prompt_is_the_start_of_its_training_text(tok):
     assert [s for _, s in _specials(tok, prompt_ids)][-1] == GOOD  # no BOS/EOS/UNK after the marker
 
 
+@pytest.mark.parametrize("text", [GOOD + "s = 'a<s>b'\n", GOOD + 'x = "</s>"\n', GOOD + "x <s> y  <unk>\n",
+                                  BAD + FEEDBACK_OPEN + "got </s>" + FEEDBACK_CLOSE + PROMPT + COMPLETION])
+def test_the_text_reads_back_as_it_was_written(tok, text):
+    """Nothing added round a spelled token: the prompt's string literal "</s>" stays "</s>", not
+    " </s>". (Metaspace's 'always' scheme puts a space after every marker, for any text: left out.)"""
+    if tok.backend_tokenizer.pre_tokenizer.__getstate__().find(b'"always"') >= 0:
+        pytest.skip("prepend_scheme 'always' reads a space after every marker, spelled tokens or not")
+    ids = encode_prompt(tok, text)
+    front = 1 if tok.bos_token == "<s>" else 0
+    assert tok.decode(ids[front:]) == text
+
+
 def test_ordinary_text_keeps_the_tokenizers_own_ids(tok):
     for text in (GOOD + "def f(x):\n    return x < 2\n", BAD + FEEDBACK_OPEN + "NameError: y" + FEEDBACK_CLOSE + "y = 1\n"):
         assert encode_prompt(tok, text) == list(tok(text).input_ids)
@@ -89,7 +106,7 @@ def test_a_corpus_file_quoting_special_tokens_is_code(tok, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(3):
-        (corpus / f"m{i}.py").write_text(f"TAGS = ['<s>', '</s>', '<unk>', '<|endoftext|>']  # {i}\n" * 40)
+        (corpus / f"m{i}.py").write_text(f"TAGS = ['<s>', '</s>', '<unk>', '<|endoftext|>', '<|bad|>']  # {i}\n" * 40)
     for cache in (None, tmp_path / "cache"):
         stats = PackingStats()
         blocks = pretrain_batches(tok, str(corpus), 64, 1, 10, stats, cache_dir=cache)

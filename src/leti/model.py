@@ -715,45 +715,38 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return ids
 
 
-def spelled_specials(tokenizer: PreTrainedTokenizerBase, text: str, specials: Sequence[str] | None = None) -> dict[int, str]:
+def spelled_specials(tokenizer: PreTrainedTokenizerBase, text: str) -> dict[int, str]:
     """{id: string} of the tokenizer's own special tokens (BOS, EOS, UNK, chat or fill-in-the-
-    middle tokens; not LeTI's markers) whose string `text` spells out. Empty for nearly every text.
-    `specials`: own_specials(tokenizer), when the caller has it already."""
-    found = [s for s in (own_specials(tokenizer) if specials is None else specials) if s in text]
+    middle tokens; not LeTI's markers) whose string `text` spells out. Empty for nearly every text."""
+    found = [s for s in tokenizer.all_special_tokens if s and s not in SPECIAL_TOKENS and s in text]
     return {tokenizer.convert_tokens_to_ids(s): s for s in found}
-
-
-def own_specials(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """The strings of the tokenizer's own special tokens, LeTI's markers left out."""
-    return [s for s in tokenizer.all_special_tokens if s and s not in SPECIAL_TOKENS]
 
 
 def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     """Token ids of each pretraining document, nothing added, every special-token string in it
-    read as text (spelled_as_text): a source file quoting "</s>" is code, not an end of document."""
-    specials = own_specials(tokenizer)
-    batch = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    return [spelled_as_text(tokenizer, list(ids), spelled, text, keep_final_eos=False)
-            if (spelled := spelled_specials(tokenizer, text, specials)) else ids for ids, text in zip(batch, texts, strict=True)]
+    read as text, LeTI's markers too: a source file quoting "</s>" (or leti's own source, "<|bad|>")
+    is code, not an end of document or a reward. Documents hold no control tokens of their own, so
+    the whole of each is read with split_special_tokens; ordinary text keeps its ids."""
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
 
 
-def spelled_as_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], spelled: dict[int, str], text: str,
-                    keep_final_eos: bool = True) -> list[int]:
+def spelled_as_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], spelled: dict[int, str], text: str) -> list[int]:
     """`ids` (the tokenizer's own reading of `text`, nothing added) with the special tokens that
     the text spelled out read as ordinary text. A task's prompt holding "<s>" (an HTML tag; Llama's
     BOS), a program printing "<|endoftext|>", or a corpus file quoting either, otherwise put a BOS
-    or EOS in the middle of a prompt or training text. An EOS that ends the text stays (with
-    `keep_final_eos`): it is training_text.append_eos's.
+    or EOS in the middle of a prompt or training text. An EOS that ends the text stays: it is
+    training_text.append_eos's.
 
-    Each stretch between LeTI's markers that spells one is tokenized again, alone, with
-    split_special_tokens=True (not the whole text: that reads the markers as text too). A stretch
-    that the tokenizer reads otherwise alone than after a marker (Metaspace's prepend_scheme
-    'first': Llama 2, Mistral) keeps its ids, and only each spelled token is replaced by its
-    string's ids."""
+    Each stretch between LeTI's markers that spells one is tokenized again with
+    split_special_tokens=True (not the whole text: that reads the markers as text too): alone, or,
+    where the tokenizer reads a stretch otherwise alone than after a marker (Metaspace's
+    prepend_scheme 'first', transformers 5's Llama 2, CodeLlama, Mistral: no leading space there),
+    as it reads after a newline (_after). Failing both, only each spelled token is replaced by its
+    string's ids, as read after a newline where that can be told."""
     if not spelled:
         return ids
     eos = tokenizer.eos_token
-    final_eos = keep_final_eos and eos is not None and text.endswith(eos) and ids[-1:] == [tokenizer.eos_token_id]
+    final_eos = eos is not None and text.endswith(eos) and ids[-1:] == [tokenizer.eos_token_id]
     if final_eos:
         ids, text = ids[:-1], text[: -len(eos)]
     markers = {tokenizer.convert_tokens_to_ids(m) for m in SPECIAL_TOKENS}
@@ -775,14 +768,27 @@ def spelled_as_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], spelled:
             out += part_ids
         elif _encode(tokenizer, part, split=False) == part_ids:
             out += _encode(tokenizer, part, split=True)
+        elif _after(tokenizer, part, split=False) == part_ids and (again := _after(tokenizer, part, split=True)):
+            out += again
         else:
             for t in part_ids:
-                out += _encode(tokenizer, spelled[t], split=True) if t in spelled else [t]
+                if t in spelled:
+                    out += _after(tokenizer, spelled[t], split=True) or _encode(tokenizer, spelled[t], split=True)
+                else:
+                    out.append(t)
     return out + [tokenizer.eos_token_id] * final_eos
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str, split: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split, verbose=False).input_ids)
+
+
+def _after(tokenizer: PreTrainedTokenizerBase, text: str, split: bool) -> list[int] | None:
+    """The ids of `text` as the tokenizer reads it after a newline, not at the start of a sequence
+    (where prepend_scheme 'first' adds a space); None when the newline's ids merge into `text`'s."""
+    head = _encode(tokenizer, "\n", split=False)
+    ids = _encode(tokenizer, "\n" + text, split=split)
+    return ids[len(head):] if ids[: len(head)] == head and len(ids) > len(head) else None
 
 
 def end_token_ids(generation_config, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -41,7 +41,8 @@ class Progress:
         self._note = ""
         self._start = self._said = time.monotonic()
         self._interval = min_interval_s
-        terminal = sys.stderr.isatty()
+        # a notebook's stderr is no terminal, but tqdm.auto draws its widget there
+        terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit) if enabled and terminal else None
         leader = os.environ.get("RANK", "0") == "0"
         # a total of None (a streamed corpus of unknown size) has no tenths: the bar alone

@@ -278,7 +278,8 @@ def _lead(cfg: RunConfig, run_dir: str | Path, mode: Mode, group: Group, saved: 
                                                      "an iteration trains on n copies of one program per problem; "
                                                      "set sampling.n: 1, or a temperature above 0"))
         warnings.append(switched_off_settings_warning(cfg))
-        warnings.append(task_protocol_warning(cfg, task))
+        if not resuming:  # its --set eval.* fix is for a new run: a resume refuses them
+            warnings.append(task_protocol_warning(cfg, task))
         for warning in filter(None, warnings):
             print(warning, file=sys.stderr)
         if cfg.train_split == cfg.eval.split:
