@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def _run(tmp_path: Path, model: str, task: str, progress: bool) -> None:
     assert run(cfg, tmp_path / f"run-{progress}", terminal_bars=True) == 0
 
 
-def test_a_run_in_a_log_file_prints_plain_progress_lines(tmp_path, tiny_model_path, task, capsys):
+def test_a_run_in_a_log_file_prints_plain_progress_lines(tmp_path, tiny_model_path, task, capsys, monkeypatch):
+    monkeypatch.setenv("LETI_PROGRESS_EVERY_S", "0")  # the tiny run's stages take moments: every tenth said
     _run(tmp_path, tiny_model_path, task, progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err  # lines, not bars redrawn
@@ -59,7 +61,8 @@ def test_a_run_in_a_log_file_prints_plain_progress_lines(tmp_path, tiny_model_pa
     assert len(ends["held-out loss"]) > 1
 
 
-def test_progress_false_prints_no_progress_lines(tmp_path, tiny_model_path, task, capsys):
+def test_progress_false_prints_no_progress_lines(tmp_path, tiny_model_path, task, capsys, monkeypatch):
+    monkeypatch.setenv("LETI_PROGRESS_EVERY_S", "0")
     _run(tmp_path, tiny_model_path, task, progress=False)
     err = capsys.readouterr().err
     assert not [line for line in err.splitlines() if LINE.match(line)], err
@@ -71,10 +74,30 @@ def test_lines_come_at_each_tenth_of_the_way_at_most_so_often_and_at_the_end(cap
             bar.update(1)
     done = [int(LINE.match(line)[2]) for line in capsys.readouterr().err.splitlines()]
     assert done == [2, 4, 6, 8, 10, 12, 14, 16, 18, 19]  # one per tenth (19 // 10 gave one per item)
-    with Progress(19, "stage", "items", True) as bar:  # a stage of a moment: its last line alone
+    with Progress(19, "stage", "items", True) as bar:  # a stage over within the interval: nothing said
         for _ in range(19):
             bar.update(1)
-    assert [int(LINE.match(line)[2]) for line in capsys.readouterr().err.splitlines()] == [19]
+    assert capsys.readouterr().err == ""
+    with Progress(19, "stage", "items", True, min_interval_s=0.05) as bar:  # one that takes longer: its lines
+        for _ in range(19):
+            time.sleep(0.01)
+            bar.update(1)
+    done = [int(LINE.match(line)[2]) for line in capsys.readouterr().err.splitlines()]
+    assert 2 <= len(done) < 10 and done[-1] == 19
     with Progress(19, "stage", "items", False) as bar:  # progress off: silent
         bar.update(19)
     assert capsys.readouterr().err == ""
+
+
+def test_the_interval_comes_from_the_environment(monkeypatch):
+    from leti.errors import LetiError
+    from leti.progress import line_interval
+
+    monkeypatch.delenv("LETI_PROGRESS_EVERY_S", raising=False)
+    assert line_interval() == 10
+    monkeypatch.setenv("LETI_PROGRESS_EVERY_S", "60")
+    assert line_interval() == 60
+    for bad in ("soon", "-1", "nan", "inf"):
+        monkeypatch.setenv("LETI_PROGRESS_EVERY_S", bad)
+        with pytest.raises(LetiError, match="LETI_PROGRESS_EVERY_S"):
+            line_interval()

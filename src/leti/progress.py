@@ -15,6 +15,8 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
+from leti.errors import LetiError
+
 
 def _elapsed(seconds: float) -> str:
     s = int(seconds)
@@ -25,22 +27,41 @@ def _elapsed(seconds: float) -> str:
     return f"{s // 3600}h{s // 60 % 60:02d}m"
 
 
+EVERY_ENV = "LETI_PROGRESS_EVERY_S"  # seconds between two lines in a log (default 10; 0: every tenth)
+
+
+def line_interval() -> float:
+    """The least seconds between two progress lines in a log: $LETI_PROGRESS_EVERY_S, else 10."""
+    text = os.environ.get(EVERY_ENV, "").strip()
+    if not text:
+        return 10.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise LetiError(f"{EVERY_ENV}={text!r}: expected seconds >= 0, e.g. 60; or unset it (10)")
+    return value
+
+
 class Progress:
     """`update(n)` like a tqdm bar. `enabled`: the caller's progress switch (a run's `progress`);
     False is silent. The bar is drawn on stderr when that is a terminal; otherwise lines go to
-    `file` (stderr) on rank 0 alone: the leader's lines stand for every rank: one as each tenth of
-    the way is crossed, at most every `min_interval_s`, and the last. `line(done, note)` replaces
-    a line's default wording."""
+    `file` (stderr) on rank 0 alone (the leader's lines stand for every rank): one as each tenth
+    of the way is crossed, at most every `min_interval_s` (line_interval()), and the last, unless
+    the stage was over within that interval with nothing said (a stage of seconds says nothing).
+    `line(done, note)` replaces a line's default wording."""
 
     def __init__(self, total: int | None, desc: str, unit: str, enabled: bool, *, initial: int = 0,
                  file: TextIO | None = None, line: Callable[[int, str], str] | None = None,
-                 min_interval_s: float = 10.0) -> None:
+                 min_interval_s: float | None = None) -> None:
         self.total, self.desc, self.unit, self.done, self.initial = total, desc, unit, initial, initial
         self.file = file or sys.stderr
         self._line = line
         self._note = ""
         self._start = self._said = time.monotonic()
-        self._interval = min_interval_s
+        self._interval = line_interval() if min_interval_s is None else min_interval_s
+        self._said_any = False
         # a notebook's stderr is no terminal, but tqdm.auto draws its widget there
         terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit) if enabled and terminal else None
@@ -73,13 +94,14 @@ class Progress:
             text = (f"leti: {self.desc}: {self.done}/{self.total} {self.unit} ({pct}%), "
                     f"{_elapsed(time.monotonic() - self._start)}" + (f", {self._note}" if self._note else ""))
         print(text, file=self.file, flush=True)
-        self._said = time.monotonic()
+        self._said, self._said_any = time.monotonic(), True
 
     def close(self) -> None:
         """Closes the bar; the last line (the whole way, or where it stopped) is printed once."""
         if self.bar is not None:
             self.bar.close()
-        elif self.lines and self.done > self.initial:
+        elif self.lines and self.done > self.initial and (
+                self._said_any or time.monotonic() - self._start >= self._interval):
             self._print()
         self.lines = False  # a second close prints nothing
 
