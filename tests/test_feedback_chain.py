@@ -6,11 +6,9 @@ itself prints for the same file, trimmed the way leti trims."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 
 import pytest
+from interpreter import cpython
 
 from leti.execution import ExecutionConfig, Executor, Program, Status
 from leti.execution.pool import TAMPERED, _program_record
@@ -22,33 +20,6 @@ from leti.feedback.traceback_text import CAUSE_LINE, CONTEXT_LINE, format_feedba
 def run():
     with Executor(ExecutionConfig(timeout_s=5.0, workers=2)) as ex:
         yield lambda *sources: ex.run([Program(s) for s in sources])
-
-
-_FRAME = re.compile(r'  File "(.*)", line (\d+), in (.*)$')
-_CARETS = re.compile(r"^ *[~^]+ *$")
-
-
-def cpython(source: str, tmp_path) -> str:
-    """What `python main.py` prints for `source`, trimmed as leti trims: only frames of main.py
-    (named as leti names it), no caret lines."""
-    main = tmp_path / "main.py"
-    main.write_text(source)
-    err = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=30).stderr
-    out, in_frame, keep = [], False, False
-    for line in err.rstrip("\n").split("\n"):
-        m = _FRAME.match(line)
-        if m:
-            in_frame, keep = True, m[1] in ("main.py", str(main))
-            if keep:
-                out.append(f'  File "main.py", line {m[2]}, in {m[3]}')
-        elif in_frame and line.startswith("    "):
-            if keep and not _CARETS.match(line):
-                out.append(line)
-        else:
-            in_frame = False
-            out.append(line)
-    return "\n".join(out)
 
 
 CONTEXT = '''def first_repeated_char(s):

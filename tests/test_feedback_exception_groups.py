@@ -8,12 +8,11 @@ Bounds past the interpreter's own (GROUP_LIMIT exceptions described in all) are 
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import sys
 import time
 
 import pytest
+from interpreter import cpython
 
 from leti.execution import ExecutionConfig, Executor, Program, Status
 from leti.execution.pool import TAMPERED, _program_record
@@ -27,35 +26,6 @@ pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception gr
 def run():
     with Executor(ExecutionConfig(timeout_s=10.0, workers=2)) as ex:
         yield lambda *sources: ex.run([Program(s) for s in sources])
-
-
-_MARGIN = re.compile(r"^((?: *[|+] )?)(.*)$")  # a group's indentation and "| " (or "+ ") margin
-_FRAME = re.compile(r'  File "(.*)", line (\d+), in (.*)$')
-_CARETS = re.compile(r"^ *[~^]+ *$")
-
-
-def cpython(source: str, tmp_path) -> str:
-    """What `python main.py` prints for `source`, trimmed as leti trims: only frames of main.py
-    (named as leti names it), no caret lines; inside groups, after each line's margin."""
-    main = tmp_path / "main.py"
-    main.write_text(source)
-    err = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60).stderr
-    out, in_frame, keep = [], False, False
-    for line in err.rstrip("\n").split("\n"):
-        margin, text = _MARGIN.match(line).groups()
-        m = _FRAME.match(text)
-        if m:
-            in_frame, keep = True, m[1] in ("main.py", str(main))
-            if keep:
-                out.append(f'{margin}  File "main.py", line {m[2]}, in {m[3]}')
-        elif in_frame and text.startswith("    "):
-            if keep and not _CARETS.match(text):
-                out.append(line)
-        else:
-            in_frame = False
-            out.append(line)
-    return "\n".join(out)
 
 
 FLAT = '''def check():
