@@ -482,24 +482,24 @@ def _tree(exc):
     depth first from a stack, the last member first, each exception's cause or context only if
     no node was made for that exception before, so what is seen depends on that order. At most
     TREE_NODES nodes; a group past them has None for members (_leaf)."""
-    seen, root = {id(exc)}, [exc, None, False, None]
+    seen, root = {id(exc)}, _leaf(exc)
     stack, made = [root], 1
     while stack:
         node = stack.pop()
         e = node[0]
         cause = _cause_of(e)
         if cause is not None and id(cause) not in seen:
-            node[1], node[2] = [cause, None, False, None], True
+            node[1], node[2] = _leaf(cause), True
         elif not _suppress_context(e):  # a cause already seen: the context, as compact=True does
             context = _context_of(e)
             if context is not None and id(context) not in seen:
-                node[1] = [context, None, False, None]
+                node[1] = _leaf(context)
         if node[1] is not None:
             seen.add(id(node[1][0]))
             made += 1
         if _is_group(e) and made < TREE_NODES:
             members = _members_of(e)[:TREE_NODES - made]
-            node[3] = [[m, None, False, None] for m in members]
+            node[3] = [_leaf(m) for m in members]
             made += len(members)
             seen.update(id(m) for m in members)
         if node[1] is not None:
@@ -510,6 +510,7 @@ def _tree(exc):
 
 
 def _leaf(exc):
+    """A _tree node of `exc` with no links yet."""
     return [exc, None, False, None]
 
 

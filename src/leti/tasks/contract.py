@@ -48,14 +48,25 @@ def loaded_problems(task: Task) -> object:
         raise
     except Exception as e:
         module = getattr(fn, "__module__", None) or ""
-        if module == "leti" or module.startswith("leti."):
+        error = task_code_error(type(task), _name(task), module, getattr(fn, "__qualname__", "load_problems"),
+                                "could not load its problems", e)
+        if error is None:
             raise
-        from leti.tasks.plugins import origin  # late: plugins imports this module
-
-        fix = ("fix or uninstall that package" if origin(type(task))
-               else f"fix {module}.{getattr(fn, '__qualname__', 'load_problems')}")
-        raise LetiError(f"{_where(task)} could not load its problems ({first_line(e)}); {fix}") from e
+        raise error from e
     return loaded
+
+
+def task_code_error(cls: type, name: str, module: str, qualname: str, failed: str, e: Exception) -> LetiError | None:
+    """One LetiError for an exception raised by a task's own code (`module`.`qualname`: a plugin's,
+    a script's; its constructor or load_problems), naming the task, its plugin and the error;
+    None for leti's own code, whose exceptions other than LetiError are bugs that keep their
+    traceback."""
+    if module == "leti" or module.startswith("leti."):
+        return None
+    from leti.tasks.plugins import origin  # late: plugins imports this module
+
+    fix = "fix or uninstall that package" if origin(cls) else f"fix {module}.{qualname}"
+    return LetiError(f"{_named(cls, name)} {failed} ({first_line(e)}); {fix}")
 
 
 def checked_problems(task: Task, loaded: object) -> list[Problem]:
@@ -80,10 +91,17 @@ _RESERVED_METRICS = frozenset({"task", "split", "stderr", "n_samples", "n_proble
 
 def _where(task: Task) -> str:
     """The task as messages name it: its name and, for a plugin's, the entry point and package."""
+    return _named(type(task), _name(task))
+
+
+def _name(task: Task) -> str:
+    return task.name if isinstance(task.name, str) and task.name else type(task).__qualname__
+
+
+def _named(cls: type, name: str) -> str:
+    """Task `name` of class `cls` as messages name it (_where; a task not built yet by its spec's name)."""
     from leti.tasks.plugins import origin  # late: plugins imports this module
 
-    cls = type(task)
-    name = task.name if isinstance(task.name, str) and task.name else cls.__qualname__
     found = origin(cls)
     return f"task {name!r} of {found}" if found else f"task {name!r} (class {cls.__module__}.{cls.__qualname__})"
 

@@ -10,9 +10,10 @@ import importlib
 import inspect
 from collections.abc import Callable
 
-from leti.errors import LetiError, first_line
+from leti.errors import LetiError
 from leti.tasks.base import Task
-from leti.tasks.plugins import load_plugins, origin
+from leti.tasks.contract import task_code_error
+from leti.tasks.plugins import load_plugins
 
 # Modules that define tasks; imported on first lookup so that `import leti.tasks` stays cheap.
 _TASK_MODULES = (
@@ -111,13 +112,10 @@ def _built(cls: type[Task], name: str, args: tuple[str, ...]) -> Task:
     except LetiError:
         raise
     except Exception as e:
-        module = cls.__module__ or ""
-        if module == "leti" or module.startswith("leti."):
+        error = task_code_error(cls, name, cls.__module__ or "", f"{cls.__qualname__}.__init__", "could not be created", e)
+        if error is None:
             raise
-        found = origin(cls)
-        where = f"task {name!r} of {found}" if found else f"task {name!r} (class {module}.{cls.__qualname__})"
-        fix = "fix or uninstall that package" if found else f"fix {module}.{cls.__qualname__}.__init__"
-        raise LetiError(f"{where} could not be created ({first_line(e)}); {fix}") from e
+        raise error from e
 
 
 _REQUIRED = "required"
